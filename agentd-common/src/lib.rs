@@ -1,0 +1,295 @@
+//! Types shared by agentd (user space) and agentd-ebpf (kernel side).
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and free of pointers so it can
+//! live in BPF maps and ring buffers unchanged on both sides.
+#![no_std]
+
+/// Names of the BPF maps, shared so user space and kernel side never drift.
+pub mod maps {
+    /// cgroup id → [`crate::AgentCgroup`]: the cgroups whose processes are agents.
+    pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
+    /// tgid → [`crate::ExecExpectation`]: exec decisions to confirm at `sched_process_exec`.
+    pub const EXEC_EXPECT: &str = "EXEC_EXPECT";
+    /// tgid → [`crate::Binding`]: which tool call a process is bound to.
+    pub const BINDINGS: &str = "BINDINGS";
+    /// [`crate::ConnectKey`] → [`crate::ConnectRule`]: connect destinations per call.
+    pub const CONNECT_RULES: &str = "CONNECT_RULES";
+    /// [`crate::ExecKey`] → call-scoped exec permission by device+inode.
+    pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
+    /// Ring buffer of [`crate::KernelEvent`]s.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU counters indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Enforcement mode of one agent cgroup.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Deny what no grant covers.
+    Enforce = 0,
+    /// Record would-deny events, block nothing.
+    AuditOnly = 1,
+}
+
+/// Value of [`maps::AGENT_CGROUPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentCgroup {
+    /// Agent index assigned by agentd (stable for the agent's lifetime).
+    pub agent_id: u32,
+    /// [`Mode`] as u8.
+    pub mode: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Identifies a file independent of its path: symlinks and renames don't change it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Kernel-internal device number (`sb->s_dev`, the new_encode_dev form).
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Value of [`maps::EXEC_EXPECT`]: what the supervisor approved for this tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecExpectation {
+    pub file: FileId,
+    /// Call id the exec was approved under (0 = baseline).
+    pub call_id: u64,
+}
+
+/// Value of [`maps::BINDINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Numeric call id (agentd's internal handle for a grant).
+    pub call_id: u64,
+    pub agent_id: u32,
+    pub _pad: u32,
+}
+
+/// Key of [`maps::EXEC_GRANTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecKey {
+    pub call_id: u64,
+    pub file: FileId,
+}
+
+/// Key of [`maps::CONNECT_RULES`]: one destination a call may connect to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectKey {
+    pub call_id: u64,
+    /// IPv4-mapped for IPv4 (::ffff:a.b.c.d), network byte order.
+    pub addr: [u8; 16],
+    /// Host byte order; 0 = any port.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Value of [`maps::CONNECT_RULES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRule {
+    /// Expiry in CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns); 0 = none.
+    pub expires_at_ns: u64,
+}
+
+/// Which hook saw a kernel event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Exec = 1,
+    FileOpen = 2,
+    Connect = 3,
+    SendMsg = 4,
+    ExecVerify = 5,
+    PathUnlink = 6,
+    PathRename = 7,
+    PathLink = 8,
+    PathSymlink = 9,
+    PathTruncate = 10,
+    Ptrace = 11,
+    Bpf = 12,
+    Signal = 13,
+}
+
+impl Hook {
+    /// Decodes a raw hook number from a kernel event.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Hook::Exec,
+            2 => Hook::FileOpen,
+            3 => Hook::Connect,
+            4 => Hook::SendMsg,
+            5 => Hook::ExecVerify,
+            6 => Hook::PathUnlink,
+            7 => Hook::PathRename,
+            8 => Hook::PathLink,
+            9 => Hook::PathSymlink,
+            10 => Hook::PathTruncate,
+            11 => Hook::Ptrace,
+            12 => Hook::Bpf,
+            13 => Hook::Signal,
+            _ => return None,
+        })
+    }
+
+    /// Stable snake_case name used in audit rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Exec => "exec",
+            Hook::FileOpen => "file_open",
+            Hook::Connect => "connect",
+            Hook::SendMsg => "sendmsg",
+            Hook::ExecVerify => "exec_verify",
+            Hook::PathUnlink => "path_unlink",
+            Hook::PathRename => "path_rename",
+            Hook::PathLink => "path_link",
+            Hook::PathSymlink => "path_symlink",
+            Hook::PathTruncate => "path_truncate",
+            Hook::Ptrace => "ptrace",
+            Hook::Bpf => "bpf",
+            Hook::Signal => "signal",
+        }
+    }
+}
+
+/// Kernel-side reason codes; user space maps them to the stable strings.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelReason {
+    Allowed = 0,
+    NoGrant = 1,
+    GrantExpired = 2,
+    PathOutsideScope = 3,
+    ExecMismatch = 4,
+    TamperAttempt = 5,
+    Baseline = 6,
+}
+
+impl KernelReason {
+    /// Decodes a raw reason number from a kernel event.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => KernelReason::Allowed,
+            1 => KernelReason::NoGrant,
+            2 => KernelReason::GrantExpired,
+            3 => KernelReason::PathOutsideScope,
+            4 => KernelReason::ExecMismatch,
+            5 => KernelReason::TamperAttempt,
+            6 => KernelReason::Baseline,
+            _ => return None,
+        })
+    }
+
+    /// Stable snake_case reason code, as in DESIGN.md.
+    pub fn code(self) -> &'static str {
+        match self {
+            KernelReason::Allowed => "grant_matched",
+            KernelReason::NoGrant => "no_grant",
+            KernelReason::GrantExpired => "grant_expired",
+            KernelReason::PathOutsideScope => "path_outside_scope",
+            KernelReason::ExecMismatch => "exec_target_mismatch",
+            KernelReason::TamperAttempt => "enforcer_tamper",
+            KernelReason::Baseline => "baseline",
+        }
+    }
+}
+
+/// Maximum bytes of a path or target carried in a [`KernelEvent`].
+pub const EVENT_TARGET_LEN: usize = 128;
+
+/// One kernel decision, sent to user space through [`maps::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KernelEvent {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub call_id: u64,
+    pub tgid: u32,
+    pub agent_id: u32,
+    /// [`Hook`] as u8.
+    pub hook: u8,
+    /// 1 = allowed, 0 = denied (or would-deny in audit-only mode).
+    pub allowed: u8,
+    /// [`KernelReason`] as u8.
+    pub reason: u8,
+    /// [`Mode`] as u8.
+    pub mode: u8,
+    /// Number of valid bytes in `target`.
+    pub target_len: u32,
+    pub target: [u8; EVENT_TARGET_LEN],
+}
+
+/// Indices into [`maps::COUNTERS`]; counts are never rate-limited.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Allowed = 0,
+    Denied = 1,
+    EventsDropped = 2,
+}
+
+/// Number of [`Counter`] slots.
+pub const COUNTER_SLOTS: u32 = 3;
+
+/// Byte offsets of the kernel struct fields the programs read, resolved by
+/// user space from the running kernel's BTF (Rust eBPF has no CO-RE yet), and
+/// written into the object's `KERNEL_OFFSETS` global before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `linux_binprm.file`
+    pub bprm_file: u32,
+    /// `linux_binprm.filename`
+    pub bprm_filename: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
+    /// `file.f_path`
+    pub file_path: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    pub _pad: u32,
+}
+
+/// Value of [`maps::EXEC_GRANTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantExpiry {
+    /// Expiry in CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns); 0 = none.
+    pub expires_at_ns: u64,
+}
+
+/// The call id under which an agent's baseline (unbound processes) is stored:
+/// the top bit marks it so it can never collide with a real call's id.
+pub const fn baseline_call_id(agent_id: u32) -> u64 {
+    (1u64 << 63) | agent_id as u64
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::GrantExpiry {}
+    // SAFETY: all types are repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for super::AgentCgroup {}
+    unsafe impl aya::Pod for super::FileId {}
+    unsafe impl aya::Pod for super::ExecExpectation {}
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::ExecKey {}
+    unsafe impl aya::Pod for super::ConnectKey {}
+    unsafe impl aya::Pod for super::ConnectRule {}
+    unsafe impl aya::Pod for super::KernelEvent {}
+}

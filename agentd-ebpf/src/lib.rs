@@ -1,0 +1,2 @@
+#![no_std]
+// This file exists so agentd can build-depend on this crate (see aya-build).

@@ -1,0 +1,21 @@
+//! agentd's kernel side. One thin `#[program]` wrapper per hook calls a
+//! `try_` function; the shared state lives in `maps` and `agent`.
+#![no_std]
+#![no_main]
+
+mod agent;
+mod cgroup_net;
+mod kernel;
+mod lsm_exec;
+mod maps;
+mod process_tree;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,208 @@
+//! `/etc/agentd/agentd.toml`: every key has a default; unknown keys and bad
+//! values are refused at start-up with a precise message.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default config file location.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/agentd/agentd.toml";
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}` in {path}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Which enforcement backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// Probe the kernel and pick the strongest backend that really loads.
+    #[default]
+    Auto,
+    /// BPF LSM (refused at start-up if it does not load).
+    Lsm,
+    /// seccomp user notification + cgroup BPF.
+    Seccomp,
+}
+
+/// SQLite `synchronous` level for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// WAL + synchronous=NORMAL: a committed row survives a process crash;
+    /// the last transactions may be lost on power failure.
+    #[default]
+    Normal,
+    /// WAL + synchronous=FULL: a committed row survives power failure.
+    Full,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the policy store, audit log, keys and queues (0700).
+    pub state_dir: PathBuf,
+    /// Unix socket of the HTTP API.
+    pub socket_path: PathBuf,
+    /// Group whose members may administer agentd (root always may).
+    pub admin_group: String,
+    /// Unprivileged user agents run as by default.
+    pub agent_user: String,
+    /// Optional TCP listener for remote operators, e.g. "127.0.0.1:7700".
+    pub tcp_listen: Option<String>,
+    /// Enforcement backend.
+    pub backend: BackendChoice,
+    /// Gateway settings.
+    pub gateway: GatewayConfig,
+    /// Audit log settings.
+    pub audit: AuditConfig,
+}
+
+/// Message and tool-call gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Accepted clock skew of a message timestamp, either way, in seconds.
+    pub timestamp_window_secs: u64,
+    /// How long a nonce is remembered (must be ≥ 2 × timestamp window).
+    pub nonce_ttl_secs: u64,
+    /// Lifetime of an active-message id, in seconds.
+    pub active_message_ttl_secs: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// SQLite durability of each committed audit row.
+    pub durability: Durability,
+    /// Seconds between signed checkpoints (one is also written at shutdown).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/agentd"),
+            socket_path: PathBuf::from("/run/agentd/agentd.sock"),
+            admin_group: "agentd-admin".into(),
+            agent_user: "agentd-agent".into(),
+            tcp_listen: None,
+            backend: BackendChoice::Auto,
+            gateway: GatewayConfig::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            timestamp_window_secs: 60,
+            nonce_ttl_secs: 600,
+            active_message_ttl_secs: 900,
+            max_request_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Normal,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if !self.state_dir.is_absolute() {
+            return Err(invalid("state_dir", "must be an absolute path"));
+        }
+        if !self.socket_path.is_absolute() {
+            return Err(invalid("socket_path", "must be an absolute path"));
+        }
+        let g = &self.gateway;
+        if g.timestamp_window_secs == 0 || g.timestamp_window_secs > 3600 {
+            return Err(invalid("gateway.timestamp_window_secs", "must be 1..=3600"));
+        }
+        if g.nonce_ttl_secs < 2 * g.timestamp_window_secs {
+            return Err(invalid(
+                "gateway.nonce_ttl_secs",
+                "must be at least twice gateway.timestamp_window_secs, or a replay could outlive its nonce",
+            ));
+        }
+        if g.max_request_bytes < 1024 || g.max_request_bytes > 16 * 1024 * 1024 {
+            return Err(invalid("gateway.max_request_bytes", "must be 1024..=16777216"));
+        }
+        if self.audit.checkpoint_interval_secs == 0 {
+            return Err(invalid("audit.checkpoint_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", Path::new("t.toml")).unwrap();
+        assert_eq!(c.gateway.timestamp_window_secs, 60);
+        assert_eq!(c.backend, BackendChoice::Auto);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let err = Config::parse("socket_pth = \"/x\"", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("socket_pth"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::parse("[gateway]\nnonce_ttl_secs = 10", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("gateway.nonce_ttl_secs"), "{err}");
+    }
+}

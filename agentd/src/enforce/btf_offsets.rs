@@ -1,0 +1,117 @@
+//! Resolves the kernel struct field offsets our eBPF programs read, from the
+//! running kernel's BTF. Rust eBPF has no CO-RE relocations yet; this gives
+//! the same portability across kernels (6.1 in the VM, 6.18 here).
+use std::path::Path;
+
+use agentd_common::KernelOffsets;
+use btf_rs::{Btf, Type};
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Errors resolving offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("cannot read kernel BTF at {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("kernel BTF has no struct `{name}`")]
+    NoStruct { name: String },
+    #[error("kernel BTF struct `{strukt}` has no field `{field}`")]
+    NoField { strukt: String, field: String },
+    #[error("field `{strukt}.{field}` is a bitfield or not byte-aligned")]
+    Unaligned { strukt: String, field: String },
+}
+
+/// Loads the running kernel's BTF and resolves every offset we need.
+pub fn resolve_running_kernel() -> Result<KernelOffsets, OffsetError> {
+    resolve_from_file(Path::new(VMLINUX_BTF))
+}
+
+/// Resolves offsets from a BTF file.
+pub fn resolve_from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
+    let btf = Btf::from_file(path).map_err(|e| OffsetError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    resolve(&btf)
+}
+
+fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
+    Ok(KernelOffsets {
+        bprm_file: field_offset(btf, "linux_binprm", "file")?,
+        bprm_filename: field_offset(btf, "linux_binprm", "filename")?,
+        file_inode: field_offset(btf, "file", "f_inode")?,
+        file_mode: field_offset(btf, "file", "f_mode")?,
+        file_path: field_offset(btf, "file", "f_path")?,
+        inode_ino: field_offset(btf, "inode", "i_ino")?,
+        inode_sb: field_offset(btf, "inode", "i_sb")?,
+        sb_dev: field_offset(btf, "super_block", "s_dev")?,
+        task_tgid: field_offset(btf, "task_struct", "tgid")?,
+        _pad: 0,
+    })
+}
+
+/// Byte offset of `strukt.field`, looking through anonymous unions/structs.
+pub fn field_offset(btf: &Btf, strukt: &str, field: &str) -> Result<u32, OffsetError> {
+    let no_struct = || OffsetError::NoStruct { name: strukt.into() };
+    let types = btf.resolve_types_by_name(strukt).map_err(|_| no_struct())?;
+    let s = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+        .ok_or_else(no_struct)?;
+    let bits = find_member(btf, &s, field, 0).ok_or_else(|| OffsetError::NoField {
+        strukt: strukt.into(),
+        field: field.into(),
+    })?;
+    if bits % 8 != 0 {
+        return Err(OffsetError::Unaligned {
+            strukt: strukt.into(),
+            field: field.into(),
+        });
+    }
+    Ok(bits / 8)
+}
+
+fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+    for m in &s.members {
+        if m.bitfield_size().is_some_and(|size| size != 0) {
+            continue;
+        }
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == field {
+            return Some(base_bits + m.bit_offset());
+        }
+        if name.is_empty() {
+            // Anonymous union or struct: search inside it.
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
+                if let Some(off) = find_member(btf, &inner, field, base_bits + m.bit_offset()) {
+                    return Some(off);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_offsets_on_this_kernel_or_skips() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIPPED: {VMLINUX_BTF} missing (kernel built without BTF)");
+            return;
+        }
+        let o = resolve_running_kernel().expect("offsets");
+        // Pointers are 8-byte aligned; nothing we read sits at offset 0 except
+        // possibly a struct's first field, and f_inode/i_sb never are.
+        assert_ne!(o.file_inode, 0);
+        assert_eq!(o.file_inode % 8, 0);
+        assert_eq!(o.inode_sb % 8, 0);
+        assert_ne!(o.task_tgid, 0);
+    }
+}

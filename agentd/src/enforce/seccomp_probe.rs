@@ -1,0 +1,84 @@
+//! Probes seccomp user notification by installing a real filter in a forked
+//! child (a filter can never be removed, so it must not land on agentd).
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` = `_IOW('!', 4, __u64)`.
+pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+/// Wake the notifying task on the supervisor's CPU (kernel ≥ 6.6).
+pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// Installs a filter that notifies on `getppid` and asks for a listener fd;
+/// with `sync_wakeup`, also sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on it.
+pub fn user_notif_in_child(sync_wakeup: bool) -> Result<String, String> {
+    // SAFETY: the child only makes raw syscalls and _exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            let code = child(sync_wakeup);
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                255
+            };
+            match code {
+                0 if sync_wakeup => Ok("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted".into()),
+                0 => Ok("filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installed".into()),
+                255 => Err("probe child died".into()),
+                errno => Err(format!(
+                    "refused: {}",
+                    nix::errno::Errno::from_raw(errno)
+                )),
+            }
+        }
+    }
+}
+
+fn child(sync_wakeup: bool) -> i32 {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(254);
+    let filter = [
+        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_getppid as u32,
+        },
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_USER_NOTIF },
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: plain syscalls on our own memory.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return errno();
+        }
+        let fd = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        );
+        if fd < 0 {
+            return errno();
+        }
+        if sync_wakeup
+            && libc::ioctl(
+                fd as i32,
+                SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            ) != 0
+        {
+            return errno();
+        }
+    }
+    0
+}

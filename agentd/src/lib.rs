@@ -1,0 +1,14 @@
+//! agentd: identity, authorization and kernel-level enforcement for AI agents.
+//!
+//! See `docs/ARCHITECTURE.md` for how the modules fit together.
+
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod enforce;
+pub mod gateway;
+pub mod policy;
+pub mod protocol;
+pub mod receipt;
