@@ -9,6 +9,7 @@ pub mod config;
 pub mod doctor;
 pub mod enforce;
 pub mod gateway;
+pub mod grant_spec;
 pub mod policy;
 pub mod protocol;
 pub mod receipt;

@@ -1,0 +1,28 @@
+//! What an allowed tool call may do in the kernel, as decided by policy.
+//! The gateway produces it; an enforcement backend turns it into a grant.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The kernel-facing part of an allowed decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
+    /// Executables the call may run (matched by device+inode once resolved).
+    #[serde(default)]
+    pub exec: Vec<PathBuf>,
+    /// Path scopes the call may open for reading (a directory covers its subtree).
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// Path scopes the call may open for writing (implies read).
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    /// Connect destinations: `CIDR:PORT` (port 0 = any), `[v6CIDR]:PORT`, or `unix:/path`.
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Seconds the grant lives after the decision.
+    pub ttl_secs: u64,
+    /// How many process bindings (`agentctl exec`) may use it; 0 = unlimited until expiry.
+    #[serde(default)]
+    pub uses: u32,
+}
