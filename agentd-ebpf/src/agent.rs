@@ -1,8 +1,8 @@
 //! Shared decision helpers: who is an agent, what it is bound to, and how a
 //! decision is counted and reported.
 use agentd_common::{
-    AgentCgroup, Binding, Counter, ExecKey, FileId, Hook, KernelEvent, KernelReason, Mode,
-    baseline_call_id, EVENT_TARGET_LEN,
+    baseline_call_id, AgentCgroup, Binding, Counter, ExecKey, FileId, Hook, KernelEvent,
+    KernelReason, Mode, EVENT_TARGET_LEN,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
@@ -74,7 +74,11 @@ pub fn report(
     target: *const u8,
 ) {
     let allowed = reason == KernelReason::Allowed;
-    count(if allowed { Counter::Allowed } else { Counter::Denied });
+    count(if allowed {
+        Counter::Allowed
+    } else {
+        Counter::Denied
+    });
     let Some(mut entry) = EVENTS.reserve::<KernelEvent>(0) else {
         count(Counter::EventsDropped);
         return;

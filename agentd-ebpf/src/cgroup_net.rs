@@ -2,9 +2,7 @@
 //! destination only if its bound call (or the baseline) lists it.
 use agentd_common::{ConnectKey, Hook, KernelReason};
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::bpf_ktime_get_boot_ns, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 
 use crate::{agent, maps::CONNECT_RULES};
@@ -68,7 +66,11 @@ fn gate(addr: [u8; 16], port: u16, hook: Hook) -> i32 {
     let call_id = agent::bound_call(agent::current_tgid(), &agent);
     let reason = connect_permitted(call_id, agent.agent_id, addr, port);
     agent::report(hook, cgroup_id, &agent, call_id, reason, core::ptr::null());
-    if agent::blocks(&agent, reason) { DENY } else { ALLOW }
+    if agent::blocks(&agent, reason) {
+        DENY
+    } else {
+        ALLOW
+    }
 }
 
 #[inline(always)]
@@ -77,7 +79,12 @@ fn connect_permitted(call_id: u64, agent_id: u32, addr: [u8; 16], port: u16) -> 
     let mut reason = KernelReason::NoGrant;
     for id in [call_id, agentd_common::baseline_call_id(agent_id)] {
         for p in [port, 0] {
-            let key = ConnectKey { call_id: id, addr, port: p, _pad: [0; 6] };
+            let key = ConnectKey {
+                call_id: id,
+                addr,
+                port: p,
+                _pad: [0; 6],
+            };
             if let Some(rule) = unsafe { CONNECT_RULES.get(&key) } {
                 if rule.expires_at_ns == 0 || rule.expires_at_ns > now {
                     return KernelReason::Allowed;

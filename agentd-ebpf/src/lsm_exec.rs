@@ -31,5 +31,9 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         Err(_) => KernelReason::NoGrant,
     };
     agent::report(Hook::Exec, cgroup_id, &agent, call_id, reason, filename);
-    if agent::blocks(&agent, reason) { -EPERM } else { 0 }
+    if agent::blocks(&agent, reason) {
+        -EPERM
+    } else {
+        0
+    }
 }

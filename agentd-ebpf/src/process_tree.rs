@@ -3,12 +3,13 @@
 //! confirmed against what the supervisor approved.
 use agentd_common::{Hook, KernelReason};
 use aya_ebpf::{
-    helpers::generated::bpf_send_signal,
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::generated::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
-use crate::{agent, kernel, maps::{BINDINGS, EXEC_EXPECT}};
+use crate::{
+    agent, kernel,
+    maps::{BINDINGS, EXEC_EXPECT},
+};
 
 const SIGKILL: u32 = 9;
 
@@ -74,7 +75,14 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) {
         (Err(_), _) => KernelReason::ExecMismatch,
     };
     let _ = EXEC_EXPECT.remove(&tgid);
-    agent::report(Hook::ExecVerify, cgroup_id, &agent, call_id, reason, filename);
+    agent::report(
+        Hook::ExecVerify,
+        cgroup_id,
+        &agent,
+        call_id,
+        reason,
+        filename,
+    );
     if agent::blocks(&agent, reason) {
         unsafe { bpf_send_signal(SIGKILL) };
     }

@@ -174,10 +174,16 @@ impl Config {
             ));
         }
         if g.max_request_bytes < 1024 || g.max_request_bytes > 16 * 1024 * 1024 {
-            return Err(invalid("gateway.max_request_bytes", "must be 1024..=16777216"));
+            return Err(invalid(
+                "gateway.max_request_bytes",
+                "must be 1024..=16777216",
+            ));
         }
         if self.audit.checkpoint_interval_secs == 0 {
-            return Err(invalid("audit.checkpoint_interval_secs", "must be at least 1"));
+            return Err(invalid(
+                "audit.checkpoint_interval_secs",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

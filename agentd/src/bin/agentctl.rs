@@ -3,7 +3,11 @@ use agentd::cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agentctl", version, about = "Control agentd: operators, messages, policy, audit, agents")]
+#[command(
+    name = "agentctl",
+    version,
+    about = "Control agentd: operators, messages, policy, audit, agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -53,7 +53,9 @@ fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
 
 /// Byte offset of `strukt.field`, looking through anonymous unions/structs.
 pub fn field_offset(btf: &Btf, strukt: &str, field: &str) -> Result<u32, OffsetError> {
-    let no_struct = || OffsetError::NoStruct { name: strukt.into() };
+    let no_struct = || OffsetError::NoStruct {
+        name: strukt.into(),
+    };
     let types = btf.resolve_types_by_name(strukt).map_err(|_| no_struct())?;
     let s = types
         .iter()

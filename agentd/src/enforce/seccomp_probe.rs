@@ -30,27 +30,43 @@ pub fn user_notif_in_child(sync_wakeup: bool) -> Result<String, String> {
                 0 if sync_wakeup => Ok("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted".into()),
                 0 => Ok("filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installed".into()),
                 255 => Err("probe child died".into()),
-                errno => Err(format!(
-                    "refused: {}",
-                    nix::errno::Errno::from_raw(errno)
-                )),
+                errno => Err(format!("refused: {}", nix::errno::Errno::from_raw(errno))),
             }
         }
     }
 }
 
 fn child(sync_wakeup: bool) -> i32 {
-    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(254);
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(254)
+    };
     let filter = [
-        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
         libc::sock_filter {
             code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
             jt: 0,
             jf: 1,
             k: libc::SYS_getppid as u32,
         },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_USER_NOTIF },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_USER_NOTIF,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
     ];
     let prog = libc::sock_fprog {
         len: filter.len() as u16,

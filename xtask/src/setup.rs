@@ -1,0 +1,130 @@
+//! `cargo xtask setup`: idempotent bootstrap. Each step checks first, says
+//! what it found, and only then installs.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context as _;
+
+use crate::shell::{output, run_cmd, step, workspace_root};
+
+/// bpf-linker release that builds against the nightly toolchain's LLVM here.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests need: QEMU for the VM tests, busybox and cpio for
+/// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "systemd",
+    "rpm",
+];
+
+/// Runs every setup step.
+pub fn run() -> anyhow::Result<()> {
+    step("setup: checking what this machine lacks");
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    println!("==> setup: done");
+    Ok(())
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!("    nightly toolchain with rust-src: present");
+        return Ok(());
+    }
+    println!(
+        "    installing rust-src for the nightly toolchain (eBPF builds use -Z build-std=core)"
+    );
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if have.contains(BPF_LINKER_VERSION) {
+        println!("    bpf-linker {BPF_LINKER_VERSION}: present");
+        return Ok(());
+    }
+    println!("    building bpf-linker {BPF_LINKER_VERSION} against the nightly toolchain's own LLVM (about a minute)");
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let libdir = PathBuf::from(sysroot.trim()).join("lib");
+    let llvm = std::fs::read_dir(&libdir)
+        .with_context(|| format!("reading {}", libdir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
+    let major = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libLLVM.so."))
+        .and_then(|v| v.split('.').next())
+        .context("cannot read the LLVM version")?
+        .to_string();
+    let prefix = workspace_root().join("target/xtask/llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link)?;
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .unwrap_or_default()
+                .contains("install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "    Debian packages {}: present",
+            DEBIAN_PACKAGES.join(", ")
+        );
+        return Ok(());
+    }
+    println!("    installing Debian packages: {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}

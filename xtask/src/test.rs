@@ -1,0 +1,249 @@
+//! `cargo xtask test`: the one test command. Stages run in order; every
+//! stage reports passed/failed/skipped, and the run ends with one closing
+//! `N passed, N failed, N skipped` line. A skipped test always says why.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    setup,
+    shell::{step, workspace_root},
+};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Skip the VM stage (it is reported as skipped, with this reason).
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+/// Outcome counts, plus what failed and what was skipped and why.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub failures: Vec<String>,
+    pub skips: Vec<String>,
+}
+
+impl Tally {
+    pub fn pass(&mut self) {
+        self.passed += 1;
+    }
+    pub fn fail(&mut self, what: impl Into<String>) {
+        self.failed += 1;
+        self.failures.push(what.into());
+    }
+    pub fn skip(&mut self, what: impl Into<String>) {
+        self.skipped += 1;
+        self.skips.push(what.into());
+    }
+    fn absorb(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.failures.extend(other.failures);
+        self.skips.extend(other.skips);
+    }
+}
+
+/// Runs every stage and prints the closing line.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    setup::run()?;
+    let mut tally = Tally::default();
+
+    step("lint: cargo fmt --check, cargo clippy -D warnings");
+    tally.absorb(lint());
+
+    step("build: workspace binaries (debug)");
+    let built = crate::shell::run_cmd(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--workspace",
+        "--bins",
+    ]));
+    if let Err(e) = &built {
+        tally.fail(format!("build: {e}"));
+    }
+
+    step("unit and host tests: cargo test --workspace (privileged tests run as root)");
+    tally.absorb(cargo_test()?);
+
+    if args.no_vm {
+        tally.skip("vm: --no-vm given");
+    }
+
+    print_summary(&tally);
+    if tally.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn lint() -> Tally {
+    let mut t = Tally::default();
+    let root = workspace_root();
+    let fmt = Command::new("cargo")
+        .current_dir(&root)
+        .args(["fmt", "--all", "--check"])
+        .status();
+    match fmt {
+        Ok(s) if s.success() => t.pass(),
+        _ => t.fail("cargo fmt --check: formatting differs (run `cargo fmt --all`)"),
+    }
+    let clippy = Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status();
+    match clippy {
+        Ok(s) if s.success() => t.pass(),
+        _ => t.fail("cargo clippy -D warnings: see the warnings above"),
+    }
+    t
+}
+
+/// Runs `cargo test` showing passed tests' output, so tests that skipped
+/// (they print `SKIPPED: reason`) are counted as skipped, not passed.
+fn cargo_test() -> anyhow::Result<Tally> {
+    let mut child = Command::new("cargo")
+        .current_dir(workspace_root())
+        .args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--show-output",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut parser = LibtestParser::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        parser.line(&line);
+    }
+    let status = child.wait()?;
+    let mut t = parser.finish();
+    if !status.success() && t.failed == 0 {
+        t.fail(format!(
+            "cargo test exited with {status} (a test binary failed to build or crashed)"
+        ));
+    }
+    Ok(t)
+}
+
+/// Reads libtest's human output.
+#[derive(Default)]
+struct LibtestParser {
+    current_test: Option<String>,
+    tally: Tally,
+    skipped_in_output: usize,
+}
+
+impl LibtestParser {
+    fn line(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            self.current_test = Some(name.to_string());
+        } else if let Some(reason) = line.trim_start().strip_prefix("SKIPPED:") {
+            let name = self.current_test.clone().unwrap_or_else(|| "?".into());
+            self.tally.skip(format!("{name}: {}", reason.trim()));
+            self.skipped_in_output += 1;
+        } else if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: usize = n
+                    .trim_start_matches("ok.")
+                    .trim_start_matches("FAILED.")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                match kind {
+                    "passed" => self.tally.passed += n,
+                    "failed" => self.tally.failed += n,
+                    "ignored" => {
+                        self.tally.skipped += n;
+                        if n > 0 {
+                            self.tally.skips.push(format!(
+                                "{n} test(s) marked #[ignore] (reasons in the output above)"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... FAILED"))
+        {
+            self.tally.failures.push(format!("cargo test: {name}"));
+        }
+    }
+
+    fn finish(mut self) -> Tally {
+        // Tests that printed SKIPPED were counted as passed by libtest.
+        self.tally.passed = self.tally.passed.saturating_sub(self.skipped_in_output);
+        self.tally
+    }
+}
+
+fn print_summary(t: &Tally) {
+    println!();
+    if !t.skips.is_empty() {
+        println!("skipped:");
+        for s in &t.skips {
+            println!("  - {s}");
+        }
+    }
+    if !t.failures.is_empty() {
+        println!("failed:");
+        for f in &t.failures {
+            println!("  - {f}");
+        }
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        t.passed, t.failed, t.skipped
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_tests_are_not_counted_as_passed() {
+        let mut p = LibtestParser::default();
+        for l in [
+            "---- a::needs_lsm stdout ----",
+            "SKIPPED: BPF LSM does not load here",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        ] {
+            p.line(l);
+        }
+        let t = p.finish();
+        assert_eq!((t.passed, t.failed, t.skipped), (3, 2, 2));
+        assert!(t.skips[0].starts_with("a::needs_lsm: BPF LSM"));
+    }
+}
