@@ -1,0 +1,215 @@
+//! The dedicated writer thread: assigns seq and chain hashes, commits
+//! concurrent appends together (group commit) and writes checkpoints.
+//!
+//! One thread owns the connection, so the chain head lives in memory and
+//! never races; a batch is everything queued while the last commit ran.
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rusqlite::Connection;
+
+use super::checkpoint::Checkpoint;
+use super::record::{AuditEvent, Record, RecordKind};
+use super::store;
+use super::timefmt::now_rfc3339_micros;
+use super::{AuditError, Committed};
+
+/// Most rows committed in one transaction; bounds a batch's latency.
+pub const MAX_BATCH: usize = 4096;
+
+/// Where an append's outcome goes.
+pub(crate) enum Reply {
+    /// An async caller awaiting a oneshot.
+    Async(tokio::sync::oneshot::Sender<Result<Committed, AuditError>>),
+    /// A blocking caller parked on a channel.
+    Blocking(SyncSender<Result<Committed, AuditError>>),
+}
+
+impl Reply {
+    fn send(self, r: Result<Committed, AuditError>) {
+        // A caller that gave up waiting is not an error of the log.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// Work for the writer thread.
+// Appends are nearly all the traffic; boxing them would add an allocation per row.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    /// Append one event; reply once it is committed.
+    Append { event: AuditEvent, reply: Reply },
+    /// Write a checkpoint now (if anything is new) and reply with it.
+    Checkpoint {
+        reply: SyncSender<Result<Option<Checkpoint>, AuditError>>,
+    },
+    /// Append the close record, write a final checkpoint and stop.
+    Shutdown {
+        reply: SyncSender<Result<(), AuditError>>,
+    },
+}
+
+/// State owned by the writer thread.
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub path: PathBuf,
+    pub key: SigningKey,
+    /// Seq the next record gets.
+    pub next_seq: u64,
+    /// Hash of record `next_seq - 1` (genesis when empty).
+    pub head_hash: String,
+    /// `count` of the newest checkpoint written.
+    pub checkpointed: u64,
+    pub interval: Duration,
+}
+
+impl Writer {
+    /// Runs until shutdown or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Command>) {
+        let mut last_cp = Instant::now();
+        let mut events: Vec<AuditEvent> = Vec::with_capacity(256);
+        let mut replies: Vec<Reply> = Vec::with_capacity(256);
+        let mut control: Vec<Command> = Vec::new();
+        loop {
+            let wait = self.interval.saturating_sub(last_cp.elapsed());
+            let first = match rx.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint_logged();
+                    last_cp = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every handle is gone without shutdown(): still close cleanly.
+                    let _ = self.close();
+                    return;
+                }
+            };
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append { event, reply } => {
+                        events.push(event);
+                        replies.push(reply);
+                    }
+                    other => control.push(other),
+                }
+                if events.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !events.is_empty() {
+                self.commit_batch(&mut events, &mut replies);
+            }
+            if last_cp.elapsed() >= self.interval {
+                self.checkpoint_logged();
+                last_cp = Instant::now();
+            }
+            for cmd in control.drain(..) {
+                match cmd {
+                    Command::Checkpoint { reply } => {
+                        let _ = reply.send(self.checkpoint());
+                        last_cp = Instant::now();
+                    }
+                    Command::Shutdown { reply } => {
+                        let r = self.close();
+                        let _ = reply.send(r);
+                        return;
+                    }
+                    Command::Append { .. } => unreachable!("appends are batched above"),
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` in one transaction and answers every caller.
+    /// On failure nothing of the batch is kept and every caller gets an error.
+    fn commit_batch(&mut self, events: &mut Vec<AuditEvent>, replies: &mut Vec<Reply>) {
+        let start_seq = self.next_seq;
+        let start_head = self.head_hash.clone();
+        let mut committed = Vec::with_capacity(events.len());
+        let result = (|| -> rusqlite::Result<()> {
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            for event in events.drain(..) {
+                let record = Record::seal(
+                    self.next_seq,
+                    now_rfc3339_micros(),
+                    event,
+                    std::mem::take(&mut self.head_hash),
+                );
+                store::insert_record(&self.conn, &record)?;
+                self.next_seq += 1;
+                committed.push(Committed {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                    timestamp: record.timestamp,
+                });
+                self.head_hash = record.hash;
+            }
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                for (reply, c) in replies.drain(..).zip(committed) {
+                    reply.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                events.clear();
+                self.next_seq = start_seq;
+                self.head_hash = start_head;
+                tracing::error!(path = %self.path.display(), rows = replies.len(), error = %e,
+                    "audit commit failed; the calls are denied");
+                for reply in replies.drain(..) {
+                    reply.send(Err(AuditError::CommitFailed {
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn checkpoint_logged(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(path = %self.path.display(), error = %e, "audit checkpoint failed");
+        }
+    }
+
+    /// Signs and stores a checkpoint of the current head if it moved.
+    pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+        let count = self.next_seq - 1;
+        if count == self.checkpointed {
+            return Ok(None);
+        }
+        let cp = Checkpoint::sign(&self.key, count, &self.head_hash, now_rfc3339_micros())?;
+        store::insert_checkpoint(&self.conn, &cp).map_err(|e| AuditError::CommitFailed {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        self.checkpointed = count;
+        tracing::debug!(count, head = %cp.head_hash, "audit checkpoint written");
+        Ok(Some(cp))
+    }
+
+    /// Appends the close record and writes the final checkpoint.
+    fn close(&mut self) -> Result<(), AuditError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_close");
+        ev.reason_code = "clean_shutdown".into();
+        self.commit_batch(&mut vec![ev], &mut vec![Reply::Blocking(tx)]);
+        let closed = rx.recv().unwrap_or(Err(AuditError::Closed));
+        self.checkpoint()?;
+        closed.map(|_| ())
+    }
+}

@@ -1,0 +1,338 @@
+//! The SQLite file: schema, append-only triggers, row (de)serialisation.
+use std::fs::{OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::checkpoint::Checkpoint;
+use super::record::{AuditEvent, Record, RecordKind};
+use crate::config::Durability;
+
+/// File name of the audit database under the state directory.
+pub const DB_FILE: &str = "audit.db";
+
+/// Errors of the audit store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or its mode set.
+    #[error("cannot prepare audit database file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite refused an operation.
+    #[error("audit database {path}: {op}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        op: &'static str,
+        source: rusqlite::Error,
+    },
+    /// A stored row cannot be decoded.
+    #[error("audit database {path}: malformed row seq {seq}: {message}")]
+    Malformed {
+        path: PathBuf,
+        seq: u64,
+        message: String,
+    },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq               INTEGER PRIMARY KEY,
+    timestamp         TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    operator          TEXT NOT NULL,
+    session           TEXT NOT NULL,
+    active_message_id TEXT NOT NULL,
+    call_id           TEXT NOT NULL,
+    action            TEXT NOT NULL,
+    target            TEXT NOT NULL,
+    decision          TEXT NOT NULL,
+    reason_code       TEXT NOT NULL,
+    policy_id         TEXT NOT NULL,
+    latency_us        INTEGER NOT NULL,
+    prev_hash         TEXT NOT NULL,
+    hash              TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    count     INTEGER PRIMARY KEY,
+    head_hash TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_prunes (
+    id            INTEGER PRIMARY KEY,
+    pruned_through INTEGER NOT NULL,
+    timestamp     TEXT NOT NULL
+);
+INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '1');
+";
+
+/// Tables whose rows may never change; the prefix pruning of
+/// `audit_records` lifts its delete guard inside one transaction.
+const GUARDED: [&str; 3] = ["audit_records", "audit_checkpoints", "audit_prunes"];
+
+/// SQL creating the UPDATE/DELETE-aborting triggers of one table.
+pub fn guard_sql(table: &str) -> String {
+    format!(
+        "CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+           BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;
+         CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+           BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
+    )
+}
+
+/// Column list in the order [`record_from_row`] reads it.
+pub const RECORD_COLUMNS: &str = "seq, timestamp, kind, operator, session, active_message_id, \
+     call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash";
+
+/// Path of the audit database under a state directory.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DB_FILE)
+}
+
+/// Opens (creating if needed) the database read-write with the schema,
+/// triggers and pragmas for `durability`. The file is created 0600.
+pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    // Create the file ourselves so it is never world-readable, not even briefly;
+    // SQLite gives -wal and -shm the mode of the main file.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| std::fs::set_permissions(path, Permissions::from_mode(0o600)))
+        .map_err(|source| StoreError::File {
+            path: path.to_owned(),
+            source,
+        })?;
+    let conn = Connection::open(path).map_err(sql(path, "open"))?;
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql(path, "busy_timeout"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))
+    .map_err(sql(path, "pragmas"))?;
+    let mut ddl = String::from(SCHEMA);
+    for t in GUARDED {
+        ddl.push_str(&guard_sql(t));
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl} COMMIT;"))
+        .map_err(sql(path, "schema"))?;
+    Ok(conn)
+}
+
+/// Opens an existing database without creating or changing anything.
+pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::File {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(path, "open read-only"))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql(path, "busy_timeout"))?;
+    Ok(conn)
+}
+
+/// Maps a rusqlite error to [`StoreError::Sqlite`].
+pub fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+/// Inserts one sealed record (inside the caller's transaction).
+pub fn insert_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO audit_records (seq, timestamp, kind, operator, session, active_message_id,
+            call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let e = &r.event;
+    stmt.execute(params![
+        r.seq as i64,
+        r.timestamp,
+        e.kind.as_str(),
+        e.operator,
+        e.session,
+        e.active_message_id,
+        e.call_id,
+        e.action,
+        e.target,
+        e.decision,
+        e.reason_code,
+        e.policy_id,
+        e.latency_us as i64,
+        r.prev_hash,
+        r.hash,
+    ])?;
+    Ok(())
+}
+
+/// Inserts a signed checkpoint.
+pub fn insert_checkpoint(conn: &Connection, c: &Checkpoint) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO audit_checkpoints (count, head_hash, timestamp, signature)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        c.count as i64,
+        c.head_hash,
+        c.timestamp,
+        c.signature
+    ])?;
+    Ok(())
+}
+
+/// Decodes a row selected with [`RECORD_COLUMNS`]. A malformed row becomes
+/// a `String` error naming the problem, for the verifier to report.
+pub fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, (u64, String)>> {
+    let seq: i64 = row.get(0)?;
+    let seq = seq as u64;
+    let kind_s: String = row.get(2)?;
+    let latency: i64 = row.get(12)?;
+    let kind = match RecordKind::parse(&kind_s) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err((seq, e.to_string()))),
+    };
+    if latency < 0 {
+        return Ok(Err((seq, format!("negative latency_us {latency}"))));
+    }
+    Ok(Ok(Record {
+        seq,
+        timestamp: row.get(1)?,
+        event: AuditEvent {
+            kind,
+            operator: row.get(3)?,
+            session: row.get(4)?,
+            active_message_id: row.get(5)?,
+            call_id: row.get(6)?,
+            action: row.get(7)?,
+            target: row.get(8)?,
+            decision: row.get(9)?,
+            reason_code: row.get(10)?,
+            policy_id: row.get(11)?,
+            latency_us: latency as u64,
+        },
+        prev_hash: row.get(13)?,
+        hash: row.get(14)?,
+    }))
+}
+
+/// The last record, if any.
+pub fn last_record(conn: &Connection, path: &Path) -> Result<Option<Record>, StoreError> {
+    let q = format!("SELECT {RECORD_COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1");
+    let row = conn
+        .query_row(&q, [], record_from_row)
+        .optional()
+        .map_err(sql(path, "read last record"))?;
+    match row {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err((seq, message))) => Err(StoreError::Malformed {
+            path: path.to_owned(),
+            seq,
+            message,
+        }),
+    }
+}
+
+/// One record by sequence number.
+pub fn record_at(conn: &Connection, path: &Path, seq: u64) -> Result<Option<Record>, StoreError> {
+    let q = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq = ?1");
+    let row = conn
+        .query_row(&q, [seq as i64], record_from_row)
+        .optional()
+        .map_err(sql(path, "read record"))?;
+    match row {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err((seq, message))) => Err(StoreError::Malformed {
+            path: path.to_owned(),
+            seq,
+            message,
+        }),
+    }
+}
+
+/// Records with `seq > after`, ascending, at most `limit`.
+pub fn records_after(
+    conn: &Connection,
+    path: &Path,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<Record>, StoreError> {
+    let q =
+        format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let mut stmt = conn.prepare(&q).map_err(sql(path, "prepare read"))?;
+    let rows = stmt
+        .query_map(
+            params![after as i64, limit.min(i64::MAX as u64) as i64],
+            record_from_row,
+        )
+        .map_err(sql(path, "read records"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row.map_err(sql(path, "read records"))? {
+            Ok(r) => out.push(r),
+            Err((seq, message)) => {
+                return Err(StoreError::Malformed {
+                    path: path.to_owned(),
+                    seq,
+                    message,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// All checkpoints, ascending by count.
+pub fn checkpoints(conn: &Connection, path: &Path) -> Result<Vec<Checkpoint>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT count, head_hash, timestamp, signature FROM audit_checkpoints ORDER BY count",
+        )
+        .map_err(sql(path, "prepare checkpoints"))?;
+    let rows = stmt
+        .query_map([], |row| {
+            let count: i64 = row.get(0)?;
+            Ok(Checkpoint {
+                count: count as u64,
+                head_hash: row.get(1)?,
+                timestamp: row.get(2)?,
+                signature: row.get(3)?,
+            })
+        })
+        .map_err(sql(path, "read checkpoints"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(sql(path, "read checkpoints"))
+}
+
+/// Highest and lowest stored seq, if any rows exist.
+pub fn seq_range(conn: &Connection, path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+    let (lo, hi): (Option<i64>, Option<i64>) = conn
+        .query_row("SELECT MIN(seq), MAX(seq) FROM audit_records", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(sql(path, "seq range"))?;
+    Ok(lo.zip(hi).map(|(a, b)| (a as u64, b as u64)))
+}
