@@ -7,3 +7,4 @@ pub mod ebpf;
 pub mod seccomp_probe;
 
 pub use cgroup_root::cgroup_root;
+pub mod lsm;
