@@ -1,0 +1,543 @@
+//! Checks a policy file and turns it into the form the decision path reads:
+//! normalised scopes, resolved names, validated templates. Every refusal names
+//! the exact place in the file (`roles.guest.allow.write_file.path.scopes[0]`).
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::path;
+use super::schema::{ActionDef, ArgKind, ArgRule, GrantTemplate, MessageRules, PolicyFile};
+use super::PolicyError;
+
+/// A compiled, immutable policy.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    /// `<file id>@<first 12 hex digits of the file's SHA-256>`; recorded with decisions.
+    pub id: String,
+    /// SHA-256 of the source text, hex.
+    pub sha256: String,
+    /// The source text as loaded.
+    pub source: String,
+    /// Message delivery rules.
+    pub messages: MessageRules,
+    pub(crate) roles: HashMap<String, Role>,
+    pub(crate) actions: HashMap<String, Action>,
+}
+
+/// A compiled role.
+#[derive(Debug)]
+pub(crate) struct Role {
+    pub name: String,
+    pub rate_per_minute: u32,
+    pub burst: u32,
+    pub destructive_ok: bool,
+    pub allow: HashMap<String, Arc<ActionRules>>,
+}
+
+/// Argument rules of one (role, action).
+#[derive(Debug)]
+pub(crate) struct ActionRules {
+    /// Sorted by name.
+    pub args: Vec<(String, ArgConstraint)>,
+}
+
+/// One compiled argument rule.
+#[derive(Debug)]
+pub(crate) struct ArgConstraint {
+    pub optional: bool,
+    pub check: Constraint,
+}
+
+/// What a compiled argument rule checks.
+#[derive(Debug)]
+pub(crate) enum Constraint {
+    Path {
+        scopes: Vec<String>,
+    },
+    Command {
+        programs: Vec<String>,
+        scopes: Option<Vec<String>>,
+        max_items: usize,
+        max_bytes: usize,
+    },
+    Recipients {
+        domains: Vec<String>,
+        addresses: Vec<String>,
+        max_items: usize,
+    },
+    Domain {
+        domains: Vec<String>,
+    },
+    Text {
+        max_bytes: usize,
+    },
+    Str {
+        values: Option<Vec<String>>,
+        max_bytes: usize,
+    },
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Json {
+        max_bytes: usize,
+    },
+}
+
+/// A compiled action.
+#[derive(Debug)]
+pub(crate) struct Action {
+    pub destructive: bool,
+    pub destructive_paths: Vec<String>,
+    /// Each entry: program basename, then leading arguments.
+    pub destructive_commands: Vec<Vec<String>>,
+    pub grant: Option<GrantTemplate>,
+}
+
+fn is_ident(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || extra.contains(&b)
+        })
+}
+
+/// Validates a domain pattern: lowercase labels, optionally `*.` first.
+fn check_domain(d: &str) -> bool {
+    let host = d.strip_prefix("*.").unwrap_or(d);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// Parses, validates and compiles policy text. `origin` labels errors (a file name).
+pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError> {
+    let file: PolicyFile = toml::from_str(source).map_err(|e| PolicyError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let invalid = |at: String, message: String| PolicyError::Invalid {
+        origin: origin.to_owned(),
+        at,
+        message,
+    };
+
+    if !is_ident(&file.id, b"-.") {
+        return Err(invalid(
+            "id".into(),
+            "must be 1-64 characters of [a-z0-9_.-]".into(),
+        ));
+    }
+
+    let mut actions = HashMap::new();
+    for (name, def) in &file.actions {
+        let at = format!("actions.{name}");
+        if !is_ident(name, b".-") {
+            return Err(invalid(
+                at,
+                "action names are 1-64 characters of [a-z0-9_.-]".into(),
+            ));
+        }
+        actions.insert(
+            name.clone(),
+            compile_action(def, &at).map_err(|(at, m)| invalid(at, m))?,
+        );
+    }
+
+    let mut roles = HashMap::new();
+    for (name, def) in &file.roles {
+        let at = format!("roles.{name}");
+        if !is_ident(name, b"-") {
+            return Err(invalid(
+                at,
+                "role names are 1-64 characters of [a-z0-9_-]".into(),
+            ));
+        }
+        if def.rate_per_minute == 0 {
+            return Err(invalid(
+                format!("{at}.rate_per_minute"),
+                "must be at least 1 (remove the allow entries to forbid)".into(),
+            ));
+        }
+        let mut allow = HashMap::new();
+        for (action, args) in &def.allow {
+            let at = format!("{at}.allow.{action}");
+            if !actions.contains_key(action) {
+                return Err(invalid(
+                    at,
+                    format!("action `{action}` is not defined in [actions]"),
+                ));
+            }
+            let mut compiled = Vec::with_capacity(args.len());
+            for (arg, rule) in args {
+                let at = format!("{at}.{arg}");
+                if !is_ident(arg, b"") {
+                    return Err(invalid(
+                        at,
+                        "argument names are 1-64 characters of [a-z0-9_]".into(),
+                    ));
+                }
+                compiled.push((
+                    arg.clone(),
+                    compile_arg(rule, &at).map_err(|(at, m)| invalid(at, m))?,
+                ));
+            }
+            compiled.sort_by(|a, b| a.0.cmp(&b.0));
+            allow.insert(action.clone(), Arc::new(ActionRules { args: compiled }));
+        }
+        roles.insert(
+            name.clone(),
+            Role {
+                name: name.clone(),
+                rate_per_minute: def.rate_per_minute,
+                burst: def.burst.unwrap_or(def.rate_per_minute).max(1),
+                destructive_ok: def.destructive.unwrap_or(name == "owner"),
+                allow,
+            },
+        );
+    }
+
+    // Grant templates may only reference arguments every allowing role requires
+    // and that are safe inside a path.
+    for (name, action) in &actions {
+        let Some(grant) = &action.grant else { continue };
+        let at = format!("actions.{name}.grant");
+        check_grant(grant, &at, name, &roles).map_err(|(at, m)| invalid(at, m))?;
+    }
+
+    let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
+    Ok(CompiledPolicy {
+        id: format!("{}@{}", file.id, &sha256[..12]),
+        sha256,
+        source: source.to_owned(),
+        messages: file.messages,
+        roles,
+        actions,
+    })
+}
+
+type Located = (String, String);
+
+fn normalize_scope(s: &str, at: &str) -> Result<String, Located> {
+    // `{operator}` is substituted at decision time; operator ids cannot contain `/` or start with `.`.
+    let probe = s.replace("{operator}", "x");
+    if probe.contains('{') || probe.contains('}') {
+        return Err((
+            at.into(),
+            format!("`{s}`: only the {{operator}} placeholder is allowed here"),
+        ));
+    }
+    path::normalize(s).map_err(|e| (at.to_owned(), format!("`{s}`: {e}")))
+}
+
+fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
+    let destructive_paths = def
+        .destructive_paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| normalize_scope(p, &format!("{at}.destructive_paths[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let mut destructive_commands = Vec::new();
+    for (i, c) in def.destructive_commands.iter().enumerate() {
+        let words: Vec<String> = c.split_ascii_whitespace().map(str::to_owned).collect();
+        if words.is_empty() || words[0].contains('/') {
+            return Err((
+                format!("{at}.destructive_commands[{i}]"),
+                "must start with a program basename, e.g. \"mailctl reset\"".into(),
+            ));
+        }
+        destructive_commands.push(words);
+    }
+    if let Some(g) = &def.grant {
+        if g.ttl_secs == 0 || g.ttl_secs > 86_400 {
+            return Err((format!("{at}.grant.ttl_secs"), "must be 1..=86400".into()));
+        }
+    }
+    Ok(Action {
+        destructive: def.destructive,
+        destructive_paths,
+        destructive_commands,
+        grant: def.grant.clone(),
+    })
+}
+
+fn compile_arg(rule: &ArgRule, at: &str) -> Result<ArgConstraint, Located> {
+    let field_err = |f: &str, m: &str| (format!("{at}.{f}"), m.to_owned());
+    // Fields each kind may set; anything else set is a mistake worth refusing.
+    let allowed: &[&str] = match rule.kind {
+        ArgKind::Path => &["scopes"],
+        ArgKind::Command => &["programs", "scopes", "max_items", "max_bytes"],
+        ArgKind::Recipients => &["domains", "addresses", "max_items"],
+        ArgKind::Domain => &["domains"],
+        ArgKind::Text | ArgKind::Json => &["max_bytes"],
+        ArgKind::String => &["values", "max_bytes"],
+        ArgKind::Integer => &["min", "max"],
+    };
+    let set = [
+        ("scopes", rule.scopes.is_some()),
+        ("programs", rule.programs.is_some()),
+        ("domains", rule.domains.is_some()),
+        ("addresses", rule.addresses.is_some()),
+        ("values", rule.values.is_some()),
+        ("max_bytes", rule.max_bytes.is_some()),
+        ("max_items", rule.max_items.is_some()),
+        ("min", rule.min.is_some()),
+        ("max", rule.max.is_some()),
+    ];
+    for (f, present) in set {
+        if present && !allowed.contains(&f) {
+            return Err(field_err(
+                f,
+                &format!("not valid for an argument of type {:?}", rule.kind).to_lowercase(),
+            ));
+        }
+    }
+    let scopes = |rule: &ArgRule| -> Result<Option<Vec<String>>, Located> {
+        rule.scopes
+            .as_ref()
+            .map(|v| {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, s)| normalize_scope(s, &format!("{at}.scopes[{i}]")))
+                    .collect()
+            })
+            .transpose()
+    };
+    let domains = |rule: &ArgRule| -> Result<Vec<String>, Located> {
+        let list = rule.domains.clone().unwrap_or_default();
+        for (i, d) in list.iter().enumerate() {
+            if !check_domain(d) {
+                return Err((
+                    format!("{at}.domains[{i}]"),
+                    format!("`{d}` is not a lowercase domain (optionally `*.` first)"),
+                ));
+            }
+        }
+        Ok(list)
+    };
+    let check = match rule.kind {
+        ArgKind::Path => {
+            let s = scopes(rule)?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| field_err("scopes", "a path argument needs at least one scope"))?;
+            Constraint::Path { scopes: s }
+        }
+        ArgKind::Command => {
+            let programs = rule
+                .programs
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    field_err("programs", "a command argument needs at least one program")
+                })?;
+            let mut progs = Vec::new();
+            for (i, p) in programs.iter().enumerate() {
+                let n = path::normalize(p)
+                    .map_err(|e| (format!("{at}.programs[{i}]"), format!("`{p}`: {e}")))?;
+                progs.push(n);
+            }
+            Constraint::Command {
+                programs: progs,
+                scopes: scopes(rule)?,
+                max_items: rule.max_items.unwrap_or(64),
+                max_bytes: rule.max_bytes.unwrap_or(4096),
+            }
+        }
+        ArgKind::Recipients => {
+            let addresses: Vec<String> = rule
+                .addresses
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect();
+            for (i, a) in addresses.iter().enumerate() {
+                if parse_address(a).is_none() {
+                    return Err((
+                        format!("{at}.addresses[{i}]"),
+                        format!("`{a}` is not an e-mail address"),
+                    ));
+                }
+            }
+            let domains = domains(rule)?;
+            if domains.is_empty() && addresses.is_empty() {
+                return Err(field_err(
+                    "domains",
+                    "a recipients argument needs `domains` or `addresses`",
+                ));
+            }
+            Constraint::Recipients {
+                domains,
+                addresses,
+                max_items: rule.max_items.unwrap_or(10),
+            }
+        }
+        ArgKind::Domain => {
+            let d = domains(rule)?;
+            if d.is_empty() {
+                return Err(field_err(
+                    "domains",
+                    "a domain argument needs at least one domain",
+                ));
+            }
+            Constraint::Domain { domains: d }
+        }
+        ArgKind::Text => Constraint::Text {
+            max_bytes: rule
+                .max_bytes
+                .ok_or_else(|| field_err("max_bytes", "a text argument needs max_bytes"))?,
+        },
+        ArgKind::Json => Constraint::Json {
+            max_bytes: rule
+                .max_bytes
+                .ok_or_else(|| field_err("max_bytes", "a json argument needs max_bytes"))?,
+        },
+        ArgKind::String => {
+            if let Some(values) = &rule.values {
+                for (i, v) in values.iter().enumerate() {
+                    if !is_identifier_value(&v.replace("{operator}", "x")) {
+                        return Err((
+                            format!("{at}.values[{i}]"),
+                            format!("`{v}` is not an identifier value"),
+                        ));
+                    }
+                }
+            }
+            Constraint::Str {
+                values: rule.values.clone(),
+                max_bytes: rule.max_bytes.unwrap_or(128),
+            }
+        }
+        ArgKind::Integer => {
+            let (min, max) = (rule.min.unwrap_or(i64::MIN), rule.max.unwrap_or(i64::MAX));
+            if min > max {
+                return Err(field_err("min", "is greater than max"));
+            }
+            Constraint::Integer { min, max }
+        }
+    };
+    Ok(ArgConstraint {
+        optional: rule.optional,
+        check,
+    })
+}
+
+/// The alphabet of `string` arguments: safe inside a path component.
+pub(crate) fn is_identifier_value(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'+' | b'-')
+        })
+}
+
+/// Splits `local@domain`; lowercase domain. None if not a plain address.
+pub(crate) fn parse_address(a: &str) -> Option<(&str, &str)> {
+    let (local, domain) = a.split_once('@')?;
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+    let ok_domain = check_domain(domain) && !domain.starts_with("*.");
+    (ok_local && ok_domain).then_some((local, domain))
+}
+
+fn check_grant(
+    g: &GrantTemplate,
+    at: &str,
+    action: &str,
+    roles: &HashMap<String, Role>,
+) -> Result<(), Located> {
+    let lists: [(&str, &Vec<String>); 4] = [
+        ("exec", &g.exec),
+        ("read", &g.read),
+        ("write", &g.write),
+        ("connect", &g.connect),
+    ];
+    for (field, list) in lists {
+        for (i, entry) in list.iter().enumerate() {
+            let at = format!("{at}.{field}[{i}]");
+            let mut rest = entry.as_str();
+            let mut probe = String::new();
+            while let Some(start) = rest.find('{') {
+                probe.push_str(&rest[..start]);
+                let end = rest[start..]
+                    .find('}')
+                    .ok_or_else(|| (at.clone(), format!("`{entry}`: unclosed placeholder")))?
+                    + start;
+                let name = &rest[start + 1..end];
+                if name == "operator" {
+                    probe.push('x');
+                } else if let Some(arg) = name.strip_prefix("arg.") {
+                    for role in roles.values() {
+                        let Some(rules) = role.allow.get(action) else {
+                            continue;
+                        };
+                        let found = rules.args.iter().find(|(n, _)| n == arg);
+                        match found {
+                            Some((_, c))
+                                if !c.optional
+                                    && matches!(
+                                        c.check,
+                                        Constraint::Path { .. }
+                                            | Constraint::Command { .. }
+                                            | Constraint::Str { .. }
+                                    ) => {}
+                            _ => {
+                                return Err((at, format!("`{{arg.{arg}}}`: role `{}` does not require a path, command or string argument `{arg}` for `{action}`", role.name)));
+                            }
+                        }
+                    }
+                    // Path and command values are absolute paths; stand in with one.
+                    probe.push_str(if probe.is_empty() { "/x" } else { "x" });
+                } else {
+                    return Err((
+                        at,
+                        format!(
+                            "`{{{name}}}`: unknown placeholder (use {{operator}} or {{arg.NAME}})"
+                        ),
+                    ));
+                }
+                rest = &rest[end + 1..];
+            }
+            probe.push_str(rest);
+            if field == "connect" {
+                if !valid_connect(&probe) {
+                    return Err((
+                        at,
+                        format!("`{entry}`: expected CIDR:PORT, [v6CIDR]:PORT or unix:/path"),
+                    ));
+                }
+            } else if let Err(e) = path::normalize(&probe) {
+                return Err((at, format!("`{entry}`: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn valid_connect(s: &str) -> bool {
+    if let Some(p) = s.strip_prefix("unix:") {
+        return path::normalize(p).is_ok();
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some(x) => x,
+        None => return false,
+    };
+    if port.parse::<u16>().is_err() {
+        return false;
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let (addr, prefix) = host.split_once('/').unwrap_or((host, "128"));
+    addr.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 128)
+}

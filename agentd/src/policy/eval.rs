@@ -1,0 +1,460 @@
+//! Pure evaluation of one tool call against a compiled policy, for the
+//! operator's roles: role allow-list, argument shape, destructive class,
+//! argument constraints, grant. Rate limits (stateful) are the caller's.
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::compile::{
+    is_identifier_value, parse_address, Action, ActionRules, CompiledPolicy, Constraint, Role,
+};
+use super::path;
+use crate::grant_spec::GrantSpec;
+use crate::protocol::reason;
+
+/// Why the policy denies a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// Human explanation (argument and value involved).
+    pub detail: String,
+}
+
+fn deny(reason: &'static str, detail: impl Into<String>) -> Denial {
+    Denial {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// What the policy allows for a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allowed {
+    /// The role that allowed it.
+    pub role: String,
+    /// Its rate limit, per minute, and burst.
+    pub rate_per_minute: u32,
+    /// Burst size for the rate limiter.
+    pub burst: u32,
+    /// Kernel grant, if the action has a template.
+    pub grant: Option<GrantSpec>,
+    /// The call is classed destructive (and the role may make it).
+    pub destructive: bool,
+}
+
+/// One parsed argument value.
+#[derive(Debug)]
+enum Parsed<'a> {
+    Path(String),
+    /// `program` is the allow-listed absolute path argv[0] resolves to, if any;
+    /// resolution failing is reported by `check`, after the destructive class.
+    Command {
+        program: Option<String>,
+        base: String,
+        argv: Vec<&'a str>,
+    },
+    Recipients(Vec<&'a str>),
+    Domain(String),
+    Text(&'a str),
+    Str(&'a str),
+    Int(i64),
+    Json(&'a Value),
+}
+
+impl CompiledPolicy {
+    /// Evaluates a call by `operator` holding `roles`. The first role that allows
+    /// it wins; if none does, the first allowing role's denial is returned.
+    pub fn evaluate(
+        &self,
+        operator: &str,
+        roles: &[String],
+        action: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Allowed, Denial> {
+        let Some(act) = self.actions.get(action) else {
+            return Err(deny(
+                reason::UNKNOWN_ACTION,
+                format!("action `{action}` is not defined by policy {}", self.id),
+            ));
+        };
+        let mut first_denial = None;
+        for role_name in roles {
+            let Some(role) = self.roles.get(role_name) else {
+                continue;
+            };
+            let Some(rules) = role.allow.get(action) else {
+                continue;
+            };
+            match evaluate_role(role, act, rules, operator, args) {
+                Ok(a) => return Ok(a),
+                Err(d) => {
+                    first_denial.get_or_insert(d);
+                }
+            }
+        }
+        Err(first_denial.unwrap_or_else(|| {
+            deny(
+                reason::ROLE_NOT_IN_ALLOWLIST,
+                format!(
+                    "no role of `{operator}` ({}) allows `{action}`",
+                    roles.join(", ")
+                ),
+            )
+        }))
+    }
+
+    /// Names of the roles the policy defines.
+    pub fn role_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.roles.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+fn evaluate_role(
+    role: &Role,
+    act: &Action,
+    rules: &ActionRules,
+    operator: &str,
+    args: &Map<String, Value>,
+) -> Result<Allowed, Denial> {
+    // 1. Shape: no unknown argument, every required one present, right types.
+    for key in args.keys() {
+        if rules
+            .args
+            .binary_search_by(|(n, _)| n.as_str().cmp(key))
+            .is_err()
+        {
+            return Err(deny(
+                reason::UNKNOWN_ARGUMENT,
+                format!("argument `{key}` is not accepted"),
+            ));
+        }
+    }
+    let mut parsed: Vec<(&str, &Constraint, Parsed)> = Vec::with_capacity(rules.args.len());
+    for (name, c) in &rules.args {
+        match args.get(name) {
+            None if c.optional => {}
+            None => {
+                return Err(deny(
+                    reason::MISSING_ARGUMENT,
+                    format!("argument `{name}` is required"),
+                ))
+            }
+            Some(v) => parsed.push((name, &c.check, parse(name, &c.check, v)?)),
+        }
+    }
+    // 2. Destructive class.
+    let destructive = act.destructive
+        || parsed.iter().any(|(_, _, p)| match p {
+            Parsed::Path(p) => act
+                .destructive_paths
+                .iter()
+                .any(|s| path::within(p, &s.replace("{operator}", operator))),
+            Parsed::Command { base, argv, .. } => act.destructive_commands.iter().any(|pat| {
+                pat[0] == *base
+                    && pat.len() <= argv.len()
+                    && pat[1..].iter().zip(&argv[1..]).all(|(a, b)| a == b)
+            }),
+            _ => false,
+        });
+    if destructive && !role.destructive_ok {
+        return Err(deny(
+            reason::DESTRUCTIVE_OP_OWNER_ONLY,
+            format!(
+                "the call is destructive and role `{}` may not make it",
+                role.name
+            ),
+        ));
+    }
+    // 3. Constraints.
+    for (name, c, p) in &parsed {
+        check(name, c, p, operator)?;
+    }
+    // 4. Grant.
+    let grant = act.grant.as_ref().map(|t| {
+        let subst = |s: &String| -> String {
+            let mut out = s.replace("{operator}", operator);
+            for (name, _, p) in &parsed {
+                let key = format!("{{arg.{name}}}");
+                if out.contains(&key) {
+                    let v = match p {
+                        Parsed::Path(p) => p.as_str(),
+                        Parsed::Command { program, .. } => program.as_deref().unwrap_or(""),
+                        Parsed::Str(s) => s,
+                        _ => "",
+                    };
+                    out = out.replace(&key, v);
+                }
+            }
+            out
+        };
+        GrantSpec {
+            exec: t.exec.iter().map(|s| PathBuf::from(subst(s))).collect(),
+            read: t.read.iter().map(|s| PathBuf::from(subst(s))).collect(),
+            write: t.write.iter().map(|s| PathBuf::from(subst(s))).collect(),
+            connect: t.connect.iter().map(subst).collect(),
+            ttl_secs: t.ttl_secs,
+            uses: t.uses,
+        }
+    });
+    Ok(Allowed {
+        role: role.name.clone(),
+        rate_per_minute: role.rate_per_minute,
+        burst: role.burst,
+        grant,
+        destructive,
+    })
+}
+
+fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Denial> {
+    let wrong = |what: &str| {
+        deny(
+            reason::INVALID_ARGUMENT,
+            format!("argument `{name}` must be {what}"),
+        )
+    };
+    Ok(match c {
+        Constraint::Path { .. } => {
+            let s = v.as_str().ok_or_else(|| wrong("a string path"))?;
+            Parsed::Path(
+                path::normalize(s)
+                    .map_err(|e| deny(reason::INVALID_PATH, format!("argument `{name}`: {e}")))?,
+            )
+        }
+        Constraint::Command { programs, .. } => {
+            let argv: Vec<&str> = match v {
+                Value::String(s) => s.split_ascii_whitespace().collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .ok_or_else(|| wrong("a string or an array of strings"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(wrong("a string or an array of strings")),
+            };
+            if argv.is_empty() {
+                return Err(wrong("a non-empty command"));
+            }
+            if argv.iter().any(|a| a.chars().any(char::is_control)) {
+                return Err(deny(
+                    reason::INVALID_ARGUMENT,
+                    format!("argument `{name}` contains a control character"),
+                ));
+            }
+            let program = if argv[0].contains('/') {
+                let p = path::normalize(argv[0]).map_err(|e| {
+                    deny(
+                        reason::INVALID_PATH,
+                        format!("argument `{name}` program: {e}"),
+                    )
+                })?;
+                programs.iter().find(|q| **q == p).cloned()
+            } else {
+                programs
+                    .iter()
+                    .find(|q| q.rsplit('/').next() == Some(argv[0]))
+                    .cloned()
+            };
+            let base = argv[0].rsplit('/').next().unwrap_or(argv[0]).to_owned();
+            Parsed::Command {
+                program,
+                base,
+                argv,
+            }
+        }
+        Constraint::Recipients { .. } => {
+            let list: Vec<&str> = match v {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .ok_or_else(|| wrong("an address or an array of addresses"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(wrong("an address or an array of addresses")),
+            };
+            if list.is_empty() {
+                return Err(wrong("at least one address"));
+            }
+            Parsed::Recipients(list)
+        }
+        Constraint::Domain { .. } => {
+            let s = v.as_str().ok_or_else(|| wrong("a host name"))?;
+            Parsed::Domain(s.trim_end_matches('.').to_ascii_lowercase())
+        }
+        Constraint::Text { .. } => Parsed::Text(v.as_str().ok_or_else(|| wrong("a string"))?),
+        Constraint::Str { .. } => {
+            let s = v.as_str().ok_or_else(|| wrong("a string"))?;
+            if !is_identifier_value(s) {
+                return Err(deny(reason::INVALID_ARGUMENT, format!("argument `{name}` must be an identifier ([A-Za-z0-9._:@+-], not starting with '.')")));
+            }
+            Parsed::Str(s)
+        }
+        Constraint::Integer { .. } => Parsed::Int(v.as_i64().ok_or_else(|| wrong("an integer"))?),
+        Constraint::Json { .. } => Parsed::Json(v),
+    })
+}
+
+fn domain_allowed(host: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| match p.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => host == p,
+    })
+}
+
+fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), Denial> {
+    let scoped = |path: &str, scopes: &[String]| {
+        scopes
+            .iter()
+            .any(|s| path::within(path, &s.replace("{operator}", operator)))
+    };
+    match (c, p) {
+        (Constraint::Path { scopes }, Parsed::Path(p)) => {
+            if !scoped(p, scopes) {
+                return Err(deny(
+                    reason::PATH_OUTSIDE_SCOPE,
+                    format!("argument `{name}`: `{p}` is outside {}", scopes.join(", ")),
+                ));
+            }
+        }
+        (
+            Constraint::Command {
+                scopes,
+                max_items,
+                max_bytes,
+                ..
+            },
+            Parsed::Command { program, argv, .. },
+        ) => {
+            if program.is_none() {
+                return Err(deny(
+                    reason::COMMAND_NOT_ALLOWED,
+                    format!(
+                        "argument `{name}`: program `{}` is not on the allow-list",
+                        argv[0]
+                    ),
+                ));
+            }
+            let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
+            if argv.len() > *max_items || bytes > *max_bytes {
+                return Err(deny(reason::SIZE_LIMIT_EXCEEDED, format!("argument `{name}`: {} words / {bytes} bytes exceed {max_items} / {max_bytes}", argv.len())));
+            }
+            if let Some(scopes) = scopes {
+                for a in argv[1..].iter().filter(|a| a.starts_with('/')) {
+                    let n = path::normalize(a).map_err(|e| {
+                        deny(reason::INVALID_PATH, format!("argument `{name}`: {e}"))
+                    })?;
+                    if !scoped(&n, scopes) {
+                        return Err(deny(
+                            reason::PATH_OUTSIDE_SCOPE,
+                            format!("argument `{name}`: `{n}` is outside {}", scopes.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
+        (
+            Constraint::Recipients {
+                domains,
+                addresses,
+                max_items,
+            },
+            Parsed::Recipients(list),
+        ) => {
+            if list.len() > *max_items {
+                return Err(deny(
+                    reason::SIZE_LIMIT_EXCEEDED,
+                    format!(
+                        "argument `{name}`: {} recipients exceed {max_items}",
+                        list.len()
+                    ),
+                ));
+            }
+            for a in list {
+                let lower = a.to_ascii_lowercase();
+                let Some((_, domain)) = parse_address(&lower) else {
+                    return Err(deny(
+                        reason::RECIPIENT_NOT_ALLOWED,
+                        format!("argument `{name}`: `{a}` is not a plain e-mail address"),
+                    ));
+                };
+                if !addresses.contains(&lower) && !domain_allowed(domain, domains) {
+                    return Err(deny(
+                        reason::RECIPIENT_NOT_ALLOWED,
+                        format!("argument `{name}`: `{a}` is not on the recipient allow-list"),
+                    ));
+                }
+            }
+        }
+        (Constraint::Domain { domains }, Parsed::Domain(host)) => {
+            if !domain_allowed(host, domains) {
+                return Err(deny(
+                    reason::DOMAIN_NOT_ALLOWED,
+                    format!("argument `{name}`: `{host}` is not on the domain allow-list"),
+                ));
+            }
+        }
+        (Constraint::Text { max_bytes }, Parsed::Text(s)) => {
+            if s.len() > *max_bytes {
+                return Err(deny(
+                    reason::SIZE_LIMIT_EXCEEDED,
+                    format!("argument `{name}`: {} bytes exceed {max_bytes}", s.len()),
+                ));
+            }
+        }
+        (Constraint::Str { values, max_bytes }, Parsed::Str(s)) => {
+            if s.len() > *max_bytes {
+                return Err(deny(
+                    reason::SIZE_LIMIT_EXCEEDED,
+                    format!("argument `{name}`: {} bytes exceed {max_bytes}", s.len()),
+                ));
+            }
+            if let Some(values) = values {
+                if !values.iter().any(|v| {
+                    if v.contains("{operator}") {
+                        v.replace("{operator}", operator) == *s
+                    } else {
+                        v == s
+                    }
+                }) {
+                    return Err(deny(
+                        reason::VALUE_NOT_ALLOWED,
+                        format!("argument `{name}`: `{s}` is not an allowed value"),
+                    ));
+                }
+            }
+        }
+        (Constraint::Integer { min, max }, Parsed::Int(i)) => {
+            if i < min || i > max {
+                return Err(deny(
+                    reason::VALUE_OUT_OF_RANGE,
+                    format!("argument `{name}`: {i} is outside {min}..={max}"),
+                ));
+            }
+        }
+        (Constraint::Json { max_bytes }, Parsed::Json(v)) => {
+            let len = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+            if len > *max_bytes {
+                return Err(deny(
+                    reason::SIZE_LIMIT_EXCEEDED,
+                    format!("argument `{name}`: {len} bytes exceed {max_bytes}"),
+                ));
+            }
+        }
+        _ => {
+            return Err(deny(
+                reason::INTERNAL_ERROR,
+                format!("argument `{name}`: parsed value does not match its rule"),
+            ))
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The policy file as written by people (TOML). `compile` turns it into the
+//! checked, precomputed form the decision path uses.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole policy file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Policy id, recorded with every decision (with a hash of the file).
+    pub id: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// What happens to messages that cannot be trusted.
+    #[serde(default)]
+    pub messages: MessageRules,
+    /// Roles by name.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleDef>,
+    /// Actions by name.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionDef>,
+}
+
+/// Delivery of a message that failed verification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Refuse with the reason code; no active-message id.
+    #[default]
+    Refuse,
+    /// Deliver marked untrusted: an active-message id with no tool rights.
+    Untrusted,
+}
+
+/// Message handling rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRules {
+    /// Messages without a signature.
+    #[serde(default)]
+    pub unsigned: Delivery,
+    /// Messages with a bad signature, an unknown or revoked operator.
+    #[serde(default)]
+    pub invalid: Delivery,
+}
+
+/// One role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDef {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Allowed tool calls per minute per operator holding this role.
+    #[serde(default = "default_rate")]
+    pub rate_per_minute: u32,
+    /// Largest burst above the steady rate (defaults to rate_per_minute).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// May this role perform destructive actions? Defaults to true only for a role named `owner`.
+    #[serde(default)]
+    pub destructive: Option<bool>,
+    /// Allowed actions, each with its argument rules (argument name → rule).
+    #[serde(default)]
+    pub allow: BTreeMap<String, BTreeMap<String, ArgRule>>,
+}
+
+fn default_rate() -> u32 {
+    60
+}
+
+/// The type of a tool-call argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgKind {
+    /// Absolute file path; `scopes` required.
+    Path,
+    /// A command line (string split on whitespace, or an array argv); `programs` required.
+    Command,
+    /// One e-mail address or an array of them; `domains` and/or `addresses`.
+    Recipients,
+    /// A host name; `domains` required.
+    Domain,
+    /// Free text; `max_bytes` required.
+    Text,
+    /// An identifier (`A-Z a-z 0-9 . _ : @ + -`, not starting with `.`); optional `values`.
+    String,
+    /// An integer; optional `min`/`max`.
+    Integer,
+    /// Any JSON value; `max_bytes` required.
+    Json,
+}
+
+/// The rule for one argument of one action for one role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgRule {
+    /// Argument type.
+    #[serde(rename = "type")]
+    pub kind: ArgKind,
+    /// May the argument be absent?
+    #[serde(default)]
+    pub optional: bool,
+    /// path: allowed scopes; command: scopes for arguments that look like absolute paths.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// command: allowed programs, absolute paths.
+    #[serde(default)]
+    pub programs: Option<Vec<String>>,
+    /// recipients/domain: allowed domains (`example.com` exact, `*.example.com` subdomains).
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+    /// recipients: allowed exact addresses.
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
+    /// string: allowed values (`{operator}` is replaced by the operator id).
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
+    /// text/json/string/command: size limit in bytes.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// recipients: most addresses; command: most argv entries.
+    #[serde(default)]
+    pub max_items: Option<usize>,
+    /// integer: smallest value.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// integer: largest value.
+    #[serde(default)]
+    pub max: Option<i64>,
+}
+
+/// One action: its classification and grant template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDef {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The action is always destructive.
+    #[serde(default)]
+    pub destructive: bool,
+    /// A call is destructive if a path argument lies in one of these scopes.
+    #[serde(default)]
+    pub destructive_paths: Vec<String>,
+    /// A call is destructive if its command starts with one of these
+    /// (program basename, then leading arguments, whitespace-separated: `"mailctl reset"`).
+    #[serde(default)]
+    pub destructive_commands: Vec<String>,
+    /// What an allowed call may do in the kernel.
+    #[serde(default)]
+    pub grant: Option<GrantTemplate>,
+}
+
+/// Template for a `GrantSpec`. Entries may use `{operator}` and `{arg.NAME}`
+/// (the normalised value of a path, command — its program — or string argument).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantTemplate {
+    /// Executables.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// Read scopes.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Write scopes.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Connect destinations (`CIDR:PORT`, `[v6CIDR]:PORT`, `unix:/path`).
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Seconds the grant lives.
+    pub ttl_secs: u64,
+    /// Process bindings allowed; 0 = unlimited until expiry.
+    #[serde(default)]
+    pub uses: u32,
+}

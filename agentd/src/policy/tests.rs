@@ -1,0 +1,532 @@
+//! Policy tests against the real demo policy file and small broken variants.
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::protocol::reason;
+
+const DEMO: &str = include_str!("../../../policies/demo.toml");
+
+fn demo() -> CompiledPolicy {
+    compile(DEMO, "policies/demo.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn args(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn eval(
+    p: &CompiledPolicy,
+    op: &str,
+    role: &str,
+    action: &str,
+    a: Value,
+) -> Result<Allowed, Denial> {
+    p.evaluate(op, &[role.to_owned()], action, &args(a))
+}
+
+fn reason_of(r: Result<Allowed, Denial>) -> &'static str {
+    match r {
+        Ok(a) => panic!("expected a denial, got allow by {}", a.role),
+        Err(d) => d.reason,
+    }
+}
+
+#[test]
+fn demo_policy_compiles_with_versioned_id() {
+    let p = demo();
+    assert!(
+        p.id.starts_with("demo@") && p.id.len() == "demo@".len() + 12,
+        "{}",
+        p.id
+    );
+    assert_eq!(
+        p.role_names(),
+        ["clinician", "guest", "member", "owner", "service", "vendor"]
+    );
+}
+
+#[test]
+fn clinician_reads_chart_in_scope_and_gets_grant() {
+    let a = eval(
+        &demo(),
+        "dr-chen",
+        "clinician",
+        "read_chart",
+        json!({"path": "/srv/charts//p-0042.json"}),
+    )
+    .unwrap();
+    let g = a.grant.unwrap();
+    assert_eq!(
+        g.read,
+        [std::path::PathBuf::from("/srv/charts/p-0042.json")]
+    );
+    assert_eq!((g.ttl_secs, g.uses), (60, 1));
+}
+
+#[test]
+fn path_scope_and_traversal() {
+    let p = demo();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "read_chart",
+            json!({"path": "/etc/shadow"})
+        )),
+        reason::PATH_OUTSIDE_SCOPE
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "read_chart",
+            json!({"path": "/srv/charts/../../etc/shadow"})
+        )),
+        reason::INVALID_PATH
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "read_chart",
+            json!({"path": "/srv/charts/a\u{0}b"})
+        )),
+        reason::INVALID_PATH
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "read_chart",
+            json!({"path": "/srv/chartsX/a"})
+        )),
+        reason::PATH_OUTSIDE_SCOPE
+    );
+}
+
+#[test]
+fn recipients_domain_allow_list() {
+    let p = demo();
+    let mail = |to: Value| json!({"to": to, "subject": "s", "body": "b"});
+    eval(
+        &p,
+        "d",
+        "clinician",
+        "send_email",
+        mail(json!("nurse@clinic.example")),
+    )
+    .unwrap();
+    eval(
+        &p,
+        "d",
+        "clinician",
+        "send_email",
+        mail(json!(["a@ward3.clinic.example", "B@Clinic.Example"])),
+    )
+    .unwrap();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "send_email",
+            mail(json!("x@evil.example"))
+        )),
+        reason::RECIPIENT_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "send_email",
+            mail(json!("x@clinic.example.evil.example"))
+        )),
+        reason::RECIPIENT_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "send_email",
+            mail(json!("x@clinic.example, y@evil.example"))
+        )),
+        reason::RECIPIENT_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "send_email",
+            mail(json!([
+                "a@clinic.example",
+                "b@clinic.example",
+                "c@clinic.example",
+                "d@clinic.example"
+            ]))
+        )),
+        reason::SIZE_LIMIT_EXCEEDED
+    );
+    // Owner may mail the vendor; the clinician may not.
+    eval(
+        &p,
+        "o",
+        "owner",
+        "send_email",
+        mail(json!("billing@acme-supplies.example")),
+    )
+    .unwrap();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "d",
+            "clinician",
+            "send_email",
+            mail(json!("billing@acme-supplies.example"))
+        )),
+        reason::RECIPIENT_NOT_ALLOWED
+    );
+}
+
+#[test]
+fn guest_gets_role_and_destructive_denials() {
+    let p = demo();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "g",
+            "guest",
+            "shell",
+            json!({"command": "ls -la /workspace"})
+        )),
+        reason::ROLE_NOT_IN_ALLOWLIST
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "g",
+            "guest",
+            "read_mailbox",
+            json!({"mailbox": "g"})
+        )),
+        reason::ROLE_NOT_IN_ALLOWLIST
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "g",
+            "guest",
+            "write_file",
+            json!({"path": "/home/agent/heartbeat.sh", "content": "curl x|sh"})
+        )),
+        reason::DESTRUCTIVE_OP_OWNER_ONLY
+    );
+    eval(
+        &p,
+        "g",
+        "guest",
+        "write_file",
+        json!({"path": "/workspace/scratch/n.txt", "content": "hi"}),
+    )
+    .unwrap();
+    // The owner may write the same file.
+    let a = eval(
+        &p,
+        "o",
+        "owner",
+        "write_file",
+        json!({"path": "/home/agent/heartbeat.sh", "content": "x"}),
+    )
+    .unwrap();
+    assert!(a.destructive);
+}
+
+#[test]
+fn commands_are_allow_listed_and_destructive_ones_owner_only() {
+    let p = demo();
+    let a = eval(
+        &p,
+        "m",
+        "member",
+        "shell",
+        json!({"command": "ls -la /workspace"}),
+    )
+    .unwrap();
+    assert_eq!(
+        a.grant.unwrap().exec,
+        [std::path::PathBuf::from("/usr/bin/ls")]
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "m",
+            "member",
+            "shell",
+            json!({"command": "rm -rf /workspace/*"})
+        )),
+        reason::DESTRUCTIVE_OP_OWNER_ONLY
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "o",
+            "owner",
+            "shell",
+            json!({"command": "rm -rf /workspace/*"})
+        )),
+        reason::COMMAND_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "m",
+            "member",
+            "shell",
+            json!({"command": ["mailctl", "reset", "--all"]})
+        )),
+        reason::DESTRUCTIVE_OP_OWNER_ONLY
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "m",
+            "member",
+            "shell",
+            json!({"command": "cat /etc/passwd"})
+        )),
+        reason::PATH_OUTSIDE_SCOPE
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "m",
+            "member",
+            "shell",
+            json!({"command": "/tmp/ls /workspace"})
+        )),
+        reason::COMMAND_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "m",
+            "member",
+            "shell",
+            json!({"command": "curl x"})
+        )),
+        reason::COMMAND_NOT_ALLOWED
+    );
+    let a = eval(
+        &p,
+        "o",
+        "owner",
+        "shell",
+        json!({"command": "mailctl reset --all"}),
+    )
+    .unwrap();
+    assert!(a.destructive);
+}
+
+#[test]
+fn vendor_reads_only_its_own_invoices() {
+    let p = demo();
+    eval(
+        &p,
+        "acme",
+        "vendor",
+        "read_invoice",
+        json!({"path": "/srv/invoices/acme/inv_2042.pdf"}),
+    )
+    .unwrap();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "acme",
+            "vendor",
+            "read_invoice",
+            json!({"path": "/srv/invoices/globex/inv_7.pdf"})
+        )),
+        reason::PATH_OUTSIDE_SCOPE
+    );
+}
+
+#[test]
+fn service_mcp_call_and_argument_shapes() {
+    let p = demo();
+    eval(
+        &p,
+        "svc",
+        "service",
+        "mcp.tool_call",
+        json!({"server": "crm", "tool": "lookup_contact", "input": {"q": "acme"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": "shell", "tool": "x"})
+        )),
+        reason::VALUE_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": "crm"})
+        )),
+        reason::MISSING_ARGUMENT
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": "crm", "tool": "t", "x": 1})
+        )),
+        reason::UNKNOWN_ARGUMENT
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": 5, "tool": "t"})
+        )),
+        reason::INVALID_ARGUMENT
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": "crm", "tool": "../x"})
+        )),
+        reason::INVALID_ARGUMENT
+    );
+    let big = "x".repeat(9000);
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "svc",
+            "service",
+            "mcp.tool_call",
+            json!({"server": "crm", "tool": "t", "input": big})
+        )),
+        reason::SIZE_LIMIT_EXCEEDED
+    );
+    assert_eq!(
+        reason_of(eval(&p, "svc", "service", "launch_missiles", json!({}))),
+        reason::UNKNOWN_ACTION
+    );
+}
+
+#[test]
+fn mailbox_value_bound_to_operator_and_integer_range() {
+    let p = demo();
+    let a = eval(
+        &p,
+        "sam",
+        "member",
+        "read_mailbox",
+        json!({"mailbox": "sam", "limit": 10}),
+    )
+    .unwrap();
+    assert_eq!(
+        a.grant.unwrap().read,
+        [std::path::PathBuf::from("/var/mail/sam")]
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "sam",
+            "member",
+            "read_mailbox",
+            json!({"mailbox": "olivia"})
+        )),
+        reason::VALUE_NOT_ALLOWED
+    );
+    assert_eq!(
+        reason_of(eval(
+            &p,
+            "sam",
+            "member",
+            "read_mailbox",
+            json!({"mailbox": "sam", "limit": 500})
+        )),
+        reason::VALUE_OUT_OF_RANGE
+    );
+}
+
+#[test]
+fn multiple_roles_first_allowing_role_wins() {
+    let p = demo();
+    let roles = ["guest".to_owned(), "owner".to_owned()];
+    let a = p
+        .evaluate(
+            "o",
+            &roles,
+            "write_file",
+            &args(json!({"path": "/home/agent/x", "content": ""})),
+        )
+        .unwrap();
+    assert_eq!(a.role, "owner");
+    assert_eq!(
+        p.evaluate("o", &[], "write_file", &Map::new())
+            .unwrap_err()
+            .reason,
+        reason::ROLE_NOT_IN_ALLOWLIST
+    );
+}
+
+fn refused(src: &str) -> String {
+    compile(src, "bad.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn broken_policies_are_refused_precisely() {
+    let e = refused("id = \"x\"\nrolez = {}\n");
+    assert!(e.contains("rolez"), "{e}");
+    let e = refused("id = \"x\"\n[roles.r.allow.nope]\n");
+    assert!(
+        e.contains("roles.r.allow.nope") && e.contains("not defined"),
+        "{e}"
+    );
+    let e = refused("id = \"x\"\n[actions.a]\n[roles.r.allow.a]\np = { type = \"path\", scopes = [\"rel/dir\"] }\n");
+    assert!(
+        e.contains("roles.r.allow.a.p.scopes[0]") && e.contains("not absolute"),
+        "{e}"
+    );
+    let e = refused("id = \"x\"\n[actions.a]\n[roles.r.allow.a]\np = { type = \"text\", scopes = [\"/x\"], max_bytes = 3 }\n");
+    assert!(
+        e.contains("roles.r.allow.a.p.scopes") && e.contains("not valid"),
+        "{e}"
+    );
+    let e = refused("id = \"x\"\n[actions.a]\ngrant = { read = [\"{arg.p}\"], ttl_secs = 5 }\n[roles.r.allow.a]\np = { type = \"text\", max_bytes = 3 }\n");
+    assert!(e.contains("actions.a.grant.read[0]"), "{e}");
+    let e = refused(
+        "id = \"x\"\n[actions.a]\ngrant = { connect = [\"example.com:25\"], ttl_secs = 5 }\n",
+    );
+    assert!(e.contains("actions.a.grant.connect[0]"), "{e}");
+    let e = refused("id = \"x\"\n[actions.a]\n[roles.r.allow.a]\nto = { type = \"recipients\", domains = [\"Bad Domain\"] }\n");
+    assert!(e.contains("domains[0]"), "{e}");
+    let e = refused("id = \"x\"\n[roles.r]\nrate_per_minute = 0\n");
+    assert!(e.contains("rate_per_minute"), "{e}");
+    let e = refused("id = \"x\"\n[actions.a]\n[roles.r.allow.a]\np = { type = \"nonsense\" }\n");
+    assert!(e.contains("nonsense"), "{e}");
+    let e = refused("id = 3");
+    assert!(e.contains("bad.toml"), "{e}");
+}

@@ -1,0 +1,342 @@
+//! The JSON message an operator's client submits, and its structural checks.
+//! Structural checks run before any key lookup, so malformed input is refused
+//! cheaply and with a precise reason, and never reaches the store.
+use serde::{Deserialize, Serialize};
+
+use super::canonical;
+
+/// Wire-format version this daemon speaks.
+pub const VERSION: u32 = 1;
+/// Longest operator id, in bytes.
+pub const MAX_OPERATOR_LEN: usize = 64;
+/// Longest session id, in bytes.
+pub const MAX_SESSION_LEN: usize = 256;
+/// Shortest nonce, in bytes (16 hex digits = 64 bits at the very least).
+pub const MIN_NONCE_LEN: usize = 16;
+/// Longest nonce, in bytes.
+pub const MAX_NONCE_LEN: usize = 128;
+/// Largest message body, in bytes.
+pub const MAX_BODY_LEN: usize = 32 * 1024;
+
+/// Errors in a message's structure; each maps to a stable reason code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// `v` is not a version this daemon speaks.
+    #[error("unsupported message version {found} (this daemon speaks {VERSION})")]
+    UnsupportedVersion { found: u32 },
+    /// A field needed for a signed message is absent.
+    #[error("field `{field}` is required when `signature` is present")]
+    MissingField { field: &'static str },
+    /// A field is longer than its limit.
+    #[error("field `{field}` is {len} bytes; the limit is {max}")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    /// A field is shorter than its minimum.
+    #[error("field `{field}` is {len} bytes; the minimum is {min}")]
+    FieldTooShort {
+        field: &'static str,
+        len: usize,
+        min: usize,
+    },
+    /// A field holds a character outside its alphabet.
+    #[error("field `{field}` contains a character outside {alphabet}")]
+    InvalidCharacter {
+        field: &'static str,
+        alphabet: &'static str,
+    },
+    /// The signature is not 64 hexadecimal digits.
+    #[error("`signature` must be 64 hexadecimal digits (HMAC-SHA256)")]
+    InvalidSignatureEncoding,
+    /// The timestamp is negative or absurdly far in the future.
+    #[error("`timestamp` {value} is not a plausible Unix time in seconds")]
+    TimestampOutOfRange { value: i64 },
+}
+
+impl MessageError {
+    /// Stable snake_case reason code.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::MissingField { .. } => "missing_field",
+            Self::FieldTooLong { .. } => "field_too_long",
+            Self::FieldTooShort { .. } => "field_too_short",
+            Self::InvalidCharacter { .. } => "invalid_character",
+            Self::InvalidSignatureEncoding => "invalid_signature_encoding",
+            Self::TimestampOutOfRange { .. } => "invalid_timestamp",
+        }
+    }
+}
+
+/// A message as submitted. `operator`, `nonce`, `timestamp` and `signature`
+/// are absent on an unsigned message (e.g. a stranger's mail the runtime forwards).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedMessage {
+    /// Wire-format version; 1.
+    #[serde(default = "default_version")]
+    pub v: u32,
+    /// Operator id the message claims to come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Session (chat thread, DM, call) the message belongs to.
+    pub session: String,
+    /// Single-use random string chosen by the signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Unix time in seconds when the message was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    /// The instruction text.
+    pub body: String,
+    /// Lowercase hex HMAC-SHA256 over the canonical bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+fn default_version() -> u32 {
+    VERSION
+}
+
+/// A decoded signature.
+pub type Signature = [u8; 32];
+
+/// What structural validation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked<'a> {
+    /// No signature: the message can only ever be untrusted.
+    Unsigned,
+    /// All signed fields present and well-formed.
+    Signed {
+        /// Claimed operator id.
+        operator: &'a str,
+        /// Nonce.
+        nonce: &'a str,
+        /// Unix seconds.
+        timestamp: i64,
+        /// Decoded signature bytes.
+        signature: Signature,
+    },
+}
+
+// Upper bound for timestamps: year 2500. Keeps i64 arithmetic on windows safe.
+const MAX_TIMESTAMP: i64 = 16_725_225_600;
+
+fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), MessageError> {
+    if s.len() > max {
+        return Err(MessageError::FieldTooLong {
+            field,
+            len: s.len(),
+            max,
+        });
+    }
+    if s.len() < min {
+        return Err(MessageError::FieldTooShort {
+            field,
+            len: s.len(),
+            min,
+        });
+    }
+    Ok(())
+}
+
+/// Checks an operator id: 1–64 bytes of `A-Z a-z 0-9 . _ -`.
+pub fn check_operator_id(s: &str) -> Result<(), MessageError> {
+    check_len("operator", s, 1, MAX_OPERATOR_LEN)?;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        || s.starts_with('.')
+    {
+        return Err(MessageError::InvalidCharacter {
+            field: "operator",
+            alphabet: "[A-Za-z0-9._-] (not starting with '.')",
+        });
+    }
+    Ok(())
+}
+
+impl SignedMessage {
+    /// Structural validation: version, lengths, alphabets, signature encoding.
+    pub fn check(&self) -> Result<Checked<'_>, MessageError> {
+        if self.v != VERSION {
+            return Err(MessageError::UnsupportedVersion { found: self.v });
+        }
+        check_len("session", &self.session, 1, MAX_SESSION_LEN)?;
+        if self.session.chars().any(char::is_control) {
+            return Err(MessageError::InvalidCharacter {
+                field: "session",
+                alphabet: "printable characters",
+            });
+        }
+        check_len("body", &self.body, 0, MAX_BODY_LEN)?;
+        if let Some(op) = &self.operator {
+            check_operator_id(op)?;
+        }
+        if let Some(nonce) = &self.nonce {
+            check_len("nonce", nonce, MIN_NONCE_LEN, MAX_NONCE_LEN)?;
+            if !nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            {
+                return Err(MessageError::InvalidCharacter {
+                    field: "nonce",
+                    alphabet: "[A-Za-z0-9_-]",
+                });
+            }
+        }
+        if let Some(ts) = self.timestamp {
+            if !(0..=MAX_TIMESTAMP).contains(&ts) {
+                return Err(MessageError::TimestampOutOfRange { value: ts });
+            }
+        }
+        let Some(sig_hex) = &self.signature else {
+            return Ok(Checked::Unsigned);
+        };
+        let mut signature = [0u8; 32];
+        if sig_hex.len() != 64 || hex::decode_to_slice(sig_hex, &mut signature).is_err() {
+            return Err(MessageError::InvalidSignatureEncoding);
+        }
+        let operator = self
+            .operator
+            .as_deref()
+            .ok_or(MessageError::MissingField { field: "operator" })?;
+        let nonce = self
+            .nonce
+            .as_deref()
+            .ok_or(MessageError::MissingField { field: "nonce" })?;
+        let timestamp = self
+            .timestamp
+            .ok_or(MessageError::MissingField { field: "timestamp" })?;
+        Ok(Checked::Signed {
+            operator,
+            nonce,
+            timestamp,
+            signature,
+        })
+    }
+
+    /// Canonical bytes of a signed message (operator/nonce/timestamp must be set).
+    pub fn canonical(&self) -> Option<Vec<u8>> {
+        Some(canonical::canonical_bytes(
+            self.operator.as_deref()?,
+            &self.session,
+            self.nonce.as_deref()?,
+            self.timestamp?,
+            &self.body,
+        ))
+    }
+
+    /// Builds and signs a message (used by `agentctl send`, tests and benches).
+    pub fn new_signed(
+        key: &[u8],
+        operator: &str,
+        session: &str,
+        nonce: &str,
+        timestamp: i64,
+        body: &str,
+    ) -> Self {
+        let sig = canonical::sign(
+            key,
+            &canonical::canonical_bytes(operator, session, nonce, timestamp, body),
+        );
+        Self {
+            v: VERSION,
+            operator: Some(operator.to_owned()),
+            session: session.to_owned(),
+            nonce: Some(nonce.to_owned()),
+            timestamp: Some(timestamp),
+            body: body.to_owned(),
+            signature: Some(hex::encode(sig)),
+        }
+    }
+}
+
+/// A fresh random nonce: 32 hex digits (128 bits).
+pub fn random_nonce() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed() -> SignedMessage {
+        SignedMessage::new_signed(
+            b"k",
+            "alice",
+            "slack:C1",
+            "0123456789abcdef",
+            1_795_000_000,
+            "hi",
+        )
+    }
+
+    #[test]
+    fn signed_message_checks_and_verifies() {
+        let m = signed();
+        let Checked::Signed { signature, .. } = m.check().unwrap() else {
+            panic!("not signed")
+        };
+        assert!(canonical::verify(b"k", &m.canonical().unwrap(), &signature));
+    }
+
+    #[test]
+    fn huge_nonce_is_refused_by_length() {
+        let mut m = signed();
+        m.nonce = Some("a".repeat(10_000));
+        assert_eq!(m.check().unwrap_err().reason_code(), "field_too_long");
+    }
+
+    #[test]
+    fn bad_alphabets_are_refused() {
+        let mut m = signed();
+        m.operator = Some("al ice".into());
+        assert_eq!(m.check().unwrap_err().reason_code(), "invalid_character");
+        let mut m = signed();
+        m.session = "a\nb".into();
+        assert_eq!(m.check().unwrap_err().reason_code(), "invalid_character");
+        let mut m = signed();
+        m.nonce = Some("0123456789abcdef/".into());
+        assert_eq!(m.check().unwrap_err().reason_code(), "invalid_character");
+    }
+
+    #[test]
+    fn signature_needs_all_signed_fields() {
+        let mut m = signed();
+        m.nonce = None;
+        assert_eq!(
+            m.check().unwrap_err(),
+            MessageError::MissingField { field: "nonce" }
+        );
+        let mut m = signed();
+        m.signature = Some("zz".repeat(32));
+        assert_eq!(
+            m.check().unwrap_err(),
+            MessageError::InvalidSignatureEncoding
+        );
+    }
+
+    #[test]
+    fn unsigned_message_is_recognised() {
+        let m: SignedMessage =
+            serde_json::from_str(r#"{"session":"mail","body":"reset it"}"#).unwrap();
+        assert_eq!(m.check().unwrap(), Checked::Unsigned);
+    }
+
+    #[test]
+    fn unknown_json_field_is_refused() {
+        let e = serde_json::from_str::<SignedMessage>(r#"{"session":"s","body":"b","admin":true}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn negative_timestamp_is_refused() {
+        let mut m = signed();
+        m.timestamp = Some(-5);
+        assert_eq!(m.check().unwrap_err().reason_code(), "invalid_timestamp");
+    }
+}

@@ -1,0 +1,85 @@
+//! Stable snake_case reason codes carried by refusals and decisions.
+//! Clients match on these strings; never rename one, only add.
+
+/// The decision was allow (or the message was accepted).
+pub const OK: &str = "ok";
+
+// Message ingest.
+/// No signature on the message.
+pub const UNSIGNED_MESSAGE: &str = "unsigned_message";
+/// The claimed operator is not enrolled.
+pub const UNKNOWN_OPERATOR: &str = "unknown_operator";
+/// The operator was revoked.
+pub const OPERATOR_REVOKED: &str = "operator_revoked";
+/// The HMAC does not match (or the key changed since).
+pub const SIGNATURE_MISMATCH: &str = "signature_mismatch";
+/// Timestamp older than the window.
+pub const STALE_TIMESTAMP: &str = "stale_timestamp";
+/// Timestamp further in the future than the window.
+pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
+/// The nonce was already used within its TTL.
+pub const REPLAYED_NONCE: &str = "replayed_nonce";
+/// The session is bound to another operator.
+pub const SESSION_OPERATOR_MISMATCH: &str = "session_operator_mismatch";
+
+// Tool-call decision, in check order.
+/// No such active-message id.
+pub const UNKNOWN_ACTIVE_MESSAGE: &str = "unknown_active_message";
+/// The active-message id has expired.
+pub const ACTIVE_MESSAGE_EXPIRED: &str = "active_message_expired";
+/// No policy is loaded: everything is denied.
+pub const NO_POLICY: &str = "no_policy_loaded";
+/// The action is not defined by the policy.
+pub const UNKNOWN_ACTION: &str = "unknown_action";
+/// No role of the operator allows the action.
+pub const ROLE_NOT_IN_ALLOWLIST: &str = "role_not_in_allowlist";
+/// An argument the rule does not know.
+pub const UNKNOWN_ARGUMENT: &str = "unknown_argument";
+/// A required argument is absent.
+pub const MISSING_ARGUMENT: &str = "missing_argument";
+/// An argument has the wrong type or shape.
+pub const INVALID_ARGUMENT: &str = "invalid_argument";
+/// A path argument is not a clean absolute path.
+pub const INVALID_PATH: &str = "invalid_path";
+/// A destructive call by a role that may not make one.
+pub const DESTRUCTIVE_OP_OWNER_ONLY: &str = "destructive_op_owner_only";
+/// A path lies outside every allowed scope.
+pub const PATH_OUTSIDE_SCOPE: &str = "path_outside_scope";
+/// The program is not on the command allow-list.
+pub const COMMAND_NOT_ALLOWED: &str = "command_not_allowed";
+/// A recipient is not on the allow-list.
+pub const RECIPIENT_NOT_ALLOWED: &str = "recipient_not_allowed";
+/// A domain is not on the allow-list.
+pub const DOMAIN_NOT_ALLOWED: &str = "domain_not_allowed";
+/// A value is not among the allowed values.
+pub const VALUE_NOT_ALLOWED: &str = "value_not_allowed";
+/// An integer is out of range.
+pub const VALUE_OUT_OF_RANGE: &str = "value_out_of_range";
+/// A size or count limit was exceeded.
+pub const SIZE_LIMIT_EXCEEDED: &str = "size_limit_exceeded";
+/// The per-role rate limit was exceeded.
+pub const RATE_LIMITED: &str = "rate_limited";
+/// The audit record could not be made durable, so nothing is allowed.
+pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+/// Any other failure in the decision path (fail closed).
+pub const INTERNAL_ERROR: &str = "internal_error";
+
+// API.
+/// The caller's Unix credentials do not permit the route.
+pub const PERMISSION_DENIED: &str = "permission_denied";
+/// The body is not valid JSON for the route.
+pub const INVALID_JSON: &str = "invalid_json";
+/// The body has a field the route does not know.
+pub const UNKNOWN_FIELD: &str = "unknown_field";
+/// The body is larger than the limit.
+pub const BODY_TOO_LARGE: &str = "body_too_large";
+/// The body is not UTF-8.
+pub const INVALID_UTF8: &str = "invalid_utf8";
+/// Route does not exist.
+pub const NOT_FOUND: &str = "not_found";
+/// The policy text was refused.
+pub const INVALID_POLICY: &str = "invalid_policy";
+/// Operator id already enrolled.
+pub const OPERATOR_EXISTS: &str = "operator_exists";
+/// The store failed.
+pub const STORE_ERROR: &str = "store_error";
