@@ -21,12 +21,31 @@ enum Command {
     Test(test::Args),
     /// The end-to-end demo (the main job).
     Demo,
+    /// Only the VM tests (builds the binaries first).
+    Vm,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(args),
+        Command::Vm => {
+            setup::run()?;
+            shell::run_cmd(
+                std::process::Command::new("cargo")
+                    .current_dir(shell::workspace_root())
+                    .args(["build", "--workspace", "--exclude", "agentd-ebpf", "--bins"]),
+            )?;
+            let t = test::vm_tests();
+            println!(
+                "{} passed, {} failed, {} skipped",
+                t.passed, t.failed, t.skipped
+            );
+            if t.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Demo => {
             setup::run()?;
             anyhow::bail!("the demo is not built yet (issue: the main job)")

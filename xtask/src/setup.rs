@@ -25,6 +25,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    vm_kernel()?;
     println!("==> setup: done");
     Ok(())
 }
@@ -127,4 +128,11 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+fn vm_kernel() -> anyhow::Result<()> {
+    let opts = xtask::vm::VmOptions::under_target(&crate::shell::target_dir());
+    let kernel = xtask::vm::ensure_kernel(&opts.cache_dir)?;
+    println!("    VM kernel: {}", kernel.vmlinuz.display());
+    Ok(())
 }

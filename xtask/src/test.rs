@@ -75,6 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     if args.no_vm {
         tally.skip("vm: --no-vm given");
+    } else {
+        step("VM tests: Debian cloud kernel with BPF LSM under QEMU (TCG)");
+        tally.absorb(vm_tests());
     }
 
     print_summary(&tally);
@@ -82,6 +85,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The VM test binaries, in the order they run inside the VM.
+pub fn vm_test_binaries() -> Vec<xtask::vm::VmTest> {
+    let bin = crate::shell::target_dir().join("debug");
+    vec![xtask::vm::VmTest::new(bin.join("agentd-vm-lsm"))]
+}
+
+/// Boots the VM once and counts what its tests report.
+pub fn vm_tests() -> Tally {
+    let mut t = Tally::default();
+    let target = crate::shell::target_dir();
+    let opts = xtask::vm::VmOptions::under_target(&target);
+    match xtask::vm::run_vm_tests(&target.join("debug/agentd"), &vm_test_binaries(), &opts) {
+        Ok(outcome) => {
+            print!("{}", outcome.report());
+            for line in &outcome.tests {
+                match line.status {
+                    xtask::vm::Status::Pass => t.pass(),
+                    xtask::vm::Status::Fail => t.fail(format!("vm: {line}")),
+                    xtask::vm::Status::Skip => t.skip(format!("vm: {line}")),
+                }
+            }
+            if outcome.tests.is_empty() && !outcome.success() {
+                t.fail("vm: no test reported (see the console log)");
+            }
+        }
+        Err(e) => t.fail(format!("vm: cannot run the VM: {e:#}")),
+    }
+    t
 }
 
 fn lint() -> Tally {
