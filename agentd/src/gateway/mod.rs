@@ -1,1 +1,469 @@
-//! (being written)
+//! The gateway: operators and their keys, message ingest (signature, window,
+//! nonce, session binding), active messages, and the tool-call decision.
+//!
+//! Everything the decision reads lives in memory (`Gateway` fields); the
+//! SQLite store (`store`) is written through on ingest and administration and
+//! read back at start, so restarts keep nonces, sessions and active messages.
+pub mod decide;
+pub mod hooks;
+pub mod ingest;
+pub mod pipeline;
+pub mod rate;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditLog;
+use crate::config::GatewayConfig;
+use crate::policy::{self, CompiledPolicy, PolicyError};
+use crate::protocol::message::check_operator_id;
+use crate::protocol::MessageError;
+
+pub use decide::{Decision, ToolCallRequest};
+pub use hooks::{AllowHook, AllowedCall, HookError};
+pub use ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
+pub use pipeline::Caller;
+pub use store::{Store, StoreError};
+
+/// Errors of gateway administration (operators, policy, store).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The policy text was refused; the old policy stays in force.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The operator id is malformed.
+    #[error("invalid operator id: {source}")]
+    OperatorId { source: MessageError },
+    /// The operator id is taken.
+    #[error("operator `{id}` already exists")]
+    OperatorExists { id: String },
+    /// No such operator.
+    #[error("no operator `{id}`")]
+    UnknownOperator { id: String },
+    /// A role the loaded policy does not define.
+    #[error("role `{role}` is not defined by policy {policy_id} (roles: {known})")]
+    UnknownRole {
+        role: String,
+        policy_id: String,
+        known: String,
+    },
+    /// No roles given.
+    #[error("an operator needs at least one role")]
+    NoRoles,
+    /// A stored policy no longer compiles (edited by hand?).
+    #[error("stored policy #{seq} does not compile: {source}")]
+    StoredPolicy { seq: i64, source: PolicyError },
+}
+
+impl GatewayError {
+    /// Stable reason code.
+    pub fn reason_code(&self) -> &'static str {
+        use crate::protocol::reason;
+        match self {
+            Self::Store(_) | Self::StoredPolicy { .. } => reason::STORE_ERROR,
+            Self::Policy(_) => reason::INVALID_POLICY,
+            Self::OperatorId { source } => source.reason_code(),
+            Self::OperatorExists { .. } => reason::OPERATOR_EXISTS,
+            Self::UnknownOperator { .. } => reason::UNKNOWN_OPERATOR,
+            Self::UnknownRole { .. } => "unknown_role",
+            Self::NoRoles => "no_roles",
+        }
+    }
+}
+
+/// Timing settings (from `[gateway]` in agentd.toml).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Accepted clock skew either way, seconds.
+    pub timestamp_window_secs: i64,
+    /// Nonce memory, seconds.
+    pub nonce_ttl_secs: i64,
+    /// Active-message lifetime, seconds.
+    pub active_message_ttl_secs: i64,
+}
+
+impl From<&GatewayConfig> for Settings {
+    fn from(c: &GatewayConfig) -> Self {
+        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            timestamp_window_secs: secs(c.timestamp_window_secs),
+            nonce_ttl_secs: secs(c.nonce_ttl_secs),
+            active_message_ttl_secs: secs(c.active_message_ttl_secs),
+        }
+    }
+}
+
+/// An operator as the decision path sees it.
+#[derive(Debug)]
+pub(crate) struct Operator {
+    pub key: Vec<u8>,
+    pub key_gen: u32,
+    pub roles: Vec<String>,
+    pub revoked: bool,
+    pub created_at: i64,
+}
+
+/// Public view of an operator (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorInfo {
+    /// Operator id.
+    pub id: String,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Key generation (1 at enrolment, +1 per rotation).
+    pub key_gen: u32,
+    /// Revoked?
+    pub revoked: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The loaded policy, as reported by the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInfo {
+    /// Compiled id (`name@sha12`).
+    pub policy_id: String,
+    /// SHA-256 of the source, hex.
+    pub sha256: String,
+    /// Roles defined.
+    pub roles: Vec<String>,
+    /// Where it was loaded from.
+    pub origin: String,
+    /// Unix seconds.
+    pub loaded_at: i64,
+    /// Source text.
+    pub source: String,
+}
+
+struct LoadedPolicy {
+    compiled: Arc<CompiledPolicy>,
+    origin: String,
+    loaded_at: i64,
+}
+
+/// The gateway. Share it behind an `Arc`.
+pub struct Gateway {
+    store: Store,
+    settings: Settings,
+    policy: RwLock<Option<LoadedPolicy>>,
+    operators: RwLock<HashMap<String, Arc<Operator>>>,
+    sessions: RwLock<HashMap<String, String>>,
+    active: RwLock<HashMap<u128, Arc<ingest::ActiveMessage>>>,
+    rates: rate::RateLimiter,
+    audit: Option<AuditLog>,
+    hooks: RwLock<Vec<Arc<dyn AllowHook>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("store", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn new_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
+
+impl Gateway {
+    /// Opens `state_dir/gateway.db` and loads operators, sessions, unexpired
+    /// active messages and the current policy into memory. `audit` is None
+    /// only in benches and unit tests; the daemon always passes one.
+    pub fn open(
+        state_dir: &Path,
+        settings: Settings,
+        audit: Option<AuditLog>,
+    ) -> Result<Self, GatewayError> {
+        let store = Store::open(state_dir)?;
+        let now = unix_now();
+        let operators = store
+            .operators()?
+            .into_iter()
+            .map(|o| {
+                (
+                    o.id,
+                    Arc::new(Operator {
+                        key: o.key,
+                        key_gen: o.key_gen,
+                        roles: o.roles,
+                        revoked: o.revoked,
+                        created_at: o.created_at,
+                    }),
+                )
+            })
+            .collect();
+        let sessions = store.sessions()?.into_iter().collect();
+        let mut active = HashMap::new();
+        for row in store.active_messages(now)? {
+            if let Some((k, v)) = ingest::ActiveMessage::from_row(row) {
+                active.insert(k, Arc::new(v));
+            }
+        }
+        let policy = match store.current_policy()? {
+            None => None,
+            Some(row) => {
+                let compiled = policy::compile(&row.source, &row.origin).map_err(|source| {
+                    GatewayError::StoredPolicy {
+                        seq: row.seq,
+                        source,
+                    }
+                })?;
+                Some(LoadedPolicy {
+                    compiled: Arc::new(compiled),
+                    origin: row.origin,
+                    loaded_at: row.loaded_at,
+                })
+            }
+        };
+        tracing::info!(
+            path = %store.path().display(),
+            policy = policy.as_ref().map(|p| p.compiled.id.as_str()).unwrap_or("none"),
+            active = active.len(),
+            "gateway store loaded"
+        );
+        Ok(Self {
+            store,
+            settings,
+            policy: RwLock::new(policy),
+            operators: RwLock::new(operators),
+            sessions: RwLock::new(sessions),
+            active: RwLock::new(active),
+            rates: rate::RateLimiter::default(),
+            audit,
+            hooks: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// The audit log, if attached.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Registers a hook run after every durably audited allow (enforcement
+    /// grant install, receipt enqueue). Hooks run in registration order.
+    pub fn add_allow_hook(&self, hook: Arc<dyn AllowHook>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+
+    /// The compiled policy in force, if any.
+    pub fn current_policy(&self) -> Option<Arc<CompiledPolicy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.compiled.clone())
+    }
+
+    /// The policy in force, for display.
+    pub fn policy_info(&self) -> Option<PolicyInfo> {
+        let guard = self.policy.read().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .map(|p| info_of(&p.compiled, &p.origin, p.loaded_at))
+    }
+
+    /// Checks policy text without loading it.
+    pub fn validate_policy(source: &str, origin: &str) -> Result<PolicyInfo, GatewayError> {
+        let c = policy::compile(source, origin)?;
+        Ok(info_of(&c, origin, unix_now()))
+    }
+
+    /// Compiles and atomically installs a policy: stored first, then swapped
+    /// in; on any error the old policy stays in force.
+    pub fn load_policy(&self, source: &str, origin: &str) -> Result<PolicyInfo, GatewayError> {
+        let compiled = policy::compile(source, origin)?;
+        let now = unix_now();
+        self.store
+            .insert_policy(&compiled.id, source, origin, now)?;
+        let info = info_of(&compiled, origin, now);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(LoadedPolicy {
+            compiled: Arc::new(compiled),
+            origin: origin.to_owned(),
+            loaded_at: now,
+        });
+        self.rates.clear();
+        tracing::info!(policy_id = %info.policy_id, origin, "policy loaded");
+        Ok(info)
+    }
+
+    fn check_roles(&self, roles: &[String]) -> Result<(), GatewayError> {
+        if roles.is_empty() {
+            return Err(GatewayError::NoRoles);
+        }
+        if let Some(p) = self.current_policy() {
+            let known = p.role_names();
+            if let Some(r) = roles.iter().find(|r| !known.contains(r)) {
+                return Err(GatewayError::UnknownRole {
+                    role: r.clone(),
+                    policy_id: p.id.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Enrolls an operator with a fresh 256-bit key; returns the key (shown once).
+    pub fn add_operator(
+        &self,
+        id: &str,
+        roles: &[String],
+    ) -> Result<(OperatorInfo, Vec<u8>), GatewayError> {
+        check_operator_id(id).map_err(|source| GatewayError::OperatorId { source })?;
+        self.check_roles(roles)?;
+        let key = new_key();
+        let row = store::OperatorRow {
+            id: id.to_owned(),
+            key: key.clone(),
+            key_gen: 1,
+            roles: roles.to_vec(),
+            revoked: false,
+            created_at: unix_now(),
+        };
+        if !self.store.insert_operator(&row)? {
+            return Err(GatewayError::OperatorExists { id: id.to_owned() });
+        }
+        let op = Operator {
+            key: row.key,
+            key_gen: 1,
+            roles: row.roles,
+            revoked: false,
+            created_at: row.created_at,
+        };
+        let info = operator_info(id, &op);
+        self.operators
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::new(op));
+        tracing::info!(operator = id, roles = ?roles, "operator enrolled");
+        Ok((info, key))
+    }
+
+    /// All operators, without keys.
+    pub fn list_operators(&self) -> Vec<OperatorInfo> {
+        let map = self.operators.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<OperatorInfo> = map.iter().map(|(id, op)| operator_info(id, op)).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn existing(&self, id: &str) -> Result<Arc<Operator>, GatewayError> {
+        self.operators
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GatewayError::UnknownOperator { id: id.to_owned() })
+    }
+
+    /// Replaces an operator's key; messages signed with the old key stop
+    /// verifying and their active messages lose their tool rights.
+    pub fn rotate_operator(&self, id: &str) -> Result<(OperatorInfo, Vec<u8>), GatewayError> {
+        let old = self.existing(id)?;
+        let key = new_key();
+        let key_gen = old.key_gen + 1;
+        if !self.store.rotate_key(id, &key, key_gen, unix_now())? {
+            return Err(GatewayError::UnknownOperator { id: id.to_owned() });
+        }
+        let op = Operator {
+            key: key.clone(),
+            key_gen,
+            roles: old.roles.clone(),
+            revoked: old.revoked,
+            created_at: old.created_at,
+        };
+        let info = operator_info(id, &op);
+        self.operators
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::new(op));
+        tracing::info!(operator = id, key_gen, "operator key rotated");
+        Ok((info, key))
+    }
+
+    /// Revokes an operator: no more messages, no more tool calls on its messages.
+    pub fn revoke_operator(&self, id: &str) -> Result<OperatorInfo, GatewayError> {
+        let old = self.existing(id)?;
+        if !self.store.revoke(id, unix_now())? {
+            return Err(GatewayError::UnknownOperator { id: id.to_owned() });
+        }
+        let op = Operator {
+            key: old.key.clone(),
+            key_gen: old.key_gen,
+            roles: old.roles.clone(),
+            revoked: true,
+            created_at: old.created_at,
+        };
+        let info = operator_info(id, &op);
+        self.operators
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::new(op));
+        tracing::info!(operator = id, "operator revoked");
+        Ok(info)
+    }
+
+    /// An operator's current key (for receipts); None if unknown or revoked.
+    pub fn key_of(&self, id: &str) -> Option<Vec<u8>> {
+        let map = self.operators.read().unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|o| !o.revoked).map(|o| o.key.clone())
+    }
+
+    /// Drops expired nonces and active messages from memory and store.
+    pub fn prune(&self, now: i64) -> Result<usize, GatewayError> {
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, m| m.expires_at > now);
+        Ok(self.store.prune(now)?)
+    }
+}
+
+fn operator_info(id: &str, op: &Operator) -> OperatorInfo {
+    OperatorInfo {
+        id: id.to_owned(),
+        roles: op.roles.clone(),
+        key_gen: op.key_gen,
+        revoked: op.revoked,
+        created_at: op.created_at,
+    }
+}
+
+fn info_of(c: &CompiledPolicy, origin: &str, loaded_at: i64) -> PolicyInfo {
+    PolicyInfo {
+        policy_id: c.id.clone(),
+        sha256: c.sha256.clone(),
+        roles: c.role_names(),
+        origin: origin.to_owned(),
+        loaded_at,
+        source: c.source.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

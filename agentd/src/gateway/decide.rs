@@ -1,0 +1,244 @@
+//! The tool-call decision. Reads only memory (active messages, operators,
+//! sessions, the compiled policy, rate buckets): no I/O, so it is fast and
+//! cannot block. Checks run in the documented order; the first failure decides.
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ingest::parse_active_id;
+use super::Gateway;
+use crate::grant_spec::GrantSpec;
+use crate::protocol::reason;
+
+/// Longest action name accepted, in bytes.
+pub const MAX_ACTION_LEN: usize = 64;
+
+/// A tool call as submitted by the agent's runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallRequest {
+    /// The active-message id the call acts on behalf of.
+    pub active_message_id: String,
+    /// Action name (as in the policy).
+    pub action: String,
+    /// Arguments, by name.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+/// The answer to a tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// `ok` on allow, else the stable reason code.
+    pub reason_code: String,
+    /// Human explanation of a denial (empty on allow).
+    pub detail: String,
+    /// Policy that decided (empty if none was loaded).
+    pub policy_id: String,
+    /// Unique id of this call (32 hex digits); bind tool processes to it.
+    pub call_id: String,
+    /// The active-message id the call echoed.
+    pub active_message_id: String,
+    /// Operator of the originating message (claimed, if it was untrusted).
+    pub operator: String,
+    /// Session of the originating message.
+    pub session: String,
+    /// Action name.
+    pub action: String,
+    /// Role that allowed the call.
+    pub role: Option<String>,
+    /// What the kernel may let the tool do (allow only).
+    pub grant: Option<GrantSpec>,
+    /// Time the decision took, microseconds (audit and hooks excluded).
+    pub latency_us: u64,
+    /// Audit row of this decision.
+    pub audit_seq: Option<u64>,
+    /// Hash of that audit row, hex.
+    pub audit_hash: Option<String>,
+}
+
+impl Decision {
+    /// True if the call is allowed.
+    pub fn is_allow(&self) -> bool {
+        self.decision == "allow"
+    }
+
+    /// Turns this decision into a denial (keeps ids for the record).
+    pub fn overturn(&mut self, reason_code: &str, detail: impl Into<String>) {
+        self.decision = "deny".into();
+        self.reason_code = reason_code.to_owned();
+        self.detail = detail.into();
+        self.grant = None;
+    }
+}
+
+/// A fresh 128-bit call id, hex.
+fn new_call_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Gateway {
+    /// Decides a tool call at Unix time `now`. Never fails: every error is a
+    /// denial with a reason code.
+    pub fn decide(&self, req: &ToolCallRequest, now: i64) -> Decision {
+        let started = Instant::now();
+        let mut d = Decision {
+            decision: "deny".into(),
+            reason_code: String::new(),
+            detail: String::new(),
+            policy_id: String::new(),
+            call_id: new_call_id(),
+            active_message_id: req.active_message_id.clone(),
+            operator: String::new(),
+            session: String::new(),
+            action: req.action.clone(),
+            role: None,
+            grant: None,
+            latency_us: 0,
+            audit_seq: None,
+            audit_hash: None,
+        };
+        let policy = self.current_policy();
+        if let Some(p) = &policy {
+            d.policy_id.clone_from(&p.id);
+        }
+        match self.check(req, now, policy.as_deref(), &mut d) {
+            Ok(()) => {
+                d.decision = "allow".into();
+                d.reason_code = reason::OK.into();
+            }
+            Err((code, detail)) => {
+                d.reason_code = code.into();
+                d.detail = detail;
+            }
+        }
+        d.latency_us = started.elapsed().as_micros() as u64;
+        d
+    }
+
+    fn check(
+        &self,
+        req: &ToolCallRequest,
+        now: i64,
+        policy: Option<&crate::policy::CompiledPolicy>,
+        d: &mut Decision,
+    ) -> Result<(), (&'static str, String)> {
+        // 1. The active message exists and is unexpired.
+        let msg = parse_active_id(&req.active_message_id)
+            .and_then(|k| {
+                self.active
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&k)
+                    .cloned()
+            })
+            .ok_or((
+                reason::UNKNOWN_ACTIVE_MESSAGE,
+                "no such active-message id".to_owned(),
+            ))?;
+        d.operator.clone_from(&msg.operator);
+        d.session.clone_from(&msg.session);
+        if msg.expires_at <= now {
+            return Err((
+                reason::ACTIVE_MESSAGE_EXPIRED,
+                format!("the active message expired at {}", msg.expires_at),
+            ));
+        }
+        // 2. The originating message was verified, by a key still in force.
+        let Some(key_gen) = msg.key_gen else {
+            let code = untrusted_reason(&msg.reason);
+            return Err((
+                code,
+                format!("the originating message is untrusted ({})", msg.reason),
+            ));
+        };
+        let op = self
+            .operators
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&msg.operator)
+            .cloned()
+            .ok_or((
+                reason::UNKNOWN_OPERATOR,
+                format!("operator `{}` no longer exists", msg.operator),
+            ))?;
+        if op.revoked {
+            return Err((
+                reason::OPERATOR_REVOKED,
+                format!("operator `{}` is revoked", msg.operator),
+            ));
+        }
+        if op.key_gen != key_gen {
+            return Err((
+                reason::SIGNATURE_MISMATCH,
+                format!(
+                    "operator `{}`'s key was rotated after the message was signed",
+                    msg.operator
+                ),
+            ));
+        }
+        // 3. The session is bound to the same operator.
+        let bound_ok = self
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&msg.session)
+            .is_some_and(|o| *o == msg.operator);
+        if !bound_ok {
+            return Err((
+                reason::SESSION_OPERATOR_MISMATCH,
+                format!(
+                    "session `{}` is not bound to `{}`",
+                    msg.session, msg.operator
+                ),
+            ));
+        }
+        // 4–7. Policy: role allow-list, argument shape, destructive class, constraints.
+        let policy = policy.ok_or((reason::NO_POLICY, "no policy is loaded".to_owned()))?;
+        if req.action.len() > MAX_ACTION_LEN {
+            return Err((
+                reason::UNKNOWN_ACTION,
+                format!("action name longer than {MAX_ACTION_LEN} bytes"),
+            ));
+        }
+        let allowed = policy
+            .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
+            .map_err(|den| (den.reason, den.detail))?;
+        // 8. Rate limit of the allowing role.
+        if !self.rates.take(
+            &msg.operator,
+            &allowed.role,
+            allowed.rate_per_minute,
+            allowed.burst,
+            Instant::now(),
+        ) {
+            return Err((
+                reason::RATE_LIMITED,
+                format!(
+                    "role `{}` allows {} calls per minute",
+                    allowed.role, allowed.rate_per_minute
+                ),
+            ));
+        }
+        d.role = Some(allowed.role);
+        d.grant = allowed.grant;
+        Ok(())
+    }
+}
+
+/// Maps a stored ingest reason back to its static code (fail closed on anything unknown).
+fn untrusted_reason(stored: &str) -> &'static str {
+    [
+        reason::UNSIGNED_MESSAGE,
+        reason::UNKNOWN_OPERATOR,
+        reason::OPERATOR_REVOKED,
+        reason::SIGNATURE_MISMATCH,
+    ]
+    .into_iter()
+    .find(|c| *c == stored)
+    .unwrap_or(reason::SIGNATURE_MISMATCH)
+}

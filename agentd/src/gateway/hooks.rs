@@ -1,0 +1,47 @@
+//! Hook point for what follows an allow: the enforcement grant install and
+//! the receipt enqueue (wired by the daemon as those components land).
+use crate::grant_spec::GrantSpec;
+
+/// An allowed, durably audited tool call, as hooks see it.
+#[derive(Debug, Clone)]
+pub struct AllowedCall<'a> {
+    /// Call id (32 hex digits).
+    pub call_id: &'a str,
+    /// The active-message id it echoed.
+    pub active_message_id: &'a str,
+    /// Operator of the originating message.
+    pub operator: &'a str,
+    /// Session of the originating message.
+    pub session: &'a str,
+    /// Action name.
+    pub action: &'a str,
+    /// Kernel grant, if the action has a template.
+    pub grant: Option<&'a GrantSpec>,
+    /// PID of the API caller (SO_PEERCRED), if known — the agent's runtime.
+    pub peer_pid: Option<u32>,
+    /// UID of the API caller, if known.
+    pub peer_uid: Option<u32>,
+    /// Audit row of the allow (seq, hash, timestamp), if an audit log is attached.
+    pub audit: Option<&'a crate::audit::Committed>,
+}
+
+/// Why a hook overturned an allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{hook}: {message}")]
+pub struct HookError {
+    /// Hook name.
+    pub hook: String,
+    /// Stable reason code the call is denied with (e.g. `enforcement_unavailable`).
+    pub reason_code: String,
+    /// Human explanation.
+    pub message: String,
+}
+
+/// Runs after every durably audited allow, before the caller hears it.
+/// An error turns the answer into a denial (recorded in the audit log).
+pub trait AllowHook: Send + Sync {
+    /// Short name for logs.
+    fn name(&self) -> &str;
+    /// Acts on the allowed call (install a grant, enqueue a receipt, …).
+    fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError>;
+}

@@ -1,0 +1,321 @@
+//! Message ingest: structure, operator, HMAC, timestamp window, nonce,
+//! session binding — then an active-message id, or a refusal with a reason.
+use std::sync::Arc;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::store::{AcceptOutcome, ActiveRow};
+use super::Gateway;
+use crate::policy::schema::Delivery;
+use crate::protocol::message::Checked;
+use crate::protocol::{reason, verify, SignedMessage};
+
+/// How far a message is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// Signature, window, nonce and session all checked.
+    Verified,
+    /// Delivered for the agent to read, with no tool rights.
+    Untrusted,
+}
+
+/// An accepted (or untrusted-delivered) message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestOutcome {
+    /// Hand this to the agent; every tool call must echo it.
+    pub active_message_id: String,
+    /// Verified or untrusted.
+    pub trust: Trust,
+    /// `ok`, or why the message is untrusted.
+    pub reason_code: String,
+    /// Operator (claimed, for untrusted messages; may be empty).
+    pub operator: String,
+    /// Session id.
+    pub session: String,
+    /// Unix seconds when the id stops being accepted.
+    pub expires_at: i64,
+    /// This message bound the session to its operator.
+    pub session_bound: bool,
+}
+
+/// A refused message. Nothing was stored (except the audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable reason code.
+    pub reason_code: &'static str,
+    /// Human explanation.
+    pub message: String,
+    /// Malformed input (HTTP 400) rather than a verification failure (403),
+    /// or a server-side failure (503).
+    pub class: RefusalClass,
+}
+
+/// What kind of refusal, for the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    /// The request itself is malformed.
+    Malformed,
+    /// The message failed verification.
+    Unverified,
+    /// The daemon could not do its job (store or audit).
+    Unavailable,
+}
+
+fn refuse(reason_code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        reason_code,
+        message: message.into(),
+        class: RefusalClass::Unverified,
+    }
+}
+
+/// An active message in memory.
+#[derive(Debug)]
+pub(crate) struct ActiveMessage {
+    pub operator: String,
+    pub session: String,
+    /// Key generation that verified it, or None for untrusted messages.
+    pub key_gen: Option<u32>,
+    /// Ingest reason code: `ok` or why it is untrusted.
+    pub reason: String,
+    pub expires_at: i64,
+}
+
+impl ActiveMessage {
+    pub(crate) fn from_row(row: ActiveRow) -> Option<(u128, Self)> {
+        let id = parse_active_id(&row.id)?;
+        Some((
+            id,
+            Self {
+                operator: row.operator,
+                session: row.session,
+                key_gen: row.key_gen,
+                reason: row.reason,
+                expires_at: row.expires_at,
+            },
+        ))
+    }
+}
+
+/// Parses a 32-hex-digit active-message id.
+pub(crate) fn parse_active_id(s: &str) -> Option<u128> {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+impl Gateway {
+    /// Verifies and records a message at Unix time `now`. Store I/O happens
+    /// here (nonce, session, active message); auditing is the pipeline's.
+    pub fn ingest(&self, msg: &SignedMessage, now: i64) -> Result<IngestOutcome, Refusal> {
+        let checked = msg.check().map_err(|e| Refusal {
+            reason_code: e.reason_code(),
+            message: e.to_string(),
+            class: RefusalClass::Malformed,
+        })?;
+        let rules = self
+            .current_policy()
+            .map(|p| p.messages.clone())
+            .unwrap_or_default();
+        let claimed = msg.operator.clone().unwrap_or_default();
+        let (operator, nonce, timestamp, signature) = match checked {
+            Checked::Unsigned => {
+                return self.untrusted_or_refuse(
+                    rules.unsigned,
+                    reason::UNSIGNED_MESSAGE,
+                    "the message has no signature",
+                    &claimed,
+                    msg,
+                    now,
+                );
+            }
+            Checked::Signed {
+                operator,
+                nonce,
+                timestamp,
+                signature,
+            } => (operator, nonce, timestamp, signature),
+        };
+        let op = self
+            .operators
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(operator)
+            .cloned();
+        let Some(op) = op else {
+            return self.untrusted_or_refuse(
+                rules.invalid,
+                reason::UNKNOWN_OPERATOR,
+                format!("no operator `{operator}` is enrolled"),
+                &claimed,
+                msg,
+                now,
+            );
+        };
+        if op.revoked {
+            return self.untrusted_or_refuse(
+                rules.invalid,
+                reason::OPERATOR_REVOKED,
+                format!("operator `{operator}` is revoked"),
+                &claimed,
+                msg,
+                now,
+            );
+        }
+        let canonical = msg
+            .canonical()
+            .expect("checked signed message has all fields");
+        if !verify(&op.key, &canonical, &signature) {
+            return self.untrusted_or_refuse(
+                rules.invalid,
+                reason::SIGNATURE_MISMATCH,
+                format!("the signature does not match operator `{operator}`'s key"),
+                &claimed,
+                msg,
+                now,
+            );
+        }
+        let window = self.settings.timestamp_window_secs;
+        if now - timestamp > window {
+            return Err(refuse(
+                reason::STALE_TIMESTAMP,
+                format!(
+                    "timestamp is {} s old; the window is {window} s",
+                    now - timestamp
+                ),
+            ));
+        }
+        if timestamp - now > window {
+            return Err(refuse(
+                reason::FUTURE_TIMESTAMP,
+                format!(
+                    "timestamp is {} s in the future; the window is {window} s",
+                    timestamp - now
+                ),
+            ));
+        }
+        let id = new_active_id();
+        let row = ActiveRow {
+            id: format!("{id:032x}"),
+            operator: operator.to_owned(),
+            session: msg.session.clone(),
+            key_gen: Some(op.key_gen),
+            reason: reason::OK.to_owned(),
+            created_at: now,
+            expires_at: now + self.settings.active_message_ttl_secs,
+        };
+        let outcome = self
+            .store
+            .accept_verified(nonce, now + self.settings.nonce_ttl_secs, &row)
+            .map_err(|e| {
+                tracing::error!(error = %e, "gateway store failed on ingest");
+                Refusal {
+                    reason_code: reason::STORE_ERROR,
+                    message: e.to_string(),
+                    class: RefusalClass::Unavailable,
+                }
+            })?;
+        let session_bound = match outcome {
+            AcceptOutcome::Replayed => {
+                return Err(refuse(
+                    reason::REPLAYED_NONCE,
+                    "the nonce was already used by this operator",
+                ))
+            }
+            AcceptOutcome::SessionMismatch => {
+                return Err(refuse(
+                    reason::SESSION_OPERATOR_MISMATCH,
+                    format!("session `{}` is bound to another operator", msg.session),
+                ));
+            }
+            AcceptOutcome::Accepted { newly_bound } => newly_bound,
+        };
+        if session_bound {
+            self.sessions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(row.session.clone(), row.operator.clone());
+        }
+        let out = IngestOutcome {
+            active_message_id: row.id.clone(),
+            trust: Trust::Verified,
+            reason_code: reason::OK.to_owned(),
+            operator: row.operator.clone(),
+            session: row.session.clone(),
+            expires_at: row.expires_at,
+            session_bound,
+        };
+        let (_, active) = ActiveMessage::from_row(row).expect("formatted id parses");
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(active));
+        Ok(out)
+    }
+
+    fn untrusted_or_refuse(
+        &self,
+        delivery: Delivery,
+        reason_code: &'static str,
+        message: impl Into<String>,
+        claimed: &str,
+        msg: &SignedMessage,
+        now: i64,
+    ) -> Result<IngestOutcome, Refusal> {
+        if delivery == Delivery::Refuse {
+            return Err(refuse(reason_code, message));
+        }
+        let id = new_active_id();
+        let row = ActiveRow {
+            id: format!("{id:032x}"),
+            operator: claimed.to_owned(),
+            session: msg.session.clone(),
+            key_gen: None,
+            reason: reason_code.to_owned(),
+            created_at: now,
+            expires_at: now + self.settings.active_message_ttl_secs,
+        };
+        self.store.insert_untrusted(&row).map_err(|e| Refusal {
+            reason_code: reason::STORE_ERROR,
+            message: e.to_string(),
+            class: RefusalClass::Unavailable,
+        })?;
+        let out = IngestOutcome {
+            active_message_id: row.id.clone(),
+            trust: Trust::Untrusted,
+            reason_code: reason_code.to_owned(),
+            operator: row.operator.clone(),
+            session: row.session.clone(),
+            expires_at: row.expires_at,
+            session_bound: false,
+        };
+        let (_, active) = ActiveMessage::from_row(row).expect("formatted id parses");
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(active));
+        Ok(out)
+    }
+
+    /// Removes an active message (used when its audit record could not be written).
+    pub(crate) fn forget_active(&self, id: &str) {
+        if let Some(k) = parse_active_id(id) {
+            self.active
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&k);
+        }
+        if let Err(e) = self.store.delete_active(id) {
+            tracing::error!(error = %e, "could not delete an unaudited active message");
+        }
+    }
+}
+
+/// 128 bits from the thread's CSPRNG (ChaCha, seeded from the OS).
+fn new_active_id() -> u128 {
+    rand::thread_rng().gen::<u128>()
+}

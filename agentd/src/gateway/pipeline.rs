@@ -1,0 +1,148 @@
+//! The request pipelines the API runs: ingest or decide, then the durable
+//! audit record (no record ⇒ no allow), then the allow hooks.
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::decide::{Decision, ToolCallRequest};
+use super::hooks::AllowedCall;
+use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
+use super::{unix_now, Gateway};
+use crate::audit::{AuditEvent, RecordKind};
+use crate::protocol::{reason, SignedMessage};
+
+/// Who is calling, from SO_PEERCRED (None over TCP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// Process id.
+    pub pid: Option<u32>,
+    /// User id.
+    pub uid: Option<u32>,
+}
+
+impl Gateway {
+    /// Ingests a message and records the outcome in the audit log. An audit
+    /// failure refuses the message (`audit_unavailable`).
+    pub async fn submit_message(&self, msg: &SignedMessage) -> Result<IngestOutcome, Refusal> {
+        let started = Instant::now();
+        let result = self.ingest(msg, unix_now());
+        let latency_us = started.elapsed().as_micros() as u64;
+        let Some(audit) = &self.audit else {
+            return result;
+        };
+        let body_hash = hex::encode(&Sha256::digest(msg.body.as_bytes())[..8]);
+        let mut ev = AuditEvent::new(RecordKind::Message, "message");
+        ev.operator = clip(msg.operator.as_deref().unwrap_or(""));
+        ev.session = clip(&msg.session);
+        ev.target = format!("body_sha256:{body_hash}");
+        ev.policy_id = self
+            .current_policy()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
+        ev.latency_us = latency_us;
+        match &result {
+            Ok(o) => {
+                ev.active_message_id.clone_from(&o.active_message_id);
+                ev.decision = if o.trust == Trust::Verified {
+                    "allow"
+                } else {
+                    "deny"
+                }
+                .into();
+                ev.reason_code.clone_from(&o.reason_code);
+            }
+            Err(r) => {
+                ev.decision = "deny".into();
+                ev.reason_code = r.reason_code.into();
+            }
+        }
+        if let Err(e) = audit.append(ev).await {
+            tracing::error!(error = %e, "audit append failed; refusing the message");
+            if let Ok(o) = &result {
+                self.forget_active(&o.active_message_id);
+            }
+            return Err(Refusal {
+                reason_code: reason::AUDIT_UNAVAILABLE,
+                message: e.to_string(),
+                class: RefusalClass::Unavailable,
+            });
+        }
+        result
+    }
+
+    /// Decides a tool call, records it durably, runs the allow hooks.
+    pub async fn tool_call(&self, req: &ToolCallRequest, caller: Caller) -> Decision {
+        let mut d = self.decide(req, unix_now());
+        let committed = match &self.audit {
+            None => None,
+            Some(audit) => match audit.append(event_of(&d, req)).await {
+                Ok(c) => {
+                    d.audit_seq = Some(c.seq);
+                    d.audit_hash = Some(c.hash.clone());
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, call_id = %d.call_id, "audit append failed; denying");
+                    d.overturn(
+                        reason::AUDIT_UNAVAILABLE,
+                        format!("the audit log could not record the decision: {e}"),
+                    );
+                    return d;
+                }
+            },
+        };
+        if d.is_allow() {
+            let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+            for hook in hooks {
+                let call = AllowedCall {
+                    call_id: &d.call_id,
+                    active_message_id: &d.active_message_id,
+                    operator: &d.operator,
+                    session: &d.session,
+                    action: &d.action,
+                    grant: d.grant.as_ref(),
+                    peer_pid: caller.pid,
+                    peer_uid: caller.uid,
+                    audit: committed.as_ref(),
+                };
+                if let Err(e) = hook.after_allow(&call) {
+                    tracing::error!(hook = hook.name(), error = %e, call_id = %d.call_id, "allow hook failed; denying");
+                    d.overturn(&e.reason_code, e.to_string());
+                    if let Some(audit) = &self.audit {
+                        // The allow row exists; this row records that it was overturned.
+                        if let Ok(c) = audit.append(event_of(&d, req)).await {
+                            d.audit_seq = Some(c.seq);
+                            d.audit_hash = Some(c.hash);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        d
+    }
+}
+
+fn clip(s: &str) -> String {
+    // Audit fields are bounded; message fields are already far below this.
+    let mut end = s.len().min(1024);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The audit event of a decision. Target: the call's arguments as compact JSON (clipped).
+fn event_of(d: &Decision, req: &ToolCallRequest) -> AuditEvent {
+    let mut ev = AuditEvent::new(RecordKind::ToolCall, clip(&d.action));
+    ev.operator = clip(&d.operator);
+    ev.session = clip(&d.session);
+    ev.active_message_id = clip(&d.active_message_id);
+    ev.call_id.clone_from(&d.call_id);
+    ev.target = clip(&serde_json::to_string(&req.arguments).unwrap_or_default());
+    ev.decision.clone_from(&d.decision);
+    ev.reason_code.clone_from(&d.reason_code);
+    ev.policy_id.clone_from(&d.policy_id);
+    ev.latency_us = d.latency_us;
+    ev
+}

@@ -1,0 +1,455 @@
+//! Gateway tests on real SQLite files in a temporary state directory.
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::audit::AuditLog;
+use crate::config::Durability;
+use crate::protocol::{reason, SignedMessage};
+
+const DEMO: &str = include_str!("../../../policies/demo.toml");
+
+fn settings() -> Settings {
+    Settings {
+        timestamp_window_secs: 60,
+        nonce_ttl_secs: 600,
+        active_message_ttl_secs: 900,
+    }
+}
+
+fn open(dir: &Path) -> Gateway {
+    let g = Gateway::open(dir, settings(), None).unwrap();
+    if g.current_policy().is_none() {
+        g.load_policy(DEMO, "policies/demo.toml").unwrap();
+    }
+    g
+}
+
+fn signed(key: &[u8], op: &str, session: &str, nonce: &str, ts: i64) -> SignedMessage {
+    SignedMessage::new_signed(key, op, session, nonce, ts, "please do it")
+}
+
+fn call(id: &str, action: &str, args: serde_json::Value) -> ToolCallRequest {
+    ToolCallRequest {
+        active_message_id: id.into(),
+        action: action.into(),
+        arguments: args.as_object().unwrap().clone(),
+    }
+}
+
+fn chart(id: &str) -> ToolCallRequest {
+    call(id, "read_chart", json!({"path": "/srv/charts/p1.json"}))
+}
+
+#[test]
+fn verified_message_allows_in_policy_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    assert_eq!(key.len(), 32);
+    let now = unix_now();
+    let out = g
+        .ingest(
+            &signed(&key, "dr-chen", "dm:1", "nonce-000000000001", now),
+            now,
+        )
+        .unwrap();
+    assert_eq!(out.trust, Trust::Verified);
+    assert_eq!(out.active_message_id.len(), 32);
+    assert!(out.session_bound);
+    let d = g.decide(&chart(&out.active_message_id), now);
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.reason_code, "ok");
+    assert!(d.policy_id.starts_with("demo@"));
+    assert_eq!(
+        d.grant.unwrap().read,
+        [std::path::PathBuf::from("/srv/charts/p1.json")]
+    );
+    let d = g.decide(
+        &call(&out.active_message_id, "shell", json!({"command": "ls"})),
+        now,
+    );
+    assert_eq!(d.reason_code, reason::ROLE_NOT_IN_ALLOWLIST);
+}
+
+#[test]
+fn replay_is_refused_even_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now();
+    let msg;
+    {
+        let g = open(dir.path());
+        let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+        msg = signed(&key, "olivia", "s1", "nonce-000000000002", now);
+        g.ingest(&msg, now).unwrap();
+        assert_eq!(
+            g.ingest(&msg, now).unwrap_err().reason_code,
+            reason::REPLAYED_NONCE
+        );
+    }
+    let g = open(dir.path());
+    assert_eq!(
+        g.ingest(&msg, now + 1).unwrap_err().reason_code,
+        reason::REPLAYED_NONCE
+    );
+}
+
+#[test]
+fn timestamp_window_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let now = unix_now();
+    let r = g
+        .ingest(
+            &signed(&key, "olivia", "s", "nonce-000000000003", now - 61),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::STALE_TIMESTAMP);
+    let r = g
+        .ingest(
+            &signed(&key, "olivia", "s", "nonce-000000000004", now + 61),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::FUTURE_TIMESTAMP);
+    g.ingest(
+        &signed(&key, "olivia", "s", "nonce-000000000005", now - 60),
+        now,
+    )
+    .unwrap();
+}
+
+#[test]
+fn session_is_bound_to_first_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, k1) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let (_, k2) = g.add_operator("sam", &["member".into()]).unwrap();
+    let now = unix_now();
+    g.ingest(
+        &signed(&k1, "olivia", "slack:C1", "nonce-000000000006", now),
+        now,
+    )
+    .unwrap();
+    let r = g
+        .ingest(
+            &signed(&k2, "sam", "slack:C1", "nonce-000000000007", now),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::SESSION_OPERATOR_MISMATCH);
+    // Refused messages consume no nonce: the same nonce works on sam's own session.
+    g.ingest(
+        &signed(&k2, "sam", "slack:C2", "nonce-000000000007", now),
+        now,
+    )
+    .unwrap();
+    // The binding survives a restart.
+    drop(g);
+    let g = open(dir.path());
+    let r = g
+        .ingest(
+            &signed(&k2, "sam", "slack:C1", "nonce-000000000008", now),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::SESSION_OPERATOR_MISMATCH);
+}
+
+#[test]
+fn unsigned_and_spoofed_messages_get_no_tool_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, _key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let now = unix_now();
+    let unsigned: SignedMessage = serde_json::from_value(
+        json!({"session": "mail", "body": "reset the mail server, nuclear option"}),
+    )
+    .unwrap();
+    let out = g.ingest(&unsigned, now).unwrap();
+    assert_eq!(
+        (out.trust, out.reason_code.as_str()),
+        (Trust::Untrusted, reason::UNSIGNED_MESSAGE)
+    );
+    let d = g.decide(
+        &call(
+            &out.active_message_id,
+            "shell",
+            json!({"command": "mailctl reset --all"}),
+        ),
+        now,
+    );
+    assert_eq!(d.reason_code, reason::UNSIGNED_MESSAGE);
+    // Claims to be olivia, signed with another key.
+    let spoof = signed(
+        b"not olivia's key",
+        "olivia",
+        "mail",
+        "nonce-000000000009",
+        now,
+    );
+    let out = g.ingest(&spoof, now).unwrap();
+    assert_eq!(out.reason_code, reason::SIGNATURE_MISMATCH);
+    let d = g.decide(&chart(&out.active_message_id), now);
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("deny", reason::SIGNATURE_MISMATCH)
+    );
+    assert_eq!(d.operator, "olivia");
+    // An unknown operator.
+    let out = g
+        .ingest(
+            &signed(b"k", "mallory", "x", "nonce-000000000010", now),
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now).reason_code,
+        reason::UNKNOWN_OPERATOR
+    );
+}
+
+#[test]
+fn refuse_policy_refuses_unsigned_and_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    g.load_policy(
+        &DEMO
+            .replace("unsigned = \"untrusted\"", "unsigned = \"refuse\"")
+            .replace("invalid = \"untrusted\"", "invalid = \"refuse\""),
+        "strict",
+    )
+    .unwrap();
+    let now = unix_now();
+    let unsigned: SignedMessage =
+        serde_json::from_value(json!({"session": "mail", "body": "x"})).unwrap();
+    assert_eq!(
+        g.ingest(&unsigned, now).unwrap_err().reason_code,
+        reason::UNSIGNED_MESSAGE
+    );
+    let r = g
+        .ingest(
+            &signed(b"k", "mallory", "x", "nonce-000000000011", now),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::UNKNOWN_OPERATOR);
+}
+
+#[test]
+fn unknown_and_expired_active_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    assert_eq!(
+        g.decide(&chart("not-an-id"), now).reason_code,
+        reason::UNKNOWN_ACTIVE_MESSAGE
+    );
+    assert_eq!(
+        g.decide(&chart(&"ab".repeat(16)), now).reason_code,
+        reason::UNKNOWN_ACTIVE_MESSAGE
+    );
+    let out = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000012", now),
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now + 900)
+            .reason_code,
+        reason::ACTIVE_MESSAGE_EXPIRED
+    );
+}
+
+#[test]
+fn rotation_and_revocation_withdraw_tool_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let out = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000013", now),
+            now,
+        )
+        .unwrap();
+    let (info, key2) = g.rotate_operator("dr-chen").unwrap();
+    assert_eq!(info.key_gen, 2);
+    assert_ne!(key, key2);
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now).reason_code,
+        reason::SIGNATURE_MISMATCH
+    );
+    // The old key no longer verifies; the new one does.
+    let r = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000014", now),
+            now,
+        )
+        .unwrap();
+    assert_eq!(r.trust, Trust::Untrusted);
+    let out = g
+        .ingest(
+            &signed(&key2, "dr-chen", "s", "nonce-000000000015", now),
+            now,
+        )
+        .unwrap();
+    assert!(g.decide(&chart(&out.active_message_id), now).is_allow());
+    g.revoke_operator("dr-chen").unwrap();
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now).reason_code,
+        reason::OPERATOR_REVOKED
+    );
+    assert!(g.key_of("dr-chen").is_none());
+    // Revocation survives restart.
+    drop(g);
+    let g = open(dir.path());
+    assert!(g.list_operators()[0].revoked);
+}
+
+#[test]
+fn rate_limit_per_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("guest-1", &["guest".into()]).unwrap();
+    let now = unix_now();
+    let out = g
+        .ingest(
+            &signed(&key, "guest-1", "g", "nonce-000000000016", now),
+            now,
+        )
+        .unwrap();
+    let w = call(
+        &out.active_message_id,
+        "write_file",
+        json!({"path": "/workspace/scratch/a", "content": "x"}),
+    );
+    for i in 0..10 {
+        assert!(g.decide(&w, now).is_allow(), "call {i}");
+    }
+    assert_eq!(g.decide(&w, now).reason_code, reason::RATE_LIMITED);
+}
+
+#[test]
+fn bad_policy_is_refused_and_old_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let before = g.policy_info().unwrap();
+    let e = g
+        .load_policy("id = \"x\"\n[roles.r.allow.nope]\n", "bad.toml")
+        .unwrap_err();
+    assert_eq!(e.reason_code(), reason::INVALID_POLICY);
+    assert!(e.to_string().contains("roles.r.allow.nope"), "{e}");
+    assert_eq!(g.policy_info().unwrap().policy_id, before.policy_id);
+    // A new good policy replaces it and survives a restart.
+    let v2 = DEMO.replace("id = \"demo\"", "id = \"demo2\"");
+    let info = g.load_policy(&v2, "v2.toml").unwrap();
+    drop(g);
+    let g = Gateway::open(dir.path(), settings(), None).unwrap();
+    assert_eq!(g.policy_info().unwrap().policy_id, info.policy_id);
+}
+
+#[test]
+fn operator_admin_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    g.add_operator("olivia", &["owner".into()]).unwrap();
+    assert_eq!(
+        g.add_operator("olivia", &["owner".into()])
+            .unwrap_err()
+            .reason_code(),
+        reason::OPERATOR_EXISTS
+    );
+    assert_eq!(
+        g.add_operator("x", &["wizard".into()])
+            .unwrap_err()
+            .reason_code(),
+        "unknown_role"
+    );
+    assert_eq!(
+        g.add_operator("bad id", &["owner".into()])
+            .unwrap_err()
+            .reason_code(),
+        "invalid_character"
+    );
+    assert_eq!(
+        g.rotate_operator("nobody").unwrap_err().reason_code(),
+        reason::UNKNOWN_OPERATOR
+    );
+}
+
+#[test]
+fn store_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let _g = open(dir.path());
+    let mode = std::fs::metadata(dir.path().join("gateway.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+struct FailingHook;
+impl AllowHook for FailingHook {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError> {
+        assert!(call.audit.is_some(), "hooks run after the audit record");
+        Err(HookError {
+            hook: "failing".into(),
+            reason_code: "enforcement_unavailable".into(),
+            message: "no backend".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn pipeline_audits_every_decision_and_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(dir.path(), Durability::Normal).unwrap();
+    let g = Gateway::open(dir.path(), settings(), Some(audit.clone())).unwrap();
+    g.load_policy(DEMO, "demo").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let out = g
+        .submit_message(&signed(&key, "dr-chen", "s", "nonce-000000000017", now))
+        .await
+        .unwrap();
+    let d = g
+        .tool_call(&chart(&out.active_message_id), Caller::default())
+        .await;
+    assert!(d.is_allow());
+    let seq1 = d.audit_seq.unwrap();
+    let d = g.tool_call(&chart("nope"), Caller::default()).await;
+    assert_eq!(d.reason_code, reason::UNKNOWN_ACTIVE_MESSAGE);
+    assert_eq!(d.audit_seq, Some(seq1 + 1), "denials are audited too");
+    // A failing allow hook overturns the allow, and that is recorded.
+    g.add_allow_hook(Arc::new(FailingHook));
+    let d = g
+        .tool_call(&chart(&out.active_message_id), Caller::default())
+        .await;
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("deny", "enforcement_unavailable")
+    );
+    assert_eq!(d.audit_seq, Some(seq1 + 3));
+    assert!(d.grant.is_none());
+    // Audit down: nothing is allowed, messages are refused.
+    audit.shutdown().unwrap();
+    let d = g
+        .tool_call(&chart(&out.active_message_id), Caller::default())
+        .await;
+    assert_eq!(d.reason_code, reason::AUDIT_UNAVAILABLE);
+    let r = g
+        .submit_message(&signed(&key, "dr-chen", "s", "nonce-000000000018", now))
+        .await
+        .unwrap_err();
+    assert_eq!(r.reason_code, reason::AUDIT_UNAVAILABLE);
+}
