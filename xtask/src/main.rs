@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
             shell::run_cmd(
                 std::process::Command::new("cargo")
                     .current_dir(shell::workspace_root())
-                    .args(["build", "--workspace", "--exclude", "agentd-ebpf", "--bins"]),
+                    .args(["build", "--workspace", "--bins"]),
             )?;
             let t = test::vm_tests();
             println!(

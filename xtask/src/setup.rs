@@ -58,7 +58,9 @@ fn nightly_rust_src() -> anyhow::Result<()> {
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
-    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    // bpf-linker links the nightly toolchain's libLLVM, so ask it through rustup.
+    let have = output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]))
+        .unwrap_or_default();
     if have.contains(BPF_LINKER_VERSION) {
         println!("    bpf-linker {BPF_LINKER_VERSION}: present");
         return Ok(());
