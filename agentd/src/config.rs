@@ -84,6 +84,8 @@ pub struct GatewayConfig {
     pub active_message_ttl_secs: u64,
     /// Largest accepted request body, in bytes.
     pub max_request_bytes: usize,
+    /// Policy file loaded at start-up and on SIGHUP (if set); `agentctl policy load` also works.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// Audit log settings.
@@ -118,6 +120,7 @@ impl Default for GatewayConfig {
             nonce_ttl_secs: 600,
             active_message_ttl_secs: 900,
             max_request_bytes: 64 * 1024,
+            policy_file: None,
         }
     }
 }
@@ -178,6 +181,9 @@ impl Config {
                 "gateway.max_request_bytes",
                 "must be 1024..=16777216",
             ));
+        }
+        if g.policy_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("gateway.policy_file", "must be an absolute path"));
         }
         if self.audit.checkpoint_interval_secs == 0 {
             return Err(invalid(

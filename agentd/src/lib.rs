@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod enforce;
 pub mod gateway;

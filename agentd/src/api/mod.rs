@@ -1,1 +1,18 @@
-//! (being written)
+//! The HTTP/1.1 + JSON API on a Unix socket (and optionally TCP for remote
+//! operators): routes and handlers (`server`), caller permissions from
+//! SO_PEERCRED (`peer`), JSON bodies and errors (`json`), and the client used
+//! by `agentctl`, tests and benches (`client`).
+//!
+//! Routes (all under `/v1`; see docs/protocol.md §4):
+//! `GET /v1/health`, `POST /v1/messages`, `POST /v1/tool-calls`,
+//! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
+//! `GET|PUT /v1/policy`, `POST /v1/policy/validate`.
+pub mod client;
+pub mod json;
+pub mod peer;
+pub mod server;
+
+pub use client::{Client, ClientError, SocketArg};
+pub use json::ApiError;
+pub use peer::{Access, Peer, Transport};
+pub use server::{router, serve, AppState, Listener};

@@ -24,9 +24,18 @@ enum Command {
     },
     /// Run the daemon.
     Run {
-        /// Config file.
-        #[arg(long, default_value = agentd::config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        /// Config file (default /etc/agentd/agentd.toml; built-in defaults if that is absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override `state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Override `socket_path`.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Override `gateway.policy_file` (loaded at start and on SIGHUP).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -48,9 +57,21 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { config } => {
-            let _config = agentd::config::Config::load(&config)?;
-            anyhow::bail!("the daemon is not built yet")
+        Command::Run {
+            config,
+            state_dir,
+            socket,
+            policy,
+        } => {
+            let default = PathBuf::from(agentd::config::DEFAULT_CONFIG_PATH);
+            let loaded = match config {
+                Some(path) => agentd::config::Config::load(&path)?,
+                None if default.exists() => agentd::config::Config::load(&default)?,
+                None => agentd::config::Config::default(),
+            };
+            agentd::daemon::run(agentd::daemon::apply_overrides(
+                loaded, state_dir, socket, policy,
+            )?)
         }
     }
 }

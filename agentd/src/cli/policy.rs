@@ -1,10 +1,88 @@
-//! `agentctl policy`.
+//! `agentctl policy validate|load|show`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hyper::Method;
+
+use crate::api::client::{blocking, SocketArg};
+use crate::api::server::PolicySource;
+use crate::gateway::{Gateway, PolicyInfo};
 
 /// Arguments of `agentctl policy`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    socket: SocketArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check a policy file locally (no daemon needed); prints its id and roles.
+    Validate {
+        /// Policy file (TOML).
+        file: PathBuf,
+    },
+    /// Load a policy file into the daemon (atomic; a bad file changes nothing).
+    Load {
+        /// Policy file (TOML).
+        file: PathBuf,
+    },
+    /// Show the policy in force.
+    Show {
+        /// Print JSON (includes the source).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read(file: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
 
 /// Runs `agentctl policy`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("agentctl policy is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Validate { file } => {
+            let info = Gateway::validate_policy(&read(&file)?, &file.display().to_string())?;
+            println!(
+                "{}: valid, policy id {} (roles: {})",
+                file.display(),
+                info.policy_id,
+                info.roles.join(", ")
+            );
+            Ok(())
+        }
+        Command::Load { file } => {
+            let body = PolicySource {
+                source: read(&file)?,
+                origin: Some(file.display().to_string()),
+            };
+            let info: PolicyInfo = blocking(&args.socket.path(), |mut c| async move {
+                c.call(Method::PUT, "/v1/policy", Some(&body)).await
+            })?;
+            println!(
+                "loaded policy {} from {} (roles: {})",
+                info.policy_id,
+                info.origin,
+                info.roles.join(", ")
+            );
+            Ok(())
+        }
+        Command::Show { json } => {
+            let info: PolicyInfo = blocking(&args.socket.path(), |mut c| async move {
+                c.get("/v1/policy").await
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!(
+                    "# policy {} from {} (loaded at {} Unix time)\n# sha256 {}\n{}",
+                    info.policy_id, info.origin, info.loaded_at, info.sha256, info.source
+                );
+            }
+            Ok(())
+        }
+    }
 }

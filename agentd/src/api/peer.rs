@@ -1,0 +1,121 @@
+//! Who may call what: Unix credentials of the connecting process (SO_PEERCRED)
+//! mapped to admin (root or the admin group), the agent user, or anyone local.
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// How the caller reached the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The Unix socket; credentials are known.
+    Unix,
+    /// The optional TCP listener; no credentials (messages only).
+    Tcp,
+}
+
+/// The caller of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Transport.
+    pub transport: Transport,
+    /// Process id (Unix socket only).
+    pub pid: Option<u32>,
+    /// User id (Unix socket only).
+    pub uid: Option<u32>,
+    /// Primary group id (Unix socket only).
+    pub gid: Option<u32>,
+}
+
+impl Peer {
+    /// Reads SO_PEERCRED of an accepted Unix stream.
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
+        match stream.peer_cred() {
+            Ok(c) => Self {
+                transport: Transport::Unix,
+                pid: c.pid().and_then(|p| u32::try_from(p).ok()),
+                uid: Some(c.uid()),
+                gid: Some(c.gid()),
+            },
+            // Unknown credentials get no privileges.
+            Err(e) => {
+                tracing::warn!(error = %e, "SO_PEERCRED failed; treating the caller as unprivileged");
+                Self {
+                    transport: Transport::Unix,
+                    pid: None,
+                    uid: None,
+                    gid: None,
+                }
+            }
+        }
+    }
+
+    /// A TCP caller.
+    pub fn tcp() -> Self {
+        Self {
+            transport: Transport::Tcp,
+            pid: None,
+            uid: None,
+            gid: None,
+        }
+    }
+}
+
+/// The permission classes, resolved from config at start-up.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Group whose members are admins (root always is).
+    pub admin_group: Option<(Gid, String)>,
+    /// The agent user (may submit tool calls).
+    pub agent_uid: Option<Uid>,
+}
+
+impl Access {
+    /// Resolves group and user names; missing ones grant nothing.
+    pub fn resolve(admin_group: &str, agent_user: &str) -> Self {
+        let admin_group = Group::from_name(admin_group)
+            .ok()
+            .flatten()
+            .map(|g| (g.gid, g.name));
+        let agent_uid = User::from_name(agent_user).ok().flatten().map(|u| u.uid);
+        if agent_uid.is_none() {
+            tracing::warn!(
+                agent_user,
+                "agent user does not exist; only admins may submit tool calls"
+            );
+        }
+        Self {
+            admin_group,
+            agent_uid,
+        }
+    }
+
+    /// Root, or a member (primary or supplementary) of the admin group.
+    pub fn is_admin(&self, peer: &Peer) -> bool {
+        let (Transport::Unix, Some(uid)) = (peer.transport, peer.uid) else {
+            return false;
+        };
+        if uid == 0 {
+            return true;
+        }
+        let Some((gid, _)) = &self.admin_group else {
+            return false;
+        };
+        if peer.gid == Some(gid.as_raw()) {
+            return true;
+        }
+        // Supplementary membership: look the group up now, so changes apply without restart.
+        let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+            return false;
+        };
+        match Group::from_gid(*gid) {
+            Ok(Some(g)) => g.mem.contains(&user.name),
+            _ => false,
+        }
+    }
+
+    /// Admins and the agent user may submit tool calls.
+    pub fn may_call_tools(&self, peer: &Peer) -> bool {
+        self.is_admin(peer)
+            || (peer.transport == Transport::Unix
+                && peer.uid.is_some()
+                && peer.uid.map(Uid::from_raw) == self.agent_uid)
+    }
+}

@@ -1,0 +1,403 @@
+//! Routes, handlers and the connection loop. Handlers are thin: permission
+//! check, parse, call the gateway, map the result to JSON.
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::json::{ApiError, BodyLimit, JsonBody};
+use super::peer::{Access, Peer};
+use crate::audit::{AuditEvent, RecordKind};
+use crate::gateway::{
+    Caller, Decision, Gateway, GatewayError, IngestOutcome, OperatorInfo, PolicyInfo, RefusalClass,
+    ToolCallRequest,
+};
+use crate::protocol::{reason, SignedMessage};
+
+/// Shared state of all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Permission classes.
+    pub access: Access,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+type St = State<Arc<AppState>>;
+
+/// The full `/v1` router. Other components merge their routes into it
+/// (e.g. `router(state).merge(enforce_routes::routes(..))`); their handlers
+/// can read the caller with `Extension<Peer>`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = BodyLimit(state.max_body);
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/messages", post(submit_message))
+        .route("/v1/tool-calls", post(tool_call))
+        .route("/v1/operators", get(list_operators).post(add_operator))
+        .route("/v1/operators/{id}/rotate", post(rotate_operator))
+        .route("/v1/operators/{id}/revoke", post(revoke_operator))
+        .route("/v1/policy", get(show_policy).put(load_policy))
+        .route("/v1/policy/validate", post(validate_policy))
+        .fallback(not_found)
+        .layer(Extension(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        reason::NOT_FOUND,
+        "no such route (the API lives under /v1)",
+    )
+}
+
+fn forbidden(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        reason::PERMISSION_DENIED,
+        format!("{what} is not permitted for this caller"),
+    )
+}
+
+fn require_admin(s: &AppState, peer: &Peer) -> Result<(), ApiError> {
+    if s.access.is_admin(peer) {
+        Ok(())
+    } else {
+        Err(forbidden("administration (root or the admin group)"))
+    }
+}
+
+fn gateway_error(e: GatewayError) -> ApiError {
+    let status = match &e {
+        GatewayError::Store(_) | GatewayError::StoredPolicy { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        GatewayError::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        GatewayError::OperatorExists { .. } => StatusCode::CONFLICT,
+        GatewayError::UnknownOperator { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.reason_code(), e.to_string())
+}
+
+/// Records an administrative change (best effort: the change has happened).
+async fn audit_admin(s: &AppState, peer: &Peer, action: &str, target: &str, policy_id: &str) {
+    let Some(audit) = s.gateway.audit() else {
+        return;
+    };
+    let mut ev = AuditEvent::new(RecordKind::Admin, action);
+    ev.operator = peer
+        .uid
+        .map(|u| format!("uid:{u}"))
+        .unwrap_or_else(|| "tcp".into());
+    ev.target = target.to_owned();
+    ev.decision = "allow".into();
+    ev.reason_code = reason::OK.into();
+    ev.policy_id = policy_id.to_owned();
+    if let Err(e) = audit.append(ev).await {
+        tracing::error!(error = %e, action, target, "could not audit an administrative change");
+    }
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Always "ok" when answering.
+    pub status: String,
+    /// Daemon version.
+    pub version: String,
+    /// Policy in force, if any.
+    pub policy_id: Option<String>,
+}
+
+async fn health(State(s): St) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        policy_id: s.gateway.current_policy().map(|p| p.id.clone()),
+    })
+}
+
+async fn submit_message(
+    State(s): St,
+    JsonBody(msg): JsonBody<SignedMessage>,
+) -> Result<Json<IngestOutcome>, ApiError> {
+    match s.gateway.submit_message(&msg).await {
+        Ok(o) => Ok(Json(o)),
+        Err(r) => {
+            let status = match r.class {
+                RefusalClass::Malformed => StatusCode::BAD_REQUEST,
+                RefusalClass::Unverified => StatusCode::FORBIDDEN,
+                RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            Err(ApiError::new(status, r.reason_code, r.message))
+        }
+    }
+}
+
+async fn tool_call(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<ToolCallRequest>,
+) -> Result<Json<Decision>, ApiError> {
+    if !s.access.may_call_tools(&peer) {
+        return Err(forbidden(
+            "submitting tool calls (the agent user or an admin)",
+        ));
+    }
+    Ok(Json(
+        s.gateway
+            .tool_call(
+                &req,
+                Caller {
+                    pid: peer.pid,
+                    uid: peer.uid,
+                },
+            )
+            .await,
+    ))
+}
+
+/// `POST /v1/operators` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddOperator {
+    /// Operator id.
+    pub id: String,
+    /// Role names.
+    pub roles: Vec<String>,
+}
+
+/// An operator with its freshly generated key (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorWithKey {
+    /// The operator.
+    pub operator: OperatorInfo,
+    /// HMAC key, 64 hex digits (32 bytes). Not retrievable later.
+    pub key: String,
+}
+
+/// `GET /v1/operators` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorList {
+    /// All operators.
+    pub operators: Vec<OperatorInfo>,
+}
+
+async fn list_operators(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<OperatorList>, ApiError> {
+    require_admin(&s, &peer)?;
+    Ok(Json(OperatorList {
+        operators: s.gateway.list_operators(),
+    }))
+}
+
+async fn add_operator(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<AddOperator>,
+) -> Result<(StatusCode, Json<OperatorWithKey>), ApiError> {
+    require_admin(&s, &peer)?;
+    let (operator, key) = s
+        .gateway
+        .add_operator(&req.id, &req.roles)
+        .map_err(gateway_error)?;
+    audit_admin(
+        &s,
+        &peer,
+        "operator_add",
+        &format!("{} roles={}", req.id, req.roles.join(",")),
+        "",
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(OperatorWithKey {
+            operator,
+            key: hex::encode(key),
+        }),
+    ))
+}
+
+async fn rotate_operator(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Json<OperatorWithKey>, ApiError> {
+    require_admin(&s, &peer)?;
+    let (operator, key) = s.gateway.rotate_operator(&id).map_err(gateway_error)?;
+    audit_admin(&s, &peer, "operator_rotate", &id, "").await;
+    Ok(Json(OperatorWithKey {
+        operator,
+        key: hex::encode(key),
+    }))
+}
+
+async fn revoke_operator(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Json<OperatorInfo>, ApiError> {
+    require_admin(&s, &peer)?;
+    let info = s.gateway.revoke_operator(&id).map_err(gateway_error)?;
+    audit_admin(&s, &peer, "operator_revoke", &id, "").await;
+    Ok(Json(info))
+}
+
+/// `PUT /v1/policy` and `POST /v1/policy/validate` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySource {
+    /// The TOML text.
+    pub source: String,
+    /// Label for errors and history (e.g. the file name).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+async fn show_policy(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<PolicyInfo>, ApiError> {
+    require_admin(&s, &peer)?;
+    s.gateway.policy_info().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            reason::NO_POLICY,
+            "no policy is loaded",
+        )
+    })
+}
+
+async fn load_policy(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<PolicySource>,
+) -> Result<Json<PolicyInfo>, ApiError> {
+    require_admin(&s, &peer)?;
+    let origin = req.origin.as_deref().unwrap_or("api");
+    let info = s
+        .gateway
+        .load_policy(&req.source, origin)
+        .map_err(gateway_error)?;
+    audit_admin(&s, &peer, "policy_load", origin, &info.policy_id).await;
+    Ok(Json(info))
+}
+
+async fn validate_policy(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<PolicySource>,
+) -> Result<Json<PolicyInfo>, ApiError> {
+    require_admin(&s, &peer)?;
+    Gateway::validate_policy(&req.source, req.origin.as_deref().unwrap_or("api"))
+        .map(Json)
+        .map_err(gateway_error)
+}
+
+/// A listener the API can serve.
+pub enum Listener {
+    /// The Unix socket (callers identified by SO_PEERCRED).
+    Unix(tokio::net::UnixListener),
+    /// TCP for remote operators (messages and health only).
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, then lets open
+/// connections finish their current request (up to `grace`).
+pub async fn serve(
+    listener: Listener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = accept(&listener) => a,
+        };
+        let (io, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let mut stop = shutdown.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer);
+                    let app = app.clone();
+                    async move {
+                        Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {}))
+                    }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    false
+                }
+                // A dropped sender also means the daemon is going away.
+                r = stop.wait_for(|s| *s) => { drop(r); true }
+            };
+            if stopping {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        });
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+}
+
+type Io = TokioIo<Box<dyn AsyncStream>>;
+
+/// A connected byte stream of either transport.
+pub trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
+    match listener {
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            let peer = Peer::of_unix(&stream);
+            Ok((TokioIo::new(Box::new(stream) as Box<dyn AsyncStream>), peer))
+        }
+        Listener::Tcp(l) => {
+            let (stream, _) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((
+                TokioIo::new(Box::new(stream) as Box<dyn AsyncStream>),
+                Peer::tcp(),
+            ))
+        }
+    }
+}

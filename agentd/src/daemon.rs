@@ -1,0 +1,243 @@
+//! `agentd run`: config → private state directory → audit log and gateway
+//! stores → API on the Unix socket (and optional TCP) → READY=1 to systemd;
+//! SIGHUP reloads `gateway.policy_file`; SIGTERM/SIGINT shut down gracefully
+//! (in-flight requests finish, the audit log writes its final checkpoint).
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::api::{self, Access, AppState, Listener};
+use crate::audit::{AuditEvent, AuditLog, RecordKind};
+use crate::config::Config;
+use crate::gateway::{unix_now, Gateway, Settings};
+
+/// How long open connections may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often expired nonces and active messages are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agentd")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_async(config))
+}
+
+/// Creates the state directory 0700 (tightening an existing one).
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    Ok(())
+}
+
+/// Binds the API socket, replacing a stale socket file but never a live daemon's
+/// socket or a non-socket file. Mode 0666: SO_PEERCRED decides permissions.
+fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another agentd is serving on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+fn load_policy_file(gateway: &Gateway, path: &Path) -> anyhow::Result<String> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    let origin = path.display().to_string();
+    if gateway.current_policy().is_some_and(|p| p.source == source) {
+        return Ok(gateway
+            .current_policy()
+            .map(|p| p.id.clone())
+            .unwrap_or_default());
+    }
+    let info = gateway.load_policy(&source, &origin)?;
+    Ok(info.policy_id)
+}
+
+async fn audit_lifecycle(
+    audit: &AuditLog,
+    action: &str,
+    reason_code: &str,
+    target: &str,
+    policy_id: &str,
+) {
+    let mut ev = AuditEvent::new(RecordKind::Lifecycle, action);
+    ev.reason_code = reason_code.into();
+    ev.target = target.into();
+    ev.policy_id = policy_id.into();
+    if let Err(e) = audit.append(ev).await {
+        tracing::error!(error = %e, action, "could not audit a lifecycle event");
+    }
+}
+
+/// The daemon body (inside a tokio runtime).
+pub async fn run_async(config: Config) -> anyhow::Result<()> {
+    // Everything agentd creates is private unless chmod-ed on purpose.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    prepare_state_dir(&config.state_dir)?;
+    let audit = AuditLog::open_config(&config).context("opening the audit log")?;
+    let gateway = Arc::new(
+        Gateway::open(
+            &config.state_dir,
+            Settings::from(&config.gateway),
+            Some(audit.clone()),
+        )
+        .context("opening the gateway store")?,
+    );
+    if let Some(p) = &config.gateway.policy_file {
+        let id = load_policy_file(&gateway, p)?;
+        audit_lifecycle(&audit, "policy_load", "ok", &p.display().to_string(), &id).await;
+    }
+    if gateway.current_policy().is_none() {
+        tracing::warn!("no policy loaded: every tool call is denied (no_policy_loaded) until `agentctl policy load`");
+    }
+    let state = Arc::new(AppState {
+        gateway: gateway.clone(),
+        access: Access::resolve(&config.admin_group, &config.agent_user),
+        max_body: config.gateway.max_request_bytes,
+    });
+    // Enforcement routes (owner S) are merged here: `.merge(api::enforce_routes::routes(..))`.
+    let app = api::router(state);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let unix = bind_unix(&config.socket_path)?;
+    let mut servers = vec![tokio::spawn(api::serve(
+        Listener::Unix(unix),
+        app.clone(),
+        stop_rx.clone(),
+        SHUTDOWN_GRACE,
+    ))];
+    if let Some(addr) = &config.tcp_listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding TCP {addr}"))?;
+        tracing::info!(addr, "TCP listener for remote operators (messages only)");
+        servers.push(tokio::spawn(api::serve(
+            Listener::Tcp(tcp),
+            app.clone(),
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+        )));
+    }
+    let pruner = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                match gateway.prune(unix_now()) {
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(removed = n, "pruned expired nonces and active messages")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "pruning failed"),
+                }
+            }
+        })
+    };
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(socket = %config.socket_path.display(), state_dir = %config.state_dir.display(),
+        policy = gateway.current_policy().map(|p| p.id.clone()).unwrap_or_default(), "agentd serving");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let Some(p) = &config.gateway.policy_file else {
+                    tracing::info!("SIGHUP: no gateway.policy_file configured; nothing to reload");
+                    continue;
+                };
+                match load_policy_file(&gateway, p) {
+                    Ok(id) => {
+                        tracing::info!(policy_id = %id, "SIGHUP: policy reloaded");
+                        audit_lifecycle(&audit, "policy_load", "ok", &p.display().to_string(), &id).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "SIGHUP: policy refused; the old policy stays in force");
+                        audit_lifecycle(&audit, "policy_load", "invalid_policy", &p.display().to_string(), "").await;
+                    }
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    pruner.abort();
+    let _ = std::fs::remove_file(&config.socket_path);
+    audit.shutdown().context("closing the audit log")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies `agentd run` command-line overrides to a loaded config.
+pub fn apply_overrides(
+    mut config: Config,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    policy: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let abs = |p: PathBuf| -> anyhow::Result<PathBuf> {
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Ok(std::env::current_dir()?.join(p))
+        }
+    };
+    if let Some(d) = state_dir {
+        config.state_dir = abs(d)?;
+    }
+    if let Some(s) = socket {
+        config.socket_path = abs(s)?;
+    }
+    if let Some(p) = policy {
+        config.gateway.policy_file = Some(abs(p)?);
+    }
+    Ok(config)
+}
