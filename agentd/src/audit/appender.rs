@@ -4,7 +4,9 @@
 //! One thread owns the connection, so the chain head lives in memory and
 //! never races; a batch is everything queued while the last commit ran.
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -69,6 +71,16 @@ pub(crate) struct Writer {
     /// `count` of the newest checkpoint written.
     pub checkpointed: u64,
     pub interval: Duration,
+    /// Counters shared with [`super::AuditLog::stats`].
+    pub stats: Arc<StatsCounters>,
+}
+
+/// Running totals of the writer, readable from any thread.
+#[derive(Debug, Default)]
+pub(crate) struct StatsCounters {
+    pub rows: AtomicU64,
+    pub commits: AtomicU64,
+    pub failed_commits: AtomicU64,
 }
 
 impl Writer {
@@ -159,6 +171,10 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rows
+                    .fetch_add(committed.len() as u64, Ordering::Relaxed);
                 for (reply, c) in replies.drain(..).zip(committed) {
                     reply.send(Ok(c));
                 }
@@ -166,6 +182,7 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 events.clear();
+                self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 self.next_seq = start_seq;
                 self.head_hash = start_head;
                 tracing::error!(path = %self.path.display(), rows = replies.len(), error = %e,

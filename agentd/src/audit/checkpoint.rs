@@ -134,21 +134,30 @@ pub fn load_or_create_key(state_dir: &Path) -> Result<SigningKey, CheckpointErro
             tracing::info!(path = %path.display(), "created audit checkpoint signing key");
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::metadata(&path).map_err(io)?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                    "audit signing key was readable by others; restricting to 0600");
-                std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(io)?;
-            }
-            let pem = std::fs::read_to_string(&path).map_err(io)?;
-            SigningKey::from_pkcs8_pem(&pem).map_err(|e| CheckpointError::KeyFormat {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_key(state_dir),
         Err(e) => Err(io(e)),
     }
+}
+
+/// Loads the existing signing key from `state_dir` (never creates one).
+/// A key readable by others is restricted to 0600 first.
+pub fn load_key(state_dir: &Path) -> Result<SigningKey, CheckpointError> {
+    let path = state_dir.join(KEY_FILE);
+    let io = |source| CheckpointError::KeyFile {
+        path: path.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(&path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "audit signing key was readable by others; restricting to 0600");
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    let pem = std::fs::read_to_string(&path).map_err(io)?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| CheckpointError::KeyFormat {
+        path: path.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// SPKI PEM of a verifying key (what `agentctl audit public-key` prints).

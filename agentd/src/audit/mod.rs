@@ -6,9 +6,12 @@
 //! `state_dir/audit-signing.key`, all 0600.
 mod appender;
 pub mod checkpoint;
+pub mod export;
 pub mod record;
+pub mod retention;
 pub mod store;
 pub mod timefmt;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -19,10 +22,13 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Durability};
-use appender::{Command, Reply, Writer};
+use appender::{Command, Reply, StatsCounters, Writer};
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use export::{export_jsonl, verify_export, ExportError, ExportLine};
 pub use record::{AuditEvent, Record, RecordError, RecordKind, GENESIS_HASH};
+pub use retention::{prune_before, PruneReport, RetentionError};
 pub use store::StoreError;
+pub use verify::{verify_db, ChainVerifier, Finding, VerifyError, VerifyReport};
 
 /// Reason code a caller reports when it denies because the audit write failed.
 pub const REASON_AUDIT_UNAVAILABLE: &str = "audit_unavailable";
@@ -96,8 +102,20 @@ impl Default for AuditOptions {
     }
 }
 
+/// Totals of the writer since open (for benchmarks and health reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AppendStats {
+    /// Rows committed.
+    pub rows: u64,
+    /// Transactions committed (rows / commits = mean group-commit batch).
+    pub commits: u64,
+    /// Transactions that failed (their calls were denied).
+    pub failed_commits: u64,
+}
+
 struct Inner {
     tx: mpsc::Sender<Command>,
+    stats: Arc<StatsCounters>,
     db_path: PathBuf,
     verifying_key: VerifyingKey,
     public_key_pem: String,
@@ -182,7 +200,9 @@ impl AuditLog {
             head_hash: last.map_or_else(|| GENESIS_HASH.to_owned(), |r| r.hash),
             checkpointed: cps.last().map_or(0, |c| c.count),
             interval: opts.checkpoint_interval,
+            stats: Arc::new(StatsCounters::default()),
         };
+        let stats = writer.stats.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -194,6 +214,7 @@ impl AuditLog {
         let log = AuditLog {
             inner: Arc::new(Inner {
                 tx,
+                stats,
                 db_path: path,
                 public_key_pem: checkpoint::public_key_pem(&verifying_key),
                 verifying_key,
@@ -257,6 +278,17 @@ impl AuditLog {
     /// The Ed25519 checkpoint verifying key.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.inner.verifying_key
+    }
+
+    /// Rows and transactions committed since open.
+    pub fn stats(&self) -> AppendStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.inner.stats;
+        AppendStats {
+            rows: s.rows.load(Relaxed),
+            commits: s.commits.load(Relaxed),
+            failed_commits: s.failed_commits.load(Relaxed),
+        }
     }
 
     /// Path of the database file.
