@@ -12,7 +12,7 @@ pub mod maps {
     pub const EXEC_EXPECT: &str = "EXEC_EXPECT";
     /// tgid → [`crate::Binding`]: which tool call a process is bound to.
     pub const BINDINGS: &str = "BINDINGS";
-    /// [`crate::ConnectKey`] → [`crate::ConnectRule`]: connect destinations per call.
+    /// LPM trie of [`crate::ConnectKey`] → [`crate::ConnectRule`]: connect destinations per call.
     pub const CONNECT_RULES: &str = "CONNECT_RULES";
     /// [`crate::ExecKey`] → call-scoped exec permission by device+inode.
     pub const EXEC_GRANTS: &str = "EXEC_GRANTS";
@@ -20,6 +20,8 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// agent id → [`crate::RateWindow`]: denial-event rate limit.
+    pub const EVENT_RATE: &str = "EVENT_RATE";
 }
 
 /// Enforcement mode of one agent cgroup.
@@ -79,16 +81,32 @@ pub struct ExecKey {
     pub file: FileId,
 }
 
-/// Key of [`maps::CONNECT_RULES`]: one destination a call may connect to.
+/// Data part of the LPM-trie key of [`maps::CONNECT_RULES`]: one destination
+/// prefix a call may connect to. Byte arrays only, so the struct has no padding
+/// and the trie matches `call_id`, then `port`, then the address prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectKey {
-    pub call_id: u64,
+    /// Call id, big-endian (always matched in full).
+    pub call_id: [u8; 8],
+    /// Port, big-endian; 0 = any port (always matched in full).
+    pub port: [u8; 2],
     /// IPv4-mapped for IPv4 (::ffff:a.b.c.d), network byte order.
     pub addr: [u8; 16],
-    /// Host byte order; 0 = any port.
-    pub port: u16,
-    pub _pad: [u8; 6],
+}
+
+/// Bits of a [`ConnectKey`] before the address: call id and port.
+pub const CONNECT_FIXED_BITS: u32 = 80;
+
+impl ConnectKey {
+    /// Key data for (call, port, address).
+    pub const fn new(call_id: u64, port: u16, addr: [u8; 16]) -> Self {
+        Self {
+            call_id: call_id.to_be_bytes(),
+            port: port.to_be_bytes(),
+            addr,
+        }
+    }
 }
 
 /// Value of [`maps::CONNECT_RULES`].
@@ -230,13 +248,35 @@ pub struct KernelEvent {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
+    /// Decisions that allowed.
     Allowed = 0,
+    /// Decisions that denied (or would have, in audit-only mode).
     Denied = 1,
+    /// Events lost because the ring buffer was full.
     EventsDropped = 2,
+    /// Denial events withheld by the per-agent rate limit (still counted in `Denied`).
+    EventsSuppressed = 3,
+    /// Tasks killed at `sched_process_exec` for an exec target mismatch.
+    ExecKilled = 4,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 5;
+
+/// Denial events per agent per second that reach the ring buffer; the rest
+/// are only counted ([`Counter::EventsSuppressed`]).
+pub const DENIAL_EVENTS_PER_SEC: u32 = 100;
+
+/// Value of [`maps::EVENT_RATE`]: one agent's denial-event window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Start of the current one-second window, CLOCK_BOOTTIME ns.
+    pub window_start_ns: u64,
+    /// Denial events emitted in this window.
+    pub emitted: u32,
+    pub _pad: u32,
+}
 
 /// Byte offsets of the kernel struct fields the programs read, resolved by
 /// user space from the running kernel's BTF (Rust eBPF has no CO-RE yet), and
@@ -291,5 +331,6 @@ mod pod {
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::ConnectKey {}
     unsafe impl aya::Pod for super::ConnectRule {}
+    unsafe impl aya::Pod for super::RateWindow {}
     unsafe impl aya::Pod for super::KernelEvent {}
 }

@@ -1,15 +1,27 @@
 //! Shared decision helpers: who is an agent, what it is bound to, and how a
 //! decision is counted and reported.
+//!
+//! Used by both backends' programs (seccomp: `process_tree`, `cgroup_net`;
+//! lsm: `lsm_*`). The contract for a hook: `current_agent()` → return early
+//! for non-agents; `bound_call()` → the call (or baseline) to decide against;
+//! one of the `*_permitted()` checks; `report()` (or `count_only()` for
+//! decisions user space already audits); `blocks()` for the verdict.
 use agentd_common::{
-    baseline_call_id, AgentCgroup, Binding, Counter, ExecKey, FileId, Hook, KernelEvent,
-    KernelReason, Mode, EVENT_TARGET_LEN,
+    baseline_call_id, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
+    KernelEvent, KernelReason, Mode, RateWindow, CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC,
+    EVENT_TARGET_LEN,
 };
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-    bpf_probe_read_kernel_str_bytes,
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel_str_bytes,
+    },
+    maps::lpm_trie::Key,
 };
 
-use crate::maps::{AGENT_CGROUPS, BINDINGS, COUNTERS, EVENTS, EXEC_GRANTS};
+use crate::maps::{
+    AGENT_CGROUPS, BINDINGS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_GRANTS,
+};
 
 /// The calling task's agent, if its cgroup is an agent cgroup.
 #[inline(always)]
@@ -57,13 +69,81 @@ pub fn blocks(agent: &AgentCgroup, reason: KernelReason) -> bool {
     reason != KernelReason::Allowed && agent.mode != Mode::AuditOnly as u8
 }
 
-fn count(counter: Counter) {
+/// Whether `call_id` (or, failing that, the agent's baseline) may connect to
+/// `addr` (IPv4-mapped for IPv4) on `port`; a rule with port 0 covers any port.
+#[inline(always)]
+pub fn connect_permitted(
+    call_id: u64,
+    agent: &AgentCgroup,
+    addr: [u8; 16],
+    port: u16,
+) -> KernelReason {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut reason = KernelReason::NoGrant;
+    for id in [call_id, baseline_call_id(agent.agent_id)] {
+        for p in [port, 0] {
+            let key = Key::new(CONNECT_FIXED_BITS + 128, ConnectKey::new(id, p, addr));
+            if let Some(rule) = CONNECT_RULES.get(&key) {
+                if rule.expires_at_ns == 0 || rule.expires_at_ns > now {
+                    return KernelReason::Allowed;
+                }
+                reason = KernelReason::GrantExpired;
+            }
+        }
+    }
+    reason
+}
+
+/// Adds one to a never-rate-limited counter.
+#[inline(always)]
+pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         unsafe { *slot += 1 };
     }
 }
 
-/// Counts a decision and sends it to user space. `target` is a kernel string.
+/// Counts a decision without sending an event (user space audits it itself).
+#[inline(always)]
+pub fn count_only(reason: KernelReason) {
+    count(if reason == KernelReason::Allowed {
+        Counter::Allowed
+    } else {
+        Counter::Denied
+    });
+}
+
+/// Whether another denial event of this agent may enter the ring buffer in
+/// the current one-second window.
+#[inline(always)]
+fn denial_event_budget(agent_id: u32) -> bool {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match EVENT_RATE.get_ptr_mut(&agent_id) {
+        Some(w) => unsafe {
+            if now.wrapping_sub((*w).window_start_ns) >= 1_000_000_000 {
+                (*w).window_start_ns = now;
+                (*w).emitted = 1;
+                true
+            } else if (*w).emitted < DENIAL_EVENTS_PER_SEC {
+                (*w).emitted += 1;
+                true
+            } else {
+                false
+            }
+        },
+        None => {
+            let w = RateWindow {
+                window_start_ns: now,
+                emitted: 1,
+                _pad: 0,
+            };
+            let _ = EVENT_RATE.insert(&agent_id, &w, 0);
+            true
+        }
+    }
+}
+
+/// Counts a decision and sends it to user space (denials rate-limited per
+/// agent; the counters always count). `target` is a kernel string or null.
 #[inline(always)]
 pub fn report(
     hook: Hook,
@@ -73,15 +153,76 @@ pub fn report(
     reason: KernelReason,
     target: *const u8,
 ) {
+    let Some(event) = begin_event(hook, cgroup_id, agent, call_id, reason) else {
+        return;
+    };
+    let mut entry = event;
+    let e = entry.as_mut_ptr();
+    unsafe {
+        if !target.is_null() {
+            let buf: &mut [u8; EVENT_TARGET_LEN] = &mut (*e).target;
+            if let Ok(s) = bpf_probe_read_kernel_str_bytes(target, buf) {
+                (*e).target_len = s.len() as u32;
+            }
+        }
+    }
+    entry.submit(0);
+}
+
+/// Like [`report`] for network hooks: the target is the destination as 16
+/// address bytes (IPv4-mapped) followed by the port, big-endian (18 bytes).
+#[inline(always)]
+pub fn report_addr(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    call_id: u64,
+    reason: KernelReason,
+    addr: [u8; 16],
+    port: u16,
+) {
+    let Some(mut entry) = begin_event(hook, cgroup_id, agent, call_id, reason) else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    unsafe {
+        let t = &mut (*e).target;
+        let mut i = 0;
+        while i < 16 {
+            t[i] = addr[i];
+            i += 1;
+        }
+        let p = port.to_be_bytes();
+        t[16] = p[0];
+        t[17] = p[1];
+        (*e).target_len = 18;
+    }
+    entry.submit(0);
+}
+
+/// Counts the decision and reserves a filled-in event, unless the ring
+/// buffer is full or the agent's denial budget is spent (both counted).
+#[inline(always)]
+fn begin_event(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    call_id: u64,
+    reason: KernelReason,
+) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<KernelEvent>> {
     let allowed = reason == KernelReason::Allowed;
     count(if allowed {
         Counter::Allowed
     } else {
         Counter::Denied
     });
+    if !allowed && !denial_event_budget(agent.agent_id) {
+        count(Counter::EventsSuppressed);
+        return None;
+    }
     let Some(mut entry) = EVENTS.reserve::<KernelEvent>(0) else {
         count(Counter::EventsDropped);
-        return;
+        return None;
     };
     let event = entry.as_mut_ptr();
     unsafe {
@@ -95,12 +236,6 @@ pub fn report(
         (*event).reason = reason as u8;
         (*event).mode = agent.mode;
         (*event).target_len = 0;
-        if !target.is_null() {
-            let buf: &mut [u8; EVENT_TARGET_LEN] = &mut (*event).target;
-            if let Ok(s) = bpf_probe_read_kernel_str_bytes(target, buf) {
-                (*event).target_len = s.len() as u32;
-            }
-        }
     }
-    entry.submit(0);
+    Some(entry)
 }

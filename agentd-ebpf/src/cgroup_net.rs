@@ -1,11 +1,9 @@
 //! cgroup `connect4/6` and `sendmsg4/6`: an agent process may reach a
 //! destination only if its bound call (or the baseline) lists it.
-use agentd_common::{ConnectKey, Hook, KernelReason};
-use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns, macros::cgroup_sock_addr, programs::SockAddrContext,
-};
+use agentd_common::Hook;
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 
-use crate::{agent, maps::CONNECT_RULES};
+use crate::agent;
 
 /// cgroup sock_addr verdicts.
 const ALLOW: i32 = 1;
@@ -64,34 +62,11 @@ fn gate(addr: [u8; 16], port: u16, hook: Hook) -> i32 {
         return ALLOW;
     };
     let call_id = agent::bound_call(agent::current_tgid(), &agent);
-    let reason = connect_permitted(call_id, agent.agent_id, addr, port);
-    agent::report(hook, cgroup_id, &agent, call_id, reason, core::ptr::null());
+    let reason = agent::connect_permitted(call_id, &agent, addr, port);
+    agent::report_addr(hook, cgroup_id, &agent, call_id, reason, addr, port);
     if agent::blocks(&agent, reason) {
         DENY
     } else {
         ALLOW
     }
-}
-
-#[inline(always)]
-fn connect_permitted(call_id: u64, agent_id: u32, addr: [u8; 16], port: u16) -> KernelReason {
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut reason = KernelReason::NoGrant;
-    for id in [call_id, agentd_common::baseline_call_id(agent_id)] {
-        for p in [port, 0] {
-            let key = ConnectKey {
-                call_id: id,
-                addr,
-                port: p,
-                _pad: [0; 6],
-            };
-            if let Some(rule) = unsafe { CONNECT_RULES.get(&key) } {
-                if rule.expires_at_ns == 0 || rule.expires_at_ns > now {
-                    return KernelReason::Allowed;
-                }
-                reason = KernelReason::GrantExpired;
-            }
-        }
-    }
-    reason
 }

@@ -1,37 +1,45 @@
 //! BPF maps shared by every program. Names match `agentd_common::maps`.
+//!
+//! Every map is pinned by name (agentd loads with a pin directory of
+//! /sys/fs/bpf/agentd), so grants, bindings and agent registrations outlive a
+//! daemon restart and the programs keep enforcing while agentd is down.
 use agentd_common::{
     AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry,
-    COUNTER_SLOTS,
+    RateWindow, COUNTER_SLOTS,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 
 /// cgroup id → agent. Processes in other cgroups are never touched.
 #[map]
-pub static AGENT_CGROUPS: HashMap<u64, AgentCgroup> = HashMap::with_max_entries(1024, 0);
+pub static AGENT_CGROUPS: HashMap<u64, AgentCgroup> = HashMap::pinned(1024, 0);
 
 /// tgid → the tool call the process is bound to (inherited across fork).
 #[map]
-pub static BINDINGS: HashMap<u32, Binding> = HashMap::with_max_entries(65536, 0);
+pub static BINDINGS: HashMap<u32, Binding> = HashMap::pinned(65536, 0);
 
 /// (call, device+inode) → exec permission.
 #[map]
-pub static EXEC_GRANTS: HashMap<ExecKey, GrantExpiry> = HashMap::with_max_entries(16384, 0);
+pub static EXEC_GRANTS: HashMap<ExecKey, GrantExpiry> = HashMap::pinned(16384, 0);
 
 /// tgid → the file the supervisor approved for the exec in flight (seccomp backend).
 #[map]
-pub static EXEC_EXPECT: HashMap<u32, ExecExpectation> = HashMap::with_max_entries(65536, 0);
+pub static EXEC_EXPECT: HashMap<u32, ExecExpectation> = HashMap::pinned(65536, 0);
 
-/// (call, address, port) → connect permission.
+/// (call, port, address prefix) → connect permission (longest-prefix match).
 #[map]
-pub static CONNECT_RULES: HashMap<ConnectKey, ConnectRule> = HashMap::with_max_entries(16384, 0);
+pub static CONNECT_RULES: LpmTrie<ConnectKey, ConnectRule> = LpmTrie::pinned(16384, 0);
 
 /// Kernel decisions for user space (denials rate-limited; counters are not).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 
 /// Decision counters, never rate-limited.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+/// agent id → denial-event window (see `agentd_common::DENIAL_EVENTS_PER_SEC`).
+#[map]
+pub static EVENT_RATE: HashMap<u32, RateWindow> = HashMap::pinned(1024, 0);

@@ -1,7 +1,7 @@
 //! Process-tree binding: children inherit their parent's call binding at fork,
 //! bindings die with the process, and (seccomp backend) every exec is
 //! confirmed against what the supervisor approved.
-use agentd_common::{Hook, KernelReason};
+use agentd_common::{Counter, Hook, KernelReason};
 use aya_ebpf::{
     helpers::generated::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
@@ -75,6 +75,12 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) {
         (Err(_), _) => KernelReason::ExecMismatch,
     };
     let _ = EXEC_EXPECT.remove(&tgid);
+    // An allowed exec was already audited by whoever approved it (the
+    // supervisor); only mismatches become events.
+    if reason == KernelReason::Allowed {
+        agent::count_only(reason);
+        return;
+    }
     agent::report(
         Hook::ExecVerify,
         cgroup_id,
@@ -84,6 +90,7 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) {
         filename,
     );
     if agent::blocks(&agent, reason) {
+        agent::count(Counter::ExecKilled);
         unsafe { bpf_send_signal(SIGKILL) };
     }
 }

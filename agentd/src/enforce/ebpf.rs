@@ -1,4 +1,6 @@
 //! The embedded eBPF object and how to load it for the running kernel.
+use std::path::{Path, PathBuf};
+
 use agentd_common::KernelOffsets;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -36,6 +38,46 @@ pub enum LoadError {
     Btf(#[from] aya::BtfError),
     #[error("cannot load the eBPF object: {0}")]
     Object(#[from] aya::EbpfError),
+    #[error("bpffs at {path}: {message}")]
+    Bpffs { path: String, message: String },
+}
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// `BPF_FS_MAGIC` from statfs(2).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at [`BPFFS`] unless it is already there.
+pub fn ensure_bpffs() -> Result<(), LoadError> {
+    let is_bpffs =
+        |p: &str| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    if is_bpffs(BPFFS) {
+        return Ok(());
+    }
+    let err = |message: String| LoadError::Bpffs {
+        path: BPFFS.into(),
+        message,
+    };
+    std::fs::create_dir_all(BPFFS).map_err(|e| err(e.to_string()))?;
+    nix::mount::mount(
+        Some("bpffs"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| err(format!("mount failed: {e}")))?;
+    Ok(())
+}
+
+/// Removes a scratch pin directory (and the pins in it) when dropped.
+pub struct ScratchPins(PathBuf);
+
+impl Drop for ScratchPins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The parsed object plus what loading its programs needs.
@@ -46,16 +88,42 @@ pub struct LoadedObject {
     pub btf: Btf,
     /// Offsets patched into the object.
     pub offsets: KernelOffsets,
+    /// Set when the maps were pinned in a throw-away directory.
+    pub scratch: Option<ScratchPins>,
 }
 
 /// Parses the embedded object for the running kernel, with field offsets
-/// resolved from its BTF. Creates the maps; loads no program yet.
+/// resolved from its BTF. Creates the maps; loads no program yet. The maps are
+/// pinned by name, so this (probe) use pins them in a scratch directory that
+/// is removed with the returned object and never touches a live daemon's maps.
 pub fn open_for_running_kernel() -> Result<LoadedObject, LoadError> {
+    ensure_bpffs()?;
+    let dir = PathBuf::from(BPFFS).join(format!("agentd-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| LoadError::Bpffs {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let scratch = ScratchPins(dir.clone());
+    let mut obj = open_pinned(&dir)?;
+    obj.scratch = Some(scratch);
+    Ok(obj)
+}
+
+/// Like [`open_for_running_kernel`], but the maps are pinned in (and, when
+/// already pinned there, re-used from) `pin_dir` — how agentd keeps its
+/// grants and bindings across a restart.
+pub fn open_pinned(pin_dir: &Path) -> Result<LoadedObject, LoadError> {
     let offsets = btf_offsets::resolve_running_kernel()?;
     let btf = Btf::from_sys_fs()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
+        .default_map_pin_directory(pin_dir)
         .override_global("KERNEL_OFFSETS", &offsets, true)
         .load(EBPF_OBJECT)?;
-    Ok(LoadedObject { ebpf, btf, offsets })
+    Ok(LoadedObject {
+        ebpf,
+        btf,
+        offsets,
+        scratch: None,
+    })
 }

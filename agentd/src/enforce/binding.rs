@@ -1,0 +1,157 @@
+//! Binding a process to a tool call: who may bind what, and the use count.
+//! The kernel side (BINDINGS map, inheritance at fork, cleanup at exit) is
+//! in agentd-ebpf `process_tree.rs`.
+use super::{agent_cgroup, registry::CallEntry};
+
+/// Why a bind request is refused (each maps to a stable reason code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// No grant is installed under this call id.
+    #[error("no grant for call {call_id}")]
+    NoGrant {
+        /// The call id asked for.
+        call_id: String,
+    },
+    /// The grant has expired.
+    #[error("the grant for call {call_id} has expired")]
+    Expired {
+        /// The call id.
+        call_id: String,
+    },
+    /// The grant's use count is spent.
+    #[error("the grant for call {call_id} has no uses left")]
+    UsedUp {
+        /// The call id.
+        call_id: String,
+    },
+    /// The asking (or named) process is not in the call's agent cgroup.
+    #[error("process {pid} is not in agent {agent}'s cgroup")]
+    NotInAgent {
+        /// The process.
+        pid: u32,
+        /// The call's agent.
+        agent: String,
+    },
+}
+
+impl BindError {
+    /// Stable reason code.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            BindError::NoGrant { .. } => "no_grant",
+            BindError::Expired { .. } => "grant_expired",
+            BindError::UsedUp { .. } => "grant_used_up",
+            BindError::NotInAgent { .. } => "peer_not_in_agent",
+        }
+    }
+}
+
+/// Checks that both the peer (from SO_PEERCRED) and the process to bind
+/// belong to the call's agent, then spends one use of the grant.
+pub fn authorize(
+    call: &mut CallEntry,
+    peer_pid: u32,
+    pid: u32,
+    now_boot_ns: u64,
+    agent_of: impl Fn(u32) -> Option<String>,
+) -> Result<(), BindError> {
+    for p in [peer_pid, pid] {
+        if agent_of(p).as_deref() != Some(call.agent.as_str()) {
+            return Err(BindError::NotInAgent {
+                pid: p,
+                agent: call.agent.clone(),
+            });
+        }
+    }
+    if call.grant.expired(now_boot_ns) {
+        return Err(BindError::Expired {
+            call_id: call.call_id.clone(),
+        });
+    }
+    match &mut call.uses_left {
+        Some(0) => Err(BindError::UsedUp {
+            call_id: call.call_id.clone(),
+        }),
+        Some(n) => {
+            *n -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The agent of a live process, from its cgroup.
+pub fn agent_of_pid(pid: u32) -> Option<String> {
+    agent_cgroup::agent_name_of_pid(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::grant::KernelGrant;
+
+    fn call(uses: Option<u32>, expires: u64) -> CallEntry {
+        CallEntry {
+            call_id: "c1".into(),
+            active_message_id: "m1".into(),
+            agent: "mail".into(),
+            grant: KernelGrant {
+                handle: 1,
+                exec: vec![],
+                exec_paths: vec![],
+                read: vec![],
+                write: vec![],
+                connect: vec![],
+                expires_at_ns: expires,
+                spec: Default::default(),
+            },
+            uses_left: uses,
+        }
+    }
+
+    fn agent_of(pid: u32) -> Option<String> {
+        match pid {
+            1..=9 => Some("mail".into()),
+            10..=19 => Some("other".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn uses_are_spent_and_then_refused() {
+        let mut c = call(Some(2), 0);
+        assert!(authorize(&mut c, 1, 2, 5, agent_of).is_ok());
+        assert!(authorize(&mut c, 1, 1, 5, agent_of).is_ok());
+        let e = authorize(&mut c, 1, 1, 5, agent_of).unwrap_err();
+        assert_eq!(e.reason_code(), "grant_used_up");
+    }
+
+    #[test]
+    fn peers_outside_the_agent_are_refused() {
+        let mut c = call(None, 0);
+        assert_eq!(
+            authorize(&mut c, 11, 1, 5, agent_of)
+                .unwrap_err()
+                .reason_code(),
+            "peer_not_in_agent"
+        );
+        assert_eq!(
+            authorize(&mut c, 1, 42, 5, agent_of)
+                .unwrap_err()
+                .reason_code(),
+            "peer_not_in_agent"
+        );
+    }
+
+    #[test]
+    fn expired_grants_do_not_bind() {
+        let mut c = call(None, 10);
+        assert_eq!(
+            authorize(&mut c, 1, 1, 10, agent_of)
+                .unwrap_err()
+                .reason_code(),
+            "grant_expired"
+        );
+        assert!(authorize(&mut c, 1, 1, 9, agent_of).is_ok());
+    }
+}

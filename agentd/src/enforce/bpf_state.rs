@@ -1,0 +1,312 @@
+//! The loaded eBPF object and its maps, pinned under /sys/fs/bpf/agentd so
+//! enforcement (tp_btf exec verification, cgroup connect gates, grants,
+//! bindings) survives a daemon restart. The [`super::Enforcer`] owns one
+//! `BpfState` behind a mutex; other threads (supervisors) open their own
+//! handles to the pinned maps with [`open_pinned_hash`].
+use std::{
+    fs::File,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use agentd_common::{
+    maps, AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry,
+    CONNECT_FIXED_BITS,
+};
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    programs::{links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupSockAddr},
+    Pod,
+};
+
+use super::{
+    ebpf::{self, programs, LoadError, LoadedObject},
+    grant::KernelGrant,
+};
+
+/// Where agentd pins its maps and links.
+pub const PIN_DIR: &str = "/sys/fs/bpf/agentd";
+
+/// Errors loading, attaching or updating the BPF state.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfStateError {
+    /// The object could not be opened.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A program did not load or attach.
+    #[error("program {program}: {message}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// A map is missing or has the wrong type.
+    #[error("map {map}: {message}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// A pin could not be created or replaced.
+    #[error("pin {path}: {message}")]
+    Pin {
+        /// Pin path.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> BpfStateError {
+    move |e| BpfStateError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// The loaded programs and typed handles to every map but the ring buffer.
+pub struct BpfState {
+    _object: LoadedObject,
+    agent_cgroups: HashMap<MapData, u64, AgentCgroup>,
+    bindings: HashMap<MapData, u32, Binding>,
+    exec_grants: HashMap<MapData, ExecKey, GrantExpiry>,
+    connect_rules: LpmTrie<MapData, ConnectKey, ConnectRule>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Whether the maps were already pinned (agentd restarted over live state).
+    pub adopted: bool,
+}
+
+/// Opens one pinned hash map by name with its own fd (for supervisor threads).
+pub fn open_pinned_hash<K: Pod, V: Pod>(
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, BpfStateError> {
+    let data = MapData::from_pin(Path::new(PIN_DIR).join(name)).map_err(map_err(name))?;
+    HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+}
+
+fn take<T>(
+    obj: &mut LoadedObject,
+    name: &'static str,
+    conv: impl Fn(Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, BpfStateError> {
+    let map = obj.ebpf.take_map(name).ok_or(BpfStateError::Map {
+        map: name,
+        message: "missing from the object".into(),
+    })?;
+    conv(map).map_err(map_err(name))
+}
+
+/// Pins `link` at `links/<name>`, atomically replacing a pin left by a
+/// previous agentd (whose program then detaches): no moment without a gate.
+fn pin_link(link: FdLink, name: &str) -> Result<(), BpfStateError> {
+    let dir = Path::new(PIN_DIR).join("links");
+    let pin_err = |path: &Path, e: &dyn std::fmt::Display| BpfStateError::Pin {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, &e))?;
+    // bpffs refuses names with dots.
+    let tmp = dir.join(format!("{name}_new"));
+    let _ = std::fs::remove_file(&tmp);
+    let pinned = link.pin(&tmp).map_err(|e| pin_err(&tmp, &e))?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).map_err(|e| pin_err(&dest, &e))?;
+    // The kernel object stays alive through the pin; our fd can go.
+    drop(pinned);
+    Ok(())
+}
+
+impl BpfState {
+    /// Loads the object with maps pinned in [`PIN_DIR`] (re-using live ones),
+    /// attaches the process-tree programs and the cgroup network gates on
+    /// `slice` (the parent of all agent cgroups), and pins every link.
+    /// Returns the state and the event ring buffer.
+    pub fn start(slice: &Path) -> Result<(Self, RingBuf<MapData>), BpfStateError> {
+        ebpf::ensure_bpffs()?;
+        let adopted = Path::new(PIN_DIR).join(maps::AGENT_CGROUPS).exists();
+        std::fs::create_dir_all(PIN_DIR).map_err(|e| BpfStateError::Pin {
+            path: PIN_DIR.into(),
+            message: e.to_string(),
+        })?;
+        let mut obj = ebpf::open_pinned(Path::new(PIN_DIR))?;
+        for name in [
+            programs::SCHED_PROCESS_FORK,
+            programs::SCHED_PROCESS_EXIT,
+            programs::SCHED_PROCESS_EXEC,
+        ] {
+            let prog_err = |message: String| BpfStateError::Program {
+                program: name,
+                message,
+            };
+            let prog: &mut BtfTracePoint = obj
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| prog_err("missing".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
+            prog.load(name, &obj.btf)
+                .map_err(|e| prog_err(format!("load: {e}")))?;
+            let id = prog
+                .attach()
+                .map_err(|e| prog_err(format!("attach: {e}")))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(|e| prog_err(e.to_string()))?
+                .into();
+            pin_link(link, name)?;
+        }
+        let cgroup = File::open(slice).map_err(|e| BpfStateError::Program {
+            program: programs::CONNECT4,
+            message: format!("open {}: {e}", slice.display()),
+        })?;
+        for name in [
+            programs::CONNECT4,
+            programs::CONNECT6,
+            programs::SENDMSG4,
+            programs::SENDMSG6,
+        ] {
+            let prog_err = |message: String| BpfStateError::Program {
+                program: name,
+                message,
+            };
+            let prog: &mut CgroupSockAddr = obj
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| prog_err("missing".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
+            prog.load().map_err(|e| prog_err(format!("load: {e}")))?;
+            let id = prog
+                // bpf_link attachments are always multi-attach; the flag must be 0.
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(|e| prog_err(format!("attach: {e}")))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(|e| prog_err(e.to_string()))?
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| prog_err(e.to_string()))?;
+            pin_link(link, name)?;
+        }
+        let agent_cgroups = take(&mut obj, maps::AGENT_CGROUPS, HashMap::try_from)?;
+        let bindings = take(&mut obj, maps::BINDINGS, HashMap::try_from)?;
+        let exec_grants = take(&mut obj, maps::EXEC_GRANTS, HashMap::try_from)?;
+        let connect_rules = take(&mut obj, maps::CONNECT_RULES, LpmTrie::try_from)?;
+        let counters = take(&mut obj, maps::COUNTERS, PerCpuArray::try_from)?;
+        let events = take(&mut obj, maps::EVENTS, RingBuf::try_from)?;
+        Ok((
+            Self {
+                _object: obj,
+                agent_cgroups,
+                bindings,
+                exec_grants,
+                connect_rules,
+                counters,
+                adopted,
+            },
+            events,
+        ))
+    }
+
+    /// Registers (or updates the mode of) an agent cgroup.
+    pub fn set_agent(&mut self, cgroup_id: u64, agent: AgentCgroup) -> Result<(), BpfStateError> {
+        self.agent_cgroups
+            .insert(cgroup_id, agent, 0)
+            .map_err(map_err(maps::AGENT_CGROUPS))
+    }
+
+    /// Unregisters an agent cgroup.
+    pub fn remove_agent(&mut self, cgroup_id: u64) {
+        let _ = self.agent_cgroups.remove(&cgroup_id);
+    }
+
+    /// Every registered agent cgroup (for re-adoption after a restart).
+    pub fn agents(&self) -> Vec<(u64, AgentCgroup)> {
+        self.agent_cgroups.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Binds a process to a call (its children inherit in the kernel).
+    pub fn bind(&mut self, tgid: u32, binding: Binding) -> Result<(), BpfStateError> {
+        self.bindings
+            .insert(tgid, binding, 0)
+            .map_err(map_err(maps::BINDINGS))
+    }
+
+    /// Removes every binding to `call_id`.
+    pub fn unbind_call(&mut self, call_id: u64) {
+        let doomed: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, b)| b.call_id == call_id)
+            .map(|(tgid, _)| tgid)
+            .collect();
+        for tgid in doomed {
+            let _ = self.bindings.remove(&tgid);
+        }
+    }
+
+    /// Writes a grant's exec files and connect destinations under `handle`.
+    pub fn install(&mut self, grant: &KernelGrant) -> Result<(), BpfStateError> {
+        let expiry = GrantExpiry {
+            expires_at_ns: grant.expires_at_ns,
+        };
+        for file in &grant.exec {
+            let key = ExecKey {
+                call_id: grant.handle,
+                file: *file,
+            };
+            self.exec_grants
+                .insert(key, expiry, 0)
+                .map_err(map_err(maps::EXEC_GRANTS))?;
+        }
+        let rule = ConnectRule {
+            expires_at_ns: grant.expires_at_ns,
+        };
+        for d in &grant.connect {
+            let key = Key::new(
+                CONNECT_FIXED_BITS + d.prefix_bits,
+                ConnectKey::new(grant.handle, d.port, d.addr),
+            );
+            self.connect_rules
+                .insert(&key, rule, 0)
+                .map_err(map_err(maps::CONNECT_RULES))?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Self::install`] wrote.
+    pub fn uninstall(&mut self, grant: &KernelGrant) {
+        for file in &grant.exec {
+            let _ = self.exec_grants.remove(&ExecKey {
+                call_id: grant.handle,
+                file: *file,
+            });
+        }
+        for d in &grant.connect {
+            let key = Key::new(
+                CONNECT_FIXED_BITS + d.prefix_bits,
+                ConnectKey::new(grant.handle, d.port, d.addr),
+            );
+            let _ = self.connect_rules.remove(&key);
+        }
+    }
+
+    /// Sum over CPUs of each counter slot.
+    pub fn counters(&self) -> Vec<u64> {
+        (0..agentd_common::COUNTER_SLOTS)
+            .map(|i| {
+                self.counters
+                    .get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// Handle to the pinned exec-expectation map, for a supervisor thread.
+pub type ExecExpectMap = HashMap<MapData, u32, ExecExpectation>;
+/// Handle to the pinned bindings map, for a supervisor thread.
+pub type BindingsMap = HashMap<MapData, u32, Binding>;

@@ -1,0 +1,239 @@
+//! Kernel events → audit records. Two sources feed one writer thread: the
+//! BPF ring buffer (connect/sendmsg decisions, exec-verification kills) and
+//! the seccomp supervisors (exec and open decisions made in user space).
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc, RwLock,
+    },
+    thread::JoinHandle,
+};
+
+use agentd_common::{baseline_call_id, Hook, KernelEvent, KernelReason};
+use aya::maps::{MapData, RingBuf};
+
+use super::{grant::render_addr, registry::Registry};
+
+/// One kernel decision as it goes to the audit log (`kind = kernel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRecord {
+    /// Agent name.
+    pub agent: String,
+    /// Tool-call id the process was bound to ("" = baseline).
+    pub call_id: String,
+    /// Active-message id of that call ("" = baseline).
+    pub active_message_id: String,
+    /// Hook name: `exec`, `file_open`, `connect`, `sendmsg`, `exec_verify`, …
+    pub action: String,
+    /// Path or `address:port`.
+    pub target: String,
+    /// `allow`, `deny` or `would_deny`.
+    pub decision: &'static str,
+    /// Stable reason code.
+    pub reason_code: String,
+    /// Process that asked.
+    pub pid: u32,
+    /// Time spent deciding, where known.
+    pub latency_us: u64,
+}
+
+/// Where kernel records go. Implemented for the audit log; tests may collect.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Appends one record durably; an error is logged and counted.
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String>;
+    /// Appends a lifecycle record (start, restart gap, agent stopped).
+    fn append_lifecycle(&self, action: &str, target: &str, reason_code: &str)
+        -> Result<(), String>;
+}
+
+/// The audit decision string for an outcome in a mode.
+pub fn decision(allowed: bool, audit_only: bool) -> &'static str {
+    match (allowed, audit_only) {
+        (true, _) => "allow",
+        (false, true) => "would_deny",
+        (false, false) => "deny",
+    }
+}
+
+/// Sender side of the audit writer.
+pub type AuditTx = mpsc::Sender<KernelRecord>;
+
+/// Audit records that could not be written (the sink failed).
+pub static AUDIT_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the writer: records are appended in arrival order, off the
+/// decision path (a supervisor never waits for SQLite).
+pub fn spawn_writer(sink: Arc<dyn AuditSink>) -> (AuditTx, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<KernelRecord>();
+    let handle = std::thread::Builder::new()
+        .name("agentd-kaudit".into())
+        .spawn(move || {
+            for rec in rx {
+                if let Err(e) = sink.append_kernel(&rec) {
+                    AUDIT_FAILURES.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, action = %rec.action, target = %rec.target, "kernel audit record lost");
+                }
+            }
+        })
+        .expect("spawn audit writer thread");
+    (tx, handle)
+}
+
+/// Turns one ring-buffer event into a record (pure apart from the registry read).
+pub fn record_of(ev: &KernelEvent, reg: &Registry) -> KernelRecord {
+    let agent = reg
+        .agent_by_id(ev.agent_id)
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| format!("agent#{}", ev.agent_id));
+    let (call_id, active_message_id) = if ev.call_id == baseline_call_id(ev.agent_id) {
+        (String::new(), String::new())
+    } else {
+        match reg.call(ev.call_id) {
+            Some(c) => (c.call_id.clone(), c.active_message_id.clone()),
+            None => (format!("#{}", ev.call_id), String::new()),
+        }
+    };
+    let hook = Hook::from_u8(ev.hook);
+    let len = (ev.target_len as usize).min(ev.target.len());
+    let target = match hook {
+        Some(Hook::Connect | Hook::SendMsg) if len == 18 => {
+            let mut addr = [0u8; 16];
+            addr.copy_from_slice(&ev.target[..16]);
+            let port = u16::from_be_bytes([ev.target[16], ev.target[17]]);
+            let a = render_addr(addr);
+            if a.contains(':') {
+                format!("[{a}]:{port}")
+            } else {
+                format!("{a}:{port}")
+            }
+        }
+        _ => String::from_utf8_lossy(&ev.target[..len]).into_owned(),
+    };
+    KernelRecord {
+        agent,
+        call_id,
+        active_message_id,
+        action: hook.map(Hook::name).unwrap_or("unknown").to_string(),
+        target,
+        decision: decision(
+            ev.allowed == 1,
+            ev.mode == agentd_common::Mode::AuditOnly as u8,
+        ),
+        reason_code: KernelReason::from_u8(ev.reason)
+            .map(|r| r.code())
+            .unwrap_or("unknown")
+            .to_string(),
+        pid: ev.tgid,
+        latency_us: 0,
+    }
+}
+
+/// Drains the ring buffer into the audit writer until `stop` is set.
+pub fn spawn_ring_reader(
+    mut ring: RingBuf<MapData>,
+    registry: Arc<RwLock<Registry>>,
+    tx: AuditTx,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("agentd-ringbuf".into())
+        .spawn(move || {
+            let fd = ring.as_raw_fd();
+            while !stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd we own.
+                unsafe { libc::poll(&mut pfd, 1, 200) };
+                while let Some(item) = ring.next() {
+                    if item.len() < std::mem::size_of::<KernelEvent>() {
+                        continue;
+                    }
+                    // SAFETY: the kernel side writes exactly a KernelEvent (repr(C), any bit pattern valid).
+                    let ev: KernelEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    let rec = {
+                        let reg = registry.read().unwrap_or_else(|p| p.into_inner());
+                        record_of(&ev, &reg)
+                    };
+                    let _ = tx.send(rec);
+                }
+            }
+        })
+        .expect("spawn ring buffer thread")
+}
+
+/// An in-memory sink for tests and benchmarks (no audit log in the loop).
+#[derive(Default, Clone)]
+pub struct MemorySink(pub Arc<std::sync::Mutex<Vec<KernelRecord>>>);
+
+impl AuditSink for MemorySink {
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String> {
+        self.0.lock().map_err(|e| e.to_string())?.push(rec.clone());
+        Ok(())
+    }
+    fn append_lifecycle(
+        &self,
+        action: &str,
+        target: &str,
+        reason_code: &str,
+    ) -> Result<(), String> {
+        self.0
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push(KernelRecord {
+                agent: String::new(),
+                call_id: String::new(),
+                active_message_id: String::new(),
+                action: action.into(),
+                target: target.into(),
+                decision: "info",
+                reason_code: reason_code.into(),
+                pid: 0,
+                latency_us: 0,
+            });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_follow_mode() {
+        assert_eq!(decision(true, false), "allow");
+        assert_eq!(decision(false, false), "deny");
+        assert_eq!(decision(false, true), "would_deny");
+    }
+
+    #[test]
+    fn connect_event_renders_address_and_reason() {
+        let mut target = [0u8; agentd_common::EVENT_TARGET_LEN];
+        target[10] = 0xff;
+        target[11] = 0xff;
+        target[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        target[16..18].copy_from_slice(&8080u16.to_be_bytes());
+        let ev = KernelEvent {
+            ktime_ns: 1,
+            cgroup_id: 2,
+            call_id: baseline_call_id(3),
+            tgid: 99,
+            agent_id: 3,
+            hook: Hook::Connect as u8,
+            allowed: 0,
+            reason: KernelReason::NoGrant as u8,
+            mode: 0,
+            target_len: 18,
+            target,
+        };
+        let rec = record_of(&ev, &Registry::default());
+        assert_eq!(rec.target, "127.0.0.1:8080");
+        assert_eq!(rec.action, "connect");
+        assert_eq!(rec.decision, "deny");
+        assert_eq!(rec.reason_code, "no_grant");
+        assert_eq!(rec.call_id, "");
+    }
+}

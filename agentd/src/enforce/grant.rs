@@ -1,0 +1,506 @@
+//! A kernel grant: what one allowed tool call (or an agent's baseline) may do,
+//! resolved from a [`GrantSpec`] into the forms the hooks compare against —
+//! exec targets as device+inode, path scopes as normalised absolute paths,
+//! connect destinations as address prefixes, expiry in CLOCK_BOOTTIME ns.
+//!
+//! The decision functions here are pure; only [`KernelGrant::from_spec`]
+//! touches the filesystem (to stat exec targets).
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use agentd_common::FileId;
+
+use crate::grant_spec::GrantSpec;
+
+/// Errors turning a [`GrantSpec`] into a kernel grant.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// An exec target could not be resolved to a file.
+    #[error("exec target {path}: {source}")]
+    ExecTarget {
+        /// The path as given in the grant.
+        path: PathBuf,
+        /// Why stat failed.
+        source: std::io::Error,
+    },
+    /// A path scope is not absolute.
+    #[error("path scope {path} must be absolute")]
+    RelativeScope {
+        /// The offending scope.
+        path: PathBuf,
+    },
+    /// A connect destination does not parse.
+    #[error("connect destination `{dest}`: {message}")]
+    Destination {
+        /// The destination as given.
+        dest: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl GrantError {
+    /// Stable reason code for refusing the grant.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            GrantError::ExecTarget { .. } => "exec_target_unresolvable",
+            GrantError::RelativeScope { .. } => "path_scope_invalid",
+            GrantError::Destination { .. } => "destination_invalid",
+        }
+    }
+}
+
+/// Kernel-internal device number of a stat()ed file, as the kernel keeps it
+/// in `sb->s_dev` (`MKDEV(major, minor)` = `major << 20 | minor`), which is
+/// what the tp_btf program reads. `st_dev` is the `new_encode_dev` form.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let major = libc::major(st_dev) as u64;
+    let minor = libc::minor(st_dev) as u64;
+    (major << 20) | minor
+}
+
+/// Device+inode of a file's metadata, in the kernel's encoding.
+pub fn file_id(meta: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+    }
+}
+
+/// One connect destination: an address prefix and a port (0 = any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    /// IPv4-mapped for IPv4 addresses.
+    pub addr: [u8; 16],
+    /// Prefix length over the 128-bit (mapped) address.
+    pub prefix_bits: u32,
+    /// Port; 0 covers every port.
+    pub port: u16,
+}
+
+/// Parses `CIDR:PORT`, `[v6CIDR]:PORT`; a missing `/len` means one address.
+/// `unix:/path` destinations return `Ok(None)`: the cgroup hooks see only
+/// IP sockets, and unix sockets are gated by file permissions.
+pub fn parse_destination(dest: &str) -> Result<Option<Destination>, GrantError> {
+    let err = |message: &str| GrantError::Destination {
+        dest: dest.to_string(),
+        message: message.to_string(),
+    };
+    if dest.starts_with("unix:") {
+        return Ok(None);
+    }
+    let (cidr, port) = if let Some(rest) = dest.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']').ok_or_else(|| err("missing `]`"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| err("missing `:PORT`"))?;
+        (inner, port)
+    } else {
+        dest.rsplit_once(':')
+            .ok_or_else(|| err("missing `:PORT`"))?
+    };
+    let port: u16 = port.parse().map_err(|_| err("port must be 0..=65535"))?;
+    let (ip, len) = match cidr.split_once('/') {
+        Some((ip, len)) => (
+            ip,
+            Some(len.parse::<u32>().map_err(|_| err("bad prefix length"))?),
+        ),
+        None => (cidr, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| err("bad IP address"))?;
+    let (addr, prefix_bits) = match ip {
+        IpAddr::V4(v4) => {
+            let len = len.unwrap_or(32);
+            if len > 32 {
+                return Err(err("IPv4 prefix longer than 32"));
+            }
+            (v4.to_ipv6_mapped().octets(), 96 + len)
+        }
+        IpAddr::V6(v6) => {
+            let len = len.unwrap_or(128);
+            if len > 128 {
+                return Err(err("IPv6 prefix longer than 128"));
+            }
+            (v6.octets(), len)
+        }
+    };
+    Ok(Some(Destination {
+        addr: mask(addr, prefix_bits),
+        prefix_bits,
+        port,
+    }))
+}
+
+fn mask(mut addr: [u8; 16], bits: u32) -> [u8; 16] {
+    for (i, byte) in addr.iter_mut().enumerate() {
+        let start = i as u32 * 8;
+        if start >= bits {
+            *byte = 0;
+        } else if bits - start < 8 {
+            *byte &= 0xffu8 << (8 - (bits - start));
+        }
+    }
+    addr
+}
+
+/// Renders a mapped address for audit rows.
+pub fn render_addr(addr: [u8; 16]) -> String {
+    let v6 = Ipv6Addr::from(addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
+    }
+}
+
+/// Lexically normalises an absolute path (`.`/`..` removed, no symlinks read).
+pub fn normalise(path: &Path) -> Option<PathBuf> {
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Some(out)
+}
+
+/// A scope as stored: symlinks in existing prefixes resolved, so it compares
+/// against the real paths of opened files.
+fn scope(path: &Path) -> Result<PathBuf, GrantError> {
+    let norm = normalise(path).ok_or_else(|| GrantError::RelativeScope {
+        path: path.to_owned(),
+    })?;
+    // `/proc/self` is kept symbolic: it means the tracee's own /proc entry.
+    if norm.starts_with("/proc/self") {
+        return Ok(norm);
+    }
+    Ok(std::fs::canonicalize(&norm).unwrap_or(norm))
+}
+
+/// Whether a file is opened for reading only or (also) for writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// O_RDONLY without O_CREAT/O_TRUNC.
+    Read,
+    /// Anything that can change the file or create one.
+    Write,
+}
+
+impl Access {
+    /// Classifies `open` flags.
+    pub fn of_flags(flags: u64) -> Self {
+        let flags = flags as i32;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) != 0
+        {
+            Access::Write
+        } else {
+            Access::Read
+        }
+    }
+}
+
+/// A resolved grant, ready for the supervisor (paths) and the BPF maps
+/// (exec files, destinations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelGrant {
+    /// Numeric handle used as `call_id` in the BPF maps.
+    pub handle: u64,
+    /// Exec targets by device+inode.
+    pub exec: Vec<FileId>,
+    /// Exec targets as given (for audit rows and re-resolution).
+    pub exec_paths: Vec<PathBuf>,
+    /// Read scopes.
+    pub read: Vec<PathBuf>,
+    /// Write scopes (imply read).
+    pub write: Vec<PathBuf>,
+    /// IP destinations.
+    pub connect: Vec<Destination>,
+    /// CLOCK_BOOTTIME ns after which the grant is void; 0 = never.
+    pub expires_at_ns: u64,
+    /// The spec it was resolved from (persisted; re-resolved on restart).
+    pub spec: GrantSpec,
+}
+
+/// Outcome of checking one path or exec against a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Covered and not expired.
+    Covered,
+    /// Would be covered, but the grant has expired.
+    Expired,
+    /// Not covered.
+    NotCovered,
+}
+
+impl KernelGrant {
+    /// Resolves a [`GrantSpec`]: exec targets are stat()ed (following
+    /// symlinks, so the grant names the real file), scopes normalised.
+    pub fn from_spec(spec: &GrantSpec, handle: u64, now_boot_ns: u64) -> Result<Self, GrantError> {
+        let mut exec = Vec::new();
+        for path in &spec.exec {
+            let meta = std::fs::metadata(path).map_err(|source| GrantError::ExecTarget {
+                path: path.clone(),
+                source,
+            })?;
+            exec.push(file_id(&meta));
+        }
+        let read = spec
+            .read
+            .iter()
+            .map(|p| scope(p))
+            .collect::<Result<_, _>>()?;
+        let write = spec
+            .write
+            .iter()
+            .map(|p| scope(p))
+            .collect::<Result<_, _>>()?;
+        let mut connect = Vec::new();
+        for d in &spec.connect {
+            if let Some(dest) = parse_destination(d)? {
+                connect.push(dest);
+            }
+        }
+        let expires_at_ns = if spec.ttl_secs == 0 {
+            0
+        } else {
+            now_boot_ns.saturating_add(spec.ttl_secs.saturating_mul(1_000_000_000))
+        };
+        Ok(Self {
+            handle,
+            exec,
+            exec_paths: spec.exec.clone(),
+            read,
+            write,
+            connect,
+            expires_at_ns,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Whether the grant has expired at `now_boot_ns`.
+    pub fn expired(&self, now_boot_ns: u64) -> bool {
+        self.expires_at_ns != 0 && self.expires_at_ns <= now_boot_ns
+    }
+
+    fn verdict(&self, covered: bool, now_boot_ns: u64) -> Verdict {
+        match (covered, self.expired(now_boot_ns)) {
+            (false, _) => Verdict::NotCovered,
+            (true, true) => Verdict::Expired,
+            (true, false) => Verdict::Covered,
+        }
+    }
+
+    /// Checks an opened file's real path. `tgid` gives `/proc/self` scopes
+    /// their meaning for the process asking.
+    pub fn check_path(
+        &self,
+        real_path: &Path,
+        access: Access,
+        tgid: u32,
+        now_boot_ns: u64,
+    ) -> Verdict {
+        let within = |scopes: &[PathBuf]| scopes.iter().any(|s| in_scope(real_path, s, tgid));
+        let covered = match access {
+            Access::Read => within(&self.read) || within(&self.write),
+            Access::Write => within(&self.write),
+        };
+        self.verdict(covered, now_boot_ns)
+    }
+
+    /// Checks an exec target by device+inode.
+    pub fn check_exec(&self, file: FileId, now_boot_ns: u64) -> Verdict {
+        self.verdict(self.exec.contains(&file), now_boot_ns)
+    }
+}
+
+/// Whether `path` lies within `scope` (component-wise prefix).
+pub fn in_scope(path: &Path, scope: &Path, tgid: u32) -> bool {
+    if let Ok(rest) = scope.strip_prefix("/proc/self") {
+        let own = Path::new("/proc").join(tgid.to_string()).join(rest);
+        return path.starts_with(own);
+    }
+    path.starts_with(scope)
+}
+
+/// Reason code and whether it allows, for an open or exec decided against a
+/// bound call's grant (if any) and then the agent's baseline.
+pub fn decide(call: Option<Verdict>, baseline: Verdict) -> (bool, &'static str) {
+    match (call, baseline) {
+        (Some(Verdict::Covered), _) => (true, "grant_matched"),
+        (_, Verdict::Covered) => (true, "baseline"),
+        (Some(Verdict::Expired), _) | (None, Verdict::Expired) => (false, "grant_expired"),
+        (Some(Verdict::NotCovered), _) => (false, "path_outside_scope"),
+        (None, Verdict::NotCovered) => (false, "no_grant"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(read: &[&str], write: &[&str], expires: u64) -> KernelGrant {
+        KernelGrant {
+            handle: 1,
+            exec: vec![FileId { dev: 1, ino: 2 }],
+            exec_paths: vec![],
+            read: read.iter().map(PathBuf::from).collect(),
+            write: write.iter().map(PathBuf::from).collect(),
+            connect: vec![],
+            expires_at_ns: expires,
+            spec: GrantSpec::default(),
+        }
+    }
+
+    #[test]
+    fn scopes_are_component_wise() {
+        let g = grant(&["/srv/data"], &["/tmp/out"], 0);
+        assert_eq!(
+            g.check_path(Path::new("/srv/data/a.txt"), Access::Read, 1, 5),
+            Verdict::Covered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/srv/database"), Access::Read, 1, 5),
+            Verdict::NotCovered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/srv/data/a.txt"), Access::Write, 1, 5),
+            Verdict::NotCovered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/tmp/out/x"), Access::Read, 1, 5),
+            Verdict::Covered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/tmp/out/x"), Access::Write, 1, 5),
+            Verdict::Covered
+        );
+    }
+
+    #[test]
+    fn proc_self_means_the_asking_process() {
+        let g = grant(&["/proc/self/status"], &[], 0);
+        assert_eq!(
+            g.check_path(Path::new("/proc/42/status"), Access::Read, 42, 0),
+            Verdict::Covered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/proc/43/status"), Access::Read, 42, 0),
+            Verdict::NotCovered
+        );
+    }
+
+    #[test]
+    fn expiry_is_reported_as_such() {
+        let g = grant(&["/srv"], &[], 100);
+        assert_eq!(
+            g.check_path(Path::new("/srv/x"), Access::Read, 1, 99),
+            Verdict::Covered
+        );
+        assert_eq!(
+            g.check_path(Path::new("/srv/x"), Access::Read, 1, 100),
+            Verdict::Expired
+        );
+        assert_eq!(
+            g.check_exec(FileId { dev: 1, ino: 2 }, 200),
+            Verdict::Expired
+        );
+        assert_eq!(
+            g.check_exec(FileId { dev: 1, ino: 3 }, 50),
+            Verdict::NotCovered
+        );
+    }
+
+    #[test]
+    fn decide_prefers_call_then_baseline() {
+        assert_eq!(
+            decide(Some(Verdict::Covered), Verdict::NotCovered),
+            (true, "grant_matched")
+        );
+        assert_eq!(
+            decide(Some(Verdict::NotCovered), Verdict::Covered),
+            (true, "baseline")
+        );
+        assert_eq!(
+            decide(Some(Verdict::NotCovered), Verdict::NotCovered),
+            (false, "path_outside_scope")
+        );
+        assert_eq!(
+            decide(Some(Verdict::Expired), Verdict::NotCovered),
+            (false, "grant_expired")
+        );
+        assert_eq!(decide(None, Verdict::NotCovered), (false, "no_grant"));
+    }
+
+    #[test]
+    fn destinations_parse_and_mask() {
+        let d = parse_destination("10.1.2.3/24:443").unwrap().unwrap();
+        assert_eq!(d.prefix_bits, 120);
+        assert_eq!(d.port, 443);
+        assert_eq!(render_addr(d.addr), "10.1.2.0");
+        let d = parse_destination("127.0.0.1:0").unwrap().unwrap();
+        assert_eq!((d.prefix_bits, d.port), (128, 0));
+        let d = parse_destination("[2001:db8::1/32]:80").unwrap().unwrap();
+        assert_eq!(d.prefix_bits, 32);
+        assert_eq!(render_addr(d.addr), "2001:db8::");
+        assert_eq!(parse_destination("unix:/run/x.sock").unwrap(), None);
+        let e = parse_destination("10.0.0.1/33:1").unwrap_err();
+        assert_eq!(e.reason_code(), "destination_invalid");
+        assert!(parse_destination("10.0.0.1").is_err());
+        assert!(parse_destination("host:80").is_err());
+    }
+
+    #[test]
+    fn access_from_flags() {
+        assert_eq!(Access::of_flags(libc::O_RDONLY as u64), Access::Read);
+        assert_eq!(
+            Access::of_flags((libc::O_RDONLY | libc::O_CLOEXEC) as u64),
+            Access::Read
+        );
+        assert_eq!(Access::of_flags(libc::O_RDWR as u64), Access::Write);
+        assert_eq!(
+            Access::of_flags((libc::O_RDONLY | libc::O_CREAT) as u64),
+            Access::Write
+        );
+        assert_eq!(
+            Access::of_flags((libc::O_RDONLY | libc::O_TRUNC) as u64),
+            Access::Write
+        );
+    }
+
+    #[test]
+    fn kernel_dev_matches_mkdev() {
+        // /dev/sda1 is 8:1: st_dev 0x801, kernel 8<<20|1.
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(259, 300)), (259 << 20) | 300);
+    }
+
+    #[test]
+    fn exec_targets_resolve_or_fail_by_name() {
+        let spec = GrantSpec {
+            exec: vec!["/nonexistent/agentd-test".into()],
+            ttl_secs: 5,
+            ..Default::default()
+        };
+        let e = KernelGrant::from_spec(&spec, 1, 0).unwrap_err();
+        assert_eq!(e.reason_code(), "exec_target_unresolvable");
+        let spec = GrantSpec {
+            exec: vec!["/bin/sh".into()],
+            read: vec!["/etc".into()],
+            ttl_secs: 5,
+            ..Default::default()
+        };
+        let g = KernelGrant::from_spec(&spec, 7, 1_000).unwrap();
+        assert_eq!(g.expires_at_ns, 1_000 + 5_000_000_000);
+        assert_eq!(g.exec.len(), 1);
+    }
+}

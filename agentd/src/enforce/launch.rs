@@ -1,0 +1,520 @@
+//! The enforcement socket (`/run/agentd/enforce.sock`): how `agentctl run`
+//! creates an agent, joins its cgroup and hands agentd the seccomp listener
+//! fd (SCM_RIGHTS, which HTTP cannot carry), and how `agentctl exec` binds
+//! itself to a call. One JSON request per connection, one JSON reply; the
+//! caller is identified by SO_PEERCRED, never by what it claims.
+//!
+//! Also holds the launcher itself ([`run_agent`]), shared by `agentctl run`
+//! and the scenario suite.
+use std::{
+    ffi::{CString, OsString},
+    io::{IoSlice, IoSliceMut, Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+        unix::{
+            ffi::OsStrExt as _,
+            fs::PermissionsExt as _,
+            net::{UnixListener, UnixStream},
+        },
+    },
+    path::{Path, PathBuf},
+    thread::JoinHandle,
+};
+
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+
+use super::{registry::Creds, Enforcer, Mode};
+
+/// Default path of the enforcement socket.
+pub const DEFAULT_SOCKET: &str = "/run/agentd/enforce.sock";
+
+/// Largest request accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Errors of the socket protocol and the launcher.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Connecting or talking to agentd failed.
+    #[error("enforcement socket {path}: {message}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// agentd refused the request.
+    #[error("agentd refused ({reason}): {message}")]
+    Refused {
+        /// Stable reason code.
+        reason: String,
+        /// Human message.
+        message: String,
+    },
+    /// A local step of the launcher failed.
+    #[error("{step}: {message}")]
+    Local {
+        /// Which step.
+        step: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A request on the enforcement socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create (or refresh) an agent; `command` joins its baseline exec list. Root only.
+    CreateAgent {
+        /// Agent name.
+        agent: String,
+        /// Mode.
+        mode: Mode,
+        /// The agent's own executable.
+        command: Option<PathBuf>,
+    },
+    /// Move the caller into the agent's cgroup. Root only.
+    Join {
+        /// Agent name.
+        agent: String,
+    },
+    /// Hand over a seccomp listener (attached as SCM_RIGHTS). Root, in the agent's cgroup.
+    Listener {
+        /// Agent name.
+        agent: String,
+        /// Credentials the agent will run under.
+        creds: Creds,
+    },
+    /// Bind `pid` (default: the caller) to a call. Caller and pid must be in the call's agent.
+    Bind {
+        /// Tool-call id.
+        call_id: String,
+        /// Process to bind.
+        pid: Option<u32>,
+    },
+    /// Change an agent's mode. Root only.
+    SetMode {
+        /// Agent name.
+        agent: String,
+        /// New mode.
+        mode: Mode,
+    },
+    /// List agents. Root only.
+    List,
+}
+
+/// The reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Stable reason code on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Message on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Result data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Reply {
+    fn ok(data: Option<serde_json::Value>) -> Self {
+        Reply {
+            ok: true,
+            reason: None,
+            error: None,
+            data,
+        }
+    }
+    fn err(reason: &str, error: impl ToString) -> Self {
+        Reply {
+            ok: false,
+            reason: Some(reason.into()),
+            error: Some(error.to_string()),
+            data: None,
+        }
+    }
+}
+
+/// Starts serving the enforcement socket at `path` (mode 0666: every request
+/// is authorised by the peer's credentials).
+pub fn serve(enforcer: Enforcer, path: &Path) -> std::io::Result<JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    std::thread::Builder::new()
+        .name("agentd-enforce-sock".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let e = enforcer.clone();
+                let _ = std::thread::Builder::new()
+                    .name("agentd-enforce-conn".into())
+                    .spawn(move || handle_conn(&e, conn));
+            }
+        })
+}
+
+fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("recvmsg: {e}"))?;
+        let mut fd = None;
+        for c in msg.cmsgs().map_err(|e| e.to_string())? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for (i, raw) in fds.into_iter().enumerate() {
+                    // SAFETY: the kernel installed these fds for us.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if i == 0 {
+                        fd = Some(owned);
+                    }
+                }
+            }
+        }
+        (msg.bytes, fd)
+    };
+    buf.truncate(n);
+    // The rest of the request, if it did not arrive in one piece.
+    while !buf.ends_with(b"\n") && buf.len() < MAX_REQUEST {
+        let mut more = [0u8; 4096];
+        let m = (&*conn).read(&mut more).map_err(|e| e.to_string())?;
+        if m == 0 {
+            break;
+        }
+        buf.extend_from_slice(&more[..m]);
+    }
+    Ok((buf, fd))
+}
+
+fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream) {
+    let reply = match socket::getsockopt(&conn, socket::sockopt::PeerCredentials) {
+        Err(e) => Reply::err("peer_unknown", e),
+        Ok(cred) => match read_request(&conn) {
+            Err(e) => Reply::err("bad_request", e),
+            Ok((bytes, fd)) => match serde_json::from_slice::<Request>(&bytes) {
+                Err(e) => Reply::err("bad_request", e),
+                Ok(req) => dispatch(enforcer, cred.pid() as u32, cred.uid(), req, fd),
+            },
+        },
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    let _ = conn.write_all(&out);
+}
+
+/// Decides one request from peer (`pid`, `uid`). Public for the API routes.
+pub fn dispatch(
+    enforcer: &Enforcer,
+    pid: u32,
+    uid: u32,
+    req: Request,
+    fd: Option<OwnedFd>,
+) -> Reply {
+    let root_only = |r: &Request| !matches!(r, Request::Bind { .. });
+    if root_only(&req) && uid != 0 {
+        return Reply::err("not_admin", format!("uid {uid} may not do this"));
+    }
+    let res = match req {
+        Request::CreateAgent {
+            agent,
+            mode,
+            command,
+        } => enforcer.create_agent(&agent, mode).and_then(|h| {
+            if let Some(c) = command {
+                enforcer.allow_baseline_exec(&agent, &[c])?;
+            }
+            Ok(serde_json::to_value(h).ok())
+        }),
+        Request::Join { agent } => enforcer.join(&agent, pid).map(|_| None),
+        Request::Listener { agent, creds } => {
+            let Some(fd) = fd else {
+                return Reply::err("bad_request", "no listener fd attached");
+            };
+            if enforcer.agent_of_pid(pid).as_deref() != Some(agent.as_str()) {
+                return Reply::err(
+                    "peer_not_in_agent",
+                    format!("process {pid} is not in agent {agent}'s cgroup"),
+                );
+            }
+            if creds.uid == 0 {
+                return Reply::err(
+                    "agent_user_privileged",
+                    "agents run as an unprivileged user",
+                );
+            }
+            enforcer.adopt_listener(&agent, fd, creds).map(|_| None)
+        }
+        Request::Bind {
+            call_id,
+            pid: target,
+        } => enforcer
+            .bind_verified(pid, target.unwrap_or(pid), &call_id)
+            .map(|_| None),
+        Request::SetMode { agent, mode } => enforcer.set_mode(&agent, mode).map(|_| None),
+        Request::List => Ok(serde_json::to_value(enforcer.list_agents()).ok()),
+    };
+    match res {
+        Ok(data) => Reply::ok(data),
+        Err(e) => Reply::err(e.reason_code(), e),
+    }
+}
+
+/// Sends one request (with an optional fd) and waits for the reply.
+pub fn request(
+    socket_path: &Path,
+    req: &Request,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Reply, LaunchError> {
+    let sock_err = |message: String| LaunchError::Socket {
+        path: socket_path.to_owned(),
+        message,
+    };
+    let mut conn = UnixStream::connect(socket_path).map_err(|e| sock_err(e.to_string()))?;
+    let mut body = serde_json::to_vec(req).map_err(|e| sock_err(e.to_string()))?;
+    body.push(b'\n');
+    let raw: Vec<RawFd> = fd.map(|f| f.as_raw_fd()).into_iter().collect();
+    let cmsgs: Vec<ControlMessage> = if raw.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
+    socket::sendmsg::<()>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(&body)],
+        &cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| sock_err(format!("sendmsg: {e}")))?;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out)
+        .map_err(|e| sock_err(e.to_string()))?;
+    let reply: Reply =
+        serde_json::from_slice(&out).map_err(|e| sock_err(format!("bad reply: {e}")))?;
+    Ok(reply)
+}
+
+/// [`request`], turning a refusal into an error.
+pub fn call(
+    socket_path: &Path,
+    req: &Request,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Option<serde_json::Value>, LaunchError> {
+    let reply = request(socket_path, req, fd)?;
+    if reply.ok {
+        Ok(reply.data)
+    } else {
+        Err(LaunchError::Refused {
+            reason: reply.reason.unwrap_or_default(),
+            message: reply.error.unwrap_or_default(),
+        })
+    }
+}
+
+/// Finds an executable the way a shell would, without executing anything.
+pub fn resolve_command(cmd: &std::ffi::OsStr) -> Option<PathBuf> {
+    let p = Path::new(cmd);
+    if cmd.as_bytes().contains(&b'/') {
+        return std::fs::canonicalize(p).ok();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .and_then(|c| std::fs::canonicalize(c).ok())
+}
+
+/// Credentials of a user by name.
+pub fn creds_of_user(name: &str) -> Result<Creds, LaunchError> {
+    let local = |message: String| LaunchError::Local {
+        step: "user lookup",
+        message,
+    };
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| local(e.to_string()))?
+        .ok_or_else(|| local(format!("no user `{name}`")))?;
+    let cname = CString::new(name).map_err(|e| local(e.to_string()))?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(|e| local(e.to_string()))?;
+    Ok(Creds {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+    })
+}
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Enforcement socket.
+    pub socket: PathBuf,
+    /// Agent name.
+    pub agent: String,
+    /// Mode.
+    pub mode: Mode,
+    /// User to run as.
+    pub creds: Creds,
+    /// Command and arguments.
+    pub argv: Vec<OsString>,
+}
+
+/// `agentctl run`: create the agent, fork; the child joins the cgroup, sets
+/// no_new_privs, installs the filter, hands the listener to agentd, drops to
+/// the agent user and execs the command. Returns the child's exit code
+/// (128 + signal when killed). Must be called from a single-threaded process.
+pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
+    let local = |step: &'static str| {
+        move |e: &dyn std::fmt::Display| LaunchError::Local {
+            step,
+            message: e.to_string(),
+        }
+    };
+    let first = spec
+        .argv
+        .first()
+        .ok_or_else(|| local("command")(&"empty command"))?;
+    let path = resolve_command(first)
+        .ok_or_else(|| local("command")(&format!("{} not found", first.to_string_lossy())))?;
+    call(
+        &spec.socket,
+        &Request::CreateAgent {
+            agent: spec.agent.clone(),
+            mode: spec.mode,
+            command: Some(path.clone()),
+        },
+        None,
+    )?;
+    // SAFETY: the launcher is single-threaded; the child only runs the steps below.
+    match unsafe { libc::fork() } {
+        -1 => Err(local("fork")(&std::io::Error::last_os_error())),
+        0 => {
+            let code = match child(spec, &path) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    eprintln!("agentctl run: {e}");
+                    126
+                }
+            };
+            // SAFETY: exit without running the parent's atexit handlers twice.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            loop {
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r == pid {
+                    break;
+                }
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    return Err(local("waitpid")(&std::io::Error::last_os_error()));
+                }
+            }
+            Ok(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            })
+        }
+    }
+}
+
+enum Never {}
+
+fn child(spec: &LaunchSpec, path: &Path) -> Result<Never, LaunchError> {
+    let local = |step: &'static str| {
+        move |e: &dyn std::fmt::Display| LaunchError::Local {
+            step,
+            message: e.to_string(),
+        }
+    };
+    // Everything the exec needs is prepared before the filter goes on: after
+    // it, an open would wait for a supervisor that does not exist yet.
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| local("command")(&e))?;
+    let cargs: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| local("arguments")(&e))?;
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = spec.creds.groups.clone();
+    call(
+        &spec.socket,
+        &Request::Join {
+            agent: spec.agent.clone(),
+        },
+        None,
+    )?;
+    let listener = super::seccomp::filter::install().map_err(|e| local("seccomp filter")(&e))?;
+    let req = Request::Listener {
+        agent: spec.agent.clone(),
+        creds: spec.creds.clone(),
+    };
+    // Reuse one buffer-free path: `call` allocates, which is fine (no opens).
+    call(
+        &spec.socket,
+        &req,
+        Some(std::os::fd::AsFd::as_fd(&listener)),
+    )?;
+    // The agent must never hold its own listener (it could answer itself).
+    drop(listener);
+    // SAFETY: plain credential syscalls and execv in the single-threaded child.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            return Err(local("setgroups")(&std::io::Error::last_os_error()));
+        }
+        if libc::setresgid(spec.creds.gid, spec.creds.gid, spec.creds.gid) != 0 {
+            return Err(local("setresgid")(&std::io::Error::last_os_error()));
+        }
+        if libc::setresuid(spec.creds.uid, spec.creds.uid, spec.creds.uid) != 0 {
+            return Err(local("setresuid")(&std::io::Error::last_os_error()));
+        }
+        libc::execv(cpath.as_ptr(), argv.as_ptr());
+    }
+    Err(local("exec")(&std::io::Error::last_os_error()))
+}
+
+/// `agentctl exec --call ID -- CMD`: bind this process, then exec.
+pub fn exec_bound(
+    socket: &Path,
+    call_id: &str,
+    argv: &[OsString],
+) -> Result<std::convert::Infallible, LaunchError> {
+    let local = |step: &'static str| {
+        move |e: &dyn std::fmt::Display| LaunchError::Local {
+            step,
+            message: e.to_string(),
+        }
+    };
+    let first = argv
+        .first()
+        .ok_or_else(|| local("command")(&"empty command"))?;
+    let path = resolve_command(first)
+        .ok_or_else(|| local("command")(&format!("{} not found", first.to_string_lossy())))?;
+    call(
+        socket,
+        &Request::Bind {
+            call_id: call_id.into(),
+            pid: None,
+        },
+        None,
+    )?;
+    let err =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(path).args(&argv[1..]));
+    Err(local("exec")(&err))
+}

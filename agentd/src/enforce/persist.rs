@@ -1,0 +1,228 @@
+//! The enforcer's user-space state on disk (`state_dir/enforce-state.json`,
+//! 0600), so a restarted agentd can re-adopt the pinned BPF maps with the
+//! same agent ids and grant handles; and a heartbeat file that dates the
+//! enforcement gap of a restart.
+use std::{
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    grant::KernelGrant,
+    registry::{Mode, Registry},
+};
+use crate::grant_spec::GrantSpec;
+
+const STATE_FILE: &str = "enforce-state.json";
+const HEARTBEAT_FILE: &str = "enforce.heartbeat";
+
+/// Errors saving or loading the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Reading or writing failed.
+    #[error("enforcer state {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    #[error("enforcer state {path} is corrupt: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// One agent as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Name.
+    pub name: String,
+    /// BPF index.
+    pub id: u32,
+    /// Mode.
+    pub mode: Mode,
+    /// Baseline spec.
+    pub baseline: GrantSpec,
+}
+
+/// One grant as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallState {
+    /// Tool-call id.
+    pub call_id: String,
+    /// Active-message id.
+    pub active_message_id: String,
+    /// Agent.
+    pub agent: String,
+    /// BPF handle.
+    pub handle: u64,
+    /// Spec.
+    pub spec: GrantSpec,
+    /// Absolute expiry (CLOCK_BOOTTIME ns; 0 = none).
+    pub expires_at_ns: u64,
+    /// Remaining uses.
+    pub uses_left: Option<u32>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Agents.
+    pub agents: Vec<AgentState>,
+    /// Grants.
+    pub calls: Vec<CallState>,
+    /// Next grant handle.
+    pub next_handle: u64,
+    /// Next agent id.
+    pub next_agent_id: u32,
+}
+
+impl State {
+    /// Snapshot of a registry.
+    pub fn of(reg: &Registry) -> Self {
+        State {
+            agents: reg
+                .agents
+                .values()
+                .map(|a| AgentState {
+                    name: a.name.clone(),
+                    id: a.id,
+                    mode: a.mode,
+                    baseline: spec_of(&a.baseline),
+                })
+                .collect(),
+            calls: reg
+                .calls
+                .values()
+                .map(|c| CallState {
+                    call_id: c.call_id.clone(),
+                    active_message_id: c.active_message_id.clone(),
+                    agent: c.agent.clone(),
+                    handle: c.grant.handle,
+                    spec: spec_of(&c.grant),
+                    expires_at_ns: c.grant.expires_at_ns,
+                    uses_left: c.uses_left,
+                })
+                .collect(),
+            next_handle: reg.next_handle,
+            next_agent_id: reg.next_agent_id,
+        }
+    }
+}
+
+/// The spec a grant was made from.
+pub fn spec_of(g: &KernelGrant) -> GrantSpec {
+    g.spec.clone()
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes the state atomically (temp file + rename), 0600.
+pub fn save(state_dir: &Path, state: &State) -> Result<(), PersistError> {
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let path = state_dir.join(STATE_FILE);
+    let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(state).map_err(|e| PersistError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(&json).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Reads the state file; `Ok(None)` if there is none.
+pub fn load(state_dir: &Path) -> Result<Option<State>, PersistError> {
+    let path = state_dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| PersistError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Records that the enforcer is alive now.
+pub fn touch_heartbeat(state_dir: &Path) {
+    let _ = std::fs::write(state_dir.join(HEARTBEAT_FILE), unix_ms().to_string());
+}
+
+/// How long ago the last heartbeat was written (the enforcement gap when
+/// called at start-up after a restart).
+pub fn heartbeat_age(state_dir: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(state_dir.join(HEARTBEAT_FILE)).ok()?;
+    let then: u128 = text.trim().parse().ok()?;
+    Some(Duration::from_millis(unix_ms().saturating_sub(then) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
+        let state = State {
+            agents: vec![AgentState {
+                name: "a".into(),
+                id: 3,
+                mode: Mode::AuditOnly,
+                baseline: GrantSpec::default(),
+            }],
+            calls: vec![],
+            next_handle: 9,
+            next_agent_id: 4,
+        };
+        save(dir.path(), &state).unwrap();
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.agents[0].id, 3);
+        assert_eq!(back.agents[0].mode, Mode::AuditOnly);
+        assert_eq!(back.next_handle, 9);
+        std::fs::write(dir.path().join(STATE_FILE), "{nope").unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(PersistError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn heartbeat_ages() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(heartbeat_age(dir.path()).is_none());
+        touch_heartbeat(dir.path());
+        assert!(heartbeat_age(dir.path()).unwrap() < Duration::from_secs(5));
+    }
+}

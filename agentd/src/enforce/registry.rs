@@ -1,0 +1,106 @@
+//! What the enforcer knows in user space: agents (cgroup, mode, baseline,
+//! credentials) and installed grants by numeric handle. Shared read-mostly
+//! between the [`super::Enforcer`] (writer) and the supervisor threads.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{agent_cgroup::AgentCgroupDir, grant::KernelGrant};
+
+/// Enforcement mode of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Deny what no grant covers.
+    #[default]
+    Enforce,
+    /// Record would-deny, block nothing.
+    AuditOnly,
+}
+
+impl Mode {
+    /// The kernel-side encoding.
+    pub fn kernel(self) -> agentd_common::Mode {
+        match self {
+            Mode::Enforce => agentd_common::Mode::Enforce,
+            Mode::AuditOnly => agentd_common::Mode::AuditOnly,
+        }
+    }
+
+    /// Parses `enforce` / `audit-only`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "audit-only" | "audit_only" => Some(Mode::AuditOnly),
+            _ => None,
+        }
+    }
+}
+
+/// File-system credentials the supervisor opens files under for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    /// fsuid.
+    pub uid: u32,
+    /// fsgid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// One agent.
+#[derive(Debug, Clone)]
+pub struct AgentEntry {
+    /// Agent name (also its cgroup directory name).
+    pub name: String,
+    /// Index in the BPF maps.
+    pub id: u32,
+    /// Its cgroup.
+    pub cgroup: AgentCgroupDir,
+    /// Current mode.
+    pub mode: Mode,
+    /// What unbound processes may do.
+    pub baseline: KernelGrant,
+}
+
+/// One installed grant.
+#[derive(Debug, Clone)]
+pub struct CallEntry {
+    /// Tool-call id (the gateway's).
+    pub call_id: String,
+    /// Active-message id the call echoed.
+    pub active_message_id: String,
+    /// Agent the call belongs to.
+    pub agent: String,
+    /// The resolved grant (its `handle` is the key of this entry).
+    pub grant: KernelGrant,
+    /// Remaining process bindings; `None` = unlimited until expiry.
+    pub uses_left: Option<u32>,
+}
+
+/// The whole user-space view.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Agents by name.
+    pub agents: BTreeMap<String, AgentEntry>,
+    /// Grants by handle.
+    pub calls: HashMap<u64, CallEntry>,
+    /// Handle of each call id.
+    pub handles: HashMap<String, u64>,
+    /// Next grant handle (never 0, never with the baseline bit).
+    pub next_handle: u64,
+    /// Next agent id.
+    pub next_agent_id: u32,
+}
+
+impl Registry {
+    /// The agent with BPF index `id`.
+    pub fn agent_by_id(&self, id: u32) -> Option<&AgentEntry> {
+        self.agents.values().find(|a| a.id == id)
+    }
+
+    /// The call with grant handle `handle`.
+    pub fn call(&self, handle: u64) -> Option<&CallEntry> {
+        self.calls.get(&handle)
+    }
+}

@@ -1,0 +1,292 @@
+//! The seccomp filter `agentctl run` installs (with no_new_privs) before it
+//! execs the agent: exec and open syscalls go to agentd by user
+//! notification; syscalls that would sidestep or attack the supervisor are
+//! refused; everything else runs untouched (no notification, no cost beyond
+//! the filter itself).
+use std::os::fd::{FromRawFd as _, OwnedFd};
+
+/// Syscalls decided by agentd (user notification).
+pub const NOTIFIED: &[(i64, &str)] = &[
+    (libc::SYS_execve, "execve"),
+    (libc::SYS_execveat, "execveat"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_open, "open"),
+    (libc::SYS_openat, "openat"),
+    (libc::SYS_openat2, "openat2"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_creat, "creat"),
+];
+
+/// Syscalls refused with EPERM: io_uring (its opens and connects would not
+/// pass through the notified syscalls), tracing and writing other processes,
+/// loading BPF, loading libraries behind the exec check, opening by handle.
+pub const REFUSED: &[(i64, &str)] = &[
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
+    (libc::SYS_ptrace, "ptrace"),
+    (libc::SYS_process_vm_writev, "process_vm_writev"),
+    (libc::SYS_bpf, "bpf"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_uselib, "uselib"),
+    (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+];
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// x32 syscalls carry this bit on x86_64; they are refused outright.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// A new user namespace would let the agent remount what the supervisor resolves.
+const CLONE_NEWUSER: u32 = 0x1000_0000;
+
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+
+/// Where a jump goes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Target {
+    Next,
+    Notify,
+    Eperm,
+    Enosys,
+    Allow,
+    Kill,
+    CheckFlags,
+}
+
+enum Insn {
+    Load(u32),
+    /// (jmp op, k, true target, false target)
+    Jump(u16, u32, Target, Target),
+    Ret(u32),
+    Label(Target),
+}
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// Assembles the filter program.
+pub fn program() -> Vec<libc::sock_filter> {
+    use Target::*;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let jge = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    let jset = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    let mut p = vec![
+        Insn::Load(4),
+        Insn::Jump(jeq, AUDIT_ARCH, Next, Kill),
+        Insn::Load(0),
+        Insn::Jump(jge, X32_SYSCALL_BIT, Enosys, Next),
+    ];
+    for (nr, _) in NOTIFIED {
+        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+    }
+    for (nr, _) in REFUSED {
+        p.push(Insn::Jump(jeq, *nr as u32, Eperm, Next));
+    }
+    // clone3 passes its flags in memory the filter cannot read: ENOSYS makes
+    // glibc fall back to clone, whose flags it can.
+    p.push(Insn::Jump(jeq, libc::SYS_clone3 as u32, Enosys, Next));
+    p.push(Insn::Jump(jeq, libc::SYS_clone as u32, CheckFlags, Next));
+    p.push(Insn::Jump(jeq, libc::SYS_unshare as u32, CheckFlags, Next));
+    p.push(Insn::Ret(SECCOMP_RET_ALLOW));
+    p.push(Insn::Label(CheckFlags));
+    p.push(Insn::Load(16)); // args[0], low 32 bits (little-endian)
+    p.push(Insn::Jump(jset, CLONE_NEWUSER, Eperm, Allow));
+    p.push(Insn::Label(Allow));
+    p.push(Insn::Ret(SECCOMP_RET_ALLOW));
+    p.push(Insn::Label(Notify));
+    p.push(Insn::Ret(SECCOMP_RET_USER_NOTIF));
+    p.push(Insn::Label(Eperm));
+    p.push(Insn::Ret(SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    p.push(Insn::Label(Enosys));
+    p.push(Insn::Ret(SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    p.push(Insn::Label(Kill));
+    p.push(Insn::Ret(SECCOMP_RET_KILL_PROCESS));
+    assemble(&p)
+}
+
+fn assemble(p: &[Insn]) -> Vec<libc::sock_filter> {
+    // Index of each emitted instruction and of each label.
+    let mut labels = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for insn in p {
+        match insn {
+            Insn::Label(t) => {
+                labels.insert(*t, n);
+            }
+            _ => n += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for insn in p {
+        let here = out.len();
+        let off = |t: &Target| -> u8 {
+            match t {
+                Target::Next => 0,
+                t => {
+                    let dest = labels[t];
+                    u8::try_from(dest - here - 1).expect("filter jump out of range")
+                }
+            }
+        };
+        match insn {
+            Insn::Label(_) => {}
+            Insn::Load(off) => out.push(stmt(
+                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                *off,
+            )),
+            Insn::Ret(k) => out.push(stmt((libc::BPF_RET | libc::BPF_K) as u16, *k)),
+            Insn::Jump(code, k, t, f) => out.push(libc::sock_filter {
+                code: *code,
+                jt: off(t),
+                jf: off(f),
+                k: *k,
+            }),
+        }
+    }
+    out
+}
+
+/// Sets no_new_privs and installs the filter on the calling thread, returning
+/// the notification listener. Call in the (single-threaded) launcher child.
+pub fn install() -> std::io::Result<OwnedFd> {
+    let filter = program();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: plain syscalls on memory that outlives them.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd as i32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the cBPF program over a seccomp_data (nr, arch, args[0]) — a tiny
+    /// interpreter for exactly the instructions `program()` emits.
+    fn run(nr: u32, arch: u32, arg0: u32) -> u32 {
+        let prog = program();
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            let class = i.code as u32 & 0x07;
+            match class {
+                c if c == libc::BPF_LD => {
+                    acc = match i.k {
+                        0 => nr,
+                        4 => arch,
+                        16 => arg0,
+                        k => panic!("unexpected load {k}"),
+                    };
+                    pc += 1;
+                }
+                c if c == libc::BPF_JMP => {
+                    let op = i.code as u32 & 0xf0;
+                    let taken = match op {
+                        o if o == libc::BPF_JEQ => acc == i.k,
+                        o if o == libc::BPF_JGE => acc >= i.k,
+                        o if o == libc::BPF_JSET => acc & i.k != 0,
+                        o => panic!("unexpected jump op {o}"),
+                    };
+                    pc += 1 + if taken { i.jt } else { i.jf } as usize;
+                }
+                c if c == libc::BPF_RET => return i.k,
+                c => panic!("unexpected class {c}"),
+            }
+        }
+    }
+
+    #[test]
+    fn exec_and_open_are_notified() {
+        for (nr, name) in NOTIFIED {
+            assert_eq!(
+                run(*nr as u32, AUDIT_ARCH, 0),
+                SECCOMP_RET_USER_NOTIF,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_syscalls_get_eperm() {
+        for (nr, name) in REFUSED {
+            assert_eq!(
+                run(*nr as u32, AUDIT_ARCH, 0),
+                SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_passes() {
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_connect,
+            libc::SYS_getpid,
+        ] {
+            assert_eq!(run(nr as u32, AUDIT_ARCH, 0), SECCOMP_RET_ALLOW);
+        }
+    }
+
+    #[test]
+    fn foreign_arch_is_killed_and_x32_refused() {
+        assert_eq!(
+            run(libc::SYS_read as u32, 0x4000_0003, 0),
+            SECCOMP_RET_KILL_PROCESS
+        );
+        assert_eq!(
+            run(X32_SYSCALL_BIT | 59, AUDIT_ARCH, 0),
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+    }
+
+    #[test]
+    fn user_namespaces_are_refused_but_plain_clone_passes() {
+        let clone = libc::SYS_clone as u32;
+        assert_eq!(
+            run(clone, AUDIT_ARCH, libc::SIGCHLD as u32),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(clone, AUDIT_ARCH, CLONE_NEWUSER),
+            SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(libc::SYS_unshare as u32, AUDIT_ARCH, CLONE_NEWUSER),
+            SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(libc::SYS_clone3 as u32, AUDIT_ARCH, 0),
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+    }
+}

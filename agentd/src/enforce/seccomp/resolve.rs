@@ -1,0 +1,218 @@
+//! Path resolution on behalf of a tracee: relative to its cwd or dirfd,
+//! never through magic links, with decisions taken on the real path of the
+//! object actually opened (so a path swapped after the check cannot win).
+use std::{
+    ffi::{CString, OsStr},
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::PathBuf,
+};
+
+/// `AT_FDCWD` as the tracee passes it (a 32-bit int in a 64-bit register).
+pub const AT_FDCWD: i32 = -100;
+
+fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `openat2(dirfd, path, how)`; `dirfd` may be `AT_FDCWD`.
+pub fn openat2(
+    dirfd: RawFd,
+    path: &[u8],
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let path = cstr(path)?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags;
+    how.mode = mode;
+    how.resolve = resolve;
+    // SAFETY: valid C string and open_how owned by us.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// An O_PATH handle on the tracee's cwd (`AT_FDCWD`) or on one of its fds.
+pub fn tracee_dir(tid: u32, dirfd: i32) -> io::Result<OwnedFd> {
+    let p = if dirfd == AT_FDCWD {
+        format!("/proc/{tid}/cwd")
+    } else if dirfd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    } else {
+        format!("/proc/{tid}/fd/{dirfd}")
+    };
+    // Following this magic link is the point: it is the tracee's own handle.
+    openat2(
+        AT_FDCWD,
+        p.as_bytes(),
+        (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        0,
+        0,
+    )
+}
+
+/// The real path of an fd we hold, as the kernel reports it.
+pub fn real_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `/proc/self` and `/proc/thread-self` would resolve to agentd itself;
+/// rewrite them to the tracee's own entries.
+pub fn rewrite_proc_self(path: &[u8], tgid: u32, tid: u32) -> Vec<u8> {
+    for (prefix, replacement) in [
+        (
+            &b"/proc/thread-self"[..],
+            format!("/proc/{tgid}/task/{tid}"),
+        ),
+        (&b"/proc/self"[..], format!("/proc/{tgid}")),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            if rest.is_empty() || rest[0] == b'/' {
+                let mut out = replacement.into_bytes();
+                out.extend_from_slice(rest);
+                return out;
+            }
+        }
+    }
+    path.to_vec()
+}
+
+/// Splits `path` into (parent, final component) for creating a file.
+/// `None` when the final component is empty, `.` or `..`.
+pub fn split_parent(path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let trimmed = path;
+    let (parent, name) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/".to_vec(), trimmed[1..].to_vec()),
+        Some(i) => (trimmed[..i].to_vec(), trimmed[i + 1..].to_vec()),
+        None => (b".".to_vec(), trimmed.to_vec()),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return None;
+    }
+    Some((parent, name))
+}
+
+/// Reopens an O_PATH handle with real open flags (same inode, no lookup).
+pub fn reopen(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
+    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let c = cstr(p.as_bytes())?;
+    // SAFETY: valid C string.
+    let n = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// `fstat` of an fd.
+pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: stat buffer owned by us.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// A value from `/proc/<tid>/status` (e.g. `Tgid`, `Umask`).
+pub fn status_field(tid: u32, field: &str) -> io::Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// The thread group (process) id of thread `tid`.
+pub fn tgid_of(tid: u32) -> io::Result<u32> {
+    status_field(tid, "Tgid")?
+        .parse()
+        .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// Renders bytes as a path for audit rows.
+pub fn display(bytes: &[u8]) -> String {
+    PathBuf::from(OsStr::from_bytes(bytes))
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_self_is_rewritten_only_as_a_component() {
+        assert_eq!(
+            rewrite_proc_self(b"/proc/self/fd/3", 10, 11),
+            b"/proc/10/fd/3"
+        );
+        assert_eq!(rewrite_proc_self(b"/proc/self", 10, 11), b"/proc/10");
+        assert_eq!(
+            rewrite_proc_self(b"/proc/thread-self/comm", 10, 11),
+            b"/proc/10/task/11/comm"
+        );
+        assert_eq!(
+            rewrite_proc_self(b"/proc/selfish", 10, 11),
+            b"/proc/selfish"
+        );
+        assert_eq!(rewrite_proc_self(b"etc/passwd", 10, 11), b"etc/passwd");
+    }
+
+    #[test]
+    fn parents_split() {
+        assert_eq!(
+            split_parent(b"/tmp/x"),
+            Some((b"/tmp".to_vec(), b"x".to_vec()))
+        );
+        assert_eq!(split_parent(b"/x"), Some((b"/".to_vec(), b"x".to_vec())));
+        assert_eq!(split_parent(b"x"), Some((b".".to_vec(), b"x".to_vec())));
+        assert_eq!(split_parent(b"/tmp/"), None);
+        assert_eq!(split_parent(b"a/.."), None);
+    }
+
+    #[test]
+    fn magic_links_are_refused_and_real_paths_read() {
+        let f = openat2(
+            AT_FDCWD,
+            b"/etc/hostname",
+            (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+        );
+        let Ok(f) = f else {
+            eprintln!("SKIPPED: /etc/hostname not present");
+            return;
+        };
+        assert_eq!(real_path(&f).unwrap(), PathBuf::from("/etc/hostname"));
+        let via_magic = format!("/proc/self/fd/{}", f.as_raw_fd());
+        let err = openat2(
+            AT_FDCWD,
+            via_magic.as_bytes(),
+            libc::O_RDONLY as u64,
+            0,
+            libc::RESOLVE_NO_MAGICLINKS,
+        )
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        assert!(reopen(&f, libc::O_RDONLY).is_ok());
+        assert_eq!(tgid_of(std::process::id()).unwrap(), std::process::id());
+    }
+}

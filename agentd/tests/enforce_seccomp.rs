@@ -1,0 +1,165 @@
+//! End to end, in-process: the Enforcer (seccomp backend) on this kernel, an
+//! agent launched by the real `agentctl run` under the filter as an
+//! unprivileged user, and real exec/open outcomes checked against grants.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use agentd::{
+    doctor::Backend,
+    enforce::{default_baseline, launch, Enforcer, MemorySink, Mode},
+    grant_spec::GrantSpec,
+};
+
+const USER: &str = "agentd-agent";
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root".into());
+    }
+    let report = agentd::doctor::run();
+    if report.backend == Backend::None {
+        return Some(format!("no enforcement backend: {}", report.reason));
+    }
+    None
+}
+
+fn ensure_user() {
+    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .expect("useradd");
+        // Another test may have created it concurrently.
+        assert!(st.success() || nix::unistd::User::from_name(USER).ok().flatten().is_some());
+    }
+}
+
+fn agentctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentctl"))
+}
+
+#[test]
+fn agent_execs_and_opens_exactly_what_grants_allow() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let sink = MemorySink::default();
+    let enforcer =
+        Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+
+    let agent = format!("t-e2e-{}", std::process::id());
+    let mut baseline = default_baseline();
+    let ctl = std::fs::canonicalize(agentctl()).unwrap();
+    baseline.exec.push(ctl.clone());
+    baseline.read.push(ctl.clone());
+    enforcer
+        .create_agent_with(&agent, Mode::Enforce, &baseline)
+        .unwrap();
+    let grant = GrantSpec {
+        exec: vec!["/usr/bin/cat".into()],
+        read: vec!["/etc/hostname".into()],
+        ttl_secs: 60,
+        ..Default::default()
+    };
+    enforcer
+        .install_grant(&agent, "call-1", "msg-1", &grant)
+        .unwrap();
+
+    let script = format!(
+        "cat /etc/hostname >/dev/null 2>&1; echo unbound_cat=$?; \
+         {ctl} exec --socket {sock} --call call-1 -- /usr/bin/cat /etc/hostname >/dev/null; echo bound_cat=$?; \
+         {ctl} exec --socket {sock} --call call-1 -- /usr/bin/cat /etc/shadow >/dev/null 2>&1; echo bound_shadow=$?; \
+         {ctl} exec --socket {sock} --call no-such-call -- /usr/bin/cat /etc/hostname >/dev/null 2>&1; echo unknown_call=$?",
+        ctl = ctl.display(),
+        sock = sock.display()
+    );
+    let out = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args([
+            "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", &script,
+        ])
+        .output()
+        .expect("agentctl run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "agentctl run failed: {stdout}\n{stderr}"
+    );
+    let value = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in output:\n{stdout}\n{stderr}"))
+            .to_string()
+    };
+    assert_ne!(
+        value("unbound_cat"),
+        "0",
+        "exec outside any grant must fail"
+    );
+    assert_eq!(
+        value("bound_cat"),
+        "0",
+        "exec + open inside the grant must work\n{stderr}"
+    );
+    assert_ne!(
+        value("bound_shadow"),
+        "0",
+        "open outside the grant's read scope must fail"
+    );
+    assert_ne!(
+        value("unknown_call"),
+        "0",
+        "binding to an unknown call must fail"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    let recs = sink.0.lock().unwrap().clone();
+    let has = |action: &str, target: &str, decision: &str, reason: &str| {
+        recs.iter().any(|r| {
+            r.action == action
+                && r.target.ends_with(target)
+                && r.decision == decision
+                && r.reason_code == reason
+        })
+    };
+    assert!(has("exec", "/usr/bin/cat", "deny", "no_grant"), "{recs:#?}");
+    assert!(
+        has("exec", "/usr/bin/cat", "allow", "grant_matched"),
+        "{recs:#?}"
+    );
+    assert!(
+        has("file_open", "/etc/hostname", "allow", "grant_matched"),
+        "{recs:#?}"
+    );
+    assert!(
+        has("file_open", "/etc/shadow", "deny", "path_outside_scope"),
+        "{recs:#?}"
+    );
+    let allowed = recs
+        .iter()
+        .find(|r| r.decision == "allow" && r.action == "exec")
+        .unwrap();
+    assert_eq!(
+        (allowed.call_id.as_str(), allowed.active_message_id.as_str()),
+        ("call-1", "msg-1")
+    );
+    enforcer.shutdown();
+    let _ = Path::new(&sock);
+}
