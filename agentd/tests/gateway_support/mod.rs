@@ -1,0 +1,243 @@
+//! Shared by the gateway integration tests: starts the real `agentd` binary
+//! on a temporary state directory and socket, and drives it with the real
+//! `agentctl` binary or the API client over the real socket.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agentd::api::client::Client;
+use hyper::Method;
+use serde_json::Value;
+
+/// The demo policy shipped in policies/.
+pub fn demo_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml")
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Temporary root (0755 so other users can reach the socket).
+    pub dir: tempfile::TempDir,
+    /// API socket.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state: PathBuf,
+    /// Config file used.
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts agentd with the demo policy.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts agentd with extra config TOML (appended to the generated file).
+    pub fn start_with(extra_config: &str) -> Self {
+        Self::start_full(extra_config, |_| demo_policy().canonicalize().unwrap())
+    }
+
+    /// Starts agentd with extra config and a policy file chosen inside the temp dir.
+    pub fn start_full(extra_config: &str, policy: impl FnOnce(&Path) -> PathBuf) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("agentd.sock");
+        let state = dir.path().join("state");
+        let config = dir.path().join("agentd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\nsocket_path = {:?}\n{extra_config}\n[gateway]\npolicy_file = {:?}\n",
+                state, socket, policy
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("agentd.log");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+            state,
+            config,
+            log,
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the process on the same state and waits until it serves.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("AGENTD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agentd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agentd exited early ({status}):\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agentd did not start serving:\n{}", self.log_text());
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agentd did not stop on SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    }
+
+    /// Runs agentctl against this daemon.
+    pub fn agentctl(&self, args: &[&str]) -> Output {
+        self.agentctl_cmd(args).output().expect("run agentctl")
+    }
+
+    /// An agentctl command against this daemon (to adjust uid etc.).
+    pub fn agentctl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agentctl"));
+        c.args(args)
+            .env("AGENTD_SOCKET", &self.socket)
+            .env_remove("AGENTCTL_LOG");
+        c
+    }
+
+    /// Runs agentctl and returns stdout, panicking with stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.agentctl(args);
+        assert!(
+            out.status.success(),
+            "agentctl {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Enrolls an operator and returns its key file.
+    pub fn enroll(&self, id: &str, role: &str) -> PathBuf {
+        let key = self.dir.path().join(format!("{id}.key"));
+        self.ok(&[
+            "operator",
+            "add",
+            id,
+            "--role",
+            role,
+            "--key-file",
+            key.to_str().unwrap(),
+        ]);
+        key
+    }
+
+    /// Sends a signed message; returns the active-message id.
+    pub fn send(&self, op: &str, key: &Path, session: &str, text: &str) -> String {
+        self.ok(&[
+            "send",
+            "--operator",
+            op,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--session",
+            session,
+            text,
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    /// `agentctl check --json`; returns the decision JSON.
+    pub fn check(&self, id: &str, action: &str, args: &[&str]) -> Value {
+        let mut a = vec!["check", "--json", "--message", id, action];
+        a.extend_from_slice(args);
+        let out = self.agentctl(&a);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("check {a:?}: {e}\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        let expect_code = if v["decision"] == "allow" { 0 } else { 2 };
+        assert_eq!(
+            out.status.code(),
+            Some(expect_code),
+            "exit code of check {a:?}"
+        );
+        v
+    }
+
+    /// Raw HTTP over the real socket: (status, JSON body or Null).
+    pub fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = Client::connect(&self.socket).await.unwrap();
+            let (status, bytes) = c.raw(method, path, body).await.unwrap();
+            (
+                status.as_u16(),
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Asserts a decision's outcome and reason code.
+pub fn assert_decision(d: &Value, decision: &str, reason: &str) {
+    assert_eq!(
+        (d["decision"].as_str(), d["reason_code"].as_str()),
+        (Some(decision), Some(reason)),
+        "decision: {d:#}"
+    );
+}
