@@ -4,6 +4,8 @@
 //! live in BPF maps and ring buffers unchanged on both sides.
 #![no_std]
 
+pub mod lsm;
+
 /// Names of the BPF maps, shared so user space and kernel side never drift.
 pub mod maps {
     /// cgroup id → [`crate::AgentCgroup`]: the cgroups whose processes are agents.
@@ -134,6 +136,7 @@ pub enum Hook {
     Ptrace = 11,
     Bpf = 12,
     Signal = 13,
+    PathCreate = 14,
 }
 
 impl Hook {
@@ -153,6 +156,7 @@ impl Hook {
             11 => Hook::Ptrace,
             12 => Hook::Bpf,
             13 => Hook::Signal,
+            14 => Hook::PathCreate,
             _ => return None,
         })
     }
@@ -173,6 +177,7 @@ impl Hook {
             Hook::Ptrace => "ptrace",
             Hook::Bpf => "bpf",
             Hook::Signal => "signal",
+            Hook::PathCreate => "path_create",
         }
     }
 }

@@ -12,6 +12,9 @@ mod agent;
 mod cgroup_net;
 mod kernel;
 mod lsm_exec;
+mod lsm_file;
+mod lsm_scope;
+mod lsm_tamper;
 mod maps;
 mod process_tree;
 

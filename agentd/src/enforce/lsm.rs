@@ -2,13 +2,43 @@
 //! kernel, loads every LSM hook and the process-tree tracepoints, and
 //! attaches them. Processes outside agent cgroups return at the first map
 //! lookup, so attaching is safe on a live system.
-use agentd_common::FileId;
+use agentd_common::{lsm::LsmOffsets, FileId};
 use aya::{
     programs::{BtfTracePoint, Lsm, ProgramError},
     Ebpf,
 };
 
-use super::ebpf::{self, programs, LoadError, LoadedObject};
+use super::{
+    btf_offsets::{field_offset, OffsetError, VMLINUX_BTF},
+    ebpf::{self, programs, LoadError, LoadedObject},
+};
+
+/// Resolves [`LsmOffsets`] from the running kernel's BTF.
+pub fn resolve_offsets() -> Result<LsmOffsets, OffsetError> {
+    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).map_err(|e| OffsetError::Read {
+        path: VMLINUX_BTF.into(),
+        message: e.to_string(),
+    })?;
+    let f = |s: &str, m: &str| field_offset(&btf, s, m);
+    Ok(LsmOffsets {
+        path_mnt: f("path", "mnt")?,
+        path_dentry: f("path", "dentry")?,
+        dentry_parent: f("dentry", "d_parent")?,
+        dentry_inode: f("dentry", "d_inode")?,
+        dentry_name: f("dentry", "d_name")? + f("qstr", "name")?,
+        vfsmount_root: f("vfsmount", "mnt_root")?,
+        mount_mnt: f("mount", "mnt")?,
+        mount_parent: f("mount", "mnt_parent")?,
+        mount_mountpoint: f("mount", "mnt_mountpoint")?,
+        task_cgroups: f("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: f("css_set", "dfl_cgrp")?,
+        cgroup_kn: f("cgroup", "kn")?,
+        kernfs_node_id: f("kernfs_node", "id")?,
+        msghdr_name: f("msghdr", "msg_name")?,
+        msghdr_namelen: f("msghdr", "msg_namelen")?,
+        file_flags: f("file", "f_flags")?,
+    })
+}
 
 /// One BPF LSM program in the object, and the kernel hook it attaches to.
 #[derive(Debug, Clone, Copy)]
@@ -19,11 +49,30 @@ pub struct LsmHook {
     pub hook: &'static str,
 }
 
-/// Every LSM hook the lsm backend attaches, in attach order.
-pub const LSM_HOOKS: &[LsmHook] = &[LsmHook {
-    program: programs::BPRM_CHECK_SECURITY,
-    hook: "bprm_check_security",
-}];
+const fn hook(name: &'static str) -> LsmHook {
+    LsmHook {
+        program: name,
+        hook: name,
+    }
+}
+
+/// Every LSM hook the lsm backend attaches, in attach order (the program
+/// is named after its hook).
+pub const LSM_HOOKS: &[LsmHook] = &[
+    hook(programs::BPRM_CHECK_SECURITY),
+    hook("file_open"),
+    hook("path_unlink"),
+    hook("path_rmdir"),
+    hook("path_mkdir"),
+    hook("path_mknod"),
+    hook("path_truncate"),
+    hook("path_symlink"),
+    hook("path_link"),
+    hook("path_rename"),
+    hook("ptrace_access_check"),
+    hook("bpf"),
+    hook("task_kill"),
+];
 
 /// Tracepoints the lsm backend needs besides the LSM hooks.
 pub const TRACEPOINTS: &[(&str, &str)] = &[
@@ -126,6 +175,20 @@ pub fn file_id_of(path: &std::path::Path) -> std::io::Result<FileId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lsm_offsets_resolve_on_this_kernel_or_skip() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIPPED: {VMLINUX_BTF} missing (kernel built without BTF)");
+            return;
+        }
+        let o = resolve_offsets().expect("offsets");
+        // struct path is { mnt, dentry }; the others are pointers deep inside.
+        assert_eq!((o.path_mnt, o.path_dentry), (0, 8));
+        assert_ne!(o.dentry_parent, 0);
+        assert_eq!(o.mount_parent % 8, 0);
+        assert_ne!(o.kernfs_node_id, 0);
+    }
 
     #[test]
     fn kernel_dev_matches_kernel_encoding() {

@@ -1,0 +1,144 @@
+//! Types of the BPF LSM backend's own maps: path scopes by directory
+//! device+inode, unix-socket destinations by path hash, the processes agents
+//! may not signal, and the extra kernel struct offsets those hooks read.
+
+/// Map names (pinned under agentd's pin directory like the shared maps).
+pub mod maps {
+    /// [`super::ScopeKey`] → [`super::ScopeRule`]: read/write scopes per call.
+    pub const PATH_SCOPES: &str = "PATH_SCOPES";
+    /// [`super::UnixKey`] → [`crate::GrantExpiry`]: unix socket destinations per call.
+    pub const UNIX_RULES: &str = "UNIX_RULES";
+    /// tgid → u8: processes agents may not signal, ptrace or otherwise touch (agentd).
+    pub const PROTECTED_TGIDS: &str = "PROTECTED_TGIDS";
+}
+
+/// A scope grants reading.
+pub const ACCESS_READ: u8 = 1;
+/// A scope grants writing (and destructive path operations); implies read.
+pub const ACCESS_WRITE: u8 = 2;
+
+/// How many path components (dentries, mount crossings included) a hook
+/// walks up from a file looking for a granted scope directory.
+pub const MAX_SCOPE_DEPTH: u32 = 32;
+
+/// Key of [`maps::PATH_SCOPES`]: a scope is a directory (or file) identified
+/// by device+inode, so renaming or symlinking a path does not move it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScopeKey {
+    /// Call id (or the agent's baseline id).
+    pub call_id: u64,
+    /// Kernel `dev_t` (`sb->s_dev`).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Value of [`maps::PATH_SCOPES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeRule {
+    /// Expiry in CLOCK_BOOTTIME ns; 0 = none.
+    pub expires_at_ns: u64,
+    /// [`ACCESS_READ`] | [`ACCESS_WRITE`].
+    pub access: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of [`maps::UNIX_RULES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixKey {
+    /// Call id (or the agent's baseline id).
+    pub call_id: u64,
+    /// [`unix_path_hash`] of the socket address.
+    pub path_hash: u64,
+}
+
+/// Longest `sun_path`.
+pub const UNIX_PATH_MAX: usize = 108;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a step, shared by user space and the kernel side.
+#[inline(always)]
+pub const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// Hash of a unix socket destination as the `socket_connect` hook computes
+/// it: a filesystem socket hashes its path bytes (up to the first NUL); an
+/// abstract socket (`sun_path[0] == 0`) hashes `@` followed by its name.
+pub const fn unix_path_hash(name: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < name.len() && i < UNIX_PATH_MAX {
+        h = fnv1a_step(h, name[i]);
+        i += 1;
+    }
+    h
+}
+
+/// The FNV-1a start value.
+pub const UNIX_HASH_START: u64 = FNV_OFFSET;
+
+/// Extra kernel struct offsets the LSM hooks read (resolved from BTF by user
+/// space like [`crate::KernelOffsets`], written into `LSM_OFFSETS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LsmOffsets {
+    /// `path.mnt`
+    pub path_mnt: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `dentry.d_name` + `qstr.name`: the component's name pointer.
+    pub dentry_name: u32,
+    /// `vfsmount.mnt_root`
+    pub vfsmount_root: u32,
+    /// `mount.mnt` (the embedded vfsmount)
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`
+    pub mount_mountpoint: u32,
+    /// `task_struct.cgroups`
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`
+    pub kernfs_node_id: u32,
+    /// `msghdr.msg_name`
+    pub msghdr_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_namelen: u32,
+    /// `file.f_flags` (where `__FMODE_EXEC` marks the kernel's exec opens)
+    pub file_flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, valid for any bit pattern.
+    unsafe impl aya::Pod for super::ScopeKey {}
+    unsafe impl aya::Pod for super::ScopeRule {}
+    unsafe impl aya::Pod for super::UnixKey {}
+    unsafe impl aya::Pod for super::LsmOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_fnv1a() {
+        // FNV-1a 64 of "a" is a well-known vector.
+        assert_eq!(unix_path_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(unix_path_hash(b""), FNV_OFFSET);
+    }
+}

@@ -1,0 +1,221 @@
+//! BPF LSM file hooks: `file_open` (read vs write from `f_mode`) and the
+//! path hooks for operations that change the tree (unlink, rmdir, mkdir,
+//! mknod — which is how `open(O_CREAT)` creates —, rename, link, symlink,
+//! truncate). Each needs the matching scope on the file or its directory.
+use agentd_common::{
+    lsm::{ACCESS_READ, ACCESS_WRITE},
+    AgentCgroup, Counter, Hook, KernelReason,
+};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+
+use crate::{
+    agent, kernel,
+    lsm_scope::{self, dentry_name, path_parts, scope_permitted},
+    maps::COUNTERS,
+};
+
+const EPERM: i32 = 1;
+const FMODE_WRITE: u32 = 0x2;
+/// `__FMODE_EXEC`: set in `f_flags` by the kernel's own exec opens
+/// (`do_open_execat`); open(2) strips it from user flags.
+const FMODE_EXEC: u32 = 0x20;
+
+/// Counts an allowed decision that is not sent as an event: baseline
+/// accesses (libraries, config) are too frequent to audit one by one.
+#[inline(always)]
+fn count_allowed() {
+    if let Some(slot) = COUNTERS.get_ptr_mut(Counter::Allowed as u32) {
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Reports and returns the verdict for one scope decision.
+#[inline(always)]
+fn decide(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    call_id: u64,
+    reason: KernelReason,
+    target: *const u8,
+) -> i32 {
+    let baseline = agentd_common::baseline_call_id(agent.agent_id);
+    if reason == KernelReason::Allowed && call_id == baseline {
+        count_allowed();
+        return 0;
+    }
+    agent::report(hook, cgroup_id, agent, call_id, reason, target);
+    if agent::blocks(agent, reason) {
+        -EPERM
+    } else {
+        0
+    }
+}
+
+/// Checks `access` on `dentry` (seen through `mnt`) for the current agent task.
+#[inline(always)]
+fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -> i32 {
+    let Some((cgroup_id, agent)) = agent::current_agent() else {
+        return 0;
+    };
+    let call_id = agent::bound_call(agent::current_tgid(), &agent);
+    let reason = if dentry.is_null() {
+        KernelReason::NoGrant
+    } else {
+        unsafe { scope_permitted(call_id, &agent, dentry, mnt, access) }
+    };
+    let target = if dentry.is_null() {
+        core::ptr::null()
+    } else {
+        unsafe { dentry_name(dentry) }
+    };
+    decide(hook, cgroup_id, &agent, call_id, reason, target)
+}
+
+/// `path` is a `const struct path *`.
+#[inline(always)]
+fn check_path(hook: Hook, path: *const u8, access: u8) -> i32 {
+    match unsafe { path_parts(path) } {
+        Ok((dentry, mnt)) => check(hook, dentry, mnt, access),
+        // Fail closed for agents; others never get here with a bad pointer.
+        Err(_) => check(hook, core::ptr::null(), core::ptr::null(), access),
+    }
+}
+
+/// `dentry` in the directory `dir` (a `const struct path *`): uses the
+/// directory's mount for the walk.
+#[inline(always)]
+fn check_in_dir(hook: Hook, dir: *const u8, dentry: *const u8, access: u8) -> i32 {
+    match unsafe { path_parts(dir) } {
+        Ok((_, mnt)) => check(hook, dentry, mnt, access),
+        Err(_) => check(hook, core::ptr::null(), core::ptr::null(), access),
+    }
+}
+
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    // Cheap exit for non-agents before touching the file.
+    if agent::current_agent().is_none() {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let k = kernel::offsets();
+    let Ok(mode) = (unsafe { bpf_probe_read_kernel(file.add(k.file_mode as usize) as *const u32) })
+    else {
+        return check(
+            Hook::FileOpen,
+            core::ptr::null(),
+            core::ptr::null(),
+            ACCESS_WRITE,
+        );
+    };
+    let flags = unsafe {
+        bpf_probe_read_kernel(file.add(lsm_scope::offsets().file_flags as usize) as *const u32)
+    }
+    .unwrap_or(0);
+    // The exec gate (bprm_check_security, by device+inode) decides executables.
+    if (mode | flags) & FMODE_EXEC != 0 {
+        return 0;
+    }
+    let access = if mode & FMODE_WRITE != 0 {
+        ACCESS_WRITE
+    } else {
+        ACCESS_READ
+    };
+    check_path(
+        Hook::FileOpen,
+        unsafe { file.add(k.file_path as usize) },
+        access,
+    )
+}
+
+#[lsm(hook = "path_unlink")]
+pub fn path_unlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    check_in_dir(Hook::PathUnlink, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
+}
+
+#[lsm(hook = "path_rmdir")]
+pub fn path_rmdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    check_in_dir(Hook::PathUnlink, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
+}
+
+#[lsm(hook = "path_mkdir")]
+pub fn path_mkdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    check_path(Hook::PathCreate, ctx.arg(0), ACCESS_WRITE)
+}
+
+/// Also how `open(O_CREAT)` creates a regular file (`may_o_create`).
+#[lsm(hook = "path_mknod")]
+pub fn path_mknod(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    check_path(Hook::PathCreate, ctx.arg(0), ACCESS_WRITE)
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn path_truncate(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    check_path(Hook::PathTruncate, ctx.arg(0), ACCESS_WRITE)
+}
+
+#[lsm(hook = "path_symlink")]
+pub fn path_symlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    check_path(Hook::PathSymlink, ctx.arg(0), ACCESS_WRITE)
+}
+
+/// `path_link(old_dentry, new_dir, new_dentry)`: the new name needs write in
+/// its directory, and the linked file write scope too — otherwise a hard link
+/// would move a read-only file into a writable scope.
+#[lsm(hook = "path_link")]
+pub fn path_link(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let old_dentry: *const u8 = ctx.arg(0);
+    let new_dir: *const u8 = ctx.arg(1);
+    let verdict = check_path(Hook::PathLink, new_dir, ACCESS_WRITE);
+    if verdict != 0 {
+        return verdict;
+    }
+    check_in_dir(Hook::PathLink, new_dir, old_dentry, ACCESS_WRITE)
+}
+
+/// `path_rename(old_dir, old_dentry, new_dir, new_dentry, ...)`: the moved
+/// entry and the destination directory both need write.
+#[lsm(hook = "path_rename")]
+pub fn path_rename(ctx: LsmContext) -> i32 {
+    let old_dir: *const u8 = ctx.arg(0);
+    let old_dentry: *const u8 = ctx.arg(1);
+    let new_dir: *const u8 = ctx.arg(2);
+    let verdict = check_in_dir(Hook::PathRename, old_dir, old_dentry, ACCESS_WRITE);
+    if verdict != 0 {
+        return verdict;
+    }
+    check_path(Hook::PathRename, new_dir, ACCESS_WRITE)
+}
