@@ -133,8 +133,13 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         access: Access::resolve(&config.admin_group, &config.agent_user),
         max_body: config.gateway.max_request_bytes,
     });
-    // Enforcement routes (owner S) are merged here: `.merge(api::enforce_routes::routes(..))`.
-    let app = api::router(state);
+    let access = state.access.clone();
+    let (enforcer, enforce_hook) = crate::enforce::daemon_glue::start(&config, audit.clone());
+    gateway.add_allow_hook(enforce_hook);
+    let mut app = api::router(state);
+    if let Some(e) = &enforcer {
+        app = app.merge(api::enforce_routes::routes(e.clone(), access));
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;

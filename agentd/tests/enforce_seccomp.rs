@@ -1,11 +1,7 @@
 //! End to end, in-process: the Enforcer (seccomp backend) on this kernel, an
 //! agent launched by the real `agentctl run` under the filter as an
 //! unprivileged user, and real exec/open outcomes checked against grants.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use agentd::{
     doctor::Backend,
@@ -160,6 +156,5 @@ fn agent_execs_and_opens_exactly_what_grants_allow() {
         (allowed.call_id.as_str(), allowed.active_message_id.as_str()),
         ("call-1", "msg-1")
     );
-    enforcer.shutdown();
-    let _ = Path::new(&sock);
+    enforcer.uninstall();
 }

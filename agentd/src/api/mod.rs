@@ -8,6 +8,7 @@
 //! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
 //! `GET|PUT /v1/policy`, `POST /v1/policy/validate`.
 pub mod client;
+pub mod enforce_routes;
 pub mod json;
 pub mod peer;
 pub mod server;

@@ -3,7 +3,7 @@
 //! sub-cgroups or move itself out).
 use std::path::{Path, PathBuf};
 
-/// Name of the parent cgroup of every agent.
+/// Name of the parent cgroup of every agent of the default instance.
 pub const SLICE: &str = "agentd.slice";
 
 /// Errors managing agent cgroups.
@@ -42,9 +42,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-/// The agentd slice under a cgroup v2 root, created if missing.
-pub fn ensure_slice(root: &Path) -> Result<PathBuf, CgroupError> {
-    let slice = root.join(SLICE);
+/// An agentd slice (`agentd.slice`, or an instance's) under a cgroup v2
+/// root, created if missing.
+pub fn ensure_slice(root: &Path, slice_name: &str) -> Result<PathBuf, CgroupError> {
+    let slice = root.join(slice_name);
     std::fs::create_dir_all(&slice).map_err(io(&slice))?;
     Ok(slice)
 }
@@ -121,10 +122,10 @@ fn parse_proc_cgroup(text: &str) -> Option<String> {
 }
 
 /// The agent a process belongs to: the name of its cgroup directly under
-/// the slice, if any.
-pub fn agent_name_of_pid(pid: u32) -> Option<String> {
+/// the slice `slice_name`, if any.
+pub fn agent_name_of_pid(slice_name: &str, pid: u32) -> Option<String> {
     let path = cgroup_of_pid(pid)?;
-    let rest = path.strip_prefix(&format!("/{SLICE}/"))?;
+    let rest = path.strip_prefix(&format!("/{slice_name}/"))?;
     let name = rest.split('/').next()?;
     valid_name(name).then(|| name.to_string())
 }

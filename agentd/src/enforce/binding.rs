@@ -80,9 +80,9 @@ pub fn authorize(
     }
 }
 
-/// The agent of a live process, from its cgroup.
-pub fn agent_of_pid(pid: u32) -> Option<String> {
-    agent_cgroup::agent_name_of_pid(pid)
+/// The agent of a live process, from its cgroup under `slice_name`.
+pub fn agent_of_pid(slice_name: &str, pid: u32) -> Option<String> {
+    agent_cgroup::agent_name_of_pid(slice_name, pid)
 }
 
 #[cfg(test)]

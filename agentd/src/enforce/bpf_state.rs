@@ -24,8 +24,97 @@ use super::{
     grant::KernelGrant,
 };
 
-/// Where agentd pins its maps and links.
+/// Where the default agentd instance pins its maps and links.
 pub const PIN_DIR: &str = "/sys/fs/bpf/agentd";
+
+/// One agentd's names in the global kernel namespaces (bpffs, cgroupfs): the
+/// default state directory is instance `agentd`; any other state directory
+/// (tests, a second daemon) gets its own, so two instances never share maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Short name: `agentd` or `agentd-<8 hex>`.
+    pub name: String,
+}
+
+impl Instance {
+    /// The instance owning `state_dir`.
+    pub fn for_state_dir(state_dir: &Path) -> Self {
+        if state_dir == Path::new("/var/lib/agentd") {
+            return Instance {
+                name: "agentd".into(),
+            };
+        }
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+        Instance {
+            name: format!("agentd-{}", hex::encode(&digest[..4])),
+        }
+    }
+
+    /// Pin directory on bpffs.
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(ebpf::BPFFS).join(&self.name)
+    }
+
+    /// Name of the parent cgroup of this instance's agents.
+    pub fn slice(&self) -> String {
+        format!("{}.slice", self.name)
+    }
+
+    /// Records which state directory owns this instance, so instances of
+    /// deleted state directories (tests) can be garbage-collected.
+    pub fn register(&self, state_dir: &Path) {
+        let dir = Path::new(INSTANCES_DIR);
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(
+            dir.join(&self.name),
+            state_dir.as_os_str().as_encoded_bytes(),
+        );
+    }
+}
+
+/// Where instance → state directory records live (tmpfs: gone at reboot,
+/// like the pins themselves).
+pub const INSTANCES_DIR: &str = "/run/agentd-instances";
+
+/// Removes instances whose state directory no longer exists: their agents
+/// are killed, their slice removed and their pins (so programs) dropped.
+/// Returns the names removed.
+pub fn gc_orphans(cgroup_root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(INSTANCES_DIR) else {
+        return vec![];
+    };
+    let mut removed = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Ok(owner) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if name == "agentd" || Path::new(&owner).exists() || !name.starts_with("agentd-") {
+            continue;
+        }
+        let instance = Instance { name: name.clone() };
+        let slice = cgroup_root.join(instance.slice());
+        for agent in super::agent_cgroup::existing(&slice) {
+            if let Ok(cg) = super::agent_cgroup::open(&slice.join(&agent)) {
+                let _ = super::agent_cgroup::kill_all(&cg);
+                for _ in 0..50 {
+                    if super::agent_cgroup::remove(&cg).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&slice);
+        let _ = std::fs::remove_dir_all(instance.pin_dir());
+        let _ = std::fs::remove_file(e.path());
+        removed.push(name);
+    }
+    removed
+}
 
 /// Errors loading, attaching or updating the BPF state.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +169,10 @@ pub struct BpfState {
 
 /// Opens one pinned hash map by name with its own fd (for supervisor threads).
 pub fn open_pinned_hash<K: Pod, V: Pod>(
+    pin_dir: &Path,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, BpfStateError> {
-    let data = MapData::from_pin(Path::new(PIN_DIR).join(name)).map_err(map_err(name))?;
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
     HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
 }
 
@@ -100,8 +190,8 @@ fn take<T>(
 
 /// Pins `link` at `links/<name>`, atomically replacing a pin left by a
 /// previous agentd (whose program then detaches): no moment without a gate.
-fn pin_link(link: FdLink, name: &str) -> Result<(), BpfStateError> {
-    let dir = Path::new(PIN_DIR).join("links");
+fn pin_link(pin_dir: &Path, link: FdLink, name: &str) -> Result<(), BpfStateError> {
+    let dir = pin_dir.join("links");
     let pin_err = |path: &Path, e: &dyn std::fmt::Display| BpfStateError::Pin {
         path: path.to_owned(),
         message: e.to_string(),
@@ -119,18 +209,18 @@ fn pin_link(link: FdLink, name: &str) -> Result<(), BpfStateError> {
 }
 
 impl BpfState {
-    /// Loads the object with maps pinned in [`PIN_DIR`] (re-using live ones),
+    /// Loads the object with maps pinned in `pin_dir` (re-using live ones),
     /// attaches the process-tree programs and the cgroup network gates on
     /// `slice` (the parent of all agent cgroups), and pins every link.
     /// Returns the state and the event ring buffer.
-    pub fn start(slice: &Path) -> Result<(Self, RingBuf<MapData>), BpfStateError> {
+    pub fn start(slice: &Path, pin_dir: &Path) -> Result<(Self, RingBuf<MapData>), BpfStateError> {
         ebpf::ensure_bpffs()?;
-        let adopted = Path::new(PIN_DIR).join(maps::AGENT_CGROUPS).exists();
-        std::fs::create_dir_all(PIN_DIR).map_err(|e| BpfStateError::Pin {
-            path: PIN_DIR.into(),
+        let adopted = pin_dir.join(maps::AGENT_CGROUPS).exists();
+        std::fs::create_dir_all(pin_dir).map_err(|e| BpfStateError::Pin {
+            path: pin_dir.into(),
             message: e.to_string(),
         })?;
-        let mut obj = ebpf::open_pinned(Path::new(PIN_DIR))?;
+        let mut obj = ebpf::open_pinned(pin_dir)?;
         for name in [
             programs::SCHED_PROCESS_FORK,
             programs::SCHED_PROCESS_EXIT,
@@ -155,7 +245,7 @@ impl BpfState {
                 .take_link(id)
                 .map_err(|e| prog_err(e.to_string()))?
                 .into();
-            pin_link(link, name)?;
+            pin_link(pin_dir, link, name)?;
         }
         let cgroup = File::open(slice).map_err(|e| BpfStateError::Program {
             program: programs::CONNECT4,
@@ -187,7 +277,7 @@ impl BpfState {
                 .map_err(|e| prog_err(e.to_string()))?
                 .try_into()
                 .map_err(|e: aya::programs::links::LinkError| prog_err(e.to_string()))?;
-            pin_link(link, name)?;
+            pin_link(pin_dir, link, name)?;
         }
         let agent_cgroups = take(&mut obj, maps::AGENT_CGROUPS, HashMap::try_from)?;
         let bindings = take(&mut obj, maps::BINDINGS, HashMap::try_from)?;

@@ -198,6 +198,40 @@ impl AuditSink for MemorySink {
     }
 }
 
+impl AuditSink for crate::audit::AuditLog {
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String> {
+        use crate::audit::{AuditEvent, RecordKind};
+        let mut ev = AuditEvent::new(RecordKind::Kernel, rec.action.clone());
+        ev.call_id = rec.call_id.clone();
+        ev.active_message_id = rec.active_message_id.clone();
+        ev.target = rec.target.clone();
+        ev.decision = rec.decision.into();
+        ev.reason_code = rec.reason_code.clone();
+        // Kernel rows are decided by the agent's grants or baseline; the
+        // agent (and the pid that asked) identify which.
+        ev.policy_id = format!("agent:{} pid:{}", rec.agent, rec.pid);
+        ev.latency_us = rec.latency_us;
+        self.append_blocking(ev)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn append_lifecycle(
+        &self,
+        action: &str,
+        target: &str,
+        reason_code: &str,
+    ) -> Result<(), String> {
+        use crate::audit::{AuditEvent, RecordKind};
+        let mut ev = AuditEvent::new(RecordKind::Lifecycle, action);
+        ev.target = target.into();
+        ev.reason_code = reason_code.into();
+        self.append_blocking(ev)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

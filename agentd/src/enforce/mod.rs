@@ -10,8 +10,10 @@ pub mod binding;
 pub mod bpf_state;
 pub mod btf_offsets;
 pub mod cgroup_root;
+pub mod daemon_glue;
 pub mod ebpf;
 pub mod events;
+pub mod gateway_hook;
 pub mod grant;
 pub mod launch;
 pub mod lsm;
@@ -206,6 +208,7 @@ pub fn default_baseline() -> GrantSpec {
 
 struct Inner {
     backend: Backend,
+    instance: bpf_state::Instance,
     bpf: Mutex<BpfState>,
     registry: Arc<RwLock<Registry>>,
     slice: PathBuf,
@@ -247,9 +250,14 @@ impl Enforcer {
                 message: "agentd doctor found no usable backend".into(),
             });
         }
+        let instance = bpf_state::Instance::for_state_dir(state_dir);
         let root = cgroup_root()?;
-        let slice = agent_cgroup::ensure_slice(&root)?;
-        let (bpf, ring) = BpfState::start(&slice)?;
+        for gone in bpf_state::gc_orphans(&root) {
+            tracing::info!(instance = %gone, "removed the enforcement state of a deleted state directory");
+        }
+        instance.register(state_dir);
+        let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
+        let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
         let adopted = bpf.adopted;
         let (audit_tx, _writer) = events::spawn_writer(sink.clone());
         let previous = persist::load(state_dir).ok().flatten();
@@ -263,6 +271,7 @@ impl Enforcer {
             events::spawn_ring_reader(ring, registry.clone(), audit_tx.clone(), stop.clone());
         let inner = Arc::new(Inner {
             backend,
+            instance,
             bpf: Mutex::new(bpf),
             registry,
             slice,
@@ -531,7 +540,8 @@ impl Enforcer {
 
     /// The agent process `pid` belongs to, from its cgroup.
     pub fn agent_of_pid(&self, pid: u32) -> Option<String> {
-        binding::agent_of_pid(pid).filter(|n| self.registry_r().agents.contains_key(n))
+        binding::agent_of_pid(&self.inner.instance.slice(), pid)
+            .filter(|n| self.registry_r().agents.contains_key(n))
     }
 
     /// Moves `pid` into the agent's cgroup.
@@ -572,6 +582,7 @@ impl Enforcer {
             stop: self.inner.stop.clone(),
             sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
             stats: self.inner.stats.clone(),
+            pin_dir: self.inner.instance.pin_dir(),
         };
         supervisor::spawn(listener, sup).map_err(|source| EnforceError::Supervisor {
             agent: agent.into(),
@@ -661,13 +672,10 @@ impl Enforcer {
             .ok_or_else(|| binding::BindError::NoGrant {
                 call_id: call_id.into(),
             })?;
-        binding::authorize(
-            call,
-            peer_pid,
-            pid,
-            supervisor::boot_ns(),
-            binding::agent_of_pid,
-        )?;
+        let slice = self.inner.instance.slice();
+        binding::authorize(call, peer_pid, pid, supervisor::boot_ns(), |p| {
+            binding::agent_of_pid(&slice, p)
+        })?;
         self.bpf().bind(
             pid,
             Binding {
@@ -761,5 +769,39 @@ impl Enforcer {
     /// notified syscalls of running agents fail from now on.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The instance name (pin directory and slice derive from it).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance.name
+    }
+
+    /// Clean uninstall: stops every agent, removes their cgroups and the
+    /// slice, and unpins every map and link (the programs detach).
+    pub fn uninstall(&self) {
+        self.shutdown();
+        let agents: Vec<AgentCgroupDir> = self
+            .registry_r()
+            .agents
+            .values()
+            .map(|a| a.cgroup.clone())
+            .collect();
+        for cg in &agents {
+            let _ = agent_cgroup::kill_all(cg);
+        }
+        for cg in &agents {
+            for _ in 0..50 {
+                if agent_cgroup::remove(cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.inner.slice);
+        let _ = std::fs::remove_dir_all(self.inner.instance.pin_dir());
+        let _ = std::fs::remove_file(
+            Path::new(bpf_state::INSTANCES_DIR).join(&self.inner.instance.name),
+        );
+        let _ = std::fs::remove_file(self.inner.state_dir.join("enforce-state.json"));
     }
 }

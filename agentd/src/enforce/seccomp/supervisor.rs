@@ -64,6 +64,8 @@ pub struct Supervisor {
     pub sync_wakeup: bool,
     /// Shared counters.
     pub stats: Arc<SupervisorStats>,
+    /// The instance's bpffs pin directory (maps are opened from there).
+    pub pin_dir: PathBuf,
 }
 
 /// Whether, and how, one notified syscall was answered.
@@ -205,8 +207,9 @@ pub fn spawn(listener: OwnedFd, sup: Supervisor) -> io::Result<JoinHandle<()>> {
 
 fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
     let to_io = |e: crate::enforce::bpf_state::BpfStateError| io::Error::other(e.to_string());
-    let bindings: BindingsMap = open_pinned_hash(maps::BINDINGS).map_err(to_io)?;
-    let mut expect: ExecExpectMap = open_pinned_hash(maps::EXEC_EXPECT).map_err(to_io)?;
+    let bindings: BindingsMap = open_pinned_hash(&sup.pin_dir, maps::BINDINGS).map_err(to_io)?;
+    let mut expect: ExecExpectMap =
+        open_pinned_hash(&sup.pin_dir, maps::EXEC_EXPECT).map_err(to_io)?;
     if sup.sync_wakeup && !notif::set_sync_wakeup(listener.as_fd()) {
         tracing::debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
     }
