@@ -122,7 +122,11 @@ pub fn run() -> anyhow::Result<()> {
         .collect();
     table::print(&rows);
 
-    step("demo: agentctl audit verify");
+    step(
+        "demo: agentctl audit verify (offline, from the database file and the exported public key)",
+    );
+    let pem = output(l.agentctl().args(["audit", "public-key"]))?;
+    std::fs::write(l.dir.join("audit-public.pem"), pem)?;
     let verified = l
         .agentctl()
         .args(["audit", "verify", "--db"])
@@ -415,8 +419,6 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         println!("    agentd is serving on {}", l.socket.display());
-        let pem = output(l.agentctl().args(["audit", "public-key"]))?;
-        std::fs::write(l.dir.join("audit-public.pem"), pem)?;
         Ok(Self { child })
     }
 
