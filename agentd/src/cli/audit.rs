@@ -165,8 +165,7 @@ impl Location {
 fn read_public_key(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read public key {}", path.display()))?;
-    checkpoint::parse_public_key_pem(&pem)
-        .with_context(|| format!("public key {}", path.display()))
+    checkpoint::parse_public_key_pem(&pem).with_context(|| format!("public key {}", path.display()))
 }
 
 /// Reads checkpoints from a JSON object, a JSON array, or JSON Lines

@@ -115,7 +115,11 @@ pub fn run() -> anyhow::Result<()> {
 
     println!();
     step("demo: the owner's export of the audit log (agentctl audit export --format jsonl)");
-    let export = output(l.agentctl().args(["audit", "export", "--format", "jsonl", "--state-dir"]).arg(&l.state))?;
+    let export = output(
+        l.agentctl()
+            .args(["audit", "export", "--format", "jsonl", "--state-dir"])
+            .arg(&l.state),
+    )?;
     let rows: Vec<Value> = export
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -126,7 +130,11 @@ pub fn run() -> anyhow::Result<()> {
     step(
         "demo: agentctl audit verify (offline, from the database file and the exported public key)",
     );
-    let pem = output(l.agentctl().args(["audit", "public-key", "--state-dir"]).arg(&l.state))?;
+    let pem = output(
+        l.agentctl()
+            .args(["audit", "public-key", "--state-dir"])
+            .arg(&l.state),
+    )?;
     std::fs::write(l.dir.join("audit-public.pem"), pem)?;
     let verified = l
         .agentctl()

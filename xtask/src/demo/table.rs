@@ -4,8 +4,8 @@ use serde_json::Value;
 /// Prints time, principal, action, target, latency, decision, hash prefix, reason.
 pub fn print(rows: &[Value]) {
     println!(
-        "  {:>4} {:<15} {:<10} {:<22} {:<34} {:>8} {:<10} {:<12} {}",
-        "seq", "time", "principal", "action", "target", "µs", "decision", "hash", "reason"
+        "  {:>4} {:<15} {:<10} {:<22} {:<34} {:>8} {:<10} {:<12} reason",
+        "seq", "time", "principal", "action", "target", "µs", "decision", "hash"
     );
     for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
