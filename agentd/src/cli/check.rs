@@ -30,17 +30,21 @@ pub struct Args {
 pub fn parse_args(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut map = Map::new();
     for p in pairs {
-        let (name, value) = if let Some((n, j)) = p.split_once(":=") {
-            (
-                n,
-                serde_json::from_str(j)
-                    .with_context(|| format!("`{p}`: the value after := must be JSON"))?,
-            )
-        } else if let Some((n, v)) = p.split_once('=') {
-            (n, Value::String(v.to_owned()))
-        } else {
+        // The first `=` splits; `name:=json` when the name ends in `:`.
+        let Some((n, v)) = p.split_once('=') else {
             bail!("argument `{p}` must be name=value or name:=json");
         };
+        let (name, value) = match n.strip_suffix(':') {
+            Some(n) => (
+                n,
+                serde_json::from_str(v)
+                    .with_context(|| format!("`{p}`: the value after := must be JSON"))?,
+            ),
+            None => (n, Value::String(v.to_owned())),
+        };
+        if name.is_empty() {
+            bail!("argument `{p}` has an empty name");
+        }
         if map.insert(name.to_owned(), value).is_some() {
             bail!("argument `{name}` given twice");
         }
@@ -91,11 +95,14 @@ mod tests {
             "path=/a=b".into(),
             "limit:=5".into(),
             "to:=[\"a@b.c\"]".into(),
+            "cmd=x:=y".into(),
         ])
         .unwrap();
         assert_eq!(m["path"], "/a=b");
         assert_eq!(m["limit"], 5);
         assert_eq!(m["to"][0], "a@b.c");
+        assert_eq!(m["cmd"], "x:=y");
+        assert!(parse_args(&["=x".into()]).is_err());
         assert!(parse_args(&["novalue".into()]).is_err());
         assert!(parse_args(&["a=1".into(), "a=2".into()]).is_err());
     }

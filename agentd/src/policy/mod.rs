@@ -1,6 +1,6 @@
 //! Policy as data: the TOML file people write (`schema`), its checked and
 //! compiled form (`compile`), and pure evaluation of a tool call (`eval`).
-//! Storage and hot reload live in `gateway::store` / `gateway::state`.
+//! Storage and hot reload live in `gateway` (`store`, `Gateway::load_policy`).
 pub mod compile;
 pub mod eval;
 pub mod path;

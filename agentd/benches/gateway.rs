@@ -1,0 +1,425 @@
+//! Gateway benchmark (`cargo bench -p agentd --bench gateway`): the
+//! in-process decision, then end-to-end tool-call checks against the real
+//! `agentd` binary over its Unix socket (1 client p50/p99, 8 clients
+//! throughput), beside a bare hyper HTTP/1.1 echo over the same kind of
+//! socket measured in the same run as the floor.
+//!
+//! The echo server and the daemon both run as child processes, so the client
+//! side is identical for both. Every agentd check goes through the full
+//! pipeline: decision + durable audit append (group commit).
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentd::api::client::Client;
+use agentd::gateway::{unix_now, Gateway, Settings, ToolCallRequest};
+use agentd::protocol::SignedMessage;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use serde_json::json;
+
+const ECHO_ENV: &str = "AGENTD_BENCH_ECHO_SOCKET";
+const SINGLE_N: usize = 20_000;
+const WARMUP: usize = 2_000;
+const LOAD_SECS: u64 = 3;
+const CLIENTS: usize = 8;
+
+fn bench_policy() -> String {
+    // The demo policy with rate limits out of the way (they would turn allows into rate_limited).
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml"))
+        .expect("policies/demo.toml")
+        .replace("rate_per_minute = 60", "rate_per_minute = 4000000000")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64 * 1e6;
+    Stats {
+        p50: pct(&v, 0.5),
+        p99: pct(&v, 0.99),
+        mean,
+    }
+}
+
+fn main() {
+    if let Ok(path) = std::env::var(ECHO_ENV) {
+        return echo_server(&PathBuf::from(path));
+    }
+    // `cargo bench` passes --bench; `cargo test --benches` runs us with no flag: do a quick smoke run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "agentd gateway benchmark{}",
+        if quick {
+            " (quick smoke run; use cargo bench for figures)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "machine: {} CPUs, load average {}",
+        num_cpus(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
+
+    let inproc = in_process(dir.path(), quick);
+    let policy = dir.path().join("bench-policy.toml");
+    std::fs::write(&policy, bench_policy()).unwrap();
+
+    let echo_sock = dir.path().join("echo.sock");
+    let mut echo = spawn_echo(&echo_sock);
+    let (daemon, id) = spawn_daemon(dir.path(), &policy);
+    let mut daemon = daemon;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = if quick { 500 } else { SINGLE_N };
+    let secs = if quick { 1 } else { LOAD_SECS };
+    let body = serde_json::to_vec(&json!({"active_message_id": id, "action": "read_chart", "arguments": {"path": "/srv/charts/p-0042.json"}})).unwrap();
+
+    let (echo1, gw1) = rt.block_on(async {
+        // Interleave: echo, agentd, so both see the same machine conditions.
+        let e = single_client(&echo_sock, "/echo", &body, n).await;
+        let g = single_client(&dir.path().join("agentd.sock"), "/v1/tool-calls", &body, n).await;
+        (e, g)
+    });
+    let (echo8, gw8) = rt.block_on(async {
+        let e = load(&echo_sock, "/echo", &body, secs).await;
+        let g = load(
+            &dir.path().join("agentd.sock"),
+            "/v1/tool-calls",
+            &body,
+            secs,
+        )
+        .await;
+        (e, g)
+    });
+
+    let _ = echo.kill();
+    let _ = echo.wait();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "measurement", "p50 µs", "p99 µs", "mean µs"
+    );
+    for (name, s) in &inproc {
+        println!(
+            "{:<58} {:>10.2} {:>10.2} {:>10.2}",
+            name, s.p50, s.p99, s.mean
+        );
+    }
+    println!(
+        "{:<58} {:>10.1} {:>10.1} {:>10.1}",
+        "bare hyper echo, Unix socket, 1 client (floor)", echo1.p50, echo1.p99, echo1.mean
+    );
+    println!(
+        "{:<58} {:>10.1} {:>10.1} {:>10.1}",
+        "agentd tool-call check, Unix socket, 1 client", gw1.p50, gw1.p99, gw1.mean
+    );
+    println!();
+    println!(
+        "{:<58} {:>14} {:>10}",
+        "throughput, 8 concurrent clients", "requests/s", "p99 µs"
+    );
+    println!(
+        "{:<58} {:>14.0} {:>10.1}",
+        "bare hyper echo (floor)", echo8.0, echo8.1
+    );
+    println!(
+        "{:<58} {:>14.0} {:>10.1}",
+        "agentd tool-call checks (decision + durable audit row)", gw8.0, gw8.1
+    );
+    println!();
+    let decision = &inproc[0].1;
+    println!("targets: in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ 50000: {})",
+        decision.p50, ok(decision.p50 <= 5.0), gw1.p50 / echo1.p50, ok(gw1.p50 <= 1.5 * echo1.p50), gw1.p99, ok(gw1.p99 <= 1000.0), gw8.0, ok(gw8.0 >= 50_000.0));
+    println!("published figures of comparable gateways: APort hosted p50 53 ms (53000 µs); aiAuthZ in-process evaluate 6–52 µs");
+}
+
+fn ok(b: bool) -> &'static str {
+    if b {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
+    let state = dir.join("inproc");
+    std::fs::create_dir_all(&state).unwrap();
+    let g = Gateway::open(
+        &state,
+        Settings {
+            timestamp_window_secs: 60,
+            nonce_ttl_secs: 600,
+            active_message_ttl_secs: 900,
+        },
+        None,
+    )
+    .unwrap();
+    g.load_policy(&bench_policy(), "bench").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let n = if quick { 2_000 } else { 200_000 };
+    let mut out = Vec::new();
+
+    // Message ingest: HMAC verify + window + SQLite nonce/session/active-message transaction.
+    let mut v = Vec::with_capacity(n / 20);
+    let mut last = String::new();
+    for i in 0..(n / 20).max(100) {
+        let m = SignedMessage::new_signed(
+            &key,
+            "dr-chen",
+            "dm:chen",
+            &format!("bench-nonce-{i:012}"),
+            now,
+            "read chart 42 and mail the ward",
+        );
+        let t = Instant::now();
+        let r = g.ingest(&m, now).unwrap();
+        v.push(t.elapsed());
+        last = r.active_message_id;
+    }
+    let id = last;
+    let allow = ToolCallRequest {
+        active_message_id: id.clone(),
+        action: "read_chart".into(),
+        arguments: json!({"path": "/srv/charts/p-0042.json"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let deny = ToolCallRequest {
+        active_message_id: id.clone(),
+        action: "shell".into(),
+        arguments: json!({"command": "ls -la /workspace"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let mail = ToolCallRequest {
+        active_message_id: id,
+        action: "send_email".into(),
+        arguments: json!({"to": ["ward3@clinic.example", "nurse@clinic.example"], "subject": "p42", "body": "stable overnight"}).as_object().unwrap().clone(),
+    };
+    for (name, req, want) in [
+        (
+            "in-process decision: allow read_chart (path scope + grant)",
+            &allow,
+            true,
+        ),
+        (
+            "in-process decision: allow send_email (2 recipients)",
+            &mail,
+            true,
+        ),
+        (
+            "in-process decision: deny role_not_in_allowlist",
+            &deny,
+            false,
+        ),
+    ] {
+        for _ in 0..WARMUP {
+            assert_eq!(g.decide(req, now).is_allow(), want);
+        }
+        let mut d = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = g.decide(req, now);
+            d.push(t.elapsed());
+            std::hint::black_box(r);
+        }
+        out.push((name.to_owned(), stats(d)));
+    }
+    out.push((
+        "in-process message ingest (HMAC + window + SQLite tx)".to_owned(),
+        stats(v),
+    ));
+    out
+}
+
+fn spawn_echo(sock: &Path) -> Child {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env(ECHO_ENV, sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_socket(sock);
+    child
+}
+
+fn wait_socket(sock: &Path) {
+    for _ in 0..1000 {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never accepted", sock.display());
+}
+
+/// Starts the real daemon, enrolls an operator and submits one message; returns the active-message id.
+fn spawn_daemon(dir: &Path, policy: &Path) -> (Child, String) {
+    let sock = dir.join("agentd.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+        .args(["run", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--policy")
+        .arg(policy)
+        .env("AGENTD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_socket(&sock);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = rt.block_on(async {
+        let mut c = Client::connect(&sock).await.unwrap();
+        let r: serde_json::Value = c
+            .call(
+                Method::POST,
+                "/v1/operators",
+                Some(&json!({"id": "dr-chen", "roles": ["clinician"]})),
+            )
+            .await
+            .unwrap();
+        let key = hex::decode(r["key"].as_str().unwrap()).unwrap();
+        let m = SignedMessage::new_signed(
+            &key,
+            "dr-chen",
+            "dm:chen",
+            &agentd::protocol::message::random_nonce(),
+            unix_now(),
+            "read chart 42",
+        );
+        c.submit_message(&m).await.unwrap().active_message_id
+    });
+    (child, id)
+}
+
+async fn single_client(sock: &Path, path: &str, body: &[u8], n: usize) -> Stats {
+    let mut c = Client::connect(sock).await.unwrap();
+    for _ in 0..WARMUP.min(n) {
+        let (s, _) = c.raw(Method::POST, path, body.to_vec()).await.unwrap();
+        assert!(s.is_success());
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (s, b) = c.raw(Method::POST, path, body.to_vec()).await.unwrap();
+        v.push(t.elapsed());
+        assert!(s.is_success(), "{}", String::from_utf8_lossy(&b));
+    }
+    stats(v)
+}
+
+/// 8 clients, each its own connection, for `secs`; returns (requests/s, p99 µs).
+async fn load(sock: &Path, path: &str, body: &[u8], secs: u64) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (sock, path, body, stop, count) = (
+            sock.to_owned(),
+            path.to_owned(),
+            body.to_vec(),
+            stop.clone(),
+            count.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(&sock).await.unwrap();
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (s, _) = c.raw(Method::POST, &path, body.clone()).await.unwrap();
+                lat.push(t.elapsed());
+                assert!(s.is_success());
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            lat
+        }));
+    }
+    // Warm up briefly, then measure a fixed window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c0 = count.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let c1 = count.load(Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    ((c1 - c0) as f64 / elapsed, stats(all).p99)
+}
+
+/// The floor: a bare hyper HTTP/1.1 server echoing the body, on a Unix socket,
+/// with the same runtime shape as the daemon (multi-thread tokio).
+fn echo_server(sock: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let _ = std::fs::remove_file(sock);
+        let l = tokio::net::UnixListener::bind(sock).unwrap();
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+}
