@@ -1,1 +1,11 @@
-//! placeholder
+//! The kernel-enforcement scenario suite shared by both backends: allowed
+//! and denied exec/open/connect, inheritance across fork/vfork/clone3/double
+//! fork, expiry, the bypass list, audit-only mode, fail-closed and restart.
+//!
+//! The `agentd-scenarios` binary runs it (one line per scenario: `PASS
+//! name`, `FAIL name: why`, `SKIP name: reason`), and doubles as the
+//! launcher (`launch`) and the in-agent probe (`probe`).
+
+pub mod harness;
+pub mod probe;
+pub mod scenarios;

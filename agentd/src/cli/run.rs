@@ -13,9 +13,10 @@ pub struct Args {
     /// Unprivileged user the agent runs as.
     #[arg(long, default_value = "agentd-agent")]
     pub user: String,
-    /// enforce (deny what no grant covers) or audit-only (record would-deny).
-    #[arg(long, default_value = "enforce")]
-    pub mode: String,
+    /// enforce (deny what no grant covers) or audit-only (record would-deny);
+    /// default: the agent's current mode (enforce for a new agent).
+    #[arg(long)]
+    pub mode: Option<String>,
     /// agentd's enforcement socket.
     #[arg(long, default_value = launch::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -26,8 +27,13 @@ pub struct Args {
 
 /// Runs `agentctl run`; exits with the agent's exit code.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mode = Mode::parse(&args.mode)
-        .ok_or_else(|| anyhow::anyhow!("--mode must be enforce or audit-only"))?;
+    let mode = match &args.mode {
+        Some(m) => Some(
+            Mode::parse(m)
+                .ok_or_else(|| anyhow::anyhow!("--mode must be enforce or audit-only"))?,
+        ),
+        None => None,
+    };
     let creds = launch::creds_of_user(&args.user)?;
     if creds.uid == 0 {
         anyhow::bail!(

@@ -69,8 +69,9 @@ pub enum Request {
     CreateAgent {
         /// Agent name.
         agent: String,
-        /// Mode.
-        mode: Mode,
+        /// Mode; `None` keeps an existing agent's mode (new agents enforce).
+        #[serde(default)]
+        mode: Option<Mode>,
         /// The agent's own executable.
         command: Option<PathBuf>,
     },
@@ -233,12 +234,14 @@ pub fn dispatch(
             agent,
             mode,
             command,
-        } => enforcer.create_agent(&agent, mode).and_then(|h| {
-            if let Some(c) = command {
-                enforcer.allow_baseline_exec(&agent, &[c])?;
-            }
-            Ok(serde_json::to_value(h).ok())
-        }),
+        } => enforcer
+            .create_agent_keeping_mode(&agent, mode)
+            .and_then(|h| {
+                if let Some(c) = command {
+                    enforcer.allow_baseline_exec(&agent, &[c])?;
+                }
+                Ok(serde_json::to_value(h).ok())
+            }),
         Request::Join { agent } => enforcer.join(&agent, pid).map(|_| None),
         Request::Listener { agent, creds } => {
             let Some(fd) = fd else {
@@ -363,8 +366,8 @@ pub struct LaunchSpec {
     pub socket: PathBuf,
     /// Agent name.
     pub agent: String,
-    /// Mode.
-    pub mode: Mode,
+    /// Mode; `None` keeps the agent's current one.
+    pub mode: Option<Mode>,
     /// User to run as.
     pub creds: Creds,
     /// Command and arguments.
@@ -388,7 +391,7 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
         .ok_or_else(|| local("command")(&"empty command"))?;
     let path = resolve_command(first)
         .ok_or_else(|| local("command")(&format!("{} not found", first.to_string_lossy())))?;
-    call(
+    let created = call(
         &spec.socket,
         &Request::CreateAgent {
             agent: spec.agent.clone(),
@@ -397,11 +400,17 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
         },
         None,
     )?;
+    // The lsm backend needs no filter: its hooks see every process of the cgroup.
+    let seccomp = created
+        .as_ref()
+        .and_then(|d| d.get("backend"))
+        .and_then(|b| b.as_str())
+        .is_none_or(|b| b == "seccomp");
     // SAFETY: the launcher is single-threaded; the child only runs the steps below.
     match unsafe { libc::fork() } {
         -1 => Err(local("fork")(&std::io::Error::last_os_error())),
         0 => {
-            let code = match child(spec, &path) {
+            let code = match child(spec, &path, seccomp) {
                 Ok(never) => match never {},
                 Err(e) => {
                     eprintln!("agentctl run: {e}");
@@ -434,7 +443,7 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
 
 enum Never {}
 
-fn child(spec: &LaunchSpec, path: &Path) -> Result<Never, LaunchError> {
+fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchError> {
     let local = |step: &'static str| {
         move |e: &dyn std::fmt::Display| LaunchError::Local {
             step,
@@ -460,19 +469,27 @@ fn child(spec: &LaunchSpec, path: &Path) -> Result<Never, LaunchError> {
         },
         None,
     )?;
-    let listener = super::seccomp::filter::install().map_err(|e| local("seccomp filter")(&e))?;
-    let req = Request::Listener {
-        agent: spec.agent.clone(),
-        creds: spec.creds.clone(),
-    };
-    // Reuse one buffer-free path: `call` allocates, which is fine (no opens).
-    call(
-        &spec.socket,
-        &req,
-        Some(std::os::fd::AsFd::as_fd(&listener)),
-    )?;
-    // The agent must never hold its own listener (it could answer itself).
-    drop(listener);
+    // SAFETY: prctl on ourselves. no_new_privs for every backend: a setuid
+    // binary must not lift the agent's privileges.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(local("no_new_privs")(&std::io::Error::last_os_error()));
+    }
+    if seccomp {
+        let listener =
+            super::seccomp::filter::install().map_err(|e| local("seccomp filter")(&e))?;
+        let req = Request::Listener {
+            agent: spec.agent.clone(),
+            creds: spec.creds.clone(),
+        };
+        // Reuse one buffer-free path: `call` allocates, which is fine (no opens).
+        call(
+            &spec.socket,
+            &req,
+            Some(std::os::fd::AsFd::as_fd(&listener)),
+        )?;
+        // The agent must never hold its own listener (it could answer itself).
+        drop(listener);
+    }
     // SAFETY: plain credential syscalls and execv in the single-threaded child.
     unsafe {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {

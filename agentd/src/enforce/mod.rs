@@ -125,6 +125,8 @@ impl EnforceError {
 pub struct AgentHandle {
     /// Agent name.
     pub name: String,
+    /// Backend enforcing it (the launcher installs the seccomp filter only for `seccomp`).
+    pub backend: Backend,
     /// BPF index.
     pub id: u32,
     /// cgroup directory.
@@ -206,6 +208,9 @@ pub fn default_baseline() -> GrantSpec {
     }
 }
 
+/// How long an expired grant is kept (inert) before it is removed.
+const GRANT_GRACE_NS: u64 = 60_000_000_000;
+
 struct Inner {
     backend: Backend,
     instance: bpf_state::Instance,
@@ -218,6 +223,8 @@ struct Inner {
     stop: Arc<AtomicBool>,
     stats: Arc<SupervisorStats>,
     sync_wakeup: AtomicBool,
+    /// Stop flag of each supervisor, by agent.
+    supervisors: Mutex<std::collections::HashMap<String, Vec<Arc<AtomicBool>>>>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.
@@ -281,6 +288,7 @@ impl Enforcer {
             stop,
             stats: Arc::default(),
             sync_wakeup: AtomicBool::new(true),
+            supervisors: Mutex::default(),
         });
         let me = Enforcer { inner };
         let gap = persist::heartbeat_age(state_dir);
@@ -393,7 +401,9 @@ impl Enforcer {
             .registry_r()
             .calls
             .values()
-            .filter(|c| c.grant.expired(now))
+            // The kernel and the supervisors ignore an expired grant at once;
+            // the entry stays a minute so denials still say `grant_expired`.
+            .filter(|c| c.grant.expired(now.saturating_sub(GRANT_GRACE_NS)))
             .map(|c| c.call_id.clone())
             .collect();
         for call_id in expired {
@@ -447,12 +457,24 @@ impl Enforcer {
             self.set_mode(name, mode)?;
             return Ok(AgentHandle {
                 name: name.into(),
+                backend: self.inner.backend,
                 id,
                 cgroup: cg.path,
                 cgroup_id: cg.id,
             });
         }
         self.create_agent_with(name, mode, &default_baseline())
+    }
+
+    /// Like [`Self::create_agent`]; `None` keeps an existing agent's mode
+    /// (a new agent enforces).
+    pub fn create_agent_keeping_mode(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+    ) -> Result<AgentHandle, EnforceError> {
+        let current = self.registry_r().agents.get(name).map(|a| a.mode);
+        self.create_agent(name, mode.or(current).unwrap_or_default())
     }
 
     /// Creates agent `name` with `baseline` for unbound processes. An existing
@@ -508,6 +530,7 @@ impl Enforcer {
         tracing::info!(agent = name, id, cgroup = %cg.path.display(), ?mode, "agent created");
         Ok(AgentHandle {
             name: name.into(),
+            backend: self.inner.backend,
             id,
             cgroup: cg.path,
             cgroup_id: cg.id,
@@ -574,12 +597,20 @@ impl Enforcer {
                 agent: agent.into(),
             });
         }
+        let stop = Arc::new(AtomicBool::new(false));
+        self.inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent.to_string())
+            .or_default()
+            .push(stop.clone());
         let sup = Supervisor {
             agent: agent.to_string(),
             creds,
             registry: self.inner.registry.clone(),
             audit: self.inner.audit_tx.clone(),
-            stop: self.inner.stop.clone(),
+            stop: stop.clone(),
             sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
             stats: self.inner.stats.clone(),
             pin_dir: self.inner.instance.pin_dir(),
@@ -769,6 +800,28 @@ impl Enforcer {
     /// notified syscalls of running agents fail from now on.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
+        let sups = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for flag in sups.values().flatten() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops the supervisors of one agent: its notified syscalls fail from
+    /// now on (ENOSYS), exactly as if agentd had died — used to stop an
+    /// agent's file and exec access at once, and by the fail-closed scenario.
+    pub fn stop_supervisors(&self, agent: &str) {
+        let mut sups = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for flag in sups.remove(agent).unwrap_or_default() {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The instance name (pin directory and slice derive from it).

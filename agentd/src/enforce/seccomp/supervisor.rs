@@ -445,6 +445,13 @@ fn decide_exec(
     };
     let now = now_boot_ns();
     let (allowed, reason, call, audit_only) = verdicts(sup, bound, |g| g.check_exec(id, now));
+    // Exec targets are not path scopes: an exec no grant names is `no_grant`
+    // whether or not the process is bound (as in the lsm backend).
+    let reason = if reason == "path_outside_scope" {
+        "no_grant"
+    } else {
+        reason
+    };
     let decided = Decided {
         action: "exec",
         target,

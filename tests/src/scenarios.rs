@@ -1,0 +1,711 @@
+//! The scenarios. Each starts its own agent, runs probes inside it through
+//! the real launcher, and checks both the outcome the agent saw and the
+//! audit record the enforcer wrote. A scenario that cannot apply to the
+//! backend under test says so (`Skip`) by name.
+use std::time::Duration;
+
+use agentd::{doctor::Backend, enforce::Mode};
+
+use crate::harness::{spec, Harness, Run};
+
+/// Outcome of one scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Behaved as required.
+    Pass,
+    /// Did not; why.
+    Fail(String),
+    /// Does not apply here; why.
+    Skip(String),
+}
+
+type Check = Result<(), String>;
+
+fn expect(run: &Run, prefix: &str, what: &str) -> Check {
+    if run.is(prefix) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: expected result={prefix}…, got `{}` (launcher exit {})\n{}",
+            run.result, run.code, run.output
+        ))
+    }
+}
+
+fn audited(
+    h: &Harness,
+    agent: &str,
+    action: &str,
+    target: &str,
+    decision: &str,
+    reason: Option<&str>,
+) -> Check {
+    match h.record(agent, action, target, decision) {
+        Some(r) if reason.is_none_or(|want| r.reason_code == want) => Ok(()),
+        Some(r) => Err(format!(
+            "audit {action} {target} {decision}: reason {} (wanted {reason:?})",
+            r.reason_code
+        )),
+        None => Err(format!("no audit record {action} {target} {decision}")),
+    }
+}
+
+const EPERM: &str = "errno:1";
+const TRUE: &str = "/usr/bin/true";
+
+/// A named scenario.
+pub struct Scenario {
+    /// Stable name.
+    pub name: &'static str,
+    /// The body.
+    pub run: fn(&Harness, &str) -> Check,
+    /// Backends it applies to, with the reason it does not otherwise.
+    pub only: Option<(Backend, &'static str)>,
+}
+
+/// Every scenario, in order (the restart scenario last: it restarts the enforcer).
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "exec_allowed_with_grant",
+            run: exec_allowed,
+            only: None,
+        },
+        Scenario {
+            name: "exec_denied_without_grant",
+            run: exec_denied,
+            only: None,
+        },
+        Scenario {
+            name: "open_read_within_scope",
+            run: open_read_allowed,
+            only: None,
+        },
+        Scenario {
+            name: "open_read_outside_scope_denied",
+            run: open_read_denied,
+            only: None,
+        },
+        Scenario {
+            name: "open_write_needs_write_scope",
+            run: open_write_scope,
+            only: None,
+        },
+        Scenario {
+            name: "connect_allowed_and_denied",
+            run: connect_gate,
+            only: None,
+        },
+        Scenario {
+            name: "inherit_fork",
+            run: |h, a| inherit(h, a, "fork"),
+            only: None,
+        },
+        Scenario {
+            name: "inherit_double_fork_setsid",
+            run: |h, a| inherit(h, a, "double-fork-setsid"),
+            only: None,
+        },
+        Scenario {
+            name: "inherit_vfork",
+            run: inherit_vfork,
+            only: None,
+        },
+        Scenario {
+            name: "inherit_clone3",
+            run: inherit_clone3,
+            only: None,
+        },
+        Scenario {
+            name: "grant_expiry",
+            run: expiry,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_memfd_execveat",
+            run: bypass_memfd,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_symlink_to_denied_binary",
+            run: bypass_symlink,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_hardlink_to_denied_binary",
+            run: bypass_hardlink,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_rename_denied_binary",
+            run: bypass_rename,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_shebang_denied_interpreter",
+            run: bypass_shebang,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_io_uring",
+            run: bypass_io_uring,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_proc_self_fd_reopen",
+            run: bypass_proc_fd,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_ld_preload",
+            run: bypass_ld_preload,
+            only: None,
+        },
+        Scenario {
+            name: "bypass_setuid_binary",
+            run: bypass_setuid,
+            only: None,
+        },
+        Scenario {
+            name: "tamper_ptrace_and_bpf",
+            run: tamper,
+            only: None,
+        },
+        Scenario {
+            name: "audit_only_mode",
+            run: audit_only,
+            only: None,
+        },
+        Scenario {
+            name: "fail_closed_when_supervisor_dies",
+            run: fail_closed,
+            only: Some((
+                Backend::Seccomp,
+                "the lsm backend has no user-space supervisor in the decision path",
+            )),
+        },
+        Scenario {
+            name: "restart_stops_unsupervised_agents_and_audits_gap",
+            run: restart,
+            only: Some((
+                Backend::Seccomp,
+                "lsm re-adoption is covered by the VM suite's pinned-program test",
+            )),
+        },
+    ]
+}
+
+fn exec_allowed(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-exec", spec(&[TRUE], &[], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-exec"), &["exec", TRUE]),
+        "exit:0",
+        "granted exec",
+    )?;
+    audited(h, a, "exec", TRUE, "allow", Some("grant_matched"))
+}
+
+fn exec_denied(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    expect(&h.run(a, None, &["exec", TRUE]), EPERM, "unbound exec")?;
+    audited(h, a, "exec", TRUE, "deny", Some("no_grant"))
+}
+
+fn open_read_allowed(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let f = h.file("readable.txt", b"hello agent\n", 0o644);
+    h.grant(a, "c-read", spec(&[], &[&Harness::s(&f)], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-read"), &["open", &Harness::s(&f), "r"]),
+        "ok hello agent",
+        "read in scope",
+    )?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "readable.txt",
+        "allow",
+        Some("grant_matched"),
+    )
+}
+
+fn open_read_denied(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let ok = h.file("scope-ok.txt", b"ok\n", 0o644);
+    let secret = h.file("secret.txt", b"secret\n", 0o644);
+    h.grant(a, "c-read2", spec(&[], &[&Harness::s(&ok)], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-read2"), &["open", &Harness::s(&secret), "r"]),
+        EPERM,
+        "read outside scope",
+    )?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "secret.txt",
+        "deny",
+        Some("path_outside_scope"),
+    )?;
+    // Unbound: the baseline does not cover the work directory either.
+    expect(
+        &h.run(a, None, &["open", &Harness::s(&ok), "r"]),
+        EPERM,
+        "unbound read",
+    )?;
+    audited(h, a, "file_open", "scope-ok.txt", "deny", Some("no_grant"))
+}
+
+fn open_write_scope(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let ro = h.file("ro.txt", b"ro\n", 0o666);
+    let outdir = h.work.join("out");
+    std::fs::create_dir_all(&outdir).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&outdir, Some(uid_of_agent()?), None).map_err(|e| e.to_string())?;
+    h.grant(
+        a,
+        "c-write",
+        spec(&[], &[&Harness::s(&ro)], &[&Harness::s(&outdir)], &[], 60),
+    )?;
+    expect(
+        &h.run(a, Some("c-write"), &["open", &Harness::s(&ro), "w"]),
+        EPERM,
+        "write with read scope",
+    )?;
+    let created = outdir.join("new.txt");
+    expect(
+        &h.run(a, Some("c-write"), &["open", &Harness::s(&created), "c"]),
+        "ok",
+        "create in write scope",
+    )?;
+    let text = std::fs::read_to_string(&created).map_err(|e| format!("created file: {e}"))?;
+    if text != "written by agent\n" {
+        return Err(format!("created file holds {text:?}"));
+    }
+    audited(
+        h,
+        a,
+        "file_open",
+        "ro.txt",
+        "deny",
+        Some("path_outside_scope"),
+    )
+}
+
+fn uid_of_agent() -> Result<u32, String> {
+    agentd::enforce::launch::creds_of_user(crate::harness::AGENT_USER)
+        .map(|c| c.uid)
+        .map_err(|e| e.to_string())
+}
+
+fn connect_gate(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let open = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let other = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = open.local_addr().map_err(|e| e.to_string())?.port();
+    let other_port = other.local_addr().map_err(|e| e.to_string())?.port();
+    h.grant(
+        a,
+        "c-net",
+        spec(&[], &[], &[], &[&format!("127.0.0.0/8:{port}")], 60),
+    )?;
+    expect(
+        &h.run(a, Some("c-net"), &["connect", &format!("127.0.0.1:{port}")]),
+        "ok",
+        "granted connect",
+    )?;
+    expect(
+        &h.run(
+            a,
+            Some("c-net"),
+            &["connect", &format!("127.0.0.1:{other_port}")],
+        ),
+        EPERM,
+        "other port",
+    )?;
+    expect(
+        &h.run(a, None, &["connect", &format!("127.0.0.1:{port}")]),
+        EPERM,
+        "unbound connect",
+    )?;
+    audited(
+        h,
+        a,
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "allow",
+        Some("grant_matched"),
+    )?;
+    audited(
+        h,
+        a,
+        "connect",
+        &format!("127.0.0.1:{other_port}"),
+        "deny",
+        Some("no_grant"),
+    )
+}
+
+fn inherit(h: &Harness, a: &str, how: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let secret = h.file(&format!("inherit-{how}.txt"), b"x\n", 0o644);
+    h.grant(a, &format!("c-inh-{a}"), spec(&[TRUE], &[], &[], &[], 60))?;
+    let call = format!("c-inh-{a}");
+    let run = h.run(
+        a,
+        Some(&call),
+        &[
+            "descendant",
+            how,
+            "seq",
+            "exec",
+            TRUE,
+            "--",
+            "open",
+            &Harness::s(&secret),
+            "r",
+        ],
+    );
+    expect(
+        &run,
+        "exit:0",
+        &format!("granted exec in a {how} descendant"),
+    )?;
+    if !run.result.ends_with(EPERM) {
+        return Err(format!(
+            "the {how} descendant read outside its grant: {}",
+            run.result
+        ));
+    }
+    Ok(())
+}
+
+fn inherit_vfork(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-vf", spec(&[TRUE], &[], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-vf"), &["vfork-exec", TRUE]),
+        "exit:0",
+        "granted exec after vfork",
+    )?;
+    expect(
+        &h.run(a, None, &["vfork-exec", TRUE]),
+        EPERM,
+        "unbound exec after vfork",
+    )
+}
+
+fn inherit_clone3(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-c3", spec(&[TRUE], &[], &[], &[], 60))?;
+    let run = h.run(a, Some("c-c3"), &["descendant", "clone3", "exec", TRUE]);
+    if h.backend == Backend::Seccomp && run.is("errno:38") {
+        // The filter refuses clone3 (its flags live in memory a filter
+        // cannot read); glibc falls back to clone, whose child inherits.
+        return inherit(h, a, "fork");
+    }
+    expect(&run, "exit:0", "granted exec in a clone3 child")
+}
+
+fn expiry(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-ttl", spec(&[TRUE], &[], &[], &[], 1))?;
+    let run = h.run(
+        a,
+        Some("c-ttl"),
+        &[
+            "seq",
+            "exec",
+            TRUE,
+            "--",
+            "sleep-then",
+            "1300",
+            "exec",
+            TRUE,
+        ],
+    );
+    if run.result != format!("exit:0 | {EPERM}") {
+        return Err(format!(
+            "expected `exit:0 | {EPERM}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    audited(h, a, "exec", TRUE, "deny", Some("grant_expired"))
+}
+
+fn bypass_memfd(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-memfd", spec(&[TRUE], &[TRUE], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-memfd"), &["memfd-exec", TRUE]),
+        EPERM,
+        "execveat of a memfd copy",
+    )?;
+    audited(h, a, "exec", "", "deny", None)
+}
+
+fn bypass_symlink(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let link = h.work.join("innocent-link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/usr/bin/id", &link).map_err(|e| e.to_string())?;
+    h.grant(a, "c-sym", spec(&[TRUE], &[], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-sym"), &["exec", &Harness::s(&link)]),
+        EPERM,
+        "exec through a symlink",
+    )?;
+    audited(h, a, "exec", "/usr/bin/id", "deny", Some("no_grant"))
+}
+
+fn bypass_hardlink(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let denied = h.copy("/usr/bin/id", "denied-id", 0o755);
+    let allowed = h.copy(TRUE, "allowed-true", 0o755);
+    let link = h.work.join("hl-to-denied");
+    let _ = std::fs::remove_file(&link);
+    std::fs::hard_link(&denied, &link).map_err(|e| e.to_string())?;
+    h.grant(a, "c-hl", spec(&[&Harness::s(&allowed)], &[], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-hl"), &["exec", &Harness::s(&allowed)]),
+        "exit:0",
+        "the allowed copy",
+    )?;
+    expect(
+        &h.run(a, Some("c-hl"), &["exec", &Harness::s(&link)]),
+        EPERM,
+        "exec through a hard link",
+    )
+}
+
+fn bypass_rename(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let allowed = h.copy(TRUE, "will-be-renamed-allowed", 0o755);
+    let denied = h.copy("/usr/bin/id", "denied-to-rename", 0o755);
+    h.grant(a, "c-mv", spec(&[&Harness::s(&allowed)], &[], &[], &[], 60))?;
+    // Put the denied binary where the allowed one was: the grant names the
+    // file (device+inode), not the path.
+    let _ = std::fs::remove_file(&allowed);
+    std::fs::rename(&denied, &allowed).map_err(|e| e.to_string())?;
+    expect(
+        &h.run(a, Some("c-mv"), &["exec", &Harness::s(&allowed)]),
+        EPERM,
+        "exec of a renamed denied binary",
+    )
+}
+
+fn bypass_shebang(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let script = h.file("script.sh", b"#!/usr/bin/dash\nexit 0\n", 0o755);
+    h.grant(
+        a,
+        "c-sh",
+        spec(
+            &[&Harness::s(&script)],
+            &[&Harness::s(&script)],
+            &[],
+            &[],
+            60,
+        ),
+    )?;
+    let run = h.run(a, Some("c-sh"), &["exec", &Harness::s(&script)]);
+    // Denied either before the exec (EPERM) or at exec verification, before
+    // the interpreter's first instruction (SIGKILL).
+    if !(run.is("signal:9") || run.is(EPERM)) {
+        return Err(format!(
+            "script with an ungranted interpreter ran: `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    audited(
+        h,
+        a,
+        if run.is("signal:9") {
+            "exec_verify"
+        } else {
+            "exec"
+        },
+        "",
+        "deny",
+        None,
+    )
+}
+
+fn bypass_io_uring(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    expect(&h.run(a, None, &["io-uring"]), EPERM, "io_uring_setup")
+}
+
+fn bypass_proc_fd(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let f = h.file("ro-for-reopen.txt", b"ro\n", 0o666);
+    h.grant(a, "c-pfd", spec(&[], &[&Harness::s(&f)], &[], &[], 60))?;
+    let run = h.run(a, Some("c-pfd"), &["proc-fd-reopen", &Harness::s(&f)]);
+    if !(run.is(EPERM) || run.is("errno:40")) {
+        return Err(format!(
+            "reopen for writing through /proc/self/fd: `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    let text = std::fs::read_to_string(&f).map_err(|e| e.to_string())?;
+    if text != "ro\n" {
+        return Err("the file was written".into());
+    }
+    Ok(())
+}
+
+fn bypass_ld_preload(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let lib = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .ok_or("no libm to copy")?;
+    let evil = h.copy(lib, "evil-preload.so", 0o755);
+    h.grant(a, "c-pre", spec(&[TRUE], &[], &[], &[], 60))?;
+    let run = h.run(
+        a,
+        Some("c-pre"),
+        &["exec-preload", &Harness::s(&evil), TRUE],
+    );
+    expect(&run, "exit:0", "granted program with LD_PRELOAD")?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "evil-preload.so",
+        "deny",
+        Some("path_outside_scope"),
+    )
+}
+
+fn bypass_setuid(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    // A setuid-root copy of a program that fails unless it really is root.
+    let suid = h.copy("/usr/bin/touch", "suid-touch", 0o755);
+    std::os::unix::fs::chown(&suid, Some(0), Some(0)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755))
+        .map_err(|e| e.to_string())?;
+    let target = "/root/agentd-scenario-setuid-proof";
+    let _ = std::fs::remove_file(target);
+    h.grant(
+        a,
+        "c-suid",
+        spec(&[&Harness::s(&suid)], &[], &["/root"], &[], 60),
+    )?;
+    let run = h.run(a, Some("c-suid"), &["exec", &Harness::s(&suid), target]);
+    let escaped = std::path::Path::new(target).exists();
+    let _ = std::fs::remove_file(target);
+    if escaped {
+        return Err(format!("the setuid binary wrote as root: {}", run.result));
+    }
+    expect(&run, "exit:1", "setuid binary runs without privileges")
+}
+
+fn tamper(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    expect(&h.run(a, None, &["ptrace"]), EPERM, "ptrace")?;
+    expect(&h.run(a, None, &["bpf"]), EPERM, "bpf syscall")
+}
+
+fn audit_only(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::AuditOnly)?;
+    expect(
+        &h.run(a, None, &["exec", TRUE]),
+        "exit:0",
+        "unbound exec in audit-only mode",
+    )?;
+    audited(h, a, "exec", TRUE, "would_deny", Some("no_grant"))?;
+    h.enforcer
+        .set_mode(a, Mode::Enforce)
+        .map_err(|e| e.to_string())?;
+    expect(
+        &h.run(a, None, &["exec", TRUE]),
+        EPERM,
+        "after switching to enforce",
+    )
+}
+
+fn fail_closed(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-fc", spec(&[TRUE], &[], &[], &[], 60))?;
+    let run = h.run_with(
+        a,
+        Some("c-fc"),
+        &["sleep-then", "1200", "exec", TRUE],
+        |_| {
+            std::thread::sleep(Duration::from_millis(600));
+            h.enforcer.stop_supervisors(a);
+        },
+    );
+    // With no supervisor, the notified execve fails (ENOSYS) instead of passing.
+    expect(&run, "errno:38", "granted exec after the supervisor died")
+}
+
+fn restart(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let before = std::time::Instant::now();
+    let run = h.run_with(a, None, &["sleep-then", "5000", "exec", TRUE], |_| {
+        std::thread::sleep(Duration::from_millis(700));
+        // "agentd dies": every supervisor stops; then a new enforcer starts
+        // over the same state directory and pinned maps.
+        h.enforcer.shutdown();
+        std::thread::sleep(Duration::from_millis(200));
+        let sink = agentd::enforce::MemorySink::default();
+        match agentd::enforce::Enforcer::start(h.backend, &h.state_dir, sink.clone()) {
+            Ok(e) => {
+                let rows = sink.0.lock().map(|r| r.clone()).unwrap_or_default();
+                h.sink.0.lock().expect("sink").extend(rows);
+                std::mem::forget(e);
+            }
+            Err(e) => eprintln!("restart failed: {e}"),
+        }
+    });
+    if before.elapsed() > Duration::from_secs(4) {
+        return Err(format!(
+            "the unsupervised agent kept running after the restart ({})",
+            run.result
+        ));
+    }
+    // Killed by the re-adopting enforcer: 128 + SIGKILL.
+    if run.code != 137 {
+        return Err(format!(
+            "launcher exit {} (wanted 137)\n{}",
+            run.code, run.output
+        ));
+    }
+    for (action, why) in [
+        ("agent_stopped", "supervisor_lost_on_restart"),
+        ("enforcer_restart", "daemon_restart"),
+    ] {
+        match h.lifecycle(action) {
+            Some(r) if r.reason_code == why => {}
+            other => return Err(format!("lifecycle {action}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scenarios whose names contain `filter` (all if empty).
+pub fn run_all(h: &Harness, filter: &str) -> Vec<(&'static str, Outcome)> {
+    let mut out = Vec::new();
+    for (i, s) in all().into_iter().enumerate() {
+        if !s.name.contains(filter) {
+            continue;
+        }
+        let outcome = match s.only {
+            Some((b, why)) if b != h.backend => Outcome::Skip(why.into()),
+            _ => match (s.run)(h, &format!("scn{i:02}")) {
+                Ok(()) => Outcome::Pass,
+                Err(e) => Outcome::Fail(e),
+            },
+        };
+        out.push((s.name, outcome));
+    }
+    out
+}
