@@ -222,7 +222,7 @@ fn main() {
             "-",
             "-"
         );
-        for tasks in [64, 256] {
+        for tasks in [64, 256, 1024] {
             let r = appender_async(d, tasks, dur);
             println!(
                 "{name:<8} {:<34} {:>10} {:>10.1} {:>9} {:>9}  target ≥{} {}",

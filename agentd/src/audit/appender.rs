@@ -150,6 +150,8 @@ impl Writer {
         let mut committed = Vec::with_capacity(events.len());
         let result = (|| -> rusqlite::Result<()> {
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            // One statement lookup per batch, not per row.
+            let mut insert = self.conn.prepare_cached(store::INSERT_RECORD_SQL)?;
             for event in events.drain(..) {
                 let record = Record::seal(
                     self.next_seq,
@@ -157,7 +159,7 @@ impl Writer {
                     event,
                     std::mem::take(&mut self.head_hash),
                 );
-                store::insert_record(&self.conn, &record)?;
+                store::insert_record_with(&mut insert, &record)?;
                 self.next_seq += 1;
                 committed.push(Committed {
                     seq: record.seq,
@@ -166,6 +168,7 @@ impl Writer {
                 });
                 self.head_hash = record.hash;
             }
+            drop(insert);
             self.conn.prepare_cached("COMMIT")?.execute([])?;
             Ok(())
         })();

@@ -12,6 +12,7 @@ pub mod retention;
 pub mod store;
 pub mod timefmt;
 pub mod verify;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -120,6 +121,7 @@ struct Inner {
     verifying_key: VerifyingKey,
     public_key_pem: String,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    wal: Mutex<wal::WalCheckpointer>,
 }
 
 impl Drop for Inner {
@@ -132,6 +134,9 @@ impl Drop for Inner {
                 }
                 let _ = handle.join();
             }
+        }
+        if let Ok(mut w) = self.wal.lock() {
+            w.stop();
         }
     }
 }
@@ -203,6 +208,7 @@ impl AuditLog {
             stats: Arc::new(StatsCounters::default()),
         };
         let stats = writer.stats.clone();
+        let wal = wal::WalCheckpointer::spawn(&path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -219,6 +225,7 @@ impl AuditLog {
                 public_key_pem: checkpoint::public_key_pem(&verifying_key),
                 verifying_key,
                 thread: Mutex::new(Some(thread)),
+                wal: Mutex::new(wal),
             }),
         };
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_open");
@@ -312,6 +319,9 @@ impl AuditLog {
             Err(_) => Err(AuditError::Closed),
         };
         let _ = handle.join();
+        if let Ok(mut w) = self.inner.wal.lock() {
+            w.stop();
+        }
         result
     }
 }

@@ -120,7 +120,9 @@ pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreE
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql(path, "busy_timeout"))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+         PRAGMA wal_autocheckpoint = {};",
+        super::wal::WRITER_AUTOCHECKPOINT_PAGES
     ))
     .map_err(sql(path, "pragmas"))?;
     let mut ddl = String::from(SCHEMA);
@@ -159,13 +161,20 @@ pub fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> 
     }
 }
 
+/// Insert statement for one record (parameters in [`RECORD_COLUMNS`] order).
+pub const INSERT_RECORD_SQL: &str =
+    "INSERT INTO audit_records (seq, timestamp, kind, operator, session, active_message_id,
+        call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
 /// Inserts one sealed record (inside the caller's transaction).
 pub fn insert_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO audit_records (seq, timestamp, kind, operator, session, active_message_id,
-            call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
+    let mut stmt = conn.prepare_cached(INSERT_RECORD_SQL)?;
+    insert_record_with(&mut stmt, r)
+}
+
+/// Inserts one sealed record with an already prepared [`INSERT_RECORD_SQL`].
+pub fn insert_record_with(stmt: &mut rusqlite::Statement<'_>, r: &Record) -> rusqlite::Result<()> {
     let e = &r.event;
     stmt.execute(params![
         r.seq as i64,
