@@ -154,3 +154,56 @@ fn verify_with_a_bad_key_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("public key"), "{err}");
 }
+
+#[test]
+fn tail_follow_prints_rows_as_they_commit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let log = AuditLog::open(&state, Durability::Normal).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .args([
+            "audit",
+            "tail",
+            "--follow",
+            "--json",
+            "-n",
+            "1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // The newest row (audit_open) arrives first: tail is running.
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("tail printed the newest row");
+    assert!(first.contains("audit_open"), "{first}");
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        let mut e = AuditEvent::new(RecordKind::Admin, "operator_add");
+        e.target = format!("op{i}");
+        seqs.push(log.append_blocking(e).unwrap().seq);
+    }
+    for seq in seqs {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("tail --follow printed the new row");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["seq"], seq, "{line}");
+        assert_eq!(v["action"], "operator_add");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    log.shutdown().unwrap();
+}
