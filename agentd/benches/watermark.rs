@@ -43,7 +43,8 @@ fn claims(i: usize) -> ReceiptClaims {
 
 fn png(img: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).expect("png");
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
     out
 }
 
@@ -80,7 +81,9 @@ fn noise(img: &RgbImage, sigma: f32, seed: u64) -> RgbImage {
 }
 
 fn crop_pad(img: &RgbImage, c: u32) -> RgbImage {
-    ImageBuffer::from_fn(S, S, |x, y| *img.get_pixel((x + c).min(S - 1), (y + c).min(S - 1)))
+    ImageBuffer::from_fn(S, S, |x, y| {
+        *img.get_pixel((x + c).min(S - 1), (y + c).min(S - 1))
+    })
 }
 
 fn crop_rescale(img: &RgbImage, c: u32) -> RgbImage {
@@ -89,7 +92,12 @@ fn crop_rescale(img: &RgbImage, c: u32) -> RgbImage {
 }
 
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    let mse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
@@ -124,25 +132,56 @@ fn main() {
         ("jpeg q=90", Box::new(|i, _| jpeg(i, 90))),
         ("jpeg q=75", Box::new(|i, _| jpeg(i, 75))),
         ("jpeg q=50", Box::new(|i, _| jpeg(i, 50))),
-        ("resize 50% and back", Box::new(|i, _| {
-            let small = imageops::resize(i, S / 2, S / 2, imageops::FilterType::Triangle);
-            png(&imageops::resize(&small, S, S, imageops::FilterType::Triangle))
-        })),
-        ("gaussian noise σ=5", Box::new(|i, k| png(&noise(i, 5.0, k as u64)))),
-        ("brightness +10%", Box::new(|i, _| png(&map(i, |v| v * 1.1)))),
-        ("brightness -10%", Box::new(|i, _| png(&map(i, |v| v * 0.9)))),
+        (
+            "resize 50% and back",
+            Box::new(|i, _| {
+                let small = imageops::resize(i, S / 2, S / 2, imageops::FilterType::Triangle);
+                png(&imageops::resize(
+                    &small,
+                    S,
+                    S,
+                    imageops::FilterType::Triangle,
+                ))
+            }),
+        ),
+        (
+            "gaussian noise σ=5",
+            Box::new(|i, k| png(&noise(i, 5.0, k as u64))),
+        ),
+        (
+            "brightness +10%",
+            Box::new(|i, _| png(&map(i, |v| v * 1.1))),
+        ),
+        (
+            "brightness -10%",
+            Box::new(|i, _| png(&map(i, |v| v * 0.9))),
+        ),
         ("offset +25", Box::new(|i, _| png(&map(i, |v| v + 25.0)))),
         ("offset -25", Box::new(|i, _| png(&map(i, |v| v - 25.0)))),
-        ("crop 8px top-left + pad", Box::new(|i, _| png(&crop_pad(i, 8)))),
-        ("crop 8px all sides + rescale", Box::new(|i, _| png(&crop_rescale(i, 8)))),
-        ("crop 8px top-left, 248x248", Box::new(|i, _| {
-            png(&imageops::crop_imm(i, 8, 8, S - 8, S - 8).to_image())
-        })),
-        ("jpeg q=75 + brightness +10%", Box::new(|i, _| jpeg(&map(i, |v| v * 1.1), 75))),
+        (
+            "crop 8px top-left + pad",
+            Box::new(|i, _| png(&crop_pad(i, 8))),
+        ),
+        (
+            "crop 8px all sides + rescale",
+            Box::new(|i, _| png(&crop_rescale(i, 8))),
+        ),
+        (
+            "crop 8px top-left, 248x248",
+            Box::new(|i, _| png(&imageops::crop_imm(i, 8, 8, S - 8, S - 8).to_image())),
+        ),
+        (
+            "jpeg q=75 + brightness +10%",
+            Box::new(|i, _| jpeg(&map(i, |v| v * 1.1), 75)),
+        ),
     ];
 
     println!("receipt watermark robustness: {N} receipts, 64-bit payload, verify = BER <= 8/64");
-    println!("PSNR sealed vs carrier: mean {:.2} dB, min {:.2} dB", mean(&psnrs), psnrs.iter().cloned().fold(f64::MAX, f64::min));
+    println!(
+        "PSNR sealed vs carrier: mean {:.2} dB, min {:.2} dB",
+        mean(&psnrs),
+        psnrs.iter().cloned().fold(f64::MAX, f64::min)
+    );
     println!(
         "seal (carrier + embed + PNG): p50 {:.2} ms, max {:.2} ms",
         seal_us[N / 2] / 1000.0,
@@ -154,11 +193,18 @@ fn main() {
         embed_us[N / 2] / 1000.0
     );
     println!();
-    println!("{:<30} {:>9} {:>9} {:>10} {:>9} {:>10}", "attack", "BER mean", "BER max", "similarity", "verified", "verify ms");
+    println!(
+        "{:<30} {:>9} {:>9} {:>10} {:>9} {:>10}",
+        "attack", "BER mean", "BER max", "similarity", "verified", "verify ms"
+    );
     for (name, attack) in &attacks {
-        row(name, &sealed, |img, c, k| (attack(img, k), Some(c.clone()), KEY));
+        row(name, &sealed, |img, c, k| {
+            (attack(img, k), Some(c.clone()), KEY)
+        });
     }
-    row("wrong key (must NOT verify)", &sealed, |_, _, _| (Vec::new(), None, WRONG_KEY));
+    row("wrong key (must NOT verify)", &sealed, |_, _, _| {
+        (Vec::new(), None, WRONG_KEY)
+    });
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -175,9 +221,14 @@ fn row(
     let mut ok = 0;
     for (k, (c, img, png_bytes)) in sealed.iter().enumerate() {
         let (bytes, claims, key) = make(img, c, k);
-        let bytes = if bytes.is_empty() { png_bytes.clone() } else { bytes };
+        let bytes = if bytes.is_empty() {
+            png_bytes.clone()
+        } else {
+            bytes
+        };
         let t = Instant::now();
-        let r = receipt::verify_with_claims(&bytes, key, Some(claims.as_ref().unwrap_or(c))).expect("verify");
+        let r = receipt::verify_with_claims(&bytes, key, Some(claims.as_ref().unwrap_or(c)))
+            .expect("verify");
         times.push(t.elapsed().as_secs_f64() * 1e3);
         let w = r.watermark;
         bers.push(w.bit_error_rate.unwrap_or(1.0) as f64);

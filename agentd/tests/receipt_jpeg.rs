@@ -18,7 +18,9 @@ fn jpeg_75_copy_verifies_by_watermark() {
     let d = pngio::decode(&png).unwrap();
     let img = image::RgbImage::from_raw(256, 256, d.rgb).unwrap();
     let mut jpg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75).encode_image(&img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75)
+        .encode_image(&img)
+        .unwrap();
 
     // Without claims: the exact proof is gone, the payload is still readable.
     let blind = receipt::verify(&jpg, KEY).unwrap();

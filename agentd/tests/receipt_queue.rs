@@ -35,7 +35,10 @@ fn queue_survives_reopen_and_worker_renders() {
         q.enqueue(&claims(1, "carol")).unwrap();
         let mut other = claims(1, "carol");
         other.seq = 99;
-        assert_eq!(q.enqueue(&other).unwrap_err().reason_code(), "duplicate_call_id");
+        assert_eq!(
+            q.enqueue(&other).unwrap_err().reason_code(),
+            "duplicate_call_id"
+        );
         // Dropped without any worker: as if the daemon stopped here.
     }
     let q = ReceiptQueue::open(dir.path()).unwrap();
@@ -88,7 +91,9 @@ fn drain_renders_on_the_calling_thread() {
     assert_eq!(q.stats().unwrap().done, 1);
     assert!(q.receipt_path("call-7").exists());
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(q.receipt_path("call-7")).unwrap().permissions(),
+        &std::fs::metadata(q.receipt_path("call-7"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
 }

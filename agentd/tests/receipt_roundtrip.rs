@@ -41,7 +41,12 @@ fn sealed_receipt_verifies_exactly_and_by_watermark() {
 fn wrong_key_fails_both_checks() {
     let png = receipt::seal(KEY, &claims()).unwrap();
     let r = receipt::verify(&png, b"mallory-hmac-key-0123456789abcd").unwrap();
-    assert_eq!(r.exact, ExactCheck::Invalid { reason: "tag_mismatch" });
+    assert_eq!(
+        r.exact,
+        ExactCheck::Invalid {
+            reason: "tag_mismatch"
+        }
+    );
     let w = &r.watermark;
     assert!(!w.verified, "{w:?}");
     assert!(w.bit_error_rate.unwrap() > receipt::MAX_BER, "{w:?}");
@@ -58,9 +63,20 @@ fn tampered_text_chunk_fails_exact_check_and_watermark_disagrees() {
     // The forger moves the receipt to another audit row, keeping the tag.
     doc.claims.seq = 43;
     doc.payload = format!("{:016x}", doc.claims.payload());
-    let forged = pngio::encode(&decoded.rgb, 256, 256, &serde_json::to_string(&doc).unwrap()).unwrap();
+    let forged = pngio::encode(
+        &decoded.rgb,
+        256,
+        256,
+        &serde_json::to_string(&doc).unwrap(),
+    )
+    .unwrap();
     let r = receipt::verify(&forged, KEY).unwrap();
-    assert_eq!(r.exact, ExactCheck::Invalid { reason: "tag_mismatch" });
+    assert_eq!(
+        r.exact,
+        ExactCheck::Invalid {
+            reason: "tag_mismatch"
+        }
+    );
     // The pixels still carry the genuine row's payload, not the forged one.
     assert_eq!(r.watermark.extracted_payload, c.payload());
     assert!(!r.watermark.verified);
@@ -69,7 +85,12 @@ fn tampered_text_chunk_fails_exact_check_and_watermark_disagrees() {
     // Garbage in the chunk: a clear reason, nothing panics.
     let junk = pngio::encode(&decoded.rgb, 256, 256, "{not json").unwrap();
     let r = receipt::verify(&junk, KEY).unwrap();
-    assert_eq!(r.exact, ExactCheck::Invalid { reason: "bad_receipt_json" });
+    assert_eq!(
+        r.exact,
+        ExactCheck::Invalid {
+            reason: "bad_receipt_json"
+        }
+    );
 }
 
 #[test]
@@ -78,7 +99,10 @@ fn bad_inputs_get_reason_codes() {
     assert_eq!(e.reason_code(), "key_too_short");
     let mut c = claims();
     c.call_id = "../etc/passwd".into();
-    assert_eq!(receipt::seal(KEY, &c).unwrap_err().reason_code(), "invalid_call_id");
+    assert_eq!(
+        receipt::seal(KEY, &c).unwrap_err().reason_code(),
+        "invalid_call_id"
+    );
     let e = receipt::verify(b"not an image", KEY).unwrap_err();
     assert_eq!(e.reason_code(), "undecodable_image");
 }

@@ -66,8 +66,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Decodes an operator key file.
 pub fn read_key(raw: &[u8], format: KeyFormat) -> anyhow::Result<Vec<u8>> {
-    let text = std::str::from_utf8(raw).ok().map(|s| s.split_whitespace().collect::<String>());
-    let hex_key = || text.as_deref().and_then(|t| hex::decode(t).ok()).filter(|k| !k.is_empty());
+    let text = std::str::from_utf8(raw)
+        .ok()
+        .map(|s| s.split_whitespace().collect::<String>());
+    let hex_key = || {
+        text.as_deref()
+            .and_then(|t| hex::decode(t).ok())
+            .filter(|k| !k.is_empty())
+    };
     let b64_key = || {
         text.as_deref()
             .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
@@ -87,12 +93,17 @@ pub fn read_key(raw: &[u8], format: KeyFormat) -> anyhow::Result<Vec<u8>> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let image = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let raw_key = std::fs::read(&a.key_file).with_context(|| format!("reading {}", a.key_file.display()))?;
+    let raw_key =
+        std::fs::read(&a.key_file).with_context(|| format!("reading {}", a.key_file.display()))?;
     let key = read_key(&raw_key, a.key_format)?;
     let claims: Option<ReceiptClaims> = match &a.claims {
         Some(p) => {
-            let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(serde_json::from_str(&s).with_context(|| format!("parsing claims in {}", p.display()))?)
+            let s =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                serde_json::from_str(&s)
+                    .with_context(|| format!("parsing claims in {}", p.display()))?,
+            )
         }
         None => None,
     };
@@ -130,13 +141,17 @@ fn print_report(file: &std::path::Path, r: &VerifyReport) {
     match &r.exact {
         ExactCheck::Valid => println!("exact check:     PASS (HMAC tag over the claims is valid)"),
         ExactCheck::Invalid { reason } => println!("exact check:     FAIL ({reason})"),
-        ExactCheck::Missing => println!("exact check:     MISSING (no receipt text chunk; image re-encoded?)"),
+        ExactCheck::Missing => {
+            println!("exact check:     MISSING (no receipt text chunk; image re-encoded?)")
+        }
     }
     let w = &r.watermark;
     let verdict = match (w.verified, w.expected_payload) {
         (true, _) => "PASS",
         (false, Some(_)) => "FAIL",
-        (false, None) if w.pilot_correlation >= receipt::PILOT_PRESENT => "PRESENT (no claims to compare)",
+        (false, None) if w.pilot_correlation >= receipt::PILOT_PRESENT => {
+            "PRESENT (no claims to compare)"
+        }
         (false, None) => "NOT FOUND (no claims to compare)",
     };
     print!("watermark check: {verdict}");
@@ -150,14 +165,27 @@ fn print_report(file: &std::path::Path, r: &VerifyReport) {
         );
     }
     println!("  pilot {:.3}", w.pilot_correlation);
-    print!("                 extracted payload {:016x}", w.extracted_payload);
+    print!(
+        "                 extracted payload {:016x}",
+        w.extracted_payload
+    );
     if let Some(e) = w.expected_payload {
         print!(", expected {e:016x}");
     }
     let al = w.alignment;
-    println!("; alignment dx={} dy={} scale={:.4}", al.dx, al.dy, al.scale);
+    println!(
+        "; alignment dx={} dy={} scale={:.4}",
+        al.dx, al.dy, al.scale
+    );
     println!("survived: {}", survived(r));
-    println!("result: {}", if r.passed() { "VERIFIED" } else { "NOT VERIFIED" });
+    println!(
+        "result: {}",
+        if r.passed() {
+            "VERIFIED"
+        } else {
+            "NOT VERIFIED"
+        }
+    );
 }
 
 fn report_json(r: &VerifyReport) -> serde_json::Value {
@@ -190,9 +218,18 @@ mod tests {
 
     #[test]
     fn key_formats() {
-        assert_eq!(read_key(b"00ff10\n", KeyFormat::Auto).unwrap(), vec![0, 255, 16]);
-        assert_eq!(read_key(b"AAEC\n", KeyFormat::Base64).unwrap(), vec![0, 1, 2]);
-        assert_eq!(read_key(b"not hex!", KeyFormat::Auto).unwrap(), b"not hex!".to_vec());
+        assert_eq!(
+            read_key(b"00ff10\n", KeyFormat::Auto).unwrap(),
+            vec![0, 255, 16]
+        );
+        assert_eq!(
+            read_key(b"AAEC\n", KeyFormat::Base64).unwrap(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            read_key(b"not hex!", KeyFormat::Auto).unwrap(),
+            b"not hex!".to_vec()
+        );
         assert!(read_key(b"zz", KeyFormat::Hex).is_err());
         assert!(read_key(b"", KeyFormat::Raw).is_err());
     }

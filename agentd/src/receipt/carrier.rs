@@ -26,7 +26,12 @@ fn waves(ks: &mut KeyStream, n: usize, min_len: f32, max_len: f32, amp: f32) -> 
             let theta = ks.unit() * std::f32::consts::TAU;
             let len = min_len + (max_len - min_len) * ks.unit();
             let k = std::f32::consts::TAU / len;
-            Wave { kx: k * theta.cos(), ky: k * theta.sin(), phase: ks.unit() * std::f32::consts::TAU, amp }
+            Wave {
+                kx: k * theta.cos(),
+                ky: k * theta.sin(),
+                phase: ks.unit() * std::f32::consts::TAU,
+                amp,
+            }
         })
         .collect()
 }
@@ -36,7 +41,9 @@ fn waves(ks: &mut KeyStream, n: usize, min_len: f32, max_len: f32, amp: f32) -> 
 /// so rendering costs two multiply-adds per wave and pixel, not a `sin`.
 fn add_field(ws: &[Wave], out: &mut [f32]) {
     for w in ws {
-        let col: Vec<(f32, f32)> = (0..SIZE).map(|x| (w.kx * x as f32 + w.phase).sin_cos()).collect();
+        let col: Vec<(f32, f32)> = (0..SIZE)
+            .map(|x| (w.kx * x as f32 + w.phase).sin_cos())
+            .collect();
         let row: Vec<(f32, f32)> = (0..SIZE).map(|y| (w.ky * y as f32).sin_cos()).collect();
         for (y, (sy, cy)) in row.iter().enumerate() {
             let line = &mut out[y * SIZE..(y + 1) * SIZE];
@@ -63,7 +70,11 @@ pub fn render(claims: &ReceiptClaims) -> Vec<u8> {
     add_field(&cr, &mut r);
     let mut out = Vec::with_capacity(SIZE * SIZE * 3);
     for i in 0..SIZE * SIZE {
-        let rgb = [l[i] + 1.402 * r[i], l[i] - 0.344_136 * b[i] - 0.714_136 * r[i], l[i] + 1.772 * b[i]];
+        let rgb = [
+            l[i] + 1.402 * r[i],
+            l[i] - 0.344_136 * b[i] - 0.714_136 * r[i],
+            l[i] + 1.772 * b[i],
+        ];
         out.extend(rgb.iter().map(|c| c.round().clamp(0.0, 255.0) as u8));
     }
     out

@@ -83,7 +83,10 @@ impl ReceiptClaims {
         if !ok {
             return Err(ReceiptError::InvalidClaims {
                 reason: "invalid_call_id",
-                detail: format!("call id {:?} must be 1-128 of [A-Za-z0-9._-], not starting with '.'", self.call_id),
+                detail: format!(
+                    "call id {:?} must be 1-128 of [A-Za-z0-9._-], not starting with '.'",
+                    self.call_id
+                ),
             });
         }
         if self.operator.is_empty() {

@@ -44,7 +44,12 @@ pub fn add_ll_delta(plane: &mut [f32], n: usize, delta: &[f32]) {
 /// restriction of a perfect-reconstruction transform.
 pub fn haar_forward(plane: &[f32], n: usize) -> [Vec<f32>; 4] {
     let h = n / 2;
-    let mut out = [vec![0.0; h * h], vec![0.0; h * h], vec![0.0; h * h], vec![0.0; h * h]];
+    let mut out = [
+        vec![0.0; h * h],
+        vec![0.0; h * h],
+        vec![0.0; h * h],
+        vec![0.0; h * h],
+    ];
     for i in 0..h {
         for j in 0..h {
             let a = plane[(2 * i) * n + 2 * j];

@@ -39,10 +39,14 @@ impl ReceiptKeys {
         let hk = Hkdf::<Sha256>::new(Some(SALT), operator_key);
         let mut tag_key = [0u8; 32];
         let mut watermark_key = [0u8; 32];
-        hk.expand(b"receipt tag", &mut tag_key).expect("32 bytes is a valid length");
+        hk.expand(b"receipt tag", &mut tag_key)
+            .expect("32 bytes is a valid length");
         hk.expand(b"receipt watermark", &mut watermark_key)
             .expect("32 bytes is a valid length");
-        Ok(Self { tag_key, watermark_key })
+        Ok(Self {
+            tag_key,
+            watermark_key,
+        })
     }
 }
 
@@ -63,7 +67,12 @@ impl KeyStream {
         h.update(label);
         h.update([0]);
         h.update(seed);
-        Self { seed: h.finalize().into(), counter: 0, buf: [0; 32], pos: 32 }
+        Self {
+            seed: h.finalize().into(),
+            counter: 0,
+            buf: [0; 32],
+            pos: 32,
+        }
     }
 
     /// Next 64-bit word.
@@ -76,7 +85,11 @@ impl KeyStream {
             self.counter += 1;
             self.pos = 0;
         }
-        let w = u64::from_le_bytes(self.buf[self.pos..self.pos + 8].try_into().expect("8 bytes"));
+        let w = u64::from_le_bytes(
+            self.buf[self.pos..self.pos + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
         self.pos += 8;
         w
     }

@@ -45,19 +45,32 @@ pub enum ReceiptError {
     BadKey { reason: &'static str, len: usize },
     /// Claims that cannot be sealed.
     #[error("{reason}: {detail}")]
-    InvalidClaims { reason: &'static str, detail: String },
+    InvalidClaims {
+        reason: &'static str,
+        detail: String,
+    },
     /// PNG encoding failed.
     #[error("png_encode_failed: {detail}")]
     Encode { detail: String },
     /// The file is not a readable receipt image.
     #[error("{reason}: {detail}")]
-    Decode { reason: &'static str, detail: String },
+    Decode {
+        reason: &'static str,
+        detail: String,
+    },
     /// The receipt queue database failed.
     #[error("receipt_store_failed: {op}: {source}")]
-    Store { op: &'static str, source: rusqlite::Error },
+    Store {
+        op: &'static str,
+        source: rusqlite::Error,
+    },
     /// A file operation failed.
     #[error("receipt_io_failed: {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ReceiptError {
@@ -137,7 +150,11 @@ pub fn seal(operator_key: &[u8], claims: &ReceiptClaims) -> Result<Vec<u8>, Rece
 pub fn seal_rgb(keys: &ReceiptKeys, claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
     claims.validate()?;
     let mut rgb = carrier::render(claims);
-    watermark::embed(&mut rgb, &Layout::new(&keys.watermark_key), claims.payload());
+    watermark::embed(
+        &mut rgb,
+        &Layout::new(&keys.watermark_key),
+        claims.payload(),
+    );
     Ok(rgb)
 }
 
@@ -157,9 +174,15 @@ pub fn verify_with_claims(
     let keys = ReceiptKeys::derive(operator_key)?;
     let decoded = pngio::decode(image)?;
     let (document, exact) = exact_check(&keys, decoded.text.as_deref());
-    let expected = claims.or(document.as_ref().map(|d| &d.claims)).map(ReceiptClaims::payload);
+    let expected = claims
+        .or(document.as_ref().map(|d| &d.claims))
+        .map(ReceiptClaims::payload);
     let watermark = watermark_check(&keys, &decoded, expected);
-    Ok(VerifyReport { document, exact, watermark })
+    Ok(VerifyReport {
+        document,
+        exact,
+        watermark,
+    })
 }
 
 fn exact_check(keys: &ReceiptKeys, text: Option<&str>) -> (Option<ReceiptDocument>, ExactCheck) {
@@ -168,14 +191,27 @@ fn exact_check(keys: &ReceiptKeys, text: Option<&str>) -> (Option<ReceiptDocumen
     };
     let doc: ReceiptDocument = match serde_json::from_str(text) {
         Ok(d) => d,
-        Err(_) => return (None, ExactCheck::Invalid { reason: "bad_receipt_json" }),
+        Err(_) => {
+            return (
+                None,
+                ExactCheck::Invalid {
+                    reason: "bad_receipt_json",
+                },
+            )
+        }
     };
     let verdict = if doc.v != 1 {
-        ExactCheck::Invalid { reason: "unsupported_receipt_version" }
+        ExactCheck::Invalid {
+            reason: "unsupported_receipt_version",
+        }
     } else if !claims::tag_matches(keys, &doc.claims, &doc.tag) {
-        ExactCheck::Invalid { reason: "tag_mismatch" }
+        ExactCheck::Invalid {
+            reason: "tag_mismatch",
+        }
     } else if doc.payload != format!("{:016x}", doc.claims.payload()) {
-        ExactCheck::Invalid { reason: "payload_mismatch" }
+        ExactCheck::Invalid {
+            reason: "payload_mismatch",
+        }
     } else {
         ExactCheck::Valid
     };
@@ -190,7 +226,11 @@ pub fn watermark_check(
 ) -> WatermarkCheck {
     let layout = Layout::new(&keys.watermark_key);
     let y = watermark::luma(&decoded.rgb);
-    let plane = sync::Plane { data: &y, width: decoded.width as usize, height: decoded.height as usize };
+    let plane = sync::Plane {
+        data: &y,
+        width: decoded.width as usize,
+        height: decoded.height as usize,
+    };
     // Among the few best alignments, keep the one whose full extraction
     // matches the claims best (or, without claims, has the strongest pilots).
     // Choosing among 4 multiplies the false-accept odds by 4 at most.

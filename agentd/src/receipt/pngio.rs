@@ -10,14 +10,17 @@ pub const TEXT_KEYWORD: &str = "agentd-receipt";
 /// Encodes packed RGB8 as PNG with `text` in an iTXt chunk.
 pub fn encode(rgb: &[u8], width: u32, height: u32, text: &str) -> Result<Vec<u8>, ReceiptError> {
     let mut out = Vec::with_capacity(rgb.len() + 1024);
-    let enc_err = |e: png::EncodingError| ReceiptError::Encode { detail: e.to_string() };
+    let enc_err = |e: png::EncodingError| ReceiptError::Encode {
+        detail: e.to_string(),
+    };
     {
         let mut enc = png::Encoder::new(&mut out, width, height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         // The texture barely compresses; the fast setting saves milliseconds.
         enc.set_compression(png::Compression::Fast);
-        enc.add_itxt_chunk(TEXT_KEYWORD.to_string(), text.to_string()).map_err(enc_err)?;
+        enc.add_itxt_chunk(TEXT_KEYWORD.to_string(), text.to_string())
+            .map_err(enc_err)?;
         let mut w = enc.write_header().map_err(enc_err)?;
         w.write_image_data(rgb).map_err(enc_err)?;
         w.finish().map_err(enc_err)?;
@@ -42,7 +45,11 @@ const MAX_SIDE: u32 = 4096;
 
 /// Decodes PNG or JPEG bytes.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, ReceiptError> {
-    let text = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") { png_text(bytes)? } else { None };
+    let text = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        png_text(bytes)?
+    } else {
+        None
+    };
     let img = image::load_from_memory(bytes).map_err(|e| ReceiptError::Decode {
         reason: "undecodable_image",
         detail: e.to_string(),
@@ -50,11 +57,20 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ReceiptError> {
     if img.width() > MAX_SIDE || img.height() > MAX_SIDE || img.width() < 64 || img.height() < 64 {
         return Err(ReceiptError::Decode {
             reason: "bad_image_size",
-            detail: format!("{}x{} (accepted: 64..={MAX_SIDE} per side)", img.width(), img.height()),
+            detail: format!(
+                "{}x{} (accepted: 64..={MAX_SIDE} per side)",
+                img.width(),
+                img.height()
+            ),
         });
     }
     let rgb = img.to_rgb8();
-    Ok(Decoded { width: rgb.width(), height: rgb.height(), rgb: rgb.into_raw(), text })
+    Ok(Decoded {
+        width: rgb.width(),
+        height: rgb.height(),
+        rgb: rgb.into_raw(),
+        text,
+    })
 }
 
 fn png_text(bytes: &[u8]) -> Result<Option<String>, ReceiptError> {

@@ -103,7 +103,11 @@ impl ReceiptQueue {
             .recursive(true)
             .mode(0o700)
             .create(&out_dir)
-            .map_err(|source| ReceiptError::Io { op: "create_dir", path: out_dir.clone(), source })?;
+            .map_err(|source| ReceiptError::Io {
+                op: "create_dir",
+                path: out_dir.clone(),
+                source,
+            })?;
         let db_path = state_dir.join(DB_FILE);
         let conn = open_conn(&db_path, durability)?;
         conn.execute_batch(SCHEMA).map_err(store("create_schema"))?;
@@ -149,7 +153,10 @@ impl ReceiptQueue {
             if !same {
                 return Err(ReceiptError::InvalidClaims {
                     reason: "duplicate_call_id",
-                    detail: format!("call {} already has a different receipt queued", claims.call_id),
+                    detail: format!(
+                        "call {} already has a different receipt queued",
+                        claims.call_id
+                    ),
                 });
             }
         }
@@ -233,8 +240,13 @@ impl ReceiptQueue {
 
 fn restrict(path: &Path) -> Result<(), ReceiptError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| ReceiptError::Io { op: "chmod", path: path.to_path_buf(), source })
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ReceiptError::Io {
+            op: "chmod",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 fn worker(inner: Arc<Inner>, key_of: KeyLookup) {
@@ -271,7 +283,11 @@ fn worker(inner: Arc<Inner>, key_of: KeyLookup) {
     tracing::info!("receipt worker stopped");
 }
 
-fn process_batch(conn: &Connection, out_dir: &Path, key_of: &KeyLookup) -> Result<usize, ReceiptError> {
+fn process_batch(
+    conn: &Connection,
+    out_dir: &Path,
+    key_of: &KeyLookup,
+) -> Result<usize, ReceiptError> {
     process_batch_until(conn, out_dir, key_of, &AtomicBool::new(false))
 }
 
@@ -289,9 +305,12 @@ fn process_batch_until(
             )
             .map_err(store("fetch_pending"))?;
         let it = st
-            .query_map(params![BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map(params![BATCH], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .map_err(store("fetch_pending"))?;
-        it.collect::<Result<_, _>>().map_err(store("fetch_pending"))?
+        it.collect::<Result<_, _>>()
+            .map_err(store("fetch_pending"))?
     };
     let mut progressed = 0;
     for (id, call_id, claims_json, attempts) in rows {
@@ -317,7 +336,13 @@ fn process_batch_until(
                     params![id, format!("{reason}: {detail}"), give_up],
                 )
                 .map_err(store("mark_failed"))?;
-                tracing::warn!(call_id, reason, detail, gave_up = give_up, "receipt not rendered");
+                tracing::warn!(
+                    call_id,
+                    reason,
+                    detail,
+                    gave_up = give_up,
+                    "receipt not rendered"
+                );
                 if give_up {
                     progressed += 1;
                 }
@@ -336,7 +361,11 @@ fn render_one(
     let claims: ReceiptClaims = serde_json::from_str(claims_json)
         .map_err(|e| ("bad_queued_claims", e.to_string(), true))?;
     let key = key_of(&claims.operator).ok_or_else(|| {
-        ("operator_key_unknown", format!("no key for operator {}", claims.operator), true)
+        (
+            "operator_key_unknown",
+            format!("no key for operator {}", claims.operator),
+            true,
+        )
     })?;
     let png = seal(&key, &claims).map_err(|e| (e.reason_code(), e.to_string(), true))?;
     let path = out_dir.join(format!("{}.png", claims.call_id));

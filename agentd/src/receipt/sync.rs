@@ -16,7 +16,9 @@ use super::watermark::{self, Layout, Role};
 const LL: usize = SIZE / 2;
 /// Pilot correlation above which the identity alignment is accepted outright.
 const ACCEPT_IDENTITY: f32 = 0.45;
-const SCALES: [f32; 9] = [0.9375, 0.953, 0.969, 0.984, 1.0, 1.016, 1.032, 1.048, 1.0667];
+const SCALES: [f32; 9] = [
+    0.9375, 0.953, 0.969, 0.984, 1.0, 1.016, 1.032, 1.048, 1.0667,
+];
 const MAX_SHIFT: i32 = 16;
 /// Scan results refined and handed on for full extraction.
 const TOP_K: usize = 4;
@@ -44,7 +46,11 @@ pub struct Alignment {
 
 impl Alignment {
     /// No change.
-    pub const IDENTITY: Alignment = Alignment { dx: 0.0, dy: 0.0, scale: 1.0 };
+    pub const IDENTITY: Alignment = Alignment {
+        dx: 0.0,
+        dy: 0.0,
+        scale: 1.0,
+    };
 }
 
 impl Plane<'_> {
@@ -56,10 +62,18 @@ impl Plane<'_> {
 
     /// Bilinear sample at output pixel (x, y) under `a`.
     fn sample(&self, a: &Alignment, x: usize, y: usize) -> f32 {
-        let (fx, fy) = (self.width as f32 / SIZE as f32, self.height as f32 / SIZE as f32);
+        let (fx, fy) = (
+            self.width as f32 / SIZE as f32,
+            self.height as f32 / SIZE as f32,
+        );
         let sx = ((x as f32 + 0.5 - 128.0) * a.scale + 128.0 + a.dx) * fx - 0.5;
         let sy = ((y as f32 + 0.5 - 128.0) * a.scale + 128.0 + a.dy) * fy - 0.5;
-        if self.width == SIZE && self.height == SIZE && a.scale == 1.0 && a.dx.fract() == 0.0 && a.dy.fract() == 0.0 {
+        if self.width == SIZE
+            && self.height == SIZE
+            && a.scale == 1.0
+            && a.dx.fract() == 0.0
+            && a.dy.fract() == 0.0
+        {
             return self.at(sx.round() as isize, sy.round() as isize);
         }
         let (x0, y0) = (sx.floor(), sy.floor());
@@ -124,7 +138,11 @@ pub fn candidates(plane: &Plane<'_>, layout: &Layout) -> Vec<(Alignment, f32)> {
     for &scale in &SCALES {
         for dy in (-MAX_SHIFT..=MAX_SHIFT).step_by(2) {
             for dx in (-MAX_SHIFT..=MAX_SHIFT).step_by(2) {
-                let a = Alignment { dx: dx as f32, dy: dy as f32, scale };
+                let a = Alignment {
+                    dx: dx as f32,
+                    dy: dy as f32,
+                    scale,
+                };
                 scan.push((a, score(plane, layout, &pilot_blocks, &a)));
             }
         }

@@ -90,8 +90,14 @@ impl Layout {
             })
             .collect();
         ks.shuffle(&mut roles);
-        let polarity = (0..PAIRS).map(|_| if ks.next_u64() & 1 == 1 { 1.0 } else { -1.0 }).collect();
-        Self { pairs, roles, polarity }
+        let polarity = (0..PAIRS)
+            .map(|_| if ks.next_u64() & 1 == 1 { 1.0 } else { -1.0 })
+            .collect();
+        Self {
+            pairs,
+            roles,
+            polarity,
+        }
     }
 
     /// Sign (+1/−1) pair `k` must show for `payload`, before polarity.
@@ -264,7 +270,11 @@ pub fn extract(y: &[f32], layout: &Layout) -> Extraction {
     let payload = votes
         .iter()
         .fold(0u64, |acc, v| (acc << 1) | u64::from(*v > 0.0));
-    Extraction { payload, pilot_nc: pilot_nc(&ev, layout), evidence: ev }
+    Extraction {
+        payload,
+        pilot_nc: pilot_nc(&ev, layout),
+        evidence: ev,
+    }
 }
 
 impl Extraction {
