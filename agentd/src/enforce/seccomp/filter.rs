@@ -161,7 +161,35 @@ fn assemble(p: &[Insn]) -> Vec<libc::sock_filter> {
 /// Sets no_new_privs and installs the filter on the calling thread, returning
 /// the notification listener. Call in the (single-threaded) launcher child.
 pub fn install() -> std::io::Result<OwnedFd> {
-    let filter = program();
+    install_program(&program())
+}
+
+/// A filter that notifies syscall `nr` only (benchmarks: a bare round trip).
+pub fn install_notify_only(nr: i64) -> std::io::Result<OwnedFd> {
+    let p = [
+        Insn::Load(4),
+        Insn::Jump(
+            (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            AUDIT_ARCH,
+            Target::Next,
+            Target::Allow,
+        ),
+        Insn::Load(0),
+        Insn::Jump(
+            (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            nr as u32,
+            Target::Notify,
+            Target::Allow,
+        ),
+        Insn::Label(Target::Allow),
+        Insn::Ret(SECCOMP_RET_ALLOW),
+        Insn::Label(Target::Notify),
+        Insn::Ret(SECCOMP_RET_USER_NOTIF),
+    ];
+    install_program(&assemble(&p))
+}
+
+fn install_program(filter: &[libc::sock_filter]) -> std::io::Result<OwnedFd> {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut _,

@@ -140,8 +140,21 @@ pub fn status_field(tid: u32, field: &str) -> io::Result<String> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
-/// The thread group (process) id of thread `tid`.
+/// The thread group (process) id of thread `tid`. Fast path: pidfd_open
+/// succeeds only for a thread-group leader (tgid == tid), which is almost
+/// every notification; other threads read /proc.
 pub fn tgid_of(tid: u32) -> io::Result<u32> {
+    // SAFETY: pidfd_open with flags 0; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, 0) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        return Ok(tid);
+    }
+    tgid_from_status(tid)
+}
+
+/// The thread group id of `tid`, from /proc.
+pub fn tgid_from_status(tid: u32) -> io::Result<u32> {
     status_field(tid, "Tgid")?
         .parse()
         .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))
