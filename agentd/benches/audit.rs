@@ -38,7 +38,7 @@ fn secs() -> Duration {
 }
 
 /// Raw SQLite inserts of sealed records, `per_tx` rows per transaction, one thread.
-fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> f64 {
+fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> (f64, u64) {
     let dir = bench_dir();
     let path = store::db_path(dir.path());
     let conn = store::open_rw(&path, durability).expect("open");
@@ -60,11 +60,13 @@ fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> f64 {
         }
         conn.execute_batch("COMMIT").expect("commit");
     }
-    seq as f64 / start.elapsed().as_secs_f64()
+    (seq as f64 / start.elapsed().as_secs_f64(), seq)
 }
 
 struct Run {
     rows_per_s: f64,
+    /// CPU time the writer thread spent per committed row.
+    writer_cpu_us: f64,
     mean_batch: f64,
     p50_us: u64,
     p99_us: u64,
@@ -88,7 +90,7 @@ fn appender_async(durability: Durability, tasks: usize, dur: Duration) -> Run {
         .expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
-    let before = log.stats();
+    let before = (log.stats(), writer_cpu_ticks());
     let start = Instant::now();
     let lat = rt.block_on(async {
         let mut handles = Vec::new();
@@ -132,7 +134,7 @@ fn appender_threads(durability: Durability, threads: usize, dur: Duration) -> Ru
     )
     .expect("open");
     let stop = Arc::new(AtomicBool::new(false));
-    let before = log.stats();
+    let before = (log.stats(), writer_cpu_ticks());
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -160,14 +162,38 @@ fn appender_threads(durability: Durability, threads: usize, dur: Duration) -> Ru
     finish(&log, before, start, lat)
 }
 
+/// utime + stime (clock ticks) of this process's `audit-writer` thread.
+fn writer_cpu_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "audit-writer" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that closes comm: state is field 3; utime/stime are 14/15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        return n(11) + n(12);
+    }
+    0
+}
+
 fn finish(
     log: &AuditLog,
-    before: agentd::audit::AppendStats,
+    before: (agentd::audit::AppendStats, u64),
     start: Instant,
     mut lat: Vec<u64>,
 ) -> Run {
     let elapsed = start.elapsed().as_secs_f64();
     let after = log.stats();
+    let ticks = writer_cpu_ticks().saturating_sub(before.1);
+    let (before, _) = before;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     log.shutdown().expect("shutdown");
     lat.sort_unstable();
     let pct = |p: f64| {
@@ -179,6 +205,7 @@ fn finish(
     Run {
         rows_per_s: rows as f64 / elapsed,
         mean_batch: rows as f64 / (after.commits - before.commits).max(1) as f64,
+        writer_cpu_us: ticks as f64 / hz * 1e6 / rows.max(1) as f64,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     }
@@ -188,71 +215,94 @@ fn k(x: f64) -> String {
     format!("{:.1}k", x / 1000.0)
 }
 
+#[allow(clippy::too_many_arguments)]
+fn line(sync: &str, case: &str, rows: f64, batch: f64, p50: &str, p99: &str, cpu: f64, note: &str) {
+    println!(
+        "{sync:<7} {case:<35} {:>9} {batch:>7.1} {p50:>8} {p99:>8} {:>8.2}  {note}",
+        k(rows),
+        cpu
+    );
+}
+
+fn verdict(rows: f64, target: f64) -> String {
+    format!(
+        "target ≥{} {}",
+        k(target),
+        if rows >= target { "MET" } else { "MISSED" }
+    )
+}
+
+/// CPU time of the calling thread, in µs.
+fn thread_cpu_us() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let t = |v: libc::timeval| v.tv_sec as f64 * 1e6 + v.tv_usec as f64;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is ignored.
     let dur = secs();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "audit appender benchmark ({:.1} s per case, rows ≈ 200 B)",
-        dur.as_secs_f64()
+        "audit appender benchmark ({:.1} s per case, rows ≈ 200 B; load average {})",
+        dur.as_secs_f64(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "cpu µs/row: CPU time of the single SQLite writer (the appender's writer thread) per row"
     );
     println!();
     println!(
-        "{:<8} {:<34} {:>10} {:>10} {:>9} {:>9}  issue floor / target",
-        "sync", "case", "rows/s", "batch", "p50 µs", "p99 µs"
+        "{:<7} {:<35} {:>9} {:>7} {:>8} {:>8} {:>8}  issue floor / target",
+        "sync", "case", "rows/s", "batch", "p50 µs", "p99 µs", "cpu µs"
     );
     for (d, name, floor1, floor64, target) in [
         (Durability::Normal, "NORMAL", "46k", "410k", 100_000.0),
         (Durability::Full, "FULL", "5-6.5k", "200k", 50_000.0),
     ] {
-        let r1 = raw_sqlite(d, 1, dur);
-        println!(
-            "{name:<8} {:<34} {:>10} {:>10} {:>9} {:>9}  floor {floor1}",
-            "raw sqlite, 1 row/tx",
-            k(r1),
-            "1",
-            "-",
-            "-"
-        );
-        let r64 = raw_sqlite(d, 64, dur);
-        println!(
-            "{name:<8} {:<34} {:>10} {:>10} {:>9} {:>9}  floor {floor64}",
-            "raw sqlite, 64 rows/tx",
-            k(r64),
-            "64",
-            "-",
-            "-"
-        );
+        for (per_tx, floor) in [(1, floor1), (64, floor64)] {
+            let c0 = thread_cpu_us();
+            let (rate, rows) = raw_sqlite(d, per_tx, dur);
+            let cpu = (thread_cpu_us() - c0) / rows.max(1) as f64;
+            line(
+                name,
+                &format!("raw sqlite, {per_tx} row(s)/tx, 1 thread"),
+                rate,
+                per_tx as f64,
+                "-",
+                "-",
+                cpu,
+                &format!("floor {floor}"),
+            );
+        }
         for tasks in [64, 256, 1024] {
             let r = appender_async(d, tasks, dur);
-            println!(
-                "{name:<8} {:<34} {:>10} {:>10.1} {:>9} {:>9}  target ≥{} {}",
-                format!("AuditLog::append, {tasks} async tasks"),
-                k(r.rows_per_s),
+            line(
+                name,
+                &format!("AuditLog::append, {tasks} async tasks"),
+                r.rows_per_s,
                 r.mean_batch,
-                r.p50_us,
-                r.p99_us,
-                k(target),
-                if r.rows_per_s >= target {
-                    "MET"
-                } else {
-                    "MISSED"
-                }
+                &r.p50_us.to_string(),
+                &r.p99_us.to_string(),
+                r.writer_cpu_us,
+                &verdict(r.rows_per_s, target),
             );
         }
         let r = appender_threads(d, 16, dur);
-        println!(
-            "{name:<8} {:<34} {:>10} {:>10.1} {:>9} {:>9}  target ≥{} {}",
+        line(
+            name,
             "AuditLog::append_blocking, 16 thr",
-            k(r.rows_per_s),
+            r.rows_per_s,
             r.mean_batch,
-            r.p50_us,
-            r.p99_us,
-            k(target),
-            if r.rows_per_s >= target {
-                "MET"
-            } else {
-                "MISSED"
-            }
+            &r.p50_us.to_string(),
+            &r.p99_us.to_string(),
+            r.writer_cpu_us,
+            &verdict(r.rows_per_s, target),
         );
     }
 }
