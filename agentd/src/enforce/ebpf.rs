@@ -7,7 +7,8 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use super::btf_offsets::{self, OffsetError};
 
 /// The eBPF object built by `build.rs` (aya-build) from `agentd-ebpf`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
 
 /// Program names inside [`EBPF_OBJECT`] (the Rust function names).
 pub mod programs {

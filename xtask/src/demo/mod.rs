@@ -507,10 +507,14 @@ impl Agent {
         ));
         let mut child = l
             .agentctl()
-            .args(["run", "--agent", "demo", "--user", AGENT_USER, "--"])
+            .args(["run", "--agent", "demo", "--user", AGENT_USER, "--socket"])
+            .arg(l.dir.join("enforce.sock"))
+            .arg("--")
             .arg(l.bin.join("demo-agent"))
             .args(["run", "--socket"])
             .arg(&l.socket)
+            .arg("--enforce-socket")
+            .arg(l.dir.join("enforce.sock"))
             .arg("--agentctl")
             .arg(l.bin.join("agentctl"))
             .stdin(Stdio::piped())

@@ -34,6 +34,9 @@ enum Command {
         /// agentd's API socket.
         #[arg(long)]
         socket: PathBuf,
+        /// agentd's enforcement socket (for `agentctl exec`).
+        #[arg(long)]
+        enforce_socket: PathBuf,
         /// The agentctl binary the tool runner uses.
         #[arg(long)]
         agentctl: PathBuf,
@@ -112,8 +115,12 @@ fn emit(event: &Event) {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Tool(tool) => tools::run(tool),
-        Command::Run { socket, agentctl } => {
-            let runner = runner::Runner::new(socket, agentctl);
+        Command::Run {
+            socket,
+            enforce_socket,
+            agentctl,
+        } => {
+            let runner = runner::Runner::new(socket, enforce_socket, agentctl);
             for line in std::io::stdin().lock().lines() {
                 let line = line?;
                 if line.trim().is_empty() {

@@ -13,19 +13,21 @@ use crate::{emit, plan, Event, Instruction};
 /// Talks to agentd and runs tools.
 pub struct Runner {
     socket: PathBuf,
+    enforce_socket: PathBuf,
     agentctl: PathBuf,
     rt: tokio::runtime::Runtime,
 }
 
 impl Runner {
     /// A runner using agentd's socket and the given agentctl binary.
-    pub fn new(socket: PathBuf, agentctl: PathBuf) -> Self {
+    pub fn new(socket: PathBuf, enforce_socket: PathBuf, agentctl: PathBuf) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         Self {
             socket,
+            enforce_socket,
             agentctl,
             rt,
         }
@@ -155,9 +157,9 @@ impl Runner {
             return;
         }
         let out = Command::new(&self.agentctl)
-            .args(["--socket"])
-            .arg(&self.socket)
-            .args(["exec", "--call", call_id, "--"])
+            .args(["exec", "--call", call_id, "--socket"])
+            .arg(&self.enforce_socket)
+            .arg("--")
             .args(&argv)
             .stdin(Stdio::null())
             .output();
