@@ -238,7 +238,14 @@ pub fn dispatch(
             .create_agent_keeping_mode(&agent, mode)
             .and_then(|h| {
                 if let Some(c) = command {
-                    enforcer.allow_baseline_exec(&agent, &[c])?;
+                    // The launched command, and the tool runner that launched
+                    // it (agentctl): `agentctl exec` only binds to calls
+                    // agentd approved, so every agent may run it.
+                    let mut execs = vec![c];
+                    if let Ok(runner) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                        execs.push(runner);
+                    }
+                    enforcer.allow_baseline_exec(&agent, &execs)?;
                 }
                 Ok(serde_json::to_value(h).ok())
             }),

@@ -127,9 +127,12 @@ pub fn run() -> anyhow::Result<()> {
         .collect();
     table::print(&rows);
 
-    step(
-        "demo: agentctl audit verify (offline, from the database file and the exported public key)",
-    );
+    step("demo: waiting for the receipt worker (receipts render off the decision path)");
+    let receipts = daemon.wait_for_receipts(&l, &rows)?;
+    println!("    {} receipts rendered", receipts.len());
+    daemon.stop()?;
+
+    step("demo: agentctl audit verify (offline: the database file and the exported public key)");
     let pem = output(
         l.agentctl()
             .args(["audit", "public-key", "--state-dir"])
@@ -147,8 +150,7 @@ pub fn run() -> anyhow::Result<()> {
         deviations.push("audit verify failed".into());
     }
 
-    step("demo: verifying every receipt");
-    let receipts = daemon.wait_for_receipts(&l, &rows)?;
+    step("demo: agentctl receipt verify, for every receipt");
     for (path, operator) in &receipts {
         let ok = l
             .agentctl()
@@ -162,7 +164,6 @@ pub fn run() -> anyhow::Result<()> {
             deviations.push(format!("receipt {} did not verify", path.display()));
         }
     }
-    daemon.stop()?;
     // What really left the agent: only allowed, bound tools reach the relays.
     let want_mail = count_expected(|e| {
         matches!(
