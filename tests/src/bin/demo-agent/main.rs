@@ -114,7 +114,14 @@ fn emit(event: &Event) {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Tool(tool) => tools::run(tool),
+        Command::Tool(tool) => {
+            if let Err(e) = tools::run(tool) {
+                // One line, so the runner can show (and classify) it.
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Run {
             socket,
             enforce_socket,

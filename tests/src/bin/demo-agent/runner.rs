@@ -203,25 +203,25 @@ impl Runner {
             Ok(o) if o.status.success() => ("ran: exit 0".to_string(), false),
             Ok(o) => {
                 use std::os::unix::process::ExitStatusExt as _;
+                let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
                 match o.status.signal() {
                     Some(sig) => (
                         format!("killed by signal {sig} before its first instruction"),
                         true,
                     ),
-                    None => (
-                        format!(
-                            "exit {}: {}",
-                            o.status.code().unwrap_or(-1),
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        ),
-                        false,
-                    ),
+                    None => {
+                        let refused = stderr.contains("Operation not permitted");
+                        (
+                            format!("exit {}: {stderr}", o.status.code().unwrap_or(-1)),
+                            refused,
+                        )
+                    }
                 }
             }
-            Err(e) => (
-                format!("exec refused: {e}"),
-                e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES),
-            ),
+            Err(e) => {
+                let refused = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+                (format!("exec refused: {e}"), refused)
+            }
         };
         emit(&Event::DirectAttempt {
             step: step.into(),
