@@ -89,7 +89,9 @@ impl Writer {
         let mut last_cp = Instant::now();
         let mut events: Vec<AuditEvent> = Vec::with_capacity(256);
         let mut replies: Vec<Reply> = Vec::with_capacity(256);
-        let mut control: Vec<Command> = Vec::new();
+        // Control commands run after the batch queued before them is committed.
+        let mut checkpoint_replies = Vec::new();
+        let mut shutdown_reply = None;
         loop {
             let wait = self.interval.saturating_sub(last_cp.elapsed());
             let first = match rx.recv_timeout(wait) {
@@ -112,7 +114,8 @@ impl Writer {
                         events.push(event);
                         replies.push(reply);
                     }
-                    other => control.push(other),
+                    Command::Checkpoint { reply } => checkpoint_replies.push(reply),
+                    Command::Shutdown { reply } => shutdown_reply = Some(reply),
                 }
                 if events.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
@@ -125,19 +128,13 @@ impl Writer {
                 self.checkpoint_logged();
                 last_cp = Instant::now();
             }
-            for cmd in control.drain(..) {
-                match cmd {
-                    Command::Checkpoint { reply } => {
-                        let _ = reply.send(self.checkpoint());
-                        last_cp = Instant::now();
-                    }
-                    Command::Shutdown { reply } => {
-                        let r = self.close();
-                        let _ = reply.send(r);
-                        return;
-                    }
-                    Command::Append { .. } => unreachable!("appends are batched above"),
-                }
+            for reply in checkpoint_replies.drain(..) {
+                let _ = reply.send(self.checkpoint());
+                last_cp = Instant::now();
+            }
+            if let Some(reply) = shutdown_reply.take() {
+                let _ = reply.send(self.close());
+                return;
             }
         }
     }

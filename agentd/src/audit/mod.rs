@@ -213,8 +213,8 @@ impl AuditLog {
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| AuditError::StateDir {
-                path: state_dir.to_owned(),
+            .map_err(|source| StoreError::Spawn {
+                what: "audit writer",
                 source,
             })?;
         let log = AuditLog {

@@ -29,6 +29,12 @@ pub enum StoreError {
         op: &'static str,
         source: rusqlite::Error,
     },
+    /// A helper thread could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// A stored row cannot be decoded.
     #[error("audit database {path}: malformed row seq {seq}: {message}")]
     Malformed {

@@ -42,8 +42,8 @@ impl WalCheckpointer {
                     _ => return,
                 }
             })
-            .map_err(|source| StoreError::File {
-                path: PathBuf::from("audit-wal thread"),
+            .map_err(|source| StoreError::Spawn {
+                what: "audit WAL checkpoint",
                 source,
             })?;
         Ok(Self {
