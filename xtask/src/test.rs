@@ -73,11 +73,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     step("unit and host tests: cargo test --workspace (privileged tests run as root)");
     tally.absorb(cargo_test()?);
 
+    step("host scenarios: agentd-scenarios against the backend doctor picks here");
+    tally.absorb(host_scenarios());
+
     if args.no_vm {
         tally.skip("vm: --no-vm given");
     } else {
         step("VM tests: Debian cloud kernel with BPF LSM under QEMU (TCG)");
         tally.absorb(vm_tests());
+    }
+
+    step("demo: cargo xtask demo as a test (every outcome must be as listed)");
+    match crate::demo::run() {
+        Ok(()) => tally.pass(),
+        Err(e) => tally.fail(format!("demo: {e:#}")),
     }
 
     print_summary(&tally);
@@ -91,6 +100,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn vm_test_binaries() -> Vec<xtask::vm::VmTest> {
     let bin = crate::shell::target_dir().join("debug");
     vec![xtask::vm::VmTest::new(bin.join("agentd-vm-lsm"))]
+}
+
+/// Runs the shared scenario suite natively; one PASS/FAIL/SKIP line each.
+fn host_scenarios() -> Tally {
+    let mut t = Tally::default();
+    let bin = crate::shell::target_dir().join("debug/agentd-scenarios");
+    let out = match Command::new(&bin).stderr(Stdio::inherit()).output() {
+        Ok(o) => o,
+        Err(e) => {
+            t.fail(format!("host scenarios: cannot run {}: {e}", bin.display()));
+            return t;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        println!("  {line}");
+        if line.starts_with("PASS ") {
+            t.pass();
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            t.fail(format!("host scenario {rest}"));
+        } else if let Some(rest) = line.strip_prefix("SKIP ") {
+            t.skip(format!("host scenario {rest}"));
+        }
+    }
+    if t.passed + t.failed + t.skipped == 0 {
+        t.fail(format!(
+            "host scenarios: no scenario reported ({})",
+            out.status
+        ));
+    } else if !out.status.success() && t.failed == 0 {
+        t.fail(format!(
+            "host scenarios: the suite exited with {}",
+            out.status
+        ));
+    }
+    t
 }
 
 /// Boots the VM once and counts what its tests report.

@@ -54,12 +54,18 @@ pub fn build(
     fs::write(
         root.join("etc/passwd"),
         format!(
-            "root:x:0:0:root:/root:/bin/sh\nagent:x:{AGENT_UID}:{AGENT_UID}:agent:/tmp:/bin/sh\n"
+            "root:x:0:0:root:/root:/bin/sh\nagent:x:{AGENT_UID}:{AGENT_UID}:agent:/tmp:/bin/sh\n\
+             agentd-agent:x:{}:{}:agentd agents:/tmp:/bin/sh\n",
+            AGENT_UID + 1,
+            AGENT_UID + 1
         ),
     )?;
     fs::write(
         root.join("etc/group"),
-        format!("root:x:0:\nagent:x:{AGENT_UID}:\n"),
+        format!(
+            "root:x:0:\nagent:x:{AGENT_UID}:\nagentd-agent:x:{}:\n",
+            AGENT_UID + 1
+        ),
     )?;
     let init = root.join("init");
     fs::write(&init, init_script(tests, per_test_secs))?;
