@@ -207,3 +207,46 @@ fn tail_follow_prints_rows_as_they_commit() {
     child.wait().unwrap();
     log.shutdown().unwrap();
 }
+
+#[test]
+fn checkpoint_kept_off_host_catches_truncation_with_checkpoints_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    make_log(&state, 30, 10);
+    let sd = state.to_str().unwrap();
+    let o = agentctl(&["audit", "public-key", "--state-dir", sd]);
+    let pem_path = dir.path().join("k.pem");
+    std::fs::write(&pem_path, &o.stdout).unwrap();
+    let o = agentctl(&["audit", "checkpoint", "--state-dir", sd]);
+    assert!(o.status.success(), "{o:?}");
+    let held = dir.path().join("held.json");
+    std::fs::write(&held, &o.stdout).unwrap();
+    let cp: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(cp["count"], 32);
+
+    // Truncate the tail and remove the checkpoints that would reveal it.
+    let c = rusqlite::Connection::open(state.join("audit.db")).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER audit_records_no_delete; DROP TRIGGER audit_checkpoints_no_delete;
+         DELETE FROM audit_records WHERE seq > 25; DELETE FROM audit_checkpoints WHERE count > 25;",
+    )
+    .unwrap();
+    drop(c);
+    let pem = pem_path.to_str().unwrap();
+    let o = agentctl(&["audit", "verify", "--state-dir", sd, "--public-key", pem]);
+    assert!(o.status.success(), "the file alone cannot show it: {o:?}");
+    assert!(stdout(&o).contains("not yet covered"), "{}", stdout(&o));
+    let o = agentctl(&[
+        "audit",
+        "verify",
+        "--state-dir",
+        sd,
+        "--public-key",
+        pem,
+        "--checkpoint",
+        held.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("first bad seq 26"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("truncated_tail"), "{}", stdout(&o));
+}

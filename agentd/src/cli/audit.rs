@@ -30,6 +30,18 @@ enum Command {
     Prune(PruneArgs),
     /// Print the Ed25519 checkpoint public key (PEM).
     PublicKey(Location),
+    /// Print the newest signed checkpoint as JSON, to keep off the host and
+    /// pass to `verify --checkpoint` later.
+    Checkpoint(DbArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    #[command(flatten)]
+    loc: Location,
+    /// Audit database file (default: STATE_DIR/audit.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 /// Where the log is: `--db`, else `--state-dir`, else the config's state_dir.
@@ -131,6 +143,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Tail(a) => tail(a),
         Command::Export(a) => export(a),
         Command::Prune(a) => prune(a),
+        Command::Checkpoint(a) => {
+            let db = a.loc.db(&a.db)?;
+            let conn = store::open_ro(&db)?;
+            let cps = store::checkpoints(&conn, &db)?;
+            let newest = cps
+                .last()
+                .with_context(|| format!("{} has no checkpoint yet", db.display()))?;
+            println!("{}", serde_json::to_string(newest)?);
+            Ok(())
+        }
         Command::PublicKey(loc) => {
             let key = checkpoint::load_key(&loc.state_dir()?)?;
             print!("{}", checkpoint::public_key_pem(&key.verifying_key()));
