@@ -98,3 +98,43 @@ fn prune_is_refused_on_a_tampered_log() {
         .unwrap();
     assert_eq!(n, 22, "nothing was deleted");
 }
+
+#[test]
+fn pruning_while_the_writer_appends_loses_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open_with(dir.path(), opts()).unwrap();
+    fill(&log, 400);
+    let key = log.verifying_key();
+    let db = log.db_path().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let log = log.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    log.append_blocking(AuditEvent::new(RecordKind::Kernel, "file_open"))
+                        .expect("append during prune");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let r = prune_before(&db, &key, 300).unwrap();
+    assert_eq!(r.pruned_through, 296);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(appended > 0);
+    log.shutdown().unwrap();
+    let rep = verify_db(&db, &key, &[]).unwrap();
+    assert_eq!(rep.first_seq, Some(297));
+    assert_eq!(rep.last_seq, Some(401 + appended + 1));
+    // One prune step per checkpoint crossed, each recorded.
+    let conn = store::open_ro(&db).unwrap();
+    let steps: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_prunes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(steps, 296 / 8);
+}

@@ -38,35 +38,19 @@ pub struct PruneReport {
 }
 
 /// Deletes every record with seq ≤ the newest valid checkpoint below
-/// `before_seq`, after verifying the whole log in the same transaction.
-/// Safe while agentd runs (SQLite serialises it with the writer).
+/// `before_seq`, after verifying the whole log.
+///
+/// Safe while agentd runs: the verification reads a snapshot without
+/// holding the write lock, and the deletion advances one checkpoint at a
+/// time, each step its own short transaction, so appends keep committing and
+/// the log verifies after every step.
 pub fn prune_before(
     path: &Path,
     key: &VerifyingKey,
     before_seq: u64,
 ) -> Result<PruneReport, RetentionError> {
     let conn = store::open_rw(path, Durability::Full)?;
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(store::sql(path, "begin prune"))?;
-    let result = prune_in_tx(&conn, path, key, before_seq);
-    match &result {
-        Ok(_) => conn
-            .execute_batch("COMMIT")
-            .map_err(store::sql(path, "commit prune"))?,
-        Err(_) => {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-    }
-    result
-}
-
-fn prune_in_tx(
-    conn: &rusqlite::Connection,
-    path: &Path,
-    key: &VerifyingKey,
-    before_seq: u64,
-) -> Result<PruneReport, RetentionError> {
-    let report = match verify::verify_conn(conn, path, key, &[]) {
+    let report = match verify::verify_conn(&conn, path, key, &[]) {
         Ok(r) => r,
         Err(VerifyError::Tampered(finding)) => {
             return Err(RetentionError::NotVerified {
@@ -81,32 +65,73 @@ fn prune_in_tx(
         return Err(RetentionError::NoCheckpoint { before_seq });
     };
     // The chain verified, so every valid checkpoint in range matches its row.
-    let anchor = store::checkpoints(conn, path)?
+    let mut steps: Vec<Checkpoint> = store::checkpoints(&conn, path)?
         .into_iter()
         .filter(|c| c.count >= first && c.count < before_seq && c.count < last)
         .filter(|c| c.signature_is_valid(key))
-        .max_by_key(|c| c.count)
-        .ok_or(RetentionError::NoCheckpoint { before_seq })?;
-    let del = |op| store::sql(path, op);
-    conn.execute_batch("DROP TRIGGER IF EXISTS audit_records_no_delete")
-        .map_err(del("lift delete guard"))?;
-    let deleted = conn
-        .execute(
-            "DELETE FROM audit_records WHERE seq <= ?1",
-            [anchor.count as i64],
-        )
-        .map_err(del("delete prefix"))?;
-    conn.execute_batch(&store::guard_sql("audit_records"))
-        .map_err(del("restore delete guard"))?;
-    conn.execute(
-        "INSERT INTO audit_prunes (pruned_through, timestamp) VALUES (?1, ?2)",
-        rusqlite::params![anchor.count as i64, now_rfc3339_micros()],
-    )
-    .map_err(del("record prune"))?;
+        .collect();
+    steps.sort_by_key(|c| c.count);
+    steps.dedup_by_key(|c| c.count);
+    let Some(anchor) = steps.last().cloned() else {
+        return Err(RetentionError::NoCheckpoint { before_seq });
+    };
+    let mut deleted = 0;
+    for cp in &steps {
+        deleted += prune_step(&conn, path, cp)?;
+    }
     tracing::info!(path = %path.display(), pruned_through = anchor.count, deleted, "audit prefix pruned");
     Ok(PruneReport {
         pruned_through: anchor.count,
-        deleted: deleted as u64,
+        deleted,
         anchor,
     })
+}
+
+/// One short write transaction: drop the rows up to `cp.count`.
+fn prune_step(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    cp: &Checkpoint,
+) -> Result<u64, RetentionError> {
+    let op = |op| store::sql(path, op);
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(op("begin prune"))?;
+    let result = (|| -> Result<u64, RetentionError> {
+        // Re-check the cut under the write lock: the row the checkpoint signs is still there.
+        match store::record_at(conn, path, cp.count)? {
+            Some(r) if r.hash == cp.head_hash => {}
+            _ => {
+                return Err(RetentionError::NotVerified {
+                    path: path.to_owned(),
+                    finding: Finding::CheckpointHeadMismatch { count: cp.count },
+                })
+            }
+        }
+        conn.execute_batch("DROP TRIGGER IF EXISTS audit_records_no_delete")
+            .map_err(op("lift delete guard"))?;
+        let deleted = conn
+            .execute(
+                "DELETE FROM audit_records WHERE seq <= ?1",
+                [cp.count as i64],
+            )
+            .map_err(op("delete prefix"))?;
+        conn.execute_batch(&store::guard_sql("audit_records"))
+            .map_err(op("restore delete guard"))?;
+        conn.execute(
+            "INSERT INTO audit_prunes (pruned_through, timestamp) VALUES (?1, ?2)",
+            rusqlite::params![cp.count as i64, now_rfc3339_micros()],
+        )
+        .map_err(op("record prune"))?;
+        Ok(deleted as u64)
+    })();
+    match result {
+        Ok(n) => {
+            conn.execute_batch("COMMIT").map_err(op("commit prune"))?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
