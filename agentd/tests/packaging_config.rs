@@ -57,7 +57,11 @@ fn shipped_config_parses_to_the_defaults() {
 #[test]
 fn shipped_config_documents_every_key() {
     let mut defaults = Vec::new();
-    leaves("", &serde_json::to_value(Config::default()).unwrap(), &mut defaults);
+    leaves(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut defaults,
+    );
     let doc: toml::Value = toml::from_str(SHIPPED).unwrap();
     let mut written = BTreeSet::new();
     written_keys("", &doc, &mut written);

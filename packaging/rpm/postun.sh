@@ -4,6 +4,9 @@
 # kept; delete it by hand if you mean to. Users and groups are kept.
 if [ "$1" -eq 0 ]; then
     rm -rf /sys/fs/bpf/agentd /run/agentd
+    # The package owns its files, not their directories: drop them if empty.
+    rmdir /usr/share/agentd/policies /usr/share/agentd /usr/share/doc/agentd \
+        /etc/agentd 2>/dev/null || :
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod install_test;
+mod package;
 mod setup;
 mod shell;
 mod test;
@@ -24,6 +26,10 @@ enum Command {
     Demo,
     /// Only the VM tests (builds the binaries first).
     Vm,
+    /// Build the .deb and .rpm (release binaries, cargo-deb, cargo-generate-rpm).
+    Package,
+    /// Only the install test: package, inspect the .rpm, install/remove/purge the .deb.
+    InstallTest,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +57,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             demo::run()
         }
+        Command::Package => package::run(),
+        Command::InstallTest => test::install_only(),
     }
 }

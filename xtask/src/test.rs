@@ -19,6 +19,9 @@ pub struct Args {
     /// Skip the VM stage (it is reported as skipped, with this reason).
     #[arg(long)]
     pub no_vm: bool,
+    /// Skip the install test (it builds release packages; reported as skipped).
+    #[arg(long)]
+    pub no_install: bool,
 }
 
 /// Outcome counts, plus what failed and what was skipped and why.
@@ -75,6 +78,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     step("host scenarios: agentd-scenarios against the backend doctor picks here");
     tally.absorb(host_scenarios());
+
+    if args.no_install {
+        tally.skip("install: --no-install given");
+    } else {
+        step("install test: .rpm inspected; .deb installed, checked, removed and purged here");
+        tally.absorb(install_tests()?);
+    }
 
     if args.no_vm {
         tally.skip("vm: --no-vm given");
@@ -160,6 +170,29 @@ pub fn vm_tests() -> Tally {
         Err(e) => t.fail(format!("vm: cannot run the VM: {e:#}")),
     }
     t
+}
+
+/// `cargo xtask install-test`: the install test alone.
+pub fn install_only() -> anyhow::Result<()> {
+    let tally = install_tests()?;
+    print_summary(&tally);
+    if tally.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn install_tests() -> anyhow::Result<Tally> {
+    use crate::install_test::Outcome;
+    let mut t = Tally::default();
+    for c in crate::install_test::run()? {
+        match c.outcome {
+            Outcome::Pass => t.pass(),
+            Outcome::Fail(why) => t.fail(format!("install: {}: {why}", c.name)),
+            Outcome::Skip(why) => t.skip(format!("install: {}: {why}", c.name)),
+        }
+    }
+    Ok(t)
 }
 
 fn lint() -> Tally {
