@@ -181,10 +181,7 @@ fn check_rpm(rpm: &Path, checks: &mut Checks) {
                 bail!("scripts lack `{needle}` (a script path that did not resolve is packaged as its own text)");
             }
         }
-        if scripts.contains("systemctl start") || scripts.contains("systemctl restart") {
-            bail!("an install script starts agentd; it must only enable it");
-        }
-        Ok(())
+        starts_agentd(&scripts)
     })());
 
     checks.check(
@@ -229,6 +226,46 @@ fn check_deb_static(deb: &Path, checks: &mut Checks) {
             Ok(())
         })(),
     );
+    checks.check(
+        "deb: maintainer scripts enable, never start",
+        (|| {
+            let scripts = capture(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg("dpkg-deb --ctrl-tarfile \"$1\" | tar -xO ./postinst ./prerm ./postrm")
+                    .arg("sh")
+                    .arg(deb),
+            )?;
+            for needle in [
+                "systemd-sysusers agentd.conf",
+                "systemd-tmpfiles --create agentd.conf",
+                "systemctl enable agentd.service",
+                "systemctl stop agent.slice agentd.service",
+                "rm -rf /sys/fs/bpf/agentd",
+                "rm -rf /var/lib/agentd",
+            ] {
+                if !scripts.contains(needle) {
+                    bail!("scripts lack `{needle}`");
+                }
+            }
+            starts_agentd(&scripts)
+        })(),
+    );
+}
+
+/// Fails if a maintainer script runs `systemctl start`/`restart` (echoed
+/// advice and comments aside): the packages enable agentd, never start it.
+fn starts_agentd(scripts: &str) -> anyhow::Result<()> {
+    for line in scripts.lines() {
+        let code = line.split('#').next().unwrap_or_default();
+        if code.contains("echo") {
+            continue;
+        }
+        if code.contains("systemctl start") || code.contains("systemctl restart") {
+            bail!("a maintainer script starts agentd: `{}`", line.trim());
+        }
+    }
+    Ok(())
 }
 
 /// Why the install part cannot run here, if it cannot.
@@ -671,17 +708,21 @@ fn verify_units() -> (String, Outcome) {
 }
 
 /// Highest exposure score (systemd's 0–10 scale) accepted for agentd.service.
-const MAX_EXPOSURE: &str = "4.5";
+/// `--threshold` takes tenths: 45 means 4.5.
+const MAX_EXPOSURE_TENTHS: u32 = 45;
 
 fn security_exposure() -> (String, Outcome) {
-    let name =
-        format!("systemd-analyze security --offline: agentd.service exposure <= {MAX_EXPOSURE}");
+    let name = format!(
+        "systemd-analyze security --offline: agentd.service exposure <= {}.{}",
+        MAX_EXPOSURE_TENTHS / 10,
+        MAX_EXPOSURE_TENTHS % 10
+    );
     let out = Command::new("systemd-analyze")
         .args([
             "security",
             "--offline=yes",
             "--no-pager",
-            &format!("--threshold={MAX_EXPOSURE}"),
+            &format!("--threshold={MAX_EXPOSURE_TENTHS}"),
         ])
         .arg(Path::new(UNIT_DIR).join("agentd.service"))
         .output();
@@ -1037,6 +1078,16 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn starting_agentd_is_caught_but_advice_is_not() {
+        assert!(starts_agentd("systemctl enable agentd.service\n").is_ok());
+        assert!(
+            starts_agentd("echo \"then: systemctl start agentd\"\n# systemctl start x\n").is_ok()
+        );
+        assert!(starts_agentd("    systemctl start agentd.service || true\n").is_err());
+        assert!(starts_agentd("true; systemctl restart agentd\n").is_err());
     }
 
     #[test]
