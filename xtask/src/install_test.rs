@@ -18,10 +18,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{
-    package,
-    shell::{step, succeeds},
-};
+use crate::{package, shell::step};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -976,7 +973,12 @@ fn package_files() -> Vec<String> {
 }
 
 fn account_exists(db: &str, name: &str) -> bool {
-    succeeds(Command::new("getent").args([db, name]))
+    Command::new("getent")
+        .args([db, name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn gone(path: &str) -> anyhow::Result<()> {
