@@ -172,8 +172,9 @@ fn stage(root: &Path, target: &Path) -> anyhow::Result<()> {
     std::fs::write(
         policies.join("README"),
         "Example policies for agentd, copied from the source tree's policies/ at package time.\n\
-         They are not loaded automatically: review and edit one, then load it\n\
-         into agentd's policy store with `agentctl policy` (see its --help).\n",
+         They are not loaded automatically: review and edit one, then check it with\n\
+         `agentctl policy validate FILE` and load it with `agentctl policy load FILE`\n\
+         (or point gateway.policy_file in /etc/agentd/agentd.toml at it).\n",
     )?;
     Ok(())
 }
