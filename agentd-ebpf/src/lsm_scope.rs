@@ -17,20 +17,20 @@ use aya_ebpf::{
 
 use crate::kernel;
 
-// Not pinned yet: pinning by name moves with the shared maps' pin directory
-// (enforce::bpf_state), so a probe never leaves pins behind.
+// Pinned by name next to the shared maps (see maps.rs), so grants outlive a
+// daemon restart.
 
 /// (call, dev, ino) → read/write scope.
 #[map]
-pub static PATH_SCOPES: HashMap<ScopeKey, ScopeRule> = HashMap::with_max_entries(65536, 0);
+pub static PATH_SCOPES: HashMap<ScopeKey, ScopeRule> = HashMap::pinned(65536, 0);
 
 /// (call, unix path hash) → connect permission.
 #[map]
-pub static UNIX_RULES: HashMap<UnixKey, GrantExpiry> = HashMap::with_max_entries(4096, 0);
+pub static UNIX_RULES: HashMap<UnixKey, GrantExpiry> = HashMap::pinned(4096, 0);
 
 /// tgids agents may not signal or trace (agentd itself).
 #[map]
-pub static PROTECTED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+pub static PROTECTED_TGIDS: HashMap<u32, u8> = HashMap::pinned(64, 0);
 
 /// Filled in by the loader before load, like `KERNEL_OFFSETS`.
 #[unsafe(no_mangle)]

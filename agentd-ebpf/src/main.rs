@@ -13,6 +13,7 @@ mod cgroup_net;
 mod kernel;
 mod lsm_exec;
 mod lsm_file;
+mod lsm_net;
 mod lsm_scope;
 mod lsm_tamper;
 mod maps;

@@ -69,6 +69,29 @@ impl VmTest {
     }
 }
 
+/// The VM test binaries under a cargo profile directory (`target/debug`),
+/// in the order they run: every `agentd-vm-*` binary there (the BPF LSM
+/// hook suite, the enforcer end-to-end suite, the overhead benchmark), then
+/// the shared scenario suite `agentd-scenarios --backend lsm` if built.
+pub fn vm_test_binaries(profile_dir: &Path) -> Vec<VmTest> {
+    let mut names: Vec<String> = std::fs::read_dir(profile_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("agentd-vm-") && !n.contains('.'))
+        .collect();
+    // The benchmark last: its figures are cleaner without the suites' churn.
+    names.sort_by_key(|n| (n.contains("bench"), n.clone()));
+    let mut tests: Vec<VmTest> = names.iter().map(|n| VmTest::new(profile_dir.join(n))).collect();
+    let scenarios = profile_dir.join("agentd-scenarios");
+    if scenarios.is_file() {
+        tests.push(VmTest::new(scenarios).args(["--backend", "lsm"]));
+    }
+    tests
+}
+
 /// Where and how the VM runs.
 #[derive(Debug, Clone)]
 pub struct VmOptions {

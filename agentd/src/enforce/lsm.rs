@@ -1,20 +1,43 @@
-//! The BPF LSM backend's loader: opens the embedded object for the running
-//! kernel, loads every LSM hook and the process-tree tracepoints, and
-//! attaches them. Processes outside agent cgroups return at the first map
-//! lookup, so attaching is safe on a live system.
-use agentd_common::{lsm::LsmOffsets, FileId};
+//! The BPF LSM backend: loads every LSM hook from the embedded object and
+//! attaches it. [`LsmState`] is the daemon's form (links pinned under
+//! /sys/fs/bpf/agentd, so enforcement outlives agentd; grants' scopes and
+//! unix destinations written to the lsm maps); [`LsmBackend`] is a
+//! throw-away form for tests. Processes outside agent cgroups return at the
+//! first map lookup, so attaching is safe on a live system.
+pub mod scopes;
+
+use std::path::{Path, PathBuf};
+
+use agentd_common::{
+    baseline_call_id,
+    lsm::{maps as lsm_maps, LsmOffsets, ScopeKey, ScopeRule, UnixKey},
+    FileId, GrantExpiry,
+};
 use aya::{
-    programs::{BtfTracePoint, Lsm, ProgramError},
+    maps::{HashMap, MapData, MapError},
+    programs::{links::FdLink, BtfTracePoint, Lsm, ProgramError},
     Ebpf,
 };
 
 use super::{
+    bpf_state::PIN_DIR,
     btf_offsets::{field_offset, OffsetError, VMLINUX_BTF},
     ebpf::{self, programs, LoadError, LoadedObject},
+    grant::KernelGrant,
 };
 
-/// Resolves [`LsmOffsets`] from the running kernel's BTF.
+/// Resolves [`LsmOffsets`] from the running kernel's BTF (once per process:
+/// the kernel does not change under us).
 pub fn resolve_offsets() -> Result<LsmOffsets, OffsetError> {
+    static CACHE: std::sync::OnceLock<LsmOffsets> = std::sync::OnceLock::new();
+    if let Some(o) = CACHE.get() {
+        return Ok(*o);
+    }
+    let o = resolve_uncached()?;
+    Ok(*CACHE.get_or_init(|| o))
+}
+
+fn resolve_uncached() -> Result<LsmOffsets, OffsetError> {
     let btf = btf_rs::Btf::from_file(VMLINUX_BTF).map_err(|e| OffsetError::Read {
         path: VMLINUX_BTF.into(),
         message: e.to_string(),
@@ -72,7 +95,12 @@ pub const LSM_HOOKS: &[LsmHook] = &[
     hook("ptrace_access_check"),
     hook("bpf"),
     hook("task_kill"),
+    hook("socket_connect"),
 ];
+
+/// Unix sockets every agent may connect to: agentd's own API and
+/// enforcement sockets (how tool runners bind themselves to calls).
+pub const AGENTD_SOCKETS: &[&str] = &["/run/agentd/agentd.sock", "/run/agentd/enforce.sock"];
 
 /// Tracepoints the lsm backend needs besides the LSM hooks.
 pub const TRACEPOINTS: &[(&str, &str)] = &[
@@ -92,6 +120,22 @@ pub enum LsmError {
         /// Program name.
         program: &'static str,
     },
+    /// A map is missing or could not be updated.
+    #[error("map `{map}`: {message}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// A link could not be pinned.
+    #[error("pin {path}: {message}")]
+    Pin {
+        /// Pin path.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// The kernel refused to load or attach a program.
     #[error("program `{program}`: {source}")]
     Program {
@@ -103,7 +147,22 @@ pub enum LsmError {
     },
 }
 
-/// The attached lsm backend. Dropping it detaches every program.
+fn load_hook<'a>(obj: &'a mut LoadedObject, h: &LsmHook) -> Result<&'a mut Lsm, LsmError> {
+    let err = |source| LsmError::Program {
+        program: h.program,
+        source,
+    };
+    let prog: &mut Lsm = obj
+        .ebpf
+        .program_mut(h.program)
+        .ok_or(LsmError::MissingProgram { program: h.program })?
+        .try_into()
+        .map_err(err)?;
+    prog.load(h.hook, &obj.btf).map_err(err)?;
+    Ok(prog)
+}
+
+/// The attached lsm backend, for tests. Dropping it detaches every program.
 pub struct LsmBackend {
     obj: LoadedObject,
 }
@@ -113,24 +172,12 @@ impl LsmBackend {
     pub fn attach() -> Result<Self, LsmError> {
         let mut obj = ebpf::open_for_running_kernel()?;
         for h in LSM_HOOKS {
-            let prog: &mut Lsm = obj
-                .ebpf
-                .program_mut(h.program)
-                .ok_or(LsmError::MissingProgram { program: h.program })?
-                .try_into()
+            load_hook(&mut obj, h)?
+                .attach()
                 .map_err(|source| LsmError::Program {
                     program: h.program,
                     source,
                 })?;
-            prog.load(h.hook, &obj.btf)
-                .map_err(|source| LsmError::Program {
-                    program: h.program,
-                    source,
-                })?;
-            prog.attach().map_err(|source| LsmError::Program {
-                program: h.program,
-                source,
-            })?;
         }
         for &(program, tracepoint) in TRACEPOINTS {
             let prog: &mut BtfTracePoint = obj
@@ -154,22 +201,171 @@ impl LsmBackend {
     }
 }
 
-/// The kernel's `dev_t` (`MAJOR << 20 | MINOR`, as in `sb->s_dev`) for a
-/// user-space `st_dev` (glibc's encoding).
-pub fn kernel_dev(st_dev: u64) -> u64 {
-    let major = libc::major(st_dev) as u64;
-    let minor = libc::minor(st_dev) as u64;
-    (major << 20) | minor
+/// Device+inode of `path` (following symlinks) as the hooks see it.
+pub fn file_id_of(path: &Path) -> std::io::Result<FileId> {
+    Ok(super::grant::file_id(&std::fs::metadata(path)?))
 }
 
-/// Device+inode of `path` (following symlinks) as the hooks see it.
-pub fn file_id_of(path: &std::path::Path) -> std::io::Result<FileId> {
-    use std::os::unix::fs::MetadataExt as _;
-    let m = std::fs::metadata(path)?;
-    Ok(FileId {
-        dev: kernel_dev(m.dev()),
-        ino: m.ino(),
-    })
+fn map_err(map: &'static str) -> impl Fn(MapError) -> LsmError {
+    move |e| LsmError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// Pins `link` at `<pin_dir>/links/<name>`, atomically replacing the pin of
+/// a previous agentd (whose program then detaches): never a moment without
+/// a hook.
+fn pin_link(pin_dir: &Path, link: FdLink, name: &str) -> Result<(), LsmError> {
+    let dir = pin_dir.join("links");
+    let pin_err = |path: &Path, e: &dyn std::fmt::Display| LsmError::Pin {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, &e))?;
+    // bpffs refuses names with dots.
+    let tmp = dir.join(format!("lsm_{name}_new"));
+    let _ = std::fs::remove_file(&tmp);
+    let pinned = link.pin(&tmp).map_err(|e| pin_err(&tmp, &e))?;
+    let dest = dir.join(format!("lsm_{name}"));
+    std::fs::rename(&tmp, &dest).map_err(|e| pin_err(&dest, &e))?;
+    drop(pinned);
+    Ok(())
+}
+
+/// The daemon's lsm backend: hooks attached with pinned links, and handles
+/// to the lsm maps, pinned next to the shared maps in the instance's pin
+/// directory ([`PIN_DIR`] for the system daemon).
+pub struct LsmState {
+    _object: LoadedObject,
+    scopes: HashMap<MapData, ScopeKey, ScopeRule>,
+    unix: HashMap<MapData, UnixKey, GrantExpiry>,
+    protected: HashMap<MapData, u32, u8>,
+    /// Unix sockets added to every agent's baseline.
+    baseline_sockets: Vec<String>,
+}
+
+impl LsmState {
+    /// Loads every LSM hook over the maps pinned in `pin_dir` (the shared
+    /// maps are created there by `BpfState::start`), attaches and pins the
+    /// links, and protects this process from agents.
+    pub fn start_in(pin_dir: &Path) -> Result<Self, LsmError> {
+        ebpf::ensure_bpffs()?;
+        std::fs::create_dir_all(pin_dir).map_err(|e| LsmError::Pin {
+            path: pin_dir.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut obj = ebpf::open_pinned(pin_dir)?;
+        for h in LSM_HOOKS {
+            let prog = load_hook(&mut obj, h)?;
+            let err = |source| LsmError::Program {
+                program: h.program,
+                source,
+            };
+            let id = prog.attach().map_err(err)?;
+            let link: FdLink = prog.take_link(id).map_err(err)?.into();
+            pin_link(pin_dir, link, h.program)?;
+        }
+        let mut take = |name: &'static str| {
+            obj.ebpf.take_map(name).ok_or(LsmError::Map {
+                map: name,
+                message: "missing from the object".into(),
+            })
+        };
+        let scopes = HashMap::try_from(take(lsm_maps::PATH_SCOPES)?)
+            .map_err(map_err(lsm_maps::PATH_SCOPES))?;
+        let unix = HashMap::try_from(take(lsm_maps::UNIX_RULES)?)
+            .map_err(map_err(lsm_maps::UNIX_RULES))?;
+        let protected = HashMap::try_from(take(lsm_maps::PROTECTED_TGIDS)?)
+            .map_err(map_err(lsm_maps::PROTECTED_TGIDS))?;
+        let mut me = Self {
+            _object: obj,
+            scopes,
+            unix,
+            protected,
+            baseline_sockets: AGENTD_SOCKETS.iter().map(|s| s.to_string()).collect(),
+        };
+        me.protect(std::process::id())?;
+        tracing::info!(hooks = LSM_HOOKS.len(), pin_dir = %pin_dir.display(), "lsm backend attached");
+        Ok(me)
+    }
+
+    /// Agents may not signal or trace `tgid` (agentd itself).
+    pub fn protect(&mut self, tgid: u32) -> Result<(), LsmError> {
+        // Entries of dead agentd processes are harmless; keep the map small.
+        let stale: Vec<u32> = self
+            .protected
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|t| !Path::new(&format!("/proc/{t}")).exists())
+            .collect();
+        for t in stale {
+            let _ = self.protected.remove(&t);
+        }
+        self.protected
+            .insert(tgid, 1, 0)
+            .map_err(map_err(lsm_maps::PROTECTED_TGIDS))
+    }
+
+    /// Adds a unix socket to every agent baseline installed from now on.
+    pub fn allow_baseline_socket(&mut self, path: &str) {
+        if !self.baseline_sockets.iter().any(|p| p == path) {
+            self.baseline_sockets.push(path.to_string());
+        }
+    }
+
+    /// Writes `grant`'s scopes and unix destinations. Scopes that cannot be
+    /// expressed (missing paths, `/proc/self/...`) are returned, not fatal.
+    pub fn install(&mut self, grant: &KernelGrant) -> Result<Vec<scopes::Skipped>, LsmError> {
+        let (entries, skipped) = scopes::scope_entries(grant);
+        for (key, rule) in entries {
+            self.scopes
+                .insert(key, rule, 0)
+                .map_err(map_err(lsm_maps::PATH_SCOPES))?;
+        }
+        let extra: &[String] = if is_baseline(grant.handle) {
+            &self.baseline_sockets
+        } else {
+            &[]
+        };
+        for (key, expiry) in scopes::unix_entries(grant, extra) {
+            self.unix
+                .insert(key, expiry, 0)
+                .map_err(map_err(lsm_maps::UNIX_RULES))?;
+        }
+        for s in &skipped {
+            tracing::warn!(handle = grant.handle, path = %s.path.display(), reason = s.reason, "scope not installed");
+        }
+        Ok(skipped)
+    }
+
+    /// Removes every scope and unix entry of `handle` (also those written
+    /// by a previous agentd: found by scanning, not remembered).
+    pub fn uninstall(&mut self, handle: u64) {
+        let scopes: Vec<ScopeKey> = self
+            .scopes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == handle)
+            .collect();
+        for k in scopes {
+            let _ = self.scopes.remove(&k);
+        }
+        let unix: Vec<UnixKey> = self
+            .unix
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == handle)
+            .collect();
+        for k in unix {
+            let _ = self.unix.remove(&k);
+        }
+    }
+}
+
+/// Whether `handle` is an agent's baseline (see `agentd_common::baseline_call_id`).
+pub fn is_baseline(handle: u64) -> bool {
+    handle == baseline_call_id(handle as u32)
 }
 
 #[cfg(test)]
@@ -188,13 +384,5 @@ mod tests {
         assert_ne!(o.dentry_parent, 0);
         assert_eq!(o.mount_parent % 8, 0);
         assert_ne!(o.kernfs_node_id, 0);
-    }
-
-    #[test]
-    fn kernel_dev_matches_kernel_encoding() {
-        // 259:3 (nvme0n1p3) → st_dev 0x10303, kernel 259 << 20 | 3.
-        assert_eq!(kernel_dev(libc::makedev(259, 3)), (259 << 20) | 3);
-        // Minors above 255 use the split encoding in st_dev.
-        assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
     }
 }

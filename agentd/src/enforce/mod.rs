@@ -100,6 +100,9 @@ pub enum EnforceError {
     /// The state file could not be written.
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    /// The lsm backend failed to attach or update its maps.
+    #[error(transparent)]
+    Lsm(#[from] lsm::LsmError),
 }
 
 impl EnforceError {
@@ -116,6 +119,7 @@ impl EnforceError {
             EnforceError::Bind(b) => b.reason_code(),
             EnforceError::Supervisor { .. } => "enforcer_error",
             EnforceError::Persist(_) => "enforcer_error",
+            EnforceError::Lsm(_) => "enforcer_error",
         }
     }
 }
@@ -215,6 +219,7 @@ struct Inner {
     backend: Backend,
     instance: bpf_state::Instance,
     bpf: Mutex<BpfState>,
+    lsm: Option<Mutex<lsm::LsmState>>,
     registry: Arc<RwLock<Registry>>,
     slice: PathBuf,
     state_dir: PathBuf,
@@ -266,6 +271,10 @@ impl Enforcer {
         let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
         let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
         let adopted = bpf.adopted;
+        let lsm = match backend {
+            Backend::Lsm => Some(Mutex::new(lsm::LsmState::start_in(&instance.pin_dir())?)),
+            _ => None,
+        };
         let (audit_tx, _writer) = events::spawn_writer(sink.clone());
         let previous = persist::load(state_dir).ok().flatten();
         let registry = Arc::new(RwLock::new(Registry {
@@ -280,6 +289,7 @@ impl Enforcer {
             backend,
             instance,
             bpf: Mutex::new(bpf),
+            lsm,
             registry,
             slice,
             state_dir: state_dir.to_owned(),
@@ -335,7 +345,9 @@ impl Enforcer {
                     source,
                 })?;
             let pids = agent_cgroup::procs(&cg).unwrap_or_default();
-            if !pids.is_empty() {
+            // Under BPF LSM the pinned hooks never stopped enforcing: agents
+            // keep running. Seccomp agents lost their supervisor.
+            if !pids.is_empty() && self.inner.backend != Backend::Lsm {
                 let _ = agent_cgroup::kill_all(&cg);
                 let _ = self.inner.sink.append_lifecycle(
                     "agent_stopped",
@@ -429,6 +441,35 @@ impl Enforcer {
         self.inner.bpf.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Writes a grant's scopes and unix destinations (lsm backend only).
+    fn lsm_install(&self, grant: &KernelGrant) -> Result<(), EnforceError> {
+        if let Some(lsm) = &self.inner.lsm {
+            lsm.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .install(grant)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Self::lsm_install`] wrote for `handle`.
+    fn lsm_uninstall(&self, handle: u64) {
+        if let Some(lsm) = &self.inner.lsm {
+            lsm.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .uninstall(handle);
+        }
+    }
+
+    /// Adds a unix socket every agent baseline may connect to from now on
+    /// (lsm backend; e.g. a non-default API socket path).
+    pub fn allow_baseline_socket(&self, path: &str) {
+        if let Some(lsm) = &self.inner.lsm {
+            lsm.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allow_baseline_socket(path);
+        }
+    }
+
     fn save(&self) -> Result<(), EnforceError> {
         let state = persist::State::of(&self.registry_r());
         persist::save(&self.inner.state_dir, &state)?;
@@ -504,8 +545,10 @@ impl Enforcer {
             let mut bpf = self.bpf();
             if let Some(old) = reg.agents.get(name) {
                 bpf.uninstall(&old.baseline);
+                self.lsm_uninstall(old.baseline.handle);
             }
             bpf.install(&grant)?;
+            self.lsm_install(&grant)?;
             bpf.set_agent(
                 cg.id,
                 AgentCgroup {
@@ -650,6 +693,7 @@ impl Enforcer {
                 }
             })?;
         self.bpf().install(&grant)?;
+        self.lsm_install(&grant)?;
         reg.next_handle += 1;
         reg.handles.insert(call_id.to_string(), handle);
         reg.calls.insert(
@@ -731,6 +775,7 @@ impl Enforcer {
             let mut bpf = self.bpf();
             bpf.uninstall(&call.grant);
             bpf.unbind_call(handle);
+            self.lsm_uninstall(handle);
         }
         drop(reg);
         self.save()

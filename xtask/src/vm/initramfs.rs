@@ -48,6 +48,11 @@ pub fn build(
     }
     install_busybox(&root)?;
     install_binary(&root, agentd, "agentd")?;
+    // agentctl (built next to agentd) is there for tests that launch agents.
+    let agentctl = agentd.with_file_name("agentctl");
+    if agentctl.is_file() {
+        install_binary(&root, &agentctl, "agentctl")?;
+    }
     for t in tests {
         install_binary(&root, &t.binary, &t.name)?;
     }
@@ -89,6 +94,7 @@ pub fn init_script(tests: &[VmTest], per_test_secs: u64) -> String {
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          mount -t tmpfs tmpfs /tmp\n\
          mount -t tmpfs tmpfs /run\n\
+         mkdir -p /run/agentd\n\
          ip link set lo up\n\
          echo +cpu +memory +pids > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null\n",
     );
