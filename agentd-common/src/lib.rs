@@ -137,6 +137,7 @@ pub enum Hook {
     Bpf = 12,
     Signal = 13,
     PathCreate = 14,
+    IoUring = 15,
 }
 
 impl Hook {
@@ -157,6 +158,7 @@ impl Hook {
             12 => Hook::Bpf,
             13 => Hook::Signal,
             14 => Hook::PathCreate,
+            15 => Hook::IoUring,
             _ => return None,
         })
     }
@@ -178,6 +180,7 @@ impl Hook {
             Hook::Bpf => "bpf",
             Hook::Signal => "signal",
             Hook::PathCreate => "path_create",
+            Hook::IoUring => "io_uring",
         }
     }
 }

@@ -120,6 +120,9 @@ pub struct LsmOffsets {
     pub msghdr_namelen: u32,
     /// `file.f_flags` (where `__FMODE_EXEC` marks the kernel's exec opens)
     pub file_flags: u32,
+    /// `qstr.name`
+    pub qstr_name: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

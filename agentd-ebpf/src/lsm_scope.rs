@@ -51,6 +51,8 @@ static LSM_OFFSETS: LsmOffsets = LsmOffsets {
     msghdr_name: 0,
     msghdr_namelen: 0,
     file_flags: 0,
+    qstr_name: 0,
+    _pad: 0,
 };
 
 #[inline(always)]

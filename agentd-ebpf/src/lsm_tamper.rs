@@ -1,12 +1,13 @@
 //! Tamper protection: an agent's process tree may not trace processes
-//! outside its own cgroup, may not use the bpf syscall at all, and may not
-//! signal agentd (the tgids in `PROTECTED_TGIDS`).
+//! outside its own cgroup, may not use the bpf syscall at all, may not
+//! signal agentd (the tgids in `PROTECTED_TGIDS`), and may not create
+//! io_uring or userfaultfd instances (the "secure" anonymous inodes).
 use agentd_common::{Hook, KernelReason};
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 
 use crate::{
     agent, kernel,
-    lsm_scope::{task_cgroup_id, PROTECTED_TGIDS},
+    lsm_scope::{self, task_cgroup_id, PROTECTED_TGIDS},
 };
 
 const EPERM: i32 = 1;
@@ -85,4 +86,36 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
         return 0;
     }
     deny(Hook::Signal, cgroup_id, &agent)
+}
+
+/// `inode_init_security_anon(inode, name, context_inode)`: on 6.1 only
+/// io_uring and userfaultfd create "secure" anonymous inodes. Agents get
+/// neither: io_uring is refused by both backends (its operations would be
+/// checked here anyway), userfaultfd is a kernel-exploit helper.
+#[lsm(hook = "inode_init_security_anon")]
+pub fn inode_init_security_anon(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((cgroup_id, agent)) = agent::current_agent() else {
+        return 0;
+    };
+    let name: *const u8 = ctx.arg(1);
+    let target = unsafe { lsm_scope::read_ptr(name, lsm_scope::offsets().qstr_name) }
+        .unwrap_or(core::ptr::null());
+    let call_id = agent::bound_call(agent::current_tgid(), &agent);
+    agent::report(
+        Hook::IoUring,
+        cgroup_id,
+        &agent,
+        call_id,
+        KernelReason::NoGrant,
+        target,
+    );
+    if agent::blocks(&agent, KernelReason::NoGrant) {
+        -EPERM
+    } else {
+        0
+    }
 }

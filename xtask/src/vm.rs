@@ -84,7 +84,10 @@ pub fn vm_test_binaries(profile_dir: &Path) -> Vec<VmTest> {
         .collect();
     // The benchmark last: its figures are cleaner without the suites' churn.
     names.sort_by_key(|n| (n.contains("bench"), n.clone()));
-    let mut tests: Vec<VmTest> = names.iter().map(|n| VmTest::new(profile_dir.join(n))).collect();
+    let mut tests: Vec<VmTest> = names
+        .iter()
+        .map(|n| VmTest::new(profile_dir.join(n)))
+        .collect();
     let scenarios = profile_dir.join("agentd-scenarios");
     if scenarios.is_file() {
         tests.push(VmTest::new(scenarios).args(["--backend", "lsm"]));

@@ -147,6 +147,8 @@ pub fn serve(enforcer: Enforcer, path: &Path) -> std::io::Result<JoinHandle<()>>
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
+    // Agents must reach this socket to bind tool runners (lsm gates unix connects).
+    enforcer.allow_baseline_socket(&path.to_string_lossy());
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     std::thread::Builder::new()

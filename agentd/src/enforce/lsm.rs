@@ -20,7 +20,6 @@ use aya::{
 };
 
 use super::{
-    bpf_state::PIN_DIR,
     btf_offsets::{field_offset, OffsetError, VMLINUX_BTF},
     ebpf::{self, programs, LoadError, LoadedObject},
     grant::KernelGrant,
@@ -60,6 +59,8 @@ fn resolve_uncached() -> Result<LsmOffsets, OffsetError> {
         msghdr_name: f("msghdr", "msg_name")?,
         msghdr_namelen: f("msghdr", "msg_namelen")?,
         file_flags: f("file", "f_flags")?,
+        qstr_name: f("qstr", "name")?,
+        _pad: 0,
     })
 }
 
@@ -96,6 +97,7 @@ pub const LSM_HOOKS: &[LsmHook] = &[
     hook("bpf"),
     hook("task_kill"),
     hook("socket_connect"),
+    hook("inode_init_security_anon"),
 ];
 
 /// Unix sockets every agent may connect to: agentd's own API and
@@ -235,7 +237,7 @@ fn pin_link(pin_dir: &Path, link: FdLink, name: &str) -> Result<(), LsmError> {
 
 /// The daemon's lsm backend: hooks attached with pinned links, and handles
 /// to the lsm maps, pinned next to the shared maps in the instance's pin
-/// directory ([`PIN_DIR`] for the system daemon).
+/// directory ([`super::bpf_state::PIN_DIR`] for the system daemon).
 pub struct LsmState {
     _object: LoadedObject,
     scopes: HashMap<MapData, ScopeKey, ScopeRule>,

@@ -22,6 +22,8 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Unprivileged user the tests may run agents as.
 const AGENT_UID: u32 = 1000;
+/// The scenario suite's agent user (`agentd-agent`).
+const SCENARIO_UID: u32 = 1001;
 
 /// Builds `work_dir/initramfs.cpio` and returns its path.
 pub fn build(
@@ -56,21 +58,20 @@ pub fn build(
     for t in tests {
         install_binary(&root, &t.binary, &t.name)?;
     }
+    for f in HOST_FILES.iter().map(Path::new).filter(|f| f.is_file()) {
+        install_host_file(&root, f)?;
+    }
     fs::write(
         root.join("etc/passwd"),
         format!(
-            "root:x:0:0:root:/root:/bin/sh\nagent:x:{AGENT_UID}:{AGENT_UID}:agent:/tmp:/bin/sh\n\
-             agentd-agent:x:{}:{}:agentd agents:/tmp:/bin/sh\n",
-            AGENT_UID + 1,
-            AGENT_UID + 1
+            "root:x:0:0:root:/root:/bin/sh\n\
+             agent:x:{AGENT_UID}:{AGENT_UID}:agent:/tmp:/bin/sh\n\
+             agentd-agent:x:{SCENARIO_UID}:{SCENARIO_UID}:agentd-agent:/tmp:/bin/sh\n"
         ),
     )?;
     fs::write(
         root.join("etc/group"),
-        format!(
-            "root:x:0:\nagent:x:{AGENT_UID}:\nagentd-agent:x:{}:\n",
-            AGENT_UID + 1
-        ),
+        format!("root:x:0:\nagent:x:{AGENT_UID}:\nagentd-agent:x:{SCENARIO_UID}:\n"),
     )?;
     let init = root.join("init");
     fs::write(&init, init_script(tests, per_test_secs))?;
@@ -135,6 +136,39 @@ fn install_busybox(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Host programs and libraries copied to the same path in the VM: the
+/// scenario suite execs and copies real (non-busybox) binaries.
+const HOST_FILES: &[&str] = &[
+    "/usr/bin/true",
+    "/usr/bin/false",
+    "/usr/bin/id",
+    "/usr/bin/touch",
+    "/usr/bin/cat",
+    "/usr/bin/dash",
+    "/usr/lib/x86_64-linux-gnu/libm.so.6",
+];
+
+/// Copies a host file (and, for a program, its libraries) to the same path.
+fn install_host_file(root: &Path, src: &Path) -> Result<()> {
+    let inside = root.join(src.strip_prefix("/").unwrap_or(src));
+    fs::create_dir_all(inside.parent().expect("absolute path has a parent"))?;
+    fs::copy(src, &inside).with_context(|| format!("copying {}", src.display()))?;
+    install_libraries(root, src)
+}
+
+fn install_libraries(root: &Path, binary: &Path) -> Result<()> {
+    for lib in libraries_of(binary)? {
+        let inside = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+        if inside.exists() {
+            continue;
+        }
+        fs::create_dir_all(inside.parent().expect("library path has a parent"))?;
+        // fs::copy follows symlinks: the VM gets the real file under the name the loader asks for.
+        fs::copy(&lib, &inside).with_context(|| format!("copying {}", lib.display()))?;
+    }
+    Ok(())
+}
+
 /// Copies `src` stripped of debug info to `BIN_DIR/name`, plus its libraries.
 fn install_binary(root: &Path, src: &Path, name: &str) -> Result<()> {
     if !src.is_file() {
@@ -155,16 +189,7 @@ fn install_binary(root: &Path, src: &Path, name: &str) -> Result<()> {
         // No binutils: the image is just larger.
         fs::copy(src, &dest).with_context(|| format!("copying {}", src.display()))?;
     }
-    for lib in libraries_of(src)? {
-        let inside = root.join(lib.strip_prefix("/").unwrap_or(&lib));
-        if inside.exists() {
-            continue;
-        }
-        fs::create_dir_all(inside.parent().expect("library path has a parent"))?;
-        // fs::copy follows symlinks: the VM gets the real file under the name the loader asks for.
-        fs::copy(&lib, &inside).with_context(|| format!("copying {}", lib.display()))?;
-    }
-    Ok(())
+    install_libraries(root, src)
 }
 
 /// Shared libraries (and the dynamic loader) `binary` needs; empty if static.
