@@ -136,6 +136,12 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
     let access = state.access.clone();
     let (enforcer, enforce_hook) = crate::enforce::daemon_glue::start(&config, audit.clone());
     gateway.add_allow_hook(enforce_hook);
+    // After the grant: every allowed call is sealed with a receipt (queued
+    // durably here, rendered off the decision path by the worker).
+    let (receipt_hook, receipts) =
+        crate::receipt::gateway_hook::start(&config.state_dir, gateway.clone())
+            .context("opening the receipt queue")?;
+    gateway.add_allow_hook(receipt_hook);
     let mut app = api::router(state);
     if let Some(e) = &enforcer {
         app = app.merge(api::enforce_routes::routes(e.clone(), access));
@@ -215,6 +221,7 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         let _ = s.await;
     }
     pruner.abort();
+    receipts.shutdown();
     let _ = std::fs::remove_file(&config.socket_path);
     audit.shutdown().context("closing the audit log")?;
     tracing::info!("stopped");

@@ -15,6 +15,7 @@
 pub mod carrier;
 pub mod claims;
 pub mod dwt;
+pub mod gateway_hook;
 pub mod keys;
 pub mod pngio;
 pub mod queue;

@@ -195,15 +195,24 @@ pub fn run() -> anyhow::Result<()> {
     }
     drop(fixtures);
 
-    let allowed = rows.iter().filter(|r| r["decision"] == "allow").count();
-    let denied = rows.iter().filter(|r| r["decision"] == "deny").count();
+    let count = |kind: &str, decision: &str| {
+        rows.iter()
+            .filter(|r| r["kind"] == kind && r["decision"] == decision)
+            .count()
+    };
     println!();
     println!(
-        "demo summary: {} steps, {} audit records ({allowed} allowed, {denied} denied), {} receipts verified, {:.1} s",
+        "demo summary: {} steps in {:.1} s; {} audit records — tool calls {} allowed / {} denied, \
+         messages {} verified / {} refused or untrusted, kernel {} denied; {} receipts verified",
         STEPS.len(),
+        started.elapsed().as_secs_f64(),
         rows.len(),
+        count("tool_call", "allow"),
+        count("tool_call", "deny"),
+        count("message", "allow"),
+        count("message", "deny"),
+        count("kernel", "deny"),
         receipts.len(),
-        started.elapsed().as_secs_f64()
     );
     if !deviations.is_empty() {
         println!("DEVIATIONS:");

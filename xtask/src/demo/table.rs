@@ -17,17 +17,38 @@ pub fn print(rows: &[Value]) {
         };
         println!(
             "  {:>4} {:<15} {:<10} {:<22} {:<34} {:>8} {:<10} {:<12} {}",
-            r["seq"],
+            r["seq"].as_u64().unwrap_or(0),
             time,
             clip(&principal, 10),
             clip(&s("action"), 22),
-            clip(&s("target"), 34),
-            r["latency_us"],
+            clip(&concise(&s("target")), 34),
+            r["latency_us"].as_u64().unwrap_or(0),
             s("decision"),
             clip(&s("hash"), 12),
             s("reason_code")
         );
     }
+}
+
+/// Tool-call targets are the arguments as JSON; show the part that matters.
+fn concise(target: &str) -> String {
+    let Ok(Value::Object(args)) = serde_json::from_str::<Value>(target) else {
+        return target.to_string();
+    };
+    for key in ["command", "path", "to", "mailbox", "server", "format"] {
+        match args.get(key) {
+            Some(Value::Array(items)) => {
+                return items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            Some(Value::String(v)) => return v.clone(),
+            _ => {}
+        }
+    }
+    target.to_string()
 }
 
 fn clip(s: &str, n: usize) -> String {
