@@ -106,12 +106,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The VM test binaries, in the order they run inside the VM.
-pub fn vm_test_binaries() -> Vec<xtask::vm::VmTest> {
-    let bin = crate::shell::target_dir().join("debug");
-    vec![xtask::vm::VmTest::new(bin.join("agentd-vm-lsm"))]
-}
-
 /// Runs the shared scenario suite natively; one PASS/FAIL/SKIP line each.
 fn host_scenarios() -> Tally {
     let mut t = Tally::default();
@@ -153,7 +147,11 @@ pub fn vm_tests() -> Tally {
     let mut t = Tally::default();
     let target = crate::shell::target_dir();
     let opts = xtask::vm::VmOptions::under_target(&target);
-    match xtask::vm::run_vm_tests(&target.join("debug/agentd"), &vm_test_binaries(), &opts) {
+    match xtask::vm::run_vm_tests(
+        &target.join("debug/agentd"),
+        &xtask::vm::vm_test_binaries(&target.join("debug")),
+        &opts,
+    ) {
         Ok(outcome) => {
             print!("{}", outcome.report());
             for line in &outcome.tests {
