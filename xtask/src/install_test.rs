@@ -324,6 +324,11 @@ fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     checks.check("agentd.service enabled", check_enabled());
     checks.check("agentd not started", check_not_started());
 
+    checks.check(
+        "installed agentd refuses an unknown key and a bad value, naming the key",
+        check_config_refusals(),
+    );
+
     let doctor = run_doctor(&mut Command::new("/usr/bin/agentd"));
     let full = match &doctor {
         Ok(r) => Some(r.clone()),
@@ -461,6 +466,52 @@ fn check_installed_files() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `agentd run` with a broken copy of the installed config must exit at
+/// once, naming the key. (A good config would start the daemon, so only
+/// broken ones are tried, under a timeout.)
+fn check_config_refusals() -> anyhow::Result<()> {
+    let shipped = std::fs::read_to_string("/etc/agentd/agentd.toml")?;
+    let cases = [
+        (
+            shipped.replace("socket_path = ", "socket_pth = "),
+            "socket_pth",
+        ),
+        (
+            shipped.replace("nonce_ttl_secs = 600", "nonce_ttl_secs = 10"),
+            "gateway.nonce_ttl_secs",
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("agentd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        for (i, (text, key)) in cases.iter().enumerate() {
+            if text == &shipped {
+                bail!("case {i}: the shipped file no longer has the line to break");
+            }
+            let path = dir.join(format!("bad{i}.toml"));
+            std::fs::write(&path, text)?;
+            let out = Command::new("timeout")
+                .args(["10", "/usr/bin/agentd", "run", "--config"])
+                .arg(&path)
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() == Some(124) {
+                bail!("agentd started with a broken config ({key}) instead of refusing it");
+            }
+            if out.status.success() || !stderr.contains(key) {
+                bail!(
+                    "broken `{key}`: exit {}, stderr does not name it: {}",
+                    out.status,
+                    stderr.trim()
+                );
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn check_state_dir() -> anyhow::Result<()> {

@@ -34,6 +34,9 @@ pub struct Packages {
 /// `cargo xtask package`: builds both packages and says where they are.
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
+    // A fresh clone needs the eBPF toolchain (nightly rust-src, bpf-linker)
+    // for the release build; setup is idempotent and says what it does.
+    crate::setup::run()?;
     let p = build()?;
     println!(
         "==> package: done in {:.0} s\n    {}\n    {}",
