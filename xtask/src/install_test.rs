@@ -350,6 +350,9 @@ fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     checks.record(&name, outcome);
     let (name, outcome) = start_unit();
     checks.record(&name, outcome);
+    for (name, outcome) in emulated_start() {
+        checks.record(&name, outcome);
+    }
 
     // Simulate a running agentd's leftovers: a real pinned BPF map and a
     // non-empty state directory.
@@ -834,6 +837,200 @@ fn start_unit() -> (String, Outcome) {
     }
 }
 
+/// Without systemd as PID 1, runs what the unit would run as the unit would
+/// run it: the installed binary, only the unit's capabilities,
+/// NoNewPrivileges, NOTIFY_SOCKET for Type=notify. A throwaway instance (its
+/// own state directory and socket under /tmp), never the service's state;
+/// its pins, cgroup slice and instance record are removed afterwards.
+fn emulated_start() -> Vec<(String, Outcome)> {
+    let name = "emulated unit start: READY=1 with the unit's capabilities, socket bound, clean SIGTERM stop";
+    let dir = std::env::temp_dir().join(format!("agentd-unit-emul-{}", std::process::id()));
+    let unit =
+        std::fs::read_to_string(Path::new(UNIT_DIR).join("agentd.service")).unwrap_or_default();
+    let mut stderr_text = String::new();
+    let result = (|| -> anyhow::Result<()> {
+        let set = bounding_set_of(&unit)?;
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("run/agentd.sock");
+        let config = dir.join("agentd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\nsocket_path = \"{}\"\n",
+                dir.join("state").display(),
+                socket.display()
+            ),
+        )?;
+        let notify_path = dir.join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
+        notify.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        let log = std::fs::File::create(dir.join("stderr.log"))?;
+        let mut child = Command::new("setpriv")
+            .args([
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set",
+                &set,
+                "--",
+            ])
+            .args(["/usr/bin/agentd", "run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting agentd under setpriv")?;
+        let outcome = (|| -> anyhow::Result<()> {
+            let mut buf = [0u8; 4096];
+            let started = std::time::Instant::now();
+            loop {
+                let n = notify.recv(&mut buf).context("no READY=1 within 60 s")?;
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    println!(
+                        "            READY=1 after {:.2} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+            }
+            if !socket.exists() {
+                bail!("READY=1 sent but {} is missing", socket.display());
+            }
+            Ok(())
+        })();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        stderr_text =
+            strip_ansi(&std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default());
+        outcome?;
+        match status {
+            Some(st) if st.success() => Ok(()),
+            Some(st) => bail!("exit {st} after SIGTERM"),
+            None => bail!("did not stop within 30 s of SIGTERM"),
+        }
+    })();
+    cleanup_instances(&stderr_text);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut out = vec![(
+        name.to_owned(),
+        match result {
+            Ok(()) => Outcome::Pass,
+            Err(e) => Outcome::Fail(format!(
+                "{e:#}; agentd said: {}",
+                stderr_text
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )),
+        },
+    )];
+    if out[0].1 == Outcome::Pass {
+        let enforcing =
+            "emulated unit start: enforcement backend loads with the unit's capabilities";
+        let failed = stderr_text
+            .lines()
+            .find(|l| l.contains("enforcement unavailable"));
+        out.push((
+            enforcing.to_owned(),
+            match failed {
+                None if stderr_text.contains("enforcement running") => Outcome::Pass,
+                None => Outcome::Fail(
+                    "agentd logged neither `enforcement running` nor `enforcement unavailable`"
+                        .into(),
+                ),
+                Some(line) => match cgroup_root_mode_quirk() {
+                    Some(why) => Outcome::Skip(format!("{why} (agentd: {})", line.trim())),
+                    None => Outcome::Fail(line.trim().to_owned()),
+                },
+            },
+        ));
+    }
+    out
+}
+
+/// Why enforcement cannot start with the unit's capabilities on this
+/// machine, if the cgroup2 root lacks the owner-write bit.
+fn cgroup_root_mode_quirk() -> Option<String> {
+    let root = cgroup2_root()?;
+    let mode = std::fs::metadata(&root).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o200 == 0).then(|| {
+        format!(
+            "the cgroup2 root {} is mode {mode:o} here (0755 on systemd hosts): creating agent cgroups there needs CAP_DAC_OVERRIDE, which agentd.service deliberately lacks",
+            root.display()
+        )
+    })
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
+/// Removes what the throwaway instance(s) named in the log left: pins,
+/// instance record, (empty) cgroup slice.
+fn cleanup_instances(log: &str) {
+    for inst in log
+        .split("instance=")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start_matches('"').split(['"', ' ']).next())
+        .filter(|i| i.starts_with("agentd-") && !i.contains('/'))
+    {
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{inst}"));
+        let _ = std::fs::remove_file(format!("/run/agentd-instances/{inst}"));
+        if let Some(root) = cgroup2_root() {
+            let slice = root.join(format!("{inst}.slice"));
+            if let Ok(children) = std::fs::read_dir(&slice) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&slice);
+        }
+    }
+}
+
+/// Drops ANSI colour sequences from a log.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------- bpf ----
 
 /// Pins a one-entry array map at /sys/fs/bpf/agentd/install-test, mounting
@@ -1146,6 +1343,14 @@ mod tests {
         );
         assert!(starts_agentd("    systemctl start agentd.service || true\n").is_err());
         assert!(starts_agentd("true; systemctl restart agentd\n").is_err());
+    }
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2minstance\u{1b}[0m=\"agentd-1\""),
+            "instance=\"agentd-1\""
+        );
     }
 
     #[test]
