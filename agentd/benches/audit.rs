@@ -38,7 +38,7 @@ fn secs() -> Duration {
 }
 
 /// Raw SQLite inserts of sealed records, `per_tx` rows per transaction, one thread.
-fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> (f64, u64) {
+fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> (f64, u64, tempfile::TempDir) {
     let dir = bench_dir();
     let path = store::db_path(dir.path());
     let conn = store::open_rw(&path, durability).expect("open");
@@ -60,7 +60,7 @@ fn raw_sqlite(durability: Durability, per_tx: u64, dur: Duration) -> (f64, u64) 
         }
         conn.execute_batch("COMMIT").expect("commit");
     }
-    (seq as f64 / start.elapsed().as_secs_f64(), seq)
+    (seq as f64 / start.elapsed().as_secs_f64(), seq, dir)
 }
 
 struct Run {
@@ -267,7 +267,7 @@ fn main() {
     ] {
         for (per_tx, floor) in [(1, floor1), (64, floor64)] {
             let c0 = thread_cpu_us();
-            let (rate, rows) = raw_sqlite(d, per_tx, dur);
+            let (rate, rows, dir) = raw_sqlite(d, per_tx, dur);
             let cpu = (thread_cpu_us() - c0) / rows.max(1) as f64;
             line(
                 name,
@@ -279,6 +279,24 @@ fn main() {
                 cpu,
                 &format!("floor {floor}"),
             );
+            if per_tx == 64 && d == Durability::Normal {
+                // Offline verification speed over the file just written.
+                let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+                let t0 = Instant::now();
+                let rep = agentd::audit::verify_db(&store::db_path(dir.path()), &key, &[])
+                    .expect("verify");
+                let secs = t0.elapsed().as_secs_f64();
+                line(
+                    name,
+                    "verify_db (offline check), 1 thread",
+                    rep.records as f64 / secs,
+                    0.0,
+                    "-",
+                    "-",
+                    secs * 1e6 / rep.records.max(1) as f64,
+                    &format!("{} rows in {secs:.2} s", rep.records),
+                );
+            }
         }
         for tasks in [64, 256, 1024] {
             let r = appender_async(d, tasks, dur);
