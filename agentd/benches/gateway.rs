@@ -31,7 +31,7 @@ fn bench_policy() -> String {
     // The demo policy with rate limits out of the way (they would turn allows into rate_limited).
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml"))
         .expect("policies/demo.toml")
-        .replace("rate_per_minute = 60", "rate_per_minute = 4000000000")
+        .replace("rate_per_minute = 60\n", "rate_per_minute = 4000000000\n")
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -82,7 +82,8 @@ fn main() {
     );
     println!();
 
-    let inproc = in_process(dir.path(), quick);
+    let mut inproc = in_process(dir.path(), quick);
+    inproc.extend(in_process_audited(dir.path(), quick));
     let policy = dir.path().join("bench-policy.toml");
     std::fs::write(&policy, bench_policy()).unwrap();
 
@@ -100,11 +101,26 @@ fn main() {
     let secs = if quick { 1 } else { LOAD_SECS };
     let body = serde_json::to_vec(&json!({"active_message_id": id, "action": "read_chart", "arguments": {"path": "/srv/charts/p-0042.json"}})).unwrap();
 
-    let (echo1, gw1) = rt.block_on(async {
+    let (echo1, health1, gw1) = rt.block_on(async {
         // Interleave: echo, agentd, so both see the same machine conditions.
-        let e = single_client(&echo_sock, "/echo", &body, n).await;
-        let g = single_client(&dir.path().join("agentd.sock"), "/v1/tool-calls", &body, n).await;
-        (e, g)
+        let e = single_client(&echo_sock, "/echo", &body, n, Method::POST).await;
+        let h = single_client(
+            &dir.path().join("agentd.sock"),
+            "/v1/health",
+            &[],
+            n,
+            Method::GET,
+        )
+        .await;
+        let g = single_client(
+            &dir.path().join("agentd.sock"),
+            "/v1/tool-calls",
+            &body,
+            n,
+            Method::POST,
+        )
+        .await;
+        (e, h, g)
     });
     let (echo8, gw8) = rt.block_on(async {
         let e = load(&echo_sock, "/echo", &body, secs).await;
@@ -140,6 +156,13 @@ fn main() {
     println!(
         "{:<58} {:>10.1} {:>10.1} {:>10.1}",
         "bare hyper echo, Unix socket, 1 client (floor)", echo1.p50, echo1.p99, echo1.mean
+    );
+    println!(
+        "{:<58} {:>10.1} {:>10.1} {:>10.1}",
+        "agentd GET /v1/health, Unix socket, 1 client (API only)",
+        health1.p50,
+        health1.p99,
+        health1.mean
     );
     println!(
         "{:<58} {:>10.1} {:>10.1} {:>10.1}",
@@ -273,6 +296,95 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
     out
 }
 
+/// The daemon's pipeline without the socket: decision + durable audit append.
+fn in_process_audited(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
+    let state = dir.join("inproc-audited");
+    std::fs::create_dir_all(&state).unwrap();
+    let audit = agentd::audit::AuditLog::open(&state, agentd::config::Durability::Normal).unwrap();
+    let g = Arc::new(
+        Gateway::open(
+            &state,
+            Settings {
+                timestamp_window_secs: 60,
+                nonce_ttl_secs: 600,
+                active_message_ttl_secs: 900,
+            },
+            Some(audit.clone()),
+        )
+        .unwrap(),
+    );
+    g.load_policy(&bench_policy(), "bench").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let id = g
+        .ingest(
+            &SignedMessage::new_signed(
+                &key,
+                "dr-chen",
+                "dm:chen",
+                "bench-nonce-audited-1",
+                now,
+                "x",
+            ),
+            now,
+        )
+        .unwrap()
+        .active_message_id;
+    let req = ToolCallRequest {
+        active_message_id: id,
+        action: "read_chart".into(),
+        arguments: json!({"path": "/srv/charts/p-0042.json"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let n = if quick { 500 } else { 20_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let single = rt.block_on(async {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let d = g.tool_call(&req, agentd::gateway::Caller::default()).await;
+            v.push(t.elapsed());
+            assert!(d.is_allow());
+        }
+        stats(v)
+    });
+    let eight = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..CLIENTS {
+            let (g, req) = (g.clone(), req.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut v = Vec::with_capacity(n / CLIENTS);
+                for _ in 0..n / CLIENTS {
+                    let t = Instant::now();
+                    let d = g.tool_call(&req, agentd::gateway::Caller::default()).await;
+                    v.push(t.elapsed());
+                    assert!(d.is_allow());
+                }
+                v
+            }));
+        }
+        let t0 = Instant::now();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let rate = all.len() as f64 / t0.elapsed().as_secs_f64();
+        (rate, stats(all))
+    });
+    audit.shutdown().unwrap();
+    println!("in-process pipeline with 8 concurrent tasks: {:.0} decisions/s (each durably audited), p99 {:.1} µs", eight.0, eight.1.p99);
+    vec![(
+        "in-process pipeline: decision + durable audit append".to_owned(),
+        single,
+    )]
+}
+
 fn spawn_echo(sock: &Path) -> Child {
     let child = Command::new(std::env::current_exe().unwrap())
         .env(ECHO_ENV, sock)
@@ -284,7 +396,8 @@ fn spawn_echo(sock: &Path) -> Child {
 }
 
 fn wait_socket(sock: &Path) {
-    for _ in 0..1000 {
+    // The daemon probes the kernel and loads BPF before serving.
+    for _ in 0..12_000 {
         if std::os::unix::net::UnixStream::connect(sock).is_ok() {
             return;
         }
@@ -335,16 +448,16 @@ fn spawn_daemon(dir: &Path, policy: &Path) -> (Child, String) {
     (child, id)
 }
 
-async fn single_client(sock: &Path, path: &str, body: &[u8], n: usize) -> Stats {
+async fn single_client(sock: &Path, path: &str, body: &[u8], n: usize, method: Method) -> Stats {
     let mut c = Client::connect(sock).await.unwrap();
     for _ in 0..WARMUP.min(n) {
-        let (s, _) = c.raw(Method::POST, path, body.to_vec()).await.unwrap();
+        let (s, _) = c.raw(method.clone(), path, body.to_vec()).await.unwrap();
         assert!(s.is_success());
     }
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let (s, b) = c.raw(Method::POST, path, body.to_vec()).await.unwrap();
+        let (s, b) = c.raw(method.clone(), path, body.to_vec()).await.unwrap();
         v.push(t.elapsed());
         assert!(s.is_success(), "{}", String::from_utf8_lossy(&b));
     }

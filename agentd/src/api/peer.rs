@@ -111,11 +111,12 @@ impl Access {
         }
     }
 
-    /// Admins and the agent user may submit tool calls.
+    /// Admins and the agent user may submit tool calls. The agent uid is
+    /// checked first: it is the hot path and needs no group lookup.
     pub fn may_call_tools(&self, peer: &Peer) -> bool {
-        self.is_admin(peer)
-            || (peer.transport == Transport::Unix
-                && peer.uid.is_some()
-                && peer.uid.map(Uid::from_raw) == self.agent_uid)
+        let is_agent = peer.transport == Transport::Unix
+            && peer.uid.is_some()
+            && peer.uid.map(Uid::from_raw) == self.agent_uid;
+        is_agent || self.is_admin(peer)
     }
 }

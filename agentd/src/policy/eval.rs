@@ -21,6 +21,16 @@ pub struct Denial {
     pub detail: String,
 }
 
+/// Substitutes `{operator}`, allocating only when the placeholder is present
+/// (the decision path evaluates scopes on every call).
+fn expand<'a>(s: &'a str, operator: &str) -> std::borrow::Cow<'a, str> {
+    if s.contains("{operator}") {
+        std::borrow::Cow::Owned(s.replace("{operator}", operator))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 fn deny(reason: &'static str, detail: impl Into<String>) -> Denial {
     Denial {
         reason,
@@ -151,7 +161,7 @@ fn evaluate_role(
             Parsed::Path(p) => act
                 .destructive_paths
                 .iter()
-                .any(|s| path::within(p, &s.replace("{operator}", operator))),
+                .any(|s| path::within(p, &expand(s, operator))),
             Parsed::Command { base, argv, .. } => act.destructive_commands.iter().any(|pat| {
                 pat[0] == *base
                     && pat.len() <= argv.len()
@@ -314,7 +324,7 @@ fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), D
     let scoped = |path: &str, scopes: &[String]| {
         scopes
             .iter()
-            .any(|s| path::within(path, &s.replace("{operator}", operator)))
+            .any(|s| path::within(path, &expand(s, operator)))
     };
     match (c, p) {
         (Constraint::Path { scopes }, Parsed::Path(p)) => {

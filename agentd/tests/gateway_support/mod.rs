@@ -87,7 +87,8 @@ impl Daemon {
             .spawn()
             .expect("start agentd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Start-up probes the kernel and loads BPF (enforcement): slow in debug builds on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
