@@ -330,3 +330,119 @@ pub fn verify_conn(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{AuditEvent, RecordKind};
+    use ed25519_dalek::SigningKey;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[3; 32])
+    }
+
+    fn chain(n: u64) -> Vec<Record> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let r = Record::seal(
+                    seq,
+                    "t".into(),
+                    AuditEvent::new(RecordKind::Admin, "x"),
+                    prev.clone(),
+                );
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    fn run(records: Vec<Record>, cps: Vec<Checkpoint>) -> Result<VerifyReport, Finding> {
+        let mut v = ChainVerifier::new(&key().verifying_key(), cps);
+        for r in records {
+            if !v.push(Ok(r)) {
+                break;
+            }
+        }
+        v.finish()
+    }
+
+    fn cp(records: &[Record], count: u64) -> Checkpoint {
+        let head = if count == 0 {
+            GENESIS_HASH.to_owned()
+        } else {
+            records[count as usize - 1].hash.clone()
+        };
+        Checkpoint::sign(&key(), count, &head, "t".into()).unwrap()
+    }
+
+    #[test]
+    fn empty_log() {
+        let rep = run(vec![], vec![]).unwrap();
+        assert_eq!(rep.records, 0);
+        let c = chain(3);
+        let err = run(vec![], vec![cp(&c, 3)]).unwrap_err();
+        assert_eq!(
+            err,
+            Finding::TruncatedTail {
+                last_seq: 0,
+                checkpoint_count: 3
+            }
+        );
+    }
+
+    #[test]
+    fn anchoring_and_unanchored_tail_are_reported() {
+        let c = chain(10);
+        let rep = run(c.clone(), vec![cp(&c, 4), cp(&c, 7)]).unwrap();
+        assert_eq!(rep.anchored_through, 7);
+        assert_eq!(rep.unanchored_tail, 3);
+        // A pruned start anchored at 4 verifies; at 5 it does not.
+        let rep = run(c[4..].to_vec(), vec![cp(&c, 4)]).unwrap();
+        assert_eq!(rep.first_seq, Some(5));
+        let err = run(c[5..].to_vec(), vec![cp(&c, 4)]).unwrap_err();
+        assert_eq!(err, Finding::UnanchoredStart { first_seq: 6 });
+    }
+
+    #[test]
+    fn duplicate_and_backward_seqs() {
+        let c = chain(5);
+        let mut dup = c.clone();
+        dup.insert(3, c[2].clone());
+        assert_eq!(
+            run(dup, vec![]).unwrap_err(),
+            Finding::SeqOutOfOrder {
+                previous: 3,
+                found: 3
+            }
+        );
+    }
+
+    #[test]
+    fn first_row_must_start_from_genesis() {
+        let mut c = chain(2);
+        c[0] = Record::seal(
+            1,
+            "t".into(),
+            AuditEvent::new(RecordKind::Admin, "x"),
+            "1".repeat(64),
+        );
+        assert_eq!(
+            run(c, vec![]).unwrap_err(),
+            Finding::PrevHashMismatch { seq: 1 }
+        );
+    }
+
+    #[test]
+    fn the_earliest_finding_wins() {
+        let c = chain(10);
+        let mut edited = c.clone();
+        edited[7].event.action = "y".into(); // seq 8
+        let mut forged = cp(&c, 3);
+        forged.timestamp = "u".into(); // signature no longer matches: seq 3
+        let err = run(edited.clone(), vec![forged]).unwrap_err();
+        assert_eq!(err, Finding::CheckpointSignatureInvalid { count: 3 });
+        let err = run(edited, vec![cp(&c, 9)]).unwrap_err();
+        assert_eq!(err, Finding::RowHashMismatch { seq: 8 });
+    }
+}
