@@ -192,3 +192,42 @@ fn failed_commit_denies_and_keeps_the_chain_consistent() {
     let err = log.append_blocking(event(3)).unwrap_err();
     assert!(err.to_string().contains("UNIQUE"), "{err}");
 }
+
+#[test]
+fn append_all_blocking_commits_in_order_in_few_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), Durability::Full).unwrap();
+    let before = log.stats();
+    let mut events: Vec<AuditEvent> = (0..500).map(event).collect();
+    events[250].target = "x".repeat(100_000); // refused alone
+    let results = log.append_all_blocking(events);
+    let after = log.stats();
+    assert_eq!(results.len(), 500);
+    assert!(results[250]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("target"));
+    let seqs: Vec<u64> = results
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 250)
+        .map(|(_, r)| r.as_ref().unwrap().seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (2..=500).collect::<Vec<u64>>(),
+        "contiguous, in order"
+    );
+    assert_eq!(after.rows - before.rows, 499);
+    assert!(
+        after.commits - before.commits < 50,
+        "{} commits for 499 rows: not batched",
+        after.commits - before.commits
+    );
+    log.shutdown().unwrap();
+    let records = all_records(dir.path());
+    assert_chain(&records);
+    assert_eq!(records[1].event.call_id, "call-0");
+    assert_eq!(records[499].event.call_id, "call-499");
+}

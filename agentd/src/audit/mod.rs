@@ -267,6 +267,38 @@ impl AuditLog {
         rx.recv().unwrap_or(Err(AuditError::Closed))
     }
 
+    /// Appends `events` in order and waits until each is committed. Queued
+    /// back to back, they normally share one transaction (one fsync with
+    /// `full`), so a thread draining a queue of events should hand over what
+    /// it has with this rather than call [`append_blocking`](Self::append_blocking)
+    /// per event. One result per event, in order; seqs ascend in that order.
+    /// Must not be called from an async task.
+    pub fn append_all_blocking(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Vec<Result<Committed, AuditError>> {
+        type Waiter = mpsc::Receiver<Result<Committed, AuditError>>;
+        let waits: Vec<Result<Waiter, AuditError>> = events
+            .into_iter()
+            .map(|ev| {
+                ev.validate()?;
+                let (tx, rx) = mpsc::sync_channel(1);
+                self.inner
+                    .tx
+                    .send(Command::Append {
+                        event: ev,
+                        reply: Reply::Blocking(tx),
+                    })
+                    .map_err(|_| AuditError::Closed)?;
+                Ok(rx)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|w| w.and_then(|rx| rx.recv().unwrap_or(Err(AuditError::Closed))))
+            .collect()
+    }
+
     /// Writes a checkpoint now if rows were added since the last one.
     pub fn checkpoint_now(&self) -> Result<Option<Checkpoint>, AuditError> {
         let (reply, rx) = mpsc::sync_channel(1);
