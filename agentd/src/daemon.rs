@@ -134,18 +134,15 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         max_body: config.gateway.max_request_bytes,
     });
     let access = state.access.clone();
-    let (enforcer, enforce_hook) = crate::enforce::daemon_glue::start(&config, audit.clone());
-    gateway.add_allow_hook(enforce_hook);
+    let enforce = crate::enforce::daemon_glue::start(&config, audit.clone());
+    gateway.add_allow_hook(enforce.hook());
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).
     let (receipt_hook, receipts) =
         crate::receipt::gateway_hook::start(&config.state_dir, gateway.clone())
             .context("opening the receipt queue")?;
     gateway.add_allow_hook(receipt_hook);
-    let mut app = api::router(state);
-    if let Some(e) = &enforcer {
-        app = app.merge(api::enforce_routes::routes(e.clone(), access));
-    }
+    let app = api::router(state).merge(api::enforce_routes::routes(enforce, access));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;

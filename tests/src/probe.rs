@@ -309,6 +309,15 @@ pub fn run_op(op: &[String]) -> String {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             run_op(&op[2..])
         }
+        Some("repeat") => {
+            // The op N times; reports the last result.
+            let n: usize = arg(1).parse().unwrap_or(1);
+            let mut last = String::new();
+            for _ in 0..n {
+                last = run_op(&op[2..]);
+            }
+            last
+        }
         Some("seq") => {
             // Several ops in this process, results joined by " | ".
             op[1..]

@@ -172,6 +172,11 @@ pub fn all() -> Vec<Scenario> {
             only: None,
         },
         Scenario {
+            name: "denial_events_rate_limited_but_counted",
+            run: rate_limit,
+            only: None,
+        },
+        Scenario {
             name: "audit_only_mode",
             run: audit_only,
             only: None,
@@ -618,6 +623,39 @@ fn tamper(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
     expect(&h.run(a, None, &["ptrace"]), EPERM, "ptrace")?;
     expect(&h.run(a, None, &["bpf"]), EPERM, "bpf syscall")
+}
+
+fn rate_limit(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let before = h.enforcer.counters();
+    let n = 400;
+    let run = h.run(
+        a,
+        None,
+        &["repeat", &n.to_string(), "connect", "127.0.0.1:9"],
+    );
+    expect(&run, EPERM, "repeated unbound connect")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = h.enforcer.counters();
+    let denied = after.kernel_denied - before.kernel_denied;
+    let suppressed = after.events_suppressed - before.events_suppressed;
+    let rows = h
+        .sink
+        .0
+        .lock()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|r| r.agent == a && r.action == "connect" && r.decision == "deny")
+        .count() as u64;
+    if denied < n {
+        return Err(format!("only {denied} of {n} denials counted"));
+    }
+    if suppressed == 0 || rows + suppressed < n || rows > n - suppressed {
+        return Err(format!(
+            "{rows} audit rows, {suppressed} suppressed, {denied} counted"
+        ));
+    }
+    Ok(())
 }
 
 fn audit_only(h: &Harness, a: &str) -> Check {

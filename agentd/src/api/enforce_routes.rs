@@ -21,25 +21,40 @@ use serde::{Deserialize, Serialize};
 
 use super::{json::ApiError, peer::Access, Peer};
 use crate::{
-    enforce::{default_baseline, AgentHandle, AgentInfo, Counters, EnforceError, Enforcer, Mode},
+    enforce::{
+        daemon_glue::EnforceSlot, default_baseline, AgentHandle, AgentInfo, Counters, EnforceError,
+        Enforcer, Mode,
+    },
     grant_spec::GrantSpec,
 };
 
 struct RouteState {
-    enforcer: Enforcer,
+    slot: EnforceSlot,
     access: Access,
+}
+
+impl RouteState {
+    fn enforcer(&self) -> Result<Enforcer, ApiError> {
+        self.slot.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "enforcement_unavailable",
+                self.slot.unavailable_reason(),
+            )
+        })
+    }
 }
 
 type St = State<Arc<RouteState>>;
 
 /// The routes, as a stateless router ready to merge.
-pub fn routes(enforcer: Enforcer, access: Access) -> Router {
+pub fn routes(slot: EnforceSlot, access: Access) -> Router {
     Router::new()
         .route("/v1/agents", get(list).post(create))
         .route("/v1/agents/{name}/mode", post(set_mode))
         .route("/v1/bind", post(bind))
         .route("/v1/enforcement", get(status))
-        .with_state(Arc::new(RouteState { enforcer, access }))
+        .with_state(Arc::new(RouteState { slot, access }))
 }
 
 fn status_of(e: &EnforceError) -> StatusCode {
@@ -120,7 +135,7 @@ async fn list(
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Vec<AgentInfo>>, ApiError> {
     admin(&s, &peer)?;
-    Ok(Json(s.enforcer.list_agents()))
+    Ok(Json(s.enforcer()?.list_agents()))
 }
 
 async fn create(
@@ -130,7 +145,7 @@ async fn create(
 ) -> Result<Json<AgentHandle>, ApiError> {
     admin(&s, &peer)?;
     let baseline = req.baseline.unwrap_or_else(default_baseline);
-    let e = s.enforcer.clone();
+    let e = s.enforcer()?;
     tokio::task::spawn_blocking(move || e.create_agent_with(&req.name, req.mode, &baseline))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -145,7 +160,7 @@ async fn set_mode(
     Json(req): Json<SetMode>,
 ) -> Result<StatusCode, ApiError> {
     admin(&s, &peer)?;
-    s.enforcer.set_mode(&name, req.mode).map_err(api_err)?;
+    s.enforcer()?.set_mode(&name, req.mode).map_err(api_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -162,7 +177,7 @@ async fn bind(
         ));
     };
     let pid = req.pid.unwrap_or(peer_pid);
-    s.enforcer
+    s.enforcer()?
         .bind_verified(peer_pid, pid, &req.call_id)
         .map_err(api_err)?;
     Ok(StatusCode::NO_CONTENT)
@@ -170,9 +185,10 @@ async fn bind(
 
 async fn status(State(s): St, Extension(peer): Extension<Peer>) -> Result<Json<Status>, ApiError> {
     admin(&s, &peer)?;
+    let e = s.enforcer()?;
     Ok(Json(Status {
-        backend: s.enforcer.backend(),
-        instance: s.enforcer.instance().to_string(),
-        counters: s.enforcer.counters(),
+        backend: e.backend(),
+        instance: e.instance().to_string(),
+        counters: e.counters(),
     }))
 }

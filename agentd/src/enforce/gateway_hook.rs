@@ -4,12 +4,12 @@
 //! (fail closed): the runtime must not act on a grant the kernel lacks.
 use crate::gateway::{AllowHook, AllowedCall, HookError};
 
-use super::Enforcer;
+use super::daemon_glue::EnforceSlot;
 
-/// Installs grants of allowed calls. `None` = enforcement failed to start.
+/// Installs grants of allowed calls.
 pub struct EnforceHook {
-    /// The enforcer, if it started.
-    pub enforcer: Option<Enforcer>,
+    /// The enforcer, once (and if) it has started.
+    pub slot: EnforceSlot,
 }
 
 impl AllowHook for EnforceHook {
@@ -26,19 +26,63 @@ impl AllowHook for EnforceHook {
             reason_code: reason.into(),
             message,
         };
-        let Some(enforcer) = &self.enforcer else {
+        // A caller outside every agent (an admin testing a policy) needs no grant.
+        if !call
+            .peer_pid
+            .is_some_and(|pid| self.slot.is_agent_process(pid))
+        {
+            return Ok(());
+        }
+        let Some(enforcer) = self.slot.get() else {
             return Err(err(
                 "enforcement_unavailable",
-                "the enforcement backend did not start".into(),
+                self.slot.unavailable_reason(),
             ));
         };
-        // The grant belongs to the agent whose process asked; a caller
-        // outside every agent (an admin testing a policy) needs none.
+        // The grant belongs to the agent whose process asked.
         let Some(agent) = call.peer_pid.and_then(|pid| enforcer.agent_of_pid(pid)) else {
             return Ok(());
         };
         enforcer
             .install_grant(&agent, call.call_id, call.active_message_id, spec)
             .map_err(|e| err(e.reason_code(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant_spec::GrantSpec;
+
+    fn call<'a>(spec: Option<&'a GrantSpec>, pid: Option<u32>) -> AllowedCall<'a> {
+        AllowedCall {
+            call_id: "c1",
+            active_message_id: "m1",
+            operator: "op",
+            session: "s",
+            action: "shell",
+            grant: spec,
+            peer_pid: pid,
+            peer_uid: Some(0),
+            audit: None,
+        }
+    }
+
+    #[test]
+    fn callers_outside_agents_need_no_enforcer() {
+        let hook = EnforceHook {
+            slot: EnforceSlot::default(),
+        };
+        let spec = GrantSpec::default();
+        assert!(hook
+            .after_allow(&call(Some(&spec), Some(std::process::id())))
+            .is_ok());
+        assert!(hook
+            .after_allow(&call(None, Some(std::process::id())))
+            .is_ok());
+        assert_eq!(
+            hook.slot.unavailable_reason(),
+            "enforcement is still starting"
+        );
     }
 }
