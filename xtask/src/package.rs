@@ -98,7 +98,13 @@ pub fn build() -> anyhow::Result<Packages> {
 fn ensure_tools() -> anyhow::Result<()> {
     step("package: checking packaging tools");
     for (sub, krate, version) in TOOLS {
-        let have = output(Command::new("cargo").args([sub, "--version"])).unwrap_or_default();
+        // stderr silenced: a missing subcommand is the expected answer here.
+        let have = Command::new("cargo")
+            .args([sub, "--version"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         if have.contains(version) {
             println!("    {krate} {version}: present");
             continue;
