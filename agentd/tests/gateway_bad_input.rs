@@ -202,3 +202,48 @@ fn peer_credentials_decide_permissions() {
         }
     }
 }
+
+#[test]
+fn tcp_listener_takes_messages_only() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start_with(&format!("tcp_listen = \"127.0.0.1:{port}\""));
+    let olivia = d.enroll("olivia", "owner");
+    let msg = d.ok(&[
+        "send",
+        "--print-only",
+        "--operator",
+        "olivia",
+        "--key-file",
+        olivia.to_str().unwrap(),
+        "--session",
+        "remote",
+        "hi from afar",
+    ]);
+    let post = |path: &str, body: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nhost: agentd\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = post("/v1/messages", msg.trim());
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("\"trust\":\"verified\""),
+        "{r}"
+    );
+    let r = post(
+        "/v1/tool-calls",
+        r#"{"active_message_id":"00","action":"read_chart","arguments":{}}"#,
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("permission_denied"),
+        "{r}"
+    );
+    let r = post("/v1/operators", r#"{"id":"x","roles":["owner"]}"#);
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+}
