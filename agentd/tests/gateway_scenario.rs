@@ -279,6 +279,36 @@ fn replay_stale_and_session_refusals() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("session_operator_mismatch"));
+
+    // Every refusal is recorded in the audit log, with its reason.
+    let db = rusqlite::Connection::open_with_flags(
+        d.state.join("audit.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut st = db
+        .prepare(
+            "SELECT decision, reason_code FROM audit_records WHERE kind = 'message' ORDER BY seq",
+        )
+        .unwrap();
+    let rows: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let reasons: Vec<&str> = rows.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "ok",
+            "replayed_nonce",
+            "stale_timestamp",
+            "future_timestamp",
+            "session_operator_mismatch"
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[1..].iter().all(|(d, _)| d == "deny"));
 }
 
 #[test]
