@@ -213,13 +213,8 @@ impl BpfState {
     /// attaches the process-tree programs and the cgroup network gates on
     /// `slice` (the parent of all agent cgroups), and pins every link.
     /// Returns the state and the event ring buffer.
-    /// With `lsm`, the BPF LSM hooks (`lsm::LSM_HOOKS`) are attached and
-    /// pinned too (the lsm backend; the seccomp backend leaves them out).
-    pub fn start(
-        slice: &Path,
-        pin_dir: &Path,
-        lsm: bool,
-    ) -> Result<(Self, RingBuf<MapData>), BpfStateError> {
+    /// (The lsm backend attaches its hooks itself: `lsm::LsmState::start_in`.)
+    pub fn start(slice: &Path, pin_dir: &Path) -> Result<(Self, RingBuf<MapData>), BpfStateError> {
         ebpf::ensure_bpffs()?;
         let adopted = pin_dir.join(maps::AGENT_CGROUPS).exists();
         std::fs::create_dir_all(pin_dir).map_err(|e| BpfStateError::Pin {
@@ -252,31 +247,6 @@ impl BpfState {
                 .map_err(|e| prog_err(e.to_string()))?
                 .into();
             pin_link(pin_dir, link, name)?;
-        }
-        if lsm {
-            for h in super::lsm::LSM_HOOKS {
-                let name = h.program;
-                let prog_err = |message: String| BpfStateError::Program {
-                    program: name,
-                    message,
-                };
-                let prog: &mut aya::programs::Lsm = obj
-                    .ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| prog_err("missing".into()))?
-                    .try_into()
-                    .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
-                prog.load(h.hook, &obj.btf)
-                    .map_err(|e| prog_err(format!("load: {e}")))?;
-                let id = prog
-                    .attach()
-                    .map_err(|e| prog_err(format!("attach: {e}")))?;
-                let link: FdLink = prog
-                    .take_link(id)
-                    .map_err(|e| prog_err(e.to_string()))?
-                    .into();
-                pin_link(pin_dir, link, name)?;
-            }
         }
         let cgroup = File::open(slice).map_err(|e| BpfStateError::Program {
             program: programs::CONNECT4,

@@ -269,7 +269,7 @@ impl Enforcer {
         }
         instance.register(state_dir);
         let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
-        let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir(), backend == Backend::Lsm)?;
+        let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
         let adopted = bpf.adopted;
         let lsm = match backend {
             Backend::Lsm => Some(Mutex::new(lsm::LsmState::start_in(&instance.pin_dir())?)),
