@@ -100,8 +100,13 @@ fn main() {
     let n = if quick { 500 } else { SINGLE_N };
     let secs = if quick { 1 } else { LOAD_SECS };
     let body = serde_json::to_vec(&json!({"active_message_id": id, "action": "read_chart", "arguments": {"path": "/srv/charts/p-0042.json"}})).unwrap();
+    // A denial runs no allow hooks (grant install, receipt): decision + audit only.
+    let deny_body = serde_json::to_vec(
+        &json!({"active_message_id": id, "action": "shell", "arguments": {"command": "ls"}}),
+    )
+    .unwrap();
 
-    let (echo1, health1, gw1) = rt.block_on(async {
+    let (echo1, health1, gw1, gwd1) = rt.block_on(async {
         // Interleave: echo, agentd, so both see the same machine conditions.
         let e = single_client(&echo_sock, "/echo", &body, n, Method::POST).await;
         let h = single_client(
@@ -120,9 +125,17 @@ fn main() {
             Method::POST,
         )
         .await;
-        (e, h, g)
+        let gd = single_client(
+            &dir.path().join("agentd.sock"),
+            "/v1/tool-calls",
+            &deny_body,
+            n,
+            Method::POST,
+        )
+        .await;
+        (e, h, g, gd)
     });
-    let (echo8, gw8) = rt.block_on(async {
+    let (echo8, gw8, gwd8) = rt.block_on(async {
         let e = load(&echo_sock, "/echo", &body, secs).await;
         let g = load(
             &dir.path().join("agentd.sock"),
@@ -131,7 +144,14 @@ fn main() {
             secs,
         )
         .await;
-        (e, g)
+        let gd = load(
+            &dir.path().join("agentd.sock"),
+            "/v1/tool-calls",
+            &deny_body,
+            secs,
+        )
+        .await;
+        (e, g, gd)
     });
 
     let _ = echo.kill();
@@ -166,7 +186,11 @@ fn main() {
     );
     println!(
         "{:<58} {:>10.1} {:>10.1} {:>10.1}",
-        "agentd tool-call check, Unix socket, 1 client", gw1.p50, gw1.p99, gw1.mean
+        "agentd tool-call check (allow + hooks), socket, 1 client", gw1.p50, gw1.p99, gw1.mean
+    );
+    println!(
+        "{:<58} {:>10.1} {:>10.1} {:>10.1}",
+        "agentd tool-call check (deny: no hooks), socket, 1 client", gwd1.p50, gwd1.p99, gwd1.mean
     );
     println!();
     println!(
@@ -179,12 +203,18 @@ fn main() {
     );
     println!(
         "{:<58} {:>14.0} {:>10.1}",
-        "agentd tool-call checks (decision + durable audit row)", gw8.0, gw8.1
+        "agentd tool-call allows (decision + audit + grant + receipt)", gw8.0, gw8.1
+    );
+    println!(
+        "{:<58} {:>14.0} {:>10.1}",
+        "agentd tool-call denials (decision + durable audit row)", gwd8.0, gwd8.1
     );
     println!();
     let decision = &inproc[0].1;
-    println!("targets: in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ 50000: {})",
+    println!("targets (allowed calls, all hooks): in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ 50000: {})",
         decision.p50, ok(decision.p50 <= 5.0), gw1.p50 / echo1.p50, ok(gw1.p50 <= 1.5 * echo1.p50), gw1.p99, ok(gw1.p99 <= 1000.0), gw8.0, ok(gw8.0 >= 50_000.0));
+    println!("denied calls (gateway + audit only): socket p50 {:.2}× echo, p99 {:.0} µs, {:.0} checks/s with 8 clients",
+        gwd1.p50 / echo1.p50, gwd1.p99, gwd8.0);
     println!("published figures of comparable gateways: APort hosted p50 53 ms (53000 µs); aiAuthZ in-process evaluate 6–52 µs");
 }
 
