@@ -166,7 +166,21 @@ pub fn report(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup(reason));
+}
+
+/// `BPF_RB_NO_WAKEUP`: the reader polls every 200 ms anyway.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Denials wake the reader at once; allows ride along with the next wakeup
+/// or poll (waking user space per allowed open would dominate their cost).
+#[inline(always)]
+fn wakeup(reason: KernelReason) -> u64 {
+    if reason == KernelReason::Allowed {
+        BPF_RB_NO_WAKEUP
+    } else {
+        0
+    }
 }
 
 /// Like [`report`] for network hooks: the target is the destination as 16
@@ -197,7 +211,7 @@ pub fn report_addr(
         t[17] = p[1];
         (*e).target_len = 18;
     }
-    entry.submit(0);
+    entry.submit(wakeup(reason));
 }
 
 /// Counts the decision and reserves a filled-in event, unless the ring

@@ -1,7 +1,9 @@
 //! BPF LSM `bprm_check_security`: an agent process may exec a file only if
 //! its bound call (or the agent's baseline) grants that device+inode.
-use agentd_common::{Hook, KernelReason};
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use agentd_common::{Hook, KernelReason, EVENT_TARGET_LEN};
+use aya_ebpf::{
+    bindings::path, cty::c_char, helpers::generated::bpf_d_path, macros::lsm, programs::LsmContext,
+};
 
 use crate::{agent, kernel};
 
@@ -24,7 +26,14 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     let tgid = agent::current_tgid();
     let call_id = agent::bound_call(tgid, &agent);
-    let filename = unsafe { kernel::bprm_filename(bprm) }.unwrap_or(core::ptr::null());
+    // The real file's path (symlinks resolved) for the audit record; the
+    // name as given to execve when the kernel cannot render one.
+    let mut real = [0u8; EVENT_TARGET_LEN];
+    let filename = if unsafe { exec_path(bprm, &mut real) } {
+        real.as_ptr()
+    } else {
+        unsafe { kernel::bprm_filename(bprm) }.unwrap_or(core::ptr::null())
+    };
     // Fail closed: an unreadable file identity is a denial.
     let reason = match unsafe { kernel::bprm_file(bprm).and_then(|f| kernel::file_id(f)) } {
         Ok(file) => agent::exec_permitted(call_id, &agent, file),
@@ -36,4 +45,21 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
     } else {
         0
     }
+}
+
+/// Renders `bprm->file->f_path` into `buf` with bpf_d_path (allowed in
+/// bprm_check_security). False when the kernel cannot render it.
+#[inline(always)]
+unsafe fn exec_path(bprm: *const u8, buf: &mut [u8; EVENT_TARGET_LEN]) -> bool {
+    let o = kernel::offsets();
+    // A direct load, not probe_read: the verifier keeps the BTF type, so
+    // `file` is a `struct file *` and `&file->f_path` a `struct path *`
+    // bpf_d_path accepts. The offsets are constants from frozen .rodata.
+    let file =
+        unsafe { core::ptr::read_volatile(bprm.add(o.bprm_file as usize) as *const *const u8) };
+    if file.is_null() {
+        return false;
+    }
+    let f_path = unsafe { file.add(o.file_path as usize) } as *mut path;
+    unsafe { bpf_d_path(f_path, buf.as_mut_ptr() as *mut c_char, buf.len() as u32) > 0 }
 }

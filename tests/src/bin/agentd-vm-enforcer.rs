@@ -128,6 +128,9 @@ fn run(r: &mut Report) -> Result<(), String> {
     e2e(r, &enforcer, &sink)?;
     grants(r, &enforcer, &sink)?;
     enforcer.shutdown();
+    // Clean uninstall: unpinning the instance detaches its programs (later
+    // suites and the benchmark start from a kernel without them).
+    let _ = std::fs::remove_dir_all(&pins);
     Ok(())
 }
 
