@@ -900,6 +900,25 @@ fn emulated_start() -> Vec<(String, Outcome)> {
             if !socket.exists() {
                 bail!("READY=1 sent but {} is missing", socket.display());
             }
+            // Enforcement loads in the background after READY=1: wait until
+            // enforce.sock appears or agentd says it is unavailable.
+            let enforce_sock = socket.with_file_name("enforce.sock");
+            let log_path = dir.join("stderr.log");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !enforce_sock.exists()
+                && std::time::Instant::now() < deadline
+                && !std::fs::read_to_string(&log_path)
+                    .unwrap_or_default()
+                    .contains("enforcement unavailable")
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if enforce_sock.exists() {
+                println!(
+                    "            enforce.sock after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             Ok(())
         })();
         // SAFETY: signalling our own child.
