@@ -172,6 +172,16 @@ pub fn all() -> Vec<Scenario> {
             only: None,
         },
         Scenario {
+            name: "grant_use_count",
+            run: use_count,
+            only: None,
+        },
+        Scenario {
+            name: "revoke_ends_grant_and_bindings",
+            run: revoke,
+            only: None,
+        },
+        Scenario {
             name: "denial_events_rate_limited_but_counted",
             run: rate_limit,
             only: None,
@@ -623,6 +633,54 @@ fn tamper(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
     expect(&h.run(a, None, &["ptrace"]), EPERM, "ptrace")?;
     expect(&h.run(a, None, &["bpf"]), EPERM, "bpf syscall")
+}
+
+fn use_count(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let mut g = spec(&[TRUE], &[], &[], &[], 60);
+    g.uses = 1;
+    h.grant(a, "c-once", g)?;
+    expect(
+        &h.run(a, Some("c-once"), &["exec", TRUE]),
+        "exit:0",
+        "first use",
+    )?;
+    let second = h.run(a, Some("c-once"), &["exec", TRUE]);
+    if !(second.is("bind_failed") && second.result.contains("grant_used_up")) {
+        return Err(format!("second bind: `{}`", second.result));
+    }
+    Ok(())
+}
+
+fn revoke(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-rev", spec(&[TRUE], &[], &[], &[], 60))?;
+    let call = "c-rev".to_string();
+    let run = h.run_with(
+        a,
+        Some(&call),
+        &[
+            "seq",
+            "exec",
+            TRUE,
+            "--",
+            "sleep-then",
+            "4000",
+            "exec",
+            TRUE,
+        ],
+        |_| {
+            std::thread::sleep(Duration::from_millis(2000));
+            let _ = h.enforcer.revoke("c-rev");
+        },
+    );
+    if run.result != format!("exit:0 | {EPERM}") {
+        return Err(format!(
+            "expected `exit:0 | {EPERM}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    audited(h, a, "exec", TRUE, "deny", Some("no_grant"))
 }
 
 fn rate_limit(h: &Harness, a: &str) -> Check {
