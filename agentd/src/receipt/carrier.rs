@@ -3,10 +3,11 @@
 //!
 //! The watermark hides in the local structure of the luma (the dominant
 //! singular value of each 8×8-pixel block), so the pattern is built to have
-//! texture everywhere: a sum of plane waves (wavelengths 18–48 px) for the
-//! look, plus a fine weave (period ~10 px) so that no block is flat. Luma stays
-//! within about [46, 198] and every channel within about [20, 232], so a
-//! ±10 % brightness change never clips.
+//! texture everywhere: a sum of five plane waves (wavelengths 20–48 px) for
+//! the look, plus a weave of two finer waves (14–18 px, still coarse enough to
+//! survive halving the image) so that no block is flat, and slow colour
+//! waves. Luma stays within [50, 194] and every channel within about
+//! [30, 226], so a ±10 % brightness change never clips.
 use super::claims::ReceiptClaims;
 use super::keys::KeyStream;
 
@@ -57,8 +58,8 @@ fn add_field(ws: &[Wave], out: &mut [f32]) {
 /// Renders the carrier for `claims` as packed RGB8 (`SIZE * SIZE * 3` bytes).
 pub fn render(claims: &ReceiptClaims) -> Vec<u8> {
     let mut ks = KeyStream::new(&claims.canonical(), b"carrier");
-    let luma = waves(&mut ks, 5, 18.0, 48.0, 14.0);
-    let weave = waves(&mut ks, 2, 9.0, 12.0, 4.0);
+    let luma = waves(&mut ks, 5, 20.0, 48.0, 12.0);
+    let weave = waves(&mut ks, 2, 14.0, 18.0, 6.0);
     let cb = waves(&mut ks, 2, 70.0, 160.0, 9.0);
     let cr = waves(&mut ks, 2, 70.0, 160.0, 9.0);
     let mut l = vec![122.0f32; SIZE * SIZE];

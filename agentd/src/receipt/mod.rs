@@ -15,6 +15,7 @@
 pub mod carrier;
 pub mod claims;
 pub mod dwt;
+pub mod ecc;
 pub mod gateway_hook;
 pub mod keys;
 pub mod pngio;
@@ -234,10 +235,17 @@ pub fn watermark_check(
     };
     // Among the few best alignments, keep the one whose full extraction
     // matches the claims best (or, without claims, has the strongest pilots).
-    // Choosing among 4 multiplies the false-accept odds by 4 at most.
+    // Choosing among 6 multiplies the false-accept odds by 6 at most. Blocks
+    // that map outside the image (cropped away) are erasures.
     let (alignment, ex) = sync::candidates(&plane, &layout)
         .into_iter()
-        .map(|(a, _)| (a, watermark::extract(&plane.warp(&a), &layout)))
+        .map(|(a, _)| {
+            let inside = plane.blocks_inside(&a);
+            (
+                a,
+                watermark::extract_masked(&plane.warp(&a), &layout, Some(&inside)),
+            )
+        })
         .max_by(|(_, x), (_, y)| {
             let key = |e: &watermark::Extraction| match expected {
                 Some(p) => e.similarity(&layout, p),
