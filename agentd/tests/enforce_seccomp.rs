@@ -158,3 +158,67 @@ fn agent_execs_and_opens_exactly_what_grants_allow() {
     );
     enforcer.uninstall();
 }
+
+#[test]
+fn kernel_decisions_reach_the_audit_log() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let audit =
+        agentd::audit::AuditLog::open(state.path(), agentd::config::Durability::Normal).unwrap();
+    let enforcer =
+        Enforcer::start(Backend::Seccomp, state.path(), audit.clone()).expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let agent = format!("t-audit-{}", std::process::id());
+    enforcer.create_agent(&agent, Mode::Enforce).unwrap();
+    let out = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args([
+            "--agent",
+            &agent,
+            "--user",
+            USER,
+            "--",
+            "/bin/sh",
+            "-c",
+            "/usr/bin/true; echo rc=$?",
+        ])
+        .output()
+        .expect("agentctl run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rc=") && !stdout.contains("rc=0"),
+        "exec should fail: {stdout}"
+    );
+    // Give the writer thread a moment, then read the committed rows back.
+    let db = agentd::audit::store::db_path(state.path());
+    let mut found = None;
+    for _ in 0..40 {
+        let conn = agentd::audit::store::open_ro(&db).unwrap();
+        let rows = agentd::audit::store::records_after(&conn, &db, 0, 1000).unwrap();
+        found = rows.into_iter().find(|r| {
+            r.event.kind == agentd::audit::RecordKind::Kernel
+                && r.event.action == "exec"
+                && r.event.target == "/usr/bin/true"
+                && r.event.decision == "deny"
+                && r.event.reason_code == "no_grant"
+        });
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let row = found.expect("a kernel deny row for /usr/bin/true in audit.db");
+    assert!(
+        row.event.policy_id.starts_with(&format!("agent:{agent} ")),
+        "{}",
+        row.event.policy_id
+    );
+    enforcer.uninstall();
+    audit.shutdown().unwrap();
+}

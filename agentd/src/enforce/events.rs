@@ -42,6 +42,11 @@ pub struct KernelRecord {
 pub trait AuditSink: Send + Sync + 'static {
     /// Appends one record durably; an error is logged and counted.
     fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String>;
+    /// Appends records in order; one result per record. The default calls
+    /// [`Self::append_kernel`] for each; the audit log commits them together.
+    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), String>> {
+        recs.iter().map(|r| self.append_kernel(r)).collect()
+    }
     /// Appends a lifecycle record (start, restart gap, agent stopped).
     fn append_lifecycle(&self, action: &str, target: &str, reason_code: &str)
         -> Result<(), String>;
@@ -69,10 +74,21 @@ pub fn spawn_writer(sink: Arc<dyn AuditSink>) -> (AuditTx, JoinHandle<()>) {
     let handle = std::thread::Builder::new()
         .name("agentd-kaudit".into())
         .spawn(move || {
-            for rec in rx {
-                if let Err(e) = sink.append_kernel(&rec) {
-                    AUDIT_FAILURES.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, action = %rec.action, target = %rec.target, "kernel audit record lost");
+            // Hand over whatever has queued up at once: the audit log
+            // commits a batch in one transaction.
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                for (rec, res) in batch.iter().zip(sink.append_kernel_batch(&batch)) {
+                    if let Err(e) = res {
+                        AUDIT_FAILURES.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, action = %rec.action, target = %rec.target, "kernel audit record lost");
+                    }
                 }
             }
         })
@@ -198,22 +214,34 @@ impl AuditSink for MemorySink {
     }
 }
 
+/// The audit-log row of a kernel record.
+fn kernel_event(rec: &KernelRecord) -> crate::audit::AuditEvent {
+    use crate::audit::{AuditEvent, RecordKind};
+    let mut ev = AuditEvent::new(RecordKind::Kernel, rec.action.clone());
+    ev.call_id = rec.call_id.clone();
+    ev.active_message_id = rec.active_message_id.clone();
+    ev.target = rec.target.clone();
+    ev.decision = rec.decision.into();
+    ev.reason_code = rec.reason_code.clone();
+    // Kernel rows are decided by the agent's grants or baseline; the agent
+    // (and the pid that asked) identify which.
+    ev.policy_id = format!("agent:{} pid:{}", rec.agent, rec.pid);
+    ev.latency_us = rec.latency_us;
+    ev
+}
+
 impl AuditSink for crate::audit::AuditLog {
     fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String> {
-        use crate::audit::{AuditEvent, RecordKind};
-        let mut ev = AuditEvent::new(RecordKind::Kernel, rec.action.clone());
-        ev.call_id = rec.call_id.clone();
-        ev.active_message_id = rec.active_message_id.clone();
-        ev.target = rec.target.clone();
-        ev.decision = rec.decision.into();
-        ev.reason_code = rec.reason_code.clone();
-        // Kernel rows are decided by the agent's grants or baseline; the
-        // agent (and the pid that asked) identify which.
-        ev.policy_id = format!("agent:{} pid:{}", rec.agent, rec.pid);
-        ev.latency_us = rec.latency_us;
-        self.append_blocking(ev)
+        self.append_blocking(kernel_event(rec))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), String>> {
+        self.append_all_blocking(recs.iter().map(kernel_event).collect())
+            .into_iter()
+            .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+            .collect()
     }
 
     fn append_lifecycle(
