@@ -764,7 +764,7 @@ fn verify_units() -> (String, Outcome) {
 }
 
 /// Highest exposure score (systemd's 0–10 scale) accepted for agentd.service.
-/// `--threshold` takes tenths: 50 means 5.0 (the unit rates 4.4 now).
+/// `--threshold` takes tenths: 50 means 5.0 (the unit rates 4.6 now).
 const MAX_EXPOSURE_TENTHS: u32 = 50;
 
 fn security_exposure() -> (String, Outcome) {
