@@ -9,8 +9,18 @@ use agentd::protocol::{canonical_bytes, sign, verify, SignedMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = parse::<SignedMessage>(data) else { return };
-    let Ok(Checked::Signed { operator, nonce, timestamp, signature }) = msg.check() else { return };
+    let Ok(msg) = parse::<SignedMessage>(data) else {
+        return;
+    };
+    let Ok(Checked::Signed {
+        operator,
+        nonce,
+        timestamp,
+        signature,
+    }) = msg.check()
+    else {
+        return;
+    };
     let c = canonical_bytes(operator, &msg.session, nonce, timestamp, &msg.body);
     assert_eq!(Some(&c), msg.canonical().as_ref());
     let _ = verify(b"fuzz-key", &c, &signature);
@@ -18,8 +28,11 @@ fuzz_target!(|data: &[u8]| {
     let good = sign(b"fuzz-key", &c);
     let mut signed = msg.clone();
     signed.signature = Some(hex_lower(&good));
-    let again: SignedMessage = serde_json::from_slice(&serde_json::to_vec(&signed).unwrap()).unwrap();
-    let Ok(Checked::Signed { signature, .. }) = again.check() else { panic!("round trip lost the signature") };
+    let again: SignedMessage =
+        serde_json::from_slice(&serde_json::to_vec(&signed).unwrap()).unwrap();
+    let Ok(Checked::Signed { signature, .. }) = again.check() else {
+        panic!("round trip lost the signature")
+    };
     assert!(verify(b"fuzz-key", &again.canonical().unwrap(), &signature));
 });
 

@@ -15,9 +15,16 @@ fn policy() -> &'static CompiledPolicy {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(req) = parse::<ToolCallRequest>(data) else { return };
+    let Ok(req) = parse::<ToolCallRequest>(data) else {
+        return;
+    };
     for role in policy().role_names() {
-        if let Ok(a) = policy().evaluate("fuzz-op", std::slice::from_ref(&role), &req.action, &req.arguments) {
+        if let Ok(a) = policy().evaluate(
+            "fuzz-op",
+            std::slice::from_ref(&role),
+            &req.action,
+            &req.arguments,
+        ) {
             assert_eq!(a.role, role);
         }
     }
