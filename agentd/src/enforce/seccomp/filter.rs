@@ -19,7 +19,8 @@ pub const NOTIFIED: &[(i64, &str)] = &[
 
 /// Syscalls refused with EPERM: io_uring (its opens and connects would not
 /// pass through the notified syscalls), tracing and writing other processes,
-/// loading BPF, loading libraries behind the exec check, opening by handle.
+/// loading BPF, loading libraries behind the exec check, opening by handle,
+/// stealing fds, userfaultfd.
 pub const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_io_uring_setup, "io_uring_setup"),
     (libc::SYS_io_uring_enter, "io_uring_enter"),
@@ -30,6 +31,11 @@ pub const REFUSED: &[(i64, &str)] = &[
     #[cfg(target_arch = "x86_64")]
     (libc::SYS_uselib, "uselib"),
     (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    // Taking an fd out of a sibling process would carry one call's file
+    // access over to a process bound to another call (or to none).
+    (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+    // Stalling the supervisor's reads of the agent's memory (as in the lsm backend).
+    (libc::SYS_userfaultfd, "userfaultfd"),
 ];
 
 #[cfg(target_arch = "x86_64")]
