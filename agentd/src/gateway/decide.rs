@@ -67,6 +67,26 @@ impl Decision {
         self.decision == "allow"
     }
 
+    /// A denial of `req` with a fresh call id (fields filled in by the caller).
+    pub fn denied(req: &ToolCallRequest, reason_code: &str, detail: &str) -> Self {
+        Decision {
+            decision: "deny".into(),
+            reason_code: reason_code.to_owned(),
+            detail: detail.to_owned(),
+            policy_id: String::new(),
+            call_id: new_call_id(),
+            active_message_id: req.active_message_id.clone(),
+            operator: String::new(),
+            session: String::new(),
+            action: req.action.clone(),
+            role: None,
+            grant: None,
+            latency_us: 0,
+            audit_seq: None,
+            audit_hash: None,
+        }
+    }
+
     /// Turns this decision into a denial (keeps ids for the record).
     pub fn overturn(&mut self, reason_code: &str, detail: impl Into<String>) {
         self.decision = "deny".into();
@@ -86,22 +106,7 @@ impl Gateway {
     /// denial with a reason code.
     pub fn decide(&self, req: &ToolCallRequest, now: i64) -> Decision {
         let started = Instant::now();
-        let mut d = Decision {
-            decision: "deny".into(),
-            reason_code: String::new(),
-            detail: String::new(),
-            policy_id: String::new(),
-            call_id: new_call_id(),
-            active_message_id: req.active_message_id.clone(),
-            operator: String::new(),
-            session: String::new(),
-            action: req.action.clone(),
-            role: None,
-            grant: None,
-            latency_us: 0,
-            audit_seq: None,
-            audit_hash: None,
-        };
+        let mut d = Decision::denied(req, "", "");
         let policy = self.current_policy();
         if let Some(p) = &policy {
             d.policy_id.clone_from(&p.id);

@@ -1,11 +1,12 @@
 //! The request pipelines the API runs: ingest or decide, then the durable
 //! audit record (no record ⇒ no allow), then the allow hooks.
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use super::decide::{Decision, ToolCallRequest};
-use super::hooks::AllowedCall;
+use super::hooks::{AllowedCall, HookError};
 use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 use super::{unix_now, Gateway};
 use crate::audit::{AuditEvent, RecordKind};
@@ -72,7 +73,16 @@ impl Gateway {
 
     /// Decides a tool call, records it durably, runs the allow hooks.
     pub async fn tool_call(&self, req: &ToolCallRequest, caller: Caller) -> Decision {
-        let mut d = self.decide(req, unix_now());
+        // A bug must deny with a reason, not drop the connection.
+        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| self.decide(req, unix_now())));
+        let mut d = decided.unwrap_or_else(|_| {
+            tracing::error!(action = %req.action, "the decision panicked; denying");
+            Decision::denied(
+                req,
+                reason::INTERNAL_ERROR,
+                "the decision failed internally",
+            )
+        });
         let committed = match &self.audit {
             None => None,
             Some(audit) => match audit.append(event_of(&d, req)).await {
@@ -105,7 +115,15 @@ impl Gateway {
                     peer_uid: caller.uid,
                     audit: committed.as_ref(),
                 };
-                if let Err(e) = hook.after_allow(&call) {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| hook.after_allow(&call)))
+                    .unwrap_or_else(|_| {
+                        Err(HookError {
+                            hook: hook.name().to_owned(),
+                            reason_code: reason::INTERNAL_ERROR.into(),
+                            message: "the hook panicked".into(),
+                        })
+                    });
+                if let Err(e) = result {
                     tracing::error!(hook = hook.name(), error = %e, call_id = %d.call_id, "allow hook failed; denying");
                     d.overturn(&e.reason_code, e.to_string());
                     if let Some(audit) = &self.audit {

@@ -453,3 +453,36 @@ async fn pipeline_audits_every_decision_and_fails_closed() {
         .unwrap_err();
     assert_eq!(r.reason_code, reason::AUDIT_UNAVAILABLE);
 }
+
+struct PanickingHook;
+impl AllowHook for PanickingHook {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    fn after_allow(&self, _call: &AllowedCall<'_>) -> Result<(), HookError> {
+        panic!("bug in a hook")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_hook_denies_with_internal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let out = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000019", now),
+            now,
+        )
+        .unwrap();
+    g.add_allow_hook(Arc::new(PanickingHook));
+    let d = g
+        .tool_call(&chart(&out.active_message_id), Caller::default())
+        .await;
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("deny", reason::INTERNAL_ERROR)
+    );
+    assert!(d.grant.is_none());
+}
