@@ -22,31 +22,55 @@ pub enum OffsetError {
     Unaligned { strukt: String, field: String },
 }
 
-/// Loads the running kernel's BTF and resolves every offset we need.
+impl From<super::btf_scan::BtfScanError> for OffsetError {
+    fn from(e: super::btf_scan::BtfScanError) -> Self {
+        use super::btf_scan::BtfScanError as E;
+        match e {
+            E::NoStruct { name } => OffsetError::NoStruct { name },
+            E::NoField { strukt, field } => OffsetError::NoField { strukt, field },
+            E::Unaligned { strukt, field } => OffsetError::Unaligned { strukt, field },
+            other => OffsetError::Read {
+                path: VMLINUX_BTF.into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Loads the running kernel's BTF and resolves every offset we need (once
+/// per process: the kernel does not change under us).
 pub fn resolve_running_kernel() -> Result<KernelOffsets, OffsetError> {
-    resolve_from_file(Path::new(VMLINUX_BTF))
+    static CACHE: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+    if let Some(o) = CACHE.get() {
+        return Ok(*o);
+    }
+    let o = resolve_from_file(Path::new(VMLINUX_BTF))?;
+    Ok(*CACHE.get_or_init(|| o))
+}
+
+/// Scans a raw BTF file (see [`super::btf_scan`]: one linear pass, no type graph).
+pub fn scan_file(path: &Path) -> Result<super::btf_scan::BtfScan, OffsetError> {
+    let raw = std::fs::read(path).map_err(|e| OffsetError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(super::btf_scan::BtfScan::parse(&raw)?)
 }
 
 /// Resolves offsets from a BTF file.
 pub fn resolve_from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
-    let btf = Btf::from_file(path).map_err(|e| OffsetError::Read {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    resolve(&btf)
-}
-
-fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
+    let btf = scan_file(path)?;
+    let f = |s: &str, m: &str| btf.field_offset(s, m).map_err(OffsetError::from);
     Ok(KernelOffsets {
-        bprm_file: field_offset(btf, "linux_binprm", "file")?,
-        bprm_filename: field_offset(btf, "linux_binprm", "filename")?,
-        file_inode: field_offset(btf, "file", "f_inode")?,
-        file_mode: field_offset(btf, "file", "f_mode")?,
-        file_path: field_offset(btf, "file", "f_path")?,
-        inode_ino: field_offset(btf, "inode", "i_ino")?,
-        inode_sb: field_offset(btf, "inode", "i_sb")?,
-        sb_dev: field_offset(btf, "super_block", "s_dev")?,
-        task_tgid: field_offset(btf, "task_struct", "tgid")?,
+        bprm_file: f("linux_binprm", "file")?,
+        bprm_filename: f("linux_binprm", "filename")?,
+        file_inode: f("file", "f_inode")?,
+        file_mode: f("file", "f_mode")?,
+        file_path: f("file", "f_path")?,
+        inode_ino: f("inode", "i_ino")?,
+        inode_sb: f("inode", "i_sb")?,
+        sb_dev: f("super_block", "s_dev")?,
+        task_tgid: f("task_struct", "tgid")?,
         _pad: 0,
     })
 }

@@ -20,7 +20,7 @@ use aya::{
 };
 
 use super::{
-    btf_offsets::{field_offset, OffsetError, VMLINUX_BTF},
+    btf_offsets::{scan_file, OffsetError, VMLINUX_BTF},
     ebpf::{self, programs, LoadError, LoadedObject},
     grant::KernelGrant,
 };
@@ -37,11 +37,8 @@ pub fn resolve_offsets() -> Result<LsmOffsets, OffsetError> {
 }
 
 fn resolve_uncached() -> Result<LsmOffsets, OffsetError> {
-    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).map_err(|e| OffsetError::Read {
-        path: VMLINUX_BTF.into(),
-        message: e.to_string(),
-    })?;
-    let f = |s: &str, m: &str| field_offset(&btf, s, m);
+    let btf = scan_file(Path::new(VMLINUX_BTF))?;
+    let f = |s: &str, m: &str| btf.field_offset(s, m).map_err(OffsetError::from);
     Ok(LsmOffsets {
         path_mnt: f("path", "mnt")?,
         path_dentry: f("path", "dentry")?,

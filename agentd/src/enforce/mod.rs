@@ -9,6 +9,7 @@ pub mod agent_cgroup;
 pub mod binding;
 pub mod bpf_state;
 pub mod btf_offsets;
+pub mod btf_scan;
 pub mod cgroup_root;
 pub mod daemon_glue;
 pub mod ebpf;
