@@ -81,10 +81,23 @@ pub const INSTANCES_DIR: &str = "/run/agentd-instances";
 /// are killed, their slice removed and their pins (so programs) dropped.
 /// Returns the names removed.
 pub fn gc_orphans(cgroup_root: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(INSTANCES_DIR) else {
-        return vec![];
-    };
     let mut removed = Vec::new();
+    // Scratch pins of `agentd doctor` probes whose process died mid-probe.
+    if let Ok(pins) = std::fs::read_dir(ebpf::BPFFS) {
+        for e in pins.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("agentd-probe-") else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+                removed.push(name);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(INSTANCES_DIR) else {
+        return removed;
+    };
     for e in entries.filter_map(Result::ok) {
         let Ok(name) = e.file_name().into_string() else {
             continue;
