@@ -486,3 +486,33 @@ async fn a_panicking_hook_denies_with_internal_error() {
     );
     assert!(d.grant.is_none());
 }
+
+#[test]
+fn prune_forgets_expired_active_messages_and_nonces() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let out = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000020", now),
+            now,
+        )
+        .unwrap();
+    // Nothing is expired yet.
+    assert_eq!(g.prune(now).unwrap(), 0);
+    assert!(g.decide(&chart(&out.active_message_id), now).is_allow());
+    // After both TTLs: the active message and the nonce are gone, from memory and store.
+    let later = now + 901;
+    assert_eq!(g.prune(later).unwrap(), 2);
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now).reason_code,
+        reason::UNKNOWN_ACTIVE_MESSAGE
+    );
+    drop(g);
+    let g = open(dir.path());
+    assert_eq!(
+        g.decide(&chart(&out.active_message_id), now).reason_code,
+        reason::UNKNOWN_ACTIVE_MESSAGE
+    );
+}
