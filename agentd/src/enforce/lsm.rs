@@ -94,6 +94,7 @@ pub const LSM_HOOKS: &[LsmHook] = &[
     hook("bpf"),
     hook("task_kill"),
     hook("socket_connect"),
+    hook("socket_sendmsg"),
     hook("inode_init_security_anon"),
 ];
 

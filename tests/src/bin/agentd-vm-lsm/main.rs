@@ -10,6 +10,7 @@
 mod exec;
 mod file;
 mod harness;
+mod net;
 mod tamper;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use agentd::{
     enforce::lsm::LsmBackend,
 };
 use agentd_common::{
-    lsm::{maps as lsm_maps, ScopeKey, ScopeRule},
+    lsm::{maps as lsm_maps, ScopeKey, ScopeRule, UnixKey},
     maps, AgentCgroup, Binding, ExecKey, GrantExpiry, Mode,
 };
 use aya::maps::{HashMap, MapData, RingBuf};
@@ -38,6 +39,7 @@ pub struct Fixture {
     pub bindings: HashMap<MapData, u32, Binding>,
     pub scopes: HashMap<MapData, ScopeKey, ScopeRule>,
     pub protected: HashMap<MapData, u32, u8>,
+    pub unix: HashMap<MapData, UnixKey, GrantExpiry>,
 }
 
 impl Fixture {
@@ -135,10 +137,12 @@ fn run(r: &mut Report) -> Result<(), String> {
         bindings: take(&mut backend, maps::BINDINGS, HashMap::try_from)?,
         scopes: take(&mut backend, lsm_maps::PATH_SCOPES, HashMap::try_from)?,
         protected: take(&mut backend, lsm_maps::PROTECTED_TGIDS, HashMap::try_from)?,
+        unix: take(&mut backend, lsm_maps::UNIX_RULES, HashMap::try_from)?,
     };
     exec::run(r, &mut fx)?;
     file::run(r, &mut fx)?;
     tamper::run(r, &mut fx)?;
+    net::run(r, &mut fx)?;
     fx.unregister()?;
     let _ = std::fs::remove_dir(&fx.cgroup);
     Ok(())
