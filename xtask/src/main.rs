@@ -23,7 +23,7 @@ enum Command {
     /// The one test command: unit, privileged host, VM, install and demo tests.
     Test(test::Args),
     /// The end-to-end demo (the main job).
-    Demo,
+    Demo(demo::Args),
     /// Only the VM tests (builds the binaries first).
     Vm,
     /// Build the .deb and .rpm (release binaries, cargo-deb, cargo-generate-rpm).
@@ -53,9 +53,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo => {
+        Command::Demo(args) => {
             setup::run()?;
-            demo::run()
+            demo::run(&args)
         }
         Command::Package => package::run(),
         Command::InstallTest => test::install_only(),

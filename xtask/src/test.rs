@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     step("demo: cargo xtask demo as a test (every outcome must be as listed)");
-    match crate::demo::run() {
+    match crate::demo::run(&crate::demo::Args::default()) {
         Ok(()) => tally.pass(),
         Err(e) => tally.fail(format!("demo: {e:#}")),
     }

@@ -97,6 +97,9 @@ pub fn start(config: &Config, audit: AuditLog) -> EnforceSlot {
             .and_then(|backend| Enforcer::start(backend, &config.state_dir, audit.clone()).map_err(|e| e.to_string()));
         match &started {
             Ok(e) => {
+                // The baseline's "connect to agentd": tool runners submit
+                // calls on the API socket (lsm gates unix connects by path).
+                e.allow_baseline_socket(&config.socket_path.to_string_lossy());
                 let sock = enforce_socket(&config);
                 match launch::serve(e.clone(), &sock) {
                     Ok(_) => tracing::info!(backend = ?e.backend(), socket = %sock.display(), instance = e.instance(), "enforcement running"),

@@ -55,6 +55,11 @@ pub fn build(
     if agentctl.is_file() {
         install_binary(&root, &agentctl, "agentctl")?;
     }
+    // The demo's scripted agent, for `cargo xtask demo --vm`.
+    let demo_agent = agentd.with_file_name("demo-agent");
+    if demo_agent.is_file() {
+        install_binary(&root, &demo_agent, "demo-agent")?;
+    }
     for t in tests {
         install_binary(&root, &t.binary, &t.name)?;
     }
@@ -145,6 +150,9 @@ const HOST_FILES: &[&str] = &[
     "/usr/bin/touch",
     "/usr/bin/cat",
     "/usr/bin/dash",
+    // The demo's agent tries these directly (and the kernel refuses them).
+    "/usr/bin/ls",
+    "/usr/bin/rm",
     "/usr/lib/x86_64-linux-gnu/libm.so.6",
 ];
 

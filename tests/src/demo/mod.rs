@@ -1,6 +1,8 @@
-//! `cargo xtask demo`: the ownership scenario end to end on embedded
-//! defaults — a temporary state directory, the demo policy, the backend
-//! `agentd doctor` picks — ending with the audit chain and receipts verified.
+//! The ownership scenario end to end on embedded defaults — a temporary
+//! state directory, the demo policy, the backend `agentd doctor` picks —
+//! ending with the audit chain and receipts verified. The `agentd-demo`
+//! binary runs it (`cargo xtask demo` builds and starts that binary, on the
+//! host or, with `--vm`, inside the BPF LSM VM).
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
@@ -12,8 +14,6 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
-
-use crate::shell::{run_cmd, step, target_dir, workspace_root};
 
 mod fixtures;
 mod scenario;
@@ -35,11 +35,9 @@ struct Layout {
 }
 
 impl Layout {
-    fn new() -> Self {
-        let target = target_dir();
-        let dir = target.join("demo");
+    fn new(bin: PathBuf, dir: PathBuf) -> Self {
         Self {
-            bin: target.join("debug"),
+            bin,
             state: dir.join("state"),
             socket: dir.join("agentd.sock"),
             keys: dir.join("keys"),
@@ -55,17 +53,15 @@ impl Layout {
     }
 }
 
-/// Runs the demo; an error (or any deviation) makes the exit code non-zero.
-pub fn run() -> anyhow::Result<()> {
+/// The demo policy, embedded so the demo runs anywhere its binaries do.
+const DEMO_POLICY: &str = include_str!("../../../policies/demo.toml");
+
+/// Runs the demo with the binaries in `bin` (agentd, agentctl, demo-agent)
+/// and its state under `work_dir`. Returns the summary; an error or any
+/// deviation from the scenario is `Err`.
+pub fn run(bin: PathBuf, work_dir: PathBuf) -> anyhow::Result<String> {
     let started = Instant::now();
-    step("demo: building agentd, agentctl and the scripted agent");
-    run_cmd(Command::new("cargo").current_dir(workspace_root()).args([
-        "build",
-        "--quiet",
-        "--workspace",
-        "--bins",
-    ]))?;
-    let l = Layout::new();
+    let l = Layout::new(bin, work_dir);
     prepare_dirs(&l)?;
     ensure_agent_user()?;
     let fixtures = fixtures::Fixtures::create()?;
@@ -82,11 +78,9 @@ pub fn run() -> anyhow::Result<()> {
 
     let mut daemon = Daemon::start(&l)?;
     step("demo: loading policies/demo.toml and enrolling operators");
-    run_cmd(
-        l.agentctl()
-            .args(["policy", "load"])
-            .arg(workspace_root().join("policies/demo.toml")),
-    )?;
+    let policy = l.dir.join("demo.toml");
+    std::fs::write(&policy, DEMO_POLICY)?;
+    run_cmd(l.agentctl().args(["policy", "load"]).arg(&policy))?;
     for (id, role) in OPERATORS {
         run_cmd(
             l.agentctl()
@@ -201,7 +195,7 @@ pub fn run() -> anyhow::Result<()> {
             .count()
     };
     println!();
-    println!(
+    let summary = format!(
         "demo summary: {} steps in {:.1} s; {} audit records — tool calls {} allowed / {} denied, \
          messages {} verified / {} refused or untrusted, kernel {} denied; {} receipts verified",
         STEPS.len(),
@@ -214,6 +208,7 @@ pub fn run() -> anyhow::Result<()> {
         count("kernel", "deny"),
         receipts.len(),
     );
+    println!("{summary}");
     if !deviations.is_empty() {
         println!("DEVIATIONS:");
         for d in &deviations {
@@ -222,6 +217,22 @@ pub fn run() -> anyhow::Result<()> {
         bail!("{} outcome(s) deviated from the scenario", deviations.len());
     }
     println!("every outcome is as expected; the audit chain and all receipts verify");
+    Ok(summary)
+}
+
+/// Prints a step header.
+fn step(msg: &str) {
+    println!("==> {msg}");
+}
+
+/// Runs a command, streaming its output; fails on a non-zero exit.
+fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
     Ok(())
 }
 
@@ -426,9 +437,15 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("starting agentd")?;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: under TCG emulation (demo --vm) start-up takes far longer.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !l.socket.exists() {
             if Instant::now() > deadline {
+                let log = std::fs::read_to_string(l.dir.join("agentd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                for line in tail.iter().rev() {
+                    println!("    agentd.log: {line}");
+                }
                 bail!(
                     "agentd did not open {} (see {})",
                     l.socket.display(),
@@ -462,7 +479,8 @@ impl Daemon {
             })
             .collect();
         let dir = l.state.join("receipts");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous for TCG emulation (demo --vm), where rendering is ~50× slower.
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let present: Vec<(PathBuf, String)> = allowed
                 .iter()

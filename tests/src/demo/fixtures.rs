@@ -79,6 +79,15 @@ impl Fixtures {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
             created.push(top.unwrap_or_else(|| path.to_path_buf()));
         }
+        // The agent owns its home and heartbeat script (as a real agent
+        // would), so only agentd — not file permissions — stands between
+        // the agent and rewriting it.
+        if let Some((uid, gid)) = user_ids(super::AGENT_USER) {
+            for p in ["/home/agent", "/home/agent/heartbeat.sh"] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {p}"))?;
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let relayed = Arc::new(AtomicUsize::new(0));
         let mcp_calls = Arc::new(AtomicUsize::new(0));
@@ -142,4 +151,16 @@ fn listen(
         }
     });
     Ok(())
+}
+
+/// uid and gid of a user, from the password database.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns NULL or a pointer to static storage we copy from at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
