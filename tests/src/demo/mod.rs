@@ -439,7 +439,8 @@ impl Daemon {
             .context("starting agentd")?;
         // Generous: under TCG emulation (demo --vm) start-up takes far longer.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !l.socket.exists() {
+        // Enforcement comes up in the background; agents need its socket.
+        while !l.socket.exists() || !l.dir.join("enforce.sock").exists() {
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(l.dir.join("agentd.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -447,7 +448,7 @@ impl Daemon {
                     println!("    agentd.log: {line}");
                 }
                 bail!(
-                    "agentd did not open {} (see {})",
+                    "agentd did not open {} and enforce.sock (see {})",
                     l.socket.display(),
                     l.dir.join("agentd.log").display()
                 );
