@@ -257,6 +257,7 @@ fn worker(inner: Arc<Inner>, key_of: KeyLookup) {
             return;
         }
     };
+    lower_priority();
     tracing::info!(db = %inner.db_path.display(), "receipt worker started");
     while !inner.stop.load(Ordering::SeqCst) {
         let progressed = match process_batch_until(&conn, &inner.out_dir, &key_of, &inner.stop) {
@@ -281,6 +282,22 @@ fn worker(inner: Arc<Inner>, key_of: KeyLookup) {
         *woken = false;
     }
     tracing::info!("receipt worker stopped");
+}
+
+/// Nice value of the worker thread: rendering (a few ms of CPU per receipt)
+/// must not compete on equal terms with the decision path; the queue absorbs
+/// bursts and the worker catches up when the CPU is less busy.
+const WORKER_NICE: libc::c_int = 10;
+
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority only reads its integer arguments. On Linux,
+    // PRIO_PROCESS with a thread id sets that thread's nice value.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICE) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower receipt worker priority");
+    }
 }
 
 fn process_batch(
