@@ -105,3 +105,66 @@ fn verify_reports_each_check_and_exits_accordingly() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("undecodable_image"), "{out}");
 }
+
+#[test]
+fn jpeg_copy_is_matched_to_its_audit_row() {
+    use agentd::audit::{AuditEvent, AuditLog, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let log = AuditLog::open(&state, agentd::config::Durability::Normal).unwrap();
+    let mut committed = Vec::new();
+    for i in 0..5 {
+        let mut ev = AuditEvent::new(RecordKind::ToolCall, "payments.refund");
+        ev.operator = "dave".into();
+        ev.call_id = format!("call-db-{i}");
+        ev.decision = "allow".into();
+        committed.push((ev.call_id.clone(), log.append_blocking(ev).unwrap()));
+    }
+    log.shutdown().unwrap();
+    drop(log);
+
+    let (call_id, row) = &committed[3];
+    let c = ReceiptClaims {
+        seq: row.seq,
+        row_hash: row.hash.clone(),
+        operator: "dave".into(),
+        call_id: call_id.clone(),
+        action: "payments.refund".into(),
+        timestamp: row.timestamp.clone(),
+    };
+    let key = hex::decode(KEY_HEX).unwrap();
+    let key_file = dir.path().join("dave.key");
+    std::fs::write(&key_file, KEY_HEX).unwrap();
+    let d = pngio::decode(&receipt::seal(&key, &c).unwrap()).unwrap();
+    let img = image::RgbImage::from_raw(256, 256, d.rgb).unwrap();
+    let mut jpg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75)
+        .encode_image(&img)
+        .unwrap();
+    let jpg_path = dir.path().join("r.jpg");
+    std::fs::write(&jpg_path, &jpg).unwrap();
+
+    let db = state.join("audit.db");
+    let (code, out) = verify(&jpg_path, &key_file, &["--audit-db", db.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("audit row: seq={} call={call_id}", row.seq)),
+        "{out}"
+    );
+    assert!(out.contains("survived: watermark only"), "{out}");
+
+    // A receipt for a row that is not in the database matches nothing.
+    let mut other = c.clone();
+    other.seq = 999;
+    let d = pngio::decode(&receipt::seal(&key, &other).unwrap()).unwrap();
+    let img = image::RgbImage::from_raw(256, 256, d.rgb).unwrap();
+    let mut jpg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75)
+        .encode_image(&img)
+        .unwrap();
+    std::fs::write(&jpg_path, &jpg).unwrap();
+    let (code, out) = verify(&jpg_path, &key_file, &["--audit-db", db.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("matches the watermark payload"), "{out}");
+}
