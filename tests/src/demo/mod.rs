@@ -21,8 +21,8 @@ mod table;
 
 use scenario::{Expect, Sender, OPERATORS, STEPS};
 
-/// The unprivileged user the demo agent runs as.
-const AGENT_USER: &str = "agentd-agent";
+// The unprivileged user the demo agent runs as (shared with the scenario suite).
+use crate::harness::AGENT_USER;
 
 /// Paths of one demo run.
 struct Layout {
@@ -63,7 +63,7 @@ pub fn run(bin: PathBuf, work_dir: PathBuf) -> anyhow::Result<String> {
     let started = Instant::now();
     let l = Layout::new(bin, work_dir);
     prepare_dirs(&l)?;
-    ensure_agent_user()?;
+    crate::harness::ensure_user().map_err(anyhow::Error::msg)?;
     let fixtures = fixtures::Fixtures::create()?;
 
     let doctor: Value = serde_json::from_str(&output(
@@ -253,26 +253,6 @@ fn prepare_dirs(l: &Layout) -> anyhow::Result<()> {
     );
     std::fs::write(&l.config, config)?;
     Ok(())
-}
-
-fn ensure_agent_user() -> anyhow::Result<()> {
-    if Command::new("id")
-        .arg(AGENT_USER)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?
-        .success()
-    {
-        return Ok(());
-    }
-    println!("    creating the system user {AGENT_USER} for agents");
-    run_cmd(Command::new("useradd").args([
-        "--system",
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-        AGENT_USER,
-    ]))
 }
 
 /// Gets the message to agentd the way its sender would, returning the
