@@ -257,7 +257,11 @@ fn probe_bpf_programs() -> Vec<Probe> {
             .map_err(|e| format!("load failed: {}", errno_of(&e)))?;
         // Attach to a fresh, empty cgroup so nothing real is affected.
         let root = crate::enforce::cgroup_root().map_err(|e| e.to_string())?;
-        let dir = root.join(format!("agentd-doctor-{}", std::process::id()));
+        // Unique per probe: concurrent probes in one process (tests, the
+        // daemon's background start) must not share the cgroup.
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("agentd-doctor-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let result = (|| {
             let fd = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
