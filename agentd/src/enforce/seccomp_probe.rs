@@ -68,27 +68,15 @@ fn child(sync_wakeup: bool) -> i32 {
             k: libc::SECCOMP_RET_ALLOW,
         },
     ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut _,
+    let fd = match super::seccomp::filter::install_program(&filter) {
+        Ok(fd) => fd,
+        Err(e) => return e.raw_os_error().unwrap_or(254),
     };
-    // SAFETY: plain syscalls on our own memory.
+    // SAFETY: an ioctl on the listener fd we own.
     unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return errno();
-        }
-        let fd = libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        );
-        if fd < 0 {
-            return errno();
-        }
         if sync_wakeup
             && libc::ioctl(
-                fd as i32,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
                 SECCOMP_IOCTL_NOTIF_SET_FLAGS,
                 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
             ) != 0

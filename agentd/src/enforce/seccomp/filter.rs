@@ -195,7 +195,8 @@ pub fn install_notify_only(nr: i64) -> std::io::Result<OwnedFd> {
     install_program(&assemble(&p))
 }
 
-fn install_program(filter: &[libc::sock_filter]) -> std::io::Result<OwnedFd> {
+/// Sets no_new_privs and installs `filter` with a user-notification listener.
+pub(crate) fn install_program(filter: &[libc::sock_filter]) -> std::io::Result<OwnedFd> {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut _,
