@@ -17,7 +17,17 @@ fn skip_reason() -> Option<String> {
     }
     let report = agentd::doctor::run();
     if report.backend == Backend::None {
-        return Some(format!("no enforcement backend: {}", report.reason));
+        let failed: Vec<String> = report
+            .probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| format!("{}: {}", p.name, p.detail))
+            .collect();
+        return Some(format!(
+            "no enforcement backend: {} (failed probes: {})",
+            report.reason,
+            failed.join("; ")
+        ));
     }
     None
 }

@@ -99,7 +99,11 @@ pub struct LoadedObject {
 /// is removed with the returned object and never touches a live daemon's maps.
 pub fn open_for_running_kernel() -> Result<LoadedObject, LoadError> {
     ensure_bpffs()?;
-    let dir = PathBuf::from(BPFFS).join(format!("agentd-probe-{}", std::process::id()));
+    // Unique per call: concurrent probes in one process (tests, the daemon's
+    // background start) would otherwise race to pin into the same directory.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = PathBuf::from(BPFFS).join(format!("agentd-probe-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| LoadError::Bpffs {
         path: dir.display().to_string(),
         message: e.to_string(),
