@@ -484,7 +484,7 @@ impl Daemon {
 
     fn stop(&mut self) -> anyhow::Result<()> {
         // SAFETY: signalling our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
         Ok(())
     }
@@ -495,11 +495,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// The scripted agent under `agentctl run`.
