@@ -1,12 +1,18 @@
 //! Builds the eBPF programs (agentd-ebpf) for the BPF target with aya-build,
 //! so `cargo build` alone yields a daemon with its kernel side embedded.
+
+/// The dated nightly the eBPF crate builds with (one file, read by xtask too),
+/// so two builds a month apart produce the same object.
+const EBPF_TOOLCHAIN: &str = include_str!("../agentd-ebpf/toolchain");
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=../agentd-ebpf/toolchain");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "agentd-ebpf",
             root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../agentd-ebpf"),
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(EBPF_TOOLCHAIN.trim()),
     )
 }

@@ -18,17 +18,7 @@ pub struct Probe {
     pub detail: String,
 }
 
-/// Which backend agentd would run.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// BPF LSM hooks.
-    Lsm,
-    /// seccomp user notification + cgroup BPF + tp_btf exec verification.
-    Seccomp,
-    /// Nothing usable: agentd refuses to enforce.
-    None,
-}
+pub use crate::enforce::Backend;
 
 /// The full report.
 #[derive(Debug, Clone, Serialize)]

@@ -19,6 +19,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rpm",
 ];
 
+/// The dated nightly the eBPF crate builds with (`agentd-ebpf/toolchain`).
+pub fn ebpf_toolchain() -> String {
+    let path = workspace_root().join("agentd-ebpf/toolchain");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// Runs every setup step.
 pub fn run() -> anyhow::Result<()> {
     step("setup: checking what this machine lacks");
@@ -31,25 +39,26 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchain = ebpf_toolchain();
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        &toolchain,
         "--installed",
     ]))
     .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
-        println!("    nightly toolchain with rust-src: present");
+        println!("    {toolchain} toolchain with rust-src: present");
         return Ok(());
     }
     println!(
-        "    installing rust-src for the nightly toolchain (eBPF builds use -Z build-std=core)"
+        "    installing the pinned {toolchain} toolchain with rust-src (eBPF builds use -Z build-std=core)"
     );
     run_cmd(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        &toolchain,
         "--profile",
         "minimal",
         "--component",
@@ -59,14 +68,19 @@ fn nightly_rust_src() -> anyhow::Result<()> {
 
 fn bpf_linker() -> anyhow::Result<()> {
     // bpf-linker links the nightly toolchain's libLLVM, so ask it through rustup.
-    let have = output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]))
+    let toolchain = ebpf_toolchain();
+    let have = output(Command::new("rustup").args(["run", &toolchain, "bpf-linker", "--version"]))
         .unwrap_or_default();
     if have.contains(BPF_LINKER_VERSION) {
         println!("    bpf-linker {BPF_LINKER_VERSION}: present");
         return Ok(());
     }
-    println!("    building bpf-linker {BPF_LINKER_VERSION} against the nightly toolchain's own LLVM (about a minute)");
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    println!("    building bpf-linker {BPF_LINKER_VERSION} against {toolchain}'s own LLVM (about a minute)");
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{toolchain}"))
+            .args(["--print", "sysroot"]),
+    )?;
     let libdir = PathBuf::from(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&libdir)
         .with_context(|| format!("reading {}", libdir.display()))?

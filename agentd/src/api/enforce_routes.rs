@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::{json::ApiError, peer::Access, Peer};
 use crate::{
     enforce::{
-        daemon_glue::EnforceSlot, default_baseline, AgentHandle, AgentInfo, Counters, EnforceError,
-        Enforcer, Mode,
+        default_baseline, AgentHandle, AgentInfo, Counters, EnforceError, EnforceSlot, Enforcer,
+        Mode,
     },
     grant_spec::GrantSpec,
 };
@@ -123,7 +123,7 @@ pub struct Bind {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     /// Backend in use.
-    pub backend: crate::doctor::Backend,
+    pub backend: crate::enforce::Backend,
     /// Instance (pin directory and slice name).
     pub instance: String,
     /// Counters.

@@ -128,7 +128,7 @@ pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreE
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
          PRAGMA wal_autocheckpoint = {};",
-        super::wal::WRITER_AUTOCHECKPOINT_PAGES
+        WRITER_AUTOCHECKPOINT_PAGES
     ))
     .map_err(sql(path, "pragmas"))?;
     let mut ddl = String::from(SCHEMA);
@@ -166,6 +166,10 @@ pub fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> 
         source,
     }
 }
+
+/// Pages the writer's own auto-checkpoint waits for: only a backstop, in
+/// case the background thread cannot keep up (64 MiB of WAL at 4 KiB pages).
+pub const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Insert statement for one record (parameters in [`RECORD_COLUMNS`] order).
 pub const INSERT_RECORD_SQL: &str =

@@ -10,10 +10,6 @@ use super::store::{self, StoreError};
 /// How often the WAL is copied back into the database file.
 pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Pages the writer's own auto-checkpoint waits for: only a backstop, in
-/// case the background thread cannot keep up (64 MiB of WAL at 4 KiB pages).
-pub const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
-
 /// A running checkpointer; stopping it (or dropping this) joins the thread.
 pub(crate) struct WalCheckpointer {
     stop: Option<mpsc::Sender<()>>,

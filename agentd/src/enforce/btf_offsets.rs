@@ -3,7 +3,7 @@
 //! the same portability across kernels (6.1 in the VM, 6.18 here).
 use std::path::Path;
 
-use agentd_common::KernelOffsets;
+use agentd_common::{lsm::LsmOffsets, KernelOffsets};
 use btf_rs::{Btf, Type};
 
 /// Where the kernel publishes its own BTF.
@@ -120,6 +120,42 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Op
         }
     }
     None
+}
+
+/// Resolves [`LsmOffsets`] from the running kernel's BTF (once per process:
+/// the kernel does not change under us).
+pub fn resolve_lsm_offsets() -> Result<LsmOffsets, OffsetError> {
+    static CACHE: std::sync::OnceLock<LsmOffsets> = std::sync::OnceLock::new();
+    if let Some(o) = CACHE.get() {
+        return Ok(*o);
+    }
+    let o = resolve_lsm_uncached()?;
+    Ok(*CACHE.get_or_init(|| o))
+}
+
+fn resolve_lsm_uncached() -> Result<LsmOffsets, OffsetError> {
+    let btf = scan_file(Path::new(VMLINUX_BTF))?;
+    let f = |s: &str, m: &str| btf.field_offset(s, m).map_err(OffsetError::from);
+    Ok(LsmOffsets {
+        path_mnt: f("path", "mnt")?,
+        path_dentry: f("path", "dentry")?,
+        dentry_parent: f("dentry", "d_parent")?,
+        dentry_inode: f("dentry", "d_inode")?,
+        dentry_name: f("dentry", "d_name")? + f("qstr", "name")?,
+        vfsmount_root: f("vfsmount", "mnt_root")?,
+        mount_mnt: f("mount", "mnt")?,
+        mount_parent: f("mount", "mnt_parent")?,
+        mount_mountpoint: f("mount", "mnt_mountpoint")?,
+        task_cgroups: f("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: f("css_set", "dfl_cgrp")?,
+        cgroup_kn: f("cgroup", "kn")?,
+        kernfs_node_id: f("kernfs_node", "id")?,
+        msghdr_name: f("msghdr", "msg_name")?,
+        msghdr_namelen: f("msghdr", "msg_namelen")?,
+        file_flags: f("file", "f_flags")?,
+        qstr_name: f("qstr", "name")?,
+        _pad: 0,
+    })
 }
 
 #[cfg(test)]

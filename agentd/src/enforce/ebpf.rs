@@ -120,7 +120,7 @@ pub fn open_for_running_kernel() -> Result<LoadedObject, LoadError> {
 pub fn open_pinned(pin_dir: &Path) -> Result<LoadedObject, LoadError> {
     let offsets = btf_offsets::resolve_running_kernel()?;
     let btf = Btf::from_sys_fs()?;
-    let lsm_offsets = super::lsm::resolve_offsets()?;
+    let lsm_offsets = btf_offsets::resolve_lsm_offsets()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .default_map_pin_directory(pin_dir)

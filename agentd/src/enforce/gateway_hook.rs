@@ -4,7 +4,7 @@
 //! (fail closed): the runtime must not act on a grant the kernel lacks.
 use crate::gateway::{AllowHook, AllowedCall, HookError};
 
-use super::daemon_glue::EnforceSlot;
+use super::slot::EnforceSlot;
 
 /// Installs grants of allowed calls.
 pub struct EnforceHook {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use agentd_common::{
     baseline_call_id,
-    lsm::{maps as lsm_maps, LsmOffsets, ScopeKey, ScopeRule, UnixKey},
+    lsm::{maps as lsm_maps, ScopeKey, ScopeRule, UnixKey},
     FileId, GrantExpiry,
 };
 use aya::{
@@ -20,46 +20,11 @@ use aya::{
 };
 
 use super::{
-    btf_offsets::{scan_file, OffsetError, VMLINUX_BTF},
     ebpf::{self, programs, LoadError, LoadedObject},
     grant::KernelGrant,
 };
 
-/// Resolves [`LsmOffsets`] from the running kernel's BTF (once per process:
-/// the kernel does not change under us).
-pub fn resolve_offsets() -> Result<LsmOffsets, OffsetError> {
-    static CACHE: std::sync::OnceLock<LsmOffsets> = std::sync::OnceLock::new();
-    if let Some(o) = CACHE.get() {
-        return Ok(*o);
-    }
-    let o = resolve_uncached()?;
-    Ok(*CACHE.get_or_init(|| o))
-}
-
-fn resolve_uncached() -> Result<LsmOffsets, OffsetError> {
-    let btf = scan_file(Path::new(VMLINUX_BTF))?;
-    let f = |s: &str, m: &str| btf.field_offset(s, m).map_err(OffsetError::from);
-    Ok(LsmOffsets {
-        path_mnt: f("path", "mnt")?,
-        path_dentry: f("path", "dentry")?,
-        dentry_parent: f("dentry", "d_parent")?,
-        dentry_inode: f("dentry", "d_inode")?,
-        dentry_name: f("dentry", "d_name")? + f("qstr", "name")?,
-        vfsmount_root: f("vfsmount", "mnt_root")?,
-        mount_mnt: f("mount", "mnt")?,
-        mount_parent: f("mount", "mnt_parent")?,
-        mount_mountpoint: f("mount", "mnt_mountpoint")?,
-        task_cgroups: f("task_struct", "cgroups")?,
-        css_set_dfl_cgrp: f("css_set", "dfl_cgrp")?,
-        cgroup_kn: f("cgroup", "kn")?,
-        kernfs_node_id: f("kernfs_node", "id")?,
-        msghdr_name: f("msghdr", "msg_name")?,
-        msghdr_namelen: f("msghdr", "msg_namelen")?,
-        file_flags: f("file", "f_flags")?,
-        qstr_name: f("qstr", "name")?,
-        _pad: 0,
-    })
-}
+pub use super::btf_offsets::resolve_lsm_offsets as resolve_offsets;
 
 /// One BPF LSM program in the object, and the kernel hook it attaches to.
 #[derive(Debug, Clone, Copy)]
@@ -374,8 +339,11 @@ mod tests {
 
     #[test]
     fn lsm_offsets_resolve_on_this_kernel_or_skip() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("SKIPPED: {VMLINUX_BTF} missing (kernel built without BTF)");
+        if !std::path::Path::new(crate::enforce::btf_offsets::VMLINUX_BTF).exists() {
+            eprintln!(
+                "SKIPPED: {} missing (kernel built without BTF)",
+                crate::enforce::btf_offsets::VMLINUX_BTF
+            );
             return;
         }
         let o = resolve_offsets().expect("offsets");

@@ -3,7 +3,7 @@
 //! then execs CMD; its children inherit the binding in the kernel.
 use std::{ffi::OsString, path::PathBuf};
 
-use crate::enforce::launch;
+use agentd::enforce::launch;
 
 /// Arguments of `agentctl exec`.
 #[derive(Debug, clap::Args)]

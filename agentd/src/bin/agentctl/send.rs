@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::api::client::{blocking, ClientError, SocketArg};
-use crate::gateway::{unix_now, Trust};
-use crate::protocol::message::random_nonce;
-use crate::protocol::SignedMessage;
+use agentd::api::client::{blocking, ClientError, SocketArg};
+use agentd::gateway::{unix_now, Trust};
+use agentd::protocol::message::random_nonce;
+use agentd::protocol::SignedMessage;
 
 /// Exit code when the daemon refuses the message.
 pub const EXIT_REFUSED: i32 = 2;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use hyper::Method;
 
-use crate::api::client::{blocking, SocketArg};
-use crate::api::server::PolicySource;
-use crate::gateway::{Gateway, PolicyInfo};
+use agentd::api::client::{blocking, SocketArg};
+use agentd::api::server::PolicySource;
+use agentd::gateway::{Gateway, PolicyInfo};
 
 /// Arguments of `agentctl policy`.
 #[derive(Debug, clap::Args)]

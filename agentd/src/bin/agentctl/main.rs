@@ -1,6 +1,16 @@
-//! `agentctl`: the operator's and administrator's command line.
-use agentd::cli;
+//! `agentctl`: the operator's and administrator's command line. One module
+//! per subcommand; this file only dispatches. It is its own module tree, so
+//! the root daemon does not link it.
 use clap::{Parser, Subcommand};
+
+mod audit;
+mod check;
+mod exec;
+mod operator;
+mod policy;
+mod receipt;
+mod run;
+mod send;
 
 #[derive(Parser)]
 #[command(
@@ -16,21 +26,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Enroll, list, rotate and revoke operators.
-    Operator(cli::operator::Args),
+    Operator(operator::Args),
     /// Validate, load and show policy.
-    Policy(cli::policy::Args),
+    Policy(policy::Args),
     /// Sign and submit an operator message.
-    Send(cli::send::Args),
+    Send(send::Args),
     /// Ask for a tool-call decision.
-    Check(cli::check::Args),
+    Check(check::Args),
     /// Verify, tail, export and prune the audit log.
-    Audit(cli::audit::Args),
+    Audit(audit::Args),
     /// Verify a receipt PNG.
-    Receipt(cli::receipt::Args),
+    Receipt(receipt::Args),
     /// Start an agent under agentd's control.
-    Run(cli::run::Args),
+    Run(run::Args),
     /// Run a command bound to an allowed tool call.
-    Exec(cli::exec::Args),
+    Exec(exec::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,13 +52,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Operator(a) => cli::operator::run(a),
-        Command::Policy(a) => cli::policy::run(a),
-        Command::Send(a) => cli::send::run(a),
-        Command::Check(a) => cli::check::run(a),
-        Command::Audit(a) => cli::audit::run(a),
-        Command::Receipt(a) => cli::receipt::run(a),
-        Command::Run(a) => cli::run::run(a),
-        Command::Exec(a) => cli::exec::run(a),
+        Command::Operator(a) => operator::run(a),
+        Command::Policy(a) => policy::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Audit(a) => audit::run(a),
+        Command::Receipt(a) => receipt::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Exec(a) => exec::run(a),
     }
 }

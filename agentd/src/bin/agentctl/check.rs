@@ -3,8 +3,8 @@
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 
-use crate::api::client::{blocking, SocketArg};
-use crate::gateway::ToolCallRequest;
+use agentd::api::client::{blocking, SocketArg};
+use agentd::gateway::ToolCallRequest;
 
 /// Exit code for a denial.
 pub const EXIT_DENIED: i32 = 2;

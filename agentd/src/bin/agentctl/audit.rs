@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::audit::checkpoint::{self, Checkpoint};
-use crate::audit::{self, store, ExportLine, Record, VerifyError, VerifyReport};
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use agentd::audit::checkpoint::{self, Checkpoint};
+use agentd::audit::{self, store, ExportLine, Record, VerifyError, VerifyReport};
+use agentd::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// Arguments of `agentctl audit`.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 //! starts an agent under agentd's enforcement (see `enforce::launch`).
 use std::{ffi::OsString, path::PathBuf};
 
-use crate::enforce::{launch, Mode};
+use agentd::enforce::{launch, Mode};
 
 /// Arguments of `agentctl run`.
 #[derive(Debug, clap::Args)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use base64::Engine;
 
-use crate::receipt::{self, ExactCheck, ReceiptClaims, VerifyReport};
+use agentd::receipt::{self, ExactCheck, ReceiptClaims, VerifyReport};
 
 /// Arguments of `agentctl receipt`.
 #[derive(Debug, clap::Args)]

@@ -2,6 +2,8 @@
 //! stores → API on the Unix socket (and optional TCP) → READY=1 to systemd;
 //! SIGHUP reloads `gateway.policy_file`; SIGTERM/SIGINT shut down gracefully
 //! (in-flight requests finish, the audit log writes its final checkpoint).
+pub mod enforcement;
+
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,7 +136,7 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         max_body: config.gateway.max_request_bytes,
     });
     let access = state.access.clone();
-    let enforce = crate::enforce::daemon_glue::start(&config, audit.clone());
+    let enforce = enforcement::start(&config, audit.clone());
     gateway.add_allow_hook(enforce.hook());
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use hyper::Method;
 
-use crate::api::client::{blocking, SocketArg};
-use crate::api::server::{AddOperator, OperatorList, OperatorWithKey};
-use crate::gateway::OperatorInfo;
+use agentd::api::client::{blocking, SocketArg};
+use agentd::api::server::{AddOperator, OperatorList, OperatorWithKey};
+use agentd::gateway::OperatorInfo;
 
 /// Arguments of `agentctl operator`.
 #[derive(Debug, clap::Args)]

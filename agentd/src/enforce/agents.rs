@@ -1,0 +1,246 @@
+//! Agents: creation with a baseline, membership, seccomp listeners, modes.
+use std::{
+    os::fd::OwnedFd,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use agentd_common::{baseline_call_id, AgentCgroup};
+
+use super::{
+    agent_cgroup::{self, AgentCgroupDir},
+    binding, default_baseline,
+    grant::KernelGrant,
+    persist,
+    registry::AgentEntry,
+    seccomp::supervisor::{self, Supervisor},
+    AgentHandle, AgentInfo, Creds, EnforceError, Enforcer, Mode,
+};
+use crate::grant_spec::GrantSpec;
+
+impl Enforcer {
+    /// Creates (or returns) agent `name` with the default baseline.
+    pub fn create_agent(&self, name: &str, mode: Mode) -> Result<AgentHandle, EnforceError> {
+        let existing = self
+            .registry_r()
+            .agents
+            .get(name)
+            .map(|a| (a.id, a.cgroup.clone()));
+        if let Some((id, cg)) = existing {
+            // An existing agent keeps its baseline; only the mode changes.
+            self.set_mode(name, mode)?;
+            return Ok(AgentHandle {
+                name: name.into(),
+                backend: self.inner.backend,
+                id,
+                cgroup: cg.path,
+                cgroup_id: cg.id,
+            });
+        }
+        self.create_agent_with(name, mode, &default_baseline())
+    }
+
+    /// Like [`Self::create_agent`]; `None` keeps an existing agent's mode
+    /// (a new agent enforces).
+    pub fn create_agent_keeping_mode(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+    ) -> Result<AgentHandle, EnforceError> {
+        let current = self.registry_r().agents.get(name).map(|a| a.mode);
+        self.create_agent(name, mode.or(current).unwrap_or_default())
+    }
+
+    /// Creates agent `name` with `baseline` for unbound processes. An existing
+    /// agent keeps its id and cgroup; its mode and baseline are replaced.
+    pub fn create_agent_with(
+        &self,
+        name: &str,
+        mode: Mode,
+        baseline: &GrantSpec,
+    ) -> Result<AgentHandle, EnforceError> {
+        let cg = agent_cgroup::create(&self.inner.slice, name)?;
+        let mut reg = self.registry_w();
+        let id = match reg.agents.get(name) {
+            Some(a) => a.id,
+            None => {
+                let id = reg.next_agent_id;
+                reg.next_agent_id += 1;
+                id
+            }
+        };
+        let grant = KernelGrant::from_spec(baseline, baseline_call_id(id), supervisor::boot_ns())
+            .map_err(|source| EnforceError::Grant {
+            call_id: format!("baseline:{name}"),
+            source,
+        })?;
+        {
+            let mut bpf = self.bpf();
+            if let Some(old) = reg.agents.get(name) {
+                bpf.uninstall(&old.baseline);
+                self.lsm_uninstall(old.baseline.handle);
+            }
+            bpf.install(&grant)?;
+            self.lsm_install(&grant)?;
+            bpf.set_agent(
+                cg.id,
+                AgentCgroup {
+                    agent_id: id,
+                    mode: mode.kernel() as u8,
+                    _pad: [0; 3],
+                },
+            )?;
+        }
+        reg.agents.insert(
+            name.to_string(),
+            AgentEntry {
+                name: name.to_string(),
+                id,
+                cgroup: cg.clone(),
+                mode,
+                baseline: grant,
+            },
+        );
+        drop(reg);
+        self.save()?;
+        tracing::info!(agent = name, id, cgroup = %cg.path.display(), ?mode, "agent created");
+        Ok(AgentHandle {
+            name: name.into(),
+            backend: self.inner.backend,
+            id,
+            cgroup: cg.path,
+            cgroup_id: cg.id,
+        })
+    }
+
+    /// Adds files to an agent's baseline exec list (the launched command).
+    pub fn allow_baseline_exec(&self, agent: &str, paths: &[PathBuf]) -> Result<(), EnforceError> {
+        let spec = {
+            let reg = self.registry_r();
+            let a = reg
+                .agents
+                .get(agent)
+                .ok_or_else(|| EnforceError::UnknownAgent {
+                    agent: agent.into(),
+                })?;
+            let mut spec = persist::spec_of(&a.baseline);
+            for p in paths {
+                if !spec.exec.contains(p) {
+                    spec.exec.push(p.clone());
+                }
+                if !spec.read.contains(p) {
+                    spec.read.push(p.clone());
+                }
+            }
+            (spec, a.mode)
+        };
+        self.create_agent_with(agent, spec.1, &spec.0).map(|_| ())
+    }
+
+    /// The agent process `pid` belongs to, from its cgroup.
+    pub fn agent_of_pid(&self, pid: u32) -> Option<String> {
+        binding::agent_of_pid(&self.inner.instance.slice(), pid)
+            .filter(|n| self.registry_r().agents.contains_key(n))
+    }
+
+    /// Moves `pid` into the agent's cgroup.
+    pub fn join(&self, agent: &str, pid: u32) -> Result<(), EnforceError> {
+        let cg = self.agent_cgroup(agent)?;
+        agent_cgroup::join(&cg, pid)?;
+        Ok(())
+    }
+
+    fn agent_cgroup(&self, agent: &str) -> Result<AgentCgroupDir, EnforceError> {
+        self.registry_r()
+            .agents
+            .get(agent)
+            .map(|a| a.cgroup.clone())
+            .ok_or_else(|| EnforceError::UnknownAgent {
+                agent: agent.into(),
+            })
+    }
+
+    /// Takes over a seccomp listener of one of the agent's processes and
+    /// starts answering its notifications under `creds`.
+    pub fn adopt_listener(
+        &self,
+        agent: &str,
+        listener: OwnedFd,
+        creds: Creds,
+    ) -> Result<(), EnforceError> {
+        if !self.registry_r().agents.contains_key(agent) {
+            return Err(EnforceError::UnknownAgent {
+                agent: agent.into(),
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        self.inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent.to_string())
+            .or_default()
+            .push(stop.clone());
+        let sup = Supervisor {
+            agent: agent.to_string(),
+            creds,
+            registry: self.inner.registry.clone(),
+            audit: self.inner.audit_tx.clone(),
+            stop: stop.clone(),
+            sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
+            stats: self.inner.stats.clone(),
+            pin_dir: self.inner.instance.pin_dir(),
+        };
+        supervisor::spawn(listener, sup).map_err(|source| EnforceError::Supervisor {
+            agent: agent.into(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Switches an agent between enforce and audit-only, in the kernel and
+    /// in the supervisors, at once.
+    pub fn set_mode(&self, agent: &str, mode: Mode) -> Result<(), EnforceError> {
+        let mut reg = self.registry_w();
+        let a = reg
+            .agents
+            .get_mut(agent)
+            .ok_or_else(|| EnforceError::UnknownAgent {
+                agent: agent.into(),
+            })?;
+        a.mode = mode;
+        let (cg, id) = (a.cgroup.id, a.id);
+        self.bpf().set_agent(
+            cg,
+            AgentCgroup {
+                agent_id: id,
+                mode: mode.kernel() as u8,
+                _pad: [0; 3],
+            },
+        )?;
+        drop(reg);
+        self.save()
+    }
+
+    /// Every agent with its processes and grants.
+    pub fn list_agents(&self) -> Vec<AgentInfo> {
+        let reg = self.registry_r();
+        reg.agents
+            .values()
+            .map(|a| AgentInfo {
+                name: a.name.clone(),
+                mode: a.mode,
+                pids: agent_cgroup::procs(&a.cgroup).unwrap_or_default(),
+                calls: reg
+                    .calls
+                    .values()
+                    .filter(|c| c.agent == a.name)
+                    .map(|c| c.call_id.clone())
+                    .collect(),
+            })
+            .collect()
+    }
+}

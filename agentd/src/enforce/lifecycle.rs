@@ -1,0 +1,283 @@
+//! Enforcer lifecycle: start (and re-adoption of pinned state after a
+//! restart), housekeeping, counters, shutdown and uninstall.
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock, Weak,
+    },
+    time::Duration,
+};
+
+use agentd_common::baseline_call_id;
+
+use super::{
+    agent_cgroup::{self, AgentCgroupDir},
+    bpf_state::{self, BpfState},
+    cgroup_root, events,
+    grant::KernelGrant,
+    lsm, persist,
+    registry::{AgentEntry, CallEntry, Registry},
+    seccomp::supervisor,
+    AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS,
+};
+
+impl Enforcer {
+    /// Loads the BPF side (re-adopting pinned state after a restart), starts
+    /// the event and audit threads. Running agents whose supervisors died
+    /// with the previous agentd are stopped and the gap is audited.
+    pub fn start(
+        backend: Backend,
+        state_dir: &Path,
+        audit: impl AuditSink,
+    ) -> Result<Self, EnforceError> {
+        Self::start_with_sink(backend, state_dir, Arc::new(audit))
+    }
+
+    /// [`Self::start`] with a shared sink.
+    pub fn start_with_sink(
+        backend: Backend,
+        state_dir: &Path,
+        sink: Arc<dyn AuditSink>,
+    ) -> Result<Self, EnforceError> {
+        if backend == Backend::None {
+            return Err(EnforceError::Backend {
+                backend,
+                message: "agentd doctor found no usable backend".into(),
+            });
+        }
+        let instance = bpf_state::Instance::for_state_dir(state_dir);
+        let root = cgroup_root()?;
+        for gone in bpf_state::gc_orphans(&root) {
+            tracing::info!(instance = %gone, "removed the enforcement state of a deleted state directory");
+        }
+        instance.register(state_dir);
+        let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
+        let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
+        let adopted = bpf.adopted;
+        let lsm = match backend {
+            Backend::Lsm => Some(Mutex::new(lsm::LsmState::start_in(&instance.pin_dir())?)),
+            _ => None,
+        };
+        let (audit_tx, _writer) = events::spawn_writer(sink.clone());
+        let previous = persist::load(state_dir).ok().flatten();
+        let registry = Arc::new(RwLock::new(Registry {
+            next_handle: 1,
+            next_agent_id: 1,
+            ..Registry::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let _ring =
+            events::spawn_ring_reader(ring, registry.clone(), audit_tx.clone(), stop.clone());
+        let inner = Arc::new(Inner {
+            backend,
+            instance,
+            bpf: Mutex::new(bpf),
+            lsm,
+            registry,
+            slice,
+            state_dir: state_dir.to_owned(),
+            audit_tx,
+            sink,
+            stop,
+            stats: Arc::default(),
+            sync_wakeup: AtomicBool::new(true),
+            supervisors: Mutex::default(),
+        });
+        let me = Enforcer { inner };
+        let gap = persist::heartbeat_age(state_dir);
+        if adopted {
+            if let Some(prev) = previous {
+                me.readopt(prev)?;
+            }
+            let gap_ms = gap
+                .map(|d| d.as_millis().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            let _ = me.inner.sink.append_lifecycle(
+                "enforcer_restart",
+                &format!("gap_ms={gap_ms}"),
+                "daemon_restart",
+            );
+        } else {
+            let _ = me.inner.sink.append_lifecycle(
+                "enforcer_start",
+                &format!("backend={backend:?}"),
+                "started",
+            );
+        }
+        persist::touch_heartbeat(state_dir);
+        me.spawn_housekeeping();
+        Ok(me)
+    }
+
+    /// Restores agents and grants from the state file over the pinned maps.
+    /// Supervisors cannot be recovered (their listener fds died with the
+    /// old process, so the agents' notified syscalls have been failing):
+    /// running agents are stopped, never left half-enforced.
+    fn readopt(&self, prev: persist::State) -> Result<(), EnforceError> {
+        let mut reg = self.registry_w();
+        reg.next_handle = prev.next_handle.max(1);
+        reg.next_agent_id = prev.next_agent_id.max(1);
+        let now = supervisor::boot_ns();
+        for a in prev.agents {
+            let Ok(cg) = agent_cgroup::open(&self.inner.slice.join(&a.name)) else {
+                continue;
+            };
+            let baseline = KernelGrant::from_spec(&a.baseline, baseline_call_id(a.id), now)
+                .map_err(|source| EnforceError::Grant {
+                    call_id: format!("baseline:{}", a.name),
+                    source,
+                })?;
+            let pids = agent_cgroup::procs(&cg).unwrap_or_default();
+            // Under BPF LSM the pinned hooks never stopped enforcing: agents
+            // keep running. Seccomp agents lost their supervisor.
+            if !pids.is_empty() && self.inner.backend != Backend::Lsm {
+                let _ = agent_cgroup::kill_all(&cg);
+                let _ = self.inner.sink.append_lifecycle(
+                    "agent_stopped",
+                    &format!("agent={} pids={}", a.name, pids.len()),
+                    "supervisor_lost_on_restart",
+                );
+            }
+            reg.agents.insert(
+                a.name.clone(),
+                AgentEntry {
+                    name: a.name,
+                    id: a.id,
+                    cgroup: cg,
+                    mode: a.mode,
+                    baseline,
+                },
+            );
+        }
+        for c in prev.calls {
+            if !reg.agents.contains_key(&c.agent) {
+                continue;
+            }
+            if let Ok(mut grant) = KernelGrant::from_spec(&c.spec, c.handle, now) {
+                grant.expires_at_ns = c.expires_at_ns;
+                reg.handles.insert(c.call_id.clone(), c.handle);
+                reg.calls.insert(
+                    c.handle,
+                    CallEntry {
+                        call_id: c.call_id,
+                        active_message_id: c.active_message_id,
+                        agent: c.agent,
+                        grant,
+                        uses_left: c.uses_left,
+                    },
+                );
+            }
+        }
+        drop(reg);
+        self.save()
+    }
+
+    fn spawn_housekeeping(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
+        std::thread::Builder::new()
+            .name("agentd-enforce-hk".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let Some(inner) = weak.upgrade() else { return };
+                    let me = Enforcer { inner };
+                    persist::touch_heartbeat(&me.inner.state_dir);
+                    me.expire_grants();
+                }
+            })
+            .expect("spawn housekeeping thread");
+    }
+
+    /// Removes grants whose expiry passed (the kernel already ignores them).
+    fn expire_grants(&self) {
+        let now = supervisor::boot_ns();
+        let expired: Vec<String> = self
+            .registry_r()
+            .calls
+            .values()
+            // The kernel and the supervisors ignore an expired grant at once;
+            // the entry stays a minute so denials still say `grant_expired`.
+            .filter(|c| c.grant.expired(now.saturating_sub(GRANT_GRACE_NS)))
+            .map(|c| c.call_id.clone())
+            .collect();
+        for call_id in expired {
+            let _ = self.revoke(&call_id);
+        }
+    }
+
+    /// Kernel and supervisor counters.
+    pub fn counters(&self) -> Counters {
+        let k = self.bpf().counters();
+        let s = &self.inner.stats;
+        let at = |i: usize| k.get(i).copied().unwrap_or(0);
+        Counters {
+            kernel_allowed: at(0),
+            kernel_denied: at(1),
+            events_dropped: at(2),
+            events_suppressed: at(3),
+            exec_killed: at(4),
+            notifications: s.notifications.load(Ordering::Relaxed),
+            supervisor_allowed: s.allowed.load(Ordering::Relaxed),
+            supervisor_denied: s.denied.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the supervisors and threads. Pinned programs keep enforcing;
+    /// notified syscalls of running agents fail from now on.
+    pub fn shutdown(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        let sups = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for flag in sups.values().flatten() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops the supervisors of one agent: its notified syscalls fail from
+    /// now on (ENOSYS), exactly as if agentd had died — used to stop an
+    /// agent's file and exec access at once, and by the fail-closed scenario.
+    pub fn stop_supervisors(&self, agent: &str) {
+        let mut sups = self
+            .inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for flag in sups.remove(agent).unwrap_or_default() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Clean uninstall: stops every agent, removes their cgroups and the
+    /// slice, and unpins every map and link (the programs detach).
+    pub fn uninstall(&self) {
+        self.shutdown();
+        let agents: Vec<AgentCgroupDir> = self
+            .registry_r()
+            .agents
+            .values()
+            .map(|a| a.cgroup.clone())
+            .collect();
+        for cg in &agents {
+            let _ = agent_cgroup::kill_all(cg);
+        }
+        for cg in &agents {
+            for _ in 0..50 {
+                if agent_cgroup::remove(cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.inner.slice);
+        let _ = std::fs::remove_dir_all(self.inner.instance.pin_dir());
+        let _ = std::fs::remove_file(
+            Path::new(bpf_state::INSTANCES_DIR).join(&self.inner.instance.name),
+        );
+        let _ = std::fs::remove_file(self.inner.state_dir.join("enforce-state.json"));
+    }
+}

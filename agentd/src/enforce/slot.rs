@@ -1,0 +1,67 @@
+//! [`EnforceSlot`]: the enforcer as the daemon holds it while it starts.
+use std::sync::{Arc, OnceLock};
+
+use super::{gateway_hook::EnforceHook, Enforcer};
+
+/// Enforcement as the daemon holds it: filled in by a background thread
+/// (probing and loading BPF takes seconds), so the API serves at once;
+/// until then, and forever if start-up failed, allows carrying a grant are
+/// denied (`enforcement_unavailable`) and the enforcement routes answer 503.
+#[derive(Clone, Default)]
+pub struct EnforceSlot {
+    /// The enforcer, or why it could not start; empty while starting.
+    enforcer: Arc<OnceLock<Result<Enforcer, String>>>,
+    /// The instance's cgroup slice, for telling agent processes apart before
+    /// the enforcer is up.
+    slice: Arc<String>,
+}
+
+impl EnforceSlot {
+    /// An empty slot for the instance whose cgroup slice is `slice`.
+    pub fn starting(slice: String) -> Self {
+        EnforceSlot {
+            enforcer: Arc::default(),
+            slice: Arc::new(slice),
+        }
+    }
+
+    /// Records the outcome of start-up (only the first call counts).
+    pub fn fill(&self, started: Result<Enforcer, String>) {
+        let _ = self.enforcer.set(started);
+    }
+
+    /// The running enforcer, if start-up finished and succeeded.
+    pub fn get(&self) -> Option<Enforcer> {
+        self.enforcer.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
+    /// Why enforcement is not available (starting, or the start-up error).
+    pub fn unavailable_reason(&self) -> String {
+        match self.enforcer.get() {
+            None => "enforcement is still starting".into(),
+            Some(Err(e)) => e.clone(),
+            Some(Ok(_)) => String::new(),
+        }
+    }
+
+    /// Whether `pid` is a process of one of this instance's agents (known
+    /// from its cgroup even before the enforcer is up).
+    pub fn is_agent_process(&self, pid: u32) -> bool {
+        match self.get() {
+            Some(e) => e.agent_of_pid(pid).is_some(),
+            None => super::agent_cgroup::agent_name_of_pid(&self.slice, pid).is_some(),
+        }
+    }
+
+    /// A slot holding `enforcer` (tests, or callers that start it themselves).
+    pub fn ready(enforcer: Enforcer) -> Self {
+        let slot = EnforceSlot::starting(format!("{}.slice", enforcer.instance()));
+        slot.fill(Ok(enforcer));
+        slot
+    }
+
+    /// The gateway allow hook backed by this slot.
+    pub fn hook(&self) -> Arc<EnforceHook> {
+        Arc::new(EnforceHook { slot: self.clone() })
+    }
+}
