@@ -8,5 +8,6 @@
 
 pub mod demo;
 pub mod harness;
+pub mod model_server;
 pub mod probe;
 pub mod scenarios;

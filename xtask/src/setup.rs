@@ -34,6 +34,7 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     debian_packages()?;
     vm_kernel()?;
+    agent_runtimes()?;
     println!("==> setup: done");
     Ok(())
 }
@@ -150,5 +151,73 @@ fn vm_kernel() -> anyhow::Result<()> {
     let opts = xtask::vm::VmOptions::under_target(&crate::shell::target_dir());
     let kernel = xtask::vm::ensure_kernel(&opts.cache_dir)?;
     println!("    VM kernel: {}", kernel.vmlinuz.display());
+    Ok(())
+}
+
+/// The real agent CLIs the runtime stage runs, pinned in
+/// tests/runtimes/package-lock.json and installed with `npm ci` into
+/// target/runtimes (the agent user must be able to read and run them).
+fn agent_runtimes() -> anyhow::Result<()> {
+    let src = workspace_root().join("tests/runtimes");
+    let dir = crate::shell::target_dir().join("runtimes");
+    let lock =
+        std::fs::read(src.join("package-lock.json")).context("reading the runtimes' lock")?;
+    let bins = ["claude", "codex", "gemini"];
+    let installed = std::fs::read(dir.join("package-lock.json")).is_ok_and(|l| l == lock)
+        && bins
+            .iter()
+            .all(|b| dir.join("node_modules/.bin").join(b).exists());
+    if installed {
+        println!(
+            "    agent runtimes (Claude Code, Codex, Gemini CLI) as pinned in tests/runtimes: present in {}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    if output(Command::new("npm").arg("--version")).is_err() {
+        println!("    installing Debian packages nodejs npm (the agent runtimes install with npm)");
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "nodejs",
+                    "npm",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    println!(
+        "    installing the pinned agent runtimes (tests/runtimes/package-lock.json) with npm ci into {} (about 20 s)",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(src.join(f), dir.join(f))?;
+    }
+    // Install scripts are not needed (each CLI ships its binary in the
+    // package) and would run code at install time.
+    run_cmd(Command::new("npm").current_dir(&dir).args([
+        "ci",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+    ]))?;
+    // The agent user runs them: every directory on the way must be traversable.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut d = Some(dir.as_path());
+    while let Some(p) = d {
+        let mode = std::fs::metadata(p)?.permissions().mode();
+        if mode & 0o005 != 0o005 {
+            println!(
+                "    note: {} is not world-readable; the agent user cannot run the runtimes",
+                p.display()
+            );
+        }
+        d = p.parent().filter(|p| p.as_os_str().len() > 1);
+    }
     Ok(())
 }
