@@ -137,7 +137,9 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
     });
     let access = state.access.clone();
     let enforce = enforcement::start(&config, audit.clone());
-    gateway.add_allow_hook(enforce.hook());
+    gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
+        slot: enforce.clone(),
+    }));
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).
     let (receipt_hook, receipts) =

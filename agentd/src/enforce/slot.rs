@@ -1,7 +1,7 @@
 //! [`EnforceSlot`]: the enforcer as the daemon holds it while it starts.
 use std::sync::{Arc, OnceLock};
 
-use super::{gateway_hook::EnforceHook, Enforcer};
+use super::Enforcer;
 
 /// Enforcement as the daemon holds it: filled in by a background thread
 /// (probing and loading BPF takes seconds), so the API serves at once;
@@ -58,10 +58,5 @@ impl EnforceSlot {
         let slot = EnforceSlot::starting(format!("{}.slice", enforcer.instance()));
         slot.fill(Ok(enforcer));
         slot
-    }
-
-    /// The gateway allow hook backed by this slot.
-    pub fn hook(&self) -> Arc<EnforceHook> {
-        Arc::new(EnforceHook { slot: self.clone() })
     }
 }
