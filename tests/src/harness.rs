@@ -159,7 +159,24 @@ impl Harness {
         op: &[&str],
         during: impl FnOnce(u32),
     ) -> Run {
+        self.run_prepared(agent, bind, op, None, during)
+    }
+
+    /// Like [`Self::run_with`], running `prepare` in the launcher's process
+    /// just before it starts (as root: a network namespace, an inherited fd).
+    pub fn run_prepared(
+        &self,
+        agent: &str,
+        bind: Option<&str>,
+        op: &[&str],
+        prepare: Option<fn() -> std::io::Result<()>>,
+        during: impl FnOnce(u32),
+    ) -> Run {
         let mut cmd = Command::new(&self.exe);
+        if let Some(f) = prepare {
+            // SAFETY: `prepare` makes raw syscalls only (no allocation).
+            unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, f) };
+        }
         cmd.arg("launch")
             .arg("--socket")
             .arg(&self.socket)
@@ -183,19 +200,27 @@ impl Harness {
             }
         };
         during(child.id());
-        let out = child.wait_with_output().expect("wait for the launcher");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let result = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("result="))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        Run {
-            result,
-            code: out.status.code().unwrap_or(-1),
-            output: format!("stdout: {stdout}\nstderr: {stderr}"),
+        collect(child)
+    }
+
+    /// Runs the probe `op` directly, outside any agent (as root, no filter,
+    /// no cgroup): the control that shows a step succeeds unenforced.
+    pub fn run_unenforced(&self, op: &[&str], prepare: Option<fn() -> std::io::Result<()>>) -> Run {
+        let mut cmd = Command::new(&self.exe);
+        if let Some(f) = prepare {
+            // SAFETY: `prepare` makes raw syscalls only (no allocation).
+            unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, f) };
+        }
+        cmd.arg("probe").args(op).current_dir(&self.work);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match cmd.spawn() {
+            Ok(c) => collect(c),
+            Err(e) => Run {
+                result: String::new(),
+                code: -1,
+                output: format!("spawn: {e}"),
+            },
         }
     }
 
@@ -256,6 +281,24 @@ impl Harness {
     /// Path as `&str` helper.
     pub fn s(p: &Path) -> String {
         p.display().to_string()
+    }
+}
+
+/// Waits for a launcher or probe and parses its `result=` line.
+fn collect(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("wait for the launcher");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result="))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Run {
+        result,
+        code: out.status.code().unwrap_or(-1),
+        output: format!("stdout: {stdout}\nstderr: {stderr}"),
     }
 }
 

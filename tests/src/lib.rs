@@ -7,7 +7,9 @@
 //! launcher (`launch`) and the in-agent probe (`probe`).
 
 pub mod demo;
+pub mod hardening;
 pub mod harness;
 pub mod model_server;
 pub mod probe;
+pub mod probe_hardening;
 pub mod scenarios;

@@ -326,7 +326,8 @@ pub fn run_op(op: &[String]) -> String {
                 .collect::<Vec<_>>()
                 .join(" | ")
         }
-        other => format!("errno:0 unknown probe {other:?}"),
+        other => crate::probe_hardening::run_op(op)
+            .unwrap_or_else(|| format!("errno:0 unknown probe {other:?}")),
     }
 }
 

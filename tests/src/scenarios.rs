@@ -19,9 +19,9 @@ pub enum Outcome {
     Skip(String),
 }
 
-type Check = Result<(), String>;
+pub(crate) type Check = Result<(), String>;
 
-fn expect(run: &Run, prefix: &str, what: &str) -> Check {
+pub(crate) fn expect(run: &Run, prefix: &str, what: &str) -> Check {
     if run.is(prefix) {
         Ok(())
     } else {
@@ -32,7 +32,7 @@ fn expect(run: &Run, prefix: &str, what: &str) -> Check {
     }
 }
 
-fn audited(
+pub(crate) fn audited(
     h: &Harness,
     agent: &str,
     action: &str,
@@ -50,7 +50,7 @@ fn audited(
     }
 }
 
-const EPERM: &str = "errno:1";
+pub(crate) const EPERM: &str = "errno:1";
 const TRUE: &str = "/usr/bin/true";
 
 /// A named scenario.
@@ -794,10 +794,23 @@ fn restart(h: &Harness, a: &str) -> Check {
     Ok(())
 }
 
+/// `all` with the hardening scenarios inserted before the supervisor-death
+/// and restart scenarios (which must stay last).
+fn with_hardening(mut all: Vec<Scenario>) -> Vec<Scenario> {
+    let at = all
+        .iter()
+        .position(|s| s.name == "fail_closed_when_supervisor_dies")
+        .unwrap_or(all.len());
+    let tail = all.split_off(at);
+    all.extend(crate::hardening::all());
+    all.extend(tail);
+    all
+}
+
 /// Runs the scenarios whose names contain `filter` (all if empty).
 pub fn run_all(h: &Harness, filter: &str) -> Vec<(&'static str, Outcome)> {
     let mut out = Vec::new();
-    for (i, s) in all().into_iter().enumerate() {
+    for (i, s) in with_hardening(all()).into_iter().enumerate() {
         if !s.name.contains(filter) {
             continue;
         }

@@ -199,8 +199,11 @@ impl Access {
     /// Classifies `open` flags.
     pub fn of_flags(flags: u64) -> Self {
         let flags = flags as i32;
+        // O_TMPFILE includes O_DIRECTORY: test all of its bits, or every
+        // O_DIRECTORY open (a directory listing) would count as a write.
         if flags & libc::O_ACCMODE != libc::O_RDONLY
-            || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) != 0
+            || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+            || flags & libc::O_TMPFILE == libc::O_TMPFILE
         {
             Access::Write
         } else {
@@ -473,6 +476,15 @@ mod tests {
         );
         assert_eq!(
             Access::of_flags((libc::O_RDONLY | libc::O_TRUNC) as u64),
+            Access::Write
+        );
+        // A directory listing reads; an unnamed temporary file writes.
+        assert_eq!(
+            Access::of_flags((libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64),
+            Access::Read
+        );
+        assert_eq!(
+            Access::of_flags((libc::O_RDWR | libc::O_TMPFILE) as u64),
             Access::Write
         );
     }

@@ -383,9 +383,11 @@ pub struct LaunchSpec {
     pub argv: Vec<OsString>,
 }
 
-/// `agentctl run`: create the agent, fork; the child joins the cgroup, sets
-/// no_new_privs, installs the filter, hands the listener to agentd, drops to
-/// the agent user and execs the command. Returns the child's exit code
+/// `agentctl run`: create the agent, fork; the child starts its own session,
+/// joins the cgroup, sets no_new_privs, installs the filter, hands the
+/// listener to agentd, drops to the agent user, marks every fd above 2
+/// close-on-exec and execs the command; the parent forwards SIGINT, SIGTERM,
+/// SIGHUP and SIGQUIT to the agent's process group. Returns the child's exit code
 /// (128 + signal when killed). Must be called from a single-threaded process.
 pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
     let local = |step: &'static str| {
@@ -430,6 +432,7 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
             unsafe { libc::_exit(code) }
         }
         pid => {
+            forward_signals_to(pid);
             let mut status = 0;
             loop {
                 // SAFETY: waiting for our own child.
@@ -452,6 +455,34 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
 
 enum Never {}
 
+/// The agent's process group, for [`forward_signal`].
+static AGENT_PGID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pgid = AGENT_PGID.load(std::sync::atomic::Ordering::Relaxed);
+    if pgid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+}
+
+/// The agent runs in its own session (no controlling terminal), so the
+/// terminal's Ctrl-C and hangup reach only this launcher: pass them on to
+/// the agent's process group.
+fn forward_signals_to(pid: libc::pid_t) {
+    AGENT_PGID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing a handler that only calls kill().
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchError> {
     let local = |step: &'static str| {
         move |e: &dyn std::fmt::Display| LaunchError::Local {
@@ -471,6 +502,13 @@ fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchE
     let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let groups: Vec<libc::gid_t> = spec.creds.groups.clone();
+    // A session of its own: the agent loses the caller's controlling
+    // terminal, so it cannot push input into it (TIOCSTI) or signal the
+    // caller's job through it.
+    // SAFETY: setsid in the freshly forked child (never a group leader).
+    if unsafe { libc::setsid() } < 0 {
+        return Err(local("setsid")(&std::io::Error::last_os_error()));
+    }
     call(
         &spec.socket,
         &Request::Join {
@@ -509,6 +547,18 @@ fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchE
         }
         if libc::setresuid(spec.creds.uid, spec.creds.uid, spec.creds.uid) != 0 {
             return Err(local("setresuid")(&std::io::Error::last_os_error()));
+        }
+        // Only stdin, stdout and stderr cross into the agent: any other fd
+        // the caller held (a terminal, a socket, agentd's files) is closed
+        // at exec.
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            return Err(local("close_range")(&std::io::Error::last_os_error()));
         }
         libc::execv(cpath.as_ptr(), argv.as_ptr());
     }

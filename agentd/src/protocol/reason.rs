@@ -83,3 +83,13 @@ pub const INVALID_POLICY: &str = "invalid_policy";
 pub const OPERATOR_EXISTS: &str = "operator_exists";
 /// The store failed.
 pub const STORE_ERROR: &str = "store_error";
+
+// Kernel enforcement: refusals of the seccomp supervisor.
+/// The agent tried to install a seccomp filter with its own listener.
+pub const SECCOMP_LISTENER_REFUSED: &str = "seccomp_listener_refused";
+/// TIOCSTI/TIOCLINUX: injecting input into a terminal.
+pub const TTY_INJECTION_REFUSED: &str = "tty_injection_refused";
+/// Reading another process's memory (process_vm_readv).
+pub const PROCESS_ACCESS_REFUSED: &str = "process_access_refused";
+/// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
+pub const SOCKET_FAMILY_REFUSED: &str = "socket_family_refused";

@@ -38,6 +38,20 @@ pub const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_userfaultfd, "userfaultfd"),
 ];
 
+/// Syscalls the supervisor refuses *and audits* (notified, so that the
+/// refusal leaves a row and audit-only mode can let them through; with no
+/// supervisor they fail with ENOSYS, so the refusal holds while agentd is
+/// down): reading another process's memory.
+pub const GUARDED: &[(i64, &str)] = &[(libc::SYS_process_vm_readv, "process_vm_readv")];
+
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: an agent installing its own listener
+/// could answer CONTINUE to its own opens once agentd's listener is gone.
+pub const SECCOMP_FLAG_NEW_LISTENER: u32 = 1 << 3;
+/// `TIOCSTI`: pushes bytes into a terminal's input queue.
+pub const TIOCSTI: u32 = 0x5412;
+/// `TIOCLINUX`: its selection subcommands paste into a virtual console.
+pub const TIOCLINUX: u32 = 0x541C;
+
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
@@ -63,10 +77,23 @@ enum Target {
     Allow,
     Kill,
     CheckFlags,
+    /// open(2): flags in args[1].
+    OpenFlags,
+    /// openat(2): flags in args[2].
+    OpenatFlags,
+    /// The O_PATH test on the loaded flags.
+    OPathTest,
+    SeccompFlags,
+    IoctlCmd,
+    Socket,
+    SocketInet,
+    SocketProto,
 }
 
 enum Insn {
     Load(u32),
+    /// Accumulator &= k.
+    And(u32),
     /// (jmp op, k, true target, false target)
     Jump(u16, u32, Target, Target),
     Ret(u32),
@@ -82,6 +109,12 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
+/// Offset of the low 32 bits of syscall argument `i` in seccomp_data
+/// (little-endian).
+const fn arg(i: u32) -> u32 {
+    16 + 8 * i
+}
+
 /// Assembles the filter program.
 pub fn program() -> Vec<libc::sock_filter> {
     use Target::*;
@@ -94,12 +127,30 @@ pub fn program() -> Vec<libc::sock_filter> {
         Insn::Load(0),
         Insn::Jump(jge, X32_SYSCALL_BIT, Enosys, Next),
     ];
+    // O_PATH opens read and write nothing (the lsm backend's file_open hook
+    // does not see them either), and a handle they return cannot be passed
+    // with ADDFD: they run untouched. openat2 keeps its flags in memory, so
+    // it is always notified.
+    #[cfg(target_arch = "x86_64")]
+    p.push(Insn::Jump(jeq, libc::SYS_open as u32, OpenFlags, Next));
+    p.push(Insn::Jump(jeq, libc::SYS_openat as u32, OpenatFlags, Next));
     for (nr, _) in NOTIFIED {
+        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+    }
+    for (nr, _) in GUARDED {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
     for (nr, _) in REFUSED {
         p.push(Insn::Jump(jeq, *nr as u32, Eperm, Next));
     }
+    p.push(Insn::Jump(
+        jeq,
+        libc::SYS_seccomp as u32,
+        SeccompFlags,
+        Next,
+    ));
+    p.push(Insn::Jump(jeq, libc::SYS_ioctl as u32, IoctlCmd, Next));
+    p.push(Insn::Jump(jeq, libc::SYS_socket as u32, Socket, Next));
     // clone3 passes its flags in memory the filter cannot read: ENOSYS makes
     // glibc fall back to clone, whose flags it can.
     p.push(Insn::Jump(jeq, libc::SYS_clone3 as u32, Enosys, Next));
@@ -107,8 +158,55 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(Insn::Jump(jeq, libc::SYS_unshare as u32, CheckFlags, Next));
     p.push(Insn::Ret(SECCOMP_RET_ALLOW));
     p.push(Insn::Label(CheckFlags));
-    p.push(Insn::Load(16)); // args[0], low 32 bits (little-endian)
+    p.push(Insn::Load(arg(0)));
     p.push(Insn::Jump(jset, CLONE_NEWUSER, Eperm, Allow));
+    #[cfg(target_arch = "x86_64")]
+    {
+        p.push(Insn::Label(OpenFlags));
+        p.push(Insn::Load(arg(1)));
+        p.push(Insn::Jump(jeq, 0, OPathTest, OPathTest));
+    }
+    p.push(Insn::Label(OpenatFlags));
+    p.push(Insn::Load(arg(2)));
+    p.push(Insn::Label(OPathTest));
+    p.push(Insn::Jump(jset, libc::O_PATH as u32, Allow, Notify));
+    // Another filter with a listener: refused (the supervisor audits it).
+    p.push(Insn::Label(SeccompFlags));
+    p.push(Insn::Load(arg(1)));
+    p.push(Insn::Jump(jset, SECCOMP_FLAG_NEW_LISTENER, Notify, Allow));
+    // Terminal input injection: refused (audited); every other ioctl runs.
+    p.push(Insn::Label(IoctlCmd));
+    p.push(Insn::Load(arg(1)));
+    p.push(Insn::Jump(jeq, TIOCSTI, Notify, Next));
+    p.push(Insn::Jump(jeq, TIOCLINUX, Notify, Allow));
+    // Socket families: unix (its destinations are decided at connect),
+    // netlink route (read-only for the unprivileged; glibc's getaddrinfo
+    // uses it), TCP and UDP (decided by the cgroup connect/sendmsg
+    // programs). Everything else — ICMP, raw, packet, vsock, other netlink
+    // protocols, other families — goes to the supervisor, which refuses it.
+    p.push(Insn::Label(Socket));
+    p.push(Insn::Load(arg(0)));
+    p.push(Insn::Jump(jeq, libc::AF_UNIX as u32, Allow, Next));
+    p.push(Insn::Jump(jeq, libc::AF_INET as u32, SocketInet, Next));
+    p.push(Insn::Jump(jeq, libc::AF_INET6 as u32, SocketInet, Next));
+    p.push(Insn::Jump(jeq, libc::AF_NETLINK as u32, Next, Notify));
+    p.push(Insn::Load(arg(2)));
+    p.push(Insn::Jump(jeq, libc::NETLINK_ROUTE as u32, Allow, Notify));
+    p.push(Insn::Label(SocketInet));
+    p.push(Insn::Load(arg(1)));
+    p.push(Insn::And(0xf)); // SOCK_TYPE_MASK: without SOCK_NONBLOCK/SOCK_CLOEXEC
+    p.push(Insn::Jump(jeq, libc::SOCK_STREAM as u32, SocketProto, Next));
+    p.push(Insn::Jump(
+        jeq,
+        libc::SOCK_DGRAM as u32,
+        SocketProto,
+        Notify,
+    ));
+    p.push(Insn::Label(SocketProto));
+    p.push(Insn::Load(arg(2)));
+    p.push(Insn::Jump(jeq, 0, Allow, Next));
+    p.push(Insn::Jump(jeq, libc::IPPROTO_TCP as u32, Allow, Next));
+    p.push(Insn::Jump(jeq, libc::IPPROTO_UDP as u32, Allow, Notify));
     p.push(Insn::Label(Allow));
     p.push(Insn::Ret(SECCOMP_RET_ALLOW));
     p.push(Insn::Label(Notify));
@@ -151,6 +249,10 @@ fn assemble(p: &[Insn]) -> Vec<libc::sock_filter> {
             Insn::Load(off) => out.push(stmt(
                 (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
                 *off,
+            )),
+            Insn::And(k) => out.push(stmt(
+                (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16,
+                *k,
             )),
             Insn::Ret(k) => out.push(stmt((libc::BPF_RET | libc::BPF_K) as u16, *k)),
             Insn::Jump(code, k, t, f) => out.push(libc::sock_filter {
@@ -226,6 +328,11 @@ mod tests {
     /// Runs the cBPF program over a seccomp_data (nr, arch, args[0]) — a tiny
     /// interpreter for exactly the instructions `program()` emits.
     fn run(nr: u32, arch: u32, arg0: u32) -> u32 {
+        run_args(nr, arch, &[arg0])
+    }
+
+    /// Same, with the low 32 bits of the first arguments.
+    fn run_args(nr: u32, arch: u32, args: &[u32]) -> u32 {
         let prog = program();
         let mut acc = 0u32;
         let mut pc = 0usize;
@@ -237,9 +344,16 @@ mod tests {
                     acc = match i.k {
                         0 => nr,
                         4 => arch,
-                        16 => arg0,
+                        k if k >= 16 && (k - 16) % 8 == 0 => {
+                            args.get(((k - 16) / 8) as usize).copied().unwrap_or(0)
+                        }
                         k => panic!("unexpected load {k}"),
                     };
+                    pc += 1;
+                }
+                c if c == libc::BPF_ALU => {
+                    assert_eq!(i.code as u32 & 0xf0, libc::BPF_AND);
+                    acc &= i.k;
                     pc += 1;
                 }
                 c if c == libc::BPF_JMP => {
@@ -260,7 +374,7 @@ mod tests {
 
     #[test]
     fn exec_and_open_are_notified() {
-        for (nr, name) in NOTIFIED {
+        for (nr, name) in NOTIFIED.iter().chain(GUARDED) {
             assert_eq!(
                 run(*nr as u32, AUDIT_ARCH, 0),
                 SECCOMP_RET_USER_NOTIF,
@@ -322,6 +436,113 @@ mod tests {
         assert_eq!(
             run(libc::SYS_clone3 as u32, AUDIT_ARCH, 0),
             SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+    }
+
+    #[test]
+    fn o_path_opens_run_untouched() {
+        let o_path = libc::O_PATH as u32;
+        let openat = libc::SYS_openat as u32;
+        let at = resolve_at();
+        assert_eq!(
+            run_args(openat, AUDIT_ARCH, &[at, 0, o_path]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run_args(openat, AUDIT_ARCH, &[at, 0, libc::O_RDONLY as u32]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            let open = libc::SYS_open as u32;
+            assert_eq!(run_args(open, AUDIT_ARCH, &[0, o_path]), SECCOMP_RET_ALLOW);
+            assert_eq!(
+                run_args(open, AUDIT_ARCH, &[0, libc::O_RDWR as u32]),
+                SECCOMP_RET_USER_NOTIF
+            );
+        }
+        // openat2 keeps its flags in memory: always notified.
+        assert_eq!(
+            run_args(libc::SYS_openat2 as u32, AUDIT_ARCH, &[at, 0, o_path]),
+            SECCOMP_RET_USER_NOTIF
+        );
+    }
+
+    fn resolve_at() -> u32 {
+        super::super::resolve::AT_FDCWD as u32
+    }
+
+    #[test]
+    fn listeners_and_terminal_injection_go_to_the_supervisor() {
+        let seccomp = libc::SYS_seccomp as u32;
+        let filter = libc::SECCOMP_SET_MODE_FILTER;
+        assert_eq!(
+            run_args(seccomp, AUDIT_ARCH, &[filter, SECCOMP_FLAG_NEW_LISTENER]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(
+            run_args(seccomp, AUDIT_ARCH, &[filter, 0]),
+            SECCOMP_RET_ALLOW,
+            "a runtime's own sandbox filter (no listener) still installs"
+        );
+        let ioctl = libc::SYS_ioctl as u32;
+        assert_eq!(
+            run_args(ioctl, AUDIT_ARCH, &[0, TIOCSTI]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(
+            run_args(ioctl, AUDIT_ARCH, &[0, TIOCLINUX]),
+            SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(
+            run_args(ioctl, AUDIT_ARCH, &[0, libc::TCGETS as u32]),
+            SECCOMP_RET_ALLOW
+        );
+    }
+
+    #[test]
+    fn socket_families() {
+        let socket = libc::SYS_socket as u32;
+        let s =
+            |f: i32, t: i32, p: i32| run_args(socket, AUDIT_ARCH, &[f as u32, t as u32, p as u32]);
+        let allow = SECCOMP_RET_ALLOW;
+        let notify = SECCOMP_RET_USER_NOTIF;
+        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, 0), allow);
+        assert_eq!(
+            s(
+                libc::AF_INET6,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_TCP
+            ),
+            allow
+        );
+        assert_eq!(
+            s(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK,
+                libc::IPPROTO_UDP
+            ),
+            allow
+        );
+        assert_eq!(s(libc::AF_UNIX, libc::SOCK_STREAM, 0), allow);
+        assert_eq!(
+            s(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            allow
+        );
+        assert_eq!(
+            s(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+            notify
+        );
+        assert_eq!(
+            s(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6),
+            notify
+        );
+        assert_eq!(s(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP), notify);
+        assert_eq!(s(libc::AF_PACKET, libc::SOCK_RAW, 0), notify);
+        assert_eq!(s(libc::AF_VSOCK, libc::SOCK_STREAM, 0), notify);
+        assert_eq!(
+            s(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT),
+            notify
         );
     }
 }

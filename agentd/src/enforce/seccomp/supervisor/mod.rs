@@ -15,8 +15,8 @@
 //! notified syscall fails with ENOSYS: fail closed.
 use std::{
     io,
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
-    path::{Path, PathBuf},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, RwLock,
@@ -25,15 +25,20 @@ use std::{
     time::Instant,
 };
 
-use agentd_common::{baseline_call_id, maps, ExecExpectation, FileId};
+use agentd_common::maps;
 
 use super::{notif, resolve};
 use crate::enforce::{
     bpf_state::{open_pinned_hash, BindingsMap, ExecExpectMap},
     events::{decision, AuditTx, KernelRecord},
-    grant::{self, Access, Verdict},
+    grant::{self, Verdict},
     registry::{Creds, Mode, Registry},
 };
+
+mod creds;
+mod exec;
+mod guarded;
+mod open;
 
 /// Counters of one supervisor (or all, when shared).
 #[derive(Debug, Default)]
@@ -169,29 +174,6 @@ fn decode(pid: u32, data: &libc::seccomp_data) -> io::Result<Call> {
     }
 }
 
-/// Sets this thread's file-system credentials (raw syscalls: per thread,
-/// unlike glibc's set*id wrappers that change every thread of agentd).
-fn set_fs_creds(c: &Creds) -> io::Result<()> {
-    // SAFETY: raw credential syscalls on the calling thread only.
-    unsafe {
-        if libc::syscall(libc::SYS_unshare, libc::CLONE_FS) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::syscall(libc::SYS_setfsgid, c.gid);
-        libc::syscall(libc::SYS_setfsuid, c.uid);
-        // setfs*id return the previous value; read back to confirm.
-        let uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
-        let gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
-        if uid != c.uid || gid != c.gid {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
-        }
-    }
-    Ok(())
-}
-
 /// Starts a supervisor thread for `listener`.
 pub fn spawn(listener: OwnedFd, sup: Supervisor) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -213,7 +195,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
     if sup.sync_wakeup && !notif::set_sync_wakeup(listener.as_fd()) {
         tracing::debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
     }
-    set_fs_creds(&sup.creds)?;
+    creds::set_fs_creds(&sup.creds)?;
     tracing::info!(agent = %sup.agent, uid = sup.creds.uid, "supervisor running");
     let fd = listener.as_fd();
     loop {
@@ -241,23 +223,59 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
         };
         sup.stats.notifications.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let (answer, decided) = handle(sup, listener, &n, &bindings, &mut expect);
-        let result = match answer {
-            Answer::Continue => notif::respond_continue(fd, n.id),
-            Answer::Errno(e) => notif::respond_errno(fd, n.id, e),
-            Answer::AddFd(file, cloexec) => {
-                notif::addfd_send(fd, n.id, file.as_raw_fd(), cloexec).map(|_| ())
-            }
-        };
-        if let Err(e) = result {
+        // Every notification is answered, whatever fails below: a panic in
+        // a decision becomes a refusal, and a failed injection becomes the
+        // errno of that failure (an unanswered notification would hang the
+        // agent's thread for ever).
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(sup, listener, &n, &bindings, &mut expect)
+        }));
+        let (answer, mut decided) = handled.unwrap_or_else(|_| {
+            tracing::error!(agent = %sup.agent, nr = n.data.nr, "a decision panicked; refused");
+            (
+                Answer::Errno(libc::EPERM),
+                Some(Decided {
+                    action: "syscall",
+                    target: format!("nr {}", n.data.nr),
+                    allowed: false,
+                    reason: "enforcer_error",
+                    call: None,
+                }),
+            )
+        });
+        if let Err(e) = answer_notification(fd, n.id, answer) {
             if e.raw_os_error() == Some(libc::ENOENT) {
                 sup.stats.stale.fetch_add(1, Ordering::Relaxed);
             } else {
-                tracing::warn!(error = %e, "answering a notification failed");
+                tracing::warn!(agent = %sup.agent, error = %e, "answering a notification failed; refused");
+                if let Some(d) = decided.as_mut() {
+                    d.allowed = false;
+                    d.reason = "enforcer_error";
+                }
             }
         }
         if let Some(d) = decided {
             audit(sup, &n, d, started);
+        }
+    }
+}
+
+/// Sends `answer`. When injecting the fd fails for any reason but the
+/// task's death (ENOENT), the syscall is failed with that errno instead.
+fn answer_notification(fd: BorrowedFd<'_>, id: u64, answer: Answer) -> io::Result<()> {
+    match answer {
+        Answer::Continue => notif::respond_continue(fd, id),
+        Answer::Errno(e) => notif::respond_errno(fd, id, e),
+        Answer::AddFd(file, cloexec) => {
+            match notif::addfd_send(fd, id, file.as_raw_fd(), cloexec) {
+                Ok(_) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(e),
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    notif::respond_errno(fd, id, errno)?;
+                    Err(e)
+                }
+            }
         }
     }
 }
@@ -304,6 +322,9 @@ fn handle(
     expect: &mut ExecExpectMap,
 ) -> (Answer, Option<Decided>) {
     let tid = n.pid;
+    if let Some(answered) = guarded::decide(sup, listener, n) {
+        return answered;
+    }
     let call = match decode(tid, &n.data) {
         Ok(c) => c,
         Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
@@ -330,16 +351,27 @@ fn handle(
         sup.stats.stale.fetch_add(1, Ordering::Relaxed);
         return (Answer::Errno(libc::ESRCH), None);
     }
+    if let Call::Open { flags, .. } = call {
+        if flags & libc::O_PATH as u64 != 0 {
+            // Only openat2 gets here (the filter lets O_PATH open/openat run).
+            // An O_PATH handle cannot be injected (ADDFD refuses it) and
+            // `how` lives in memory the agent can rewrite, so CONTINUE is no
+            // answer either: ENOSYS makes callers fall back to openat.
+            return (Answer::Errno(libc::ENOSYS), None);
+        }
+    }
     let path = resolve::rewrite_proc_self(&raw, tgid, tid);
     let bound = bindings.get(&tgid, 0).ok().map(|b| b.call_id);
     match call {
-        Call::Exec { flags, .. } => decide_exec(sup, tid, tgid, dirfd, &path, flags, bound, expect),
+        Call::Exec { flags, .. } => {
+            exec::decide_exec(sup, tid, tgid, dirfd, &path, flags, bound, expect)
+        }
         Call::Open {
             flags,
             mode,
             resolve,
             ..
-        } => decide_open(sup, tid, tgid, dirfd, &path, flags, mode, resolve, bound),
+        } => open::decide_open(sup, tid, tgid, dirfd, &path, flags, mode, resolve, bound),
     }
 }
 
@@ -395,265 +427,4 @@ fn magic_link_denial(action: &'static str, path: &[u8]) -> (Answer, Option<Decid
             call: None,
         }),
     )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn decide_exec(
-    sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dirfd: i32,
-    path: &[u8],
-    flags: u64,
-    bound: Option<u64>,
-    expect: &mut ExecExpectMap,
-) -> (Answer, Option<Decided>) {
-    let target_fd = if path.is_empty() && flags & libc::AT_EMPTY_PATH as u64 != 0 {
-        resolve::tracee_dir(tid, dirfd)
-    } else {
-        let base = match lookup_dir(tid, dirfd, path) {
-            Ok(b) => b,
-            Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
-        };
-        let mut oflags = libc::O_PATH | libc::O_CLOEXEC;
-        if flags & libc::AT_SYMLINK_NOFOLLOW as u64 != 0 {
-            oflags |= libc::O_NOFOLLOW;
-        }
-        let dir = base.as_ref().map_or(resolve::AT_FDCWD, |b| b.as_raw_fd());
-        resolve::openat2(dir, path, oflags as u64, 0, libc::RESOLVE_NO_MAGICLINKS)
-    };
-    let file = match target_fd {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && path.starts_with(b"/proc/") => {
-            return magic_link_denial("exec", path)
-        }
-        Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
-    };
-    let st = match resolve::fstat(&file) {
-        Ok(st) => st,
-        Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
-    };
-    let target = resolve::real_path(&file)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| resolve::display(path));
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return (Answer::Errno(libc::EACCES), None);
-    }
-    let id = FileId {
-        dev: grant::kernel_dev(st.st_dev),
-        ino: st.st_ino,
-    };
-    let now = now_boot_ns();
-    let (allowed, reason, call, audit_only) = verdicts(sup, bound, |g| g.check_exec(id, now));
-    // Exec targets are not path scopes: an exec no grant names is `no_grant`
-    // whether or not the process is bound (as in the lsm backend).
-    let reason = if reason == "path_outside_scope" {
-        "no_grant"
-    } else {
-        reason
-    };
-    let decided = Decided {
-        action: "exec",
-        target,
-        allowed,
-        reason,
-        call,
-    };
-    if !allowed && !audit_only {
-        return (Answer::Errno(libc::EPERM), Some(decided));
-    }
-    let agent_id = sup
-        .registry
-        .read()
-        .ok()
-        .and_then(|r| r.agents.get(&sup.agent).map(|a| a.id))
-        .unwrap_or(0);
-    let exp = ExecExpectation {
-        file: id,
-        call_id: call.unwrap_or_else(|| baseline_call_id(agent_id)),
-    };
-    if let Err(e) = expect.insert(tgid, exp, 0) {
-        // Fail closed: without the expectation the kernel check would kill
-        // the exec anyway; refuse it cleanly instead.
-        tracing::error!(error = %e, "EXEC_EXPECT update failed");
-        return (
-            Answer::Errno(libc::EPERM),
-            Some(Decided {
-                allowed: false,
-                reason: "enforcer_error",
-                ..decided
-            }),
-        );
-    }
-    (Answer::Continue, Some(decided))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn decide_open(
-    sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dirfd: i32,
-    path: &[u8],
-    flags: u64,
-    mode: u64,
-    user_resolve: u64,
-    bound: Option<u64>,
-) -> (Answer, Option<Decided>) {
-    let iflags = flags as i32;
-    let access = Access::of_flags(flags);
-    let cloexec = iflags & libc::O_CLOEXEC != 0;
-    let errno = |e: io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
-    let base = match lookup_dir(tid, dirfd, path) {
-        Ok(b) => b,
-        Err(e) => return errno(e),
-    };
-    let dir = base.as_ref().map_or(resolve::AT_FDCWD, |b| b.as_raw_fd());
-    let resolve_flags = user_resolve | libc::RESOLVE_NO_MAGICLINKS;
-    let lookup_flags =
-        (libc::O_PATH | libc::O_CLOEXEC | (iflags & (libc::O_NOFOLLOW | libc::O_DIRECTORY))) as u64;
-    let found = if iflags & libc::O_TMPFILE == libc::O_TMPFILE {
-        resolve::openat2(
-            dir,
-            path,
-            (libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY) as u64,
-            0,
-            resolve_flags,
-        )
-    } else {
-        resolve::openat2(dir, path, lookup_flags, 0, resolve_flags)
-    };
-    let now = now_boot_ns();
-    match found {
-        Ok(handle) => {
-            if iflags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL) {
-                return (Answer::Errno(libc::EEXIST), None);
-            }
-            let real = match resolve::real_path(&handle) {
-                Ok(p) => p,
-                Err(e) => return errno(e),
-            };
-            let (allowed, reason, call, audit_only) =
-                verdicts(sup, bound, |g| g.check_path(&real, access, tgid, now));
-            let decided = Decided {
-                action: "file_open",
-                target: real.display().to_string(),
-                allowed,
-                reason,
-                call,
-            };
-            if !allowed && !audit_only {
-                return (Answer::Errno(libc::EPERM), Some(decided));
-            }
-            let is_fifo =
-                resolve::fstat(&handle).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
-            let mut rflags = iflags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW);
-            if is_fifo {
-                // A FIFO without a peer would block this thread; the agent
-                // gets ENXIO instead of waiting, which it can retry.
-                rflags |= libc::O_NONBLOCK;
-            }
-            match resolve::reopen(&handle, rflags) {
-                Ok(f) => {
-                    if is_fifo && iflags & libc::O_NONBLOCK == 0 {
-                        // SAFETY: fcntl on an fd we own.
-                        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
-                    }
-                    (Answer::AddFd(f, cloexec), Some(decided))
-                }
-                Err(e) => (
-                    Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)),
-                    Some(decided),
-                ),
-            }
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && path.starts_with(b"/proc/") => {
-            magic_link_denial("file_open", path)
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && iflags & libc::O_CREAT != 0 => create(
-            sup,
-            tid,
-            tgid,
-            dir,
-            path,
-            iflags,
-            mode,
-            resolve_flags,
-            bound,
-            now,
-        ),
-        Err(e) => errno(e),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn create(
-    sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dir: i32,
-    path: &[u8],
-    iflags: i32,
-    mode: u64,
-    resolve_flags: u64,
-    bound: Option<u64>,
-    now: u64,
-) -> (Answer, Option<Decided>) {
-    let errno = |e: io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
-    let Some((parent, name)) = resolve::split_parent(path) else {
-        return (Answer::Errno(libc::EISDIR), None);
-    };
-    let parent_fd = match resolve::openat2(
-        dir,
-        &parent,
-        (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        0,
-        resolve_flags,
-    ) {
-        Ok(f) => f,
-        Err(e) => return errno(e),
-    };
-    let real_parent = match resolve::real_path(&parent_fd) {
-        Ok(p) => p,
-        Err(e) => return errno(e),
-    };
-    let real: PathBuf = real_parent.join(Path::new(&resolve::display(&name)));
-    let (allowed, reason, call, audit_only) = verdicts(sup, bound, |g| {
-        g.check_path(&real, Access::Write, tgid, now)
-    });
-    let decided = Decided {
-        action: "file_open",
-        target: real.display().to_string(),
-        allowed,
-        reason,
-        call,
-    };
-    if !allowed && !audit_only {
-        return (Answer::Errno(libc::EPERM), Some(decided));
-    }
-    let umask = resolve::status_field(tid, "Umask")
-        .ok()
-        .and_then(|u| u32::from_str_radix(&u, 8).ok())
-        .unwrap_or(0o022);
-    // SAFETY: this thread has its own fs_struct (CLONE_FS unshared).
-    unsafe { libc::umask(umask as libc::mode_t) };
-    // One component, relative to the checked parent, no symlinks: exactly
-    // the file that was decided on.
-    let r = resolve::openat2(
-        parent_fd.as_raw_fd(),
-        &name,
-        (iflags | libc::O_CLOEXEC) as u64,
-        mode & 0o7777,
-        resolve_flags | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH,
-    );
-    match r {
-        Ok(f) => (
-            Answer::AddFd(f, iflags & libc::O_CLOEXEC != 0),
-            Some(decided),
-        ),
-        Err(e) => (
-            Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)),
-            Some(decided),
-        ),
-    }
 }

@@ -1,0 +1,348 @@
+//! Scenarios for the kernel boundary's hardening: listener takeover,
+//! terminal injection, process memory, socket families, O_PATH opens,
+//! directory listings, the launcher's session and fds. Each denial checks
+//! the errno *and* the audit row, beside a control showing the same step
+//! succeeds without enforcement (an audit-only agent, or the probe run
+//! outside any agent).
+use std::time::Duration;
+
+use agentd::{doctor::Backend, enforce::Mode};
+
+use crate::{
+    harness::{spec, Harness, Run},
+    scenarios::{audited, expect, Check, Scenario, EPERM},
+};
+
+const ENOSYS: &str = "errno:38";
+const SECCOMP_ONLY: &str =
+    "seccomp-filter rule; the lsm backend's hooks are tested in the VM suite";
+
+/// The hardening scenarios, in order.
+pub fn all() -> Vec<Scenario> {
+    let seccomp = Some((Backend::Seccomp, SECCOMP_ONLY));
+    vec![
+        Scenario {
+            name: "listener_takeover_refused",
+            run: listener_takeover,
+            only: seccomp,
+        },
+        Scenario {
+            name: "tty_injection_refused",
+            run: tty_injection,
+            only: seccomp,
+        },
+        Scenario {
+            name: "process_vm_readv_refused",
+            run: vm_read,
+            only: seccomp,
+        },
+        Scenario {
+            name: "socket_families_refused",
+            run: socket_families,
+            only: seccomp,
+        },
+        Scenario {
+            name: "o_path_open_answered",
+            run: o_path,
+            only: None,
+        },
+        Scenario {
+            name: "directory_listing_is_a_read",
+            run: listing,
+            only: None,
+        },
+        Scenario {
+            name: "run_starts_a_session_without_inherited_fds",
+            run: session,
+            only: None,
+        },
+    ]
+}
+
+/// `name` with a suffix: the control agent beside the enforced one.
+fn control(a: &str) -> String {
+    format!("{a}c")
+}
+
+fn listener_takeover(h: &Harness, a: &str) -> Check {
+    // Control: outside an agent the same filter installs. (Inside an agent
+    // whose listener is alive the kernel itself answers EBUSY — one listener
+    // per filter chain — so the attack starts once agentd's listener is gone;
+    // the last step below is that moment.)
+    expect(
+        &h.run_unenforced(&["seccomp-listener"], None),
+        "ok",
+        "control: a listener filter outside any agent",
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    expect(
+        &h.run(a, None, &["seccomp-listener"]),
+        EPERM,
+        "a listener filter in an enforced agent",
+    )?;
+    audited(
+        h,
+        a,
+        "seccomp",
+        "NEW_LISTENER",
+        "deny",
+        Some("seccomp_listener_refused"),
+    )?;
+    // The rule holds with no supervisor: the notified syscall fails.
+    let run = h.run_with(a, None, &["sleep-then", "1200", "seccomp-listener"], |_| {
+        std::thread::sleep(Duration::from_millis(600));
+        h.enforcer.stop_supervisors(a);
+    });
+    expect(
+        &run,
+        ENOSYS,
+        "a listener filter after the supervisor stopped",
+    )
+}
+
+fn legacy_tiocsti() -> bool {
+    std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").is_ok_and(|s| s.trim() == "1")
+}
+
+fn tty_injection(h: &Harness, a: &str) -> Check {
+    let c = control(a);
+    h.agent(&c, Mode::AuditOnly)?;
+    let run = h.run(&c, None, &["tiocsti"]);
+    if legacy_tiocsti() {
+        expect(
+            &run,
+            "ok",
+            "control: TIOCSTI on its own terminal, audit-only",
+        )?;
+    } else {
+        // The kernel refuses TIOCSTI itself (dev.tty.legacy_tiocsti = 0).
+        expect(&run, "errno:", "control: TIOCSTI with legacy_tiocsti=0")?;
+    }
+    audited(
+        h,
+        &c,
+        "ioctl",
+        "",
+        "would_deny",
+        Some("tty_injection_refused"),
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-pty", spec(&[], &[], &["/dev/ptmx"], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-pty"), &["tiocsti"]),
+        EPERM,
+        "TIOCSTI in an enforced agent",
+    )?;
+    audited(h, a, "ioctl", "", "deny", Some("tty_injection_refused"))
+}
+
+fn vm_read(h: &Harness, a: &str) -> Check {
+    let c = control(a);
+    h.agent(&c, Mode::AuditOnly)?;
+    expect(
+        &h.run(&c, None, &["vm-read-self"]),
+        "ok",
+        "control: process_vm_readv, audit-only",
+    )?;
+    audited(
+        h,
+        &c,
+        "process_vm_readv",
+        "",
+        "would_deny",
+        Some("process_access_refused"),
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    expect(
+        &h.run(a, None, &["vm-read-self"]),
+        EPERM,
+        "process_vm_readv in an enforced agent",
+    )?;
+    audited(
+        h,
+        a,
+        "process_vm_readv",
+        "",
+        "deny",
+        Some("process_access_refused"),
+    )
+}
+
+/// In the launcher's process (root): a network namespace of its own whose
+/// ping_group_range lets every group open ICMP sockets — the host's setting
+/// is left alone.
+fn own_netns_with_ping() -> std::io::Result<()> {
+    // SAFETY: raw syscalls with static arguments.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = c"/proc/sys/net/ipv4/ping_group_range";
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let v = b"0 2147483647\n";
+        let n = libc::write(fd, v.as_ptr().cast(), v.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn socket_families(h: &Harness, a: &str) -> Check {
+    let icmp = [
+        "socket",
+        &libc::AF_INET.to_string(),
+        &libc::SOCK_DGRAM.to_string(),
+        &libc::IPPROTO_ICMP.to_string(),
+    ]
+    .map(String::from);
+    let icmp: Vec<&str> = icmp.iter().map(String::as_str).collect();
+    let c = control(a);
+    h.agent(&c, Mode::AuditOnly)?;
+    let run = h.run_prepared(&c, None, &icmp, Some(own_netns_with_ping), |_| {});
+    expect(
+        &run,
+        "ok",
+        "control: an ICMP socket in a netns allowing ping, audit-only",
+    )?;
+    audited(
+        h,
+        &c,
+        "socket",
+        "inet/dgram/icmp",
+        "would_deny",
+        Some("socket_family_refused"),
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    let run = h.run_prepared(a, None, &icmp, Some(own_netns_with_ping), |_| {});
+    expect(&run, EPERM, "an ICMP socket in an enforced agent")?;
+    audited(
+        h,
+        a,
+        "socket",
+        "inet/dgram/icmp",
+        "deny",
+        Some("socket_family_refused"),
+    )?;
+    for (family, ty, proto, target) in [
+        (libc::AF_PACKET, libc::SOCK_RAW, 0, "packet/raw/0"),
+        (libc::AF_VSOCK, libc::SOCK_STREAM, 0, "vsock/stream/0"),
+        (
+            libc::AF_INET,
+            libc::SOCK_RAW,
+            libc::IPPROTO_TCP,
+            "inet/raw/6",
+        ),
+    ] {
+        let args = [family, ty, proto].map(|n| n.to_string());
+        let run = h.run(a, None, &["socket", &args[0], &args[1], &args[2]]);
+        expect(&run, EPERM, &format!("socket {target}"))?;
+        audited(
+            h,
+            a,
+            "socket",
+            target,
+            "deny",
+            Some("socket_family_refused"),
+        )?;
+    }
+    // TCP and UDP sockets stay (their destinations are decided at connect).
+    for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+        let run = h.run(a, None, &["socket", "2", &ty.to_string(), "0"]);
+        expect(&run, "ok", "an inet socket")?;
+    }
+    Ok(())
+}
+
+fn o_path(h: &Harness, a: &str) -> Check {
+    let f = h.file("o-path-target.txt", b"not granted\n", 0o644);
+    let path = Harness::s(&f);
+    expect(
+        &h.run_unenforced(&["open-o-path", &path], None),
+        "ok",
+        "control: O_PATH outside any agent",
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    // An O_PATH handle reads and writes nothing (the lsm file_open hook
+    // does not see it either): it is answered at once, not hung.
+    expect(
+        &h.run(a, None, &["open-o-path", &path]),
+        "ok",
+        "O_PATH open in an enforced agent",
+    )?;
+    let run = h.run(a, None, &["openat2-o-path", &path]);
+    if h.backend == Backend::Seccomp {
+        // ADDFD cannot pass an O_PATH handle and CONTINUE would race on
+        // `how`: ENOSYS sends callers back to openat.
+        expect(&run, ENOSYS, "openat2(O_PATH) in an enforced agent")?;
+    } else {
+        expect(&run, "ok", "openat2(O_PATH) in an enforced agent")?;
+    }
+    // The handle's existence granted nothing: reading is still refused.
+    expect(
+        &h.run(a, None, &["open", &path, "r"]),
+        EPERM,
+        "reading the O_PATH target",
+    )?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "o-path-target.txt",
+        "deny",
+        Some("no_grant"),
+    )
+}
+
+fn listing(h: &Harness, a: &str) -> Check {
+    let dir = h.work.join("listing");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for n in ["one", "two"] {
+        std::fs::write(dir.join(n), n).map_err(|e| e.to_string())?;
+    }
+    let d = Harness::s(&dir);
+    h.agent(a, Mode::Enforce)?;
+    // Without a scope the listing is refused: enforcement is on.
+    expect(&h.run(a, None, &["list-dir", &d]), EPERM, "unbound listing")?;
+    audited(h, a, "file_open", "listing", "deny", Some("no_grant"))?;
+    h.grant(a, "c-ls", spec(&["/usr/bin/ls"], &[&d], &[], &[], 60))?;
+    expect(
+        &h.run(a, Some("c-ls"), &["list-dir", &d]),
+        "ok 2",
+        "listing a read scope",
+    )?;
+    audited(h, a, "file_open", "listing", "allow", Some("grant_matched"))?;
+    expect(
+        &h.run(a, Some("c-ls"), &["exec", "/usr/bin/ls", &d]),
+        "exit:0",
+        "`ls` of a read scope",
+    )
+}
+
+/// In the launcher's process: an fd the agent must not inherit.
+fn inherit_an_fd() -> std::io::Result<()> {
+    // SAFETY: open without O_CLOEXEC, deliberately leaked into the exec.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn session(h: &Harness, a: &str) -> Check {
+    let control_run: Run = h.run_unenforced(&["session"], Some(inherit_an_fd));
+    if !control_run.is("ok leader=false fds=[") || control_run.result.ends_with("fds=[]") {
+        return Err(format!(
+            "control: the probe outside an agent should share the caller's session and hold the leaked fd, got `{}`",
+            control_run.result
+        ));
+    }
+    h.agent(a, Mode::Enforce)?;
+    let run = h.run_prepared(a, None, &["session"], Some(inherit_an_fd), |_| {});
+    expect(&run, "ok leader=true fds=[]", "the agent's session and fds")
+}

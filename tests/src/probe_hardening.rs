@@ -1,0 +1,156 @@
+//! Probes for the kernel-boundary hardening scenarios (see
+//! `hardening.rs`): listener takeover, terminal injection, process memory,
+//! socket families, O_PATH opens, directory listings, session and fds.
+//! Same contract as [`crate::probe`]: each returns `ok …` or `errno:N`.
+use std::ffi::CString;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn ret(r: libc::c_long) -> String {
+    if r < 0 {
+        format!("errno:{}", errno())
+    } else {
+        "ok".into()
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in probe arguments")
+}
+
+/// Installs a seccomp filter with its own listener (what an agent would do
+/// to answer its own syscalls once agentd's listener is gone).
+fn seccomp_listener() -> String {
+    match agentd::enforce::seccomp::filter::install_notify_only(libc::SYS_getppid) {
+        Ok(_fd) => "ok".into(),
+        Err(e) => format!("errno:{}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// Opens a pseudo-terminal, makes it the controlling terminal of this
+/// session and pushes one byte into its input with TIOCSTI.
+fn tiocsti() -> String {
+    // SAFETY: plain libc pty calls on fds we own.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            return format!("errno:{} (posix_openpt)", errno());
+        }
+        if libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+            return format!("errno:{} (unlockpt)", errno());
+        }
+        let mut name = [0 as libc::c_char; 64];
+        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
+            return format!("errno:{} (ptsname)", errno());
+        }
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if slave < 0 {
+            return format!("errno:{} (open slave)", errno());
+        }
+        if libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+            return format!("errno:{} (TIOCSCTTY)", errno());
+        }
+        let c = b'x';
+        ret(libc::ioctl(slave, libc::TIOCSTI, &c as *const u8) as libc::c_long)
+    }
+}
+
+/// Reads this process's own memory through process_vm_readv.
+fn vm_read_self() -> String {
+    static SOURCE: [u8; 8] = *b"agentd!!";
+    let mut buf = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: SOURCE.as_ptr() as *mut _,
+        iov_len: SOURCE.len(),
+    };
+    // SAFETY: both iovecs point at memory of this process.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    ret(n as libc::c_long)
+}
+
+fn socket(family: &str, ty: &str, proto: &str) -> String {
+    let n = |s: &str| s.parse::<i32>().unwrap_or(-1);
+    // SAFETY: socket with integer arguments.
+    let fd = unsafe { libc::socket(n(family), n(ty), n(proto)) };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    ret(fd as libc::c_long)
+}
+
+/// openat(O_PATH) then fstat on the handle.
+fn open_o_path(path: &str) -> String {
+    let p = cstr(path);
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return format!("errno:{}", errno());
+    }
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat into our buffer; O_PATH handles support fstat.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    unsafe { libc::close(fd) };
+    ret(r as libc::c_long)
+}
+
+/// openat2(O_PATH).
+fn openat2_o_path(path: &str) -> String {
+    let p = cstr(path);
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    // SAFETY: valid C string and open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+    }
+    ret(fd)
+}
+
+fn list_dir(path: &str) -> String {
+    match std::fs::read_dir(path) {
+        Ok(entries) => format!("ok {}", entries.count()),
+        Err(e) => format!("errno:{}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// Whether this process leads its own session, and which fds above 2 it holds.
+fn session() -> String {
+    // SAFETY: getters.
+    let (sid, pid) = unsafe { (libc::getsid(0), libc::getpid()) };
+    let fds: Vec<String> = (3..1024)
+        // SAFETY: F_GETFD only reads the fd's flags.
+        .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } != -1)
+        .map(|fd| fd.to_string())
+        .collect();
+    format!("ok leader={} fds=[{}]", sid == pid, fds.join(","))
+}
+
+/// Runs a hardening probe; `None` when `op` is not one.
+pub fn run_op(op: &[String]) -> Option<String> {
+    let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
+    Some(match op.first().map(String::as_str)? {
+        "seccomp-listener" => seccomp_listener(),
+        "tiocsti" => tiocsti(),
+        "vm-read-self" => vm_read_self(),
+        "socket" => socket(&arg(1), &arg(2), &arg(3)),
+        "open-o-path" => open_o_path(&arg(1)),
+        "openat2-o-path" => openat2_o_path(&arg(1)),
+        "list-dir" => list_dir(&arg(1)),
+        "session" => session(),
+        _ => return None,
+    })
+}
