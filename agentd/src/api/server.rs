@@ -164,6 +164,7 @@ async fn tool_call(
                 Caller {
                     pid: peer.pid,
                     uid: peer.uid,
+                    gid: peer.gid,
                 },
             )
             .await,

@@ -47,6 +47,27 @@ impl AllowHook for EnforceHook {
             .install_grant(&agent, call.call_id, call.active_message_id, spec)
             .map_err(|e| err(e.reason_code(), e.to_string()))
     }
+
+    fn rollback(&self, call: &AllowedCall<'_>) -> Result<(), HookError> {
+        // Revoking a call that has no grant is a no-op, so no need to know
+        // whether `after_allow` installed one.
+        let Some(enforcer) = self.slot.get() else {
+            return Ok(());
+        };
+        enforcer.revoke(call.call_id).map_err(|e| HookError {
+            hook: "enforce".into(),
+            reason_code: e.reason_code().into(),
+            message: format!(
+                "revoking the grant of overturned call {}: {e}",
+                call.call_id
+            ),
+        })?;
+        tracing::warn!(
+            call_id = call.call_id,
+            "grant of an overturned allow revoked"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,17 @@ pub enum GrantError {
         /// The offending scope.
         path: PathBuf,
     },
+    /// A path scope passes through a symlink not owned by root: whoever owns
+    /// it (the agent?) could point the grant anywhere.
+    #[error("path scope {path} passes through {link}, a symlink owned by uid {owner}")]
+    UntrustedSymlink {
+        /// The scope as given.
+        path: PathBuf,
+        /// The symlink met on the way.
+        link: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
     /// A connect destination does not parse.
     #[error("connect destination `{dest}`: {message}")]
     Destination {
@@ -48,6 +59,7 @@ impl GrantError {
         match self {
             GrantError::ExecTarget { .. } => "exec_target_unresolvable",
             GrantError::RelativeScope { .. } => "path_scope_invalid",
+            GrantError::UntrustedSymlink { .. } => crate::protocol::reason::PATH_UNRESOLVABLE,
             GrantError::Destination { .. } => "destination_invalid",
         }
     }
@@ -174,7 +186,9 @@ pub fn normalise(path: &Path) -> Option<PathBuf> {
 }
 
 /// A scope as stored: symlinks in existing prefixes resolved, so it compares
-/// against the real paths of opened files.
+/// against the real paths of opened files. Only root's symlinks are
+/// followed: the gateway decided on the real object, so a symlink owned by
+/// anyone else on the way means one was planted since (refused).
 fn scope(path: &Path) -> Result<PathBuf, GrantError> {
     let norm = normalise(path).ok_or_else(|| GrantError::RelativeScope {
         path: path.to_owned(),
@@ -183,7 +197,47 @@ fn scope(path: &Path) -> Result<PathBuf, GrantError> {
     if norm.starts_with("/proc/self") {
         return Ok(norm);
     }
-    Ok(std::fs::canonicalize(&norm).unwrap_or(norm))
+    check_symlink_owners(&norm)?;
+    Ok(canonical_prefix(&norm))
+}
+
+/// The real path of `norm`'s deepest existing ancestor, with the missing
+/// tail appended (a file the tool will create still matches its scope).
+fn canonical_prefix(norm: &Path) -> PathBuf {
+    let mut existing = norm.to_path_buf();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            return missing.iter().rev().fold(real, |p, n| p.join(n));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = parent.to_path_buf();
+            }
+            _ => return norm.to_path_buf(),
+        }
+    }
+}
+
+/// Refuses a path whose components include a symlink not owned by root.
+fn check_symlink_owners(norm: &Path) -> Result<(), GrantError> {
+    let mut prefix = PathBuf::from("/");
+    for c in norm.components().skip(1) {
+        prefix.push(c);
+        let Ok(meta) = std::fs::symlink_metadata(&prefix) else {
+            // Nothing further exists to follow.
+            return Ok(());
+        };
+        if meta.file_type().is_symlink() && meta.uid() != 0 {
+            return Err(GrantError::UntrustedSymlink {
+                path: norm.to_owned(),
+                link: prefix,
+                owner: meta.uid(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a file is opened for reading only or (also) for writing.
@@ -487,6 +541,36 @@ mod tests {
             Access::of_flags((libc::O_RDWR | libc::O_TMPFILE) as u64),
             Access::Write
         );
+    }
+
+    #[test]
+    fn scopes_through_a_non_root_symlink_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        let link = root.join("link");
+        std::os::unix::fs::symlink(root.join("real"), &link).unwrap();
+        // Root's symlink (the test runs as root in CI; skip the check otherwise).
+        if nix::unistd::geteuid().is_root() {
+            let spec = GrantSpec {
+                write: vec![link.join("f")],
+                ttl_secs: 1,
+                ..Default::default()
+            };
+            let g = KernelGrant::from_spec(&spec, 1, 0).unwrap();
+            assert_eq!(g.write, vec![root.join("real/f")]);
+            std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        } else {
+            println!("SKIPPED: not root (cannot own a symlink as root and chown it)");
+            return;
+        }
+        let spec = GrantSpec {
+            write: vec![link.join("f")],
+            ttl_secs: 1,
+            ..Default::default()
+        };
+        let e = KernelGrant::from_spec(&spec, 1, 0).unwrap_err();
+        assert_eq!(e.reason_code(), "path_unresolvable");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ingest::parse_active_id;
+use super::resolve::{HostResolver, PathResolver};
 use super::Gateway;
 use crate::grant_spec::GrantSpec;
 use crate::protocol::reason;
@@ -102,16 +103,27 @@ fn new_call_id() -> String {
 }
 
 impl Gateway {
-    /// Decides a tool call at Unix time `now`. Never fails: every error is a
-    /// denial with a reason code.
+    /// Decides a tool call at Unix time `now`, resolving path arguments as
+    /// agentd itself. Never fails: every error is a denial with a reason code.
     pub fn decide(&self, req: &ToolCallRequest, now: i64) -> Decision {
+        self.decide_with(req, now, &HostResolver::default())
+    }
+
+    /// [`Self::decide`] with the resolver of path arguments chosen by the
+    /// caller (the API resolves with the caller's credentials).
+    pub fn decide_with(
+        &self,
+        req: &ToolCallRequest,
+        now: i64,
+        resolver: &dyn PathResolver,
+    ) -> Decision {
         let started = Instant::now();
         let mut d = Decision::denied(req, "", "");
         let policy = self.current_policy();
         if let Some(p) = &policy {
             d.policy_id.clone_from(&p.id);
         }
-        match self.check(req, now, policy.as_deref(), &mut d) {
+        match self.check(req, now, policy.as_deref(), resolver, &mut d) {
             Ok(()) => {
                 d.decision = "allow".into();
                 d.reason_code = reason::OK.into();
@@ -130,6 +142,7 @@ impl Gateway {
         req: &ToolCallRequest,
         now: i64,
         policy: Option<&crate::policy::CompiledPolicy>,
+        resolver: &dyn PathResolver,
         d: &mut Decision,
     ) -> Result<(), (&'static str, String)> {
         // 1. The active message exists and is unexpired.
@@ -210,9 +223,21 @@ impl Gateway {
                 format!("action name longer than {MAX_ACTION_LEN} bytes"),
             ));
         }
-        let allowed = policy
+        let mut allowed = policy
             .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
             .map_err(|den| (den.reason, den.detail))?;
+        // 7b. The same decision on the real objects the paths name: a planted
+        // symlink must not carry a scope (or the grant) somewhere else.
+        if let Some(resolved) = resolved_arguments(policy, &allowed.role, req, resolver)? {
+            allowed = policy
+                .evaluate(&msg.operator, &op.roles, &req.action, &resolved)
+                .map_err(|den| {
+                    (
+                        den.reason,
+                        format!("{} (after resolving symlinks)", den.detail),
+                    )
+                })?;
+        }
         // 8. Rate limit of the allowing role.
         if !self.rates.take(
             &msg.operator,
@@ -233,6 +258,34 @@ impl Gateway {
         d.grant = allowed.grant;
         Ok(())
     }
+}
+
+/// The call's arguments with every path argument replaced by the real path
+/// it names, or None when resolution changes nothing.
+fn resolved_arguments(
+    policy: &crate::policy::CompiledPolicy,
+    role: &str,
+    req: &ToolCallRequest,
+    resolver: &dyn PathResolver,
+) -> Result<Option<Map<String, Value>>, (&'static str, String)> {
+    let mut out: Option<Map<String, Value>> = None;
+    for name in policy.path_arguments(role, &req.action) {
+        let Some(Value::String(raw)) = req.arguments.get(name) else {
+            continue;
+        };
+        // Evaluation accepted it, so it normalises.
+        let Ok(lexical) = crate::policy::path::normalize(raw) else {
+            continue;
+        };
+        let real = resolver
+            .resolve(&lexical)
+            .map_err(|e| (reason::PATH_UNRESOLVABLE, format!("argument `{name}`: {e}")))?;
+        if real != lexical {
+            out.get_or_insert_with(|| req.arguments.clone())
+                .insert(name.to_owned(), Value::String(real));
+        }
+    }
+    Ok(out)
 }
 
 /// Maps a stored ingest reason back to its static code (fail closed on anything unknown).

@@ -44,4 +44,12 @@ pub trait AllowHook: Send + Sync {
     fn name(&self) -> &str;
     /// Acts on the allowed call (install a grant, enqueue a receipt, …).
     fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError>;
+    /// Undoes what `after_allow` did for `call`, because a later hook failed
+    /// and the answer became a denial (fail closed: an installed grant must
+    /// not stay usable under a denied call id). Hooks whose effect is
+    /// harmless after a denial keep the default, which does nothing.
+    fn rollback(&self, call: &AllowedCall<'_>) -> Result<(), HookError> {
+        let _ = call;
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod ingest;
 pub mod pipeline;
 pub mod rate;
+pub mod resolve;
 pub mod store;
 
 use std::collections::HashMap;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::decide::{Decision, ToolCallRequest};
 use super::hooks::{AllowedCall, HookError};
 use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
+use super::resolve::{FsCreds, HostResolver};
 use super::{unix_now, Gateway};
 use crate::audit::{AuditEvent, RecordKind};
 use crate::protocol::{reason, SignedMessage};
@@ -19,6 +20,8 @@ pub struct Caller {
     pub pid: Option<u32>,
     /// User id.
     pub uid: Option<u32>,
+    /// Primary group id.
+    pub gid: Option<u32>,
 }
 
 impl Gateway {
@@ -74,7 +77,17 @@ impl Gateway {
     /// Decides a tool call, records it durably, runs the allow hooks.
     pub async fn tool_call(&self, req: &ToolCallRequest, caller: Caller) -> Decision {
         // A bug must deny with a reason, not drop the connection.
-        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| self.decide(req, unix_now())));
+        // Path arguments resolve as the caller: what it could not reach
+        // itself must not decide its call.
+        let resolver = HostResolver {
+            creds: caller
+                .uid
+                .zip(caller.gid)
+                .map(|(uid, gid)| FsCreds { uid, gid }),
+        };
+        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.decide_with(req, unix_now(), &resolver)
+        }));
         let mut d = decided.unwrap_or_else(|_| {
             tracing::error!(action = %req.action, "the decision panicked; denying");
             Decision::denied(
@@ -102,42 +115,73 @@ impl Gateway {
             },
         };
         if d.is_allow() {
-            let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
-            for hook in hooks {
-                let call = AllowedCall {
-                    call_id: &d.call_id,
-                    active_message_id: &d.active_message_id,
-                    operator: &d.operator,
-                    session: &d.session,
-                    action: &d.action,
-                    grant: d.grant.as_ref(),
-                    peer_pid: caller.pid,
-                    peer_uid: caller.uid,
-                    audit: committed.as_ref(),
-                };
+            self.run_allow_hooks(&mut d, req, caller, committed.as_ref())
+                .await;
+        }
+        d
+    }
+
+    /// Runs the allow hooks in order. When one fails, the hooks that already
+    /// ran are rolled back (newest first) before the decision is overturned:
+    /// a grant installed for a call answered "deny" must not stay bindable.
+    async fn run_allow_hooks(
+        &self,
+        d: &mut Decision,
+        req: &ToolCallRequest,
+        caller: Caller,
+        committed: Option<&crate::audit::Committed>,
+    ) {
+        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut failure = None;
+        {
+            let call = AllowedCall {
+                call_id: &d.call_id,
+                active_message_id: &d.active_message_id,
+                operator: &d.operator,
+                session: &d.session,
+                action: &d.action,
+                grant: d.grant.as_ref(),
+                peer_pid: caller.pid,
+                peer_uid: caller.uid,
+                audit: committed,
+            };
+            for (i, hook) in hooks.iter().enumerate() {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| hook.after_allow(&call)))
-                    .unwrap_or_else(|_| {
-                        Err(HookError {
-                            hook: hook.name().to_owned(),
-                            reason_code: reason::INTERNAL_ERROR.into(),
-                            message: "the hook panicked".into(),
-                        })
-                    });
+                    .unwrap_or_else(|_| Err(panicked(hook.name())));
                 if let Err(e) = result {
-                    tracing::error!(hook = hook.name(), error = %e, call_id = %d.call_id, "allow hook failed; denying");
-                    d.overturn(&e.reason_code, e.to_string());
-                    if let Some(audit) = &self.audit {
-                        // The allow row exists; this row records that it was overturned.
-                        if let Ok(c) = audit.append(event_of(&d, req)).await {
-                            d.audit_seq = Some(c.seq);
-                            d.audit_hash = Some(c.hash);
+                    tracing::error!(hook = hook.name(), error = %e, call_id = %d.call_id, "allow hook failed; rolling back and denying");
+                    for done in hooks[..i].iter().rev() {
+                        let undone =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| done.rollback(&call)))
+                                .unwrap_or_else(|_| Err(panicked(done.name())));
+                        if let Err(re) = undone {
+                            tracing::error!(hook = done.name(), error = %re, call_id = %d.call_id, "rollback of an overturned allow failed");
                         }
                     }
+                    failure = Some(e);
                     break;
                 }
             }
         }
-        d
+        let Some(e) = failure else {
+            return;
+        };
+        d.overturn(&e.reason_code, e.to_string());
+        if let Some(audit) = &self.audit {
+            // The allow row exists; this row records that it was overturned.
+            if let Ok(c) = audit.append(event_of(d, req)).await {
+                d.audit_seq = Some(c.seq);
+                d.audit_hash = Some(c.hash);
+            }
+        }
+    }
+}
+
+fn panicked(hook: &str) -> HookError {
+    HookError {
+        hook: hook.to_owned(),
+        reason_code: reason::INTERNAL_ERROR.into(),
+        message: "the hook panicked".into(),
     }
 }
 

@@ -114,6 +114,23 @@ impl CompiledPolicy {
         }))
     }
 
+    /// Names of the path-typed arguments `role` accepts for `action` (their
+    /// values are resolved to real objects and the call re-evaluated).
+    pub fn path_arguments(&self, role: &str, action: &str) -> Vec<&str> {
+        self.roles
+            .get(role)
+            .and_then(|r| r.allow.get(action))
+            .map(|rules| {
+                rules
+                    .args
+                    .iter()
+                    .filter(|(_, c)| matches!(c.check, Constraint::Path { .. }))
+                    .map(|(n, _)| n.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Names of the roles the policy defines.
     pub fn role_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.roles.keys().cloned().collect();

@@ -45,6 +45,9 @@ pub const INVALID_PATH: &str = "invalid_path";
 pub const DESTRUCTIVE_OP_OWNER_ONLY: &str = "destructive_op_owner_only";
 /// A path lies outside every allowed scope.
 pub const PATH_OUTSIDE_SCOPE: &str = "path_outside_scope";
+/// A path argument could not be resolved to a real object safely (a
+/// dangling symlink, a magic link, a directory the caller cannot traverse).
+pub const PATH_UNRESOLVABLE: &str = "path_unresolvable";
 /// The program is not on the command allow-list.
 pub const COMMAND_NOT_ALLOWED: &str = "command_not_allowed";
 /// A recipient is not on the allow-list.
