@@ -272,6 +272,7 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
     let allow = ToolCallRequest {
         active_message_id: id.clone(),
         action: "read_chart".into(),
+        tool_use_id: None,
         arguments: json!({"path": "/srv/charts/p-0042.json"})
             .as_object()
             .unwrap()
@@ -280,6 +281,7 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
     let deny = ToolCallRequest {
         active_message_id: id.clone(),
         action: "shell".into(),
+        tool_use_id: None,
         arguments: json!({"command": "ls -la /workspace"})
             .as_object()
             .unwrap()
@@ -288,6 +290,7 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
     let mail = ToolCallRequest {
         active_message_id: id,
         action: "send_email".into(),
+        tool_use_id: None,
         arguments: json!({"to": ["ward3@clinic.example", "nurse@clinic.example"], "subject": "p42", "body": "stable overnight"}).as_object().unwrap().clone(),
     };
     for (name, req, want) in [
@@ -363,6 +366,7 @@ fn in_process_audited(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
     let req = ToolCallRequest {
         active_message_id: id,
         action: "read_chart".into(),
+        tool_use_id: None,
         arguments: json!({"path": "/srv/charts/p-0042.json"})
             .as_object()
             .unwrap()

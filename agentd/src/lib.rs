@@ -13,3 +13,4 @@ pub mod grant_spec;
 pub mod policy;
 pub mod protocol;
 pub mod receipt;
+pub mod runtime;

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::json::ErrorBody;
-use crate::gateway::{Decision, IngestOutcome, ToolCallRequest};
+use crate::gateway::{Decision, IngestOutcome, RuntimeCallAnswer, ToolCallRequest};
 use crate::protocol::SignedMessage;
+use crate::runtime::RuntimeCallRequest;
 
 /// Where `agentctl` finds the daemon: `--socket`, else `$AGENTD_SOCKET`,
 /// else the default from agentd.toml's defaults.
@@ -162,6 +163,15 @@ impl Client {
     /// `POST /v1/tool-calls`.
     pub async fn tool_call(&mut self, req: &ToolCallRequest) -> Result<Decision, ClientError> {
         self.call(Method::POST, "/v1/tool-calls", Some(req)).await
+    }
+
+    /// `POST /v1/runtime-calls`.
+    pub async fn runtime_call(
+        &mut self,
+        req: &RuntimeCallRequest,
+    ) -> Result<RuntimeCallAnswer, ClientError> {
+        self.call(Method::POST, "/v1/runtime-calls", Some(req))
+            .await
     }
 }
 

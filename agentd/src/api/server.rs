@@ -18,9 +18,10 @@ use super::peer::{Access, Peer};
 use crate::audit::{AuditEvent, RecordKind};
 use crate::gateway::{
     Caller, Decision, Gateway, GatewayError, IngestOutcome, OperatorInfo, PolicyInfo, RefusalClass,
-    ToolCallRequest,
+    RuntimeCallAnswer, ToolCallRequest,
 };
 use crate::protocol::{reason, SignedMessage};
+use crate::runtime::RuntimeCallRequest;
 
 /// Shared state of all handlers.
 #[derive(Debug)]
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/messages", post(submit_message))
         .route("/v1/tool-calls", post(tool_call))
+        .route("/v1/runtime-calls", post(runtime_call))
         .route("/v1/operators", get(list_operators).post(add_operator))
         .route("/v1/operators/{id}/rotate", post(rotate_operator))
         .route("/v1/operators/{id}/revoke", post(revoke_operator))
@@ -169,6 +171,35 @@ async fn tool_call(
             )
             .await,
     ))
+}
+
+/// `POST /v1/runtime-calls`: a runtime's own tool call (from `agentctl
+/// hook`). Open to every local caller so that a process outside every agent
+/// hears "outside_agent" (and its hook stays out of the way); deciding needs
+/// the same rights as `/v1/tool-calls`.
+async fn runtime_call(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<RuntimeCallRequest>,
+) -> Result<Json<RuntimeCallAnswer>, ApiError> {
+    let caller = Caller {
+        pid: peer.pid,
+        uid: peer.uid,
+        gid: peer.gid,
+    };
+    if peer.transport != super::peer::Transport::Unix {
+        return Err(forbidden("runtime calls over TCP"));
+    }
+    let agent = s.gateway.caller_agent(caller);
+    if agent.is_none() && req.active_message_id.is_none() {
+        return Ok(Json(RuntimeCallAnswer::outside()));
+    }
+    if !s.access.may_call_tools(&peer) {
+        return Err(forbidden(
+            "submitting tool calls (the agent user or an admin)",
+        ));
+    }
+    Ok(Json(s.gateway.runtime_call(&req, caller).await))
 }
 
 /// `POST /v1/operators` body.

@@ -140,6 +140,7 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
     gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
         slot: enforce.clone(),
     }));
+    gateway.set_agent_resolver(Arc::new(enforce.clone()));
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).
     let (receipt_hook, receipts) =

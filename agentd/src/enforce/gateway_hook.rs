@@ -2,7 +2,7 @@
 //! grant template gets its kernel grant installed for the caller's agent
 //! before the caller hears "allow". If that fails, the allow is overturned
 //! (fail closed): the runtime must not act on a grant the kernel lacks.
-use crate::gateway::{AllowHook, AllowedCall, HookError};
+use crate::gateway::{AgentResolver, AllowHook, AllowedCall, HookError};
 
 use super::slot::EnforceSlot;
 
@@ -67,6 +67,14 @@ impl AllowHook for EnforceHook {
             "grant of an overturned allow revoked"
         );
         Ok(())
+    }
+}
+
+/// Tells agents apart by cgroup (under this instance's slice), whether or
+/// not the enforcer has started.
+impl AgentResolver for EnforceSlot {
+    fn agent_of_pid(&self, pid: u32) -> Option<String> {
+        self.agent_name_of_pid(pid)
     }
 }
 

@@ -26,6 +26,12 @@ pub struct ToolCallRequest {
     /// Arguments, by name.
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// The runtime's own id of this tool call (`toolu_…`, `call_…`), if it
+    /// has one: a second request with the same id from the same agent (the
+    /// hook, then forward mode or the MCP gateway) gets the first decision
+    /// and installs no second grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
 }
 
 /// The answer to a tool call.
@@ -214,6 +220,10 @@ impl Gateway {
                     msg.session, msg.operator
                 ),
             ));
+        }
+        if let Some(id) = &req.tool_use_id {
+            crate::runtime::check_tool_use_id(id)
+                .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
         }
         // 4–7. Policy: role allow-list, argument shape, destructive class, constraints.
         let policy = policy.ok_or((reason::NO_POLICY, "no policy is loaded".to_owned()))?;

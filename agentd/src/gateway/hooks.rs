@@ -53,3 +53,11 @@ pub trait AllowHook: Send + Sync {
         Ok(())
     }
 }
+
+/// Tells which agent a process belongs to (implemented by the enforcement
+/// layer from the process's cgroup). Used to key runtime tool-call ids per
+/// agent and to answer "not an agent" to hooks run outside every agent.
+pub trait AgentResolver: Send + Sync {
+    /// The agent `pid` belongs to, or None if it is in no agent.
+    fn agent_of_pid(&self, pid: u32) -> Option<String>;
+}

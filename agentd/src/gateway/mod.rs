@@ -4,12 +4,14 @@
 //! Everything the decision reads lives in memory (`Gateway` fields); the
 //! SQLite store (`store`) is written through on ingest and administration and
 //! read back at start, so restarts keep nonces, sessions and active messages.
+pub mod call_ids;
 pub mod decide;
 pub mod hooks;
 pub mod ingest;
 pub mod pipeline;
 pub mod rate;
 pub mod resolve;
+pub mod runtime_call;
 pub mod store;
 
 use std::collections::HashMap;
@@ -27,9 +29,10 @@ use crate::protocol::message::check_operator_id;
 use crate::protocol::MessageError;
 
 pub use decide::{Decision, ToolCallRequest};
-pub use hooks::{AllowHook, AllowedCall, HookError};
+pub use hooks::{AgentResolver, AllowHook, AllowedCall, HookError};
 pub use ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 pub use pipeline::Caller;
+pub use runtime_call::RuntimeCallAnswer;
 pub use store::{Store, StoreError};
 
 /// Errors of gateway administration (operators, policy, store).
@@ -164,6 +167,8 @@ pub struct Gateway {
     rates: rate::RateLimiter,
     audit: Option<AuditLog>,
     hooks: RwLock<Vec<Arc<dyn AllowHook>>>,
+    resolver: RwLock<Option<Arc<dyn AgentResolver>>>,
+    call_ids: call_ids::CallIds,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -254,6 +259,8 @@ impl Gateway {
             rates: rate::RateLimiter::default(),
             audit,
             hooks: RwLock::new(Vec::new()),
+            resolver: RwLock::new(None),
+            call_ids: call_ids::CallIds::default(),
         })
     }
 
@@ -269,6 +276,24 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(hook);
+    }
+
+    /// Sets how callers are told apart by agent (the daemon wires the
+    /// enforcement layer's cgroup lookup here).
+    pub fn set_agent_resolver(&self, resolver: Arc<dyn AgentResolver>) {
+        *self.resolver.write().unwrap_or_else(|p| p.into_inner()) = Some(resolver);
+    }
+
+    /// The agent the caller's process belongs to; None outside every agent
+    /// (or when no resolver is set).
+    pub fn caller_agent(&self, caller: Caller) -> Option<String> {
+        let pid = caller.pid?;
+        let r = self
+            .resolver
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        r.agent_of_pid(pid)
     }
 
     /// The compiled policy in force, if any.
@@ -441,6 +466,7 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, m| m.expires_at > now);
+        self.call_ids.prune(now);
         Ok(self.store.prune(now)?)
     }
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use super::call_ids::{CallKey, Decided};
 use super::decide::{Decision, ToolCallRequest};
 use super::hooks::{AllowedCall, HookError};
 use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
@@ -74,8 +75,85 @@ impl Gateway {
         result
     }
 
-    /// Decides a tool call, records it durably, runs the allow hooks.
+    /// Decides a tool call, records it durably, runs the allow hooks. A call
+    /// with a runtime tool-call id is decided once per agent and active
+    /// message: a repeat gets the first decision (see `call_ids`).
     pub async fn tool_call(&self, req: &ToolCallRequest, caller: Caller) -> Decision {
+        let Some(tool_use_id) = &req.tool_use_id else {
+            return self.decide_and_record(req, caller, None).await;
+        };
+        let now = unix_now();
+        // Malformed ids and unknown or expired messages are denied by the
+        // decision itself; nothing worth remembering.
+        let expires_at = super::ingest::parse_active_id(&req.active_message_id).and_then(|k| {
+            self.active
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&k)
+                .map(|m| m.expires_at)
+        });
+        let (Some(expires_at), Ok(())) = (
+            expires_at.filter(|e| *e > now),
+            crate::runtime::check_tool_use_id(tool_use_id),
+        ) else {
+            return self.decide_and_record(req, caller, None).await;
+        };
+        let key = CallKey {
+            agent: self
+                .caller_agent(caller)
+                .unwrap_or_else(|| match caller.uid {
+                    Some(u) => format!("uid:{u}"),
+                    None => "unknown".into(),
+                }),
+            active_message_id: req.active_message_id.clone(),
+            tool_use_id: tool_use_id.clone(),
+        };
+        let Ok(slot) = self.call_ids.slot(key, expires_at, now) else {
+            let d = Decision::denied(
+                req,
+                reason::TOO_MANY_TOOL_CALLS,
+                "too many runtime tool-call ids are remembered; try again when active messages expire",
+            );
+            return self.decide_and_record(req, caller, Some(d)).await;
+        };
+        let first = std::sync::atomic::AtomicBool::new(false);
+        let decided = slot
+            .cell
+            .get_or_init(|| async {
+                first.store(true, std::sync::atomic::Ordering::Relaxed);
+                Decided {
+                    action: req.action.clone(),
+                    arguments: req.arguments.clone(),
+                    decision: self.decide_and_record(req, caller, None).await,
+                }
+            })
+            .await;
+        if first.load(std::sync::atomic::Ordering::Relaxed) {
+            return decided.decision.clone();
+        }
+        if decided.action != req.action || decided.arguments != req.arguments {
+            let d = Decision::denied(
+                req,
+                reason::TOOL_USE_ID_REUSED,
+                &format!(
+                    "tool-call id `{tool_use_id}` was decided for another call (call {}, action `{}`)",
+                    decided.decision.call_id, decided.action
+                ),
+            );
+            return self.decide_and_record(req, caller, Some(d)).await;
+        }
+        tracing::debug!(call_id = %decided.decision.call_id, tool_use_id, "repeat of a decided tool call");
+        decided.decision.clone()
+    }
+
+    /// Decides (or takes `preset`, a denial decided elsewhere), records the
+    /// decision durably, runs the allow hooks.
+    pub(super) async fn decide_and_record(
+        &self,
+        req: &ToolCallRequest,
+        caller: Caller,
+        preset: Option<Decision>,
+    ) -> Decision {
         // A bug must deny with a reason, not drop the connection.
         // Path arguments resolve as the caller: what it could not reach
         // itself must not decide its call.
@@ -85,9 +163,12 @@ impl Gateway {
                 .zip(caller.gid)
                 .map(|(uid, gid)| FsCreds { uid, gid }),
         };
-        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.decide_with(req, unix_now(), &resolver)
-        }));
+        let decided = match preset {
+            Some(d) => Ok(d),
+            None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.decide_with(req, unix_now(), &resolver)
+            })),
+        };
         let mut d = decided.unwrap_or_else(|_| {
             tracing::error!(action = %req.action, "the decision panicked; denying");
             Decision::denied(
@@ -96,6 +177,11 @@ impl Gateway {
                 "the decision failed internally",
             )
         });
+        if d.policy_id.is_empty() {
+            if let Some(p) = self.current_policy() {
+                d.policy_id.clone_from(&p.id);
+            }
+        }
         let committed = match &self.audit {
             None => None,
             Some(audit) => match audit.append(event_of(&d, req)).await {

@@ -34,6 +34,7 @@ fn call(id: &str, action: &str, args: serde_json::Value) -> ToolCallRequest {
     ToolCallRequest {
         active_message_id: id.into(),
         action: action.into(),
+        tool_use_id: None,
         arguments: args.as_object().unwrap().clone(),
     }
 }
@@ -515,4 +516,275 @@ fn prune_forgets_expired_active_messages_and_nonces() {
         g.decide(&chart(&out.active_message_id), now).reason_code,
         reason::UNKNOWN_ACTIVE_MESSAGE
     );
+}
+
+/// Counts allow-hook runs (each would install a kernel grant).
+#[derive(Default)]
+struct CountingHook(std::sync::atomic::AtomicUsize);
+
+impl AllowHook for CountingHook {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn after_allow(&self, _: &AllowedCall<'_>) -> Result<(), HookError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// pid 1 → agent "a", pid 2 → agent "b", others → no agent.
+struct ByPid;
+
+impl AgentResolver for ByPid {
+    fn agent_of_pid(&self, pid: u32) -> Option<String> {
+        match pid {
+            1 => Some("a".into()),
+            2 => Some("b".into()),
+            _ => None,
+        }
+    }
+}
+
+fn owner_message(g: &Gateway) -> String {
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let now = unix_now();
+    g.ingest(
+        &signed(&key, "olivia", "s-own", "nonce-000000000777", now),
+        now,
+    )
+    .unwrap()
+    .active_message_id
+}
+
+fn agent(pid: u32) -> Caller {
+    Caller {
+        pid: Some(pid),
+        uid: Some(1000),
+        gid: Some(1000),
+    }
+}
+
+fn runtime_req(
+    rt: crate::runtime::Runtime,
+    msg: Option<&str>,
+    tool: &str,
+    input: serde_json::Value,
+    id: Option<&str>,
+) -> crate::runtime::RuntimeCallRequest {
+    crate::runtime::RuntimeCallRequest {
+        runtime: rt,
+        active_message_id: msg.map(str::to_owned),
+        tool_name: tool.into(),
+        tool_input: input.as_object().unwrap().clone(),
+        tool_use_id: id.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn one_tool_call_one_decision_across_routes() {
+    use crate::runtime::Runtime;
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let hook = Arc::new(CountingHook::default());
+    g.add_allow_hook(hook.clone());
+    g.set_agent_resolver(Arc::new(ByPid));
+    let id = owner_message(&g);
+    let runs = || hook.0.load(std::sync::atomic::Ordering::SeqCst);
+
+    // The hook's route: Codex says Bash {"command"} ...
+    let first = g
+        .runtime_call(
+            &runtime_req(
+                Runtime::Codex,
+                Some(&id),
+                "Bash",
+                json!({"command": "ls /workspace"}),
+                Some("call_abc"),
+            ),
+            agent(1),
+        )
+        .await;
+    assert_eq!(first.agent.as_deref(), Some("a"));
+    let first = first.decision.unwrap();
+    assert!(first.is_allow(), "{first:?}");
+    assert_eq!(runs(), 1);
+    // ... forward mode sees exec_command {"cmd"}: the same call, the first decision, no second grant.
+    let second = g
+        .runtime_call(
+            &runtime_req(
+                Runtime::Codex,
+                Some(&id),
+                "exec_command",
+                json!({"cmd": "ls /workspace"}),
+                Some("call_abc"),
+            ),
+            agent(1),
+        )
+        .await
+        .decision
+        .unwrap();
+    assert_eq!(second, first);
+    assert_eq!(runs(), 1);
+
+    // Control: without an id, each request is its own decision.
+    let mut plain = call(&id, "shell", json!({"command": "ls /workspace"}));
+    let a = g.tool_call(&plain, agent(1)).await;
+    let b = g.tool_call(&plain, agent(1)).await;
+    assert!(a.is_allow() && b.is_allow());
+    assert_ne!(a.call_id, b.call_id);
+    assert_eq!(runs(), 3);
+
+    // Another agent's request under the same id is its own decision.
+    plain.tool_use_id = Some("call_abc".into());
+    let other = g.tool_call(&plain, agent(2)).await;
+    assert!(other.is_allow());
+    assert_ne!(other.call_id, first.call_id);
+    assert_eq!(runs(), 4);
+
+    // The same id for a different call: denied, not the first allow.
+    let reused = g
+        .tool_call(
+            &ToolCallRequest {
+                tool_use_id: Some("call_abc".into()),
+                ..call(&id, "shell", json!({"command": "mailctl reset --all"}))
+            },
+            agent(1),
+        )
+        .await;
+    assert_eq!(reused.reason_code, reason::TOOL_USE_ID_REUSED);
+    assert_eq!(runs(), 4);
+
+    // Two concurrent requests for a new id: one decision, one grant.
+    let req = ToolCallRequest {
+        tool_use_id: Some("toolu_race".into()),
+        ..call(&id, "shell", json!({"command": "ls /workspace"}))
+    };
+    let (x, y) = tokio::join!(g.tool_call(&req, agent(1)), g.tool_call(&req, agent(1)));
+    assert!(x.is_allow());
+    assert_eq!(x, y);
+    assert_eq!(runs(), 5);
+
+    // A denial is remembered too.
+    let deny_req = ToolCallRequest {
+        tool_use_id: Some("toolu_deny".into()),
+        ..call(&id, "shell", json!({"command": "/usr/bin/curl http://x"}))
+    };
+    let d1 = g.tool_call(&deny_req, agent(1)).await;
+    let d2 = g.tool_call(&deny_req, agent(1)).await;
+    assert_eq!(d1.reason_code, reason::COMMAND_NOT_ALLOWED);
+    assert_eq!(d1, d2);
+
+    // Malformed ids are denied by the decision.
+    let bad = ToolCallRequest {
+        tool_use_id: Some("has space".into()),
+        ..call(&id, "shell", json!({"command": "ls"}))
+    };
+    assert_eq!(
+        g.tool_call(&bad, agent(1)).await.reason_code,
+        reason::INVALID_TOOL_USE_ID
+    );
+
+    // Entries go with their active message.
+    g.prune(unix_now() + 10_000).unwrap();
+    assert_eq!(g.call_ids.len(), 0);
+}
+
+#[tokio::test]
+async fn runtime_calls_map_through_the_policy() {
+    use crate::runtime::Runtime;
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    g.set_agent_resolver(Arc::new(ByPid));
+    let id = owner_message(&g);
+    let decide = |rt, msg: Option<&str>, tool: &str, input| {
+        let req = runtime_req(rt, msg, tool, input, None);
+        let g = &g;
+        async move { g.runtime_call(&req, agent(1)).await.decision.unwrap() }
+    };
+    let d = decide(
+        Runtime::ClaudeCode,
+        Some(&id),
+        "Bash",
+        json!({"command": "mailctl reset --all"}),
+    )
+    .await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.action, "shell");
+    let d = decide(Runtime::ClaudeCode, None, "Bash", json!({"command": "ls"})).await;
+    assert_eq!(d.reason_code, reason::NO_ACTIVE_MESSAGE);
+    let d = decide(Runtime::ClaudeCode, Some(&id), "TodoWrite", json!({})).await;
+    assert_eq!(d.reason_code, reason::UNKNOWN_TOOL);
+    assert_eq!(d.action, "claude-code:TodoWrite");
+    let d = decide(
+        Runtime::Gemini,
+        Some(&id),
+        "run_shell_command",
+        json!({"command": "ls; mailctl reset --all"}),
+    )
+    .await;
+    assert_eq!(d.reason_code, reason::SHELL_SYNTAX_NOT_ALLOWED);
+    // Write → write_file with path + content; /etc is outside the owner's scopes.
+    let d = decide(
+        Runtime::ClaudeCode,
+        Some(&id),
+        "Write",
+        json!({"file_path": "/etc/passwd", "content": "x"}),
+    )
+    .await;
+    assert_eq!(d.reason_code, reason::PATH_OUTSIDE_SCOPE);
+    let d = decide(
+        Runtime::ClaudeCode,
+        Some(&id),
+        "Write",
+        json!({"file_path": "/workspace/a.txt", "content": "x"}),
+    )
+    .await;
+    assert!(d.is_allow(), "{d:?}");
+
+    // A policy section maps a tool the defaults do not know.
+    let with_runtime = format!(
+        "{DEMO}\n[runtime.claude-code.tools.TodoWrite]\naction = \"export_audit\"\n\n[runtime.claude-code.tools.Bash]\naction = \"read_chart\"\nargs = {{ path = \"command\" }}\n"
+    );
+    g.load_policy(&with_runtime, "test").unwrap();
+    let d = decide(
+        Runtime::ClaudeCode,
+        Some(&id),
+        "TodoWrite",
+        json!({"todos": []}),
+    )
+    .await;
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.action, "export_audit");
+    let d = decide(
+        Runtime::ClaudeCode,
+        Some(&id),
+        "Bash",
+        json!({"command": "/srv/charts/p1.json"}),
+    )
+    .await;
+    assert_eq!((d.action.as_str(), d.is_allow()), ("read_chart", true));
+    for (bad, at) in [
+        (
+            "[runtime.nope.tools.X]\naction = \"shell\"\n",
+            "runtime.nope",
+        ),
+        (
+            "[runtime.codex.tools.X]\naction = \"missing\"\n",
+            "runtime.codex.tools.X.action",
+        ),
+        (
+            "[runtime.codex.tools.X]\naction = \"shell\"\nargs = { command = \"$bogus\" }\n",
+            "runtime.codex.tools.X.args.command",
+        ),
+        (
+            "[runtime.codex.tools.\"a b\"]\naction = \"shell\"\n",
+            "runtime.codex.tools.a b",
+        ),
+    ] {
+        let e = g
+            .load_policy(&format!("{DEMO}\n{bad}"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(at), "{bad}: {e}");
+    }
 }

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::path;
-use super::schema::{ActionDef, ArgKind, ArgRule, GrantTemplate, MessageRules, PolicyFile};
+use super::schema::{
+    ActionDef, ArgKind, ArgRule, GrantTemplate, MessageRules, PolicyFile, RuntimeDef,
+};
 use super::PolicyError;
+use crate::runtime::mapping::{Overrides, Source, ToolRule, MCP_WILDCARD};
+use crate::runtime::Runtime;
 
 /// A compiled, immutable policy.
 #[derive(Debug)]
@@ -23,6 +27,15 @@ pub struct CompiledPolicy {
     pub messages: MessageRules,
     pub(crate) roles: HashMap<String, Role>,
     pub(crate) actions: HashMap<String, Action>,
+    /// Per-runtime tool mappings that override the built-in defaults.
+    pub(crate) runtimes: HashMap<Runtime, Overrides>,
+}
+
+impl CompiledPolicy {
+    /// The policy's tool mappings for `runtime` (None: defaults only).
+    pub fn runtime_tools(&self, runtime: Runtime) -> Option<&Overrides> {
+        self.runtimes.get(&runtime)
+    }
 }
 
 /// A compiled role.
@@ -211,6 +224,21 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         check_grant(grant, &at, name, &roles).map_err(|(at, m)| invalid(at, m))?;
     }
 
+    let mut runtimes = HashMap::new();
+    for (name, def) in &file.runtime {
+        let at = format!("runtime.{name}");
+        let Some(rt) = Runtime::parse(name) else {
+            return Err(invalid(
+                at,
+                "unknown runtime (claude-code, codex, gemini, cursor)".into(),
+            ));
+        };
+        runtimes.insert(
+            rt,
+            compile_runtime(def, &at, &actions).map_err(|(at, m)| invalid(at, m))?,
+        );
+    }
+
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
         id: format!("{}@{}", file.id, &sha256[..12]),
@@ -219,7 +247,52 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         messages: file.messages,
         roles,
         actions,
+        runtimes,
     })
+}
+
+fn compile_runtime(
+    def: &RuntimeDef,
+    at: &str,
+    actions: &HashMap<String, Action>,
+) -> Result<Overrides, Located> {
+    let mut out = Overrides::new();
+    for (tool, t) in &def.tools {
+        let at = format!("{at}.tools.{tool}");
+        let name_ok = !tool.is_empty()
+            && tool.len() <= 128
+            && tool.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+            || tool == MCP_WILDCARD;
+        if !name_ok {
+            return Err((
+                at,
+                "tool names are 1-128 printable characters without spaces or `*` (or exactly `mcp__*`)"
+                    .into(),
+            ));
+        }
+        if !actions.contains_key(&t.action) {
+            return Err((
+                format!("{at}.action"),
+                format!("action `{}` is not defined in [actions]", t.action),
+            ));
+        }
+        let mut args = Vec::with_capacity(t.args.len());
+        for (arg, src) in &t.args {
+            let at = format!("{at}.args.{arg}");
+            if !is_ident(arg, b"") {
+                return Err((at, "argument names are 1-64 characters of [a-z0-9_]".into()));
+            }
+            args.push((arg.clone(), Source::parse(src).map_err(|m| (at, m))?));
+        }
+        out.insert(
+            tool.clone(),
+            ToolRule {
+                action: t.action.clone(),
+                args,
+            },
+        );
+    }
+    Ok(out)
 }
 
 type Located = (String, String);

@@ -22,6 +22,31 @@ pub struct PolicyFile {
     /// Actions by name.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionDef>,
+    /// Per-runtime tool mappings (`[runtime.<name>.tools.<Tool>]`), added to
+    /// or replacing the built-in defaults of `runtime::mapping`.
+    #[serde(default)]
+    pub runtime: BTreeMap<String, RuntimeDef>,
+}
+
+/// One runtime's section: how its tools map to policy actions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDef {
+    /// Tool name (or `mcp__*` for every MCP tool) → mapping.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolDef>,
+}
+
+/// How one runtime tool maps to a policy action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolDef {
+    /// The policy action the call becomes.
+    pub action: String,
+    /// Policy argument name → source in the tool input (`file_path`,
+    /// `words:command`, `host:url`, `/a/b`, `$input`, `$mcp_server`, ...).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
 }
 
 /// Delivery of a message that failed verification.

@@ -96,3 +96,29 @@ pub const TTY_INJECTION_REFUSED: &str = "tty_injection_refused";
 pub const PROCESS_ACCESS_REFUSED: &str = "process_access_refused";
 /// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
 pub const SOCKET_FAMILY_REFUSED: &str = "socket_family_refused";
+
+// Runtime hooks and the runtime-call route.
+/// The runtime's tool has no mapping to a policy action.
+pub const UNKNOWN_TOOL: &str = "unknown_tool";
+/// A runtime tool input field has the wrong type or shape for its mapping.
+pub const INVALID_TOOL_INPUT: &str = "invalid_tool_input";
+/// A shell command does more than run one program (operators, expansions).
+pub const SHELL_SYNTAX_NOT_ALLOWED: &str = "shell_syntax_not_allowed";
+/// The hook's stdin is not the runtime's JSON (malformed or truncated).
+pub const MALFORMED_HOOK_INPUT: &str = "malformed_hook_input";
+/// The hook's stdin exceeds the size limit.
+pub const HOOK_INPUT_TOO_LARGE: &str = "hook_input_too_large";
+/// The hook was run for an event it does not decide.
+pub const UNSUPPORTED_HOOK_EVENT: &str = "unsupported_hook_event";
+/// The runtime's tool-call id is malformed.
+pub const INVALID_TOOL_USE_ID: &str = "invalid_tool_use_id";
+/// An agent's tool call carries no active-message id.
+pub const NO_ACTIVE_MESSAGE: &str = "no_active_message";
+/// The hook could not reach agentd (or got no usable answer).
+pub const AGENTD_UNREACHABLE: &str = "agentd_unreachable";
+/// The hook ran out of time before agentd answered.
+pub const HOOK_TIMEOUT: &str = "hook_timeout";
+/// A runtime tool-call id already decided for another action or arguments.
+pub const TOOL_USE_ID_REUSED: &str = "tool_use_id_reused";
+/// The per-agent memory of decided runtime tool-call ids is full.
+pub const TOO_MANY_TOOL_CALLS: &str = "too_many_tool_calls";

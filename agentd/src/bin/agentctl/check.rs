@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let req = ToolCallRequest {
         active_message_id: args.message.clone(),
         action: args.action.clone(),
+        tool_use_id: None,
         arguments: parse_args(&args.args)?,
     };
     let d = blocking(&args.socket.path(), |mut c| async move {

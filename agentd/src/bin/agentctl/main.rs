@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod check;
 mod exec;
+mod hook;
 mod operator;
 mod policy;
 mod receipt;
@@ -41,6 +42,8 @@ enum Command {
     Run(run::Args),
     /// Run a command bound to an allowed tool call.
     Exec(exec::Args),
+    /// A runtime's pre-tool hook (claude-code, codex, gemini, cursor), and its installer.
+    Hook(hook::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Command::Receipt(a) => receipt::run(a),
         Command::Run(a) => run::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Hook(a) => hook::run(a),
     }
 }

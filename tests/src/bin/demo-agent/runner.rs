@@ -99,6 +99,7 @@ impl Runner {
         let req = ToolCallRequest {
             active_message_id: active.to_string(),
             action: p.action.to_string(),
+            tool_use_id: None,
             arguments: p.arguments.clone(),
         };
         let target = target_of(p);
