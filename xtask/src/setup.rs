@@ -163,10 +163,12 @@ fn agent_runtimes() -> anyhow::Result<()> {
     let lock =
         std::fs::read(src.join("package-lock.json")).context("reading the runtimes' lock")?;
     let bins = ["claude", "codex", "gemini"];
+    // Each CLI must answer --version (Claude Code's bin is a stub until its
+    // postinstall copies the native binary in).
     let installed = std::fs::read(dir.join("package-lock.json")).is_ok_and(|l| l == lock)
-        && bins
-            .iter()
-            .all(|b| dir.join("node_modules/.bin").join(b).exists());
+        && bins.iter().all(|b| {
+            output(Command::new(dir.join("node_modules/.bin").join(b)).arg("--version")).is_ok()
+        });
     if installed {
         println!(
             "    agent runtimes (Claude Code, Codex, Gemini CLI) as pinned in tests/runtimes: present in {}",
