@@ -12,4 +12,5 @@ pub mod harness;
 pub mod model_server;
 pub mod probe;
 pub mod probe_hardening;
+pub mod runtimes;
 pub mod scenarios;

@@ -79,6 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     step("host scenarios: agentd-scenarios against the backend doctor picks here");
     tally.absorb(host_scenarios());
 
+    step("real runtimes: Claude Code, Codex and Gemini CLI under agentd (agentd-runtimes, scripted model server)");
+    tally.absorb(runtimes());
+
     if args.no_install {
         tally.skip("install: --no-install given");
     } else {
@@ -138,6 +141,46 @@ fn host_scenarios() -> Tally {
             "host scenarios: the suite exited with {}",
             out.status
         ));
+    }
+    t
+}
+
+/// Runs the real agent runtimes under agentd; one PASS/FAIL/SKIP line each.
+fn runtimes() -> Tally {
+    let target = crate::shell::target_dir();
+    let bin = target.join("debug/agentd-runtimes");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--bin")
+        .arg(target.join("debug"))
+        .arg("--install")
+        .arg(target.join("runtimes"));
+    count_lines("runtimes", &mut cmd)
+}
+
+/// Runs a suite binary and counts its `PASS`/`FAIL`/`SKIP` lines.
+fn count_lines(stage: &str, cmd: &mut Command) -> Tally {
+    let mut t = Tally::default();
+    let out = match cmd.stderr(Stdio::inherit()).output() {
+        Ok(o) => o,
+        Err(e) => {
+            t.fail(format!("{stage}: cannot run {cmd:?}: {e}"));
+            return t;
+        }
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  {line}");
+        if line.starts_with("PASS ") {
+            t.pass();
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            t.fail(format!("{stage}: {rest}"));
+        } else if let Some(rest) = line.strip_prefix("SKIP ") {
+            t.skip(format!("{stage}: {rest}"));
+        }
+    }
+    if t.passed + t.failed + t.skipped == 0 {
+        t.fail(format!("{stage}: nothing reported ({})", out.status));
+    } else if !out.status.success() && t.failed == 0 {
+        t.fail(format!("{stage}: exited with {}", out.status));
     }
     t
 }
