@@ -54,7 +54,7 @@ impl Layout {
 }
 
 /// The demo policy, embedded so the demo runs anywhere its binaries do.
-const DEMO_POLICY: &str = include_str!("../../../policies/demo.toml");
+pub const DEMO_POLICY: &str = include_str!("../../../policies/demo.toml");
 
 /// Runs the demo with the binaries in `bin` (agentd, agentctl, demo-agent)
 /// and its state under `work_dir`. Returns the summary; an error or any

@@ -140,14 +140,26 @@ impl Suite {
         hook: Hook,
         script: Script,
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, hook, script, true)
+        self.run_inner(rt, mode, hook, script, true, &[])
+    }
+
+    /// Like [`Self::run`] with `VAR=value` entries added to the runtime's environment.
+    pub fn run_env(
+        &self,
+        rt: Runtime,
+        mode: Mode,
+        hook: Hook,
+        script: Script,
+        env: &[String],
+    ) -> anyhow::Result<RunResult> {
+        self.run_inner(rt, mode, hook, script, true, env)
     }
 
     /// An audit-only run on agentd's default baseline alone: its
     /// `would_deny` rows are everything the runtime needed beyond it (how the
     /// profiles were built).
     pub fn learn(&self, rt: Runtime, script: Script) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, false)
+        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, false, &[])
     }
 
     fn run_inner(
@@ -157,6 +169,7 @@ impl Suite {
         hook: Hook,
         script: Script,
         profiled: bool,
+        env: &[String],
     ) -> anyhow::Result<RunResult> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
@@ -194,6 +207,9 @@ impl Suite {
         );
         let server = ModelServer::start(script, 0)?;
         rt.prepare(&d, &server.url(), hook)?;
+        if hook == Hook::Agentd {
+            self.install_adapter(rt, &d)?;
+        }
         if hook == Hook::Hang {
             let c = std::ffi::CString::new(d.fifo.to_string_lossy().as_bytes())?;
             // SAFETY: valid C string.
@@ -218,7 +234,7 @@ impl Suite {
         } else {
             agentd::enforce::default_baseline()
         };
-        if hook != Hook::None {
+        if !matches!(hook, Hook::None | Hook::Agentd) {
             baseline.exec.push(d.hook.clone());
             baseline.read.push(d.hook.clone());
         }
@@ -229,7 +245,7 @@ impl Suite {
         cmd.args(["run", "--agent", &agent, "--socket"])
             .arg(&self.agentd.enforce_socket)
             .arg("--")
-            .args(rt.command(&self.install, &d, &server.url(), PROMPT, hook))
+            .args(rt.command(&self.install, &d, &server.url(), PROMPT, hook, env))
             .current_dir(&d.workspace)
             .stdin(Stdio::null());
         let (code, output) = run_with_timeout(&mut cmd, Duration::from_secs(120))?;
@@ -245,6 +261,79 @@ impl Suite {
             elapsed,
             dirs: d,
         })
+    }
+}
+
+impl Suite {
+    /// Loads the demo policy (its `shell` action, `mailctl reset` destructive)
+    /// so tool calls can be decided.
+    pub fn load_policy(&self) -> anyhow::Result<()> {
+        let policy = self.root.join("demo.toml");
+        std::fs::write(&policy, crate::demo::DEMO_POLICY)?;
+        let st = self
+            .agentd
+            .agentctl()
+            .args(["policy", "load"])
+            .arg(&policy)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl policy load failed: {st}");
+        }
+        Ok(())
+    }
+
+    /// Sends `text` unsigned (a stranger's message, delivered untrusted) and
+    /// returns its active-message id.
+    pub fn send_unsigned(&self, text: &str) -> anyhow::Result<String> {
+        let out = self
+            .agentd
+            .agentctl()
+            .args([
+                "send",
+                "--json",
+                "--unsigned",
+                "--operator",
+                "alice",
+                "--session",
+                "rt-chat",
+            ])
+            .arg(text)
+            .output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["active_message_id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| {
+                format!(
+                    "agentctl send --unsigned gave no active-message id: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })
+    }
+
+    /// `agentctl hook install RUNTIME` into this run's HOME (Codex: the
+    /// private /etc), pointing at this agentd.
+    fn install_adapter(&self, rt: Runtime, d: &RunDirs) -> anyhow::Result<()> {
+        let name = match rt {
+            Runtime::ClaudeCode => "claude-code",
+            Runtime::Codex => "codex",
+            Runtime::Gemini => "gemini",
+        };
+        let st = self
+            .agentd
+            .agentctl()
+            .args(["hook", "install", name, "--agentctl"])
+            .arg(self.agentd.bin.join("agentctl"))
+            .arg("--socket")
+            .arg(&self.agentd.socket)
+            .env("HOME", &d.home)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl hook install {name} failed: {st}");
+        }
+        Ok(())
     }
 }
 
@@ -457,5 +546,53 @@ pub fn kernel_refused(r: &RunResult, suffix: &str) -> Outcome {
             r.denials(),
             r.context()
         )),
+    }
+}
+
+/// Checks a run where agentd's hook adapter refused the tool before it ran:
+/// the refusal reached the model as the tool result, the kernel saw no exec
+/// of mailctl at all, the marker is absent, and the gateway's deny row exists.
+pub fn hook_denied(r: &RunResult, audit: &[Value], active: &str, reason: &str) -> Outcome {
+    let mut why = Vec::new();
+    let results = r.server.tool_results();
+    let refusal = results.iter().find(|t| t.text.contains(reason));
+    if refusal.is_none() {
+        why.push(format!(
+            "no tool result names {reason}: {:?}",
+            results.iter().map(|t| &t.text).collect::<Vec<_>>()
+        ));
+    }
+    if let Some(row) = r.rows.iter().find(|row| {
+        row["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/mailctl"))
+    }) {
+        why.push(format!("a kernel row exists for mailctl: {row}"));
+    }
+    if r.dirs.tmp.join(MAILCTL_RAN).exists() {
+        why.push("mailctl's marker exists: it ran".into());
+    }
+    let gateway = audit.iter().find(|row| {
+        row["kind"] == "tool_call"
+            && row["active_message_id"] == active
+            && row["decision"] == "deny"
+            && row["reason_code"] == reason
+    });
+    if gateway.is_none() {
+        why.push(format!(
+            "no tool_call deny row with {reason} for this message"
+        ));
+    }
+    if why.is_empty() {
+        Outcome::Pass(format!(
+            "the hook denied ({reason}, audit seq {}); the model got {:?}; no exec of mailctl; {:.1} s",
+            gateway.map(|g| g["seq"].clone()).unwrap_or_default(),
+            refusal
+                .map(|t| t.text.chars().take(70).collect::<String>())
+                .unwrap_or_default(),
+            r.elapsed.as_secs_f64()
+        ))
+    } else {
+        Outcome::Fail(format!("{} [{}]", why.join("; "), r.context()))
     }
 }

@@ -29,7 +29,12 @@ pub enum Hook {
     /// A hook that would deny (exit 2), with the runtime told to skip hooks
     /// (Claude Code `--bare`).
     DenyButSkipped,
+    /// agentd's own adapter, installed with `agentctl hook install`.
+    Agentd,
 }
+
+/// Codex's system-wide config (hooks are read from here).
+pub const CODEX_SYSTEM_CONFIG: &str = "/etc/codex/config.toml";
 
 /// Per-run directories (all owned by the agent user except `bin`).
 #[derive(Debug, Clone)]
@@ -92,22 +97,35 @@ impl Runtime {
         match (self, hook) {
             (_, Hook::None) => Ok(()),
             (Runtime::ClaudeCode, _) => Ok(()),
-            (Runtime::Gemini, Hook::Crash | Hook::Hang) => Ok(()),
-            (Runtime::Gemini, Hook::DenyButSkipped) => {
-                Err("Gemini CLI has no switch that skips configured hooks")
-            }
-            (Runtime::Codex, _) => Err(
-                "Codex reads hooks only from its managed /etc/codex config, written by `agentctl hook install codex` (not on main yet)",
+            (_, Hook::Crash | Hook::Hang | Hook::Agentd) => Ok(()),
+            (Runtime::Gemini, Hook::DenyButSkipped) => Err(
+                "Gemini CLI has no switch that skips configured hooks (the no-hook run covers it)",
             ),
+            (Runtime::Codex, Hook::DenyButSkipped) => {
+                Err("Codex has no switch that skips configured hooks (the no-hook run covers it)")
+            }
         }
     }
 
     /// Writes the runtime's config files into `d.home` (and the test hook).
     pub fn prepare(self, d: &RunDirs, model_url: &str, hook: Hook) -> std::io::Result<()> {
         let hook_cmd = d.hook.display().to_string();
+        // Codex reads hooks only from its system config (a user hooks file is
+        // ignored): /etc here is the suite's private overlay.
+        let _ = std::fs::remove_file(CODEX_SYSTEM_CONFIG);
+        if self == Runtime::Codex && matches!(hook, Hook::Crash | Hook::Hang | Hook::DenyButSkipped)
+        {
+            write(
+                Path::new(CODEX_SYSTEM_CONFIG),
+                &format!(
+                    "[[hooks.PreToolUse]]\nmatcher = \"*\"\n\n[[hooks.PreToolUse.hooks]]\n\
+                     type = \"command\"\ncommand = {hook_cmd:?}\ntimeout = 2\n"
+                ),
+            )?;
+        }
         match self {
             Runtime::ClaudeCode => {
-                let hooks = if hook == Hook::None {
+                let hooks = if matches!(hook, Hook::None | Hook::Agentd) {
                     serde_json::json!({})
                 } else {
                     serde_json::json!({ "PreToolUse": [{ "matcher": "*", "hooks": [
@@ -138,7 +156,7 @@ impl Runtime {
                     "telemetry": { "enabled": false },
                     "privacy": { "usageStatisticsEnabled": false },
                 });
-                if hook != Hook::None {
+                if !matches!(hook, Hook::None | Hook::Agentd) {
                     settings["hooks"] = serde_json::json!({ "BeforeTool": [{ "matcher": "*", "hooks": [
                         { "type": "command", "command": hook_cmd, "timeout": 2000 }] }] });
                 }
@@ -146,7 +164,7 @@ impl Runtime {
             }
         }
         let body = match hook {
-            Hook::None => return Ok(()),
+            Hook::None | Hook::Agentd => return Ok(()),
             Hook::Crash => "exit 1".to_string(),
             // `read` is a builtin: the hook hangs without running any program.
             Hook::Hang => format!("read -r -t 60 -u 9 9<>{:?}\nexit 0", d.fifo),
@@ -170,6 +188,7 @@ impl Runtime {
         model_url: &str,
         prompt: &str,
         hook: Hook,
+        env: &[String],
     ) -> Vec<OsString> {
         let mut v: Vec<String> = vec![
             "/usr/bin/env".into(),
@@ -180,6 +199,7 @@ impl Runtime {
             "LANG=C.UTF-8".into(),
             "TERM=dumb".into(),
         ];
+        v.extend(env.iter().cloned());
         match self {
             Runtime::ClaudeCode => {
                 v.extend([
