@@ -42,6 +42,16 @@ pub fn all() -> Vec<Scenario> {
             only: seccomp,
         },
         Scenario {
+            name: "metadata_ops_need_a_write_scope",
+            run: metadata_ops,
+            only: seccomp,
+        },
+        Scenario {
+            name: "link_and_rename_cannot_move_files_into_a_scope",
+            run: link_rename_across,
+            only: seccomp,
+        },
+        Scenario {
             name: "o_path_open_answered",
             run: o_path,
             only: None,
@@ -345,4 +355,303 @@ fn session(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
     let run = h.run_prepared(a, None, &["session"], Some(inherit_an_fd), |_| {});
     expect(&run, "ok leader=true fds=[]", "the agent's session and fds")
+}
+
+/// A directory tree owned by the agent user (so file permissions allow every
+/// metadata operation, and only enforcement can refuse one): `ro/`, `rw/`,
+/// `out/`, each with one file per operation and a directory to remove.
+fn meta_tree(h: &Harness, name: &str) -> Result<std::path::PathBuf, String> {
+    let uid = crate::scenarios::uid_of_agent()?;
+    let root = h.work.join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let chown = |p: &std::path::Path| {
+        std::os::unix::fs::chown(p, Some(uid), None)
+            .map_err(|e| format!("chown {}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    chown(&root)?;
+    for d in ["ro", "rw", "out"] {
+        let dir = root.join(d);
+        std::fs::create_dir_all(dir.join("rmdir")).map_err(|e| e.to_string())?;
+        chown(&dir)?;
+        chown(&dir.join("rmdir"))?;
+        for f in [
+            "trunc", "unlink", "chmod", "fchmod", "chown", "utimes", "setx", "rmx", "link", "ren",
+            "secret",
+        ] {
+            let p = dir.join(f);
+            std::fs::write(&p, b"data\n").map_err(|e| e.to_string())?;
+            chown(&p)?;
+        }
+        let rmx =
+            std::ffi::CString::new(Harness::s(&dir.join("rmx"))).map_err(|e| e.to_string())?;
+        // SAFETY: setxattr with C strings and a byte value we own.
+        let r =
+            unsafe { libc::setxattr(rmx.as_ptr(), c"user.k".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+        if r != 0 {
+            return Err(format!(
+                "setxattr user.k: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(root)
+}
+
+/// The operations, as `seq` probe arguments, on directory `d`, with the
+/// action and target suffix each audit row must carry.
+fn meta_ops(d: &str, uid: u32, gid: u32) -> Vec<(Vec<String>, &'static str, String)> {
+    let f = |n: &str| format!("{d}/{n}");
+    let ops: Vec<(Vec<String>, &'static str, String)> = vec![
+        (
+            vec!["truncate".into(), f("trunc"), "0".into()],
+            "truncate",
+            f("trunc"),
+        ),
+        (vec!["unlink".into(), f("unlink")], "unlink", f("unlink")),
+        (vec!["rmdir".into(), f("rmdir")], "rmdir", f("rmdir")),
+        (vec!["mkdir".into(), f("newdir")], "mkdir", f("newdir")),
+        (vec!["mkfifo".into(), f("fifo")], "mknod", f("fifo")),
+        (
+            vec!["symlink".into(), "/etc/passwd".into(), f("sym")],
+            "symlink",
+            f("sym"),
+        ),
+        (
+            vec!["link".into(), f("link"), f("linked")],
+            "link",
+            f("linked"),
+        ),
+        (
+            vec!["rename".into(), f("ren"), f("renamed")],
+            "rename",
+            f("renamed"),
+        ),
+        (
+            vec!["chmod".into(), f("chmod"), "384".into()],
+            "chmod",
+            f("chmod"),
+        ),
+        (
+            vec!["fchmod".into(), f("fchmod"), "384".into()],
+            "chmod",
+            f("fchmod"),
+        ),
+        (
+            vec!["chown".into(), f("chown"), uid.to_string(), gid.to_string()],
+            "chown",
+            f("chown"),
+        ),
+        (vec!["utimes".into(), f("utimes")], "utimes", f("utimes")),
+        (
+            vec![
+                "setxattr".into(),
+                f("setx"),
+                "user.agentd".into(),
+                "v".into(),
+            ],
+            "setxattr",
+            f("setx"),
+        ),
+        (
+            vec!["removexattr".into(), f("rmx"), "user.k".into()],
+            "removexattr",
+            f("rmx"),
+        ),
+    ];
+    ops
+}
+
+/// `seq meta OP… -- meta OP… …` for one launch.
+fn seq_of(ops: &[(Vec<String>, &'static str, String)]) -> Vec<String> {
+    let mut argv = vec!["seq".to_string()];
+    for (i, (op, _, _)) in ops.iter().enumerate() {
+        if i > 0 {
+            argv.push("--".into());
+        }
+        argv.push("meta".into());
+        argv.extend(op.iter().cloned());
+    }
+    argv
+}
+
+fn results(run: &Run, n: usize, want: &str, what: &str) -> Check {
+    let got: Vec<&str> = run.result.split(" | ").collect();
+    if got.len() != n || got.iter().any(|r| !r.starts_with(want)) {
+        return Err(format!(
+            "{what}: wanted {n}× {want}, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    Ok(())
+}
+
+fn metadata_ops(h: &Harness, a: &str) -> Check {
+    let creds = agentd::enforce::launch::creds_of_user(crate::harness::AGENT_USER)
+        .map_err(|e| e.to_string())?;
+    // Control: an audit-only agent performs every operation (rows: would_deny).
+    let c = control(a);
+    let croot = meta_tree(h, &format!("meta-{c}"))?;
+    let cops = meta_ops(&Harness::s(&croot.join("ro")), creds.uid, creds.gid);
+    h.agent(&c, Mode::AuditOnly)?;
+    let argv = seq_of(&cops);
+    let run = h.run(
+        &c,
+        None,
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    results(&run, cops.len(), "ok", "control: metadata ops, audit-only")?;
+    for (_, action, target) in &cops {
+        audited(h, &c, action, target, "would_deny", Some("no_grant"))?;
+    }
+    // Enforced: refused in a read scope, performed in a write scope.
+    let root = meta_tree(h, &format!("meta-{a}"))?;
+    let ro = Harness::s(&root.join("ro"));
+    let rw = Harness::s(&root.join("rw"));
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-meta", spec(&[], &[&ro], &[&rw], &[], 60))?;
+    let denied = meta_ops(&ro, creds.uid, creds.gid);
+    let argv = seq_of(&denied);
+    let run = h.run(
+        a,
+        Some("c-meta"),
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    results(&run, denied.len(), EPERM, "metadata ops in a read scope")?;
+    for (_, action, target) in &denied {
+        audited(h, a, action, target, "deny", Some("path_outside_scope"))?;
+    }
+    let untouched = std::fs::read(root.join("ro/trunc")).map_err(|e| e.to_string())?;
+    if untouched != b"data\n" || !root.join("ro/unlink").exists() || root.join("ro/newdir").exists()
+    {
+        return Err("a refused operation changed the read scope".into());
+    }
+    let allowed = meta_ops(&rw, creds.uid, creds.gid);
+    let argv = seq_of(&allowed);
+    let run = h.run(
+        a,
+        Some("c-meta"),
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    results(&run, allowed.len(), "ok", "metadata ops in a write scope")?;
+    for (_, action, target) in &allowed {
+        audited(h, a, action, target, "allow", Some("grant_matched"))?;
+    }
+    let rw = root.join("rw");
+    let truncated = std::fs::metadata(rw.join("trunc"))
+        .map_err(|e| e.to_string())?
+        .len();
+    if truncated != 0
+        || rw.join("unlink").exists()
+        || !rw.join("newdir").is_dir()
+        || !rw.join("renamed").exists()
+        || std::fs::read_link(rw.join("sym")).map_err(|e| e.to_string())?
+            != std::path::Path::new("/etc/passwd")
+    {
+        return Err("a performed operation did not take effect".into());
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(rw.join("chmod"))
+            .map_err(|e| e.to_string())?
+            .permissions(),
+    );
+    if mode & 0o777 != 0o600 {
+        return Err(format!("chmod in the write scope left mode {mode:o}"));
+    }
+    Ok(())
+}
+
+fn link_rename_across(h: &Harness, a: &str) -> Check {
+    let c = control(a);
+    let croot = meta_tree(h, &format!("xmeta-{c}"))?;
+    let steps = |root: &std::path::Path| -> Vec<String> {
+        let s = |p: &str| Harness::s(&root.join(p));
+        vec![
+            "seq",
+            "meta",
+            "link",
+            &s("out/secret"),
+            &s("ro/linked-secret"),
+            "--",
+            "meta",
+            "link",
+            &s("out/secret"),
+            &s("rw/linked-secret"),
+            "--",
+            "meta",
+            "rename",
+            &s("out/secret"),
+            &s("ro/moved-secret"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    h.agent(&c, Mode::AuditOnly)?;
+    let argv = steps(&croot);
+    let run = h.run(
+        &c,
+        None,
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    results(
+        &run,
+        3,
+        "ok",
+        "control: moving a file into a scope, audit-only",
+    )?;
+    audited(
+        h,
+        &c,
+        "rename",
+        "ro/moved-secret",
+        "would_deny",
+        Some("no_grant"),
+    )?;
+    let root = meta_tree(h, &format!("xmeta-{a}"))?;
+    let ro = Harness::s(&root.join("ro"));
+    let rw = Harness::s(&root.join("rw"));
+    h.agent(a, Mode::Enforce)?;
+    h.grant(a, "c-xmeta", spec(&[], &[&ro], &[&rw], &[], 60))?;
+    let argv = steps(&root);
+    let run = h.run(
+        a,
+        Some("c-xmeta"),
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    results(&run, 3, EPERM, "moving an out-of-scope file into a scope")?;
+    audited(
+        h,
+        a,
+        "link",
+        "ro/linked-secret",
+        "deny",
+        Some("path_outside_scope"),
+    )?;
+    audited(
+        h,
+        a,
+        "link",
+        "rw/linked-secret",
+        "deny",
+        Some("path_outside_scope"),
+    )?;
+    audited(
+        h,
+        a,
+        "rename",
+        "ro/moved-secret",
+        "deny",
+        Some("path_outside_scope"),
+    )?;
+    // And nothing can read it there.
+    expect(
+        &h.run(
+            a,
+            Some("c-xmeta"),
+            &["open", &format!("{ro}/moved-secret"), "r"],
+        ),
+        "errno:2",
+        "the secret did not arrive in the read scope",
+    )
 }

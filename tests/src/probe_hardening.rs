@@ -139,6 +139,50 @@ fn session() -> String {
     format!("ok leader={} fds=[{}]", sid == pid, fds.join(","))
 }
 
+/// One path-mutating syscall through libc: `meta OP ARGS…`.
+fn meta(op: &[String]) -> String {
+    let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
+    let p = |i: usize| cstr(&arg(i));
+    let num = |i: usize| arg(i).parse::<i64>().unwrap_or(-1);
+    // SAFETY: libc calls with C strings we own.
+    let r: libc::c_int = unsafe {
+        match op.first().map(String::as_str).unwrap_or("") {
+            "truncate" => libc::truncate(p(1).as_ptr(), num(2)),
+            "unlink" => libc::unlink(p(1).as_ptr()),
+            "rmdir" => libc::rmdir(p(1).as_ptr()),
+            "mkdir" => libc::mkdir(p(1).as_ptr(), 0o755),
+            "mkfifo" => libc::mknod(p(1).as_ptr(), libc::S_IFIFO | 0o644, 0),
+            "symlink" => libc::symlink(p(1).as_ptr(), p(2).as_ptr()),
+            "link" => libc::link(p(1).as_ptr(), p(2).as_ptr()),
+            "rename" => libc::rename(p(1).as_ptr(), p(2).as_ptr()),
+            "chmod" => libc::chmod(p(1).as_ptr(), num(2) as libc::mode_t),
+            "chown" => libc::chown(p(1).as_ptr(), num(2) as u32, num(3) as u32),
+            "utimes" => libc::utimes(p(1).as_ptr(), std::ptr::null()),
+            "setxattr" => {
+                let v = arg(3);
+                libc::setxattr(p(1).as_ptr(), p(2).as_ptr(), v.as_ptr().cast(), v.len(), 0)
+            }
+            "removexattr" => libc::removexattr(p(1).as_ptr(), p(2).as_ptr()),
+            "fchmod" => {
+                // chmod through a read-only fd.
+                let fd = libc::open(p(1).as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return format!("errno:{} (open)", errno());
+                }
+                let r = libc::fchmod(fd, num(2) as libc::mode_t);
+                let e = errno();
+                libc::close(fd);
+                if r < 0 {
+                    return format!("errno:{e}");
+                }
+                0
+            }
+            other => return format!("errno:0 unknown meta op {other}"),
+        }
+    };
+    ret(r as libc::c_long)
+}
+
 /// Runs a hardening probe; `None` when `op` is not one.
 pub fn run_op(op: &[String]) -> Option<String> {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
@@ -151,6 +195,7 @@ pub fn run_op(op: &[String]) -> Option<String> {
         "openat2-o-path" => openat2_o_path(&arg(1)),
         "list-dir" => list_dir(&arg(1)),
         "session" => session(),
+        "meta" => meta(&op[1..]),
         _ => return None,
     })
 }

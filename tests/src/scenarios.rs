@@ -309,7 +309,7 @@ fn open_write_scope(h: &Harness, a: &str) -> Check {
     )
 }
 
-fn uid_of_agent() -> Result<u32, String> {
+pub(crate) fn uid_of_agent() -> Result<u32, String> {
     agentd::enforce::launch::creds_of_user(crate::harness::AGENT_USER)
         .map(|c| c.uid)
         .map_err(|e| e.to_string())

@@ -17,6 +17,10 @@ pub const NOTIFIED: &[(i64, &str)] = &[
     (libc::SYS_creat, "creat"),
 ];
 
+/// Path-mutating syscalls: decided against write scopes and performed by
+/// the supervisor (`supervisor/metadata.rs`).
+pub const METADATA: &[(i64, &str)] = super::supervisor::metadata::SYSCALLS;
+
 /// Syscalls refused with EPERM: io_uring (its opens and connects would not
 /// pass through the notified syscalls), tracing and writing other processes,
 /// loading BPF, loading libraries behind the exec check, opening by handle,
@@ -137,8 +141,11 @@ pub fn program() -> Vec<libc::sock_filter> {
     for (nr, _) in NOTIFIED {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
-    for (nr, _) in GUARDED {
+    for (nr, _) in GUARDED.iter().chain(METADATA) {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+    }
+    for (nr, _) in super::supervisor::metadata::UNSUPPORTED {
+        p.push(Insn::Jump(jeq, *nr as u32, Enosys, Next));
     }
     for (nr, _) in REFUSED {
         p.push(Insn::Jump(jeq, *nr as u32, Eperm, Next));
@@ -374,7 +381,7 @@ mod tests {
 
     #[test]
     fn exec_and_open_are_notified() {
-        for (nr, name) in NOTIFIED.iter().chain(GUARDED) {
+        for (nr, name) in NOTIFIED.iter().chain(GUARDED).chain(METADATA) {
             assert_eq!(
                 run(*nr as u32, AUDIT_ARCH, 0),
                 SECCOMP_RET_USER_NOTIF,

@@ -68,6 +68,19 @@ pub fn respond_errno(fd: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> 
     )
 }
 
+/// Completes the syscall with return value `val` (the supervisor performed it).
+pub fn respond_value(fd: BorrowedFd<'_>, id: u64, val: i64) -> io::Result<()> {
+    send(
+        fd,
+        &mut libc::seccomp_notif_resp {
+            id,
+            val,
+            error: 0,
+            flags: 0,
+        },
+    )
+}
+
 /// Installs `src` in the tracee and completes the syscall with the new fd
 /// number as its return value (SECCOMP_ADDFD_FLAG_SEND), atomically.
 pub fn addfd_send(fd: BorrowedFd<'_>, id: u64, src: RawFd, cloexec: bool) -> io::Result<i32> {
@@ -130,7 +143,9 @@ pub fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
         iov_len: buf.len(),
     };
     // SAFETY: local iovec points at our buffer; the remote one is only read by the kernel.
-    let n = unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) };
+    let n = super::caps::with_ptrace(|| unsafe {
+        libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0)
+    });
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -58,13 +58,64 @@ pub fn tracee_dir(tid: u32, dirfd: i32) -> io::Result<OwnedFd> {
         format!("/proc/{tid}/fd/{dirfd}")
     };
     // Following this magic link is the point: it is the tracee's own handle.
-    openat2(
-        AT_FDCWD,
-        p.as_bytes(),
-        (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        0,
-        0,
-    )
+    super::caps::with_ptrace(|| {
+        openat2(
+            AT_FDCWD,
+            p.as_bytes(),
+            (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+        )
+    })
+}
+
+/// Where a tracee's path is looked up from, with the resolve flags to use.
+#[derive(Debug)]
+pub struct Base {
+    /// The tracee's root (absolute paths), cwd or dirfd, as an O_PATH handle.
+    pub fd: OwnedFd,
+    /// Resolve flags: the tracee's own, never magic links, and
+    /// RESOLVE_IN_ROOT for absolute paths.
+    pub resolve: u64,
+}
+
+/// The lookup base of `path` as tracee `tid` would resolve it: absolute
+/// paths from *its* root (`/proc/TID/root` with RESOLVE_IN_ROOT, so an
+/// agent in another mount namespace or chroot gets its own files, and
+/// agentd's own namespace — ProtectSystem and friends — never decides what
+/// an agent's path reaches), relative ones from its cwd or `dirfd`. With the
+/// tracee's own RESOLVE_BENEATH/RESOLVE_IN_ROOT, `dirfd` is the base even
+/// for absolute paths, as for the kernel.
+pub fn base(tid: u32, dirfd: i32, path: &[u8], user_resolve: u64) -> io::Result<Base> {
+    let scoped = user_resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_IN_ROOT) != 0;
+    let resolve = user_resolve | libc::RESOLVE_NO_MAGICLINKS;
+    if path.first() == Some(&b'/') && !scoped {
+        let root = super::caps::with_ptrace(|| {
+            openat2(
+                AT_FDCWD,
+                format!("/proc/{tid}/root").as_bytes(),
+                (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+            )
+        })?;
+        Ok(Base {
+            fd: root,
+            resolve: resolve | libc::RESOLVE_IN_ROOT,
+        })
+    } else {
+        Ok(Base {
+            fd: tracee_dir(tid, dirfd)?,
+            resolve,
+        })
+    }
+}
+
+/// Resolve flags for one final component under an already-checked parent:
+/// no symlinks, nothing above the parent (RESOLVE_IN_ROOT, exclusive with
+/// RESOLVE_BENEATH, is dropped: the component has no `/` to anchor).
+pub fn single_component(resolve: u64) -> u64 {
+    (resolve & !libc::RESOLVE_IN_ROOT) | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH
 }
 
 /// The real path of an fd we hold, as the kernel reports it.

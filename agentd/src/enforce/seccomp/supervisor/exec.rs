@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd as _;
 
 use agentd_common::{baseline_call_id, ExecExpectation, FileId};
 
-use super::{lookup_dir, magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
+use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
 use crate::enforce::{bpf_state::ExecExpectMap, grant, seccomp::resolve};
 
 #[allow(clippy::too_many_arguments)]
@@ -22,7 +22,7 @@ pub(super) fn decide_exec(
     let target_fd = if path.is_empty() && flags & libc::AT_EMPTY_PATH as u64 != 0 {
         resolve::tracee_dir(tid, dirfd)
     } else {
-        let base = match lookup_dir(tid, dirfd, path) {
+        let base = match resolve::base(tid, dirfd, path, 0) {
             Ok(b) => b,
             Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
         };
@@ -30,8 +30,7 @@ pub(super) fn decide_exec(
         if flags & libc::AT_SYMLINK_NOFOLLOW as u64 != 0 {
             oflags |= libc::O_NOFOLLOW;
         }
-        let dir = base.as_ref().map_or(resolve::AT_FDCWD, |b| b.as_raw_fd());
-        resolve::openat2(dir, path, oflags as u64, 0, libc::RESOLVE_NO_MAGICLINKS)
+        resolve::openat2(base.fd.as_raw_fd(), path, oflags as u64, 0, base.resolve)
     };
     let file = match target_fd {
         Ok(f) => f,

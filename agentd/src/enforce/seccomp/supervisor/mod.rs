@@ -38,6 +38,7 @@ use crate::enforce::{
 mod creds;
 mod exec;
 mod guarded;
+pub mod metadata;
 mod open;
 
 /// Counters of one supervisor (or all, when shared).
@@ -77,6 +78,8 @@ pub struct Supervisor {
 enum Answer {
     Continue,
     Errno(i32),
+    /// The syscall's return value (the supervisor performed it).
+    Value(i64),
     AddFd(OwnedFd, bool),
 }
 
@@ -196,6 +199,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
         tracing::debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
     }
     creds::set_fs_creds(&sup.creds)?;
+    super::caps::drop_to_deputy()?;
     tracing::info!(agent = %sup.agent, uid = sup.creds.uid, "supervisor running");
     let fd = listener.as_fd();
     loop {
@@ -266,6 +270,7 @@ fn answer_notification(fd: BorrowedFd<'_>, id: u64, answer: Answer) -> io::Resul
     match answer {
         Answer::Continue => notif::respond_continue(fd, id),
         Answer::Errno(e) => notif::respond_errno(fd, id, e),
+        Answer::Value(v) => notif::respond_value(fd, id, v),
         Answer::AddFd(file, cloexec) => {
             match notif::addfd_send(fd, id, file.as_raw_fd(), cloexec) {
                 Ok(_) => Ok(()),
@@ -324,6 +329,11 @@ fn handle(
     let tid = n.pid;
     if let Some(answered) = guarded::decide(sup, listener, n) {
         return answered;
+    }
+    if metadata::handles(n.data.nr as i64) {
+        return metadata::handle(sup, listener, n, |tgid| {
+            bindings.get(&tgid, 0).ok().map(|b| b.call_id)
+        });
     }
     let call = match decode(tid, &n.data) {
         Ok(c) => c,
@@ -406,14 +416,6 @@ fn now_boot_ns() -> u64 {
 /// Boot-clock nanoseconds, the clock grant expiries use.
 pub fn boot_ns() -> u64 {
     now_boot_ns()
-}
-
-fn lookup_dir(tid: u32, dirfd: i32, path: &[u8]) -> io::Result<Option<OwnedFd>> {
-    if path.first() == Some(&b'/') {
-        Ok(None)
-    } else {
-        resolve::tracee_dir(tid, dirfd).map(Some)
-    }
 }
 
 fn magic_link_denial(action: &'static str, path: &[u8]) -> (Answer, Option<Decided>) {

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{lookup_dir, magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
+use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
 use crate::enforce::{grant::Access, seccomp::resolve};
 
 #[allow(clippy::too_many_arguments)]
@@ -27,12 +27,12 @@ pub(super) fn decide_open(
     let access = Access::of_flags(flags);
     let cloexec = iflags & libc::O_CLOEXEC != 0;
     let errno = |e: io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
-    let base = match lookup_dir(tid, dirfd, path) {
+    let base = match resolve::base(tid, dirfd, path, user_resolve) {
         Ok(b) => b,
         Err(e) => return errno(e),
     };
-    let dir = base.as_ref().map_or(resolve::AT_FDCWD, |b| b.as_raw_fd());
-    let resolve_flags = user_resolve | libc::RESOLVE_NO_MAGICLINKS;
+    let dir = base.fd.as_raw_fd();
+    let resolve_flags = base.resolve;
     let lookup_flags =
         (libc::O_PATH | libc::O_CLOEXEC | (iflags & (libc::O_NOFOLLOW | libc::O_DIRECTORY))) as u64;
     let found = if iflags & libc::O_TMPFILE == libc::O_TMPFILE {
@@ -51,6 +51,12 @@ pub(super) fn decide_open(
         Ok(handle) => {
             if iflags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL) {
                 return (Answer::Errno(libc::EEXIST), None);
+            }
+            if resolve::fstat(&handle).is_ok_and(|st| is_current_tty(&st)) {
+                // /dev/tty means the *opener's* controlling terminal: opened
+                // here it would be agentd's. Agents run in a session of
+                // their own with none, so the kernel's answer is ENXIO.
+                return (Answer::Errno(libc::ENXIO), None);
             }
             let real = match resolve::real_path(&handle) {
                 Ok(p) => p,
@@ -167,7 +173,7 @@ fn create(
         &name,
         (iflags | libc::O_CLOEXEC) as u64,
         mode & 0o7777,
-        resolve_flags | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH,
+        resolve::single_component(resolve_flags),
     );
     match r {
         Ok(f) => (
@@ -179,4 +185,9 @@ fn create(
             Some(decided),
         ),
     }
+}
+
+/// Whether `st` is `/dev/tty` (character device 5:0), whatever its name.
+fn is_current_tty(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(5, 0)
 }
