@@ -24,6 +24,12 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// agent id → [`crate::RateWindow`]: denial-event rate limit.
     pub const EVENT_RATE: &str = "EVENT_RATE";
+    /// tgid → [`crate::Lineage`]: who created each agent process, and when.
+    pub const LINEAGE: &str = "LINEAGE";
+    /// [`crate::PendingKey`] → [`crate::PendingGrant`]: grants the agent's tree may claim.
+    pub const PENDING: &str = "PENDING";
+    /// [`crate::UseTicket`] → 1: the uses of grants already spent.
+    pub const USE_TICKETS: &str = "USE_TICKETS";
 }
 
 /// Enforcement mode of one agent cgroup.
@@ -196,6 +202,11 @@ pub enum KernelReason {
     ExecMismatch = 4,
     TamperAttempt = 5,
     Baseline = 6,
+    /// A pending grant covered the operation, but the process is not of the
+    /// requester's own tree (see [`may_claim`]).
+    NotRequesterTree = 7,
+    /// A pending grant covered the operation, but its uses are spent.
+    GrantUsedUp = 8,
 }
 
 impl KernelReason {
@@ -209,6 +220,8 @@ impl KernelReason {
             4 => KernelReason::ExecMismatch,
             5 => KernelReason::TamperAttempt,
             6 => KernelReason::Baseline,
+            7 => KernelReason::NotRequesterTree,
+            8 => KernelReason::GrantUsedUp,
             _ => return None,
         })
     }
@@ -223,6 +236,8 @@ impl KernelReason {
             KernelReason::ExecMismatch => "exec_target_mismatch",
             KernelReason::TamperAttempt => "enforcer_tamper",
             KernelReason::Baseline => "baseline",
+            KernelReason::NotRequesterTree => "claim_not_requester_tree",
+            KernelReason::GrantUsedUp => "grant_used_up",
         }
     }
 }
@@ -310,7 +325,8 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     /// `task_struct.tgid`
     pub task_tgid: u32,
-    pub _pad: u32,
+    /// `task_struct.start_boottime`
+    pub task_start_boottime: u32,
 }
 
 /// Value of [`maps::EXEC_GRANTS`].
@@ -327,8 +343,140 @@ pub const fn baseline_call_id(agent_id: u32) -> u64 {
     (1u64 << 63) | agent_id as u64
 }
 
+/// Value of [`maps::LINEAGE`]: recorded at `sched_process_fork` for every
+/// new process of an agent (threads are not processes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// `task_struct.start_boottime` of the process (CLOCK_BOOTTIME ns).
+    pub start_ns: u64,
+    /// tgid of the process that called fork/clone — not `real_parent`,
+    /// which `CLONE_PARENT` lets a process choose, and which changes when
+    /// the parent dies.
+    pub creator: u32,
+    pub _pad: u32,
+}
+
+/// Pending grants per agent the kernel side can see (slots of [`maps::PENDING`]).
+pub const PENDING_SLOTS: u32 = 8;
+/// Requester-chain entries kept per pending grant.
+pub const REQUESTER_CHAIN: usize = 8;
+/// How many creators the claim rule walks up from a process before it gives up.
+pub const CLAIM_DEPTH: u32 = 16;
+/// `PendingGrant::uses_left` of a grant without a use count.
+pub const UNLIMITED_USES: u32 = u32::MAX;
+
+/// Key of [`maps::PENDING`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub agent_id: u32,
+    /// 0..[`PENDING_SLOTS`].
+    pub slot: u32,
+}
+
+/// Key of [`maps::USE_TICKETS`]. Spending a use of a grant means inserting
+/// ticket `n` (1..=uses) with `BPF_NOEXIST`: the kernel makes that atomic
+/// between BPF programs and user space alike, so no use is spent twice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UseTicket {
+    pub call_id: u64,
+    pub n: u32,
+    pub _pad: u32,
+}
+
+/// How many tickets one claim tries (from the `uses_left` hint downwards)
+/// before it gives up as spent.
+pub const TICKET_TRIES: u32 = 8;
+
+/// Value of [`maps::PENDING`]: an allowed call waiting for the requester's
+/// own process tree to claim it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingGrant {
+    /// Grant handle (the call id in every other map).
+    pub call_id: u64,
+    /// Leaf cgroup of the process that asked; claimants must be in it.
+    pub cgroup_id: u64,
+    /// CLOCK_BOOTTIME ns of the decision.
+    pub decided_at_ns: u64,
+    /// CLOCK_BOOTTIME ns after which it is void; 0 = never.
+    pub expires_at_ns: u64,
+    /// Claims left (a hint kept by claimants; the truth is
+    /// [`maps::USE_TICKETS`]); [`UNLIMITED_USES`] = no count; 0 = spent.
+    pub uses_left: u32,
+    /// Valid entries of `requesters`.
+    pub n_requesters: u32,
+    /// tgids of the process that asked and its ancestors in the agent.
+    pub requesters: [u32; REQUESTER_CHAIN],
+}
+
+impl PendingGrant {
+    /// Whether `tgid` is on the requester chain.
+    #[inline(always)]
+    pub fn is_requester(&self, tgid: u32) -> bool {
+        let mut i = 0;
+        while i < REQUESTER_CHAIN {
+            if (i as u32) < self.n_requesters && self.requesters[i] == tgid {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// Whether the grant can still be claimed at `now_ns` (not spent, not expired).
+    #[inline(always)]
+    pub fn live(&self, now_ns: u64) -> bool {
+        self.uses_left != 0 && (self.expires_at_ns == 0 || self.expires_at_ns > now_ns)
+    }
+}
+
+/// The claim rule, shared verbatim by the BPF programs and user space: the
+/// process `tgid` in cgroup `cgroup_id` may claim `grant` iff it is in the
+/// grant's cgroup and either is on the requester chain, or every process
+/// on its creator path up to the first requester-chain member was created
+/// at or after the decision (and no later than the process it created,
+/// which rules out a reused pid). Processes without a lineage record (not
+/// created inside an agent), and paths deeper than [`CLAIM_DEPTH`], do not
+/// claim.
+#[inline(always)]
+pub fn may_claim(
+    tgid: u32,
+    cgroup_id: u64,
+    grant: &PendingGrant,
+    lineage: impl Fn(u32) -> Option<Lineage>,
+) -> bool {
+    if cgroup_id != grant.cgroup_id {
+        return false;
+    }
+    let mut cur = tgid;
+    let mut created_before = u64::MAX;
+    let mut depth = 0;
+    while depth < CLAIM_DEPTH {
+        if grant.is_requester(cur) {
+            return true;
+        }
+        let Some(l) = lineage(cur) else {
+            return false;
+        };
+        if l.start_ns < grant.decided_at_ns || l.start_ns > created_before {
+            return false;
+        }
+        created_before = l.start_ns;
+        cur = l.creator;
+        depth += 1;
+    }
+    false
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::Lineage {}
+    unsafe impl aya::Pod for super::UseTicket {}
+    unsafe impl aya::Pod for super::PendingKey {}
+    unsafe impl aya::Pod for super::PendingGrant {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::GrantExpiry {}
     // SAFETY: all types are repr(C), Copy, and valid for any bit pattern.

@@ -7,9 +7,10 @@
 //! one of the `*_permitted()` checks; `report()` (or `count_only()` for
 //! decisions user space already audits); `blocks()` for the verdict.
 use agentd_common::{
-    baseline_call_id, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
-    KernelEvent, KernelReason, Mode, RateWindow, CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC,
-    EVENT_TARGET_LEN,
+    baseline_call_id, may_claim, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
+    KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, RateWindow, UseTicket,
+    CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_SLOTS, TICKET_TRIES,
+    UNLIMITED_USES,
 };
 use aya_ebpf::{
     helpers::{
@@ -20,7 +21,8 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    AGENT_CGROUPS, BINDINGS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_GRANTS,
+    AGENT_CGROUPS, BINDINGS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_GRANTS, LINEAGE,
+    PENDING, USE_TICKETS,
 };
 
 /// The calling task's agent, if its cgroup is an agent cgroup.
@@ -81,17 +83,124 @@ pub fn connect_permitted(
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
     for id in [call_id, baseline_call_id(agent.agent_id)] {
-        for p in [port, 0] {
-            let key = Key::new(CONNECT_FIXED_BITS + 128, ConnectKey::new(id, p, addr));
-            if let Some(rule) = CONNECT_RULES.get(&key) {
-                if rule.expires_at_ns == 0 || rule.expires_at_ns > now {
-                    return KernelReason::Allowed;
-                }
-                reason = KernelReason::GrantExpired;
-            }
+        match connect_rule(id, addr, port, now) {
+            KernelReason::Allowed => return KernelReason::Allowed,
+            KernelReason::GrantExpired => reason = KernelReason::GrantExpired,
+            _ => {}
         }
     }
     reason
+}
+
+/// Whether `call_id`'s own rules cover (`addr`, `port`) at `now`.
+#[inline(always)]
+fn connect_rule(call_id: u64, addr: [u8; 16], port: u16, now: u64) -> KernelReason {
+    let mut reason = KernelReason::NoGrant;
+    for p in [port, 0] {
+        let key = Key::new(CONNECT_FIXED_BITS + 128, ConnectKey::new(call_id, p, addr));
+        if let Some(rule) = CONNECT_RULES.get(&key) {
+            if rule.expires_at_ns == 0 || rule.expires_at_ns > now {
+                return KernelReason::Allowed;
+            }
+            reason = KernelReason::GrantExpired;
+        }
+    }
+    reason
+}
+
+/// `BPF_NOEXIST`: insert only if the key is absent (atomic).
+const BPF_NOEXIST: u64 = 1;
+
+/// Spends one use of a pending grant: takes the highest free ticket at or
+/// below the `uses_left` hint (see `agentd_common::UseTicket`).
+#[inline(always)]
+fn spend_use(g: *mut PendingGrant) -> bool {
+    let (call_id, hint) = unsafe { ((*g).call_id, (*g).uses_left) };
+    if hint == UNLIMITED_USES {
+        return true;
+    }
+    let mut n = hint;
+    let mut tries = 0;
+    while tries < TICKET_TRIES && n > 0 {
+        let ticket = UseTicket {
+            call_id,
+            n,
+            _pad: 0,
+        };
+        if USE_TICKETS.insert(&ticket, &1u8, BPF_NOEXIST).is_ok() {
+            unsafe { (*g).uses_left = n - 1 };
+            return true;
+        }
+        n -= 1;
+        tries += 1;
+    }
+    if n == 0 {
+        unsafe { (*g).uses_left = 0 };
+    }
+    false
+}
+
+/// A pending grant of the agent that covers a connect to (`addr`, `port`)
+/// and that the calling process may claim (`agentd_common::may_claim`):
+/// the oldest such grant, with one use spent. Otherwise why not:
+/// `NoGrant` (none covers), `NotRequesterTree` (one covers, but this
+/// process may not claim it), `GrantUsedUp` (the chosen one was spent).
+#[inline(always)]
+pub fn claim_connect(
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    addr: [u8; 16],
+    port: u16,
+) -> Result<u64, KernelReason> {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let tgid = current_tgid();
+    let mut best: *mut PendingGrant = core::ptr::null_mut();
+    let mut best_at = u64::MAX;
+    let mut refused = KernelReason::NoGrant;
+    let mut slot = 0;
+    while slot < PENDING_SLOTS {
+        let key = PendingKey {
+            agent_id: agent.agent_id,
+            slot,
+        };
+        slot += 1;
+        let Some(g) = PENDING.get_ptr_mut(&key) else {
+            continue;
+        };
+        let grant = unsafe { &*g };
+        if grant.decided_at_ns >= best_at {
+            continue;
+        }
+        match connect_rule(grant.call_id, addr, port, now) {
+            KernelReason::Allowed => {}
+            KernelReason::GrantExpired => {
+                if refused == KernelReason::NoGrant {
+                    refused = KernelReason::GrantExpired;
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        if !may_claim(tgid, cgroup_id, grant, |t| {
+            unsafe { LINEAGE.get(&t) }.copied()
+        }) {
+            refused = KernelReason::NotRequesterTree;
+            continue;
+        }
+        if !grant.live(now) {
+            refused = KernelReason::GrantUsedUp;
+            continue;
+        }
+        best = g;
+        best_at = grant.decided_at_ns;
+    }
+    if best.is_null() {
+        return Err(refused);
+    }
+    if !spend_use(best) {
+        return Err(KernelReason::GrantUsedUp);
+    }
+    Ok(unsafe { (*best).call_id })
 }
 
 /// Adds one to a never-rate-limited counter.

@@ -1,6 +1,7 @@
 //! cgroup `connect4/6` and `sendmsg4/6`: an agent process may reach a
-//! destination only if its bound call (or the baseline) lists it.
-use agentd_common::Hook;
+//! destination only if its bound call (or the baseline) lists it, or a
+//! pending grant of its agent does and the process may claim it.
+use agentd_common::{Hook, KernelReason};
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 
 use crate::agent;
@@ -61,8 +62,21 @@ fn gate(addr: [u8; 16], port: u16, hook: Hook) -> i32 {
     let Some((cgroup_id, agent)) = agent::current_agent() else {
         return ALLOW;
     };
-    let call_id = agent::bound_call(agent::current_tgid(), &agent);
-    let reason = agent::connect_permitted(call_id, &agent, addr, port);
+    let mut call_id = agent::bound_call(agent::current_tgid(), &agent);
+    let mut reason = agent::connect_permitted(call_id, &agent, addr, port);
+    // What the bound call and the baseline do not cover, a pending grant
+    // of the agent may, if this process may claim it.
+    if reason != KernelReason::Allowed {
+        match agent::claim_connect(cgroup_id, &agent, addr, port) {
+            Ok(claimed) => {
+                call_id = claimed;
+                reason = KernelReason::Allowed;
+            }
+            // A refused claim says why; otherwise the original reason stands.
+            Err(KernelReason::NoGrant) => {}
+            Err(why) => reason = why,
+        }
+    }
     agent::report_addr(hook, cgroup_id, &agent, call_id, reason, addr, port);
     if agent::blocks(&agent, reason) {
         DENY

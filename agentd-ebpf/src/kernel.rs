@@ -14,7 +14,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     inode_sb: 0,
     sb_dev: 0,
     task_tgid: 0,
-    _pad: 0,
+    task_start_boottime: 0,
 };
 
 #[inline(always)]
@@ -58,4 +58,10 @@ pub unsafe fn file_id(file: *const u8) -> Result<FileId, i32> {
 #[inline(always)]
 pub unsafe fn task_tgid(task: *const u8) -> Result<u32, i32> {
     unsafe { read_at::<u32>(task, offsets().task_tgid) }
+}
+
+/// `task->start_boottime` (CLOCK_BOOTTIME ns at creation)
+#[inline(always)]
+pub unsafe fn task_start_boottime(task: *const u8) -> Result<u64, i32> {
+    unsafe { read_at::<u64>(task, offsets().task_start_boottime) }
 }

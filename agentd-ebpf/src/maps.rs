@@ -4,8 +4,8 @@
 //! /sys/fs/bpf/agentd), so grants, bindings and agent registrations outlive a
 //! daemon restart and the programs keep enforcing while agentd is down.
 use agentd_common::{
-    AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry,
-    RateWindow, COUNTER_SLOTS,
+    AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry, Lineage,
+    PendingGrant, PendingKey, RateWindow, UseTicket, COUNTER_SLOTS,
 };
 use aya_ebpf::{
     macros::map,
@@ -43,3 +43,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 /// agent id → denial-event window (see `agentd_common::DENIAL_EVENTS_PER_SEC`).
 #[map]
 pub static EVENT_RATE: HashMap<u32, RateWindow> = HashMap::pinned(1024, 0);
+
+/// tgid → who created the process and when (agent processes only).
+#[map]
+pub static LINEAGE: HashMap<u32, Lineage> = HashMap::pinned(65536, 0);
+
+/// (agent, slot) → a pending grant the requester's tree may claim.
+#[map]
+pub static PENDING: HashMap<PendingKey, PendingGrant> = HashMap::pinned(8192, 0);
+
+/// Spent uses of grants (see `agentd_common::UseTicket`).
+#[map]
+pub static USE_TICKETS: HashMap<UseTicket, u8> = HashMap::pinned(16384, 0);

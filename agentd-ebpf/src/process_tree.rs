@@ -6,14 +6,18 @@ use aya_ebpf::{
     helpers::generated::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
+use agentd_common::Lineage;
+
 use crate::{
     agent, kernel,
-    maps::{BINDINGS, EXEC_EXPECT},
+    maps::{BINDINGS, EXEC_EXPECT, LINEAGE},
 };
 
 const SIGKILL: u32 = 9;
 
-/// A forked child inherits its parent's binding (`sched_process_fork(parent, child)`).
+/// A forked child inherits its parent's binding (`sched_process_fork(parent, child)`),
+/// and every new agent process gets a lineage record (creator, start time)
+/// for the claim rule of pending grants.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sched_process_fork(&ctx);
@@ -25,12 +29,20 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let parent_tgid = agent::current_tgid();
-    let Some(binding) = (unsafe { BINDINGS.get(&parent_tgid) }).copied() else {
-        return Ok(());
-    };
     let child: *const u8 = ctx.arg(1);
     let child_tgid = unsafe { kernel::task_tgid(child) }.map_err(|e| e as i64)?;
-    if child_tgid != parent_tgid {
+    if child_tgid == parent_tgid {
+        // A new thread: same process, same lineage and binding.
+        return Ok(());
+    }
+    let start_ns = unsafe { kernel::task_start_boottime(child) }.map_err(|e| e as i64)?;
+    let lineage = Lineage {
+        start_ns,
+        creator: parent_tgid,
+        _pad: 0,
+    };
+    LINEAGE.insert(&child_tgid, &lineage, 0)?;
+    if let Some(binding) = (unsafe { BINDINGS.get(&parent_tgid) }).copied() {
         BINDINGS.insert(&child_tgid, &binding, 0)?;
     }
     Ok(())
@@ -45,6 +57,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         let tgid = (pid_tgid >> 32) as u32;
         let _ = BINDINGS.remove(&tgid);
         let _ = EXEC_EXPECT.remove(&tgid);
+        let _ = LINEAGE.remove(&tgid);
     }
     0
 }

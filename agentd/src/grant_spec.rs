@@ -22,7 +22,11 @@ pub struct GrantSpec {
     pub connect: Vec<String>,
     /// Seconds the grant lives after the decision.
     pub ttl_secs: u64,
-    /// How many process bindings (`agentctl exec`) may use it; 0 = unlimited until expiry.
+    /// How many times it may be used — process bindings (`agentctl exec`)
+    /// and claims of the pending grant alike; 0 = unlimited until expiry.
     #[serde(default)]
     pub uses: u32,
+    /// Exact arguments (after argv[0]) an exec claim must carry; `None` = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
 }

@@ -317,5 +317,6 @@ pub fn spec(
         connect: connect.iter().map(|s| s.to_string()).collect(),
         ttl_secs,
         uses: 0,
+        args: None,
     }
 }

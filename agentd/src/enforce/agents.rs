@@ -176,6 +176,7 @@ impl Enforcer {
                 agent: agent.into(),
             });
         }
+        let claims = super::claim::ClaimMaps::open(&self.inner.instance.pin_dir())?;
         let stop = Arc::new(AtomicBool::new(false));
         self.inner
             .supervisors
@@ -193,6 +194,7 @@ impl Enforcer {
             sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
             stats: self.inner.stats.clone(),
             pin_dir: self.inner.instance.pin_dir(),
+            claims: std::sync::Mutex::new(claims),
         };
         supervisor::spawn(listener, sup).map_err(|source| EnforceError::Supervisor {
             agent: agent.into(),

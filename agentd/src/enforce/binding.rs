@@ -47,13 +47,16 @@ impl BindError {
 }
 
 /// Checks that both the peer (from SO_PEERCRED) and the process to bind
-/// belong to the call's agent, then spends one use of the grant.
+/// belong to the call's agent, then spends one use of the grant through
+/// `spend` (given the uses believed left, it returns the uses left after
+/// the spend, or `None` when the grant is spent).
 pub fn authorize(
     call: &mut CallEntry,
     peer_pid: u32,
     pid: u32,
     now_boot_ns: u64,
     agent_of: impl Fn(u32) -> Option<String>,
+    spend: impl FnOnce(u32) -> Option<u32>,
 ) -> Result<(), BindError> {
     for p in [peer_pid, pid] {
         if agent_of(p).as_deref() != Some(call.agent.as_str()) {
@@ -69,13 +72,18 @@ pub fn authorize(
         });
     }
     match &mut call.uses_left {
-        Some(0) => Err(BindError::UsedUp {
-            call_id: call.call_id.clone(),
-        }),
-        Some(n) => {
-            *n -= 1;
-            Ok(())
-        }
+        Some(n) => match spend(*n) {
+            Some(left) => {
+                *n = left;
+                Ok(())
+            }
+            None => {
+                *n = 0;
+                Err(BindError::UsedUp {
+                    call_id: call.call_id.clone(),
+                })
+            }
+        },
         None => Ok(()),
     }
 }
@@ -106,6 +114,7 @@ mod tests {
                 spec: Default::default(),
             },
             uses_left: uses,
+            pending: None,
         }
     }
 
@@ -117,12 +126,17 @@ mod tests {
         }
     }
 
+    /// A stand-in for the kernel's ticket map: one use per call.
+    fn countdown(left: u32) -> Option<u32> {
+        left.checked_sub(1)
+    }
+
     #[test]
     fn uses_are_spent_and_then_refused() {
         let mut c = call(Some(2), 0);
-        assert!(authorize(&mut c, 1, 2, 5, agent_of).is_ok());
-        assert!(authorize(&mut c, 1, 1, 5, agent_of).is_ok());
-        let e = authorize(&mut c, 1, 1, 5, agent_of).unwrap_err();
+        assert!(authorize(&mut c, 1, 2, 5, agent_of, countdown).is_ok());
+        assert!(authorize(&mut c, 1, 1, 5, agent_of, countdown).is_ok());
+        let e = authorize(&mut c, 1, 1, 5, agent_of, countdown).unwrap_err();
         assert_eq!(e.reason_code(), "grant_used_up");
     }
 
@@ -130,13 +144,13 @@ mod tests {
     fn peers_outside_the_agent_are_refused() {
         let mut c = call(None, 0);
         assert_eq!(
-            authorize(&mut c, 11, 1, 5, agent_of)
+            authorize(&mut c, 11, 1, 5, agent_of, countdown)
                 .unwrap_err()
                 .reason_code(),
             "peer_not_in_agent"
         );
         assert_eq!(
-            authorize(&mut c, 1, 42, 5, agent_of)
+            authorize(&mut c, 1, 42, 5, agent_of, countdown)
                 .unwrap_err()
                 .reason_code(),
             "peer_not_in_agent"
@@ -147,11 +161,11 @@ mod tests {
     fn expired_grants_do_not_bind() {
         let mut c = call(None, 10);
         assert_eq!(
-            authorize(&mut c, 1, 1, 10, agent_of)
+            authorize(&mut c, 1, 1, 10, agent_of, countdown)
                 .unwrap_err()
                 .reason_code(),
             "grant_expired"
         );
-        assert!(authorize(&mut c, 1, 1, 9, agent_of).is_ok());
+        assert!(authorize(&mut c, 1, 1, 9, agent_of, countdown).is_ok());
     }
 }

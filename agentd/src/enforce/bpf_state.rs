@@ -11,7 +11,7 @@ use std::{
 
 use agentd_common::{
     maps, AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry,
-    CONNECT_FIXED_BITS,
+    PendingGrant, PendingKey, UseTicket, CONNECT_FIXED_BITS,
 };
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
@@ -176,6 +176,8 @@ pub struct BpfState {
     exec_grants: HashMap<MapData, ExecKey, GrantExpiry>,
     connect_rules: LpmTrie<MapData, ConnectKey, ConnectRule>,
     counters: PerCpuArray<MapData, u64>,
+    pending: HashMap<MapData, PendingKey, PendingGrant>,
+    tickets: HashMap<MapData, UseTicket, u8>,
     /// Whether the maps were already pinned (agentd restarted over live state).
     pub adopted: bool,
 }
@@ -299,6 +301,8 @@ impl BpfState {
         let connect_rules = take(&mut obj, maps::CONNECT_RULES, LpmTrie::try_from)?;
         let counters = take(&mut obj, maps::COUNTERS, PerCpuArray::try_from)?;
         let events = take(&mut obj, maps::EVENTS, RingBuf::try_from)?;
+        let pending = take(&mut obj, maps::PENDING, HashMap::try_from)?;
+        let tickets = take(&mut obj, maps::USE_TICKETS, HashMap::try_from)?;
         Ok((
             Self {
                 _object: obj,
@@ -307,6 +311,8 @@ impl BpfState {
                 exec_grants,
                 connect_rules,
                 counters,
+                pending,
+                tickets,
                 adopted,
             },
             events,
@@ -394,6 +400,77 @@ impl BpfState {
                 ConnectKey::new(grant.handle, d.port, d.addr),
             );
             let _ = self.connect_rules.remove(&key);
+        }
+    }
+
+    /// Publishes a pending grant in (agent, slot) for claims.
+    pub fn set_pending(
+        &mut self,
+        agent_id: u32,
+        slot: u32,
+        grant: PendingGrant,
+    ) -> Result<(), BpfStateError> {
+        self.pending
+            .insert(PendingKey { agent_id, slot }, grant, 0)
+            .map_err(map_err(maps::PENDING))
+    }
+
+    /// The pending grant in (agent, slot), with its `uses_left` hint.
+    pub fn pending(&self, agent_id: u32, slot: u32) -> Option<PendingGrant> {
+        self.pending.get(&PendingKey { agent_id, slot }, 0).ok()
+    }
+
+    /// Withdraws a pending grant (if `call_id` still holds the slot).
+    pub fn clear_pending(&mut self, agent_id: u32, slot: u32, call_id: u64) {
+        let key = PendingKey { agent_id, slot };
+        if self
+            .pending
+            .get(&key, 0)
+            .is_ok_and(|g| g.call_id == call_id)
+        {
+            let _ = self.pending.remove(&key);
+        }
+    }
+
+    /// Spends one use of grant `call_id` in the ticket map the claims use
+    /// (so explicit binds and claims share one count). `hint` is the uses
+    /// believed left; `pending` (agent, slot) names its pending entry, whose
+    /// hint is preferred and kept current. Returns the uses left after a
+    /// successful spend, `None` if the grant is spent.
+    pub fn spend_use(
+        &mut self,
+        call_id: u64,
+        hint: u32,
+        pending: Option<(u32, u32)>,
+    ) -> Option<u32> {
+        let key = pending.map(|(agent_id, slot)| PendingKey { agent_id, slot });
+        let mut g = key
+            .and_then(|k| self.pending.get(&k, 0).ok())
+            .filter(|g| g.call_id == call_id)
+            .unwrap_or(PendingGrant {
+                call_id,
+                uses_left: hint,
+                ..Default::default()
+            });
+        let pending_map = &mut self.pending;
+        let won = super::claim::spend_ticket(&mut self.tickets, &mut g, |g| {
+            if let Some(k) = key {
+                if pending_map.get(&k, 0).is_ok_and(|p| p.call_id == call_id) {
+                    let _ = pending_map.insert(k, g, 0);
+                }
+            }
+        });
+        won.then_some(g.uses_left)
+    }
+
+    /// Forgets the spent-use tickets of a removed grant.
+    pub fn clear_tickets(&mut self, call_id: u64, uses: u32) {
+        for n in 1..=uses {
+            let _ = self.tickets.remove(&UseTicket {
+                call_id,
+                n,
+                _pad: 0,
+            });
         }
     }
 

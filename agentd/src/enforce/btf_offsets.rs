@@ -71,7 +71,7 @@ pub fn resolve_from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         inode_sb: f("inode", "i_sb")?,
         sb_dev: f("super_block", "s_dev")?,
         task_tgid: f("task_struct", "tgid")?,
-        _pad: 0,
+        task_start_boottime: f("task_struct", "start_boottime")?,
     })
 }
 
@@ -175,5 +175,7 @@ mod tests {
         assert_eq!(o.file_inode % 8, 0);
         assert_eq!(o.inode_sb % 8, 0);
         assert_ne!(o.task_tgid, 0);
+        assert_eq!(o.task_start_boottime % 8, 0);
+        assert_ne!(o.task_start_boottime, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway's allow hook for enforcement: an allowed tool call with a
-//! grant template gets its kernel grant installed for the caller's agent
-//! before the caller hears "allow". If that fails, the allow is overturned
+//! grant template gets its kernel grant installed for the caller's agent —
+//! pending, claimable by the caller's own process tree — before the caller
+//! hears "allow". If that fails, the allow is overturned
 //! (fail closed): the runtime must not act on a grant the kernel lacks.
 use crate::gateway::{AgentResolver, AllowHook, AllowedCall, HookError};
 
@@ -43,8 +44,19 @@ impl AllowHook for EnforceHook {
         let Some(agent) = call.peer_pid.and_then(|pid| enforcer.agent_of_pid(pid)) else {
             return Ok(());
         };
+        // Pending for the asking process's own tree: it (the hook, the
+        // runtime behind it) and what it starts from now on may claim it.
+        let requester = call
+            .peer_pid
+            .and_then(|pid| enforcer.requester_of(&agent, pid));
         enforcer
-            .install_grant(&agent, call.call_id, call.active_message_id, spec)
+            .install_grant_for(
+                &agent,
+                call.call_id,
+                call.active_message_id,
+                spec,
+                requester,
+            )
             .map_err(|e| err(e.reason_code(), e.to_string()))
     }
 

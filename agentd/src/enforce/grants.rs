@@ -1,19 +1,46 @@
-//! Grants of allowed tool calls: install, bind a process, revoke.
+//! Grants of allowed tool calls: install (pending for the requester's tree,
+//! or for explicit binding only), bind a process, revoke.
 use agentd_common::Binding;
 
 use super::{
-    binding, grant::KernelGrant, registry::CallEntry, seccomp::supervisor, EnforceError, Enforcer,
+    binding,
+    claim::{self, PendingInfo, Requester},
+    grant::KernelGrant,
+    registry::{CallEntry, Registry},
+    seccomp::supervisor,
+    EnforceError, Enforcer,
 };
 use crate::grant_spec::GrantSpec;
 
 impl Enforcer {
-    /// Installs the grant of an allowed tool call.
+    /// Installs the grant of an allowed tool call for explicit binding only
+    /// (`agentctl exec --call`): no process claims it by itself.
     pub fn install_grant(
         &self,
         agent: &str,
         call_id: &str,
         active_message_id: &str,
         spec: &GrantSpec,
+    ) -> Result<(), EnforceError> {
+        self.install_grant_for(agent, call_id, active_message_id, spec, None)
+    }
+
+    /// The requester of a call asked by process `pid` of `agent`: `pid`, its
+    /// ancestors inside the agent, and its leaf cgroup.
+    pub fn requester_of(&self, agent: &str, pid: u32) -> Option<Requester> {
+        claim::requester_of(pid, |p| self.agent_of_pid(p).as_deref() == Some(agent))
+    }
+
+    /// Installs the grant of an allowed tool call. With a `requester` the
+    /// grant is *pending*: the requester's own process tree may claim it by
+    /// doing what it grants (see [`claim`]); explicit binding works either way.
+    pub fn install_grant_for(
+        &self,
+        agent: &str,
+        call_id: &str,
+        active_message_id: &str,
+        spec: &GrantSpec,
+        requester: Option<Requester>,
     ) -> Result<(), EnforceError> {
         let mut reg = self.registry_w();
         if !reg.agents.contains_key(agent) {
@@ -34,8 +61,31 @@ impl Enforcer {
                     source,
                 }
             })?;
+        let agent_id = reg.agents.get(agent).map(|a| a.id).unwrap_or(0);
+        let uses = (spec.uses != 0).then_some(spec.uses);
+        let now = supervisor::boot_ns();
+        let pending = match requester {
+            Some(requester) => {
+                let slot = self
+                    .free_pending_slot(&mut reg, agent, agent_id, now)
+                    .ok_or_else(|| EnforceError::TooManyPending {
+                        agent: agent.into(),
+                        call_id: call_id.into(),
+                    })?;
+                Some(PendingInfo {
+                    slot,
+                    requester,
+                    decided_at_ns: now,
+                })
+            }
+            None => None,
+        };
         self.bpf().install(&grant)?;
         self.lsm_install(&grant)?;
+        if let Some(p) = &pending {
+            self.bpf()
+                .set_pending(agent_id, p.slot, p.kernel(&grant, uses))?;
+        }
         reg.next_handle += 1;
         reg.handles.insert(call_id.to_string(), handle);
         reg.calls.insert(
@@ -45,13 +95,50 @@ impl Enforcer {
                 active_message_id: active_message_id.into(),
                 agent: agent.into(),
                 grant,
-                uses_left: (spec.uses != 0).then_some(spec.uses),
+                uses_left: uses,
+                pending,
             },
         );
         drop(reg);
         self.save()?;
         tracing::info!(agent, call_id, handle, "grant installed");
         Ok(())
+    }
+
+    /// A pending slot of the agent for a new grant: a free one, else one
+    /// whose grant has expired or is spent (that grant stays installed for
+    /// its bound processes, but is no longer claimable).
+    fn free_pending_slot(
+        &self,
+        reg: &mut Registry,
+        agent: &str,
+        agent_id: u32,
+        now: u64,
+    ) -> Option<u32> {
+        let holders: Vec<(u64, u32)> = reg
+            .calls
+            .iter()
+            .filter(|(_, c)| c.agent == agent)
+            .filter_map(|(h, c)| c.pending.as_ref().map(|p| (*h, p.slot)))
+            .collect();
+        if let Some(slot) = claim::free_slot(holders.iter().map(|(_, s)| *s)) {
+            return Some(slot);
+        }
+        let mut bpf = self.bpf();
+        for (handle, slot) in holders {
+            let expired = reg.calls.get(&handle).is_some_and(|c| c.grant.expired(now));
+            let spent = bpf
+                .pending(agent_id, slot)
+                .is_some_and(|g| g.uses_left == 0);
+            if expired || spent {
+                bpf.clear_pending(agent_id, slot, handle);
+                if let Some(c) = reg.calls.get_mut(&handle) {
+                    c.pending = None;
+                }
+                return Some(slot);
+            }
+        }
+        None
     }
 
     /// Binds `pid` to `call_id`; the caller vouches that `pid` asked itself.
@@ -90,9 +177,15 @@ impl Enforcer {
                 call_id: call_id.into(),
             })?;
         let slice = self.inner.instance.slice();
-        binding::authorize(call, peer_pid, pid, supervisor::boot_ns(), |p| {
-            binding::agent_of_pid(&slice, p)
-        })?;
+        let pending = call.pending.as_ref().map(|p| (agent_id, p.slot));
+        binding::authorize(
+            call,
+            peer_pid,
+            pid,
+            supervisor::boot_ns(),
+            |p| binding::agent_of_pid(&slice, p),
+            |hint| self.bpf().spend_use(handle, hint, pending),
+        )?;
         self.bpf().bind(
             pid,
             Binding {
@@ -114,9 +207,14 @@ impl Enforcer {
             return Ok(());
         };
         if let Some(call) = reg.calls.remove(&handle) {
+            let agent_id = reg.agents.get(&call.agent).map(|a| a.id).unwrap_or(0);
             let mut bpf = self.bpf();
+            if let Some(p) = &call.pending {
+                bpf.clear_pending(agent_id, p.slot, handle);
+            }
             bpf.uninstall(&call.grant);
             bpf.unbind_call(handle);
+            bpf.clear_tickets(handle, call.grant.spec.uses);
             self.lsm_uninstall(handle);
         }
         drop(reg);

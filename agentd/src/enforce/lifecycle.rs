@@ -165,6 +165,7 @@ impl Enforcer {
                         agent: c.agent,
                         grant,
                         uses_left: c.uses_left,
+                        pending: c.pending,
                     },
                 );
             }

@@ -13,6 +13,7 @@ pub mod bpf_state;
 pub mod btf_offsets;
 pub mod btf_scan;
 pub mod cgroup_root;
+pub mod claim;
 pub mod ebpf;
 pub mod events;
 pub mod gateway_hook;
@@ -89,6 +90,14 @@ pub enum EnforceError {
         /// The call id.
         call_id: String,
     },
+    /// Every pending slot of the agent holds a live grant.
+    #[error("agent {agent} already has the maximum of pending calls; call {call_id} refused")]
+    TooManyPending {
+        /// The agent.
+        agent: String,
+        /// The call refused.
+        call_id: String,
+    },
     /// A bind was refused.
     #[error(transparent)]
     Bind(#[from] binding::BindError),
@@ -119,6 +128,7 @@ impl EnforceError {
             EnforceError::Grant { source, .. } => source.reason_code(),
             EnforceError::UnknownAgent { .. } => "unknown_agent",
             EnforceError::DuplicateCall { .. } => "duplicate_call",
+            EnforceError::TooManyPending { .. } => "too_many_pending_calls",
             EnforceError::Bind(b) => b.reason_code(),
             EnforceError::Supervisor { .. } => "enforcer_error",
             EnforceError::Persist(_) => "enforcer_error",
@@ -212,6 +222,7 @@ pub fn default_baseline() -> GrantSpec {
         connect: vec![],
         ttl_secs: 0,
         uses: 0,
+        args: None,
     }
 }
 

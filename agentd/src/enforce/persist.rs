@@ -71,6 +71,9 @@ pub struct CallState {
     pub expires_at_ns: u64,
     /// Remaining uses.
     pub uses_left: Option<u32>,
+    /// Who may claim it, if pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<super::claim::PendingInfo>,
 }
 
 /// The whole file.
@@ -111,6 +114,7 @@ impl State {
                     spec: spec_of(&c.grant),
                     expires_at_ns: c.grant.expires_at_ns,
                     uses_left: c.uses_left,
+                    pending: c.pending.clone(),
                 })
                 .collect(),
             next_handle: reg.next_handle,

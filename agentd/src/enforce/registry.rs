@@ -74,8 +74,11 @@ pub struct CallEntry {
     pub agent: String,
     /// The resolved grant (its `handle` is the key of this entry).
     pub grant: KernelGrant,
-    /// Remaining process bindings; `None` = unlimited until expiry.
+    /// Uses the grant was given; `None` = unlimited until expiry. (Uses are
+    /// spent by taking tickets in the kernel's `USE_TICKETS` map.)
     pub uses_left: Option<u32>,
+    /// Who may claim it, if it is pending (installed for a requester).
+    pub pending: Option<super::claim::PendingInfo>,
 }
 
 /// The whole user-space view.

@@ -224,6 +224,7 @@ fn evaluate_role(
             connect: t.connect.iter().map(subst).collect(),
             ttl_secs: t.ttl_secs,
             uses: t.uses,
+            args: t.args.as_ref().map(|a| a.iter().map(subst).collect()),
         }
     });
     Ok(Allowed {

@@ -199,7 +199,11 @@ pub struct GrantTemplate {
     pub connect: Vec<String>,
     /// Seconds the grant lives.
     pub ttl_secs: u64,
-    /// Process bindings allowed; 0 = unlimited until expiry.
+    /// Uses allowed (process bindings and claims); 0 = unlimited until expiry.
     #[serde(default)]
     pub uses: u32,
+    /// Exact arguments (after the program name) an exec claim must carry;
+    /// absent = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
 }

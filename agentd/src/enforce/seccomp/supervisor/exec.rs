@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd as _;
 use agentd_common::{baseline_call_id, ExecExpectation, FileId};
 
 use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
-use crate::enforce::{bpf_state::ExecExpectMap, grant, seccomp::resolve};
+use crate::enforce::{bpf_state::ExecExpectMap, claim, grant, seccomp::resolve};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decide_exec(
@@ -18,6 +18,7 @@ pub(super) fn decide_exec(
     flags: u64,
     bound: Option<u64>,
     expect: &mut ExecExpectMap,
+    argv: &dyn Fn() -> Option<Vec<Vec<u8>>>,
 ) -> (Answer, Option<Decided>) {
     let target_fd = if path.is_empty() && flags & libc::AT_EMPTY_PATH as u64 != 0 {
         resolve::tracee_dir(tid, dirfd)
@@ -54,7 +55,10 @@ pub(super) fn decide_exec(
         ino: st.st_ino,
     };
     let now = now_boot_ns();
-    let (allowed, reason, call, audit_only) = verdicts(sup, bound, |g| g.check_exec(id, now));
+    let (allowed, reason, call, audit_only) =
+        verdicts(sup, tgid, bound, claim::Kind::Exec { argv }, |g| {
+            g.check_exec(id, now)
+        });
     // Exec targets are not path scopes: an exec no grant names is `no_grant`
     // whether or not the process is bound (as in the lsm backend).
     let reason = if reason == "path_outside_scope" {

@@ -19,7 +19,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
     thread::JoinHandle,
     time::Instant,
@@ -30,6 +30,7 @@ use agentd_common::maps;
 use super::{notif, resolve};
 use crate::enforce::{
     bpf_state::{open_pinned_hash, BindingsMap, ExecExpectMap},
+    claim::{self, ClaimMaps},
     events::{decision, AuditTx, KernelRecord},
     grant::{self, Verdict},
     registry::{Creds, Mode, Registry},
@@ -72,6 +73,8 @@ pub struct Supervisor {
     pub stats: Arc<SupervisorStats>,
     /// The instance's bpffs pin directory (maps are opened from there).
     pub pin_dir: PathBuf,
+    /// Maps for claiming pending grants (this thread's own handles).
+    pub claims: Mutex<ClaimMaps>,
 }
 
 /// Whether, and how, one notified syscall was answered.
@@ -99,6 +102,7 @@ enum Call {
         dirfd: i32,
         path: u64,
         flags: u64,
+        argv: u64,
     },
     Open {
         dirfd: i32,
@@ -139,12 +143,14 @@ fn decode(pid: u32, data: &libc::seccomp_data) -> io::Result<Call> {
             dirfd: resolve::AT_FDCWD,
             path: a[0],
             flags: 0,
+            argv: a[1],
         })
     } else if nr == libc::SYS_execveat {
         Ok(Call::Exec {
             dirfd: a[0] as i32,
             path: a[1],
             flags: a[4],
+            argv: a[2],
         })
     } else if nr == libc::SYS_openat {
         Ok(Call::Open {
@@ -373,8 +379,11 @@ fn handle(
     let path = resolve::rewrite_proc_self(&raw, tgid, tid);
     let bound = bindings.get(&tgid, 0).ok().map(|b| b.call_id);
     match call {
-        Call::Exec { flags, .. } => {
-            exec::decide_exec(sup, tid, tgid, dirfd, &path, flags, bound, expect)
+        Call::Exec { flags, argv, .. } => {
+            let read_argv = || read_argv(tid, argv);
+            exec::decide_exec(
+                sup, tid, tgid, dirfd, &path, flags, bound, expect, &read_argv,
+            )
         }
         Call::Open {
             flags,
@@ -385,10 +394,35 @@ fn handle(
     }
 }
 
-/// Verdicts of the bound call (if any) and the baseline, and the mode.
+/// Reads an exec's argv (at most 256 arguments of up to 4 KiB) from the tracee.
+fn read_argv(tid: u32, argv: u64) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    if argv == 0 {
+        return Some(out);
+    }
+    for i in 0..256u64 {
+        let mut ptr = [0u8; 8];
+        if notif::read_mem(tid, argv + i * 8, &mut ptr).ok()? != 8 {
+            return None;
+        }
+        let p = u64::from_ne_bytes(ptr);
+        if p == 0 {
+            return Some(out);
+        }
+        out.push(notif::read_cstring(tid, p, 4096).ok()?);
+    }
+    None
+}
+
+/// Verdicts of the bound call (if any), a pending grant the process
+/// claims, and the baseline; and the mode. An exec claims a pending grant
+/// before the baseline is asked (the claim binds the process to the call);
+/// an open claims only what neither its bound call nor the baseline covers.
 fn verdicts(
     sup: &Supervisor,
+    tgid: u32,
     bound: Option<u64>,
+    kind: claim::Kind<'_>,
     check: impl Fn(&grant::KernelGrant) -> Verdict,
 ) -> (bool, &'static str, Option<u64>, bool) {
     let reg = sup.registry.read().unwrap_or_else(|p| p.into_inner());
@@ -396,11 +430,23 @@ fn verdicts(
         // Fail closed: an agent we no longer know gets nothing.
         return (false, "no_grant", None, false);
     };
+    let audit_only = agent.mode == Mode::AuditOnly;
     let call = bound.and_then(|h| reg.call(h).map(|c| (h, check(&c.grant))));
     let base = check(&agent.baseline);
     let (allowed, reason) = grant::decide(call.map(|(_, v)| v), base);
     let used_call = call.filter(|_| reason != "baseline").map(|(h, _)| h);
-    (allowed, reason, used_call, agent.mode == Mode::AuditOnly)
+    let claim_first = matches!(kind, claim::Kind::Exec { .. });
+    if reason == "grant_matched" || (allowed && !claim_first) {
+        return (allowed, reason, used_call, audit_only);
+    }
+    let mut maps = sup.claims.lock().unwrap_or_else(|p| p.into_inner());
+    match claim::claim(&reg, &mut maps, agent, tgid, &check, kind) {
+        Ok(handle) => (true, "grant_matched", Some(handle), audit_only),
+        Err(claim::reason::NO_GRANT) => (allowed, reason, used_call, audit_only),
+        // The baseline still covers what a refused claim would have.
+        Err(_) if allowed => (allowed, reason, used_call, audit_only),
+        Err(why) => (false, why, None, audit_only),
+    }
 }
 
 fn now_boot_ns() -> u64 {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
-use crate::enforce::{grant::Access, seccomp::resolve};
+use crate::enforce::{claim, grant::Access, seccomp::resolve};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decide_open(
@@ -63,7 +63,9 @@ pub(super) fn decide_open(
                 Err(e) => return errno(e),
             };
             let (allowed, reason, call, audit_only) =
-                verdicts(sup, bound, |g| g.check_path(&real, access, tgid, now));
+                verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+                    g.check_path(&real, access, tgid, now)
+                });
             let decided = Decided {
                 action: "file_open",
                 target: real.display().to_string(),
@@ -147,7 +149,7 @@ fn create(
         Err(e) => return errno(e),
     };
     let real: PathBuf = real_parent.join(Path::new(&resolve::display(&name)));
-    let (allowed, reason, call, audit_only) = verdicts(sup, bound, |g| {
+    let (allowed, reason, call, audit_only) = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
         g.check_path(&real, Access::Write, tgid, now)
     });
     let decided = Decided {

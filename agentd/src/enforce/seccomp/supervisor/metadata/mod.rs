@@ -26,6 +26,7 @@ use std::{io, os::fd::OwnedFd, path::Path};
 
 use super::{now_boot_ns, verdicts, Answer, Decided, Supervisor};
 use crate::enforce::{
+    claim,
     grant::Access,
     seccomp::{notif, resolve},
 };
@@ -131,8 +132,9 @@ pub(super) fn handle(
     let mut decided: Option<Decided> = None;
     let mut audit_only = false;
     for real in &reals {
-        let (allowed, reason, call, ao) =
-            verdicts(sup, bound, |g| g.check_path(real, Access::Write, tgid, now));
+        let (allowed, reason, call, ao) = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+            g.check_path(real, Access::Write, tgid, now)
+        });
         audit_only = ao;
         let better = match &decided {
             None => true,
