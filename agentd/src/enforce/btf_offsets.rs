@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use agentd_common::{lsm::LsmOffsets, KernelOffsets};
-use btf_rs::{Btf, Type};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -73,53 +72,6 @@ pub fn resolve_from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         task_tgid: f("task_struct", "tgid")?,
         task_start_boottime: f("task_struct", "start_boottime")?,
     })
-}
-
-/// Byte offset of `strukt.field`, looking through anonymous unions/structs.
-pub fn field_offset(btf: &Btf, strukt: &str, field: &str) -> Result<u32, OffsetError> {
-    let no_struct = || OffsetError::NoStruct {
-        name: strukt.into(),
-    };
-    let types = btf.resolve_types_by_name(strukt).map_err(|_| no_struct())?;
-    let s = types
-        .iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s.clone()),
-            _ => None,
-        })
-        .ok_or_else(no_struct)?;
-    let bits = find_member(btf, &s, field, 0).ok_or_else(|| OffsetError::NoField {
-        strukt: strukt.into(),
-        field: field.into(),
-    })?;
-    if bits % 8 != 0 {
-        return Err(OffsetError::Unaligned {
-            strukt: strukt.into(),
-            field: field.into(),
-        });
-    }
-    Ok(bits / 8)
-}
-
-fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
-    for m in &s.members {
-        if m.bitfield_size().is_some_and(|size| size != 0) {
-            continue;
-        }
-        let name = btf.resolve_name(m).unwrap_or_default();
-        if name == field {
-            return Some(base_bits + m.bit_offset());
-        }
-        if name.is_empty() {
-            // Anonymous union or struct: search inside it.
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(off) = find_member(btf, &inner, field, base_bits + m.bit_offset()) {
-                    return Some(off);
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Resolves [`LsmOffsets`] from the running kernel's BTF (once per process:
