@@ -241,6 +241,7 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
             timestamp_window_secs: 60,
             nonce_ttl_secs: 600,
             active_message_ttl_secs: 900,
+            session_ttl_secs: 0,
         },
         None,
     )
@@ -341,6 +342,7 @@ fn in_process_audited(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
                 timestamp_window_secs: 60,
                 nonce_ttl_secs: 600,
                 active_message_ttl_secs: 900,
+                session_ttl_secs: 0,
             },
             Some(audit.clone()),
         )

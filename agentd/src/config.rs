@@ -63,7 +63,12 @@ pub struct Config {
     /// Unprivileged user agents run as by default.
     pub agent_user: String,
     /// Optional TCP listener for remote operators, e.g. "127.0.0.1:7700".
+    /// It speaks plain HTTP (no TLS), so it must be a loopback address and
+    /// `tcp_plaintext_loopback` must say so; reach it from afar through a
+    /// TLS-terminating proxy or an SSH tunnel.
     pub tcp_listen: Option<String>,
+    /// Explicitly accept plain HTTP on the loopback TCP listener.
+    pub tcp_plaintext_loopback: bool,
     /// Enforcement backend.
     pub backend: BackendChoice,
     /// Gateway settings.
@@ -82,6 +87,10 @@ pub struct GatewayConfig {
     pub nonce_ttl_secs: u64,
     /// Lifetime of an active-message id, in seconds.
     pub active_message_ttl_secs: u64,
+    /// A session's binding to its operator lapses this many seconds after
+    /// the operator's latest verified message in it; another operator may
+    /// then bind it (0 = bindings never lapse; admins can always release).
+    pub session_ttl_secs: u64,
     /// Largest accepted request body, in bytes.
     pub max_request_bytes: usize,
     /// Policy file loaded at start-up and on SIGHUP (if set); `agentctl policy load` also works.
@@ -106,6 +115,7 @@ impl Default for Config {
             admin_group: "agentd-admin".into(),
             agent_user: "agentd-agent".into(),
             tcp_listen: None,
+            tcp_plaintext_loopback: false,
             backend: BackendChoice::Auto,
             gateway: GatewayConfig::default(),
             audit: AuditConfig::default(),
@@ -119,6 +129,7 @@ impl Default for GatewayConfig {
             timestamp_window_secs: 60,
             nonce_ttl_secs: 600,
             active_message_ttl_secs: 900,
+            session_ttl_secs: 7 * 24 * 3600,
             max_request_bytes: 64 * 1024,
             policy_file: None,
         }
@@ -166,6 +177,23 @@ impl Config {
         if !self.socket_path.is_absolute() {
             return Err(invalid("socket_path", "must be an absolute path"));
         }
+        if let Some(addr) = &self.tcp_listen {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| invalid("tcp_listen", "must be IP:PORT"))?;
+            if !parsed.ip().is_loopback() {
+                return Err(invalid(
+                    "tcp_listen",
+                    "the TCP listener has no TLS, so it may only listen on a loopback address (put a TLS-terminating proxy in front for remote operators)",
+                ));
+            }
+            if !self.tcp_plaintext_loopback {
+                return Err(invalid(
+                    "tcp_listen",
+                    "the TCP listener speaks plain HTTP; set tcp_plaintext_loopback = true to accept that on loopback",
+                ));
+            }
+        }
         let g = &self.gateway;
         if g.timestamp_window_secs == 0 || g.timestamp_window_secs > 3600 {
             return Err(invalid("gateway.timestamp_window_secs", "must be 1..=3600"));
@@ -174,6 +202,12 @@ impl Config {
             return Err(invalid(
                 "gateway.nonce_ttl_secs",
                 "must be at least twice gateway.timestamp_window_secs, or a replay could outlive its nonce",
+            ));
+        }
+        if g.session_ttl_secs != 0 && g.session_ttl_secs < g.active_message_ttl_secs {
+            return Err(invalid(
+                "gateway.session_ttl_secs",
+                "must be 0 (never lapse) or at least gateway.active_message_ttl_secs",
             ));
         }
         if g.max_request_bytes < 1024 || g.max_request_bytes > 16 * 1024 * 1024 {
@@ -210,6 +244,25 @@ mod tests {
     fn unknown_key_is_refused_by_name() {
         let err = Config::parse("socket_pth = \"/x\"", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("socket_pth"), "{err}");
+    }
+
+    #[test]
+    fn plain_tcp_only_on_loopback_and_only_when_asked() {
+        let p = Path::new("t.toml");
+        let e = Config::parse(
+            "tcp_listen = \"0.0.0.0:7700\"\ntcp_plaintext_loopback = true",
+            p,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        let e = Config::parse("tcp_listen = \"127.0.0.1:7700\"", p).unwrap_err();
+        assert!(e.to_string().contains("tcp_plaintext_loopback"), "{e}");
+        let c = Config::parse(
+            "tcp_listen = \"[::1]:7700\"\ntcp_plaintext_loopback = true",
+            p,
+        )
+        .unwrap();
+        assert_eq!(c.tcp_listen.as_deref(), Some("[::1]:7700"));
     }
 
     #[test]

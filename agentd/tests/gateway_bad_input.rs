@@ -211,7 +211,9 @@ fn tcp_listener_takes_messages_only() {
         .local_addr()
         .unwrap()
         .port();
-    let d = Daemon::start_with(&format!("tcp_listen = \"127.0.0.1:{port}\""));
+    let d = Daemon::start_with(&format!(
+        "tcp_listen = \"127.0.0.1:{port}\"\ntcp_plaintext_loopback = true"
+    ));
     let olivia = d.enroll("olivia", "owner");
     let msg = d.ok(&[
         "send",

@@ -18,7 +18,7 @@ use super::peer::{Access, Peer};
 use crate::audit::{AuditEvent, RecordKind};
 use crate::gateway::{
     Caller, Decision, Gateway, GatewayError, IngestOutcome, OperatorInfo, PolicyInfo, RefusalClass,
-    RuntimeCallAnswer, ToolCallRequest,
+    RuntimeCallAnswer, SessionRow, ToolCallRequest,
 };
 use crate::protocol::{reason, SignedMessage};
 use crate::runtime::RuntimeCallRequest;
@@ -51,6 +51,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/operators/{id}/revoke", post(revoke_operator))
         .route("/v1/policy", get(show_policy).put(load_policy))
         .route("/v1/policy/validate", post(validate_policy))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/release", post(release_session))
         .fallback(not_found)
         .layer(Extension(limit))
         .with_state(state)
@@ -167,6 +169,7 @@ async fn tool_call(
                     pid: peer.pid,
                     uid: peer.uid,
                     gid: peer.gid,
+                    admin: s.access.is_admin(&peer),
                 },
             )
             .await,
@@ -186,6 +189,7 @@ async fn runtime_call(
         pid: peer.pid,
         uid: peer.uid,
         gid: peer.gid,
+        admin: s.access.is_admin(&peer),
     };
     if peer.transport != super::peer::Transport::Unix {
         return Err(forbidden("runtime calls over TCP"));
@@ -273,8 +277,18 @@ async fn rotate_operator(
     Path(id): Path<String>,
 ) -> Result<Json<OperatorWithKey>, ApiError> {
     require_admin(&s, &peer)?;
-    let (operator, key) = s.gateway.rotate_operator(&id).map_err(gateway_error)?;
-    audit_admin(&s, &peer, "operator_rotate", &id, "").await;
+    let (operator, key, ended) = s
+        .gateway
+        .rotate_operator_and_grants(&id)
+        .map_err(gateway_error)?;
+    audit_admin(
+        &s,
+        &peer,
+        "operator_rotate",
+        &format!("{id} grants_revoked={ended}"),
+        "",
+    )
+    .await;
     Ok(Json(OperatorWithKey {
         operator,
         key: hex::encode(key),
@@ -287,9 +301,79 @@ async fn revoke_operator(
     Path(id): Path<String>,
 ) -> Result<Json<OperatorInfo>, ApiError> {
     require_admin(&s, &peer)?;
-    let info = s.gateway.revoke_operator(&id).map_err(gateway_error)?;
-    audit_admin(&s, &peer, "operator_revoke", &id, "").await;
+    let (info, ended) = s
+        .gateway
+        .revoke_operator_and_grants(&id)
+        .map_err(gateway_error)?;
+    audit_admin(
+        &s,
+        &peer,
+        "operator_revoke",
+        &format!("{id} grants_revoked={ended}"),
+        "",
+    )
+    .await;
     Ok(Json(info))
+}
+
+/// `GET /v1/sessions` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionList {
+    /// Every bound session.
+    pub sessions: Vec<SessionRow>,
+}
+
+/// `POST /v1/sessions/release` body and response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRelease {
+    /// Session id.
+    pub session: String,
+    /// The operator it was bound to (response only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+}
+
+async fn list_sessions(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<SessionList>, ApiError> {
+    require_admin(&s, &peer)?;
+    Ok(Json(SessionList {
+        sessions: s.gateway.list_sessions().map_err(gateway_error)?,
+    }))
+}
+
+async fn release_session(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<SessionRelease>,
+) -> Result<Json<SessionRelease>, ApiError> {
+    require_admin(&s, &peer)?;
+    let Some(previous) = s
+        .gateway
+        .release_session(&req.session)
+        .map_err(gateway_error)?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            reason::UNKNOWN_SESSION,
+            format!("session `{}` is not bound", req.session),
+        ));
+    };
+    audit_admin(
+        &s,
+        &peer,
+        "session_release",
+        &format!("{} previous_operator:{previous}", req.session),
+        "",
+    )
+    .await;
+    Ok(Json(SessionRelease {
+        session: req.session,
+        operator: Some(previous),
+    }))
 }
 
 /// `PUT /v1/policy` and `POST /v1/policy/validate` body.

@@ -80,6 +80,24 @@ impl AllowHook for EnforceHook {
         );
         Ok(())
     }
+
+    fn revoke_messages(&self, active_message_ids: &[String]) -> Result<usize, HookError> {
+        let Some(enforcer) = self.slot.get() else {
+            // Not started: this run installed no grant (persisted ones come
+            // back only with a running enforcer).
+            return Ok(0);
+        };
+        let ids: std::collections::HashSet<&str> =
+            active_message_ids.iter().map(String::as_str).collect();
+        enforcer
+            .revoke_calls_of_messages(&ids)
+            .map(|calls| calls.len())
+            .map_err(|e| HookError {
+                hook: "enforce".into(),
+                reason_code: e.reason_code().into(),
+                message: format!("revoking the grants of revoked messages: {e}"),
+            })
+    }
 }
 
 /// Tells agents apart by cgroup (under this instance's slice), whether or

@@ -220,4 +220,24 @@ impl Enforcer {
         drop(reg);
         self.save()
     }
+
+    /// Revokes every call made on one of `active_message_ids` (their
+    /// operator lost its rights); returns the call ids revoked.
+    pub fn revoke_calls_of_messages(
+        &self,
+        active_message_ids: &std::collections::HashSet<&str>,
+    ) -> Result<Vec<String>, EnforceError> {
+        let calls: Vec<String> = self
+            .registry_r()
+            .calls
+            .values()
+            .filter(|c| active_message_ids.contains(c.active_message_id.as_str()))
+            .map(|c| c.call_id.clone())
+            .collect();
+        for call_id in &calls {
+            self.revoke(call_id)?;
+            tracing::info!(call_id, "grant revoked with its operator");
+        }
+        Ok(calls)
+    }
 }

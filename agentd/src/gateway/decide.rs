@@ -66,6 +66,10 @@ pub struct Decision {
     pub audit_seq: Option<u64>,
     /// Hash of that audit row, hex.
     pub audit_hash: Option<String>,
+    /// This call made its caller the holder of the active message (the
+    /// pipeline persists the claim; not part of the wire format).
+    #[serde(skip)]
+    pub claimed_message: bool,
 }
 
 impl Decision {
@@ -91,6 +95,7 @@ impl Decision {
             latency_us: 0,
             audit_seq: None,
             audit_hash: None,
+            claimed_message: false,
         }
     }
 
@@ -112,16 +117,19 @@ impl Gateway {
     /// Decides a tool call at Unix time `now`, resolving path arguments as
     /// agentd itself. Never fails: every error is a denial with a reason code.
     pub fn decide(&self, req: &ToolCallRequest, now: i64) -> Decision {
-        self.decide_with(req, now, &HostResolver::default())
+        self.decide_with(req, now, &HostResolver::default(), None)
     }
 
     /// [`Self::decide`] with the resolver of path arguments chosen by the
-    /// caller (the API resolves with the caller's credentials).
+    /// caller (the API resolves with the caller's credentials) and the
+    /// identity of the calling agent (`holder`; None for admins), which
+    /// claims an active message at first use and must match it afterwards.
     pub fn decide_with(
         &self,
         req: &ToolCallRequest,
         now: i64,
         resolver: &dyn PathResolver,
+        holder: Option<&str>,
     ) -> Decision {
         let started = Instant::now();
         let mut d = Decision::denied(req, "", "");
@@ -129,7 +137,7 @@ impl Gateway {
         if let Some(p) = &policy {
             d.policy_id.clone_from(&p.id);
         }
-        match self.check(req, now, policy.as_deref(), resolver, &mut d) {
+        match self.check(req, now, policy.as_deref(), resolver, holder, &mut d) {
             Ok(()) => {
                 d.decision = "allow".into();
                 d.reason_code = reason::OK.into();
@@ -149,6 +157,7 @@ impl Gateway {
         now: i64,
         policy: Option<&crate::policy::CompiledPolicy>,
         resolver: &dyn PathResolver,
+        holder: Option<&str>,
         d: &mut Decision,
     ) -> Result<(), (&'static str, String)> {
         // 1. The active message exists and is unexpired.
@@ -164,13 +173,36 @@ impl Gateway {
                 reason::UNKNOWN_ACTIVE_MESSAGE,
                 "no such active-message id".to_owned(),
             ))?;
-        d.operator.clone_from(&msg.operator);
+        d.operator = if msg.key_gen.is_some() {
+            msg.operator.clone()
+        } else {
+            claimed_operator(&msg.operator)
+        };
         d.session.clone_from(&msg.session);
         if msg.expires_at <= now {
             return Err((
                 reason::ACTIVE_MESSAGE_EXPIRED,
                 format!("the active message expired at {}", msg.expires_at),
             ));
+        }
+        // 1b. The id is not a bearer token: the first agent to use it holds
+        // it, and no other agent may act on it.
+        if let Some(me) = holder {
+            if msg.holder.get().is_none() && msg.holder.set(me.to_owned()).is_ok() {
+                d.claimed_message = true;
+            }
+            match msg.holder.get() {
+                Some(h) if h == me => {}
+                other => {
+                    return Err((
+                        reason::ACTIVE_MESSAGE_OTHER_AGENT,
+                        format!(
+                            "the active message is held by {}, not {me}",
+                            other.map(String::as_str).unwrap_or("another agent")
+                        ),
+                    ))
+                }
+            }
         }
         // 2. The originating message was verified, by a key still in force.
         let Some(key_gen) = msg.key_gen else {
@@ -296,6 +328,16 @@ fn resolved_arguments(
         }
     }
     Ok(out)
+}
+
+/// How an unverified message's operator appears in decisions and audit rows:
+/// marked as a claim, never as an operator id (which cannot contain `:`).
+pub fn claimed_operator(claimed: &str) -> String {
+    if claimed.is_empty() {
+        String::new()
+    } else {
+        format!("claimed:{claimed}")
+    }
 }
 
 /// Maps a stored ingest reason back to its static code (fail closed on anything unknown).

@@ -52,6 +52,14 @@ pub trait AllowHook: Send + Sync {
         let _ = call;
         Ok(())
     }
+    /// The messages `active_message_ids` lost their tool rights (their
+    /// operator was revoked or its key rotated): end whatever their allowed
+    /// calls still hold (installed grants) at once. Returns how many calls
+    /// were ended.
+    fn revoke_messages(&self, active_message_ids: &[String]) -> Result<usize, HookError> {
+        let _ = active_message_ids;
+        Ok(0)
+    }
 }
 
 /// Tells which agent a process belongs to (implemented by the enforcement

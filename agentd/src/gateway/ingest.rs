@@ -39,6 +39,10 @@ pub struct IngestOutcome {
     pub expires_at: i64,
     /// This message bound the session to its operator.
     pub session_bound: bool,
+    /// The operator whose lapsed binding this message replaced (audited; not
+    /// part of the wire format).
+    #[serde(skip)]
+    pub rebound_from: Option<String>,
 }
 
 /// A refused message. Nothing was stored (except the audit record).
@@ -82,6 +86,9 @@ pub(crate) struct ActiveMessage {
     /// Ingest reason code: `ok` or why it is untrusted.
     pub reason: String,
     pub expires_at: i64,
+    /// The agent that first used it; others are refused
+    /// (`active_message_other_agent`).
+    pub holder: std::sync::OnceLock<String>,
 }
 
 impl ActiveMessage {
@@ -95,6 +102,10 @@ impl ActiveMessage {
                 key_gen: row.key_gen,
                 reason: row.reason,
                 expires_at: row.expires_at,
+                holder: row
+                    .holder
+                    .map(std::sync::OnceLock::from)
+                    .unwrap_or_default(),
             },
         ))
     }
@@ -207,10 +218,16 @@ impl Gateway {
             reason: reason::OK.to_owned(),
             created_at: now,
             expires_at: now + self.settings.active_message_ttl_secs,
+            holder: None,
         };
         let outcome = self
             .store
-            .accept_verified(nonce, now + self.settings.nonce_ttl_secs, &row)
+            .accept_verified(
+                nonce,
+                now + self.settings.nonce_ttl_secs,
+                &row,
+                self.settings.session_ttl_secs,
+            )
             .map_err(|e| {
                 tracing::error!(error = %e, "gateway store failed on ingest");
                 Refusal {
@@ -219,7 +236,7 @@ impl Gateway {
                     class: RefusalClass::Unavailable,
                 }
             })?;
-        let session_bound = match outcome {
+        let (session_bound, rebound_from) = match outcome {
             AcceptOutcome::Replayed => {
                 return Err(refuse(
                     reason::REPLAYED_NONCE,
@@ -232,7 +249,10 @@ impl Gateway {
                     format!("session `{}` is bound to another operator", msg.session),
                 ));
             }
-            AcceptOutcome::Accepted { newly_bound } => newly_bound,
+            AcceptOutcome::Accepted {
+                newly_bound,
+                rebound_from,
+            } => (newly_bound, rebound_from),
         };
         if session_bound {
             self.sessions
@@ -248,6 +268,7 @@ impl Gateway {
             session: row.session.clone(),
             expires_at: row.expires_at,
             session_bound,
+            rebound_from,
         };
         let (_, active) = ActiveMessage::from_row(row).expect("formatted id parses");
         self.active
@@ -278,6 +299,7 @@ impl Gateway {
             reason: reason_code.to_owned(),
             created_at: now,
             expires_at: now + self.settings.active_message_ttl_secs,
+            holder: None,
         };
         self.store.insert_untrusted(&row).map_err(|e| Refusal {
             reason_code: reason::STORE_ERROR,
@@ -292,6 +314,7 @@ impl Gateway {
             session: row.session.clone(),
             expires_at: row.expires_at,
             session_bound: false,
+            rebound_from: None,
         };
         let (_, active) = ActiveMessage::from_row(row).expect("formatted id parses");
         self.active

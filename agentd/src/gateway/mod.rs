@@ -33,7 +33,7 @@ pub use hooks::{AgentResolver, AllowHook, AllowedCall, HookError};
 pub use ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 pub use pipeline::Caller;
 pub use runtime_call::RuntimeCallAnswer;
-pub use store::{Store, StoreError};
+pub use store::{SessionRow, Store, StoreError};
 
 /// Errors of gateway administration (operators, policy, store).
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,9 @@ pub struct Settings {
     pub nonce_ttl_secs: i64,
     /// Active-message lifetime, seconds.
     pub active_message_ttl_secs: i64,
+    /// A session binding lapses this long after its operator's latest
+    /// verified message in it (0 = never).
+    pub session_ttl_secs: i64,
 }
 
 impl From<&GatewayConfig> for Settings {
@@ -102,6 +105,7 @@ impl From<&GatewayConfig> for Settings {
             timestamp_window_secs: secs(c.timestamp_window_secs),
             nonce_ttl_secs: secs(c.nonce_ttl_secs),
             active_message_ttl_secs: secs(c.active_message_ttl_secs),
+            session_ttl_secs: secs(c.session_ttl_secs),
         }
     }
 }
@@ -220,7 +224,11 @@ impl Gateway {
                 )
             })
             .collect();
-        let sessions = store.sessions()?.into_iter().collect();
+        let sessions = store
+            .sessions()?
+            .into_iter()
+            .map(|s| (s.session, s.operator))
+            .collect();
         let mut active = HashMap::new();
         for row in store.active_messages(now)? {
             if let Some((k, v)) = ingest::ActiveMessage::from_row(row) {
@@ -432,6 +440,51 @@ impl Gateway {
         Ok((info, key))
     }
 
+    /// Ends what the allowed calls of `operator`'s messages still hold in
+    /// the kernel (each hook's `revoke_messages`); returns calls ended.
+    /// Failures are logged: the operator's change has already happened.
+    fn revoke_grants_of(&self, operator: &str) -> usize {
+        let ids = match self.store.active_ids_of(operator) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, operator, "cannot list the operator's messages; its grants live until their TTL");
+                return 0;
+            }
+        };
+        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut ended = 0;
+        for hook in hooks {
+            match hook.revoke_messages(&ids) {
+                Ok(n) => ended += n,
+                Err(e) => {
+                    tracing::error!(hook = hook.name(), error = %e, operator, "revoking the operator's grants failed")
+                }
+            }
+        }
+        ended
+    }
+
+    /// Revokes an operator: no more messages, no more tool calls on its
+    /// messages, and the grants its earlier calls installed end at once.
+    /// Returns the operator and how many calls' grants were ended.
+    pub fn revoke_operator_and_grants(
+        &self,
+        id: &str,
+    ) -> Result<(OperatorInfo, usize), GatewayError> {
+        let info = self.revoke_operator(id)?;
+        Ok((info, self.revoke_grants_of(id)))
+    }
+
+    /// Rotates an operator's key and ends its earlier calls' grants (they
+    /// were allowed on messages the new key no longer vouches for).
+    pub fn rotate_operator_and_grants(
+        &self,
+        id: &str,
+    ) -> Result<(OperatorInfo, Vec<u8>, usize), GatewayError> {
+        let (info, key) = self.rotate_operator(id)?;
+        Ok((info, key, self.revoke_grants_of(id)))
+    }
+
     /// Revokes an operator: no more messages, no more tool calls on its messages.
     pub fn revoke_operator(&self, id: &str) -> Result<OperatorInfo, GatewayError> {
         let old = self.existing(id)?;
@@ -452,6 +505,26 @@ impl Gateway {
             .insert(id.to_owned(), Arc::new(op));
         tracing::info!(operator = id, "operator revoked");
         Ok(info)
+    }
+
+    /// Session bindings, as stored.
+    pub fn list_sessions(&self) -> Result<Vec<store::SessionRow>, GatewayError> {
+        Ok(self.store.sessions()?)
+    }
+
+    /// Releases a session's binding (an admin's decision): the next verified
+    /// message binds it afresh, and tool calls on messages from the old
+    /// binding are refused (`session_operator_mismatch`). Returns the
+    /// operator it was bound to, or None if it was not bound.
+    pub fn release_session(&self, session: &str) -> Result<Option<String>, GatewayError> {
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let released = self.store.release_session(session)?;
+        let previous = sessions.remove(session);
+        Ok(if released {
+            previous.or_else(|| Some(String::new()))
+        } else {
+            None
+        })
     }
 
     /// An operator's current key (for receipts); None if unknown or revoked.

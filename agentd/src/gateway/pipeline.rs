@@ -6,6 +6,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::call_ids::{CallKey, Decided};
+use super::decide::claimed_operator;
 use super::decide::{Decision, ToolCallRequest};
 use super::hooks::{AllowedCall, HookError};
 use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
@@ -23,6 +24,9 @@ pub struct Caller {
     pub uid: Option<u32>,
     /// Primary group id.
     pub gid: Option<u32>,
+    /// The caller is an administrator (root or the admin group): outside
+    /// every agent, it neither claims active messages nor is bound by claims.
+    pub admin: bool,
 }
 
 impl Gateway {
@@ -37,7 +41,12 @@ impl Gateway {
         };
         let body_hash = hex::encode(&Sha256::digest(msg.body.as_bytes())[..8]);
         let mut ev = AuditEvent::new(RecordKind::Message, "message");
-        ev.operator = clip(msg.operator.as_deref().unwrap_or(""));
+        let claimed = msg.operator.as_deref().unwrap_or("");
+        // Only a verified message names its operator; anything else is a claim.
+        ev.operator = match &result {
+            Ok(o) if o.trust == Trust::Verified => clip(claimed),
+            _ => clip(&claimed_operator(claimed)),
+        };
         ev.session = clip(&msg.session);
         ev.target = format!("body_sha256:{body_hash}");
         ev.policy_id = self
@@ -71,6 +80,24 @@ impl Gateway {
                 message: e.to_string(),
                 class: RefusalClass::Unavailable,
             });
+        }
+        if let Ok(IngestOutcome {
+            rebound_from: Some(previous),
+            operator,
+            session,
+            ..
+        }) = &result
+        {
+            // A lapsed binding changed hands: say so on its own row.
+            let mut ev = AuditEvent::new(RecordKind::Admin, "session_rebind");
+            ev.operator = clip(operator);
+            ev.session = clip(session);
+            ev.target = format!("previous_operator:{}", clip(previous));
+            ev.decision = "allow".into();
+            ev.reason_code = reason::SESSION_LAPSED.into();
+            if let Err(e) = audit.append(ev).await {
+                tracing::error!(error = %e, session = %session, "could not audit a session rebind");
+            }
         }
         result
     }
@@ -163,10 +190,11 @@ impl Gateway {
                 .zip(caller.gid)
                 .map(|(uid, gid)| FsCreds { uid, gid }),
         };
+        let holder = self.holder_of(caller);
         let decided = match preset {
             Some(d) => Ok(d),
             None => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.decide_with(req, unix_now(), &resolver)
+                self.decide_with(req, unix_now(), &resolver, holder.as_deref())
             })),
         };
         let mut d = decided.unwrap_or_else(|_| {
@@ -180,6 +208,16 @@ impl Gateway {
         if d.policy_id.is_empty() {
             if let Some(p) = self.current_policy() {
                 d.policy_id.clone_from(&p.id);
+            }
+        }
+        if let (true, Some(holder)) = (d.claimed_message, holder.as_deref()) {
+            if let Err(e) = self.store.set_holder(&d.active_message_id, holder) {
+                // Unrecorded, the claim would not survive a restart: fail closed.
+                tracing::error!(error = %e, holder, "could not record the active message's holder; denying");
+                d.overturn(
+                    reason::STORE_ERROR,
+                    format!("recording the message's holder: {e}"),
+                );
             }
         }
         let committed = match &self.audit {
@@ -205,6 +243,19 @@ impl Gateway {
                 .await;
         }
         d
+    }
+
+    /// Who holds the active messages `caller` acts on: `agent:NAME` for a
+    /// process of an agent (whatever its uid), else `uid:N` for a non-admin
+    /// user; None for admins.
+    fn holder_of(&self, caller: Caller) -> Option<String> {
+        if let Some(agent) = self.caller_agent(caller) {
+            return Some(format!("agent:{agent}"));
+        }
+        if caller.admin {
+            return None;
+        }
+        caller.uid.map(|u| format!("uid:{u}"))
     }
 
     /// Runs the allow hooks in order. When one fails, the hooks that already

@@ -67,6 +67,22 @@ pub struct ActiveRow {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The agent that holds it (the first to use it), if any yet.
+    pub holder: Option<String>,
+}
+
+/// One session binding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRow {
+    /// Session id.
+    pub session: String,
+    /// The operator it is bound to.
+    pub operator: String,
+    /// Unix seconds of the binding.
+    pub bound_at: i64,
+    /// Unix seconds of the operator's latest verified message in it.
+    pub last_seen: i64,
 }
 
 /// One stored policy version.
@@ -85,12 +101,14 @@ pub struct PolicyRow {
 }
 
 /// Outcome of recording a verified message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptOutcome {
     /// Stored; the session is (now) bound to this operator.
     Accepted {
         /// The session was bound by this message.
         newly_bound: bool,
+        /// The binding it replaced, expired (operator), if any.
+        rebound_from: Option<String>,
     },
     /// The nonce was used within its TTL; nothing stored.
     Replayed,
@@ -121,6 +139,7 @@ CREATE TABLE IF NOT EXISTS active_messages (
     key_gen INTEGER, reason TEXT NOT NULL,
     created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS active_expiry ON active_messages (expires_at);
+CREATE INDEX IF NOT EXISTS active_operator ON active_messages (operator);
 CREATE TABLE IF NOT EXISTS policies (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, policy_id TEXT NOT NULL,
     source TEXT NOT NULL, origin TEXT NOT NULL, loaded_at INTEGER NOT NULL);
@@ -147,6 +166,7 @@ impl Store {
         )
         .map_err(sql(&path, "pragmas"))?;
         conn.execute_batch(SCHEMA).map_err(sql(&path, "schema"))?;
+        migrate(&conn).map_err(sql(&path, "migrate"))?;
         for side in ["gateway.db-wal", "gateway.db-shm"] {
             let p = state_dir.join(side);
             if p.exists() {
@@ -245,17 +265,65 @@ impl Store {
         })
     }
 
-    /// All session bindings (session → operator).
-    pub fn sessions(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// All session bindings.
+    pub fn sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
         self.with(|c| {
             let mut st = c
-                .prepare("SELECT session, operator FROM sessions")
+                .prepare(
+                    "SELECT session, operator, bound_at, last_seen FROM sessions ORDER BY session",
+                )
                 .map_err(sql(&self.path, "select sessions"))?;
             let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([], |r| {
+                    Ok(SessionRow {
+                        session: r.get(0)?,
+                        operator: r.get(1)?,
+                        bound_at: r.get(2)?,
+                        last_seen: r.get(3)?,
+                    })
+                })
                 .map_err(sql(&self.path, "select sessions"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(sql(&self.path, "read session"))
+        })
+    }
+
+    /// Removes a session binding; false if the session was not bound.
+    pub fn release_session(&self, session: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c
+                .execute("DELETE FROM sessions WHERE session = ?1", [session])
+                .map_err(sql(&self.path, "release session"))?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Ids of every stored active message of `operator` (expired ones too,
+    /// until pruned).
+    pub fn active_ids_of(&self, operator: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT id FROM active_messages WHERE operator = ?1 AND key_gen IS NOT NULL",
+                )
+                .map_err(sql(&self.path, "select active of operator"))?;
+            let rows = st
+                .query_map([operator], |r| r.get(0))
+                .map_err(sql(&self.path, "select active of operator"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql(&self.path, "read active of operator"))
+        })
+    }
+
+    /// Records the agent holding an active message (first use wins).
+    pub fn set_holder(&self, id: &str, holder: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE active_messages SET holder = ?2 WHERE id = ?1 AND holder IS NULL",
+                params![id, holder],
+            )
+            .map(drop)
+            .map_err(sql(&self.path, "set holder"))
         })
     }
 
@@ -263,7 +331,7 @@ impl Store {
     pub fn active_messages(&self, now: i64) -> Result<Vec<ActiveRow>, StoreError> {
         self.with(|c| {
             let mut st = c
-                .prepare("SELECT id, operator, session, key_gen, reason, created_at, expires_at FROM active_messages WHERE expires_at > ?1")
+                .prepare("SELECT id, operator, session, key_gen, reason, created_at, expires_at, holder FROM active_messages WHERE expires_at > ?1")
                 .map_err(sql(&self.path, "select active"))?;
             let rows = st
                 .query_map([now], |r| {
@@ -275,6 +343,7 @@ impl Store {
                         reason: r.get(4)?,
                         created_at: r.get(5)?,
                         expires_at: r.get(6)?,
+                        holder: r.get(7)?,
                     })
                 })
                 .map_err(sql(&self.path, "select active"))?;
@@ -283,12 +352,15 @@ impl Store {
     }
 
     /// Atomically: consume the nonce, bind or check the session, store the
-    /// active message. Nothing is stored unless all three succeed.
+    /// active message. Nothing is stored unless all three succeed. A binding
+    /// whose operator has sent nothing in it for `session_ttl_secs` (0 =
+    /// never expires) has lapsed: the session binds to this operator.
     pub fn accept_verified(
         &self,
         nonce: &str,
         nonce_expires_at: i64,
         msg: &ActiveRow,
+        session_ttl_secs: i64,
     ) -> Result<AcceptOutcome, StoreError> {
         let path = self.path.clone();
         self.with(|c| {
@@ -305,29 +377,49 @@ impl Store {
             if n == 0 {
                 return Ok(AcceptOutcome::Replayed);
             }
-            let bound: Option<String> = tx
+            let bound: Option<(String, i64)> = tx
                 .query_row(
-                    "SELECT operator FROM sessions WHERE session = ?1",
+                    "SELECT operator, last_seen FROM sessions WHERE session = ?1",
                     [&msg.session],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
                 .map_err(sql(&path, "select session"))?;
-            let newly_bound = match bound {
-                Some(op) if op == msg.operator => false,
+            let now = msg.created_at;
+            let lapsed = |last_seen: i64| session_ttl_secs > 0 && last_seen + session_ttl_secs <= now;
+            let (newly_bound, rebound_from) = match bound {
+                Some((op, _)) if op == msg.operator => {
+                    tx.execute(
+                        "UPDATE sessions SET last_seen = ?2 WHERE session = ?1",
+                        params![msg.session, now],
+                    )
+                    .map_err(sql(&path, "touch session"))?;
+                    (false, None)
+                }
+                Some((op, last_seen)) if lapsed(last_seen) => {
+                    tx.execute(
+                        "UPDATE sessions SET operator = ?2, bound_at = ?3, last_seen = ?3 WHERE session = ?1",
+                        params![msg.session, msg.operator, now],
+                    )
+                    .map_err(sql(&path, "rebind session"))?;
+                    (true, Some(op))
+                }
                 Some(_) => return Ok(AcceptOutcome::SessionMismatch),
                 None => {
                     tx.execute(
-                        "INSERT INTO sessions (session, operator, bound_at) VALUES (?1, ?2, ?3)",
-                        params![msg.session, msg.operator, msg.created_at],
+                        "INSERT INTO sessions (session, operator, bound_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
+                        params![msg.session, msg.operator, now],
                     )
                     .map_err(sql(&path, "bind session"))?;
-                    true
+                    (true, None)
                 }
             };
             insert_active(&tx, msg).map_err(sql(&path, "insert active message"))?;
             tx.commit().map_err(sql(&path, "commit"))?;
-            Ok(AcceptOutcome::Accepted { newly_bound })
+            Ok(AcceptOutcome::Accepted {
+                newly_bound,
+                rebound_from,
+            })
         })
     }
 
@@ -391,9 +483,33 @@ impl Store {
 
 fn insert_active(c: &Connection, m: &ActiveRow) -> rusqlite::Result<usize> {
     c.execute(
-        "INSERT INTO active_messages (id, operator, session, key_gen, reason, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![m.id, m.operator, m.session, m.key_gen, m.reason, m.created_at, m.expires_at],
+        "INSERT INTO active_messages (id, operator, session, key_gen, reason, created_at, expires_at, holder) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![m.id, m.operator, m.session, m.key_gen, m.reason, m.created_at, m.expires_at, m.holder],
     )
+}
+
+/// Adds the columns later versions need to a store an older version made.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut st = c.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = st.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if !has("active_messages", "holder")? {
+        c.execute_batch("ALTER TABLE active_messages ADD COLUMN holder TEXT")?;
+    }
+    if !has("sessions", "last_seen")? {
+        c.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+             UPDATE sessions SET last_seen = bound_at;",
+        )?;
+    }
+    Ok(())
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {

@@ -15,6 +15,7 @@ fn settings() -> Settings {
         timestamp_window_secs: 60,
         nonce_ttl_secs: 600,
         active_message_ttl_secs: 900,
+        session_ttl_secs: 0,
     }
 }
 
@@ -199,7 +200,8 @@ fn unsigned_and_spoofed_messages_get_no_tool_rights() {
         (d.decision.as_str(), d.reason_code.as_str()),
         ("deny", reason::SIGNATURE_MISMATCH)
     );
-    assert_eq!(d.operator, "olivia");
+    // An unverified operator is a claim, and says so.
+    assert_eq!(d.operator, "claimed:olivia");
     // An unknown operator.
     let out = g
         .ingest(
@@ -561,6 +563,7 @@ fn agent(pid: u32) -> Caller {
         pid: Some(pid),
         uid: Some(1000),
         gid: Some(1000),
+        admin: false,
     }
 }
 

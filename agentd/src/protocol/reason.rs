@@ -21,12 +21,17 @@ pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
 pub const REPLAYED_NONCE: &str = "replayed_nonce";
 /// The session is bound to another operator.
 pub const SESSION_OPERATOR_MISMATCH: &str = "session_operator_mismatch";
+/// A session binding lapsed (no message from its operator within the
+/// session lifetime) and another operator bound it (audit rows).
+pub const SESSION_LAPSED: &str = "session_lapsed";
 
 // Tool-call decision, in check order.
 /// No such active-message id.
 pub const UNKNOWN_ACTIVE_MESSAGE: &str = "unknown_active_message";
 /// The active-message id has expired.
 pub const ACTIVE_MESSAGE_EXPIRED: &str = "active_message_expired";
+/// The active message is held by another agent (the first to use it).
+pub const ACTIVE_MESSAGE_OTHER_AGENT: &str = "active_message_other_agent";
 /// No policy is loaded: everything is denied.
 pub const NO_POLICY: &str = "no_policy_loaded";
 /// The action is not defined by the policy.
@@ -84,6 +89,8 @@ pub const NOT_FOUND: &str = "not_found";
 pub const INVALID_POLICY: &str = "invalid_policy";
 /// Operator id already enrolled.
 pub const OPERATOR_EXISTS: &str = "operator_exists";
+/// No such session binding.
+pub const UNKNOWN_SESSION: &str = "unknown_session";
 /// The store failed.
 pub const STORE_ERROR: &str = "store_error";
 

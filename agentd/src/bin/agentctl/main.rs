@@ -12,6 +12,7 @@ mod policy;
 mod receipt;
 mod run;
 mod send;
+mod session;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ enum Command {
     Policy(policy::Args),
     /// Sign and submit an operator message.
     Send(send::Args),
+    /// List and release session bindings.
+    Session(session::Args),
     /// Ask for a tool-call decision.
     Check(check::Args),
     /// Verify, tail, export and prune the audit log.
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(a) => operator::run(a),
         Command::Policy(a) => policy::run(a),
         Command::Send(a) => send::run(a),
+        Command::Session(a) => session::run(a),
         Command::Check(a) => check::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Receipt(a) => receipt::run(a),
