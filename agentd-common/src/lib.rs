@@ -144,6 +144,22 @@ pub enum Hook {
     Signal = 13,
     PathCreate = 14,
     IoUring = 15,
+    /// `userns_create`: a new user namespace.
+    Userns = 16,
+    /// `sb_mount`, `move_mount`: a mount operation.
+    Mount = 17,
+    PathChmod = 18,
+    PathChown = 19,
+    /// `inode_setattr` for timestamp changes (utimes, touch).
+    PathSetattr = 20,
+    /// `inode_setxattr`, `inode_removexattr`.
+    PathXattr = 21,
+    /// `socket_create` of a family or type agents do not get (raw, packet, ICMP, vsock, …).
+    SocketCreate = 22,
+    /// `socket_bind` to a port or an abstract unix name.
+    Bind = 23,
+    /// `socket_listen` on an IP socket.
+    Listen = 24,
 }
 
 impl Hook {
@@ -165,6 +181,15 @@ impl Hook {
             13 => Hook::Signal,
             14 => Hook::PathCreate,
             15 => Hook::IoUring,
+            16 => Hook::Userns,
+            17 => Hook::Mount,
+            18 => Hook::PathChmod,
+            19 => Hook::PathChown,
+            20 => Hook::PathSetattr,
+            21 => Hook::PathXattr,
+            22 => Hook::SocketCreate,
+            23 => Hook::Bind,
+            24 => Hook::Listen,
             _ => return None,
         })
     }
@@ -187,6 +212,15 @@ impl Hook {
             Hook::Signal => "signal",
             Hook::PathCreate => "path_create",
             Hook::IoUring => "io_uring",
+            Hook::Userns => "userns_create",
+            Hook::Mount => "mount",
+            Hook::PathChmod => "path_chmod",
+            Hook::PathChown => "path_chown",
+            Hook::PathSetattr => "path_setattr",
+            Hook::PathXattr => "path_xattr",
+            Hook::SocketCreate => "socket_create",
+            Hook::Bind => "bind",
+            Hook::Listen => "listen",
         }
     }
 }

@@ -16,6 +16,17 @@ pub mod maps {
 pub const ACCESS_READ: u8 = 1;
 /// A scope grants writing (and destructive path operations); implies read.
 pub const ACCESS_WRITE: u8 = 2;
+/// The entry is a unix socket file the call may connect (or send) to,
+/// matched on the socket's own device+inode (never inherited by a walk).
+pub const ACCESS_CONNECT: u8 = 4;
+
+/// Inode number of the [`ScopeKey`] that stands for `/proc/self`: the asking
+/// process's own `/proc/<pid>` directory, checked against the procfs inode's
+/// pid (no real inode is 0).
+pub const PROC_SELF_INO: u64 = 0;
+
+/// `PROC_SUPER_MAGIC`.
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 
 /// How many path components (dentries, mount crossings included) a hook
 /// walks up from a file looking for a granted scope directory.
@@ -122,7 +133,28 @@ pub struct LsmOffsets {
     pub file_flags: u32,
     /// `qstr.name`
     pub qstr_name: u32,
-    pub _pad: u32,
+    /// `super_block.s_magic`
+    pub sb_magic: u32,
+    /// `proc_inode.vfs_inode` (the embedded inode)
+    pub proc_inode_vfs_inode: u32,
+    /// `proc_inode.pid`
+    pub proc_inode_pid: u32,
+    /// `pid.numbers` (`numbers[0].nr` is the pid in the initial namespace)
+    pub pid_numbers: u32,
+    /// `unix_sock.path` (a `struct path`; null dentry for abstract sockets)
+    pub unix_sock_path: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`
+    pub sock_family: u32,
+    /// `sock.sk_peer_pid` (the listener's pid on a listening unix socket)
+    pub sock_peer_pid: u32,
+    /// `task_struct.cred`
+    pub task_cred: u32,
+    /// `task_struct.real_cred`
+    pub task_real_cred: u32,
+    /// 1 when `inode_setattr` takes a `mnt_idmap` first (kernels after 6.2).
+    pub setattr_idmap: u32,
 }
 
 #[cfg(feature = "user")]

@@ -31,7 +31,7 @@ fn count_allowed() {
 
 /// Reports and returns the verdict for one scope decision.
 #[inline(always)]
-fn decide(
+pub(crate) fn decide(
     hook: Hook,
     cgroup_id: u64,
     agent: &AgentCgroup,
@@ -54,7 +54,7 @@ fn decide(
 
 /// Checks `access` on `dentry` (seen through `mnt`) for the current agent task.
 #[inline(always)]
-fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -> i32 {
+pub(crate) fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -> i32 {
     let Some((cgroup_id, agent)) = agent::current_agent() else {
         return 0;
     };
@@ -74,7 +74,7 @@ fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -> i32 {
 
 /// `path` is a `const struct path *`.
 #[inline(always)]
-fn check_path(hook: Hook, path: *const u8, access: u8) -> i32 {
+pub(crate) fn check_path(hook: Hook, path: *const u8, access: u8) -> i32 {
     match unsafe { path_parts(path) } {
         Ok((dentry, mnt)) => check(hook, dentry, mnt, access),
         // Fail closed for agents; others never get here with a bad pointer.

@@ -52,7 +52,7 @@ fn hash_sun_path(path: &[u8; UNIX_PATH_MAX], addrlen: u32) -> u64 {
 }
 
 #[inline(always)]
-fn unix_permitted(call_id: u64, agent_id: u32, path_hash: u64) -> KernelReason {
+pub(crate) fn unix_permitted(call_id: u64, agent_id: u32, path_hash: u64) -> KernelReason {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
     for id in [call_id, baseline_call_id(agent_id)] {

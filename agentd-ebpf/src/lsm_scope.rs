@@ -6,11 +6,16 @@
 //! directory chain.
 use agentd_common::{
     baseline_call_id,
-    lsm::{LsmOffsets, ScopeKey, ScopeRule, UnixKey, MAX_SCOPE_DEPTH},
+    lsm::{
+        LsmOffsets, ScopeKey, ScopeRule, UnixKey, MAX_SCOPE_DEPTH, PROC_SELF_INO, PROC_SUPER_MAGIC,
+    },
     AgentCgroup, GrantExpiry, KernelReason,
 };
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel,
+    },
     macros::map,
     maps::HashMap,
 };
@@ -52,7 +57,17 @@ static LSM_OFFSETS: LsmOffsets = LsmOffsets {
     msghdr_namelen: 0,
     file_flags: 0,
     qstr_name: 0,
-    _pad: 0,
+    sb_magic: 0,
+    proc_inode_vfs_inode: 0,
+    proc_inode_pid: 0,
+    pid_numbers: 0,
+    unix_sock_path: 0,
+    socket_sk: 0,
+    sock_family: 0,
+    sock_peer_pid: 0,
+    task_cred: 0,
+    task_real_cred: 0,
+    setattr_idmap: 0,
 };
 
 #[inline(always)]
@@ -79,9 +94,18 @@ pub unsafe fn dentry_name(dentry: *const u8) -> *const u8 {
     unsafe { read_ptr(dentry, offsets().dentry_name) }.unwrap_or(core::ptr::null())
 }
 
-/// Device+inode of a dentry's inode; `None` for a negative dentry.
+/// A dentry's inode, as the scope walk reads it.
+#[derive(Clone, Copy)]
+pub struct InodeId {
+    pub inode: *const u8,
+    pub sb: *const u8,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The inode behind a dentry; `None` for a negative dentry.
 #[inline(always)]
-unsafe fn dentry_id(dentry: *const u8) -> Result<Option<(u64, u64)>, i32> {
+pub unsafe fn dentry_inode(dentry: *const u8) -> Result<Option<InodeId>, i32> {
     let k = kernel::offsets();
     unsafe {
         let inode = read_ptr(dentry, offsets().dentry_inode)?;
@@ -91,13 +115,72 @@ unsafe fn dentry_id(dentry: *const u8) -> Result<Option<(u64, u64)>, i32> {
         let ino = bpf_probe_read_kernel(inode.add(k.inode_ino as usize) as *const u64)?;
         let sb = read_ptr(inode, k.inode_sb)?;
         let dev = bpf_probe_read_kernel(sb.add(k.sb_dev as usize) as *const u32)? as u64;
-        Ok(Some((dev, ino)))
+        Ok(Some(InodeId {
+            inode,
+            sb,
+            dev,
+            ino,
+        }))
+    }
+}
+
+/// The pid number (initial namespace) of a `struct pid *`.
+#[inline(always)]
+pub unsafe fn pid_nr(pid: *const u8) -> Result<u32, i32> {
+    unsafe {
+        bpf_probe_read_kernel(pid.add(offsets().pid_numbers as usize) as *const i32)
+            .map(|nr| nr as u32)
+    }
+}
+
+/// Whether a procfs inode belongs to the calling process's own
+/// `/proc/<pid>` tree (or its own thread's `/proc/<pid>/task/<tid>`): procfs
+/// keeps the owning `struct pid` in every per-process inode.
+#[inline(always)]
+unsafe fn is_own_proc_inode(id: &InodeId) -> bool {
+    let o = offsets();
+    unsafe {
+        match bpf_probe_read_kernel(id.sb.add(o.sb_magic as usize) as *const u64) {
+            Ok(magic) if magic == PROC_SUPER_MAGIC => {}
+            _ => return false,
+        }
+        let proc_inode = id.inode.sub(o.proc_inode_vfs_inode as usize);
+        let Ok(pid) = read_ptr(proc_inode, o.proc_inode_pid) else {
+            return false;
+        };
+        if pid.is_null() {
+            return false;
+        }
+        let Ok(nr) = pid_nr(pid) else {
+            return false;
+        };
+        let pid_tgid = bpf_get_current_pid_tgid();
+        nr == (pid_tgid >> 32) as u32 || nr == pid_tgid as u32
+    }
+}
+
+/// Whether the kernel is acting with borrowed credentials for the current
+/// task (`override_creds`: overlayfs copy-up, for one): such inode changes
+/// are the kernel's, not the agent's, and the syscall that caused them was
+/// already decided.
+#[inline(always)]
+pub fn creds_overridden() -> bool {
+    let o = offsets();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    match unsafe {
+        (
+            read_ptr(task, o.task_cred),
+            read_ptr(task, o.task_real_cred),
+        )
+    } {
+        (Ok(cred), Ok(real)) => cred != real,
+        _ => false,
     }
 }
 
 /// One lookup: does `call_id` hold `access` on (dev, ino)?
 #[inline(always)]
-fn lookup(call_id: u64, dev: u64, ino: u64, access: u8, now: u64) -> Option<KernelReason> {
+pub fn lookup(call_id: u64, dev: u64, ino: u64, access: u8, now: u64) -> Option<KernelReason> {
     let key = ScopeKey { call_id, dev, ino };
     let rule = unsafe { PATH_SCOPES.get(&key) }?;
     if rule.access & access == 0 {
@@ -143,9 +226,15 @@ unsafe fn walk(
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
     for _ in 0..MAX_SCOPE_DEPTH {
-        if let Some((dev, ino)) = unsafe { dentry_id(dentry)? } {
-            for id in [call_id, baseline] {
-                match lookup(id, dev, ino, access, now) {
+        if let Some(id) = unsafe { dentry_inode(dentry)? } {
+            // A `/proc/self` scope covers only the asking process's own pid directory.
+            let own_proc = unsafe { is_own_proc_inode(&id) };
+            for call in [call_id, baseline] {
+                let mut hit = lookup(call, id.dev, id.ino, access, now);
+                if hit.is_none() && own_proc {
+                    hit = lookup(call, id.dev, PROC_SELF_INO, access, now);
+                }
+                match hit {
                     Some(KernelReason::Allowed) => return Ok(KernelReason::Allowed),
                     Some(r) => reason = r,
                     None => {}

@@ -11,10 +11,13 @@
 mod agent;
 mod cgroup_net;
 mod kernel;
+mod lsm_attr;
 mod lsm_exec;
 mod lsm_file;
+mod lsm_guard;
 mod lsm_net;
 mod lsm_scope;
+mod lsm_sock;
 mod lsm_tamper;
 mod maps;
 mod process_tree;

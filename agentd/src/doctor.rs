@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use crate::enforce::ebpf::{self, programs};
 
+pub mod exposure;
+
 /// Outcome of one probe.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Probe {
@@ -33,6 +35,9 @@ pub struct Report {
     pub reason: String,
     /// What the chosen backend cannot cover.
     pub limitations: Vec<String>,
+    /// What the host exposes to agents beyond any grant: root-equivalent
+    /// sockets the agent user can reach, DNS in the agents' baseline.
+    pub exposure: Vec<String>,
 }
 
 impl Report {
@@ -53,6 +58,12 @@ impl Report {
             out += "this backend cannot cover:\n";
             for l in &self.limitations {
                 out += &format!("  - {l}\n");
+            }
+        }
+        if !self.exposure.is_empty() {
+            out += "host exposure (WARNING):\n";
+            for e in &self.exposure {
+                out += &format!("  - {e}\n");
             }
         }
         out
@@ -79,7 +90,18 @@ pub fn run() -> Report {
         backend,
         reason,
         limitations,
+        exposure: exposure::findings(&agent_user(), &crate::enforce::default_baseline()),
     }
+}
+
+/// The configured agent user (the system config if present, else the default).
+fn agent_user() -> String {
+    let path = std::path::Path::new(crate::config::DEFAULT_CONFIG_PATH);
+    path.exists()
+        .then(|| crate::config::Config::load(path).ok())
+        .flatten()
+        .unwrap_or_default()
+        .agent_user
 }
 
 /// Picks the backend from probe results (pure, so it is unit-tested).

@@ -12,5 +12,7 @@ pub mod harness;
 pub mod model_server;
 pub mod probe;
 pub mod probe_hardening;
+pub mod probe_side;
 pub mod runtimes;
 pub mod scenarios;
+pub mod scenarios_side;

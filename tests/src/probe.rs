@@ -278,6 +278,9 @@ fn raw_syscall_errno(ret: libc::c_long) -> String {
 /// Runs one operation and returns its result (without the `result=` prefix).
 pub fn run_op(op: &[String]) -> String {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
+    if let Some(r) = crate::probe_side::run_op(op) {
+        return r;
+    }
     match op.first().map(String::as_str) {
         Some("exec") => spawn_exec(&op[1..], &[]),
         Some("exec-preload") => spawn_exec(&op[2..], &[("LD_PRELOAD".into(), arg(1))]),
@@ -292,17 +295,6 @@ pub fn run_op(op: &[String]) -> String {
             // SAFETY: io_uring_setup with a zeroed params struct.
             let r = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
             raw_syscall_errno(r)
-        }
-        Some("ptrace") => {
-            // SAFETY: PTRACE_ATTACH to a pid (pid 1 here: never ours).
-            raw_syscall_errno(unsafe {
-                libc::syscall(libc::SYS_ptrace, libc::PTRACE_ATTACH, 1, 0, 0)
-            })
-        }
-        Some("bpf") => {
-            let mut attr = [0u8; 128];
-            // SAFETY: BPF_MAP_CREATE with a zeroed attr (invalid, but the filter answers first).
-            raw_syscall_errno(unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), 128) })
         }
         Some("sleep-then") => {
             let ms: u64 = arg(1).parse().unwrap_or(0);

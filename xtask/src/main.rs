@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod install_test;
+mod leftovers;
 mod package;
 mod setup;
 mod shell;

@@ -60,6 +60,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     setup::run()?;
     let mut tally = Tally::default();
 
+    step("leftovers: stale BPF pins and cgroups of earlier runs are removed first");
+    for l in crate::leftovers::find() {
+        match crate::leftovers::remove(&l) {
+            Ok(()) => println!("  removed {} ({})", l.path.display(), l.why),
+            Err(e) => println!("  cannot remove {} ({}): {e}", l.path.display(), l.why),
+        }
+    }
+
     step("lint: cargo fmt --check, cargo clippy -D warnings");
     tally.absorb(lint());
 
@@ -71,6 +79,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]));
     if let Err(e) = &built {
         tally.fail(format!("build: {e}"));
+    }
+
+    // The opening doctor run: once it has found a backend, a test whose own
+    // probe finds none is a failure (probes colliding, stale pins), not a skip.
+    if let Some(backend) = opening_doctor() {
+        println!("  opening doctor run: backend {backend}");
+        // SAFETY: single-threaded here; children inherit it.
+        unsafe { std::env::set_var(EXPECT_BACKEND_ENV, &backend) };
     }
 
     step("unit and host tests: cargo test --workspace (privileged tests run as root)");
@@ -102,11 +118,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => tally.fail(format!("demo: {e:#}")),
     }
 
+    step("cleanup check: the run left no BPF pins or cgroups behind");
+    tally.absorb(cleanup_check());
+
     print_summary(&tally);
     if tally.failed > 0 {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Set for the test stages to the backend the opening `agentd doctor` run
+/// chose (`seccomp`, `lsm`); tests that find no backend then fail.
+pub const EXPECT_BACKEND_ENV: &str = "AGENTD_EXPECT_BACKEND";
+
+/// `agentd doctor --json`'s backend, lower-case, when it found one.
+fn opening_doctor() -> Option<String> {
+    let bin = crate::shell::target_dir().join("debug/agentd");
+    let out = Command::new(bin).args(["doctor", "--json"]).output().ok()?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let backend = report.get("backend")?.as_str()?.to_lowercase();
+    (backend != "none").then_some(backend)
+}
+
+/// Fails for every stale pin or cgroup the run left, then removes it.
+fn cleanup_check() -> Tally {
+    let mut t = Tally::default();
+    let left = crate::leftovers::find();
+    if left.is_empty() {
+        t.pass();
+    }
+    for l in left {
+        t.fail(format!("left behind: {} ({})", l.path.display(), l.why));
+        let _ = crate::leftovers::remove(&l);
+    }
+    t
 }
 
 /// Runs the shared scenario suite natively; one PASS/FAIL/SKIP line each.
@@ -397,5 +443,36 @@ mod tests {
         let t = p.finish();
         assert_eq!((t.passed, t.failed, t.skipped), (3, 2, 2));
         assert!(t.skips[0].starts_with("a::needs_lsm: BPF LSM"));
+    }
+
+    /// The output of `enforce_restart` run as an unprivileged user (captured
+    /// with `setpriv --reuid=65534 … --show-output`): libtest says "1
+    /// passed", the tally must say skipped.
+    #[test]
+    fn unprivileged_enforce_restart_counts_as_skipped() {
+        let mut p = LibtestParser::default();
+        for l in [
+            "running 1 test",
+            "test daemon_death_fails_closed_and_restart_stops_the_agent ... ok",
+            "",
+            "successes:",
+            "",
+            "---- daemon_death_fails_closed_and_restart_stops_the_agent stdout ----",
+            "SKIPPED: needs root",
+            "",
+            "",
+            "successes:",
+            "    daemon_death_fails_closed_and_restart_stops_the_agent",
+            "",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.04s",
+        ] {
+            p.line(l);
+        }
+        let t = p.finish();
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 0, 1));
+        assert_eq!(
+            t.skips,
+            vec!["daemon_death_fails_closed_and_restart_stops_the_agent: needs root".to_string()]
+        );
     }
 }

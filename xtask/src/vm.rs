@@ -73,7 +73,25 @@ impl VmTest {
 /// in the order they run: every `agentd-vm-*` binary there (the BPF LSM
 /// hook suite, the enforcer end-to-end suite, the overhead benchmark), then
 /// the shared scenario suite `agentd-scenarios --backend lsm` if built.
+///
+/// For focused runs while developing, `AGENTD_VM_ONLY` (comma-separated
+/// binary names) keeps only those binaries and `AGENTD_VM_SCENARIOS` passes a
+/// name filter to the scenario suite.
 pub fn vm_test_binaries(profile_dir: &Path) -> Vec<VmTest> {
+    let mut tests = all_vm_test_binaries(profile_dir);
+    if let Ok(only) = std::env::var("AGENTD_VM_ONLY") {
+        let keep: Vec<&str> = only.split(',').map(str::trim).collect();
+        tests.retain(|t| keep.contains(&t.name.as_str()));
+    }
+    if let Ok(filter) = std::env::var("AGENTD_VM_SCENARIOS") {
+        for t in tests.iter_mut().filter(|t| t.name == "agentd-scenarios") {
+            t.args.push(filter.clone());
+        }
+    }
+    tests
+}
+
+fn all_vm_test_binaries(profile_dir: &Path) -> Vec<VmTest> {
     let mut names: Vec<String> = std::fs::read_dir(profile_dir)
         .into_iter()
         .flatten()

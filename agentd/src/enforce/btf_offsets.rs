@@ -15,6 +15,8 @@ pub enum OffsetError {
     Read { path: String, message: String },
     #[error("kernel BTF has no struct `{name}`")]
     NoStruct { name: String },
+    #[error("kernel BTF has no function `{name}` (an LSM hook this kernel lacks)")]
+    NoFunc { name: String },
     #[error("kernel BTF struct `{strukt}` has no field `{field}`")]
     NoField { strukt: String, field: String },
     #[error("field `{strukt}.{field}` is a bitfield or not byte-aligned")]
@@ -28,6 +30,7 @@ impl From<super::btf_scan::BtfScanError> for OffsetError {
             E::NoStruct { name } => OffsetError::NoStruct { name },
             E::NoField { strukt, field } => OffsetError::NoField { strukt, field },
             E::Unaligned { strukt, field } => OffsetError::Unaligned { strukt, field },
+            E::NoFunc { name } => OffsetError::NoFunc { name },
             other => OffsetError::Read {
                 path: VMLINUX_BTF.into(),
                 message: other.to_string(),
@@ -106,7 +109,19 @@ fn resolve_lsm_uncached() -> Result<LsmOffsets, OffsetError> {
         msghdr_namelen: f("msghdr", "msg_namelen")?,
         file_flags: f("file", "f_flags")?,
         qstr_name: f("qstr", "name")?,
-        _pad: 0,
+        sb_magic: f("super_block", "s_magic")?,
+        proc_inode_vfs_inode: f("proc_inode", "vfs_inode")?,
+        proc_inode_pid: f("proc_inode", "pid")?,
+        pid_numbers: f("pid", "numbers")? + f("upid", "nr")?,
+        unix_sock_path: f("unix_sock", "path")?,
+        socket_sk: f("socket", "sk")?,
+        sock_family: f("sock", "__sk_common")? + f("sock_common", "skc_family")?,
+        sock_peer_pid: f("sock", "sk_peer_pid")?,
+        task_cred: f("task_struct", "cred")?,
+        task_real_cred: f("task_struct", "real_cred")?,
+        // 6.1: (dentry, attr); later kernels put a mnt_idmap first. A kernel
+        // without BPF LSM has no such function (and never loads the hook).
+        setattr_idmap: u32::from(btf.func_param_count("bpf_lsm_inode_setattr") == Ok(3)),
     })
 }
 

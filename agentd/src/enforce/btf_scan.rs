@@ -2,7 +2,8 @@
 //! question: the byte offset of `struct.field`. General BTF libraries build
 //! a full type graph (about a second for a 6 MB vmlinux BTF in a debug
 //! build, far longer under emulation); the offsets agentd needs take one
-//! linear scan and a few lookups.
+//! linear scan and a few lookups. It also counts a function's parameters,
+//! for hooks whose signature changed between kernels.
 use std::collections::HashMap;
 
 /// Errors reading BTF.
@@ -34,6 +35,12 @@ pub enum BtfScanError {
         /// Field name.
         field: String,
     },
+    /// No function of that name.
+    #[error("no function `{name}`")]
+    NoFunc {
+        /// The name asked for.
+        name: String,
+    },
     /// The field is a bitfield or not byte-aligned.
     #[error("field `{strukt}.{field}` is not byte-aligned")]
     Unaligned {
@@ -51,6 +58,8 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 
 struct Member {
     name_off: u32,
@@ -65,6 +74,8 @@ struct Type {
     /// `type` for modifiers and typedefs.
     target: u32,
     members: Vec<Member>,
+    /// Member or parameter count.
+    vlen: u32,
 }
 
 /// Parsed BTF: types by id (from 1) and the string section.
@@ -111,6 +122,7 @@ impl BtfScan {
             name_off: 0,
             target: 0,
             members: vec![],
+            vlen: 0,
         }];
         let mut at = 0;
         while at < tb.len() {
@@ -154,6 +166,7 @@ impl BtfScan {
                 name_off,
                 target,
                 members,
+                vlen: vlen as u32,
             });
         }
         let mut me = BtfScan {
@@ -214,6 +227,17 @@ impl BtfScan {
             }
         }
         None
+    }
+
+    /// Number of parameters of the kernel function `name` (e.g. `bpf_lsm_inode_setattr`).
+    pub fn func_param_count(&self, name: &str) -> Result<u32, BtfScanError> {
+        self.types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.str_at(t.name_off) == name)
+            .and_then(|f| self.types.get(f.target as usize))
+            .filter(|p| p.kind == KIND_FUNC_PROTO)
+            .map(|p| p.vlen)
+            .ok_or_else(|| BtfScanError::NoFunc { name: name.into() })
     }
 
     /// Byte offset of `strukt.field` (looking through anonymous members).
@@ -353,5 +377,7 @@ mod tests {
             let want = btf_rs_field_offset(&slow, s, f).expect("btf-rs finds the field");
             assert_eq!(fast.field_offset(s, f).unwrap(), want, "{s}.{f}");
         }
+        // `bpf_lsm_path_chmod(const struct path *, umode_t)` on every kernel since 5.7.
+        assert_eq!(fast.func_param_count("bpf_lsm_path_chmod"), Ok(2));
     }
 }

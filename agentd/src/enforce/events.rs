@@ -113,7 +113,7 @@ pub fn record_of(ev: &KernelEvent, reg: &Registry) -> KernelRecord {
     let hook = Hook::from_u8(ev.hook);
     let len = (ev.target_len as usize).min(ev.target.len());
     let target = match hook {
-        Some(Hook::Connect | Hook::SendMsg) if len == 18 => {
+        Some(Hook::Connect | Hook::SendMsg | Hook::Bind | Hook::Listen) if len == 18 => {
             let mut addr = [0u8; 16];
             addr.copy_from_slice(&ev.target[..16]);
             let port = u16::from_be_bytes([ev.target[16], ev.target[17]]);

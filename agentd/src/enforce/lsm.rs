@@ -61,6 +61,22 @@ pub const LSM_HOOKS: &[LsmHook] = &[
     hook("socket_connect"),
     hook("socket_sendmsg"),
     hook("inode_init_security_anon"),
+    // Namespaces and mounts (lsm_guard.rs).
+    hook("userns_create"),
+    hook("sb_mount"),
+    hook("move_mount"),
+    // Attribute changes (lsm_attr.rs).
+    hook("path_chmod"),
+    hook("path_chown"),
+    hook("inode_setattr"),
+    hook("inode_setxattr"),
+    hook("inode_removexattr"),
+    // Socket families, inbound, and the unix peer actually reached (lsm_sock.rs).
+    hook("socket_create"),
+    hook("socket_bind"),
+    hook("socket_listen"),
+    hook("unix_stream_connect"),
+    hook("unix_may_send"),
 ];
 
 /// Unix sockets every agent may connect to: agentd's own API and
@@ -112,7 +128,21 @@ pub enum LsmError {
     },
 }
 
+/// The program to load for `h` on the running kernel: hooks whose
+/// signature changed between kernels have one program per signature.
+fn for_this_kernel(h: &LsmHook) -> LsmHook {
+    let idmap = resolve_offsets().is_ok_and(|o| o.setattr_idmap != 0);
+    match h.program {
+        "inode_setattr" if idmap => LsmHook {
+            program: "inode_setattr_idmap",
+            hook: h.hook,
+        },
+        _ => *h,
+    }
+}
+
 fn load_hook<'a>(obj: &'a mut LoadedObject, h: &LsmHook) -> Result<&'a mut Lsm, LsmError> {
+    let h = &for_this_kernel(h);
     let err = |source| LsmError::Program {
         program: h.program,
         source,
@@ -282,17 +312,17 @@ impl LsmState {
     /// Writes `grant`'s scopes and unix destinations. Scopes that cannot be
     /// expressed (missing paths, `/proc/self/...`) are returned, not fatal.
     pub fn install(&mut self, grant: &KernelGrant) -> Result<Vec<scopes::Skipped>, LsmError> {
-        let (entries, skipped) = scopes::scope_entries(grant);
-        for (key, rule) in entries {
-            self.scopes
-                .insert(key, rule, 0)
-                .map_err(map_err(lsm_maps::PATH_SCOPES))?;
-        }
         let extra: &[String] = if is_baseline(grant.handle) {
             &self.baseline_sockets
         } else {
             &[]
         };
+        let (entries, skipped) = scopes::scope_entries_with(grant, extra);
+        for (key, rule) in entries {
+            self.scopes
+                .insert(key, rule, 0)
+                .map_err(map_err(lsm_maps::PATH_SCOPES))?;
+        }
         for (key, expiry) in scopes::unix_entries(grant, extra) {
             self.unix
                 .insert(key, expiry, 0)

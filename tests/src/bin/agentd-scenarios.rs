@@ -95,6 +95,13 @@ fn suite(args: &[String]) -> i32 {
         _ => report.backend,
     };
     if backend == Backend::None {
+        if let Ok(expected) = std::env::var("AGENTD_EXPECT_BACKEND") {
+            println!(
+                "FAIL doctor: the suite's opening doctor run chose {expected}, this run found none: {}",
+                report.reason
+            );
+            return 1;
+        }
         println!(
             "SKIP all: no enforcement backend on this kernel: {}",
             report.reason

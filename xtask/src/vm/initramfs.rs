@@ -102,7 +102,12 @@ pub fn init_script(tests: &[VmTest], per_test_secs: u64) -> String {
          mount -t tmpfs tmpfs /run\n\
          mkdir -p /run/agentd\n\
          ip link set lo up\n\
-         echo +cpu +memory +pids > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null\n",
+         echo +cpu +memory +pids > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null\n\
+         # The VM's own sysctls (never the host's): let an unprivileged agent\n\
+         # reach the bpf syscall and ICMP sockets, so the scenarios' unenforced\n\
+         # controls can show those steps succeed and the hooks must refuse them.\n\
+         echo 0 > /proc/sys/kernel/unprivileged_bpf_disabled 2>/dev/null\n\
+         echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range\n",
     );
     s += &format!("echo {}\n", markers::BEGIN);
     s += &format!(

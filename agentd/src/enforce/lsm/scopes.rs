@@ -1,13 +1,18 @@
 //! Turns a [`KernelGrant`]'s read/write scopes and `unix:` destinations into
 //! the lsm backend's map entries: scopes become device+inode keys of the
-//! directories (or files) they name, unix destinations a hash of the path.
+//! directories (or files) they name; unix destinations become a hash of the
+//! address (matched at connect) and, for socket files, the socket's own
+//! device+inode (matched on the socket the kernel actually reached).
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
 use agentd_common::{
-    lsm::{unix_path_hash, ScopeKey, ScopeRule, UnixKey, ACCESS_READ, ACCESS_WRITE},
+    lsm::{
+        unix_path_hash, ScopeKey, ScopeRule, UnixKey, ACCESS_CONNECT, ACCESS_READ, ACCESS_WRITE,
+        PROC_SELF_INO,
+    },
     GrantExpiry,
 };
 
@@ -18,16 +23,20 @@ use crate::enforce::grant::{file_id, KernelGrant};
 pub enum ScopeTarget {
     /// Stat this path.
     Path(PathBuf),
+    /// The asking process's own `/proc/<pid>` tree: procfs's device with
+    /// [`PROC_SELF_INO`] (the hooks compare the procfs inode's pid).
+    ProcSelf,
     /// Not expressible by device+inode; the reason is logged.
     Skip(&'static str),
 }
 
 /// Maps a scope path to what gets stat()ed. `/proc/self` means "the asking
-/// process's own entry", which has no fixed inode: it becomes procfs as a
-/// whole (other processes' sensitive entries stay behind the ptrace hook).
+/// process's own entry", which has no fixed inode: it becomes a marker the
+/// hooks match against the pid procfs keeps in each per-process inode, so
+/// other processes' `/proc/<pid>` entries stay outside it.
 pub fn scope_target(path: &Path) -> ScopeTarget {
     if path == Path::new("/proc/self") {
-        return ScopeTarget::Path("/proc".into());
+        return ScopeTarget::ProcSelf;
     }
     if path.starts_with("/proc/self") {
         return ScopeTarget::Skip("proc_self_subpath_unsupported");
@@ -48,8 +57,41 @@ pub struct Skipped {
 /// read), merged per inode. Paths that do not exist are skipped: a scope is
 /// an existing directory or file.
 pub fn scope_entries(grant: &KernelGrant) -> (Vec<(ScopeKey, ScopeRule)>, Vec<Skipped>) {
+    scope_entries_with(grant, &[])
+}
+
+/// Like [`scope_entries`], plus [`ACCESS_CONNECT`] on the inode of every
+/// unix socket file among the grant's `unix:/…` destinations and `extra`
+/// socket paths. A destination that is not an existing socket file is
+/// skipped (`unix_socket_missing`; `extra` ones silently: agentd's own
+/// sockets are recognised by their listener instead).
+pub fn scope_entries_with(
+    grant: &KernelGrant,
+    extra: &[String],
+) -> (Vec<(ScopeKey, ScopeRule)>, Vec<Skipped>) {
     let mut merged: BTreeMap<(u64, u64), u8> = BTreeMap::new();
     let mut skipped = Vec::new();
+    let granted = grant
+        .spec
+        .connect
+        .iter()
+        .filter_map(|d| d.strip_prefix("unix:"))
+        .filter(|a| a.starts_with('/'))
+        .map(|a| (a, true));
+    for (addr, report) in granted.chain(extra.iter().map(|a| (a.as_str(), false))) {
+        use std::os::unix::fs::FileTypeExt as _;
+        match std::fs::metadata(addr) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                let id = file_id(&meta);
+                *merged.entry((id.dev, id.ino)).or_default() |= ACCESS_CONNECT;
+            }
+            _ if report => skipped.push(Skipped {
+                path: PathBuf::from(addr),
+                reason: "unix_socket_missing",
+            }),
+            _ => {}
+        }
+    }
     let scopes = grant
         .read
         .iter()
@@ -58,6 +100,20 @@ pub fn scope_entries(grant: &KernelGrant) -> (Vec<(ScopeKey, ScopeRule)>, Vec<Sk
     for (path, access) in scopes {
         let target = match scope_target(path) {
             ScopeTarget::Path(t) => t,
+            ScopeTarget::ProcSelf => match std::fs::metadata("/proc") {
+                Ok(meta) => {
+                    let dev = file_id(&meta).dev;
+                    *merged.entry((dev, PROC_SELF_INO)).or_default() |= access;
+                    continue;
+                }
+                Err(_) => {
+                    skipped.push(Skipped {
+                        path: path.clone(),
+                        reason: "scope_path_missing",
+                    });
+                    continue;
+                }
+            },
             ScopeTarget::Skip(reason) => {
                 skipped.push(Skipped {
                     path: path.clone(),
@@ -144,11 +200,8 @@ mod tests {
     }
 
     #[test]
-    fn proc_self_maps_to_procfs_and_subpaths_are_skipped() {
-        assert_eq!(
-            scope_target(Path::new("/proc/self")),
-            ScopeTarget::Path("/proc".into())
-        );
+    fn proc_self_is_the_marker_and_subpaths_are_skipped() {
+        assert_eq!(scope_target(Path::new("/proc/self")), ScopeTarget::ProcSelf);
         assert_eq!(
             scope_target(Path::new("/proc/self/status")),
             ScopeTarget::Skip("proc_self_subpath_unsupported")
@@ -177,6 +230,46 @@ mod tests {
         let (entries, skipped) = scope_entries(&g);
         assert!(entries.is_empty());
         assert_eq!(skipped[0].reason, "scope_path_missing");
+    }
+
+    #[test]
+    fn proc_self_is_a_marker_on_procfs() {
+        let g = grant(&["/proc/self"], &[], &[]);
+        let (entries, skipped) = scope_entries(&g);
+        assert!(skipped.is_empty());
+        assert_eq!(entries.len(), 1);
+        let proc_dev = file_id(&std::fs::metadata("/proc").unwrap()).dev;
+        assert_eq!(
+            (entries[0].0.dev, entries[0].0.ino),
+            (proc_dev, PROC_SELF_INO)
+        );
+        // Not the procfs root: other processes' entries stay outside.
+        use std::os::unix::fs::MetadataExt as _;
+        assert_ne!(entries[0].0.ino, std::fs::metadata("/proc").unwrap().ino());
+    }
+
+    #[test]
+    fn unix_socket_files_get_connect_on_their_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let dests = [
+            format!("unix:{}", sock.display()),
+            format!("unix:{}", plain.display()),
+            "unix:@abstract".to_string(),
+        ];
+        let dests: Vec<&str> = dests.iter().map(String::as_str).collect();
+        let g = grant(&[], &[], &dests);
+        let (entries, skipped) = scope_entries_with(&g, &["/nonexistent/agentd.sock".into()]);
+        let id = file_id(&std::fs::metadata(&sock).unwrap());
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].0.dev, entries[0].0.ino), (id.dev, id.ino));
+        assert_eq!(entries[0].1.access, ACCESS_CONNECT);
+        // The plain file is reported; the missing extra socket is not.
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].reason, "unix_socket_missing");
     }
 
     #[test]

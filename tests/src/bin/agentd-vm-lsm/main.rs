@@ -9,6 +9,7 @@
 //! expired) and audit-only mode.
 mod exec;
 mod file;
+mod guard;
 mod harness;
 mod net;
 mod tamper;
@@ -143,6 +144,7 @@ fn run(r: &mut Report) -> Result<(), String> {
     file::run(r, &mut fx)?;
     tamper::run(r, &mut fx)?;
     net::run(r, &mut fx)?;
+    guard::run(r, &mut fx)?;
     fx.unregister()?;
     let _ = std::fs::remove_dir(&fx.cgroup);
     Ok(())

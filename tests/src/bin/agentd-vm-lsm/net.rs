@@ -5,7 +5,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 
 use agentd_common::{
     baseline_call_id,
-    lsm::{unix_path_hash, UnixKey},
+    lsm::{unix_path_hash, ScopeKey, ScopeRule, UnixKey, ACCESS_CONNECT},
     GrantExpiry, Hook, KernelReason,
 };
 
@@ -80,6 +80,8 @@ fn addr(name: &str) -> (libc::sockaddr_un, u32) {
     (a, len as u32)
 }
 
+/// Allows `name` as a grant does: its address hash and, for a socket file,
+/// the socket's own device+inode (what the peer check compares).
 fn allow(fx: &mut Fixture, name: &str) -> Result<(), String> {
     let key = UnixKey {
         call_id: baseline_call_id(AGENT_ID),
@@ -87,7 +89,27 @@ fn allow(fx: &mut Fixture, name: &str) -> Result<(), String> {
     };
     fx.unix
         .insert(key, GrantExpiry { expires_at_ns: 0 }, 0)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if name.starts_with('/') {
+        let id = agentd::enforce::lsm::file_id_of(std::path::Path::new(name))
+            .map_err(|e| format!("stat {name}: {e}"))?;
+        fx.scopes
+            .insert(
+                ScopeKey {
+                    call_id: baseline_call_id(AGENT_ID),
+                    dev: id.dev,
+                    ino: id.ino,
+                },
+                ScopeRule {
+                    expires_at_ns: 0,
+                    access: ACCESS_CONNECT,
+                    _pad: [0; 7],
+                },
+                0,
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 pub fn run(r: &mut Report, fx: &mut Fixture) -> Result<(), String> {
