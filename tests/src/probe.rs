@@ -278,9 +278,6 @@ fn raw_syscall_errno(ret: libc::c_long) -> String {
 /// Runs one operation and returns its result (without the `result=` prefix).
 pub fn run_op(op: &[String]) -> String {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
-    if let Some(r) = crate::probe_side::run_op(op) {
-        return r;
-    }
     match op.first().map(String::as_str) {
         Some("exec") => spawn_exec(&op[1..], &[]),
         Some("exec-preload") => spawn_exec(&op[2..], &[("LD_PRELOAD".into(), arg(1))]),
@@ -319,6 +316,7 @@ pub fn run_op(op: &[String]) -> String {
                 .join(" | ")
         }
         other => crate::probe_hardening::run_op(op)
+            .or_else(|| crate::probe_side::run_op(op))
             .unwrap_or_else(|| format!("errno:0 unknown probe {other:?}")),
     }
 }

@@ -239,7 +239,7 @@ pub fn run_op(op: &[String]) -> Option<String> {
                     as i64,
             )
         }
-        "socket" => socket(num(1) as i32, num(2) as i32, num(3) as i32),
+        "socket-num" => socket(num(1) as i32, num(2) as i32, num(3) as i32),
         "listen" => tcp_listen(num(1) as u16),
         "unix-bind" => unix_op(&arg(1), false),
         "unix-connect" => unix_op(&arg(1), true),

@@ -218,7 +218,7 @@ pub fn attr_changes(h: &Harness, a: &str) -> Check {
 /// them at all.
 pub fn socket_families(h: &Harness, a: &str) -> Check {
     enforced(h, a)?;
-    let vsock = ["socket", "40", "1", "0"];
+    let vsock = ["socket-num", "40", "1", "0"];
     let ctl = run_unconfined(h, &vsock);
     if ctl.is(EPERM) {
         return Err(format!("vsock refused with no enforcement: {}", ctl.result));
@@ -243,7 +243,7 @@ pub fn socket_families(h: &Harness, a: &str) -> Check {
         h,
         a,
         None,
-        &["socket", "2", "2", "1"],
+        &["socket-num", "2", "2", "1"],
         "socket_create",
         "2/2/1",
         "ICMP ping socket",

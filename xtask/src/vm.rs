@@ -142,8 +142,10 @@ impl VmOptions {
         Self {
             cache_dir,
             work_dir: target_dir.join("vm/run"),
-            timeout: Duration::from_secs(480),
-            per_test_timeout: Duration::from_secs(300),
+            // The lsm suite and the scenario suite each take a few minutes
+            // under TCG on a loaded 2-CPU host.
+            timeout: Duration::from_secs(1200),
+            per_test_timeout: Duration::from_secs(600),
             memory_mib: 1024,
             cpus: 1,
             echo: true,

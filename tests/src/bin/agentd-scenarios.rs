@@ -13,7 +13,7 @@ use agentd::{
 use agentd_tests::{
     harness::{ensure_user, Harness, AGENT_USER},
     probe,
-    scenarios::{run_all, Outcome},
+    scenarios::{run_each, Outcome},
 };
 
 fn main() {
@@ -121,16 +121,14 @@ fn suite(args: &[String]) -> i32 {
     };
     println!("# backend {backend:?}, instance {}", h.enforcer.instance());
     let mut failed = 0;
-    for (name, outcome) in run_all(&h, &filter) {
-        match outcome {
-            Outcome::Pass => println!("PASS {name}"),
-            Outcome::Skip(why) => println!("SKIP {name}: {why}"),
-            Outcome::Fail(why) => {
-                failed += 1;
-                println!("FAIL {name}: {}", why.replace('\n', "\n    "));
-            }
+    run_each(&h, &filter, |name, outcome| match outcome {
+        Outcome::Pass => println!("PASS {name}"),
+        Outcome::Skip(why) => println!("SKIP {name}: {why}"),
+        Outcome::Fail(why) => {
+            failed += 1;
+            println!("FAIL {name}: {}", why.replace('\n', "\n    "));
         }
-    }
+    });
     h.finish();
     i32::from(failed > 0)
 }
