@@ -187,10 +187,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "side_attr_changes_need_write_scope",
             run: side::attr_changes,
-            only: Some((
-                Backend::Lsm,
-                "the seccomp backend does not notify chmod, utimes or xattr calls yet",
-            )),
+            only: None,
         },
         Scenario {
             name: "side_socket_families_refused",

@@ -195,7 +195,15 @@ pub fn attr_changes(h: &Harness, a: &str) -> Check {
     std::os::unix::fs::chown(&f, Some(uid), None).map_err(|e| e.to_string())?;
     let p = Harness::s(&f);
     let name = format!("owned-{a}.txt");
-    for (op, action) in [("chmod", "path_chmod"), ("utimes", "path_setattr")] {
+    // The backends name these rows differently (lsm: its hook; seccomp: the
+    // syscall the supervisor performed).
+    let lsm = h.backend == Backend::Lsm;
+    let (chmod, utimes, xattr) = if lsm {
+        ("path_chmod", "path_setattr", "path_xattr")
+    } else {
+        ("chmod", "utimes", "setxattr")
+    };
+    for (op, action) in [("chmod", chmod), ("utimes", utimes)] {
         refused_with_control(h, a, None, &[op, &p, "384"], action, &name, op)?;
     }
     // User xattrs: only where the work directory's filesystem supports them.
@@ -207,7 +215,7 @@ pub fn attr_changes(h: &Harness, a: &str) -> Check {
         a,
         None,
         &["setxattr", &p, "user.agentd"],
-        "path_xattr",
+        xattr,
         &name,
         "setxattr",
     )
