@@ -45,7 +45,7 @@ pub struct RunDirs {
     pub tmp: PathBuf,
     /// The runtime's working directory.
     pub workspace: PathBuf,
-    /// Programs the model may ask for (`mailctl`), on PATH.
+    /// Programs the model may ask for (`mailctl`), on PATH (shared by the suite).
     pub bin: PathBuf,
     /// The test hook script.
     pub hook: PathBuf,
@@ -56,14 +56,14 @@ pub struct RunDirs {
 }
 
 impl RunDirs {
-    /// Lays out a run under `root`.
-    pub fn new(root: &Path) -> Self {
+    /// Lays out a run under `root`, with the suite's programs in `bin`.
+    pub fn new(root: &Path, bin: &Path) -> Self {
         Self {
             home: root.join("home"),
             tmp: root.join("tmp"),
             workspace: root.join("workspace"),
-            bin: root.join("bin"),
-            hook: root.join("bin/test-hook"),
+            bin: bin.to_path_buf(),
+            hook: root.join("test-hook"),
             hook_fired: root.join("tmp/hook-fired"),
             fifo: root.join("tmp/hook-fifo"),
         }
