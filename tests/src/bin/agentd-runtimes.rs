@@ -125,6 +125,9 @@ fn main() {
     }
 }
 
+/// Why the scenarios that need pending-grant claims are skipped.
+const NO_CLAIMS: &str = "this agentd has no pending-grant claims: an allowed call's grant cannot reach the runtime's own tool process";
+
 fn scenarios(
     suite: &Suite,
     rt: Runtime,
@@ -209,6 +212,7 @@ fn scenarios(
             }
         },
     );
+    let claims = agentd_tests::runtimes::claims_supported(&suite.agentd.bin);
     let signed_run = |operator: &str, text: &str, script: Script| {
         let active = suite.send_signed(operator, text)?;
         let env = [format!("AGENTD_ACTIVE_MESSAGE={active}")];
@@ -218,6 +222,9 @@ fn scenarios(
     case(
         "owner's signed request: allowed, claimed by the runtime's tool, sealed",
         &|| {
+            if !claims {
+                return Outcome::Skip(NO_CLAIMS.into());
+            }
             if let Some(e) = policy_error {
                 return Outcome::Fail(format!("the policy did not load: {e:#}"));
             }
@@ -235,6 +242,9 @@ fn scenarios(
         case(
             "in-process Write: allowed path written, other path refused",
             &|| {
+                if !claims {
+                    return Outcome::Skip(NO_CLAIMS.into());
+                }
                 if let Some(e) = policy_error {
                     return Outcome::Fail(format!("the policy did not load: {e:#}"));
                 }
@@ -264,6 +274,11 @@ fn scenarios(
     case(
         "prompt injection, member's hook: the follow-up curl is refused by policy",
         &|| {
+            // Codex reads the file with a shell `cat`, which the member's call
+            // allows but only a claimed grant lets run.
+            if rt == Runtime::Codex && !claims {
+                return Outcome::Skip(NO_CLAIMS.into());
+            }
             if let Some(e) = policy_error {
                 return Outcome::Fail(format!("the policy did not load: {e:#}"));
             }
