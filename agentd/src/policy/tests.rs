@@ -530,3 +530,39 @@ fn broken_policies_are_refused_precisely() {
     let e = refused("id = 3");
     assert!(e.contains("bad.toml"), "{e}");
 }
+
+#[test]
+fn the_runtime_mapping_example_in_the_docs_compiles() {
+    use crate::runtime::{mapping, Runtime};
+    let doc = include_str!("../../../docs/runtimes.md");
+    let marker = "```toml\n# Claude Code's TodoWrite";
+    let start = doc.find(marker).expect("the mapping example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let text = format!(
+        "{}\n{}",
+        include_str!("../../../policies/demo.toml"),
+        &doc[start..end]
+    );
+    let p = compile(&text, "docs/runtimes.md").unwrap_or_else(|e| panic!("{e}"));
+    let claude = p.runtime_tools(Runtime::ClaudeCode).unwrap();
+    assert_eq!(claude["TodoWrite"].action, "todo");
+    assert_eq!(claude["Bash"].action, "run_program");
+    assert!(p
+        .runtime_tools(Runtime::Gemini)
+        .unwrap()
+        .contains_key(mapping::MCP_WILDCARD));
+    let m = mapping::map(
+        Runtime::ClaudeCode,
+        "Bash",
+        serde_json::json!({"command": "ls /srv"}).as_object().unwrap(),
+        Some(claude),
+    )
+    .unwrap();
+    let allowed = p
+        .evaluate("olivia", &["owner".into()], &m.action, &m.arguments)
+        .unwrap();
+    assert_eq!(
+        allowed.grant.unwrap().exec,
+        [std::path::PathBuf::from("/usr/bin/ls")]
+    );
+}
