@@ -25,9 +25,10 @@ use serde_json::{json, Value};
 
 fn bench_policy() -> String {
     // The demo policy with rate limits out of the way (they would turn allows into rate_limited).
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml"))
-            .expect("policies/demo.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml"),
+    )
+    .expect("policies/demo.toml");
     text.lines()
         .map(|l| {
             if l.starts_with("rate_per_minute = ") {
@@ -187,7 +188,9 @@ fn main() {
     );
     println!(
         "machine: {} CPUs, load average {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()
@@ -243,14 +246,29 @@ fn main() {
     let _ = daemon.wait();
 
     let rows = [
-        ("bare process start: /bin/true fork+exec+wait (floor)", stats(t_true)),
-        ("agentctl --version fork+exec+wait (CLI start)", stats(t_ver)),
-        ("direct API client, fresh connection (no hook process)", stats(t_fresh)),
+        (
+            "bare process start: /bin/true fork+exec+wait (floor)",
+            stats(t_true),
+        ),
+        (
+            "agentctl --version fork+exec+wait (CLI start)",
+            stats(t_ver),
+        ),
+        (
+            "direct API client, fresh connection (no hook process)",
+            stats(t_fresh),
+        ),
         ("direct API client, kept-alive connection", stats(t_kept)),
-        ("agentctl hook claude-code: process + decision (allow)", stats(t_hook)),
+        (
+            "agentctl hook claude-code: process + decision (allow)",
+            stats(t_hook),
+        ),
     ];
     println!();
-    println!("{:<58} {:>10} {:>10}", "one Claude Code Bash call, allowed", "p50 µs", "p99 µs");
+    println!(
+        "{:<58} {:>10} {:>10}",
+        "one Claude Code Bash call, allowed", "p50 µs", "p99 µs"
+    );
     for (name, s) in &rows {
         println!("{name:<58} {:>10.0} {:>10.0}", s.p50, s.p99);
     }
@@ -263,5 +281,7 @@ fn main() {
         hook.p50 / floor.p50,
         fresh.p50
     );
-    println!("rounds: {rounds}; every call a fresh tool_use_id (full decision + durable audit row)");
+    println!(
+        "rounds: {rounds}; every call a fresh tool_use_id (full decision + durable audit row)"
+    );
 }

@@ -554,7 +554,9 @@ fn the_runtime_mapping_example_in_the_docs_compiles() {
     let m = mapping::map(
         Runtime::ClaudeCode,
         "Bash",
-        serde_json::json!({"command": "ls /srv"}).as_object().unwrap(),
+        serde_json::json!({"command": "ls /srv"})
+            .as_object()
+            .unwrap(),
         Some(claude),
     )
     .unwrap();

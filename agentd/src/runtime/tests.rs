@@ -382,3 +382,66 @@ fn allow_and_no_opinion_per_runtime() {
         assert_eq!(render(rt, &Verdict::NoOpinion), silent(), "{rt}");
     }
 }
+
+/// The fuzz targets' property (fuzz/fuzz_targets/hook_common.rs) over the
+/// seed corpora cut at every byte and with bytes replaced: the local half
+/// builds a request for agentd or denies in the runtime's format; it never
+/// allows and never stays silent.
+#[test]
+fn no_input_is_allowed_without_agentd() {
+    let seeds: [(Runtime, &str); 6] = [
+        (
+            Runtime::ClaudeCode,
+            include_str!("../../../fuzz/corpus/hook_claude_code/bash.json"),
+        ),
+        (
+            Runtime::ClaudeCode,
+            include_str!("../../../fuzz/corpus/hook_claude_code/mcp.json"),
+        ),
+        (
+            Runtime::Codex,
+            include_str!("../../../fuzz/corpus/hook_codex/bash.json"),
+        ),
+        (
+            Runtime::Gemini,
+            include_str!("../../../fuzz/corpus/hook_gemini/shell.json"),
+        ),
+        (
+            Runtime::Cursor,
+            include_str!("../../../fuzz/corpus/hook_cursor/shell.json"),
+        ),
+        (
+            Runtime::Cursor,
+            include_str!("../../../fuzz/corpus/hook_cursor/mcp.json"),
+        ),
+    ];
+    let mut checked = 0;
+    for (rt, seed) in seeds {
+        let seed = seed.as_bytes();
+        assert!(prepare(rt, seed, Some("m")).is_ok(), "{rt} seed must parse");
+        let mut inputs: Vec<Vec<u8>> = (0..seed.len()).map(|n| seed[..n].to_vec()).collect();
+        for i in 0..seed.len() {
+            for b in [b'"', b'{', b'}', b'\\', 0xff, 0, b'a'] {
+                let mut v = seed.to_vec();
+                v[i] = b;
+                inputs.push(v);
+            }
+        }
+        for input in inputs {
+            match prepare(rt, &input, Some("m")) {
+                Ok(req) => {
+                    assert_eq!(req.runtime, rt);
+                    let _ = mapping::map(rt, &req.tool_name, &req.tool_input, None);
+                }
+                Err(Verdict::Deny { reason_code, .. }) => {
+                    let a = render(rt, &Verdict::deny(&reason_code, ""));
+                    assert_eq!(a.exit_code, EXIT_DENY);
+                    assert!(serde_json::from_str::<Value>(&a.stdout).is_ok());
+                }
+                Err(other) => panic!("{rt}: {other:?} without agentd"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+}
