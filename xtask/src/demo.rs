@@ -1,6 +1,8 @@
-//! `cargo xtask demo [--vm]`: builds the workspace and runs `agentd-demo`,
-//! the ownership scenario end to end — on this host (the backend `agentd
-//! doctor` picks), or inside the VM where the BPF LSM backend runs.
+//! `cargo xtask demo [--vm | --runtime claude-code]`: builds the workspace
+//! and runs `agentd-demo`, the ownership scenario end to end — on this host
+//! (the backend `agentd doctor` picks), or inside the VM where the BPF LSM
+//! backend runs; with `--runtime claude-code`, the same scenario played by
+//! the real Claude Code against the scripted model server.
 use std::process::Command;
 
 use anyhow::bail;
@@ -13,6 +15,10 @@ pub struct Args {
     /// Run the demo inside the QEMU VM with the BPF LSM backend.
     #[arg(long)]
     pub vm: bool,
+    /// Play the ownership scenario with a real agent runtime instead of the
+    /// scripted agent (on this host; `claude-code`).
+    #[arg(long, value_parser = ["claude-code"], conflicts_with = "vm")]
+    pub runtime: Option<String>,
 }
 
 /// Builds, then runs the demo; fails if any outcome deviates.
@@ -25,6 +31,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "--bins",
     ]))?;
     let bin = target_dir().join("debug");
+    if args.runtime.is_some() {
+        step("demo: the ownership scenario with the real Claude Code (agentd-runtimes demo)");
+        return run_cmd(
+            Command::new(bin.join("agentd-runtimes"))
+                .arg("--bin")
+                .arg(&bin)
+                .arg("--install")
+                .arg(target_dir().join("runtimes"))
+                .arg("demo"),
+        );
+    }
     if args.vm {
         return run_in_vm(&bin);
     }

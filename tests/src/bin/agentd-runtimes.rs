@@ -4,6 +4,9 @@
 //! `agentd_tests::runtimes`). Runs in a private mount namespace whose `/etc`
 //! is a throw-away overlay.
 //!
+//! `agentd-runtimes demo`: the ownership scenario with the real Claude Code
+//! (`cargo xtask demo --runtime claude-code`).
+//!
 //! `agentd-runtimes learn RUNTIME`: one audit-only run on the default
 //! baseline, printing what the runtime needed beyond it (how the profiles in
 //! policies/profiles/ were built).
@@ -30,11 +33,13 @@ fn main() {
         .unwrap_or_default();
     let mut filter = String::new();
     let mut learn = None;
+    let mut demo = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bin" => bin = args.next().map(PathBuf::from).unwrap_or(bin),
             "--install" => install = args.next().map(PathBuf::from).unwrap_or(install),
             "learn" => learn = args.next(),
+            "demo" => demo = true,
             other => filter = other.to_string(),
         }
     }
@@ -81,6 +86,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if demo {
+        let result = agentd_tests::runtimes::demo::run(&suite);
+        drop(suite);
+        let _ = std::fs::remove_dir_all(&root);
+        if let Err(e) = result {
+            eprintln!("demo failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(name) = learn {
         let Some(rt) = Runtime::ALL.into_iter().find(|r| r.name() == name) else {
             eprintln!("unknown runtime {name:?} (claude-code, codex, gemini-cli)");

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::model_server::{ModelServer, Script, Turn};
 
 pub mod daemon;
+pub mod demo;
 pub mod namespace;
 pub mod policy;
 pub mod profile;
@@ -365,6 +366,41 @@ impl Suite {
             .with_context(|| {
                 format!(
                     "agentctl send --unsigned gave no active-message id: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })
+    }
+
+    /// Sends `text` claiming to be `operator` but signed with another key
+    /// (well-formed, not theirs); agentd delivers it untrusted.
+    pub fn send_spoofed(&self, operator: &str, text: &str) -> anyhow::Result<String> {
+        let key = self.agentd.dir.join("spoofer.key");
+        let hex: String = (0..32u8)
+            .map(|i| format!("{:02x}", 0x5a_u8.wrapping_add(i)))
+            .collect();
+        std::fs::write(&key, hex)?;
+        let out = self
+            .agentd
+            .agentctl()
+            .args([
+                "send",
+                "--json",
+                "--operator",
+                operator,
+                "--session",
+                "rt-spoof",
+                "--key-file",
+            ])
+            .arg(&key)
+            .arg(text)
+            .output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["active_message_id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| {
+                format!(
+                    "spoofed send gave no active-message id: {}",
                     String::from_utf8_lossy(&out.stdout)
                 )
             })
