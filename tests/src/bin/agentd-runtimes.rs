@@ -307,7 +307,7 @@ fn scenarios(
                     name: "read_file".into(),
                     input: serde_json::json!({ "file_path": "{workspace}/notes.txt" }),
                 },
-                Runtime::Codex => Turn::Shell("/usr/bin/cat notes.txt".into()),
+                Runtime::Codex => Turn::Shell("/usr/bin/cat {workspace}/notes.txt".into()),
             };
             let script = Script(vec![
                 read,

@@ -211,7 +211,10 @@ impl Suite {
                 .0
                 .into_iter()
                 .map(|t| match t {
-                    Turn::Shell(c) => Turn::Shell(c.replace("{bin}", &d.bin.to_string_lossy())),
+                    Turn::Shell(c) => Turn::Shell(
+                        c.replace("{bin}", &d.bin.to_string_lossy())
+                            .replace("{workspace}", &d.workspace.to_string_lossy()),
+                    ),
                     Turn::Tool { name, input } => Turn::Tool {
                         name,
                         input: serde_json::from_str(
