@@ -52,6 +52,11 @@ pub fn all() -> Vec<Scenario> {
             only: seccomp,
         },
         Scenario {
+            name: "signals_stay_inside_the_agent",
+            run: signals,
+            only: seccomp,
+        },
+        Scenario {
             name: "o_path_open_answered",
             run: o_path,
             only: None,
@@ -654,4 +659,72 @@ fn link_rename_across(h: &Harness, a: &str) -> Check {
         "errno:2",
         "the secret did not arrive in the read scope",
     )
+}
+
+/// A process of the agent user outside every agent (what another agent's
+/// process looks like to the kernel's permission check).
+fn bystander() -> Result<std::process::Child, String> {
+    let uid = crate::scenarios::uid_of_agent()?;
+    std::os::unix::process::CommandExt::uid(&mut std::process::Command::new("sleep"), uid)
+        .arg("30")
+        .spawn()
+        .map_err(|e| format!("spawn the bystander: {e}"))
+}
+
+fn signals(h: &Harness, a: &str) -> Check {
+    let mut other = bystander()?;
+    let pid = other.id().to_string();
+    let outcome = (|| {
+        let c = control(a);
+        h.agent(&c, Mode::AuditOnly)?;
+        let run = h.run(
+            &c,
+            None,
+            &["seq", "kill", &pid, "0", "--", "pidfd-signal", &pid],
+        );
+        if run.result != "ok | ok" {
+            return Err(format!(
+                "control: signalling a same-uid process from an audit-only agent: `{}`\n{}",
+                run.result, run.output
+            ));
+        }
+        audited(
+            h,
+            &c,
+            "signal",
+            "",
+            "would_deny",
+            Some("signal_outside_agent"),
+        )?;
+        h.agent(a, Mode::Enforce)?;
+        let run = h.run(
+            a,
+            None,
+            &[
+                "seq",
+                "kill",
+                &pid,
+                "15",
+                "--",
+                "pidfd-signal",
+                &pid,
+                "--",
+                "kill-own-child",
+            ],
+        );
+        if run.result != format!("{EPERM} | {EPERM} | ok") {
+            return Err(format!(
+                "enforced: wanted `{EPERM} | {EPERM} | ok`, got `{}`\n{}",
+                run.result, run.output
+            ));
+        }
+        audited(h, a, "signal", "", "deny", Some("signal_outside_agent"))?;
+        if other.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Err("the bystander was killed".into());
+        }
+        Ok(())
+    })();
+    let _ = other.kill();
+    let _ = other.wait();
+    outcome
 }

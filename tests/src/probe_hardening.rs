@@ -183,6 +183,57 @@ fn meta(op: &[String]) -> String {
     ret(r as libc::c_long)
 }
 
+/// kill(PID, SIG).
+fn kill(pid: &str, sig: &str) -> String {
+    let n = |s: &str| s.parse::<i32>().unwrap_or(0);
+    // SAFETY: kill with integer arguments.
+    ret(unsafe { libc::kill(n(pid), n(sig)) } as libc::c_long)
+}
+
+/// pidfd_open(PID) then pidfd_send_signal(0).
+fn pidfd_signal(pid: &str) -> String {
+    let pid = pid.parse::<i32>().unwrap_or(0);
+    // SAFETY: pidfd syscalls with integer arguments.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if fd < 0 {
+            return format!("errno:{}", errno());
+        }
+        let r = libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        );
+        libc::close(fd as i32);
+        ret(r)
+    }
+}
+
+/// Forks a child that sleeps, kills it with SIGTERM: signals inside the agent.
+fn kill_own_child() -> String {
+    // SAFETY: the child only sleeps; the parent signals and reaps it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+        if pid < 0 {
+            return format!("errno:{}", errno());
+        }
+        let r = libc::kill(pid, libc::SIGTERM);
+        let e = errno();
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        if r < 0 {
+            return format!("errno:{e}");
+        }
+        "ok".into()
+    }
+}
+
 /// Runs a hardening probe; `None` when `op` is not one.
 pub fn run_op(op: &[String]) -> Option<String> {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
@@ -196,6 +247,9 @@ pub fn run_op(op: &[String]) -> Option<String> {
         "list-dir" => list_dir(&arg(1)),
         "session" => session(),
         "meta" => meta(&op[1..]),
+        "kill" => kill(&arg(1), &arg(2)),
+        "pidfd-signal" => pidfd_signal(&arg(1)),
+        "kill-own-child" => kill_own_child(),
         _ => return None,
     })
 }

@@ -839,8 +839,25 @@ fn fail_closed(h: &Harness, a: &str) -> Check {
     expect(&run, "errno:38", "granted exec after the supervisor died")
 }
 
+/// A cgroup under the instance's slice that no state file names, holding a
+/// sleeping process: what a lost or stale enforce-state.json leaves behind.
+fn ghost_agent(h: &Harness, name: &str) -> Result<std::process::Child, String> {
+    let root = agentd::enforce::cgroup_root().map_err(|e| e.to_string())?;
+    let slice = agentd::enforce::bpf_state::Instance::for_state_dir(&h.state_dir).slice();
+    let dir = root.join(slice).join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("cgroup.procs"), child.id().to_string())
+        .map_err(|e| format!("join {}: {e}", dir.display()))?;
+    Ok(child)
+}
+
 fn restart(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
+    let mut ghost = ghost_agent(h, &format!("{a}-ghost"))?;
     let before = std::time::Instant::now();
     let run = h.run_with(a, None, &["sleep-then", "30000", "exec", TRUE], |_| {
         std::thread::sleep(Duration::from_millis(700));
@@ -879,6 +896,27 @@ fn restart(h: &Harness, a: &str) -> Check {
             Some(r) if r.reason_code == why => {}
             other => return Err(format!("lifecycle {action}: {other:?}")),
         }
+    }
+    // The agent the state file never named was stopped too, and audited.
+    let mut ghost_status = None;
+    for _ in 0..40 {
+        ghost_status = ghost.try_wait().map_err(|e| e.to_string())?;
+        if ghost_status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if ghost_status.is_none() {
+        let _ = ghost.kill();
+        return Err("an agent missing from enforce-state.json kept running".into());
+    }
+    let found = h.sink.0.lock().map_err(|e| e.to_string())?.iter().any(|r| {
+        r.action == "agent_stopped"
+            && r.reason_code == "agent_unknown_on_restart"
+            && r.target.contains(&format!("{a}-ghost"))
+    });
+    if !found {
+        return Err("no agent_stopped/agent_unknown_on_restart row for the unknown agent".into());
     }
     Ok(())
 }

@@ -38,6 +38,7 @@ impl Enforcer {
                 id,
                 cgroup: cg.path,
                 cgroup_id: cg.id,
+                mode,
             });
         }
         self.create_agent_with(name, mode, &default_baseline())
@@ -113,6 +114,7 @@ impl Enforcer {
             id,
             cgroup: cg.path,
             cgroup_id: cg.id,
+            mode,
         })
     }
 

@@ -417,11 +417,18 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
         .and_then(|d| d.get("backend"))
         .and_then(|b| b.as_str())
         .is_none_or(|b| b == "seccomp");
+    // Landlock scopes are fixed for the process tree's life, so they go on
+    // only when the agent starts enforcing (an audit-only agent must run).
+    let enforcing = created
+        .as_ref()
+        .and_then(|d| d.get("mode"))
+        .and_then(|m| m.as_str())
+        .is_none_or(|m| m == "enforce");
     // SAFETY: the launcher is single-threaded; the child only runs the steps below.
     match unsafe { libc::fork() } {
         -1 => Err(local("fork")(&std::io::Error::last_os_error())),
         0 => {
-            let code = match child(spec, &path, seccomp) {
+            let code = match child(spec, &path, seccomp, enforcing) {
                 Ok(never) => match never {},
                 Err(e) => {
                     eprintln!("agentctl run: {e}");
@@ -483,7 +490,12 @@ fn forward_signals_to(pid: libc::pid_t) {
     }
 }
 
-fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchError> {
+fn child(
+    spec: &LaunchSpec,
+    path: &Path,
+    seccomp: bool,
+    enforcing: bool,
+) -> Result<Never, LaunchError> {
     let local = |step: &'static str| {
         move |e: &dyn std::fmt::Display| LaunchError::Local {
             step,
@@ -537,6 +549,9 @@ fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchE
         // The agent must never hold its own listener (it could answer itself).
         drop(listener);
     }
+    if enforcing {
+        landlock_scopes();
+    }
     // SAFETY: plain credential syscalls and execv in the single-threaded child.
     unsafe {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
@@ -563,6 +578,53 @@ fn child(spec: &LaunchSpec, path: &Path, seccomp: bool) -> Result<Never, LaunchE
         libc::execv(cpath.as_ptr(), argv.as_ptr());
     }
     Err(local("exec")(&std::io::Error::last_os_error()))
+}
+
+/// Landlock scopes (ABI 6, kernel ≥ 6.12) for the agent's process tree:
+/// signals only to its own processes (`LANDLOCK_SCOPE_SIGNAL`: not agentd,
+/// not another agent, not the caller) and abstract unix sockets only to
+/// sockets its own processes created (`LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET`).
+/// No file or network rights are handled: those stay agentd's decisions.
+/// Where Landlock lacks scopes the launcher says so and goes on: the
+/// supervisor's signal decisions still hold, without this backstop.
+fn landlock_scopes() {
+    const LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1;
+    const LANDLOCK_SCOPE_SIGNAL: u64 = 2;
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+        handled_access_net: u64,
+        scoped: u64,
+    }
+    let attr = RulesetAttr {
+        handled_access_fs: 0,
+        handled_access_net: 0,
+        scoped: LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL,
+    };
+    // SAFETY: landlock syscalls with a struct we own; no_new_privs is set.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0,
+        );
+        if fd < 0 {
+            eprintln!(
+                "agentctl run: Landlock scopes unavailable ({}); signals and abstract sockets are decided by agentd alone",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let r = libc::syscall(libc::SYS_landlock_restrict_self, fd, 0);
+        libc::close(fd as i32);
+        if r != 0 {
+            eprintln!(
+                "agentctl run: Landlock restrict_self failed ({})",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// `agentctl exec --call ID -- CMD`: bind this process, then exec.

@@ -105,6 +105,7 @@ impl Enforcer {
                 "started",
             );
         }
+        me.stop_unknown_agents();
         persist::touch_heartbeat(state_dir);
         me.spawn_housekeeping();
         Ok(me)
@@ -172,6 +173,48 @@ impl Enforcer {
         }
         drop(reg);
         self.save()
+    }
+
+    /// Agent cgroups under the slice that the state file does not name (a
+    /// state file lost or older than the cgroup, a crash between creating an
+    /// agent and saving): nothing here knows their grants or baseline, and
+    /// under seccomp their listener is gone, so they are stopped, removed
+    /// and audited (`agent_stopped`, `agent_unknown_on_restart`) — never
+    /// left running unaccounted for.
+    fn stop_unknown_agents(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.inner.slice) else {
+            return;
+        };
+        let known: Vec<String> = self.registry_r().agents.keys().cloned().collect();
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // systemd's own units share the slice (agent@NAME.service runs
+            // the launcher there): only agent cgroups are agentd's to judge.
+            let systemd_unit = [".service", ".scope", ".slice"]
+                .iter()
+                .any(|s| name.ends_with(s));
+            if !path.is_dir() || systemd_unit || known.contains(&name) {
+                continue;
+            }
+            let Ok(cg) = agent_cgroup::open(&path) else {
+                continue;
+            };
+            let pids = agent_cgroup::procs(&cg).unwrap_or_default();
+            let _ = agent_cgroup::kill_all(&cg);
+            for _ in 0..50 {
+                if agent_cgroup::remove(&cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::warn!(agent = %name, pids = pids.len(), "stopped an agent the state file does not know");
+            let _ = self.inner.sink.append_lifecycle(
+                "agent_stopped",
+                &format!("agent={name} pids={}", pids.len()),
+                crate::protocol::reason::AGENT_UNKNOWN_ON_RESTART,
+            );
+        }
     }
 
     fn spawn_housekeeping(&self) {

@@ -150,6 +150,8 @@ pub struct AgentHandle {
     pub cgroup: PathBuf,
     /// Kernel cgroup id.
     pub cgroup_id: u64,
+    /// Mode at creation (the launcher adds Landlock scopes only when enforcing).
+    pub mode: Mode,
 }
 
 /// One agent in `list_agents`.

@@ -101,6 +101,10 @@ pub const SECCOMP_LISTENER_REFUSED: &str = "seccomp_listener_refused";
 pub const TTY_INJECTION_REFUSED: &str = "tty_injection_refused";
 /// Reading another process's memory (process_vm_readv).
 pub const PROCESS_ACCESS_REFUSED: &str = "process_access_refused";
+/// Restart found an agent cgroup the state file does not name: stopped.
+pub const AGENT_UNKNOWN_ON_RESTART: &str = "agent_unknown_on_restart";
+/// A signal or pidfd aimed at a process outside the agent (another agent, agentd).
+pub const SIGNAL_OUTSIDE_AGENT: &str = "signal_outside_agent";
 /// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
 pub const SOCKET_FAMILY_REFUSED: &str = "socket_family_refused";
 

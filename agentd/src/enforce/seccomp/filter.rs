@@ -141,7 +141,11 @@ pub fn program() -> Vec<libc::sock_filter> {
     for (nr, _) in NOTIFIED {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
-    for (nr, _) in GUARDED.iter().chain(METADATA) {
+    for (nr, _) in GUARDED
+        .iter()
+        .chain(METADATA)
+        .chain(super::supervisor::signal::SYSCALLS)
+    {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
     for (nr, _) in super::supervisor::metadata::UNSUPPORTED {

@@ -41,6 +41,7 @@ mod exec;
 mod guarded;
 pub mod metadata;
 mod open;
+pub mod signal;
 
 /// Counters of one supervisor (or all, when shared).
 #[derive(Debug, Default)]
@@ -334,6 +335,9 @@ fn handle(
 ) -> (Answer, Option<Decided>) {
     let tid = n.pid;
     if let Some(answered) = guarded::decide(sup, listener, n) {
+        return answered;
+    }
+    if let Some(answered) = signal::decide(sup, n) {
         return answered;
     }
     if metadata::handles(n.data.nr as i64) {
