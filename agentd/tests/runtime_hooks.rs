@@ -505,3 +505,30 @@ fn inside_an_agent_the_hook_never_stays_silent() {
     );
     assert_denied("claude-code", &o, "agentd_unreachable");
 }
+
+/// The fuzz targets' own property code, compiled and run in the ordinary
+/// suite over the committed seed corpora, cut at every byte.
+#[path = "../../fuzz/fuzz_targets/hook_common.rs"]
+mod hook_common;
+
+#[test]
+fn fuzz_property_holds_on_the_seed_corpora() {
+    use agentd::runtime::Runtime;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let mut checked = 0;
+    for (dir, rt) in [
+        ("hook_claude_code", Runtime::ClaudeCode),
+        ("hook_codex", Runtime::Codex),
+        ("hook_gemini", Runtime::Gemini),
+        ("hook_cursor", Runtime::Cursor),
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let seed = std::fs::read(entry.unwrap().path()).unwrap();
+            for n in 0..=seed.len() {
+                hook_common::check(rt, &seed[..n]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}
