@@ -241,6 +241,8 @@ pub enum KernelReason {
     NotRequesterTree = 7,
     /// A pending grant covered the operation, but its uses are spent.
     GrantUsedUp = 8,
+    /// A pending grant named the exec, with arguments this hook cannot check.
+    ExecArgsUnverifiable = 9,
 }
 
 impl KernelReason {
@@ -256,6 +258,7 @@ impl KernelReason {
             6 => KernelReason::Baseline,
             7 => KernelReason::NotRequesterTree,
             8 => KernelReason::GrantUsedUp,
+            9 => KernelReason::ExecArgsUnverifiable,
             _ => return None,
         })
     }
@@ -272,6 +275,7 @@ impl KernelReason {
             KernelReason::Baseline => "baseline",
             KernelReason::NotRequesterTree => "claim_not_requester_tree",
             KernelReason::GrantUsedUp => "grant_used_up",
+            KernelReason::ExecArgsUnverifiable => "exec_args_unverifiable",
         }
     }
 }
@@ -444,7 +448,14 @@ pub struct PendingGrant {
     pub n_requesters: u32,
     /// tgids of the process that asked and its ancestors in the agent.
     pub requesters: [u32; REQUESTER_CHAIN],
+    /// [`PENDING_NAMES_ARGS`], …
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// `PendingGrant::flags`: the grant names exec arguments (an exec claim
+/// must check them; where a hook cannot read them, the claim is refused).
+pub const PENDING_NAMES_ARGS: u32 = 1;
 
 impl PendingGrant {
     /// Whether `tgid` is on the requester chain.

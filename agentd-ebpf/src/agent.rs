@@ -9,8 +9,8 @@
 use agentd_common::{
     baseline_call_id, may_claim, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
     KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, RateWindow, UseTicket,
-    CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_SLOTS, TICKET_TRIES,
-    UNLIMITED_USES,
+    CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_NAMES_ARGS, PENDING_SLOTS,
+    TICKET_TRIES, UNLIMITED_USES,
 };
 use aya_ebpf::{
     helpers::{
@@ -54,15 +54,95 @@ pub fn exec_permitted(call_id: u64, agent: &AgentCgroup, file: FileId) -> Kernel
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
     for id in [call_id, baseline_call_id(agent.agent_id)] {
-        let key = ExecKey { call_id: id, file };
-        if let Some(grant) = unsafe { EXEC_GRANTS.get(&key) } {
-            if grant.expires_at_ns == 0 || grant.expires_at_ns > now {
-                return KernelReason::Allowed;
-            }
-            reason = KernelReason::GrantExpired;
+        match exec_rule(id, file, now) {
+            KernelReason::Allowed => return KernelReason::Allowed,
+            KernelReason::GrantExpired => reason = KernelReason::GrantExpired,
+            _ => {}
         }
     }
     reason
+}
+
+/// Whether `call_id`'s own exec grants name `file` at `now`.
+#[inline(always)]
+pub fn exec_rule(call_id: u64, file: FileId, now: u64) -> KernelReason {
+    let key = ExecKey { call_id, file };
+    match unsafe { EXEC_GRANTS.get(&key) } {
+        Some(g) if g.expires_at_ns == 0 || g.expires_at_ns > now => KernelReason::Allowed,
+        Some(_) => KernelReason::GrantExpired,
+        None => KernelReason::NoGrant,
+    }
+}
+
+/// A pending grant of the agent naming `file` for exec that the calling
+/// process may claim: the oldest, with one use spent and the process bound
+/// to it (children inherit). A grant that names arguments is refused here
+/// (`ExecArgsUnverifiable`): this hook does not read the new argv.
+#[inline(always)]
+pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u64, KernelReason> {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let tgid = current_tgid();
+    let mut best: *mut PendingGrant = core::ptr::null_mut();
+    let mut best_at = u64::MAX;
+    let mut refused = KernelReason::NoGrant;
+    let mut slot = 0;
+    while slot < PENDING_SLOTS {
+        let key = PendingKey {
+            agent_id: agent.agent_id,
+            slot,
+        };
+        slot += 1;
+        let Some(g) = PENDING.get_ptr_mut(&key) else {
+            continue;
+        };
+        let grant = unsafe { &*g };
+        if grant.decided_at_ns >= best_at {
+            continue;
+        }
+        match exec_rule(grant.call_id, file, now) {
+            KernelReason::Allowed => {}
+            KernelReason::GrantExpired => {
+                if refused == KernelReason::NoGrant {
+                    refused = KernelReason::GrantExpired;
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        if !may_claim(tgid, cgroup_id, grant, |t| {
+            unsafe { LINEAGE.get(&t) }.copied()
+        }) {
+            refused = KernelReason::NotRequesterTree;
+            continue;
+        }
+        if grant.flags & PENDING_NAMES_ARGS != 0 {
+            refused = KernelReason::ExecArgsUnverifiable;
+            continue;
+        }
+        if !grant.live(now) {
+            refused = KernelReason::GrantUsedUp;
+            continue;
+        }
+        best = g;
+        best_at = grant.decided_at_ns;
+    }
+    if best.is_null() {
+        return Err(refused);
+    }
+    if !spend_use(best) {
+        return Err(KernelReason::GrantUsedUp);
+    }
+    let call_id = unsafe { (*best).call_id };
+    let binding = Binding {
+        call_id,
+        agent_id: agent.agent_id,
+        _pad: 0,
+    };
+    if BINDINGS.insert(&tgid, &binding, 0).is_err() {
+        // Fail closed: a claim that cannot bind does not run.
+        return Err(KernelReason::NoGrant);
+    }
+    Ok(call_id)
 }
 
 /// Whether a decision blocks: denials block unless the agent is audit-only.

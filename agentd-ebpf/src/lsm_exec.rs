@@ -1,5 +1,6 @@
 //! BPF LSM `bprm_check_security`: an agent process may exec a file only if
-//! its bound call (or the agent's baseline) grants that device+inode.
+//! its bound call, a pending grant it claims (binding it), or the agent's
+//! baseline grants that device+inode.
 use agentd_common::{Hook, KernelReason, EVENT_TARGET_LEN};
 use aya_ebpf::{
     bindings::path, cty::c_char, helpers::generated::bpf_d_path, macros::lsm, programs::LsmContext,
@@ -25,7 +26,7 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
     };
     let bprm: *const u8 = ctx.arg(0);
     let tgid = agent::current_tgid();
-    let call_id = agent::bound_call(tgid, &agent);
+    let mut call_id = agent::bound_call(tgid, &agent);
     // The real file's path (symlinks resolved) for the audit record; the
     // name as given to execve when the kernel cannot render one.
     let mut real = [0u8; EVENT_TARGET_LEN];
@@ -36,7 +37,28 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
     };
     // Fail closed: an unreadable file identity is a denial.
     let reason = match unsafe { kernel::bprm_file(bprm).and_then(|f| kernel::file_id(f)) } {
-        Ok(file) => agent::exec_permitted(call_id, &agent, file),
+        Ok(file) => {
+            let baseline = agentd_common::baseline_call_id(agent.agent_id);
+            let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
+            if call_id != baseline && agent::exec_rule(call_id, file, now) == KernelReason::Allowed
+            {
+                KernelReason::Allowed
+            } else {
+                // A pending grant naming the file is claimed before the
+                // baseline is asked: the claim binds the process to it.
+                match agent::claim_exec(cgroup_id, &agent, file) {
+                    Ok(claimed) => {
+                        call_id = claimed;
+                        KernelReason::Allowed
+                    }
+                    Err(why) => match agent::exec_permitted(call_id, &agent, file) {
+                        KernelReason::Allowed => KernelReason::Allowed,
+                        r if why == KernelReason::NoGrant => r,
+                        _ => why,
+                    },
+                }
+            }
+        }
         Err(_) => KernelReason::NoGrant,
     };
     agent::report(Hook::Exec, cgroup_id, &agent, call_id, reason, filename);

@@ -275,11 +275,54 @@ fn raw_syscall_errno(ret: libc::c_long) -> String {
     }
 }
 
+/// A sibling forked now — before the scenario's decision — and this process
+/// (the requester) both run `op` once the file `go` exists: the sibling
+/// first, then this process. Result: `sib:<result> own:<result>`.
+fn claim_race(go: &str, op: &[String]) -> String {
+    let wait_for_go = || {
+        for _ in 0..1500 {
+            if Path::new(go).exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut fds = [0; 2];
+    // SAFETY: pipe into our array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return format!("errno:{}", errno());
+    }
+    // SAFETY: the child runs the op, writes its line and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return format!("errno:{}", errno());
+    }
+    if pid == 0 {
+        unsafe { libc::close(fds[0]) };
+        wait_for_go();
+        let line = run_op(op);
+        unsafe {
+            libc::write(fds[1], line.as_ptr().cast(), line.len());
+            libc::_exit(0)
+        }
+    }
+    unsafe { libc::close(fds[1]) };
+    wait_for_go();
+    let _ = wait(pid);
+    // SAFETY: we own the read end.
+    let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let mut sib = String::new();
+    let _ = r.read_to_string(&mut sib);
+    let own = run_op(op);
+    format!("sib:{sib} own:{own}")
+}
+
 /// Runs one operation and returns its result (without the `result=` prefix).
 pub fn run_op(op: &[String]) -> String {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
     match op.first().map(String::as_str) {
         Some("exec") => spawn_exec(&op[1..], &[]),
+        Some("claim-race") => claim_race(&arg(1), &op[2..]),
         Some("exec-preload") => spawn_exec(&op[2..], &[("LD_PRELOAD".into(), arg(1))]),
         Some("open") => open(&arg(1), op.get(2).map(String::as_str).unwrap_or("r")),
         Some("connect") => connect(&arg(1)),

@@ -247,6 +247,22 @@ pub fn all() -> Vec<Scenario> {
             )),
         },
         Scenario {
+            name: "pending_grants_claimed_by_the_requesters_tree_only",
+            run: pending_claims,
+            only: Some((
+                Backend::Seccomp,
+                "lsm: exec claims load in the VM but file_open claims are not landed yet",
+            )),
+        },
+        Scenario {
+            name: "pending_claims_of_a_sibling_run_in_audit_only_mode",
+            run: pending_claims_audit_only,
+            only: Some((
+                Backend::Seccomp,
+                "lsm: exec claims load in the VM but file_open claims are not landed yet",
+            )),
+        },
+        Scenario {
             name: "restart_stops_unsupervised_agents_and_audits_gap",
             run: restart,
             only: Some((
@@ -965,5 +981,203 @@ pub fn run_each(h: &Harness, filter: &str, mut report: impl FnMut(&'static str, 
             },
         };
         report(s.name, &outcome);
+    }
+}
+
+/// Runs `claim-race` in agent `a`: once the probe and its background
+/// sibling are both in the agent, pending grants are installed with the
+/// probe as requester (so after the sibling started), then both act.
+fn claim_race_run(h: &Harness, a: &str, file: &str) -> Result<Run, String> {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let dest = format!(
+        "127.0.0.1:{}",
+        server.local_addr().map_err(|e| e.to_string())?.port()
+    );
+    let go = h.work.join(format!("go-{a}"));
+    let _ = std::fs::remove_file(&go);
+    let go_s = Harness::s(&go);
+    let mut installed: Result<(), String> = Ok(());
+    let run = h.run_with(
+        a,
+        None,
+        &[
+            "claim-race",
+            &go_s,
+            "seq",
+            "exec",
+            TRUE,
+            "--",
+            "open",
+            file,
+            "r",
+            "--",
+            "connect",
+            &dest,
+        ],
+        |_| {
+            installed = (|| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let top = loop {
+                    let pids = h
+                        .enforcer
+                        .list_agents()
+                        .into_iter()
+                        .find(|i| i.name == a)
+                        .map(|i| i.pids)
+                        .unwrap_or_default();
+                    let top = pids.iter().copied().find(|p| {
+                        agentd::enforce::claim::ppid_of(*p).is_some_and(|pp| !pids.contains(&pp))
+                    });
+                    if let (true, Some(top)) = (pids.len() >= 2, top) {
+                        break top;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(format!(
+                            "the probe and its sibling never appeared: {pids:?}"
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                let requester = h
+                    .enforcer
+                    .requester_of(a, top)
+                    .ok_or("no requester for the probe")?;
+                let mut exec = spec(&[TRUE], &[], &[], &[], 60);
+                exec.uses = 1;
+                for (call, g) in [
+                    (format!("{a}-exec"), exec),
+                    (format!("{a}-read"), spec(&[], &[file], &[], &[], 60)),
+                    (format!("{a}-net"), spec(&[], &[], &[], &[&dest], 60)),
+                ] {
+                    let call = call.as_str();
+                    h.enforcer
+                        .install_grant_for(
+                            a,
+                            call,
+                            &format!("msg-{call}"),
+                            &g,
+                            Some(requester.clone()),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&go, "").map_err(|e| e.to_string())
+            })();
+            if installed.is_err() {
+                let _ = std::fs::write(&go, "");
+            }
+        },
+    );
+    let _ = std::fs::remove_file(&go);
+    installed?;
+    Ok(run)
+}
+
+fn call_of(h: &Harness, a: &str, action: &str, target: &str, decision: &str) -> Option<String> {
+    h.record(a, action, target, decision).map(|r| r.call_id)
+}
+
+fn pending_claims(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let f = h.file("claimable.txt", b"claim me\n", 0o644);
+    let run = claim_race_run(h, a, &Harness::s(&f))?;
+    // The sibling (started before the decision) claims nothing; the
+    // requester's fresh child execs (binding it), the requester opens in-process.
+    let want = format!("sib:{EPERM} | {EPERM} | {EPERM} own:exit:0 | ok claim me | ok");
+    if run.result != want {
+        return Err(format!(
+            "claim race: expected `{want}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    audited(h, a, "exec", TRUE, "deny", Some("claim_not_requester_tree"))?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "claimable.txt",
+        "deny",
+        Some("claim_not_requester_tree"),
+    )?;
+    audited(h, a, "exec", TRUE, "allow", Some("grant_matched"))?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "claimable.txt",
+        "allow",
+        Some("grant_matched"),
+    )?;
+    let exec_call = call_of(h, a, "exec", TRUE, "allow");
+    let open_call = call_of(h, a, "file_open", "claimable.txt", "allow");
+    let net_call = wait_row(h, |r| {
+        r.agent == a && r.action == "connect" && r.decision == "allow"
+    })
+    .map(|r| r.call_id);
+    if net_call != Some(format!("{a}-net")) {
+        return Err(format!("the claimed connect row names {net_call:?}"));
+    }
+    if wait_row(h, |r| {
+        r.agent == a && r.action == "connect" && r.reason_code == "claim_not_requester_tree"
+    })
+    .is_none()
+    {
+        return Err("no connect row refusing the sibling (claim_not_requester_tree)".into());
+    }
+    if exec_call != Some(format!("{a}-exec")) || open_call != Some(format!("{a}-read")) {
+        return Err(format!(
+            "claimed rows name the wrong calls: exec {exec_call:?}, open {open_call:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn pending_claims_audit_only(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::AuditOnly)?;
+    let f = h.file("claimable-ao.txt", b"claim me\n", 0o644);
+    let run = claim_race_run(h, a, &Harness::s(&f))?;
+    // Without enforcement the sibling's steps succeed, recorded as what
+    // enforcement would refuse.
+    let want = "sib:exit:0 | ok claim me | ok own:exit:0 | ok claim me | ok";
+    if run.result != want {
+        return Err(format!(
+            "audit-only claim race: expected `{want}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    audited(
+        h,
+        a,
+        "exec",
+        TRUE,
+        "would_deny",
+        Some("claim_not_requester_tree"),
+    )?;
+    audited(
+        h,
+        a,
+        "file_open",
+        "claimable-ao.txt",
+        "would_deny",
+        Some("claim_not_requester_tree"),
+    )
+}
+
+/// Waits (up to 2 s) for a kernel record matching `pred`.
+fn wait_row(
+    h: &Harness,
+    pred: impl Fn(&agentd::enforce::KernelRecord) -> bool,
+) -> Option<agentd::enforce::KernelRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = h
+            .sink
+            .0
+            .lock()
+            .ok()
+            .and_then(|recs| recs.iter().find(|r| pred(r)).cloned());
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -18,8 +18,8 @@
 use std::path::Path;
 
 use agentd_common::{
-    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, UseTicket, PENDING_SLOTS,
-    REQUESTER_CHAIN, TICKET_TRIES, UNLIMITED_USES,
+    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, UseTicket, PENDING_NAMES_ARGS,
+    PENDING_SLOTS, REQUESTER_CHAIN, TICKET_TRIES, UNLIMITED_USES,
 };
 use aya::maps::{HashMap, MapData};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,12 @@ impl PendingInfo {
             uses_left: uses.unwrap_or(UNLIMITED_USES),
             n_requesters: n as u32,
             requesters,
+            flags: if grant.spec.args.is_some() {
+                PENDING_NAMES_ARGS
+            } else {
+                0
+            },
+            _pad: 0,
         }
     }
 }
@@ -346,6 +352,8 @@ mod tests {
             uses_left: 1,
             n_requesters: chain.len() as u32,
             requesters,
+            flags: 0,
+            _pad: 0,
         }
     }
 
