@@ -120,7 +120,7 @@ impl ReceiptDocument {
     /// Builds the document for `claims`, tagged with `keys`.
     pub fn new(keys: &ReceiptKeys, claims: &ReceiptClaims) -> Self {
         Self {
-            v: 1,
+            v: 2,
             claims: claims.clone(),
             payload: format!("{:016x}", claims.payload()),
             tag: tag(keys, claims),

@@ -12,22 +12,27 @@
 //!   audit row.
 //!
 //! Rendering runs off the decision hot path through [`ReceiptQueue`].
+pub mod card;
 pub mod carrier;
 pub mod claims;
 pub mod dwt;
 pub mod ecc;
 pub mod gateway_hook;
 pub mod keys;
+pub mod locate;
+pub mod mark;
 pub mod pngio;
 pub mod queue;
 pub mod sync;
+pub mod template;
 pub mod watermark;
 
 use std::path::PathBuf;
 
+pub use card::Face;
 pub use claims::{ReceiptClaims, ReceiptDocument, PAYLOAD_BITS};
+pub use locate::Correction;
 pub use queue::{QueueStats, ReceiptQueue};
-pub use sync::Alignment;
 
 use keys::ReceiptKeys;
 use watermark::Layout;
@@ -109,13 +114,13 @@ pub struct WatermarkCheck {
     pub extracted_payload: u64,
     /// Bit error rate against the expected payload.
     pub bit_error_rate: Option<f32>,
-    /// Normalized correlation of all 512 pair ratios with the expected signs
-    /// (1 = clean, ~0 = no watermark under this key).
+    /// Normalized correlation of all chip (v2) or pair (v1) evidence with
+    /// the expected signs (1 = clean, ~0 = no watermark under this key).
     pub similarity: Option<f32>,
-    /// Normalized correlation of the 128 pilot pairs (needs no claims).
+    /// Normalized correlation of the pilots (needs no claims).
     pub pilot_correlation: f32,
-    /// Realignment found by the synchronisation search.
-    pub alignment: Alignment,
+    /// Geometric correction applied to read the copy.
+    pub correction: Correction,
     /// Expected payload known and BER ≤ [`MAX_BER`].
     pub verified: bool,
 }
@@ -138,26 +143,83 @@ impl VerifyReport {
     }
 }
 
-/// Renders and seals the receipt for `claims`: returns PNG bytes.
+/// Renders and seals the standard 256×256 receipt card for `claims`
+/// (target unknown): returns PNG bytes.
 pub fn seal(operator_key: &[u8], claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
-    let keys = ReceiptKeys::derive(operator_key)?;
-    let rgb = seal_rgb(&keys, claims)?;
-    let doc = ReceiptDocument::new(&keys, claims);
-    let text = serde_json::to_string(&doc).expect("receipt document serializes");
-    let size = carrier::SIZE as u32;
-    pngio::encode(&rgb, size, size, &text)
+    seal_card(operator_key, claims, &Face::default(), card::SIZE)
 }
 
-/// The sealed pixels (packed RGB8, 256×256) without the PNG container.
-pub fn seal_rgb(keys: &ReceiptKeys, claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
+/// Renders and seals the receipt card for `claims` showing `face`, `size`
+/// pixels square (a multiple of 256 up to 1024): returns PNG bytes.
+pub fn seal_card(
+    operator_key: &[u8],
+    claims: &ReceiptClaims,
+    face: &Face,
+    size: usize,
+) -> Result<Vec<u8>, ReceiptError> {
+    let keys = ReceiptKeys::derive(operator_key)?;
+    let rgb = seal_rgb(&keys, claims, face, size)?;
+    let doc = ReceiptDocument::new(&keys, claims);
+    let text = serde_json::to_string(&doc).expect("receipt document serializes");
+    pngio::encode(&rgb, size as u32, size as u32, &text)
+}
+
+/// The sealed card pixels (packed RGB8, `size`×`size`) without the PNG
+/// container.
+pub fn seal_rgb(
+    keys: &ReceiptKeys,
+    claims: &ReceiptClaims,
+    face: &Face,
+    size: usize,
+) -> Result<Vec<u8>, ReceiptError> {
     claims.validate()?;
-    let mut rgb = carrier::render(claims);
-    watermark::embed(
-        &mut rgb,
-        &Layout::new(&keys.watermark_key),
+    if size < card::SIZE || size > card::MAX_SIZE || size % card::SIZE != 0 {
+        return Err(ReceiptError::InvalidClaims {
+            reason: "bad_card_size",
+            detail: format!(
+                "card size {size} (accepted: multiples of {} up to {})",
+                card::SIZE,
+                card::MAX_SIZE
+            ),
+        });
+    }
+    let (mut rgb, luma) = card::render(claims, face, size);
+    let delta = mark::mark(
+        &luma,
+        card::SIZE,
+        &mark::Layout::new(&keys.watermark_key),
         claims.payload(),
     );
+    let m = size / card::SIZE;
+    for (i, p) in rgb.chunks_exact_mut(3).enumerate() {
+        let d = if m == 1 {
+            delta[i]
+        } else {
+            upsample(
+                &delta,
+                (i % size) as f32 / m as f32,
+                (i / size) as f32 / m as f32,
+            )
+        };
+        for c in p.iter_mut() {
+            *c = (*c as f32 + d).round().clamp(0.0, 255.0) as u8;
+        }
+    }
     Ok(rgb)
+}
+
+/// Bilinear read of a 256×256 plane at card position (x, y) (pixel
+/// centres at +0.5).
+fn upsample(plane: &[f32], x: f32, y: f32) -> f32 {
+    let n = card::SIZE;
+    let (px, py) = ((x - 0.5).max(0.0), (y - 0.5).max(0.0));
+    let (x0, y0) = ((px as usize).min(n - 1), (py as usize).min(n - 1));
+    let (x1, y1) = ((x0 + 1).min(n - 1), (y0 + 1).min(n - 1));
+    let (ax, ay) = (px - x0 as f32, py - y0 as f32);
+    plane[y0 * n + x0] * (1.0 - ax) * (1.0 - ay)
+        + plane[y0 * n + x1] * ax * (1.0 - ay)
+        + plane[y1 * n + x0] * (1.0 - ax) * ay
+        + plane[y1 * n + x1] * ax * ay
 }
 
 /// Verifies a receipt image (PNG, or a re-encoded copy such as JPEG).
@@ -179,7 +241,13 @@ pub fn verify_with_claims(
     let expected = claims
         .or(document.as_ref().map(|d| &d.claims))
         .map(ReceiptClaims::payload);
-    let watermark = watermark_check(&keys, &decoded, expected);
+    // A card sealed before the v2 mark carries the v1 DWT-SVD watermark.
+    let v1 = document.as_ref().is_some_and(|d| d.v == 1);
+    let watermark = if v1 {
+        watermark_check_v1(&keys, &decoded, expected)
+    } else {
+        watermark_check(&keys, &decoded, expected)
+    };
     Ok(VerifyReport {
         document,
         exact,
@@ -202,7 +270,7 @@ fn exact_check(keys: &ReceiptKeys, text: Option<&str>) -> (Option<ReceiptDocumen
             )
         }
     };
-    let verdict = if doc.v != 1 {
+    let verdict = if doc.v != 1 && doc.v != 2 {
         ExactCheck::Invalid {
             reason: "unsupported_receipt_version",
         }
@@ -220,8 +288,50 @@ fn exact_check(keys: &ReceiptKeys, text: Option<&str>) -> (Option<ReceiptDocumen
     (Some(doc), verdict)
 }
 
-/// Reads the watermark of decoded pixels under `keys`.
+/// Reads the card watermark (v2) of decoded pixels under `keys`, searching
+/// rotation, scale, mirror and offset (`locate`).
 pub fn watermark_check(
+    keys: &ReceiptKeys,
+    decoded: &pngio::Decoded,
+    expected: Option<u64>,
+) -> WatermarkCheck {
+    let layout = mark::Layout::new(&keys.watermark_key);
+    let y = watermark::luma(&decoded.rgb);
+    let copy = locate::Copy {
+        luma: &y,
+        width: decoded.width as usize,
+        height: decoded.height as usize,
+    };
+    // Among the candidates (at most 54: three hypotheses, plain and
+    // mirrored, nine offsets each), keep the one whose reading matches the
+    // claims best (or, without claims, has the strongest pilots). Choosing
+    // among 54 multiplies the false-accept odds (≈3e-10 for one reading) by
+    // 54 at most.
+    let best = locate::candidates(&copy, &layout)
+        .into_iter()
+        .max_by(|x, y| {
+            let key = |c: &locate::Candidate| match expected {
+                Some(p) => c.reading.similarity(&layout, p),
+                None => c.reading.pilot_nc,
+            };
+            key(x).total_cmp(&key(y))
+        })
+        .expect("at least one candidate");
+    let r = &best.reading;
+    let bit_error_rate = expected.map(|p| r.bit_error_rate(p));
+    WatermarkCheck {
+        expected_payload: expected,
+        extracted_payload: r.payload,
+        bit_error_rate,
+        similarity: expected.map(|p| r.similarity(&layout, p)),
+        pilot_correlation: r.pilot_nc,
+        correction: best.correction,
+        verified: bit_error_rate.is_some_and(|b| b <= MAX_BER),
+    }
+}
+
+/// Reads the v1 DWT-SVD watermark (receipts sealed before the card).
+pub fn watermark_check_v1(
     keys: &ReceiptKeys,
     decoded: &pngio::Decoded,
     expected: Option<u64>,
@@ -233,10 +343,6 @@ pub fn watermark_check(
         width: decoded.width as usize,
         height: decoded.height as usize,
     };
-    // Among the few best alignments, keep the one whose full extraction
-    // matches the claims best (or, without claims, has the strongest pilots).
-    // Choosing among 6 multiplies the false-accept odds by 6 at most. Blocks
-    // that map outside the image (cropped away) are erasures.
     let (alignment, ex) = sync::candidates(&plane, &layout)
         .into_iter()
         .map(|(a, _)| {
@@ -261,7 +367,12 @@ pub fn watermark_check(
         bit_error_rate,
         similarity: expected.map(|p| ex.similarity(&layout, p)),
         pilot_correlation: ex.pilot_nc,
-        alignment,
+        correction: Correction {
+            rotation: 0.0,
+            scale: 1.0 / alignment.scale,
+            mirrored: false,
+            offset: (-alignment.dx, -alignment.dy),
+        },
         verified: bit_error_rate.is_some_and(|b| b <= MAX_BER),
     }
 }

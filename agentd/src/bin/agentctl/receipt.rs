@@ -244,11 +244,8 @@ fn print_report(file: &std::path::Path, r: &VerifyReport) {
     if let Some(e) = w.expected_payload {
         print!(", expected {e:016x}");
     }
-    let al = w.alignment;
-    println!(
-        "; alignment dx={} dy={} scale={:.4}",
-        al.dx, al.dy, al.scale
-    );
+    println!();
+    println!("geometry:        {}", correction_text(&w.correction));
     println!("survived: {}", survived(r));
     println!(
         "result: {}",
@@ -258,6 +255,29 @@ fn print_report(file: &std::path::Path, r: &VerifyReport) {
             "NOT VERIFIED"
         }
     );
+}
+
+/// The geometric correction in words: what was undone to read the copy.
+fn correction_text(c: &receipt::Correction) -> String {
+    let mut parts = Vec::new();
+    if c.rotation != 0.0 {
+        parts.push(format!("rotated {:+.1}°", c.rotation));
+    }
+    if (c.scale - 1.0).abs() >= 0.005 {
+        parts.push(format!("scaled ×{:.3}", c.scale));
+    }
+    if c.mirrored {
+        parts.push("mirrored".to_string());
+    }
+    let (dx, dy) = c.offset;
+    if dx.abs() >= 0.5 || dy.abs() >= 0.5 {
+        parts.push(format!("card origin at ({dx:.0}, {dy:.0})"));
+    }
+    if parts.is_empty() {
+        "none (copy read as sealed)".to_string()
+    } else {
+        format!("undid {}", parts.join(", "))
+    }
 }
 
 fn report_json(r: &VerifyReport) -> serde_json::Value {
@@ -277,7 +297,12 @@ fn report_json(r: &VerifyReport) -> serde_json::Value {
             "pilot_correlation": w.pilot_correlation,
             "extracted_payload": format!("{:016x}", w.extracted_payload),
             "expected_payload": w.expected_payload.map(|p| format!("{p:016x}")),
-            "alignment": { "dx": w.alignment.dx, "dy": w.alignment.dy, "scale": w.alignment.scale },
+            "correction": {
+                "rotation_degrees": w.correction.rotation,
+                "scale": w.correction.scale,
+                "mirrored": w.correction.mirrored,
+                "offset": [w.correction.offset.0, w.correction.offset.1],
+            },
         },
         "survived": survived(r),
         "verified": r.passed(),
