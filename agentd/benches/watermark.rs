@@ -150,11 +150,10 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
 
 /// One attack: name and the copies it makes of one card (several for the
 /// sampled families: angles, offsets, corners).
-type Attack = (&'static str, Box<dyn Fn(&RgbImage, usize) -> Vec<Vec<u8>>>);
+type Copies = Box<dyn Fn(&RgbImage, usize) -> Vec<Vec<u8>>>;
+type Attack = (&'static str, Copies);
 
-fn one(
-    f: impl Fn(&RgbImage, usize) -> Vec<u8> + 'static,
-) -> Box<dyn Fn(&RgbImage, usize) -> Vec<Vec<u8>>> {
+fn one(f: impl Fn(&RgbImage, usize) -> Vec<u8> + 'static) -> Copies {
     Box::new(move |i, k| vec![f(i, k)])
 }
 

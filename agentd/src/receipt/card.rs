@@ -193,7 +193,8 @@ pub fn render(claims: &ReceiptClaims, face: &Face, size: usize) -> (Vec<u8>, Vec
     let k = std::f32::consts::TAU / template::PERIOD;
     let mut out = Vec::with_capacity(size * size * 3);
     // Separable template: sin(a + b) = sin a·cos b + cos a·sin b per wave.
-    let tables: Vec<(Vec<(f32, f32)>, Vec<(f32, f32)>)> = template::ANGLES
+    type SinCos = Vec<(f32, f32)>;
+    let tables: Vec<(SinCos, SinCos)> = template::ANGLES
         .iter()
         .map(|a| {
             let (s, co) = a.to_radians().sin_cos();

@@ -173,7 +173,7 @@ pub fn seal_rgb(
     size: usize,
 ) -> Result<Vec<u8>, ReceiptError> {
     claims.validate()?;
-    if size < card::SIZE || size > card::MAX_SIZE || size % card::SIZE != 0 {
+    if !(card::SIZE..=card::MAX_SIZE).contains(&size) || !size.is_multiple_of(card::SIZE) {
         return Err(ReceiptError::InvalidClaims {
             reason: "bad_card_size",
             detail: format!(
