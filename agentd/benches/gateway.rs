@@ -242,6 +242,7 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
             nonce_ttl_secs: 600,
             active_message_ttl_secs: 900,
             session_ttl_secs: 0,
+            unverified_per_minute: 0,
         },
         None,
     )
@@ -343,6 +344,7 @@ fn in_process_audited(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
                 nonce_ttl_secs: 600,
                 active_message_ttl_secs: 900,
                 session_ttl_secs: 0,
+                unverified_per_minute: 0,
             },
             Some(audit.clone()),
         )

@@ -91,6 +91,16 @@ pub struct GatewayConfig {
     /// the operator's latest verified message in it; another operator may
     /// then bind it (0 = bindings never lapse; admins can always release).
     pub session_ttl_secs: u64,
+    /// Messages that do not verify (unsigned, bad signature, unknown
+    /// operator) accepted per minute from one peer (Unix uid, or all of
+    /// TCP) and per claimed operator; 0 disables the limit.
+    pub unverified_per_minute: u32,
+    /// Connections the API holds open at once (each listener).
+    pub max_connections: usize,
+    /// Connections one peer (Unix uid, or all of TCP) holds open at once.
+    pub max_connections_per_peer: usize,
+    /// Seconds a client may take to send a request's headers, and its body.
+    pub request_timeout_secs: u64,
     /// Largest accepted request body, in bytes.
     pub max_request_bytes: usize,
     /// Policy file loaded at start-up and on SIGHUP (if set); `agentctl policy load` also works.
@@ -130,6 +140,10 @@ impl Default for GatewayConfig {
             nonce_ttl_secs: 600,
             active_message_ttl_secs: 900,
             session_ttl_secs: 7 * 24 * 3600,
+            unverified_per_minute: 60,
+            max_connections: 512,
+            max_connections_per_peer: 64,
+            request_timeout_secs: 10,
             max_request_bytes: 64 * 1024,
             policy_file: None,
         }
@@ -209,6 +223,15 @@ impl Config {
                 "gateway.session_ttl_secs",
                 "must be 0 (never lapse) or at least gateway.active_message_ttl_secs",
             ));
+        }
+        if g.max_connections == 0 || g.max_connections_per_peer == 0 {
+            return Err(invalid(
+                "gateway.max_connections",
+                "connection limits must be at least 1",
+            ));
+        }
+        if g.request_timeout_secs == 0 || g.request_timeout_secs > 300 {
+            return Err(invalid("gateway.request_timeout_secs", "must be 1..=300"));
         }
         if g.max_request_bytes < 1024 || g.max_request_bytes > 16 * 1024 * 1024 {
             return Err(invalid(

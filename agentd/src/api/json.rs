@@ -54,6 +54,10 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// How long a client may take to send a request body (slow senders hold a
+/// connection slot; they are answered 408 and cut off).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A JSON body: at most `BodyLimit` bytes, UTF-8, exactly the target type
 /// (the types use `deny_unknown_fields`).
 #[derive(Debug)]
@@ -67,8 +71,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(64 * 1024, |l| l.0);
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let read = axum::body::to_bytes(req.into_body(), limit);
+        let bytes = tokio::time::timeout(BODY_TIMEOUT, read)
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    reason::REQUEST_TIMEOUT,
+                    format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+                )
+            })?
             .map_err(|_| {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

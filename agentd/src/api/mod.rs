@@ -16,4 +16,4 @@ pub mod server;
 pub use client::{Client, ClientError, SocketArg};
 pub use json::ApiError;
 pub use peer::{Access, Peer, Transport};
-pub use server::{router, serve, AppState, Listener};
+pub use server::{router, serve, serve_limited, AppState, ConnLimits, Listener};

@@ -136,15 +136,21 @@ async fn health(State(s): St) -> Json<Health> {
 
 async fn submit_message(
     State(s): St,
+    Extension(peer): Extension<Peer>,
     JsonBody(msg): JsonBody<SignedMessage>,
 ) -> Result<Json<IngestOutcome>, ApiError> {
-    match s.gateway.submit_message(&msg).await {
+    let source = match peer.uid {
+        Some(u) => format!("uid:{u}"),
+        None => "tcp".to_owned(),
+    };
+    match s.gateway.submit_message_from(&msg, &source).await {
         Ok(o) => Ok(Json(o)),
         Err(r) => {
             let status = match r.class {
                 RefusalClass::Malformed => StatusCode::BAD_REQUEST,
                 RefusalClass::Unverified => StatusCode::FORBIDDEN,
                 RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                RefusalClass::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             };
             Err(ApiError::new(status, r.reason_code, r.message))
         }
@@ -435,15 +441,98 @@ pub enum Listener {
     Tcp(tokio::net::TcpListener),
 }
 
+/// Limits of one listener: how many connections it holds at once (in all,
+/// and per peer: a Unix uid, or all of TCP), and how long a client may take
+/// to send a request's headers. A connection over a limit is closed at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections open at once, all peers together.
+    pub max_connections: usize,
+    /// Connections open at once from one peer (root and admins included:
+    /// the limit is per uid, so one flooding uid never starves another).
+    pub max_per_peer: usize,
+    /// Time allowed for a request's headers (slow clients are cut off).
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            max_per_peer: 64,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Open connections by peer key, shared by a listener's tasks.
+#[derive(Debug, Default)]
+struct ConnCount {
+    total: usize,
+    by_peer: std::collections::HashMap<Option<u32>, usize>,
+}
+
+/// A held connection slot; released on drop.
+struct ConnSlot {
+    counts: Arc<std::sync::Mutex<ConnCount>>,
+    peer: Option<u32>,
+}
+
+impl ConnSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<ConnCount>>,
+        peer: Option<u32>,
+        limits: &ConnLimits,
+    ) -> Option<Self> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.by_peer.get(&peer).copied().unwrap_or(0);
+        if c.total >= limits.max_connections || mine >= limits.max_per_peer {
+            return None;
+        }
+        c.total += 1;
+        *c.by_peer.entry(peer).or_default() += 1;
+        Some(Self {
+            counts: counts.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true, then lets open
 /// connections finish their current request (up to `grace`).
 pub async fn serve(
     listener: Listener,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    serve_limited(listener, app, shutdown, grace, ConnLimits::default()).await
+}
+
+/// [`serve`] with explicit connection limits.
+pub async fn serve_limited(
+    listener: Listener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    limits: ConnLimits,
+) {
     let mut conns = tokio::task::JoinSet::new();
+    let counts = Arc::new(std::sync::Mutex::new(ConnCount::default()));
+    let mut refused: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -458,9 +547,21 @@ pub async fn serve(
                 continue;
             }
         };
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+        let Some(slot) = ConnSlot::take(&counts, peer.uid, &limits) else {
+            refused += 1;
+            // One line per 1000 refusals: a flood must not flood the log.
+            if refused % 1000 == 1 {
+                tracing::warn!(uid = ?peer.uid, refused, max = limits.max_connections, per_peer = limits.max_per_peer, "connection limit reached; closing new connections");
+            }
+            drop(io);
+            continue;
+        };
         let app = app.clone();
         let mut stop = shutdown.clone();
         conns.spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer);
@@ -470,7 +571,10 @@ pub async fn serve(
                     }
                 },
             );
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(io, svc);
             tokio::pin!(conn);
             let stopping = tokio::select! {
                 r = conn.as_mut() => {
@@ -488,8 +592,6 @@ pub async fn serve(
                 let _ = conn.await;
             }
         });
-        // Reap finished connection tasks so the set does not grow.
-        while conns.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
 }

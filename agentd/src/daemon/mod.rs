@@ -151,22 +151,29 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;
-    let mut servers = vec![tokio::spawn(api::serve(
+    let limits = api::ConnLimits {
+        max_connections: config.gateway.max_connections,
+        max_per_peer: config.gateway.max_connections_per_peer,
+        header_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
+    };
+    let mut servers = vec![tokio::spawn(api::serve_limited(
         Listener::Unix(unix),
         app.clone(),
         stop_rx.clone(),
         SHUTDOWN_GRACE,
+        limits,
     ))];
     if let Some(addr) = &config.tcp_listen {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;
         tracing::info!(addr, "TCP listener for remote operators (messages only)");
-        servers.push(tokio::spawn(api::serve(
+        servers.push(tokio::spawn(api::serve_limited(
             Listener::Tcp(tcp),
             app.clone(),
             stop_rx.clone(),
             SHUTDOWN_GRACE,
+            limits,
         )));
     }
     let pruner = {

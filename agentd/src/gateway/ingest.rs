@@ -66,6 +66,12 @@ pub enum RefusalClass {
     Unverified,
     /// The daemon could not do its job (store or audit).
     Unavailable,
+    /// Too many unverified messages from this peer or for this claimed
+    /// operator (HTTP 429). Only the first of a run is audited.
+    Throttled {
+        /// First refusal of a run.
+        first: bool,
+    },
 }
 
 fn refuse(reason_code: &'static str, message: impl Into<String>) -> Refusal {
@@ -123,11 +129,30 @@ impl Gateway {
     /// Verifies and records a message at Unix time `now`. Store I/O happens
     /// here (nonce, session, active message); auditing is the pipeline's.
     pub fn ingest(&self, msg: &SignedMessage, now: i64) -> Result<IngestOutcome, Refusal> {
-        let checked = msg.check().map_err(|e| Refusal {
-            reason_code: e.reason_code(),
-            message: e.to_string(),
-            class: RefusalClass::Malformed,
-        })?;
+        self.ingest_from(msg, now, "local")
+    }
+
+    /// [`Self::ingest`] for a message from `peer` (`uid:N`, `tcp`): messages
+    /// that do not verify count against the peer's and the claimed
+    /// operator's flood limits.
+    pub fn ingest_from(
+        &self,
+        msg: &SignedMessage,
+        now: i64,
+        peer: &str,
+    ) -> Result<IngestOutcome, Refusal> {
+        let claimed_name = msg.operator.as_deref().unwrap_or("");
+        let checked = match msg.check() {
+            Ok(c) => c,
+            Err(e) => {
+                self.throttle(peer, claimed_name)?;
+                return Err(Refusal {
+                    reason_code: e.reason_code(),
+                    message: e.to_string(),
+                    class: RefusalClass::Malformed,
+                });
+            }
+        };
         let rules = self
             .current_policy()
             .map(|p| p.messages.clone())
@@ -136,6 +161,7 @@ impl Gateway {
         let (operator, nonce, timestamp, signature) = match checked {
             Checked::Unsigned => {
                 return self.untrusted_or_refuse(
+                    peer,
                     rules.unsigned,
                     reason::UNSIGNED_MESSAGE,
                     "the message has no signature",
@@ -159,6 +185,7 @@ impl Gateway {
             .cloned();
         let Some(op) = op else {
             return self.untrusted_or_refuse(
+                peer,
                 rules.invalid,
                 reason::UNKNOWN_OPERATOR,
                 format!("no operator `{operator}` is enrolled"),
@@ -169,6 +196,7 @@ impl Gateway {
         };
         if op.revoked {
             return self.untrusted_or_refuse(
+                peer,
                 rules.invalid,
                 reason::OPERATOR_REVOKED,
                 format!("operator `{operator}` is revoked"),
@@ -182,6 +210,7 @@ impl Gateway {
             .expect("checked signed message has all fields");
         if !verify(&op.key, &canonical, &signature) {
             return self.untrusted_or_refuse(
+                peer,
                 rules.invalid,
                 reason::SIGNATURE_MISMATCH,
                 format!("the signature does not match operator `{operator}`'s key"),
@@ -278,8 +307,24 @@ impl Gateway {
         Ok(out)
     }
 
+    /// Spends a token of the flood limit for an unverified message.
+    fn throttle(&self, peer: &str, claimed: &str) -> Result<(), Refusal> {
+        match self.flood.take(peer, claimed, std::time::Instant::now()) {
+            super::flood::FloodVerdict::Pass => Ok(()),
+            super::flood::FloodVerdict::Limited { first } => Err(Refusal {
+                reason_code: reason::RATE_LIMITED,
+                message: format!(
+                    "too many unverified messages from {peer} or claiming `{claimed}`; try later"
+                ),
+                class: RefusalClass::Throttled { first },
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn untrusted_or_refuse(
         &self,
+        peer: &str,
         delivery: Delivery,
         reason_code: &'static str,
         message: impl Into<String>,
@@ -287,6 +332,7 @@ impl Gateway {
         msg: &SignedMessage,
         now: i64,
     ) -> Result<IngestOutcome, Refusal> {
+        self.throttle(peer, claimed)?;
         if delivery == Delivery::Refuse {
             return Err(refuse(reason_code, message));
         }

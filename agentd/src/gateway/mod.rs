@@ -6,6 +6,7 @@
 //! read back at start, so restarts keep nonces, sessions and active messages.
 pub mod call_ids;
 pub mod decide;
+pub mod flood;
 pub mod hooks;
 pub mod ingest;
 pub mod pipeline;
@@ -96,6 +97,9 @@ pub struct Settings {
     /// A session binding lapses this long after its operator's latest
     /// verified message in it (0 = never).
     pub session_ttl_secs: i64,
+    /// Unverified messages accepted per minute per peer and per claimed
+    /// operator (bursts of as many); 0 = no limit.
+    pub unverified_per_minute: u32,
 }
 
 impl From<&GatewayConfig> for Settings {
@@ -106,6 +110,7 @@ impl From<&GatewayConfig> for Settings {
             nonce_ttl_secs: secs(c.nonce_ttl_secs),
             active_message_ttl_secs: secs(c.active_message_ttl_secs),
             session_ttl_secs: secs(c.session_ttl_secs),
+            unverified_per_minute: c.unverified_per_minute,
         }
     }
 }
@@ -169,6 +174,7 @@ pub struct Gateway {
     sessions: RwLock<HashMap<String, String>>,
     active: RwLock<HashMap<u128, Arc<ingest::ActiveMessage>>>,
     rates: rate::RateLimiter,
+    flood: flood::FloodLimiter,
     audit: Option<AuditLog>,
     hooks: RwLock<Vec<Arc<dyn AllowHook>>>,
     resolver: RwLock<Option<Arc<dyn AgentResolver>>>,
@@ -265,6 +271,10 @@ impl Gateway {
             sessions: RwLock::new(sessions),
             active: RwLock::new(active),
             rates: rate::RateLimiter::default(),
+            flood: flood::FloodLimiter::new(
+                settings.unverified_per_minute,
+                settings.unverified_per_minute,
+            ),
             audit,
             hooks: RwLock::new(Vec::new()),
             resolver: RwLock::new(None),

@@ -33,8 +33,27 @@ impl Gateway {
     /// Ingests a message and records the outcome in the audit log. An audit
     /// failure refuses the message (`audit_unavailable`).
     pub async fn submit_message(&self, msg: &SignedMessage) -> Result<IngestOutcome, Refusal> {
+        self.submit_message_from(msg, "local").await
+    }
+
+    /// [`Self::submit_message`] from `peer` (`uid:N` or `tcp`), whose
+    /// unverified messages count against its flood limit. Only the first
+    /// refusal of a flood is audited (the rest would grow the log without
+    /// bound); the daemon logs how many it refused.
+    pub async fn submit_message_from(
+        &self,
+        msg: &SignedMessage,
+        peer: &str,
+    ) -> Result<IngestOutcome, Refusal> {
         let started = Instant::now();
-        let result = self.ingest(msg, unix_now());
+        let result = self.ingest_from(msg, unix_now(), peer);
+        if let Err(Refusal {
+            class: RefusalClass::Throttled { first: false },
+            ..
+        }) = &result
+        {
+            return result;
+        }
         let latency_us = started.elapsed().as_micros() as u64;
         let Some(audit) = &self.audit else {
             return result;

@@ -16,6 +16,7 @@ fn settings() -> Settings {
         nonce_ttl_secs: 600,
         active_message_ttl_secs: 900,
         session_ttl_secs: 0,
+        unverified_per_minute: 0,
     }
 }
 

@@ -83,6 +83,8 @@ pub const UNKNOWN_FIELD: &str = "unknown_field";
 pub const BODY_TOO_LARGE: &str = "body_too_large";
 /// The body is not UTF-8.
 pub const INVALID_UTF8: &str = "invalid_utf8";
+/// The request body did not arrive in time.
+pub const REQUEST_TIMEOUT: &str = "request_timeout";
 /// Route does not exist.
 pub const NOT_FOUND: &str = "not_found";
 /// The policy text was refused.
