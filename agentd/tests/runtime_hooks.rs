@@ -507,14 +507,14 @@ fn inside_an_agent_the_hook_never_stays_silent() {
 }
 
 /// The fuzz targets' own property code, compiled and run in the ordinary
-/// suite over the committed seed corpora, cut at every byte.
+/// suite over the committed seed corpora (fuzz/seeds/), cut at every byte.
 #[path = "../../fuzz/fuzz_targets/hook_common.rs"]
 mod hook_common;
 
 #[test]
 fn fuzz_property_holds_on_the_seed_corpora() {
     use agentd::runtime::Runtime;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
     let mut checked = 0;
     for (dir, rt) in [
         ("hook_claude_code", Runtime::ClaudeCode),

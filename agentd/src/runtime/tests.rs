@@ -392,27 +392,27 @@ fn no_input_is_allowed_without_agentd() {
     let seeds: [(Runtime, &str); 6] = [
         (
             Runtime::ClaudeCode,
-            include_str!("../../../fuzz/corpus/hook_claude_code/bash.json"),
+            include_str!("../../../fuzz/seeds/hook_claude_code/bash.json"),
         ),
         (
             Runtime::ClaudeCode,
-            include_str!("../../../fuzz/corpus/hook_claude_code/mcp.json"),
+            include_str!("../../../fuzz/seeds/hook_claude_code/mcp.json"),
         ),
         (
             Runtime::Codex,
-            include_str!("../../../fuzz/corpus/hook_codex/bash.json"),
+            include_str!("../../../fuzz/seeds/hook_codex/bash.json"),
         ),
         (
             Runtime::Gemini,
-            include_str!("../../../fuzz/corpus/hook_gemini/shell.json"),
+            include_str!("../../../fuzz/seeds/hook_gemini/shell.json"),
         ),
         (
             Runtime::Cursor,
-            include_str!("../../../fuzz/corpus/hook_cursor/shell.json"),
+            include_str!("../../../fuzz/seeds/hook_cursor/shell.json"),
         ),
         (
             Runtime::Cursor,
-            include_str!("../../../fuzz/corpus/hook_cursor/mcp.json"),
+            include_str!("../../../fuzz/seeds/hook_cursor/mcp.json"),
         ),
     ];
     let mut checked = 0;
