@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod enforce;
 pub mod gateway;
 pub mod grant_spec;
 pub mod policy;
+pub mod profile;
 pub mod protocol;
 pub mod receipt;
 pub mod runtime;

@@ -7,6 +7,7 @@
 //! `GET /v1/health`, `POST /v1/messages`, `POST /v1/tool-calls`,
 //! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
 //! `GET|PUT /v1/policy`, `POST /v1/policy/validate`.
+pub mod agent_routes;
 pub mod client;
 pub mod enforce_routes;
 pub mod json;

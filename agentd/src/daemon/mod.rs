@@ -147,7 +147,44 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         crate::receipt::gateway_hook::start(&config.state_dir, gateway.clone())
             .context("opening the receipt queue")?;
     gateway.add_allow_hook(receipt_hook);
-    let app = api::router(state).merge(api::enforce_routes::routes(enforce, access));
+    // Agents' settings live in agents.db; their baselines are composed from
+    // profiles (built-in and the policy's) and re-applied on every policy load.
+    let agents =
+        crate::agents::AgentManager::open(&config.state_dir, gateway.clone(), enforce.clone())
+            .context("opening the agents store")?;
+    {
+        let m = Arc::downgrade(&agents);
+        gateway.add_policy_listener(Arc::new(move || {
+            // Synchronous: when a load returns, running agents have the
+            // baselines the new policy's profiles give them.
+            if let Some(m) = m.upgrade() {
+                let failed = m.reapply_all();
+                if !failed.is_empty() {
+                    tracing::error!(
+                        ?failed,
+                        "policy reload: some agents kept their previous baseline"
+                    );
+                }
+            }
+        }));
+        let m = agents.clone();
+        let slot = enforce.clone();
+        std::thread::Builder::new()
+            .name("agentd-agents-apply".into())
+            .spawn(move || {
+                while !slot.settled() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let failed = m.reapply_all();
+                if !failed.is_empty() {
+                    tracing::error!(?failed, "start-up: some agents could not be applied");
+                }
+            })
+            .context("spawning the agents thread")?;
+    }
+    let app = api::router(state)
+        .merge(api::enforce_routes::routes(enforce, access.clone()))
+        .merge(api::agent_routes::routes(agents, access));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;

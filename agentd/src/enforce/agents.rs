@@ -86,14 +86,15 @@ impl Enforcer {
             }
             bpf.install(&grant)?;
             self.lsm_install(&grant)?;
-            bpf.set_agent(
-                cg.id,
-                AgentCgroup {
-                    agent_id: id,
-                    mode: mode.kernel() as u8,
-                    _pad: [0; 3],
-                },
-            )?;
+            let entry = AgentCgroup {
+                agent_id: id,
+                mode: mode.kernel() as u8,
+                _pad: [0; 3],
+            };
+            bpf.set_agent(cg.id, entry)?;
+            for leaf in leaves(&cg) {
+                bpf.set_agent(leaf.id, entry)?;
+            }
         }
         reg.agents.insert(
             name.to_string(),
@@ -148,9 +149,13 @@ impl Enforcer {
             .filter(|n| self.registry_r().agents.contains_key(n))
     }
 
-    /// Moves `pid` into the agent's cgroup.
+    /// Moves `pid` into the agent's cgroup (a process already in one of the
+    /// agent's run cgroups stays there).
     pub fn join(&self, agent: &str, pid: u32) -> Result<(), EnforceError> {
         let cg = self.agent_cgroup(agent)?;
+        if self.agent_of_pid(pid).as_deref() == Some(agent) {
+            return Ok(());
+        }
         agent_cgroup::join(&cg, pid)?;
         Ok(())
     }
@@ -216,17 +221,113 @@ impl Enforcer {
                 agent: agent.into(),
             })?;
         a.mode = mode;
-        let (cg, id) = (a.cgroup.id, a.id);
+        let (cg, id) = (a.cgroup.clone(), a.id);
+        let entry = AgentCgroup {
+            agent_id: id,
+            mode: mode.kernel() as u8,
+            _pad: [0; 3],
+        };
+        {
+            let mut bpf = self.bpf();
+            bpf.set_agent(cg.id, entry)?;
+            for leaf in leaves(&cg) {
+                bpf.set_agent(leaf.id, entry)?;
+            }
+        }
+        drop(reg);
+        self.save()
+    }
+
+    /// The agent's current baseline (what its unbound processes may do).
+    pub fn baseline_of(&self, agent: &str) -> Option<GrantSpec> {
+        self.registry_r()
+            .agents
+            .get(agent)
+            .map(|a| persist::spec_of(&a.baseline))
+    }
+
+    /// Creates the run cgroup `leaf` under the agent's cgroup (one per driver
+    /// run), registered in the kernel as the agent itself (same id, same
+    /// mode), so everything that holds for the agent holds inside it.
+    pub fn create_leaf(&self, agent: &str, leaf: &str) -> Result<AgentHandle, EnforceError> {
+        let reg = self.registry_r();
+        let a = reg
+            .agents
+            .get(agent)
+            .ok_or_else(|| EnforceError::UnknownAgent {
+                agent: agent.into(),
+            })?;
+        let dir = agent_cgroup::create(&a.cgroup.path, leaf)?;
         self.bpf().set_agent(
-            cg,
+            dir.id,
             AgentCgroup {
-                agent_id: id,
-                mode: mode.kernel() as u8,
+                agent_id: a.id,
+                mode: a.mode.kernel() as u8,
                 _pad: [0; 3],
             },
         )?;
-        drop(reg);
-        self.save()
+        tracing::info!(agent, leaf, cgroup = %dir.path.display(), "run cgroup created");
+        Ok(AgentHandle {
+            name: agent.into(),
+            backend: self.inner.backend,
+            id: a.id,
+            cgroup: dir.path,
+            cgroup_id: dir.id,
+        })
+    }
+
+    /// Kills whatever still runs in a run cgroup, then removes it.
+    pub fn remove_leaf(&self, agent: &str, leaf: &str) -> Result<(), EnforceError> {
+        let cg = self.agent_cgroup(agent)?;
+        if !agent_cgroup::valid_name(leaf) {
+            return Err(agent_cgroup::CgroupError::BadName { name: leaf.into() }.into());
+        }
+        let dir = agent_cgroup::open(&cg.path.join(leaf))?;
+        remove_cgroup(&dir)?;
+        self.bpf().remove_agent(dir.id);
+        Ok(())
+    }
+
+    /// Removes an agent: its grants, supervisors, kernel entry, baseline and
+    /// cgroup (with its run cgroups). Refused while a process of it runs.
+    pub fn remove_agent(&self, agent: &str) -> Result<(), EnforceError> {
+        let cg = self.agent_cgroup(agent)?;
+        let mut pids = agent_cgroup::procs(&cg).unwrap_or_default();
+        for leaf in leaves(&cg) {
+            pids.extend(agent_cgroup::procs(&leaf).unwrap_or_default());
+        }
+        if !pids.is_empty() {
+            return Err(EnforceError::AgentBusy {
+                agent: agent.into(),
+                pids,
+            });
+        }
+        let calls: Vec<String> = self
+            .registry_r()
+            .calls
+            .values()
+            .filter(|c| c.agent == agent)
+            .map(|c| c.call_id.clone())
+            .collect();
+        for c in calls {
+            let _ = self.revoke(&c);
+        }
+        self.stop_supervisors(agent);
+        let removed = self.registry_w().agents.remove(agent);
+        if let Some(a) = removed {
+            let mut bpf = self.bpf();
+            bpf.uninstall(&a.baseline);
+            self.lsm_uninstall(a.baseline.handle);
+            for leaf in leaves(&a.cgroup) {
+                bpf.remove_agent(leaf.id);
+                let _ = agent_cgroup::remove(&leaf);
+            }
+            bpf.remove_agent(a.cgroup.id);
+        }
+        let _ = agent_cgroup::remove(&cg);
+        self.save()?;
+        tracing::info!(agent, "agent removed");
+        Ok(())
     }
 
     /// Every agent with its processes and grants.
@@ -247,4 +348,36 @@ impl Enforcer {
             })
             .collect()
     }
+}
+
+/// The run cgroups under an agent's cgroup (agentd creates them; the agent
+/// user cannot, the directory being root's).
+fn leaves(cg: &AgentCgroupDir) -> Vec<AgentCgroupDir> {
+    agent_cgroup::existing(&cg.path)
+        .into_iter()
+        .filter_map(|n| agent_cgroup::open(&cg.path.join(n)).ok())
+        .collect()
+}
+
+/// Kills a cgroup's processes, waits (bounded) for them to go, removes it.
+fn remove_cgroup(dir: &AgentCgroupDir) -> Result<(), EnforceError> {
+    if !agent_cgroup::procs(dir).unwrap_or_default().is_empty() {
+        agent_cgroup::kill_all(dir)?;
+    }
+    for _ in 0..200 {
+        if agent_cgroup::procs(dir).unwrap_or_default().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // rmdir fails with EBUSY until the last zombie is reaped by its parent.
+    let mut last = agent_cgroup::remove(dir);
+    for _ in 0..100 {
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        last = agent_cgroup::remove(dir);
+    }
+    last.map_err(Into::into)
 }

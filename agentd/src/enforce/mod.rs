@@ -115,6 +115,14 @@ pub enum EnforceError {
     /// The lsm backend failed to attach or update its maps.
     #[error(transparent)]
     Lsm(#[from] lsm::LsmError),
+    /// The agent still has processes.
+    #[error("agent `{agent}` still has processes {pids:?}; stop them first")]
+    AgentBusy {
+        /// The agent.
+        agent: String,
+        /// Its processes.
+        pids: Vec<u32>,
+    },
 }
 
 impl EnforceError {
@@ -133,6 +141,7 @@ impl EnforceError {
             EnforceError::Supervisor { .. } => "enforcer_error",
             EnforceError::Persist(_) => "enforcer_error",
             EnforceError::Lsm(_) => "enforcer_error",
+            EnforceError::AgentBusy { .. } => "agent_running",
         }
     }
 }

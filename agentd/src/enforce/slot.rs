@@ -35,6 +35,11 @@ impl EnforceSlot {
         self.enforcer.get().and_then(|r| r.as_ref().ok()).cloned()
     }
 
+    /// Whether start-up has finished (successfully or not).
+    pub fn settled(&self) -> bool {
+        self.enforcer.get().is_some()
+    }
+
     /// Why enforcement is not available (starting, or the start-up error).
     pub fn unavailable_reason(&self) -> String {
         match self.enforcer.get() {

@@ -177,9 +177,13 @@ pub struct Gateway {
     flood: flood::FloodLimiter,
     audit: Option<AuditLog>,
     hooks: RwLock<Vec<Arc<dyn AllowHook>>>,
+    policy_listeners: RwLock<Vec<PolicyListener>>,
     resolver: RwLock<Option<Arc<dyn AgentResolver>>>,
     call_ids: call_ids::CallIds,
 }
+
+/// Called after every successful policy load (agents re-apply their baselines).
+pub type PolicyListener = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,6 +281,7 @@ impl Gateway {
             ),
             audit,
             hooks: RwLock::new(Vec::new()),
+            policy_listeners: RwLock::new(Vec::new()),
             resolver: RwLock::new(None),
             call_ids: call_ids::CallIds::default(),
         })
@@ -294,6 +299,14 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(hook);
+    }
+
+    /// Registers a function called after every successful policy load.
+    pub fn add_policy_listener(&self, listener: PolicyListener) {
+        self.policy_listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
     }
 
     /// Sets how callers are told apart by agent (the daemon wires the
@@ -352,6 +365,14 @@ impl Gateway {
         });
         self.rates.clear();
         tracing::info!(policy_id = %info.policy_id, origin, "policy loaded");
+        let listeners = self
+            .policy_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for l in listeners {
+            l();
+        }
         Ok(info)
     }
 

@@ -27,6 +27,8 @@ pub struct CompiledPolicy {
     pub messages: MessageRules,
     pub(crate) roles: HashMap<String, Role>,
     pub(crate) actions: HashMap<String, Action>,
+    /// Runtime profiles the policy defines (validated; built-ins not included).
+    pub profiles: std::collections::BTreeMap<String, crate::profile::ProfileDef>,
     /// Per-runtime tool mappings that override the built-in defaults.
     pub(crate) runtimes: HashMap<Runtime, Overrides>,
 }
@@ -224,6 +226,20 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         check_grant(grant, &at, name, &roles).map_err(|(at, m)| invalid(at, m))?;
     }
 
+    for (name, def) in &file.profiles {
+        let at = format!("profiles.{name}");
+        if !is_ident(name, b"-.") {
+            return Err(invalid(
+                at,
+                "profile names are 1-64 characters of [a-z0-9_.-]".into(),
+            ));
+        }
+        def.validate(&at).map_err(|e| match e {
+            crate::profile::ProfileError::Invalid { at, message } => invalid(at, message),
+            other => invalid(format!("profiles.{name}"), other.to_string()),
+        })?;
+    }
+
     let mut runtimes = HashMap::new();
     for (name, def) in &file.runtime {
         let at = format!("runtime.{name}");
@@ -247,6 +263,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         messages: file.messages,
         roles,
         actions,
+        profiles: file.profiles,
         runtimes,
     })
 }

@@ -22,6 +22,10 @@ pub struct PolicyFile {
     /// Actions by name.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionDef>,
+    /// Runtime profiles by name (agents' baselines); one named like a
+    /// built-in profile replaces it.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, crate::profile::ProfileDef>,
     /// Per-runtime tool mappings (`[runtime.<name>.tools.<Tool>]`), added to
     /// or replacing the built-in defaults of `runtime::mapping`.
     #[serde(default)]

@@ -110,6 +110,32 @@ pub const SIGNAL_OUTSIDE_AGENT: &str = "signal_outside_agent";
 /// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
 pub const SOCKET_FAMILY_REFUSED: &str = "socket_family_refused";
 
+// Agents, profiles, inboxes.
+/// An agent setting is invalid.
+pub const INVALID_AGENT: &str = "invalid_agent";
+/// No such agent.
+pub const UNKNOWN_AGENT: &str = "unknown_agent";
+/// The agent user does not exist.
+pub const UNKNOWN_USER: &str = "unknown_user";
+/// A profile file or policy section is invalid.
+pub const INVALID_PROFILE: &str = "invalid_profile";
+/// An agent names a profile that does not exist.
+pub const UNKNOWN_PROFILE: &str = "unknown_profile";
+/// A profile placeholder has no value for the agent.
+pub const PROFILE_PLACEHOLDER_UNSET: &str = "profile_placeholder_unset";
+/// The agent's model API route is not available (no forward proxy).
+pub const MODEL_API_UNAVAILABLE: &str = "model_api_unavailable";
+/// The agent's direct model upstream did not resolve.
+pub const MODEL_API_UNRESOLVED: &str = "model_api_unresolved";
+/// The agent still has processes.
+pub const AGENT_RUNNING: &str = "agent_running";
+/// No such inbox entry.
+pub const UNKNOWN_INBOX_ENTRY: &str = "unknown_inbox_entry";
+/// The inbox entry is not running.
+pub const INBOX_ENTRY_NOT_RUNNING: &str = "inbox_entry_not_running";
+/// A driver run hit its time limit; its cgroup was killed.
+pub const TIME_LIMIT_EXCEEDED: &str = "time_limit_exceeded";
+
 // Runtime hooks and the runtime-call route.
 /// The runtime's tool has no mapping to a policy action.
 pub const UNKNOWN_TOOL: &str = "unknown_tool";

@@ -3,6 +3,7 @@
 //! the root daemon does not link it.
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod audit;
 mod check;
 mod exec;
@@ -45,6 +46,8 @@ enum Command {
     Run(run::Args),
     /// Run a command bound to an allowed tool call.
     Exec(exec::Args),
+    /// Configure agents, read their inboxes, drive their runtime.
+    Agent(agent::Args),
     /// A runtime's pre-tool hook (claude-code, codex, gemini, cursor), and its installer.
     Hook(hook::Args),
 }
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Receipt(a) => receipt::run(a),
         Command::Run(a) => run::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Agent(a) => agent::run(a),
         Command::Hook(a) => hook::run(a),
     }
 }

@@ -1,5 +1,7 @@
-//! `agentctl run --agent NAME [--user U] [--mode enforce|audit-only] -- CMD`:
-//! starts an agent under agentd's enforcement (see `enforce::launch`).
+//! `agentctl run --agent NAME [--user U] [--mode enforce|audit-only]
+//! [--message ID] -- CMD`: starts an agent under agentd's enforcement (see
+//! `enforce::launch`); `--message` hands the command the active-message id
+//! its tool calls echo (`AGENTD_ACTIVE_MESSAGE`).
 use std::{ffi::OsString, path::PathBuf};
 
 use agentd::enforce::{launch, Mode};
@@ -20,6 +22,12 @@ pub struct Args {
     /// agentd's enforcement socket.
     #[arg(long, default_value = launch::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Active-message id the agent works on (set as AGENTD_ACTIVE_MESSAGE).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// A run cgroup under the agent's (from the driver) to start in.
+    #[arg(long, hide = true)]
+    pub run_cgroup: Option<PathBuf>,
     /// The command to run.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -40,6 +48,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "agents run as an unprivileged user; `{}` is root",
             args.user
         );
+    }
+    if let Some(id) = &args.message {
+        // Single-threaded here: setting the environment is safe, and the
+        // agent inherits it through exec.
+        std::env::set_var("AGENTD_ACTIVE_MESSAGE", id);
+    }
+    if let Some(cg) = &args.run_cgroup {
+        // Join the run cgroup before the launcher forks: the agent's
+        // process (and everything it starts) is created inside it, and the
+        // launcher's join into the agent leaves it there.
+        let procs = cg.join("cgroup.procs");
+        std::fs::write(&procs, std::process::id().to_string())
+            .map_err(|e| anyhow::anyhow!("joining run cgroup {}: {e}", cg.display()))?;
     }
     let spec = launch::LaunchSpec {
         socket: args.socket,

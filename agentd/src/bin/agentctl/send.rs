@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use hyper::Method;
+
+use agentd::agents::InboxEntry;
 use agentd::api::client::{blocking, ClientError, SocketArg};
 use agentd::gateway::{unix_now, Trust};
 use agentd::protocol::message::random_nonce;
@@ -41,6 +44,10 @@ pub struct Args {
     /// Print the daemon's JSON answer.
     #[arg(long)]
     json: bool,
+    /// Queue the message in this agent's inbox (its driver runs it)
+    /// instead of only handing back an active-message id.
+    #[arg(long)]
+    agent: Option<String>,
     /// The message text.
     text: String,
 }
@@ -88,6 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&msg)?);
         return Ok(());
     }
+    if let Some(agent) = &args.agent {
+        return send_to_inbox(&args, agent, &msg);
+    }
     match blocking(&args.socket.path(), |mut c| async move {
         c.submit_message(&msg).await
     }) {
@@ -116,6 +126,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     serde_json::json!({"refused": true, "status": status, "reason_code": reason_code, "message": message})
                 );
             }
+            eprintln!("message refused: {reason_code}: {message}");
+            std::process::exit(EXIT_REFUSED);
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn send_to_inbox(args: &Args, agent: &str, msg: &SignedMessage) -> anyhow::Result<()> {
+    let path = format!("/v1/inbox/{agent}");
+    match blocking(&args.socket.path(), |mut c| async move {
+        c.call::<_, InboxEntry>(Method::POST, &path, Some(msg))
+            .await
+    }) {
+        Ok(e) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                println!("{} {}", e.id, e.active_message_id);
+            }
+            if e.trust != "verified" {
+                eprintln!("message queued UNTRUSTED: its tool calls will be denied");
+            }
+            Ok(())
+        }
+        Err(ClientError::Api {
+            reason_code,
+            message,
+            ..
+        }) => {
             eprintln!("message refused: {reason_code}: {message}");
             std::process::exit(EXIT_REFUSED);
         }
