@@ -24,7 +24,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Configure an agent: user, mode, profiles, extra paths, model API.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List configured agents.
     List {
         /// Print JSON.
