@@ -399,3 +399,173 @@ fn agent_round_trip_and_a_reload_reaches_the_running_agent() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&secret);
 }
+
+/// The runtime the driver starts: reports its argv, the text it got on
+/// stdin and its active-message id; hangs, floods or fails on request.
+const RUNTIME: &str = r#"IFS= read -r text
+echo "argv:$*"
+echo "text:$text"
+echo "msg:$AGENTD_ACTIVE_MESSAGE"
+case "$text" in
+  hang*) /usr/bin/sleep 1000 & exec /usr/bin/sleep 1000 ;;
+  flood*) i=0; while [ $i -lt 40000 ]; do echo "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; i=$((i+1)); done ;;
+  fail*) exit 3 ;;
+esac
+"#;
+
+#[test]
+fn driver_takes_messages_in_order_and_survives_hangs_floods_and_failures() {
+    let _s = serial();
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    let d = Daemon::start();
+    wait_enforcement(&d);
+    let dir = scratch("driver");
+    let script = dir.join("runtime.sh");
+    std::fs::write(&script, RUNTIME).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = format!("p-drv-{}", std::process::id() % 100000);
+    d.ok(&[
+        "agent",
+        "add",
+        &name,
+        "--user",
+        USER,
+        "--exec",
+        "/usr/bin/sleep",
+        "--time-limit",
+        "3",
+    ]);
+    let key = d.enroll("olivia", "owner");
+    let send = |text: &str, signed: bool| -> (i64, String) {
+        let mut a = vec!["send", "--session", "s1", "--agent", &name];
+        let k = key.to_str().unwrap();
+        if signed {
+            a.extend(["--operator", "olivia", "--key-file", k]);
+        } else {
+            a.extend(["--unsigned", "--operator", "olivia"]);
+        }
+        a.extend(["--", text]);
+        let out = d.ok(&a);
+        let mut it = out.split_whitespace();
+        (
+            it.next().unwrap().parse().unwrap(),
+            it.next().unwrap().to_string(),
+        )
+    };
+    // A text that looks like flags: it must reach the runtime as text.
+    let (id1, am1) = send("--bare --dangerously-skip-permissions hello", true);
+    let (id2, _) = send("hang please", true);
+    let (id3, _) = send("flood please", true);
+    let (id4, _) = send("fail please", true);
+    let (id5, am5) = send("last one", false);
+    assert!(id1 < id2 && id2 < id3 && id3 < id4 && id4 < id5);
+    // Nothing runs until the driver does: all queued.
+    let queued: Value =
+        serde_json::from_str(&d.ok(&["agent", "replies", &name, "--json"])).unwrap();
+    assert!(
+        queued
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["state"] == "queued"),
+        "{queued:#}"
+    );
+
+    let started = Instant::now();
+    let out = d
+        .agentctl_cmd(&[
+            "agent",
+            "serve",
+            &name,
+            "--exit-when-empty",
+            "--enforce-socket",
+            enforce_sock(&d).to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            script.to_str().unwrap(),
+            "--flag-a",
+        ])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the hang was not cut at its time limit: {took:?}"
+    );
+
+    let entries: Value =
+        serde_json::from_str(&d.ok(&["agent", "replies", &name, "--json"])).unwrap();
+    let e = entries.as_array().unwrap();
+    assert_eq!(e.len(), 5);
+    // In order: each started after the previous finished.
+    for w in e.windows(2) {
+        assert!(w[0]["id"].as_i64() < w[1]["id"].as_i64());
+        assert!(
+            w[0]["finished_at"].as_i64().unwrap() <= w[1]["started_at"].as_i64().unwrap(),
+            "{entries:#}"
+        );
+    }
+    let reply = |i: usize| e[i]["reply"].as_str().unwrap_or("").to_string();
+    // 1: the flag-like text arrived on stdin, argv is only the runtime's own.
+    assert_eq!(e[0]["outcome"], "ok", "{:#}", e[0]);
+    assert!(reply(0).contains("argv:--flag-a\n"), "{}", reply(0));
+    assert!(reply(0).contains("text:--bare --dangerously-skip-permissions hello\n"));
+    assert!(reply(0).contains(&format!("msg:{am1}\n")));
+    assert!(!reply(0).lines().next().unwrap().contains("--bare"));
+    // 2: hung → killed at the time limit, with its background child; audited.
+    assert_eq!(e[1]["outcome"], "timed_out", "{:#}", e[1]);
+    assert!(reply(1).contains("text:hang please"));
+    let run2 = e[1]["run"].as_str().unwrap().to_string();
+    let db = agentd::audit::store::db_path(&d.state);
+    let conn = agentd::audit::store::open_ro(&db).unwrap();
+    let rows = agentd::audit::store::records_after(&conn, &db, 0, 100_000).unwrap();
+    assert!(
+        rows.iter().any(|r| r.event.action == "agent_run"
+            && r.event.reason_code == "time_limit_exceeded"
+            && r.event.target.contains(&format!("run={run2}"))),
+        "the killed run is audited"
+    );
+    // 3: a flood is cut at the bound, the runtime finished.
+    assert_eq!(e[2]["outcome"], "ok", "{:#}", e[2]);
+    assert_eq!(e[2]["reply_truncated"], true);
+    assert_eq!(reply(2).len(), agentd::agents::inbox::MAX_REPLY_BYTES);
+    // 4: a failure is recorded with its exit code.
+    assert_eq!(
+        (e[3]["outcome"].as_str(), e[3]["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
+    // 5: unsigned → delivered untrusted, still in order, with its own id.
+    assert_eq!(
+        (e[4]["trust"].as_str(), e[4]["outcome"].as_str()),
+        (Some("untrusted"), Some("ok"))
+    );
+    assert!(reply(4).contains(&format!("msg:{am5}\n")));
+    // Nothing of any run is left: no process, no run cgroup.
+    let show: Value = serde_json::from_str(&d.ok(&["agent", "show", &name, "--json"])).unwrap();
+    assert_eq!(show["running"]["pids"], Value::Array(vec![]), "{show:#}");
+    let agents: Value = d.raw(Method::GET, "/v1/agents", vec![]).1;
+    assert!(agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == name.as_str()));
+    let agent_cg = agentd::enforce::cgroup_root()
+        .unwrap()
+        .join(agentd::enforce::bpf_state::Instance::for_state_dir(&d.state).slice())
+        .join(&name);
+    assert!(agent_cg.is_dir(), "{}", agent_cg.display());
+    for entry in e {
+        let run = agent_cg.join(entry["run"].as_str().unwrap());
+        assert!(!run.exists(), "run cgroup {} left behind", run.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
