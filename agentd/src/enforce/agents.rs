@@ -273,6 +273,7 @@ impl Enforcer {
             id: a.id,
             cgroup: dir.path,
             cgroup_id: dir.id,
+            mode: a.mode,
         })
     }
 
