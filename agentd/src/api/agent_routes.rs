@@ -201,6 +201,7 @@ async fn submit(
                 RefusalClass::Malformed => StatusCode::BAD_REQUEST,
                 RefusalClass::Unverified => StatusCode::FORBIDDEN,
                 RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                RefusalClass::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             };
             Err(ApiError::new(status, r.reason_code, r.message))
         }
