@@ -3,8 +3,6 @@
 
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` = `_IOW('!', 4, __u64)`.
 pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
-/// Wake the notifying task on the supervisor's CPU (kernel ≥ 6.6).
-pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 
 /// Installs a filter that notifies on `getppid` and asks for a listener fd;
 /// with `sync_wakeup`, also sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on it.
@@ -78,7 +76,7 @@ fn child(sync_wakeup: bool) -> i32 {
             && libc::ioctl(
                 std::os::fd::AsRawFd::as_raw_fd(&fd),
                 SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+                super::seccomp::notif::SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
             ) != 0
         {
             return errno();

@@ -103,7 +103,7 @@ pub fn set_sync_wakeup(fd: BorrowedFd<'_>) -> bool {
         libc::ioctl(
             fd.as_raw_fd(),
             libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-            super::super::seccomp_probe::SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
         ) == 0
     }
 }
@@ -151,3 +151,6 @@ pub fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n as usize)
 }
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` flag: wake the supervisor on the same CPU.
+pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
