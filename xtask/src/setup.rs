@@ -208,6 +208,15 @@ fn agent_runtimes() -> anyhow::Result<()> {
         "--no-audit",
         "--no-fund",
     ]))?;
+    // The one install script the suite needs: Claude Code's, which copies
+    // its platform binary (a pinned optional dependency, already installed
+    // by npm ci) over the bin stub. It runs offline.
+    println!("    running Claude Code's install.cjs (copies its native binary into place)");
+    run_cmd(
+        Command::new("node")
+            .current_dir(&dir)
+            .arg("node_modules/@anthropic-ai/claude-code/install.cjs"),
+    )?;
     // The agent user runs them: every directory on the way must be traversable.
     use std::os::unix::fs::PermissionsExt as _;
     let mut d = Some(dir.as_path());
