@@ -51,6 +51,11 @@ pub struct Requester {
     pub chain: Vec<u32>,
     /// Leaf cgroup id of the asking process.
     pub cgroup_id: u64,
+    /// Its path under the cgroup root (as `/proc/PID/cgroup` says): the
+    /// supervisor, an unprivileged deputy, can read that for a claimant
+    /// but cannot stat cgroup directories under agentd's 0700 slice.
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 /// The pending part of an installed grant (persisted with it).
@@ -112,9 +117,24 @@ pub fn cgroup_id_of_pid(pid: u32) -> Option<u64> {
 /// The requester of a call made by `pid`: `pid` and its ancestors for as
 /// long as `in_agent` holds (at most [`REQUESTER_CHAIN`]).
 pub fn requester_of(pid: u32, in_agent: impl Fn(u32) -> bool) -> Option<Requester> {
+    let cgroup = super::agent_cgroup::cgroup_of_pid(pid)?;
     let cgroup_id = cgroup_id_of_pid(pid)?;
     let chain = chain_of(pid, in_agent, ppid_of);
-    (!chain.is_empty()).then_some(Requester { chain, cgroup_id })
+    (!chain.is_empty()).then_some(Requester {
+        chain,
+        cgroup_id,
+        cgroup,
+    })
+}
+
+/// Whether `tgid` is in the requester's leaf cgroup, by path: `claimant`
+/// is the claimant's cgroup path (readable from `/proc` by the deputy).
+/// A requester persisted without a path falls back to the cgroup id.
+fn in_requester_cgroup(requester: &Requester, tgid: u32, claimant: &str) -> bool {
+    if requester.cgroup.is_empty() {
+        return cgroup_id_of_pid(tgid) == Some(requester.cgroup_id);
+    }
+    requester.cgroup == claimant
 }
 
 fn chain_of(
@@ -261,6 +281,18 @@ pub enum Kind<'a> {
     Open,
 }
 
+/// The creator path of `tgid` as (tgid, start_ns, creator) steps, for logs.
+fn lineage_walk(tgid: u32, lineage: impl Fn(u32) -> Option<Lineage>) -> Vec<(u32, u64, u32)> {
+    let mut out = Vec::new();
+    let mut cur = tgid;
+    while out.len() < agentd_common::CLAIM_DEPTH as usize {
+        let Some(l) = lineage(cur) else { break };
+        out.push((cur, l.start_ns, l.creator));
+        cur = l.creator;
+    }
+    out
+}
+
 /// Whether a grant's argument constraint (if any) admits `argv`.
 pub fn args_match(grant: &KernelGrant, argv: Option<&[Vec<u8>]>) -> bool {
     let Some(want) = grant.spec.args.as_ref() else {
@@ -296,14 +328,30 @@ pub fn claim(
             reason::NO_GRANT
         });
     }
-    let Some(cgroup_id) = cgroup_id_of_pid(tgid) else {
+    let Some(claimant_cgroup) = super::agent_cgroup::cgroup_of_pid(tgid) else {
+        tracing::debug!(agent = %agent.name, tgid, "claim refused: the claimant's cgroup is unreadable");
         return Err(reason::NOT_REQUESTER_TREE);
     };
     let mut argv: Option<Option<Vec<Vec<u8>>>> = None;
     let mut refused = reason::NOT_REQUESTER_TREE;
     for (handle, pending, grant) in cands {
         let kernel = pending.kernel(grant, None);
-        if !may_claim(tgid, cgroup_id, &kernel, |t| maps.lineage(t)) {
+        // Same leaf cgroup (checked by path), then the shared rule with the
+        // grant's own cgroup id standing for the claimant's.
+        let in_cgroup = in_requester_cgroup(&pending.requester, tgid, &claimant_cgroup);
+        if !in_cgroup || !may_claim(tgid, kernel.cgroup_id, &kernel, |t| maps.lineage(t)) {
+            // The walk, for whoever debugs a refused claim.
+            tracing::debug!(
+                agent = %agent.name,
+                tgid,
+                handle,
+                in_cgroup,
+                claimant_cgroup = %claimant_cgroup,
+                decided_at_ns = kernel.decided_at_ns,
+                requesters = ?&pending.requester.chain,
+                lineage = ?lineage_walk(tgid, |t| maps.lineage(t)),
+                "claim refused: not of the requester's tree"
+            );
             continue;
         }
         if let Kind::Exec { argv: read } = &kind {

@@ -374,6 +374,24 @@ impl KernelGrant {
         self.verdict(covered, now_boot_ns)
     }
 
+    /// Checks an open of `file` (device+inode) at its real path: the path
+    /// scopes, and for reading also the grant's own exec targets, which an
+    /// interpreter must read to run a granted script (`#!/bin/sh`).
+    pub fn check_open(
+        &self,
+        real_path: &Path,
+        file: Option<FileId>,
+        access: Access,
+        tgid: u32,
+        now_boot_ns: u64,
+    ) -> Verdict {
+        let reads_own_exec = access == Access::Read && file.is_some_and(|f| self.exec.contains(&f));
+        if reads_own_exec {
+            return self.verdict(true, now_boot_ns);
+        }
+        self.check_path(real_path, access, tgid, now_boot_ns)
+    }
+
     /// Checks an exec target by device+inode.
     pub fn check_exec(&self, file: FileId, now_boot_ns: u64) -> Verdict {
         self.verdict(self.exec.contains(&file), now_boot_ns)
@@ -473,6 +491,38 @@ mod tests {
         );
         assert_eq!(
             g.check_exec(FileId { dev: 1, ino: 3 }, 50),
+            Verdict::NotCovered
+        );
+    }
+    #[test]
+    fn an_exec_target_may_be_read_but_not_written_through_the_grant() {
+        let g = KernelGrant {
+            handle: 7,
+            exec: vec![FileId { dev: 1, ino: 2 }],
+            exec_paths: vec![PathBuf::from("/opt/tool.sh")],
+            read: vec![],
+            write: vec![],
+            connect: vec![],
+            expires_at_ns: 0,
+            spec: GrantSpec::default(),
+        };
+        let script = Path::new("/opt/tool.sh");
+        let id = Some(FileId { dev: 1, ino: 2 });
+        assert_eq!(
+            g.check_open(script, id, Access::Read, 1, 5),
+            Verdict::Covered
+        );
+        assert_eq!(
+            g.check_open(script, id, Access::Write, 1, 5),
+            Verdict::NotCovered
+        );
+        let other = Some(FileId { dev: 1, ino: 3 });
+        assert_eq!(
+            g.check_open(script, other, Access::Read, 1, 5),
+            Verdict::NotCovered
+        );
+        assert_eq!(
+            g.check_open(script, None, Access::Read, 1, 5),
             Verdict::NotCovered
         );
     }

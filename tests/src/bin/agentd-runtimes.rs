@@ -89,7 +89,7 @@ fn main() {
     if demo {
         let result = agentd_tests::runtimes::demo::run(&suite);
         drop(suite);
-        let _ = std::fs::remove_dir_all(&root);
+        remove_scratch(&root);
         if let Err(e) = result {
             eprintln!("demo failed: {e:#}");
             std::process::exit(1);
@@ -113,7 +113,7 @@ fn main() {
             Err(e) => eprintln!("learn: {e:#}"),
         }
         drop(suite);
-        let _ = std::fs::remove_dir_all(&root);
+        remove_scratch(&root);
         return;
     }
     let policy = suite.load_policy();
@@ -134,7 +134,7 @@ fn main() {
         }
     }
     drop(suite);
-    let _ = std::fs::remove_dir_all(&root);
+    remove_scratch(&root);
     if failed > 0 {
         std::process::exit(1);
     }
@@ -351,4 +351,14 @@ fn scenarios(
             .map_or_else(err, |r| agentd_tests::runtimes::kernel_refused(&r, "/curl"))
     });
     out
+}
+
+/// Removes the run's scratch directory, unless `AGENTD_TEST_KEEP` is set
+/// (then agentd's log and every run's files stay for a post-mortem).
+fn remove_scratch(root: &std::path::Path) {
+    if std::env::var_os("AGENTD_TEST_KEEP").is_some() {
+        eprintln!("AGENTD_TEST_KEEP: kept {}", root.display());
+        return;
+    }
+    let _ = std::fs::remove_dir_all(root);
 }

@@ -9,7 +9,13 @@ use std::{
 };
 
 use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
-use crate::enforce::{claim, grant::Access, seccomp::resolve};
+use agentd_common::FileId;
+
+use crate::enforce::{
+    claim,
+    grant::{kernel_dev, Access},
+    seccomp::resolve,
+};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decide_open(
@@ -62,9 +68,13 @@ pub(super) fn decide_open(
                 Ok(p) => p,
                 Err(e) => return errno(e),
             };
+            let file = resolve::fstat(&handle).ok().map(|st| FileId {
+                dev: kernel_dev(st.st_dev),
+                ino: st.st_ino,
+            });
             let (allowed, reason, call, audit_only) =
                 verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
-                    g.check_path(&real, access, tgid, now)
+                    g.check_open(&real, file, access, tgid, now)
                 });
             let decided = Decided {
                 action: "file_open",
