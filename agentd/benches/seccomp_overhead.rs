@@ -321,6 +321,7 @@ fn decision_work(n: usize) -> (u64, u64) {
             reason_code: reason.into(),
             pid,
             latency_us: 0,
+            access: Some("read"),
         });
     });
     drop(tx);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod enforce;
+pub mod explain;
 pub mod gateway;
 pub mod grant_spec;
 pub mod policy;

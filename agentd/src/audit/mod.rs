@@ -7,6 +7,7 @@
 mod appender;
 pub mod checkpoint;
 pub mod export;
+pub mod kernel_row;
 pub mod record;
 pub mod retention;
 pub mod store;

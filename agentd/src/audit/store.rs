@@ -292,6 +292,32 @@ pub fn record_at(conn: &Connection, path: &Path, seq: u64) -> Result<Option<Reco
     }
 }
 
+/// The newest tool-call (gateway) row of `call_id` before `before_seq`:
+/// the decision a kernel row bound to that call acted under.
+pub fn tool_call_row(
+    conn: &Connection,
+    path: &Path,
+    call_id: &str,
+    before_seq: u64,
+) -> Result<Option<Record>, StoreError> {
+    let q = format!(
+        "SELECT {RECORD_COLUMNS} FROM audit_records WHERE call_id = ?1 AND kind = 'tool_call' AND seq < ?2 ORDER BY seq DESC LIMIT 1"
+    );
+    let row = conn
+        .query_row(&q, params![call_id, before_seq as i64], record_from_row)
+        .optional()
+        .map_err(sql(path, "read record"))?;
+    match row {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err((seq, message))) => Err(StoreError::Malformed {
+            path: path.to_owned(),
+            seq,
+            message,
+        }),
+    }
+}
+
 /// Records with `seq > after`, ascending, at most `limit`.
 pub fn records_after(
     conn: &Connection,

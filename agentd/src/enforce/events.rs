@@ -36,6 +36,9 @@ pub struct KernelRecord {
     pub pid: u32,
     /// Time spent deciding, where known.
     pub latency_us: u64,
+    /// `read` or `write` for a file open where the backend knows it
+    /// (seccomp); audited after the pid as `access:…`.
+    pub access: Option<&'static str>,
 }
 
 /// Where kernel records go. Implemented for the audit log; tests may collect.
@@ -142,6 +145,7 @@ pub fn record_of(ev: &KernelEvent, reg: &Registry) -> KernelRecord {
             .to_string(),
         pid: ev.tgid,
         latency_us: 0,
+        access: None,
     }
 }
 
@@ -209,6 +213,7 @@ impl AuditSink for MemorySink {
                 reason_code: reason_code.into(),
                 pid: 0,
                 latency_us: 0,
+                access: None,
             });
         Ok(())
     }
@@ -225,7 +230,10 @@ fn kernel_event(rec: &KernelRecord) -> crate::audit::AuditEvent {
     ev.reason_code = rec.reason_code.clone();
     // Kernel rows are decided by the agent's grants or baseline; the agent
     // (and the pid that asked) identify which.
-    ev.policy_id = format!("agent:{} pid:{}", rec.agent, rec.pid);
+    ev.policy_id = match rec.access {
+        Some(a) => format!("agent:{} pid:{} access:{a}", rec.agent, rec.pid),
+        None => format!("agent:{} pid:{}", rec.agent, rec.pid),
+    };
     ev.latency_us = rec.latency_us;
     ev
 }

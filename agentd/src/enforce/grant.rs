@@ -250,6 +250,14 @@ pub enum Access {
 }
 
 impl Access {
+    /// Stable name, as audited (`access:read` / `access:write`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+
     /// Classifies `open` flags.
     pub fn of_flags(flags: u64) -> Self {
         let flags = flags as i32;

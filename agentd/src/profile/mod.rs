@@ -11,6 +11,7 @@
 pub mod builtin;
 pub mod compose;
 pub mod expand;
+pub mod learn;
 pub mod schema;
 
 pub use compose::{compose, Extras, NoProtectedFiles, ProtectedFiles};

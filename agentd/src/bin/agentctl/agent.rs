@@ -67,6 +67,32 @@ enum Command {
     },
     /// Run the runtime for each queued message, in order (the driver).
     Serve(serve::Args),
+    /// Propose a profile from the agent's audit-only run (what it would have
+    /// been denied, minus what its baseline grants).
+    Learn(LearnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LearnArgs {
+    /// Agent name.
+    name: String,
+    /// Only audit rows after this seq (e.g. the last row before the run).
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+    /// Write the proposal to this file instead of printing it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Name of the proposed profile (default NAME-learned).
+    #[arg(long)]
+    profile_name: Option<String>,
+    /// Another start-up script or protected path no write scope may cover (repeat).
+    #[arg(long)]
+    protect: Vec<PathBuf>,
+    #[command(flatten)]
+    loc: crate::audit::Location,
+    /// Audit database file (default: STATE_DIR/audit.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -287,7 +313,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(a) => serve::run(&sock, a),
+        Command::Learn(a) => learn(&sock, a),
     }
+}
+
+fn learn(sock: &std::path::Path, a: LearnArgs) -> anyhow::Result<()> {
+    use agentd::audit::store;
+    use agentd::profile::learn::{learn, LearnInput};
+    let name = a.name.clone();
+    let v: AgentView = blocking(sock, |mut c| async move { c.get(&path_of(&name)).await })?;
+    let home = nix::unistd::User::from_name(&v.def.user)
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
+    // The runtime's own code and the protected files are never write scopes.
+    let mut protected = v.write_exceptions.clone();
+    protected.extend(v.def.install_dir.iter().cloned());
+    protected.extend(a.protect.iter().cloned());
+    let db = a.loc.db(&a.db)?;
+    let conn = store::open_ro(&db)?;
+    let mut rows = Vec::new();
+    let mut after = a.since;
+    loop {
+        let batch = store::records_after(&conn, &db, after, 10_000)?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        rows.extend(batch.into_iter().filter(|r| {
+            r.event.kind == agentd::audit::RecordKind::Kernel
+                && r.event.policy_id.starts_with(&format!("agent:{} ", a.name))
+        }));
+    }
+    let input = LearnInput {
+        agent: &a.name,
+        since: a.since,
+        baseline: v.baseline.as_ref(),
+        home: home.as_deref(),
+        protected: &protected,
+    };
+    let p = learn(&rows, &input);
+    let profile = a
+        .profile_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-learned", a.name));
+    let text = p.render(&profile, &a.name);
+    match &a.out {
+        Some(f) => {
+            std::fs::write(f, &text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", f.display()))?;
+            eprintln!(
+                "{} entries ({} writes not proposed) from {} rows written to {}",
+                p.entries.len(),
+                p.refused.len(),
+                p.rows,
+                f.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 fn mode_name(m: Mode) -> String {

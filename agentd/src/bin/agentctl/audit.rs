@@ -46,7 +46,7 @@ struct DbArgs {
 
 /// Where the log is: `--db`, else `--state-dir`, else the config's state_dir.
 #[derive(Debug, clap::Args)]
-struct Location {
+pub(crate) struct Location {
     /// Config file naming state_dir (default /etc/agentd/agentd.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -176,7 +176,7 @@ impl Location {
         Ok(Config::load(&path)?.state_dir)
     }
 
-    fn db(&self, db: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    pub(crate) fn db(&self, db: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
         match db {
             Some(p) => Ok(p.clone()),
             None => Ok(store::db_path(&self.state_dir()?)),

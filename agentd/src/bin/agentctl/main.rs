@@ -7,6 +7,7 @@ mod agent;
 mod audit;
 mod check;
 mod exec;
+mod explain;
 mod hook;
 mod operator;
 mod policy;
@@ -40,6 +41,8 @@ enum Command {
     Check(check::Args),
     /// Verify, tail, export and prune the audit log.
     Audit(audit::Args),
+    /// Say why an audit row was denied (or allowed) and what would allow it.
+    Explain(explain::Args),
     /// Verify a receipt PNG.
     Receipt(receipt::Args),
     /// Start an agent under agentd's control.
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Session(a) => session::run(a),
         Command::Check(a) => check::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Receipt(a) => receipt::run(a),
         Command::Run(a) => run::run(a),
         Command::Exec(a) => exec::run(a),

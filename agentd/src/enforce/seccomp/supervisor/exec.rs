@@ -72,6 +72,7 @@ pub(super) fn decide_exec(
         allowed,
         reason,
         call,
+        access: None,
     };
     if !allowed && !audit_only {
         return (Answer::Errno(libc::EPERM), Some(decided));

@@ -38,6 +38,7 @@ pub(super) fn decide(
             allowed: false,
             reason,
             call: None,
+            access: None,
         }),
     ))
 }

@@ -94,6 +94,8 @@ struct Decided {
     allowed: bool,
     reason: &'static str,
     call: Option<u64>,
+    /// `read` or `write` for file opens (what `agent learn` groups by).
+    access: Option<&'static str>,
 }
 
 /// The syscall arguments that matter, decoded from seccomp_data.
@@ -251,6 +253,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
                     allowed: false,
                     reason: "enforcer_error",
                     call: None,
+                    access: None,
                 }),
             )
         });
@@ -323,6 +326,7 @@ fn audit(sup: &Supervisor, n: &libc::seccomp_notif, d: Decided, started: Instant
         reason_code: d.reason.into(),
         pid: n.pid,
         latency_us: started.elapsed().as_micros() as u64,
+        access: d.access,
     });
 }
 
@@ -477,6 +481,7 @@ fn magic_link_denial(action: &'static str, path: &[u8]) -> (Answer, Option<Decid
             allowed: false,
             reason: "magic_link_refused",
             call: None,
+            access: None,
         }),
     )
 }

@@ -82,6 +82,7 @@ pub(super) fn decide_open(
                 allowed,
                 reason,
                 call,
+                access: Some(access.name()),
             };
             if !allowed && !audit_only {
                 return (Answer::Errno(libc::EPERM), Some(decided));
@@ -168,6 +169,7 @@ fn create(
         allowed,
         reason,
         call,
+        access: Some(Access::Write.name()),
     };
     if !allowed && !audit_only {
         return (Answer::Errno(libc::EPERM), Some(decided));

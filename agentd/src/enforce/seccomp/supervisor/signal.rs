@@ -87,6 +87,7 @@ pub(super) fn decide(
         allowed: false,
         reason: reason::SIGNAL_OUTSIDE_AGENT,
         call: None,
+        access: None,
     };
     let answer = if audit_only {
         Answer::Continue

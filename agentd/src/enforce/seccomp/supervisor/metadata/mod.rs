@@ -147,6 +147,7 @@ pub(super) fn handle(
                 allowed,
                 reason,
                 call,
+                access: None,
             });
         }
     }

@@ -1,0 +1,225 @@
+//! Kernel rows: an exec, open, connect or path change of an agent's
+//! process, decided by a tool call's grant or by the agent's baseline.
+use super::render;
+use super::{Context, Explanation, Fix, Outcome};
+use crate::audit::kernel_row::{connect_entry, origin};
+use crate::audit::Record;
+use crate::policy::schema::PolicyFile;
+use crate::protocol::reason as rc;
+
+/// What the profile list and entry of a kernel row would be.
+pub fn profile_entry(
+    action: &str,
+    target: &str,
+    access: Option<&str>,
+) -> Option<(&'static str, String)> {
+    match action {
+        "exec" | "exec_verify" => Some(("exec", target.to_owned())),
+        "file_open" => Some((
+            if access == Some("write") {
+                "write"
+            } else {
+                "read"
+            },
+            target.to_owned(),
+        )),
+        "connect" | "sendmsg" => connect_entry(target).map(|c| ("connect", c)),
+        a if a.starts_with("path_") => Some(("write", target.to_owned())),
+        _ => None,
+    }
+}
+
+fn verb(action: &str, access: Option<&str>) -> String {
+    match action {
+        "exec" => "ran the program".into(),
+        "exec_verify" => "executed (verified at sched_process_exec)".into(),
+        "file_open" => match access {
+            Some(a) => format!("opened for {a}"),
+            None => "opened".into(),
+        },
+        "connect" => "connected to".into(),
+        "sendmsg" => "sent a datagram to".into(),
+        a => format!("did `{a}` on"),
+    }
+}
+
+/// Explains a kernel row.
+pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Explanation {
+    let ev = &r.event;
+    let o = origin(&ev.policy_id);
+    let code = ev.reason_code.as_str();
+    let pid = o
+        .pid
+        .map(|p| format!("process {p}"))
+        .unwrap_or_else(|| "a process".into());
+    let did = format!(
+        "{pid} of agent `{}` {} `{}`",
+        o.agent,
+        verb(&ev.action, o.access.as_deref()),
+        ev.target
+    );
+    let call = if ev.call_id.is_empty() {
+        None
+    } else {
+        Some(ev.call_id.as_str())
+    };
+    let check = match call {
+        Some(c) => format!("kernel ({}): the grant of tool call {c}", ev.action),
+        None => format!(
+            "kernel ({}): the agent's pending grants and its baseline",
+            ev.action
+        ),
+    };
+    let why = match code {
+        "baseline" => format!("{did}: allowed by the agent's baseline (what its profiles let the runtime do to live)"),
+        "grant_matched" => format!("{did}: allowed by the grant of tool call {}", call.unwrap_or("?")),
+        "no_grant" => format!(
+            "{did}: no approved tool call's grant (pending or bound) covers it, and the agent's baseline{} does not either",
+            ctx.agent_profiles.map(|p| format!(" (profiles: {})", p.join(", "))).unwrap_or_default()
+        ),
+        "path_outside_scope" => format!("{did}: the process acts for tool call {}, whose grant does not cover this path", call.unwrap_or("?")),
+        "grant_expired" => format!("{did}: the grant of tool call {} had expired (its ttl_secs passed)", call.unwrap_or("?")),
+        "grant_used_up" => format!("{did}: the grant of tool call {} was used up (its `uses`)", call.unwrap_or("?")),
+        "claim_not_requester_tree" => format!("{did}: a pending grant covers it, but only the process tree that asked for the call may claim it, and this process is not in it (a sibling left from an earlier tool, an MCP server, a background job)"),
+        "exec_target_mismatch" => format!("{did}: the file executed is not the one approved (its device and inode changed since the decision: replaced or swapped)"),
+        "exec_args_unverifiable" => format!("{did}: the grant names exact arguments, which this backend cannot check at exec"),
+        "enforcer_tamper" => format!("{did}: an attempt on agentd itself (ptrace, bpf, signals, its files) — never allowed"),
+        rc::SIGNAL_OUTSIDE_AGENT => format!("{did}: a signal or pidfd aimed outside the agent — never allowed"),
+        rc::SOCKET_FAMILY_REFUSED => format!("{did}: a socket family agents may not open (raw, packet, ICMP, vsock…) — never allowed"),
+        rc::SECCOMP_LISTENER_REFUSED | rc::TTY_INJECTION_REFUSED | rc::PROCESS_ACCESS_REFUSED | "magic_link_refused" => format!("{did}: a bypass technique refused outright ({code}) — never allowed"),
+        "enforcer_error" => format!("{did}: agentd failed to decide and denied (fail closed); its log says why"),
+        _ => format!("{did}: {code}"),
+    };
+    let mut e = Explanation::new(r, check, why);
+    if e.outcome == Outcome::Allowed || e.outcome == Outcome::Info {
+        return e;
+    }
+    let call_action = ctx
+        .call_row
+        .filter(|c| c.event.call_id == ev.call_id)
+        .map(|c| c.event.action.clone());
+    if call.is_some() && call_action.is_none() {
+        e.notes.push(format!(
+            "the gateway row of call {} was not found; the action it was allowed as is unknown",
+            ev.call_id
+        ));
+    }
+    match code {
+        "no_grant" => {
+            if let Some((list, entry)) = profile_entry(&ev.action, &ev.target, o.access.as_deref()) {
+                let name = format!("{}-extra", o.agent);
+                let mut profiles: Vec<String> = ctx
+                    .agent_profiles
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default();
+                if profiles.is_empty() {
+                    profiles.push("generic".into());
+                }
+                if !profiles.contains(&name) {
+                    profiles.push(name.clone());
+                }
+                let flags: String = profiles.iter().map(|p| format!(" --profile {p}")).collect();
+                e.fixes.push(Fix {
+                    summary: format!(
+                        "if the runtime needs this to live (not a tool acting for an operator): add it to the agent's baseline with a profile of its own in the policy{}",
+                        if list == "write" { " (never a write scope over start-up scripts or protected files)" } else { "" }
+                    ),
+                    toml: Some(render::profile(&name, &[(list, vec![entry])])),
+                    command: Some(format!(
+                        "agentctl policy load POLICY.toml && agentctl agent add {} --replace{flags} …(its other settings)",
+                        o.agent
+                    )),
+                    verified: false,
+                });
+                e.notes.push(format!(
+                    "`agentctl agent learn {}` proposes the whole profile from an audit-only run",
+                    o.agent
+                ));
+            }
+            if let Some(p) = policy {
+                let field = match ev.action.as_str() {
+                    "exec" | "exec_verify" => Some("exec"),
+                    "file_open" => Some(if o.access.as_deref() == Some("write") { "write" } else { "read" }),
+                    "connect" | "sendmsg" => Some("connect"),
+                    _ => None,
+                };
+                let per_call: Vec<String> = p
+                    .actions
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.grant.as_ref().is_some_and(|g| {
+                            let l = match field {
+                                Some("exec") => &g.exec,
+                                Some("write") => &g.write,
+                                Some("read") => &g.read,
+                                Some(_) => &g.connect,
+                                None => return false,
+                            };
+                            l.iter().any(|x| x.contains("{arg."))
+                        })
+                    })
+                    .map(|(n, _)| format!("`{n}`"))
+                    .collect();
+                if !per_call.is_empty() {
+                    e.fixes.push(Fix {
+                        summary: format!(
+                            "if it is a tool acting for an operator: have the runtime ask for it as a call to {} (the argument rules of the operator's role must allow `{}`); the kernel then lets exactly that call's process do it",
+                            per_call.join(" or "),
+                            ev.target
+                        ),
+                        toml: None,
+                        command: None,
+                        verified: false,
+                    });
+                }
+            }
+        }
+        "path_outside_scope" | "grant_expired" | "grant_used_up" => {
+            let (Some(a), Some(p)) = (call_action.as_deref(), policy) else {
+                return e;
+            };
+            let Some(mut g) = p.actions.get(a).and_then(|x| x.grant.clone()) else {
+                return e;
+            };
+            let summary = match code {
+                "path_outside_scope" => {
+                    let write = o.access.as_deref() == Some("write");
+                    match ev.action.as_str() {
+                        "file_open" if !write => g.read.push(ev.target.clone()),
+                        "connect" | "sendmsg" => g
+                            .connect
+                            .push(connect_entry(&ev.target).unwrap_or_else(|| ev.target.clone())),
+                        "exec" | "exec_verify" => g.exec.push(ev.target.clone()),
+                        _ => g.write.push(ev.target.clone()),
+                    }
+                    format!("widen action `{a}`'s grant template (every call of `{a}` gets it)")
+                }
+                "grant_expired" => {
+                    g.ttl_secs = g.ttl_secs.saturating_mul(2).max(1);
+                    format!("give action `{a}`'s grant a longer life")
+                }
+                _ => {
+                    if g.uses == 0 {
+                        return e;
+                    }
+                    g.uses += 1;
+                    format!("let one call of `{a}` be used once more (processes bound and claims alike)")
+                }
+            };
+            e.fixes.push(Fix {
+                summary,
+                toml: Some(format!("[actions.{}]\ngrant = {}\n", render::key(a), render::grant(&g))),
+                command: Some("agentctl policy validate POLICY.toml && agentctl policy load POLICY.toml".into()),
+                verified: false,
+            });
+        }
+        "exec_args_unverifiable" => e.fixes.push(Fix {
+            summary: "run the agent on the seccomp backend (which checks exec arguments), or drop `args` from the action's grant template".into(),
+            toml: None,
+            command: None,
+            verified: false,
+        }),
+        _ => {}
+    }
+    e
+}
