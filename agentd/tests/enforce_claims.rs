@@ -99,7 +99,7 @@ fn env() -> Env {
         .tempdir_in("/tmp")
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for name in ["granted", "inproc", "once", "two", "exp", "secret"] {
+    for name in ["granted", "inproc", "once", "again", "two", "exp", "secret"] {
         let p = dir.path().join(name);
         std::fs::write(&p, format!("{name}-contents\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -134,6 +134,9 @@ wait_for go2
 read l < "$D/inproc"; echo inproc=$? "$l"
 (read l < "$D/once") 2>/dev/null; echo once_1=$?
 (read l < "$D/once") 2>/dev/null; echo once_2=$?
+read l < "$D/again"; echo again_1=$?
+read l < "$D/again"; echo again_2=$?
+(read l < "$D/again") 2>/dev/null; echo again_3=$?
 (read l < "$D/two") 2>/dev/null; echo two_1=$?
 (read l < "$D/two") 2>/dev/null; echo two_2=$?
 (read l < "$D/two") 2>/dev/null; echo two_3=$?
@@ -212,6 +215,13 @@ fn run_agent(e: &Env, agent: &str, mode: Mode) -> Vec<String> {
             "c-once",
             spec(|s| {
                 s.read = vec![d.join("once")];
+                s.uses = 1;
+            }),
+        ),
+        (
+            "c-again",
+            spec(|s| {
+                s.read = vec![d.join("again")];
                 s.uses = 1;
             }),
         ),
@@ -394,6 +404,29 @@ fn pending_grants_are_claimed_only_by_the_requesters_tree() {
     assert!(ok(value(&lines, "once_1")), "{lines:#?}");
     assert!(!ok(value(&lines, "once_2")), "{lines:#?}");
     record(s, &agent, "file_open", "/once", "deny", "grant_used_up");
+
+    // One process's file claims spend one use: the requester reads twice
+    // under a single-use grant; a fresh process then finds it spent.
+    assert!(ok(value(&lines, "again_1")), "{lines:#?}");
+    assert!(ok(value(&lines, "again_2")), "{lines:#?}");
+    assert!(!ok(value(&lines, "again_3")), "{lines:#?}");
+    let again: Vec<_> = e
+        .sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.agent == agent && r.target.ends_with("/again"))
+        .map(|r| (r.decision, r.call_id.clone(), r.reason_code.clone()))
+        .collect();
+    assert_eq!(
+        again,
+        vec![
+            ("allow", call("c-again"), "grant_matched".to_string()),
+            ("allow", call("c-again"), "grant_matched".to_string()),
+            ("deny", String::new(), "grant_used_up".to_string()),
+        ]
+    );
 
     // Two matching grants: the oldest first, then the other, then none.
     assert!(ok(value(&lines, "two_1")), "{lines:#?}");

@@ -192,7 +192,13 @@ pub struct ClaimMaps {
     pending: HashMap<MapData, PendingKey, PendingGrant>,
     tickets: HashMap<MapData, UseTicket, u8>,
     bindings: BindingsMap,
+    /// (grant handle, tgid) of file claims made: a process's further file
+    /// operations under a grant it already claimed spend no further use.
+    file_claims: std::collections::HashSet<(u64, u32)>,
 }
+
+/// File claims remembered before the set is pruned of finished grants.
+const FILE_CLAIMS_PRUNE_AT: usize = 1024;
 
 /// `BPF_NOEXIST`.
 const BPF_NOEXIST: u64 = 1;
@@ -205,7 +211,17 @@ impl ClaimMaps {
             pending: open_pinned_hash(pin_dir, maps::PENDING)?,
             tickets: open_pinned_hash(pin_dir, maps::USE_TICKETS)?,
             bindings: open_pinned_hash(pin_dir, maps::BINDINGS)?,
+            file_claims: Default::default(),
         })
+    }
+
+    /// Remembers that `tgid` claimed grant `handle` for a file operation;
+    /// prunes grants no longer in `reg` when the set grows.
+    fn remember_file_claim(&mut self, reg: &Registry, handle: u64, tgid: u32) {
+        if self.file_claims.len() >= FILE_CLAIMS_PRUNE_AT {
+            self.file_claims.retain(|(h, _)| reg.calls.contains_key(h));
+        }
+        self.file_claims.insert((handle, tgid));
     }
 
     /// Who created `tgid`, and when (agent processes only).
@@ -363,11 +379,20 @@ pub fn claim(
                 }
             }
         }
+        let is_exec = matches!(kind, Kind::Exec { .. });
+        if !is_exec && maps.file_claims.contains(&(handle, tgid)) {
+            // This process already claimed the grant: one tool call's
+            // in-process work (mkdir, temp file, rename) is one use.
+            return Ok(handle);
+        }
         if !maps.spend(agent.id, pending.slot) {
             refused = reason::GRANT_USED_UP;
             continue;
         }
-        if matches!(kind, Kind::Exec { .. }) {
+        if !is_exec {
+            maps.remember_file_claim(reg, handle, tgid);
+        }
+        if is_exec {
             let binding = Binding {
                 call_id: handle,
                 agent_id: agent.id,

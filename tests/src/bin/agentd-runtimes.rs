@@ -123,7 +123,7 @@ fn main() {
             continue;
         }
         for (name, outcome) in scenarios(&suite, rt, &filter, policy.as_ref().err()) {
-            match known_defect(outcome) {
+            match outcome {
                 Outcome::Pass(m) => println!("PASS {name}: {m}"),
                 Outcome::Skip(m) => println!("SKIP {name}: {m}"),
                 Outcome::Fail(m) => {
@@ -137,22 +137,6 @@ fn main() {
     remove_scratch(&root);
     if failed > 0 {
         std::process::exit(1);
-    }
-}
-
-/// The open defect these scenarios expose: the kernel refuses the real
-/// runtime's own tool process the claim of a grant its hook obtained
-/// (`claim_not_requester_tree`), while the same claim by a scripted
-/// requester tree passes (`enforce_claims`, host scenarios). Until it is
-/// fixed, such a failure is reported as a skip that names the defect, loudly,
-/// in the run's skip list — never as a pass.
-fn known_defect(outcome: Outcome) -> Outcome {
-    match outcome {
-        Outcome::Fail(m) if m.contains("claim_not_requester_tree") => Outcome::Skip(format!(
-            "KNOWN DEFECT (open, not passed): the runtime's own tool process is refused \
-             claim_not_requester_tree for the grant its hook obtained: {m}"
-        )),
-        other => other,
     }
 }
 

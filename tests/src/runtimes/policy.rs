@@ -31,8 +31,9 @@ grant = {{ read = ["{{arg.path}}"], ttl_secs = 60, uses = 1 }}
 [actions.write_file]
 description = "Write one file."
 # The directory, not the file: Claude Code's Write writes a sibling temp file
-# (<path>.tmp.<pid>.<hex>) and renames it over the path.
-grant = {{ write = ["{root}/shared/allowed"], ttl_secs = 60, uses = 2 }}
+# (<path>.tmp.<pid>.<hex>) and renames it over the path. One use: the runtime
+# process's mkdir, temp file and rename are one claim.
+grant = {{ write = ["{root}/shared/allowed"], ttl_secs = 60, uses = 1 }}
 
 [roles.owner]
 description = "Owns the mail system."
