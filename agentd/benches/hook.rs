@@ -6,7 +6,11 @@
 //! - the same runtime call decided by a direct API client in this process
 //!   (a fresh connection per call, as the hook makes, and a kept-alive one);
 //! - a bare process start: fork + exec + wait of `/bin/true` (the floor any
-//!   hook process pays), and of `agentctl --version` (the CLI's own start).
+//!   hook process pays), and of `agentctl --version` (the CLI's own start);
+//! - the tool call itself with no hook (fork + exec + wait of `ls -la DIR`,
+//!   what the runtime's Bash tool runs) and the same tool call behind the
+//!   hook (hook process + decision, then the tool), so the added latency per
+//!   tool call is measured beside the call it is added to.
 //!
 //! Every call carries a fresh `tool_use_id`, so no call is answered from the
 //! one-decision-per-call memory: each is a full decision with its durable
@@ -139,6 +143,20 @@ fn run_version() -> Duration {
     d
 }
 
+/// The tool the runtime runs for the call: `ls -la DIR`.
+fn run_tool(dir: &Path) -> Duration {
+    let t = Instant::now();
+    let st = Command::new("/usr/bin/ls")
+        .arg("-la")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let d = t.elapsed();
+    assert!(st.success());
+    d
+}
+
 fn run_hook(sock: &Path, msg: &str, i: usize) -> Duration {
     let input = hook_input(i);
     let t = Instant::now();
@@ -207,8 +225,15 @@ fn main() {
         .unwrap();
     let mut kept = rt.block_on(Client::connect(&sock)).unwrap();
 
+    // What the tool lists: a directory like a small workspace.
+    let work = dir.path().join("workspace");
+    std::fs::create_dir_all(&work).unwrap();
+    for i in 0..20 {
+        std::fs::write(work.join(format!("file-{i}.txt")), "x").unwrap();
+    }
     let (mut t_true, mut t_ver, mut t_hook, mut t_fresh, mut t_kept) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut t_tool, mut t_tool_hooked) = (Vec::new(), Vec::new());
     // Warm up the page cache and the daemon.
     for i in 0..5 {
         run_true();
@@ -220,6 +245,13 @@ fn main() {
         t_true.push(run_true());
         t_ver.push(run_version());
         t_hook.push(run_hook(&sock, &msg, i));
+        t_tool.push(run_tool(&work));
+        // The same tool call behind the hook: the runtime waits for the
+        // hook's answer, then runs the tool.
+        let t = Instant::now();
+        run_hook(&sock, &msg, 3_000_000 + i);
+        run_tool(&work);
+        t_tool_hooked.push(t.elapsed());
         let req = request(&msg, 2 * i);
         t_fresh.push(rt.block_on(async {
             let t = Instant::now();
@@ -263,6 +295,11 @@ fn main() {
             "agentctl hook claude-code: process + decision (allow)",
             stats(t_hook),
         ),
+        ("tool call without a hook: ls -la DIR", stats(t_tool)),
+        (
+            "same tool call through the hook: hook, then ls -la DIR",
+            stats(t_tool_hooked),
+        ),
     ];
     println!();
     println!(
@@ -280,6 +317,16 @@ fn main() {
         hook.p99 - fresh.p99,
         hook.p50 / floor.p50,
         fresh.p50
+    );
+    let (bare, hooked) = (&rows[5].1, &rows[6].1);
+    println!(
+        "per tool call: {:.0} µs p50 / {:.0} µs p99 without a hook, {:.0} / {:.0} through it: the hook adds {:.0} µs p50 / {:.0} µs p99",
+        bare.p50,
+        bare.p99,
+        hooked.p50,
+        hooked.p99,
+        hooked.p50 - bare.p50,
+        hooked.p99 - bare.p99
     );
     println!(
         "rounds: {rounds}; every call a fresh tool_use_id (full decision + durable audit row)"
