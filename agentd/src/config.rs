@@ -115,6 +115,12 @@ pub struct AuditConfig {
     pub durability: Durability,
     /// Seconds between signed checkpoints (one is also written at shutdown).
     pub checkpoint_interval_secs: u64,
+    /// Below this much free space (MiB) on the state directory's
+    /// filesystem, calls are denied `audit_storage_low` (and recorded).
+    pub min_free_mb: u64,
+    /// Size (MiB) of the reserve file given back when space runs low, so
+    /// the denial rows still fit.
+    pub reserve_mb: u64,
 }
 
 impl Default for Config {
@@ -155,6 +161,8 @@ impl Default for AuditConfig {
         Self {
             durability: Durability::Normal,
             checkpoint_interval_secs: 60,
+            min_free_mb: crate::audit::storage::DEFAULT_MIN_FREE >> 20,
+            reserve_mb: crate::audit::storage::DEFAULT_RESERVE >> 20,
         }
     }
 }

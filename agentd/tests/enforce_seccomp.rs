@@ -1,7 +1,7 @@
 //! End to end, in-process: the Enforcer (seccomp backend) on this kernel, an
 //! agent launched by the real `agentctl run` under the filter as an
 //! unprivileged user, and real exec/open outcomes checked against grants.
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command, sync::atomic::Ordering, time::Duration};
 
 use agentd::{
     doctor::Backend,
@@ -235,6 +235,115 @@ fn kernel_decisions_reach_the_audit_log() {
         "{}",
         row.event.policy_id
     );
+    enforcer.uninstall();
+    audit.shutdown().unwrap();
+}
+
+/// An audit sink that commits to the real log, slowly (a busy disk).
+struct SlowLog(agentd::audit::AuditLog);
+
+impl agentd::enforce::AuditSink for SlowLog {
+    fn append_kernel(&self, rec: &agentd::enforce::KernelRecord) -> Result<(), String> {
+        self.append_kernel_batch(std::slice::from_ref(rec))
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+    fn append_kernel_batch(
+        &self,
+        recs: &[agentd::enforce::KernelRecord],
+    ) -> Vec<Result<(), String>> {
+        std::thread::sleep(Duration::from_millis(10));
+        self.0.append_kernel_batch(recs)
+    }
+    fn append_lifecycle(
+        &self,
+        action: &str,
+        target: &str,
+        reason_code: &str,
+    ) -> Result<(), String> {
+        self.0.append_lifecycle(action, target, reason_code)
+    }
+}
+
+#[test]
+fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    const FLOOD: usize = 3000;
+    const QUEUE: usize = 16;
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let audit =
+        agentd::audit::AuditLog::open(state.path(), agentd::config::Durability::Normal).unwrap();
+    let enforcer = Enforcer::start_with_queue(
+        Backend::Seccomp,
+        state.path(),
+        std::sync::Arc::new(SlowLog(audit.clone())),
+        QUEUE,
+    )
+    .expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let agent = format!("t-flood-{}", std::process::id());
+    enforcer.create_agent(&agent, Mode::Enforce).unwrap();
+    let waits_before = agentd::enforce::events::AUDIT_BACKPRESSURE.load(Ordering::Relaxed);
+    let failures_before = agentd::enforce::events::AUDIT_FAILURES.load(Ordering::Relaxed);
+    // Control: the same open succeeds outside the agent.
+    assert!(std::fs::read("/etc/hostname").is_ok());
+    let script = format!(
+        "exec 2>/dev/null; i=0; ok=0; while [ $i -lt {FLOOD} ]; do if true </etc/hostname; then ok=$((ok+1)); fi; i=$((i+1)); done; echo opened=$ok"
+    );
+    let out = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args([
+            "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", &script,
+        ])
+        .output()
+        .expect("agentctl run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("opened=0"),
+        "every open must be refused: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waits = agentd::enforce::events::AUDIT_BACKPRESSURE.load(Ordering::Relaxed) - waits_before;
+    assert!(
+        waits > 0,
+        "the flood never filled a {QUEUE}-record queue: the test proves nothing"
+    );
+    // Every refusal is in the log, in a chain that verifies.
+    let db = agentd::audit::store::db_path(state.path());
+    let mut denied = 0;
+    for _ in 0..100 {
+        let conn = agentd::audit::store::open_ro(&db).unwrap();
+        let rows = agentd::audit::store::records_after(&conn, &db, 0, 100_000).unwrap();
+        denied = rows
+            .iter()
+            .filter(|r| {
+                r.event.kind == agentd::audit::RecordKind::Kernel
+                    && r.event.action == "file_open"
+                    && r.event.target == "/etc/hostname"
+                    && r.event.decision == "deny"
+            })
+            .count();
+        if denied >= FLOOD {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(denied, FLOOD, "one deny row per refused open");
+    assert_eq!(
+        agentd::enforce::events::AUDIT_FAILURES.load(Ordering::Relaxed),
+        failures_before,
+        "no record lost"
+    );
+    let report =
+        agentd::audit::verify_db(&db, &audit.verifying_key(), &[]).expect("chain verifies");
+    assert!(report.records >= FLOOD as u64, "{report:?}");
+    eprintln!("flood of {FLOOD} denials: the queue of {QUEUE} was full {waits} times; {denied} rows, chain verified");
     enforcer.uninstall();
     audit.shutdown().unwrap();
 }

@@ -42,6 +42,16 @@ pub fn all() -> Vec<Scenario> {
             only: seccomp,
         },
         Scenario {
+            name: "unix_sockets_need_a_grant",
+            run: unix_sockets,
+            only: seccomp,
+        },
+        Scenario {
+            name: "inbound_needs_a_listen_rule",
+            run: inbound,
+            only: seccomp,
+        },
+        Scenario {
             name: "metadata_ops_need_a_write_scope",
             run: metadata_ops,
             only: seccomp,
@@ -271,6 +281,197 @@ fn socket_families(h: &Harness, a: &str) -> Check {
         expect(&run, "ok", "an inet socket")?;
     }
     Ok(())
+}
+
+/// Listening unix sockets the agent user may reach by file permissions
+/// (path, abstract, datagram): each is refused without a grant, audited,
+/// and succeeds outside the agent and audit-only.
+fn unix_sockets(h: &Harness, a: &str) -> Check {
+    use std::os::{
+        linux::net::SocketAddrExt as _,
+        unix::{
+            fs::PermissionsExt as _,
+            net::{SocketAddr, UnixDatagram, UnixListener},
+        },
+    };
+    let io = |e: std::io::Error| e.to_string();
+    let dir = h.work.join("unix");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    let granted = dir.join("granted.sock");
+    let other = dir.join("other.sock");
+    let dgram = dir.join("dgram.sock");
+    let third = dir.join("third.sock");
+    let _third = UnixListener::bind(&third).map_err(io)?;
+    let _granted = UnixListener::bind(&granted).map_err(io)?;
+    let _other = UnixListener::bind(&other).map_err(io)?;
+    let _dgram = UnixDatagram::bind(&dgram).map_err(io)?;
+    for p in [&granted, &other, &dgram, &third] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+    }
+    let abs = format!("@agentd-test-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(&abs.as_bytes()[1..]).map_err(io)?;
+    let _abs = UnixListener::bind_addr(&addr).map_err(io)?;
+    // A symlink to an ungranted socket, where the agent could have planted it.
+    let planted = dir.join("planted");
+    std::os::unix::fs::symlink(&third, &planted).map_err(io)?;
+    let (granted, other, dgram, planted) = (
+        Harness::s(&granted),
+        Harness::s(&other),
+        Harness::s(&dgram),
+        Harness::s(&planted),
+    );
+    let new_sock = Harness::s(&dir.join("new.sock"));
+    let abs_bind = format!("{abs}-bind");
+    // Controls: outside any agent, then inside an audit-only one.
+    for (op, addr) in [
+        ("connect", &other),
+        ("connect", &abs),
+        ("connect", &planted),
+        ("sendto", &dgram),
+    ] {
+        expect(
+            &h.run_unenforced(&["unix", op, addr], None),
+            "ok",
+            &format!("control: unix {op} {addr} outside any agent"),
+        )?;
+    }
+    let c = control(a);
+    h.agent(&c, Mode::AuditOnly)?;
+    for (op, addr, target) in [
+        ("connect", &other, "other.sock"),
+        ("connect", &abs, abs.as_str()),
+        ("sendto", &dgram, "dgram.sock"),
+        ("bind", &abs_bind, abs_bind.as_str()),
+    ] {
+        expect(
+            &h.run(&c, None, &["unix", op, addr]),
+            "ok",
+            &format!("control: unix {op} {addr}, audit-only"),
+        )?;
+        audited(h, &c, op, target, "would_deny", Some("no_grant"))?;
+    }
+    h.agent(a, Mode::Enforce)?;
+    let bind_target = format!("{abs}-bind");
+    for (op, addr, target) in [
+        ("connect", &other, "other.sock"),
+        ("connect", &abs, abs.as_str()),
+        ("sendto", &dgram, "dgram.sock"),
+        ("bind", &abs_bind, bind_target.as_str()),
+        ("bind", &new_sock, "new.sock"),
+    ] {
+        expect(
+            &h.run(a, None, &["unix", op, addr]),
+            EPERM,
+            &format!("unix {op} {addr} in an enforced agent"),
+        )?;
+        audited(h, a, op, target, "deny", Some("no_grant"))?;
+    }
+    // Granted: the socket file itself (by device+inode) and the abstract
+    // name exactly. The planted symlink resolves to the third socket, so it
+    // stays refused: the decision is on the resolved object.
+    h.grant(
+        a,
+        "c-unix",
+        spec(
+            &[],
+            &[],
+            &[],
+            &[&format!("unix:{granted}"), &format!("unix:{abs}")],
+            60,
+        ),
+    )?;
+    expect(
+        &h.run(a, Some("c-unix"), &["unix", "connect", &granted]),
+        "ok",
+        "connect to the granted socket",
+    )?;
+    audited(
+        h,
+        a,
+        "connect",
+        "granted.sock",
+        "allow",
+        Some("grant_matched"),
+    )?;
+    expect(
+        &h.run(a, Some("c-unix"), &["unix", "connect", &abs]),
+        "ok",
+        "connect to the granted abstract name",
+    )?;
+    expect(
+        &h.run(a, Some("c-unix"), &["unix", "connect", &planted]),
+        EPERM,
+        "connect through a symlink to an ungranted socket",
+    )?;
+    audited(
+        h,
+        a,
+        "connect",
+        "third.sock",
+        "deny",
+        Some("path_outside_scope"),
+    )
+}
+
+/// Inbound TCP/UDP: bind to a fixed port and listen need a `listen:PORT`
+/// rule; a client's port-0 bind runs.
+fn inbound(h: &Harness, a: &str) -> Check {
+    let port = (20000 + std::process::id() % 20000).to_string();
+    let port_target = format!("port {port}");
+    expect(
+        &h.run_unenforced(&["inbound", "tcp-listen", &port], None),
+        "ok",
+        "control: listen outside any agent",
+    )?;
+    let c = control(a);
+    h.agent(&c, Mode::AuditOnly)?;
+    expect(
+        &h.run(&c, None, &["inbound", "tcp-listen", &port]),
+        "ok",
+        "control: listen, audit-only",
+    )?;
+    audited(h, &c, "bind", &port_target, "would_deny", Some("no_grant"))?;
+    audited(
+        h,
+        &c,
+        "listen",
+        &port_target,
+        "would_deny",
+        Some("no_grant"),
+    )?;
+    h.agent(a, Mode::Enforce)?;
+    for op in ["tcp-bind", "udp-bind"] {
+        expect(
+            &h.run(a, None, &["inbound", op, &port]),
+            EPERM,
+            &format!("{op} to a fixed port in an enforced agent"),
+        )?;
+    }
+    audited(h, a, "bind", &port_target, "deny", Some("no_grant"))?;
+    expect(
+        &h.run(a, None, &["inbound", "tcp-listen", "0"]),
+        EPERM,
+        "listen on an ephemeral port in an enforced agent",
+    )?;
+    audited(h, a, "listen", "(ephemeral)", "deny", Some("no_grant"))?;
+    expect(
+        &h.run(a, None, &["inbound", "tcp-bind", "0"]),
+        "ok",
+        "a client's ephemeral bind",
+    )?;
+    h.grant(
+        a,
+        "c-listen",
+        spec(&[], &[], &[], &[&format!("listen:{port}")], 60),
+    )?;
+    expect(
+        &h.run(a, Some("c-listen"), &["inbound", "tcp-listen", &port]),
+        "ok",
+        "listen with a listen: rule",
+    )?;
+    audited(h, a, "listen", &port_target, "allow", Some("grant_matched"))
 }
 
 fn o_path(h: &Harness, a: &str) -> Check {

@@ -234,6 +234,101 @@ fn kill_own_child() -> String {
     }
 }
 
+/// A `sockaddr_un` for `addr`: `@name` is abstract, anything else a path.
+fn sockaddr_un(addr: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (bytes, skip) = match addr.strip_prefix('@') {
+        Some(name) => (name.as_bytes(), 1),
+        None => (addr.as_bytes(), 0),
+    };
+    for (d, s) in sa.sun_path[skip..].iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = 2 + skip + bytes.len() + usize::from(skip == 0);
+    (sa, len as libc::socklen_t)
+}
+
+/// A unix socket operation: `unix OP ADDR` with OP connect (stream),
+/// sendto (datagram) or bind (stream).
+fn unix(op: &str, addr: &str) -> String {
+    let ty = if op == "sendto" {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    let (sa, len) = sockaddr_un(addr);
+    let p = &sa as *const libc::sockaddr_un as *const libc::sockaddr;
+    // SAFETY: socket calls on an fd this probe owns and a sockaddr it built.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return format!("errno:{} (socket)", errno());
+        }
+        let r = match op {
+            "connect" => libc::connect(fd, p, len) as libc::c_long,
+            "bind" => libc::bind(fd, p, len) as libc::c_long,
+            "sendto" => libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, p, len) as libc::c_long,
+            other => return format!("errno:0 unknown unix op {other}"),
+        };
+        let e = errno();
+        libc::close(fd);
+        if r < 0 {
+            format!("errno:{e}")
+        } else {
+            "ok".into()
+        }
+    }
+}
+
+/// Inbound IP: `inbound tcp-bind|tcp-listen|udp-bind PORT` on 127.0.0.1
+/// (tcp-listen binds PORT first unless it is 0: listen then picks a port).
+fn inbound(op: &str, port: &str) -> String {
+    let port: u16 = port.parse().unwrap_or(0);
+    let ty = if op == "udp-bind" {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    // SAFETY: a zeroed sockaddr_in is valid.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    let p = &sa as *const libc::sockaddr_in as *const libc::sockaddr;
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket calls on an fd this probe owns and a sockaddr it built.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return format!("errno:{} (socket)", errno());
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut r = 0;
+        if op != "tcp-listen" || port != 0 {
+            r = libc::bind(fd, p, len);
+        }
+        if r == 0 && op == "tcp-listen" {
+            r = libc::listen(fd, 4);
+        }
+        let e = errno();
+        libc::close(fd);
+        if r < 0 {
+            format!("errno:{e}")
+        } else {
+            "ok".into()
+        }
+    }
+}
+
 /// Runs a hardening probe; `None` when `op` is not one.
 pub fn run_op(op: &[String]) -> Option<String> {
     let arg = |i: usize| op.get(i).cloned().unwrap_or_default();
@@ -250,6 +345,8 @@ pub fn run_op(op: &[String]) -> Option<String> {
         "kill" => kill(&arg(1), &arg(2)),
         "pidfd-signal" => pidfd_signal(&arg(1)),
         "kill-own-child" => kill_own_child(),
+        "unix" => unix(&arg(1), &arg(2)),
+        "inbound" => inbound(&arg(1), &arg(2)),
         _ => return None,
     })
 }

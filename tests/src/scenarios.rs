@@ -200,18 +200,12 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "side_inbound_listen_and_abstract_bind",
             run: side::inbound,
-            only: Some((
-                Backend::Lsm,
-                "the seccomp backend does not gate bind or listen yet",
-            )),
+            only: None,
         },
         Scenario {
             name: "side_unix_socket_swapped_behind_grant",
             run: side::unix_swapped_socket,
-            only: Some((
-                Backend::Lsm,
-                "the seccomp backend does not gate unix sockets yet",
-            )),
+            only: None,
         },
         Scenario {
             name: "side_proc_other_process_environ",

@@ -25,15 +25,24 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Reads SO_PEERCRED of an accepted Unix stream.
+    /// Reads SO_PEERCRED of an accepted Unix stream (a connection the
+    /// seccomp supervisor made for an agent is the agent's: see
+    /// [`crate::enforce::deputy`]).
     pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
         match stream.peer_cred() {
-            Ok(c) => Self {
-                transport: Transport::Unix,
-                pid: c.pid().and_then(|p| u32::try_from(p).ok()),
-                uid: Some(c.uid()),
-                gid: Some(c.gid()),
-            },
+            Ok(c) => {
+                let pid = c.pid().and_then(|p| u32::try_from(p).ok());
+                let real = pid.map(|p| {
+                    use std::os::fd::AsRawFd as _;
+                    crate::enforce::deputy::real_peer(stream.as_raw_fd(), p, c.uid(), c.gid())
+                });
+                Self {
+                    transport: Transport::Unix,
+                    pid: real.map(|r| r.pid).or(pid),
+                    uid: Some(real.map_or(c.uid(), |r| r.uid)),
+                    gid: Some(real.map_or(c.gid(), |r| r.gid)),
+                }
+            }
             // Unknown credentials get no privileges.
             Err(e) => {
                 tracing::warn!(error = %e, "SO_PEERCRED failed; treating the caller as unprivileged");

@@ -10,6 +10,7 @@ pub mod export;
 pub mod kernel_row;
 pub mod record;
 pub mod retention;
+pub mod storage;
 pub mod store;
 pub mod timefmt;
 pub mod verify;
@@ -123,6 +124,7 @@ struct Inner {
     public_key_pem: String,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     wal: Mutex<wal::WalCheckpointer>,
+    storage: std::sync::RwLock<storage::Storage>,
 }
 
 impl Drop for Inner {
@@ -170,13 +172,47 @@ impl AuditLog {
 
     /// Opens the log as the config file says (`state_dir`, `audit.*`).
     pub fn open_config(config: &Config) -> Result<Self, AuditError> {
-        Self::open_with(
+        let log = Self::open_with(
             &config.state_dir,
             AuditOptions {
                 durability: config.audit.durability,
                 checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs),
             },
-        )
+        )?;
+        log.set_storage_limits(
+            config.audit.min_free_mb.saturating_mul(1 << 20),
+            config.audit.reserve_mb.saturating_mul(1 << 20),
+        );
+        Ok(log)
+    }
+
+    /// Sets the low-space threshold and the reserve size (bytes) of the
+    /// log's filesystem (defaults: [`storage::DEFAULT_MIN_FREE`],
+    /// [`storage::DEFAULT_RESERVE`]).
+    pub fn set_storage_limits(&self, min_free: u64, reserve: u64) {
+        let dir = self
+            .inner
+            .db_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        *self
+            .inner
+            .storage
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = storage::Storage::new(&dir, min_free, reserve);
+    }
+
+    /// Whether free space on the log's filesystem is below its threshold:
+    /// the gateway then denies what it would allow (`audit_storage_low`),
+    /// and those denial rows are still written (the reserve was released
+    /// for them).
+    pub fn storage_low(&self) -> bool {
+        self.inner
+            .storage
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .low()
     }
 
     /// Opens the log with explicit options. Checks the head against the
@@ -227,6 +263,11 @@ impl AuditLog {
                 verifying_key,
                 thread: Mutex::new(Some(thread)),
                 wal: Mutex::new(wal),
+                storage: std::sync::RwLock::new(storage::Storage::new(
+                    state_dir,
+                    storage::DEFAULT_MIN_FREE,
+                    storage::DEFAULT_RESERVE,
+                )),
             }),
         };
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_open");

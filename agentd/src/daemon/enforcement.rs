@@ -49,7 +49,7 @@ pub fn start(config: &Config, audit: AuditLog) -> EnforceSlot {
                 // calls on the API socket (lsm gates unix connects by path).
                 e.allow_baseline_socket(&config.socket_path.to_string_lossy());
                 let sock = enforce_socket(&config);
-                match launch::serve(e.clone(), &sock) {
+                match launch::serve_for(e.clone(), &sock, &config.agent_user, Default::default()) {
                     Ok(_) => tracing::info!(backend = ?e.backend(), socket = %sock.display(), instance = e.instance(), "enforcement running"),
                     Err(err) => tracing::error!(error = %err, socket = %sock.display(), "enforcement socket unavailable: agents cannot be launched"),
                 }

@@ -110,6 +110,7 @@ mod tests {
                 read: vec![],
                 write: vec![],
                 connect: vec![],
+                unix_files: vec![],
                 expires_at_ns: expires,
                 spec: Default::default(),
             },

@@ -64,16 +64,70 @@ pub fn decision(allowed: bool, audit_only: bool) -> &'static str {
     }
 }
 
-/// Sender side of the audit writer.
-pub type AuditTx = mpsc::Sender<KernelRecord>;
+/// How many kernel records may wait for the writer. A full queue slows
+/// the agent down (the supervisor waits before it reads the next
+/// notification, so the agent's next notified syscall waits too); no row
+/// is ever dropped to make room.
+pub const AUDIT_QUEUE: usize = 4096;
+
+/// The audit writer thread is gone: the record was not queued (counted in
+/// [`AUDIT_FAILURES`] and logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the kernel audit writer is gone")]
+pub struct WriterGone;
+
+/// Sender side of the audit writer: a bounded queue whose `send` waits
+/// when it is full.
+#[derive(Clone, Debug)]
+pub struct AuditTx {
+    tx: mpsc::SyncSender<KernelRecord>,
+}
+
+impl AuditTx {
+    /// Queues `rec`; when the queue is full, waits for the writer (counted
+    /// in [`AUDIT_BACKPRESSURE`]). Fails only when the writer is gone.
+    pub fn send(&self, rec: KernelRecord) -> Result<(), WriterGone> {
+        match self.tx.try_send(rec) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(rec)) => {
+                AUDIT_BACKPRESSURE.fetch_add(1, Ordering::Relaxed);
+                self.tx.send(rec).map_err(|_| {
+                    lost();
+                    WriterGone
+                })
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                lost();
+                Err(WriterGone)
+            }
+        }
+    }
+}
+
+fn lost() {
+    AUDIT_FAILURES.fetch_add(1, Ordering::Relaxed);
+    tracing::error!("the kernel audit writer is gone; record lost");
+}
 
 /// Audit records that could not be written (the sink failed).
 pub static AUDIT_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the writer: records are appended in arrival order, off the
-/// decision path (a supervisor never waits for SQLite).
+/// Times a sender found the audit queue full and waited for the writer.
+pub static AUDIT_BACKPRESSURE: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the writer with an [`AUDIT_QUEUE`]-deep queue.
 pub fn spawn_writer(sink: Arc<dyn AuditSink>) -> (AuditTx, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<KernelRecord>();
+    spawn_writer_with_queue(sink, AUDIT_QUEUE)
+}
+
+/// Starts the writer: records are appended in arrival order, off the
+/// decision path (a supervisor waits for SQLite only when `queue` records
+/// are already waiting).
+pub fn spawn_writer_with_queue(
+    sink: Arc<dyn AuditSink>,
+    queue: usize,
+) -> (AuditTx, JoinHandle<()>) {
+    let (tx, rx) = mpsc::sync_channel::<KernelRecord>(queue.max(1));
     let handle = std::thread::Builder::new()
         .name("agentd-kaudit".into())
         .spawn(move || {
@@ -96,7 +150,7 @@ pub fn spawn_writer(sink: Arc<dyn AuditSink>) -> (AuditTx, JoinHandle<()>) {
             }
         })
         .expect("spawn audit writer thread");
-    (tx, handle)
+    (AuditTx { tx }, handle)
 }
 
 /// Turns one ring-buffer event into a record (pure apart from the registry read).

@@ -93,6 +93,27 @@ pub struct Destination {
     pub port: u16,
 }
 
+/// Prefix of an inbound rule in a grant's `connect` list: `listen:PORT`
+/// lets the agent bind a TCP/UDP socket to that local port and listen on
+/// it (`listen:0`: any port). Without one, inbound service is refused.
+pub const LISTEN_PREFIX: &str = "listen:";
+
+/// A unix socket an agent names, as the supervisor resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnixTarget {
+    /// An abstract name (without its leading NUL), matched exactly
+    /// against `unix:@name`.
+    Abstract(Vec<u8>),
+    /// A socket file, by device and inode (as `stat` reports them),
+    /// matched against the file a `unix:/path` destination names now.
+    File {
+        /// `st_dev`.
+        dev: u64,
+        /// `st_ino`.
+        ino: u64,
+    },
+}
+
 /// Parses `CIDR:PORT`, `[v6CIDR]:PORT`; a missing `/len` means one address.
 /// `unix:/path` destinations return `Ok(None)`: the cgroup hooks see only
 /// IP sockets, and unix sockets are gated by file permissions.
@@ -102,6 +123,11 @@ pub fn parse_destination(dest: &str) -> Result<Option<Destination>, GrantError> 
         message: message.to_string(),
     };
     if dest.starts_with("unix:") {
+        return Ok(None);
+    }
+    if let Some(port) = dest.strip_prefix(LISTEN_PREFIX) {
+        port.parse::<u16>()
+            .map_err(|_| err("`listen:PORT` needs a port 0..=65535 (0 = any)"))?;
         return Ok(None);
     }
     let (cidr, port) = if let Some(rest) = dest.strip_prefix('[') {
@@ -290,6 +316,10 @@ pub struct KernelGrant {
     pub write: Vec<PathBuf>,
     /// IP destinations.
     pub connect: Vec<Destination>,
+    /// The socket files `unix:/path` destinations named when the grant was
+    /// installed (`st_dev`, `st_ino`): a path swapped for a symlink later
+    /// does not carry the grant to another socket.
+    pub unix_files: Vec<(u64, u64)>,
     /// CLOCK_BOOTTIME ns after which the grant is void; 0 = never.
     pub expires_at_ns: u64,
     /// The spec it was resolved from (persisted; re-resolved on restart).
@@ -330,9 +360,15 @@ impl KernelGrant {
             .map(|p| scope(p))
             .collect::<Result<_, _>>()?;
         let mut connect = Vec::new();
+        let mut unix_files = Vec::new();
         for d in &spec.connect {
             if let Some(dest) = parse_destination(d)? {
                 connect.push(dest);
+            } else if let Some(path) = d.strip_prefix("unix:").filter(|p| !p.starts_with('@')) {
+                // A socket missing now is not granted (as in the lsm backend).
+                if let Ok(m) = std::fs::metadata(path) {
+                    unix_files.push((m.dev(), m.ino()));
+                }
             }
         }
         let expires_at_ns = if spec.ttl_secs == 0 {
@@ -347,6 +383,7 @@ impl KernelGrant {
             read,
             write,
             connect,
+            unix_files,
             expires_at_ns,
             spec: spec.clone(),
         })
@@ -400,6 +437,35 @@ impl KernelGrant {
         self.check_path(real_path, access, tgid, now_boot_ns)
     }
 
+    /// Checks a unix socket: an abstract name must be listed exactly
+    /// (`unix:@name`); a socket file must be the very file a `unix:/path`
+    /// destination named when the grant was installed (the supervisor
+    /// resolved the agent's path to `File` already).
+    pub fn check_unix(&self, target: &UnixTarget, now_boot_ns: u64) -> Verdict {
+        let covered = match target {
+            UnixTarget::Abstract(name) => self
+                .spec
+                .connect
+                .iter()
+                .filter_map(|d| d.strip_prefix("unix:@"))
+                .any(|n| n.as_bytes() == name.as_slice()),
+            UnixTarget::File { dev, ino } => self.unix_files.contains(&(*dev, *ino)),
+        };
+        self.verdict(covered, now_boot_ns)
+    }
+
+    /// Checks inbound service on local `port` (bind to it, listen on it).
+    pub fn check_inbound(&self, port: u16, now_boot_ns: u64) -> Verdict {
+        let covered = self
+            .spec
+            .connect
+            .iter()
+            .filter_map(|d| d.strip_prefix(LISTEN_PREFIX))
+            .filter_map(|p| p.parse::<u16>().ok())
+            .any(|p| p == 0 || p == port);
+        self.verdict(covered, now_boot_ns)
+    }
+
     /// Checks an exec target by device+inode.
     pub fn check_exec(&self, file: FileId, now_boot_ns: u64) -> Verdict {
         self.verdict(self.exec.contains(&file), now_boot_ns)
@@ -439,6 +505,7 @@ mod tests {
             read: read.iter().map(PathBuf::from).collect(),
             write: write.iter().map(PathBuf::from).collect(),
             connect: vec![],
+            unix_files: vec![],
             expires_at_ns: expires,
             spec: GrantSpec::default(),
         }
@@ -511,6 +578,7 @@ mod tests {
             read: vec![],
             write: vec![],
             connect: vec![],
+            unix_files: vec![],
             expires_at_ns: 0,
             spec: GrantSpec::default(),
         };
@@ -568,6 +636,8 @@ mod tests {
         assert_eq!(d.prefix_bits, 32);
         assert_eq!(render_addr(d.addr), "2001:db8::");
         assert_eq!(parse_destination("unix:/run/x.sock").unwrap(), None);
+        assert_eq!(parse_destination("listen:8080").unwrap(), None);
+        assert!(parse_destination("listen:http").is_err());
         let e = parse_destination("10.0.0.1/33:1").unwrap_err();
         assert_eq!(e.reason_code(), "destination_invalid");
         assert!(parse_destination("10.0.0.1").is_err());
@@ -656,5 +726,48 @@ mod tests {
         let g = KernelGrant::from_spec(&spec, 7, 1_000).unwrap();
         assert_eq!(g.expires_at_ns, 1_000 + 5_000_000_000);
         assert_eq!(g.exec.len(), 1);
+    }
+
+    #[test]
+    fn unix_and_inbound_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let other = dir.path().join("o.sock");
+        let _o = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        let spec = GrantSpec {
+            connect: vec![
+                format!("unix:{}", sock.display()),
+                "unix:@granted".into(),
+                "listen:8080".into(),
+            ],
+            ttl_secs: 0,
+            ..GrantSpec::default()
+        };
+        let g = KernelGrant::from_spec(&spec, 1, 0).unwrap();
+        let file = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            UnixTarget::File {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        };
+        assert_eq!(g.check_unix(&file(&sock), 0), Verdict::Covered);
+        assert_eq!(g.check_unix(&file(&other), 0), Verdict::NotCovered);
+        let abs = |n: &str| UnixTarget::Abstract(n.as_bytes().to_vec());
+        assert_eq!(g.check_unix(&abs("granted"), 0), Verdict::Covered);
+        assert_eq!(g.check_unix(&abs("granted2"), 0), Verdict::NotCovered);
+        assert_eq!(g.check_inbound(8080, 0), Verdict::Covered);
+        assert_eq!(g.check_inbound(8081, 0), Verdict::NotCovered);
+        let any = KernelGrant::from_spec(
+            &GrantSpec {
+                connect: vec!["listen:0".into()],
+                ..GrantSpec::default()
+            },
+            2,
+            0,
+        )
+        .unwrap();
+        assert_eq!(any.check_inbound(9999, 0), Verdict::Covered);
     }
 }

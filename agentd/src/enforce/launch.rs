@@ -24,7 +24,12 @@ use std::{
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{registry::Creds, Enforcer, Mode};
+use super::{
+    conn_limit::{self, Limits},
+    registry::Creds,
+    Enforcer, Mode,
+};
+use crate::protocol::reason;
 
 /// Default path of the enforcement socket.
 pub const DEFAULT_SOCKET: &str = "/run/agentd/enforce.sock";
@@ -140,9 +145,29 @@ impl Reply {
     }
 }
 
-/// Starts serving the enforcement socket at `path` (mode 0666: every request
-/// is authorised by the peer's credentials).
+/// Starts serving the enforcement socket at `path` for agents running as
+/// the default agent user (`agentd-agent`); see [`serve_for`].
 pub fn serve(enforcer: Enforcer, path: &Path) -> std::io::Result<JoinHandle<()>> {
+    serve_for(enforcer, path, DEFAULT_AGENT_USER, Limits::default())
+}
+
+/// The agent user whose group may reach the enforcement socket by default.
+pub const DEFAULT_AGENT_USER: &str = "agentd-agent";
+
+/// Starts serving the enforcement socket at `path`: owner root, group the
+/// primary group of `agent_user` (the group agents' users belong to),
+/// mode 0660 — other local users cannot reach it (0600 when that user does
+/// not exist). At most `limits.max_conns` connections are served at once,
+/// one bounded handler thread each, `limits.max_unprivileged` of them for
+/// callers other than root; each read and write has a deadline. A caller
+/// over the limits gets `enforce_socket_busy` at once. Every request is
+/// still authorised by the peer's credentials.
+pub fn serve_for(
+    enforcer: Enforcer,
+    path: &Path,
+    agent_user: &str,
+    limits: Limits,
+) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -150,21 +175,62 @@ pub fn serve(enforcer: Enforcer, path: &Path) -> std::io::Result<JoinHandle<()>>
     // Agents must reach this socket to bind tool runners (lsm gates unix connects).
     enforcer.allow_baseline_socket(&path.to_string_lossy());
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let group = nix::unistd::User::from_name(agent_user)
+        .ok()
+        .flatten()
+        .map(|u| u.gid);
+    std::os::unix::fs::chown(path, Some(0), Some(group.map_or(0, |g| g.as_raw())))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let counter = std::sync::Arc::new(conn_limit::Counter::default());
     std::thread::Builder::new()
         .name("agentd-enforce-sock".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                let uid = socket::getsockopt(&conn, socket::sockopt::PeerCredentials)
+                    .map(|c| c.uid())
+                    .unwrap_or(u32::MAX);
+                let Some(slot) = conn_limit::admit(&counter, &limits, uid) else {
+                    tracing::warn!(uid, open = conn_limit::open(&counter), "enforcement socket full; connection refused");
+                    refuse_busy(conn);
+                    continue;
+                };
                 let e = enforcer.clone();
                 let _ = std::thread::Builder::new()
-                    .name("agentd-enforce-conn".into())
-                    .spawn(move || handle_conn(&e, conn));
+                    .name("agentd-enf-conn".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        if let Err(err) = conn
+                            .set_read_timeout(Some(limits.io_timeout))
+                            .and_then(|_| conn.set_write_timeout(Some(limits.io_timeout)))
+                        {
+                            tracing::warn!(error = %err, "enforcement socket: cannot set timeouts; connection dropped");
+                            return;
+                        }
+                        handle_conn(&e, conn, limits.request_deadline)
+                    });
             }
         })
 }
 
-fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
+/// Answers a connection over the limits with `enforce_socket_busy`
+/// without blocking the accept loop.
+fn refuse_busy(mut conn: UnixStream) {
+    let _ = conn.set_nonblocking(true);
+    let reply = Reply::err(
+        reason::ENFORCE_SOCKET_BUSY,
+        "the enforcement socket is serving as many connections as it may; retry",
+    );
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    let _ = conn.write_all(&out);
+}
+
+fn read_request(
+    conn: &UnixStream,
+    deadline: std::time::Instant,
+) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let (n, fd) = {
@@ -193,6 +259,9 @@ fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Option<OwnedFd>), String>
     buf.truncate(n);
     // The rest of the request, if it did not arrive in one piece.
     while !buf.ends_with(b"\n") && buf.len() < MAX_REQUEST {
+        if std::time::Instant::now() > deadline {
+            return Err("the request did not arrive in time".into());
+        }
         let mut more = [0u8; 4096];
         let m = (&*conn).read(&mut more).map_err(|e| e.to_string())?;
         if m == 0 {
@@ -203,14 +272,24 @@ fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Option<OwnedFd>), String>
     Ok((buf, fd))
 }
 
-fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream) {
+fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream, request_deadline: std::time::Duration) {
+    let deadline = std::time::Instant::now() + request_deadline;
     let reply = match socket::getsockopt(&conn, socket::sockopt::PeerCredentials) {
         Err(e) => Reply::err("peer_unknown", e),
-        Ok(cred) => match read_request(&conn) {
+        Ok(cred) => match read_request(&conn, deadline) {
             Err(e) => Reply::err("bad_request", e),
             Ok((bytes, fd)) => match serde_json::from_slice::<Request>(&bytes) {
                 Err(e) => Reply::err("bad_request", e),
-                Ok(req) => dispatch(enforcer, cred.pid() as u32, cred.uid(), req, fd),
+                Ok(req) => {
+                    // A connection the supervisor made for an agent is the agent's.
+                    let peer = super::deputy::real_peer(
+                        conn.as_raw_fd(),
+                        cred.pid() as u32,
+                        cred.uid(),
+                        cred.gid(),
+                    );
+                    dispatch(enforcer, peer.pid, peer.uid, req, fd)
+                }
             },
         },
     };
@@ -295,7 +374,21 @@ pub fn request(
         path: socket_path.to_owned(),
         message,
     };
-    let mut conn = UnixStream::connect(socket_path).map_err(|e| sock_err(e.to_string()))?;
+    let conn = UnixStream::connect(socket_path).map_err(|e| sock_err(e.to_string()))?;
+    request_on(conn, socket_path, req, fd)
+}
+
+/// [`request`] on a connection made beforehand.
+pub fn request_on(
+    mut conn: UnixStream,
+    socket_path: &Path,
+    req: &Request,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Reply, LaunchError> {
+    let sock_err = |message: String| LaunchError::Socket {
+        path: socket_path.to_owned(),
+        message,
+    };
     let mut body = serde_json::to_vec(req).map_err(|e| sock_err(e.to_string()))?;
     body.push(b'\n');
     let raw: Vec<RawFd> = fd.map(|f| f.as_raw_fd()).into_iter().collect();
@@ -326,7 +419,20 @@ pub fn call(
     req: &Request,
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<Option<serde_json::Value>, LaunchError> {
-    let reply = request(socket_path, req, fd)?;
+    refusal(request(socket_path, req, fd)?)
+}
+
+/// [`call`] on a connection made beforehand.
+pub fn call_on(
+    conn: UnixStream,
+    socket_path: &Path,
+    req: &Request,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Option<serde_json::Value>, LaunchError> {
+    refusal(request_on(conn, socket_path, req, fd)?)
+}
+
+fn refusal(reply: Reply) -> Result<Option<serde_json::Value>, LaunchError> {
     if reply.ok {
         Ok(reply.data)
     } else {
@@ -521,6 +627,20 @@ fn child(
     if unsafe { libc::setsid() } < 0 {
         return Err(local("setsid")(&std::io::Error::last_os_error()));
     }
+    // The connection that will hand over the listener is made now, outside
+    // the agent: once the filter is on, a connect would wait for the very
+    // supervisor it is meant to start, and the agents' cgroup refuses unix
+    // connects its processes make themselves.
+    let handover = if seccomp {
+        Some(
+            UnixStream::connect(&spec.socket).map_err(|e| LaunchError::Socket {
+                path: spec.socket.clone(),
+                message: e.to_string(),
+            })?,
+        )
+    } else {
+        None
+    };
     call(
         &spec.socket,
         &Request::Join {
@@ -533,15 +653,16 @@ fn child(
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(local("no_new_privs")(&std::io::Error::last_os_error()));
     }
-    if seccomp {
+    if let Some(handover) = handover {
         let listener =
             super::seccomp::filter::install().map_err(|e| local("seccomp filter")(&e))?;
         let req = Request::Listener {
             agent: spec.agent.clone(),
             creds: spec.creds.clone(),
         };
-        // Reuse one buffer-free path: `call` allocates, which is fine (no opens).
-        call(
+        // `call_on` allocates, which is fine (no opens, no connect).
+        call_on(
+            handover,
             &spec.socket,
             &req,
             Some(std::os::fd::AsFd::as_fd(&listener)),

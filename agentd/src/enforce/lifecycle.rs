@@ -40,6 +40,18 @@ impl Enforcer {
         state_dir: &Path,
         sink: Arc<dyn AuditSink>,
     ) -> Result<Self, EnforceError> {
+        Self::start_with_queue(backend, state_dir, sink, events::AUDIT_QUEUE)
+    }
+
+    /// [`Self::start_with_sink`] with an audit queue `queue` records deep
+    /// (tests use a small one to show a full queue slows agents down
+    /// rather than dropping rows).
+    pub fn start_with_queue(
+        backend: Backend,
+        state_dir: &Path,
+        sink: Arc<dyn AuditSink>,
+        queue: usize,
+    ) -> Result<Self, EnforceError> {
         if backend == Backend::None {
             return Err(EnforceError::Backend {
                 backend,
@@ -55,11 +67,24 @@ impl Enforcer {
         let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
         let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
         let adopted = bpf.adopted;
+        if backend == Backend::Seccomp {
+            // Without it the supervisor's decisions still hold, but a socket
+            // swapped behind a CONTINUE (TCP then unix) and unix sendmsg
+            // would go unchecked: said loudly, not fatal (kernels < 6.7).
+            if let Err(e) = super::unix_gate::attach(&slice, &instance.pin_dir()) {
+                tracing::warn!(error = %e, "cgroup connect_unix/sendmsg_unix refusal not attached: unix sockets rely on the supervisor alone");
+                let _ = sink.append_lifecycle(
+                    "unix_gate_unavailable",
+                    &e.to_string(),
+                    "kernel_feature_missing",
+                );
+            }
+        }
         let lsm = match backend {
             Backend::Lsm => Some(Mutex::new(lsm::LsmState::start_in(&instance.pin_dir())?)),
             _ => None,
         };
-        let (audit_tx, _writer) = events::spawn_writer(sink.clone());
+        let (audit_tx, _writer) = events::spawn_writer_with_queue(sink.clone(), queue);
         let previous = persist::load(state_dir).ok().flatten();
         let registry = Arc::new(RwLock::new(Registry {
             next_handle: 1,

@@ -14,6 +14,8 @@ pub mod btf_offsets;
 pub mod btf_scan;
 pub mod cgroup_root;
 pub mod claim;
+pub mod conn_limit;
+pub mod deputy;
 pub mod ebpf;
 pub mod events;
 pub mod gateway_hook;
@@ -27,6 +29,7 @@ pub mod registry;
 pub mod seccomp;
 pub mod seccomp_probe;
 pub mod slot;
+pub mod unix_gate;
 
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
@@ -302,8 +305,9 @@ impl Enforcer {
     }
 
     /// Adds a unix socket every agent baseline may connect to from now on
-    /// (lsm backend; e.g. a non-default API socket path).
+    /// (agentd's own: the API and enforcement sockets; lsm and seccomp).
     pub fn allow_baseline_socket(&self, path: &str) {
+        deputy::add_own_socket(PathBuf::from(path));
         if let Some(lsm) = &self.inner.lsm {
             lsm.lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -58,6 +58,18 @@ impl Gateway {
         let Some(audit) = &self.audit else {
             return result;
         };
+        // A nearly full audit disk: refuse (and record) what would be accepted.
+        let result = match result {
+            Ok(o) if audit.storage_low() => {
+                self.forget_active(&o.active_message_id);
+                Err(Refusal {
+                    reason_code: reason::AUDIT_STORAGE_LOW,
+                    message: STORAGE_LOW.into(),
+                    class: RefusalClass::Unavailable,
+                })
+            }
+            r => r,
+        };
         let body_hash = hex::encode(&Sha256::digest(msg.body.as_bytes())[..8]);
         let mut ev = AuditEvent::new(RecordKind::Message, "message");
         let claimed = msg.operator.as_deref().unwrap_or("");
@@ -239,6 +251,11 @@ impl Gateway {
                 );
             }
         }
+        if d.is_allow() && self.audit.as_ref().is_some_and(|a| a.storage_low()) {
+            // Before any allow hook: no grant is installed for a call the
+            // log might not be able to account for.
+            d.overturn(reason::AUDIT_STORAGE_LOW, STORAGE_LOW);
+        }
         let committed = match &self.audit {
             None => None,
             Some(audit) => match audit.append(event_of(&d, req)).await {
@@ -364,3 +381,6 @@ fn event_of(d: &Decision, req: &ToolCallRequest) -> AuditEvent {
     ev.latency_us = d.latency_us;
     ev
 }
+
+/// Why a call or message is refused while the audit disk is nearly full.
+const STORAGE_LOW: &str = "the audit log's filesystem is nearly full (free space below audit.min_free_mb): what would be allowed is denied, and recorded, until space is freed";

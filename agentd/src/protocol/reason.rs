@@ -69,6 +69,9 @@ pub const SIZE_LIMIT_EXCEEDED: &str = "size_limit_exceeded";
 pub const RATE_LIMITED: &str = "rate_limited";
 /// The audit record could not be made durable, so nothing is allowed.
 pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+/// Free space on the audit log's filesystem is below its threshold
+/// (`audit.min_free_mb`): what would be allowed is denied, and recorded.
+pub const AUDIT_STORAGE_LOW: &str = "audit_storage_low";
 /// Any other failure in the decision path (fail closed).
 pub const INTERNAL_ERROR: &str = "internal_error";
 
@@ -95,6 +98,9 @@ pub const OPERATOR_EXISTS: &str = "operator_exists";
 pub const UNKNOWN_SESSION: &str = "unknown_session";
 /// The store failed.
 pub const STORE_ERROR: &str = "store_error";
+/// The enforcement socket holds as many connections as it serves at once
+/// (or as many as callers other than root may hold); retry later.
+pub const ENFORCE_SOCKET_BUSY: &str = "enforce_socket_busy";
 
 // Kernel enforcement: refusals of the seccomp supervisor.
 /// The agent tried to install a seccomp filter with its own listener.

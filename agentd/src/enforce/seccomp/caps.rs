@@ -4,9 +4,15 @@
 //! that still check it) effective, and CAP_SYS_PTRACE permitted, raised
 //! only around reading the agent's memory and opening its `/proc/TID`
 //! handles (cwd, fds, root) — never while resolving or opening a path the
-//! agent named. Capabilities are per thread: the rest of agentd keeps its own.
+//! agent named. CAP_SETUID and CAP_SETGID are permitted too, raised only to
+//! take the agent's effective uid and gid around a socket operation the
+//! supervisor performs for it ([`with_agent_ids`]: the peer then sees the
+//! agent's credentials, not root's), which itself runs with no capability.
+//! Capabilities are per thread: the rest of agentd keeps its own.
 use std::{cell::Cell, io};
 
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_BPF: u32 = 39;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -68,7 +74,7 @@ fn capset(effective: &[u32], permitted: &[u32]) -> io::Result<()> {
 /// Drops every capability of the calling thread but the deputy's two
 /// (irreversibly for this thread).
 pub fn drop_to_deputy() -> io::Result<()> {
-    capset(&[CAP_BPF], &[CAP_BPF, CAP_SYS_PTRACE])?;
+    capset(&[CAP_BPF], PERMITTED)?;
     DROPPED.with(|d| d.set(true));
     Ok(())
 }
@@ -79,13 +85,60 @@ pub fn with_ptrace<T>(f: impl FnOnce() -> T) -> T {
     if !DROPPED.with(Cell::get) {
         return f();
     }
-    let raised = capset(&[CAP_BPF, CAP_SYS_PTRACE], &[CAP_BPF, CAP_SYS_PTRACE]).is_ok();
+    let raised = capset(&[CAP_BPF, CAP_SYS_PTRACE], PERMITTED).is_ok();
     let out = f();
     if raised {
         // Lowering what was just raised cannot fail (a subset of permitted).
-        let _ = capset(&[CAP_BPF], &[CAP_BPF, CAP_SYS_PTRACE]);
+        let _ = capset(&[CAP_BPF], PERMITTED);
     }
     out
+}
+
+/// What a deputy thread keeps permitted.
+const PERMITTED: &[u32] = &[CAP_BPF, CAP_SYS_PTRACE, CAP_SETUID, CAP_SETGID];
+
+/// Runs `f` with the effective uid and gid `uid`/`gid` and no capability
+/// (on a deputy thread whose real and saved uid stay root), then restores
+/// root's effective ids, the fs ids `uid`/`gid` and the deputy's
+/// capabilities. A socket connected, bound or put to listen inside `f`
+/// carries the agent's credentials (SO_PEERCRED, SCM_CREDENTIALS), never
+/// root's. Fails closed: if the ids cannot be taken, `f` does not run.
+pub fn with_agent_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: raw per-thread credential syscalls with integer arguments.
+    let sys = |nr: libc::c_long, a: u32, b: u32, c: u32| unsafe { libc::syscall(nr, a, b, c) };
+    const KEEP: u32 = u32::MAX;
+    if DROPPED.with(Cell::get) {
+        capset(&[CAP_BPF, CAP_SETUID, CAP_SETGID], PERMITTED)?;
+    }
+    if sys(libc::SYS_setresgid, KEEP, gid, KEEP) != 0 {
+        let e = io::Error::last_os_error();
+        restore_root(uid, gid);
+        return Err(e);
+    }
+    // Leaving euid 0 clears the effective set: `f` runs with none.
+    if sys(libc::SYS_setresuid, KEEP, uid, KEEP) != 0 {
+        let e = io::Error::last_os_error();
+        restore_root(uid, gid);
+        return Err(e);
+    }
+    let out = f();
+    restore_root(uid, gid);
+    Ok(out)
+}
+
+/// Back to euid/egid 0 (the saved ids), fs ids `uid`/`gid`, and the
+/// deputy's effective set. Returning to euid 0 cannot fail: the saved uid is 0.
+fn restore_root(uid: u32, gid: u32) {
+    // SAFETY: raw per-thread credential syscalls with integer arguments.
+    unsafe {
+        libc::syscall(libc::SYS_setresuid, u32::MAX, 0u32, u32::MAX);
+        libc::syscall(libc::SYS_setresgid, u32::MAX, 0u32, u32::MAX);
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    if DROPPED.with(Cell::get) {
+        let _ = capset(&[CAP_BPF], PERMITTED);
+    }
 }
 
 /// The calling thread's effective capability words (tests, diagnostics).
@@ -127,5 +180,39 @@ mod tests {
         .unwrap();
         // Other threads keep theirs.
         assert_ne!(effective().unwrap() & (1 << 21), 0);
+    }
+
+    #[test]
+    fn agent_ids_are_taken_without_capabilities_and_given_back() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: needs root (ids to switch)");
+            return;
+        }
+        std::thread::spawn(|| {
+            drop_to_deputy().expect("capset");
+            // SAFETY: raw id getters and setfs*id probes (u32::MAX reads back).
+            let ids = || unsafe {
+                (
+                    libc::syscall(libc::SYS_geteuid) as u32,
+                    libc::syscall(libc::SYS_getegid) as u32,
+                    libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+                )
+            };
+            let inside = with_agent_ids(65534, 65533, || (ids(), effective().unwrap())).unwrap();
+            assert_eq!(
+                inside,
+                ((65534, 65533, 65534), 0),
+                "agent ids, no capability"
+            );
+            assert_eq!(
+                ids(),
+                (0, 0, 65534),
+                "root's effective ids, the agent's fsuid"
+            );
+            assert_eq!(effective().unwrap(), 1 << CAP_BPF);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -48,6 +48,15 @@ pub const REFUSED: &[(i64, &str)] = &[
 /// down): reading another process's memory.
 pub const GUARDED: &[(i64, &str)] = &[(libc::SYS_process_vm_readv, "process_vm_readv")];
 
+/// Socket syscalls decided (and performed) by the supervisor: unix
+/// destinations and names, inbound TCP/UDP (`supervisor/net/`). `sendto`
+/// is notified only with an address.
+pub const NET: &[(i64, &str)] = &[
+    (libc::SYS_connect, "connect"),
+    (libc::SYS_bind, "bind"),
+    (libc::SYS_listen, "listen"),
+];
+
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: an agent installing its own listener
 /// could answer CONTINUE to its own opens once agentd's listener is gone.
 pub const SECCOMP_FLAG_NEW_LISTENER: u32 = 1 << 3;
@@ -92,6 +101,8 @@ enum Target {
     Socket,
     SocketInet,
     SocketProto,
+    /// sendto(2): notified when args[4] (the address) is not NULL.
+    SendtoAddr,
 }
 
 enum Insn {
@@ -119,6 +130,11 @@ const fn arg(i: u32) -> u32 {
     16 + 8 * i
 }
 
+/// Offset of the high 32 bits of syscall argument `i` (little-endian).
+const fn arg_high(i: u32) -> u32 {
+    20 + 8 * i
+}
+
 /// Assembles the filter program.
 pub fn program() -> Vec<libc::sock_filter> {
     use Target::*;
@@ -141,10 +157,14 @@ pub fn program() -> Vec<libc::sock_filter> {
     for (nr, _) in NOTIFIED {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
+    // An addressed sendto names its destination in memory: notified; the
+    // connected form (no address) runs.
+    p.push(Insn::Jump(jeq, libc::SYS_sendto as u32, SendtoAddr, Next));
     for (nr, _) in GUARDED
         .iter()
         .chain(METADATA)
         .chain(super::supervisor::signal::SYSCALLS)
+        .chain(NET)
     {
         p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
@@ -181,6 +201,11 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(Insn::Load(arg(2)));
     p.push(Insn::Label(OPathTest));
     p.push(Insn::Jump(jset, libc::O_PATH as u32, Allow, Notify));
+    p.push(Insn::Label(SendtoAddr));
+    p.push(Insn::Load(arg(4)));
+    p.push(Insn::Jump(jeq, 0, Next, Notify));
+    p.push(Insn::Load(arg_high(4)));
+    p.push(Insn::Jump(jeq, 0, Allow, Notify));
     // Another filter with a listener: refused (the supervisor audits it).
     p.push(Insn::Label(SeccompFlags));
     p.push(Insn::Load(arg(1)));
@@ -358,6 +383,8 @@ mod tests {
                         k if k >= 16 && (k - 16) % 8 == 0 => {
                             args.get(((k - 16) / 8) as usize).copied().unwrap_or(0)
                         }
+                        // High words: zero (the tests pass 32-bit values).
+                        k if k >= 16 && (k - 16) % 8 == 4 => 0,
                         k => panic!("unexpected load {k}"),
                     };
                     pc += 1;
@@ -410,7 +437,8 @@ mod tests {
         for nr in [
             libc::SYS_read,
             libc::SYS_write,
-            libc::SYS_connect,
+            libc::SYS_recvfrom,
+            libc::SYS_accept4,
             libc::SYS_getpid,
         ] {
             assert_eq!(run(nr as u32, AUDIT_ARCH, 0), SECCOMP_RET_ALLOW);
@@ -508,6 +536,28 @@ mod tests {
         assert_eq!(
             run_args(ioctl, AUDIT_ARCH, &[0, libc::TCGETS as u32]),
             SECCOMP_RET_ALLOW
+        );
+    }
+
+    #[test]
+    fn socket_destinations_and_inbound_go_to_the_supervisor() {
+        for (nr, name) in NET {
+            assert_eq!(
+                run(*nr as u32, AUDIT_ARCH, 3),
+                SECCOMP_RET_USER_NOTIF,
+                "{name}"
+            );
+        }
+        let sendto = libc::SYS_sendto as u32;
+        assert_eq!(
+            run_args(sendto, AUDIT_ARCH, &[3, 0x1000, 10, 0, 0x2000, 16]),
+            SECCOMP_RET_USER_NOTIF,
+            "sendto with an address"
+        );
+        assert_eq!(
+            run_args(sendto, AUDIT_ARCH, &[3, 0x1000, 10, 0, 0, 0]),
+            SECCOMP_RET_ALLOW,
+            "send on a connected socket"
         );
     }
 

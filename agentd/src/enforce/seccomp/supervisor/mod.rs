@@ -40,6 +40,7 @@ mod creds;
 mod exec;
 mod guarded;
 pub mod metadata;
+pub mod net;
 mod open;
 pub mod signal;
 
@@ -342,6 +343,11 @@ fn handle(
         return answered;
     }
     if let Some(answered) = signal::decide(sup, n) {
+        return answered;
+    }
+    if let Some(answered) = net::decide(sup, listener, n, |tgid| {
+        bindings.get(&tgid, 0).ok().map(|b| b.call_id)
+    }) {
         return answered;
     }
     if metadata::handles(n.data.nr as i64) {

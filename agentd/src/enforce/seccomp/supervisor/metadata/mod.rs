@@ -33,8 +33,8 @@ use crate::enforce::{
 
 mod args;
 mod decode;
-mod operand;
-mod perform;
+pub(super) mod operand;
+pub(super) mod perform;
 
 use args::copy_args;
 use decode::{decode, Op};

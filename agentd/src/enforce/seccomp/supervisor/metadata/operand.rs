@@ -11,10 +11,10 @@ use crate::enforce::seccomp::resolve;
 
 /// A resolved entry: the pinned parent, the final name (with its trailing
 /// slash, if any, so the kernel keeps "must be a directory"), the real path.
-pub(super) struct Entry {
-    pub(super) parent: OwnedFd,
-    pub(super) name: CString,
-    pub(super) real: PathBuf,
+pub(in crate::enforce::seccomp::supervisor) struct Entry {
+    pub(in crate::enforce::seccomp::supervisor) parent: OwnedFd,
+    pub(in crate::enforce::seccomp::supervisor) name: CString,
+    pub(in crate::enforce::seccomp::supervisor) real: PathBuf,
 }
 
 /// (parent, final component, trailing slashes) of a path.
@@ -48,7 +48,12 @@ pub(super) fn split_entry(path: &[u8]) -> Result<Split, i32> {
     Ok((parent, name, path[trimmed_len..].to_vec()))
 }
 
-pub(super) fn resolve_entry(tid: u32, tgid: u32, dirfd: i32, raw: &[u8]) -> Result<Entry, i32> {
+pub(in crate::enforce::seccomp::supervisor) fn resolve_entry(
+    tid: u32,
+    tgid: u32,
+    dirfd: i32,
+    raw: &[u8],
+) -> Result<Entry, i32> {
     let path = resolve::rewrite_proc_self(raw, tgid, tid);
     let (parent, name, slashes) = split_entry(&path)?;
     if name == b"." || name == b".." {

@@ -17,7 +17,7 @@ pub(super) struct Operands<'a> {
 
 /// The tracee's umask for what the supervisor creates (this thread has its
 /// own fs_struct, so the umask is its alone).
-pub(super) fn adopt_umask(tid: u32) {
+pub(in crate::enforce::seccomp::supervisor) fn adopt_umask(tid: u32) {
     let umask = resolve::status_field(tid, "Umask")
         .ok()
         .and_then(|u| u32::from_str_radix(&u, 8).ok())
