@@ -330,6 +330,7 @@ fn unix_sockets(h: &Harness, a: &str) -> Check {
         ("connect", &abs),
         ("connect", &planted),
         ("sendto", &dgram),
+        ("sendmsg", &dgram),
     ] {
         expect(
             &h.run_unenforced(&["unix", op, addr], None),
@@ -368,6 +369,13 @@ fn unix_sockets(h: &Harness, a: &str) -> Check {
         )?;
         audited(h, a, op, target, "deny", Some("no_grant"))?;
     }
+    // sendmsg names its address in a msghdr the filter cannot read: the
+    // cgroup sendmsg_unix program refuses it in the kernel (no row).
+    expect(
+        &h.run(a, None, &["unix", "sendmsg", &dgram]),
+        EPERM,
+        "addressed unix sendmsg in an enforced agent (kernel refusal)",
+    )?;
     // Granted: the socket file itself (by device+inode) and the abstract
     // name exactly. The planted symlink resolves to the third socket, so it
     // stays refused: the decision is on the resolved object.

@@ -251,9 +251,9 @@ fn sockaddr_un(addr: &str) -> (libc::sockaddr_un, libc::socklen_t) {
 }
 
 /// A unix socket operation: `unix OP ADDR` with OP connect (stream),
-/// sendto (datagram) or bind (stream).
+/// sendto or sendmsg (datagram, addressed) or bind (stream).
 fn unix(op: &str, addr: &str) -> String {
-    let ty = if op == "sendto" {
+    let ty = if op == "sendto" || op == "sendmsg" {
         libc::SOCK_DGRAM
     } else {
         libc::SOCK_STREAM
@@ -270,6 +270,18 @@ fn unix(op: &str, addr: &str) -> String {
             "connect" => libc::connect(fd, p, len) as libc::c_long,
             "bind" => libc::bind(fd, p, len) as libc::c_long,
             "sendto" => libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, p, len) as libc::c_long,
+            "sendmsg" => {
+                let mut iov = libc::iovec {
+                    iov_base: b"x".as_ptr() as *mut libc::c_void,
+                    iov_len: 1,
+                };
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_name = p as *mut libc::c_void;
+                msg.msg_namelen = len;
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                libc::sendmsg(fd, &msg, 0) as libc::c_long
+            }
             other => return format!("errno:0 unknown unix op {other}"),
         };
         let e = errno();

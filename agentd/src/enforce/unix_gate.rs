@@ -1,13 +1,13 @@
 //! The kernel's half of unix-socket enforcement under the seccomp backend:
 //! cgroup `connect_unix` and `sendmsg_unix` programs (kernel ≥ 6.7) on the
 //! agents' slice refuse (EPERM) every unix `connect` and every addressed
-//! unix send an agent process makes *itself*. The supervisor, which runs in
-//! agentd's cgroup, performs the ones it allowed; so a socket or address a
+//! unix send an agent process makes *itself*. The supervisor (real uid 0)
+//! performs the ones it allowed; so a socket or address a
 //! sibling thread swaps in after a decision (the supervisor answered
 //! CONTINUE for what was a TCP socket a moment before), and sends whose
 //! address the filter cannot see (`sendmsg`, `sendmmsg`), still meet a
-//! refusal. Each program is seven instructions (allow agentd's own tgid,
-//! refuse everyone else), loaded and linked with raw `bpf()` calls (aya
+//! refusal. Each program is eight instructions (allow real uid 0, refuse
+//! everyone else), loaded and linked with raw `bpf()` calls (aya
 //! 0.14 knows no unix attach types) and pinned beside the other links, so
 //! a restart replaces it without a gap.
 use std::{
@@ -53,11 +53,13 @@ fn put64(attr: &mut [u8], off: usize, v: u64) {
     attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
-/// Loads the refusal for `attach_type`: allowed only when the task is
-/// `tgid` (agentd's supervisor performing what it decided), refused
-/// otherwise. The hooks run for the *socket's* cgroup (where the agent
-/// created it), not the caller's, hence the task check.
-fn load_refusal(attach_type: u32, tgid: u32) -> io::Result<OwnedFd> {
+/// Loads the refusal for `attach_type`: allowed only when the task's real
+/// uid is 0 — agentd's supervisor performing what it decided (it changes
+/// only its effective ids) or a root launcher (`agentctl run` joins a run
+/// cgroup before it forks) — refused otherwise: agents never run as root.
+/// The hooks run for the *socket's* cgroup (where it was created), not the
+/// caller's, hence the task check.
+fn load_refusal(attach_type: u32) -> io::Result<OwnedFd> {
     let insn = |code: u8, off: i16, imm: i32| -> [u8; 8] {
         let mut b = [0u8; 8];
         b[0] = code;
@@ -66,13 +68,14 @@ fn load_refusal(attach_type: u32, tgid: u32) -> io::Result<OwnedFd> {
         b
     };
     let prog = [
-        insn(0x85, 0, 14),          // call bpf_get_current_pid_tgid
-        insn(0x77, 0, 32),          // r0 >>= 32 (the tgid)
-        insn(0x15, 2, tgid as i32), // if r0 == agentd goto allow
-        insn(0xb7, 0, 0),           // r0 = 0: refuse (EPERM)
-        insn(0x95, 0, 0),           // exit
-        insn(0xb7, 0, 1),           // allow: r0 = 1
-        insn(0x95, 0, 0),           // exit
+        insn(0x85, 0, 15), // call bpf_get_current_uid_gid
+        insn(0x67, 0, 32), // r0 <<= 32
+        insn(0x77, 0, 32), // r0 >>= 32: the real uid
+        insn(0x15, 2, 0),  // if r0 == 0 goto allow
+        insn(0xb7, 0, 0),  // r0 = 0: refuse (EPERM)
+        insn(0x95, 0, 0),  // exit
+        insn(0xb7, 0, 1),  // allow: r0 = 1
+        insn(0x95, 0, 0),  // exit
     ];
     let insns: Vec<u8> = prog.concat();
     let license = c"GPL";
@@ -114,7 +117,7 @@ pub fn attach(slice: &Path, pin_dir: &Path) -> io::Result<()> {
     let dir = pin_dir.join("links");
     std::fs::create_dir_all(&dir)?;
     for (attach_type, name) in PINS {
-        let prog = load_refusal(attach_type, std::process::id())?;
+        let prog = load_refusal(attach_type)?;
         let l = link(&prog, &cgroup, attach_type)?;
         let tmp = dir.join(format!("{name}_new"));
         let _ = std::fs::remove_file(&tmp);
