@@ -222,6 +222,7 @@ fn judge(
             allowed,
             reason,
             call,
+            access: None,
         },
         audit_only,
     )
@@ -383,6 +384,7 @@ fn connect_path(
                 allowed: true,
                 reason: "baseline",
                 call: None,
+                access: None,
             },
             false,
         )
