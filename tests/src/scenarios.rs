@@ -654,7 +654,6 @@ fn bypass_shebang(h: &Harness, a: &str) -> Check {
 fn bypass_io_uring(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
     expect(&h.run(a, None, &["io-uring"]), EPERM, "io_uring_setup")?;
-    side::unaudited_on_seccomp(h, "io_uring_setup")?;
     audited(h, a, "io_uring", "", "deny", None)
 }
 

@@ -115,6 +115,11 @@ pub const AGENT_UNKNOWN_ON_RESTART: &str = "agent_unknown_on_restart";
 pub const SIGNAL_OUTSIDE_AGENT: &str = "signal_outside_agent";
 /// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
 pub const SOCKET_FAMILY_REFUSED: &str = "socket_family_refused";
+/// The agent called a syscall agents may never use (io_uring, ptrace, bpf,
+/// process_vm_writev, open_by_handle_at, pidfd_getfd, userfaultfd, uselib).
+pub const SYSCALL_REFUSED: &str = "syscall_refused";
+/// The agent tried to create a user namespace (clone/unshare CLONE_NEWUSER).
+pub const USER_NAMESPACE_REFUSED: &str = "user_namespace_refused";
 
 // Agents, profiles, inboxes.
 /// An agent setting is invalid.

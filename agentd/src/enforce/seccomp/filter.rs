@@ -21,10 +21,12 @@ pub const NOTIFIED: &[(i64, &str)] = &[
 /// the supervisor (`supervisor/metadata.rs`).
 pub const METADATA: &[(i64, &str)] = super::supervisor::metadata::SYSCALLS;
 
-/// Syscalls refused with EPERM: io_uring (its opens and connects would not
-/// pass through the notified syscalls), tracing and writing other processes,
-/// loading BPF, loading libraries behind the exec check, opening by handle,
-/// stealing fds, userfaultfd.
+/// Syscalls always refused with EPERM: io_uring (its opens and connects
+/// would not pass through the notified syscalls), tracing and writing other
+/// processes, loading BPF, loading libraries behind the exec check, opening
+/// by handle, stealing fds, userfaultfd. They are rare, so they go to the
+/// supervisor, which refuses them with an audit row (with no supervisor
+/// they fail with ENOSYS: still refused).
 pub const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_io_uring_setup, "io_uring_setup"),
     (libc::SYS_io_uring_enter, "io_uring_enter"),
@@ -73,7 +75,7 @@ const AUDIT_ARCH: u32 = 0xC000_00B7;
 /// x32 syscalls carry this bit on x86_64; they are refused outright.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// A new user namespace would let the agent remount what the supervisor resolves.
-const CLONE_NEWUSER: u32 = 0x1000_0000;
+pub(crate) const CLONE_NEWUSER: u32 = 0x1000_0000;
 
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
@@ -172,7 +174,7 @@ pub fn program() -> Vec<libc::sock_filter> {
         p.push(Insn::Jump(jeq, *nr as u32, Enosys, Next));
     }
     for (nr, _) in REFUSED {
-        p.push(Insn::Jump(jeq, *nr as u32, Eperm, Next));
+        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
     }
     p.push(Insn::Jump(
         jeq,
@@ -190,7 +192,8 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(Insn::Ret(SECCOMP_RET_ALLOW));
     p.push(Insn::Label(CheckFlags));
     p.push(Insn::Load(arg(0)));
-    p.push(Insn::Jump(jset, CLONE_NEWUSER, Eperm, Allow));
+    // A new user namespace: refused by the supervisor, with a row.
+    p.push(Insn::Jump(jset, CLONE_NEWUSER, Notify, Allow));
     #[cfg(target_arch = "x86_64")]
     {
         p.push(Insn::Label(OpenFlags));
@@ -422,11 +425,11 @@ mod tests {
     }
 
     #[test]
-    fn refused_syscalls_get_eperm() {
+    fn refused_syscalls_go_to_the_supervisor() {
         for (nr, name) in REFUSED {
             assert_eq!(
                 run(*nr as u32, AUDIT_ARCH, 0),
-                SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                SECCOMP_RET_USER_NOTIF,
                 "{name}"
             );
         }
@@ -466,11 +469,11 @@ mod tests {
         );
         assert_eq!(
             run(clone, AUDIT_ARCH, CLONE_NEWUSER),
-            SECCOMP_RET_ERRNO | libc::EPERM as u32
+            SECCOMP_RET_USER_NOTIF
         );
         assert_eq!(
             run(libc::SYS_unshare as u32, AUDIT_ARCH, CLONE_NEWUSER),
-            SECCOMP_RET_ERRNO | libc::EPERM as u32
+            SECCOMP_RET_USER_NOTIF
         );
         assert_eq!(
             run(libc::SYS_clone3 as u32, AUDIT_ARCH, 0),

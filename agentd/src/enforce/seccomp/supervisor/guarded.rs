@@ -2,7 +2,10 @@
 //! audit row: another seccomp listener, terminal input injection, reading
 //! another process's memory, socket families agents may not open. Their
 //! decisions read only register values (no pointer), so audit-only mode may
-//! answer CONTINUE without a race.
+//! answer CONTINUE without a race. The filter's always-refused syscalls
+//! (`filter::REFUSED`: io_uring, ptrace, bpf, …) and user-namespace
+//! creation come here too, for their row; they are refused in audit-only
+//! mode as well (letting them run would blind the supervisor).
 use std::os::fd::OwnedFd;
 
 use super::{Answer, Decided, Supervisor};
@@ -18,6 +21,7 @@ pub(super) fn decide(
     n: &libc::seccomp_notif,
 ) -> Option<(Answer, Option<Decided>)> {
     let (action, target, reason) = classify(&n.data)?;
+    let always = always_refused(&n.data);
     let audit_only = sup
         .registry
         .read()
@@ -25,7 +29,7 @@ pub(super) fn decide(
         .agents
         .get(&sup.agent)
         .is_some_and(|a| a.mode == Mode::AuditOnly);
-    let answer = if audit_only {
+    let answer = if audit_only && !always {
         Answer::Continue
     } else {
         Answer::Errno(libc::EPERM)
@@ -43,11 +47,41 @@ pub(super) fn decide(
     ))
 }
 
+/// Refused whatever the mode: the filter's REFUSED list and new user namespaces.
+fn always_refused(data: &libc::seccomp_data) -> bool {
+    let nr = data.nr as i64;
+    filter::REFUSED.iter().any(|(n, _)| *n == nr)
+        || matches!(nr, libc::SYS_clone | libc::SYS_unshare)
+}
+
 /// (action, target, reason) of a guarded syscall.
 fn classify(data: &libc::seccomp_data) -> Option<(&'static str, String, &'static str)> {
     let nr = data.nr as i64;
     let a = data.args;
     let low = |i: usize| a[i] as u32;
+    if matches!(nr, libc::SYS_clone | libc::SYS_unshare) && low(0) & filter::CLONE_NEWUSER != 0 {
+        let call = if nr == libc::SYS_clone {
+            "clone"
+        } else {
+            "unshare"
+        };
+        return Some((
+            "userns_create",
+            format!("{call} CLONE_NEWUSER"),
+            reason::USER_NAMESPACE_REFUSED,
+        ));
+    }
+    if let Some((_, name)) = filter::REFUSED.iter().find(|(n, _)| *n == nr) {
+        let action = match *name {
+            n if n.starts_with("io_uring") => "io_uring",
+            n => n,
+        };
+        let target = match nr {
+            libc::SYS_ptrace => format!("pid {}", a[1] as i32),
+            _ => (*name).to_string(),
+        };
+        return Some((action, target, reason::SYSCALL_REFUSED));
+    }
     if nr == libc::SYS_seccomp && low(1) & filter::SECCOMP_FLAG_NEW_LISTENER != 0 {
         return Some((
             "seccomp",
