@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod fuzz;
 mod install_test;
 mod leftovers;
 mod package;
@@ -19,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what a fresh machine lacks (toolchain parts, bpf-linker, Debian packages, VM kernel).
+    /// Install what a fresh machine lacks (toolchain parts, bpf-linker, cargo-fuzz, Debian packages, VM kernel).
     Setup,
     /// The one test command: unit, privileged host, VM, install and demo tests.
     Test(test::Args),
@@ -31,6 +32,8 @@ enum Command {
     Package,
     /// Only the install test: package, inspect the .rpm, install/remove/purge the .deb.
     InstallTest,
+    /// Run the fuzz targets (fuzz/) for a while each, growing fuzz/corpus/.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Package => package::run(),
         Command::InstallTest => test::install_only(),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }

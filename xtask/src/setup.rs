@@ -9,6 +9,9 @@ use crate::shell::{output, run_cmd, step, workspace_root};
 /// bpf-linker release that builds against the nightly toolchain's LLVM here.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz release the fuzz stage runs (`fuzz/`), on the eBPF nightly.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the tests need: QEMU for the VM tests, busybox and cpio for
 /// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -32,6 +35,7 @@ pub fn run() -> anyhow::Result<()> {
     step("setup: checking what this machine lacks");
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     vm_kernel()?;
     agent_runtimes()?;
@@ -118,6 +122,28 @@ fn bpf_linker() -> anyhow::Result<()> {
             .arg(format!("llvm-{major}"))
             .env("LLVM_PREFIX", &prefix),
     )
+}
+
+/// cargo-fuzz drives the fuzz targets in `fuzz/` (libFuzzer needs a nightly:
+/// the same pinned one as the eBPF build, so no second toolchain).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let have = output(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION) {
+        println!("    cargo-fuzz {CARGO_FUZZ_VERSION}: present");
+        return Ok(());
+    }
+    println!(
+        "    installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install --locked; the fuzz stage runs it on {})",
+        ebpf_toolchain()
+    );
+    run_cmd(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "--force",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "cargo-fuzz",
+    ]))
 }
 
 fn debian_packages() -> anyhow::Result<()> {

@@ -92,6 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     step("unit and host tests: cargo test --workspace (privileged tests run as root)");
     tally.absorb(cargo_test()?);
 
+    step("fuzz smoke: every fuzz target built and run from its committed seeds (cargo-fuzz, pinned nightly)");
+    tally.absorb(crate::fuzz::smoke());
+
     step("host scenarios: agentd-scenarios against the backend doctor picks here");
     tally.absorb(host_scenarios());
 

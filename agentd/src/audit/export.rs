@@ -33,6 +33,44 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {source}")]
     Write { source: std::io::Error },
+    /// A line of a checkpoint file is neither a checkpoint nor an export line.
+    #[error("line {line}: not a checkpoint: {message}")]
+    NotACheckpoint {
+        /// 1-based line number.
+        line: usize,
+        /// The JSON error.
+        message: String,
+    },
+}
+
+/// Reads checkpoints from a file's text (`agentctl audit verify
+/// --checkpoint`): a JSON object, a JSON array, or JSON Lines of checkpoints
+/// and export lines (records are skipped).
+pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, ExportError> {
+    if let Ok(list) = serde_json::from_str::<Vec<Checkpoint>>(text) {
+        return Ok(list);
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
+            out.push(cp);
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(line) {
+            Ok(ExportLine::Checkpoint(cp)) => out.push(cp),
+            Ok(ExportLine::Record(_)) => {}
+            Err(e) => {
+                return Err(ExportError::NotACheckpoint {
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Rows fetched per read while exporting.
@@ -109,13 +147,27 @@ pub fn verify_export(
     key: &VerifyingKey,
     extra_checkpoints: &[Checkpoint],
 ) -> Result<VerifyReport, VerifyError> {
+    verify_export_from(
+        path,
+        || std::fs::File::open(path).map(BufReader::new),
+        key,
+        extra_checkpoints,
+    )
+}
+
+/// [`verify_export`] reading the export through `open`, called once per
+/// pass (the fuzz target verifies bytes in memory); `path` labels errors.
+pub fn verify_export_from<R: BufRead>(
+    path: &Path,
+    open: impl Fn() -> std::io::Result<R>,
+    key: &VerifyingKey,
+    extra_checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
     let open = || {
-        std::fs::File::open(path)
-            .map(BufReader::new)
-            .map_err(|source| VerifyError::ExportRead {
-                path: path.to_owned(),
-                source,
-            })
+        open().map_err(|source| VerifyError::ExportRead {
+            path: path.to_owned(),
+            source,
+        })
     };
     let read_err = |source| VerifyError::ExportRead {
         path: PathBuf::from(path),

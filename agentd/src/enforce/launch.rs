@@ -34,8 +34,9 @@ use crate::protocol::reason;
 /// Default path of the enforcement socket.
 pub const DEFAULT_SOCKET: &str = "/run/agentd/enforce.sock";
 
-/// Largest request accepted.
-const MAX_REQUEST: usize = 64 * 1024;
+/// Largest request accepted (a request still arriving past it is cut there,
+/// give or take one read, and then fails to parse).
+pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Errors of the socket protocol and the launcher.
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +228,11 @@ fn refuse_busy(mut conn: UnixStream) {
     let _ = conn.write_all(&out);
 }
 
-fn read_request(
+/// Reads one request: the first datagram-sized piece with its attached fd
+/// (SCM_RIGHTS), then more until a newline ends it, the peer stops sending,
+/// it reaches [`MAX_REQUEST`], or `deadline` passes. Public for the fuzz
+/// target.
+pub fn read_request(
     conn: &UnixStream,
     deadline: std::time::Instant,
 ) -> Result<(Vec<u8>, Option<OwnedFd>), String> {

@@ -195,25 +195,7 @@ fn read_public_key(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
 fn read_checkpoints(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read checkpoint file {}", path.display()))?;
-    if let Ok(list) = serde_json::from_str::<Vec<Checkpoint>>(&text) {
-        return Ok(list);
-    }
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
-            out.push(cp);
-            continue;
-        }
-        match serde_json::from_str::<ExportLine>(line) {
-            Ok(ExportLine::Checkpoint(cp)) => out.push(cp),
-            Ok(ExportLine::Record(_)) => {}
-            Err(e) => anyhow::bail!("{} line {}: not a checkpoint: {e}", path.display(), i + 1),
-        }
-    }
-    Ok(out)
+    audit::export::parse_checkpoints(&text).with_context(|| format!("{}", path.display()))
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
