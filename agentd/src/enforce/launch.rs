@@ -238,15 +238,19 @@ pub fn read_request(
 ) -> Result<(Vec<u8>, Option<OwnedFd>), String> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let (n, fd) = {
+    let (n, fd) = loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = socket::recvmsg::<()>(
+        let msg = match socket::recvmsg::<()>(
             conn.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| format!("recvmsg: {e}"))?;
+        ) {
+            // A signal handled meanwhile (found by the enforce_request fuzz
+            // target: libFuzzer's timer) is no reason to refuse the request.
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => other.map_err(|e| format!("recvmsg: {e}"))?,
+        };
         let mut fd = None;
         for c in msg.cmsgs().map_err(|e| e.to_string())? {
             if let ControlMessageOwned::ScmRights(fds) = c {
@@ -259,7 +263,7 @@ pub fn read_request(
                 }
             }
         }
-        (msg.bytes, fd)
+        break (msg.bytes, fd);
     };
     buf.truncate(n);
     // The rest of the request, if it did not arrive in one piece.
@@ -268,7 +272,10 @@ pub fn read_request(
             return Err("the request did not arrive in time".into());
         }
         let mut more = [0u8; 4096];
-        let m = (&*conn).read(&mut more).map_err(|e| e.to_string())?;
+        let m = match (&*conn).read(&mut more) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other.map_err(|e| e.to_string())?,
+        };
         if m == 0 {
             break;
         }
@@ -781,4 +788,48 @@ pub fn exec_bound(
     let err =
         std::os::unix::process::CommandExt::exec(std::process::Command::new(path).args(&argv[1..]));
     Err(local("exec")(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signal arriving while agentd waits for a request (a handler without
+    /// SA_RESTART, as libFuzzer's timer has) must not fail the request.
+    #[test]
+    fn a_signal_during_the_read_does_not_fail_the_request() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        extern "C" fn ignore(_: libc::c_int) {}
+        let sa = SigAction::new(
+            SigHandler::Handler(ignore),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing.
+        unsafe { sigaction(Signal::SIGUSR2, &sa) }.unwrap();
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+            read_request(
+                &rx,
+                std::time::Instant::now() + std::time::Duration::from_secs(10),
+            )
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Let the reader block in recvmsg, interrupt it, then send.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // SAFETY: the thread is alive (it waits for our write).
+        assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGUSR2) }, 0);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        tx.write_all(b"{\"op\":\"list\"}\n").unwrap();
+        let (bytes, fd) = reader.join().unwrap().expect("the request reads");
+        assert_eq!(bytes, b"{\"op\":\"list\"}\n");
+        assert!(fd.is_none());
+        assert_eq!(
+            serde_json::from_slice::<Request>(&bytes).unwrap(),
+            Request::List
+        );
+    }
 }
