@@ -19,7 +19,7 @@ fn limited_daemon() -> Daemon {
     d.stop();
     let text = std::fs::read_to_string(&d.config).unwrap().replace(
         "[gateway]\n",
-        "[gateway]\nunverified_per_minute = 5\nmax_connections_per_peer = 16\nrequest_timeout_secs = 2\n",
+        "[gateway]\nunverified_per_minute = 5\nmax_connections_per_peer = 16\nrequest_timeout_secs = 5\n",
     );
     std::fs::write(&d.config, text).unwrap();
     d.spawn();
@@ -95,7 +95,8 @@ fn floods_and_slow_clients_are_bounded_and_the_daemon_keeps_serving() {
     assert_eq!(m.len(), 32);
 
     // Slow clients: 16 connections that never finish their headers fill
-    // this peer's share; the 17th is closed at once.
+    // this peer's share; the 17th is closed at once. (The header timeout is
+    // 5 s so that a loaded machine cannot free a slot before the 17th.)
     let mut slow: Vec<UnixStream> = (0..16)
         .map(|_| {
             let mut s = UnixStream::connect(&d.socket).unwrap();
@@ -117,7 +118,7 @@ fn floods_and_slow_clients_are_bounded_and_the_daemon_keeps_serving() {
     let mut nobody = d.agentctl_cmd(&["send", "--unsigned", "--session", "y", "hi"]);
     nobody.uid(65534);
     assert!(nobody.output().unwrap().status.success());
-    // The header timeout (2 s) cuts the slow clients off, freeing the slots.
+    // The header timeout (5 s) cuts the slow clients off, freeing the slots.
     for s in &mut slow {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = Vec::new();
