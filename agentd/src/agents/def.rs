@@ -176,6 +176,10 @@ impl AgentDef {
                 if !p.is_absolute() {
                     return Err(invalid(field, format!("{} must be absolute", p.display())));
                 }
+                // The same cleanliness composition demands of every scope
+                // built from it (no `.` or `..`).
+                crate::profile::expand::check_path(&p.to_string_lossy())
+                    .map_err(|m| invalid(field, format!("{}: {m}", p.display())))?;
             }
         }
         if let Some(t) = self.time_limit_secs {
@@ -239,6 +243,20 @@ mod tests {
             d.model_api = Some(bad.into());
             assert!(d.model_api().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unclean_directories_are_refused_before_composition() {
+        // Found by the agent_def fuzz target: `/srv//./work` validated, then
+        // failed to compose.
+        let mut d = AgentDef::new("a", "agentd-agent");
+        for bad in ["/srv//./work", "/srv/../etc", "/srv/."] {
+            d.workspace = Some(bad.into());
+            let e = d.validate().unwrap_err().to_string();
+            assert!(e.contains("workspace"), "{bad}: {e}");
+        }
+        d.workspace = Some("/srv/work".into());
+        d.validate().unwrap();
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub fn expand_entry(
 
 /// An expanded path must be absolute and clean: `..` and `.` would make a
 /// scope mean something other than it reads.
-fn check_path(s: &str) -> Result<(), String> {
+pub fn check_path(s: &str) -> Result<(), String> {
     let p = Path::new(s);
     if !p.is_absolute() {
         return Err("paths must be absolute (start with `/` or a path placeholder)".into());
