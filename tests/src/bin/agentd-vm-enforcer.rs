@@ -29,6 +29,8 @@ const BASE: &str = "/tmp/e2e";
 const TOOL: &str = "/tmp/e2e/bin/busybox";
 const AGENTCTL: &str = "/agentd/bin/agentctl";
 const SOCKET: &str = launch::DEFAULT_SOCKET;
+/// The unprivileged user this suite's agent runs as (the VM's /etc/passwd).
+const AGENT_USER: &str = "agent";
 
 fn main() {
     let mut r = Report { failed: 0 };
@@ -124,7 +126,15 @@ fn run(r: &mut Report) -> Result<(), String> {
     );
 
     // 3. A real agent through the enforcement socket and agentctl.
-    launch::serve(enforcer.clone(), Path::new(SOCKET)).map_err(|e| format!("serve: {e}"))?;
+    // The socket's group is the agent user's (0660): this suite's agent runs
+    // as `agent`, not the default `agentd-agent`.
+    launch::serve_for(
+        enforcer.clone(),
+        Path::new(SOCKET),
+        AGENT_USER,
+        Default::default(),
+    )
+    .map_err(|e| format!("serve: {e}"))?;
     e2e(r, &enforcer, &sink)?;
     grants(r, &enforcer, &sink)?;
     enforcer.shutdown();
@@ -179,7 +189,7 @@ fn start_and_kill_enforcer() -> Result<PathBuf, String> {
 /// Runs `script` as an agent (uid `agent`) via `launch::run_agent`,
 /// returning its stdout.
 fn run_agent_script(agent: &str, script: &str) -> Result<String, String> {
-    let creds = launch::creds_of_user("agent").map_err(|e| e.to_string())?;
+    let creds = launch::creds_of_user(AGENT_USER).map_err(|e| e.to_string())?;
     let spec = launch::LaunchSpec {
         socket: SOCKET.into(),
         agent: agent.into(),
