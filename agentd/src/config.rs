@@ -62,13 +62,20 @@ pub struct Config {
     pub admin_group: String,
     /// Unprivileged user agents run as by default.
     pub agent_user: String,
-    /// Optional TCP listener for remote operators, e.g. "127.0.0.1:7700".
-    /// It speaks plain HTTP (no TLS), so it must be a loopback address and
-    /// `tcp_plaintext_loopback` must say so; reach it from afar through a
-    /// TLS-terminating proxy or an SSH tunnel.
+    /// Optional TCP listener for remote operators, e.g. "0.0.0.0:7700".
+    /// With `tls_cert` and `tls_key` it speaks HTTPS on any address; without
+    /// them it speaks plain HTTP, so it must be a loopback address and
+    /// `tcp_plaintext_loopback` must say so.
     pub tcp_listen: Option<String>,
     /// Explicitly accept plain HTTP on the loopback TCP listener.
     pub tcp_plaintext_loopback: bool,
+    /// PEM certificate chain (leaf first) of the TCP listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TCP listener (mode 0600 or stricter).
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that clients must present a certificate from
+    /// (mutual TLS); unset accepts any client, operators still sign.
+    pub tls_client_ca: Option<PathBuf>,
     /// Enforcement backend.
     pub backend: BackendChoice,
     /// Gateway settings.
@@ -132,6 +139,9 @@ impl Default for Config {
             agent_user: "agentd-agent".into(),
             tcp_listen: None,
             tcp_plaintext_loopback: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             backend: BackendChoice::Auto,
             gateway: GatewayConfig::default(),
             audit: AuditConfig::default(),
@@ -199,22 +209,52 @@ impl Config {
         if !self.socket_path.is_absolute() {
             return Err(invalid("socket_path", "must be an absolute path"));
         }
-        if let Some(addr) = &self.tcp_listen {
-            let parsed: std::net::SocketAddr = addr
-                .parse()
-                .map_err(|_| invalid("tcp_listen", "must be IP:PORT"))?;
-            if !parsed.ip().is_loopback() {
-                return Err(invalid(
-                    "tcp_listen",
-                    "the TCP listener has no TLS, so it may only listen on a loopback address (put a TLS-terminating proxy in front for remote operators)",
-                ));
+        for (key, p) in [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+        ] {
+            if p.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(invalid(key, "must be an absolute path"));
             }
-            if !self.tcp_plaintext_loopback {
-                return Err(invalid(
-                    "tcp_listen",
-                    "the TCP listener speaks plain HTTP; set tcp_plaintext_loopback = true to accept that on loopback",
-                ));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            (Some(_), None) => return Err(invalid("tls_key", "tls_cert needs tls_key")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "tls_key needs tls_cert")),
+        };
+        if self.tls_client_ca.is_some() && !tls {
+            return Err(invalid(
+                "tls_client_ca",
+                "needs tls_cert and tls_key (client certificates are a TLS feature)",
+            ));
+        }
+        match &self.tcp_listen {
+            Some(addr) => {
+                let parsed: std::net::SocketAddr = addr
+                    .parse()
+                    .map_err(|_| invalid("tcp_listen", "must be IP:PORT"))?;
+                if !tls && !parsed.ip().is_loopback() {
+                    return Err(invalid(
+                        "tcp_listen",
+                        "without tls_cert and tls_key the TCP listener speaks plain HTTP, so it may only listen on a loopback address",
+                    ));
+                }
+                if !tls && !self.tcp_plaintext_loopback {
+                    return Err(invalid(
+                        "tcp_listen",
+                        "the TCP listener speaks plain HTTP without tls_cert and tls_key; set tcp_plaintext_loopback = true to accept that on loopback",
+                    ));
+                }
             }
+            None if tls => {
+                return Err(invalid(
+                    "tls_cert",
+                    "TLS applies to the TCP listener; set tcp_listen too",
+                ))
+            }
+            None => {}
         }
         let g = &self.gateway;
         if g.timestamp_window_secs == 0 || g.timestamp_window_secs > 3600 {
@@ -294,6 +334,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tcp_listen.as_deref(), Some("[::1]:7700"));
+    }
+
+    #[test]
+    fn tls_opens_any_address_and_its_keys_come_together() {
+        let p = Path::new("t.toml");
+        let tls =
+            "tls_cert = \"/etc/agentd/tls/cert.pem\"\ntls_key = \"/etc/agentd/tls/key.pem\"\n";
+        let c = Config::parse(&format!("{tls}tcp_listen = \"0.0.0.0:7700\""), p).unwrap();
+        assert_eq!(c.tcp_listen.as_deref(), Some("0.0.0.0:7700"));
+        for (text, key) in [
+            ("tcp_listen = \"0.0.0.0:7700\"\ntls_cert = \"/c.pem\"", "tls_key"),
+            ("tcp_listen = \"0.0.0.0:7700\"\ntls_key = \"/k.pem\"", "tls_cert"),
+            (tls, "tls_cert"),
+            (&format!("{tls}tcp_listen = \"0.0.0.0:1\"\ntls_client_ca = \"ca.pem\""), "tls_client_ca"),
+            ("tcp_listen = \"127.0.0.1:1\"\ntcp_plaintext_loopback = true\ntls_client_ca = \"/ca.pem\"", "tls_client_ca"),
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

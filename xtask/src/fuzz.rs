@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{setup, shell::workspace_root, test::Tally};
+use crate::{setup, shell::workspace_root, tally::Tally};
 
 /// One fuzz target and the libFuzzer options it runs under.
 pub struct Target {

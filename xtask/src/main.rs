@@ -9,6 +9,7 @@ mod leftovers;
 mod package;
 mod setup;
 mod shell;
+mod tally;
 mod test;
 
 #[derive(Parser)]

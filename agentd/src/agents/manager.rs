@@ -482,6 +482,14 @@ impl AgentManager {
             Ok(o) => o,
             Err(r) => return Ok(Err(r)),
         };
+        // Addressed to this agent: no other agent may use its id.
+        if let Err(e) = self.gateway.address_to_agent(&out.active_message_id, agent) {
+            self.gateway.forget_active(&out.active_message_id);
+            return Err(AgentsError::Store {
+                path: "gateway.db".into(),
+                message: format!("addressing the message to `{agent}`: {e}"),
+            });
+        }
         let trust = serde_json::to_value(out.trust)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 + JSON API on a Unix socket (and optionally TCP for remote
 //! operators): routes and handlers (`server`), caller permissions from
-//! SO_PEERCRED (`peer`), JSON bodies and errors (`json`), and the client used
-//! by `agentctl`, tests and benches (`client`).
+//! SO_PEERCRED (`peer`), JSON bodies and errors (`json`), TLS for the TCP
+//! listener (`tls`), and the client used by `agentctl`, tests and benches
+//! (`client`).
 //!
 //! Routes (all under `/v1`; see docs/protocol.md §4):
 //! `GET /v1/health`, `POST /v1/messages`, `POST /v1/tool-calls`,
@@ -13,6 +14,7 @@ pub mod enforce_routes;
 pub mod json;
 pub mod peer;
 pub mod server;
+pub mod tls;
 
 pub use client::{Client, ClientError, SocketArg};
 pub use json::ApiError;

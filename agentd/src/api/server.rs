@@ -437,8 +437,11 @@ async fn validate_policy(
 pub enum Listener {
     /// The Unix socket (callers identified by SO_PEERCRED).
     Unix(tokio::net::UnixListener),
-    /// TCP for remote operators (messages and health only).
+    /// TCP for remote operators (messages and health only), plain HTTP.
     Tcp(tokio::net::TcpListener),
+    /// TCP for remote operators behind TLS (the handshake runs in the
+    /// connection's own task, under the header deadline).
+    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
 }
 
 /// Limits of one listener: how many connections it holds at once (in all,
@@ -538,7 +541,7 @@ pub async fn serve_limited(
             _ = shutdown.wait_for(|s| *s) => break,
             a = accept(&listener) => a,
         };
-        let (io, peer) = match accepted {
+        let (stream, peer, tls) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -555,13 +558,17 @@ pub async fn serve_limited(
             if refused % 1000 == 1 {
                 tracing::warn!(uid = ?peer.uid, refused, max = limits.max_connections, per_peer = limits.max_per_peer, "connection limit reached; closing new connections");
             }
-            drop(io);
+            drop(stream);
             continue;
         };
         let app = app.clone();
         let mut stop = shutdown.clone();
         conns.spawn(async move {
             let _slot = slot;
+            let io = match handshake(stream, tls, limits.header_timeout).await {
+                Some(io) => io,
+                None => return,
+            };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer);
@@ -602,20 +609,52 @@ type Io = TokioIo<Box<dyn AsyncStream>>;
 pub trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
 
-async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
+/// An accepted stream, its peer, and the TLS acceptor it must pass first.
+type Accepted = (
+    Box<dyn AsyncStream>,
+    Peer,
+    Option<tokio_rustls::TlsAcceptor>,
+);
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     match listener {
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
             let peer = Peer::of_unix(&stream);
-            Ok((TokioIo::new(Box::new(stream) as Box<dyn AsyncStream>), peer))
+            Ok((Box::new(stream), peer, None))
         }
         Listener::Tcp(l) => {
             let (stream, _) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok((
-                TokioIo::new(Box::new(stream) as Box<dyn AsyncStream>),
-                Peer::tcp(),
-            ))
+            Ok((Box::new(stream), Peer::tcp(), None))
+        }
+        Listener::Tls(l, acceptor) => {
+            let (stream, _) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((Box::new(stream), Peer::tcp(), Some(acceptor.clone())))
+        }
+    }
+}
+
+/// Runs the TLS handshake where there is one, within `deadline` (a client
+/// that never finishes it holds its slot no longer than a slow header).
+async fn handshake(
+    stream: Box<dyn AsyncStream>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    deadline: Duration,
+) -> Option<Io> {
+    let Some(acceptor) = tls else {
+        return Some(TokioIo::new(stream));
+    };
+    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(TokioIo::new(Box::new(tls) as Box<dyn AsyncStream>)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?deadline, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -114,6 +114,15 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
     // Everything agentd creates is private unless chmod-ed on purpose.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     prepare_state_dir(&config.state_dir)?;
+    // Bad TLS material stops start-up before anything else is opened.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::acceptor(&api::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: config.tls_client_ca.as_deref(),
+        })?),
+        _ => None,
+    };
     let audit = AuditLog::open_config(&config).context("opening the audit log")?;
     let gateway = Arc::new(
         Gateway::open(
@@ -204,9 +213,25 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;
-        tracing::info!(addr, "TCP listener for remote operators (messages only)");
+        let listener = match tls {
+            Some(acceptor) => {
+                tracing::info!(
+                    addr,
+                    mutual = config.tls_client_ca.is_some(),
+                    "TLS listener for remote operators (messages only)"
+                );
+                Listener::Tls(tcp, acceptor)
+            }
+            None => {
+                tracing::info!(
+                    addr,
+                    "plain HTTP loopback listener for remote operators (messages only)"
+                );
+                Listener::Tcp(tcp)
+            }
+        };
         servers.push(tokio::spawn(api::serve_limited(
-            Listener::Tcp(tcp),
+            listener,
             app.clone(),
             stop_rx.clone(),
             SHUTDOWN_GRACE,

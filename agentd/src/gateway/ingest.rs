@@ -6,7 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::store::{AcceptOutcome, ActiveRow};
-use super::Gateway;
+use super::{Gateway, GatewayError};
 use crate::policy::schema::Delivery;
 use crate::protocol::message::Checked;
 use crate::protocol::{reason, verify, SignedMessage};
@@ -115,6 +115,11 @@ impl ActiveMessage {
             },
         ))
     }
+}
+
+/// The holder name of an agent's tool calls (see `Gateway::holder_of`).
+pub(crate) fn agent_holder(agent: &str) -> String {
+    format!("agent:{agent}")
 }
 
 /// Parses a 32-hex-digit active-message id.
@@ -368,6 +373,26 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, Arc::new(active));
         Ok(out)
+    }
+
+    /// Addresses an active message to `agent` at ingest (an inbox message):
+    /// only that agent's tool calls may then use it, even if another agent
+    /// learns the id first (`active_message_other_agent`). Recorded in the
+    /// store before it takes effect, so it survives a restart.
+    pub fn address_to_agent(&self, id: &str, agent: &str) -> Result<(), GatewayError> {
+        let holder = agent_holder(agent);
+        self.store.set_holder(id, &holder)?;
+        if let Some(k) = parse_active_id(id) {
+            if let Some(m) = self
+                .active
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&k)
+            {
+                let _ = m.holder.set(holder);
+            }
+        }
+        Ok(())
     }
 
     /// Removes an active message (used when its audit record could not be written).

@@ -286,7 +286,7 @@ impl Gateway {
     /// user; None for admins.
     fn holder_of(&self, caller: Caller) -> Option<String> {
         if let Some(agent) = self.caller_agent(caller) {
-            return Some(format!("agent:{agent}"));
+            return Some(super::ingest::agent_holder(&agent));
         }
         if caller.admin {
             return None;

@@ -793,3 +793,41 @@ async fn runtime_calls_map_through_the_policy() {
         assert!(e.contains(at), "{bad}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_message_addressed_to_an_agent_is_refused_to_every_other_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = call("", "shell", json!({"command": "ls /workspace"}));
+    {
+        let g = open(dir.path());
+        g.set_agent_resolver(Arc::new(ByPid));
+        let id = owner_message(&g);
+        let req = ToolCallRequest {
+            active_message_id: id.clone(),
+            ..plain.clone()
+        };
+        g.address_to_agent(&id, "a").unwrap();
+        // Agent b learned the id and races to use it first: refused.
+        let stolen = g.tool_call(&req, agent(2)).await;
+        assert_eq!(stolen.reason_code, reason::ACTIVE_MESSAGE_OTHER_AGENT);
+        // Control: the addressed agent's call is allowed.
+        assert!(g.tool_call(&req, agent(1)).await.is_allow());
+    }
+    // The address is stored: after a restart b is still refused.
+    let g = open(dir.path());
+    g.set_agent_resolver(Arc::new(ByPid));
+    let id = g
+        .store
+        .active_messages(unix_now())
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the active message survives")
+        .id;
+    let req = ToolCallRequest {
+        active_message_id: id,
+        ..plain
+    };
+    let again = g.tool_call(&req, agent(2)).await;
+    assert_eq!(again.reason_code, reason::ACTIVE_MESSAGE_OTHER_AGENT);
+}
