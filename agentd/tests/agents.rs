@@ -203,6 +203,59 @@ fn profile_and_setting_errors_are_precise_and_change_nothing() {
 }
 
 #[test]
+fn configured_agents_never_share_a_uid_unless_told_to() {
+    let _s = serial();
+    // `nobody` exists everywhere; a second user is USER (created if missing).
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("SKIPPED: needs root (creates the agent user)");
+        return;
+    }
+    ensure_user();
+    let d = Daemon::start();
+    let put = |name: &str, user: &str, share: bool| {
+        d.raw(
+            Method::PUT,
+            &format!("/v1/agent-settings/{name}"),
+            serde_json::to_vec(
+                &serde_json::json!({"name": name, "user": user, "share_user": share}),
+            )
+            .unwrap(),
+        )
+    };
+    let (status, body) = put("s1", "nobody", false);
+    assert_eq!(status, 200, "{body}");
+    // Same uid for a second agent: refused, by name, and nothing stored.
+    let (status, body) = put("s2", "nobody", false);
+    assert_eq!(
+        (status, body["reason_code"].as_str()),
+        (409, Some("agent_user_shared")),
+        "{body}"
+    );
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`s1`") && msg.contains("--share-user"),
+        "{msg}"
+    );
+    let (_, list) = d.raw(Method::GET, "/v1/agent-settings", vec![]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // Control: its own user is accepted; so is sharing on purpose.
+    let (status, body) = put("s2", USER, false);
+    assert_eq!(status, 200, "{body}");
+    let out = d.agentctl(&["agent", "add", "s3", "--user", "nobody", "--share-user"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Re-saving an agent's own settings is not sharing with itself.
+    let (status, body) = put("s1", "nobody", false);
+    assert_eq!(status, 200, "{body}");
+    let out = d.agentctl(&["agent", "add", "s4", "--user", USER]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agent_user_shared"));
+}
+
+#[test]
 fn agent_round_trip_and_a_reload_reaches_the_running_agent() {
     let _s = serial();
     if let Some(why) = skip_reason() {

@@ -58,6 +58,11 @@ pub struct AgentDef {
     /// The driver's time limit per message, seconds.
     #[serde(default)]
     pub time_limit_secs: Option<u64>,
+    /// Run as a uid another configured agent also runs as. Off by default:
+    /// agents sharing a uid may signal, trace and read each other's files
+    /// wherever the kernel layer does not stand between them.
+    #[serde(default)]
+    pub share_user: bool,
 }
 
 /// Where the model API is.
@@ -91,6 +96,7 @@ impl AgentDef {
             write: vec![],
             connect: vec![],
             time_limit_secs: None,
+            share_user: false,
         }
     }
 

@@ -357,6 +357,7 @@ impl AgentManager {
     pub fn put(&self, def: AgentDef) -> Result<AgentView, AgentsError> {
         let _g = self.lock();
         let view = self.compose(&def)?;
+        self.check_user_not_shared(&def)?;
         let spec = view.baseline.clone().unwrap_or_default();
         let existed = self.store.get(&def.name)?.is_some();
         self.store.put(&def)?;
@@ -371,6 +372,37 @@ impl AgentManager {
         tracing::info!(agent = %def.name, profiles = ?def.profile_names(), mode = ?def.mode, "agent configured");
         drop(_g);
         self.show(&def.name)
+    }
+
+    /// Refuses a uid another configured agent runs as, unless one of the
+    /// two was configured to share it (`share_user`). Compared by uid: two
+    /// user names may name one uid.
+    fn check_user_not_shared(&self, def: &AgentDef) -> Result<(), AgentsError> {
+        if def.share_user {
+            return Ok(());
+        }
+        let uid_of = |name: &str| {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        };
+        let Some(uid) = uid_of(&def.user) else {
+            return Ok(()); // compose() already refused an unknown user
+        };
+        let others = self.store.defs()?;
+        match others
+            .iter()
+            .find(|o| o.name != def.name && !o.share_user && uid_of(&o.user) == Some(uid))
+        {
+            Some(other) => Err(AgentsError::SharedUser {
+                agent: def.name.clone(),
+                user: def.user.clone(),
+                uid,
+                other: other.name.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Re-composes and re-applies every agent (after a policy reload, or at

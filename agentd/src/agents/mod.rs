@@ -42,6 +42,18 @@ pub enum AgentsError {
         /// The name.
         agent: String,
     },
+    /// Another configured agent already runs as this uid.
+    #[error("agent `{agent}`: user `{user}` (uid {uid}) is already the user of agent `{other}`; agents sharing a uid are not isolated from each other: give `{agent}` its own user (e.g. useradd --system --gid agentd-agent --create-home agentd-{agent}), or share on purpose with --share-user")]
+    SharedUser {
+        /// The agent.
+        agent: String,
+        /// Its user.
+        user: String,
+        /// The uid.
+        uid: u32,
+        /// The agent already running as that uid.
+        other: String,
+    },
     /// The agent user does not exist.
     #[error("agent `{agent}`: user `{user}` does not exist")]
     UnknownUser {
@@ -110,6 +122,7 @@ impl AgentsError {
             AgentsError::Profile { source, .. } => source.reason_code(),
             AgentsError::Unknown { .. } => reason::UNKNOWN_AGENT,
             AgentsError::UnknownUser { .. } => reason::UNKNOWN_USER,
+            AgentsError::SharedUser { .. } => reason::AGENT_USER_SHARED,
             AgentsError::ProxyUnavailable { .. } => reason::MODEL_API_UNAVAILABLE,
             AgentsError::Unresolved { .. } => reason::MODEL_API_UNRESOLVED,
             AgentsError::Store { .. } => reason::STORE_ERROR,

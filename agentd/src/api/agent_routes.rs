@@ -71,7 +71,7 @@ fn admin(s: &RouteState, peer: &Peer) -> Result<(), ApiError> {
 fn api_err(e: AgentsError) -> ApiError {
     let status = match &e {
         AgentsError::Unknown { .. } | AgentsError::UnknownEntry { .. } => StatusCode::NOT_FOUND,
-        AgentsError::EntryState { .. } => StatusCode::CONFLICT,
+        AgentsError::EntryState { .. } | AgentsError::SharedUser { .. } => StatusCode::CONFLICT,
         AgentsError::Store { .. } | AgentsError::EnforcementUnavailable { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -128,6 +128,8 @@ pub const INVALID_AGENT: &str = "invalid_agent";
 pub const UNKNOWN_AGENT: &str = "unknown_agent";
 /// The agent user does not exist.
 pub const UNKNOWN_USER: &str = "unknown_user";
+/// Another configured agent already runs as that uid (no `share_user`).
+pub const AGENT_USER_SHARED: &str = "agent_user_shared";
 /// A profile file or policy section is invalid.
 pub const INVALID_PROFILE: &str = "invalid_profile";
 /// An agent names a profile that does not exist.

@@ -99,9 +99,14 @@ struct LearnArgs {
 struct AddArgs {
     /// Agent name.
     name: String,
-    /// Unprivileged user the agent runs as.
+    /// Unprivileged user the agent runs as (each agent its own, unless
+    /// --share-user).
     #[arg(long, default_value = "agentd-agent")]
     user: String,
+    /// Allow a user another configured agent already runs as (the agents
+    /// are then not isolated from each other by uid).
+    #[arg(long)]
+    share_user: bool,
     /// enforce or audit-only.
     #[arg(long, default_value = "enforce")]
     mode: String,
@@ -170,6 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 write: a.write,
                 connect: a.connect,
                 time_limit_secs: a.time_limit,
+                share_user: a.share_user,
             };
             let name = a.name.clone();
             let replace = a.replace;
