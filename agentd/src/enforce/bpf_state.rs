@@ -453,7 +453,7 @@ impl BpfState {
                 ..Default::default()
             });
         let pending_map = &mut self.pending;
-        let won = super::claim::spend_ticket(&mut self.tickets, &mut g, |g| {
+        let won = super::pending::spend_ticket(&mut self.tickets, &mut g, |g| {
             if let Some(k) = key {
                 if pending_map.get(&k, 0).is_ok_and(|p| p.call_id == call_id) {
                     let _ = pending_map.insert(k, g, 0);

@@ -18,12 +18,12 @@
 use std::path::Path;
 
 use agentd_common::{
-    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, UseTicket, PENDING_NAMES_ARGS,
-    PENDING_SLOTS, REQUESTER_CHAIN, TICKET_TRIES, UNLIMITED_USES,
+    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, UseTicket, PENDING_SLOTS,
+    REQUESTER_CHAIN,
 };
 use aya::maps::{HashMap, MapData};
-use serde::{Deserialize, Serialize};
 
+pub use super::pending::{spend_ticket, PendingInfo, Requester};
 use super::{
     bpf_state::{open_pinned_hash, BindingsMap, BpfStateError},
     grant::{KernelGrant, Verdict},
@@ -42,55 +42,6 @@ pub mod reason {
     pub const GRANT_EXPIRED: &str = "grant_expired";
     /// No pending grant covers the operation.
     pub const NO_GRANT: &str = "no_grant";
-}
-
-/// Who asked for a call: the requester chain and its leaf cgroup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Requester {
-    /// tgids: the asking process first, then its ancestors in the agent.
-    pub chain: Vec<u32>,
-    /// Leaf cgroup id of the asking process.
-    pub cgroup_id: u64,
-    /// Its path under the cgroup root (as `/proc/PID/cgroup` says): the
-    /// supervisor, an unprivileged deputy, can read that for a claimant
-    /// but cannot stat cgroup directories under agentd's 0700 slice.
-    #[serde(default)]
-    pub cgroup: String,
-}
-
-/// The pending part of an installed grant (persisted with it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingInfo {
-    /// Slot in the agent's `PENDING` entries.
-    pub slot: u32,
-    /// Who asked.
-    pub requester: Requester,
-    /// CLOCK_BOOTTIME ns of the decision.
-    pub decided_at_ns: u64,
-}
-
-impl PendingInfo {
-    /// The kernel-side record of this pending grant.
-    pub fn kernel(&self, grant: &KernelGrant, uses: Option<u32>) -> PendingGrant {
-        let mut requesters = [0u32; REQUESTER_CHAIN];
-        let n = self.requester.chain.len().min(REQUESTER_CHAIN);
-        requesters[..n].copy_from_slice(&self.requester.chain[..n]);
-        PendingGrant {
-            call_id: grant.handle,
-            cgroup_id: self.requester.cgroup_id,
-            decided_at_ns: self.decided_at_ns,
-            expires_at_ns: grant.expires_at_ns,
-            uses_left: uses.unwrap_or(UNLIMITED_USES),
-            n_requesters: n as u32,
-            requesters,
-            flags: if grant.spec.args.is_some() {
-                PENDING_NAMES_ARGS
-            } else {
-                0
-            },
-            _pad: 0,
-        }
-    }
 }
 
 /// The parent tgid of a process, from `/proc/PID/stat` (field 4, after the
@@ -200,9 +151,6 @@ pub struct ClaimMaps {
 /// File claims remembered before the set is pruned of finished grants.
 const FILE_CLAIMS_PRUNE_AT: usize = 1024;
 
-/// `BPF_NOEXIST`.
-const BPF_NOEXIST: u64 = 1;
-
 impl ClaimMaps {
     /// Opens the maps from the instance's pin directory.
     pub fn open(pin_dir: &Path) -> Result<Self, BpfStateError> {
@@ -249,40 +197,6 @@ impl ClaimMaps {
                 message: e.to_string(),
             })
     }
-}
-
-/// Takes the highest free ticket at or below `g.uses_left` (the same walk
-/// the BPF side makes) and stores the new hint through `store`.
-pub fn spend_ticket(
-    tickets: &mut HashMap<MapData, UseTicket, u8>,
-    g: &mut PendingGrant,
-    store: impl FnOnce(PendingGrant),
-) -> bool {
-    if g.uses_left == UNLIMITED_USES {
-        return true;
-    }
-    let mut n = g.uses_left;
-    let mut tries = 0;
-    let mut won = false;
-    while tries < TICKET_TRIES && n > 0 {
-        let ticket = UseTicket {
-            call_id: g.call_id,
-            n,
-            _pad: 0,
-        };
-        if tickets.insert(ticket, 1, BPF_NOEXIST).is_ok() {
-            won = true;
-            n -= 1;
-            break;
-        }
-        n -= 1;
-        tries += 1;
-    }
-    if won || n == 0 {
-        g.uses_left = n;
-        store(*g);
-    }
-    won
 }
 
 /// What a claim needs to know about the operation besides coverage.

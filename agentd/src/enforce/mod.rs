@@ -24,6 +24,7 @@ mod grants;
 pub mod launch;
 mod lifecycle;
 pub mod lsm;
+pub mod pending;
 pub mod persist;
 pub mod registry;
 pub mod seccomp;

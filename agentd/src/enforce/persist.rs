@@ -73,7 +73,7 @@ pub struct CallState {
     pub uses_left: Option<u32>,
     /// Who may claim it, if pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<super::claim::PendingInfo>,
+    pub pending: Option<super::pending::PendingInfo>,
 }
 
 /// The whole file.

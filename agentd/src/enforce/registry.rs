@@ -78,7 +78,7 @@ pub struct CallEntry {
     /// spent by taking tickets in the kernel's `USE_TICKETS` map.)
     pub uses_left: Option<u32>,
     /// Who may claim it, if it is pending (installed for a requester).
-    pub pending: Option<super::claim::PendingInfo>,
+    pub pending: Option<super::pending::PendingInfo>,
 }
 
 /// The whole user-space view.
