@@ -7,7 +7,12 @@ use crate::{
     audit::AuditLog,
     config::{BackendChoice, Config},
     doctor,
-    enforce::{bpf_state::Instance, launch, AuditSink, Backend, EnforceSlot, Enforcer},
+    enforce::{
+        bpf_state::Instance,
+        events,
+        fdstore::{self, StoredFd},
+        launch, AuditSink, Backend, EnforceSlot, Enforcer,
+    },
 };
 
 /// The enforcement socket next to the API socket (`/run/agentd/enforce.sock`).
@@ -36,13 +41,30 @@ pub fn choose_backend(choice: BackendChoice) -> Result<Backend, String> {
 
 /// Starts enforcement for the daemon in the background. Never fails the
 /// daemon: an error is logged and audited (`enforcer_unavailable`).
-pub fn start(config: &Config, audit: AuditLog) -> EnforceSlot {
+/// `stored`: the fds the service manager kept for the previous agentd.
+pub fn start(config: &Config, audit: AuditLog, stored: Vec<StoredFd>) -> EnforceSlot {
     let slot = EnforceSlot::starting(Instance::for_state_dir(&config.state_dir).slice());
     let filled = slot.clone();
     let config = config.clone();
     let spawned = std::thread::Builder::new().name("agentd-enforce-start".into()).spawn(move || {
-        let started = choose_backend(config.backend)
-            .and_then(|backend| Enforcer::start(backend, &config.state_dir, audit.clone()).map_err(|e| e.to_string()));
+        // Stored listeners nobody will supervise must leave the store, or
+        // their agents' syscalls would wait for ever instead of failing.
+        let names: Vec<String> = stored.iter().map(|s| s.name.clone()).collect();
+        let started = choose_backend(config.backend).and_then(|backend| {
+            Enforcer::start_with_stored(
+                backend,
+                &config.state_dir,
+                std::sync::Arc::new(audit.clone()),
+                events::AUDIT_QUEUE,
+                stored,
+            )
+            .map_err(|e| e.to_string())
+        });
+        if started.is_err() {
+            for name in &names {
+                let _ = fdstore::remove(name);
+            }
+        }
         match &started {
             Ok(e) => {
                 // The baseline's "connect to agentd": tool runners submit

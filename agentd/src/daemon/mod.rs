@@ -25,12 +25,20 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Before any thread starts: this reads and unsets LISTEN_FDS & co.
+    let stored = crate::enforce::fdstore::take_inherited();
+    if !stored.is_empty() {
+        tracing::info!(
+            fds = stored.len(),
+            "the service manager handed back stored fds"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentd")
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run_async(config))
+    rt.block_on(run_with_stored(config, stored))
 }
 
 /// Creates the state directory 0700 (tightening an existing one).
@@ -111,6 +119,15 @@ async fn audit_lifecycle(
 
 /// The daemon body (inside a tokio runtime).
 pub async fn run_async(config: Config) -> anyhow::Result<()> {
+    run_with_stored(config, Vec::new()).await
+}
+
+/// [`run_async`] with the fds the service manager kept for the previous
+/// agentd (seccomp listeners: see `enforce::fdstore`).
+pub async fn run_with_stored(
+    config: Config,
+    stored: Vec<crate::enforce::fdstore::StoredFd>,
+) -> anyhow::Result<()> {
     // Everything agentd creates is private unless chmod-ed on purpose.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     prepare_state_dir(&config.state_dir)?;
@@ -145,7 +162,8 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         max_body: config.gateway.max_request_bytes,
     });
     let access = state.access.clone();
-    let enforce = enforcement::start(&config, audit.clone());
+    let enforce = enforcement::start(&config, audit.clone(), stored);
+    let enforce_at_stop = enforce.clone();
     gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
         slot: enforce.clone(),
     }));
@@ -292,6 +310,12 @@ pub async fn run_async(config: Config) -> anyhow::Result<()> {
         let _ = s.await;
     }
     pruner.abort();
+    // Supervisors answer what they hold, then stop; their listeners stay in
+    // the service manager's fd store, so agents wait for the next agentd
+    // instead of failing. Before the audit log closes: their rows go there.
+    if let Some(e) = enforce_at_stop.get() {
+        let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    }
     receipts.shutdown();
     let _ = std::fs::remove_file(&config.socket_path);
     audit.shutdown().context("closing the audit log")?;

@@ -103,6 +103,28 @@ pub fn kill_all(cg: &AgentCgroupDir) -> Result<(), CgroupError> {
     std::fs::write(&kill, "1").map_err(io(&kill))
 }
 
+/// Freezes the cgroup and thaws it again. Freezing interrupts every task's
+/// interruptible wait as a signal would, without one being delivered: a
+/// syscall waiting for a seccomp supervisor's answer is restarted on thaw
+/// and notified afresh (one whose notification a dead supervisor had
+/// received would otherwise wait for ever). Waits at most a second for the
+/// freeze; thaws in any case.
+pub fn restart_waiting_syscalls(cg: &AgentCgroupDir) -> Result<(), CgroupError> {
+    let freeze = cg.path.join("cgroup.freeze");
+    let events = cg.path.join("cgroup.events");
+    std::fs::write(&freeze, "1").map_err(io(&freeze))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        let frozen = std::fs::read_to_string(&events)
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"));
+        if frozen {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::write(&freeze, "0").map_err(io(&freeze))
+}
+
 /// Removes an empty agent cgroup.
 pub fn remove(cg: &AgentCgroupDir) -> Result<(), CgroupError> {
     std::fs::remove_dir(&cg.path).map_err(io(&cg.path))

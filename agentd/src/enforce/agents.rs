@@ -1,12 +1,5 @@
-//! Agents: creation with a baseline, membership, seccomp listeners, modes.
-use std::{
-    os::fd::OwnedFd,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+//! Agents: creation with a baseline, membership, modes.
+use std::path::PathBuf;
 
 use agentd_common::{baseline_call_id, AgentCgroup};
 
@@ -16,8 +9,8 @@ use super::{
     grant::KernelGrant,
     persist,
     registry::AgentEntry,
-    seccomp::supervisor::{self, Supervisor},
-    AgentHandle, AgentInfo, Creds, EnforceError, Enforcer, Mode,
+    seccomp::supervisor,
+    AgentHandle, AgentInfo, EnforceError, Enforcer, Mode,
 };
 use crate::grant_spec::GrantSpec;
 
@@ -168,46 +161,6 @@ impl Enforcer {
             .ok_or_else(|| EnforceError::UnknownAgent {
                 agent: agent.into(),
             })
-    }
-
-    /// Takes over a seccomp listener of one of the agent's processes and
-    /// starts answering its notifications under `creds`.
-    pub fn adopt_listener(
-        &self,
-        agent: &str,
-        listener: OwnedFd,
-        creds: Creds,
-    ) -> Result<(), EnforceError> {
-        if !self.registry_r().agents.contains_key(agent) {
-            return Err(EnforceError::UnknownAgent {
-                agent: agent.into(),
-            });
-        }
-        let claims = super::claim::ClaimMaps::open(&self.inner.instance.pin_dir())?;
-        let stop = Arc::new(AtomicBool::new(false));
-        self.inner
-            .supervisors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(agent.to_string())
-            .or_default()
-            .push(stop.clone());
-        let sup = Supervisor {
-            agent: agent.to_string(),
-            creds,
-            registry: self.inner.registry.clone(),
-            audit: self.inner.audit_tx.clone(),
-            stop: stop.clone(),
-            sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
-            stats: self.inner.stats.clone(),
-            pin_dir: self.inner.instance.pin_dir(),
-            claims: std::sync::Mutex::new(claims),
-        };
-        supervisor::spawn(listener, sup).map_err(|source| EnforceError::Supervisor {
-            agent: agent.into(),
-            source,
-        })?;
-        Ok(())
     }
 
     /// Switches an agent between enforce and audit-only, in the kernel and

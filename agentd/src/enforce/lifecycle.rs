@@ -14,18 +14,19 @@ use agentd_common::baseline_call_id;
 use super::{
     agent_cgroup::{self, AgentCgroupDir},
     bpf_state::{self, BpfState},
-    cgroup_root, events,
+    cgroup_root, events, fdstore,
     grant::KernelGrant,
     lsm, persist,
-    registry::{AgentEntry, CallEntry, Registry},
+    registry::{AgentEntry, CallEntry, ListenerEntry, Registry},
     seccomp::supervisor,
     AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS,
 };
 
 impl Enforcer {
     /// Loads the BPF side (re-adopting pinned state after a restart), starts
-    /// the event and audit threads. Running agents whose supervisors died
-    /// with the previous agentd are stopped and the gap is audited.
+    /// the event and audit threads. Running seccomp agents whose
+    /// supervisors died with the previous agentd are stopped and the gap is
+    /// audited (see [`Self::start_with_stored`] for keeping them).
     pub fn start(
         backend: Backend,
         state_dir: &Path,
@@ -51,6 +52,20 @@ impl Enforcer {
         state_dir: &Path,
         sink: Arc<dyn AuditSink>,
         queue: usize,
+    ) -> Result<Self, EnforceError> {
+        Self::start_with_stored(backend, state_dir, sink, queue, Vec::new())
+    }
+
+    /// [`Self::start_with_queue`] with the fds the service manager kept for
+    /// the previous agentd ([`fdstore::take_inherited`]): each running
+    /// agent whose listeners all came back keeps running, supervised again
+    /// (`agent_readopted`); the others are stopped as without a store.
+    pub fn start_with_stored(
+        backend: Backend,
+        state_dir: &Path,
+        sink: Arc<dyn AuditSink>,
+        queue: usize,
+        stored: Vec<fdstore::StoredFd>,
     ) -> Result<Self, EnforceError> {
         if backend == Backend::None {
             return Err(EnforceError::Backend {
@@ -111,6 +126,7 @@ impl Enforcer {
         });
         let me = Enforcer { inner };
         let gap = persist::heartbeat_age(state_dir);
+        let clean = persist::take_clean_stop(state_dir);
         if adopted {
             if let Some(prev) = previous {
                 me.readopt(prev)?;
@@ -130,16 +146,22 @@ impl Enforcer {
                 "started",
             );
         }
+        // Without re-adopted maps no agent is known: every stored fd is closed.
+        me.readopt_listeners(stored, clean);
+        if let Err(e) = me.save() {
+            // The listeners already run supervised; the file is rewritten at
+            // the next change.
+            tracing::error!(error = %e, "enforcer state not saved after start");
+        }
         me.stop_unknown_agents();
         persist::touch_heartbeat(state_dir);
         me.spawn_housekeeping();
         Ok(me)
     }
 
-    /// Restores agents and grants from the state file over the pinned maps.
-    /// Supervisors cannot be recovered (their listener fds died with the
-    /// old process, so the agents' notified syscalls have been failing):
-    /// running agents are stopped, never left half-enforced.
+    /// Restores agents, grants and listener records from the state file
+    /// over the pinned maps. Which running agents keep running is decided
+    /// next, by [`Self::readopt_listeners`].
     fn readopt(&self, prev: persist::State) -> Result<(), EnforceError> {
         let mut reg = self.registry_w();
         reg.next_handle = prev.next_handle.max(1);
@@ -154,17 +176,6 @@ impl Enforcer {
                     call_id: format!("baseline:{}", a.name),
                     source,
                 })?;
-            let pids = agent_cgroup::procs(&cg).unwrap_or_default();
-            // Under BPF LSM the pinned hooks never stopped enforcing: agents
-            // keep running. Seccomp agents lost their supervisor.
-            if !pids.is_empty() && self.inner.backend != Backend::Lsm {
-                let _ = agent_cgroup::kill_all(&cg);
-                let _ = self.inner.sink.append_lifecycle(
-                    "agent_stopped",
-                    &format!("agent={} pids={}", a.name, pids.len()),
-                    "supervisor_lost_on_restart",
-                );
-            }
             reg.agents.insert(
                 a.name.clone(),
                 AgentEntry {
@@ -196,8 +207,18 @@ impl Enforcer {
                 );
             }
         }
-        drop(reg);
-        self.save()
+        for l in prev.listeners {
+            if reg.agents.contains_key(&l.agent) {
+                reg.listeners.insert(
+                    l.name,
+                    ListenerEntry {
+                        agent: l.agent,
+                        creds: l.creds,
+                    },
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Agent cgroups under the slice that the state file does not name (a
@@ -253,6 +274,7 @@ impl Enforcer {
                     let Some(inner) = weak.upgrade() else { return };
                     let me = Enforcer { inner };
                     persist::touch_heartbeat(&me.inner.state_dir);
+                    me.reap_supervisors();
                     me.expire_grants();
                 }
             })
@@ -293,31 +315,14 @@ impl Enforcer {
         }
     }
 
-    /// Stops the supervisors and threads. Pinned programs keep enforcing;
-    /// notified syscalls of running agents fail from now on.
+    /// Stops the supervisors (each answers the notification it holds
+    /// first) and the threads. Pinned programs keep enforcing. Listeners
+    /// kept in the fd store stay there: the running agents' notified
+    /// syscalls wait for the next agentd. Without a store they fail from
+    /// now on.
     pub fn shutdown(&self) {
-        self.inner.stop.store(true, Ordering::Relaxed);
-        let sups = self
-            .inner
-            .supervisors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for flag in sups.values().flatten() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Stops the supervisors of one agent: its notified syscalls fail from
-    /// now on (ENOSYS), exactly as if agentd had died — used to stop an
-    /// agent's file and exec access at once, and by the fail-closed scenario.
-    pub fn stop_supervisors(&self, agent: &str) {
-        let mut sups = self
-            .inner
-            .supervisors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for flag in sups.remove(agent).unwrap_or_default() {
-            flag.store(true, Ordering::Relaxed);
+        if self.stop_all_supervisors() {
+            persist::mark_clean_stop(&self.inner.state_dir);
         }
     }
 
@@ -325,6 +330,8 @@ impl Enforcer {
     /// slice, and unpins every map and link (the programs detach).
     pub fn uninstall(&self) {
         self.shutdown();
+        self.forget_all_listeners();
+        let _ = persist::take_clean_stop(&self.inner.state_dir);
         let agents: Vec<AgentCgroupDir> = self
             .registry_r()
             .agents

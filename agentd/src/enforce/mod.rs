@@ -18,11 +18,13 @@ pub mod conn_limit;
 pub mod deputy;
 pub mod ebpf;
 pub mod events;
+pub mod fdstore;
 pub mod gateway_hook;
 pub mod grant;
 mod grants;
 pub mod launch;
 mod lifecycle;
+mod listeners;
 pub mod lsm;
 pub mod pending;
 pub mod persist;
@@ -257,8 +259,8 @@ struct Inner {
     stop: Arc<AtomicBool>,
     stats: Arc<SupervisorStats>,
     sync_wakeup: AtomicBool,
-    /// Stop flag of each supervisor, by agent.
-    supervisors: Mutex<std::collections::HashMap<String, Vec<Arc<AtomicBool>>>>,
+    /// The running supervisors, by agent.
+    supervisors: Mutex<std::collections::HashMap<String, Vec<listeners::SupervisorHandle>>>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     grant::KernelGrant,
-    registry::{Mode, Registry},
+    registry::{Creds, Mode, Registry},
 };
 use crate::grant_spec::GrantSpec;
 
 const STATE_FILE: &str = "enforce-state.json";
 const HEARTBEAT_FILE: &str = "enforce.heartbeat";
+const CLEAN_STOP_FILE: &str = "enforce.clean-stop";
 
 /// Errors saving or loading the state file.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,18 @@ pub struct CallState {
     pub pending: Option<super::pending::PendingInfo>,
 }
 
+/// One supervised seccomp listener as persisted (its fd lives in the
+/// service manager's fd store under `name`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerState {
+    /// Its fd-store name.
+    pub name: String,
+    /// Agent.
+    pub agent: String,
+    /// Credentials its supervisor opens files under.
+    pub creds: Creds,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
@@ -83,6 +96,9 @@ pub struct State {
     pub agents: Vec<AgentState>,
     /// Grants.
     pub calls: Vec<CallState>,
+    /// Supervised listeners (absent in files written before they were kept).
+    #[serde(default)]
+    pub listeners: Vec<ListenerState>,
     /// Next grant handle.
     pub next_handle: u64,
     /// Next agent id.
@@ -115,6 +131,15 @@ impl State {
                     expires_at_ns: c.grant.expires_at_ns,
                     uses_left: c.uses_left,
                     pending: c.pending.clone(),
+                })
+                .collect(),
+            listeners: reg
+                .listeners
+                .iter()
+                .map(|(name, l)| ListenerState {
+                    name: name.clone(),
+                    agent: l.agent.clone(),
+                    creds: l.creds.clone(),
                 })
                 .collect(),
             next_handle: reg.next_handle,
@@ -191,6 +216,18 @@ pub fn heartbeat_age(state_dir: &Path) -> Option<Duration> {
     Some(Duration::from_millis(unix_ms().saturating_sub(then) as u64))
 }
 
+/// Records that every supervisor answered what it had received before
+/// agentd stopped (a graceful stop).
+pub fn mark_clean_stop(state_dir: &Path) {
+    let _ = std::fs::write(state_dir.join(CLEAN_STOP_FILE), unix_ms().to_string());
+}
+
+/// Whether the previous agentd stopped gracefully; forgets it (the next
+/// stop must say so again).
+pub fn take_clean_stop(state_dir: &Path) -> bool {
+    std::fs::remove_file(state_dir.join(CLEAN_STOP_FILE)).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +244,15 @@ mod tests {
                 baseline: GrantSpec::default(),
             }],
             calls: vec![],
+            listeners: vec![ListenerState {
+                name: "agentd-listener.1.a".into(),
+                agent: "a".into(),
+                creds: Creds {
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![27],
+                },
+            }],
             next_handle: 9,
             next_agent_id: 4,
         };
@@ -215,6 +261,14 @@ mod tests {
         assert_eq!(back.agents[0].id, 3);
         assert_eq!(back.agents[0].mode, Mode::AuditOnly);
         assert_eq!(back.next_handle, 9);
+        assert_eq!(back.listeners[0].creds.groups, vec![27]);
+        // A file from before listeners were kept still loads.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"agents":[],"calls":[],"next_handle":1,"next_agent_id":1}"#,
+        )
+        .unwrap();
+        assert!(load(dir.path()).unwrap().unwrap().listeners.is_empty());
         std::fs::write(dir.path().join(STATE_FILE), "{nope").unwrap();
         assert!(matches!(
             load(dir.path()),
@@ -228,5 +282,14 @@ mod tests {
         assert!(heartbeat_age(dir.path()).is_none());
         touch_heartbeat(dir.path());
         assert!(heartbeat_age(dir.path()).unwrap() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_clean_stop_is_remembered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!take_clean_stop(dir.path()));
+        mark_clean_stop(dir.path());
+        assert!(take_clean_stop(dir.path()));
+        assert!(!take_clean_stop(dir.path()));
     }
 }

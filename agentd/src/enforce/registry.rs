@@ -81,6 +81,17 @@ pub struct CallEntry {
     pub pending: Option<super::pending::PendingInfo>,
 }
 
+/// A seccomp listener a supervisor answers, by its fd-store name: what a
+/// restarted agentd needs to supervise it again when the service manager
+/// hands it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerEntry {
+    /// The agent whose processes it belongs to.
+    pub agent: String,
+    /// Credentials the supervisor opens files under.
+    pub creds: Creds,
+}
+
 /// The whole user-space view.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -94,6 +105,8 @@ pub struct Registry {
     pub next_handle: u64,
     /// Next agent id.
     pub next_agent_id: u32,
+    /// Supervised listeners by fd-store name.
+    pub listeners: BTreeMap<String, ListenerEntry>,
 }
 
 impl Registry {

@@ -111,6 +111,19 @@ pub const TTY_INJECTION_REFUSED: &str = "tty_injection_refused";
 pub const PROCESS_ACCESS_REFUSED: &str = "process_access_refused";
 /// Restart found an agent cgroup the state file does not name: stopped.
 pub const AGENT_UNKNOWN_ON_RESTART: &str = "agent_unknown_on_restart";
+/// Restart: a running seccomp agent's supervision could not be restored in
+/// full (a listener did not come back from the fd store, or a process runs
+/// without a filter): stopped.
+pub const SUPERVISOR_LOST_ON_RESTART: &str = "supervisor_lost_on_restart";
+/// Restart: the service manager handed back an agent's listeners and agentd
+/// supervises them again; the agent kept running.
+pub const SUPERVISOR_READOPTED: &str = "supervisor_readopted";
+/// Restart: the service manager handed back an fd that is not a listener
+/// agentd stored: closed and removed from the store.
+pub const STORED_FD_UNKNOWN: &str = "stored_fd_unknown";
+/// Restart: a stored listener belongs to an agent the state file does not
+/// name (or no longer has a cgroup): closed and removed from the store.
+pub const STORED_LISTENER_UNKNOWN_AGENT: &str = "stored_listener_unknown_agent";
 /// A signal or pidfd aimed at a process outside the agent (another agent, agentd).
 pub const SIGNAL_OUTSIDE_AGENT: &str = "signal_outside_agent";
 /// A socket family, type or protocol agents may not open (ICMP, raw, packet, vsock, …).
