@@ -20,6 +20,8 @@ use anyhow::{bail, Context as _};
 
 use crate::{package, shell::step};
 
+mod upgrade;
+
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -352,6 +354,16 @@ fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     checks.record(&name, outcome);
     for (name, outcome) in emulated_start() {
         checks.record(&name, outcome);
+    }
+    // The same package again with a bumped version, over the running
+    // (emulated) service with state and an agent: state kept, agent kept.
+    for (name, outcome) in upgrade::upgrade_keeps_state_and_agents(deb) {
+        if outcome != Outcome::Pass {
+            checks.record(&name, outcome);
+        } else {
+            // Already printed as it passed.
+            checks.0.push(Check { name, outcome });
+        }
     }
 
     // Simulate a running agentd's leftovers: a real pinned BPF map and a

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod fd_store;
 mod fuzz;
 mod install_test;
 mod leftovers;
