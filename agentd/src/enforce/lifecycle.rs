@@ -123,6 +123,7 @@ impl Enforcer {
             stats: Arc::default(),
             sync_wakeup: AtomicBool::new(true),
             supervisors: Mutex::default(),
+            save_lock: Mutex::default(),
         });
         let me = Enforcer { inner };
         let gap = persist::heartbeat_age(state_dir);

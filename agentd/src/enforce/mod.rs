@@ -261,6 +261,9 @@ struct Inner {
     sync_wakeup: AtomicBool,
     /// The running supervisors, by agent.
     supervisors: Mutex<std::collections::HashMap<String, Vec<listeners::SupervisorHandle>>>,
+    /// Serialises writes of the state file: launches, supervisors ending and
+    /// grant changes save from different threads, through one temp file.
+    save_lock: Mutex<()>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.
@@ -319,6 +322,12 @@ impl Enforcer {
     }
 
     fn save(&self) -> Result<(), EnforceError> {
+        // Snapshot under the lock, so the last file written is the newest state.
+        let _saving = self
+            .inner
+            .save_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let state = persist::State::of(&self.registry_r());
         persist::save(&self.inner.state_dir, &state)?;
         Ok(())
