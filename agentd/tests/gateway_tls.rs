@@ -148,6 +148,13 @@ fn https(
     }
 }
 
+/// A refused TLS client: the handshake failed, or whatever came back is not HTTP.
+fn assert_no_http(r: Result<String, String>, what: &str) {
+    if let Ok(r) = r {
+        assert!(!r.contains("HTTP/1.1"), "answered {what}: {r}");
+    }
+}
+
 /// Plain HTTP to the TLS port: whatever comes back must not be HTTP.
 fn plain_http(port: u16) -> String {
     let mut s = tcp(port);
@@ -194,38 +201,20 @@ fn signed_messages_over_tls_and_nothing_over_anything_else() {
     let port = free_port();
     let d = Daemon::start_with(&tls_config(&p, port, None));
     let msg = signed_message(&d, "remote-tls");
+    let trusted = |method: &str, path: &str, body: &str| {
+        https(port, client_config(&p.ca_pem, None), method, path, body).unwrap()
+    };
 
-    let r = https(
-        port,
-        client_config(&p.ca_pem, None),
-        "POST",
-        "/v1/messages",
-        &msg,
-    )
-    .unwrap();
+    let r = trusted("POST", "/v1/messages", &msg);
     assert!(
         r.starts_with("HTTP/1.1 200") && r.contains("\"trust\":\"verified\""),
         "{r}"
     );
     // The same nonce again is a replay, over TLS as over the socket.
-    let r = https(
-        port,
-        client_config(&p.ca_pem, None),
-        "POST",
-        "/v1/messages",
-        &msg,
-    )
-    .unwrap();
+    let r = trusted("POST", "/v1/messages", &msg);
     assert!(r.starts_with("HTTP/1.1 4"), "replay accepted: {r}");
     // Admin routes stay refused on the remote listener, TLS or not.
-    let r = https(
-        port,
-        client_config(&p.ca_pem, None),
-        "POST",
-        "/v1/operators",
-        r#"{"id":"x","roles":["owner"]}"#,
-    )
-    .unwrap();
+    let r = trusted("POST", "/v1/operators", r#"{"id":"x","roles":["owner"]}"#);
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 
     let plain = plain_http(port);
@@ -249,14 +238,7 @@ fn signed_messages_over_tls_and_nothing_over_anything_else() {
     );
 
     // Still serving after the bad clients.
-    let r = https(
-        port,
-        client_config(&p.ca_pem, None),
-        "GET",
-        "/v1/health",
-        "",
-    )
-    .unwrap();
+    let r = trusted("GET", "/v1/health", "");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
 
@@ -269,35 +251,29 @@ fn mutual_tls_needs_a_client_certificate_from_the_configured_ca() {
 
     // Without a client certificate the handshake fails (TLS 1.3 reports it
     // on the first read), so no HTTP answer comes back.
-    match https(
-        port,
-        client_config(&p.ca_pem, None),
-        "POST",
-        "/v1/messages",
-        &msg,
-    ) {
-        Err(_) => {}
-        Ok(r) => assert!(
-            !r.contains("HTTP/1.1"),
-            "answered without a client cert: {r}"
+    assert_no_http(
+        https(
+            port,
+            client_config(&p.ca_pem, None),
+            "POST",
+            "/v1/messages",
+            &msg,
         ),
-    }
+        "without a client cert",
+    );
     // A client certificate from another CA is refused too.
     let other = ca("another CA");
     let foreign = signed_by(&["mallory"], &other, true);
-    match https(
-        port,
-        client_config(&p.ca_pem, Some(&foreign)),
-        "POST",
-        "/v1/messages",
-        &msg,
-    ) {
-        Err(_) => {}
-        Ok(r) => assert!(
-            !r.contains("HTTP/1.1"),
-            "answered a foreign client cert: {r}"
+    assert_no_http(
+        https(
+            port,
+            client_config(&p.ca_pem, Some(&foreign)),
+            "POST",
+            "/v1/messages",
+            &msg,
         ),
-    }
+        "a foreign client cert",
+    );
     // The refused attempts consumed nothing: the message is still fresh.
     let r = https(
         port,
