@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod explain;
 pub mod gateway;
 pub mod grant_spec;
+pub mod mcp;
 pub mod policy;
 pub mod profile;
 pub mod protocol;

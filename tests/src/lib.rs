@@ -9,6 +9,7 @@
 pub mod demo;
 pub mod hardening;
 pub mod harness;
+pub mod mcp;
 pub mod model_server;
 pub mod probe;
 pub mod probe_hardening;

@@ -39,6 +39,7 @@ pub const TARGETS: &[Target] = &[
     t("agent_def", &[]),
     t("enforce_request", &["-max_len=70000"]),
     t("audit_export", &[]),
+    t("mcp_framing", &[]),
     // Decoding is bounded by the image-size limits checked before any
     // pixel buffer exists; a bomb that got past them would cross this line.
     // Verifying a genuine 256×256 card takes a while: a longer timeout.

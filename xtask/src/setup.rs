@@ -39,6 +39,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     vm_kernel()?;
     agent_runtimes()?;
+    mcp_sdk()?;
     println!("==> setup: done");
     Ok(())
 }
@@ -256,5 +257,63 @@ fn agent_runtimes() -> anyhow::Result<()> {
         }
         d = p.parent().filter(|p| p.as_os_str().len() > 1);
     }
+    Ok(())
+}
+
+/// The official MCP Python SDK the MCP suite runs (client and server), pinned
+/// with its dependencies in tests/mcp/requirements.txt, installed with pip
+/// into a venv at target/mcp-venv made from the system's python3 (the agent
+/// user must be able to run it: not a python under /root).
+fn mcp_sdk() -> anyhow::Result<()> {
+    let req = workspace_root().join("tests/mcp/requirements.txt");
+    let dir = crate::shell::target_dir().join("mcp-venv");
+    let want = std::fs::read(&req).context("reading tests/mcp/requirements.txt")?;
+    let python = dir.join("bin/python");
+    let installed = std::fs::read(dir.join("agentd-requirements.txt")).is_ok_and(|l| l == want)
+        && output(Command::new(&python).args(["-c", "import mcp"])).is_ok();
+    if installed {
+        println!(
+            "    MCP Python SDK as pinned in tests/mcp/requirements.txt: present in {}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let system_python = PathBuf::from("/usr/bin/python3");
+    if !system_python.exists()
+        || output(Command::new(&system_python).args(["-c", "import venv, ensurepip"])).is_err()
+    {
+        println!("    installing Debian packages python3 python3-venv (the MCP suite's SDK runs in a venv)");
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "python3",
+                    "python3-venv",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    println!(
+        "    installing the MCP Python SDK (tests/mcp/requirements.txt, every version pinned) with pip into {}",
+        dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run_cmd(Command::new(&system_python).arg("-m").arg("venv").arg(&dir))?;
+    run_cmd(
+        Command::new(dir.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
+            .arg(&req),
+    )?;
+    std::fs::write(dir.join("agentd-requirements.txt"), &want)?;
     Ok(())
 }

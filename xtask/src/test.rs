@@ -70,6 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     step("real runtimes: Claude Code, Codex and Gemini CLI under agentd (agentd-runtimes, scripted model server)");
     tally.absorb(runtimes());
+    step("MCP gateway: the official MCP Python SDK through agentd (agentd-mcp)");
+    tally.absorb(mcp());
 
     if args.no_install {
         tally.skip("install: --no-install given");
@@ -162,6 +164,18 @@ fn host_scenarios() -> Tally {
         ));
     }
     t
+}
+
+/// Runs the MCP gateway suite (the official Python SDK as client and
+/// server, agentd between them); one PASS/FAIL/SKIP line each.
+fn mcp() -> Tally {
+    let target = crate::shell::target_dir();
+    let mut cmd = Command::new(target.join("debug/agentd-mcp"));
+    cmd.arg("--bin")
+        .arg(target.join("debug"))
+        .arg("--venv")
+        .arg(target.join("mcp-venv"));
+    count_lines("mcp", &mut cmd)
 }
 
 /// Runs the real agent runtimes under agentd; one PASS/FAIL/SKIP line each.

@@ -7,11 +7,13 @@
 //! Routes (all under `/v1`; see docs/protocol.md §4):
 //! `GET /v1/health`, `POST /v1/messages`, `POST /v1/tool-calls`,
 //! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
-//! `GET|PUT /v1/policy`, `POST /v1/policy/validate`.
+//! `GET|PUT /v1/policy`, `POST /v1/policy/validate`, `POST /v1/mcp/stdio`
+//! (upgraded to an MCP relay, `mcp_routes`).
 pub mod agent_routes;
 pub mod client;
 pub mod enforce_routes;
 pub mod json;
+pub mod mcp_routes;
 pub mod peer;
 pub mod server;
 pub mod tls;

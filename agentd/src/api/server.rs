@@ -74,6 +74,19 @@ fn forbidden(what: &str) -> ApiError {
     )
 }
 
+/// An MCP server agentd started is held to the calls agentd decided for
+/// it: it may not ask for tool calls of its own.
+fn refuse_mcp_server(peer: &Peer) -> Result<(), ApiError> {
+    if peer.pid.is_some_and(crate::mcp::is_server_process) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::MCP_SERVER_MAY_NOT_CALL,
+            "an MCP server started by agentd may not ask for tool calls",
+        ));
+    }
+    Ok(())
+}
+
 fn require_admin(s: &AppState, peer: &Peer) -> Result<(), ApiError> {
     if s.access.is_admin(peer) {
         Ok(())
@@ -167,6 +180,7 @@ async fn tool_call(
             "submitting tool calls (the agent user or an admin)",
         ));
     }
+    refuse_mcp_server(&peer)?;
     Ok(Json(
         s.gateway
             .tool_call(
@@ -209,6 +223,7 @@ async fn runtime_call(
             "submitting tool calls (the agent user or an admin)",
         ));
     }
+    refuse_mcp_server(&peer)?;
     Ok(Json(s.gateway.runtime_call(&req, caller).await))
 }
 
@@ -581,7 +596,9 @@ pub async fn serve_limited(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .serve_connection(io, svc);
+                .serve_connection(io, svc)
+                // `POST /v1/mcp/stdio` turns its connection into an MCP relay.
+                .with_upgrades();
             tokio::pin!(conn);
             let stopping = tokio::select! {
                 r = conn.as_mut() => {

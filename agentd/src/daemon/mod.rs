@@ -209,7 +209,22 @@ pub async fn run_with_stored(
             })
             .context("spawning the agents thread")?;
     }
+    // MCP servers start through the launcher beside this binary.
+    let launcher = crate::mcp::Launcher {
+        agentctl: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("agentctl")))
+            .unwrap_or_else(|| "/usr/bin/agentctl".into()),
+        enforce_socket: enforcement::enforce_socket(&config),
+    };
     let app = api::router(state)
+        .merge(api::mcp_routes::routes(
+            gateway.clone(),
+            enforce.clone(),
+            access.clone(),
+            launcher,
+            config.agent_user.clone(),
+        ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
         .merge(api::agent_routes::routes(agents, access));
 

@@ -204,6 +204,19 @@ impl Gateway {
         decided.decision.clone()
     }
 
+    /// Records a denial decided before the policy (a malformed MCP call, a
+    /// call without an active message): audited like any decision, no hooks.
+    pub async fn deny_and_record(
+        &self,
+        req: &ToolCallRequest,
+        caller: Caller,
+        reason_code: &str,
+        detail: &str,
+    ) -> Decision {
+        let d = Decision::denied(req, reason_code, detail);
+        self.decide_and_record(req, caller, Some(d)).await
+    }
+
     /// Decides (or takes `preset`, a denial decided elsewhere), records the
     /// decision durably, runs the allow hooks.
     pub(super) async fn decide_and_record(

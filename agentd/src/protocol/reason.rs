@@ -187,3 +187,33 @@ pub const HOOK_TIMEOUT: &str = "hook_timeout";
 pub const TOOL_USE_ID_REUSED: &str = "tool_use_id_reused";
 /// The per-agent memory of decided runtime tool-call ids is full.
 pub const TOO_MANY_TOOL_CALLS: &str = "too_many_tool_calls";
+
+// The MCP gateway (`mcp::decide::reason` holds the same strings).
+/// A method the MCP gateway does not forward.
+pub const MCP_METHOD_NOT_ALLOWED: &str = "mcp_method_not_allowed";
+/// `tools/call` parameters are not `{name, arguments?}`.
+pub const MCP_INVALID_PARAMS: &str = "mcp_invalid_params";
+/// An MCP tool name cannot be mapped to an action.
+pub const MCP_BAD_TOOL_NAME: &str = "mcp_bad_tool_name";
+/// Not a JSON-RPC message (parse error, batch, bad id, ...).
+pub const MCP_INVALID_MESSAGE: &str = "mcp_invalid_message";
+/// An MCP message exceeds the size limit.
+pub const MCP_MESSAGE_TOO_LARGE: &str = "mcp_message_too_large";
+/// An MCP request reused an id still in flight.
+pub const MCP_DUPLICATE_ID: &str = "mcp_duplicate_id";
+/// The MCP server exited (or never started).
+pub const MCP_SERVER_EXITED: &str = "mcp_server_exited";
+/// The MCP server did not answer in time.
+pub const MCP_SERVER_TIMEOUT: &str = "mcp_server_timeout";
+/// Two tools of one MCP server map to the same action.
+pub const MCP_TOOL_NAME_COLLISION: &str = "mcp_tool_name_collision";
+/// Too many requests in flight on one MCP session.
+pub const MCP_TOO_MANY_IN_FLIGHT: &str = "mcp_too_many_in_flight";
+/// An MCP server started by agentd asked agentd for a tool call itself.
+pub const MCP_SERVER_MAY_NOT_CALL: &str = "mcp_server_may_not_call";
+/// The MCP server could not be started.
+pub const MCP_SERVER_START_FAILED: &str = "mcp_server_start_failed";
+/// agentd's launcher (`agentctl` beside `agentd`) is missing.
+pub const MCP_LAUNCHER_MISSING: &str = "mcp_launcher_missing";
+/// Too many MCP sessions are open.
+pub const MCP_TOO_MANY_SESSIONS: &str = "mcp_too_many_sessions";

@@ -9,6 +9,7 @@ mod check;
 mod exec;
 mod explain;
 mod hook;
+mod mcp;
 mod operator;
 mod policy;
 mod receipt;
@@ -53,6 +54,8 @@ enum Command {
     Agent(agent::Args),
     /// A runtime's pre-tool hook (claude-code, codex, gemini, cursor), and its installer.
     Hook(hook::Args),
+    /// MCP through agentd: `mcp proxy` stands in for an MCP server's command.
+    Mcp(mcp::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,5 +79,6 @@ fn main() -> anyhow::Result<()> {
         Command::Exec(a) => exec::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Hook(a) => hook::run(a),
+        Command::Mcp(a) => mcp::run(a),
     }
 }

@@ -1,0 +1,235 @@
+//! `POST /v1/mcp/stdio` (Unix socket, `Upgrade: agentd-mcp`): opens an MCP
+//! session for `agentctl mcp proxy`. The body is an `mcp::OpenRequest`.
+//! The caller must be a process of the named agent or an admin (SO_PEERCRED);
+//! an MCP server started by agentd may not open one. agentd starts the
+//! server (see `mcp::session`), answers `101 Switching Protocols`, and the
+//! connection then carries newline-delimited JSON-RPC both ways.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use hyper_util::rt::TokioIo;
+
+use super::{json::ApiError, peer::Access, Peer, Transport};
+use crate::enforce::EnforceSlot;
+use crate::gateway::Gateway;
+use crate::mcp::{self, framing, Launcher, OpenRequest};
+use crate::protocol::reason;
+
+/// MCP sessions open at once (each holds a server process).
+pub const MAX_SESSIONS: usize = 64;
+/// Largest open request body.
+const MAX_OPEN_BODY: usize = 64 * 1024;
+
+struct RouteState {
+    gateway: Arc<Gateway>,
+    slot: EnforceSlot,
+    access: Access,
+    launcher: Launcher,
+    agent_user: String,
+    open: Arc<AtomicUsize>,
+}
+
+/// The route, as a router ready to merge.
+pub fn routes(
+    gateway: Arc<Gateway>,
+    slot: EnforceSlot,
+    access: Access,
+    launcher: Launcher,
+    agent_user: String,
+) -> Router {
+    Router::new()
+        .route(mcp::STDIO_ROUTE, post(open_stdio))
+        .with_state(Arc::new(RouteState {
+            gateway,
+            slot,
+            access,
+            launcher,
+            agent_user,
+            open: Arc::new(AtomicUsize::new(0)),
+        }))
+}
+
+/// Counts an open session; released on drop.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn err(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
+    ApiError::new(status, code, msg).into_response()
+}
+
+async fn open_stdio(
+    State(s): State<Arc<RouteState>>,
+    Extension(peer): Extension<Peer>,
+    mut req: Request,
+) -> Response {
+    if peer.transport != Transport::Unix {
+        return err(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            "MCP sessions need the Unix socket",
+        );
+    }
+    let upgrade_ok = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(mcp::UPGRADE_PROTOCOL));
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "this route needs a connection upgrade",
+        );
+    };
+    if !upgrade_ok {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected `Upgrade: {}`", mcp::UPGRADE_PROTOCOL),
+        );
+    }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_OPEN_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                reason::BODY_TOO_LARGE,
+                e.to_string(),
+            )
+        }
+    };
+    let open: OpenRequest = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    if let Err(e) = open.check() {
+        return err(StatusCode::BAD_REQUEST, e.reason_code(), e.to_string());
+    }
+    let Some(enforcer) = s.slot.get() else {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "enforcement_unavailable",
+            s.slot.unavailable_reason(),
+        );
+    };
+    let admin = s.access.is_admin(&peer);
+    let peer_agent = peer.pid.and_then(|p| enforcer.agent_of_pid(p));
+    if peer.pid.is_some_and(mcp::is_server_process) {
+        return err(
+            StatusCode::FORBIDDEN,
+            reason::MCP_SERVER_MAY_NOT_CALL,
+            "an MCP server may not open MCP sessions",
+        );
+    }
+    if peer_agent.as_deref() != Some(open.agent.as_str()) && !admin {
+        return err(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            format!(
+                "only a process of agent `{}` (or an admin) may open its MCP sessions",
+                open.agent
+            ),
+        );
+    }
+    // The server runs as the calling agent process's user; an admin
+    // outside the agent gets the configured agent user.
+    let user = match (peer_agent.is_some(), peer.uid) {
+        (true, Some(uid)) if uid != 0 => {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        }
+        _ => Some(s.agent_user.clone()),
+    };
+    let Some(user) = user else {
+        return err(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            "the caller's user has no name",
+        );
+    };
+    if !s.launcher.agentctl.is_file() {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason::MCP_LAUNCHER_MISSING,
+            format!("the launcher {} is missing", s.launcher.agentctl.display()),
+        );
+    }
+    if s.open.fetch_add(1, Ordering::Relaxed) >= MAX_SESSIONS {
+        s.open.fetch_sub(1, Ordering::Relaxed);
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason::MCP_TOO_MANY_SESSIONS,
+            "too many MCP sessions are open",
+        );
+    }
+    let slot = SessionSlot(s.open.clone());
+    let started = {
+        let (enforcer, launcher, req) = (enforcer.clone(), s.launcher.clone(), open.clone());
+        match tokio::task::spawn_blocking(move || {
+            mcp::session::start(&enforcer, &launcher, req, &user)
+        })
+        .await
+        {
+            Ok(Ok(st)) => st,
+            Ok(Err(e)) => {
+                tracing::warn!(agent = %open.agent, server = %open.server, error = %e, "MCP server not started");
+                return err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.reason_code(),
+                    e.to_string(),
+                );
+            }
+            Err(e) => {
+                return err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    reason::INTERNAL_ERROR,
+                    e.to_string(),
+                )
+            }
+        }
+    };
+    let gateway = s.gateway.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                mcp::session::relay(
+                    started,
+                    gateway,
+                    TokioIo::new(upgraded),
+                    framing::DEFAULT_MAX_MESSAGE,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "MCP upgrade failed; stopping the server");
+                started.abandon().await;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, mcp::UPGRADE_PROTOCOL)
+        .body(Body::empty())
+        .unwrap_or_else(|_| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                reason::INTERNAL_ERROR,
+                "response",
+            )
+        })
+}

@@ -1,0 +1,24 @@
+//! The MCP gateway: agentd starts each MCP server itself and sits between
+//! it and the runtime, deciding every `tools/call` (and every request the
+//! server makes of the client) against the policy, so an allowed call's
+//! grant is pending for the server's own process tree and the kernel holds
+//! the server to it.
+//!
+//! - `framing`: newline-delimited JSON-RPC (size limit, batches, ids);
+//! - `naming`: MCP tool names → policy actions, collision-free;
+//! - `decide`: pure per-message verdicts (forward, decide, refuse);
+//! - `session`: starting the server and relaying one session (I/O).
+//!
+//! The runtime-facing side is `agentctl mcp proxy`, a byte relay on an
+//! upgraded connection of the API socket (`POST /v1/mcp/stdio`).
+pub mod decide;
+pub mod framing;
+pub mod naming;
+pub mod session;
+
+pub use session::{is_server_process, Launcher, OpenRequest};
+
+/// The `Upgrade` protocol name of an MCP stdio session.
+pub const UPGRADE_PROTOCOL: &str = "agentd-mcp";
+/// The route that opens one.
+pub const STDIO_ROUTE: &str = "/v1/mcp/stdio";

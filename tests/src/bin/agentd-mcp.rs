@@ -1,0 +1,405 @@
+//! `agentd-mcp [--bin DIR] [--venv DIR]`: the MCP gateway suite (see
+//! `agentd_tests::mcp`), one `PASS`/`FAIL`/`SKIP` line per check.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentd_tests::mcp::{repo_file, step, Raw, Suite, AGENT};
+use serde_json::{json, Value};
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, why: impl FnOnce() -> String) {
+        if ok {
+            println!("PASS {name}");
+        } else {
+            self.failed += 1;
+            println!("FAIL {name}: {}", why());
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut bin = exe_dir.clone();
+    // target/debug/agentd-mcp → target/mcp-venv
+    let mut venv = exe_dir
+        .parent()
+        .map(|t| t.join("mcp-venv"))
+        .unwrap_or_default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bin" => bin = args.next().map(PathBuf::from).unwrap_or(bin),
+            "--venv" => venv = args.next().map(PathBuf::from).unwrap_or(venv),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP mcp: needs root (starts agentd and creates cgroups)");
+        return;
+    }
+    let report = agentd::doctor::run();
+    if report.backend == agentd::doctor::Backend::None {
+        println!("SKIP mcp: no enforcement backend here: {}", report.reason);
+        return;
+    }
+    let sdk = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", "import mcp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !sdk {
+        println!(
+            "SKIP mcp: the MCP Python SDK is not installed in {} (run `cargo xtask setup`)",
+            venv.display()
+        );
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("agentd-mcp-{}", std::process::id()));
+    let suite = match Suite::start(&bin, &root, &venv, &repo_file("")) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("FAIL mcp: setting up: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let mut r = Report { failed: 0 };
+    scenarios(&suite, &mut r);
+    drop(suite);
+    let _ = std::fs::remove_dir_all(&root);
+    if r.failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn text(v: Option<&Value>) -> String {
+    v.map(|v| v.to_string())
+        .unwrap_or_else(|| "no result".into())
+}
+
+fn is_denied(v: Option<&Value>, reason: &str) -> bool {
+    v.is_some_and(|v| {
+        v["is_error"] == true && v["text"].as_str().is_some_and(|t| t.contains(reason))
+    })
+}
+
+fn scenarios(s: &Suite, r: &mut Report) {
+    let a = s.root.join("allowed/a.txt").display().to_string();
+    let b = s.root.join("secret/b.txt").display().to_string();
+    // A listener the malicious server will try to reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(1);
+    let steps = json!([
+        ["echo", {"text": "hi"}],
+        ["read_file", {"path": a}],
+        ["read_file", {"path": b}],
+        ["FindContact", {"name": "ann"}],
+        ["sneaky_read", {"path": a, "other": b}],
+        ["sneaky_shell", {"text": "x"}],
+        ["sneaky_connect", {"port": port}],
+    ]);
+
+    // Control: the same client and server, no agentd.
+    match s.client(&steps, &s.server_cmd(), None) {
+        Err(e) => r.check(
+            "control: SDK client with the server directly",
+            false,
+            || format!("{e:#}"),
+        ),
+        Ok(l) => {
+            r.check(
+                "control: echo works without agentd",
+                step(&l, "echo", 0).is_some_and(|v| v["text"] == "hi"),
+                || text(step(&l, "echo", 0)),
+            );
+            r.check(
+                "control: without agentd the malicious server reads the other file, runs a shell and connects",
+                step(&l, "sneaky_read", 0).is_some_and(|v| v["text"] == "read:alpha|read:bravo")
+                    && step(&l, "sneaky_shell", 0).is_some_and(|v| v["text"] == "shell:ran:pwned")
+                    && step(&l, "sneaky_connect", 0).is_some_and(|v| v["text"] == "connect:ok"),
+                || format!("{l:?}"),
+            );
+        }
+    }
+
+    // Through agentd, as the owner's message.
+    let l = match s.client(&steps, &s.proxy_cmd(None), Some(&s.active)) {
+        Ok(l) => l,
+        Err(e) => {
+            r.check("SDK client through agentctl mcp proxy", false, || {
+                format!("{e:#}")
+            });
+            return;
+        }
+    };
+    r.check(
+        "tools/list passes through the gateway",
+        l[0]["tools"]
+            .as_array()
+            .is_some_and(|t| t.len() == 9 && t.contains(&json!("FindContact"))),
+        || l[0].to_string(),
+    );
+    r.check(
+        "allowed call: echo answers",
+        step(&l, "echo", 0).is_some_and(|v| v["text"] == "hi" && v["is_error"] == false),
+        || text(step(&l, "echo", 0)),
+    );
+    r.check(
+        "allowed call: read_file in scope reads through the call's pending grant",
+        step(&l, "read_file", 0)
+            .is_some_and(|v| v["text"].as_str().is_some_and(|t| t.contains("alpha"))),
+        || text(step(&l, "read_file", 0)),
+    );
+    r.check(
+        "denied call: read_file out of scope is a tool error with the reason",
+        is_denied(step(&l, "read_file", 1), "path_outside_scope"),
+        || text(step(&l, "read_file", 1)),
+    );
+    r.check(
+        "mixed-case tool maps to a hashed action (unknown to the policy: denied)",
+        is_denied(step(&l, "FindContact", 0), "unknown_action"),
+        || text(step(&l, "FindContact", 0)),
+    );
+    r.check(
+        "malicious server: the granted read works, the other file is refused by the kernel",
+        step(&l, "sneaky_read", 0).is_some_and(|v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("read:alpha|refused:"))
+        }),
+        || text(step(&l, "sneaky_read", 0)),
+    );
+    r.check(
+        "malicious server: its shell is refused by the kernel",
+        step(&l, "sneaky_shell", 0).is_some_and(|v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("shell:refused"))
+        }),
+        || text(step(&l, "sneaky_shell", 0)),
+    );
+    r.check(
+        "malicious server: its connect is refused by the kernel",
+        step(&l, "sneaky_connect", 0).is_some_and(|v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("connect:refused"))
+        }),
+        || text(step(&l, "sneaky_connect", 0)),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    match s.call_rows() {
+        Err(e) => r.check("audit rows", false, || format!("{e:#}")),
+        Ok(rows) => {
+            let row = |action: &str, decision: &str, reason: &str| {
+                rows.iter().any(|x| {
+                    x["action"] == action && x["decision"] == decision && x["reason_code"] == reason
+                })
+            };
+            r.check(
+                "audit: allowed echo row",
+                row("mcp.demo.echo", "allow", "ok"),
+                || format!("{rows:?}"),
+            );
+            r.check(
+                "audit: denied read_file row (path_outside_scope)",
+                row("mcp.demo.read_file", "deny", "path_outside_scope"),
+                || format!("{rows:?}"),
+            );
+            r.check(
+                "audit: hashed FindContact action denied",
+                rows.iter().any(|x| {
+                    x["action"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("mcp.demo.findcontact--"))
+                        && x["decision"] == "deny"
+                }),
+                || format!("{rows:?}"),
+            );
+        }
+    }
+    // The gateway's allowed reads: the kernel's allow on a.txt must be one of them.
+    let read_calls: Vec<Value> = s
+        .call_rows()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|x| {
+            x["decision"] == "allow"
+                && (x["action"] == "mcp.demo.read_file" || x["action"] == "mcp.demo.sneaky_read")
+        })
+        .map(|x| x["call_id"].clone())
+        .collect();
+    match s.agentd.kernel_rows(AGENT) {
+        Err(e) => r.check("kernel rows", false, || format!("{e:#}")),
+        Ok(k) => {
+            let denied = |pred: &dyn Fn(&Value) -> bool| {
+                k.iter().any(|x| x["decision"] == "deny" && pred(x))
+            };
+            r.check(
+                "audit: the kernel's deny row for the other file",
+                denied(&|x| {
+                    x["target"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("secret/b.txt"))
+                }),
+                || format!("{k:?}"),
+            );
+            r.check(
+                "audit: the kernel's deny row for the shell",
+                denied(&|x| {
+                    x["action"].as_str().is_some_and(|a| a.contains("exec"))
+                        && x["target"].as_str().is_some_and(|t| t.contains("sh"))
+                }),
+                || format!("{k:?}"),
+            );
+            r.check(
+                "audit: the kernel's deny row for the connect",
+                denied(&|x| {
+                    x["target"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(&format!(":{port}")))
+                }),
+                || format!("{k:?}"),
+            );
+            r.check(
+                "audit: the granted read is the call's (kernel allow row on a.txt)",
+                k.iter().any(|x| {
+                    x["decision"] == "allow"
+                        && x["target"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("allowed/a.txt"))
+                        && read_calls.contains(&x["call_id"])
+                }),
+                || format!("{k:?}"),
+            );
+        }
+    }
+
+    // No active message: denied, as a tool error.
+    match s.client(&json!([["echo", {"text": "hi"}]]), &s.proxy_cmd(None), None) {
+        Err(e) => r.check("no active message", false, || format!("{e:#}")),
+        Ok(l) => r.check(
+            "no active message: echo is a tool error (no_active_message)",
+            is_denied(step(&l, "echo", 0), "no_active_message"),
+            || text(step(&l, "echo", 0)),
+        ),
+    }
+
+    bad_input(s, r);
+}
+
+fn bad_input(s: &Suite, r: &mut Report) {
+    let mut raw = match Raw::start(s, 8000) {
+        Ok(x) => x,
+        Err(e) => return r.check("raw session", false, || format!("{e:#}")),
+    };
+    let wait = Duration::from_secs(20);
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+    let (init, _) = raw.until(&json!(1), wait);
+    r.check(
+        "raw: initialize answers",
+        init.as_ref()
+            .is_some_and(|v| v["result"]["protocolVersion"].is_string()),
+        || format!("{init:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let err_of = |v: &Option<Value>| {
+        (
+            v.as_ref().map(|v| v["error"]["code"].clone()),
+            v.as_ref().map(|v| v["error"]["data"]["reason"].clone()),
+        )
+    };
+    let _ = raw.send(b"{nope");
+    let (v, _) = raw.until(&Value::Null, wait);
+    r.check(
+        "raw: malformed JSON → -32700",
+        err_of(&v) == (Some(json!(-32700)), Some(json!("mcp_invalid_message"))),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"[{"jsonrpc":"2.0","id":2,"method":"ping"}]"#);
+    let (v, _) = raw.until(&Value::Null, wait);
+    r.check(
+        "raw: batch → -32600",
+        err_of(&v).0 == Some(json!(-32600)),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":3,"method":"notifications/initialized"}"#);
+    let (v, _) = raw.until(&json!(3), wait);
+    r.check(
+        "raw: notification with an id → -32600",
+        err_of(&v).0 == Some(json!(-32600)),
+        || format!("{v:?}"),
+    );
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let _ = raw.send(huge.as_bytes());
+    let (v, _) = raw.until(&Value::Null, wait);
+    r.check(
+        "raw: huge message → mcp_message_too_large",
+        err_of(&v).1 == Some(json!("mcp_message_too_large")),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":5,"method":"tools/exec","params":{}}"#);
+    let (v, _) = raw.until(&json!(5), wait);
+    r.check(
+        "raw: unknown method refused (mcp_method_not_allowed)",
+        err_of(&v).1 == Some(json!("mcp_method_not_allowed")),
+        || format!("{v:?}"),
+    );
+    // Duplicate ids: a hanging call with id 6, then another request with id 6.
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"hang","arguments":{}}}"#);
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":6,"method":"ping"}"#);
+    let (v, _) = raw.until(&json!(6), wait);
+    r.check(
+        "raw: duplicate id in flight → mcp_duplicate_id",
+        err_of(&v).1 == Some(json!("mcp_duplicate_id")),
+        || format!("{v:?}"),
+    );
+    let (v, _) = raw.until(&json!(6), wait);
+    r.check(
+        "raw: hanging server call → mcp_server_timeout",
+        err_of(&v).1 == Some(json!("mcp_server_timeout")),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"stray","arguments":{}}}"#);
+    let (v, seen) = raw.until(&json!(7), wait);
+    r.check(
+        "raw: a server answer to an id nobody asked is dropped; the real answer arrives",
+        v.as_ref()
+            .is_some_and(|v| v["result"]["content"][0]["text"] == "after-stray")
+            && !seen.iter().any(|x| x["id"] == 987654),
+        || format!("{v:?} {seen:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#);
+    let (v, _) = raw.until(&json!(8), wait);
+    r.check(
+        "raw: the session keeps serving after bad input (ping)",
+        v.as_ref().is_some_and(|v| v["result"].is_object()),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"crash","arguments":{}}}"#);
+    let (v, _) = raw.until(&json!(9), wait);
+    r.check(
+        "raw: server crash mid-call → mcp_server_exited",
+        err_of(&v).1 == Some(json!("mcp_server_exited")),
+        || format!("{v:?}"),
+    );
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":10,"method":"ping"}"#);
+    let (v, _) = raw.until(&json!(10), wait);
+    r.check(
+        "raw: after the crash requests get a clean error",
+        err_of(&v).1 == Some(json!("mcp_server_exited")),
+        || format!("{v:?}"),
+    );
+}

@@ -1,0 +1,380 @@
+//! The MCP gateway suite: the official MCP Python SDK as the client, a real
+//! MCP server written with the same SDK (`tests/mcp/server.py`), and a real
+//! agentd between them (`agentctl mcp proxy` as the server command). One
+//! `PASS`/`FAIL`/`SKIP` line per check.
+//!
+//! The agent's server runs under the host's backend (seccomp here) as the
+//! agent user; the client runs outside the agent, as root (an admin may
+//! open an agent's MCP session). Checks: a control without agentd; allowed
+//! and denied calls with their audit rows; the malicious tools' reads,
+//! shells and connects outside the call's grant refused by the kernel and
+//! audited; raw bad input through the proxy.
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agentd::enforce::Mode;
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::runtimes::daemon::Agentd;
+
+/// The agent the suite's servers work for.
+pub const AGENT: &str = "mcp";
+/// The server name in actions.
+pub const SERVER: &str = "demo";
+
+/// One check's outcome line.
+pub struct Line(pub String);
+
+/// The suite's fixture: agentd, paths, the owner's active message.
+pub struct Suite {
+    /// The running agentd.
+    pub agentd: Agentd,
+    /// Scratch root (agent-readable).
+    pub root: PathBuf,
+    /// The venv holding the SDK.
+    pub venv: PathBuf,
+    /// The owner's active message.
+    pub active: String,
+}
+
+/// The suite's policy: the owner may call the demo tools, with scopes.
+pub fn policy(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"id = "mcp-suite"
+description = "MCP gateway suite."
+
+[messages]
+unsigned = "untrusted"
+invalid = "untrusted"
+
+[actions."mcp.demo.echo"]
+description = "Echo text."
+
+[actions."mcp.demo.read_file"]
+description = "Read one file through the MCP server."
+grant = {{ read = ["{{arg.path}}"], ttl_secs = 60, uses = 1 }}
+
+[actions."mcp.demo.sneaky_read"]
+description = "Read one file (the server also tries another)."
+grant = {{ read = ["{{arg.path}}"], ttl_secs = 60, uses = 1 }}
+
+[actions."mcp.demo.sneaky_shell"]
+description = "Echo (the server also tries a shell)."
+
+[actions."mcp.demo.sneaky_connect"]
+description = "Nothing granted (the server tries to connect)."
+
+[actions."mcp.demo.crash"]
+description = "The server exits mid-call."
+
+[actions."mcp.demo.hang"]
+description = "The server never answers."
+
+[actions."mcp.demo.stray"]
+description = "The server answers an id nobody asked."
+
+[roles.owner]
+description = "Owns the demo tools."
+rate_per_minute = 6000
+
+[roles.owner.allow."mcp.demo.echo"]
+text = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp.demo.read_file"]
+path = {{ type = "path", scopes = ["{r}/allowed"] }}
+
+[roles.owner.allow."mcp.demo.sneaky_read"]
+path = {{ type = "path", scopes = ["{r}/allowed"] }}
+other = {{ type = "text", max_bytes = 4096 }}
+
+[roles.owner.allow."mcp.demo.sneaky_shell"]
+text = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp.demo.sneaky_connect"]
+port = {{ type = "integer", min = 1, max = 65535 }}
+
+[roles.owner.allow."mcp.demo.crash"]
+[roles.owner.allow."mcp.demo.hang"]
+[roles.owner.allow."mcp.demo.stray"]
+"#
+    )
+}
+
+impl Suite {
+    /// Starts agentd, loads the policy, enrolls the owner, sends the
+    /// owner's message and creates the agent.
+    pub fn start(bin: &Path, root: &Path, venv: &Path, repo: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::remove_dir_all(root);
+        for d in ["allowed", "secret", "srv"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        std::fs::write(root.join("allowed/a.txt"), "alpha\n")?;
+        std::fs::write(root.join("secret/b.txt"), "bravo\n")?;
+        std::fs::copy(repo.join("tests/mcp/server.py"), root.join("srv/server.py"))?;
+        for p in ["", "allowed", "secret", "srv"] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755))?;
+        }
+        for p in ["allowed/a.txt", "secret/b.txt", "srv/server.py"] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o644))?;
+        }
+        let agentd = Agentd::start(bin, &root.join("agentd"))?;
+        let pol = root.join("policy.toml");
+        std::fs::write(&pol, policy(root))?;
+        let st = agentd
+            .agentctl()
+            .args(["policy", "load"])
+            .arg(&pol)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl policy load failed: {st}");
+        }
+        let key = agentd.dir.join("olivia.key");
+        let st = agentd
+            .agentctl()
+            .args(["operator", "add", "olivia", "--role", "owner", "--key-file"])
+            .arg(&key)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl operator add failed: {st}");
+        }
+        let out = agentd
+            .agentctl()
+            .args([
+                "send",
+                "--json",
+                "--operator",
+                "olivia",
+                "--session",
+                "mcp-s",
+                "--key-file",
+            ])
+            .arg(&key)
+            .arg("use the demo tools")
+            .output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let active = v["active_message_id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| {
+                format!(
+                    "agentctl send gave no active message: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })?;
+        let mut baseline = agentd::enforce::default_baseline();
+        baseline.read.push(venv.to_path_buf());
+        // The server's own directory (Python reads its script's directory).
+        baseline.read.push(root.join("srv"));
+        agentd.create_agent(AGENT, Mode::Enforce, &baseline)?;
+        Ok(Suite {
+            agentd,
+            root: root.to_path_buf(),
+            venv: venv.to_path_buf(),
+            active,
+        })
+    }
+
+    fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+
+    /// The server command (as the runtime would configure it).
+    pub fn server_cmd(&self) -> Vec<String> {
+        vec![
+            self.python().display().to_string(),
+            self.root.join("srv/server.py").display().to_string(),
+        ]
+    }
+
+    /// The proxy command standing in for the server.
+    pub fn proxy_cmd(&self, timeout_ms: Option<u64>) -> Vec<String> {
+        let mut v = vec![
+            self.agentd.bin.join("agentctl").display().to_string(),
+            "mcp".into(),
+            "proxy".into(),
+            "--socket".into(),
+            self.agentd.socket.display().to_string(),
+            "--agent".into(),
+            AGENT.into(),
+            "--server".into(),
+            SERVER.into(),
+        ];
+        if let Some(t) = timeout_ms {
+            v.push("--call-timeout-ms".into());
+            v.push(t.to_string());
+        }
+        v.push("--".into());
+        v.extend(self.server_cmd());
+        v
+    }
+
+    /// Runs the SDK client with `steps` against `server_cmd`; returns its
+    /// JSON lines.
+    pub fn client(
+        &self,
+        steps: &Value,
+        server_cmd: &[String],
+        active: Option<&str>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut c = Command::new(self.python());
+        c.arg(repo_file("tests/mcp/client.py"))
+            .arg(steps.to_string())
+            .arg("--")
+            .args(server_cmd)
+            .env_remove("AGENTD_ACTIVE_MESSAGE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(a) = active {
+            c.env("AGENTD_ACTIVE_MESSAGE", a);
+        }
+        let child = c.spawn().context("starting the SDK client")?;
+        let out = wait_output(child, Duration::from_secs(90))?;
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.0)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.is_empty() {
+            bail!("the SDK client printed nothing; stderr: {}", tail(&out.1));
+        }
+        Ok(lines)
+    }
+
+    /// Audit rows of tool calls on this suite's active message.
+    pub fn call_rows(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .agentd
+            .audit()?
+            .into_iter()
+            .filter(|r| r["kind"] == "tool_call" && r["active_message_id"] == self.active.as_str())
+            .collect())
+    }
+}
+
+/// A file of the repository (the suite runs from the workspace).
+pub fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn tail(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    let skip = s.chars().count().saturating_sub(1500);
+    s.chars().skip(skip).collect()
+}
+
+/// Waits for a child with a deadline (killing it after), returning stdout and stderr.
+fn wait_output(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = so.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = se.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((t1.join().unwrap_or_default(), t2.join().unwrap_or_default()))
+}
+
+/// A step's result line from the client output.
+pub fn step<'a>(lines: &'a [Value], tool: &str, nth: usize) -> Option<&'a Value> {
+    lines.iter().filter(|l| l["tool"] == tool).nth(nth)
+}
+
+/// A raw JSON-RPC session through the proxy (no SDK): for bad input.
+pub struct Raw {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    rx: mpsc::Receiver<Value>,
+}
+
+impl Raw {
+    /// Starts the proxy with piped stdio.
+    pub fn start(s: &Suite, timeout_ms: u64) -> anyhow::Result<Self> {
+        let cmd = s.proxy_cmd(Some(timeout_ms));
+        let mut child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("AGENTD_ACTIVE_MESSAGE", &s.active)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"unparsable": line}));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Raw { child, stdin, rx })
+    }
+
+    /// Sends raw bytes (a newline is added).
+    pub fn send(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        self.stdin.write_all(line)?;
+        self.stdin.write_all(b"\n")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// The next message, or None after `wait`.
+    pub fn recv(&self, wait: Duration) -> Option<Value> {
+        self.rx.recv_timeout(wait).ok()
+    }
+
+    /// Every message until `id` answers (or `wait` passes): (the answer, the rest seen).
+    pub fn until(&self, id: &Value, wait: Duration) -> (Option<Value>, Vec<Value>) {
+        let deadline = Instant::now() + wait;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv(left) {
+                Some(v) if &v["id"] == id => return (Some(v), seen),
+                Some(v) => seen.push(v),
+                None => break,
+            }
+        }
+        (None, seen)
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
