@@ -11,6 +11,13 @@ import sys
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.types import CreateMessageResult, TextContent
+
+
+async def sampling(context, params):
+    """The client's model, scripted: answers every sampling request."""
+    return CreateMessageResult(role="assistant", content=TextContent(type="text", text="model-says-hi"),
+                               model="scripted", stop_reason="endTurn")
 
 
 async def main():
@@ -23,7 +30,7 @@ async def main():
         env["AGENTD_ACTIVE_MESSAGE"] = os.environ["AGENTD_ACTIVE_MESSAGE"]
     params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=env)
     async with stdio_client(params) as (r, w):
-        async with ClientSession(r, w) as s:
+        async with ClientSession(r, w, sampling_callback=sampling) as s:
             await s.initialize()
             tools = await s.list_tools()
             print(json.dumps({"tools": sorted(t.name for t in tools.tools)}), flush=True)

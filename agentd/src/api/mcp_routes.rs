@@ -2,8 +2,12 @@
 //! session for `agentctl mcp proxy`. The body is an `mcp::OpenRequest`.
 //! The caller must be a process of the named agent or an admin (SO_PEERCRED);
 //! an MCP server started by agentd may not open one. agentd starts the
-//! server (see `mcp::session`), answers `101 Switching Protocols`, and the
+//! server (see `mcp::launch`), answers `101 Switching Protocols`, and the
 //! connection then carries newline-delimited JSON-RPC both ways.
+//!
+//! `GET /v1/mcp/pins` (admin): the pinned tool definitions;
+//! `POST /v1/mcp/pins/approve` (admin) `{"agent", "server", "tool"}`:
+//! approve a tool's changed definition.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,13 +15,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::post;
-use axum::{Extension, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
 
 use super::{json::ApiError, peer::Access, Peer, Transport};
 use crate::enforce::EnforceSlot;
 use crate::gateway::Gateway;
+use crate::mcp::pins::{Pin, PinStore};
 use crate::mcp::{self, framing, Launcher, OpenRequest};
 use crate::protocol::reason;
 
@@ -32,6 +38,7 @@ struct RouteState {
     access: Access,
     launcher: Launcher,
     agent_user: String,
+    pins: Arc<PinStore>,
     open: Arc<AtomicUsize>,
 }
 
@@ -42,15 +49,19 @@ pub fn routes(
     access: Access,
     launcher: Launcher,
     agent_user: String,
+    pins: Arc<PinStore>,
 ) -> Router {
     Router::new()
         .route(mcp::STDIO_ROUTE, post(open_stdio))
+        .route("/v1/mcp/pins", get(list_pins))
+        .route("/v1/mcp/pins/approve", post(approve_pin))
         .with_state(Arc::new(RouteState {
             gateway,
             slot,
             access,
             launcher,
             agent_user,
+            pins,
             open: Arc::new(AtomicUsize::new(0)),
         }))
 }
@@ -179,7 +190,7 @@ async fn open_stdio(
     let started = {
         let (enforcer, launcher, req) = (enforcer.clone(), s.launcher.clone(), open.clone());
         match tokio::task::spawn_blocking(move || {
-            mcp::session::start(&enforcer, &launcher, req, &user)
+            mcp::launch::start(&enforcer, &launcher, req, &user)
         })
         .await
         {
@@ -202,13 +213,15 @@ async fn open_stdio(
         }
     };
     let gateway = s.gateway.clone();
+    let pins = s.pins.clone();
     tokio::spawn(async move {
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                mcp::session::relay(
+                mcp::relay::relay(
                     started,
                     gateway,
+                    pins,
                     TokioIo::new(upgraded),
                     framing::DEFAULT_MAX_MESSAGE,
                 )
@@ -232,4 +245,78 @@ async fn open_stdio(
                 "response",
             )
         })
+}
+
+/// `GET /v1/mcp/pins` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinList {
+    /// Every pinned tool.
+    pub pins: Vec<Pin>,
+}
+
+/// `POST /v1/mcp/pins/approve` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovePin {
+    /// Agent.
+    pub agent: String,
+    /// Server name.
+    pub server: String,
+    /// MCP tool name.
+    pub tool: String,
+}
+
+async fn list_pins(
+    State(s): State<Arc<RouteState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<PinList>, ApiError> {
+    if !s.access.is_admin(&peer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            "listing MCP pins needs an admin",
+        ));
+    }
+    Ok(Json(PinList {
+        pins: s.pins.list(),
+    }))
+}
+
+async fn approve_pin(
+    State(s): State<Arc<RouteState>>,
+    Extension(peer): Extension<Peer>,
+    super::json::JsonBody(req): super::json::JsonBody<ApprovePin>,
+) -> Result<Json<Pin>, ApiError> {
+    if !s.access.is_admin(&peer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            "approving MCP tools needs an admin",
+        ));
+    }
+    let pin = s
+        .pins
+        .approve(&req.agent, &req.server, &req.tool)
+        .map_err(|e| {
+            let status = match e {
+                mcp::pins::PinError::NothingPending { .. } => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, e.reason_code(), e.to_string())
+        })?;
+    if let Some(audit) = s.gateway.audit() {
+        let mut ev =
+            crate::audit::AuditEvent::new(crate::audit::RecordKind::Admin, "mcp_tool_approved");
+        ev.operator = peer.uid.map(|u| format!("uid:{u}")).unwrap_or_default();
+        ev.target = format!(
+            "{}/{}/{} sha256:{}",
+            pin.agent, pin.server, pin.tool, pin.sha256
+        );
+        ev.decision = "allow".into();
+        ev.reason_code = reason::OK.into();
+        if let Err(e) = audit.append(ev).await {
+            tracing::error!(error = %e, "could not audit an MCP tool approval");
+        }
+    }
+    Ok(Json(pin))
 }

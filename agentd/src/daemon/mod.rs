@@ -224,6 +224,10 @@ pub async fn run_with_stored(
             access.clone(),
             launcher,
             config.agent_user.clone(),
+            Arc::new(
+                crate::mcp::pins::PinStore::open(&config.state_dir)
+                    .context("opening the MCP pin store")?,
+            ),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
         .merge(api::agent_routes::routes(agents, access));

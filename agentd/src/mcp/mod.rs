@@ -7,16 +7,20 @@
 //! - `framing`: newline-delimited JSON-RPC (size limit, batches, ids);
 //! - `naming`: MCP tool names → policy actions, collision-free;
 //! - `decide`: pure per-message verdicts (forward, decide, refuse);
-//! - `session`: starting the server and relaying one session (I/O).
+//! - `pins`: tool definitions pinned by hash, changes held for approval;
+//! - `launch`: starting a session's server (as the agent, in its own run cgroup);
+//! - `relay`: relaying one session and deciding on the way (I/O).
 //!
 //! The runtime-facing side is `agentctl mcp proxy`, a byte relay on an
 //! upgraded connection of the API socket (`POST /v1/mcp/stdio`).
 pub mod decide;
 pub mod framing;
+pub mod launch;
 pub mod naming;
-pub mod session;
+pub mod pins;
+pub mod relay;
 
-pub use session::{is_server_process, Launcher, OpenRequest};
+pub use launch::{is_server_process, Launcher, OpenRequest, Started};
 
 /// The `Upgrade` protocol name of an MCP stdio session.
 pub const UPGRADE_PROTOCOL: &str = "agentd-mcp";

@@ -217,3 +217,9 @@ pub const MCP_SERVER_START_FAILED: &str = "mcp_server_start_failed";
 pub const MCP_LAUNCHER_MISSING: &str = "mcp_launcher_missing";
 /// Too many MCP sessions are open.
 pub const MCP_TOO_MANY_SESSIONS: &str = "mcp_too_many_sessions";
+/// An MCP tool's definition differs from the one pinned (approval needed).
+pub const MCP_TOOL_DEFINITION_CHANGED: &str = "mcp_tool_definition_changed";
+/// An MCP tool called before the session's `tools/list` showed it.
+pub const MCP_TOOL_NOT_LISTED: &str = "mcp_tool_not_listed";
+/// No changed MCP tool definition awaits approval.
+pub const MCP_NOTHING_TO_APPROVE: &str = "mcp_nothing_to_approve";

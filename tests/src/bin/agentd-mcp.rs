@@ -106,6 +106,8 @@ fn scenarios(s: &Suite, r: &mut Report) {
         ["sneaky_read", {"path": a, "other": b}],
         ["sneaky_shell", {"text": "x"}],
         ["sneaky_connect", {"port": port}],
+        ["ask_model", {"prompt": "hi"}],
+        ["ask_model", {"prompt": "y".repeat(600)}],
     ]);
 
     // Control: the same client and server, no agentd.
@@ -128,6 +130,11 @@ fn scenarios(s: &Suite, r: &mut Report) {
                     && step(&l, "sneaky_connect", 0).is_some_and(|v| v["text"] == "connect:ok"),
                 || format!("{l:?}"),
             );
+            r.check(
+                "control: without agentd the server's sampling requests reach the client",
+                step(&l, "ask_model", 1).is_some_and(|v| v["text"] == "sampling:ok:model-says-hi"),
+                || text(step(&l, "ask_model", 1)),
+            );
         }
     }
 
@@ -145,7 +152,7 @@ fn scenarios(s: &Suite, r: &mut Report) {
         "tools/list passes through the gateway",
         l[0]["tools"]
             .as_array()
-            .is_some_and(|t| t.len() == 9 && t.contains(&json!("FindContact"))),
+            .is_some_and(|t| t.len() == 10 && t.contains(&json!("FindContact"))),
         || l[0].to_string(),
     );
     r.check(
@@ -195,6 +202,20 @@ fn scenarios(s: &Suite, r: &mut Report) {
                 .is_some_and(|t| t.starts_with("connect:refused"))
         }),
         || text(step(&l, "sneaky_connect", 0)),
+    );
+    r.check(
+        "server request allowed by policy: sampling reaches the client",
+        step(&l, "ask_model", 0).is_some_and(|v| v["text"] == "sampling:ok:model-says-hi"),
+        || text(step(&l, "ask_model", 0)),
+    );
+    r.check(
+        "server request denied by policy: the server hears the reason, the client is never asked",
+        step(&l, "ask_model", 1).is_some_and(|v| {
+            v["text"].as_str().is_some_and(|t| {
+                t.starts_with("sampling:refused:") && t.contains("size_limit_exceeded")
+            })
+        }),
+        || text(step(&l, "ask_model", 1)),
     );
     std::thread::sleep(Duration::from_millis(500));
     match s.call_rows() {
@@ -294,7 +315,66 @@ fn scenarios(s: &Suite, r: &mut Report) {
         ),
     }
 
+    pinning(s, r);
     bad_input(s, r);
+}
+
+fn pinning(s: &Suite, r: &mut Report) {
+    r.check(
+        "pins: the first tools/list pinned every tool (audited)",
+        s.admin_rows("mcp_tool_pinned")
+            .is_ok_and(|rows| rows.len() == 10),
+        || format!("{:?}", s.admin_rows("mcp_tool_pinned")),
+    );
+    let steps = json!([["echo", {"text": "hi"}]]);
+    let changed = s.proxy_cmd_with(None, &["--changed"]);
+    match s.client(&steps, &changed, Some(&s.active)) {
+        Err(e) => r.check("pins: changed server", false, || format!("{e:#}")),
+        Ok(l) => {
+            r.check(
+                "pins: a changed definition is kept out of tools/list",
+                l[0]["tools"]
+                    .as_array()
+                    .is_some_and(|t| t.len() == 9 && !t.contains(&json!("echo"))),
+                || l[0].to_string(),
+            );
+            r.check(
+                "pins: calling the changed tool is a tool error (mcp_tool_definition_changed)",
+                is_denied(step(&l, "echo", 0), "mcp_tool_definition_changed"),
+                || text(step(&l, "echo", 0)),
+            );
+        }
+    }
+    r.check(
+        "audit: the changed definition's refusal row",
+        s.call_rows().is_ok_and(|rows| {
+            rows.iter().any(|x| {
+                x["action"] == "mcp.demo.echo" && x["reason_code"] == "mcp_tool_definition_changed"
+            })
+        }),
+        || "no row".into(),
+    );
+    let out = s.agentctl(&[
+        "mcp", "approve", "--agent", AGENT, "--server", "demo", "--tool", "echo",
+    ]);
+    r.check(
+        "pins: agentctl mcp approve accepts the new definition (audited)",
+        out.as_ref().is_ok_and(|o| o.status.success())
+            && s.admin_rows("mcp_tool_approved")
+                .is_ok_and(|rows| rows.len() == 1),
+        || format!("{out:?}"),
+    );
+    match s.client(&steps, &changed, Some(&s.active)) {
+        Err(e) => r.check("pins: approved server", false, || format!("{e:#}")),
+        Ok(l) => r.check(
+            "pins: once approved, the changed tool is listed and callable",
+            l[0]["tools"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("echo")))
+                && step(&l, "echo", 0).is_some_and(|v| v["text"] == "hi"),
+            || format!("{l:?}"),
+        ),
+    }
 }
 
 fn bad_input(s: &Suite, r: &mut Report) {
@@ -312,6 +392,14 @@ fn bad_input(s: &Suite, r: &mut Report) {
         || format!("{init:?}"),
     );
     let _ = raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let _ = raw.send(br#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#);
+    let (list, _) = raw.until(&json!("list"), wait);
+    r.check(
+        "raw: tools/list answers",
+        list.as_ref()
+            .is_some_and(|v| v["result"]["tools"].is_array()),
+        || format!("{list:?}"),
+    );
     let err_of = |v: &Option<Value>| {
         (
             v.as_ref().map(|v| v["error"]["code"].clone()),

@@ -69,6 +69,12 @@ description = "Echo (the server also tries a shell)."
 [actions."mcp.demo.sneaky_connect"]
 description = "Nothing granted (the server tries to connect)."
 
+[actions."mcp.demo.ask_model"]
+description = "Ask the client's model (the server sends sampling/createMessage)."
+
+[actions."mcp_request.demo.sampling"]
+description = "The demo server asks the client's model."
+
 [actions."mcp.demo.crash"]
 description = "The server exits mid-call."
 
@@ -97,6 +103,12 @@ text = {{ type = "text", max_bytes = 1000 }}
 
 [roles.owner.allow."mcp.demo.sneaky_connect"]
 port = {{ type = "integer", min = 1, max = 65535 }}
+
+[roles.owner.allow."mcp.demo.ask_model"]
+prompt = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp_request.demo.sampling"]
+params = {{ type = "json", max_bytes = 400 }}
 
 [roles.owner.allow."mcp.demo.crash"]
 [roles.owner.allow."mcp.demo.hang"]
@@ -196,6 +208,11 @@ impl Suite {
 
     /// The proxy command standing in for the server.
     pub fn proxy_cmd(&self, timeout_ms: Option<u64>) -> Vec<String> {
+        self.proxy_cmd_with(timeout_ms, &[])
+    }
+
+    /// [`Self::proxy_cmd`] with extra server arguments.
+    pub fn proxy_cmd_with(&self, timeout_ms: Option<u64>, extra: &[&str]) -> Vec<String> {
         let mut v = vec![
             self.agentd.bin.join("agentctl").display().to_string(),
             "mcp".into(),
@@ -213,7 +230,23 @@ impl Suite {
         }
         v.push("--".into());
         v.extend(self.server_cmd());
+        v.extend(extra.iter().map(|e| e.to_string()));
         v
+    }
+
+    /// `agentctl` against this agentd, its output.
+    pub fn agentctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(self.agentd.agentctl().args(args).output()?)
+    }
+
+    /// Admin rows of one action.
+    pub fn admin_rows(&self, action: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .agentd
+            .audit()?
+            .into_iter()
+            .filter(|r| r["kind"] == "admin" && r["action"] == action)
+            .collect())
     }
 
     /// Runs the SDK client with `steps` against `server_cmd`; returns its

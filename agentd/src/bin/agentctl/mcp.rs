@@ -7,9 +7,11 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 
+use agentd::api::client::blocking;
 use agentd::api::SocketArg;
 use agentd::mcp::{self, OpenRequest};
 use anyhow::{bail, Context as _};
+use axum::http::Method;
 
 /// `agentctl mcp`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +24,25 @@ pub struct Args {
 enum Cmd {
     /// Relay an MCP server's stdio through agentd, which starts the server.
     Proxy(ProxyArgs),
+    /// List the pinned MCP tool definitions (admin).
+    Pins {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Approve a tool's changed definition (admin).
+    Approve {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Agent.
+        #[arg(long)]
+        agent: String,
+        /// Server name.
+        #[arg(long)]
+        server: String,
+        /// MCP tool name.
+        #[arg(long)]
+        tool: String,
+    },
 }
 
 /// `agentctl mcp proxy`.
@@ -48,6 +69,35 @@ pub struct ProxyArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Proxy(a) => proxy(a),
+        Cmd::Pins { socket } => {
+            let list: agentd::api::mcp_routes::PinList =
+                blocking(&socket.path(), |mut c| async move {
+                    c.get("/v1/mcp/pins").await
+                })?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
+        Cmd::Approve {
+            socket,
+            agent,
+            server,
+            tool,
+        } => {
+            let body = agentd::api::mcp_routes::ApprovePin {
+                agent,
+                server,
+                tool,
+            };
+            let pin: agentd::mcp::pins::Pin = blocking(&socket.path(), |mut c| async move {
+                c.call(Method::POST, "/v1/mcp/pins/approve", Some(&body))
+                    .await
+            })?;
+            println!(
+                "approved {}/{}/{}: sha256 {}",
+                pin.agent, pin.server, pin.tool, pin.sha256
+            );
+            Ok(())
+        }
     }
 }
 

@@ -1,9 +1,7 @@
-//! One MCP session: agentd starts the server (as the agent's user, in a run
-//! cgroup of its own under the agent, scrubbed environment, through the
-//! `agentctl run` launcher) and relays newline-delimited JSON-RPC between
-//! it and the runtime-facing proxy, deciding each message on the way
-//! (`decide`). The proxy only relays bytes: the server hears only what
-//! passed here, so a tampered proxy cannot send it a call nobody approved.
+//! Relaying one MCP session between the runtime-facing proxy and the
+//! server agentd started, deciding each message on the way (`decide`). The
+//! proxy only relays bytes: the server hears only what passed here, so a
+//! tampered proxy cannot send it a call nobody approved.
 //!
 //! Ids: every request forwarded to the server gets a fresh numeric id of
 //! ours (the client's id is restored on the answer), so duplicate client
@@ -14,201 +12,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::decide::{self, reason, ClientVerdict, ServerVerdict};
 use super::framing::{self, code, Frame, Id, Message, Splitter};
+use super::launch::Started;
 use super::naming;
-use crate::enforce::Enforcer;
+use super::pins::{self, PinStore, Seen};
 use crate::gateway::{Caller, Gateway, ToolCallRequest};
 
-/// Prefix of the run cgroups MCP servers live in (agentd alone names
-/// cgroups; a process in one is an MCP server).
-pub const LEAF_PREFIX: &str = "mcp-";
-/// Longest a call may wait for the server, whatever the proxy asks.
-pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
-/// Default wait for the server's answer.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requests in flight on one session.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Environment the server gets (nothing of agentd's or the proxy's).
-const SERVER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// What the proxy asks for (`POST /v1/mcp/stdio` body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenRequest {
-    /// The agent whose server this is.
-    pub agent: String,
-    /// The server's name in actions (`mcp.<server>.<tool>`).
-    pub server: String,
-    /// The server command and its arguments.
-    pub command: Vec<String>,
-    /// The runtime's active message (`AGENTD_ACTIVE_MESSAGE`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_message_id: Option<String>,
-    /// How long one call may wait for the server (ms; capped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_timeout_ms: Option<u64>,
-}
-
-/// Errors starting a session.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The request is malformed.
-    #[error("bad MCP session request: {detail}")]
-    BadRequest {
-        /// What is wrong.
-        detail: String,
-    },
-    /// The run cgroup could not be made.
-    #[error("creating the MCP server's run cgroup: {0}")]
-    Enforce(#[from] crate::enforce::EnforceError),
-    /// The launcher could not start.
-    #[error("starting the MCP server through {launcher}: {source}")]
-    Spawn {
-        /// The launcher path.
-        launcher: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-impl SessionError {
-    /// Stable reason code.
-    pub fn reason_code(&self) -> &'static str {
-        match self {
-            SessionError::BadRequest { .. } => "bad_request",
-            SessionError::Enforce(e) => e.reason_code(),
-            SessionError::Spawn { .. } => "mcp_server_start_failed",
-        }
-    }
-}
-
-/// How agentd starts servers.
-#[derive(Debug, Clone)]
-pub struct Launcher {
-    /// `agentctl` (its `run` is the launcher).
-    pub agentctl: PathBuf,
-    /// The enforcement socket the launcher talks to.
-    pub enforce_socket: PathBuf,
-}
-
-impl OpenRequest {
-    /// Checks the request's shape.
-    pub fn check(&self) -> Result<(), SessionError> {
-        let bad = |detail: String| SessionError::BadRequest { detail };
-        naming::check_server(&self.server).map_err(|e| bad(e.to_string()))?;
-        if self.command.is_empty() || self.command[0].is_empty() {
-            return Err(bad("empty server command".into()));
-        }
-        if self.command.len() > 256
-            || self
-                .command
-                .iter()
-                .any(|a| a.len() > 4096 || a.contains('\0'))
-        {
-            return Err(bad("server command too long or holding NUL".into()));
-        }
-        Ok(())
-    }
-
-    fn call_timeout(&self) -> Duration {
-        self.call_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_CALL_TIMEOUT)
-            .clamp(Duration::from_millis(10), MAX_CALL_TIMEOUT)
-    }
-}
-
-/// A started server, not yet relaying.
-pub struct Started {
-    req: OpenRequest,
-    leaf: String,
-    child: Child,
-    cgroup: PathBuf,
-    creds: crate::enforce::Creds,
-    enforcer: Enforcer,
-}
-
-/// Whether `pid` is an MCP server started by agentd (its cgroup is an
-/// `mcp-` run cgroup).
-pub fn is_server_process(pid: u32) -> bool {
-    crate::enforce::agent_cgroup::cgroup_of_pid(pid).is_some_and(|p| {
-        p.rsplit('/')
-            .next()
-            .is_some_and(|leaf| leaf.starts_with(LEAF_PREFIX))
-    })
-}
-
-/// Creates the server's run cgroup and starts it there through the
-/// launcher, as `user`.
-pub fn start(
-    enforcer: &Enforcer,
-    launcher: &Launcher,
-    req: OpenRequest,
-    user: &str,
-) -> Result<Started, SessionError> {
-    req.check()?;
-    let creds =
-        crate::enforce::launch::creds_of_user(user).map_err(|e| SessionError::BadRequest {
-            detail: e.to_string(),
-        })?;
-    let leaf = format!("{LEAF_PREFIX}{}-{:08x}", req.server, rand::random::<u32>());
-    let handle = enforcer.create_leaf(&req.agent, &leaf)?;
-    let mut cmd = tokio::process::Command::new(&launcher.agentctl);
-    cmd.arg("run")
-        .args(["--agent", &req.agent, "--user", user])
-        .arg("--socket")
-        .arg(&launcher.enforce_socket)
-        .arg("--run-cgroup")
-        .arg(&handle.cgroup)
-        .arg("--")
-        .args(&req.command)
-        .env_clear()
-        .env("PATH", SERVER_PATH)
-        .env("LANG", "C.UTF-8")
-        .current_dir("/")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(source) => {
-            let _ = enforcer.remove_leaf(&req.agent, &leaf);
-            return Err(SessionError::Spawn {
-                launcher: launcher.agentctl.clone(),
-                source,
-            });
-        }
-    };
-    tracing::info!(agent = %req.agent, server = %req.server, leaf, "MCP server started");
-    Ok(Started {
-        req,
-        leaf,
-        child,
-        cgroup: handle.cgroup,
-        creds,
-        enforcer: enforcer.clone(),
-    })
-}
-
-impl Started {
-    /// Stops a server whose session never began (the upgrade failed) and
-    /// removes its run cgroup.
-    pub async fn abandon(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        let (enforcer, agent, leaf) = (self.enforcer, self.req.agent, self.leaf);
-        let _ = tokio::task::spawn_blocking(move || enforcer.remove_leaf(&agent, &leaf)).await;
-    }
-}
 
 /// A request forwarded to the server, awaiting its answer.
 struct Pending {
@@ -235,12 +53,21 @@ struct Relay {
     client_ids: HashSet<Id>,
     /// Server requests forwarded to the client: our id → the server's.
     server_requests: HashMap<String, Id>,
+    /// Tool definitions pinned by hash.
+    pins: Arc<PinStore>,
+    /// Tools this session's `tools/list` showed with an approved definition.
+    listed: HashSet<String>,
 }
 
 /// Runs the session until the client closes its side; then stops the
 /// server and removes its run cgroup.
-pub async fn relay<C>(started: Started, gateway: Arc<Gateway>, client: C, max_message: usize)
-where
+pub async fn relay<C>(
+    started: Started,
+    gateway: Arc<Gateway>,
+    pins: Arc<PinStore>,
+    client: C,
+    max_message: usize,
+) where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Started {
@@ -294,6 +121,8 @@ where
         in_flight: HashMap::new(),
         client_ids: HashSet::new(),
         server_requests: HashMap::new(),
+        pins,
+        listed: HashSet::new(),
     };
     let mut from_client = Splitter::new(max_message);
     let mut from_server = Splitter::new(max_message);
@@ -446,8 +275,25 @@ impl Relay {
                 }
                 let req = self.call_request(action, arguments);
                 let caller = self.caller();
-                let d = match &self.active {
-                    None => self
+                // Only tools this session saw listed with an approved
+                // definition are decided at all.
+                let unlisted = (!self.listed.contains(&tool)).then(|| {
+                    match self.pins.get(&self.agent, &self.server, &tool) {
+                        Some(p) if p.pending.is_some() => (
+                            reason::TOOL_DEFINITION_CHANGED,
+                            "the tool's definition changed since it was approved; an admin must approve it (agentctl mcp approve)",
+                        ),
+                        _ => (
+                            reason::TOOL_NOT_LISTED,
+                            "the tool was not in this session's tools/list",
+                        ),
+                    }
+                });
+                let d = match (&self.active, unlisted) {
+                    (_, Some((code, why))) => {
+                        self.gateway.deny_and_record(&req, caller, code, why).await
+                    }
+                    (None, None) => self
                         .gateway
                         .deny_and_record(
                             &req,
@@ -456,7 +302,7 @@ impl Relay {
                             "the runtime has no active message (AGENTD_ACTIVE_MESSAGE is unset)",
                         )
                         .await,
-                    Some(_) if caller.pid.is_none() => {
+                    (Some(_), None) if caller.pid.is_none() => {
                         self.gateway
                             .deny_and_record(
                                 &req,
@@ -466,7 +312,7 @@ impl Relay {
                             )
                             .await
                     }
-                    Some(_) => self.gateway.tool_call(&req, caller).await,
+                    (Some(_), None) => self.gateway.tool_call(&req, caller).await,
                 };
                 tracing::info!(server = %self.server, tool = %tool, action = %d.action, decision = %d.decision, reason = %d.reason_code, call_id = %d.call_id, "MCP tool call decided");
                 if d.is_allow() {
@@ -482,6 +328,75 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Pins the definitions of a `tools/list` page: new tools are pinned
+    /// (and audited), approved ones pass, changed ones are taken out of the
+    /// list and their refusal audited. A store error keeps the tool out.
+    async fn pin_tools(&mut self, raw: &mut Map<String, Value>) {
+        let Some(Value::Array(tools)) = raw
+            .get_mut("result")
+            .and_then(|r| r.as_object_mut())
+            .and_then(|r| r.get_mut("tools"))
+        else {
+            return;
+        };
+        let mut kept = Vec::with_capacity(tools.len());
+        for t in std::mem::take(tools) {
+            let Some(name) = t.get("name").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            let hash = pins::definition_hash(&t);
+            let seen = self.pins.see(&self.agent, &self.server, &name, &hash);
+            let action = naming::action_of(&self.server, &name)
+                .unwrap_or_else(|_| format!("{}{}", naming::ACTION_PREFIX, self.server));
+            match seen {
+                Ok(Seen::Same) => {
+                    self.listed.insert(name);
+                    kept.push(t);
+                }
+                Ok(Seen::Pinned) => {
+                    tracing::info!(agent = %self.agent, server = %self.server, tool = %name, sha256 = %hash, "MCP tool definition pinned");
+                    if let Some(audit) = self.gateway.audit() {
+                        let mut ev = crate::audit::AuditEvent::new(
+                            crate::audit::RecordKind::Admin,
+                            "mcp_tool_pinned",
+                        );
+                        ev.target = format!("{action} sha256:{hash}");
+                        ev.decision = "allow".into();
+                        ev.reason_code = crate::protocol::reason::OK.into();
+                        if let Err(e) = audit.append(ev).await {
+                            tracing::error!(error = %e, tool = %name, "could not audit a pinned MCP tool");
+                        }
+                    }
+                    self.listed.insert(name);
+                    kept.push(t);
+                }
+                Ok(Seen::Changed { pinned }) => {
+                    self.listed.remove(&name);
+                    let mut args = Map::new();
+                    args.insert("definition_sha256".into(), json!(hash));
+                    args.insert("pinned_sha256".into(), json!(pinned));
+                    let req = self.call_request(action, args);
+                    let caller = self.caller();
+                    let d = self
+                        .gateway
+                        .deny_and_record(
+                            &req,
+                            caller,
+                            reason::TOOL_DEFINITION_CHANGED,
+                            "the tool's definition differs from the approved one; kept out of tools/list",
+                        )
+                        .await;
+                    tracing::warn!(agent = %self.agent, server = %self.server, tool = %name, call_id = %d.call_id, "MCP tool definition changed; refused until approved");
+                }
+                Err(e) => {
+                    self.listed.remove(&name);
+                    tracing::error!(error = %e, tool = %name, "MCP pin store failed; tool kept out of tools/list");
+                }
+            }
+        }
+        *tools = kept;
     }
 
     /// The requesting process of every decision: the server itself, so an
@@ -633,6 +548,7 @@ impl Relay {
                 };
                 self.client_ids.remove(&p.client_id);
                 if p.method == "tools/list" {
+                    self.pin_tools(&mut raw).await;
                     if let Some(clash) = tool_collision(&self.server, &raw) {
                         return self
                             .client_error(
@@ -668,10 +584,13 @@ impl Relay {
                 else {
                     return;
                 };
-                let arguments = match raw.get("params") {
-                    Some(Value::Object(p)) => p.clone(),
-                    _ => Map::new(),
-                };
+                // One argument, `params` (the request's params as JSON):
+                // MCP's camelCase field names are not policy argument names.
+                let mut arguments = Map::new();
+                arguments.insert(
+                    "params".into(),
+                    raw.get("params").cloned().unwrap_or_else(|| json!({})),
+                );
                 let req = self.call_request(action, arguments);
                 let caller = self.caller();
                 let d = match &self.active {
