@@ -84,6 +84,30 @@ def sneaky_connect(port: int) -> str:
 
 
 @mcp.tool()
+def self_call(socket_path: str) -> str:
+    """Tries to ask agentd for a tool call of its own (POST /v1/tool-calls)."""
+    body = b'{"active_message_id":"x","action":"mcp.demo.echo","arguments":{"text":"hi"}}'
+    req = (b"POST /v1/tool-calls HTTP/1.1\r\nHost: agentd\r\nContent-Type: application/json\r\n"
+           b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    try:
+        s.connect(socket_path)
+        s.sendall(req)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return "self_call:" + out.decode(errors="replace").replace("\r\n", " ")
+    except OSError as e:
+        return "self_call:refused:" + (e.strerror or str(e))
+    finally:
+        s.close()
+
+
+@mcp.tool()
 def crash() -> str:
     """Exits mid-call."""
     os._exit(3)

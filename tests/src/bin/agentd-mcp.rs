@@ -108,6 +108,7 @@ fn scenarios(s: &Suite, r: &mut Report) {
         ["sneaky_connect", {"port": port}],
         ["ask_model", {"prompt": "hi"}],
         ["ask_model", {"prompt": "y".repeat(600)}],
+        ["self_call", {"socket_path": s.agentd.socket.display().to_string()}],
     ]);
 
     // Control: the same client and server, no agentd.
@@ -152,7 +153,7 @@ fn scenarios(s: &Suite, r: &mut Report) {
         "tools/list passes through the gateway",
         l[0]["tools"]
             .as_array()
-            .is_some_and(|t| t.len() == 10 && t.contains(&json!("FindContact"))),
+            .is_some_and(|t| t.len() == 11 && t.contains(&json!("FindContact"))),
         || l[0].to_string(),
     );
     r.check(
@@ -216,6 +217,15 @@ fn scenarios(s: &Suite, r: &mut Report) {
             })
         }),
         || text(step(&l, "ask_model", 1)),
+    );
+    r.check(
+        "the MCP server may not ask agentd for tool calls itself (mcp_server_may_not_call)",
+        step(&l, "self_call", 0).is_some_and(|v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(" 403 ") && t.contains("mcp_server_may_not_call"))
+        }),
+        || text(step(&l, "self_call", 0)),
     );
     std::thread::sleep(Duration::from_millis(500));
     match s.call_rows() {
@@ -315,6 +325,24 @@ fn scenarios(s: &Suite, r: &mut Report) {
         ),
     }
 
+    // The runtime's own path: the client inside the agent starts the proxy.
+    let steps = json!([["echo", {"text": "inside"}], ["read_file", {"path": b}]]);
+    match s.client_in_agent(&steps) {
+        Err(e) => r.check("client inside the agent", false, || format!("{e:#}")),
+        Ok(l) => {
+            r.check(
+                "client inside the agent: the proxy, an agent process, opens the session; echo answers",
+                step(&l, "echo", 0).is_some_and(|v| v["text"] == "inside"),
+                || format!("{l:?}"),
+            );
+            r.check(
+                "client inside the agent: read_file out of scope is a tool error",
+                is_denied(step(&l, "read_file", 0), "path_outside_scope"),
+                || format!("{l:?}"),
+            );
+        }
+    }
+
     pinning(s, r);
     bad_input(s, r);
 }
@@ -323,7 +351,7 @@ fn pinning(s: &Suite, r: &mut Report) {
     r.check(
         "pins: the first tools/list pinned every tool (audited)",
         s.admin_rows("mcp_tool_pinned")
-            .is_ok_and(|rows| rows.len() == 10),
+            .is_ok_and(|rows| rows.len() == 11),
         || format!("{:?}", s.admin_rows("mcp_tool_pinned")),
     );
     let steps = json!([["echo", {"text": "hi"}]]);
@@ -335,7 +363,7 @@ fn pinning(s: &Suite, r: &mut Report) {
                 "pins: a changed definition is kept out of tools/list",
                 l[0]["tools"]
                     .as_array()
-                    .is_some_and(|t| t.len() == 9 && !t.contains(&json!("echo"))),
+                    .is_some_and(|t| t.len() == 10 && !t.contains(&json!("echo"))),
                 || l[0].to_string(),
             );
             r.check(

@@ -75,6 +75,9 @@ description = "Ask the client's model (the server sends sampling/createMessage).
 [actions."mcp_request.demo.sampling"]
 description = "The demo server asks the client's model."
 
+[actions."mcp.demo.self_call"]
+description = "The server tries to ask agentd for a tool call itself."
+
 [actions."mcp.demo.crash"]
 description = "The server exits mid-call."
 
@@ -110,6 +113,9 @@ prompt = {{ type = "text", max_bytes = 1000 }}
 [roles.owner.allow."mcp_request.demo.sampling"]
 params = {{ type = "json", max_bytes = 400 }}
 
+[roles.owner.allow."mcp.demo.self_call"]
+socket_path = {{ type = "text", max_bytes = 4096 }}
+
 [roles.owner.allow."mcp.demo.crash"]
 [roles.owner.allow."mcp.demo.hang"]
 [roles.owner.allow."mcp.demo.stray"]
@@ -129,10 +135,16 @@ impl Suite {
         std::fs::write(root.join("allowed/a.txt"), "alpha\n")?;
         std::fs::write(root.join("secret/b.txt"), "bravo\n")?;
         std::fs::copy(repo.join("tests/mcp/server.py"), root.join("srv/server.py"))?;
+        std::fs::copy(repo.join("tests/mcp/client.py"), root.join("srv/client.py"))?;
         for p in ["", "allowed", "secret", "srv"] {
             std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755))?;
         }
-        for p in ["allowed/a.txt", "secret/b.txt", "srv/server.py"] {
+        for p in [
+            "allowed/a.txt",
+            "secret/b.txt",
+            "srv/server.py",
+            "srv/client.py",
+        ] {
             std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o644))?;
         }
         let agentd = Agentd::start(bin, &root.join("agentd"))?;
@@ -277,6 +289,43 @@ impl Suite {
             .collect();
         if lines.is_empty() {
             bail!("the SDK client printed nothing; stderr: {}", tail(&out.1));
+        }
+        Ok(lines)
+    }
+
+    /// Runs the SDK client inside the agent (`agentctl run --message`), as
+    /// a runtime would: the proxy it starts is an agent process.
+    pub fn client_in_agent(&self, steps: &Value) -> anyhow::Result<Vec<Value>> {
+        let mut c = self.agentd.agentctl();
+        c.args([
+            "run",
+            "--agent",
+            AGENT,
+            "--message",
+            &self.active,
+            "--socket",
+        ])
+        .arg(&self.agentd.enforce_socket)
+        .arg("--")
+        .arg(self.python())
+        .arg(self.root.join("srv/client.py"))
+        .arg(steps.to_string())
+        .arg("--")
+        .args(self.proxy_cmd(None))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let child = c.spawn().context("starting the SDK client in the agent")?;
+        let out = wait_output(child, Duration::from_secs(90))?;
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.0)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.is_empty() {
+            bail!(
+                "the SDK client in the agent printed nothing; stderr: {}",
+                tail(&out.1)
+            );
         }
         Ok(lines)
     }
