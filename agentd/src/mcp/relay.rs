@@ -162,16 +162,26 @@ pub async fn relay<C>(
     .await;
 }
 
+/// Lines of a server's stderr logged per session; the rest is read and
+/// dropped (a chatty or hostile server must not flood agentd's log).
+const MAX_STDERR_LINES: usize = 200;
+
 async fn log_stderr(server: String, mut stderr: tokio::process::ChildStderr) {
     let mut buf = vec![0u8; 8192];
     let mut split = Splitter::new(4096);
+    let mut logged = 0usize;
     while let Ok(n) = stderr.read(&mut buf).await {
         if n == 0 {
             break;
         }
         for f in split.push(&buf[..n]) {
             if let Frame::Line(l) = f {
-                tracing::info!(server = %server, line = %String::from_utf8_lossy(&l), "MCP server stderr");
+                logged += 1;
+                if logged <= MAX_STDERR_LINES {
+                    tracing::info!(server = %server, line = %String::from_utf8_lossy(&l), "MCP server stderr");
+                } else if logged == MAX_STDERR_LINES + 1 {
+                    tracing::warn!(server = %server, "MCP server stderr: more lines dropped");
+                }
             }
         }
     }
