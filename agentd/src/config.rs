@@ -82,6 +82,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
+    /// Forward mode: the model-API proxy (`[forward]`, off unless `socket_path` is set).
+    pub forward: ForwardConfig,
 }
 
 /// Message and tool-call gateway settings.
@@ -130,6 +132,60 @@ pub struct AuditConfig {
     pub reserve_mb: u64,
 }
 
+/// `[forward]`: agentd as the agents' model-API upstream (docs/forward.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// The proxy's Unix socket (SO_PEERCRED tells the agent); None: no proxy.
+    pub socket_path: Option<PathBuf>,
+    /// What becomes of a denied tool call: `rewrite` (text naming the
+    /// reason) or `block` (the provider's error ends the answer).
+    pub on_deny: crate::forward::OnDeny,
+    /// Time allowed for the upstream's answer to start, and between two
+    /// pieces of a stream, seconds.
+    pub upstream_timeout_secs: u64,
+    /// Largest client request body, bytes.
+    pub max_request_bytes: usize,
+    /// Largest non-streamed upstream answer, bytes.
+    pub max_response_bytes: usize,
+    /// OpenAI (Chat Completions, Responses).
+    pub openai: UpstreamConfig,
+    /// Anthropic (Messages).
+    pub anthropic: UpstreamConfig,
+}
+
+/// One upstream provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL (`https://host[:port][/prefix]`; a trailing `/v1` is the client's).
+    pub url: String,
+    /// File holding the API key: a regular file owned by root, mode 0600 or
+    /// 0400 (a systemd credential under $CREDENTIALS_DIRECTORY qualifies).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: None,
+            on_deny: crate::forward::OnDeny::Rewrite,
+            upstream_timeout_secs: 300,
+            max_request_bytes: 32 << 20,
+            max_response_bytes: 64 << 20,
+            openai: UpstreamConfig {
+                url: "https://api.openai.com".into(),
+                key_file: None,
+            },
+            anthropic: UpstreamConfig {
+                url: "https://api.anthropic.com".into(),
+                key_file: None,
+            },
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -145,6 +201,7 @@ impl Default for Config {
             backend: BackendChoice::Auto,
             gateway: GatewayConfig::default(),
             audit: AuditConfig::default(),
+            forward: ForwardConfig::default(),
         }
     }
 }

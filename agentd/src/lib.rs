@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod enforce;
 pub mod explain;
+pub mod forward;
 pub mod gateway;
 pub mod grant_spec;
 pub mod mcp;

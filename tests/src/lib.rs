@@ -7,6 +7,7 @@
 //! launcher (`launch`) and the in-agent probe (`probe`).
 
 pub mod demo;
+pub mod forward;
 pub mod hardening;
 pub mod harness;
 pub mod mcp;

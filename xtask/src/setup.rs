@@ -260,20 +260,21 @@ fn agent_runtimes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The official MCP Python SDK the MCP suite runs (client and server), pinned
-/// with its dependencies in tests/mcp/requirements.txt, installed with pip
-/// into a venv at target/mcp-venv made from the system's python3 (the agent
-/// user must be able to run it: not a python under /root).
+/// The official Python SDKs the suites run — MCP (the MCP suite's client
+/// and server), openai and anthropic (the forward suite's clients) — pinned
+/// with their dependencies in tests/mcp/requirements.txt, installed with pip
+/// into one venv at target/mcp-venv made from the system's python3 (the
+/// agent user must be able to run it: not a python under /root).
 fn mcp_sdk() -> anyhow::Result<()> {
     let req = workspace_root().join("tests/mcp/requirements.txt");
     let dir = crate::shell::target_dir().join("mcp-venv");
     let want = std::fs::read(&req).context("reading tests/mcp/requirements.txt")?;
     let python = dir.join("bin/python");
     let installed = std::fs::read(dir.join("agentd-requirements.txt")).is_ok_and(|l| l == want)
-        && output(Command::new(&python).args(["-c", "import mcp"])).is_ok();
+        && output(Command::new(&python).args(["-c", "import mcp, openai, anthropic"])).is_ok();
     if installed {
         println!(
-            "    MCP Python SDK as pinned in tests/mcp/requirements.txt: present in {}",
+            "    MCP, openai and anthropic Python SDKs as pinned in tests/mcp/requirements.txt: present in {}",
             dir.display()
         );
         return Ok(());
@@ -298,7 +299,7 @@ fn mcp_sdk() -> anyhow::Result<()> {
         )?;
     }
     println!(
-        "    installing the MCP Python SDK (tests/mcp/requirements.txt, every version pinned) with pip into {}",
+        "    installing the MCP, openai and anthropic Python SDKs (tests/mcp/requirements.txt, every version pinned) with pip into {}",
         dir.display()
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -72,6 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tally.absorb(runtimes());
     step("MCP gateway: the official MCP Python SDK through agentd (agentd-mcp)");
     tally.absorb(mcp());
+    step("Forward mode: the official openai and anthropic Python SDKs through agentd's model proxy (agentd-forward)");
+    tally.absorb(forward());
 
     if args.no_install {
         tally.skip("install: --no-install given");
@@ -176,6 +178,19 @@ fn mcp() -> Tally {
         .arg("--venv")
         .arg(target.join("mcp-venv"));
     count_lines("mcp", &mut cmd)
+}
+
+/// Runs the forward-mode suite (the official openai and anthropic Python
+/// SDKs through agentd's model proxy to a scripted upstream); one
+/// PASS/FAIL/SKIP line each.
+fn forward() -> Tally {
+    let target = crate::shell::target_dir();
+    let mut cmd = Command::new(target.join("debug/agentd-forward"));
+    cmd.arg("--bin")
+        .arg(target.join("debug"))
+        .arg("--venv")
+        .arg(target.join("mcp-venv"));
+    count_lines("forward", &mut cmd)
 }
 
 /// Runs the real agent runtimes under agentd; one PASS/FAIL/SKIP line each.

@@ -50,6 +50,8 @@ pub enum RecordKind {
     Admin,
     /// Daemon start/stop and detected gaps.
     Lifecycle,
+    /// One model-API exchange through the forward proxy.
+    Model,
 }
 
 impl RecordKind {
@@ -61,6 +63,7 @@ impl RecordKind {
             RecordKind::Kernel => "kernel",
             RecordKind::Admin => "admin",
             RecordKind::Lifecycle => "lifecycle",
+            RecordKind::Model => "model",
         }
     }
 
@@ -72,6 +75,7 @@ impl RecordKind {
             "kernel" => RecordKind::Kernel,
             "admin" => RecordKind::Admin,
             "lifecycle" => RecordKind::Lifecycle,
+            "model" => RecordKind::Model,
             other => {
                 return Err(RecordError::UnknownKind {
                     kind: other.to_owned(),
@@ -307,6 +311,7 @@ mod tests {
             RecordKind::Kernel,
             RecordKind::Admin,
             RecordKind::Lifecycle,
+            RecordKind::Model,
         ] {
             assert_eq!(RecordKind::parse(k.as_str()).unwrap(), k);
             let json = serde_json::to_string(&k).unwrap();

@@ -230,7 +230,7 @@ pub async fn run_with_stored(
             ),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
-        .merge(api::agent_routes::routes(agents, access));
+        .merge(api::agent_routes::routes(agents, access.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;
@@ -246,6 +246,20 @@ pub async fn run_with_stored(
         SHUTDOWN_GRACE,
         limits,
     ))];
+    // Forward mode: the model-API proxy on a socket of its own.
+    if let Some(path) = &config.forward.socket_path {
+        let proxy = crate::forward::proxy::Proxy::new(gateway.clone(), &config.forward, true)
+            .context("starting the forward proxy ([forward])")?;
+        let listener = bind_unix(path)?;
+        tracing::info!(socket = %path.display(), on_deny = ?config.forward.on_deny, "forward proxy serving");
+        servers.push(tokio::spawn(api::serve_limited(
+            Listener::Unix(listener),
+            api::forward_routes::routes(Arc::new(proxy), access.clone()),
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+            limits,
+        )));
+    }
     if let Some(addr) = &config.tcp_listen {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
@@ -337,6 +351,9 @@ pub async fn run_with_stored(
     }
     receipts.shutdown();
     let _ = std::fs::remove_file(&config.socket_path);
+    if let Some(p) = &config.forward.socket_path {
+        let _ = std::fs::remove_file(p);
+    }
     audit.shutdown().context("closing the audit log")?;
     tracing::info!("stopped");
     Ok(())

@@ -167,6 +167,14 @@ pub fn explain(r: &Record, ctx: &Context<'_>) -> Explanation {
         RecordKind::ToolCall => gateway::tool_call(r, ctx, policy.as_ref()),
         RecordKind::Message => gateway::message(r),
         RecordKind::Kernel => kernel::explain(r, ctx, policy.as_ref()),
+        RecordKind::Model => Explanation::new(
+            r,
+            "the forward proxy (model)".to_string(),
+            format!(
+                "a model-API exchange ({}); each tool call in the answer has its own decision row",
+                r.event.target
+            ),
+        ),
         RecordKind::Admin | RecordKind::Lifecycle => Explanation::new(
             r,
             format!("agentd itself ({})", r.event.kind.as_str()),

@@ -17,6 +17,7 @@ use axum::{body::Bytes, extract::State, http::Method, http::Uri, response::Respo
 use serde_json::Value;
 
 pub mod anthropic;
+pub mod canned;
 pub mod gemini;
 pub mod openai;
 mod sse;
@@ -59,6 +60,8 @@ pub enum Provider {
     Anthropic,
     /// OpenAI Responses (`POST /v1/responses`).
     OpenAi,
+    /// OpenAI Chat Completions (`POST /v1/chat/completions`; canned answers only).
+    OpenAiChat,
     /// Gemini (`…:generateContent`, `…:streamGenerateContent`).
     Gemini,
     /// Anything else (answered 404 or, for `HEAD`/`GET`, an empty 200).
@@ -76,6 +79,8 @@ pub struct Recorded {
     pub uri: String,
     /// The JSON body (`Null` if none or not JSON).
     pub body: Value,
+    /// The request's headers (name, value), in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Recorded {
@@ -85,7 +90,7 @@ impl Recorded {
             Provider::Anthropic => anthropic::tool_results(&self.body),
             Provider::OpenAi => openai::tool_results(&self.body),
             Provider::Gemini => gemini::tool_results(&self.body),
-            Provider::Other => Vec::new(),
+            Provider::OpenAiChat | Provider::Other => Vec::new(),
         }
     }
 }
@@ -192,6 +197,8 @@ impl Drop for ModelServer {
 pub fn provider_of(path: &str) -> Provider {
     if path.starts_with("/v1/messages") {
         Provider::Anthropic
+    } else if path.ends_with("/chat/completions") {
+        Provider::OpenAiChat
     } else if path.ends_with("/responses") {
         Provider::OpenAi
     } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
@@ -201,7 +208,13 @@ pub fn provider_of(path: &str) -> Provider {
     }
 }
 
-async fn handle(State(s): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     let provider = provider_of(&path);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -211,12 +224,32 @@ async fn handle(State(s): State<Shared>, method: Method, uri: Uri, body: Bytes) 
             method: method.to_string(),
             uri: uri.to_string(),
             body: json.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
         });
+    }
+    if let Some(d) = canned::directive(&json) {
+        match provider {
+            Provider::Anthropic => return canned::respond(true, &d, &json, &headers),
+            Provider::OpenAiChat => return canned::respond(false, &d, &json, &headers),
+            _ => {}
+        }
     }
     match provider {
         Provider::Anthropic => anthropic::respond(&s.script, &json),
         Provider::OpenAi => openai::respond(&s.script, &json),
         Provider::Gemini => gemini::respond(&s.script, &path, &json),
+        Provider::OpenAiChat => sse::json(
+            400,
+            &serde_json::json!({ "error": { "message": "chat completions answer canned directives only" } }),
+        ),
         Provider::Other if method == Method::HEAD || method == Method::GET => {
             sse::json(200, &serde_json::json!({ "data": [], "models": [] }))
         }

@@ -29,6 +29,12 @@ pub struct Agentd {
 impl Agentd {
     /// Starts agentd with its state under `dir` (created fresh).
     pub fn start(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin, dir, "")
+    }
+
+    /// [`Self::start`] with `extra` appended to the config file (its own
+    /// tables, e.g. `[forward]`).
+    pub fn start_with(bin: &Path, dir: &Path, extra: &str) -> anyhow::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
         let _ = std::fs::remove_dir_all(dir);
         let state = dir.join("state");
@@ -40,7 +46,7 @@ impl Agentd {
         std::fs::write(
             &config,
             format!(
-                "state_dir = {state:?}\nsocket_path = {socket:?}\nagent_user = {:?}\n",
+                "state_dir = {state:?}\nsocket_path = {socket:?}\nagent_user = {:?}\n{extra}",
                 crate::harness::AGENT_USER
             ),
         )?;

@@ -1,0 +1,264 @@
+//! The forward-mode suite: the official `openai` and `anthropic` Python
+//! SDKs (`tests/forward/client.py`) talk to a real agentd's model socket;
+//! agentd forwards to the scripted model server on loopback
+//! (`model_server::canned`), holding a canary key. One `PASS`/`FAIL`/`SKIP`
+//! line per check.
+//!
+//! Checks: a control without agentd (the denied call does reach the
+//! client); for both SDKs, streamed and not, an allowed call passes
+//! unchanged and a denied one never reaches the client (rewritten into text
+//! the SDK parses, stop reason intact), each with its decision row and the
+//! exchange row; calls without an active message or with arguments that
+//! are not JSON are denied and recorded; endpoints that are not inference
+//! are refused in the provider's shape without reaching the upstream;
+//! upstream failures (5xx, a 401 quoting the key, a reset, a stall, a body
+//! that is not JSON) reach the client as the provider's errors; the canary
+//! key reaches the upstream and nowhere else (client output, audit log,
+//! agentd's log).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::model_server::{ModelServer, Script};
+use crate::runtimes::daemon::Agentd;
+
+/// The suite's fixture.
+pub struct Suite {
+    /// The fake upstream.
+    pub upstream: ModelServer,
+    /// The running agentd.
+    pub agentd: Agentd,
+    /// Scratch root.
+    pub root: PathBuf,
+    /// The venv holding the SDKs.
+    pub venv: PathBuf,
+    /// agentd's model socket.
+    pub model_socket: PathBuf,
+    /// The owner's active message.
+    pub active: String,
+    /// The canary upstream key.
+    pub canary: String,
+}
+
+/// The suite's policy: the owner may run `ls`, nothing else.
+pub fn policy(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"id = "forward-suite"
+description = "Forward-mode suite."
+
+[messages]
+unsigned = "untrusted"
+invalid = "untrusted"
+
+[actions.shell]
+description = "Run one program with arguments."
+grant = {{ exec = ["{{arg.command}}"], ttl_secs = 60, uses = 1 }}
+
+[roles.owner]
+description = "May list files."
+rate_per_minute = 6000
+
+[roles.owner.allow.shell]
+command = {{ type = "command", programs = ["/usr/bin/ls"], scopes = ["{r}"], max_items = 8 }}
+"#
+    )
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Suite {
+    /// Starts the upstream and agentd (forward proxy on, `on_deny`),
+    /// loads the policy, enrolls the owner and sends the owner's message.
+    pub fn start(bin: &Path, root: &Path, venv: &Path, on_deny: &str) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::remove_dir_all(root);
+        std::fs::create_dir_all(root)?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+        let upstream = ModelServer::start(Script::default(), 0)?;
+        let canary = format!("sk-agentd-canary-{}", random_hex(16));
+        let key_dir = root.join("keys");
+        std::fs::create_dir_all(&key_dir)?;
+        std::fs::set_permissions(&key_dir, std::fs::Permissions::from_mode(0o700))?;
+        let key_file = key_dir.join("upstream.key");
+        std::fs::write(&key_file, format!("{canary}\n"))?;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+        let model_socket = root.join("agentd/model.sock");
+        let extra = format!(
+            "\n[forward]\nsocket_path = {model_socket:?}\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n\
+             [forward.openai]\nurl = \"{u}/v1\"\nkey_file = {key_file:?}\n\
+             [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
+            u = upstream.url()
+        );
+        let agentd = Agentd::start_with(bin, &root.join("agentd"), &extra)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !model_socket.exists() {
+            if Instant::now() > deadline {
+                bail!("agentd did not open its model socket");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pol = root.join("policy.toml");
+        std::fs::write(&pol, policy(root))?;
+        let st = agentd
+            .agentctl()
+            .args(["policy", "load"])
+            .arg(&pol)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl policy load failed: {st}");
+        }
+        let key = agentd.dir.join("olivia.key");
+        let st = agentd
+            .agentctl()
+            .args(["operator", "add", "olivia", "--role", "owner", "--key-file"])
+            .arg(&key)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("agentctl operator add failed: {st}");
+        }
+        let out = agentd
+            .agentctl()
+            .args([
+                "send",
+                "--json",
+                "--operator",
+                "olivia",
+                "--session",
+                "fwd-s",
+                "--key-file",
+            ])
+            .arg(&key)
+            .arg("list the files")
+            .output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let active = v["active_message_id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| {
+                format!(
+                    "agentctl send gave no active message: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })?;
+        Ok(Suite {
+            upstream,
+            agentd,
+            root: root.to_path_buf(),
+            venv: venv.to_path_buf(),
+            model_socket,
+            active,
+            canary,
+        })
+    }
+
+    /// Runs the SDK client with `steps`; returns its lines and its whole
+    /// output (stdout and stderr, for the canary check). `direct`: talk
+    /// to the upstream itself (the control), not to agentd.
+    pub fn client(
+        &self,
+        steps: &Value,
+        active: Option<&str>,
+        direct: bool,
+    ) -> anyhow::Result<(Vec<Value>, String)> {
+        let mut c = Command::new(self.venv.join("bin/python"));
+        c.arg(crate::mcp::repo_file("tests/forward/client.py"))
+            .arg(steps.to_string())
+            .env_remove("AGENTD_ACTIVE_MESSAGE")
+            .stdin(Stdio::null());
+        if direct {
+            c.env("AGENTD_MODEL_DIRECT", self.upstream.url());
+        } else {
+            c.env("AGENTD_MODEL_SOCKET", &self.model_socket);
+        }
+        if let Some(a) = active {
+            c.env("AGENTD_ACTIVE_MESSAGE", a);
+        }
+        let out = c.output().context("running the SDK client")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.is_empty() {
+            bail!("the SDK client printed nothing: {all}");
+        }
+        Ok((lines, all))
+    }
+
+    /// Audit rows of decisions on this suite's active message.
+    pub fn call_rows(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .agentd
+            .audit()?
+            .into_iter()
+            .filter(|r| r["kind"] == "tool_call")
+            .collect())
+    }
+
+    /// Exchange rows (kind `model`).
+    pub fn exchange_rows(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .agentd
+            .audit()?
+            .into_iter()
+            .filter(|r| r["kind"] == "model")
+            .collect())
+    }
+
+    /// One raw HTTP/1.1 request on the model socket: (status, body).
+    pub fn raw(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.model_socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: agentd\r\nContent-Type: application/json\r\nAuthorization: Bearer client-side\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_owned();
+        Ok((status, body))
+    }
+}
+
+/// A step for the client.
+pub fn step(name: &str, api: &str, stream: bool, directive: &Value) -> Value {
+    json!({ "name": name, "api": api, "stream": stream,
+        "prompt": format!("{} {directive}", crate::model_server::canned::PREFIX) })
+}
+
+/// The 8-character runs of the canary's random part found in `text`
+/// (none: the key did not leak, whole or in pieces).
+pub fn key_fragments(text: &str, key: &str) -> Vec<String> {
+    let secret = key.rsplit('-').next().unwrap_or(key).as_bytes();
+    let mut found: Vec<String> = secret
+        .windows(8)
+        .filter(|w| text.as_bytes().windows(8).any(|t| t == *w))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    found.dedup();
+    found
+}
