@@ -132,7 +132,9 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
             steps.push(step(&format!("deny-{tag}"), api, stream, &denied(api)));
             let mut mixed = denied(api);
             let good = allow["calls"][0].clone();
-            mixed["calls"].as_array_mut().map(|c| c.push(good));
+            if let Some(c) = mixed["calls"].as_array_mut() {
+                c.push(good);
+            }
             mixed["text"] = json!("two calls");
             steps.push(step(&format!("mixed-{tag}"), api, stream, &mixed));
             steps.push(step(
