@@ -1,7 +1,8 @@
 """The official MCP Python SDK as the client, for the MCP gateway tests.
 
 Usage: client.py STEPS_JSON -- SERVER-CMD...
-STEPS_JSON is a list of [tool, arguments]; prints one JSON object per line:
+STEPS_JSON is a list of [tool, arguments] (`prompt:NAME` gets a prompt,
+`resource:URI` reads a resource); prints one JSON object per line:
 {"tools": [...]} first, then per step {"tool", "is_error", "text", "meta"}
 or {"tool", "exception"}."""
 import asyncio
@@ -36,6 +37,16 @@ async def main():
             print(json.dumps({"tools": sorted(t.name for t in tools.tools)}), flush=True)
             for tool, args in steps:
                 try:
+                    if tool.startswith("prompt:"):
+                        res = await asyncio.wait_for(s.get_prompt(tool[7:], args or None), 30)
+                        text = " ".join(getattr(m.content, "text", "") for m in res.messages)
+                        print(json.dumps({"tool": tool, "is_error": False, "text": text}), flush=True)
+                        continue
+                    if tool.startswith("resource:"):
+                        res = await asyncio.wait_for(s.read_resource(tool[9:]), 30)
+                        text = " ".join(getattr(c, "text", "") for c in res.contents)
+                        print(json.dumps({"tool": tool, "is_error": False, "text": text}), flush=True)
+                        continue
                     res = await asyncio.wait_for(s.call_tool(tool, args), 30)
                     text = " ".join(getattr(c, "text", "") for c in res.content)
                     meta = res.meta if hasattr(res, "meta") else None

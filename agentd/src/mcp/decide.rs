@@ -2,7 +2,9 @@
 //! (pure): forward it, decide it as a policy action, or refuse it.
 //!
 //! Client → server: `tools/call` is decided (action `mcp.<server>.<tool>`,
-//! see `naming`); a fixed list of other methods and notifications passes;
+//! see `naming`), and so are `resources/read` (`mcp_resource.<server>.read`,
+//! argument `uri`) and `prompts/get` (`mcp_prompt.<server>.get`, arguments
+//! `name`, `arguments`); a fixed list of other methods and notifications passes;
 //! anything else is refused (`mcp_method_not_allowed`) — an unknown method
 //! could make the server act without a decision.
 //! Server → client: responses are matched to what the client asked;
@@ -35,14 +37,17 @@ const CLIENT_METHODS: &[&str] = &[
     "tools/list",
     "resources/list",
     "resources/templates/list",
-    "resources/read",
     "resources/subscribe",
     "resources/unsubscribe",
     "prompts/list",
-    "prompts/get",
     "completion/complete",
     "logging/setLevel",
 ];
+
+/// Prefix of resource-read actions (`mcp_resource.<server>.read`).
+pub const RESOURCE_PREFIX: &str = "mcp_resource.";
+/// Prefix of prompt-get actions (`mcp_prompt.<server>.get`).
+pub const PROMPT_PREFIX: &str = "mcp_prompt.";
 
 /// Client notifications forwarded.
 const CLIENT_NOTIFICATIONS: &[&str] = &[
@@ -64,6 +69,15 @@ pub enum ClientVerdict {
         /// The policy action.
         action: String,
         /// The call's arguments (the policy's argument rules check them).
+        arguments: Map<String, Value>,
+    },
+    /// A request other than a tool call (`resources/read`, `prompts/get`)
+    /// to decide as `action` with `arguments`: allowed → forwarded,
+    /// denied → a JSON-RPC error.
+    Decide {
+        /// The policy action.
+        action: String,
+        /// Its arguments.
         arguments: Map<String, Value>,
     },
     /// A `tools/call` refused before any policy decision (still audited).
@@ -95,6 +109,14 @@ pub enum ClientVerdict {
 pub fn client_message(server: &str, m: &Message) -> ClientVerdict {
     match m {
         Message::Request { method, raw, .. } if method == "tools/call" => tool_call(server, raw),
+        Message::Request { method, raw, .. } if method == "resources/read" => {
+            read_request(raw, format!("{RESOURCE_PREFIX}{server}.read"), &["uri"])
+        }
+        Message::Request { method, raw, .. } if method == "prompts/get" => read_request(
+            raw,
+            format!("{PROMPT_PREFIX}{server}.get"),
+            &["name", "arguments"],
+        ),
         Message::Request { method, .. } if CLIENT_METHODS.contains(&method.as_str()) => {
             ClientVerdict::Forward
         }
@@ -112,6 +134,29 @@ pub fn client_message(server: &str, m: &Message) -> ClientVerdict {
         // Answers to the server's own requests: the relay matches the id.
         Message::Response { .. } => ClientVerdict::Forward,
     }
+}
+
+/// `resources/read` and `prompts/get`: decided with the named params as
+/// arguments (absent and null ones left out); params that are not an object are
+/// refused.
+fn read_request(raw: &Map<String, Value>, action: String, fields: &[&str]) -> ClientVerdict {
+    let params = match raw.get("params") {
+        None => Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => {
+            return ClientVerdict::Refuse {
+                code: code::INVALID_PARAMS,
+                reason: reason::INVALID_PARAMS,
+                detail: "`params` must be an object".into(),
+            }
+        }
+    };
+    let arguments = fields
+        .iter()
+        .filter_map(|f| params.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    ClientVerdict::Decide { action, arguments }
 }
 
 fn tool_call(server: &str, raw: &Map<String, Value>) -> ClientVerdict {

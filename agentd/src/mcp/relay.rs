@@ -229,6 +229,41 @@ impl Relay {
         };
         match decide::client_message(&self.server, &msg) {
             ClientVerdict::Forward => self.forward_client(msg).await,
+            ClientVerdict::Decide { action, arguments } => {
+                let Message::Request { id, .. } = &msg else {
+                    return;
+                };
+                let req = self.call_request(action, arguments);
+                let caller = self.caller();
+                let d = match &self.active {
+                    None => {
+                        self.gateway
+                            .deny_and_record(
+                                &req,
+                                caller,
+                                crate::protocol::reason::NO_ACTIVE_MESSAGE,
+                                "the runtime has no active message",
+                            )
+                            .await
+                    }
+                    Some(_) => self.gateway.tool_call(&req, caller).await,
+                };
+                if d.is_allow() {
+                    self.forward_client(msg).await;
+                } else {
+                    let id = id.clone();
+                    self.client_error(
+                        Some(&id),
+                        code::INVALID_REQUEST,
+                        &d.reason_code,
+                        &format!(
+                            "agentd denied this request ({}): {}",
+                            d.reason_code, d.detail
+                        ),
+                    )
+                    .await;
+                }
+            }
             ClientVerdict::Refuse {
                 code,
                 reason,

@@ -109,6 +109,9 @@ fn scenarios(s: &Suite, r: &mut Report) {
         ["ask_model", {"prompt": "hi"}],
         ["ask_model", {"prompt": "y".repeat(600)}],
         ["self_call", {"socket_path": s.agentd.socket.display().to_string()}],
+        ["prompt:greeting", {"name": "ann"}],
+        ["prompt:exfiltrate", {}],
+        ["resource:demo://note", {}],
     ]);
 
     // Control: the same client and server, no agentd.
@@ -129,6 +132,13 @@ fn scenarios(s: &Suite, r: &mut Report) {
                 step(&l, "sneaky_read", 0).is_some_and(|v| v["text"] == "read:alpha|read:bravo")
                     && step(&l, "sneaky_shell", 0).is_some_and(|v| v["text"] == "shell:ran:pwned")
                     && step(&l, "sneaky_connect", 0).is_some_and(|v| v["text"] == "connect:ok"),
+                || format!("{l:?}"),
+            );
+            r.check(
+                "control: without agentd both prompts and the resource are served",
+                step(&l, "prompt:exfiltrate", 0)
+                    .is_some_and(|v| v["text"].as_str().is_some_and(|t| t.contains("id_rsa")))
+                    && step(&l, "resource:demo://note", 0).is_some_and(|v| v["text"] == "a note"),
                 || format!("{l:?}"),
             );
             r.check(
@@ -217,6 +227,33 @@ fn scenarios(s: &Suite, r: &mut Report) {
             })
         }),
         || text(step(&l, "ask_model", 1)),
+    );
+    r.check(
+        "prompts/get allowed by policy (the prompt's name is on its list)",
+        step(&l, "prompt:greeting", 0).is_some_and(|v| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("hello to ann"))
+        }),
+        || text(step(&l, "prompt:greeting", 0)),
+    );
+    r.check(
+        "prompts/get denied by policy: a JSON-RPC error with the reason (value_not_allowed)",
+        step(&l, "prompt:exfiltrate", 0).is_some_and(|v| {
+            v["exception"]
+                .as_str()
+                .is_some_and(|e| e.contains("value_not_allowed"))
+        }),
+        || text(step(&l, "prompt:exfiltrate", 0)),
+    );
+    r.check(
+        "resources/read with no action in the policy is denied (unknown_action)",
+        step(&l, "resource:demo://note", 0).is_some_and(|v| {
+            v["exception"]
+                .as_str()
+                .is_some_and(|e| e.contains("unknown_action"))
+        }),
+        || text(step(&l, "resource:demo://note", 0)),
     );
     r.check(
         "the MCP server may not ask agentd for tool calls itself (mcp_server_may_not_call)",

@@ -78,6 +78,9 @@ description = "The demo server asks the client's model."
 [actions."mcp.demo.self_call"]
 description = "The server tries to ask agentd for a tool call itself."
 
+[actions."mcp_prompt.demo.get"]
+description = "Get a prompt of the demo server."
+
 [actions."mcp.demo.crash"]
 description = "The server exits mid-call."
 
@@ -115,6 +118,10 @@ params = {{ type = "json", max_bytes = 400 }}
 
 [roles.owner.allow."mcp.demo.self_call"]
 socket_path = {{ type = "text", max_bytes = 4096 }}
+
+[roles.owner.allow."mcp_prompt.demo.get"]
+name = {{ type = "string", values = ["greeting"] }}
+arguments = {{ type = "json", max_bytes = 1000, optional = true }}
 
 [roles.owner.allow."mcp.demo.crash"]
 [roles.owner.allow."mcp.demo.hang"]
