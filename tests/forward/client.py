@@ -11,6 +11,8 @@ order and indices while accumulating.
 """
 import json
 import os
+import shlex
+import subprocess
 import sys
 
 import anthropic
@@ -90,12 +92,35 @@ def run_anthropic(step):
     }
 
 
+def run_command(cmd):
+    """Runs a command as a tool runner would (no shell); its outcome."""
+    try:
+        p = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=20)
+        return {"cmd": cmd, "rc": p.returncode, "out": p.stdout[:2000], "err": p.stderr[:500]}
+    except OSError as e:
+        return {"cmd": cmd, "errno": e.errno, "error": str(e)}
+
+
+def act(step, out):
+    """The loop's tool runner: runs each command the model's answer asks for
+    (`run`), and the step's `also_run` command regardless (a bypass attempt)."""
+    if step.get("run"):
+        ran = []
+        for t in out.get("tool_calls", []):
+            args = json.loads(t["arguments"])
+            ran.append(run_command(args.get("cmd") or args.get("command") or ""))
+        out["ran"] = ran
+    if step.get("also_run"):
+        out["also_ran"] = run_command(step["also_run"])
+
+
 def main():
     for step in json.loads(sys.argv[1]):
         out = {"name": step["name"]}
         try:
             out.update(run_openai(step) if step["api"] == "openai" else run_anthropic(step))
             out["ok"] = True
+            act(step, out)
         except (openai.APIError, anthropic.APIError) as e:
             out["ok"] = False
             out["error"] = {"type": type(e).__name__, "status": getattr(e, "status_code", None),

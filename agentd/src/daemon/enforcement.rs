@@ -70,6 +70,10 @@ pub fn start(config: &Config, audit: AuditLog, stored: Vec<StoredFd>) -> Enforce
                 // The baseline's "connect to agentd": tool runners submit
                 // calls on the API socket (lsm gates unix connects by path).
                 e.allow_baseline_socket(&config.socket_path.to_string_lossy());
+                // The model socket too: an agent's runtime reaches its model there.
+                if let Some(p) = &config.forward.socket_path {
+                    e.allow_baseline_socket(&p.to_string_lossy());
+                }
                 let sock = enforce_socket(&config);
                 match launch::serve_for(e.clone(), &sock, &config.agent_user, Default::default()) {
                     Ok(_) => tracing::info!(backend = ?e.backend(), socket = %sock.display(), instance = e.instance(), "enforcement running"),

@@ -2,7 +2,7 @@
 //! `agentd_tests::forward`), one `PASS`/`FAIL`/`SKIP` line per check.
 use std::path::PathBuf;
 
-use agentd_tests::forward::{key_fragments, step, Suite};
+use agentd_tests::forward::{key_fragments, step, Suite, AGENT};
 use serde_json::{json, Value};
 
 struct Report {
@@ -373,6 +373,7 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         }
         Err(e) => r.check("forward: exchange rows", false, || format!("{e:#}")),
     }
+    in_agent(s, r);
     // No active message: every call is denied (text still passes).
     match s.client(
         &json!([step("noactive", "openai", false, &allowed(s))]),
@@ -447,6 +448,72 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         "forward: the canary key reaches the upstream only (not the client, the audit log or agentd's log); the client's own key never reaches the upstream",
         at_upstream + 1 == reqs.len() && !placeholder && leaks.is_empty() && !audit.is_empty(),
         || format!("upstream saw it {at_upstream}/{} times; placeholder forwarded {placeholder}; leaks {leaks:?}", reqs.len()),
+    );
+}
+
+/// A runtime with no hook — a plain Python loop on the SDKs — inside the
+/// agent: the allowed call's grant is pending for the loop's tree, so the
+/// command it runs is claimed in the kernel; a command no call allowed is
+/// refused by the kernel; a denied call never reaches the loop.
+fn in_agent(s: &Suite, r: &mut Report) {
+    let mut allow = step("agent-allow", "openai", true, &allowed(s));
+    allow["run"] = json!(true);
+    allow["also_run"] = json!("/usr/bin/id");
+    let mut deny = step("agent-deny", "anthropic", false, &denied("anthropic"));
+    deny["run"] = json!(true);
+    let (lines, output) = match s.client_in_agent(&json!([allow, deny])) {
+        Ok(x) => x,
+        Err(e) => return r.check("forward in agent: SDK client", false, || format!("{e:#}")),
+    };
+    let a = line(&lines, "agent-allow");
+    let d = line(&lines, "agent-deny");
+    let rows = s.agentd.kernel_rows(AGENT).unwrap_or_default();
+    let calls = s.call_rows().unwrap_or_default();
+    let allow_row = calls
+        .iter()
+        .rev()
+        .find(|c| c["decision"] == "allow" && c["action"] == "shell");
+    let ls_row = rows.iter().find(|k| {
+        k["decision"] == "allow" && k["target"].as_str().is_some_and(|t| t.ends_with("/ls"))
+    });
+    let claimed = match (allow_row, ls_row) {
+        (Some(c), Some(k)) => k["call_id"] == c["call_id"],
+        _ => false,
+    };
+    r.check(
+        "forward in agent: the allowed call reaches the loop, runs, and its exec claims the call's grant in the kernel",
+        a["ok"] == true && a["ran"][0]["rc"] == 0 && a["ran"][0]["out"].as_str().is_some_and(|o| o.contains("client.py")) && claimed,
+        || format!("{a}; decision {allow_row:?}; kernel row {ls_row:?}; {output}"),
+    );
+    let id_row = rows.iter().find(|k| {
+        k["decision"] == "deny" && k["target"].as_str().is_some_and(|t| t.ends_with("/id"))
+    });
+    r.check(
+        "forward in agent: a command no call allowed is refused by the kernel, and audited",
+        a["also_ran"]["errno"] == 1 && id_row.is_some(),
+        || format!("{}; kernel row {id_row:?}", a["also_ran"]),
+    );
+    let curl_row = rows
+        .iter()
+        .find(|k| k["target"].as_str().is_some_and(|t| t.ends_with("/curl")));
+    r.check(
+        "forward in agent: the denied call never reaches the loop (nothing to run, no kernel row)",
+        d["ok"] == true
+            && d["tool_calls"].as_array().is_some_and(Vec::is_empty)
+            && d["ran"].as_array().is_some_and(Vec::is_empty)
+            && curl_row.is_none(),
+        || format!("{d}; {curl_row:?}"),
+    );
+    let named = s.exchange_rows().unwrap_or_default().iter().any(|x| {
+        x["target"]
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .is_some_and(|t| t["agent"] == AGENT)
+    });
+    r.check(
+        "forward in agent: the exchange rows name the agent (from the socket's peer, no token)",
+        named,
+        || "no model row names the agent".into(),
     );
 }
 

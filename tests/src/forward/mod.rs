@@ -25,6 +25,9 @@ use serde_json::{json, Value};
 use crate::model_server::{ModelServer, Script};
 use crate::runtimes::daemon::Agentd;
 
+/// The agent the in-agent checks run as.
+pub const AGENT: &str = "fwd";
+
 /// The suite's fixture.
 pub struct Suite {
     /// The fake upstream.
@@ -152,6 +155,21 @@ impl Suite {
                     String::from_utf8_lossy(&out.stdout)
                 )
             })?;
+        // The in-agent client: its copy, readable by the agent user, and an
+        // agent whose baseline runs Python from the venv and nothing else.
+        std::fs::copy(
+            crate::mcp::repo_file("tests/forward/client.py"),
+            root.join("client.py"),
+        )?;
+        std::fs::set_permissions(
+            root.join("client.py"),
+            std::fs::Permissions::from_mode(0o644),
+        )?;
+        let mut baseline = agentd::enforce::default_baseline();
+        baseline.read.push(venv.to_path_buf());
+        baseline.read.push(root.to_path_buf());
+        baseline.read.push(PathBuf::from("/etc/ssl"));
+        agentd.create_agent(AGENT, agentd::enforce::Mode::Enforce, &baseline)?;
         Ok(Suite {
             upstream,
             agentd,
@@ -194,6 +212,42 @@ impl Suite {
             .collect();
         if lines.is_empty() {
             bail!("the SDK client printed nothing: {all}");
+        }
+        Ok((lines, all))
+    }
+
+    /// Runs the SDK client inside the agent (`agentctl run --message`), as
+    /// a runtime with no hook would run: its tool runner executes what the
+    /// model's answers ask for. Returns its lines and whole output.
+    pub fn client_in_agent(&self, steps: &Value) -> anyhow::Result<(Vec<Value>, String)> {
+        let out = self
+            .agentd
+            .agentctl()
+            .args([
+                "run",
+                "--agent",
+                AGENT,
+                "--message",
+                &self.active,
+                "--socket",
+            ])
+            .arg(&self.agentd.enforce_socket)
+            .arg("--")
+            .arg(self.venv.join("bin/python"))
+            .arg(self.root.join("client.py"))
+            .arg(steps.to_string())
+            .env("AGENTD_MODEL_SOCKET", &self.model_socket)
+            .stdin(Stdio::null())
+            .output()
+            .context("running the SDK client in the agent")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.is_empty() {
+            bail!("the SDK client in the agent printed nothing: {all}");
         }
         Ok((lines, all))
     }
