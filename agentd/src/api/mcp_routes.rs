@@ -8,8 +8,9 @@
 //! `GET /v1/mcp/pins` (admin): the pinned tool definitions;
 //! `POST /v1/mcp/pins/approve` (admin) `{"agent", "server", "tool"}`:
 //! approve a tool's changed definition.
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -29,6 +30,9 @@ use crate::protocol::reason;
 
 /// MCP sessions open at once (each holds a server process).
 pub const MAX_SESSIONS: usize = 64;
+/// MCP sessions one agent may hold open at once (one agent cannot take
+/// every session).
+pub const MAX_SESSIONS_PER_AGENT: usize = 16;
 /// Largest open request body.
 const MAX_OPEN_BODY: usize = 64 * 1024;
 
@@ -39,7 +43,7 @@ struct RouteState {
     launcher: Launcher,
     agent_user: String,
     pins: Arc<PinStore>,
-    open: Arc<AtomicUsize>,
+    open: Arc<Sessions>,
 }
 
 /// The route, as a router ready to merge.
@@ -62,16 +66,41 @@ pub fn routes(
             launcher,
             agent_user,
             pins,
-            open: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(Sessions::default()),
         }))
 }
 
+/// Open sessions, in all and per agent.
+#[derive(Debug, Default)]
+struct Sessions(Mutex<(usize, HashMap<String, usize>)>);
+
+impl Sessions {
+    /// Takes a slot for `agent`, or None when the limits are reached.
+    fn take(self: &Arc<Self>, agent: &str, max: usize, per_agent: usize) -> Option<SessionSlot> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = g.1.get(agent).copied().unwrap_or(0);
+        if g.0 >= max || mine >= per_agent {
+            return None;
+        }
+        g.0 += 1;
+        *g.1.entry(agent.to_owned()).or_default() += 1;
+        Some(SessionSlot(self.clone(), agent.to_owned()))
+    }
+}
+
 /// Counts an open session; released on drop.
-struct SessionSlot(Arc<AtomicUsize>);
+struct SessionSlot(Arc<Sessions>, String);
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut g = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        if let Some(n) = g.1.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -178,15 +207,18 @@ async fn open_stdio(
             format!("the launcher {} is missing", s.launcher.agentctl.display()),
         );
     }
-    if s.open.fetch_add(1, Ordering::Relaxed) >= MAX_SESSIONS {
-        s.open.fetch_sub(1, Ordering::Relaxed);
+    let Some(slot) = s
+        .open
+        .take(&open.agent, MAX_SESSIONS, MAX_SESSIONS_PER_AGENT)
+    else {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,
             reason::MCP_TOO_MANY_SESSIONS,
-            "too many MCP sessions are open",
+            format!(
+                "too many MCP sessions are open (at most {MAX_SESSIONS}, {MAX_SESSIONS_PER_AGENT} per agent)"
+            ),
         );
-    }
-    let slot = SessionSlot(s.open.clone());
+    };
     let started = {
         let (enforcer, launcher, req) = (enforcer.clone(), s.launcher.clone(), open.clone());
         match tokio::task::spawn_blocking(move || {
@@ -319,4 +351,23 @@ async fn approve_pin(
         }
     }
     Ok(Json(pin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_limits_hold_in_all_and_per_agent() {
+        let s = Arc::new(Sessions::default());
+        let a: Vec<_> = (0..2).map(|_| s.take("a", 3, 2).unwrap()).collect();
+        assert!(s.take("a", 3, 2).is_none(), "per agent");
+        let b = s.take("b", 3, 2).unwrap();
+        assert!(s.take("c", 3, 2).is_none(), "in all");
+        drop(a);
+        assert!(s.take("a", 3, 2).is_some(), "slots come back");
+        drop(b);
+        assert_eq!(s.0.lock().unwrap().0, 0);
+        assert!(s.0.lock().unwrap().1.is_empty());
+    }
 }
