@@ -349,6 +349,12 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = daemon.wait();
+    drop(dir);
+    // The daemon's instance (slice, pins) is an orphan once its state
+    // directory is gone: remove it now.
+    if let Ok(cg) = agentd::enforce::cgroup_root() {
+        agentd::enforce::bpf_state::gc_orphans(&cg);
+    }
 
     let (d, t, x) = (stats(t_direct), stats(t_through), stats(t_decide));
     println!();

@@ -76,6 +76,12 @@ fn main() {
     scenarios(&suite, &mut r);
     drop(suite);
     let _ = std::fs::remove_dir_all(&root);
+    // This run's agentd instance (slice, pins) is an orphan now that its
+    // state directory is gone: remove it rather than leave it to the next
+    // agentd's start.
+    if let Ok(cg) = agentd::enforce::cgroup_root() {
+        agentd::enforce::bpf_state::gc_orphans(&cg);
+    }
     if r.failed > 0 {
         std::process::exit(1);
     }
