@@ -98,6 +98,8 @@ pub struct AgentManager {
     slot: EnforceSlot,
     agentctl: Option<PathBuf>,
     protected: Box<dyn ProtectedFiles + Send + Sync>,
+    /// agentd's model socket, when the forward proxy runs (`model_api = "proxy"`).
+    forward_socket: std::sync::OnceLock<PathBuf>,
     /// One change at a time (a reload and an edit must not interleave).
     apply_lock: Mutex<()>,
 }
@@ -163,8 +165,15 @@ impl AgentManager {
             slot,
             agentctl: sibling_agentctl(),
             protected: Box::new(NoProtectedFiles),
+            forward_socket: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
         }))
+    }
+
+    /// Says the forward proxy runs on `socket`: agents may then name
+    /// `model_api = "proxy"` (the socket is in every agent's baseline).
+    pub fn set_forward_socket(&self, socket: PathBuf) {
+        let _ = self.forward_socket.set(socket);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -266,6 +275,8 @@ impl AgentManager {
         let mut model_endpoint = Vec::new();
         match def.model_api()? {
             None => {}
+            // The model socket is in every baseline: nothing to add.
+            Some(ModelApi::Proxy) if self.forward_socket.get().is_some() => {}
             Some(ModelApi::Proxy) => {
                 return Err(AgentsError::ProxyUnavailable {
                     agent: def.name.clone(),
@@ -651,6 +662,33 @@ impl AgentManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_api_proxy_needs_the_forward_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Arc::new(
+            Gateway::open(
+                dir.path(),
+                crate::gateway::Settings {
+                    timestamp_window_secs: 60,
+                    nonce_ttl_secs: 600,
+                    active_message_ttl_secs: 900,
+                    session_ttl_secs: 0,
+                    unverified_per_minute: 0,
+                },
+                None,
+            )
+            .unwrap(),
+        );
+        let m = AgentManager::open(dir.path(), gw, EnforceSlot::default()).unwrap();
+        let mut d = AgentDef::new("a", "agentd-agent");
+        d.model_api = Some("proxy".into());
+        let e = m.compose(&d).unwrap_err();
+        assert_eq!(e.reason_code(), "model_api_unavailable");
+        m.set_forward_socket(PathBuf::from("/run/agentd/model.sock"));
+        // No direct upstream to reach: the socket is every agent's.
+        m.compose(&d).unwrap();
+    }
 
     #[test]
     fn resolv_conf_nameservers_become_port_53() {

@@ -230,7 +230,7 @@ pub async fn run_with_stored(
             ),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
-        .merge(api::agent_routes::routes(agents, access.clone()));
+        .merge(api::agent_routes::routes(agents.clone(), access.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;
@@ -251,6 +251,7 @@ pub async fn run_with_stored(
         let proxy = crate::forward::proxy::Proxy::new(gateway.clone(), &config.forward, true)
             .context("starting the forward proxy ([forward])")?;
         let listener = bind_unix(path)?;
+        agents.set_forward_socket(path.clone());
         tracing::info!(socket = %path.display(), on_deny = ?config.forward.on_deny, "forward proxy serving");
         servers.push(tokio::spawn(api::serve_limited(
             Listener::Unix(listener),
