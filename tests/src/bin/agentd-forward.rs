@@ -70,6 +70,12 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&root_b);
+    // This run's agentd instances (slices, pins) are orphans now that their
+    // state directories are gone: remove them rather than leave them to the
+    // next agentd's start (cargo xtask test's leftover check).
+    if let Ok(cg) = agentd::enforce::cgroup_root() {
+        agentd::enforce::bpf_state::gc_orphans(&cg);
+    }
     if r.failed > 0 {
         std::process::exit(1);
     }
