@@ -12,6 +12,11 @@ pub mod maps {
     pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
     /// tgid → [`crate::ExecExpectation`]: exec decisions to confirm at `sched_process_exec`.
     pub const EXEC_EXPECT: &str = "EXEC_EXPECT";
+    /// call id → [`crate::ExecArgs`]: the exact arguments a grant names.
+    pub const EXEC_ARGS: &str = "EXEC_ARGS";
+    /// tgid → [`crate::ExecExpectation`]: execs allowed (lsm) under a grant
+    /// that names arguments, whose new argv `sched_process_exec` checks.
+    pub const ARGS_TO_CHECK: &str = "ARGS_TO_CHECK";
     /// tgid → [`crate::Binding`]: which tool call a process is bound to.
     pub const BINDINGS: &str = "BINDINGS";
     /// LPM trie of [`crate::ConnectKey`] → [`crate::ConnectRule`]: connect destinations per call.
@@ -30,6 +35,14 @@ pub mod maps {
     pub const PENDING: &str = "PENDING";
     /// [`crate::UseTicket`] → 1: the uses of grants already spent.
     pub const USE_TICKETS: &str = "USE_TICKETS";
+    /// [`crate::ProcessCall`] → the claimant's start time: file claims made
+    /// on the lsm backend (LRU; a process's further file operations under a
+    /// grant it already claimed spend no further use).
+    pub const FILE_CLAIMS: &str = "FILE_CLAIMS";
+    /// [`crate::ProcessCall`] → the process's start time: the processes that
+    /// may claim a pending grant (its requester chain, written by user space,
+    /// and what they create after the decision, added at fork). LRU.
+    pub const CLAIMANTS: &str = "CLAIMANTS";
 }
 
 /// Enforcement mode of one agent cgroup.
@@ -69,6 +82,59 @@ pub struct ExecExpectation {
     pub file: FileId,
     /// Call id the exec was approved under (0 = baseline).
     pub call_id: u64,
+}
+
+/// Bytes of arguments an [`ExecArgs`] holds: a grant naming more is not
+/// claimable where the kernel checks them (`exec_args_unverifiable`).
+pub const EXEC_ARG_BYTES: usize = 256;
+
+/// Value of [`maps::EXEC_ARGS`]: a grant's arguments after argv[0], each
+/// followed by its NUL — byte for byte what the kernel lays out between the
+/// end of argv[0] and `mm->arg_end` after an exec with exactly those args.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// Valid bytes of `bytes`.
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; EXEC_ARG_BYTES],
+}
+
+impl ExecArgs {
+    /// Stands for arguments the kernel cannot hold: every exec under the
+    /// grant is refused where the kernel checks them.
+    pub const UNVERIFIABLE: ExecArgs = ExecArgs {
+        len: u32::MAX,
+        _pad: 0,
+        bytes: [0; EXEC_ARG_BYTES],
+    };
+
+    /// Whether the kernel can compare an exec against these arguments.
+    #[inline(always)]
+    pub fn verifiable(&self) -> bool {
+        self.len as usize <= EXEC_ARG_BYTES
+    }
+
+    /// The layout of `args`, or `None` if they do not fit (or hold a NUL,
+    /// which no exec argument can).
+    pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Option<Self> {
+        let mut out = ExecArgs {
+            len: 0,
+            _pad: 0,
+            bytes: [0; EXEC_ARG_BYTES],
+        };
+        let mut at = 0usize;
+        for a in args {
+            let a = a.as_ref();
+            if a.contains(&0) || at + a.len() + 1 > EXEC_ARG_BYTES {
+                return None;
+            }
+            out.bytes[at..at + a.len()].copy_from_slice(a);
+            at += a.len() + 1;
+        }
+        out.len = at as u32;
+        Some(out)
+    }
 }
 
 /// Value of [`maps::BINDINGS`].
@@ -243,6 +309,8 @@ pub enum KernelReason {
     GrantUsedUp = 8,
     /// A pending grant named the exec, with arguments this hook cannot check.
     ExecArgsUnverifiable = 9,
+    /// The exec's arguments are not the ones its grant names.
+    ExecArgsMismatch = 10,
 }
 
 impl KernelReason {
@@ -259,6 +327,7 @@ impl KernelReason {
             7 => KernelReason::NotRequesterTree,
             8 => KernelReason::GrantUsedUp,
             9 => KernelReason::ExecArgsUnverifiable,
+            10 => KernelReason::ExecArgsMismatch,
             _ => return None,
         })
     }
@@ -276,6 +345,7 @@ impl KernelReason {
             KernelReason::NotRequesterTree => "claim_not_requester_tree",
             KernelReason::GrantUsedUp => "grant_used_up",
             KernelReason::ExecArgsUnverifiable => "exec_args_unverifiable",
+            KernelReason::ExecArgsMismatch => "exec_args_mismatch",
         }
     }
 }
@@ -365,6 +435,12 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     /// `task_struct.start_boottime`
     pub task_start_boottime: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `mm_struct.arg_start`
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
 }
 
 /// Value of [`maps::EXEC_GRANTS`].
@@ -423,6 +499,26 @@ pub struct UseTicket {
     pub n: u32,
     pub _pad: u32,
 }
+
+/// Key of [`maps::FILE_CLAIMS`] and [`maps::CLAIMANTS`]: process `tgid` and
+/// grant `call_id`. The value is the process's start time (its `LINEAGE`
+/// record, 0 without one), so a reused pid inherits nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessCall {
+    pub call_id: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Entries of [`maps::FILE_CLAIMS`] (least recently used evicted first:
+/// an evicted claim only makes the process's next file operation spend
+/// another use).
+pub const FILE_CLAIM_ENTRIES: u32 = 8192;
+
+/// Entries of [`maps::CLAIMANTS`] (least recently used evicted first: an
+/// evicted process can no longer claim — it fails closed).
+pub const CLAIMANT_ENTRIES: u32 = 16384;
 
 /// How many tickets one claim tries (from the `uses_left` hint downwards)
 /// before it gives up as spent.
@@ -520,6 +616,7 @@ pub fn may_claim(
 mod pod {
     unsafe impl aya::Pod for super::Lineage {}
     unsafe impl aya::Pod for super::UseTicket {}
+    unsafe impl aya::Pod for super::ProcessCall {}
     unsafe impl aya::Pod for super::PendingKey {}
     unsafe impl aya::Pod for super::PendingGrant {}
     unsafe impl aya::Pod for super::KernelOffsets {}
@@ -528,10 +625,44 @@ mod pod {
     unsafe impl aya::Pod for super::AgentCgroup {}
     unsafe impl aya::Pod for super::FileId {}
     unsafe impl aya::Pod for super::ExecExpectation {}
+    unsafe impl aya::Pod for super::ExecArgs {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::ConnectKey {}
     unsafe impl aya::Pod for super::ConnectRule {}
     unsafe impl aya::Pod for super::RateWindow {}
     unsafe impl aya::Pod for super::KernelEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_args_lay_out_as_the_kernel_does() {
+        let a = ExecArgs::encode(&["reset", "--user", "bob"]).unwrap();
+        assert_eq!(a.len, 19);
+        assert_eq!(&a.bytes[..19], b"reset\0--user\0bob\0");
+        assert_eq!(
+            ExecArgs::encode::<&str>(&[]).unwrap().len,
+            0,
+            "no arguments"
+        );
+        assert_eq!(
+            ExecArgs::encode(&[""]).unwrap().len,
+            1,
+            "one empty argument"
+        );
+        assert!(
+            ExecArgs::encode(&["a\0b"]).is_none(),
+            "no NUL inside an argument"
+        );
+        let long = "x".repeat(EXEC_ARG_BYTES - 1);
+        assert!(ExecArgs::encode(&[long.as_str()]).is_some(), "exactly full");
+        let longer = "x".repeat(EXEC_ARG_BYTES);
+        assert!(
+            ExecArgs::encode(&[longer.as_str()]).is_none(),
+            "one byte over"
+        );
+    }
 }

@@ -10,6 +10,51 @@ pub mod maps {
     pub const UNIX_RULES: &str = "UNIX_RULES";
     /// tgid → u8: processes agents may not signal, ptrace or otherwise touch (agentd).
     pub const PROTECTED_TGIDS: &str = "PROTECTED_TGIDS";
+    /// [`super::ScopeKey`] (call id = [`super::pending_scope_id`]) →
+    /// [`super::PendingScope`]: which of an agent's pending grants hold a
+    /// scope on each directory or file, so a hook finds every pending grant
+    /// covering a path in one walk (one lookup per level, not one per grant).
+    pub const PENDING_SCOPES: &str = "PENDING_SCOPES";
+}
+
+/// The [`ScopeKey::call_id`] of an agent's pending scopes (bit 62; bit 63
+/// is the baseline's, call handles are small counters).
+pub const fn pending_scope_id(agent_id: u32) -> u64 {
+    (1u64 << 62) | agent_id as u64
+}
+
+/// Value of [`maps::PENDING_SCOPES`]: the pending slots (a bit each) whose
+/// grants read, or write, this directory or file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingScope {
+    pub read_slots: u32,
+    pub write_slots: u32,
+}
+
+impl PendingScope {
+    /// The slots holding `access`, as [`ScopeRule::access`] is matched
+    /// (a scope's bits are the rule's: user space sets read with write).
+    #[inline(always)]
+    pub fn slots(&self, access: u8) -> u32 {
+        if access & ACCESS_WRITE != 0 {
+            self.write_slots
+        } else if access & ACCESS_READ != 0 {
+            self.read_slots
+        } else {
+            0
+        }
+    }
+
+    /// Adds `slot` for a scope rule's `access` bits.
+    pub fn add(&mut self, slot: u32, access: u8) {
+        if access & ACCESS_READ != 0 {
+            self.read_slots |= 1 << slot;
+        }
+        if access & ACCESS_WRITE != 0 {
+            self.write_slots |= 1 << slot;
+        }
+    }
 }
 
 /// A scope grants reading.
@@ -162,6 +207,7 @@ mod pod {
     // SAFETY: repr(C), Copy, valid for any bit pattern.
     unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::ScopeRule {}
+    unsafe impl aya::Pod for super::PendingScope {}
     unsafe impl aya::Pod for super::UnixKey {}
     unsafe impl aya::Pod for super::LsmOffsets {}
 }
@@ -175,5 +221,24 @@ mod tests {
         // FNV-1a 64 of "a" is a well-known vector.
         assert_eq!(unix_path_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(unix_path_hash(b""), FNV_OFFSET);
+    }
+
+    #[test]
+    fn pending_scope_slots_follow_the_rule_access() {
+        let mut scope = PendingScope::default();
+        scope.add(1, ACCESS_READ);
+        scope.add(3, ACCESS_READ | ACCESS_WRITE);
+        scope.add(5, ACCESS_CONNECT);
+        assert_eq!(scope.slots(ACCESS_READ), 0b1010, "both read scopes");
+        assert_eq!(scope.slots(ACCESS_WRITE), 0b1000, "only the write scope");
+        assert_eq!(scope.slots(ACCESS_CONNECT), 0, "connect is never walked");
+    }
+
+    #[test]
+    fn pending_scope_ids_never_meet_baselines_or_handles() {
+        let id = pending_scope_id(7);
+        assert_ne!(id, crate::baseline_call_id(7));
+        assert_ne!(id & (1 << 62), 0);
+        assert_eq!(id & (1 << 63), 0);
     }
 }

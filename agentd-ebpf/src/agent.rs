@@ -8,7 +8,7 @@
 //! decisions user space already audits); `blocks()` for the verdict.
 use agentd_common::{
     baseline_call_id, may_claim, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
-    KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, RateWindow, UseTicket,
+    KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, ProcessCall, RateWindow, UseTicket,
     CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_NAMES_ARGS, PENDING_SLOTS,
     TICKET_TRIES, UNLIMITED_USES,
 };
@@ -17,12 +17,13 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel_str_bytes,
     },
-    maps::lpm_trie::Key,
+    macros::map,
+    maps::{lpm_trie::Key, PerCpuArray},
 };
 
 use crate::maps::{
-    AGENT_CGROUPS, BINDINGS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_GRANTS, LINEAGE,
-    PENDING, USE_TICKETS,
+    AGENT_CGROUPS, BINDINGS, CLAIMANTS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_ARGS,
+    EXEC_GRANTS, FILE_CLAIMS, LINEAGE, PENDING, USE_TICKETS,
 };
 
 /// The calling task's agent, if its cgroup is an agent cgroup.
@@ -76,8 +77,9 @@ pub fn exec_rule(call_id: u64, file: FileId, now: u64) -> KernelReason {
 
 /// A pending grant of the agent naming `file` for exec that the calling
 /// process may claim: the oldest, with one use spent and the process bound
-/// to it (children inherit). A grant that names arguments is refused here
-/// (`ExecArgsUnverifiable`): this hook does not read the new argv.
+/// to it (children inherit). A grant that names arguments is claimed only
+/// if the kernel holds them (`EXEC_ARGS`; else `ExecArgsUnverifiable`):
+/// the caller then has `sched_process_exec` check the new argv.
 #[inline(always)]
 pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u64, KernelReason> {
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -115,7 +117,9 @@ pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u
             refused = KernelReason::NotRequesterTree;
             continue;
         }
-        if grant.flags & PENDING_NAMES_ARGS != 0 {
+        if grant.flags & PENDING_NAMES_ARGS != 0
+            && !unsafe { EXEC_ARGS.get(&grant.call_id) }.is_some_and(|a| a.verifiable())
+        {
             refused = KernelReason::ExecArgsUnverifiable;
             continue;
         }
@@ -142,6 +146,148 @@ pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u
         // Fail closed: a claim that cannot bind does not run.
         return Err(KernelReason::NoGrant);
     }
+    Ok(call_id)
+}
+
+/// Per-CPU scratch of one file claim (`claim_file`): the claim's choice so
+/// far. It lives in map memory, whose contents the verifier does not track
+/// per path: what would otherwise be a different constant on every path
+/// through the slots (and make the verifier walk each of them apart) is one
+/// unknown value.
+#[repr(C)]
+pub struct PendingScratch {
+    /// The chosen slot; [`PENDING_SLOTS`] = none yet.
+    pub best_slot: u32,
+    /// Whether the process already claimed it (no use to spend).
+    pub best_claimed: u32,
+    /// Its call and decision time.
+    pub best_call: u64,
+    pub best_at: u64,
+    /// Why a covering grant was not chosen (a `KernelReason`).
+    pub refused: u32,
+    pub _pad: u32,
+}
+
+/// One scratch value per CPU: a hook's decision runs to its end on one CPU.
+#[map]
+pub static PENDING_SCRATCH: PerCpuArray<PendingScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether process `tgid` (started at `started`, its `LINEAGE` start time
+/// or 0) may claim grant `call_id`: it is on the grant's requester chain,
+/// or was created after the decision by a process that may (`CLAIMANTS`,
+/// kept by user space and the fork tracepoint — the claim rule of
+/// `agentd_common::may_claim`, decided once per process instead of walked
+/// at every claim).
+#[inline(always)]
+pub fn is_claimant(call_id: u64, tgid: u32, started: u64) -> bool {
+    let key = ProcessCall {
+        call_id,
+        tgid,
+        _pad: 0,
+    };
+    unsafe { CLAIMANTS.get(&key) }.is_some_and(|v| *v == started)
+}
+
+/// Claims for the calling process a file operation that the agent's
+/// pending grants in `covered` (a bit per slot) cover: the oldest live one
+/// it may claim ([`is_claimant`]). A process spends one use per grant for
+/// its file operations, as under the seccomp supervisor: a grant it already
+/// claimed (`FILE_CLAIMS`) is chosen again without spending, so one tool
+/// call's in-process work (mkdir, temp file, rename) is one use. Otherwise
+/// why not: `NotRequesterTree`, `GrantUsedUp` or `NoGrant`.
+#[inline(always)]
+pub fn claim_file(cgroup_id: u64, agent: &AgentCgroup, covered: u32) -> Result<u64, KernelReason> {
+    let s = PENDING_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(KernelReason::NoGrant)?;
+    let tgid = current_tgid();
+    // A reused pid must not inherit the claim of the process it replaces.
+    let started = unsafe { LINEAGE.get(&tgid) }.map_or(0, |l| l.start_ns);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    unsafe {
+        (*s).best_slot = PENDING_SLOTS;
+        (*s).best_call = 0;
+        (*s).best_at = u64::MAX;
+        (*s).best_claimed = 0;
+        (*s).refused = KernelReason::NoGrant as u32;
+    }
+    let mut slot = 0;
+    while slot < PENDING_SLOTS {
+        let key = PendingKey {
+            agent_id: agent.agent_id,
+            slot,
+        };
+        let this = slot;
+        slot += 1;
+        if covered & (1u32 << this) == 0 {
+            continue;
+        }
+        let Some(grant) = (unsafe { PENDING.get(&key) }) else {
+            continue;
+        };
+        if grant.expires_at_ns != 0 && grant.expires_at_ns <= now {
+            continue;
+        }
+        if grant.decided_at_ns >= unsafe { (*s).best_at } {
+            continue;
+        }
+        if grant.cgroup_id != cgroup_id || !is_claimant(grant.call_id, tgid, started) {
+            unsafe { (*s).refused = KernelReason::NotRequesterTree as u32 };
+            continue;
+        }
+        let claim = ProcessCall {
+            call_id: grant.call_id,
+            tgid,
+            _pad: 0,
+        };
+        let claimed = unsafe { FILE_CLAIMS.get(&claim) }.is_some_and(|v| *v == started);
+        if !claimed && grant.uses_left == 0 {
+            unsafe { (*s).refused = KernelReason::GrantUsedUp as u32 };
+            continue;
+        }
+        unsafe {
+            (*s).best_slot = this;
+            (*s).best_call = grant.call_id;
+            (*s).best_at = grant.decided_at_ns;
+            (*s).best_claimed = claimed as u32;
+        }
+    }
+    let (best_slot, call_id) = unsafe { ((*s).best_slot, (*s).best_call) };
+    if best_slot >= PENDING_SLOTS {
+        let refused = unsafe { (*s).refused };
+        return Err(if refused == KernelReason::NotRequesterTree as u32 {
+            KernelReason::NotRequesterTree
+        } else if refused == KernelReason::GrantUsedUp as u32 {
+            KernelReason::GrantUsedUp
+        } else {
+            KernelReason::NoGrant
+        });
+    }
+    let key = PendingKey {
+        agent_id: agent.agent_id,
+        slot: best_slot,
+    };
+    // Fail closed: the slot changed hands since it was chosen.
+    let Some(g) = PENDING.get_ptr_mut(&key) else {
+        return Err(KernelReason::NoGrant);
+    };
+    if unsafe { (*g).call_id } != call_id {
+        return Err(KernelReason::NoGrant);
+    }
+    if unsafe { (*s).best_claimed } != 0 {
+        return Ok(call_id);
+    }
+    if !spend_use(g) {
+        return Err(KernelReason::GrantUsedUp);
+    }
+    let claim = ProcessCall {
+        call_id,
+        tgid,
+        _pad: 0,
+    };
+    // Best effort: without the record, the process's next file operation
+    // under this grant spends another use (never one more than it has).
+    let _ = FILE_CLAIMS.insert(&claim, &started, 0);
     Ok(call_id)
 }
 

@@ -15,6 +15,9 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sb_dev: 0,
     task_tgid: 0,
     task_start_boottime: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
 };
 
 #[inline(always)]
@@ -64,4 +67,23 @@ pub unsafe fn task_tgid(task: *const u8) -> Result<u32, i32> {
 #[inline(always)]
 pub unsafe fn task_start_boottime(task: *const u8) -> Result<u64, i32> {
     unsafe { read_at::<u64>(task, offsets().task_start_boottime) }
+}
+
+/// The argument area of the calling process's new image:
+/// `current->mm->arg_start` and `arg_end` (set by the binary loader before
+/// `sched_process_exec` fires).
+#[inline(always)]
+pub unsafe fn current_arg_area() -> Result<(u64, u64), i32> {
+    let o = offsets();
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let mm = read_at::<*const u8>(task, o.task_mm)?;
+        if mm.is_null() {
+            return Err(-1);
+        }
+        Ok((
+            read_at::<u64>(mm, o.mm_arg_start)?,
+            read_at::<u64>(mm, o.mm_arg_end)?,
+        ))
+    }
 }

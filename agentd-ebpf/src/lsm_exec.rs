@@ -1,12 +1,16 @@
 //! BPF LSM `bprm_check_security`: an agent process may exec a file only if
 //! its bound call, a pending grant it claims (binding it), or the agent's
-//! baseline grants that device+inode.
-use agentd_common::{Hook, KernelReason, EVENT_TARGET_LEN};
+//! baseline grants that device+inode. Where that grant names arguments,
+//! `sched_process_exec` checks the new argv (`process_tree`).
+use agentd_common::{ExecExpectation, FileId, Hook, KernelReason, EVENT_TARGET_LEN};
 use aya_ebpf::{
     bindings::path, cty::c_char, helpers::generated::bpf_d_path, macros::lsm, programs::LsmContext,
 };
 
-use crate::{agent, kernel};
+use crate::{
+    agent, kernel,
+    maps::{ARGS_TO_CHECK, EXEC_ARGS},
+};
 
 const EPERM: i32 = 1;
 
@@ -40,7 +44,8 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         Ok(file) => {
             let baseline = agentd_common::baseline_call_id(agent.agent_id);
             let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
-            if call_id != baseline && agent::exec_rule(call_id, file, now) == KernelReason::Allowed
+            let reason = if call_id != baseline
+                && agent::exec_rule(call_id, file, now) == KernelReason::Allowed
             {
                 KernelReason::Allowed
             } else {
@@ -57,6 +62,11 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
                         _ => why,
                     },
                 }
+            };
+            if reason == KernelReason::Allowed && call_id != baseline {
+                args_to_check(tgid, call_id, file, now)
+            } else {
+                reason
             }
         }
         Err(_) => KernelReason::NoGrant,
@@ -66,6 +76,29 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         -EPERM
     } else {
         0
+    }
+}
+
+/// An exec the call's own grant allowed, where that grant names arguments:
+/// `sched_process_exec` checks the new argv (`ARGS_TO_CHECK`), since this
+/// hook cannot read it. Arguments the kernel does not hold are refused here.
+#[inline(always)]
+fn args_to_check(tgid: u32, call_id: u64, file: FileId, now: u64) -> KernelReason {
+    if agent::exec_rule(call_id, file, now) != KernelReason::Allowed {
+        // Allowed by the baseline (a shell's own tools): no arguments named.
+        return KernelReason::Allowed;
+    }
+    let Some(args) = (unsafe { EXEC_ARGS.get(&call_id) }) else {
+        return KernelReason::Allowed;
+    };
+    if !args.verifiable() {
+        return KernelReason::ExecArgsUnverifiable;
+    }
+    let expect = ExecExpectation { file, call_id };
+    // Fail closed: an exec whose check cannot be recorded does not run.
+    match ARGS_TO_CHECK.insert(&tgid, &expect, 0) {
+        Ok(()) => KernelReason::Allowed,
+        Err(_) => KernelReason::NoGrant,
     }
 }
 

@@ -1,7 +1,9 @@
 //! BPF LSM file hooks: `file_open` (read vs write from `f_mode`) and the
 //! path hooks for operations that change the tree (unlink, rmdir, mkdir,
 //! mknod — which is how `open(O_CREAT)` creates —, rename, link, symlink,
-//! truncate). Each needs the matching scope on the file or its directory.
+//! truncate). Each needs the matching scope on the file or its directory,
+//! of the process's bound call, the agent's baseline, or a pending grant of
+//! the agent that the process claims (see `agent::claim_file`).
 use agentd_common::{
     lsm::{ACCESS_READ, ACCESS_WRITE},
     AgentCgroup, Counter, Hook, KernelReason,
@@ -58,12 +60,23 @@ pub(crate) fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -
     let Some((cgroup_id, agent)) = agent::current_agent() else {
         return 0;
     };
-    let call_id = agent::bound_call(agent::current_tgid(), &agent);
-    let reason = if dentry.is_null() {
-        KernelReason::NoGrant
-    } else {
-        unsafe { scope_permitted(call_id, &agent, dentry, mnt, access) }
-    };
+    let mut call_id = agent::bound_call(agent::current_tgid(), &agent);
+    let mut reason = KernelReason::NoGrant;
+    if !dentry.is_null() {
+        let verdict = unsafe { scope_permitted(call_id, &agent, dentry, mnt, access) };
+        reason = verdict.reason;
+        // What neither the bound call nor the baseline covers, a pending
+        // grant of the agent may: claimed if this process may claim it.
+        if reason != KernelReason::Allowed && verdict.pending != 0 {
+            match agent::claim_file(cgroup_id, &agent, verdict.pending) {
+                Ok(claimed) => {
+                    call_id = claimed;
+                    reason = KernelReason::Allowed;
+                }
+                Err(why) => reason = why,
+            }
+        }
+    }
     let target = if dentry.is_null() {
         core::ptr::null()
     } else {

@@ -7,7 +7,8 @@
 use agentd_common::{
     baseline_call_id,
     lsm::{
-        LsmOffsets, ScopeKey, ScopeRule, UnixKey, MAX_SCOPE_DEPTH, PROC_SELF_INO, PROC_SUPER_MAGIC,
+        pending_scope_id, LsmOffsets, PendingScope, ScopeKey, ScopeRule, UnixKey, MAX_SCOPE_DEPTH,
+        PROC_SELF_INO, PROC_SUPER_MAGIC,
     },
     AgentCgroup, GrantExpiry, KernelReason,
 };
@@ -28,6 +29,10 @@ use crate::kernel;
 /// (call, dev, ino) → read/write scope.
 #[map]
 pub static PATH_SCOPES: HashMap<ScopeKey, ScopeRule> = HashMap::pinned(65536, 0);
+
+/// (agent's pending id, dev, ino) → the pending slots scoped there.
+#[map]
+pub static PENDING_SCOPES: HashMap<ScopeKey, PendingScope> = HashMap::pinned(65536, 0);
 
 /// (call, unix path hash) → connect permission.
 #[map]
@@ -193,9 +198,20 @@ pub fn lookup(call_id: u64, dev: u64, ino: u64, access: u8, now: u64) -> Option<
     }
 }
 
+/// What one scope walk found for a file operation.
+pub struct ScopeVerdict {
+    /// The bound call's or the baseline's verdict.
+    pub reason: KernelReason,
+    /// The agent's pending slots (a bit each) whose scopes hold the access
+    /// on the file or a directory above it; only filled when `reason` is
+    /// not `Allowed` (a claim is only looked for then).
+    pub pending: u32,
+}
+
 /// Whether `call_id` (or the agent's baseline) holds `access` on `dentry`
-/// (seen through `mnt`; null `mnt` stops the walk at the filesystem root).
-/// Fails closed: an unreadable kernel struct is a denial.
+/// (seen through `mnt`; null `mnt` stops the walk at the filesystem root),
+/// and which of the agent's pending grants would. Fails closed: an
+/// unreadable kernel struct is a denial and covers nothing.
 #[inline(always)]
 pub unsafe fn scope_permitted(
     call_id: u64,
@@ -203,25 +219,70 @@ pub unsafe fn scope_permitted(
     dentry: *const u8,
     mnt: *const u8,
     access: u8,
-) -> KernelReason {
+) -> ScopeVerdict {
     let baseline = baseline_call_id(agent.agent_id);
-    let walked = unsafe { walk(call_id, baseline, dentry, mnt, access) };
-    match walked {
+    let asked = WalkFor {
+        call_id,
+        baseline,
+        pending_id: pending_scope_id(agent.agent_id),
+        access,
+    };
+    let mut pending = 0;
+    let walked = unsafe { walk(&asked, dentry, mnt, &mut pending) };
+    let reason = match walked {
         Ok(KernelReason::Allowed) => KernelReason::Allowed,
         Ok(KernelReason::GrantExpired) => KernelReason::GrantExpired,
         // A bound call's scopes were consulted and missed.
         _ if call_id != baseline => KernelReason::PathOutsideScope,
         _ => KernelReason::NoGrant,
+    };
+    ScopeVerdict {
+        reason,
+        pending: if walked.is_ok() { pending } else { 0 },
     }
 }
 
-unsafe fn walk(
+/// The pending slots holding `access` at one level of the walk.
+#[inline(always)]
+fn pending_at(pending_id: u64, id: &InodeId, own_proc: bool, access: u8) -> u32 {
+    let key = ScopeKey {
+        call_id: pending_id,
+        dev: id.dev,
+        ino: id.ino,
+    };
+    let mut slots = unsafe { PENDING_SCOPES.get(&key) }.map_or(0, |p| p.slots(access));
+    if own_proc {
+        let key = ScopeKey {
+            call_id: pending_id,
+            dev: id.dev,
+            ino: PROC_SELF_INO,
+        };
+        slots |= unsafe { PENDING_SCOPES.get(&key) }.map_or(0, |p| p.slots(access));
+    }
+    slots
+}
+
+/// What one walk looks for (one argument: BPF functions take at most five).
+#[derive(Clone, Copy)]
+struct WalkFor {
     call_id: u64,
     baseline: u64,
+    pending_id: u64,
+    access: u8,
+}
+
+unsafe fn walk(
+    asked: &WalkFor,
     mut dentry: *const u8,
     mut mnt: *const u8,
-    access: u8,
+    pending: &mut u32,
 ) -> Result<KernelReason, i32> {
+    let WalkFor {
+        call_id,
+        baseline,
+        pending_id,
+        access,
+    } = *asked;
     let o = offsets();
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
@@ -240,6 +301,7 @@ unsafe fn walk(
                     None => {}
                 }
             }
+            *pending |= pending_at(pending_id, &id, own_proc, access);
         }
         let parent = unsafe { read_ptr(dentry, o.dentry_parent)? };
         let mount_root = if mnt.is_null() {

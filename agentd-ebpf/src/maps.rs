@@ -4,12 +4,13 @@
 //! /sys/fs/bpf/agentd), so grants, bindings and agent registrations outlive a
 //! daemon restart and the programs keep enforcing while agentd is down.
 use agentd_common::{
-    AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry, Lineage,
-    PendingGrant, PendingKey, RateWindow, UseTicket, COUNTER_SLOTS,
+    AgentCgroup, Binding, ConnectKey, ConnectRule, ExecArgs, ExecExpectation, ExecKey, GrantExpiry,
+    Lineage, PendingGrant, PendingKey, ProcessCall, RateWindow, UseTicket, CLAIMANT_ENTRIES,
+    COUNTER_SLOTS, FILE_CLAIM_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// cgroup id → agent. Processes in other cgroups are never touched.
@@ -55,3 +56,23 @@ pub static PENDING: HashMap<PendingKey, PendingGrant> = HashMap::pinned(8192, 0)
 /// Spent uses of grants (see `agentd_common::UseTicket`).
 #[map]
 pub static USE_TICKETS: HashMap<UseTicket, u8> = HashMap::pinned(16384, 0);
+
+/// (call, tgid) → start time: file claims of pending grants made by the lsm
+/// hooks (the seccomp supervisor keeps the same set in user space).
+#[map]
+pub static FILE_CLAIMS: LruHashMap<ProcessCall, u64> = LruHashMap::pinned(FILE_CLAIM_ENTRIES, 0);
+
+/// (call, tgid) → start time: the processes that may claim a pending grant
+/// (requester chain from user space; descendants created after the
+/// decision added by `sched_process_fork`).
+#[map]
+pub static CLAIMANTS: LruHashMap<ProcessCall, u64> = LruHashMap::pinned(CLAIMANT_ENTRIES, 0);
+
+/// call id → the exact arguments its grant names (written by user space).
+#[map]
+pub static EXEC_ARGS: HashMap<u64, ExecArgs> = HashMap::pinned(4096, 0);
+
+/// tgid → exec allowed (lsm) under a grant naming arguments: the file and
+/// call, for `sched_process_exec` to check the new argv against.
+#[map]
+pub static ARGS_TO_CHECK: HashMap<u32, ExecExpectation> = HashMap::pinned(16384, 0);

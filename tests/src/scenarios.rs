@@ -243,18 +243,17 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "pending_grants_claimed_by_the_requesters_tree_only",
             run: pending_claims,
-            only: Some((
-                Backend::Seccomp,
-                "lsm: exec claims load in the VM but file_open claims are not landed yet",
-            )),
+            only: None,
         },
         Scenario {
             name: "pending_claims_of_a_sibling_run_in_audit_only_mode",
             run: pending_claims_audit_only,
-            only: Some((
-                Backend::Seccomp,
-                "lsm: exec claims load in the VM but file_open claims are not landed yet",
-            )),
+            only: None,
+        },
+        Scenario {
+            name: "exec_claims_check_the_arguments_a_grant_names",
+            run: exec_claim_args,
+            only: None,
         },
         Scenario {
             name: "restart_stops_unsupervised_agents_and_audits_gap",
@@ -977,89 +976,105 @@ pub fn run_each(h: &Harness, filter: &str, mut report: impl FnMut(&'static str, 
     }
 }
 
-/// Runs `claim-race` in agent `a`: once the probe and its background
-/// sibling are both in the agent, pending grants are installed with the
-/// probe as requester (so after the sibling started), then both act.
+/// The claim race of the pending-claims scenarios: an exec, two opens of
+/// `file` in-process and one in a fresh child, and a connect, each under a
+/// pending grant of its own.
 fn claim_race_run(h: &Harness, a: &str, file: &str) -> Result<Run, String> {
     let server = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let dest = format!(
         "127.0.0.1:{}",
         server.local_addr().map_err(|e| e.to_string())?.port()
     );
+    let mut exec = spec(&[TRUE], &[], &[], &[], 60);
+    exec.uses = 1;
+    // One use: a process's file claims spend one use per grant.
+    let mut read = spec(&[], &[file], &[], &[], 60);
+    read.uses = 1;
+    let grants = [
+        (format!("{a}-exec"), exec),
+        (format!("{a}-read"), read),
+        (format!("{a}-net"), spec(&[], &[], &[], &[&dest], 60)),
+    ];
+    let ops = [
+        "seq",
+        "exec",
+        TRUE,
+        "--",
+        "open",
+        file,
+        "r",
+        "--",
+        "open",
+        file,
+        "r",
+        "--",
+        "descendant",
+        "fork",
+        "open",
+        file,
+        "r",
+        "--",
+        "connect",
+        &dest,
+    ];
+    claim_race_with(h, a, &ops, &grants)
+}
+
+/// Runs `claim-race OPS` in agent `a`: once the probe and its background
+/// sibling are both in the agent, `grants` are installed pending with the
+/// probe as requester (so after the sibling started), then both run OPS.
+fn claim_race_with(
+    h: &Harness,
+    a: &str,
+    ops: &[&str],
+    grants: &[(String, agentd::grant_spec::GrantSpec)],
+) -> Result<Run, String> {
     let go = h.work.join(format!("go-{a}"));
     let _ = std::fs::remove_file(&go);
     let go_s = Harness::s(&go);
     let mut installed: Result<(), String> = Ok(());
-    let run = h.run_with(
-        a,
-        None,
-        &[
-            "claim-race",
-            &go_s,
-            "seq",
-            "exec",
-            TRUE,
-            "--",
-            "open",
-            file,
-            "r",
-            "--",
-            "connect",
-            &dest,
-        ],
-        |_| {
-            installed = (|| {
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                let top = loop {
-                    let pids = h
-                        .enforcer
-                        .list_agents()
-                        .into_iter()
-                        .find(|i| i.name == a)
-                        .map(|i| i.pids)
-                        .unwrap_or_default();
-                    let top = pids.iter().copied().find(|p| {
-                        agentd::enforce::claim::ppid_of(*p).is_some_and(|pp| !pids.contains(&pp))
-                    });
-                    if let (true, Some(top)) = (pids.len() >= 2, top) {
-                        break top;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(format!(
-                            "the probe and its sibling never appeared: {pids:?}"
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                };
-                let requester = h
+    let mut args = vec!["claim-race", go_s.as_str()];
+    args.extend_from_slice(ops);
+    let run = h.run_with(a, None, &args, |_| {
+        installed = (|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let top = loop {
+                let pids = h
                     .enforcer
-                    .requester_of(a, top)
-                    .ok_or("no requester for the probe")?;
-                let mut exec = spec(&[TRUE], &[], &[], &[], 60);
-                exec.uses = 1;
-                for (call, g) in [
-                    (format!("{a}-exec"), exec),
-                    (format!("{a}-read"), spec(&[], &[file], &[], &[], 60)),
-                    (format!("{a}-net"), spec(&[], &[], &[], &[&dest], 60)),
-                ] {
-                    let call = call.as_str();
-                    h.enforcer
-                        .install_grant_for(
-                            a,
-                            call,
-                            &format!("msg-{call}"),
-                            &g,
-                            Some(requester.clone()),
-                        )
-                        .map_err(|e| e.to_string())?;
+                    .list_agents()
+                    .into_iter()
+                    .find(|i| i.name == a)
+                    .map(|i| i.pids)
+                    .unwrap_or_default();
+                let top = pids.iter().copied().find(|p| {
+                    agentd::enforce::claim::ppid_of(*p).is_some_and(|pp| !pids.contains(&pp))
+                });
+                if let (true, Some(top)) = (pids.len() >= 2, top) {
+                    break top;
                 }
-                std::fs::write(&go, "").map_err(|e| e.to_string())
-            })();
-            if installed.is_err() {
-                let _ = std::fs::write(&go, "");
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "the probe and its sibling never appeared: {pids:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let requester = h
+                .enforcer
+                .requester_of(a, top)
+                .ok_or("no requester for the probe")?;
+            for (call, g) in grants {
+                let call = call.as_str();
+                h.enforcer
+                    .install_grant_for(a, call, &format!("msg-{call}"), g, Some(requester.clone()))
+                    .map_err(|e| e.to_string())?;
             }
-        },
-    );
+            std::fs::write(&go, "").map_err(|e| e.to_string())
+        })();
+        if installed.is_err() {
+            let _ = std::fs::write(&go, "");
+        }
+    });
     let _ = std::fs::remove_file(&go);
     installed?;
     Ok(run)
@@ -1073,9 +1088,15 @@ fn pending_claims(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
     let f = h.file("claimable.txt", b"claim me\n", 0o644);
     let run = claim_race_run(h, a, &Harness::s(&f))?;
-    // The sibling (started before the decision) claims nothing; the
-    // requester's fresh child execs (binding it), the requester opens in-process.
-    let want = format!("sib:{EPERM} | {EPERM} | {EPERM} own:exit:0 | ok claim me | ok");
+    // The sibling (started before the decision) and its fresh child claim
+    // nothing; the requester's fresh child execs (binding it), the
+    // requester opens in-process twice on the single-use read grant (one
+    // process's file claims spend one use), after which a fresh child of
+    // the requester finds that grant spent.
+    let want = format!(
+        "sib:{EPERM} | {EPERM} | {EPERM} | {EPERM} | {EPERM} \
+         own:exit:0 | ok claim me | ok claim me | {EPERM} | ok"
+    );
     if run.result != want {
         return Err(format!(
             "claim race: expected `{want}`, got `{}`\n{}",
@@ -1121,6 +1142,78 @@ fn pending_claims(h: &Harness, a: &str) -> Check {
             "claimed rows name the wrong calls: exec {exec_call:?}, open {open_call:?}"
         ));
     }
+    // The fresh child's open came last: once its refusal is in, both of the
+    // requester's claimed opens are too (the reader drains in order).
+    if wait_row(h, |r| {
+        r.agent == a
+            && r.action == "file_open"
+            && r.target.ends_with("claimable.txt")
+            && r.decision == "deny"
+            && r.reason_code == "grant_used_up"
+    })
+    .is_none()
+    {
+        return Err("no file_open row refusing the spent read grant (grant_used_up)".into());
+    }
+    let claimed_opens = h
+        .sink
+        .0
+        .lock()
+        .map_err(|_| "audit sink poisoned")?
+        .iter()
+        .filter(|r| {
+            r.agent == a
+                && r.action == "file_open"
+                && r.target.ends_with("claimable.txt")
+                && r.decision == "allow"
+        })
+        .map(|r| r.call_id.clone())
+        .collect::<Vec<_>>();
+    if claimed_opens != [format!("{a}-read"), format!("{a}-read")] {
+        return Err(format!(
+            "the requester's two in-process opens should both name {a}-read: {claimed_opens:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A pending exec grant naming arguments: the requester's child that runs
+/// the program with other arguments is refused (seccomp: at the exec; lsm:
+/// killed before its first instruction, where the new argv is readable),
+/// the one with the named arguments runs, the sibling claims nothing.
+fn exec_claim_args(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::Enforce)?;
+    let mut exec = spec(&[TRUE], &[], &[], &[], 60);
+    exec.args = Some(vec!["named".into(), "args".into()]);
+    let grants = [(format!("{a}-exec"), exec)];
+    let ops = [
+        "seq", "exec", TRUE, "other", "--", "exec", TRUE, "named", "args",
+    ];
+    let run = claim_race_with(h, a, &ops, &grants)?;
+    let refused = match h.backend {
+        Backend::Lsm => "signal:9",
+        _ => EPERM,
+    };
+    let want = format!("sib:{EPERM} | {EPERM} own:{refused} | exit:0");
+    if run.result != want {
+        return Err(format!(
+            "argument claim: expected `{want}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    if wait_row(h, |r| {
+        r.agent == a && r.decision == "deny" && r.reason_code == "exec_args_mismatch"
+    })
+    .is_none()
+    {
+        return Err("no row refusing the exec with other arguments (exec_args_mismatch)".into());
+    }
+    audited(h, a, "exec", TRUE, "deny", Some("claim_not_requester_tree"))?;
+    audited(h, a, "exec", TRUE, "allow", Some("grant_matched"))?;
+    let call = call_of(h, a, "exec", TRUE, "allow");
+    if call != Some(format!("{a}-exec")) {
+        return Err(format!("the allowed exec row names {call:?}"));
+    }
     Ok(())
 }
 
@@ -1130,7 +1223,8 @@ fn pending_claims_audit_only(h: &Harness, a: &str) -> Check {
     let run = claim_race_run(h, a, &Harness::s(&f))?;
     // Without enforcement the sibling's steps succeed, recorded as what
     // enforcement would refuse.
-    let want = "sib:exit:0 | ok claim me | ok own:exit:0 | ok claim me | ok";
+    let want = "sib:exit:0 | ok claim me | ok claim me | ok claim me | ok \
+                own:exit:0 | ok claim me | ok claim me | ok claim me | ok";
     if run.result != want {
         return Err(format!(
             "audit-only claim race: expected `{want}`, got `{}`\n{}",

@@ -10,8 +10,8 @@ use std::{
 };
 
 use agentd_common::{
-    maps, AgentCgroup, Binding, ConnectKey, ConnectRule, ExecExpectation, ExecKey, GrantExpiry,
-    PendingGrant, PendingKey, UseTicket, CONNECT_FIXED_BITS,
+    maps, AgentCgroup, Binding, ConnectKey, ConnectRule, ExecArgs, ExecExpectation, ExecKey,
+    GrantExpiry, Lineage, PendingGrant, PendingKey, ProcessCall, UseTicket, CONNECT_FIXED_BITS,
 };
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
@@ -178,6 +178,9 @@ pub struct BpfState {
     counters: PerCpuArray<MapData, u64>,
     pending: HashMap<MapData, PendingKey, PendingGrant>,
     tickets: HashMap<MapData, UseTicket, u8>,
+    lineage: HashMap<MapData, u32, Lineage>,
+    claimants: HashMap<MapData, ProcessCall, u64>,
+    exec_args: HashMap<MapData, u64, ExecArgs>,
     /// Whether the maps were already pinned (agentd restarted over live state).
     pub adopted: bool,
 }
@@ -303,6 +306,9 @@ impl BpfState {
         let events = take(&mut obj, maps::EVENTS, RingBuf::try_from)?;
         let pending = take(&mut obj, maps::PENDING, HashMap::try_from)?;
         let tickets = take(&mut obj, maps::USE_TICKETS, HashMap::try_from)?;
+        let lineage = take(&mut obj, maps::LINEAGE, HashMap::try_from)?;
+        let claimants = take(&mut obj, maps::CLAIMANTS, HashMap::try_from)?;
+        let exec_args = take(&mut obj, maps::EXEC_ARGS, HashMap::try_from)?;
         Ok((
             Self {
                 _object: obj,
@@ -313,6 +319,9 @@ impl BpfState {
                 counters,
                 pending,
                 tickets,
+                lineage,
+                claimants,
+                exec_args,
                 adopted,
             },
             events,
@@ -371,6 +380,14 @@ impl BpfState {
                 .insert(key, expiry, 0)
                 .map_err(map_err(maps::EXEC_GRANTS))?;
         }
+        // Arguments too long for the kernel's copy are published as
+        // unverifiable: the lsm backend then refuses the exec (fails closed).
+        if let Some(args) = grant.spec.args.as_deref() {
+            let args = ExecArgs::encode(args).unwrap_or(ExecArgs::UNVERIFIABLE);
+            self.exec_args
+                .insert(grant.handle, args, 0)
+                .map_err(map_err(maps::EXEC_ARGS))?;
+        }
         let rule = ConnectRule {
             expires_at_ns: grant.expires_at_ns,
         };
@@ -388,6 +405,7 @@ impl BpfState {
 
     /// Removes what [`Self::install`] wrote.
     pub fn uninstall(&mut self, grant: &KernelGrant) {
+        let _ = self.exec_args.remove(&grant.handle);
         for file in &grant.exec {
             let _ = self.exec_grants.remove(&ExecKey {
                 call_id: grant.handle,
@@ -403,13 +421,28 @@ impl BpfState {
         }
     }
 
-    /// Publishes a pending grant in (agent, slot) for claims.
+    /// Publishes a pending grant in (agent, slot) for claims. Its
+    /// requester chain becomes its first claimants (`CLAIMANTS`, which the
+    /// fork tracepoint extends to what they create from now on), each with
+    /// its lineage start time so a reused pid inherits nothing.
     pub fn set_pending(
         &mut self,
         agent_id: u32,
         slot: u32,
         grant: PendingGrant,
     ) -> Result<(), BpfStateError> {
+        let chain = grant.n_requesters.min(grant.requesters.len() as u32) as usize;
+        for &tgid in &grant.requesters[..chain] {
+            let started = self.lineage.get(&tgid, 0).map_or(0, |l| l.start_ns);
+            let key = ProcessCall {
+                call_id: grant.call_id,
+                tgid,
+                _pad: 0,
+            };
+            self.claimants
+                .insert(key, started, 0)
+                .map_err(map_err(maps::CLAIMANTS))?;
+        }
         self.pending
             .insert(PendingKey { agent_id, slot }, grant, 0)
             .map_err(map_err(maps::PENDING))

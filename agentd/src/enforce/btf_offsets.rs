@@ -74,6 +74,9 @@ pub fn resolve_from_file(path: &Path) -> Result<KernelOffsets, OffsetError> {
         sb_dev: f("super_block", "s_dev")?,
         task_tgid: f("task_struct", "tgid")?,
         task_start_boottime: f("task_struct", "start_boottime")?,
+        task_mm: f("task_struct", "mm")?,
+        mm_arg_start: f("mm_struct", "arg_start")?,
+        mm_arg_end: f("mm_struct", "arg_end")?,
     })
 }
 

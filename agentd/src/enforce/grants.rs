@@ -83,8 +83,12 @@ impl Enforcer {
         self.bpf().install(&grant)?;
         self.lsm_install(&grant)?;
         if let Some(p) = &pending {
+            // The slot's previous grant's path scopes go before the slot
+            // changes hands, the new grant's come once it has.
+            self.lsm_pending_scopes(agent_id, p.slot, None)?;
             self.bpf()
                 .set_pending(agent_id, p.slot, p.kernel(&grant, uses))?;
+            self.lsm_pending_scopes(agent_id, p.slot, Some(&grant))?;
         }
         reg.next_handle += 1;
         reg.handles.insert(call_id.to_string(), handle);
@@ -211,6 +215,7 @@ impl Enforcer {
             let mut bpf = self.bpf();
             if let Some(p) = &call.pending {
                 bpf.clear_pending(agent_id, p.slot, handle);
+                let _ = self.lsm_pending_scopes(agent_id, p.slot, None);
             }
             bpf.uninstall(&call.grant);
             bpf.unbind_call(handle);

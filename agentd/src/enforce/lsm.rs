@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use agentd_common::{
     baseline_call_id,
-    lsm::{maps as lsm_maps, ScopeKey, ScopeRule, UnixKey},
+    lsm::{
+        maps as lsm_maps, pending_scope_id, PendingScope, ScopeKey, ScopeRule, UnixKey,
+        ACCESS_READ, ACCESS_WRITE,
+    },
     FileId, GrantExpiry,
 };
 use aya::{
@@ -234,6 +237,7 @@ fn pin_link(pin_dir: &Path, link: FdLink, name: &str) -> Result<(), LsmError> {
 pub struct LsmState {
     _object: LoadedObject,
     scopes: HashMap<MapData, ScopeKey, ScopeRule>,
+    pending_scopes: HashMap<MapData, ScopeKey, PendingScope>,
     unix: HashMap<MapData, UnixKey, GrantExpiry>,
     protected: HashMap<MapData, u32, u8>,
     /// Unix sockets added to every agent's baseline.
@@ -269,6 +273,8 @@ impl LsmState {
         };
         let scopes = HashMap::try_from(take(lsm_maps::PATH_SCOPES)?)
             .map_err(map_err(lsm_maps::PATH_SCOPES))?;
+        let pending_scopes = HashMap::try_from(take(lsm_maps::PENDING_SCOPES)?)
+            .map_err(map_err(lsm_maps::PENDING_SCOPES))?;
         let unix = HashMap::try_from(take(lsm_maps::UNIX_RULES)?)
             .map_err(map_err(lsm_maps::UNIX_RULES))?;
         let protected = HashMap::try_from(take(lsm_maps::PROTECTED_TGIDS)?)
@@ -276,6 +282,7 @@ impl LsmState {
         let mut me = Self {
             _object: obj,
             scopes,
+            pending_scopes,
             unix,
             protected,
             baseline_sockets: AGENTD_SOCKETS.iter().map(|s| s.to_string()).collect(),
@@ -332,6 +339,59 @@ impl LsmState {
             tracing::warn!(handle = grant.handle, path = %s.path.display(), reason = s.reason, "scope not installed");
         }
         Ok(skipped)
+    }
+
+    /// Publishes `grant`'s path scopes as pending slot `slot` of agent
+    /// `agent_id` (`PENDING_SCOPES`), so the file hooks find it in their
+    /// scope walk. Call [`Self::clear_pending_scopes`] for the slot first:
+    /// a bit left from the slot's previous grant would let the new grant be
+    /// claimed where only the old one reached.
+    pub fn add_pending_scopes(
+        &mut self,
+        agent_id: u32,
+        slot: u32,
+        grant: &KernelGrant,
+    ) -> Result<(), LsmError> {
+        let (entries, _) = scopes::scope_entries_with(grant, &[]);
+        for (key, rule) in entries {
+            if rule.access & (ACCESS_READ | ACCESS_WRITE) == 0 {
+                continue;
+            }
+            let key = ScopeKey {
+                call_id: pending_scope_id(agent_id),
+                ..key
+            };
+            let mut scope = self.pending_scopes.get(&key, 0).unwrap_or_default();
+            scope.add(slot, rule.access);
+            self.pending_scopes
+                .insert(key, scope, 0)
+                .map_err(map_err(lsm_maps::PENDING_SCOPES))?;
+        }
+        Ok(())
+    }
+
+    /// Withdraws pending slot `slot` of agent `agent_id` from every path
+    /// scope (found by scanning, so also what a previous agentd wrote).
+    pub fn clear_pending_scopes(&mut self, agent_id: u32, slot: u32) {
+        let id = pending_scope_id(agent_id);
+        let keys: Vec<ScopeKey> = self
+            .pending_scopes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == id)
+            .collect();
+        for key in keys {
+            let Ok(mut scope) = self.pending_scopes.get(&key, 0) else {
+                continue;
+            };
+            scope.read_slots &= !(1 << slot);
+            scope.write_slots &= !(1 << slot);
+            if scope == PendingScope::default() {
+                let _ = self.pending_scopes.remove(&key);
+            } else {
+                let _ = self.pending_scopes.insert(key, scope, 0);
+            }
+        }
     }
 
     /// Removes every scope and unix entry of `handle` (also those written

@@ -301,6 +301,25 @@ impl Enforcer {
         Ok(())
     }
 
+    /// On the lsm backend, withdraws pending slot `slot` of agent
+    /// `agent_id` from the path scopes, then publishes `grant`'s scopes
+    /// there if given (see `LsmState::add_pending_scopes`).
+    fn lsm_pending_scopes(
+        &self,
+        agent_id: u32,
+        slot: u32,
+        grant: Option<&KernelGrant>,
+    ) -> Result<(), EnforceError> {
+        if let Some(lsm) = &self.inner.lsm {
+            let mut lsm = lsm.lock().unwrap_or_else(|p| p.into_inner());
+            lsm.clear_pending_scopes(agent_id, slot);
+            if let Some(grant) = grant {
+                lsm.add_pending_scopes(agent_id, slot, grant)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes what [`Self::lsm_install`] wrote for `handle`.
     fn lsm_uninstall(&self, handle: u64) {
         if let Some(lsm) = &self.inner.lsm {

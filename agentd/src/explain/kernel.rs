@@ -82,7 +82,8 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
         "grant_used_up" => format!("{did}: the grant of tool call {} was used up (its `uses`)", call.unwrap_or("?")),
         "claim_not_requester_tree" => format!("{did}: a pending grant covers it, but only the process tree that asked for the call may claim it, and this process is not in it (a sibling left from an earlier tool, an MCP server, a background job)"),
         "exec_target_mismatch" => format!("{did}: the file executed is not the one approved (its device and inode changed since the decision: replaced or swapped)"),
-        "exec_args_unverifiable" => format!("{did}: the grant names exact arguments, which this backend cannot check at exec"),
+        "exec_args_unverifiable" => format!("{did}: the grant names exact arguments, which the kernel could not check for this exec (a script run through its interpreter, or arguments over 256 bytes, on the lsm backend)"),
+        "exec_args_mismatch" => format!("{did}: the grant of tool call {} names exact arguments, and this exec carried others", call.unwrap_or("?")),
         "enforcer_tamper" => format!("{did}: an attempt on agentd itself (ptrace, bpf, signals, its files) — never allowed"),
         rc::SIGNAL_OUTSIDE_AGENT => format!("{did}: a signal or pidfd aimed outside the agent — never allowed"),
         rc::SOCKET_FAMILY_REFUSED => format!("{did}: a socket family agents may not open (raw, packet, ICMP, vsock…) — never allowed"),
@@ -214,7 +215,7 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
             });
         }
         "exec_args_unverifiable" => e.fixes.push(Fix {
-            summary: "run the agent on the seccomp backend (which checks exec arguments), or drop `args` from the action's grant template".into(),
+            summary: "grant the program the script runs (or a native binary) rather than the script, keep the named arguments under 256 bytes, or drop `args` from the action's grant template".into(),
             toml: None,
             command: None,
             verified: false,
