@@ -574,7 +574,8 @@ impl PendingGrant {
     }
 }
 
-/// The claim rule, shared verbatim by the BPF programs and user space: the
+/// The claim rule, as the seccomp supervisor applies it (the BPF programs
+/// apply the same rule through `maps::CLAIMANTS`, kept at fork): the
 /// process `tgid` in cgroup `cgroup_id` may claim `grant` iff it is in the
 /// grant's cgroup and either is on the requester chain, or every process
 /// on its creator path up to the first requester-chain member was created

@@ -7,7 +7,7 @@
 //! one of the `*_permitted()` checks; `report()` (or `count_only()` for
 //! decisions user space already audits); `blocks()` for the verdict.
 use agentd_common::{
-    baseline_call_id, may_claim, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
+    baseline_call_id, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
     KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, ProcessCall, RateWindow, UseTicket,
     CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_NAMES_ARGS, PENDING_SLOTS,
     TICKET_TRIES, UNLIMITED_USES,
@@ -84,6 +84,7 @@ pub fn exec_rule(call_id: u64, file: FileId, now: u64) -> KernelReason {
 pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u64, KernelReason> {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let tgid = current_tgid();
+    let started = started_at(tgid);
     let mut best: *mut PendingGrant = core::ptr::null_mut();
     let mut best_at = u64::MAX;
     let mut refused = KernelReason::NoGrant;
@@ -111,9 +112,7 @@ pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u
             }
             _ => continue,
         }
-        if !may_claim(tgid, cgroup_id, grant, |t| {
-            unsafe { LINEAGE.get(&t) }.copied()
-        }) {
+        if !claimable_by(tgid, started, cgroup_id, grant) {
             refused = KernelReason::NotRequesterTree;
             continue;
         }
@@ -188,6 +187,21 @@ pub fn is_claimant(call_id: u64, tgid: u32, started: u64) -> bool {
     unsafe { CLAIMANTS.get(&key) }.is_some_and(|v| *v == started)
 }
 
+/// The process's start time as its lineage record has it (0 without one):
+/// what `CLAIMANTS` and `FILE_CLAIMS` entries are checked against, so a
+/// reused pid inherits nothing.
+#[inline(always)]
+fn started_at(tgid: u32) -> u64 {
+    unsafe { LINEAGE.get(&tgid) }.map_or(0, |l| l.start_ns)
+}
+
+/// The claim rule in the kernel: the process is in the grant's cgroup and
+/// among its claimants ([`is_claimant`]).
+#[inline(always)]
+fn claimable_by(tgid: u32, started: u64, cgroup_id: u64, grant: &PendingGrant) -> bool {
+    grant.cgroup_id == cgroup_id && is_claimant(grant.call_id, tgid, started)
+}
+
 /// Claims for the calling process a file operation that the agent's
 /// pending grants in `covered` (a bit per slot) cover: the oldest live one
 /// it may claim ([`is_claimant`]). A process spends one use per grant for
@@ -201,8 +215,7 @@ pub fn claim_file(cgroup_id: u64, agent: &AgentCgroup, covered: u32) -> Result<u
         .get_ptr_mut(0)
         .ok_or(KernelReason::NoGrant)?;
     let tgid = current_tgid();
-    // A reused pid must not inherit the claim of the process it replaces.
-    let started = unsafe { LINEAGE.get(&tgid) }.map_or(0, |l| l.start_ns);
+    let started = started_at(tgid);
     let now = unsafe { bpf_ktime_get_boot_ns() };
     unsafe {
         (*s).best_slot = PENDING_SLOTS;
@@ -231,7 +244,7 @@ pub fn claim_file(cgroup_id: u64, agent: &AgentCgroup, covered: u32) -> Result<u
         if grant.decided_at_ns >= unsafe { (*s).best_at } {
             continue;
         }
-        if grant.cgroup_id != cgroup_id || !is_claimant(grant.call_id, tgid, started) {
+        if !claimable_by(tgid, started, cgroup_id, grant) {
             unsafe { (*s).refused = KernelReason::NotRequesterTree as u32 };
             continue;
         }
@@ -367,7 +380,7 @@ fn spend_use(g: *mut PendingGrant) -> bool {
 }
 
 /// A pending grant of the agent that covers a connect to (`addr`, `port`)
-/// and that the calling process may claim (`agentd_common::may_claim`):
+/// and that the calling process may claim ([`claimable_by`]):
 /// the oldest such grant, with one use spent. Otherwise why not:
 /// `NoGrant` (none covers), `NotRequesterTree` (one covers, but this
 /// process may not claim it), `GrantUsedUp` (the chosen one was spent).
@@ -380,6 +393,7 @@ pub fn claim_connect(
 ) -> Result<u64, KernelReason> {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let tgid = current_tgid();
+    let started = started_at(tgid);
     let mut best: *mut PendingGrant = core::ptr::null_mut();
     let mut best_at = u64::MAX;
     let mut refused = KernelReason::NoGrant;
@@ -407,9 +421,7 @@ pub fn claim_connect(
             }
             _ => continue,
         }
-        if !may_claim(tgid, cgroup_id, grant, |t| {
-            unsafe { LINEAGE.get(&t) }.copied()
-        }) {
+        if !claimable_by(tgid, started, cgroup_id, grant) {
             refused = KernelReason::NotRequesterTree;
             continue;
         }

@@ -144,7 +144,11 @@ fn for_this_kernel(h: &LsmHook) -> LsmHook {
     }
 }
 
-fn load_hook<'a>(obj: &'a mut LoadedObject, h: &LsmHook) -> Result<&'a mut Lsm, LsmError> {
+fn load_hook<'a>(
+    obj: &'a mut LoadedObject,
+    h: &LsmHook,
+    loads: &mut Vec<HookLoad>,
+) -> Result<&'a mut Lsm, LsmError> {
     let h = &for_this_kernel(h);
     let err = |source| LsmError::Program {
         program: h.program,
@@ -156,8 +160,29 @@ fn load_hook<'a>(obj: &'a mut LoadedObject, h: &LsmHook) -> Result<&'a mut Lsm, 
         .ok_or(LsmError::MissingProgram { program: h.program })?
         .try_into()
         .map_err(err)?;
+    let started = std::time::Instant::now();
     prog.load(h.hook, &obj.btf).map_err(err)?;
+    let load = HookLoad {
+        program: h.program,
+        verified_insns: prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count()),
+        load_ms: started.elapsed().as_millis() as u64,
+    };
+    tracing::debug!(program = load.program, verified_insns = ?load.verified_insns, load_ms = load.load_ms, "lsm hook loaded");
+    loads.push(load);
     Ok(prog)
+}
+
+/// What loading one hook cost (the verifier's work dominates start-up on a
+/// slow machine).
+#[derive(Debug, Clone, Copy)]
+pub struct HookLoad {
+    pub program: &'static str,
+    /// Instructions the verifier processed (kernel 5.16+).
+    pub verified_insns: Option<u32>,
+    pub load_ms: u64,
 }
 
 /// The attached lsm backend, for tests. Dropping it detaches every program.
@@ -170,7 +195,7 @@ impl LsmBackend {
     pub fn attach() -> Result<Self, LsmError> {
         let mut obj = ebpf::open_for_running_kernel()?;
         for h in LSM_HOOKS {
-            load_hook(&mut obj, h)?
+            load_hook(&mut obj, h, &mut Vec::new())?
                 .attach()
                 .map_err(|source| LsmError::Program {
                     program: h.program,
@@ -242,6 +267,8 @@ pub struct LsmState {
     protected: HashMap<MapData, u32, u8>,
     /// Unix sockets added to every agent's baseline.
     baseline_sockets: Vec<String>,
+    /// What loading each hook cost.
+    pub loads: Vec<HookLoad>,
 }
 
 impl LsmState {
@@ -255,8 +282,9 @@ impl LsmState {
             message: e.to_string(),
         })?;
         let mut obj = ebpf::open_pinned(pin_dir)?;
+        let mut loads = Vec::with_capacity(LSM_HOOKS.len());
         for h in LSM_HOOKS {
-            let prog = load_hook(&mut obj, h)?;
+            let prog = load_hook(&mut obj, h, &mut loads)?;
             let err = |source| LsmError::Program {
                 program: h.program,
                 source,
@@ -286,6 +314,7 @@ impl LsmState {
             unix,
             protected,
             baseline_sockets: AGENTD_SOCKETS.iter().map(|s| s.to_string()).collect(),
+            loads,
         };
         me.protect(std::process::id())?;
         tracing::info!(hooks = LSM_HOOKS.len(), pin_dir = %pin_dir.display(), "lsm backend attached");

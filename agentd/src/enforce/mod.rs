@@ -320,6 +320,15 @@ impl Enforcer {
         Ok(())
     }
 
+    /// What loading each lsm hook cost (empty on the seccomp backend).
+    pub fn lsm_loads(&self) -> Vec<lsm::HookLoad> {
+        self.inner
+            .lsm
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).loads.clone())
+            .unwrap_or_default()
+    }
+
     /// Removes what [`Self::lsm_install`] wrote for `handle`.
     fn lsm_uninstall(&self, handle: u64) {
         if let Some(lsm) = &self.inner.lsm {

@@ -177,8 +177,24 @@ fn main() {
 /// benchmark, measures outside and inside, then detaches it completely.
 fn with_enforcer(port: u16) -> Result<(Round, Round), String> {
     let _ = std::fs::remove_dir_all(STATE);
+    let loading = Instant::now();
     let enforcer = Enforcer::start(Backend::Lsm, Path::new(STATE), MemorySink::default())
         .map_err(|e| format!("enforcer: {e}"))?;
+    // Loading (the verifier, under TCG) dominates this suite's time.
+    println!(
+        "BENCH enforcer_start: {:.1}s (every program loaded and verified)",
+        loading.elapsed().as_secs_f64()
+    );
+    let mut loads = enforcer.lsm_loads();
+    loads.sort_by_key(|l| std::cmp::Reverse(l.load_ms));
+    for l in loads.iter().take(6) {
+        println!(
+            "BENCH lsm_load {}: {} ms, {} instructions verified",
+            l.program,
+            l.load_ms,
+            l.verified_insns.map_or("?".into(), |n| n.to_string())
+        );
+    }
     let mut baseline = default_baseline();
     baseline.read.push(DIR.into());
     enforcer
