@@ -642,8 +642,8 @@ mod tests {
     #[test]
     fn exec_args_lay_out_as_the_kernel_does() {
         let a = ExecArgs::encode(&["reset", "--user", "bob"]).unwrap();
-        assert_eq!(a.len, 19);
-        assert_eq!(&a.bytes[..19], b"reset\0--user\0bob\0");
+        assert_eq!(a.len, 17);
+        assert_eq!(&a.bytes[..17], b"reset\0--user\0bob\0");
         assert_eq!(
             ExecArgs::encode::<&str>(&[]).unwrap().len,
             0,
