@@ -142,6 +142,38 @@ impl Enforcer {
             .filter(|n| self.registry_r().agents.contains_key(n))
     }
 
+    /// The agent at the other end of an accepted loopback TCP connection,
+    /// named by the cgroup the connecting socket was created in (see
+    /// [`tcp_peer`](super::tcp_peer)); `Ok(None)` when that cgroup is no
+    /// agent's. The pid is the process holding the socket, when still open.
+    pub fn agent_of_tcp_peer(
+        &self,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) -> Result<Option<TcpCaller>, super::tcp_peer::TcpPeerError> {
+        let found = super::tcp_peer::peer_of(local, peer)?;
+        let reg = self.registry_r();
+        // An agent's own cgroup or one of its run cgroups below it.
+        let hit = reg.agents.iter().find_map(|(name, a)| {
+            let dir = if a.cgroup.id == found.cgroup_id {
+                Some(a.cgroup.path.clone())
+            } else {
+                super::tcp_peer::cgroup_dir_with_id(&a.cgroup.path, found.cgroup_id, 2)
+            };
+            dir.map(|d| (name.clone(), d))
+        });
+        drop(reg);
+        Ok(hit.map(|(agent, dir)| {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            let pids = procs.lines().filter_map(|l| l.trim().parse().ok());
+            TcpCaller {
+                agent,
+                uid: found.uid,
+                pid: super::tcp_peer::pid_holding_socket(pids, found.inode),
+            }
+        }))
+    }
+
     /// Moves `pid` into the agent's cgroup (a process already in one of the
     /// agent's run cgroups stays there).
     pub fn join(&self, agent: &str, pid: u32) -> Result<(), EnforceError> {
@@ -334,4 +366,15 @@ fn remove_cgroup(dir: &AgentCgroupDir) -> Result<(), EnforceError> {
         last = agent_cgroup::remove(dir);
     }
     last.map_err(Into::into)
+}
+
+/// An agent process on the other end of a loopback TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpCaller {
+    /// The agent whose cgroup created the connecting socket.
+    pub agent: String,
+    /// The socket's owner.
+    pub uid: u32,
+    /// The process holding the socket, if it could be found.
+    pub pid: Option<u32>,
 }

@@ -32,8 +32,10 @@ pub mod registry;
 pub mod seccomp;
 pub mod seccomp_probe;
 pub mod slot;
+pub mod tcp_peer;
 pub mod unix_gate;
 
+pub use agents::TcpCaller;
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
 pub use events::{AuditSink, KernelRecord, MemorySink};
