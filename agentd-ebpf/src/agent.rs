@@ -191,7 +191,7 @@ pub fn is_claimant(call_id: u64, tgid: u32, started: u64) -> bool {
 /// what `CLAIMANTS` and `FILE_CLAIMS` entries are checked against, so a
 /// reused pid inherits nothing.
 #[inline(always)]
-fn started_at(tgid: u32) -> u64 {
+pub(crate) fn started_at(tgid: u32) -> u64 {
     unsafe { LINEAGE.get(&tgid) }.map_or(0, |l| l.start_ns)
 }
 

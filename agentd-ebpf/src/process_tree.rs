@@ -58,7 +58,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
 /// the creator path, done once here instead of at every file claim.
 #[inline(always)]
 fn inherit_claims(agent_id: u32, parent_tgid: u32, child_tgid: u32, child_start: u64) {
-    let parent_start = unsafe { LINEAGE.get(&parent_tgid) }.map_or(0, |l| l.start_ns);
+    let parent_start = agent::started_at(parent_tgid);
     let mut slot = 0;
     while slot < PENDING_SLOTS {
         let key = PendingKey { agent_id, slot };
