@@ -256,6 +256,11 @@ pub fn all() -> Vec<Scenario> {
             only: None,
         },
         Scenario {
+            name: "exec_claims_with_other_arguments_in_audit_only_mode",
+            run: exec_claim_args_audit_only,
+            only: None,
+        },
+        Scenario {
             name: "restart_stops_unsupervised_agents_and_audits_gap",
             run: restart,
             only: Some((
@@ -1215,6 +1220,41 @@ fn exec_claim_args(h: &Harness, a: &str) -> Check {
         return Err(format!("the allowed exec row names {call:?}"));
     }
     Ok(())
+}
+
+/// The control of [`exec_claim_args`]: the same steps without enforcement
+/// all succeed, and the rows name what enforcement would have refused.
+fn exec_claim_args_audit_only(h: &Harness, a: &str) -> Check {
+    h.agent(a, Mode::AuditOnly)?;
+    let mut exec = spec(&[TRUE], &[], &[], &[], 60);
+    exec.args = Some(vec!["named".into(), "args".into()]);
+    let grants = [(format!("{a}-exec"), exec)];
+    let ops = [
+        "seq", "exec", TRUE, "other", "--", "exec", TRUE, "named", "args",
+    ];
+    let run = claim_race_with(h, a, &ops, &grants)?;
+    let want = "sib:exit:0 | exit:0 own:exit:0 | exit:0";
+    if run.result != want {
+        return Err(format!(
+            "audit-only argument claim: expected `{want}`, got `{}`\n{}",
+            run.result, run.output
+        ));
+    }
+    if wait_row(h, |r| {
+        r.agent == a && r.decision == "would_deny" && r.reason_code == "exec_args_mismatch"
+    })
+    .is_none()
+    {
+        return Err("no would_deny row for the exec with other arguments".into());
+    }
+    audited(
+        h,
+        a,
+        "exec",
+        TRUE,
+        "would_deny",
+        Some("claim_not_requester_tree"),
+    )
 }
 
 fn pending_claims_audit_only(h: &Harness, a: &str) -> Check {
