@@ -18,3 +18,4 @@ pub mod probe_side;
 pub mod runtimes;
 pub mod scenarios;
 pub mod scenarios_side;
+pub mod sdk_suite;

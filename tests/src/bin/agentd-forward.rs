@@ -1,82 +1,32 @@
 //! `agentd-forward [--bin DIR] [--venv DIR]`: the forward-mode suite (see
 //! `agentd_tests::forward`), one `PASS`/`FAIL`/`SKIP` line per check.
-use std::path::PathBuf;
-
 use agentd_tests::forward::{key_fragments, step, Suite, AGENT};
+use agentd_tests::sdk_suite::{clean_up, Args, Report};
 use serde_json::{json, Value};
 
-struct Report {
-    failed: usize,
-}
-
-impl Report {
-    fn check(&mut self, name: &str, ok: bool, why: impl FnOnce() -> String) {
-        if ok {
-            println!("PASS {name}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {name}: {}", why());
-        }
-    }
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut bin = exe_dir.clone();
-    let mut venv = exe_dir
-        .parent()
-        .map(|t| t.join("mcp-venv"))
-        .unwrap_or_default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--bin" => bin = args.next().map(PathBuf::from).unwrap_or(bin),
-            "--venv" => venv = args.next().map(PathBuf::from).unwrap_or(venv),
-            other => {
-                eprintln!("unknown argument {other}");
-                std::process::exit(2);
-            }
-        }
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP forward: needs root (starts agentd)");
-        return;
-    }
-    let sdks = std::process::Command::new(venv.join("bin/python"))
-        .args(["-c", "import openai, anthropic"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !sdks {
-        println!(
-            "SKIP forward: the openai/anthropic Python SDKs are not installed in {} (run `cargo xtask setup`)",
-            venv.display()
-        );
+    let args = Args::parse();
+    if !args.ready(
+        "forward",
+        "starts agentd",
+        "openai, anthropic",
+        "the openai/anthropic Python SDKs are",
+    ) {
         return;
     }
     let root = std::env::temp_dir().join(format!("agentd-forward-{}", std::process::id()));
-    let mut r = Report { failed: 0 };
-    match Suite::start(&bin, &root, &venv, "rewrite") {
+    let mut r = Report::default();
+    match Suite::start(&args.bin, &root, &args.venv, "rewrite") {
         Ok(s) => rewrite_mode(&s, &mut r),
         Err(e) => r.check("forward: setting up", false, || format!("{e:#}")),
     }
     let root_b = root.with_extension("block");
-    match Suite::start(&bin, &root_b, &venv, "block") {
+    match Suite::start(&args.bin, &root_b, &args.venv, "block") {
         Ok(s) => block_mode(&s, &mut r),
         Err(e) => r.check("forward block: setting up", false, || format!("{e:#}")),
     }
-    let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_dir_all(&root_b);
-    // This run's agentd instances (slices, pins) are orphans now that their
-    // state directories are gone: remove them rather than leave them to the
-    // next agentd's start (cargo xtask test's leftover check).
-    if let Ok(cg) = agentd::enforce::cgroup_root() {
-        agentd::enforce::bpf_state::gc_orphans(&cg);
-    }
-    if r.failed > 0 {
+    clean_up(&[&root, &root_b]);
+    if r.failed() > 0 {
         std::process::exit(1);
     }
 }

@@ -1,51 +1,19 @@
 //! `agentd-mcp [--bin DIR] [--venv DIR]`: the MCP gateway suite (see
 //! `agentd_tests::mcp`), one `PASS`/`FAIL`/`SKIP` line per check.
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agentd_tests::mcp::{repo_file, step, Raw, Suite, AGENT};
+use agentd_tests::sdk_suite::{clean_up, Args, Report};
 use serde_json::{json, Value};
 
-struct Report {
-    failed: usize,
-}
-
-impl Report {
-    fn check(&mut self, name: &str, ok: bool, why: impl FnOnce() -> String) {
-        if ok {
-            println!("PASS {name}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {name}: {}", why());
-        }
-    }
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut bin = exe_dir.clone();
-    // target/debug/agentd-mcp → target/mcp-venv
-    let mut venv = exe_dir
-        .parent()
-        .map(|t| t.join("mcp-venv"))
-        .unwrap_or_default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--bin" => bin = args.next().map(PathBuf::from).unwrap_or(bin),
-            "--venv" => venv = args.next().map(PathBuf::from).unwrap_or(venv),
-            other => {
-                eprintln!("unknown argument {other}");
-                std::process::exit(2);
-            }
-        }
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP mcp: needs root (starts agentd and creates cgroups)");
+    let args = Args::parse();
+    if !args.ready(
+        "mcp",
+        "starts agentd and creates cgroups",
+        "mcp",
+        "the MCP Python SDK is",
+    ) {
         return;
     }
     let report = agentd::doctor::run();
@@ -53,36 +21,19 @@ fn main() {
         println!("SKIP mcp: no enforcement backend here: {}", report.reason);
         return;
     }
-    let sdk = std::process::Command::new(venv.join("bin/python"))
-        .args(["-c", "import mcp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !sdk {
-        println!(
-            "SKIP mcp: the MCP Python SDK is not installed in {} (run `cargo xtask setup`)",
-            venv.display()
-        );
-        return;
-    }
     let root = std::env::temp_dir().join(format!("agentd-mcp-{}", std::process::id()));
-    let suite = match Suite::start(&bin, &root, &venv, &repo_file("")) {
+    let suite = match Suite::start(&args.bin, &root, &args.venv, &repo_file("")) {
         Ok(s) => s,
         Err(e) => {
             println!("FAIL mcp: setting up: {e:#}");
             std::process::exit(1);
         }
     };
-    let mut r = Report { failed: 0 };
+    let mut r = Report::default();
     scenarios(&suite, &mut r);
     drop(suite);
-    let _ = std::fs::remove_dir_all(&root);
-    // This run's agentd instance (slice, pins) is an orphan now that its
-    // state directory is gone: remove it rather than leave it to the next
-    // agentd's start.
-    if let Ok(cg) = agentd::enforce::cgroup_root() {
-        agentd::enforce::bpf_state::gc_orphans(&cg);
-    }
-    if r.failed > 0 {
+    clean_up(&[&root]);
+    if r.failed() > 0 {
         std::process::exit(1);
     }
 }

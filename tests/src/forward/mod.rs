@@ -16,14 +16,18 @@
 //! key reaches the upstream and nowhere else (client output, audit log,
 //! agentd's log).
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde_json::{json, Value};
 
 use crate::model_server::{ModelServer, Script};
 use crate::runtimes::daemon::Agentd;
+use crate::sdk_suite::{in_agent, json_lines, repo_file, Daemon};
+
+/// How long one run of the SDK client may take.
+const CLIENT_LIMIT: Duration = Duration::from_secs(600);
 
 /// The agent the in-agent checks run as.
 pub const AGENT: &str = "fwd";
@@ -102,7 +106,7 @@ impl Suite {
              [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
             u = upstream.url()
         );
-        let agentd = Agentd::start_with(bin, &root.join("agentd"), &extra)?;
+        let daemon = Daemon::start(bin, root, &extra, &policy(root), "fwd-s", "list the files")?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !model_socket.exists() {
             if Instant::now() > deadline {
@@ -110,73 +114,26 @@ impl Suite {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let pol = root.join("policy.toml");
-        std::fs::write(&pol, policy(root))?;
-        let st = agentd
-            .agentctl()
-            .args(["policy", "load"])
-            .arg(&pol)
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("agentctl policy load failed: {st}");
-        }
-        let key = agentd.dir.join("olivia.key");
-        let st = agentd
-            .agentctl()
-            .args(["operator", "add", "olivia", "--role", "owner", "--key-file"])
-            .arg(&key)
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("agentctl operator add failed: {st}");
-        }
-        let out = agentd
-            .agentctl()
-            .args([
-                "send",
-                "--json",
-                "--operator",
-                "olivia",
-                "--session",
-                "fwd-s",
-                "--key-file",
-            ])
-            .arg(&key)
-            .arg("list the files")
-            .output()?;
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let active = v["active_message_id"]
-            .as_str()
-            .map(String::from)
-            .with_context(|| {
-                format!(
-                    "agentctl send gave no active message: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
-            })?;
         // The in-agent client: its copy, readable by the agent user, and an
         // agent whose baseline runs Python from the venv and nothing else.
-        std::fs::copy(
-            crate::mcp::repo_file("tests/forward/client.py"),
-            root.join("client.py"),
-        )?;
+        std::fs::copy(repo_file("tests/forward/client.py"), root.join("client.py"))?;
         std::fs::set_permissions(
             root.join("client.py"),
             std::fs::Permissions::from_mode(0o644),
         )?;
-        let mut baseline = agentd::enforce::default_baseline();
-        baseline.read.push(venv.to_path_buf());
-        baseline.read.push(root.to_path_buf());
-        baseline.read.push(PathBuf::from("/etc/ssl"));
-        agentd.create_agent(AGENT, agentd::enforce::Mode::Enforce, &baseline)?;
+        daemon.create_agent(
+            AGENT,
+            venv,
+            &[root.to_path_buf(), PathBuf::from("/etc/ssl")],
+            &[],
+        )?;
         Ok(Suite {
             upstream,
-            agentd,
+            agentd: daemon.agentd,
             root: root.to_path_buf(),
             venv: venv.to_path_buf(),
             model_socket,
-            active,
+            active: daemon.active,
             canary,
         })
     }
@@ -191,10 +148,9 @@ impl Suite {
         direct: bool,
     ) -> anyhow::Result<(Vec<Value>, String)> {
         let mut c = Command::new(self.venv.join("bin/python"));
-        c.arg(crate::mcp::repo_file("tests/forward/client.py"))
+        c.arg(repo_file("tests/forward/client.py"))
             .arg(steps.to_string())
-            .env_remove("AGENTD_ACTIVE_MESSAGE")
-            .stdin(Stdio::null());
+            .env_remove("AGENTD_ACTIVE_MESSAGE");
         if direct {
             c.env("AGENTD_MODEL_DIRECT", self.upstream.url());
         } else {
@@ -203,53 +159,21 @@ impl Suite {
         if let Some(a) = active {
             c.env("AGENTD_ACTIVE_MESSAGE", a);
         }
-        let out = c.output().context("running the SDK client")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<Value> = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.is_empty() {
-            bail!("the SDK client printed nothing: {all}");
-        }
-        Ok((lines, all))
+        json_lines(c, CLIENT_LIMIT, "the SDK client")
     }
 
     /// Runs the SDK client inside the agent (`agentctl run --message`), as
     /// a runtime with no hook would run: its tool runner executes what the
     /// model's answers ask for. Returns its lines and whole output.
     pub fn client_in_agent(&self, steps: &Value) -> anyhow::Result<(Vec<Value>, String)> {
-        let out = self
-            .agentd
-            .agentctl()
-            .args([
-                "run",
-                "--agent",
-                AGENT,
-                "--message",
-                &self.active,
-                "--socket",
-            ])
-            .arg(&self.agentd.enforce_socket)
-            .arg("--")
-            .arg(self.venv.join("bin/python"))
-            .arg(self.root.join("client.py"))
-            .arg(steps.to_string())
-            .env("AGENTD_MODEL_SOCKET", &self.model_socket)
-            .stdin(Stdio::null())
-            .output()
-            .context("running the SDK client in the agent")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<Value> = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.is_empty() {
-            bail!("the SDK client in the agent printed nothing: {all}");
-        }
-        Ok((lines, all))
+        let argv = [
+            self.venv.join("bin/python").display().to_string(),
+            self.root.join("client.py").display().to_string(),
+            steps.to_string(),
+        ];
+        let mut c = in_agent(&self.agentd, AGENT, &self.active, &argv);
+        c.env("AGENTD_MODEL_SOCKET", &self.model_socket);
+        json_lines(c, CLIENT_LIMIT, "the SDK client in the agent")
     }
 
     /// Audit rows of decisions on this suite's active message.

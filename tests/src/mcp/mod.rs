@@ -15,11 +15,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agentd::enforce::Mode;
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::runtimes::daemon::Agentd;
+pub use crate::sdk_suite::repo_file;
+use crate::sdk_suite::{in_agent, json_lines, Daemon};
 
 /// The agent the suite's servers work for.
 pub const AGENT: &str = "mcp";
@@ -154,62 +155,14 @@ impl Suite {
         ] {
             std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o644))?;
         }
-        let agentd = Agentd::start(bin, &root.join("agentd"))?;
-        let pol = root.join("policy.toml");
-        std::fs::write(&pol, policy(root))?;
-        let st = agentd
-            .agentctl()
-            .args(["policy", "load"])
-            .arg(&pol)
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("agentctl policy load failed: {st}");
-        }
-        let key = agentd.dir.join("olivia.key");
-        let st = agentd
-            .agentctl()
-            .args(["operator", "add", "olivia", "--role", "owner", "--key-file"])
-            .arg(&key)
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("agentctl operator add failed: {st}");
-        }
-        let out = agentd
-            .agentctl()
-            .args([
-                "send",
-                "--json",
-                "--operator",
-                "olivia",
-                "--session",
-                "mcp-s",
-                "--key-file",
-            ])
-            .arg(&key)
-            .arg("use the demo tools")
-            .output()?;
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let active = v["active_message_id"]
-            .as_str()
-            .map(String::from)
-            .with_context(|| {
-                format!(
-                    "agentctl send gave no active message: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
-            })?;
-        let mut baseline = agentd::enforce::default_baseline();
-        baseline.read.push(venv.to_path_buf());
+        let daemon = Daemon::start(bin, root, "", &policy(root), "mcp-s", "use the demo tools")?;
         // The server's own directory (Python reads its script's directory).
-        baseline.read.push(root.join("srv"));
-        agentd.create_agent(AGENT, Mode::Enforce, &baseline)?;
+        daemon.create_agent(AGENT, venv, &[root.join("srv")], &[])?;
         Ok(Suite {
-            agentd,
+            agentd: daemon.agentd,
             root: root.to_path_buf(),
             venv: venv.to_path_buf(),
-            active,
+            active: daemon.active,
         })
     }
 
@@ -281,60 +234,25 @@ impl Suite {
             .arg(steps.to_string())
             .arg("--")
             .args(server_cmd)
-            .env_remove("AGENTD_ACTIVE_MESSAGE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("AGENTD_ACTIVE_MESSAGE");
         if let Some(a) = active {
             c.env("AGENTD_ACTIVE_MESSAGE", a);
         }
-        let child = c.spawn().context("starting the SDK client")?;
-        let out = wait_output(child, Duration::from_secs(90))?;
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.0)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.is_empty() {
-            bail!("the SDK client printed nothing; stderr: {}", tail(&out.1));
-        }
-        Ok(lines)
+        Ok(json_lines(c, Duration::from_secs(90), "the SDK client")?.0)
     }
 
     /// Runs the SDK client inside the agent (`agentctl run --message`), as
     /// a runtime would: the proxy it starts is an agent process.
     pub fn client_in_agent(&self, steps: &Value) -> anyhow::Result<Vec<Value>> {
-        let mut c = self.agentd.agentctl();
-        c.args([
-            "run",
-            "--agent",
-            AGENT,
-            "--message",
-            &self.active,
-            "--socket",
-        ])
-        .arg(&self.agentd.enforce_socket)
-        .arg("--")
-        .arg(self.python())
-        .arg(self.root.join("srv/client.py"))
-        .arg(steps.to_string())
-        .arg("--")
-        .args(self.proxy_cmd(None))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let child = c.spawn().context("starting the SDK client in the agent")?;
-        let out = wait_output(child, Duration::from_secs(90))?;
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.0)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.is_empty() {
-            bail!(
-                "the SDK client in the agent printed nothing; stderr: {}",
-                tail(&out.1)
-            );
-        }
-        Ok(lines)
+        let mut argv = vec![
+            self.python().display().to_string(),
+            self.root.join("srv/client.py").display().to_string(),
+            steps.to_string(),
+            "--".into(),
+        ];
+        argv.extend(self.proxy_cmd(None));
+        let c = in_agent(&self.agentd, AGENT, &self.active, &argv);
+        Ok(json_lines(c, Duration::from_secs(90), "the SDK client in the agent")?.0)
     }
 
     /// Audit rows of tool calls on this suite's active message.
@@ -346,53 +264,6 @@ impl Suite {
             .filter(|r| r["kind"] == "tool_call" && r["active_message_id"] == self.active.as_str())
             .collect())
     }
-}
-
-/// A file of the repository (the suite runs from the workspace).
-pub fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn tail(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    let skip = s.chars().count().saturating_sub(1500);
-    s.chars().skip(skip).collect()
-}
-
-/// Waits for a child with a deadline (killing it after), returning stdout and stderr.
-fn wait_output(
-    mut child: std::process::Child,
-    limit: Duration,
-) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let t1 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(s) = so.as_mut() {
-            let _ = std::io::Read::read_to_end(s, &mut v);
-        }
-        v
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(s) = se.as_mut() {
-            let _ = std::io::Read::read_to_end(s, &mut v);
-        }
-        v
-    });
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((t1.join().unwrap_or_default(), t2.join().unwrap_or_default()))
 }
 
 /// A step's result line from the client output.
