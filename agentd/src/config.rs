@@ -152,6 +152,8 @@ pub struct ForwardConfig {
     pub openai: UpstreamConfig,
     /// Anthropic (Messages).
     pub anthropic: UpstreamConfig,
+    /// Google Gemini (generateContent, streamGenerateContent).
+    pub gemini: UpstreamConfig,
 }
 
 /// One upstream provider.
@@ -180,6 +182,10 @@ impl Default for ForwardConfig {
             },
             anthropic: UpstreamConfig {
                 url: "https://api.anthropic.com".into(),
+                key_file: None,
+            },
+            gemini: UpstreamConfig {
+                url: "https://generativelanguage.googleapis.com".into(),
                 key_file: None,
             },
         }

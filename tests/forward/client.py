@@ -4,10 +4,12 @@ own httpx transport), run the steps given as JSON in argv[1] and print one
 JSON line per step: the text, the tool calls and the stop reason the SDK
 parsed, or the SDK's error (type, status, message).
 
-Each step: {"name", "api": "openai"|"anthropic", "stream": bool,
-"prompt": "agentd-script: {...}"}. Streams go through the SDKs' stream
-helpers (`chat.completions.stream`, `messages.stream`), which check event
-order and indices while accumulating.
+Each step: {"name", "api": "openai"|"responses"|"anthropic", "stream":
+bool, "prompt": "agentd-script: {...}"}. Streams go through the SDKs' stream
+helpers (`chat.completions.stream`, `messages.stream`, and for Responses
+`responses.stream` when the step says "helper", else
+`responses.create(stream=True)`), which check event order and indices while
+accumulating.
 """
 import json
 import os
@@ -32,6 +34,10 @@ if os.environ.get("AGENTD_ACTIVE_MESSAGE"):
 TOOLS_OPENAI = [
     {"type": "function", "function": {"name": "exec_command", "description": "Run a command",
      "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}}},
+]
+TOOLS_RESPONSES = [
+    {"type": "function", "name": "exec_command", "description": "Run a command",
+     "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}},
 ]
 TOOLS_ANTHROPIC = [
     {"name": "Bash", "description": "Run a command",
@@ -68,6 +74,40 @@ def run_openai(step):
                        for t in (choice.message.tool_calls or [])],
         "stop": choice.finish_reason,
         "events": events[:200],
+    }
+
+
+def run_responses(step):
+    client = openai.OpenAI(api_key=CLIENT_KEY, base_url=base("/v1"), max_retries=0,
+                           http_client=transport(), default_headers=HEADERS)
+    args = dict(model="gpt-fwd", input=[{"role": "user", "content": step["prompt"]}],
+                tools=TOOLS_RESPONSES)
+    events = []
+    if step.get("stream") and step.get("helper"):
+        with client.responses.stream(**args) as s:
+            events = [e.type for e in s]
+            final = s.get_final_response()
+    elif step.get("stream"):
+        final = None
+        seqs = []
+        for e in client.responses.create(**args, stream=True):
+            events.append(e.type)
+            seqs.append(getattr(e, "sequence_number", None))
+            if e.type == "response.completed":
+                final = e.response
+        if seqs != list(range(len(seqs))):
+            raise RuntimeError(f"sequence numbers out of order: {seqs}")
+        if final is None:
+            raise RuntimeError(f"no response.completed: {events}")
+    else:
+        final = client.responses.create(**args)
+    calls = [o for o in final.output if o.type == "function_call"]
+    return {
+        "text": final.output_text,
+        "tool_calls": [{"id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls],
+        "stop": final.status,
+        "events": events[:200],
+        "usage": [final.usage.input_tokens, final.usage.output_tokens] if final.usage else None,
     }
 
 
@@ -118,7 +158,8 @@ def main():
     for step in json.loads(sys.argv[1]):
         out = {"name": step["name"]}
         try:
-            out.update(run_openai(step) if step["api"] == "openai" else run_anthropic(step))
+            run = {"openai": run_openai, "responses": run_responses}.get(step["api"], run_anthropic)
+            out.update(run(step))
             out["ok"] = True
             act(step, out)
         except (openai.APIError, anthropic.APIError) as e:

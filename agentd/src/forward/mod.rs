@@ -5,15 +5,18 @@
 //! route (`runtime::mapping`, `Gateway::runtime_call`), so a runtime with no
 //! hook at all is governed like one with a hook.
 //!
-//! Split by job: [`sse`] parses event streams incrementally, [`openai`] and
-//! [`anthropic`] know each provider's wire format (finding tool calls in a
+//! Split by job: [`sse`] parses event streams incrementally, [`openai`]
+//! (Chat Completions), [`responses`] (OpenAI Responses), [`anthropic`] and
+//! [`gemini`] know each provider's wire format (finding tool calls in a
 //! body or reassembling them from stream events, rewriting denied ones,
 //! error shapes), [`decide`] turns a found call into the runtime call the
 //! gateway decides, and [`proxy`] does the I/O (client ↔ upstream).
 pub mod anthropic;
 pub mod decide;
+pub mod gemini;
 pub mod openai;
 pub mod proxy;
+pub mod responses;
 pub mod sse;
 #[cfg(test)]
 mod tests;
@@ -37,6 +40,28 @@ pub enum Provider {
     OpenAiResponses,
     /// Anthropic Messages (`POST /v1/messages`).
     Anthropic,
+    /// Gemini (`POST /v1beta/models/{model}:generateContent` and
+    /// `:streamGenerateContent`).
+    Gemini,
+}
+
+/// Whether `path` is a Gemini inference endpoint:
+/// `/{v1,v1beta,v1alpha}/models/{model}:{generateContent,streamGenerateContent}`.
+fn is_gemini_inference(path: &str) -> bool {
+    let Some(rest) = ["/v1beta/models/", "/v1/models/", "/v1alpha/models/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+    else {
+        return false;
+    };
+    match rest.split_once(':') {
+        Some((model, method)) => {
+            !model.is_empty()
+                && !model.contains('/')
+                && matches!(method, "generateContent" | "streamGenerateContent")
+        }
+        None => false,
+    }
 }
 
 impl Provider {
@@ -47,16 +72,24 @@ impl Provider {
             "/v1/chat/completions" => Some(Provider::OpenAiChat),
             "/v1/responses" => Some(Provider::OpenAiResponses),
             "/v1/messages" => Some(Provider::Anthropic),
+            p if is_gemini_inference(p) => Some(Provider::Gemini),
             _ => None,
         }
     }
 
     /// The family whose error shape a path's client expects (for 404s of
     /// paths that are not forwarded): Anthropic's under `/v1/messages…` and
-    /// `/v1/complete`, else OpenAI's.
+    /// `/v1/complete`, Gemini's under `/v1beta`, `/v1alpha` and for
+    /// `…:method` paths, else OpenAI's.
     pub fn family_of_path(path: &str) -> Family {
         if path.starts_with("/v1/messages") || path.starts_with("/v1/complete") {
             Family::Anthropic
+        } else if path.starts_with("/v1beta")
+            || path.starts_with("/v1alpha")
+            || path.starts_with("/upload/")
+            || path.contains(':')
+        {
+            Family::Gemini
         } else {
             Family::OpenAi
         }
@@ -67,6 +100,7 @@ impl Provider {
         match self {
             Provider::OpenAiChat | Provider::OpenAiResponses => Family::OpenAi,
             Provider::Anthropic => Family::Anthropic,
+            Provider::Gemini => Family::Gemini,
         }
     }
 
@@ -76,15 +110,17 @@ impl Provider {
             Provider::OpenAiChat => "openai_chat",
             Provider::OpenAiResponses => "openai_responses",
             Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
         }
     }
 
     /// Whose tool names to expect when the client does not say
     /// ([`RUNTIME_HEADER`]): Claude Code speaks Messages, Codex speaks
-    /// OpenAI's APIs.
+    /// OpenAI's APIs, Gemini CLI speaks Gemini's.
     pub fn default_runtime(self) -> Runtime {
         match self {
             Provider::Anthropic => Runtime::ClaudeCode,
+            Provider::Gemini => Runtime::Gemini,
             Provider::OpenAiChat | Provider::OpenAiResponses => Runtime::Codex,
         }
     }
@@ -97,6 +133,8 @@ pub enum Family {
     OpenAi,
     /// Anthropic.
     Anthropic,
+    /// Google Gemini.
+    Gemini,
 }
 
 impl Family {
@@ -105,6 +143,7 @@ impl Family {
         match self {
             Family::OpenAi => "openai",
             Family::Anthropic => "anthropic",
+            Family::Gemini => "gemini",
         }
     }
 
@@ -113,6 +152,7 @@ impl Family {
         let v = match self {
             Family::OpenAi => openai::error_value(kind, code, message),
             Family::Anthropic => anthropic::error_value(kind, message),
+            Family::Gemini => gemini::error_value(kind, message),
         };
         (kind.status(), v.to_string().into_bytes())
     }
@@ -264,7 +304,8 @@ pub fn calls_in(provider: Provider, body: &serde_json::Value) -> Vec<FoundCall> 
     match provider {
         Provider::OpenAiChat => openai::chat_calls(body),
         Provider::Anthropic => anthropic::calls(body),
-        Provider::OpenAiResponses => Vec::new(),
+        Provider::OpenAiResponses => responses::calls(body),
+        Provider::Gemini => gemini::calls(body),
     }
 }
 
@@ -274,7 +315,8 @@ pub fn rewrite(provider: Provider, body: &mut serde_json::Value, verdicts: &[Cal
     match provider {
         Provider::OpenAiChat => openai::chat_rewrite(body, verdicts),
         Provider::Anthropic => anthropic::rewrite(body, verdicts),
-        Provider::OpenAiResponses => {}
+        Provider::OpenAiResponses => responses::rewrite(body, verdicts),
+        Provider::Gemini => gemini::rewrite(body, verdicts),
     }
 }
 
@@ -283,15 +325,17 @@ pub fn usage_of(provider: Provider, body: &serde_json::Value) -> Usage {
     match provider {
         Provider::OpenAiChat => openai::chat_usage(body),
         Provider::Anthropic => anthropic::usage(body),
-        Provider::OpenAiResponses => Usage::default(),
+        Provider::OpenAiResponses => responses::usage(body),
+        Provider::Gemini => gemini::usage(body),
     }
 }
 
 /// A stream rewriter for the provider.
-pub fn stream_rewriter(provider: Provider) -> Option<Box<dyn StreamRewriter>> {
+pub fn stream_rewriter(provider: Provider) -> Box<dyn StreamRewriter> {
     match provider {
-        Provider::OpenAiChat => Some(Box::new(openai::ChatStream::default())),
-        Provider::Anthropic => Some(Box::new(anthropic::Stream::default())),
-        Provider::OpenAiResponses => None,
+        Provider::OpenAiChat => Box::new(openai::ChatStream::default()),
+        Provider::OpenAiResponses => Box::new(responses::Stream::default()),
+        Provider::Anthropic => Box::new(anthropic::Stream::default()),
+        Provider::Gemini => Box::new(gemini::Stream::default()),
     }
 }

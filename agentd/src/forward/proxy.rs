@@ -163,6 +163,7 @@ pub struct Proxy {
     gateway: Arc<Gateway>,
     openai: Upstream,
     anthropic: Upstream,
+    gemini: Upstream,
     on_deny: OnDeny,
     timeout: Duration,
     max_request: usize,
@@ -175,6 +176,7 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("openai", &self.openai)
             .field("anthropic", &self.anthropic)
+            .field("gemini", &self.gemini)
             .field("on_deny", &self.on_deny)
             .finish_non_exhaustive()
     }
@@ -221,13 +223,17 @@ impl Proxy {
     ) -> Result<Self, ProxyError> {
         let mut openai = parse_url("openai", &config.openai.url)?;
         let mut anthropic = parse_url("anthropic", &config.anthropic.url)?;
+        let mut gemini = parse_url("gemini", &config.gemini.url)?;
         if let Some(p) = &config.openai.key_file {
             openai.key = Some(read_key("openai", p, require_root_keys)?);
         }
         if let Some(p) = &config.anthropic.key_file {
             anthropic.key = Some(read_key("anthropic", p, require_root_keys)?);
         }
-        let tls = if openai.tls || anthropic.tls {
+        if let Some(p) = &config.gemini.key_file {
+            gemini.key = Some(read_key("gemini", p, require_root_keys)?);
+        }
+        let tls = if openai.tls || anthropic.tls || gemini.tls {
             Some(tls_connector()?)
         } else {
             None
@@ -236,6 +242,7 @@ impl Proxy {
             gateway,
             openai,
             anthropic,
+            gemini,
             on_deny: config.on_deny,
             timeout: Duration::from_secs(config.upstream_timeout_secs.max(1)),
             max_request: config.max_request_bytes,
@@ -253,6 +260,7 @@ impl Proxy {
         match family {
             Family::OpenAi => &self.openai,
             Family::Anthropic => &self.anthropic,
+            Family::Gemini => &self.gemini,
         }
     }
 
@@ -281,7 +289,7 @@ impl Proxy {
                 ErrorKind::NotFound,
                 "not_found",
                 &format!(
-                    "agentd forwards only POST /v1/chat/completions, /v1/responses and /v1/messages, not {method} {path}",
+                    "agentd forwards only POST /v1/chat/completions, /v1/responses, /v1/messages and Gemini's models/MODEL:generateContent and :streamGenerateContent, not {method} {path}",
                 ),
             );
         };
@@ -292,15 +300,6 @@ impl Proxy {
                 ErrorKind::Denied,
                 crate::protocol::reason::PERMISSION_DENIED,
                 "only agents, the agent user and administrators may use agentd's model proxy",
-            );
-        }
-        if provider == Provider::OpenAiResponses {
-            // Not yet decided call by call: refused rather than passed undecided.
-            return error_response(
-                family,
-                ErrorKind::NotFound,
-                "not_found",
-                "agentd does not forward the Responses API yet; use /v1/chat/completions",
             );
         }
         let runtime = match req.headers().get(RUNTIME_HEADER) {
@@ -372,13 +371,16 @@ impl Proxy {
                 return resp;
             }
         };
-        ex.model = json["model"]
-            .as_str()
-            .unwrap_or_default()
-            .chars()
-            .take(128)
-            .collect();
-        ex.stream = json["stream"] == true;
+        // Gemini names the model and streaming in the path, the others in the body.
+        let model = match provider {
+            Provider::Gemini => super::gemini::model_of_path(&path).unwrap_or_default(),
+            _ => json["model"].as_str().unwrap_or_default(),
+        };
+        ex.model = model.chars().take(128).collect();
+        ex.stream = match provider {
+            Provider::Gemini => path.ends_with(":streamGenerateContent"),
+            _ => json["stream"] == true,
+        };
         let up = self.upstream(family).clone();
         let upstream_req = match build_request(&up, family, &parts, body) {
             Ok(r) => r,
@@ -536,6 +538,8 @@ impl Proxy {
         }
         let mut json: Value = match serde_json::from_slice(&bytes) {
             Ok(v @ Value::Object(_)) => v,
+            // Gemini's stream without `alt=sse` is one array of chunks.
+            Ok(v @ Value::Array(_)) if ex.provider == Provider::Gemini => v,
             _ => {
                 // Nothing unparsed passes: it could hold a call undecided.
                 ex.outcome = "upstream_malformed";
@@ -591,18 +595,12 @@ impl Proxy {
     ) -> Response<Body> {
         let (parts, mut body) = resp.into_parts();
         let (tx, rx) = mpsc::channel::<Bytes>(32);
-        let Some(mut rw) = stream_rewriter(ex.provider) else {
-            return error_response(
-                ex.provider.family(),
-                ErrorKind::NotFound,
-                "not_found",
-                "no stream support for this API",
-            );
-        };
+        let mut rw = stream_rewriter(ex.provider);
         tokio::spawn(async move {
             let mut parser = sse::Parser::new();
             let full_key = key.as_ref().map(|k| k.0.as_bytes().to_vec());
-            'pump: loop {
+            let mut last = false;
+            'pump: while !last {
                 let frame = match tokio::time::timeout(self.timeout, body.frame()).await {
                     Err(_) => {
                         ex.outcome = "upstream_timeout";
@@ -615,7 +613,11 @@ impl Proxy {
                             .await;
                         break;
                     }
-                    Ok(None) => break,
+                    // The end: an event held for the LF after its CR goes now.
+                    Ok(None) => {
+                        last = true;
+                        None
+                    }
                     Ok(Some(Err(e))) => {
                         tracing::warn!(error = %e, "forward: upstream stream broke");
                         ex.outcome = "upstream_reset";
@@ -628,12 +630,19 @@ impl Proxy {
                             .await;
                         break;
                     }
-                    Ok(Some(Ok(f))) => f,
+                    Ok(Some(Ok(f))) => Some(f),
                 };
-                let Ok(data) = frame.into_data() else {
-                    continue;
+                let data = match frame.map(|f| f.into_data()) {
+                    Some(Ok(d)) => d,
+                    Some(Err(_)) => continue,
+                    None => Bytes::new(),
                 };
-                let events = match parser.push(&data) {
+                let pushed = if last {
+                    Ok(parser.end())
+                } else {
+                    parser.push(&data)
+                };
+                let events = match pushed {
                     Ok(ev) => ev,
                     Err(e) => {
                         ex.outcome = "upstream_malformed";
@@ -907,12 +916,15 @@ fn build_request(
     parts: &hyper::http::request::Parts,
     body: Bytes,
 ) -> Result<Request<http_body_util::Full<Bytes>>, String> {
-    let path_q = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri = format!("{}{path_q}", up.base_path);
+    let mut uri = format!("{}{}", up.base_path, parts.uri.path());
+    if let Some(q) = parts.uri.query() {
+        // Gemini's clients may put their key in the query: never forwarded.
+        let kept = without_key_param(q);
+        if !kept.is_empty() {
+            uri.push('?');
+            uri.push_str(&kept);
+        }
+    }
     let mut b = Request::builder().method("POST").uri(uri);
     let headers = b.headers_mut().ok_or("building the request")?;
     for (name, value) in &parts.headers {
@@ -937,6 +949,7 @@ fn build_request(
         let (name, value) = match family {
             Family::OpenAi => (hyper::header::AUTHORIZATION, format!("Bearer {}", key.0)),
             Family::Anthropic => (HeaderName::from_static("x-api-key"), key.0.clone()),
+            Family::Gemini => (HeaderName::from_static("x-goog-api-key"), key.0.clone()),
         };
         let mut v =
             HeaderValue::from_str(&value).map_err(|_| "the key is not a valid header value")?;
@@ -945,6 +958,15 @@ fn build_request(
     }
     b.body(http_body_util::Full::new(body))
         .map_err(|e| e.to_string())
+}
+
+/// A query string without its `key` parameters (Gemini's API key).
+fn without_key_param(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Response headers passed to the client (not hop-by-hop or lengths, which
@@ -1023,6 +1045,16 @@ mod tests {
         ] {
             assert!(parse_url("openai", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_key_parameter_leaves_the_query() {
+        assert_eq!(without_key_param("alt=sse&key=AIzaSECRET"), "alt=sse");
+        assert_eq!(without_key_param("key=AIzaSECRET"), "");
+        assert_eq!(
+            without_key_param("keyword=1&key&alt=sse"),
+            "keyword=1&alt=sse"
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Parser {
     line_start: usize,
     /// The previous chunk ended in CR: a leading LF belongs to that line end.
     skip_lf: bool,
+    /// An event whose blank line ended in that CR: handed out with the
+    /// next bytes (its raw bytes must include the LF, if one comes, so an
+    /// event a rewriter replaces takes its whole terminator with it).
+    pending: Option<Event>,
     current: Event,
 }
 
@@ -54,12 +58,27 @@ impl Parser {
     /// Feeds bytes; returns the events they complete, in order.
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<Event>, SseError> {
         let mut out = Vec::new();
-        if self.skip_lf && !bytes.is_empty() {
+        if bytes.is_empty() {
+            return Ok(out);
+        }
+        if self.skip_lf {
             self.skip_lf = false;
-            if bytes[0] == b'\n' {
-                self.raw.push(b'\n');
-                self.line_start = self.raw.len();
+            let lf = bytes[0] == b'\n';
+            if lf {
                 bytes = &bytes[1..];
+            }
+            match self.pending.take() {
+                Some(mut ev) => {
+                    if lf {
+                        ev.raw.push(b'\n');
+                    }
+                    out.push(ev);
+                }
+                None if lf => {
+                    self.raw.push(b'\n');
+                    self.line_start = self.raw.len();
+                }
+                None => {}
             }
         }
         while !bytes.is_empty() {
@@ -90,7 +109,11 @@ impl Parser {
                 if ev.data.ends_with('\n') {
                     ev.data.pop();
                 }
-                out.push(ev);
+                if self.skip_lf && bytes.is_empty() {
+                    self.pending = Some(ev);
+                } else {
+                    out.push(ev);
+                }
             } else {
                 self.field(&line);
             }
@@ -123,6 +146,13 @@ impl Parser {
             }
             _ => {}
         }
+    }
+
+    /// The stream ended: the last event, if its blank line ended in a CR
+    /// that was the stream's last byte (held for a LF that never came).
+    pub fn end(&mut self) -> Vec<Event> {
+        self.skip_lf = false;
+        self.pending.take().into_iter().collect()
     }
 
     /// Ends the stream: the bytes of an unfinished event (no blank line
@@ -161,7 +191,8 @@ data:no-space\nid: 7\nretry: 10\n\nevent: tail\ndata: unfinished";
 
     fn all_at_once() -> (Vec<Event>, Vec<u8>) {
         let mut p = Parser::new();
-        let ev = p.push(STREAM).unwrap();
+        let mut ev = p.push(STREAM).unwrap();
+        ev.extend(p.end());
         (ev, p.finish())
     }
 
@@ -194,6 +225,7 @@ data:no-space\nid: 7\nretry: 10\n\nevent: tail\ndata: unfinished";
                 let mut got = p.push(&STREAM[..i]).unwrap();
                 got.extend(p.push(&STREAM[i..j]).unwrap());
                 got.extend(p.push(&STREAM[j..]).unwrap());
+                got.extend(p.end());
                 let rest = p.finish();
                 let fields = |v: &[Event]| {
                     v.iter()
@@ -217,10 +249,21 @@ data:no-space\nid: 7\nretry: 10\n\nevent: tail\ndata: unfinished";
         for b in STREAM {
             got.extend(p.push(std::slice::from_ref(b)).unwrap());
         }
+        got.extend(p.end());
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
-            assert_eq!((&g.event, &g.data), (&w.event, &w.data));
+            assert_eq!((&g.event, &g.data, &g.raw), (&w.event, &w.data, &w.raw));
         }
+    }
+
+    #[test]
+    fn an_event_ended_by_the_streams_last_cr_is_handed_out_at_the_end() {
+        let mut p = Parser::new();
+        let ev = p.push(b"data: a\r\r").unwrap();
+        assert!(ev.is_empty());
+        let ev = p.end();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].raw, b"data: a\r\r");
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn rewrite_stream(
     on_deny: OnDeny,
 ) -> (Vec<u8>, usize) {
     let mut p = sse::Parser::new();
-    let mut rw = stream_rewriter(provider).unwrap();
+    let mut rw = stream_rewriter(provider);
     let mut out = Vec::new();
     let mut decided = 0;
     let chunks: Vec<&[u8]> = if split == 0 {
@@ -33,8 +33,10 @@ fn rewrite_stream(
     } else {
         stream.chunks(split).collect()
     };
-    'outer: for chunk in chunks {
-        for ev in p.push(chunk).unwrap() {
+    let mut pieces: Vec<Vec<sse::Event>> = chunks.iter().map(|c| p.push(c).unwrap()).collect();
+    pieces.push(p.end());
+    'outer: for events in pieces {
+        for ev in events {
             let step = rw.push(ev);
             out.extend(step.emit);
             if !step.calls.is_empty() {
@@ -181,7 +183,7 @@ fn chat_stream_cut_inside_a_call_passes_nothing_of_it() {
     let stream = chat_stream();
     let cut = String::from_utf8_lossy(&stream).find("rl x").unwrap();
     let mut p = sse::Parser::new();
-    let mut rw = stream_rewriter(Provider::OpenAiChat).unwrap();
+    let mut rw = stream_rewriter(Provider::OpenAiChat);
     let mut out = Vec::new();
     for ev in p.push(&stream[..cut]).unwrap() {
         let step = rw.push(ev);
@@ -382,4 +384,337 @@ fn paths_and_error_shapes() {
     assert_eq!(status, 504);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "upstream_timeout");
+}
+
+/// A Responses stream as the API sends it: numbered events, text in
+/// deltas, two function calls with argument deltas, the final response.
+fn responses_stream() -> Vec<u8> {
+    let mut seq = 0;
+    let mut s = String::new();
+    let mut ev = |v: Value| {
+        let mut v = v;
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        s.push_str(&format!(
+            "event: {}\ndata: {v}\n\n",
+            v["type"].as_str().unwrap()
+        ));
+    };
+    let resp = |status: &str, output: Value| {
+        json!({ "id": "resp_1", "object": "response", "model": "gpt-r", "status": status,
+            "output": output, "usage": if status == "completed" {
+                json!({ "input_tokens": 21, "output_tokens": 8 }) } else { Value::Null } })
+    };
+    ev(json!({ "type": "response.created", "response": resp("in_progress", json!([])) }));
+    ev(json!({ "type": "response.in_progress", "response": resp("in_progress", json!([])) }));
+    let msg = json!({ "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+        "content": [{ "type": "output_text", "text": "Looking", "annotations": [] }] });
+    ev(
+        json!({ "type": "response.output_item.added", "output_index": 0,
+        "item": { "type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": [] } }),
+    );
+    ev(
+        json!({ "type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+        "content_index": 0, "part": { "type": "output_text", "text": "", "annotations": [] } }),
+    );
+    ev(
+        json!({ "type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+        "content_index": 0, "delta": "Looking" }),
+    );
+    ev(
+        json!({ "type": "response.output_text.done", "item_id": "msg_1", "output_index": 0,
+        "content_index": 0, "text": "Looking" }),
+    );
+    ev(
+        json!({ "type": "response.content_part.done", "item_id": "msg_1", "output_index": 0,
+        "content_index": 0, "part": { "type": "output_text", "text": "Looking", "annotations": [] } }),
+    );
+    ev(json!({ "type": "response.output_item.done", "output_index": 0, "item": msg }));
+    let mut items = vec![msg];
+    for (oi, id, cmd) in [(1, "fc_a", "curl x"), (2, "fc_b", "ls")] {
+        let args = json!({ "cmd": cmd }).to_string();
+        let call = |a: &str, st: &str| {
+            json!({ "type": "function_call", "id": id,
+            "call_id": format!("call_{id}"), "name": "exec_command", "arguments": a, "status": st })
+        };
+        ev(
+            json!({ "type": "response.output_item.added", "output_index": oi, "item": call("", "in_progress") }),
+        );
+        let (a, b) = args.split_at(4);
+        for piece in [a, b] {
+            ev(
+                json!({ "type": "response.function_call_arguments.delta", "item_id": id,
+                "output_index": oi, "delta": piece }),
+            );
+        }
+        ev(
+            json!({ "type": "response.function_call_arguments.done", "item_id": id,
+            "output_index": oi, "arguments": args }),
+        );
+        ev(
+            json!({ "type": "response.output_item.done", "output_index": oi, "item": call(&args, "completed") }),
+        );
+        items.push(call(&args, "completed"));
+    }
+    ev(json!({ "type": "response.completed", "response": resp("completed", Value::Array(items)) }));
+    s.into_bytes()
+}
+
+#[test]
+fn responses_stream_denied_call_becomes_a_message_and_numbers_stay_in_order() {
+    let (out, decided) = rewrite_stream(
+        Provider::OpenAiResponses,
+        &responses_stream(),
+        0,
+        OnDeny::Rewrite,
+    );
+    assert_eq!(decided, 2);
+    let ev = events(&out);
+    // Contiguous sequence numbers, event name = data type.
+    for (i, (name, v)) in ev.iter().enumerate() {
+        assert_eq!(v["sequence_number"], i as u64, "{name}");
+        assert_eq!(v["type"], name.as_str());
+    }
+    let added: Vec<(u64, &str)> = ev
+        .iter()
+        .filter(|(n, _)| n == "response.output_item.added")
+        .map(|(_, v)| {
+            (
+                v["output_index"].as_u64().unwrap(),
+                v["item"]["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [(0, "message"), (1, "message"), (2, "function_call")]
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("curl x\\\"}"), "{text}");
+    let deltas: Vec<&str> = ev
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, v)| v["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ["fc_b", "fc_b"]);
+    let denial = ev
+        .iter()
+        .find(|(n, v)| n == "response.output_text.delta" && v["output_index"] == 1)
+        .unwrap();
+    assert!(denial.1["delta"]
+        .as_str()
+        .unwrap()
+        .contains("[agentd] the tool call `exec_command` was denied: command_not_allowed"));
+    let (_, done) = ev.last().unwrap();
+    assert_eq!(done["type"], "response.completed");
+    let types: Vec<&str> = done["response"]["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["message", "message", "function_call"]);
+    assert_eq!(done["response"]["output"][2]["call_id"], "call_fc_b");
+}
+
+#[test]
+fn responses_stream_allowed_calls_pass_byte_for_byte() {
+    let s = String::from_utf8(responses_stream())
+        .unwrap()
+        .replace("curl x", "ls -l");
+    let (out, decided) =
+        rewrite_stream(Provider::OpenAiResponses, s.as_bytes(), 0, OnDeny::Rewrite);
+    assert_eq!(decided, 2);
+    assert_eq!(out, s.as_bytes());
+}
+
+#[test]
+fn responses_stream_any_split_gives_the_same_output() {
+    let stream = responses_stream();
+    let (whole, _) = rewrite_stream(Provider::OpenAiResponses, &stream, 0, OnDeny::Rewrite);
+    for split in 1..48 {
+        let (out, decided) =
+            rewrite_stream(Provider::OpenAiResponses, &stream, split, OnDeny::Rewrite);
+        assert_eq!(out, whole, "split {split}");
+        assert_eq!(decided, 2);
+    }
+}
+
+#[test]
+fn responses_stream_block_and_cut() {
+    let (out, _) = rewrite_stream(
+        Provider::OpenAiResponses,
+        &responses_stream(),
+        0,
+        OnDeny::Block,
+    );
+    let ev = events(&out);
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[names.len() - 2..], ["error", "response.failed"]);
+    assert_eq!(
+        ev[names.len() - 2].1["error"]["code"],
+        "command_not_allowed"
+    );
+    assert!(ev.iter().all(|(_, v)| v["item"]["type"] != "function_call"));
+    // Cut inside the first call: nothing of it passes, it is abandoned.
+    let stream = responses_stream();
+    let cut = String::from_utf8_lossy(&stream)
+        .find("function_call_arguments.done")
+        .unwrap();
+    let mut p = sse::Parser::new();
+    let mut rw = stream_rewriter(Provider::OpenAiResponses);
+    let mut out = Vec::new();
+    for ev in p.push(&stream[..cut]).unwrap() {
+        let step = rw.push(ev);
+        assert!(step.calls.is_empty());
+        out.extend(step.emit);
+    }
+    assert_eq!(rw.abandoned(), 1);
+    assert!(!String::from_utf8_lossy(&out).contains("function_call"));
+}
+
+#[test]
+fn responses_whole_answer_is_rewritten() {
+    let mut body = json!({ "id": "resp_1", "object": "response", "output": [
+        { "type": "reasoning", "id": "rs_1", "summary": [] },
+        { "type": "function_call", "id": "fc_a", "call_id": "call_a", "name": "exec_command",
+          "arguments": "{\"cmd\":\"curl x\"}" },
+        { "type": "custom_tool_call", "id": "ct_b", "call_id": "call_b", "name": "apply_patch",
+          "input": "*** Begin Patch" },
+        { "type": "web_search_call", "id": "ws_1", "status": "completed" }
+    ], "usage": { "input_tokens": 5, "output_tokens": 6 } });
+    let calls = calls_in(Provider::OpenAiResponses, &body);
+    assert_eq!(
+        calls.len(),
+        2,
+        "the provider's own web search is not the client's call"
+    );
+    assert_eq!(calls[0].id, "call_a");
+    assert_eq!(calls[1].arguments, "{\"input\":\"*** Begin Patch\"}");
+    let v: Vec<CallVerdict> = calls.iter().map(judge).collect();
+    rewrite(Provider::OpenAiResponses, &mut body, &v);
+    assert_eq!(body["output"][1]["type"], "message");
+    assert!(body["output"][1]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("command_not_allowed"));
+    assert_eq!(body["output"][2]["type"], "custom_tool_call");
+    assert_eq!(
+        usage_of(Provider::OpenAiResponses, &body).input_tokens,
+        Some(5)
+    );
+    // An unknown client-side call type is a call (denied by the mapping).
+    let odd =
+        json!({ "output": [{ "type": "teleport_call", "id": "x", "action": { "to": "mars" } }] });
+    assert_eq!(
+        calls_in(Provider::OpenAiResponses, &odd)[0].name,
+        "teleport"
+    );
+}
+
+fn gemini_chunk(parts: Value) -> Value {
+    json!({ "candidates": [{ "content": { "role": "model", "parts": parts },
+        "finishReason": "STOP", "index": 0 }],
+        "usageMetadata": { "promptTokenCount": 10, "candidatesTokenCount": 5 },
+        "modelVersion": "gemini-x" })
+}
+
+fn gemini_stream() -> Vec<u8> {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "data: {}\r\n\r\n",
+        gemini_chunk(json!([{ "text": "Let me" }]))
+    ));
+    s.push_str(&format!(
+        "data: {}\r\n\r\n",
+        gemini_chunk(json!([
+            { "functionCall": { "name": "run_shell_command", "args": { "command": "curl x" } } },
+            { "functionCall": { "id": "g2", "name": "run_shell_command", "args": { "command": "ls" } },
+              "thoughtSignature": "c2ln" }
+        ]))
+    ));
+    s.into_bytes()
+}
+
+#[test]
+fn gemini_stream_denied_part_becomes_text() {
+    let stream = gemini_stream();
+    let (whole, decided) = rewrite_stream(Provider::Gemini, &stream, 0, OnDeny::Rewrite);
+    assert_eq!(decided, 2);
+    let ev = events(&whole);
+    assert_eq!(ev.len(), 2);
+    // Text passes byte for byte.
+    assert!(whole.starts_with(&stream[..stream.iter().position(|b| *b == b'\n').unwrap()]));
+    let parts = &ev[1].1["candidates"][0]["content"]["parts"];
+    assert!(parts[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("the tool call `run_shell_command` was denied: command_not_allowed"));
+    assert_eq!(parts[1]["functionCall"]["id"], "g2");
+    assert_eq!(parts[1]["thoughtSignature"], "c2ln");
+    for split in 1..40 {
+        let (out, _) = rewrite_stream(Provider::Gemini, &stream, split, OnDeny::Rewrite);
+        assert_eq!(out, whole, "split {split}");
+    }
+    let (out, _) = rewrite_stream(Provider::Gemini, &stream, 0, OnDeny::Block);
+    let ev = events(&out);
+    assert_eq!(ev.last().unwrap().1["error"]["status"], "PERMISSION_DENIED");
+    assert!(!String::from_utf8_lossy(&out).contains("functionCall"));
+}
+
+#[test]
+fn gemini_whole_answers_and_arrays_are_rewritten() {
+    let mut one = gemini_chunk(json!([{ "functionCall": { "name": "run_shell_command",
+        "args": { "command": "curl x" } } }]));
+    let calls = calls_in(Provider::Gemini, &one);
+    assert_eq!(calls[0].arguments, "{\"command\":\"curl x\"}");
+    let v: Vec<CallVerdict> = calls.iter().map(judge).collect();
+    rewrite(Provider::Gemini, &mut one, &v);
+    assert!(one["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    let mut arr = json!([
+        gemini_chunk(json!([{ "text": "a" }])),
+        gemini_chunk(
+            json!([{ "functionCall": { "name": "read_file", "args": { "file_path": "/x" } } }])
+        )
+    ]);
+    assert_eq!(calls_in(Provider::Gemini, &arr).len(), 1);
+    rewrite(Provider::Gemini, &mut arr, &[]);
+    assert!(arr[1]["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    assert_eq!(usage_of(Provider::Gemini, &arr).input_tokens, Some(10));
+}
+
+#[test]
+fn gemini_paths() {
+    for p in [
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        "/v1/models/gemini-pro:generateContent",
+    ] {
+        assert_eq!(Provider::of_path(p), Some(Provider::Gemini), "{p}");
+    }
+    for p in [
+        "/v1beta/models/gemini-2.5-flash:countTokens",
+        "/v1beta/models/gemini-2.5-flash:embedContent",
+        "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        "/v1beta/files",
+        "/v1beta/cachedContents",
+        "/v1beta/models/a/b:generateContent",
+        "/v1beta/models/:generateContent",
+    ] {
+        assert_eq!(Provider::of_path(p), None, "{p}");
+        assert_eq!(Provider::family_of_path(p), Family::Gemini, "{p}");
+    }
+    assert_eq!(
+        gemini::model_of_path("/v1beta/models/gemini-x:streamGenerateContent"),
+        Some("gemini-x")
+    );
+    let (status, body) = Family::Gemini.error_body(ErrorKind::NotFound, "not_found", "no");
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["status"], "NOT_FOUND");
+    assert_eq!(v["error"]["code"], 404);
+    assert_eq!(
+        Provider::of_path("/v1/responses"),
+        Some(Provider::OpenAiResponses)
+    );
 }

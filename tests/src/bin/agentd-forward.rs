@@ -42,7 +42,7 @@ fn allowed_claude(s: &Suite) -> Value {
 }
 
 fn denied(api: &str) -> Value {
-    let (name, field) = if api == "openai" {
+    let (name, field) = if api != "anthropic" {
         ("exec_command", "cmd")
     } else {
         ("Bash", "command")
@@ -76,10 +76,10 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         Err(e) => r.check("forward control", false, || format!("{e:#}")),
     }
     let mut steps = Vec::new();
-    for api in ["openai", "anthropic"] {
+    for api in APIS {
         for stream in [false, true] {
             let tag = format!("{api}-{}", if stream { "stream" } else { "whole" });
-            let allow = if api == "openai" {
+            let allow = if api != "anthropic" {
                 allowed(s)
             } else {
                 allowed_claude(s)
@@ -97,9 +97,15 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
                 &format!("badargs-{tag}"),
                 api,
                 stream,
-                &json!({ "calls": [{ "name": if api == "openai" { "exec_command" } else { "Bash" }, "raw": "{\"cmd\": \"ls" }] }),
+                &json!({ "calls": [{ "name": if api != "anthropic" { "exec_command" } else { "Bash" }, "raw": "{\"cmd\": \"ls" }] }),
             ));
         }
+    }
+    // The Responses stream helper (it checks every item's identity and order).
+    for (kind, d) in [("allow", allowed(s)), ("deny", denied("responses"))] {
+        let mut st = step(&format!("{kind}-responses-helper"), "responses", true, &d);
+        st["helper"] = json!(true);
+        steps.push(st);
     }
     for (name, api, stream, d) in [
         ("fail500-openai", "openai", false, json!({ "fail": 500 })),
@@ -134,6 +140,18 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
             json!({ "text": "partial answer", "reset": true }),
         ),
         (
+            "reset-responses",
+            "responses",
+            true,
+            json!({ "text": "partial answer", "reset": true }),
+        ),
+        (
+            "fail500-responses",
+            "responses",
+            true,
+            json!({ "fail": 500 }),
+        ),
+        (
             "stall-openai",
             "openai",
             true,
@@ -158,11 +176,12 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         Ok(x) => x,
         Err(e) => return r.check("forward: SDK client", false, || format!("{e:#}")),
     };
-    for api in ["openai", "anthropic"] {
-        let (stop_tool, stop_text) = if api == "openai" {
-            ("tool_calls", "stop")
-        } else {
-            ("tool_use", "end_turn")
+    for api in APIS {
+        let (stop_tool, stop_text) = match api {
+            "openai" => ("tool_calls", "stop"),
+            // Responses has no stop reason for calls: the response completes.
+            "responses" => ("completed", "completed"),
+            _ => ("tool_use", "end_turn"),
         };
         for stream in ["whole", "stream"] {
             let tag = format!("{api}-{stream}");
@@ -221,6 +240,20 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
             );
         }
     }
+    let l = line(&lines, "allow-responses-helper");
+    r.check(
+        "forward responses-helper: an allowed call passes the SDK's stream helper",
+        l["ok"] == true && l["tool_calls"].as_array().is_some_and(|c| c.len() == 1),
+        || format!("{l}"),
+    );
+    let l = line(&lines, "deny-responses-helper");
+    r.check(
+        "forward responses-helper: a denied call, rewritten to a message, passes the SDK's stream helper",
+        l["ok"] == true
+            && l["tool_calls"].as_array().is_some_and(Vec::is_empty)
+            && l["text"].as_str().is_some_and(|t| t.contains("[agentd]")),
+        || format!("{l}"),
+    );
     let err_status = |n: &str| line(&lines, n)["error"]["status"].clone();
     r.check(
         "forward: an upstream 500 reaches both SDKs as their own 500 error",
@@ -249,6 +282,8 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
     for n in [
         "reset-openai",
         "reset-anthropic",
+        "reset-responses",
+        "fail500-responses",
         "stall-openai",
         "garbage-openai",
         "garbage-anthropic",
@@ -282,9 +317,14 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
                 .iter()
                 .filter(|r| r["reason_code"] == "invalid_tool_input")
                 .count();
+            // Per API and mode: allow, deny, mixed (one of each), bad
+            // arguments (whole Messages answers cannot carry them); plus
+            // the two Responses helper steps.
+            let (want_allow, want_deny) = (APIS.len() * 4 + 1, APIS.len() * 4 + 1);
+            let want_bad = APIS.len() * 2 - 1;
             r.check(
-                "forward: every decided call has its decision row (8 allows, 8 curl denials, 3 invalid inputs)",
-                allows == 8 && denies == 8 && bad == 3
+                &format!("forward: every decided call has its decision row ({want_allow} allows, {want_deny} curl denials, {want_bad} invalid inputs)"),
+                allows == want_allow && denies == want_deny && bad == want_bad
                     && rows.iter().all(|r| r["active_message_id"] == s.active.as_str() && r["policy_id"].as_str().is_some_and(|p| p.starts_with("forward-suite@"))),
                 || {
                     let odd: Vec<&Value> = rows
@@ -329,6 +369,9 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         }
         Err(e) => r.check("forward: exchange rows", false, || format!("{e:#}")),
     }
+    for (name, ok, why) in agentd_tests::forward::gemini::checks(s) {
+        r.check(&name, ok, || why);
+    }
     in_agent(s, r);
     // No active message: every call is denied (text still passes).
     match s.client(
@@ -372,7 +415,7 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         .filter(|q| {
             q.headers.iter().any(|(k, v)| {
                 (k == "authorization" && *v == format!("Bearer {}", s.canary))
-                    || (k == "x-api-key" && *v == s.canary)
+                    || ((k == "x-api-key" || k == "x-goog-api-key") && *v == s.canary)
             })
         })
         .count();
@@ -478,6 +521,13 @@ fn block_mode(s: &Suite, r: &mut Report) {
         step("block-openai", "openai", false, &denied("openai")),
         step("block-openai-stream", "openai", true, &denied("openai")),
         step("block-anthropic", "anthropic", false, &denied("anthropic")),
+        step("block-responses", "responses", false, &denied("responses")),
+        step(
+            "block-responses-stream",
+            "responses",
+            true,
+            &denied("responses")
+        ),
         step(
             "block-anthropic-stream",
             "anthropic",
@@ -491,6 +541,8 @@ fn block_mode(s: &Suite, r: &mut Report) {
             for n in [
                 "block-openai",
                 "block-openai-stream",
+                "block-responses",
+                "block-responses-stream",
                 "block-anthropic",
                 "block-anthropic-stream",
             ] {
@@ -516,4 +568,10 @@ fn block_mode(s: &Suite, r: &mut Report) {
         }
         Err(e) => r.check("forward block mode: SDK client", false, || format!("{e:#}")),
     }
+    for (name, ok, why) in agentd_tests::forward::gemini::block_checks(s) {
+        r.check(&name, ok, || why);
+    }
 }
+
+/// The SDK APIs every scenario runs on: Chat Completions, Responses, Messages.
+const APIS: [&str; 3] = ["openai", "responses", "anthropic"];

@@ -29,6 +29,8 @@ use crate::sdk_suite::{in_agent, json_lines, repo_file, Daemon};
 /// How long one run of the SDK client may take.
 const CLIENT_LIMIT: Duration = Duration::from_secs(600);
 
+pub mod gemini;
+
 /// The agent the in-agent checks run as.
 pub const AGENT: &str = "fwd";
 
@@ -103,7 +105,8 @@ impl Suite {
         let extra = format!(
             "\n[forward]\nsocket_path = {model_socket:?}\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n\
              [forward.openai]\nurl = \"{u}/v1\"\nkey_file = {key_file:?}\n\
-             [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
+             [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n\
+             [forward.gemini]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
             u = upstream.url()
         );
         let daemon = Daemon::start(bin, root, &extra, &policy(root), "fwd-s", "list the files")?;
@@ -198,12 +201,32 @@ impl Suite {
 
     /// One raw HTTP/1.1 request on the model socket: (status, body).
     pub fn raw(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        self.raw_with(
+            method,
+            path,
+            &[("authorization", "Bearer client-side".into())],
+            body,
+        )
+    }
+
+    /// [`Self::raw`] with these headers; a chunked body is decoded.
+    pub fn raw_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
         use std::io::{Read as _, Write as _};
         let mut s = std::os::unix::net::UnixStream::connect(&self.model_socket)?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: agentd\r\nContent-Type: application/json\r\nAuthorization: Bearer client-side\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: agentd\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut out = String::new();
@@ -213,11 +236,15 @@ impl Suite {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_owned();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
         Ok((status, body))
     }
 }
@@ -239,4 +266,23 @@ pub fn key_fragments(text: &str, key: &str) -> Vec<String> {
         .collect();
     found.dedup();
     found
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        let (Some(chunk), Some(after)) = (rest.get(..n), rest.get(n..)) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        out.push_str(chunk);
+        s = after.strip_prefix("\r\n").unwrap_or(after);
+    }
+    out
 }

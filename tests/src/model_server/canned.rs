@@ -1,7 +1,8 @@
 //! Canned answers for the forward-proxy suite: a client names the answer
 //! it wants in its last user message (`agentd-script: {json}`), and the
 //! server plays it in the addressed API's real wire format — OpenAI Chat
-//! Completions or Anthropic Messages, streamed or not — including the
+//! Completions, OpenAI Responses, Anthropic Messages or Gemini, streamed or
+//! not — including the
 //! failures a proxy must survive (an error status that quotes the key the
 //! server received, a connection reset mid-stream, a stall, a body that is
 //! not JSON, tool arguments that are not JSON).
@@ -73,21 +74,47 @@ pub struct Directive {
     pub garbage: bool,
 }
 
-/// The directive in a request's last user message, if any.
+/// Which wire format to answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI Chat Completions.
+    Chat,
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI Responses.
+    Responses,
+    /// Gemini: `stream` for `:streamGenerateContent`, `sse` with `alt=sse`.
+    Gemini {
+        /// `:streamGenerateContent`.
+        stream: bool,
+        /// `?alt=sse` (else a stream is one JSON array).
+        sse: bool,
+    },
+}
+
+/// The directive in a request's last user message, if any (Chat and
+/// Messages `messages`, Responses `input`, Gemini `contents`).
 pub fn directive(body: &Value) -> Option<Directive> {
-    let last = body["messages"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")?;
-    let text = match &last["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => return None,
+    let text = |content: &Value| match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+        ),
+        _ => None,
+    };
+    let text = if let Some(msgs) = body["messages"].as_array() {
+        text(&msgs.iter().rev().find(|m| m["role"] == "user")?["content"])?
+    } else if let Some(s) = body["input"].as_str() {
+        s.to_owned()
+    } else if let Some(items) = body["input"].as_array() {
+        text(&items.iter().rev().find(|m| m["role"] == "user")?["content"])?
+    } else {
+        let contents = body["contents"].as_array()?;
+        text(&contents.iter().rev().find(|m| m["role"] == "user")?["parts"])?
     };
     let rest = text.trim().strip_prefix(PREFIX)?;
     serde_json::from_str(rest.trim()).ok()
@@ -100,17 +127,16 @@ fn presented_key(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start_matches("Bearer ").to_string());
     auth.or_else(|| {
-        headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
+        ["x-api-key", "x-goog-api-key"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
             .map(str::to_string)
     })
     .unwrap_or_default()
 }
 
-/// Plays `d` for an OpenAI Chat Completions (`anthropic` false) or an
-/// Anthropic Messages request.
-pub fn respond(anthropic: bool, d: &Directive, body: &Value, headers: &HeaderMap) -> Response {
+/// Plays `d` in `wire`'s format.
+pub fn respond(wire: Wire, d: &Directive, body: &Value, headers: &HeaderMap) -> Response {
     let model = body["model"].as_str().unwrap_or("model").to_string();
     if let Some(status) = d.fail {
         let key = presented_key(headers);
@@ -124,10 +150,16 @@ pub fn respond(anthropic: bool, d: &Directive, body: &Value, headers: &HeaderMap
         } else {
             "upstream failure".into()
         };
-        let v = if anthropic {
-            json!({ "type": "error", "error": { "type": "api_error", "message": masked } })
-        } else {
-            json!({ "error": { "message": masked, "type": "server_error", "param": null, "code": "upstream" } })
+        let v = match wire {
+            Wire::Anthropic => {
+                json!({ "type": "error", "error": { "type": "api_error", "message": masked } })
+            }
+            Wire::Gemini { .. } => {
+                json!({ "error": { "code": status, "message": masked, "status": "UNAVAILABLE" } })
+            }
+            Wire::Chat | Wire::Responses => {
+                json!({ "error": { "message": masked, "type": "server_error", "param": null, "code": "upstream" } })
+            }
         };
         return sse::json(status, &v);
     }
@@ -139,24 +171,37 @@ pub fn respond(anthropic: bool, d: &Directive, body: &Value, headers: &HeaderMap
             .unwrap_or_default();
     }
     let n = ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let stream = body["stream"] == true;
+    let stream = match wire {
+        Wire::Gemini { stream, .. } => stream,
+        _ => body["stream"] == true,
+    };
     if !stream {
-        let v = if anthropic {
-            anthropic_message(d, &model, n)
-        } else {
-            chat_completion(d, &model, n)
+        let v = match wire {
+            Wire::Anthropic => anthropic_message(d, &model, n),
+            Wire::Chat => chat_completion(d, &model, n),
+            Wire::Responses => responses_object(d, &model, n, "completed"),
+            Wire::Gemini { .. } => gemini_chunk(gemini_parts(d, n), true),
         };
         return sse::json(200, &v);
     }
-    let events = if anthropic {
-        anthropic_events(d, &model, n)
-    } else {
-        chat_chunks(
+    let events = match wire {
+        Wire::Anthropic => anthropic_events(d, &model, n),
+        Wire::Chat => chat_chunks(
             d,
             &model,
             n,
             body["stream_options"]["include_usage"] == true,
-        )
+        ),
+        Wire::Responses => responses_events(d, &model, n),
+        Wire::Gemini { sse: true, .. } => gemini_chunks(d, n),
+        Wire::Gemini { sse: false, .. } => {
+            // Without alt=sse: one JSON array of the same chunks.
+            let arr: Vec<Value> = gemini_chunks(d, n)
+                .into_iter()
+                .filter_map(|(_, c)| serde_json::from_str(&c).ok())
+                .collect();
+            return sse::json(200, &Value::Array(arr));
+        }
     };
     let mut bytes: Vec<Vec<u8>> = events
         .into_iter()
@@ -364,5 +409,169 @@ fn anthropic_events(d: &Directive, model: &str, n: usize) -> Vec<(&'static str, 
         "message_stop",
         json!({ "type": "message_stop" }).to_string(),
     ));
+    out
+}
+
+/// The items of a Responses answer: a message with the text, then one
+/// `function_call` per call.
+fn responses_items(d: &Directive, n: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    if let Some(t) = &d.text {
+        items.push(
+            json!({ "type": "message", "id": format!("msg_fwd_{n}"), "role": "assistant",
+            "status": "completed",
+            "content": [{ "type": "output_text", "text": t, "annotations": [] }] }),
+        );
+    }
+    for (i, c) in d.calls.iter().enumerate() {
+        items.push(
+            json!({ "type": "function_call", "id": format!("fc_fwd_{n}_{i}"),
+            "call_id": format!("call_fwd_{n}_{i}"), "name": c.name, "arguments": c.arguments(),
+            "status": "completed" }),
+        );
+    }
+    items
+}
+
+fn responses_object(d: &Directive, model: &str, n: usize, status: &str) -> Value {
+    let done = status == "completed";
+    json!({ "id": format!("resp_fwd_{n}"), "object": "response", "created_at": 1_700_000_000,
+        "status": status, "model": model, "error": null, "incomplete_details": null,
+        "output": if done { Value::Array(responses_items(d, n)) } else { json!([]) },
+        "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+        "usage": if done { json!({ "input_tokens": 17, "input_tokens_details": { "cached_tokens": 0 },
+            "output_tokens": 6, "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": 23 }) } else { Value::Null } })
+}
+
+/// A Responses stream as the API sends it: numbered events, text in two
+/// deltas, each call's arguments in three deltas, the final response.
+fn responses_events(d: &Directive, model: &str, n: usize) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut push = |name: &'static str, mut v: Value| {
+        v["type"] = json!(name);
+        v["sequence_number"] = json!(out.len());
+        out.push((name, v.to_string()));
+    };
+    push(
+        "response.created",
+        json!({ "response": responses_object(d, model, n, "in_progress") }),
+    );
+    push(
+        "response.in_progress",
+        json!({ "response": responses_object(d, model, n, "in_progress") }),
+    );
+    let items = responses_items(d, n);
+    for (oi, item) in items.iter().enumerate() {
+        let id = item["id"].as_str().unwrap_or_default();
+        if item["type"] == "message" {
+            let text = item["content"][0]["text"].as_str().unwrap_or_default();
+            push(
+                "response.output_item.added",
+                json!({ "output_index": oi, "item": { "type": "message", "id": id,
+                    "role": "assistant", "status": "in_progress", "content": [] } }),
+            );
+            push(
+                "response.content_part.added",
+                json!({ "item_id": id, "output_index": oi, "content_index": 0,
+                    "part": { "type": "output_text", "text": "", "annotations": [] } }),
+            );
+            let mid = text
+                .char_indices()
+                .nth(text.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            for piece in [&text[..mid], &text[mid..]] {
+                push(
+                    "response.output_text.delta",
+                    json!({ "item_id": id, "output_index": oi, "content_index": 0,
+                        "delta": piece, "logprobs": [] }),
+                );
+            }
+            push(
+                "response.output_text.done",
+                json!({ "item_id": id, "output_index": oi, "content_index": 0,
+                    "text": text, "logprobs": [] }),
+            );
+            push(
+                "response.content_part.done",
+                json!({ "item_id": id, "output_index": oi, "content_index": 0,
+                    "part": item["content"][0] }),
+            );
+        } else {
+            let mut open = item.clone();
+            open["arguments"] = json!("");
+            open["status"] = json!("in_progress");
+            push(
+                "response.output_item.added",
+                json!({ "output_index": oi, "item": open }),
+            );
+            let args = item["arguments"].as_str().unwrap_or_default();
+            let cuts = [0, args.len() / 3, 2 * args.len() / 3, args.len()];
+            for w in cuts.windows(2) {
+                let (mut a, mut b) = (w[0], w[1]);
+                while !args.is_char_boundary(a) {
+                    a -= 1;
+                }
+                while !args.is_char_boundary(b) {
+                    b -= 1;
+                }
+                push(
+                    "response.function_call_arguments.delta",
+                    json!({ "item_id": id, "output_index": oi, "delta": &args[a..b] }),
+                );
+            }
+            push(
+                "response.function_call_arguments.done",
+                json!({ "item_id": id, "output_index": oi, "arguments": args }),
+            );
+        }
+        push(
+            "response.output_item.done",
+            json!({ "output_index": oi, "item": item }),
+        );
+    }
+    push(
+        "response.completed",
+        json!({ "response": responses_object(d, model, n, "completed") }),
+    );
+    out
+}
+
+/// The parts of a Gemini answer: the text, then one `functionCall` each.
+fn gemini_parts(d: &Directive, n: usize) -> Vec<Value> {
+    let mut parts = Vec::new();
+    if let Some(t) = &d.text {
+        parts.push(json!({ "text": t }));
+    }
+    for (i, c) in d.calls.iter().enumerate() {
+        let args: Value = serde_json::from_str(&c.arguments()).unwrap_or(json!({}));
+        parts.push(
+            json!({ "functionCall": { "id": format!("gfc_{n}_{i}"), "name": c.name,
+            "args": args } }),
+        );
+    }
+    parts
+}
+
+fn gemini_chunk(parts: Vec<Value>, last: bool) -> Value {
+    let mut cand = json!({ "content": { "role": "model", "parts": parts }, "index": 0 });
+    if last {
+        cand["finishReason"] = json!("STOP");
+    }
+    json!({ "candidates": [cand],
+        "usageMetadata": { "promptTokenCount": 19, "candidatesTokenCount": 4, "totalTokenCount": 23 },
+        "modelVersion": "gemini-fwd", "responseId": "gresp" })
+}
+
+/// A Gemini stream: the text in its own chunk, then the calls (whole, as
+/// Gemini sends them) with the finish reason.
+fn gemini_chunks(d: &Directive, n: usize) -> Vec<(&'static str, String)> {
+    let mut parts = gemini_parts(d, n);
+    let mut out = Vec::new();
+    if d.text.is_some() && parts.len() > 1 {
+        let text = parts.remove(0);
+        out.push(("", gemini_chunk(vec![text], false).to_string()));
+    }
+    out.push(("", gemini_chunk(parts, true).to_string()));
     out
 }

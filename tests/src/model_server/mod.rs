@@ -236,10 +236,20 @@ async fn handle(
         });
     }
     if let Some(d) = canned::directive(&json) {
-        match provider {
-            Provider::Anthropic => return canned::respond(true, &d, &json, &headers),
-            Provider::OpenAiChat => return canned::respond(false, &d, &json, &headers),
-            _ => {}
+        let wire = match provider {
+            Provider::Anthropic => Some(canned::Wire::Anthropic),
+            Provider::OpenAiChat => Some(canned::Wire::Chat),
+            Provider::OpenAi => Some(canned::Wire::Responses),
+            Provider::Gemini => Some(canned::Wire::Gemini {
+                stream: path.contains(":streamGenerateContent"),
+                sse: uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == "alt=sse")),
+            }),
+            Provider::Other => None,
+        };
+        if let Some(wire) = wire {
+            return canned::respond(wire, &d, &json, &headers);
         }
     }
     match provider {
