@@ -84,6 +84,48 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Forward mode: the model-API proxy (`[forward]`, off unless `socket_path` is set).
     pub forward: ForwardConfig,
+    /// The MCP gateway's Streamable HTTP endpoint (`[mcp]`, off unless
+    /// `socket_path` or `listen` is set and servers are configured).
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: agentd as the local Streamable HTTP endpoint of configured
+/// upstream MCP servers (docs/mcp.md). Agents reach server `NAME` at
+/// `/mcp/NAME` on the Unix socket or the loopback TCP address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// The endpoint's Unix socket (SO_PEERCRED tells the agent); None: none.
+    pub socket_path: Option<PathBuf>,
+    /// The endpoint's loopback TCP address, e.g. "127.0.0.1:7710" (the
+    /// connecting socket's cgroup tells the agent); None: none.
+    pub listen: Option<String>,
+    /// Time allowed for an upstream's answer to start, seconds.
+    pub upstream_timeout_secs: u64,
+    /// Largest client message, bytes.
+    pub max_message_bytes: usize,
+    /// Upstream servers by name (the `<server>` of `mcp.<server>.<tool>`).
+    pub servers: std::collections::BTreeMap<String, McpServerConfig>,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Its Streamable HTTP endpoint (`http://host:port/path`).
+    pub url: String,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: None,
+            listen: None,
+            upstream_timeout_secs: 120,
+            max_message_bytes: crate::mcp::framing::DEFAULT_MAX_MESSAGE,
+            servers: Default::default(),
+        }
+    }
 }
 
 /// Message and tool-call gateway settings.
@@ -208,6 +250,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             audit: AuditConfig::default(),
             forward: ForwardConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -359,6 +402,51 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_mcp(path)
+    }
+
+    fn validate_mcp(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let m = &self.mcp;
+        if m.socket_path.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "mcp.socket_path",
+                "must be an absolute path".into(),
+            ));
+        }
+        if let Some(addr) = &m.listen {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| invalid("mcp.listen", "must be IP:PORT".into()))?;
+            if !parsed.ip().is_loopback() {
+                return Err(invalid(
+                    "mcp.listen",
+                    "must be a loopback address: callers are named by their socket's cgroup, which only this kernel knows".into(),
+                ));
+            }
+        }
+        if m.upstream_timeout_secs == 0 || m.upstream_timeout_secs > 600 {
+            return Err(invalid(
+                "mcp.upstream_timeout_secs",
+                "must be 1..=600".into(),
+            ));
+        }
+        if m.max_message_bytes < 1024 || m.max_message_bytes > 64 << 20 {
+            return Err(invalid(
+                "mcp.max_message_bytes",
+                "must be 1024..=67108864".into(),
+            ));
+        }
+        for (name, server) in &m.servers {
+            crate::mcp::naming::check_server(name)
+                .map_err(|e| invalid("mcp.servers", format!("server `{name}`: {e}")))?;
+            crate::mcp::http::Upstream::parse(&server.url)
+                .map_err(|e| invalid("mcp.servers", format!("server `{name}`: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -412,6 +500,29 @@ mod tests {
             (tls, "tls_cert"),
             (&format!("{tls}tcp_listen = \"0.0.0.0:1\"\ntls_client_ca = \"ca.pem\""), "tls_client_ca"),
             ("tcp_listen = \"127.0.0.1:1\"\ntcp_plaintext_loopback = true\ntls_client_ca = \"/ca.pem\"", "tls_client_ca"),
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn mcp_endpoints_are_local_and_servers_well_named() {
+        let p = Path::new("t.toml");
+        let c = Config::parse(
+            "[mcp]\nlisten = \"127.0.0.1:7710\"\n[mcp.servers.crm]\nurl = \"http://127.0.0.1:9000/mcp\"",
+            p,
+        )
+        .unwrap();
+        assert_eq!(c.mcp.servers["crm"].url, "http://127.0.0.1:9000/mcp");
+        for (text, key) in [
+            ("[mcp]\nlisten = \"0.0.0.0:7710\"", "mcp.listen"),
+            ("[mcp]\nsocket_path = \"mcp.sock\"", "mcp.socket_path"),
+            (
+                "[mcp.servers.Crm]\nurl = \"http://127.0.0.1:1/mcp\"",
+                "mcp.servers",
+            ),
+            ("[mcp.servers.crm]\nurl = \"ftp://x/mcp\"", "mcp.servers"),
         ] {
             let e = Config::parse(text, p).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");

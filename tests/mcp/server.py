@@ -153,4 +153,10 @@ def note() -> str:
 
 
 if __name__ == "__main__":
-    mcp.run()
+    # `--http PORT`: Streamable HTTP on loopback (both revisions), for the
+    # gateway's HTTP transport; else stdio.
+    if "--http" in sys.argv:
+        mcp.run(transport="streamable-http", host="127.0.0.1",
+                port=int(sys.argv[sys.argv.index("--http") + 1]))
+    else:
+        mcp.run()

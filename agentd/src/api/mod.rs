@@ -15,6 +15,7 @@ pub mod client;
 pub mod enforce_routes;
 pub mod forward_routes;
 pub mod json;
+pub mod mcp_http_routes;
 pub mod mcp_routes;
 pub mod peer;
 pub mod server;
@@ -22,5 +23,5 @@ pub mod tls;
 
 pub use client::{Client, ClientError, SocketArg};
 pub use json::ApiError;
-pub use peer::{Access, Peer, Transport};
+pub use peer::{Access, Peer, TcpEnds, Transport};
 pub use server::{router, serve, serve_limited, AppState, ConnLimits, Listener};

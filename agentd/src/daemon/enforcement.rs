@@ -74,6 +74,10 @@ pub fn start(config: &Config, audit: AuditLog, stored: Vec<StoredFd>) -> Enforce
                 if let Some(p) = &config.forward.socket_path {
                     e.allow_baseline_socket(&p.to_string_lossy());
                 }
+                // And the MCP endpoint: an agent's runtime reaches its MCP servers there.
+                if let Some(p) = &config.mcp.socket_path {
+                    e.allow_baseline_socket(&p.to_string_lossy());
+                }
                 let sock = enforce_socket(&config);
                 match launch::serve_for(e.clone(), &sock, &config.agent_user, Default::default()) {
                     Ok(_) => tracing::info!(backend = ?e.backend(), socket = %sock.display(), instance = e.instance(), "enforcement running"),

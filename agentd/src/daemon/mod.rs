@@ -217,6 +217,11 @@ pub async fn run_with_stored(
             .unwrap_or_else(|| "/usr/bin/agentctl".into()),
         enforce_socket: enforcement::enforce_socket(&config),
     };
+    // One pin store for both MCP transports.
+    let pins = Arc::new(
+        crate::mcp::pins::PinStore::open(&config.state_dir).context("opening the MCP pin store")?,
+    );
+    let mcp_slot = enforce.clone();
     let app = api::router(state)
         .merge(api::mcp_routes::routes(
             gateway.clone(),
@@ -224,10 +229,7 @@ pub async fn run_with_stored(
             access.clone(),
             launcher,
             config.agent_user.clone(),
-            Arc::new(
-                crate::mcp::pins::PinStore::open(&config.state_dir)
-                    .context("opening the MCP pin store")?,
-            ),
+            pins.clone(),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
         .merge(api::agent_routes::routes(agents.clone(), access.clone()));
@@ -260,6 +262,43 @@ pub async fn run_with_stored(
             SHUTDOWN_GRACE,
             limits,
         )));
+    }
+    // The MCP gateway's Streamable HTTP endpoint, on its own socket and
+    // loopback port.
+    if config.mcp.socket_path.is_some() || config.mcp.listen.is_some() {
+        let http = Arc::new(
+            crate::mcp::http::HttpGateway::new(gateway.clone(), pins.clone(), &config.mcp)
+                .context("starting the MCP HTTP endpoint ([mcp])")?,
+        );
+        let router = api::mcp_http_routes::routes(http, mcp_slot);
+        if let Some(path) = &config.mcp.socket_path {
+            let listener = bind_unix(path)?;
+            tracing::info!(socket = %path.display(), servers = config.mcp.servers.len(), "MCP HTTP endpoint serving");
+            servers.push(tokio::spawn(api::serve_limited(
+                Listener::Unix(listener),
+                router.clone(),
+                stop_rx.clone(),
+                SHUTDOWN_GRACE,
+                limits,
+            )));
+        }
+        if let Some(addr) = &config.mcp.listen {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the MCP endpoint {addr}"))?;
+            tracing::info!(
+                addr,
+                servers = config.mcp.servers.len(),
+                "MCP HTTP endpoint serving (loopback)"
+            );
+            servers.push(tokio::spawn(api::serve_limited(
+                Listener::Tcp(tcp),
+                router,
+                stop_rx.clone(),
+                SHUTDOWN_GRACE,
+                limits,
+            )));
+        }
     }
     if let Some(addr) = &config.tcp_listen {
         let tcp = tokio::net::TcpListener::bind(addr)
@@ -353,6 +392,9 @@ pub async fn run_with_stored(
     receipts.shutdown();
     let _ = std::fs::remove_file(&config.socket_path);
     if let Some(p) = &config.forward.socket_path {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = &config.mcp.socket_path {
         let _ = std::fs::remove_file(p);
     }
     audit.shutdown().context("closing the audit log")?;

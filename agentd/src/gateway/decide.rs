@@ -114,6 +114,34 @@ fn new_call_id() -> String {
 }
 
 impl Gateway {
+    /// The roles of the verified operator behind `active_message_id` at
+    /// Unix time `now`: what that operator could call at all. Empty when
+    /// the message is unknown, expired or untrusted, or its operator is
+    /// gone, revoked or rotated since (the operator could call nothing).
+    pub fn operator_roles(&self, active_message_id: &str, now: i64) -> Vec<String> {
+        let Some(msg) = parse_active_id(active_message_id).and_then(|k| {
+            self.active
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&k)
+                .cloned()
+        }) else {
+            return Vec::new();
+        };
+        if msg.expires_at <= now || msg.key_gen.is_none() {
+            return Vec::new();
+        }
+        match self
+            .operators
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&msg.operator)
+        {
+            Some(op) if !op.revoked && Some(op.key_gen) == msg.key_gen => op.roles.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Decides a tool call at Unix time `now`, resolving path arguments as
     /// agentd itself. Never fails: every error is a denial with a reason code.
     pub fn decide(&self, req: &ToolCallRequest, now: i64) -> Decision {

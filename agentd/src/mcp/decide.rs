@@ -33,6 +33,8 @@ pub mod reason {
 /// and reads the server answers from its own state.
 const CLIENT_METHODS: &[&str] = &[
     "initialize",
+    // 2026-07-28's stateless capability discovery (its `initialize`).
+    "server/discover",
     "ping",
     "tools/list",
     "resources/list",

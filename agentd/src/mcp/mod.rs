@@ -8,17 +8,27 @@
 //! - `naming`: MCP tool names → policy actions, collision-free;
 //! - `decide`: pure per-message verdicts (forward, decide, refuse);
 //! - `pins`: tool definitions pinned by hash, changes held for approval;
+//! - `gate`: deciding what `decide` classified, against the policy, audited
+//!   (one path for every transport);
 //! - `launch`: starting a session's server (as the agent, in its own run cgroup);
-//! - `relay`: relaying one session and deciding on the way (I/O).
+//! - `relay`: relaying one stdio session and deciding on the way (I/O);
+//! - `revision`: which MCP revision an HTTP request speaks, its routing
+//!   headers checked against its body;
+//! - `http`: Streamable HTTP, agentd as the local endpoint of configured
+//!   upstream servers (I/O).
 //!
 //! The runtime-facing side is `agentctl mcp proxy`, a byte relay on an
-//! upgraded connection of the API socket (`POST /v1/mcp/stdio`).
+//! upgraded connection of the API socket (`POST /v1/mcp/stdio`), or the
+//! Streamable HTTP endpoint (`[mcp]` socket and loopback port).
 pub mod decide;
 pub mod framing;
+pub mod gate;
+pub mod http;
 pub mod launch;
 pub mod naming;
 pub mod pins;
 pub mod relay;
+pub mod revision;
 
 pub use launch::{is_server_process, Launcher, OpenRequest, Started};
 

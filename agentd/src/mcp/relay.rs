@@ -20,10 +20,10 @@ use tokio::time::Instant;
 
 use super::decide::{self, reason, ClientVerdict, ServerVerdict};
 use super::framing::{self, code, Frame, Id, Message, Splitter};
+use super::gate::{self, Gate};
 use super::launch::Started;
-use super::naming;
-use super::pins::{self, PinStore, Seen};
-use crate::gateway::{Caller, Gateway, ToolCallRequest};
+use super::pins::PinStore;
+use crate::gateway::{Caller, Gateway};
 
 /// Requests in flight on one session.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -37,10 +37,9 @@ struct Pending {
 
 /// The relay's state.
 struct Relay {
-    gateway: Arc<Gateway>,
+    gate: Gate,
     server: String,
     agent: String,
-    active: Option<String>,
     timeout: Duration,
     launcher_pid: Option<u32>,
     server_pid: Option<u32>,
@@ -53,8 +52,6 @@ struct Relay {
     client_ids: HashSet<Id>,
     /// Server requests forwarded to the client: our id → the server's.
     server_requests: HashMap<String, Id>,
-    /// Tool definitions pinned by hash.
-    pins: Arc<PinStore>,
     /// Tools this session's `tools/list` showed with an approved definition.
     listed: HashSet<String>,
 }
@@ -106,10 +103,15 @@ pub async fn relay<C>(
         });
     }
     let mut r = Relay {
-        gateway,
+        gate: Gate {
+            gateway,
+            pins,
+            server: req.server.clone(),
+            agent: req.agent.clone(),
+            active: req.active_message_id.clone(),
+        },
         server: req.server.clone(),
         agent: req.agent.clone(),
-        active: req.active_message_id.clone(),
         timeout: req.call_timeout(),
         launcher_pid: child.id(),
         server_pid: None,
@@ -121,7 +123,6 @@ pub async fn relay<C>(
         in_flight: HashMap::new(),
         client_ids: HashSet::new(),
         server_requests: HashMap::new(),
-        pins,
         listed: HashSet::new(),
     };
     let mut from_client = Splitter::new(max_message);
@@ -233,35 +234,14 @@ impl Relay {
                 let Message::Request { id, .. } = &msg else {
                     return;
                 };
-                let req = self.call_request(action, arguments);
+                let id = id.clone();
                 let caller = self.caller();
-                let d = match &self.active {
-                    None => {
-                        self.gateway
-                            .deny_and_record(
-                                &req,
-                                caller,
-                                crate::protocol::reason::NO_ACTIVE_MESSAGE,
-                                "the runtime has no active message",
-                            )
-                            .await
-                    }
-                    Some(_) => self.gateway.tool_call(&req, caller).await,
-                };
+                let d = self.gate.decide(action, arguments, caller).await;
                 if d.is_allow() {
                     self.forward_client(msg).await;
                 } else {
-                    let id = id.clone();
-                    self.client_error(
-                        Some(&id),
-                        code::INVALID_REQUEST,
-                        &d.reason_code,
-                        &format!(
-                            "agentd denied this request ({}): {}",
-                            d.reason_code, d.detail
-                        ),
-                    )
-                    .await;
+                    tracing::info!(server = %self.server, reason = %d.reason_code, "MCP message refused");
+                    self.send_client(&gate::refusal(&id, &d)).await;
                 }
             }
             ClientVerdict::Refuse {
@@ -286,11 +266,10 @@ impl Relay {
                 let Message::Request { id, .. } = &msg else {
                     return;
                 };
-                let req = self.call_request(action, Map::new());
                 let caller = self.caller();
                 let d = self
-                    .gateway
-                    .deny_and_record(&req, caller, reason, &detail)
+                    .gate
+                    .deny(action, Map::new(), caller, reason, &detail)
                     .await;
                 self.send_client(&decide::denied_result(
                     id,
@@ -318,48 +297,18 @@ impl Relay {
                         )
                         .await;
                 }
-                let req = self.call_request(action, arguments);
                 let caller = self.caller();
                 // Only tools this session saw listed with an approved
                 // definition are decided at all.
-                let unlisted = (!self.listed.contains(&tool)).then(|| {
-                    match self.pins.get(&self.agent, &self.server, &tool) {
-                        Some(p) if p.pending.is_some() => (
-                            reason::TOOL_DEFINITION_CHANGED,
-                            "the tool's definition changed since it was approved; an admin must approve it (agentctl mcp approve)",
-                        ),
-                        _ => (
-                            reason::TOOL_NOT_LISTED,
-                            "the tool was not in this session's tools/list",
-                        ),
-                    }
-                });
-                let d = match (&self.active, unlisted) {
-                    (_, Some((code, why))) => {
-                        self.gateway.deny_and_record(&req, caller, code, why).await
-                    }
-                    (None, None) => self
-                        .gateway
-                        .deny_and_record(
-                            &req,
-                            caller,
-                            crate::protocol::reason::NO_ACTIVE_MESSAGE,
-                            "the runtime has no active message (AGENTD_ACTIVE_MESSAGE is unset)",
-                        )
-                        .await,
-                    (Some(_), None) if caller.pid.is_none() => {
-                        self.gateway
-                            .deny_and_record(
-                                &req,
-                                caller,
-                                reason::SERVER_EXITED,
-                                "the MCP server is not running",
-                            )
-                            .await
-                    }
-                    (Some(_), None) => self.gateway.tool_call(&req, caller).await,
-                };
-                tracing::info!(server = %self.server, tool = %tool, action = %d.action, decision = %d.decision, reason = %d.reason_code, call_id = %d.call_id, "MCP tool call decided");
+                let listed = self.listed.contains(&tool);
+                let unavailable = caller
+                    .pid
+                    .is_none()
+                    .then_some((reason::SERVER_EXITED, "the MCP server is not running"));
+                let d = self
+                    .gate
+                    .tool_call(&tool, action, arguments, caller, listed, unavailable)
+                    .await;
                 if d.is_allow() {
                     self.forward_client(msg).await;
                 } else {
@@ -375,73 +324,17 @@ impl Relay {
         }
     }
 
-    /// Pins the definitions of a `tools/list` page: new tools are pinned
-    /// (and audited), approved ones pass, changed ones are taken out of the
-    /// list and their refusal audited. A store error keeps the tool out.
+    /// Pins a `tools/list` result's definitions (see [`Gate::pin_tools`])
+    /// and keeps this session's listed tools.
     async fn pin_tools(&mut self, raw: &mut Map<String, Value>) {
-        let Some(Value::Array(tools)) = raw
-            .get_mut("result")
-            .and_then(|r| r.as_object_mut())
-            .and_then(|r| r.get_mut("tools"))
-        else {
-            return;
-        };
-        let mut kept = Vec::with_capacity(tools.len());
-        for t in std::mem::take(tools) {
-            let Some(name) = t.get("name").and_then(Value::as_str).map(str::to_owned) else {
-                continue;
-            };
-            let hash = pins::definition_hash(&t);
-            let seen = self.pins.see(&self.agent, &self.server, &name, &hash);
-            let action = naming::action_of(&self.server, &name)
-                .unwrap_or_else(|_| format!("{}{}", naming::ACTION_PREFIX, self.server));
-            match seen {
-                Ok(Seen::Same) => {
-                    self.listed.insert(name);
-                    kept.push(t);
-                }
-                Ok(Seen::Pinned) => {
-                    tracing::info!(agent = %self.agent, server = %self.server, tool = %name, sha256 = %hash, "MCP tool definition pinned");
-                    if let Some(audit) = self.gateway.audit() {
-                        let mut ev = crate::audit::AuditEvent::new(
-                            crate::audit::RecordKind::Admin,
-                            "mcp_tool_pinned",
-                        );
-                        ev.target = format!("{action} sha256:{hash}");
-                        ev.decision = "allow".into();
-                        ev.reason_code = crate::protocol::reason::OK.into();
-                        if let Err(e) = audit.append(ev).await {
-                            tracing::error!(error = %e, tool = %name, "could not audit a pinned MCP tool");
-                        }
-                    }
-                    self.listed.insert(name);
-                    kept.push(t);
-                }
-                Ok(Seen::Changed { pinned }) => {
-                    self.listed.remove(&name);
-                    let mut args = Map::new();
-                    args.insert("definition_sha256".into(), json!(hash));
-                    args.insert("pinned_sha256".into(), json!(pinned));
-                    let req = self.call_request(action, args);
-                    let caller = self.caller();
-                    let d = self
-                        .gateway
-                        .deny_and_record(
-                            &req,
-                            caller,
-                            reason::TOOL_DEFINITION_CHANGED,
-                            "the tool's definition differs from the approved one; kept out of tools/list",
-                        )
-                        .await;
-                    tracing::warn!(agent = %self.agent, server = %self.server, tool = %name, call_id = %d.call_id, "MCP tool definition changed; refused until approved");
-                }
-                Err(e) => {
-                    self.listed.remove(&name);
-                    tracing::error!(error = %e, tool = %name, "MCP pin store failed; tool kept out of tools/list");
-                }
+        let caller = self.caller();
+        for (name, listed) in self.gate.pin_tools(raw, caller).await {
+            if listed {
+                self.listed.insert(name);
+            } else {
+                self.listed.remove(&name);
             }
         }
-        *tools = kept;
     }
 
     /// The requesting process of every decision: the server itself, so an
@@ -467,15 +360,6 @@ impl Relay {
             .lines()
             .filter_map(|l| l.trim().parse::<u32>().ok())
             .find(|p| crate::enforce::claim::ppid_of(*p) == Some(launcher))
-    }
-
-    fn call_request(&self, action: String, arguments: Map<String, Value>) -> ToolCallRequest {
-        ToolCallRequest {
-            active_message_id: self.active.clone().unwrap_or_default(),
-            action,
-            arguments,
-            tool_use_id: None,
-        }
     }
 
     /// Forwards a client message, giving a request an id of ours.
@@ -594,7 +478,7 @@ impl Relay {
                 self.client_ids.remove(&p.client_id);
                 if p.method == "tools/list" {
                     self.pin_tools(&mut raw).await;
-                    if let Some(clash) = tool_collision(&self.server, &raw) {
+                    if let Some(clash) = gate::tool_collision(&self.server, &raw) {
                         return self
                             .client_error(
                                 Some(&p.client_id),
@@ -604,6 +488,7 @@ impl Relay {
                             )
                             .await;
                     }
+                    self.gate.filter_tools(&mut raw);
                 }
                 raw.insert("id".into(), p.client_id.to_value());
                 self.send_client(&Value::Object(raw)).await;
@@ -629,41 +514,12 @@ impl Relay {
                 else {
                     return;
                 };
-                // One argument, `params` (the request's params as JSON):
-                // MCP's camelCase field names are not policy argument names.
-                let mut arguments = Map::new();
-                arguments.insert(
-                    "params".into(),
-                    raw.get("params").cloned().unwrap_or_else(|| json!({})),
-                );
-                let req = self.call_request(action, arguments);
                 let caller = self.caller();
-                let d = match &self.active {
-                    None => {
-                        self.gateway
-                            .deny_and_record(
-                                &req,
-                                caller,
-                                crate::protocol::reason::NO_ACTIVE_MESSAGE,
-                                "the runtime has no active message",
-                            )
-                            .await
+                match self.gate.server_request(action, id, raw, caller).await {
+                    None => self.forward_server_message(msg).await,
+                    Some(refusal) => {
+                        self.send_server(&refusal).await;
                     }
-                    Some(_) => self.gateway.tool_call(&req, caller).await,
-                };
-                if d.is_allow() {
-                    self.forward_server_message(msg).await;
-                } else {
-                    self.send_server(&framing::error_response(
-                        Some(id),
-                        code::INVALID_REQUEST,
-                        &d.reason_code,
-                        &format!(
-                            "agentd denied this request ({}): {}",
-                            d.reason_code, d.detail
-                        ),
-                    ))
-                    .await;
                 }
             }
         }
@@ -732,27 +588,4 @@ impl Relay {
             .await;
         }
     }
-}
-
-/// Two tools of a `tools/list` result mapping to one action: the message
-/// saying so, or None.
-fn tool_collision(server: &str, raw: &Map<String, Value>) -> Option<String> {
-    let tools = raw.get("result")?.get("tools")?.as_array()?;
-    let mut seen: HashMap<String, &str> = HashMap::new();
-    for t in tools {
-        let Some(name) = t.get("name").and_then(Value::as_str) else {
-            continue;
-        };
-        let Ok(action) = naming::action_of(server, name) else {
-            continue;
-        };
-        if let Some(prev) = seen.insert(action.clone(), name) {
-            if prev != name {
-                return Some(format!(
-                    "tools `{prev}` and `{name}` both map to `{action}`"
-                ));
-            }
-        }
-    }
-    None
 }

@@ -31,12 +31,45 @@ pub struct CompiledPolicy {
     pub profiles: std::collections::BTreeMap<String, crate::profile::ProfileDef>,
     /// Per-runtime tool mappings that override the built-in defaults.
     pub(crate) runtimes: HashMap<Runtime, Overrides>,
+    /// The MCP gateway's tool settings (`[mcp]`).
+    pub(crate) mcp: super::schema::McpDef,
 }
 
 impl CompiledPolicy {
     /// The policy's tool mappings for `runtime` (None: defaults only).
     pub fn runtime_tools(&self, runtime: Runtime) -> Option<&Overrides> {
         self.runtimes.get(&runtime)
+    }
+
+    /// The action the policy maps MCP tool `tool` of `server` to, when it
+    /// names one (`[mcp.servers.<server>.tools]`); None: the default.
+    pub fn mcp_tool_action(&self, server: &str, tool: &str) -> Option<&str> {
+        self.mcp
+            .servers
+            .get(server)
+            .and_then(|s| s.tools.get(tool))
+            .map(String::as_str)
+    }
+
+    /// Whether `tools/list` of `server` shows only what the current
+    /// operator may call.
+    pub fn mcp_filter_tools(&self, server: &str) -> bool {
+        self.mcp
+            .servers
+            .get(server)
+            .and_then(|s| s.filter_tools)
+            .unwrap_or(self.mcp.filter_tools)
+    }
+
+    /// Whether one of `roles` has `action` on its allow-list (arguments
+    /// aside: what an operator with these roles could call at all).
+    pub fn roles_allow(&self, roles: &[String], action: &str) -> bool {
+        self.actions.contains_key(action)
+            && roles.iter().any(|r| {
+                self.roles
+                    .get(r)
+                    .is_some_and(|role| role.allow.contains_key(action))
+            })
     }
 }
 
@@ -255,6 +288,38 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         );
     }
 
+    for (server, def) in &file.mcp.servers {
+        let at = format!("mcp.servers.{server}");
+        crate::mcp::naming::check_server(server).map_err(|e| invalid(at.clone(), e.to_string()))?;
+        for (tool, action) in &def.tools {
+            let at = format!("{at}.tools.{tool}");
+            if tool.is_empty() || tool.len() > crate::mcp::naming::MAX_TOOL {
+                return Err(invalid(
+                    at,
+                    "an MCP tool name is 1 to 128 characters".into(),
+                ));
+            }
+            if !actions.contains_key(action) {
+                return Err(invalid(at, format!("unknown action `{action}`")));
+            }
+            if [
+                crate::mcp::decide::RESOURCE_PREFIX,
+                crate::mcp::decide::PROMPT_PREFIX,
+                crate::mcp::decide::SERVER_REQUEST_PREFIX,
+            ]
+            .iter()
+            .any(|p| action.starts_with(p))
+            {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "`{action}` names a resource, prompt or server request, not a tool call"
+                    ),
+                ));
+            }
+        }
+    }
+
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
         id: format!("{}@{}", file.id, &sha256[..12]),
@@ -265,6 +330,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         actions,
         profiles: file.profiles,
         runtimes,
+        mcp: file.mcp,
     })
 }
 

@@ -30,6 +30,35 @@ pub struct PolicyFile {
     /// or replacing the built-in defaults of `runtime::mapping`.
     #[serde(default)]
     pub runtime: BTreeMap<String, RuntimeDef>,
+    /// The MCP gateway: `tools/list` filtering and tool → action mappings.
+    #[serde(default)]
+    pub mcp: McpDef,
+}
+
+/// `[mcp]`: how the MCP gateway treats tools.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpDef {
+    /// `tools/list` shows only the tools the current operator's roles may
+    /// call (every server; a server's own `filter_tools` overrides).
+    #[serde(default)]
+    pub filter_tools: bool,
+    /// Per server (`[mcp.servers.<server>]`).
+    #[serde(default)]
+    pub servers: BTreeMap<String, McpServerDef>,
+}
+
+/// `[mcp.servers.<server>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerDef {
+    /// Overrides `[mcp] filter_tools` for this server.
+    #[serde(default)]
+    pub filter_tools: Option<bool>,
+    /// MCP tool name (exact, case-sensitive) → the policy action its calls
+    /// are decided as, instead of the default `mcp.<server>.<tool>`.
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
 }
 
 /// One runtime's section: how its tools map to policy actions.

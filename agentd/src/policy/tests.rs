@@ -568,3 +568,37 @@ fn the_runtime_mapping_example_in_the_docs_compiles() {
         [std::path::PathBuf::from("/usr/bin/ls")]
     );
 }
+
+#[test]
+fn mcp_tool_mappings_and_the_filter_switch() {
+    let src = "id = \"x\"\n[actions.\"contacts.lookup\"]\n[actions.\"mcp.crm.notes\"]\n\
+               [roles.sales.allow.\"contacts.lookup\"]\n\
+               [mcp]\nfilter_tools = true\n\
+               [mcp.servers.crm]\ntools = { FindContact = \"contacts.lookup\" }\n\
+               [mcp.servers.web]\nfilter_tools = false\n";
+    let p = compile(src, "mcp.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.mcp_tool_action("crm", "FindContact"),
+        Some("contacts.lookup")
+    );
+    assert_eq!(p.mcp_tool_action("crm", "findcontact"), None, "exact names");
+    assert_eq!(p.mcp_tool_action("web", "FindContact"), None);
+    assert!(p.mcp_filter_tools("crm") && p.mcp_filter_tools("other"));
+    assert!(!p.mcp_filter_tools("web"));
+    let sales = ["sales".to_owned()];
+    assert!(p.roles_allow(&sales, "contacts.lookup"));
+    assert!(
+        !p.roles_allow(&sales, "mcp.crm.notes"),
+        "defined, not allowed"
+    );
+    assert!(!p.roles_allow(&[], "contacts.lookup"));
+    let e = refused("id = \"x\"\n[mcp.servers.crm]\ntools = { FindContact = \"nope\" }\n");
+    assert!(
+        e.contains("mcp.servers.crm.tools.FindContact") && e.contains("unknown action"),
+        "{e}"
+    );
+    let e = refused("id = \"x\"\n[actions.\"mcp_request.crm.sampling\"]\n[mcp.servers.crm]\ntools = { Ask = \"mcp_request.crm.sampling\" }\n");
+    assert!(e.contains("not a tool call"), "{e}");
+    let e = refused("id = \"x\"\n[mcp.servers.Crm]\n");
+    assert!(e.contains("mcp.servers.Crm"), "{e}");
+}

@@ -223,3 +223,14 @@ pub const MCP_TOOL_DEFINITION_CHANGED: &str = "mcp_tool_definition_changed";
 pub const MCP_TOOL_NOT_LISTED: &str = "mcp_tool_not_listed";
 /// No changed MCP tool definition awaits approval.
 pub const MCP_NOTHING_TO_APPROVE: &str = "mcp_nothing_to_approve";
+/// A Streamable HTTP request whose `Mcp-Method`, `Mcp-Name` or
+/// `MCP-Protocol-Version` header disagrees with its body (or lacks one the
+/// 2026-07-28 revision requires).
+pub const MCP_HEADER_MISMATCH: &str = "mcp_header_mismatch";
+/// A Streamable HTTP request naming a session agentd does not know (or
+/// one of another agent or server).
+pub const MCP_UNKNOWN_SESSION: &str = "mcp_unknown_session";
+/// The upstream MCP server could not be reached or answered badly.
+pub const MCP_UPSTREAM_FAILED: &str = "mcp_upstream_failed";
+/// No upstream MCP server of that name is configured.
+pub const MCP_UNKNOWN_SERVER: &str = "mcp_unknown_server";

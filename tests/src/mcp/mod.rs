@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 
 use crate::runtimes::daemon::Agentd;
 pub use crate::sdk_suite::repo_file;
+
+pub mod http;
 use crate::sdk_suite::{in_agent, json_lines, Daemon};
 
 /// The agent the suite's servers work for.
@@ -40,6 +42,8 @@ pub struct Suite {
     pub venv: PathBuf,
     /// The owner's active message.
     pub active: String,
+    /// The Streamable HTTP upstream and agentd's endpoint for it.
+    pub http: http::HttpSide,
 }
 
 /// The suite's policy: the owner may call the demo tools, with scopes.
@@ -91,6 +95,26 @@ description = "The server never answers."
 [actions."mcp.demo.stray"]
 description = "The server answers an id nobody asked."
 
+[actions."mcp.web.echo"]
+description = "Echo text (the Streamable HTTP upstream)."
+
+[actions."mcp.web.read_file"]
+description = "Read one file through the HTTP upstream."
+grant = {{ read = ["{{arg.path}}"], ttl_secs = 60, uses = 1 }}
+
+[actions."mcp.web.ask_model"]
+description = "Ask the client's model over HTTP (sampling on the SSE stream)."
+
+[actions."mcp_request.web.sampling"]
+description = "The HTTP upstream asks the client's model."
+
+[actions."contacts.lookup"]
+description = "Look a contact up (the HTTP upstream's FindContact, mapped by name)."
+
+[mcp.servers.web]
+filter_tools = true
+tools = {{ FindContact = "contacts.lookup" }}
+
 [roles.owner]
 description = "Owns the demo tools."
 rate_per_minute = 6000
@@ -124,6 +148,21 @@ socket_path = {{ type = "text", max_bytes = 4096 }}
 name = {{ type = "string", values = ["greeting"] }}
 arguments = {{ type = "json", max_bytes = 1000, optional = true }}
 
+[roles.owner.allow."mcp.web.echo"]
+text = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp.web.read_file"]
+path = {{ type = "path", scopes = ["{r}/allowed"] }}
+
+[roles.owner.allow."mcp.web.ask_model"]
+prompt = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp_request.web.sampling"]
+params = {{ type = "json", max_bytes = 400 }}
+
+[roles.owner.allow."contacts.lookup"]
+name = {{ type = "text", max_bytes = 200 }}
+
 [roles.owner.allow."mcp.demo.crash"]
 [roles.owner.allow."mcp.demo.hang"]
 [roles.owner.allow."mcp.demo.stray"]
@@ -144,6 +183,9 @@ impl Suite {
         std::fs::write(root.join("secret/b.txt"), "bravo\n")?;
         std::fs::copy(repo.join("tests/mcp/server.py"), root.join("srv/server.py"))?;
         std::fs::copy(repo.join("tests/mcp/client.py"), root.join("srv/client.py"))?;
+        for f in ["http_client.py", "http_raw.py"] {
+            std::fs::copy(repo.join("tests/mcp").join(f), root.join("srv").join(f))?;
+        }
         for p in ["", "allowed", "secret", "srv"] {
             std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755))?;
         }
@@ -152,17 +194,34 @@ impl Suite {
             "secret/b.txt",
             "srv/server.py",
             "srv/client.py",
+            "srv/http_client.py",
+            "srv/http_raw.py",
         ] {
             std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o644))?;
         }
-        let daemon = Daemon::start(bin, root, "", &policy(root), "mcp-s", "use the demo tools")?;
-        // The server's own directory (Python reads its script's directory).
-        daemon.create_agent(AGENT, venv, &[root.join("srv")], &[])?;
+        let http = http::HttpSide::start(root, venv)?;
+        let daemon = Daemon::start(
+            bin,
+            root,
+            &http.config(),
+            &policy(root),
+            "mcp-s",
+            "use the demo tools",
+        )?;
+        // The server's own directory (Python reads its script's directory);
+        // the HTTP client's certificates; agentd's loopback MCP endpoint.
+        daemon.create_agent(
+            AGENT,
+            venv,
+            &[root.join("srv"), PathBuf::from("/etc/ssl")],
+            &[http.connect_rule()],
+        )?;
         Ok(Suite {
             agentd: daemon.agentd,
             root: root.to_path_buf(),
             venv: venv.to_path_buf(),
             active: daemon.active,
+            http,
         })
     }
 
