@@ -180,6 +180,10 @@ pub struct AuditConfig {
 pub struct ForwardConfig {
     /// The proxy's Unix socket (SO_PEERCRED tells the agent); None: no proxy.
     pub socket_path: Option<PathBuf>,
+    /// Also a loopback TCP listener (`127.0.0.1:PORT` or `[::1]:PORT`), for
+    /// runtimes that speak HTTP to a host and port only; the agent is told
+    /// by the cgroup of the connecting socket (sock_diag). Needs `socket_path`.
+    pub tcp_listen: Option<String>,
     /// What becomes of a denied tool call: `rewrite` (text naming the
     /// reason) or `block` (the provider's error ends the answer).
     pub on_deny: crate::forward::OnDeny,
@@ -214,6 +218,7 @@ impl Default for ForwardConfig {
     fn default() -> Self {
         Self {
             socket_path: None,
+            tcp_listen: None,
             on_deny: crate::forward::OnDeny::Rewrite,
             upstream_timeout_secs: 300,
             max_request_bytes: 32 << 20,

@@ -24,7 +24,8 @@ import openai
 # agentd's model socket, or (for the control run without agentd) the
 # upstream's own URL.
 SOCKET = os.environ.get("AGENTD_MODEL_SOCKET")
-DIRECT = os.environ.get("AGENTD_MODEL_DIRECT")
+# The upstream's own URL (the control), or agentd's loopback TCP listener.
+DIRECT = os.environ.get("AGENTD_MODEL_DIRECT") or os.environ.get("AGENTD_MODEL_URL")
 # The key the agent holds: anything. agentd replaces it.
 CLIENT_KEY = "client-side-placeholder"
 HEADERS = {}

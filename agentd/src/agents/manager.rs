@@ -100,6 +100,8 @@ pub struct AgentManager {
     protected: Box<dyn ProtectedFiles + Send + Sync>,
     /// agentd's model socket, when the forward proxy runs (`model_api = "proxy"`).
     forward_socket: std::sync::OnceLock<PathBuf>,
+    /// The proxy's loopback TCP address, when it listens on one.
+    forward_tcp: std::sync::OnceLock<std::net::SocketAddr>,
     /// One change at a time (a reload and an edit must not interleave).
     apply_lock: Mutex<()>,
 }
@@ -166,6 +168,7 @@ impl AgentManager {
             agentctl: sibling_agentctl(),
             protected: Box::new(NoProtectedFiles),
             forward_socket: std::sync::OnceLock::new(),
+            forward_tcp: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
         }))
     }
@@ -174,6 +177,12 @@ impl AgentManager {
     /// `model_api = "proxy"` (the socket is in every agent's baseline).
     pub fn set_forward_socket(&self, socket: PathBuf) {
         let _ = self.forward_socket.set(socket);
+    }
+
+    /// Says the forward proxy also listens on loopback TCP at `addr`: an
+    /// agent with `model_api = "proxy"` may connect there.
+    pub fn set_forward_tcp(&self, addr: std::net::SocketAddr) {
+        let _ = self.forward_tcp.set(addr);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -275,8 +284,13 @@ impl AgentManager {
         let mut model_endpoint = Vec::new();
         match def.model_api()? {
             None => {}
-            // The model socket is in every baseline: nothing to add.
-            Some(ModelApi::Proxy) if self.forward_socket.get().is_some() => {}
+            // The model socket is in every baseline; its TCP listener, if
+            // any, is the agent's model endpoint.
+            Some(ModelApi::Proxy) if self.forward_socket.get().is_some() => {
+                if let Some(a) = self.forward_tcp.get() {
+                    model_endpoint.push(render_dest(a.ip(), a.port()));
+                }
+            }
             Some(ModelApi::Proxy) => {
                 return Err(AgentsError::ProxyUnavailable {
                     agent: def.name.clone(),
@@ -687,7 +701,13 @@ mod tests {
         assert_eq!(e.reason_code(), "model_api_unavailable");
         m.set_forward_socket(PathBuf::from("/run/agentd/model.sock"));
         // No direct upstream to reach: the socket is every agent's.
-        m.compose(&d).unwrap();
+        let v = m.compose(&d).unwrap();
+        let tcp = "127.0.0.1/32:8719".to_string();
+        assert!(!v.baseline.as_ref().unwrap().connect.contains(&tcp));
+        // With the proxy's loopback listener, that is the model endpoint.
+        m.set_forward_tcp("127.0.0.1:8719".parse().unwrap());
+        let v = m.compose(&d).unwrap();
+        assert!(v.baseline.as_ref().unwrap().connect.contains(&tcp));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The forward proxy's listener: every request on the model socket goes to
+//! The forward proxy's listeners: every request on the model socket goes to
 //! `forward::proxy` with the caller's credentials (SO_PEERCRED). Only an
 //! agent's processes, the agent user and administrators may use it: the
-//! upstream key it holds is not for anyone else on the host.
+//! upstream key it holds is not for anyone else on the host. On the
+//! loopback TCP listener only agents may: the caller is the process holding
+//! the connecting socket, in the agent's cgroup the kernel named.
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,8 +41,10 @@ async fn handle(
         admin: s.access.is_admin(&peer),
     };
     let agent = peer.pid.and_then(|_| s.proxy.agent_of(caller)).is_some();
-    let may_use = peer.transport == Transport::Unix
-        && (agent || s.access.may_call_tools(&peer))
-        && !peer.pid.is_some_and(crate::mcp::is_server_process);
+    let may_use = match peer.transport {
+        Transport::Unix => agent || s.access.may_call_tools(&peer),
+        Transport::Loopback => agent,
+        Transport::Tcp => false,
+    } && !peer.pid.is_some_and(crate::mcp::is_server_process);
     s.proxy.handle(caller, may_use, req).await
 }

@@ -52,7 +52,8 @@ fn caller_of(slot: &EnforceSlot, peer: Peer, ends: Option<TcpEnds>) -> Result<Ht
         .get()
         .ok_or_else(|| format!("enforcement is unavailable: {}", slot.unavailable_reason()))?;
     let (agent, pid, uid, gid) = match (peer.transport, ends) {
-        (Transport::Unix, _) => {
+        // A loopback peer the forward listener already named carries its pid.
+        (Transport::Unix | Transport::Loopback, _) => {
             let pid = peer.pid.ok_or("the caller's credentials are unknown")?;
             let agent = enforcer
                 .agent_of_pid(pid)

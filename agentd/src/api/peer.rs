@@ -9,6 +9,9 @@ pub enum Transport {
     Unix,
     /// The optional TCP listener; no credentials (messages only).
     Tcp,
+    /// The forward proxy's loopback TCP listener: the kernel named the
+    /// connecting socket's agent (sock_diag), and the process holding it.
+    Loopback,
 }
 
 /// The two ends of an accepted TCP connection (a request extension on TCP
@@ -64,6 +67,18 @@ impl Peer {
                     gid: None,
                 }
             }
+        }
+    }
+
+    /// A loopback TCP caller the kernel named (`pid`: the process holding
+    /// the connecting socket, in an agent's cgroup), or an unknown one
+    /// (`pid` and `uid` None: no privileges).
+    pub fn loopback(pid: Option<u32>, uid: Option<u32>) -> Self {
+        Self {
+            transport: Transport::Loopback,
+            pid,
+            uid,
+            gid: None,
         }
     }
 

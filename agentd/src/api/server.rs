@@ -457,7 +457,14 @@ pub enum Listener {
     /// TCP for remote operators behind TLS (the handshake runs in the
     /// connection's own task, under the header deadline).
     Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+    /// Loopback TCP whose callers `PeerLookup` names from the kernel's view
+    /// of the connecting socket (the forward proxy's listener).
+    Loopback(tokio::net::TcpListener, PeerLookup),
 }
+
+/// Names the caller of an accepted loopback connection from its (local,
+/// remote) addresses; blocking (netlink, /proc), run off the runtime.
+pub type PeerLookup = Arc<dyn Fn(std::net::SocketAddr, std::net::SocketAddr) -> Peer + Send + Sync>;
 
 /// Limits of one listener: how many connections it holds at once (in all,
 /// and per peer: a Unix uid, or all of TCP), and how long a client may take
@@ -663,6 +670,23 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
             let _ = stream.set_nodelay(true);
             let ends = ends_of(&stream);
             Ok((Box::new(stream), Peer::tcp(), ends, Some(acceptor.clone())))
+        }
+        Listener::Loopback(l, lookup) => {
+            let (stream, remote) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr()?;
+            let lookup = lookup.clone();
+            // Looked up while the client's socket is surely open (it is
+            // waiting for our answer); unknown on any failure.
+            let peer = tokio::task::spawn_blocking(move || lookup(local, remote))
+                .await
+                .unwrap_or_else(|_| Peer::loopback(None, None));
+            Ok((
+                Box::new(stream),
+                peer,
+                Some(TcpEnds { local, remote }),
+                None,
+            ))
         }
     }
 }

@@ -57,6 +57,30 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Binds the API socket, replacing a stale socket file but never a live daemon's
 /// socket or a non-socket file. Mode 0666: SO_PEERCRED decides permissions.
+/// Names the caller of a loopback connection to the forward proxy: the
+/// agent whose cgroup created the connecting socket, and the process
+/// holding it; anyone else (or a failed lookup) is unknown, and refused.
+fn loopback_lookup(slot: crate::enforce::EnforceSlot) -> api::PeerLookup {
+    Arc::new(move |local, remote| {
+        let unknown = api::peer::Peer::loopback(None, None);
+        let Some(e) = slot.get() else {
+            return unknown;
+        };
+        match e.agent_of_tcp_peer(local, remote) {
+            Ok(Some(c)) if c.pid.is_some() => api::peer::Peer::loopback(c.pid, Some(c.uid)),
+            Ok(Some(c)) => {
+                tracing::warn!(agent = %c.agent, "forward: no process of the agent holds the connecting socket; refused");
+                unknown
+            }
+            Ok(None) => unknown,
+            Err(err) => {
+                tracing::warn!(error = %err, "forward: the caller of a loopback connection is unknown; refused");
+                unknown
+            }
+        }
+    })
+}
+
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
@@ -249,19 +273,46 @@ pub async fn run_with_stored(
         limits,
     ))];
     // Forward mode: the model-API proxy on a socket of its own.
+    if config.forward.tcp_listen.is_some() && config.forward.socket_path.is_none() {
+        anyhow::bail!("[forward] tcp_listen needs socket_path (the proxy is off without it)");
+    }
     if let Some(path) = &config.forward.socket_path {
-        let proxy = crate::forward::proxy::Proxy::new(gateway.clone(), &config.forward, true)
-            .context("starting the forward proxy ([forward])")?;
+        let proxy = Arc::new(
+            crate::forward::proxy::Proxy::new(gateway.clone(), &config.forward, true)
+                .context("starting the forward proxy ([forward])")?,
+        );
         let listener = bind_unix(path)?;
         agents.set_forward_socket(path.clone());
         tracing::info!(socket = %path.display(), on_deny = ?config.forward.on_deny, "forward proxy serving");
+        let routes = api::forward_routes::routes(proxy, access.clone());
         servers.push(tokio::spawn(api::serve_limited(
             Listener::Unix(listener),
-            api::forward_routes::routes(Arc::new(proxy), access.clone()),
+            routes.clone(),
             stop_rx.clone(),
             SHUTDOWN_GRACE,
             limits,
         )));
+        if let Some(addr) = &config.forward.tcp_listen {
+            let sa: std::net::SocketAddr = addr
+                .parse()
+                .with_context(|| format!("[forward] tcp_listen `{addr}`: expected IP:PORT"))?;
+            if !sa.ip().is_loopback() {
+                anyhow::bail!("[forward] tcp_listen `{addr}` must be a loopback address: only there can the kernel name the connecting agent");
+            }
+            let tcp = tokio::net::TcpListener::bind(sa)
+                .await
+                .with_context(|| format!("binding the forward proxy's TCP {addr}"))?;
+            let bound = tcp.local_addr().unwrap_or(sa);
+            agents.set_forward_tcp(bound);
+            tracing::info!(%bound, "forward proxy serving on loopback TCP (callers named by their socket's cgroup)");
+            servers.push(tokio::spawn(api::serve_limited(
+                Listener::Loopback(tcp, loopback_lookup(enforce_at_stop.clone())),
+                routes,
+                stop_rx.clone(),
+                SHUTDOWN_GRACE,
+                limits,
+            )));
+        }
     }
     // The MCP gateway's Streamable HTTP endpoint, on its own socket and
     // loopback port.

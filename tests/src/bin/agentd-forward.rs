@@ -373,6 +373,10 @@ fn rewrite_mode(s: &Suite, r: &mut Report) {
         r.check(&name, ok, || why);
     }
     in_agent(s, r);
+    // After in_agent: its check reads the first kernel row on `ls`.
+    for (name, ok, why) in agentd_tests::forward::tcp::checks(s) {
+        r.check(&name, ok, || why);
+    }
     // No active message: every call is denied (text still passes).
     match s.client(
         &json!([step("noactive", "openai", false, &allowed(s))]),

@@ -30,6 +30,7 @@ use crate::sdk_suite::{in_agent, json_lines, repo_file, Daemon};
 const CLIENT_LIMIT: Duration = Duration::from_secs(600);
 
 pub mod gemini;
+pub mod tcp;
 
 /// The agent the in-agent checks run as.
 pub const AGENT: &str = "fwd";
@@ -46,6 +47,8 @@ pub struct Suite {
     pub venv: PathBuf,
     /// agentd's model socket.
     pub model_socket: PathBuf,
+    /// agentd's loopback TCP listener for the proxy.
+    pub tcp_port: u16,
     /// The owner's active message.
     pub active: String,
     /// The canary upstream key.
@@ -102,8 +105,11 @@ impl Suite {
         std::fs::write(&key_file, format!("{canary}\n"))?;
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
         let model_socket = root.join("agentd/model.sock");
+        let tcp_port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
         let extra = format!(
-            "\n[forward]\nsocket_path = {model_socket:?}\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n\
+            "\n[forward]\nsocket_path = {model_socket:?}\ntcp_listen = \"127.0.0.1:{tcp_port}\"\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n\
              [forward.openai]\nurl = \"{u}/v1\"\nkey_file = {key_file:?}\n\
              [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n\
              [forward.gemini]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
@@ -128,7 +134,7 @@ impl Suite {
             AGENT,
             venv,
             &[root.to_path_buf(), PathBuf::from("/etc/ssl")],
-            &[],
+            &[format!("127.0.0.1/32:{tcp_port}")],
         )?;
         Ok(Suite {
             upstream,
@@ -136,6 +142,7 @@ impl Suite {
             root: root.to_path_buf(),
             venv: venv.to_path_buf(),
             model_socket,
+            tcp_port,
             active: daemon.active,
             canary,
         })
@@ -177,6 +184,21 @@ impl Suite {
         let mut c = in_agent(&self.agentd, AGENT, &self.active, &argv);
         c.env("AGENTD_MODEL_SOCKET", &self.model_socket);
         json_lines(c, CLIENT_LIMIT, "the SDK client in the agent")
+    }
+
+    /// [`Self::client_in_agent`] over the proxy's loopback TCP listener.
+    pub fn client_in_agent_tcp(&self, steps: &Value) -> anyhow::Result<(Vec<Value>, String)> {
+        let argv = [
+            self.venv.join("bin/python").display().to_string(),
+            self.root.join("client.py").display().to_string(),
+            steps.to_string(),
+        ];
+        let mut c = in_agent(&self.agentd, AGENT, &self.active, &argv);
+        c.env(
+            "AGENTD_MODEL_URL",
+            format!("http://127.0.0.1:{}", self.tcp_port),
+        );
+        json_lines(c, CLIENT_LIMIT, "the SDK client in the agent (TCP)")
     }
 
     /// Audit rows of decisions on this suite's active message.
