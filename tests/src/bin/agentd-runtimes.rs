@@ -1,4 +1,4 @@
-//! `agentd-runtimes [--bin DIR] [--install DIR] [FILTER]`: the real agent
+//! `agentd-runtimes [--bin DIR] [--install DIR] [--venv DIR] [FILTER]`: the real agent
 //! runtimes (Claude Code, Codex, Gemini CLI) under a real agentd on this
 //! host, one `PASS`/`FAIL`/`SKIP` line per scenario (see
 //! `agentd_tests::runtimes`). Runs in a private mount namespace whose `/etc`
@@ -31,6 +31,11 @@ fn main() {
         .parent()
         .map(|t| t.join("runtimes"))
         .unwrap_or_default();
+    // The MCP SDK's venv (the demo MCP server Claude Code uses).
+    let mut venv = exe_dir
+        .parent()
+        .map(|t| t.join("mcp-venv"))
+        .unwrap_or_default();
     let mut filter = String::new();
     let mut learn = None;
     let mut demo = false;
@@ -38,6 +43,7 @@ fn main() {
         match a.as_str() {
             "--bin" => bin = args.next().map(PathBuf::from).unwrap_or(bin),
             "--install" => install = args.next().map(PathBuf::from).unwrap_or(install),
+            "--venv" => venv = args.next().map(PathBuf::from).unwrap_or(venv),
             "learn" => learn = args.next(),
             "demo" => demo = true,
             other => filter = other.to_string(),
@@ -122,7 +128,11 @@ fn main() {
         if missing.contains(&rt) {
             continue;
         }
-        for (name, outcome) in scenarios(&suite, rt, &filter, policy.as_ref().err()) {
+        let mut all = scenarios(&suite, rt, &filter, policy.as_ref().err());
+        if rt == Runtime::ClaudeCode {
+            all.extend(mcp_scenarios(&suite, &venv, &filter, policy.as_ref().err()));
+        }
+        for (name, outcome) in all {
             match outcome {
                 Outcome::Pass(m) => println!("PASS {name}: {m}"),
                 Outcome::Skip(m) => println!("SKIP {name}: {m}"),
@@ -335,6 +345,178 @@ fn scenarios(
             .map_or_else(err, |r| agentd_tests::runtimes::kernel_refused(&r, "/curl"))
     });
     out
+}
+
+/// Claude Code using an MCP server (the SDK's `tests/mcp/server.py`)
+/// through `agentctl mcp proxy`, its tools named `mcp__demo__<tool>`: an
+/// allowed call reaches the server and answers; a denied one comes back to
+/// Claude Code as a tool error with agentd's reason. The control runs the
+/// same script with the server configured directly (no agentd between),
+/// audit-only: there the out-of-scope read succeeds.
+fn mcp_scenarios(
+    suite: &Suite,
+    venv: &std::path::Path,
+    filter: &str,
+    policy_error: Option<&anyhow::Error>,
+) -> Vec<(String, Outcome)> {
+    let rt = Runtime::ClaudeCode;
+    let name = |l: &str| format!("{} {l}", rt.name());
+    let labels = [
+        name("MCP control: the server configured directly, audit-only: the out-of-scope read succeeds"),
+        name("MCP through agentctl mcp proxy: mcp__demo__echo answers, mcp__demo__read_file out of scope is a tool error (path_outside_scope)"),
+    ];
+    if !labels.iter().any(|l| l.contains(filter)) {
+        return Vec::new();
+    }
+    let python = venv.join("bin/python");
+    let sdk = std::process::Command::new(&python)
+        .args(["-c", "import mcp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !sdk {
+        let why = format!(
+            "the MCP Python SDK is not installed in {} (run `cargo xtask setup`)",
+            venv.display()
+        );
+        return labels
+            .into_iter()
+            .map(|l| (l, Outcome::Skip(why.clone())))
+            .collect();
+    }
+    if let Some(e) = policy_error {
+        return labels
+            .into_iter()
+            .map(|l| (l, Outcome::Fail(format!("the policy did not load: {e:#}"))))
+            .collect();
+    }
+    match mcp_runs(suite, venv) {
+        Ok(v) => labels.into_iter().zip(v).collect(),
+        Err(e) => labels
+            .into_iter()
+            .map(|l| (l, Outcome::Fail(format!("{e:#}"))))
+            .collect(),
+    }
+}
+
+fn mcp_runs(suite: &Suite, venv: &std::path::Path) -> anyhow::Result<Vec<Outcome>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = suite.root.join("mcp");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let server = dir.join("server.py");
+    std::fs::copy(
+        agentd_tests::sdk_suite::repo_file("tests/mcp/server.py"),
+        &server,
+    )?;
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o644))?;
+    let allowed = suite.root.join("shared/allowed/mcp-note.txt");
+    let other = suite.root.join("shared/other/mcp-secret.txt");
+    std::fs::write(
+        &allowed, "alpha
+",
+    )?;
+    std::fs::write(
+        &other,
+        "secret-bravo
+",
+    )?;
+    for f in [&allowed, &other] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let script = Script(vec![
+        Turn::Tool {
+            name: "mcp__demo__echo".into(),
+            input: serde_json::json!({ "text": "hi from claude" }),
+        },
+        Turn::Tool {
+            name: "mcp__demo__read_file".into(),
+            input: serde_json::json!({ "path": other }),
+        },
+        Turn::Text("done.".into()),
+    ]);
+    let python = venv.join("bin/python").display().to_string();
+    let agentctl = suite.agentd.bin.join("agentctl");
+    let mut baseline = agentd::enforce::default_baseline();
+    baseline.exec = vec![agentctl.clone()];
+    baseline.read = vec![venv.to_path_buf(), dir.clone(), agentctl.clone()];
+    // Claude Code connects MCP servers in the background unless told to
+    // wait: the scripted model's first call would find no tool yet.
+    let env = ["MCP_CONNECTION_NONBLOCKING=false".to_owned()];
+    let direct = serde_json::json!({ "mcpServers": { "demo": {
+        "command": python, "args": [server] } } });
+    let control = suite.run_mcp(
+        Runtime::ClaudeCode,
+        Mode::AuditOnly,
+        script.clone(),
+        &env,
+        &agentd_tests::runtimes::McpRun {
+            config: direct.to_string(),
+            baseline: baseline.clone(),
+        },
+    )?;
+    let results = control.server.tool_results();
+    let first = if results.len() == 2
+        && results[0].text.contains("hi from claude")
+        && results[1].text.contains("secret-bravo")
+    {
+        Outcome::Pass(format!(
+            "both calls answered directly; {:.1} s",
+            control.elapsed.as_secs_f64()
+        ))
+    } else {
+        Outcome::Fail(format!(
+            "tool results {results:?}; output {}",
+            control.output
+        ))
+    };
+    let active = suite.send_signed("olivia", "Use the demo MCP server.")?;
+    let proxied = serde_json::json!({ "mcpServers": { "demo": {
+        "command": agentctl,
+        "args": ["mcp", "proxy", "--socket", suite.agentd.socket, "--agent", "{agent}",
+                 "--server", "demo", "--", python, server],
+        "env": { "AGENTD_ACTIVE_MESSAGE": active } } } });
+    let r = suite.run_mcp(
+        Runtime::ClaudeCode,
+        Mode::Enforce,
+        script,
+        &env,
+        &agentd_tests::runtimes::McpRun {
+            config: proxied.to_string(),
+            baseline,
+        },
+    )?;
+    let results = r.server.tool_results();
+    let rows: Vec<serde_json::Value> = suite
+        .agentd
+        .audit()?
+        .into_iter()
+        .filter(|x| x["kind"] == "tool_call" && x["active_message_id"] == active.as_str())
+        .collect();
+    let row = |action: &str, decision: &str, reason: &str| {
+        rows.iter().any(|x| {
+            x["action"] == action && x["decision"] == decision && x["reason_code"] == reason
+        })
+    };
+    let ok = results.len() == 2
+        && results[0].text.contains("hi from claude")
+        && !results[0].is_error
+        && results[1].text.contains("path_outside_scope")
+        && !results[1].text.contains("secret-bravo")
+        && row("mcp.demo.echo", "allow", "ok")
+        && row("mcp.demo.read_file", "deny", "path_outside_scope");
+    let second = if ok {
+        Outcome::Pass(format!(
+            "echo answered; the denied read came back as a tool error (is_error {}); decision rows on the owner's message; {:.1} s",
+            results[1].is_error,
+            r.elapsed.as_secs_f64()
+        ))
+    } else {
+        Outcome::Fail(format!(
+            "tool results {results:?}; rows {rows:?}; output {}",
+            r.output
+        ))
+    };
+    Ok(vec![first, second])
 }
 
 /// Removes the run's scratch directory, unless `AGENTD_TEST_KEEP` is set

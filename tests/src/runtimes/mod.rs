@@ -114,6 +114,14 @@ pub struct Suite {
     runs: std::cell::Cell<usize>,
 }
 
+/// MCP servers for one run (see [`Suite::run_mcp`]).
+pub struct McpRun {
+    /// Claude Code's `--mcp-config` JSON; `{agent}` is the run's agent.
+    pub config: String,
+    /// Added to the run's baseline (the proxy, the server's files).
+    pub baseline: agentd::grant_spec::GrantSpec,
+}
+
 /// The marker `mailctl` writes when it really runs.
 pub const MAILCTL_RAN: &str = "mailctl-ran";
 
@@ -161,7 +169,21 @@ impl Suite {
         hook: Hook,
         script: Script,
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, hook, script, true, &[])
+        self.run_inner(rt, mode, hook, script, true, &[], None)
+    }
+
+    /// Like [`Self::run_env`], with MCP servers configured for the runtime
+    /// (`mcp.config`, where `{agent}` names the run's agent) and
+    /// `mcp.baseline` added to the run's baseline.
+    pub fn run_mcp(
+        &self,
+        rt: Runtime,
+        mode: Mode,
+        script: Script,
+        env: &[String],
+        mcp: &McpRun,
+    ) -> anyhow::Result<RunResult> {
+        self.run_inner(rt, mode, Hook::None, script, true, env, Some(mcp))
     }
 
     /// Like [`Self::run`] with `VAR=value` entries added to the runtime's environment.
@@ -173,16 +195,17 @@ impl Suite {
         script: Script,
         env: &[String],
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, hook, script, true, env)
+        self.run_inner(rt, mode, hook, script, true, env, None)
     }
 
     /// An audit-only run on agentd's default baseline alone: its
     /// `would_deny` rows are everything the runtime needed beyond it (how the
     /// profiles were built).
     pub fn learn(&self, rt: Runtime, script: Script) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, false, &[])
+        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, false, &[], None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_inner(
         &self,
         rt: Runtime,
@@ -191,6 +214,7 @@ impl Suite {
         script: Script,
         profiled: bool,
         env: &[String],
+        mcp: Option<&McpRun>,
     ) -> anyhow::Result<RunResult> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
@@ -230,6 +254,10 @@ impl Suite {
         );
         let server = ModelServer::start(script, 0)?;
         rt.prepare(&d, &server.url(), hook)?;
+        if let Some(m) = mcp {
+            std::fs::write(&d.mcp_config, m.config.replace("{agent}", &agent))?;
+            runtime::set_mode(&d.mcp_config, 0o644)?;
+        }
         if hook == Hook::Agentd {
             self.install_adapter(rt, &d)?;
         }
@@ -260,6 +288,10 @@ impl Suite {
         if !matches!(hook, Hook::None | Hook::Agentd) {
             baseline.exec.push(d.hook.clone());
             baseline.read.push(d.hook.clone());
+        }
+        if let Some(m) = mcp {
+            baseline.exec.extend(m.baseline.exec.iter().cloned());
+            baseline.read.extend(m.baseline.read.iter().cloned());
         }
         self.agentd.create_agent(&agent, mode, &baseline)?;
 

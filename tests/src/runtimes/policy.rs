@@ -1,6 +1,8 @@
 //! The runtime suite's policy, generated for the suite's scratch root: an
 //! owner who may run `mailctl` (destructive) and write in one directory,
-//! a member who may read workspace files and run `ls`/`cat` but not `curl`.
+//! a member who may read workspace files and run `ls`/`cat` but not `curl`;
+//! the owner may also call the demo MCP server's `echo`, and its `read_file`
+//! in one directory.
 use std::path::Path;
 
 /// Operators enrolled for the suite: (id, role).
@@ -35,6 +37,13 @@ description = "Write one file."
 # process's mkdir, temp file and rename are one claim.
 grant = {{ write = ["{root}/shared/allowed"], ttl_secs = 60, uses = 1 }}
 
+[actions."mcp.demo.echo"]
+description = "Echo text (the demo MCP server, through agentctl mcp proxy)."
+
+[actions."mcp.demo.read_file"]
+description = "Read one file through the demo MCP server."
+grant = {{ read = ["{{arg.path}}"], ttl_secs = 60, uses = 1 }}
+
 [roles.owner]
 description = "Owns the mail system."
 rate_per_minute = 600
@@ -49,6 +58,12 @@ path = {{ type = "path", scopes = ["{root}"] }}
 [roles.owner.allow.write_file]
 path = {{ type = "path", scopes = ["{root}/shared/allowed"] }}
 content = {{ type = "text", max_bytes = 65536 }}
+
+[roles.owner.allow."mcp.demo.echo"]
+text = {{ type = "text", max_bytes = 1000 }}
+
+[roles.owner.allow."mcp.demo.read_file"]
+path = {{ type = "path", scopes = ["{root}/shared/allowed"] }}
 
 [roles.member]
 description = "Reads workspace files; harmless commands only."

@@ -53,6 +53,8 @@ pub struct RunDirs {
     pub hook_fired: PathBuf,
     /// A FIFO the hanging hook waits on.
     pub fifo: PathBuf,
+    /// Claude Code's MCP servers (`--mcp-config`), used when the file exists.
+    pub mcp_config: PathBuf,
 }
 
 impl RunDirs {
@@ -66,6 +68,8 @@ impl RunDirs {
             hook: root.join("test-hook"),
             hook_fired: root.join("tmp/hook-fired"),
             fifo: root.join("tmp/hook-fifo"),
+            // In HOME: the runtime's profile lets it read there.
+            mcp_config: root.join("home/mcp.json"),
         }
     }
 }
@@ -215,6 +219,13 @@ impl Runtime {
                 v.push("--dangerously-skip-permissions".into());
                 if hook == Hook::DenyButSkipped {
                     v.push("--bare".into());
+                }
+                if d.mcp_config.exists() {
+                    v.extend([
+                        "--mcp-config".into(),
+                        d.mcp_config.display().to_string(),
+                        "--strict-mcp-config".into(),
+                    ]);
                 }
                 // The prompt after `--`: never parsed as flags.
                 v.extend(["--".into(), prompt.into()]);
