@@ -2,10 +2,11 @@
 tests (run inside the agent, so agentd names the caller).
 
 Usage: http_raw.py REQUESTS_JSON (UDS | HOST:PORT)
-REQUESTS_JSON is a list of {"method", "path", "headers", "body"}; prints one
+REQUESTS_JSON is a list of {"method", "path", "headers", "body", "no_active"}; prints one
 line per request: {"status", "session", "ctype", "body"} (body parsed as
 JSON when it is JSON, else the text). AGENTD_ACTIVE_MESSAGE, when set, is
-sent as the x-agentd-active-message header."""
+sent as the x-agentd-active-message header (unless the request says
+"no_active")."""
 import http.client
 import json
 import os
@@ -34,7 +35,7 @@ def main():
             host, port = where.rsplit(":", 1)
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        if os.environ.get("AGENTD_ACTIVE_MESSAGE"):
+        if os.environ.get("AGENTD_ACTIVE_MESSAGE") and not r.get("no_active"):
             headers["x-agentd-active-message"] = os.environ["AGENTD_ACTIVE_MESSAGE"]
         headers.update(r.get("headers", {}))
         try:

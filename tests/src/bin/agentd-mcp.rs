@@ -454,6 +454,10 @@ fn http_transport(s: &Suite, r: &mut Report) {
         {"path": p, "headers": {"mcp-session-id": "0123456789abcdef0123456789abcdef", "mcp-protocol-version": "2025-11-25"},
             "body": r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#},
         modern("echo", "echo", json!({"text": "still"})),
+        {"path": p, "no_active": true,
+            "headers": {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"},
+            "body": json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}}).to_string()},
     ]);
     match s.http_raw(&reqs, Via::Tcp, false) {
         Err(e) => r.check("http raw requests", false, || format!("{e:#}")),
@@ -493,6 +497,11 @@ fn http_transport(s: &Suite, r: &mut Report) {
                 "http raw: an unknown session id is 404 (mcp_unknown_session)",
                 st(4) == 404 && err(4).1 == json!("mcp_unknown_session"),
                 || format!("{:?}", l.get(4)),
+            );
+            r.check(
+                "http raw: without an active message the filtered tools/list is empty (no operator, nothing callable)",
+                st(6) == 200 && l.get(6).is_some_and(|v| v["body"]["result"]["tools"] == json!([])),
+                || format!("{:?}", l.get(6)),
             );
             r.check(
                 "http raw: the endpoint keeps serving after bad input",
