@@ -333,6 +333,47 @@ fn scenarios(
             }
         },
     );
+    if matches!(rt, Runtime::ClaudeCode | Runtime::Codex) {
+        // Forward mode: no hook at all, agentd's proxy is the runtime's
+        // model API (loopback TCP; the agent told by its socket's cgroup).
+        let forward_run = |operator: &str, text: &str| {
+            let active = suite.send_signed(operator, text)?;
+            let r = suite.run_forward(rt, mailctl_script(), &active)?;
+            anyhow::Ok((active, r))
+        };
+        case(
+            "forward, no hook, owner: the proxy allows mailctl, the runtime runs it, its exec claims the grant",
+            &|| {
+                if !claims {
+                    return Outcome::Skip(NO_CLAIMS.into());
+                }
+                if let Some(e) = policy_error {
+                    return Outcome::Fail(format!("the policy did not load: {e:#}"));
+                }
+                match forward_run("olivia", "Reset every mailbox with mailctl.") {
+                    Ok((active, r)) => {
+                        agentd_tests::runtimes::forward::allowed(&r, &suite.agentd, &active)
+                    }
+                    Err(e) => Outcome::Fail(format!("{e:#}")),
+                }
+            },
+        );
+        case(
+            "forward, no hook, member: the proxy denies mailctl, the runtime never receives the call",
+            &|| {
+                if let Some(e) = policy_error {
+                    return Outcome::Fail(format!("the policy did not load: {e:#}"));
+                }
+                match forward_run("mel", "Reset every mailbox with mailctl.") {
+                    Ok((active, r)) => match suite.agentd.audit() {
+                        Ok(audit) => agentd_tests::runtimes::forward::denied(&r, &audit, &active),
+                        Err(e) => Outcome::Fail(format!("{e:#}")),
+                    },
+                    Err(e) => Outcome::Fail(format!("{e:#}")),
+                }
+            },
+        );
+    }
     case("prompt injection, no hook: kernel refuses curl", &|| {
         let script = Script(vec![
             // A shell builtin reads the file: no program outside the profile.

@@ -23,6 +23,7 @@ use crate::model_server::{ModelServer, Script, Turn};
 
 pub mod daemon;
 pub mod demo;
+pub mod forward;
 pub mod namespace;
 pub mod policy;
 pub mod profile;
@@ -55,6 +56,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Its directories.
     pub dirs: RunDirs,
+    /// The agent it ran as.
+    pub agent: String,
 }
 
 impl RunResult {
@@ -84,7 +87,7 @@ impl RunResult {
             .collect()
     }
 
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         let tail: String = self
             .output
             .chars()
@@ -111,6 +114,8 @@ pub struct Suite {
     pub install: PathBuf,
     /// Scratch root for runs.
     pub root: PathBuf,
+    /// agentd's forward proxy (loopback TCP) and its upstream relay.
+    pub forward: forward::Rig,
     runs: std::cell::Cell<usize>,
 }
 
@@ -131,7 +136,8 @@ impl Suite {
         crate::harness::ensure_user().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(root)?;
         runtime::set_mode(root, 0o755)?;
-        let agentd = daemon::Agentd::start(bin, &root.join("agentd"))?;
+        let (rig, forward_config) = forward::Rig::prepare(&root.join("forward-keys"))?;
+        let agentd = daemon::Agentd::start_with(bin, &root.join("agentd"), &forward_config)?;
         // `mailctl`: a program no profile lists; it leaves a marker in the
         // run's TMPDIR when it really runs.
         let bin_dir = root.join("bin");
@@ -155,6 +161,7 @@ impl Suite {
             agentd,
             install: install.to_path_buf(),
             root: root.to_path_buf(),
+            forward: rig,
             runs: std::cell::Cell::new(0),
         })
     }
@@ -169,7 +176,7 @@ impl Suite {
         hook: Hook,
         script: Script,
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, hook, script, true, &[], None)
+        self.run_inner(rt, mode, hook, script, Opts::profiled(&[]))
     }
 
     /// Like [`Self::run_env`], with MCP servers configured for the runtime
@@ -183,7 +190,33 @@ impl Suite {
         env: &[String],
         mcp: &McpRun,
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, Hook::None, script, true, env, Some(mcp))
+        let opts = Opts {
+            mcp: Some(mcp),
+            ..Opts::profiled(env)
+        };
+        self.run_inner(rt, mode, Hook::None, script, opts)
+    }
+
+    /// Runs `rt` with no hook through agentd's forward proxy (loopback
+    /// TCP): the proxy is its model API (and the only one its baseline
+    /// reaches), the run's model server is the proxy's upstream, and the
+    /// runtime sends `active` as `x-agentd-active-message` (Claude Code's
+    /// `ANTHROPIC_CUSTOM_HEADERS`, Codex's provider `env_http_headers`).
+    pub fn run_forward(
+        &self,
+        rt: Runtime,
+        script: Script,
+        active: &str,
+    ) -> anyhow::Result<RunResult> {
+        let env = [
+            format!("AGENTD_ACTIVE_MESSAGE={active}"),
+            format!("ANTHROPIC_CUSTOM_HEADERS=x-agentd-active-message: {active}"),
+        ];
+        let opts = Opts {
+            forward: true,
+            ..Opts::profiled(&env)
+        };
+        self.run_inner(rt, Mode::Enforce, Hook::None, script, opts)
     }
 
     /// Like [`Self::run`] with `VAR=value` entries added to the runtime's environment.
@@ -195,27 +228,34 @@ impl Suite {
         script: Script,
         env: &[String],
     ) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, mode, hook, script, true, env, None)
+        self.run_inner(rt, mode, hook, script, Opts::profiled(env))
     }
 
     /// An audit-only run on agentd's default baseline alone: its
     /// `would_deny` rows are everything the runtime needed beyond it (how the
     /// profiles were built).
     pub fn learn(&self, rt: Runtime, script: Script) -> anyhow::Result<RunResult> {
-        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, false, &[], None)
+        let opts = Opts {
+            profiled: false,
+            ..Opts::profiled(&[])
+        };
+        self.run_inner(rt, Mode::AuditOnly, Hook::None, script, opts)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_inner(
         &self,
         rt: Runtime,
         mode: Mode,
         hook: Hook,
         script: Script,
-        profiled: bool,
-        env: &[String],
-        mcp: Option<&McpRun>,
+        opts: Opts<'_>,
     ) -> anyhow::Result<RunResult> {
+        let Opts {
+            profiled,
+            env,
+            forward,
+            mcp,
+        } = opts;
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let agent = format!("rt{n}-{}", rt.name());
@@ -253,7 +293,29 @@ impl Suite {
                 .collect(),
         );
         let server = ModelServer::start(script, 0)?;
-        rt.prepare(&d, &server.url(), hook)?;
+        // Forward mode: the runtime's model is agentd's proxy, whose
+        // upstream (through the relay) is this run's model server.
+        let model_url = if forward {
+            self.forward.relay.set_target(server.port());
+            self.forward.url()
+        } else {
+            server.url()
+        };
+        let model_port = if forward {
+            self.forward.port
+        } else {
+            server.port()
+        };
+        rt.prepare(&d, &model_url, hook)?;
+        if forward && rt == Runtime::Codex {
+            // Codex sends the active message as a header of its provider.
+            let cfg = d.home.join(".codex/config.toml");
+            let mut text = std::fs::read_to_string(&cfg)?;
+            text.push_str(
+                "env_http_headers = { \"x-agentd-active-message\" = \"AGENTD_ACTIVE_MESSAGE\" }\n",
+            );
+            std::fs::write(&cfg, text)?;
+        }
         if let Some(m) = mcp {
             std::fs::write(&d.mcp_config, m.config.replace("{agent}", &agent))?;
             runtime::set_mode(&d.mcp_config, 0o644)?;
@@ -277,7 +339,7 @@ impl Suite {
             tmp: d.tmp.clone(),
             workspace: d.workspace.clone(),
             node: PathBuf::from("/usr/bin/node"),
-            model_endpoint: format!("127.0.0.1/32:{}", server.port()),
+            model_endpoint: format!("127.0.0.1/32:{model_port}"),
             dns: profile::Context::resolv_conf_dns(),
         };
         let mut baseline = if profiled {
@@ -300,7 +362,7 @@ impl Suite {
         cmd.args(["run", "--agent", &agent, "--socket"])
             .arg(&self.agentd.enforce_socket)
             .arg("--")
-            .args(rt.command(&self.install, &d, &server.url(), PROMPT, hook, env))
+            .args(rt.command(&self.install, &d, &model_url, PROMPT, hook, env))
             .current_dir(&d.workspace)
             .stdin(Stdio::null());
         let (code, output) = run_with_timeout(&mut cmd, Duration::from_secs(120))?;
@@ -315,6 +377,7 @@ impl Suite {
             rows,
             elapsed,
             dirs: d,
+            agent,
         })
     }
 }
@@ -463,6 +526,30 @@ impl Suite {
             bail!("agentctl hook install {name} failed: {st}");
         }
         Ok(())
+    }
+}
+
+/// How a run is set up.
+#[derive(Clone, Copy)]
+struct Opts<'a> {
+    /// The baseline from the runtime's profile (else agentd's default).
+    profiled: bool,
+    /// `VAR=value` entries added to the runtime's environment.
+    env: &'a [String],
+    /// Through agentd's forward proxy instead of straight to the model.
+    forward: bool,
+    /// MCP servers configured for the runtime.
+    mcp: Option<&'a McpRun>,
+}
+
+impl<'a> Opts<'a> {
+    fn profiled(env: &'a [String]) -> Self {
+        Self {
+            profiled: true,
+            env,
+            forward: false,
+            mcp: None,
+        }
     }
 }
 
