@@ -40,6 +40,8 @@ pub const TARGETS: &[Target] = &[
     t("enforce_request", &["-max_len=70000"]),
     t("audit_export", &[]),
     t("mcp_framing", &[]),
+    t("forward_stream", &[]),
+    t("sockaddr", &["-max_len=128"]),
     // Decoding is bounded by the image-size limits checked before any
     // pixel buffer exists; a bomb that got past them would cross this line.
     // Verifying a genuine 256×256 card takes a while: a longer timeout.

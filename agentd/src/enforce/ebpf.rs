@@ -6,7 +6,8 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::btf_offsets::{self, OffsetError};
 
-/// The eBPF object built by `build.rs` (aya-build) from `agentd-ebpf`.
+/// The eBPF object built by `build.rs` (aya-build) from `agentd-ebpf`
+/// (empty in fuzz builds, which never load it).
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
 

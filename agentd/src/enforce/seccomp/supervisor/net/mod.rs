@@ -39,7 +39,7 @@ use crate::enforce::{
 };
 
 mod perform;
-mod sockaddr;
+pub mod sockaddr;
 
 use sockaddr::{display_abstract, parse, Addr, MAX_ADDR};
 

@@ -1,11 +1,11 @@
 //! Socket addresses copied out of the tracee, decoded (pure).
 
 /// The largest address the kernel accepts (`sizeof(struct sockaddr_storage)`).
-pub(super) const MAX_ADDR: usize = 128;
+pub const MAX_ADDR: usize = 128;
 
 /// A decoded socket address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Addr {
+pub enum Addr {
     /// `AF_UNIX` with no name (autobind on `bind`).
     Unnamed,
     /// `AF_UNIX` abstract name (without the leading NUL).
@@ -24,7 +24,7 @@ pub(super) enum Addr {
 }
 
 /// Decodes `bytes` (exactly the length the caller passed).
-pub(super) fn parse(bytes: &[u8]) -> Addr {
+pub fn parse(bytes: &[u8]) -> Addr {
     if bytes.len() < 2 {
         return Addr::Other;
     }
@@ -65,7 +65,7 @@ pub(super) fn parse(bytes: &[u8]) -> Addr {
 
 /// An abstract name for an audit row: `@name`, bytes outside printable
 /// ASCII as `\xNN`.
-pub(super) fn display_abstract(name: &[u8]) -> String {
+pub fn display_abstract(name: &[u8]) -> String {
     let mut s = String::from("@");
     for &b in name {
         if b.is_ascii_graphic() || b == b' ' {
