@@ -40,6 +40,7 @@ pub const TARGETS: &[Target] = &[
     t("enforce_request", &["-max_len=70000"]),
     t("audit_export", &[]),
     t("mcp_framing", &[]),
+    t("mcp_headers", &[]),
     t("forward_stream", &[]),
     t("sockaddr", &["-max_len=128"]),
     // Decoding is bounded by the image-size limits checked before any
