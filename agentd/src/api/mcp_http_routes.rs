@@ -1,10 +1,11 @@
 //! The MCP gateway's Streamable HTTP listener (`[mcp]` socket_path and
 //! listen): names the caller from its connection and hands the request to
 //! `mcp::http`. On the Unix socket the caller is SO_PEERCRED's process (or
-//! the agent process a deputy connection was made for); on loopback TCP it
-//! is the process holding the connecting socket, named by the cgroup the
-//! kernel reports for that socket (`enforce::tcp_peer`). Only agent
-//! processes are served, and never an MCP server agentd started.
+//! the agent process a deputy connection was made for); on loopback TCP
+//! (`api::Listener::Loopback`) it is the process holding the connecting
+//! socket, named by the cgroup the kernel reports for that socket
+//! (`enforce::tcp_peer`). Only agent processes are served, and never an
+//! MCP server agentd started.
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::{Extension, Router};
 
-use super::peer::{Peer, TcpEnds, Transport};
+use super::peer::{Peer, Transport};
 use crate::enforce::EnforceSlot;
 use crate::gateway::Caller;
 use crate::mcp::http::{HttpCaller, HttpGateway};
@@ -38,55 +39,45 @@ async fn handle(
 ) -> Response<Body> {
     let who = {
         let slot = s.slot.clone();
-        let ends = req.extensions().get::<TcpEnds>().copied();
-        tokio::task::spawn_blocking(move || caller_of(&slot, peer, ends))
+        tokio::task::spawn_blocking(move || caller_of(&slot, peer))
             .await
             .unwrap_or_else(|e| Err(format!("naming the caller failed: {e}")))
     };
     s.gateway.handle(who, req).await
 }
 
-/// The agent process behind a connection, or why it is not one.
-fn caller_of(slot: &EnforceSlot, peer: Peer, ends: Option<TcpEnds>) -> Result<HttpCaller, String> {
+/// The agent process behind a connection, or why it is not one. A
+/// loopback caller was named when its connection was accepted (the
+/// kernel's record of the connecting socket: its cgroup, the process
+/// holding it).
+fn caller_of(slot: &EnforceSlot, peer: Peer) -> Result<HttpCaller, String> {
     let enforcer = slot
         .get()
         .ok_or_else(|| format!("enforcement is unavailable: {}", slot.unavailable_reason()))?;
-    let (agent, pid, uid, gid) = match (peer.transport, ends) {
-        // A loopback peer the forward listener already named carries its pid.
-        (Transport::Unix | Transport::Loopback, _) => {
-            let pid = peer.pid.ok_or("the caller's credentials are unknown")?;
-            let agent = enforcer
-                .agent_of_pid(pid)
-                .ok_or_else(|| format!("process {pid} is no agent's"))?;
-            (agent, pid, peer.uid, peer.gid)
-        }
-        (Transport::Tcp, Some(e)) => {
-            let found = enforcer
-                .agent_of_tcp_peer(e.local, e.remote)
-                .map_err(|err| err.to_string())?
-                .ok_or_else(|| format!("the socket connecting from {} is no agent's", e.remote))?;
-            let pid = found.pid.ok_or_else(|| {
-                format!(
-                    "no process of agent `{}` holds the socket connecting from {}",
-                    found.agent, e.remote
-                )
-            })?;
-            // The process's group, as /proc has it (its directory's owner).
-            let gid = std::fs::metadata(format!("/proc/{pid}"))
-                .ok()
-                .map(|m| m.gid());
-            (found.agent, pid, Some(found.uid), gid)
-        }
-        (Transport::Tcp, None) => return Err("the connection's addresses are unknown".into()),
-    };
+    if peer.transport == Transport::Tcp {
+        return Err("plain TCP callers cannot be named".into());
+    }
+    let pid = peer
+        .pid
+        .ok_or("the caller is unknown (no agent process holds the connecting socket)")?;
+    let agent = enforcer
+        .agent_of_pid(pid)
+        .ok_or_else(|| format!("process {pid} is no agent's"))?;
     if crate::mcp::is_server_process(pid) {
         return Err("an MCP server agentd started may not call MCP tools".into());
     }
+    // A loopback peer carries no group: the process's, as /proc has it
+    // (its directory's owner).
+    let gid = peer.gid.or_else(|| {
+        std::fs::metadata(format!("/proc/{pid}"))
+            .ok()
+            .map(|m| m.gid())
+    });
     Ok(HttpCaller {
         agent,
         caller: Caller {
             pid: Some(pid),
-            uid,
+            uid: peer.uid,
             gid,
             admin: false,
         },

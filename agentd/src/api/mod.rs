@@ -23,5 +23,5 @@ pub mod tls;
 
 pub use client::{Client, ClientError, SocketArg};
 pub use json::ApiError;
-pub use peer::{Access, Peer, TcpEnds, Transport};
+pub use peer::{Access, Peer, Transport};
 pub use server::{router, serve, serve_limited, AppState, ConnLimits, Listener, PeerLookup};

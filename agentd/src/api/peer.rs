@@ -14,17 +14,6 @@ pub enum Transport {
     Loopback,
 }
 
-/// The two ends of an accepted TCP connection (a request extension on TCP
-/// listeners): on loopback, the kernel can say who connected
-/// (`enforce::tcp_peer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpEnds {
-    /// Our end.
-    pub local: std::net::SocketAddr,
-    /// The caller's end.
-    pub remote: std::net::SocketAddr,
-}
-
 /// The caller of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::json::{ApiError, BodyLimit, JsonBody};
-use super::peer::{Access, Peer, TcpEnds};
+use super::peer::{Access, Peer};
 use crate::audit::{AuditEvent, RecordKind};
 use crate::gateway::{
     Caller, Decision, Gateway, GatewayError, IngestOutcome, OperatorInfo, PolicyInfo, RefusalClass,
@@ -563,7 +563,7 @@ pub async fn serve_limited(
             _ = shutdown.wait_for(|s| *s) => break,
             a = accept(&listener) => a,
         };
-        let (stream, peer, ends, tls) = match accepted {
+        let (stream, peer, tls) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -594,9 +594,6 @@ pub async fn serve_limited(
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer);
-                    if let Some(ends) = ends {
-                        req.extensions_mut().insert(ends);
-                    }
                     let app = app.clone();
                     async move {
                         Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {}))
@@ -636,40 +633,29 @@ type Io = TokioIo<Box<dyn AsyncStream>>;
 pub trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
 
-/// An accepted stream, its peer, a TCP connection's two ends, and the TLS
-/// acceptor it must pass first.
+/// An accepted stream, its peer, and the TLS acceptor it must pass first.
 type Accepted = (
     Box<dyn AsyncStream>,
     Peer,
-    Option<TcpEnds>,
     Option<tokio_rustls::TlsAcceptor>,
 );
-
-fn ends_of(stream: &tokio::net::TcpStream) -> Option<TcpEnds> {
-    Some(TcpEnds {
-        local: stream.local_addr().ok()?,
-        remote: stream.peer_addr().ok()?,
-    })
-}
 
 async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     match listener {
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
             let peer = Peer::of_unix(&stream);
-            Ok((Box::new(stream), peer, None, None))
+            Ok((Box::new(stream), peer, None))
         }
         Listener::Tcp(l) => {
             let (stream, _) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            let ends = ends_of(&stream);
-            Ok((Box::new(stream), Peer::tcp(), ends, None))
+            Ok((Box::new(stream), Peer::tcp(), None))
         }
         Listener::Tls(l, acceptor) => {
             let (stream, _) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            let ends = ends_of(&stream);
-            Ok((Box::new(stream), Peer::tcp(), ends, Some(acceptor.clone())))
+            Ok((Box::new(stream), Peer::tcp(), Some(acceptor.clone())))
         }
         Listener::Loopback(l, lookup) => {
             let (stream, remote) = l.accept().await?;
@@ -681,12 +667,7 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
             let peer = tokio::task::spawn_blocking(move || lookup(local, remote))
                 .await
                 .unwrap_or_else(|_| Peer::loopback(None, None));
-            Ok((
-                Box::new(stream),
-                peer,
-                Some(TcpEnds { local, remote }),
-                None,
-            ))
+            Ok((Box::new(stream), peer, None))
         }
     }
 }

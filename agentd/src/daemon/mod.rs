@@ -55,11 +55,10 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the API socket, replacing a stale socket file but never a live daemon's
-/// socket or a non-socket file. Mode 0666: SO_PEERCRED decides permissions.
-/// Names the caller of a loopback connection to the forward proxy: the
-/// agent whose cgroup created the connecting socket, and the process
-/// holding it; anyone else (or a failed lookup) is unknown, and refused.
+/// Names the caller of a loopback connection (the forward proxy's and the
+/// MCP endpoint's listeners): the agent whose cgroup created the connecting
+/// socket, and the process holding it; anyone else (or a failed lookup) is
+/// unknown, and refused.
 fn loopback_lookup(slot: crate::enforce::EnforceSlot) -> api::PeerLookup {
     Arc::new(move |local, remote| {
         let unknown = api::peer::Peer::loopback(None, None);
@@ -69,18 +68,20 @@ fn loopback_lookup(slot: crate::enforce::EnforceSlot) -> api::PeerLookup {
         match e.agent_of_tcp_peer(local, remote) {
             Ok(Some(c)) if c.pid.is_some() => api::peer::Peer::loopback(c.pid, Some(c.uid)),
             Ok(Some(c)) => {
-                tracing::warn!(agent = %c.agent, "forward: no process of the agent holds the connecting socket; refused");
+                tracing::warn!(agent = %c.agent, "loopback: no process of the agent holds the connecting socket; refused");
                 unknown
             }
             Ok(None) => unknown,
             Err(err) => {
-                tracing::warn!(error = %err, "forward: the caller of a loopback connection is unknown; refused");
+                tracing::warn!(error = %err, "loopback: the caller of a connection is unknown; refused");
                 unknown
             }
         }
     })
 }
 
+/// Binds the API socket, replacing a stale socket file but never a live daemon's
+/// socket or a non-socket file. Mode 0666: SO_PEERCRED decides permissions.
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
@@ -321,7 +322,7 @@ pub async fn run_with_stored(
             crate::mcp::http::HttpGateway::new(gateway.clone(), pins.clone(), &config.mcp)
                 .context("starting the MCP HTTP endpoint ([mcp])")?,
         );
-        let router = api::mcp_http_routes::routes(http, mcp_slot);
+        let router = api::mcp_http_routes::routes(http, mcp_slot.clone());
         if let Some(path) = &config.mcp.socket_path {
             let listener = bind_unix(path)?;
             tracing::info!(socket = %path.display(), servers = config.mcp.servers.len(), "MCP HTTP endpoint serving");
@@ -343,7 +344,7 @@ pub async fn run_with_stored(
                 "MCP HTTP endpoint serving (loopback)"
             );
             servers.push(tokio::spawn(api::serve_limited(
-                Listener::Tcp(tcp),
+                Listener::Loopback(tcp, loopback_lookup(mcp_slot)),
                 router,
                 stop_rx.clone(),
                 SHUTDOWN_GRACE,
