@@ -194,6 +194,12 @@ pub struct ForwardConfig {
     pub max_request_bytes: usize,
     /// Largest non-streamed upstream answer, bytes.
     pub max_response_bytes: usize,
+    /// Tools the provider runs itself (web search, remote MCP, URL
+    /// context…): `decide` each as a tool call, stripping denied ones, or
+    /// `strip` them all.
+    pub provider_tools: crate::forward::provider_tools::ProviderTools,
+    /// Per-agent spend limit (`[forward.spend]`).
+    pub spend: crate::forward::spend::SpendConfig,
     /// OpenAI (Chat Completions, Responses).
     pub openai: UpstreamConfig,
     /// Anthropic (Messages).
@@ -223,6 +229,8 @@ impl Default for ForwardConfig {
             upstream_timeout_secs: 300,
             max_request_bytes: 32 << 20,
             max_response_bytes: 64 << 20,
+            provider_tools: Default::default(),
+            spend: Default::default(),
             openai: UpstreamConfig {
                 url: "https://api.openai.com".into(),
                 key_file: None,

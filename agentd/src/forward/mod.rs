@@ -15,8 +15,10 @@ pub mod anthropic;
 pub mod decide;
 pub mod gemini;
 pub mod openai;
+pub mod provider_tools;
 pub mod proxy;
 pub mod responses;
+pub mod spend;
 pub mod sse;
 #[cfg(test)]
 mod tests;

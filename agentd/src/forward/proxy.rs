@@ -169,6 +169,9 @@ pub struct Proxy {
     max_request: usize,
     max_response: usize,
     tls: Option<tokio_rustls::TlsConnector>,
+    provider_tools: super::provider_tools::ProviderTools,
+    /// Requests and tokens per agent in the current window.
+    spend: std::sync::Mutex<super::spend::Ledger>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -248,6 +251,8 @@ impl Proxy {
             max_request: config.max_request_bytes,
             max_response: config.max_response_bytes,
             tls,
+            provider_tools: config.provider_tools,
+            spend: std::sync::Mutex::new(super::spend::Ledger::new(config.spend)),
         })
     }
 
@@ -333,6 +338,7 @@ impl Proxy {
             status: 0,
             usage: Usage::default(),
             calls: Vec::new(),
+            stripped: Vec::new(),
             outcome: "ok",
             started,
         };
@@ -357,7 +363,7 @@ impl Proxy {
                 return resp;
             }
         };
-        let json: Value = match serde_json::from_slice(&body) {
+        let mut json: Value = match serde_json::from_slice(&body) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 ex.outcome = "bad_request";
@@ -380,6 +386,33 @@ impl Proxy {
         ex.stream = match provider {
             Provider::Gemini => path.ends_with(":streamGenerateContent"),
             _ => json["stream"] == true,
+        };
+        // The spend limit, before anything leaves.
+        let spender = spender_of(&ex);
+        let admitted = self
+            .spend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&spender, now_secs());
+        if let Err(e) = admitted {
+            ex.outcome = crate::protocol::reason::SPEND_LIMIT_REACHED;
+            tracing::warn!(spender = %spender, error = %e, "forward: spend limit reached; refused");
+            let mut resp = error_response(
+                family,
+                ErrorKind::RateLimited,
+                crate::protocol::reason::SPEND_LIMIT_REACHED,
+                &e.to_string(),
+            );
+            if let Ok(v) = HeaderValue::from_str(&e.retry_after_secs().to_string()) {
+                resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+            self.record(&ex).await;
+            return resp;
+        }
+        // Tools the provider would run itself: decided here, or stripped.
+        let body = match self.provider_tools(&mut ex, &mut json).await {
+            true => Bytes::from(json.to_string()),
+            false => body,
         };
         let up = self.upstream(family).clone();
         let upstream_req = match build_request(&up, family, &parts, body) {
@@ -776,9 +809,52 @@ impl Proxy {
         verdict
     }
 
+    /// Decides (or strips, per config) the provider-run tools the request
+    /// declares; true when the request changed.
+    async fn provider_tools(&self, ex: &mut Exchange, json: &mut Value) -> bool {
+        use super::provider_tools::{find, strip, ProviderTools};
+        let found = find(ex.provider, json);
+        if found.is_empty() {
+            return false;
+        }
+        let mut gone = Vec::new();
+        for t in &found {
+            let keep = match self.provider_tools {
+                ProviderTools::Strip => false,
+                ProviderTools::Decide => {
+                    // No call id: decided afresh with every request.
+                    let v = self.decide(ex, &t.call).await;
+                    if let Some(last) = ex.calls.last_mut() {
+                        last.id = format!("provider_tool:{}", t.kind);
+                    }
+                    v.is_allow()
+                }
+            };
+            if !keep {
+                ex.stripped.push(t.kind.clone());
+                gone.push(&t.at);
+            }
+        }
+        if gone.is_empty() {
+            return false;
+        }
+        tracing::info!(stripped = ?ex.stripped, "forward: provider-run tools stripped from the request");
+        strip(json, &gone);
+        true
+    }
+
     /// The exchange's audit row (failures are logged: the decisions
-    /// themselves are already durable rows of their own).
+    /// themselves are already durable rows of their own). Charges the
+    /// answer's tokens to the spender.
     async fn record(&self, ex: &Exchange) {
+        let tokens = ex.usage.input_tokens.unwrap_or(0) + ex.usage.output_tokens.unwrap_or(0);
+        if tokens > 0 {
+            self.spend.lock().unwrap_or_else(|p| p.into_inner()).charge(
+                &spender_of(ex),
+                now_secs(),
+                tokens,
+            );
+        }
         let Some(audit) = self.gateway.audit() else {
             return;
         };
@@ -800,12 +876,15 @@ impl Proxy {
             input_tokens: ex.usage.input_tokens,
             output_tokens: ex.usage.output_tokens,
             tool_calls: &ex.calls,
+            stripped: &ex.stripped,
         };
         ev.target = serde_json::to_string(&summary).unwrap_or_default();
         if ev.target.len() > crate::audit::record::MAX_FIELD_BYTES {
             ev.target.truncate(0);
         }
-        ev.decision = if ex.calls.iter().any(|c| c.decision == "deny") {
+        ev.decision = if ex.calls.iter().any(|c| c.decision == "deny")
+            || ex.outcome == crate::protocol::reason::SPEND_LIMIT_REACHED
+        {
             "deny"
         } else {
             "info"
@@ -840,8 +919,23 @@ struct Exchange {
     status: u16,
     usage: Usage,
     calls: Vec<CallRecord>,
+    /// Provider-run tools taken out of the request.
+    stripped: Vec<String>,
     outcome: &'static str,
     started: Instant,
+}
+
+/// Who an exchange's spend is charged to: its agent, else the caller's uid.
+fn spender_of(ex: &Exchange) -> String {
+    match (&ex.agent, ex.caller.uid) {
+        (Some(a), _) => a.clone(),
+        (None, Some(uid)) => format!("uid:{uid}"),
+        (None, None) => "unknown".into(),
+    }
+}
+
+fn now_secs() -> u64 {
+    u64::try_from(crate::gateway::unix_now()).unwrap_or(0)
 }
 
 /// A decided call, as the exchange's row lists it.
@@ -867,6 +961,8 @@ struct Summary<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output_tokens: Option<u64>,
     tool_calls: &'a [CallRecord],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stripped: &'a [String],
 }
 
 /// A response body fed by the pump task.

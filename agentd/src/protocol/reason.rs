@@ -153,6 +153,8 @@ pub const PROFILE_PLACEHOLDER_UNSET: &str = "profile_placeholder_unset";
 pub const MODEL_API_UNAVAILABLE: &str = "model_api_unavailable";
 /// The agent's direct model upstream did not resolve.
 pub const MODEL_API_UNRESOLVED: &str = "model_api_unresolved";
+/// The agent's model spend limit (requests or tokens per window) is reached.
+pub const SPEND_LIMIT_REACHED: &str = "spend_limit_reached";
 /// The agent still has processes.
 pub const AGENT_RUNNING: &str = "agent_running";
 /// No such inbox entry.

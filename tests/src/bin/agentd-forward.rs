@@ -25,7 +25,22 @@ fn main() {
         Ok(s) => block_mode(&s, &mut r),
         Err(e) => r.check("forward block: setting up", false, || format!("{e:#}")),
     }
-    clean_up(&[&root, &root_b]);
+    let root_l = root.with_extension("limits");
+    match Suite::start_with(
+        &args.bin,
+        &root_l,
+        &args.venv,
+        "rewrite",
+        agentd_tests::forward::limits::FORWARD_EXTRA,
+    ) {
+        Ok(s) => {
+            for (name, ok, why) in agentd_tests::forward::limits::checks(&s) {
+                r.check(&name, ok, || why);
+            }
+        }
+        Err(e) => r.check("forward limits: setting up", false, || format!("{e:#}")),
+    }
+    clean_up(&[&root, &root_b, &root_l]);
     if r.failed() > 0 {
         std::process::exit(1);
     }

@@ -30,6 +30,7 @@ use crate::sdk_suite::{in_agent, json_lines, repo_file, Daemon};
 const CLIENT_LIMIT: Duration = Duration::from_secs(600);
 
 pub mod gemini;
+pub mod limits;
 pub mod tcp;
 
 /// The agent the in-agent checks run as.
@@ -76,6 +77,13 @@ rate_per_minute = 6000
 
 [roles.owner.allow.shell]
 command = {{ type = "command", programs = ["/usr/bin/ls"], scopes = ["{r}"], max_items = 8 }}
+
+# A provider-run tool: the model's web search (decided in the request).
+[actions.web_search]
+description = "Search the web (the provider runs it)."
+
+[roles.owner.allow.web_search]
+query = {{ type = "text", max_bytes = 1024, optional = true }}
 "#
     )
 }
@@ -92,6 +100,18 @@ impl Suite {
     /// Starts the upstream and agentd (forward proxy on, `on_deny`),
     /// loads the policy, enrolls the owner and sends the owner's message.
     pub fn start(bin: &Path, root: &Path, venv: &Path, on_deny: &str) -> anyhow::Result<Self> {
+        Self::start_with(bin, root, venv, on_deny, "")
+    }
+
+    /// [`Self::start`] with `forward_extra` appended to `[forward]` (its
+    /// keys, and its sub-tables after them).
+    pub fn start_with(
+        bin: &Path,
+        root: &Path,
+        venv: &Path,
+        on_deny: &str,
+        forward_extra: &str,
+    ) -> anyhow::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
         let _ = std::fs::remove_dir_all(root);
         std::fs::create_dir_all(root)?;
@@ -109,7 +129,7 @@ impl Suite {
             .local_addr()?
             .port();
         let extra = format!(
-            "\n[forward]\nsocket_path = {model_socket:?}\ntcp_listen = \"127.0.0.1:{tcp_port}\"\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n\
+            "\n[forward]\nsocket_path = {model_socket:?}\ntcp_listen = \"127.0.0.1:{tcp_port}\"\non_deny = {on_deny:?}\nupstream_timeout_secs = 3\n{forward_extra}\n\
              [forward.openai]\nurl = \"{u}/v1\"\nkey_file = {key_file:?}\n\
              [forward.anthropic]\nurl = \"{u}\"\nkey_file = {key_file:?}\n\
              [forward.gemini]\nurl = \"{u}\"\nkey_file = {key_file:?}\n",
