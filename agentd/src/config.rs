@@ -106,13 +106,15 @@ pub struct McpConfig {
     pub max_message_bytes: usize,
     /// Upstream servers by name (the `<server>` of `mcp.<server>.<tool>`).
     pub servers: std::collections::BTreeMap<String, McpServerConfig>,
+    /// CA certificates (PEM) trusted for `https://` upstreams.
+    pub ca_file: PathBuf,
 }
 
 /// One upstream MCP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
-    /// Its Streamable HTTP endpoint (`http://host:port/path`).
+    /// Its Streamable HTTP endpoint (`http://` or `https://host[:port]/path`).
     pub url: String,
 }
 
@@ -124,6 +126,7 @@ impl Default for McpConfig {
             upstream_timeout_secs: 120,
             max_message_bytes: crate::mcp::framing::DEFAULT_MAX_MESSAGE,
             servers: Default::default(),
+            ca_file: PathBuf::from(crate::upstream_tls::SYSTEM_CA_BUNDLE),
         }
     }
 }

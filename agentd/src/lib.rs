@@ -19,3 +19,4 @@ pub mod profile;
 pub mod protocol;
 pub mod receipt;
 pub mod runtime;
+pub mod upstream_tls;

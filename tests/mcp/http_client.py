@@ -5,11 +5,13 @@ Usage: http_client.py STEPS_JSON URL MODE [UDS]
 MODE is `legacy` (2025-11-25: initialize, Mcp-Session-Id) or `auto`
 (server/discover first: 2026-07-28 when the server speaks it). With UDS the
 connection goes to that Unix socket. AGENTD_ACTIVE_MESSAGE, when set, is
-sent as the x-agentd-active-message header. STEPS_JSON as in client.py;
+sent as the x-agentd-active-message header; AGENTD_TEST_CA, when set, is the
+CA certificate an https URL is checked against. STEPS_JSON as in client.py;
 prints {"tools": [...], "protocol": VERSION} first, then one line per step."""
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 import httpx2
@@ -32,7 +34,10 @@ async def main():
     if os.environ.get("AGENTD_ACTIVE_MESSAGE"):
         headers["x-agentd-active-message"] = os.environ["AGENTD_ACTIVE_MESSAGE"]
     transport = httpx2.AsyncHTTPTransport(uds=uds) if uds else None
-    http = httpx2.AsyncClient(transport=transport, headers=headers,
+    verify = True
+    if os.environ.get("AGENTD_TEST_CA"):
+        verify = ssl.create_default_context(cafile=os.environ["AGENTD_TEST_CA"])
+    http = httpx2.AsyncClient(transport=transport, headers=headers, verify=verify,
                               timeout=httpx2.Timeout(30, read=60))
     async with http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode,

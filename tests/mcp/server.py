@@ -155,8 +155,15 @@ def note() -> str:
 if __name__ == "__main__":
     # `--http PORT`: Streamable HTTP on loopback (both revisions), for the
     # gateway's HTTP transport; else stdio.
+    # `--tls CERT KEY` serves it over TLS.
     if "--http" in sys.argv:
-        mcp.run(transport="streamable-http", host="127.0.0.1",
-                port=int(sys.argv[sys.argv.index("--http") + 1]))
+        port = int(sys.argv[sys.argv.index("--http") + 1])
+        if "--tls" in sys.argv:
+            import uvicorn
+            i = sys.argv.index("--tls")
+            uvicorn.run(mcp.streamable_http_app(host="127.0.0.1"), host="127.0.0.1", port=port,
+                        ssl_certfile=sys.argv[i + 1], ssl_keyfile=sys.argv[i + 2], log_level="warning")
+        else:
+            mcp.run(transport="streamable-http", host="127.0.0.1", port=port)
     else:
         mcp.run()

@@ -185,33 +185,12 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Where the system's CA certificates are (Debian's bundle).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, ProxyError> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
-    let ca_err = |message: String| ProxyError::CaStore {
-        path: CA_BUNDLE.into(),
-        message,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(CA_BUNDLE).map_err(|e| ca_err(e.to_string()))? {
-        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-        // A certificate rustls cannot use is skipped, as every TLS client does.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(ca_err("no usable certificate".into()));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ca_err(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let ca = std::path::Path::new(crate::upstream_tls::SYSTEM_CA_BUNDLE);
+    let config = crate::upstream_tls::client_config(ca).map_err(|e| ProxyError::CaStore {
+        path: e.path,
+        message: e.message,
+    })?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

@@ -31,6 +31,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
@@ -77,24 +78,27 @@ pub enum HttpError {
         /// Why.
         why: &'static str,
     },
+    /// An `https` upstream, and the CA certificates to trust cannot be read.
+    #[error("TLS to the upstream MCP servers: {0}")]
+    Tls(#[from] crate::upstream_tls::CaStoreError),
 }
 
-/// One upstream endpoint (`http://host:port/path`).
+/// One upstream endpoint (`http://` or `https://host[:port]/path`).
 #[derive(Debug, Clone)]
 pub struct Upstream {
     uri: Uri,
 }
 
 impl Upstream {
-    /// Parses and checks an upstream URL (plain `http`, with a host).
+    /// Parses and checks an upstream URL (`http` or `https`, with a host).
     pub fn parse(url: &str) -> Result<Self, HttpError> {
         let bad = |why| HttpError::BadUrl {
             url: url.to_owned(),
             why,
         };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("only http:// upstreams are supported"));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(bad("only http:// and https:// upstreams are supported"));
         }
         if uri.host().is_none() {
             return Err(bad("no host"));
@@ -127,7 +131,7 @@ pub struct HttpGateway {
     gateway: Arc<Gateway>,
     pins: Arc<PinStore>,
     servers: HashMap<String, Upstream>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     sessions: Mutex<HashMap<String, Session>>,
     /// Tools each agent's listing of each server showed with an approved
     /// definition (the stateless revision has no session to keep them in).
@@ -162,11 +166,37 @@ impl HttpGateway {
         for (name, s) in &config.servers {
             servers.insert(name.clone(), Upstream::parse(&s.url)?);
         }
+        // The CA bundle is read only when some upstream speaks TLS.
+        let tls = if servers
+            .values()
+            .any(|u| u.uri.scheme_str() == Some("https"))
+        {
+            let mut c = crate::upstream_tls::client_config(&config.ca_file)?;
+            // The connector sets ALPN itself (and refuses a config that has it).
+            c.alpn_protocols.clear();
+            c
+        } else {
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| crate::upstream_tls::CaStoreError {
+                path: config.ca_file.clone(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Self {
             gateway,
             pins,
             servers,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             sessions: Mutex::new(HashMap::new()),
             listed: Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(config.upstream_timeout_secs),
@@ -909,9 +939,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upstream_urls_are_plain_http_with_a_host() {
+    fn upstream_urls_are_http_or_https_with_a_host() {
         assert!(Upstream::parse("http://127.0.0.1:9000/mcp").is_ok());
-        for bad in ["https://x/mcp", "ftp://x", "/mcp", "not a url"] {
+        assert!(Upstream::parse("https://mcp.example.test/mcp").is_ok());
+        for bad in ["ftp://x", "/mcp", "not a url", "https:///mcp"] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
     }

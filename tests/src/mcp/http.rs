@@ -21,8 +21,11 @@ pub const SERVER: &str = "web";
 /// The upstream server and where agentd serves it.
 pub struct HttpSide {
     upstream: Child,
-    /// The upstream's own URL (the control talks to it directly).
+    /// The upstream's own URL, https (the control talks to it directly).
     pub upstream_url: String,
+    /// The test CA that signed the upstream's certificate (agentd's
+    /// `[mcp] ca_file`; the control client trusts it too).
+    pub ca: PathBuf,
     /// agentd's MCP Unix socket.
     pub socket: PathBuf,
     /// agentd's MCP loopback address.
@@ -35,21 +38,34 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl HttpSide {
-    /// Starts the upstream (as root, outside every agent: a server of its
-    /// own elsewhere) and picks agentd's endpoint.
+    /// Starts the upstream over TLS, with a certificate of a test CA (as
+    /// root, outside every agent: a server of its own elsewhere) and picks
+    /// agentd's endpoint.
     pub fn start(root: &Path, venv: &Path) -> anyhow::Result<Self> {
         let port = free_port()?;
+        let tls = root.join("tls");
+        std::fs::create_dir_all(&tls)?;
+        let made = Command::new(venv.join("bin/python"))
+            .arg(root.join("srv/tls_certs.py"))
+            .arg(&tls)
+            .status()?;
+        if !made.success() {
+            bail!("tls_certs.py could not write the test certificates: {made}");
+        }
         let log = std::fs::File::create(root.join("upstream.log"))?;
         let upstream = Command::new(venv.join("bin/python"))
             .arg(root.join("srv/server.py"))
-            .args(["--http", &port.to_string()])
+            .args(["--http", &port.to_string(), "--tls"])
+            .arg(tls.join("cert.pem"))
+            .arg(tls.join("key.pem"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
         let me = HttpSide {
             upstream,
-            upstream_url: format!("http://127.0.0.1:{port}/mcp"),
+            upstream_url: format!("https://127.0.0.1:{port}/mcp"),
+            ca: tls.join("ca.pem"),
             socket: root.join("agentd/mcp.sock"),
             addr: format!("127.0.0.1:{}", free_port()?),
         };
@@ -66,8 +82,8 @@ impl HttpSide {
     /// agentd's `[mcp]` section.
     pub fn config(&self) -> String {
         format!(
-            "\n[mcp]\nsocket_path = {:?}\nlisten = {:?}\nupstream_timeout_secs = 20\n[mcp.servers.{SERVER}]\nurl = {:?}\n",
-            self.socket, self.addr, self.upstream_url
+            "\n[mcp]\nsocket_path = {:?}\nlisten = {:?}\nupstream_timeout_secs = 20\nca_file = {:?}\n[mcp.servers.{SERVER}]\nurl = {:?}\n",
+            self.socket, self.addr, self.ca, self.upstream_url
         )
     }
 
@@ -124,7 +140,7 @@ impl Suite {
         let cmd = match via {
             Via::Direct => {
                 let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
+                c.args(&argv[1..]).env("AGENTD_TEST_CA", &h.ca);
                 c
             }
             _ => in_agent(&self.agentd, AGENT, &self.active, &argv),

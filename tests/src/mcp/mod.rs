@@ -183,7 +183,7 @@ impl Suite {
         std::fs::write(root.join("secret/b.txt"), "bravo\n")?;
         std::fs::copy(repo.join("tests/mcp/server.py"), root.join("srv/server.py"))?;
         std::fs::copy(repo.join("tests/mcp/client.py"), root.join("srv/client.py"))?;
-        for f in ["http_client.py", "http_raw.py"] {
+        for f in ["http_client.py", "http_raw.py", "tls_certs.py"] {
             std::fs::copy(repo.join("tests/mcp").join(f), root.join("srv").join(f))?;
         }
         for p in ["", "allowed", "secret", "srv"] {
