@@ -23,6 +23,8 @@ fn events(chunks: &[&[u8]]) -> (Vec<sse::Event>, Vec<u8>) {
     for c in chunks {
         out.extend(p.push(c).expect("fuzz inputs are far below the event limit"));
     }
+    // An event held for the LF after its final CR is complete at the end.
+    out.extend(p.end());
     let rest = p.finish();
     (out, rest)
 }

@@ -95,8 +95,13 @@ impl Checkpoint {
         let Some(raw) = decode_hash(&self.head_hash) else {
             return false;
         };
+        // One spelling per signature (lowercase, as written): otherwise an
+        // upper-cased copy of a genuine checkpoint would verify as another.
         let mut sig = [0u8; 64];
-        if self.signature.len() != 128 || hex::decode_to_slice(&self.signature, &mut sig).is_err() {
+        if self.signature.len() != 128
+            || self.signature.bytes().any(|b| b.is_ascii_uppercase())
+            || hex::decode_to_slice(&self.signature, &mut sig).is_err()
+        {
             return false;
         }
         key.verify(
@@ -200,6 +205,25 @@ mod tests {
         assert!(!c.signature_is_valid(&vk));
         let other = SigningKey::generate(&mut rand::rngs::OsRng);
         assert!(!cp.signature_is_valid(&other.verifying_key()));
+    }
+
+    /// Found by the `audit_export` fuzz target: the same signature bytes
+    /// spelt with an upper-case hex digit verified as a second, different
+    /// checkpoint.
+    #[test]
+    fn an_upper_cased_signature_does_not_verify() {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let cp = Checkpoint::sign(&key, 3, &"ab".repeat(32), "t".into()).unwrap();
+        let mut c = cp.clone();
+        let at = c
+            .signature
+            .find(|ch: char| ch.is_ascii_lowercase())
+            .unwrap_or(0);
+        c.signature
+            .replace_range(at..at + 1, &c.signature[at..at + 1].to_ascii_uppercase());
+        assert_ne!(c, cp);
+        assert!(!c.signature_is_valid(&key.verifying_key()));
+        assert!(cp.signature_is_valid(&key.verifying_key()));
     }
 
     #[test]

@@ -707,21 +707,33 @@ impl HttpGateway {
                 }
             };
             for ev in events {
-                let out = if ev.data.is_empty() {
-                    // Priming events (an id, no message) and comments.
-                    ev.raw
-                } else {
-                    match self.event(&ex, &ev.data).await {
-                        Relayed::Same => ev.raw,
-                        Relayed::Changed(data) => reencode(&ev, &data),
-                        Relayed::Withheld => continue,
-                    }
-                };
-                if tx.send(Bytes::from(out)).await.is_err() {
+                if !self.relay_event(&ex, ev, &tx).await {
                     return;
                 }
             }
         }
+        // An event whose blank line ended in a CR that was the stream's
+        // last byte is complete only now.
+        for ev in parser.end() {
+            if !self.relay_event(&ex, ev, &tx).await {
+                return;
+            }
+        }
+    }
+
+    /// Relays one event; false once the client is gone.
+    async fn relay_event(&self, ex: &Exchange, ev: sse::Event, tx: &mpsc::Sender<Bytes>) -> bool {
+        let out = if ev.data.is_empty() {
+            // Priming events (an id, no message) and comments.
+            ev.raw
+        } else {
+            match self.event(ex, &ev.data).await {
+                Relayed::Same => ev.raw,
+                Relayed::Changed(data) => reencode(&ev, &data),
+                Relayed::Withheld => return true,
+            }
+        };
+        tx.send(Bytes::from(out)).await.is_ok()
     }
 
     /// Looks at one event's message.
