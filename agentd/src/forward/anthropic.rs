@@ -55,7 +55,7 @@ pub fn calls(body: &Value) -> Vec<FoundCall> {
 pub fn rewrite(body: &mut Value, verdicts: &[CallVerdict]) {
     let mut verdicts = verdicts.iter();
     let mut kept = 0;
-    if let Some(content) = body["content"].as_array_mut() {
+    if let Some(content) = body.get_mut("content").and_then(Value::as_array_mut) {
         for block in content.iter_mut() {
             if !block["type"].as_str().is_some_and(is_call) {
                 continue;

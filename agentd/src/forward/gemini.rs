@@ -75,9 +75,12 @@ pub fn rewrite(body: &mut Value, verdicts: &[CallVerdict]) {
         v => vec![v],
     };
     for chunk in chunks {
-        for cand in chunk["candidates"].as_array_mut().into_iter().flatten() {
-            for part in cand["content"]["parts"]
-                .as_array_mut()
+        let candidates = chunk.get_mut("candidates").and_then(Value::as_array_mut);
+        for cand in candidates.into_iter().flatten() {
+            for part in cand
+                .get_mut("content")
+                .and_then(|c| c.get_mut("parts"))
+                .and_then(Value::as_array_mut)
                 .into_iter()
                 .flatten()
             {

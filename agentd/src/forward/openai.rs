@@ -65,10 +65,16 @@ fn function_call_of(f: &Value) -> FoundCall {
 /// without calls finishes with `stop`.
 pub fn chat_rewrite(body: &mut Value, verdicts: &[CallVerdict]) {
     let mut verdicts = verdicts.iter();
-    let Some(choices) = body["choices"].as_array_mut() else {
+    // `get_mut`, never `[]` for writing: indexing a string or a number
+    // mutably panics, and the body is the upstream's to shape.
+    let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) else {
         return;
     };
     for choice in choices {
+        if !choice.get("message").is_some_and(Value::is_object) {
+            // No calls were found there either (`chat_calls`).
+            continue;
+        }
         let mut texts = Vec::new();
         let mut kept = Vec::new();
         let msg = &mut choice["message"];
@@ -246,8 +252,11 @@ impl StreamRewriter for ChatStream {
         }
         let mut touched = false;
         let mut finished = Vec::new();
-        if let Some(choices) = chunk["choices"].as_array_mut() {
+        if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
             for choice in choices.iter_mut() {
+                if !choice.is_object() {
+                    continue;
+                }
                 let idx = choice["index"].as_u64().unwrap_or(0);
                 let delta = &mut choice["delta"];
                 let tcs = delta
@@ -373,7 +382,7 @@ impl StreamRewriter for ChatStream {
             out.extend(sse::render("", "[DONE]"));
             return out;
         }
-        if let Some(cs) = chunk["choices"].as_array_mut() {
+        if let Some(cs) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
             for choice in cs {
                 let idx = choice["index"].as_u64().unwrap_or(0);
                 if no_calls_left.contains(&idx)

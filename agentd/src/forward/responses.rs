@@ -115,8 +115,9 @@ pub fn calls(body: &Value) -> Vec<FoundCall> {
 /// assistant message naming the reason.
 pub fn rewrite(body: &mut Value, verdicts: &[CallVerdict]) {
     let mut verdicts = verdicts.iter();
-    for (i, item) in body["output"]
-        .as_array_mut()
+    for (i, item) in body
+        .get_mut("output")
+        .and_then(Value::as_array_mut)
         .into_iter()
         .flatten()
         .enumerate()

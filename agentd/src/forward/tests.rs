@@ -718,3 +718,35 @@ fn gemini_paths() {
         Some(Provider::OpenAiResponses)
     );
 }
+
+/// Found by the `forward_stream` fuzz target: rewriting an answer whose
+/// JSON is not the object each provider sends (a string, a number, parts
+/// of the wrong type) indexed it mutably and panicked.
+#[test]
+fn answers_of_the_wrong_shape_are_rewritten_without_panicking() {
+    let bodies = [
+        json!("{"),
+        json!(7),
+        json!(["x", 1]),
+        json!({ "choices": ["x", 1], "output": "y", "candidates": [1], "content": "z" }),
+        json!({ "choices": [{ "message": "m" }], "candidates": [{ "content": "c" }] }),
+        json!({ "choices": [{ "message": { "tool_calls": "t" } }] }),
+    ];
+    for provider in [
+        Provider::OpenAiChat,
+        Provider::OpenAiResponses,
+        Provider::Anthropic,
+        Provider::Gemini,
+    ] {
+        for body in &bodies {
+            let mut b = body.clone();
+            let n = calls_in(provider, &b).len();
+            let deny = CallVerdict::Deny {
+                reason_code: "x".into(),
+                detail: String::new(),
+            };
+            rewrite(provider, &mut b, &vec![deny; n]);
+            assert!(calls_in(provider, &b).is_empty(), "{provider:?} {body}");
+        }
+    }
+}
