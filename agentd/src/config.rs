@@ -460,11 +460,29 @@ impl Config {
         for (name, server) in &m.servers {
             crate::mcp::naming::check_server(name)
                 .map_err(|e| invalid("mcp.servers", format!("server `{name}`: {e}")))?;
-            crate::mcp::http::Upstream::parse(&server.url)
-                .map_err(|e| invalid("mcp.servers", format!("server `{name}`: {e}")))?;
+            mcp_upstream_uri(&server.url).map_err(|why| {
+                invalid(
+                    "mcp.servers",
+                    format!("server `{name}`: upstream URL `{}`: {why}", server.url),
+                )
+            })?;
         }
         Ok(())
     }
+}
+
+/// An upstream MCP server's URL, checked: `http` or `https`, with a host.
+/// Here, at the bottom, so that loading the configuration and the MCP
+/// endpoint (`mcp::http`) check it alike without config importing it.
+pub fn mcp_upstream_uri(url: &str) -> Result<hyper::Uri, &'static str> {
+    let uri: hyper::Uri = url.parse().map_err(|_| "not a URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("only http:// and https:// upstreams are supported");
+    }
+    if uri.host().is_none() {
+        return Err("no host");
+    }
+    Ok(uri)
 }
 
 #[cfg(test)]

@@ -96,13 +96,7 @@ impl Upstream {
             url: url.to_owned(),
             why,
         };
-        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(bad("only http:// and https:// upstreams are supported"));
-        }
-        if uri.host().is_none() {
-            return Err(bad("no host"));
-        }
+        let uri = crate::config::mcp_upstream_uri(url).map_err(bad)?;
         Ok(Self { uri })
     }
 }
