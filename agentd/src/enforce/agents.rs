@@ -5,11 +5,10 @@ use agentd_common::{baseline_call_id, AgentCgroup};
 
 use super::{
     agent_cgroup::{self, AgentCgroupDir},
-    binding, default_baseline,
+    default_baseline,
     grant::KernelGrant,
     persist,
     registry::AgentEntry,
-    seccomp::supervisor,
     AgentHandle, AgentInfo, EnforceError, Enforcer, Mode,
 };
 use crate::grant_spec::GrantSpec;
@@ -56,7 +55,7 @@ impl Enforcer {
         mode: Mode,
         baseline: &GrantSpec,
     ) -> Result<AgentHandle, EnforceError> {
-        let cg = agent_cgroup::create(&self.inner.slice, name)?;
+        let cg = self.ops().cgroup_create(&self.inner.slice, name)?;
         let mut reg = self.registry_w();
         let id = match reg.agents.get(name) {
             Some(a) => a.id,
@@ -66,29 +65,16 @@ impl Enforcer {
                 id
             }
         };
-        let grant = KernelGrant::from_spec(baseline, baseline_call_id(id), supervisor::boot_ns())
+        let grant = KernelGrant::from_spec(baseline, baseline_call_id(id), self.ops().now_ns())
             .map_err(|source| EnforceError::Grant {
-            call_id: format!("baseline:{name}"),
-            source,
-        })?;
-        {
-            let mut bpf = self.bpf();
-            if let Some(old) = reg.agents.get(name) {
-                bpf.uninstall(&old.baseline);
-                self.lsm_uninstall(old.baseline.handle);
-            }
-            bpf.install(&grant)?;
-            self.lsm_install(&grant)?;
-            let entry = AgentCgroup {
-                agent_id: id,
-                mode: mode.kernel() as u8,
-                _pad: [0; 3],
-            };
-            bpf.set_agent(cg.id, entry)?;
-            for leaf in leaves(&cg) {
-                bpf.set_agent(leaf.id, entry)?;
-            }
+                call_id: format!("baseline:{name}"),
+                source,
+            })?;
+        if let Some(old) = reg.agents.get(name) {
+            self.ops().uninstall_grant(&old.baseline);
         }
+        self.ops().install_grant(&grant)?;
+        self.register_cgroups(&cg, id, mode)?;
         reg.agents.insert(
             name.to_string(),
             AgentEntry {
@@ -138,7 +124,8 @@ impl Enforcer {
 
     /// The agent process `pid` belongs to, from its cgroup.
     pub fn agent_of_pid(&self, pid: u32) -> Option<String> {
-        binding::agent_of_pid(&self.inner.instance.slice(), pid)
+        self.ops()
+            .agent_of_pid(&self.inner.instance.slice(), pid)
             .filter(|n| self.registry_r().agents.contains_key(n))
     }
 
@@ -181,7 +168,7 @@ impl Enforcer {
         if self.agent_of_pid(pid).as_deref() == Some(agent) {
             return Ok(());
         }
-        agent_cgroup::join(&cg, pid)?;
+        self.ops().cgroup_join(&cg, pid)?;
         Ok(())
     }
 
@@ -196,7 +183,9 @@ impl Enforcer {
     }
 
     /// Switches an agent between enforce and audit-only, in the kernel and
-    /// in the supervisors, at once.
+    /// in the supervisors, at once. The kernel is written first: if that
+    /// fails, the kernel entries go back to the old mode and the
+    /// supervisors keep it too (they never relax while the kernel does not).
     pub fn set_mode(&self, agent: &str, mode: Mode) -> Result<(), EnforceError> {
         let mut reg = self.registry_w();
         let a = reg
@@ -205,20 +194,14 @@ impl Enforcer {
             .ok_or_else(|| EnforceError::UnknownAgent {
                 agent: agent.into(),
             })?;
-        a.mode = mode;
-        let (cg, id) = (a.cgroup.clone(), a.id);
-        let entry = AgentCgroup {
-            agent_id: id,
-            mode: mode.kernel() as u8,
-            _pad: [0; 3],
-        };
-        {
-            let mut bpf = self.bpf();
-            bpf.set_agent(cg.id, entry)?;
-            for leaf in leaves(&cg) {
-                bpf.set_agent(leaf.id, entry)?;
+        let (cg, id, old) = (a.cgroup.clone(), a.id, a.mode);
+        if let Err(e) = self.register_cgroups(&cg, id, mode) {
+            if let Err(again) = self.register_cgroups(&cg, id, old) {
+                tracing::error!(agent, error = %again, "agent mode not restored in the kernel");
             }
+            return Err(e);
         }
+        a.mode = mode;
         drop(reg);
         self.save()
     }
@@ -242,15 +225,8 @@ impl Enforcer {
             .ok_or_else(|| EnforceError::UnknownAgent {
                 agent: agent.into(),
             })?;
-        let dir = agent_cgroup::create(&a.cgroup.path, leaf)?;
-        self.bpf().set_agent(
-            dir.id,
-            AgentCgroup {
-                agent_id: a.id,
-                mode: a.mode.kernel() as u8,
-                _pad: [0; 3],
-            },
-        )?;
+        let dir = self.ops().cgroup_create(&a.cgroup.path, leaf)?;
+        self.ops().set_agent(dir.id, kernel_entry(a.id, a.mode))?;
         tracing::info!(agent, leaf, cgroup = %dir.path.display(), "run cgroup created");
         Ok(AgentHandle {
             name: agent.into(),
@@ -268,9 +244,9 @@ impl Enforcer {
         if !agent_cgroup::valid_name(leaf) {
             return Err(agent_cgroup::CgroupError::BadName { name: leaf.into() }.into());
         }
-        let dir = agent_cgroup::open(&cg.path.join(leaf))?;
-        remove_cgroup(&dir)?;
-        self.bpf().remove_agent(dir.id);
+        let dir = self.ops().cgroup_open(&cg.path.join(leaf))?;
+        self.remove_cgroup(&dir)?;
+        self.ops().remove_agent(dir.id);
         Ok(())
     }
 
@@ -278,10 +254,7 @@ impl Enforcer {
     /// cgroup (with its run cgroups). Refused while a process of it runs.
     pub fn remove_agent(&self, agent: &str) -> Result<(), EnforceError> {
         let cg = self.agent_cgroup(agent)?;
-        let mut pids = agent_cgroup::procs(&cg).unwrap_or_default();
-        for leaf in leaves(&cg) {
-            pids.extend(agent_cgroup::procs(&leaf).unwrap_or_default());
-        }
+        let pids = self.agent_pids(&cg);
         if !pids.is_empty() {
             return Err(EnforceError::AgentBusy {
                 agent: agent.into(),
@@ -301,16 +274,14 @@ impl Enforcer {
         self.stop_supervisors(agent);
         let removed = self.registry_w().agents.remove(agent);
         if let Some(a) = removed {
-            let mut bpf = self.bpf();
-            bpf.uninstall(&a.baseline);
-            self.lsm_uninstall(a.baseline.handle);
-            for leaf in leaves(&a.cgroup) {
-                bpf.remove_agent(leaf.id);
-                let _ = agent_cgroup::remove(&leaf);
+            self.ops().uninstall_grant(&a.baseline);
+            for leaf in self.leaves(&a.cgroup) {
+                self.ops().remove_agent(leaf.id);
+                let _ = self.ops().cgroup_remove(&leaf);
             }
-            bpf.remove_agent(a.cgroup.id);
+            self.ops().remove_agent(a.cgroup.id);
         }
-        let _ = agent_cgroup::remove(&cg);
+        let _ = self.ops().cgroup_remove(&cg);
         self.save()?;
         tracing::info!(agent, "agent removed");
         Ok(())
@@ -324,7 +295,7 @@ impl Enforcer {
             .map(|a| AgentInfo {
                 name: a.name.clone(),
                 mode: a.mode,
-                pids: agent_cgroup::procs(&a.cgroup).unwrap_or_default(),
+                pids: self.ops().cgroup_procs(&a.cgroup).unwrap_or_default(),
                 calls: reg
                     .calls
                     .values()
@@ -336,36 +307,74 @@ impl Enforcer {
     }
 }
 
-/// The run cgroups under an agent's cgroup (agentd creates them; the agent
-/// user cannot, the directory being root's).
-fn leaves(cg: &AgentCgroupDir) -> Vec<AgentCgroupDir> {
-    agent_cgroup::existing(&cg.path)
-        .into_iter()
-        .filter_map(|n| agent_cgroup::open(&cg.path.join(n)).ok())
-        .collect()
+impl Enforcer {
+    /// Registers an agent's cgroup and its run cgroups in the kernel with
+    /// the agent's id and mode.
+    fn register_cgroups(
+        &self,
+        cg: &AgentCgroupDir,
+        id: u32,
+        mode: super::Mode,
+    ) -> Result<(), EnforceError> {
+        let entry = kernel_entry(id, mode);
+        self.ops().set_agent(cg.id, entry)?;
+        for leaf in self.leaves(cg) {
+            self.ops().set_agent(leaf.id, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The run cgroups under an agent's cgroup (agentd creates them; the
+    /// agent user cannot, the directory being root's).
+    pub(super) fn leaves(&self, cg: &AgentCgroupDir) -> Vec<AgentCgroupDir> {
+        self.ops()
+            .cgroup_children(&cg.path)
+            .into_iter()
+            .filter_map(|n| self.ops().cgroup_open(&cg.path.join(n)).ok())
+            .collect()
+    }
+
+    /// Every process of an agent: its cgroup and its run cgroups.
+    pub(super) fn agent_pids(&self, cg: &AgentCgroupDir) -> Vec<u32> {
+        let mut pids = self.ops().cgroup_procs(cg).unwrap_or_default();
+        for leaf in self.leaves(cg) {
+            pids.extend(self.ops().cgroup_procs(&leaf).unwrap_or_default());
+        }
+        pids
+    }
+
+    /// Kills a cgroup's processes, waits (bounded) for them to go, removes it.
+    fn remove_cgroup(&self, dir: &AgentCgroupDir) -> Result<(), EnforceError> {
+        let ops = self.ops();
+        if !ops.cgroup_procs(dir).unwrap_or_default().is_empty() {
+            ops.cgroup_kill(dir)?;
+        }
+        for _ in 0..200 {
+            if ops.cgroup_procs(dir).unwrap_or_default().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // rmdir fails with EBUSY until the last zombie is reaped by its parent.
+        let mut last = ops.cgroup_remove(dir);
+        for _ in 0..100 {
+            if last.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            last = ops.cgroup_remove(dir);
+        }
+        last.map_err(Into::into)
+    }
 }
 
-/// Kills a cgroup's processes, waits (bounded) for them to go, removes it.
-fn remove_cgroup(dir: &AgentCgroupDir) -> Result<(), EnforceError> {
-    if !agent_cgroup::procs(dir).unwrap_or_default().is_empty() {
-        agent_cgroup::kill_all(dir)?;
+/// The kernel's record of an agent cgroup.
+fn kernel_entry(agent_id: u32, mode: super::Mode) -> AgentCgroup {
+    AgentCgroup {
+        agent_id,
+        mode: mode.kernel() as u8,
+        _pad: [0; 3],
     }
-    for _ in 0..200 {
-        if agent_cgroup::procs(dir).unwrap_or_default().is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    // rmdir fails with EBUSY until the last zombie is reaped by its parent.
-    let mut last = agent_cgroup::remove(dir);
-    for _ in 0..100 {
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        last = agent_cgroup::remove(dir);
-    }
-    last.map_err(Into::into)
 }
 
 /// An agent process on the other end of a loopback TCP connection.

@@ -7,7 +7,6 @@ use super::{
     claim::{self, PendingInfo, Requester},
     grant::KernelGrant,
     registry::{CallEntry, Registry},
-    seccomp::supervisor,
     EnforceError, Enforcer,
 };
 use crate::grant_spec::GrantSpec;
@@ -54,16 +53,14 @@ impl Enforcer {
             });
         }
         let handle = reg.next_handle;
+        let now = self.ops().now_ns();
         let grant =
-            KernelGrant::from_spec(spec, handle, supervisor::boot_ns()).map_err(|source| {
-                EnforceError::Grant {
-                    call_id: call_id.into(),
-                    source,
-                }
+            KernelGrant::from_spec(spec, handle, now).map_err(|source| EnforceError::Grant {
+                call_id: call_id.into(),
+                source,
             })?;
         let agent_id = reg.agents.get(agent).map(|a| a.id).unwrap_or(0);
         let uses = (spec.uses != 0).then_some(spec.uses);
-        let now = supervisor::boot_ns();
         let pending = match requester {
             Some(requester) => {
                 let slot = self
@@ -80,17 +77,14 @@ impl Enforcer {
             }
             None => None,
         };
-        self.bpf().install(&grant)?;
-        self.lsm_install(&grant)?;
-        if let Some(p) = &pending {
-            // The slot's previous grant's path scopes go before the slot
-            // changes hands, the new grant's come once it has.
-            self.lsm_pending_scopes(agent_id, p.slot, None)?;
-            self.bpf()
-                .set_pending(agent_id, p.slot, p.kernel(&grant, uses))?;
-            self.lsm_pending_scopes(agent_id, p.slot, Some(&grant))?;
-        }
+        // The handle is used up whatever happens next: a grant that failed
+        // half-way must never lend its map entries to the next call.
         reg.next_handle += 1;
+        if let Err(e) = self.write_grant(agent_id, &grant, pending.as_ref(), uses) {
+            drop(reg);
+            self.audit_not_installed(agent, call_id, &e);
+            return Err(e);
+        }
         reg.handles.insert(call_id.to_string(), handle);
         reg.calls.insert(
             handle,
@@ -107,6 +101,47 @@ impl Enforcer {
         self.save()?;
         tracing::info!(agent, call_id, handle, "grant installed");
         Ok(())
+    }
+
+    /// Writes an installed grant (and its pending entry) to the kernel; on
+    /// failure, removes whatever part was written (fail closed: nothing of
+    /// a grant the caller is told was refused stays in the maps).
+    fn write_grant(
+        &self,
+        agent_id: u32,
+        grant: &KernelGrant,
+        pending: Option<&PendingInfo>,
+        uses: Option<u32>,
+    ) -> Result<(), EnforceError> {
+        let written = self
+            .ops()
+            .install_grant(grant)
+            .and_then(|()| match pending {
+                Some(p) => {
+                    self.ops()
+                        .publish_pending(agent_id, p.slot, grant, p.kernel(grant, uses))
+                }
+                None => Ok(()),
+            });
+        if written.is_err() {
+            if let Some(p) = pending {
+                self.ops().withdraw_pending(agent_id, p.slot, grant.handle);
+            }
+            self.ops().uninstall_grant(grant);
+        }
+        written
+    }
+
+    /// Records in the kernel audit stream that a grant could not be
+    /// written (the gateway turns the allow into a denial with the same
+    /// reason code).
+    fn audit_not_installed(&self, agent: &str, call_id: &str, e: &EnforceError) {
+        tracing::error!(agent, call_id, error = %e, "grant not installed; the call is refused");
+        let _ = self.inner.sink.append_lifecycle(
+            "grant_not_installed",
+            &format!("agent={agent} call={call_id}: {e}"),
+            e.reason_code(),
+        );
     }
 
     /// A pending slot of the agent for a new grant: a free one, else one
@@ -128,14 +163,14 @@ impl Enforcer {
         if let Some(slot) = claim::free_slot(holders.iter().map(|(_, s)| *s)) {
             return Some(slot);
         }
-        let mut bpf = self.bpf();
         for (handle, slot) in holders {
             let expired = reg.calls.get(&handle).is_some_and(|c| c.grant.expired(now));
-            let spent = bpf
+            let spent = self
+                .ops()
                 .pending(agent_id, slot)
                 .is_some_and(|g| g.uses_left == 0);
             if expired || spent {
-                bpf.clear_pending(agent_id, slot, handle);
+                self.ops().withdraw_pending(agent_id, slot, handle);
                 if let Some(c) = reg.calls.get_mut(&handle) {
                     c.pending = None;
                 }
@@ -186,11 +221,11 @@ impl Enforcer {
             call,
             peer_pid,
             pid,
-            supervisor::boot_ns(),
-            |p| binding::agent_of_pid(&slice, p),
-            |hint| self.bpf().spend_use(handle, hint, pending),
+            self.ops().now_ns(),
+            |p| self.ops().agent_of_pid(&slice, p),
+            |hint| self.ops().spend_use(handle, hint, pending),
         )?;
-        self.bpf().bind(
+        self.ops().bind(
             pid,
             Binding {
                 call_id: handle,
@@ -212,15 +247,13 @@ impl Enforcer {
         };
         if let Some(call) = reg.calls.remove(&handle) {
             let agent_id = reg.agents.get(&call.agent).map(|a| a.id).unwrap_or(0);
-            let mut bpf = self.bpf();
+            let ops = self.ops();
             if let Some(p) = &call.pending {
-                bpf.clear_pending(agent_id, p.slot, handle);
-                let _ = self.lsm_pending_scopes(agent_id, p.slot, None);
+                ops.withdraw_pending(agent_id, p.slot, handle);
             }
-            bpf.uninstall(&call.grant);
-            bpf.unbind_call(handle);
-            bpf.clear_tickets(handle, call.grant.spec.uses);
-            self.lsm_uninstall(handle);
+            ops.uninstall_grant(&call.grant);
+            ops.unbind_call(handle);
+            ops.clear_tickets(handle, call.grant.spec.uses);
         }
         drop(reg);
         self.save()

@@ -17,10 +17,29 @@ use super::{
     cgroup_root, events, fdstore,
     grant::KernelGrant,
     lsm, persist,
+    privileged::{KernelOps, Privileged},
     registry::{AgentEntry, CallEntry, ListenerEntry, Registry},
-    seccomp::supervisor,
     AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS,
 };
+use crate::protocol::reason;
+
+/// What an Enforcer is made of before it knows any agent.
+pub(super) struct Assembly {
+    /// The backend in use.
+    pub backend: Backend,
+    /// Its names in bpffs and cgroupfs.
+    pub instance: bpf_state::Instance,
+    /// The instance's cgroup slice directory.
+    pub slice: std::path::PathBuf,
+    /// Where the state file lives.
+    pub state_dir: std::path::PathBuf,
+    /// The privileged operations.
+    pub ops: Arc<dyn Privileged>,
+    /// Where kernel and lifecycle records go.
+    pub sink: Arc<dyn AuditSink>,
+    /// How many kernel records may wait for the writer.
+    pub queue: usize,
+}
 
 impl Enforcer {
     /// Loads the BPF side (re-adopting pinned state after a restart), starts
@@ -91,85 +110,115 @@ impl Enforcer {
                 let _ = sink.append_lifecycle(
                     "unix_gate_unavailable",
                     &e.to_string(),
-                    "kernel_feature_missing",
+                    reason::KERNEL_FEATURE_MISSING,
                 );
             }
         }
         let lsm = match backend {
-            Backend::Lsm => Some(Mutex::new(lsm::LsmState::start_in(&instance.pin_dir())?)),
+            Backend::Lsm => Some(lsm::LsmState::start_in(&instance.pin_dir())?),
             _ => None,
         };
-        let (audit_tx, _writer) = events::spawn_writer_with_queue(sink.clone(), queue);
-        let previous = persist::load(state_dir).ok().flatten();
+        let me = Self::assemble(Assembly {
+            backend,
+            instance,
+            slice,
+            state_dir: state_dir.to_owned(),
+            ops: Arc::new(KernelOps::new(bpf, lsm)),
+            sink,
+            queue,
+        });
+        let _ring = events::spawn_ring_reader(
+            ring,
+            me.inner.registry.clone(),
+            me.inner.audit_tx.clone(),
+            me.inner.stop.clone(),
+        );
+        me.resume(adopted, stored)?;
+        me.spawn_housekeeping();
+        Ok(me)
+    }
+
+    /// The Enforcer over `parts`, knowing nothing yet (see [`Self::resume`]).
+    pub(super) fn assemble(parts: Assembly) -> Self {
+        let (audit_tx, _writer) = events::spawn_writer_with_queue(parts.sink.clone(), parts.queue);
         let registry = Arc::new(RwLock::new(Registry {
             next_handle: 1,
             next_agent_id: 1,
             ..Registry::default()
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let _ring =
-            events::spawn_ring_reader(ring, registry.clone(), audit_tx.clone(), stop.clone());
         let inner = Arc::new(Inner {
-            backend,
-            instance,
-            bpf: Mutex::new(bpf),
-            lsm,
+            backend: parts.backend,
+            instance: parts.instance,
+            ops: parts.ops,
             registry,
-            slice,
-            state_dir: state_dir.to_owned(),
+            slice: parts.slice,
+            state_dir: parts.state_dir,
             audit_tx,
-            sink,
-            stop,
+            sink: parts.sink,
+            stop: Arc::new(AtomicBool::new(false)),
             stats: Arc::default(),
             sync_wakeup: AtomicBool::new(true),
             supervisors: Mutex::default(),
             save_lock: Mutex::default(),
         });
-        let me = Enforcer { inner };
-        let gap = persist::heartbeat_age(state_dir);
-        let clean = persist::take_clean_stop(state_dir);
+        Enforcer { inner }
+    }
+
+    /// Takes up where the previous agentd left off: with `adopted` (the
+    /// maps were still pinned) the agents and grants of the state file come
+    /// back and the gap is audited; the listeners in `stored` are
+    /// supervised again where their agent can be, and agents nobody knows
+    /// are stopped.
+    pub(super) fn resume(
+        &self,
+        adopted: bool,
+        stored: Vec<fdstore::StoredFd>,
+    ) -> Result<(), EnforceError> {
+        let state_dir = self.inner.state_dir.clone();
+        let previous = persist::load(&state_dir).ok().flatten();
+        let gap = persist::heartbeat_age(&state_dir);
+        let clean = persist::take_clean_stop(&state_dir);
         if adopted {
             if let Some(prev) = previous {
-                me.readopt(prev)?;
+                self.readopt(prev)?;
             }
             let gap_ms = gap
                 .map(|d| d.as_millis().to_string())
                 .unwrap_or_else(|| "unknown".into());
-            let _ = me.inner.sink.append_lifecycle(
+            let _ = self.inner.sink.append_lifecycle(
                 "enforcer_restart",
                 &format!("gap_ms={gap_ms}"),
-                "daemon_restart",
+                reason::DAEMON_RESTART,
             );
         } else {
-            let _ = me.inner.sink.append_lifecycle(
+            let _ = self.inner.sink.append_lifecycle(
                 "enforcer_start",
-                &format!("backend={backend:?}"),
-                "started",
+                &format!("backend={:?}", self.inner.backend),
+                reason::STARTED,
             );
         }
         // Without re-adopted maps no agent is known: every stored fd is closed.
-        me.readopt_listeners(stored, clean);
-        if let Err(e) = me.save() {
+        self.readopt_listeners(stored, clean);
+        if let Err(e) = self.save() {
             // The listeners already run supervised; the file is rewritten at
             // the next change.
             tracing::error!(error = %e, "enforcer state not saved after start");
         }
-        me.stop_unknown_agents();
-        persist::touch_heartbeat(state_dir);
-        me.spawn_housekeeping();
-        Ok(me)
+        self.stop_unknown_agents();
+        persist::touch_heartbeat(&state_dir);
+        Ok(())
     }
 
     /// Restores agents, grants and listener records from the state file
     /// over the pinned maps. Which running agents keep running is decided
     /// next, by [`Self::readopt_listeners`].
-    fn readopt(&self, prev: persist::State) -> Result<(), EnforceError> {
+    pub(super) fn readopt(&self, prev: persist::State) -> Result<(), EnforceError> {
         let mut reg = self.registry_w();
         reg.next_handle = prev.next_handle.max(1);
         reg.next_agent_id = prev.next_agent_id.max(1);
-        let now = supervisor::boot_ns();
+        let now = self.ops().now_ns();
         for a in prev.agents {
-            let Ok(cg) = agent_cgroup::open(&self.inner.slice.join(&a.name)) else {
+            let Ok(cg) = self.ops().cgroup_open(&self.inner.slice.join(&a.name)) else {
                 continue;
             };
             let baseline = KernelGrant::from_spec(&a.baseline, baseline_call_id(a.id), now)
@@ -229,28 +278,24 @@ impl Enforcer {
     /// and audited (`agent_stopped`, `agent_unknown_on_restart`) — never
     /// left running unaccounted for.
     fn stop_unknown_agents(&self) {
-        let Ok(dir) = std::fs::read_dir(&self.inner.slice) else {
-            return;
-        };
+        let ops = self.ops();
         let known: Vec<String> = self.registry_r().agents.keys().cloned().collect();
-        for entry in dir.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in ops.cgroup_dirs(&self.inner.slice) {
             // systemd's own units share the slice (agent@NAME.service runs
             // the launcher there): only agent cgroups are agentd's to judge.
             let systemd_unit = [".service", ".scope", ".slice"]
                 .iter()
                 .any(|s| name.ends_with(s));
-            if !path.is_dir() || systemd_unit || known.contains(&name) {
+            if systemd_unit || known.contains(&name) {
                 continue;
             }
-            let Ok(cg) = agent_cgroup::open(&path) else {
+            let Ok(cg) = ops.cgroup_open(&self.inner.slice.join(&name)) else {
                 continue;
             };
-            let pids = agent_cgroup::procs(&cg).unwrap_or_default();
-            let _ = agent_cgroup::kill_all(&cg);
+            let pids = ops.cgroup_procs(&cg).unwrap_or_default();
+            let _ = ops.cgroup_kill(&cg);
             for _ in 0..50 {
-                if agent_cgroup::remove(&cg).is_ok() {
+                if ops.cgroup_remove(&cg).is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -259,7 +304,7 @@ impl Enforcer {
             let _ = self.inner.sink.append_lifecycle(
                 "agent_stopped",
                 &format!("agent={name} pids={}", pids.len()),
-                crate::protocol::reason::AGENT_UNKNOWN_ON_RESTART,
+                reason::AGENT_UNKNOWN_ON_RESTART,
             );
         }
     }
@@ -283,8 +328,8 @@ impl Enforcer {
     }
 
     /// Removes grants whose expiry passed (the kernel already ignores them).
-    fn expire_grants(&self) {
-        let now = supervisor::boot_ns();
+    pub(super) fn expire_grants(&self) {
+        let now = self.ops().now_ns();
         let expired: Vec<String> = self
             .registry_r()
             .calls
@@ -301,7 +346,7 @@ impl Enforcer {
 
     /// Kernel and supervisor counters.
     pub fn counters(&self) -> Counters {
-        let k = self.bpf().counters();
+        let k = self.ops().counters();
         let s = &self.inner.stats;
         let at = |i: usize| k.get(i).copied().unwrap_or(0);
         Counters {
@@ -340,11 +385,11 @@ impl Enforcer {
             .map(|a| a.cgroup.clone())
             .collect();
         for cg in &agents {
-            let _ = agent_cgroup::kill_all(cg);
+            let _ = self.ops().cgroup_kill(cg);
         }
         for cg in &agents {
             for _ in 0..50 {
-                if agent_cgroup::remove(cg).is_ok() {
+                if self.ops().cgroup_remove(cg).is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));

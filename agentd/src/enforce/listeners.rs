@@ -14,10 +14,10 @@ use std::{
 };
 
 use super::{
-    agent_cgroup::{self, AgentCgroupDir},
+    agent_cgroup::AgentCgroupDir,
     fdstore::{self, StoredFd},
+    privileged::SupervisorSpec,
     registry::ListenerEntry,
-    seccomp::supervisor::{self, Supervisor},
     Backend, Creds, EnforceError, Enforcer,
 };
 use crate::protocol::reason;
@@ -65,7 +65,7 @@ impl Enforcer {
             self.registry_w().listeners.remove(&name);
             return Err(e);
         }
-        match fdstore::store(&name, listener.as_fd()) {
+        match self.ops().store_fd(&name, listener.as_fd()) {
             Ok(true) => tracing::debug!(agent, name = %name, "listener kept in the fd store"),
             Ok(false) => {}
             // Not fatal: the agent runs supervised; a restart of agentd
@@ -84,31 +84,25 @@ impl Enforcer {
         creds: Creds,
         name: String,
     ) -> Result<(), EnforceError> {
-        let started = (|| {
-            let claims = super::claim::ClaimMaps::open(&self.inner.instance.pin_dir())?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let sup = Supervisor {
-                agent: agent.to_string(),
-                creds,
-                registry: self.inner.registry.clone(),
-                audit: self.inner.audit_tx.clone(),
-                stop: stop.clone(),
-                sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
-                stats: self.inner.stats.clone(),
-                pin_dir: self.inner.instance.pin_dir(),
-                claims: std::sync::Mutex::new(claims),
-            };
-            let thread =
-                supervisor::spawn(listener, sup).map_err(|source| EnforceError::Supervisor {
-                    agent: agent.into(),
-                    source,
-                })?;
-            Ok::<_, EnforceError>(SupervisorHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spec = SupervisorSpec {
+            agent: agent.to_string(),
+            creds,
+            registry: self.inner.registry.clone(),
+            audit: self.inner.audit_tx.clone(),
+            stop: stop.clone(),
+            sync_wakeup: self.inner.sync_wakeup.load(Ordering::Relaxed),
+            stats: self.inner.stats.clone(),
+            pin_dir: self.inner.instance.pin_dir(),
+        };
+        let started = self
+            .ops()
+            .supervise(listener, spec)
+            .map(|thread| SupervisorHandle {
                 stop,
                 name: name.clone(),
                 thread,
-            })
-        })();
+            });
         match started {
             Ok(handle) => {
                 let mut sups = self.supervisors();
@@ -142,7 +136,7 @@ impl Enforcer {
 
     /// Removes a listener from the fd store and the state file.
     fn forget_listener(&self, name: &str) {
-        if let Err(e) = fdstore::remove(name) {
+        if let Err(e) = self.ops().remove_stored_fd(name) {
             tracing::warn!(name, error = %e, "could not remove a listener from the fd store");
         }
         if self.registry_w().listeners.remove(name).is_some() {
@@ -252,9 +246,7 @@ impl Enforcer {
             let agent = fdstore::agent_of_name(&s.name).map(str::to_owned);
             let why = match &agent {
                 None => Some(reason::STORED_FD_UNKNOWN),
-                Some(_) if !fdstore::is_seccomp_listener(s.fd.as_fd()) => {
-                    Some(reason::STORED_FD_UNKNOWN)
-                }
+                Some(_) if !self.ops().is_listener(s.fd.as_fd()) => Some(reason::STORED_FD_UNKNOWN),
                 Some(a) if known.get(&s.name).is_none_or(|l| &l.agent != a) => {
                     Some(reason::STORED_LISTENER_UNKNOWN_AGENT)
                 }
@@ -285,12 +277,15 @@ impl Enforcer {
                 .filter(|(_, l)| l.agent == agent)
                 .map(|(n, _)| n)
                 .collect();
-            let pids = agent_pids(&cg);
+            let pids = self.agent_pids(&cg);
             let complete = !expected.is_empty()
                 && expected
                     .iter()
                     .all(|n| returned.iter().any(|(r, _)| r == *n));
-            let unfiltered = pids.iter().filter(|p| !under_seccomp_filter(**p)).count();
+            let unfiltered = pids
+                .iter()
+                .filter(|p| !self.ops().under_seccomp_filter(**p))
+                .count();
             // Forget what did not come back; its tasks, if any, are stopped below.
             for name in expected
                 .iter()
@@ -309,7 +304,7 @@ impl Enforcer {
             if self.inner.backend != Backend::Lsm && !(complete && unfiltered == 0) {
                 // Seccomp agents whose supervision cannot be restored in
                 // full are stopped, never left half-enforced.
-                let _ = agent_cgroup::kill_all(&cg);
+                let _ = self.ops().cgroup_kill(&cg);
                 let came_back = returned.len();
                 for (name, fd) in returned {
                     drop(fd);
@@ -343,7 +338,7 @@ impl Enforcer {
                 }
             }
             if failed > 0 {
-                let _ = agent_cgroup::kill_all(&cg);
+                let _ = self.ops().cgroup_kill(&cg);
                 self.stop_supervisors(&agent);
                 let _ = self.inner.sink.append_lifecycle(
                     "agent_stopped",
@@ -355,7 +350,7 @@ impl Enforcer {
                 );
                 continue;
             }
-            let kicked = !clean && agent_cgroup::restart_waiting_syscalls(&cg).is_ok();
+            let kicked = !clean && self.ops().cgroup_restart_waiting(&cg).is_ok();
             tracing::info!(agent = %agent, listeners = n, pids = pids.len(), kicked, "agent re-adopted: supervision resumed");
             let _ = self.inner.sink.append_lifecycle(
                 "agent_readopted",
@@ -378,30 +373,5 @@ impl Enforcer {
                 );
             }
         }
-    }
-}
-
-/// Every process of an agent: its cgroup and its run cgroups.
-fn agent_pids(cg: &AgentCgroupDir) -> Vec<u32> {
-    let mut pids = agent_cgroup::procs(cg).unwrap_or_default();
-    for leaf in agent_cgroup::existing(&cg.path) {
-        if let Ok(dir) = agent_cgroup::open(&cg.path.join(leaf)) {
-            pids.extend(agent_cgroup::procs(&dir).unwrap_or_default());
-        }
-    }
-    pids
-}
-
-/// Whether a process runs under a seccomp filter (`Seccomp: 2`). A process
-/// of an agent without one (it joined the cgroup, but agentd went down
-/// before its launcher installed the filter) is not supervised at all.
-/// A process that has exited meanwhile needs no supervision.
-fn under_seccomp_filter(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(s) => s
-            .lines()
-            .find_map(|l| l.strip_prefix("Seccomp:"))
-            .is_some_and(|v| v.trim() == "2"),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }

@@ -18,6 +18,8 @@ pub mod conn_limit;
 pub mod deputy;
 pub mod ebpf;
 pub mod events;
+#[cfg(test)]
+mod fake_kernel;
 pub mod fdstore;
 pub mod gateway_hook;
 pub mod grant;
@@ -28,11 +30,14 @@ mod listeners;
 pub mod lsm;
 pub mod pending;
 pub mod persist;
+pub mod privileged;
 pub mod registry;
 pub mod seccomp;
 pub mod seccomp_probe;
 pub mod slot;
 pub mod tcp_peer;
+#[cfg(test)]
+mod tests;
 pub mod unix_gate;
 
 pub use agents::TcpCaller;
@@ -53,8 +58,9 @@ use std::{
 use serde::Serialize;
 
 use crate::grant_spec::GrantSpec;
-use bpf_state::{BpfState, BpfStateError};
-use grant::{GrantError, KernelGrant};
+use bpf_state::BpfStateError;
+use grant::GrantError;
+use privileged::Privileged;
 use registry::Registry;
 use seccomp::supervisor::SupervisorStats;
 
@@ -251,8 +257,9 @@ const GRANT_GRACE_NS: u64 = 60_000_000_000;
 struct Inner {
     backend: Backend,
     instance: bpf_state::Instance,
-    bpf: Mutex<BpfState>,
-    lsm: Option<Mutex<lsm::LsmState>>,
+    /// Every privileged operation goes through here (the BPF maps, cgroups,
+    /// supervisors): the kernel in production, a recording fake in tests.
+    ops: Arc<dyn Privileged>,
     registry: Arc<RwLock<Registry>>,
     slice: PathBuf,
     state_dir: PathBuf,
@@ -289,66 +296,21 @@ impl Enforcer {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn bpf(&self) -> std::sync::MutexGuard<'_, BpfState> {
-        self.inner.bpf.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes a grant's scopes and unix destinations (lsm backend only).
-    fn lsm_install(&self, grant: &KernelGrant) -> Result<(), EnforceError> {
-        if let Some(lsm) = &self.inner.lsm {
-            lsm.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .install(grant)?;
-        }
-        Ok(())
-    }
-
-    /// On the lsm backend, withdraws pending slot `slot` of agent
-    /// `agent_id` from the path scopes, then publishes `grant`'s scopes
-    /// there if given (see `LsmState::add_pending_scopes`).
-    fn lsm_pending_scopes(
-        &self,
-        agent_id: u32,
-        slot: u32,
-        grant: Option<&KernelGrant>,
-    ) -> Result<(), EnforceError> {
-        if let Some(lsm) = &self.inner.lsm {
-            let mut lsm = lsm.lock().unwrap_or_else(|p| p.into_inner());
-            lsm.clear_pending_scopes(agent_id, slot);
-            if let Some(grant) = grant {
-                lsm.add_pending_scopes(agent_id, slot, grant)?;
-            }
-        }
-        Ok(())
+    /// The privileged operations.
+    fn ops(&self) -> &dyn Privileged {
+        &*self.inner.ops
     }
 
     /// What loading each lsm hook cost (empty on the seccomp backend).
     pub fn lsm_loads(&self) -> Vec<lsm::HookLoad> {
-        self.inner
-            .lsm
-            .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).loads.clone())
-            .unwrap_or_default()
-    }
-
-    /// Removes what [`Self::lsm_install`] wrote for `handle`.
-    fn lsm_uninstall(&self, handle: u64) {
-        if let Some(lsm) = &self.inner.lsm {
-            lsm.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .uninstall(handle);
-        }
+        self.ops().lsm_loads()
     }
 
     /// Adds a unix socket every agent baseline may connect to from now on
     /// (agentd's own: the API and enforcement sockets; lsm and seccomp).
     pub fn allow_baseline_socket(&self, path: &str) {
         deputy::add_own_socket(PathBuf::from(path));
-        if let Some(lsm) = &self.inner.lsm {
-            lsm.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .allow_baseline_socket(path);
-        }
+        self.ops().allow_baseline_socket(path);
     }
 
     fn save(&self) -> Result<(), EnforceError> {

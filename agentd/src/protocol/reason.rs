@@ -236,3 +236,49 @@ pub const MCP_UNKNOWN_SESSION: &str = "mcp_unknown_session";
 pub const MCP_UPSTREAM_FAILED: &str = "mcp_upstream_failed";
 /// No upstream MCP server of that name is configured.
 pub const MCP_UNKNOWN_SERVER: &str = "mcp_unknown_server";
+
+// Enforcement (the Enforcer, the enforcement socket and routes, lifecycle rows).
+/// The chosen enforcement backend cannot run here.
+pub const BACKEND_UNAVAILABLE: &str = "backend_unavailable";
+/// A privileged operation of the enforcer failed (BPF maps, supervisor,
+/// state file): whatever it was for is refused.
+pub const ENFORCER_ERROR: &str = "enforcer_error";
+/// Enforcement has not started (yet, or at all): allows carrying a grant are denied.
+pub const ENFORCEMENT_UNAVAILABLE: &str = "enforcement_unavailable";
+/// An agent name that cannot be a cgroup name.
+pub const AGENT_NAME_INVALID: &str = "agent_name_invalid";
+/// A cgroup operation failed.
+pub const CGROUP_ERROR: &str = "cgroup_error";
+/// A grant for this call id is already installed.
+pub const DUPLICATE_CALL: &str = "duplicate_call";
+/// Every pending slot of the agent holds a live grant.
+pub const TOO_MANY_PENDING_CALLS: &str = "too_many_pending_calls";
+/// No grant covers the operation (kernel rows) or no grant has that call id (binds).
+pub const NO_GRANT: &str = "no_grant";
+/// The grant has expired.
+pub const GRANT_EXPIRED: &str = "grant_expired";
+/// The grant's uses are spent.
+pub const GRANT_USED_UP: &str = "grant_used_up";
+/// The caller (or the process named) is not in the call's agent cgroup.
+pub const PEER_NOT_IN_AGENT: &str = "peer_not_in_agent";
+/// The caller's credentials could not be read.
+pub const PEER_UNKNOWN: &str = "peer_unknown";
+/// A malformed request on the enforcement socket.
+pub const BAD_REQUEST: &str = "bad_request";
+/// An administrator's request from someone else (kept where it was
+/// already returned; new refusals say [`PERMISSION_DENIED`]).
+pub const NOT_ADMIN: &str = "not_admin";
+/// Agents run as an unprivileged user; a root listener hand-over is refused.
+pub const AGENT_USER_PRIVILEGED: &str = "agent_user_privileged";
+/// A grant's exec target cannot be resolved to a file.
+pub const EXEC_TARGET_UNRESOLVABLE: &str = "exec_target_unresolvable";
+/// A grant's path scope is not a clean absolute path.
+pub const PATH_SCOPE_INVALID: &str = "path_scope_invalid";
+/// A grant's connect destination cannot be parsed.
+pub const DESTINATION_INVALID: &str = "destination_invalid";
+/// A kernel feature agentd would use is missing (lifecycle rows).
+pub const KERNEL_FEATURE_MISSING: &str = "kernel_feature_missing";
+/// agentd restarted over live enforcement state (lifecycle rows).
+pub const DAEMON_RESTART: &str = "daemon_restart";
+/// Enforcement started fresh (lifecycle rows).
+pub const STARTED: &str = "started";

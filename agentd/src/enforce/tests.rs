@@ -1,0 +1,649 @@
+//! Unit tests of the Enforcer's own logic over the recording fake kernel
+//! (no root, no BPF): grant lifecycle, binding rules, restart
+//! re-adoption, mode switches, and failing closed when a privileged
+//! operation errors. Each asserts the privileged calls made (or not made)
+//! and the audit rows written.
+use std::{
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{
+    bpf_state::Instance,
+    claim::Requester,
+    fake_kernel::FakeKernel,
+    fdstore::{self, StoredFd},
+    lifecycle::Assembly,
+    Backend, Creds, Enforcer, MemorySink, Mode,
+};
+use crate::grant_spec::GrantSpec;
+
+/// One agentd over the fake kernel, for one state directory.
+struct Rig {
+    kernel: FakeKernel,
+    sink: MemorySink,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Rig {
+            kernel: FakeKernel::new(),
+            sink: MemorySink::default(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn slice(&self) -> PathBuf {
+        Path::new("/fakecg").join(Instance::for_state_dir(self.dir.path()).slice())
+    }
+
+    /// Starts an Enforcer; `adopted`: the kernel still held the pinned maps.
+    fn start(&self, adopted: bool, stored: Vec<StoredFd>) -> Enforcer {
+        let slice = self.slice();
+        self.kernel.make_cgroup(&slice);
+        let e = Enforcer::assemble(Assembly {
+            backend: Backend::Seccomp,
+            instance: Instance::for_state_dir(self.dir.path()),
+            slice,
+            state_dir: self.dir.path().to_owned(),
+            ops: Arc::new(self.kernel.clone()),
+            sink: Arc::new(self.sink.clone()),
+            queue: 16,
+        });
+        e.resume(adopted, stored).expect("resumes");
+        e
+    }
+
+    fn agent_dir(&self, agent: &str) -> PathBuf {
+        self.slice().join(agent)
+    }
+
+    /// Lifecycle rows with `action`, as (target, reason).
+    fn rows(&self, action: &str) -> Vec<(String, String)> {
+        self.sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.action == action)
+            .map(|r| (r.target.clone(), r.reason_code.clone()))
+            .collect()
+    }
+}
+
+fn spec(ttl_secs: u64, uses: u32) -> GrantSpec {
+    GrantSpec {
+        read: vec!["/srv/mail".into()],
+        connect: vec!["127.0.0.1/32:25".into()],
+        ttl_secs,
+        uses,
+        ..GrantSpec::default()
+    }
+}
+
+fn requester(pid: u32) -> Option<Requester> {
+    Some(Requester {
+        chain: vec![pid],
+        cgroup_id: 7,
+        cgroup: String::new(),
+    })
+}
+
+const SEC: u64 = 1_000_000_000;
+
+#[test]
+fn creating_an_agent_makes_its_cgroup_baseline_and_kernel_entry() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    rig.kernel.take_calls();
+    let h = e.create_agent("mail", Mode::Enforce).unwrap();
+    assert_eq!(h.cgroup, rig.agent_dir("mail"));
+    assert_eq!(h.id, 1);
+    let calls = rig.kernel.take_calls();
+    assert_eq!(
+        calls,
+        vec![
+            format!("cgroup_create {}", rig.agent_dir("mail").display()),
+            format!("install_grant {}", agentd_common::baseline_call_id(1)),
+            format!("set_agent cg={} agent=1 mode=0", h.cgroup_id),
+        ]
+    );
+    // A second agent gets the next id; a bad name never reaches the kernel.
+    assert_eq!(e.create_agent("web", Mode::Enforce).unwrap().id, 2);
+    rig.kernel.take_calls();
+    let bad = e.create_agent("../etc", Mode::Enforce).unwrap_err();
+    assert_eq!(bad.reason_code(), "agent_name_invalid");
+    assert!(rig.kernel.calls_of("install_grant").is_empty());
+}
+
+#[test]
+fn a_grant_is_installed_pending_spent_by_binds_and_then_refused() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.take_calls();
+    e.install_grant_for("mail", "c1", "m1", &spec(60, 2), requester(10))
+        .unwrap();
+    assert_eq!(
+        rig.kernel.take_calls(),
+        vec![
+            "install_grant 1".to_string(),
+            "publish_pending agent=1 slot=0 handle=1".to_string(),
+        ]
+    );
+    let pending = rig.kernel.state().pending[&(1, 0)];
+    assert_eq!((pending.call_id, pending.uses_left), (1, 2));
+    assert_eq!(pending.requesters[0], 10);
+    // Two uses, then the grant is spent.
+    e.bind_verified(10, 10, "c1").unwrap();
+    e.bind(10, "c1").unwrap();
+    let used = e.bind(10, "c1").unwrap_err();
+    assert_eq!(used.reason_code(), "grant_used_up");
+    assert_eq!(rig.kernel.calls_of("bind"), vec!["bind 10 1", "bind 10 1"]);
+    assert_eq!(rig.kernel.state().bindings[&10].agent_id, 1);
+    // The same call id twice is refused, and installs nothing.
+    rig.kernel.take_calls();
+    let dup = e
+        .install_grant_for("mail", "c1", "m1", &spec(60, 2), None)
+        .unwrap_err();
+    assert_eq!(dup.reason_code(), "duplicate_call");
+    assert!(rig.kernel.take_calls().is_empty());
+    // An unknown agent's grant too.
+    let unknown = e
+        .install_grant("nobody", "c9", "m1", &spec(60, 0))
+        .unwrap_err();
+    assert_eq!(unknown.reason_code(), "unknown_agent");
+}
+
+#[test]
+fn an_expired_grant_refuses_binds_and_is_removed_after_its_grace() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    e.install_grant_for("mail", "c1", "m1", &spec(5, 0), requester(10))
+        .unwrap();
+    // Control: within its life it binds.
+    e.bind(10, "c1").unwrap();
+    rig.kernel.advance(6 * SEC);
+    assert_eq!(e.bind(10, "c1").unwrap_err().reason_code(), "grant_expired");
+    // Inside the grace period the entry stays (denials still say why).
+    e.expire_grants();
+    assert!(rig.kernel.state().grants.contains(&1));
+    rig.kernel.take_calls();
+    rig.kernel.advance(super::GRANT_GRACE_NS);
+    e.expire_grants();
+    assert_eq!(
+        rig.kernel.take_calls(),
+        vec![
+            "withdraw_pending agent=1 slot=0 handle=1".to_string(),
+            "uninstall_grant 1".to_string(),
+            "unbind_call 1".to_string(),
+            "clear_tickets 1 0".to_string(),
+        ]
+    );
+    let st = rig.kernel.state();
+    assert!(!st.grants.contains(&1) && st.pending.is_empty() && st.bindings.is_empty());
+    drop(st);
+    assert_eq!(e.bind(10, "c1").unwrap_err().reason_code(), "no_grant");
+    assert!(e.list_agents()[0].calls.is_empty());
+}
+
+#[test]
+fn an_expired_or_spent_pending_slot_is_reused_when_all_are_taken() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    let slots = agentd_common::PENDING_SLOTS;
+    for i in 0..slots {
+        e.install_grant_for("mail", &format!("c{i}"), "m1", &spec(5, 0), requester(10))
+            .unwrap();
+    }
+    let full = e
+        .install_grant_for("mail", "late", "m1", &spec(5, 0), requester(10))
+        .unwrap_err();
+    assert_eq!(full.reason_code(), "too_many_pending_calls");
+    rig.kernel.advance(6 * SEC);
+    rig.kernel.take_calls();
+    e.install_grant_for("mail", "late", "m1", &spec(5, 0), requester(10))
+        .unwrap();
+    let calls = rig.kernel.take_calls();
+    // An expired slot changed hands: withdrawn, then published anew.
+    let slot = calls[0]
+        .strip_prefix("withdraw_pending agent=1 slot=")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{calls:?}"))
+        .to_string();
+    assert_eq!(
+        calls[1..],
+        [
+            format!("install_grant {}", slots as u64 + 1),
+            format!(
+                "publish_pending agent=1 slot={slot} handle={}",
+                slots as u64 + 1
+            ),
+        ]
+    );
+}
+
+#[test]
+fn ending_a_call_revokes_its_grant_and_bindings_and_only_its_own() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.put_process(&rig.agent_dir("mail"), 11);
+    e.install_grant("mail", "a", "m1", &spec(60, 0)).unwrap();
+    e.install_grant("mail", "b", "m1", &spec(60, 0)).unwrap();
+    e.install_grant("mail", "c", "m2", &spec(60, 0)).unwrap();
+    e.bind(10, "a").unwrap();
+    e.bind(11, "c").unwrap();
+    let ids: std::collections::HashSet<&str> = ["m1"].into();
+    let mut revoked = e.revoke_calls_of_messages(&ids).unwrap();
+    revoked.sort();
+    assert_eq!(revoked, vec!["a", "b"]);
+    let st = rig.kernel.state();
+    assert!(st.grants.contains(&3) && !st.grants.contains(&1) && !st.grants.contains(&2));
+    assert_eq!(st.bindings.keys().copied().collect::<Vec<_>>(), vec![11]);
+    drop(st);
+    assert_eq!(e.list_agents()[0].calls, vec!["c"]);
+    // Revoking what is gone is a no-op.
+    rig.kernel.take_calls();
+    e.revoke("a").unwrap();
+    assert!(rig.kernel.take_calls().is_empty());
+}
+
+#[test]
+fn only_processes_of_the_calls_agent_may_bind_it() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    e.create_agent("web", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.put_process(&rig.agent_dir("web"), 20);
+    e.install_grant("mail", "c1", "m1", &spec(60, 0)).unwrap();
+    rig.kernel.take_calls();
+    // Another agent's process, a process of no agent, or a pid it names
+    // outside the agent: refused, nothing bound.
+    for (peer, pid) in [(20, 20), (30, 30), (10, 20), (20, 10)] {
+        let err = e.bind_verified(peer, pid, "c1").unwrap_err();
+        assert_eq!(err.reason_code(), "peer_not_in_agent", "{peer} {pid}");
+    }
+    assert!(rig.kernel.calls_of("bind").is_empty());
+    // A run cgroup of the agent is the agent.
+    let leaf = e.create_leaf("mail", "run-1").unwrap();
+    rig.kernel.put_process(&leaf.cgroup, 12);
+    e.bind_verified(10, 12, "c1").unwrap();
+    assert_eq!(rig.kernel.calls_of("bind"), vec!["bind 12 1"]);
+    // The run cgroup was registered with the agent's id and mode.
+    assert_eq!(rig.kernel.state().agents[&leaf.cgroup_id].agent_id, 1);
+    assert_eq!(e.bind(10, "nope").unwrap_err().reason_code(), "no_grant");
+}
+
+#[test]
+fn mode_switches_reach_the_kernel_and_survive_recreation() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    let h = e.create_agent("mail", Mode::Enforce).unwrap();
+    let leaf = e.create_leaf("mail", "run-1").unwrap();
+    rig.kernel.take_calls();
+    e.set_mode("mail", Mode::AuditOnly).unwrap();
+    let calls = rig.kernel.take_calls();
+    assert!(calls.contains(&format!("set_agent cg={} agent=1 mode=1", h.cgroup_id)));
+    assert!(calls.contains(&format!("set_agent cg={} agent=1 mode=1", leaf.cgroup_id)));
+    assert_eq!(e.list_agents()[0].mode, Mode::AuditOnly);
+    // `None` keeps the mode; an explicit one changes it back.
+    let kept = e.create_agent_keeping_mode("mail", None).unwrap();
+    assert_eq!(kept.mode, Mode::AuditOnly);
+    e.create_agent_keeping_mode("mail", Some(Mode::Enforce))
+        .unwrap();
+    assert_eq!(rig.kernel.state().agents[&h.cgroup_id].mode, 0);
+    assert_eq!(rig.kernel.state().agents[&leaf.cgroup_id].mode, 0);
+    assert_eq!(
+        e.set_mode("nobody", Mode::Enforce)
+            .unwrap_err()
+            .reason_code(),
+        "unknown_agent"
+    );
+}
+
+#[test]
+fn a_failed_mode_switch_leaves_the_agent_enforcing_everywhere() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    let h = e.create_agent("mail", Mode::Enforce).unwrap();
+    let leaf = e.create_leaf("mail", "run-1").unwrap();
+    // The agent's own entry is written, its run cgroup's fails.
+    rig.kernel.fail_after("set_agent", 1, 1);
+    let calls_before = rig.kernel.calls_of("set_agent").len();
+    let err = e.set_mode("mail", Mode::AuditOnly).unwrap_err();
+    assert_eq!(err.reason_code(), "enforcer_error");
+    let st = rig.kernel.state();
+    assert_eq!(st.agents[&h.cgroup_id].mode, 0, "restored to enforce");
+    assert_eq!(st.agents[&leaf.cgroup_id].mode, 0);
+    assert!(st.calls.len() > calls_before);
+    drop(st);
+    assert_eq!(e.list_agents()[0].mode, Mode::Enforce);
+    // Control: the same switch succeeds once the kernel does.
+    e.set_mode("mail", Mode::AuditOnly).unwrap();
+    assert_eq!(rig.kernel.state().agents[&leaf.cgroup_id].mode, 1);
+}
+
+#[test]
+fn a_grant_the_kernel_refuses_is_denied_rolled_back_and_audited() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.take_calls();
+    rig.kernel.fail("publish_pending", 1);
+    let err = e
+        .install_grant_for("mail", "c1", "m1", &spec(60, 1), requester(10))
+        .unwrap_err();
+    assert_eq!(err.reason_code(), "enforcer_error");
+    // What was written is taken back: nothing of the refused grant stays.
+    assert_eq!(
+        rig.kernel.take_calls(),
+        vec![
+            "install_grant 1".to_string(),
+            "publish_pending agent=1 slot=0 handle=1".to_string(),
+            "withdraw_pending agent=1 slot=0 handle=1".to_string(),
+            "uninstall_grant 1".to_string(),
+        ]
+    );
+    assert!(rig.kernel.state().grants.len() == 1, "only the baseline");
+    assert!(e.list_agents()[0].calls.is_empty());
+    let rows = rig.rows("grant_not_installed");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].0.contains("agent=mail call=c1"), "{rows:?}");
+    assert_eq!(rows[0].1, "enforcer_error");
+    // Control: the same call installs once the kernel takes it, under a
+    // fresh handle (the failed one never comes back).
+    e.install_grant_for("mail", "c1", "m1", &spec(60, 1), requester(10))
+        .unwrap();
+    assert_eq!(
+        rig.kernel.calls_of("install_grant"),
+        vec!["install_grant 2"]
+    );
+    assert_eq!(rig.rows("grant_not_installed").len(), 1);
+}
+
+#[test]
+fn the_gateway_hook_turns_a_kernel_failure_into_a_denial() {
+    use crate::gateway::{AllowHook as _, AllowedCall};
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    let pid = std::process::id();
+    rig.kernel.put_process(&rig.agent_dir("mail"), pid);
+    let hook = super::gateway_hook::EnforceHook {
+        slot: super::EnforceSlot::ready(e.clone()),
+    };
+    let grant = spec(60, 0);
+    let call = |id: &'static str| AllowedCall {
+        call_id: id,
+        active_message_id: "m1",
+        operator: "op",
+        session: "s",
+        action: "send_mail",
+        grant: Some(&grant),
+        peer_pid: Some(pid),
+        peer_uid: Some(1000),
+        audit: None,
+    };
+    rig.kernel.fail("install_grant", 1);
+    let err = hook.after_allow(&call("c1")).unwrap_err();
+    assert_eq!(err.reason_code, "enforcer_error");
+    assert_eq!(rig.rows("grant_not_installed")[0].1, "enforcer_error");
+    // Control: the same allow goes through with a working kernel.
+    hook.after_allow(&call("c2")).unwrap();
+    assert_eq!(e.list_agents()[0].calls, vec!["c2"]);
+}
+
+#[test]
+fn a_restart_over_pinned_maps_readopts_agents_grants_and_modes() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::AuditOnly).unwrap();
+    first
+        .install_grant_for("mail", "c1", "m1", &spec(60, 3), requester(10))
+        .unwrap();
+    first.shutdown();
+    drop(first);
+    let e = rig.start(true, vec![]);
+    let agents = e.list_agents();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (agents[0].name.as_str(), agents[0].mode),
+        ("mail", Mode::AuditOnly)
+    );
+    assert_eq!(agents[0].calls, vec!["c1"]);
+    let restart = rig.rows("enforcer_restart");
+    assert_eq!(restart.len(), 1);
+    assert_eq!(restart[0].1, "daemon_restart");
+    // Handles carry on: a new grant never reuses a re-adopted one's.
+    e.install_grant("mail", "c2", "m1", &spec(60, 0)).unwrap();
+    assert!(rig
+        .kernel
+        .calls_of("install_grant")
+        .last()
+        .unwrap()
+        .ends_with(" 2"));
+    // The re-adopted grant still binds (its pending use count came back).
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    e.bind(10, "c1").unwrap();
+    assert_eq!(rig.kernel.state().pending[&(1, 0)].uses_left, 2);
+}
+
+#[test]
+fn a_fresh_start_knows_nothing_and_stops_agents_nobody_recorded() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    drop(first);
+    // The maps were not pinned any more (reboot-like): the state file's
+    // agents are not re-adopted, and the running one is stopped, audited.
+    rig.kernel.take_calls();
+    let e = rig.start(false, vec![]);
+    assert!(e.list_agents().is_empty());
+    assert_eq!(rig.rows("enforcer_start").len(), 2);
+    let stopped = rig.rows("agent_stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0].0, "agent=mail pids=1");
+    assert_eq!(stopped[0].1, "agent_unknown_on_restart");
+    let calls = rig.kernel.take_calls();
+    let dir = rig.agent_dir("mail");
+    assert!(calls.contains(&format!("cgroup_kill {}", dir.display())));
+    assert!(calls.contains(&format!("cgroup_remove {}", dir.display())));
+    // systemd's units in the slice are not agentd's to stop.
+    rig.kernel.make_cgroup(&rig.slice().join("agent@x.service"));
+    let _again = rig.start(false, vec![]);
+    assert_eq!(rig.rows("agent_stopped").len(), 1);
+}
+
+/// A pipe's read end, which the fake is told is a seccomp listener.
+fn fake_listener(kernel: &FakeKernel) -> OwnedFd {
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    kernel.state().listeners.insert(r.as_raw_fd());
+    r
+}
+
+fn creds() -> Creds {
+    Creds {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![],
+    }
+}
+
+#[test]
+fn supervised_agents_are_readopted_with_their_listeners_after_a_restart() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.state().filtered.insert(10);
+    first
+        .adopt_listener("mail", fake_listener(&rig.kernel), creds())
+        .unwrap();
+    let name = rig.kernel.state().stored.iter().next().cloned().unwrap();
+    assert_eq!(
+        rig.kernel.calls_of("supervise"),
+        vec!["supervise mail uid=1000"]
+    );
+    // An unclean stop: the supervisor did not get to answer.
+    drop(first);
+    rig.kernel.take_calls();
+    let back = StoredFd {
+        name: name.clone(),
+        fd: fake_listener(&rig.kernel),
+    };
+    let e = rig.start(true, vec![back]);
+    assert_eq!(
+        rig.kernel.calls_of("supervise"),
+        vec!["supervise mail uid=1000"]
+    );
+    let dir = rig.agent_dir("mail");
+    // Not a clean stop: waiting syscalls are restarted for the new supervisor.
+    assert_eq!(
+        rig.kernel.calls_of("cgroup_restart_waiting"),
+        vec![format!("cgroup_restart_waiting {}", dir.display())]
+    );
+    let readopted = rig.rows("agent_readopted");
+    assert_eq!(readopted.len(), 1);
+    assert_eq!(readopted[0].1, "supervisor_readopted");
+    assert!(rig.kernel.calls_of("cgroup_kill").is_empty());
+    e.shutdown();
+}
+
+#[test]
+fn an_agent_whose_supervision_cannot_be_restored_is_stopped() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.put_process(&rig.agent_dir("mail"), 11);
+    rig.kernel.state().filtered.insert(10);
+    first
+        .adopt_listener("mail", fake_listener(&rig.kernel), creds())
+        .unwrap();
+    let name = rig.kernel.state().stored.iter().next().cloned().unwrap();
+    drop(first);
+    rig.kernel.take_calls();
+    // Process 11 runs without a filter: the agent cannot be fully supervised.
+    let back = StoredFd {
+        name,
+        fd: fake_listener(&rig.kernel),
+    };
+    let _e = rig.start(true, vec![back]);
+    assert!(rig.kernel.calls_of("supervise").is_empty());
+    assert_eq!(
+        rig.kernel.calls_of("cgroup_kill"),
+        vec![format!("cgroup_kill {}", rig.agent_dir("mail").display())]
+    );
+    let stopped = rig.rows("agent_stopped");
+    assert_eq!(stopped.len(), 1);
+    assert!(stopped[0].0.contains("unfiltered=1"), "{stopped:?}");
+    assert_eq!(stopped[0].1, "supervisor_lost_on_restart");
+    // A stored fd that is no listener is closed and removed from the store
+    // (fd numbers are reused: the fake forgets the closed listeners').
+    rig.kernel.state().listeners.clear();
+    let (junk, _w) = nix::unistd::pipe().unwrap();
+    let name = fdstore::listener_name("mail", 99);
+    let _f = rig.start(
+        true,
+        vec![StoredFd {
+            name: name.clone(),
+            fd: junk,
+        }],
+    );
+    assert_eq!(rig.rows("stored_fd_closed")[0].1, "stored_fd_unknown");
+    assert!(rig
+        .kernel
+        .calls_of("remove_stored_fd")
+        .contains(&format!("remove_stored_fd {name}")));
+}
+
+#[test]
+fn a_listener_is_refused_when_its_supervisor_cannot_start() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    rig.kernel.fail("supervise", 1);
+    let err = e
+        .adopt_listener("mail", fake_listener(&rig.kernel), creds())
+        .unwrap_err();
+    assert_eq!(err.reason_code(), "enforcer_error");
+    // Its copy in the fd store goes too (else the agent's syscalls would
+    // wait for a supervisor instead of failing).
+    let st = rig.kernel.state();
+    assert!(st.stored.is_empty());
+    assert!(st.supervisors.is_empty());
+    drop(st);
+    // Control.
+    e.adopt_listener("mail", fake_listener(&rig.kernel), creds())
+        .unwrap();
+    assert_eq!(rig.kernel.state().supervisors, vec!["mail"]);
+    assert_eq!(
+        e.adopt_listener("nobody", fake_listener(&rig.kernel), creds())
+            .unwrap_err()
+            .reason_code(),
+        "unknown_agent"
+    );
+    e.shutdown();
+}
+
+#[test]
+fn an_agent_is_removed_only_once_its_processes_are_gone() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    let h = e.create_agent("mail", Mode::Enforce).unwrap();
+    e.install_grant("mail", "c1", "m1", &spec(60, 0)).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    let busy = e.remove_agent("mail").unwrap_err();
+    assert_eq!(busy.reason_code(), "agent_running");
+    assert!(rig.kernel.calls_of("uninstall_grant").is_empty());
+    rig.kernel
+        .state()
+        .cgroups
+        .get_mut(&h.cgroup)
+        .unwrap()
+        .1
+        .clear();
+    e.remove_agent("mail").unwrap();
+    let st = rig.kernel.state();
+    assert!(st.grants.is_empty(), "grant and baseline gone");
+    assert!(!st.agents.contains_key(&h.cgroup_id));
+    assert!(!st.cgroups.contains_key(&h.cgroup));
+    drop(st);
+    assert!(e.list_agents().is_empty());
+}
+
+#[test]
+fn join_moves_a_process_unless_it_is_already_in_a_run_cgroup() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    let leaf = e.create_leaf("mail", "run-1").unwrap();
+    rig.kernel.put_process(&leaf.cgroup, 12);
+    rig.kernel.take_calls();
+    e.join("mail", 12).unwrap();
+    assert!(rig.kernel.take_calls().is_empty());
+    e.join("mail", 13).unwrap();
+    assert_eq!(
+        rig.kernel.take_calls(),
+        vec![format!(
+            "cgroup_join {} 13",
+            rig.agent_dir("mail").display()
+        )]
+    );
+    assert_eq!(e.agent_of_pid(13).as_deref(), Some("mail"));
+    // A leaf is removed with what runs in it.
+    e.remove_leaf("mail", "run-1").unwrap();
+    let calls = rig.kernel.take_calls();
+    assert_eq!(calls[0], format!("cgroup_kill {}", leaf.cgroup.display()));
+    assert!(calls.contains(&format!("remove_agent cg={}", leaf.cgroup_id)));
+}
