@@ -214,6 +214,7 @@ fn create_agent(d: &Daemon, name: &str) -> String {
             agent: name.into(),
             mode: None,
             command: Some(env!("CARGO_BIN_EXE_agentctl").into()),
+            baseline: None,
         },
         None,
     )

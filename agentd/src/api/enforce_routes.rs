@@ -7,8 +7,13 @@
 //!   SO_PEERCRED must put the caller, and `pid`, in the call's agent cgroup.
 //! - `GET  /v1/enforcement` (admin): backend and decision counters.
 //!
-//! The seccomp listener hand-over (SCM_RIGHTS) cannot ride HTTP; it uses the
-//! enforcement socket (`enforce::launch`).
+//! Each is a [`Request`] of the enforcement control plane
+//! ([`crate::enforce::control`]): the same auth rule (admin as the API
+//! defines it; refusals `not_admin`), reason codes and decision as on the
+//! enforcement socket, with the API's bodies (size limit, body timeout,
+//! unknown fields refused) and error shape. The seccomp listener hand-over
+//! (SCM_RIGHTS) cannot ride HTTP; it uses the enforcement socket
+//! (`enforce::launch`).
 use std::sync::Arc;
 
 use axum::{
@@ -19,14 +24,21 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{json::ApiError, peer::Access, Peer};
+use super::{
+    json::{ApiError, JsonBody},
+    peer::Access,
+    Peer,
+};
 use crate::{
     enforce::{
-        default_baseline, AgentHandle, AgentInfo, Counters, EnforceError, EnforceSlot, Enforcer,
-        Mode,
+        control::{self, Caller, Refusal, RefusalKind, Request},
+        default_baseline, EnforceSlot, Enforcer, Mode,
     },
     grant_spec::GrantSpec,
+    protocol::reason,
 };
+
+pub use crate::enforce::control::Status;
 
 struct RouteState {
     slot: EnforceSlot,
@@ -38,10 +50,38 @@ impl RouteState {
         self.slot.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "enforcement_unavailable",
+                reason::ENFORCEMENT_UNAVAILABLE,
                 self.slot.unavailable_reason(),
             )
         })
+    }
+
+    /// Decides `req` for `peer` on the control plane (off the async
+    /// threads: cgroup and map writes block).
+    async fn decide(
+        &self,
+        peer: &Peer,
+        req: Request,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let caller = Caller {
+            pid: peer.pid,
+            uid: peer.uid,
+            admin: self.access.is_admin(peer),
+        };
+        // The auth rule before the enforcer: a refusal does not depend on
+        // whether enforcement has started.
+        control::authorize(&req, &caller).map_err(api_err)?;
+        let e = self.enforcer()?;
+        tokio::task::spawn_blocking(move || control::dispatch(&e, &caller, req, None))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    reason::INTERNAL_ERROR,
+                    e.to_string(),
+                )
+            })?
+            .map_err(api_err)
     }
 }
 
@@ -57,33 +97,15 @@ pub fn routes(slot: EnforceSlot, access: Access) -> Router {
         .with_state(Arc::new(RouteState { slot, access }))
 }
 
-fn status_of(e: &EnforceError) -> StatusCode {
-    match e {
-        EnforceError::UnknownAgent { .. } => StatusCode::NOT_FOUND,
-        EnforceError::Bind(_) => StatusCode::FORBIDDEN,
-        EnforceError::Grant { .. }
-        | EnforceError::Cgroup(crate::enforce::agent_cgroup::CgroupError::BadName { .. }) => {
-            StatusCode::BAD_REQUEST
-        }
-        EnforceError::DuplicateCall { .. } => StatusCode::CONFLICT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-fn api_err(e: EnforceError) -> ApiError {
-    ApiError::new(status_of(&e), e.reason_code(), e.to_string())
-}
-
-fn admin(s: &RouteState, peer: &Peer) -> Result<(), ApiError> {
-    if s.access.is_admin(peer) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_admin",
-            "this route is for administrators",
-        ))
-    }
+fn api_err(r: Refusal) -> ApiError {
+    let status = match r.kind {
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, &r.reason_code, r.message)
 }
 
 /// `POST /v1/agents` body.
@@ -119,76 +141,61 @@ pub struct Bind {
     pub pid: Option<u32>,
 }
 
-/// `GET /v1/enforcement` reply.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// Backend in use.
-    pub backend: crate::enforce::Backend,
-    /// Instance (pin directory and slice name).
-    pub instance: String,
-    /// Counters.
-    pub counters: Counters,
-}
-
 async fn list(
     State(s): St,
     Extension(peer): Extension<Peer>,
-) -> Result<Json<Vec<AgentInfo>>, ApiError> {
-    admin(&s, &peer)?;
-    Ok(Json(s.enforcer()?.list_agents()))
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = s.decide(&peer, Request::List).await?;
+    Ok(Json(v.unwrap_or_default()))
 }
 
 async fn create(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Json(req): Json<CreateAgent>,
-) -> Result<Json<AgentHandle>, ApiError> {
-    admin(&s, &peer)?;
-    let baseline = req.baseline.unwrap_or_else(default_baseline);
-    let e = s.enforcer()?;
-    tokio::task::spawn_blocking(move || e.create_agent_with(&req.name, req.mode, &baseline))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map(Json)
-        .map_err(api_err)
+    JsonBody(req): JsonBody<CreateAgent>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Over HTTP a create sets the whole agent: its mode and baseline.
+    let req = Request::CreateAgent {
+        agent: req.name,
+        mode: Some(req.mode),
+        command: None,
+        baseline: Some(req.baseline.unwrap_or_else(default_baseline)),
+    };
+    let v = s.decide(&peer, req).await?;
+    Ok(Json(v.unwrap_or_default()))
 }
 
 async fn set_mode(
     State(s): St,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
-    Json(req): Json<SetMode>,
+    JsonBody(req): JsonBody<SetMode>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&s, &peer)?;
-    s.enforcer()?.set_mode(&name, req.mode).map_err(api_err)?;
+    let req = Request::SetMode {
+        agent: name,
+        mode: req.mode,
+    };
+    s.decide(&peer, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn bind(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Json(req): Json<Bind>,
+    JsonBody(req): JsonBody<Bind>,
 ) -> Result<StatusCode, ApiError> {
-    let Some(peer_pid) = peer.pid else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "peer_unknown",
-            "binding needs the caller's pid (Unix socket, SO_PEERCRED)",
-        ));
+    let req = Request::Bind {
+        call_id: req.call_id,
+        pid: req.pid,
     };
-    let pid = req.pid.unwrap_or(peer_pid);
-    s.enforcer()?
-        .bind_verified(peer_pid, pid, &req.call_id)
-        .map_err(api_err)?;
+    s.decide(&peer, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn status(State(s): St, Extension(peer): Extension<Peer>) -> Result<Json<Status>, ApiError> {
-    admin(&s, &peer)?;
-    let e = s.enforcer()?;
-    Ok(Json(Status {
-        backend: e.backend(),
-        instance: e.instance().to_string(),
-        counters: e.counters(),
-    }))
+async fn status(
+    State(s): St,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = s.decide(&peer, Request::Status).await?;
+    Ok(Json(v.unwrap_or_default()))
 }

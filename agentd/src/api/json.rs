@@ -4,7 +4,6 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::protocol::reason;
 
@@ -19,15 +18,7 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// Stable reason code.
-    pub reason_code: String,
-    /// Human explanation.
-    pub message: String,
-}
+pub use crate::protocol::ErrorBody;
 
 impl ApiError {
     /// Builds an error.

@@ -9,10 +9,12 @@ use crate::{
     doctor,
     enforce::{
         bpf_state::Instance,
+        control::AdminRule,
         events,
         fdstore::{self, StoredFd},
         launch, AuditSink, Backend, EnforceSlot, Enforcer,
     },
+    protocol::reason,
 };
 
 /// The enforcement socket next to the API socket (`/run/agentd/enforce.sock`).
@@ -42,7 +44,14 @@ pub fn choose_backend(choice: BackendChoice) -> Result<Backend, String> {
 /// Starts enforcement for the daemon in the background. Never fails the
 /// daemon: an error is logged and audited (`enforcer_unavailable`).
 /// `stored`: the fds the service manager kept for the previous agentd.
-pub fn start(config: &Config, audit: AuditLog, stored: Vec<StoredFd>) -> EnforceSlot {
+/// `admin`: the API's rule for who is an admin, which the enforcement
+/// socket applies too.
+pub fn start(
+    config: &Config,
+    audit: AuditLog,
+    stored: Vec<StoredFd>,
+    admin: AdminRule,
+) -> EnforceSlot {
     let slot = EnforceSlot::starting(Instance::for_state_dir(&config.state_dir).slice());
     let filled = slot.clone();
     let config = config.clone();
@@ -79,14 +88,14 @@ pub fn start(config: &Config, audit: AuditLog, stored: Vec<StoredFd>) -> Enforce
                     e.allow_baseline_socket(&p.to_string_lossy());
                 }
                 let sock = enforce_socket(&config);
-                match launch::serve_for(e.clone(), &sock, &config.agent_user, Default::default()) {
+                match launch::serve_with(e.clone(), &sock, &config.agent_user, Default::default(), admin) {
                     Ok(_) => tracing::info!(backend = ?e.backend(), socket = %sock.display(), instance = e.instance(), "enforcement running"),
                     Err(err) => tracing::error!(error = %err, socket = %sock.display(), "enforcement socket unavailable: agents cannot be launched"),
                 }
             }
             Err(message) => {
                 tracing::error!(error = %message, "enforcement unavailable: allowed calls with grants will be denied");
-                let _ = AuditSink::append_lifecycle(&audit, "enforcer_unavailable", message, "enforcement_unavailable");
+                let _ = AuditSink::append_lifecycle(&audit, "enforcer_unavailable", message, reason::ENFORCEMENT_UNAVAILABLE);
             }
         }
         filled.fill(started);

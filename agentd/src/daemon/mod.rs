@@ -187,7 +187,18 @@ pub async fn run_with_stored(
         max_body: config.gateway.max_request_bytes,
     });
     let access = state.access.clone();
-    let enforce = enforcement::start(&config, audit.clone(), stored);
+    let admin_rule = {
+        let access = access.clone();
+        std::sync::Arc::new(move |uid, gid| {
+            access.is_admin(&api::Peer {
+                transport: api::peer::Transport::Unix,
+                pid: None,
+                uid: Some(uid),
+                gid: Some(gid),
+            })
+        })
+    };
+    let enforce = enforcement::start(&config, audit.clone(), stored, admin_rule);
     let enforce_at_stop = enforce.clone();
     gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
         slot: enforce.clone(),

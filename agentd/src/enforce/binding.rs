@@ -38,10 +38,10 @@ impl BindError {
     /// Stable reason code.
     pub fn reason_code(&self) -> &'static str {
         match self {
-            BindError::NoGrant { .. } => "no_grant",
-            BindError::Expired { .. } => "grant_expired",
-            BindError::UsedUp { .. } => "grant_used_up",
-            BindError::NotInAgent { .. } => "peer_not_in_agent",
+            BindError::NoGrant { .. } => crate::protocol::reason::NO_GRANT,
+            BindError::Expired { .. } => crate::protocol::reason::GRANT_EXPIRED,
+            BindError::UsedUp { .. } => crate::protocol::reason::GRANT_USED_UP,
+            BindError::NotInAgent { .. } => crate::protocol::reason::PEER_NOT_IN_AGENT,
         }
     }
 }

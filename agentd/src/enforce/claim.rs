@@ -33,15 +33,15 @@ use super::{
 /// Reason codes of refused claims (stable; see also `protocol::reason`).
 pub mod reason {
     /// A pending grant covered the operation, but the process is not of the requester's tree.
-    pub const NOT_REQUESTER_TREE: &str = "claim_not_requester_tree";
+    pub const NOT_REQUESTER_TREE: &str = crate::protocol::reason::CLAIM_NOT_REQUESTER_TREE;
     /// A pending grant covered the exec, but its arguments differ from the granted ones.
-    pub const EXEC_ARGS_MISMATCH: &str = "exec_args_mismatch";
+    pub const EXEC_ARGS_MISMATCH: &str = crate::protocol::reason::EXEC_ARGS_MISMATCH;
     /// A pending grant covered the operation, but its uses are spent.
-    pub const GRANT_USED_UP: &str = "grant_used_up";
+    pub const GRANT_USED_UP: &str = crate::protocol::reason::GRANT_USED_UP;
     /// A pending grant covered the operation, but it has expired.
-    pub const GRANT_EXPIRED: &str = "grant_expired";
+    pub const GRANT_EXPIRED: &str = crate::protocol::reason::GRANT_EXPIRED;
     /// No pending grant covers the operation.
-    pub const NO_GRANT: &str = "no_grant";
+    pub const NO_GRANT: &str = crate::protocol::reason::NO_GRANT;
 }
 
 /// The parent tgid of a process, from `/proc/PID/stat` (field 4, after the
@@ -315,7 +315,7 @@ pub fn claim(
             if let Err(e) = maps.bind(tgid, binding) {
                 // Fail closed: an exec claim that cannot bind does not run.
                 tracing::error!(error = %e, tgid, handle, "binding a claimed exec failed");
-                return Err("enforcer_error");
+                return Err(crate::protocol::reason::ENFORCER_ERROR);
             }
         }
         tracing::info!(agent = %agent.name, tgid, handle, "pending grant claimed");

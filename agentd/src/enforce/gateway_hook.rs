@@ -36,7 +36,7 @@ impl AllowHook for EnforceHook {
         }
         let Some(enforcer) = self.slot.get() else {
             return Err(err(
-                "enforcement_unavailable",
+                crate::protocol::reason::ENFORCEMENT_UNAVAILABLE,
                 self.slot.unavailable_reason(),
             ));
         };

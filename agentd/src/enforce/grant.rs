@@ -57,10 +57,10 @@ impl GrantError {
     /// Stable reason code for refusing the grant.
     pub fn reason_code(&self) -> &'static str {
         match self {
-            GrantError::ExecTarget { .. } => "exec_target_unresolvable",
-            GrantError::RelativeScope { .. } => "path_scope_invalid",
+            GrantError::ExecTarget { .. } => crate::protocol::reason::EXEC_TARGET_UNRESOLVABLE,
+            GrantError::RelativeScope { .. } => crate::protocol::reason::PATH_SCOPE_INVALID,
             GrantError::UntrustedSymlink { .. } => crate::protocol::reason::PATH_UNRESOLVABLE,
-            GrantError::Destination { .. } => "destination_invalid",
+            GrantError::Destination { .. } => crate::protocol::reason::DESTINATION_INVALID,
         }
     }
 }
@@ -485,11 +485,13 @@ pub fn in_scope(path: &Path, scope: &Path, tgid: u32) -> bool {
 /// bound call's grant (if any) and then the agent's baseline.
 pub fn decide(call: Option<Verdict>, baseline: Verdict) -> (bool, &'static str) {
     match (call, baseline) {
-        (Some(Verdict::Covered), _) => (true, "grant_matched"),
-        (_, Verdict::Covered) => (true, "baseline"),
-        (Some(Verdict::Expired), _) | (None, Verdict::Expired) => (false, "grant_expired"),
-        (Some(Verdict::NotCovered), _) => (false, "path_outside_scope"),
-        (None, Verdict::NotCovered) => (false, "no_grant"),
+        (Some(Verdict::Covered), _) => (true, crate::protocol::reason::GRANT_MATCHED),
+        (_, Verdict::Covered) => (true, crate::protocol::reason::BASELINE),
+        (Some(Verdict::Expired), _) | (None, Verdict::Expired) => {
+            (false, crate::protocol::reason::GRANT_EXPIRED)
+        }
+        (Some(Verdict::NotCovered), _) => (false, crate::protocol::reason::PATH_OUTSIDE_SCOPE),
+        (None, Verdict::NotCovered) => (false, crate::protocol::reason::NO_GRANT),
     }
 }
 

@@ -1,8 +1,14 @@
-//! The enforcement socket (`/run/agentd/enforce.sock`): how `agentctl run`
-//! creates an agent, joins its cgroup and hands agentd the seccomp listener
-//! fd (SCM_RIGHTS, which HTTP cannot carry), and how `agentctl exec` binds
-//! itself to a call. One JSON request per connection, one JSON reply; the
-//! caller is identified by SO_PEERCRED, never by what it claims.
+//! The enforcement socket (`/run/agentd/enforce.sock`): the second transport
+//! of the enforcement control plane ([`super::control`]: the same requests,
+//! auth rule and refusals as the `/v1` enforcement routes). It exists for
+//! what HTTP cannot carry: `agentctl run` hands agentd the seccomp listener
+//! fd as SCM_RIGHTS, from a process about to become the agent (it also
+//! creates the agent and joins its cgroup here); `agentctl exec` binds
+//! itself to a call. The frame: one JSON [`Request`] per connection,
+//! newline-ended, at most [`MAX_REQUEST`] bytes, in the first `sendmsg`
+//! with the fd (if any) attached; one JSON [`Reply`] back, newline-ended.
+//! Reads and writes have deadlines ([`Limits`]). The caller is identified
+//! by SO_PEERCRED, never by what it claims.
 //!
 //! Also holds the launcher itself ([`run_agent`]), shared by `agentctl run`
 //! and the scenario suite.
@@ -26,10 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     conn_limit::{self, Limits},
+    control::{self, AdminRule, Caller, Refusal},
     registry::Creds,
     Enforcer, Mode,
 };
-use crate::protocol::reason;
+use crate::protocol::{reason, ErrorBody};
 
 /// Default path of the enforcement socket.
 pub const DEFAULT_SOCKET: &str = "/run/agentd/enforce.sock";
@@ -67,61 +74,17 @@ pub enum LaunchError {
     },
 }
 
-/// A request on the enforcement socket.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// Create (or refresh) an agent; `command` joins its baseline exec list. Root only.
-    CreateAgent {
-        /// Agent name.
-        agent: String,
-        /// Mode; `None` keeps an existing agent's mode (new agents enforce).
-        #[serde(default)]
-        mode: Option<Mode>,
-        /// The agent's own executable.
-        command: Option<PathBuf>,
-    },
-    /// Move the caller into the agent's cgroup. Root only.
-    Join {
-        /// Agent name.
-        agent: String,
-    },
-    /// Hand over a seccomp listener (attached as SCM_RIGHTS). Root, in the agent's cgroup.
-    Listener {
-        /// Agent name.
-        agent: String,
-        /// Credentials the agent will run under.
-        creds: Creds,
-    },
-    /// Bind `pid` (default: the caller) to a call. Caller and pid must be in the call's agent.
-    Bind {
-        /// Tool-call id.
-        call_id: String,
-        /// Process to bind.
-        pid: Option<u32>,
-    },
-    /// Change an agent's mode. Root only.
-    SetMode {
-        /// Agent name.
-        agent: String,
-        /// New mode.
-        mode: Mode,
-    },
-    /// List agents. Root only.
-    List,
-}
+pub use super::control::Request;
 
-/// The reply.
+/// The reply frame: `{"ok": true, "data"?: …}` or `{"ok": false, "error":
+/// {"reason_code", "message"}}` (the API's error body).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Reply {
     /// Whether the request succeeded.
     pub ok: bool,
-    /// Stable reason code on failure.
+    /// The refusal, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Message on failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<ErrorBody>,
     /// Result data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
@@ -131,17 +94,27 @@ impl Reply {
     fn ok(data: Option<serde_json::Value>) -> Self {
         Reply {
             ok: true,
-            reason: None,
             error: None,
             data,
         }
     }
-    fn err(reason: &str, error: impl ToString) -> Self {
+    fn err(reason_code: &str, message: impl ToString) -> Self {
         Reply {
             ok: false,
-            reason: Some(reason.into()),
-            error: Some(error.to_string()),
+            error: Some(ErrorBody {
+                reason_code: reason_code.into(),
+                message: message.to_string(),
+            }),
             data: None,
+        }
+    }
+}
+
+impl From<Result<Option<serde_json::Value>, Refusal>> for Reply {
+    fn from(r: Result<Option<serde_json::Value>, Refusal>) -> Self {
+        match r {
+            Ok(data) => Reply::ok(data),
+            Err(e) => Reply::err(&e.reason_code, e.message),
         }
     }
 }
@@ -150,6 +123,16 @@ impl Reply {
 /// the default agent user (`agentd-agent`); see [`serve_for`].
 pub fn serve(enforcer: Enforcer, path: &Path) -> std::io::Result<JoinHandle<()>> {
     serve_for(enforcer, path, DEFAULT_AGENT_USER, Limits::default())
+}
+
+/// [`serve_with`] with root as the only admin.
+pub fn serve_for(
+    enforcer: Enforcer,
+    path: &Path,
+    agent_user: &str,
+    limits: Limits,
+) -> std::io::Result<JoinHandle<()>> {
+    serve_with(enforcer, path, agent_user, limits, control::root_only())
 }
 
 /// The agent user whose group may reach the enforcement socket by default.
@@ -162,12 +145,14 @@ pub const DEFAULT_AGENT_USER: &str = "agentd-agent";
 /// one bounded handler thread each, `limits.max_unprivileged` of them for
 /// callers other than root; each read and write has a deadline. A caller
 /// over the limits gets `enforce_socket_busy` at once. Every request is
-/// still authorised by the peer's credentials.
-pub fn serve_for(
+/// still authorised by the peer's credentials, under `admin` (the API's
+/// rule, so both transports agree on who is an admin).
+pub fn serve_with(
     enforcer: Enforcer,
     path: &Path,
     agent_user: &str,
     limits: Limits,
+    admin: AdminRule,
 ) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -198,6 +183,7 @@ pub fn serve_for(
                     continue;
                 };
                 let e = enforcer.clone();
+                let admin = admin.clone();
                 let _ = std::thread::Builder::new()
                     .name("agentd-enf-conn".into())
                     .spawn(move || {
@@ -209,7 +195,7 @@ pub fn serve_for(
                             tracing::warn!(error = %err, "enforcement socket: cannot set timeouts; connection dropped");
                             return;
                         }
-                        handle_conn(&e, conn, limits.request_deadline)
+                        handle_conn(&e, &admin, conn, limits.request_deadline)
                     });
             }
         })
@@ -284,14 +270,19 @@ pub fn read_request(
     Ok((buf, fd))
 }
 
-fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream, request_deadline: std::time::Duration) {
+fn handle_conn(
+    enforcer: &Enforcer,
+    admin: &AdminRule,
+    mut conn: UnixStream,
+    request_deadline: std::time::Duration,
+) {
     let deadline = std::time::Instant::now() + request_deadline;
     let reply = match socket::getsockopt(&conn, socket::sockopt::PeerCredentials) {
-        Err(e) => Reply::err("peer_unknown", e),
+        Err(e) => Reply::err(reason::PEER_UNKNOWN, e),
         Ok(cred) => match read_request(&conn, deadline) {
-            Err(e) => Reply::err("bad_request", e),
+            Err(e) => Reply::err(reason::BAD_REQUEST, e),
             Ok((bytes, fd)) => match serde_json::from_slice::<Request>(&bytes) {
-                Err(e) => Reply::err("bad_request", e),
+                Err(e) => Reply::err(reason::BAD_REQUEST, e),
                 Ok(req) => {
                     // A connection the supervisor made for an agent is the agent's.
                     let peer = super::deputy::real_peer(
@@ -300,7 +291,12 @@ fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream, request_deadline: std:
                         cred.uid(),
                         cred.gid(),
                     );
-                    dispatch(enforcer, peer.pid, peer.uid, req, fd)
+                    let caller = Caller {
+                        pid: Some(peer.pid),
+                        uid: Some(peer.uid),
+                        admin: admin(peer.uid, peer.gid),
+                    };
+                    control::dispatch(enforcer, &caller, req, fd).into()
                 }
             },
         },
@@ -308,72 +304,6 @@ fn handle_conn(enforcer: &Enforcer, mut conn: UnixStream, request_deadline: std:
     let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     out.push(b'\n');
     let _ = conn.write_all(&out);
-}
-
-/// Decides one request from peer (`pid`, `uid`). Public for the API routes.
-pub fn dispatch(
-    enforcer: &Enforcer,
-    pid: u32,
-    uid: u32,
-    req: Request,
-    fd: Option<OwnedFd>,
-) -> Reply {
-    let root_only = |r: &Request| !matches!(r, Request::Bind { .. });
-    if root_only(&req) && uid != 0 {
-        return Reply::err("not_admin", format!("uid {uid} may not do this"));
-    }
-    let res = match req {
-        Request::CreateAgent {
-            agent,
-            mode,
-            command,
-        } => enforcer
-            .create_agent_keeping_mode(&agent, mode)
-            .and_then(|h| {
-                if let Some(c) = command {
-                    // The launched command, and the tool runner that launched
-                    // it (agentctl): `agentctl exec` only binds to calls
-                    // agentd approved, so every agent may run it.
-                    let mut execs = vec![c];
-                    if let Ok(runner) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-                        execs.push(runner);
-                    }
-                    enforcer.allow_baseline_exec(&agent, &execs)?;
-                }
-                Ok(serde_json::to_value(h).ok())
-            }),
-        Request::Join { agent } => enforcer.join(&agent, pid).map(|_| None),
-        Request::Listener { agent, creds } => {
-            let Some(fd) = fd else {
-                return Reply::err("bad_request", "no listener fd attached");
-            };
-            if enforcer.agent_of_pid(pid).as_deref() != Some(agent.as_str()) {
-                return Reply::err(
-                    "peer_not_in_agent",
-                    format!("process {pid} is not in agent {agent}'s cgroup"),
-                );
-            }
-            if creds.uid == 0 {
-                return Reply::err(
-                    "agent_user_privileged",
-                    "agents run as an unprivileged user",
-                );
-            }
-            enforcer.adopt_listener(&agent, fd, creds).map(|_| None)
-        }
-        Request::Bind {
-            call_id,
-            pid: target,
-        } => enforcer
-            .bind_verified(pid, target.unwrap_or(pid), &call_id)
-            .map(|_| None),
-        Request::SetMode { agent, mode } => enforcer.set_mode(&agent, mode).map(|_| None),
-        Request::List => Ok(serde_json::to_value(enforcer.list_agents()).ok()),
-    };
-    match res {
-        Ok(data) => Reply::ok(data),
-        Err(e) => Reply::err(e.reason_code(), e),
-    }
 }
 
 /// Sends one request (with an optional fd) and waits for the reply.
@@ -448,9 +378,13 @@ fn refusal(reply: Reply) -> Result<Option<serde_json::Value>, LaunchError> {
     if reply.ok {
         Ok(reply.data)
     } else {
+        let error = reply.error.unwrap_or(ErrorBody {
+            reason_code: reason::INTERNAL_ERROR.into(),
+            message: "refused without a reason".into(),
+        });
         Err(LaunchError::Refused {
-            reason: reply.reason.unwrap_or_default(),
-            message: reply.error.unwrap_or_default(),
+            reason: error.reason_code,
+            message: error.message,
         })
     }
 }
@@ -526,6 +460,7 @@ pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
             agent: spec.agent.clone(),
             mode: spec.mode,
             command: Some(path.clone()),
+            baseline: None,
         },
         None,
     )?;

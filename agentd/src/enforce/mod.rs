@@ -15,6 +15,7 @@ pub mod btf_scan;
 pub mod cgroup_root;
 pub mod claim;
 pub mod conn_limit;
+pub mod control;
 pub mod deputy;
 pub mod ebpf;
 pub mod events;
@@ -57,7 +58,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::grant_spec::GrantSpec;
+use crate::{grant_spec::GrantSpec, protocol::reason};
 use bpf_state::BpfStateError;
 use grant::GrantError;
 use privileged::Privileged;
@@ -143,19 +144,21 @@ impl EnforceError {
     /// Stable snake_case reason code.
     pub fn reason_code(&self) -> &'static str {
         match self {
-            EnforceError::Backend { .. } => "backend_unavailable",
-            EnforceError::Bpf(_) => "enforcer_error",
-            EnforceError::Cgroup(agent_cgroup::CgroupError::BadName { .. }) => "agent_name_invalid",
-            EnforceError::Cgroup(_) | EnforceError::CgroupRoot(_) => "cgroup_error",
+            EnforceError::Backend { .. } => reason::BACKEND_UNAVAILABLE,
+            EnforceError::Bpf(_) => reason::ENFORCER_ERROR,
+            EnforceError::Cgroup(agent_cgroup::CgroupError::BadName { .. }) => {
+                reason::AGENT_NAME_INVALID
+            }
+            EnforceError::Cgroup(_) | EnforceError::CgroupRoot(_) => reason::CGROUP_ERROR,
             EnforceError::Grant { source, .. } => source.reason_code(),
-            EnforceError::UnknownAgent { .. } => "unknown_agent",
-            EnforceError::DuplicateCall { .. } => "duplicate_call",
-            EnforceError::TooManyPending { .. } => "too_many_pending_calls",
+            EnforceError::UnknownAgent { .. } => reason::UNKNOWN_AGENT,
+            EnforceError::DuplicateCall { .. } => reason::DUPLICATE_CALL,
+            EnforceError::TooManyPending { .. } => reason::TOO_MANY_PENDING_CALLS,
             EnforceError::Bind(b) => b.reason_code(),
-            EnforceError::Supervisor { .. } => "enforcer_error",
-            EnforceError::Persist(_) => "enforcer_error",
-            EnforceError::Lsm(_) => "enforcer_error",
-            EnforceError::AgentBusy { .. } => "agent_running",
+            EnforceError::Supervisor { .. } => reason::ENFORCER_ERROR,
+            EnforceError::Persist(_) => reason::ENFORCER_ERROR,
+            EnforceError::Lsm(_) => reason::ENFORCER_ERROR,
+            EnforceError::AgentBusy { .. } => reason::AGENT_RUNNING,
         }
     }
 }

@@ -282,3 +282,17 @@ pub const KERNEL_FEATURE_MISSING: &str = "kernel_feature_missing";
 pub const DAEMON_RESTART: &str = "daemon_restart";
 /// Enforcement started fresh (lifecycle rows).
 pub const STARTED: &str = "started";
+/// A kernel event a grant covered (kernel rows).
+pub const GRANT_MATCHED: &str = "grant_matched";
+/// A kernel event the agent's baseline covered (kernel rows).
+pub const BASELINE: &str = "baseline";
+/// A path through a /proc magic link, refused (kernel rows).
+pub const MAGIC_LINK_REFUSED: &str = "magic_link_refused";
+/// A pending grant covered the operation, but the process is not of the requester's tree.
+pub const CLAIM_NOT_REQUESTER_TREE: &str = "claim_not_requester_tree";
+/// A pending grant covered the exec, but its arguments differ from the granted ones.
+pub const EXEC_ARGS_MISMATCH: &str = "exec_args_mismatch";
+/// A grant's unix socket destination does not exist (lsm scopes skipped).
+pub const UNIX_SOCKET_MISSING: &str = "unix_socket_missing";
+/// A grant's path scope does not exist (lsm scopes skipped).
+pub const SCOPE_PATH_MISSING: &str = "scope_path_missing";

@@ -87,7 +87,7 @@ pub fn scope_entries_with(
             }
             _ if report => skipped.push(Skipped {
                 path: PathBuf::from(addr),
-                reason: "unix_socket_missing",
+                reason: crate::protocol::reason::UNIX_SOCKET_MISSING,
             }),
             _ => {}
         }
@@ -109,7 +109,7 @@ pub fn scope_entries_with(
                 Err(_) => {
                     skipped.push(Skipped {
                         path: path.clone(),
-                        reason: "scope_path_missing",
+                        reason: crate::protocol::reason::SCOPE_PATH_MISSING,
                     });
                     continue;
                 }
@@ -129,7 +129,7 @@ pub fn scope_entries_with(
             }
             Err(_) => skipped.push(Skipped {
                 path: path.clone(),
-                reason: "scope_path_missing",
+                reason: crate::protocol::reason::SCOPE_PATH_MISSING,
             }),
         }
     }

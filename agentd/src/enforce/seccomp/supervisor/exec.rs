@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd as _;
 
 use agentd_common::{baseline_call_id, ExecExpectation, FileId};
 
-use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
+use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
 use crate::enforce::{bpf_state::ExecExpectMap, claim, grant, seccomp::resolve};
 
 #[allow(clippy::too_many_arguments)]
@@ -55,10 +55,14 @@ pub(super) fn decide_exec(
         ino: st.st_ino,
     };
     let now = now_boot_ns();
-    let (allowed, reason, call, audit_only) =
-        verdicts(sup, tgid, bound, claim::Kind::Exec { argv }, |g| {
-            g.check_exec(id, now)
-        });
+    let Verdicts {
+        allowed,
+        reason,
+        call,
+        audit_only,
+    } = verdicts(sup, tgid, bound, claim::Kind::Exec { argv }, |g| {
+        g.check_exec(id, now)
+    });
     // Exec targets are not path scopes: an exec no grant names is `no_grant`
     // whether or not the process is bound (as in the lsm backend).
     let reason = if reason == "path_outside_scope" {
@@ -95,7 +99,7 @@ pub(super) fn decide_exec(
             Answer::Errno(libc::EPERM),
             Some(Decided {
                 allowed: false,
-                reason: "enforcer_error",
+                reason: crate::protocol::reason::ENFORCER_ERROR,
                 ..decided
             }),
         );

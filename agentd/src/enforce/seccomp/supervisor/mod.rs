@@ -252,7 +252,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
                     action: "syscall",
                     target: format!("nr {}", n.data.nr),
                     allowed: false,
-                    reason: "enforcer_error",
+                    reason: crate::protocol::reason::ENFORCER_ERROR,
                     call: None,
                     access: None,
                 }),
@@ -428,6 +428,18 @@ fn read_argv(tid: u32, argv: u64) -> Option<Vec<Vec<u8>>> {
     None
 }
 
+/// What [`verdicts`] decided for one operation.
+struct Verdicts {
+    /// Whether the operation may proceed (before the mode is applied).
+    allowed: bool,
+    /// Stable reason code.
+    reason: &'static str,
+    /// The grant that covered it (bound or claimed), if any.
+    call: Option<u64>,
+    /// The agent is audit-only: a denial is recorded, not enforced.
+    audit_only: bool,
+}
+
 /// Verdicts of the bound call (if any), a pending grant the process
 /// claims, and the baseline; and the mode. An exec claims a pending grant
 /// before the baseline is asked (the claim binds the process to the call);
@@ -438,28 +450,51 @@ fn verdicts(
     bound: Option<u64>,
     kind: claim::Kind<'_>,
     check: impl Fn(&grant::KernelGrant) -> Verdict,
-) -> (bool, &'static str, Option<u64>, bool) {
+) -> Verdicts {
     let reg = sup.registry.read().unwrap_or_else(|p| p.into_inner());
     let Some(agent) = reg.agents.get(&sup.agent) else {
         // Fail closed: an agent we no longer know gets nothing.
-        return (false, "no_grant", None, false);
+        return Verdicts {
+            allowed: false,
+            reason: crate::protocol::reason::NO_GRANT,
+            call: None,
+            audit_only: false,
+        };
     };
     let audit_only = agent.mode == Mode::AuditOnly;
     let call = bound.and_then(|h| reg.call(h).map(|c| (h, check(&c.grant))));
     let base = check(&agent.baseline);
     let (allowed, reason) = grant::decide(call.map(|(_, v)| v), base);
-    let used_call = call.filter(|_| reason != "baseline").map(|(h, _)| h);
+    let used_call = call
+        .filter(|_| reason != crate::protocol::reason::BASELINE)
+        .map(|(h, _)| h);
     let claim_first = matches!(kind, claim::Kind::Exec { .. });
-    if reason == "grant_matched" || (allowed && !claim_first) {
-        return (allowed, reason, used_call, audit_only);
+    let decided = Verdicts {
+        allowed,
+        reason,
+        call: used_call,
+        audit_only,
+    };
+    if reason == crate::protocol::reason::GRANT_MATCHED || (allowed && !claim_first) {
+        return decided;
     }
     let mut maps = sup.claims.lock().unwrap_or_else(|p| p.into_inner());
     match claim::claim(&reg, &mut maps, agent, tgid, &check, kind) {
-        Ok(handle) => (true, "grant_matched", Some(handle), audit_only),
-        Err(claim::reason::NO_GRANT) => (allowed, reason, used_call, audit_only),
+        Ok(handle) => Verdicts {
+            allowed: true,
+            reason: crate::protocol::reason::GRANT_MATCHED,
+            call: Some(handle),
+            audit_only,
+        },
+        Err(claim::reason::NO_GRANT) => decided,
         // The baseline still covers what a refused claim would have.
-        Err(_) if allowed => (allowed, reason, used_call, audit_only),
-        Err(why) => (false, why, None, audit_only),
+        Err(_) if allowed => decided,
+        Err(why) => Verdicts {
+            allowed: false,
+            reason: why,
+            call: None,
+            audit_only,
+        },
     }
 }
 
@@ -485,7 +520,7 @@ fn magic_link_denial(action: &'static str, path: &[u8]) -> (Answer, Option<Decid
             action,
             target: resolve::display(path),
             allowed: false,
-            reason: "magic_link_refused",
+            reason: crate::protocol::reason::MAGIC_LINK_REFUSED,
             call: None,
             access: None,
         }),

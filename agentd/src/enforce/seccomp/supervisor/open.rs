@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor};
+use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
 use agentd_common::FileId;
 
 use crate::enforce::{
@@ -72,10 +72,14 @@ pub(super) fn decide_open(
                 dev: kernel_dev(st.st_dev),
                 ino: st.st_ino,
             });
-            let (allowed, reason, call, audit_only) =
-                verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
-                    g.check_open(&real, file, access, tgid, now)
-                });
+            let Verdicts {
+                allowed,
+                reason,
+                call,
+                audit_only,
+            } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+                g.check_open(&real, file, access, tgid, now)
+            });
             let decided = Decided {
                 action: "file_open",
                 target: real.display().to_string(),
@@ -160,7 +164,12 @@ fn create(
         Err(e) => return errno(e),
     };
     let real: PathBuf = real_parent.join(Path::new(&resolve::display(&name)));
-    let (allowed, reason, call, audit_only) = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+    let Verdicts {
+        allowed,
+        reason,
+        call,
+        audit_only,
+    } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
         g.check_path(&real, Access::Write, tgid, now)
     });
     let decided = Decided {

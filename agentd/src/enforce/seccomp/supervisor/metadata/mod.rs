@@ -24,7 +24,7 @@
 //! given a name inside a read scope and opened there.
 use std::{io, os::fd::OwnedFd, path::Path};
 
-use super::{now_boot_ns, verdicts, Answer, Decided, Supervisor};
+use super::{now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
 use crate::enforce::{
     claim,
     grant::Access,
@@ -132,7 +132,12 @@ pub(super) fn handle(
     let mut decided: Option<Decided> = None;
     let mut audit_only = false;
     for real in &reals {
-        let (allowed, reason, call, ao) = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+        let Verdicts {
+            allowed,
+            reason,
+            call,
+            audit_only: ao,
+        } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
             g.check_path(real, Access::Write, tgid, now)
         });
         audit_only = ao;

@@ -29,7 +29,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use super::{
     metadata::{operand::resolve_entry, perform::adopt_umask},
-    now_boot_ns, verdicts, Answer, Decided, Supervisor,
+    now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts,
 };
 use crate::enforce::{
     claim,
@@ -213,8 +213,12 @@ fn judge(
     target: String,
     check: impl Fn(&crate::enforce::grant::KernelGrant) -> crate::enforce::grant::Verdict,
 ) -> (Decided, bool) {
-    let (allowed, reason, call, audit_only) =
-        verdicts(sup, req.tgid, bound, claim::Kind::Open, check);
+    let Verdicts {
+        allowed,
+        reason,
+        call,
+        audit_only,
+    } = verdicts(sup, req.tgid, bound, claim::Kind::Open, check);
     (
         Decided {
             action: req.op.action(),
@@ -382,7 +386,7 @@ fn connect_path(
                 action: op.action(),
                 target: real.display().to_string(),
                 allowed: true,
-                reason: "baseline",
+                reason: crate::protocol::reason::BASELINE,
                 call: None,
                 access: None,
             },
