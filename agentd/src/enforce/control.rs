@@ -207,17 +207,7 @@ pub fn dispatch(
         } => {
             let handle = create_agent(enforcer, &agent, mode, baseline)?;
             if let Some(c) = command {
-                // The launched command, and the tool runner that launched
-                // it (agentctl): `agentctl exec` only binds to calls
-                // agentd approved, so every agent may run it.
-                let mut execs = vec![c];
-                if let Some(runner) = caller
-                    .pid
-                    .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
-                {
-                    execs.push(runner);
-                }
-                enforcer.allow_baseline_exec(&agent, &execs)?;
+                allow_command(enforcer, caller, &agent, c)?;
             }
             value(serde_json::to_value(handle))
         }
@@ -226,29 +216,7 @@ pub fn dispatch(
             Ok(None)
         }
         Request::Listener { agent, creds } => {
-            let pid = need_pid()?;
-            let Some(fd) = fd else {
-                return Err(Refusal::new(
-                    RefusalKind::BadRequest,
-                    reason::BAD_REQUEST,
-                    "no listener fd attached",
-                ));
-            };
-            if enforcer.agent_of_pid(pid).as_deref() != Some(agent.as_str()) {
-                return Err(Refusal::new(
-                    RefusalKind::Forbidden,
-                    reason::PEER_NOT_IN_AGENT,
-                    format!("process {pid} is not in agent {agent}'s cgroup"),
-                ));
-            }
-            if creds.uid == 0 {
-                return Err(Refusal::new(
-                    RefusalKind::Forbidden,
-                    reason::AGENT_USER_PRIVILEGED,
-                    "agents run as an unprivileged user",
-                ));
-            }
-            enforcer.adopt_listener(&agent, fd, creds)?;
+            hand_over(enforcer, need_pid()?, &agent, creds, fd)?;
             Ok(None)
         }
         Request::Bind { call_id, pid } => {
@@ -267,6 +235,58 @@ pub fn dispatch(
             counters: enforcer.counters(),
         })),
     }
+}
+
+/// Adds the launched command to the agent's baseline exec list, with the
+/// tool runner that launched it (agentctl): `agentctl exec` only binds to
+/// calls agentd approved, so every agent may run it.
+fn allow_command(
+    enforcer: &Enforcer,
+    caller: &Caller,
+    agent: &str,
+    command: PathBuf,
+) -> Result<(), EnforceError> {
+    let mut execs = vec![command];
+    if let Some(runner) = caller
+        .pid
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+    {
+        execs.push(runner);
+    }
+    enforcer.allow_baseline_exec(agent, &execs)
+}
+
+/// Takes over a launcher's seccomp listener: the launcher must already be
+/// in the agent's cgroup, and the agent must not run as root.
+fn hand_over(
+    enforcer: &Enforcer,
+    pid: u32,
+    agent: &str,
+    creds: Creds,
+    fd: Option<OwnedFd>,
+) -> Result<(), Refusal> {
+    let Some(fd) = fd else {
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            reason::BAD_REQUEST,
+            "no listener fd attached",
+        ));
+    };
+    if enforcer.agent_of_pid(pid).as_deref() != Some(agent) {
+        return Err(Refusal::new(
+            RefusalKind::Forbidden,
+            reason::PEER_NOT_IN_AGENT,
+            format!("process {pid} is not in agent {agent}'s cgroup"),
+        ));
+    }
+    if creds.uid == 0 {
+        return Err(Refusal::new(
+            RefusalKind::Forbidden,
+            reason::AGENT_USER_PRIVILEGED,
+            "agents run as an unprivileged user",
+        ));
+    }
+    Ok(enforcer.adopt_listener(agent, fd, creds)?)
 }
 
 /// Creates or refreshes an agent: with a baseline it replaces the agent's

@@ -321,7 +321,7 @@ impl Privileged for KernelOps {
             sync_wakeup: spec.sync_wakeup,
             stats: spec.stats,
             pin_dir: spec.pin_dir,
-            claims: Mutex::new(claims),
+            claims: Mutex::new(Some(claims)),
         };
         supervisor::spawn(listener, sup)
             .map_err(|source| EnforceError::Supervisor { agent, source })

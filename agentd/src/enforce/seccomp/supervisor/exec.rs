@@ -6,47 +6,50 @@ use std::os::fd::AsRawFd as _;
 use agentd_common::{baseline_call_id, ExecExpectation, FileId};
 
 use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
-use crate::enforce::{bpf_state::ExecExpectMap, claim, grant, seccomp::resolve};
+use crate::{
+    enforce::{bpf_state::ExecExpectMap, claim, grant, seccomp::resolve},
+    protocol::reason,
+};
 
-#[allow(clippy::too_many_arguments)]
+/// One notified execve/execveat, as decoded.
+pub(super) struct ExecRequest<'a> {
+    /// The thread that asked.
+    pub tid: u32,
+    /// Its process.
+    pub tgid: u32,
+    /// execveat's dirfd (AT_FDCWD for execve).
+    pub dirfd: i32,
+    /// The path, as the tracee gave it.
+    pub path: &'a [u8],
+    /// execveat's flags.
+    pub flags: u64,
+    /// The call the process is bound to, if any.
+    pub bound: Option<u64>,
+}
+
+/// Decides an exec: resolves the target, decides on its device+inode,
+/// and on allow records the expectation the kernel verifies at exec.
 pub(super) fn decide_exec(
     sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dirfd: i32,
-    path: &[u8],
-    flags: u64,
-    bound: Option<u64>,
+    req: &ExecRequest<'_>,
     expect: &mut ExecExpectMap,
     argv: &dyn Fn() -> Option<Vec<Vec<u8>>>,
 ) -> (Answer, Option<Decided>) {
-    let target_fd = if path.is_empty() && flags & libc::AT_EMPTY_PATH as u64 != 0 {
-        resolve::tracee_dir(tid, dirfd)
-    } else {
-        let base = match resolve::base(tid, dirfd, path, 0) {
-            Ok(b) => b,
-            Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
-        };
-        let mut oflags = libc::O_PATH | libc::O_CLOEXEC;
-        if flags & libc::AT_SYMLINK_NOFOLLOW as u64 != 0 {
-            oflags |= libc::O_NOFOLLOW;
-        }
-        resolve::openat2(base.fd.as_raw_fd(), path, oflags as u64, 0, base.resolve)
-    };
-    let file = match target_fd {
+    let errno = |e: std::io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
+    let file = match open_target(req) {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && path.starts_with(b"/proc/") => {
-            return magic_link_denial("exec", path)
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && req.path.starts_with(b"/proc/") => {
+            return magic_link_denial("exec", req.path)
         }
-        Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
+        Err(e) => return errno(e),
     };
     let st = match resolve::fstat(&file) {
         Ok(st) => st,
-        Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),
+        Err(e) => return errno(e),
     };
     let target = resolve::real_path(&file)
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| resolve::display(path));
+        .unwrap_or_else(|_| resolve::display(req.path));
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return (Answer::Errno(libc::EACCES), None);
     }
@@ -60,13 +63,13 @@ pub(super) fn decide_exec(
         reason,
         call,
         audit_only,
-    } = verdicts(sup, tgid, bound, claim::Kind::Exec { argv }, |g| {
+    } = verdicts(sup, req.tgid, req.bound, claim::Kind::Exec { argv }, |g| {
         g.check_exec(id, now)
     });
     // Exec targets are not path scopes: an exec no grant names is `no_grant`
     // whether or not the process is bound (as in the lsm backend).
-    let reason = if reason == "path_outside_scope" {
-        "no_grant"
+    let reason = if reason == reason::PATH_OUTSIDE_SCOPE {
+        reason::NO_GRANT
     } else {
         reason
     };
@@ -81,6 +84,38 @@ pub(super) fn decide_exec(
     if !allowed && !audit_only {
         return (Answer::Errno(libc::EPERM), Some(decided));
     }
+    expect_exec(sup, expect, req.tgid, id, call, decided)
+}
+
+/// The file an exec names, opened O_PATH as the tracee would find it.
+fn open_target(req: &ExecRequest<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
+    if req.path.is_empty() && req.flags & libc::AT_EMPTY_PATH as u64 != 0 {
+        return resolve::tracee_dir(req.tid, req.dirfd);
+    }
+    let base = resolve::base(req.tid, req.dirfd, req.path, 0)?;
+    let mut oflags = libc::O_PATH | libc::O_CLOEXEC;
+    if req.flags & libc::AT_SYMLINK_NOFOLLOW as u64 != 0 {
+        oflags |= libc::O_NOFOLLOW;
+    }
+    resolve::openat2(
+        base.fd.as_raw_fd(),
+        req.path,
+        oflags as u64,
+        0,
+        base.resolve,
+    )
+}
+
+/// Records the allowed exec in EXEC_EXPECT (what `sched_process_exec`
+/// verifies) and lets it go on; refuses it when that write fails.
+fn expect_exec(
+    sup: &Supervisor,
+    expect: &mut ExecExpectMap,
+    tgid: u32,
+    id: FileId,
+    call: Option<u64>,
+    decided: Decided,
+) -> (Answer, Option<Decided>) {
     let agent_id = sup
         .registry
         .read()
@@ -99,7 +134,7 @@ pub(super) fn decide_exec(
             Answer::Errno(libc::EPERM),
             Some(Decided {
                 allowed: false,
-                reason: crate::protocol::reason::ENFORCER_ERROR,
+                reason: reason::ENFORCER_ERROR,
                 ..decided
             }),
         );

@@ -76,7 +76,10 @@ pub struct Supervisor {
     /// The instance's bpffs pin directory (maps are opened from there).
     pub pin_dir: PathBuf,
     /// Maps for claiming pending grants (this thread's own handles).
-    pub claims: Mutex<ClaimMaps>,
+    /// `None` only where no pinned maps exist (the unit tests): then no
+    /// pending grant can be claimed and the bound call and the baseline
+    /// decide alone.
+    pub claims: Mutex<Option<ClaimMaps>>,
 }
 
 /// Whether, and how, one notified syscall was answered.
@@ -395,16 +398,34 @@ fn handle(
     match call {
         Call::Exec { flags, argv, .. } => {
             let read_argv = || read_argv(tid, argv);
-            exec::decide_exec(
-                sup, tid, tgid, dirfd, &path, flags, bound, expect, &read_argv,
-            )
+            let req = exec::ExecRequest {
+                tid,
+                tgid,
+                dirfd,
+                path: &path,
+                flags,
+                bound,
+            };
+            exec::decide_exec(sup, &req, expect, &read_argv)
         }
         Call::Open {
             flags,
             mode,
             resolve,
             ..
-        } => open::decide_open(sup, tid, tgid, dirfd, &path, flags, mode, resolve, bound),
+        } => open::decide_open(
+            sup,
+            &open::OpenRequest {
+                tid,
+                tgid,
+                dirfd,
+                path: &path,
+                flags,
+                mode,
+                resolve,
+                bound,
+            },
+        ),
     }
 }
 
@@ -479,7 +500,11 @@ fn verdicts(
         return decided;
     }
     let mut maps = sup.claims.lock().unwrap_or_else(|p| p.into_inner());
-    match claim::claim(&reg, &mut maps, agent, tgid, &check, kind) {
+    let claimed = match maps.as_mut() {
+        Some(maps) => claim::claim(&reg, maps, agent, tgid, &check, kind),
+        None => Err(claim::reason::NO_GRANT),
+    };
+    match claimed {
         Ok(handle) => Verdicts {
             allowed: true,
             reason: crate::protocol::reason::GRANT_MATCHED,
@@ -512,6 +537,9 @@ fn now_boot_ns() -> u64 {
 pub fn boot_ns() -> u64 {
     now_boot_ns()
 }
+
+#[cfg(test)]
+mod tests;
 
 fn magic_link_denial(action: &'static str, path: &[u8]) -> (Answer, Option<Decided>) {
     (

@@ -17,135 +17,148 @@ use crate::enforce::{
     seccomp::resolve,
 };
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn decide_open(
-    sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dirfd: i32,
-    path: &[u8],
-    flags: u64,
-    mode: u64,
-    user_resolve: u64,
-    bound: Option<u64>,
-) -> (Answer, Option<Decided>) {
-    let iflags = flags as i32;
-    let access = Access::of_flags(flags);
-    let cloexec = iflags & libc::O_CLOEXEC != 0;
-    let errno = |e: io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
-    let base = match resolve::base(tid, dirfd, path, user_resolve) {
+/// One notified open/openat/openat2/creat, as decoded.
+pub(super) struct OpenRequest<'a> {
+    /// The thread that asked.
+    pub tid: u32,
+    /// Its process.
+    pub tgid: u32,
+    /// The dirfd (AT_FDCWD for open/creat).
+    pub dirfd: i32,
+    /// The path, as the tracee gave it (`/proc/self` rewritten).
+    pub path: &'a [u8],
+    /// Open flags.
+    pub flags: u64,
+    /// Creation mode.
+    pub mode: u64,
+    /// openat2's resolve flags (0 otherwise).
+    pub resolve: u64,
+    /// The call the process is bound to, if any.
+    pub bound: Option<u64>,
+}
+
+fn errno(e: io::Error) -> (Answer, Option<Decided>) {
+    (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None)
+}
+
+/// Decides an open: resolves it as the tracee would (no magic links), then
+/// decides on the real path of an existing file ([`open_existing`]) or of
+/// the one O_CREAT would make ([`create`]).
+pub(super) fn decide_open(sup: &Supervisor, req: &OpenRequest<'_>) -> (Answer, Option<Decided>) {
+    let iflags = req.flags as i32;
+    let base = match resolve::base(req.tid, req.dirfd, req.path, req.resolve) {
         Ok(b) => b,
         Err(e) => return errno(e),
     };
     let dir = base.fd.as_raw_fd();
-    let resolve_flags = base.resolve;
-    let lookup_flags =
-        (libc::O_PATH | libc::O_CLOEXEC | (iflags & (libc::O_NOFOLLOW | libc::O_DIRECTORY))) as u64;
-    let found = if iflags & libc::O_TMPFILE == libc::O_TMPFILE {
-        resolve::openat2(
-            dir,
-            path,
-            (libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY) as u64,
-            0,
-            resolve_flags,
-        )
+    let lookup_flags = if iflags & libc::O_TMPFILE == libc::O_TMPFILE {
+        (libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY) as u64
     } else {
-        resolve::openat2(dir, path, lookup_flags, 0, resolve_flags)
+        (libc::O_PATH | libc::O_CLOEXEC | (iflags & (libc::O_NOFOLLOW | libc::O_DIRECTORY))) as u64
     };
+    let found = resolve::openat2(dir, req.path, lookup_flags, 0, base.resolve);
     let now = now_boot_ns();
     match found {
-        Ok(handle) => {
-            if iflags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL) {
-                return (Answer::Errno(libc::EEXIST), None);
-            }
-            if resolve::fstat(&handle).is_ok_and(|st| is_current_tty(&st)) {
-                // /dev/tty means the *opener's* controlling terminal: opened
-                // here it would be agentd's. Agents run in a session of
-                // their own with none, so the kernel's answer is ENXIO.
-                return (Answer::Errno(libc::ENXIO), None);
-            }
-            let real = match resolve::real_path(&handle) {
-                Ok(p) => p,
-                Err(e) => return errno(e),
-            };
-            let file = resolve::fstat(&handle).ok().map(|st| FileId {
-                dev: kernel_dev(st.st_dev),
-                ino: st.st_ino,
-            });
-            let Verdicts {
-                allowed,
-                reason,
-                call,
-                audit_only,
-            } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
-                g.check_open(&real, file, access, tgid, now)
-            });
-            let decided = Decided {
-                action: "file_open",
-                target: real.display().to_string(),
-                allowed,
-                reason,
-                call,
-                access: Some(access.name()),
-            };
-            if !allowed && !audit_only {
-                return (Answer::Errno(libc::EPERM), Some(decided));
-            }
-            let is_fifo =
-                resolve::fstat(&handle).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
-            let mut rflags = iflags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW);
-            if is_fifo {
-                // A FIFO without a peer would block this thread; the agent
-                // gets ENXIO instead of waiting, which it can retry.
-                rflags |= libc::O_NONBLOCK;
-            }
-            match resolve::reopen(&handle, rflags) {
-                Ok(f) => {
-                    if is_fifo && iflags & libc::O_NONBLOCK == 0 {
-                        // SAFETY: fcntl on an fd we own.
-                        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
-                    }
-                    (Answer::AddFd(f, cloexec), Some(decided))
-                }
-                Err(e) => (
-                    Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)),
-                    Some(decided),
-                ),
-            }
+        Ok(handle) => open_existing(sup, req, handle, now),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && req.path.starts_with(b"/proc/") => {
+            magic_link_denial("file_open", req.path)
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && path.starts_with(b"/proc/") => {
-            magic_link_denial("file_open", path)
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && iflags & libc::O_CREAT != 0 => {
+            create(sup, req, dir, base.resolve, now)
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && iflags & libc::O_CREAT != 0 => create(
-            sup,
-            tid,
-            tgid,
-            dir,
-            path,
-            iflags,
-            mode,
-            resolve_flags,
-            bound,
-            now,
-        ),
         Err(e) => errno(e),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create(
+/// An open of a file that exists: decided on the real path of `handle`,
+/// reopened from it with the tracee's flags (no second lookup).
+fn open_existing(
     sup: &Supervisor,
-    tid: u32,
-    tgid: u32,
-    dir: i32,
-    path: &[u8],
-    iflags: i32,
-    mode: u64,
-    resolve_flags: u64,
-    bound: Option<u64>,
+    req: &OpenRequest<'_>,
+    handle: std::os::fd::OwnedFd,
     now: u64,
 ) -> (Answer, Option<Decided>) {
-    let errno = |e: io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
+    let iflags = req.flags as i32;
+    let access = Access::of_flags(req.flags);
+    if iflags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL) {
+        return (Answer::Errno(libc::EEXIST), None);
+    }
+    if resolve::fstat(&handle).is_ok_and(|st| is_current_tty(&st)) {
+        // /dev/tty means the *opener's* controlling terminal: opened
+        // here it would be agentd's. Agents run in a session of
+        // their own with none, so the kernel's answer is ENXIO.
+        return (Answer::Errno(libc::ENXIO), None);
+    }
+    let real = match resolve::real_path(&handle) {
+        Ok(p) => p,
+        Err(e) => return errno(e),
+    };
+    let file = resolve::fstat(&handle).ok().map(|st| FileId {
+        dev: kernel_dev(st.st_dev),
+        ino: st.st_ino,
+    });
+    let Verdicts {
+        allowed,
+        reason,
+        call,
+        audit_only,
+    } = verdicts(sup, req.tgid, req.bound, claim::Kind::Open, |g| {
+        g.check_open(&real, file, access, req.tgid, now)
+    });
+    let decided = Decided {
+        action: "file_open",
+        target: real.display().to_string(),
+        allowed,
+        reason,
+        call,
+        access: Some(access.name()),
+    };
+    if !allowed && !audit_only {
+        return (Answer::Errno(libc::EPERM), Some(decided));
+    }
+    reopen(&handle, iflags, decided)
+}
+
+/// Reopens the decided file with the tracee's flags, for ADDFD.
+fn reopen(
+    handle: &std::os::fd::OwnedFd,
+    iflags: i32,
+    decided: Decided,
+) -> (Answer, Option<Decided>) {
+    let cloexec = iflags & libc::O_CLOEXEC != 0;
+    let is_fifo = resolve::fstat(handle).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    let mut rflags = iflags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW);
+    if is_fifo {
+        // A FIFO without a peer would block this thread; the agent
+        // gets ENXIO instead of waiting, which it can retry.
+        rflags |= libc::O_NONBLOCK;
+    }
+    match resolve::reopen(handle, rflags) {
+        Ok(f) => {
+            if is_fifo && iflags & libc::O_NONBLOCK == 0 {
+                // SAFETY: fcntl on an fd we own.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
+            }
+            (Answer::AddFd(f, cloexec), Some(decided))
+        }
+        Err(e) => (
+            Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)),
+            Some(decided),
+        ),
+    }
+}
+
+/// O_CREAT of a missing file: the parent is resolved and decided on, then
+/// exactly one component is created under it.
+fn create(
+    sup: &Supervisor,
+    req: &OpenRequest<'_>,
+    dir: i32,
+    resolve_flags: u64,
+    now: u64,
+) -> (Answer, Option<Decided>) {
+    let (tid, tgid, path, bound) = (req.tid, req.tgid, req.path, req.bound);
+    let (iflags, mode) = (req.flags as i32, req.mode);
     let Some((parent, name)) = resolve::split_parent(path) else {
         return (Answer::Errno(libc::EISDIR), None);
     };

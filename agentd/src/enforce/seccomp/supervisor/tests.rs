@@ -1,0 +1,196 @@
+//! The open decision without root or a listener: the supervisor decides
+//! in the test's own thread for the test process itself (its /proc
+//! entries are readable without privileges), with no claim maps (so no
+//! pending grant is claimable) and a registry holding one agent.
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{atomic::AtomicBool, Arc, Mutex, RwLock},
+};
+
+use agentd_common::baseline_call_id;
+
+use super::{
+    open::{decide_open, OpenRequest},
+    Answer, Decided, Supervisor,
+};
+use crate::{
+    enforce::{
+        agent_cgroup::AgentCgroupDir,
+        events::{spawn_writer, MemorySink},
+        grant::KernelGrant,
+        registry::{AgentEntry, Creds, Mode, Registry},
+    },
+    grant_spec::GrantSpec,
+};
+
+fn supervisor(baseline: GrantSpec, mode: Mode) -> Supervisor {
+    let (audit, _writer) = spawn_writer(Arc::new(MemorySink::default()));
+    let mut reg = Registry::default();
+    let grant = KernelGrant::from_spec(&baseline, baseline_call_id(1), super::boot_ns()).unwrap();
+    reg.agents.insert(
+        "a".into(),
+        AgentEntry {
+            name: "a".into(),
+            id: 1,
+            cgroup: AgentCgroupDir {
+                path: "/nonexistent".into(),
+                id: 5,
+            },
+            mode,
+            baseline: grant,
+        },
+    );
+    Supervisor {
+        agent: "a".into(),
+        creds: Creds {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        },
+        registry: Arc::new(RwLock::new(reg)),
+        audit,
+        stop: Arc::new(AtomicBool::new(false)),
+        sync_wakeup: false,
+        stats: Arc::default(),
+        pin_dir: "/nonexistent".into(),
+        claims: Mutex::new(None),
+    }
+}
+
+/// Opens `path` with `flags` as this process, through the supervisor.
+fn open(sup: &Supervisor, path: &[u8], flags: i32) -> (Answer, Option<Decided>) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    decide_open(
+        sup,
+        &OpenRequest {
+            tid,
+            tgid: std::process::id(),
+            dirfd: libc::AT_FDCWD,
+            path,
+            flags: flags as u64,
+            mode: 0o600,
+            resolve: 0,
+            bound: None,
+        },
+    )
+}
+
+fn bytes(p: &std::path::Path) -> Vec<u8> {
+    p.to_str().unwrap().as_bytes().to_vec()
+}
+
+fn read_scope(dir: &std::path::Path) -> GrantSpec {
+    GrantSpec {
+        read: vec![dir.to_owned()],
+        ..GrantSpec::default()
+    }
+}
+
+#[test]
+fn an_open_the_baseline_covers_is_injected_and_one_it_does_not_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let file = dir_path.join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let sup = supervisor(read_scope(&dir_path), Mode::Enforce);
+    // Read: covered by the baseline's read scope.
+    let (answer, decided) = open(&sup, &bytes(&file), libc::O_RDONLY);
+    let Answer::AddFd(fd, _) = answer else {
+        panic!("not injected")
+    };
+    assert!(fd.as_raw_fd() >= 0);
+    let d = decided.unwrap();
+    assert!(d.allowed);
+    assert_eq!((d.reason, d.access), ("baseline", Some("read")));
+    assert_eq!(d.target, file.display().to_string());
+    // Write: no write scope, no grant.
+    let (answer, decided) = open(&sup, &bytes(&file), libc::O_WRONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    let d = decided.unwrap();
+    assert_eq!(
+        (d.allowed, d.reason, d.access),
+        (false, "no_grant", Some("write"))
+    );
+    // The same write in audit-only mode goes through, still recorded as refused.
+    let audit = supervisor(read_scope(&dir_path), Mode::AuditOnly);
+    let (answer, decided) = open(&audit, &bytes(&file), libc::O_WRONLY);
+    assert!(matches!(answer, Answer::AddFd(..)));
+    assert!(!decided.unwrap().allowed);
+}
+
+#[test]
+fn a_symlink_is_decided_as_its_target() {
+    let inside = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let inside_path = inside.path().canonicalize().unwrap();
+    let secret = outside.path().canonicalize().unwrap().join("secret");
+    std::fs::write(&secret, b"s").unwrap();
+    let link = inside_path.join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let sup = supervisor(read_scope(&inside_path), Mode::Enforce);
+    let (answer, decided) = open(&sup, &bytes(&link), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    assert_eq!(decided.unwrap().target, secret.display().to_string());
+    // Control: a plain file beside the link opens.
+    std::fs::write(inside_path.join("plain"), b"p").unwrap();
+    let (answer, _) = open(&sup, &bytes(&inside_path.join("plain")), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::AddFd(..)));
+}
+
+#[test]
+fn o_creat_creates_exactly_the_decided_file_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let writable = dir_path.join("w");
+    let other = dir_path.join("o");
+    std::fs::create_dir(&writable).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let spec = GrantSpec {
+        write: vec![writable.clone()],
+        ..GrantSpec::default()
+    };
+    let sup = supervisor(spec, Mode::Enforce);
+    let flags = libc::O_WRONLY | libc::O_CREAT;
+    let (answer, decided) = open(&sup, &bytes(&other.join("new")), flags);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    assert!(!decided.unwrap().allowed);
+    assert!(
+        !other.join("new").exists(),
+        "a refused create leaves nothing"
+    );
+    let (answer, decided) = open(&sup, &bytes(&writable.join("new")), flags);
+    assert!(matches!(answer, Answer::AddFd(..)));
+    assert!(decided.unwrap().allowed);
+    assert!(writable.join("new").is_file());
+    // O_EXCL of what now exists.
+    let (answer, _) = open(&sup, &bytes(&writable.join("new")), flags | libc::O_EXCL);
+    assert!(matches!(answer, Answer::Errno(libc::EEXIST)));
+}
+
+#[test]
+fn a_magic_link_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let file = std::fs::File::create(dir_path.join("held")).unwrap();
+    let sup = supervisor(read_scope(&dir_path), Mode::Enforce);
+    let magic = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    let (answer, decided) = open(&sup, magic.as_bytes(), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    assert_eq!(decided.unwrap().reason, "magic_link_refused");
+    // Control: the same file by its path opens.
+    let (answer, _) = open(&sup, &bytes(&dir_path.join("held")), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::AddFd(..)));
+}
+
+#[test]
+fn an_agent_the_registry_no_longer_knows_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    std::fs::write(dir_path.join("f"), b"x").unwrap();
+    let sup = supervisor(read_scope(&dir_path), Mode::Enforce);
+    sup.registry.write().unwrap().agents.clear();
+    let (answer, decided) = open(&sup, &bytes(&dir_path.join("f")), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    assert_eq!(decided.unwrap().reason, "no_grant");
+}
