@@ -87,6 +87,36 @@ pub struct Config {
     /// The MCP gateway's Streamable HTTP endpoint (`[mcp]`, off unless
     /// `socket_path` or `listen` is set and servers are configured).
     pub mcp: McpConfig,
+    /// The live web console (`[console]`, off unless `listen` is set).
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the live web console for admins (docs/console.md), served
+/// on a loopback TCP address only. Off unless `listen` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Loopback address to serve on, e.g. "127.0.0.1:7780" (port 0: any
+    /// free port, reported by `agentctl console`); None: no console.
+    pub listen: Option<String>,
+    /// Lifetime of a one-time login link (`agentctl console`), seconds.
+    pub login_ttl_secs: u64,
+    /// Lifetime of a console session (its cookie), seconds.
+    pub session_ttl_secs: u64,
+    /// Lifetime of a confirmation token (`agentctl console --confirm`),
+    /// which a change made in the console (an agent's mode) needs, seconds.
+    pub confirm_ttl_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            login_ttl_secs: 120,
+            session_ttl_secs: 8 * 3600,
+            confirm_ttl_secs: 300,
+        }
+    }
 }
 
 /// `[mcp]`: agentd as the local Streamable HTTP endpoint of configured
@@ -267,6 +297,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             forward: ForwardConfig::default(),
             mcp: McpConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -418,7 +449,38 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        self.validate_mcp(path)
+        self.validate_mcp(path)?;
+        self.validate_console(path)
+    }
+
+    fn validate_console(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        let c = &self.console;
+        if let Some(addr) = &c.listen {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| invalid("console.listen", "must be IP:PORT, e.g. 127.0.0.1:7780"))?;
+            if !parsed.ip().is_loopback() {
+                return Err(invalid(
+                    "console.listen",
+                    "must be a loopback address (127.0.0.1 or ::1): the console speaks plain HTTP and is reached from this host only (use an SSH tunnel from elsewhere)",
+                ));
+            }
+        }
+        if c.login_ttl_secs == 0 || c.login_ttl_secs > 3600 {
+            return Err(invalid("console.login_ttl_secs", "must be 1..=3600"));
+        }
+        if c.confirm_ttl_secs == 0 || c.confirm_ttl_secs > 3600 {
+            return Err(invalid("console.confirm_ttl_secs", "must be 1..=3600"));
+        }
+        if c.session_ttl_secs < 60 || c.session_ttl_secs > 7 * 24 * 3600 {
+            return Err(invalid("console.session_ttl_secs", "must be 60..=604800"));
+        }
+        Ok(())
     }
 
     fn validate_mcp(&self, path: &Path) -> Result<(), ConfigError> {
@@ -561,6 +623,32 @@ mod tests {
             let e = Config::parse(text, p).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn console_listens_on_loopback_only() {
+        let p = Path::new("t.toml");
+        let c = Config::parse("[console]\nlisten = \"127.0.0.1:7780\"", p).unwrap();
+        assert_eq!(c.console.listen.as_deref(), Some("127.0.0.1:7780"));
+        assert!(Config::parse("[console]\nlisten = \"[::1]:0\"", p).is_ok());
+        assert_eq!(Config::parse("", p).unwrap().console.listen, None);
+        for (text, key) in [
+            ("[console]\nlisten = \"0.0.0.0:7780\"", "console.listen"),
+            ("[console]\nlisten = \"192.168.1.5:7780\"", "console.listen"),
+            ("[console]\nlisten = \"localhost:7780\"", "console.listen"),
+            ("[console]\nlogin_ttl_secs = 0", "console.login_ttl_secs"),
+            (
+                "[console]\nsession_ttl_secs = 5",
+                "console.session_ttl_secs",
+            ),
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = Config::parse("[console]\nlisten = \"0.0.0.0:7780\"", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
     }
 
     #[test]

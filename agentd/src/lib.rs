@@ -6,6 +6,7 @@ pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod doctor;
 pub mod enforce;

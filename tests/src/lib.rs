@@ -6,6 +6,7 @@
 //! name`, `FAIL name: why`, `SKIP name: reason`), and doubles as the
 //! launcher (`launch`) and the in-agent probe (`probe`).
 
+pub mod console;
 pub mod demo;
 pub mod forward;
 pub mod hardening;

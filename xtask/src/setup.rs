@@ -13,13 +13,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests need: QEMU for the VM tests, busybox and cpio for
-/// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm.
+/// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm,
+/// chromium for the web console's browser test (driven headless over the
+/// DevTools protocol on a pipe: no driver, nothing fetched by the test).
 const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
     "systemd",
     "rpm",
+    "chromium",
 ];
 
 /// The dated nightly the eBPF crate builds with (`agentd-ebpf/toolchain`).

@@ -74,6 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tally.absorb(mcp());
     step("Forward mode: the official openai and anthropic Python SDKs through agentd's model proxy (agentd-forward)");
     tally.absorb(forward());
+    step("Web console: headless Chromium (DevTools protocol) against agentd's console (agentd-console)");
+    tally.absorb(console());
 
     if args.no_install {
         tally.skip("install: --no-install given");
@@ -191,6 +193,19 @@ fn forward() -> Tally {
         .arg("--venv")
         .arg(target.join("mcp-venv"));
     count_lines("forward", &mut cmd)
+}
+
+/// Runs the web console's browser test (Debian's Chromium, headless);
+/// one PASS/FAIL/SKIP line each; screenshots land in
+/// target/console-screenshots.
+fn console() -> Tally {
+    let target = crate::shell::target_dir();
+    let mut cmd = Command::new(target.join("debug/agentd-console"));
+    cmd.arg("--bin")
+        .arg(target.join("debug"))
+        .arg("--shots")
+        .arg(target.join("console-screenshots"));
+    count_lines("console", &mut cmd)
 }
 
 /// Runs the real agent runtimes under agentd; one PASS/FAIL/SKIP line each.

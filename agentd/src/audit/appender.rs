@@ -73,6 +73,10 @@ pub(crate) struct Writer {
     pub interval: Duration,
     /// Counters shared with [`super::AuditLog::stats`].
     pub stats: Arc<StatsCounters>,
+    /// The seq of the newest committed row, for live readers
+    /// ([`super::AuditLog::subscribe`]); one store per batch, no copy of
+    /// the rows, so a reader never slows the writer.
+    pub committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Running totals of the writer, readable from any thread.
@@ -178,6 +182,7 @@ impl Writer {
                 for (reply, c) in replies.drain(..).zip(committed) {
                     reply.send(Ok(c));
                 }
+                self.committed.send_replace(self.next_seq - 1);
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");

@@ -125,6 +125,7 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     wal: Mutex<wal::WalCheckpointer>,
     storage: std::sync::RwLock<storage::Storage>,
+    committed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Drop for Inner {
@@ -234,6 +235,8 @@ impl AuditLog {
             }
             Some(_) => "previous_run_unclean",
         };
+        let (committed_tx, committed) =
+            tokio::sync::watch::channel(last.as_ref().map_or(0, |r| r.seq));
         let writer = Writer {
             conn,
             path: path.clone(),
@@ -243,6 +246,7 @@ impl AuditLog {
             checkpointed: cps.last().map_or(0, |c| c.count),
             interval: opts.checkpoint_interval,
             stats: Arc::new(StatsCounters::default()),
+            committed: committed_tx,
         };
         let stats = writer.stats.clone();
         let wal = wal::WalCheckpointer::spawn(&path)?;
@@ -268,6 +272,7 @@ impl AuditLog {
                     storage::DEFAULT_MIN_FREE,
                     storage::DEFAULT_RESERVE,
                 )),
+                committed,
             }),
         };
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_open");
@@ -370,6 +375,13 @@ impl AuditLog {
             commits: s.commits.load(Relaxed),
             failed_commits: s.failed_commits.load(Relaxed),
         }
+    }
+
+    /// The seq of the newest committed row, updated after every commit:
+    /// live readers (the web console's stream) wait on it and read the new
+    /// rows from the database themselves.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.clone()
     }
 
     /// Path of the database file.

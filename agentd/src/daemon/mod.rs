@@ -258,6 +258,30 @@ pub async fn run_with_stored(
         crate::mcp::pins::PinStore::open(&config.state_dir).context("opening the MCP pin store")?,
     );
     let mcp_slot = enforce.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The web console (opt-in): its own loopback listener; `agentctl
+    // console` asks the API for a login link.
+    let console = match &config.console.listen {
+        Some(_) => {
+            let c = crate::console::Console::new(
+                config.console.clone(),
+                crate::console::Parts {
+                    gateway: gateway.clone(),
+                    audit: audit.clone(),
+                    enforce: enforce.clone(),
+                    agents: Some(agents.clone()),
+                    receipts: Some(receipts.clone()),
+                },
+                stop_rx.clone(),
+            );
+            let listener = c
+                .bind()
+                .await
+                .context("starting the web console ([console])")?;
+            Some((c, listener))
+        }
+        None => None,
+    };
     let app = api::router(state)
         .merge(api::mcp_routes::routes(
             gateway.clone(),
@@ -268,9 +292,12 @@ pub async fn run_with_stored(
             pins.clone(),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
-        .merge(api::agent_routes::routes(agents.clone(), access.clone()));
+        .merge(api::agent_routes::routes(agents.clone(), access.clone()))
+        .merge(crate::console::admin::routes(
+            console.as_ref().map(|(c, _)| c.clone()),
+            access.clone(),
+        ));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let unix = bind_unix(&config.socket_path)?;
     let limits = api::ConnLimits {
         max_connections: config.gateway.max_connections,
@@ -362,6 +389,16 @@ pub async fn run_with_stored(
                 limits,
             )));
         }
+    }
+    if let Some((c, listener)) = console {
+        tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
+        servers.push(tokio::spawn(api::serve_limited(
+            Listener::Tcp(listener),
+            crate::console::routes::router(c),
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+            limits,
+        )));
     }
     if let Some(addr) = &config.tcp_listen {
         let tcp = tokio::net::TcpListener::bind(addr)

@@ -90,6 +90,28 @@ pub const INVALID_UTF8: &str = "invalid_utf8";
 pub const REQUEST_TIMEOUT: &str = "request_timeout";
 /// Route does not exist.
 pub const NOT_FOUND: &str = "not_found";
+
+// The web console.
+/// The web console's one-time login link is unknown (forged, mistyped).
+pub const CONSOLE_LOGIN_INVALID: &str = "console_login_invalid";
+/// The web console's one-time login link has expired.
+pub const CONSOLE_LOGIN_EXPIRED: &str = "console_login_expired";
+/// The web console's one-time login link was already used (replayed).
+pub const CONSOLE_LOGIN_USED: &str = "console_login_used";
+/// A console request without a valid session cookie (missing, expired, ended).
+pub const CONSOLE_SESSION_REQUIRED: &str = "console_session_required";
+/// A state-changing console request without the session's CSRF token.
+pub const CONSOLE_CSRF_INVALID: &str = "console_csrf_invalid";
+/// A console request from another origin, or naming a host the console does not serve.
+pub const CONSOLE_ORIGIN_REFUSED: &str = "console_origin_refused";
+/// A console change that needs re-authentication came without a valid
+/// confirmation token (unknown, expired or used).
+pub const CONSOLE_CONFIRMATION_INVALID: &str = "console_confirmation_invalid";
+/// The web console is not configured (`[console] listen`).
+pub const CONSOLE_DISABLED: &str = "console_disabled";
+/// A tool-call id that is not letters, digits, `-` and `_` (or too long).
+pub const INVALID_CALL_ID: &str = "invalid_call_id";
+
 /// The policy text was refused.
 pub const INVALID_POLICY: &str = "invalid_policy";
 /// Operator id already enrolled.

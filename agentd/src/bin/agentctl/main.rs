@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod audit;
 mod check;
+mod console;
 mod exec;
 mod explain;
 mod hook;
@@ -42,6 +43,8 @@ enum Command {
     Check(check::Args),
     /// Verify, tail, export and prune the audit log.
     Audit(audit::Args),
+    /// A one-time login link to the web console (or a confirmation token).
+    Console(console::Args),
     /// Say why an audit row was denied (or allowed) and what would allow it.
     Explain(explain::Args),
     /// Verify a receipt PNG.
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Session(a) => session::run(a),
         Command::Check(a) => check::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Console(a) => console::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Receipt(a) => receipt::run(a),
         Command::Run(a) => run::run(a),
