@@ -1,15 +1,16 @@
 //! The tool-call decision. Reads only memory (active messages, operators,
 //! sessions, the compiled policy, rate buckets): no I/O, so it is fast and
 //! cannot block. Checks run in the documented order; the first failure decides.
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ingest::parse_active_id;
+use super::ingest::{parse_active_id, ActiveMessage};
 use super::resolve::{HostResolver, PathResolver};
-use super::Gateway;
+use super::{Gateway, Operator};
 use crate::grant_spec::GrantSpec;
+use crate::policy::eval::Allowed;
 use crate::protocol::reason;
 
 /// Longest action name accepted, in bytes.
@@ -179,6 +180,7 @@ impl Gateway {
         d
     }
 
+    /// The documented checks in order; the first failure decides.
     fn check(
         &self,
         req: &ToolCallRequest,
@@ -187,8 +189,30 @@ impl Gateway {
         resolver: &dyn PathResolver,
         holder: Option<&str>,
         d: &mut Decision,
-    ) -> Result<(), (&'static str, String)> {
-        // 1. The active message exists and is unexpired.
+    ) -> Result<(), Refused> {
+        let msg = self.active_message(req, now, holder, d)?;
+        let op = self.verified_operator(&msg)?;
+        self.session_bound(&msg)?;
+        if let Some(id) = &req.tool_use_id {
+            crate::runtime::check_tool_use_id(id)
+                .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
+        }
+        let allowed = policy_allows(policy, &msg, &op, req, resolver)?;
+        self.within_rate(&msg.operator, &allowed)?;
+        d.role = Some(allowed.role);
+        d.grant = allowed.grant;
+        Ok(())
+    }
+
+    /// Checks 1 and 1b: the active message exists and is unexpired, and
+    /// the first agent to use it holds it (the id is not a bearer token).
+    fn active_message(
+        &self,
+        req: &ToolCallRequest,
+        now: i64,
+        holder: Option<&str>,
+        d: &mut Decision,
+    ) -> Result<Arc<ActiveMessage>, Refused> {
         let msg = parse_active_id(&req.active_message_id)
             .and_then(|k| {
                 self.active
@@ -213,8 +237,6 @@ impl Gateway {
                 format!("the active message expired at {}", msg.expires_at),
             ));
         }
-        // 1b. The id is not a bearer token: the first agent to use it holds
-        // it, and no other agent may act on it.
         if let Some(me) = holder {
             if msg.holder.get().is_none() && msg.holder.set(me.to_owned()).is_ok() {
                 d.claimed_message = true;
@@ -232,7 +254,11 @@ impl Gateway {
                 }
             }
         }
-        // 2. The originating message was verified, by a key still in force.
+        Ok(msg)
+    }
+
+    /// Check 2: the originating message was verified, by a key still in force.
+    fn verified_operator(&self, msg: &ActiveMessage) -> Result<Arc<Operator>, Refused> {
         let Some(key_gen) = msg.key_gen else {
             let code = untrusted_reason(&msg.reason);
             return Err((
@@ -265,69 +291,85 @@ impl Gateway {
                 ),
             ));
         }
-        // 3. The session is bound to the same operator.
+        Ok(op)
+    }
+
+    /// Check 3: the session is bound to the same operator.
+    fn session_bound(&self, msg: &ActiveMessage) -> Result<(), Refused> {
         let bound_ok = self
             .sessions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&msg.session)
             .is_some_and(|o| *o == msg.operator);
-        if !bound_ok {
-            return Err((
-                reason::SESSION_OPERATOR_MISMATCH,
-                format!(
-                    "session `{}` is not bound to `{}`",
-                    msg.session, msg.operator
-                ),
-            ));
+        if bound_ok {
+            return Ok(());
         }
-        if let Some(id) = &req.tool_use_id {
-            crate::runtime::check_tool_use_id(id)
-                .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
-        }
-        // 4–7. Policy: role allow-list, argument shape, destructive class, constraints.
-        let policy = policy.ok_or((reason::NO_POLICY, "no policy is loaded".to_owned()))?;
-        if req.action.len() > MAX_ACTION_LEN {
-            return Err((
-                reason::UNKNOWN_ACTION,
-                format!("action name longer than {MAX_ACTION_LEN} bytes"),
-            ));
-        }
-        let mut allowed = policy
-            .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
-            .map_err(|den| (den.reason, den.detail))?;
-        // 7b. The same decision on the real objects the paths name: a planted
-        // symlink must not carry a scope (or the grant) somewhere else.
-        if let Some(resolved) = resolved_arguments(policy, &allowed.role, req, resolver)? {
-            allowed = policy
-                .evaluate(&msg.operator, &op.roles, &req.action, &resolved)
-                .map_err(|den| {
-                    (
-                        den.reason,
-                        format!("{} (after resolving symlinks)", den.detail),
-                    )
-                })?;
-        }
-        // 8. Rate limit of the allowing role.
-        if !self.rates.take(
-            &msg.operator,
+        Err((
+            reason::SESSION_OPERATOR_MISMATCH,
+            format!(
+                "session `{}` is not bound to `{}`",
+                msg.session, msg.operator
+            ),
+        ))
+    }
+
+    /// Check 8: the rate limit of the allowing role.
+    fn within_rate(&self, operator: &str, allowed: &Allowed) -> Result<(), Refused> {
+        if self.rates.take(
+            operator,
             &allowed.role,
             allowed.rate_per_minute,
             allowed.burst,
             Instant::now(),
         ) {
-            return Err((
-                reason::RATE_LIMITED,
-                format!(
-                    "role `{}` allows {} calls per minute",
-                    allowed.role, allowed.rate_per_minute
-                ),
-            ));
+            return Ok(());
         }
-        d.role = Some(allowed.role);
-        d.grant = allowed.grant;
-        Ok(())
+        Err((
+            reason::RATE_LIMITED,
+            format!(
+                "role `{}` allows {} calls per minute",
+                allowed.role, allowed.rate_per_minute
+            ),
+        ))
     }
+}
+
+/// A refusal: reason code and detail.
+type Refused = (&'static str, String);
+
+/// Checks 4 to 7b: the policy's role allow-list, argument shape,
+/// destructive class and constraints, then the same decision on the real
+/// objects the paths name (a planted symlink must not carry a scope, or
+/// the grant, elsewhere).
+fn policy_allows(
+    policy: Option<&crate::policy::CompiledPolicy>,
+    msg: &ActiveMessage,
+    op: &Operator,
+    req: &ToolCallRequest,
+    resolver: &dyn PathResolver,
+) -> Result<Allowed, Refused> {
+    let policy = policy.ok_or((reason::NO_POLICY, "no policy is loaded".to_owned()))?;
+    if req.action.len() > MAX_ACTION_LEN {
+        return Err((
+            reason::UNKNOWN_ACTION,
+            format!("action name longer than {MAX_ACTION_LEN} bytes"),
+        ));
+    }
+    let allowed = policy
+        .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
+        .map_err(|den| (den.reason, den.detail))?;
+    let Some(resolved) = resolved_arguments(policy, &allowed.role, req, resolver)? else {
+        return Ok(allowed);
+    };
+    policy
+        .evaluate(&msg.operator, &op.roles, &req.action, &resolved)
+        .map_err(|den| {
+            (
+                den.reason,
+                format!("{} (after resolving symlinks)", den.detail),
+            )
+        })
 }
 
 /// The call's arguments with every path argument replaced by the real path

@@ -424,8 +424,55 @@ fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
 }
 
 fn compile_arg(rule: &ArgRule, at: &str) -> Result<ArgConstraint, Located> {
+    only_fields_of_its_kind(rule, at)?;
     let field_err = |f: &str, m: &str| (format!("{at}.{f}"), m.to_owned());
-    // Fields each kind may set; anything else set is a mistake worth refusing.
+    let check = match rule.kind {
+        ArgKind::Path => {
+            let s = scopes(rule, at)?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| field_err("scopes", "a path argument needs at least one scope"))?;
+            Constraint::Path { scopes: s }
+        }
+        ArgKind::Command => command(rule, at)?,
+        ArgKind::Recipients => recipients(rule, at)?,
+        ArgKind::Domain => {
+            let d = domains(rule, at)?;
+            if d.is_empty() {
+                return Err(field_err(
+                    "domains",
+                    "a domain argument needs at least one domain",
+                ));
+            }
+            Constraint::Domain { domains: d }
+        }
+        ArgKind::Text => Constraint::Text {
+            max_bytes: rule
+                .max_bytes
+                .ok_or_else(|| field_err("max_bytes", "a text argument needs max_bytes"))?,
+        },
+        ArgKind::Json => Constraint::Json {
+            max_bytes: rule
+                .max_bytes
+                .ok_or_else(|| field_err("max_bytes", "a json argument needs max_bytes"))?,
+        },
+        ArgKind::String => string(rule, at)?,
+        ArgKind::Integer => {
+            let (min, max) = (rule.min.unwrap_or(i64::MIN), rule.max.unwrap_or(i64::MAX));
+            if min > max {
+                return Err(field_err("min", "is greater than max"));
+            }
+            Constraint::Integer { min, max }
+        }
+    };
+    Ok(ArgConstraint {
+        optional: rule.optional,
+        check,
+    })
+}
+
+/// Refuses fields the argument's kind does not use: set anyway, they are
+/// a mistake worth refusing (the author expected them to constrain).
+fn only_fields_of_its_kind(rule: &ArgRule, at: &str) -> Result<(), Located> {
     let allowed: &[&str] = match rule.kind {
         ArgKind::Path => &["scopes"],
         ArgKind::Command => &["programs", "scopes", "max_items", "max_bytes"],
@@ -448,139 +495,112 @@ fn compile_arg(rule: &ArgRule, at: &str) -> Result<ArgConstraint, Located> {
     ];
     for (f, present) in set {
         if present && !allowed.contains(&f) {
-            return Err(field_err(
-                f,
-                &format!("not valid for an argument of type {:?}", rule.kind).to_lowercase(),
+            return Err((
+                format!("{at}.{f}"),
+                format!("not valid for an argument of type {:?}", rule.kind).to_lowercase(),
             ));
         }
     }
-    let scopes = |rule: &ArgRule| -> Result<Option<Vec<String>>, Located> {
-        rule.scopes
-            .as_ref()
-            .map(|v| {
-                v.iter()
-                    .enumerate()
-                    .map(|(i, s)| normalize_scope(s, &format!("{at}.scopes[{i}]")))
-                    .collect()
-            })
-            .transpose()
-    };
-    let domains = |rule: &ArgRule| -> Result<Vec<String>, Located> {
-        let list = rule.domains.clone().unwrap_or_default();
-        for (i, d) in list.iter().enumerate() {
-            if !check_domain(d) {
-                return Err((
-                    format!("{at}.domains[{i}]"),
-                    format!("`{d}` is not a lowercase domain (optionally `*.` first)"),
-                ));
-            }
+    Ok(())
+}
+
+/// The rule's path scopes, normalised.
+fn scopes(rule: &ArgRule, at: &str) -> Result<Option<Vec<String>>, Located> {
+    rule.scopes
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .enumerate()
+                .map(|(i, s)| normalize_scope(s, &format!("{at}.scopes[{i}]")))
+                .collect()
+        })
+        .transpose()
+}
+
+/// The rule's domains, each a lowercase domain (optionally `*.` first).
+fn domains(rule: &ArgRule, at: &str) -> Result<Vec<String>, Located> {
+    let list = rule.domains.clone().unwrap_or_default();
+    for (i, d) in list.iter().enumerate() {
+        if !check_domain(d) {
+            return Err((
+                format!("{at}.domains[{i}]"),
+                format!("`{d}` is not a lowercase domain (optionally `*.` first)"),
+            ));
         }
-        Ok(list)
-    };
-    let check = match rule.kind {
-        ArgKind::Path => {
-            let s = scopes(rule)?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| field_err("scopes", "a path argument needs at least one scope"))?;
-            Constraint::Path { scopes: s }
+    }
+    Ok(list)
+}
+
+/// A command argument: at least one program (normalised paths).
+fn command(rule: &ArgRule, at: &str) -> Result<Constraint, Located> {
+    let programs = rule
+        .programs
+        .as_ref()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            (
+                format!("{at}.programs"),
+                "a command argument needs at least one program".to_owned(),
+            )
+        })?;
+    let mut progs = Vec::new();
+    for (i, p) in programs.iter().enumerate() {
+        let n = path::normalize(p)
+            .map_err(|e| (format!("{at}.programs[{i}]"), format!("`{p}`: {e}")))?;
+        progs.push(n);
+    }
+    Ok(Constraint::Command {
+        programs: progs,
+        scopes: scopes(rule, at)?,
+        max_items: rule.max_items.unwrap_or(64),
+        max_bytes: rule.max_bytes.unwrap_or(4096),
+    })
+}
+
+/// A recipients argument: addresses (lowercased) and/or domains.
+fn recipients(rule: &ArgRule, at: &str) -> Result<Constraint, Located> {
+    let addresses: Vec<String> = rule
+        .addresses
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    for (i, a) in addresses.iter().enumerate() {
+        if parse_address(a).is_none() {
+            return Err((
+                format!("{at}.addresses[{i}]"),
+                format!("`{a}` is not an e-mail address"),
+            ));
         }
-        ArgKind::Command => {
-            let programs = rule
-                .programs
-                .as_ref()
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| {
-                    field_err("programs", "a command argument needs at least one program")
-                })?;
-            let mut progs = Vec::new();
-            for (i, p) in programs.iter().enumerate() {
-                let n = path::normalize(p)
-                    .map_err(|e| (format!("{at}.programs[{i}]"), format!("`{p}`: {e}")))?;
-                progs.push(n);
-            }
-            Constraint::Command {
-                programs: progs,
-                scopes: scopes(rule)?,
-                max_items: rule.max_items.unwrap_or(64),
-                max_bytes: rule.max_bytes.unwrap_or(4096),
-            }
+    }
+    let domains = domains(rule, at)?;
+    if domains.is_empty() && addresses.is_empty() {
+        return Err((
+            format!("{at}.domains"),
+            "a recipients argument needs `domains` or `addresses`".to_owned(),
+        ));
+    }
+    Ok(Constraint::Recipients {
+        domains,
+        addresses,
+        max_items: rule.max_items.unwrap_or(10),
+    })
+}
+
+/// A string argument: its allowed values must be identifiers.
+fn string(rule: &ArgRule, at: &str) -> Result<Constraint, Located> {
+    for (i, v) in rule.values.iter().flatten().enumerate() {
+        if !is_identifier_value(&v.replace("{operator}", "x")) {
+            return Err((
+                format!("{at}.values[{i}]"),
+                format!("`{v}` is not an identifier value"),
+            ));
         }
-        ArgKind::Recipients => {
-            let addresses: Vec<String> = rule
-                .addresses
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|a| a.to_ascii_lowercase())
-                .collect();
-            for (i, a) in addresses.iter().enumerate() {
-                if parse_address(a).is_none() {
-                    return Err((
-                        format!("{at}.addresses[{i}]"),
-                        format!("`{a}` is not an e-mail address"),
-                    ));
-                }
-            }
-            let domains = domains(rule)?;
-            if domains.is_empty() && addresses.is_empty() {
-                return Err(field_err(
-                    "domains",
-                    "a recipients argument needs `domains` or `addresses`",
-                ));
-            }
-            Constraint::Recipients {
-                domains,
-                addresses,
-                max_items: rule.max_items.unwrap_or(10),
-            }
-        }
-        ArgKind::Domain => {
-            let d = domains(rule)?;
-            if d.is_empty() {
-                return Err(field_err(
-                    "domains",
-                    "a domain argument needs at least one domain",
-                ));
-            }
-            Constraint::Domain { domains: d }
-        }
-        ArgKind::Text => Constraint::Text {
-            max_bytes: rule
-                .max_bytes
-                .ok_or_else(|| field_err("max_bytes", "a text argument needs max_bytes"))?,
-        },
-        ArgKind::Json => Constraint::Json {
-            max_bytes: rule
-                .max_bytes
-                .ok_or_else(|| field_err("max_bytes", "a json argument needs max_bytes"))?,
-        },
-        ArgKind::String => {
-            if let Some(values) = &rule.values {
-                for (i, v) in values.iter().enumerate() {
-                    if !is_identifier_value(&v.replace("{operator}", "x")) {
-                        return Err((
-                            format!("{at}.values[{i}]"),
-                            format!("`{v}` is not an identifier value"),
-                        ));
-                    }
-                }
-            }
-            Constraint::Str {
-                values: rule.values.clone(),
-                max_bytes: rule.max_bytes.unwrap_or(128),
-            }
-        }
-        ArgKind::Integer => {
-            let (min, max) = (rule.min.unwrap_or(i64::MIN), rule.max.unwrap_or(i64::MAX));
-            if min > max {
-                return Err(field_err("min", "is greater than max"));
-            }
-            Constraint::Integer { min, max }
-        }
-    };
-    Ok(ArgConstraint {
-        optional: rule.optional,
-        check,
+    }
+    Ok(Constraint::Str {
+        values: rule.values.clone(),
+        max_bytes: rule.max_bytes.unwrap_or(128),
     })
 }
 

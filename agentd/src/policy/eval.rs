@@ -338,21 +338,11 @@ fn domain_allowed(host: &str, patterns: &[String]) -> bool {
     })
 }
 
+/// Checks one parsed argument against its rule (the rule kind decides
+/// which check; a value parsed for another kind fails closed).
 fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), Denial> {
-    let scoped = |path: &str, scopes: &[String]| {
-        scopes
-            .iter()
-            .any(|s| path::within(path, &expand(s, operator)))
-    };
     match (c, p) {
-        (Constraint::Path { scopes }, Parsed::Path(p)) => {
-            if !scoped(p, scopes) {
-                return Err(deny(
-                    reason::PATH_OUTSIDE_SCOPE,
-                    format!("argument `{name}`: `{p}` is outside {}", scopes.join(", ")),
-                ));
-            }
-        }
+        (Constraint::Path { scopes }, Parsed::Path(p)) => in_scope(name, p, scopes, operator),
         (
             Constraint::Command {
                 scopes,
@@ -361,34 +351,14 @@ fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), D
                 ..
             },
             Parsed::Command { program, argv, .. },
-        ) => {
-            if program.is_none() {
-                return Err(deny(
-                    reason::COMMAND_NOT_ALLOWED,
-                    format!(
-                        "argument `{name}`: program `{}` is not on the allow-list",
-                        argv[0]
-                    ),
-                ));
-            }
-            let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
-            if argv.len() > *max_items || bytes > *max_bytes {
-                return Err(deny(reason::SIZE_LIMIT_EXCEEDED, format!("argument `{name}`: {} words / {bytes} bytes exceed {max_items} / {max_bytes}", argv.len())));
-            }
-            if let Some(scopes) = scopes {
-                for a in argv[1..].iter().filter(|a| a.starts_with('/')) {
-                    let n = path::normalize(a).map_err(|e| {
-                        deny(reason::INVALID_PATH, format!("argument `{name}`: {e}"))
-                    })?;
-                    if !scoped(&n, scopes) {
-                        return Err(deny(
-                            reason::PATH_OUTSIDE_SCOPE,
-                            format!("argument `{name}`: `{n}` is outside {}", scopes.join(", ")),
-                        ));
-                    }
-                }
-            }
-        }
+        ) => check_command(
+            name,
+            program.is_some(),
+            argv,
+            (*max_items, *max_bytes),
+            scopes.as_deref(),
+            operator,
+        ),
         (
             Constraint::Recipients {
                 domains,
@@ -396,93 +366,158 @@ fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), D
                 max_items,
             },
             Parsed::Recipients(list),
-        ) => {
-            if list.len() > *max_items {
-                return Err(deny(
-                    reason::SIZE_LIMIT_EXCEEDED,
-                    format!(
-                        "argument `{name}`: {} recipients exceed {max_items}",
-                        list.len()
-                    ),
-                ));
-            }
-            for a in list {
-                let lower = a.to_ascii_lowercase();
-                let Some((_, domain)) = parse_address(&lower) else {
-                    return Err(deny(
-                        reason::RECIPIENT_NOT_ALLOWED,
-                        format!("argument `{name}`: `{a}` is not a plain e-mail address"),
-                    ));
-                };
-                if !addresses.contains(&lower) && !domain_allowed(domain, domains) {
-                    return Err(deny(
-                        reason::RECIPIENT_NOT_ALLOWED,
-                        format!("argument `{name}`: `{a}` is not on the recipient allow-list"),
-                    ));
-                }
-            }
-        }
+        ) => check_recipients(name, list, domains, addresses, *max_items),
         (Constraint::Domain { domains }, Parsed::Domain(host)) => {
-            if !domain_allowed(host, domains) {
-                return Err(deny(
-                    reason::DOMAIN_NOT_ALLOWED,
-                    format!("argument `{name}`: `{host}` is not on the domain allow-list"),
-                ));
+            if domain_allowed(host, domains) {
+                return Ok(());
             }
+            Err(deny(
+                reason::DOMAIN_NOT_ALLOWED,
+                format!("argument `{name}`: `{host}` is not on the domain allow-list"),
+            ))
         }
         (Constraint::Text { max_bytes }, Parsed::Text(s)) => {
-            if s.len() > *max_bytes {
-                return Err(deny(
-                    reason::SIZE_LIMIT_EXCEEDED,
-                    format!("argument `{name}`: {} bytes exceed {max_bytes}", s.len()),
-                ));
-            }
+            within_bytes(name, s.len(), *max_bytes)
         }
         (Constraint::Str { values, max_bytes }, Parsed::Str(s)) => {
-            if s.len() > *max_bytes {
-                return Err(deny(
-                    reason::SIZE_LIMIT_EXCEEDED,
-                    format!("argument `{name}`: {} bytes exceed {max_bytes}", s.len()),
-                ));
-            }
-            if let Some(values) = values {
-                if !values.iter().any(|v| {
-                    if v.contains("{operator}") {
-                        v.replace("{operator}", operator) == *s
-                    } else {
-                        v == s
-                    }
-                }) {
-                    return Err(deny(
-                        reason::VALUE_NOT_ALLOWED,
-                        format!("argument `{name}`: `{s}` is not an allowed value"),
-                    ));
-                }
+            within_bytes(name, s.len(), *max_bytes)?;
+            match values {
+                Some(values) => one_of(name, s, values, operator),
+                None => Ok(()),
             }
         }
         (Constraint::Integer { min, max }, Parsed::Int(i)) => {
-            if i < min || i > max {
-                return Err(deny(
-                    reason::VALUE_OUT_OF_RANGE,
-                    format!("argument `{name}`: {i} is outside {min}..={max}"),
-                ));
+            if i >= min && i <= max {
+                return Ok(());
             }
+            Err(deny(
+                reason::VALUE_OUT_OF_RANGE,
+                format!("argument `{name}`: {i} is outside {min}..={max}"),
+            ))
         }
         (Constraint::Json { max_bytes }, Parsed::Json(v)) => {
             let len = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
-            if len > *max_bytes {
-                return Err(deny(
-                    reason::SIZE_LIMIT_EXCEEDED,
-                    format!("argument `{name}`: {len} bytes exceed {max_bytes}"),
-                ));
-            }
+            within_bytes(name, len, *max_bytes)
         }
-        _ => {
+        _ => Err(deny(
+            reason::INTERNAL_ERROR,
+            format!("argument `{name}`: parsed value does not match its rule"),
+        )),
+    }
+}
+
+/// A path inside one of the scopes (`{operator}` expanded).
+fn in_scope(name: &str, p: &str, scopes: &[String], operator: &str) -> Result<(), Denial> {
+    if scopes.iter().any(|s| path::within(p, &expand(s, operator))) {
+        return Ok(());
+    }
+    Err(deny(
+        reason::PATH_OUTSIDE_SCOPE,
+        format!("argument `{name}`: `{p}` is outside {}", scopes.join(", ")),
+    ))
+}
+
+/// A value of `len` bytes within `max_bytes`.
+fn within_bytes(name: &str, len: usize, max_bytes: usize) -> Result<(), Denial> {
+    if len <= max_bytes {
+        return Ok(());
+    }
+    Err(deny(
+        reason::SIZE_LIMIT_EXCEEDED,
+        format!("argument `{name}`: {len} bytes exceed {max_bytes}"),
+    ))
+}
+
+/// A command: an allow-listed program, within the word and byte limits,
+/// every absolute-path argument inside the scopes (when the rule has some).
+fn check_command(
+    name: &str,
+    allowed_program: bool,
+    argv: &[&str],
+    (max_items, max_bytes): (usize, usize),
+    scopes: Option<&[String]>,
+    operator: &str,
+) -> Result<(), Denial> {
+    if !allowed_program {
+        return Err(deny(
+            reason::COMMAND_NOT_ALLOWED,
+            format!(
+                "argument `{name}`: program `{}` is not on the allow-list",
+                argv[0]
+            ),
+        ));
+    }
+    let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
+    if argv.len() > max_items || bytes > max_bytes {
+        return Err(deny(
+            reason::SIZE_LIMIT_EXCEEDED,
+            format!(
+                "argument `{name}`: {} words / {bytes} bytes exceed {max_items} / {max_bytes}",
+                argv.len()
+            ),
+        ));
+    }
+    let Some(scopes) = scopes else {
+        return Ok(());
+    };
+    for a in argv[1..].iter().filter(|a| a.starts_with('/')) {
+        let n = path::normalize(a)
+            .map_err(|e| deny(reason::INVALID_PATH, format!("argument `{name}`: {e}")))?;
+        in_scope(name, &n, scopes, operator)?;
+    }
+    Ok(())
+}
+
+/// Recipients: at most `max_items`, each a plain address on the address
+/// list or in an allowed domain.
+fn check_recipients(
+    name: &str,
+    list: &[&str],
+    domains: &[String],
+    addresses: &[String],
+    max_items: usize,
+) -> Result<(), Denial> {
+    if list.len() > max_items {
+        return Err(deny(
+            reason::SIZE_LIMIT_EXCEEDED,
+            format!(
+                "argument `{name}`: {} recipients exceed {max_items}",
+                list.len()
+            ),
+        ));
+    }
+    for a in list {
+        let lower = a.to_ascii_lowercase();
+        let Some((_, domain)) = parse_address(&lower) else {
             return Err(deny(
-                reason::INTERNAL_ERROR,
-                format!("argument `{name}`: parsed value does not match its rule"),
-            ))
+                reason::RECIPIENT_NOT_ALLOWED,
+                format!("argument `{name}`: `{a}` is not a plain e-mail address"),
+            ));
+        };
+        if !addresses.contains(&lower) && !domain_allowed(domain, domains) {
+            return Err(deny(
+                reason::RECIPIENT_NOT_ALLOWED,
+                format!("argument `{name}`: `{a}` is not on the recipient allow-list"),
+            ));
         }
     }
     Ok(())
+}
+
+/// A string equal to one of the allowed values (`{operator}` expanded).
+fn one_of(name: &str, s: &str, values: &[String], operator: &str) -> Result<(), Denial> {
+    let matches = |v: &String| {
+        if v.contains("{operator}") {
+            v.replace("{operator}", operator) == s
+        } else {
+            v == s
+        }
+    };
+    if values.iter().any(matches) {
+        return Ok(());
+    }
+    Err(deny(
+        reason::VALUE_NOT_ALLOWED,
+        format!("argument `{name}`: `{s}` is not an allowed value"),
+    ))
 }
