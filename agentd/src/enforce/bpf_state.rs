@@ -524,3 +524,29 @@ impl BpfState {
 pub type ExecExpectMap = HashMap<MapData, u32, ExecExpectation>;
 /// Handle to the pinned bindings map, for a supervisor thread.
 pub type BindingsMap = HashMap<MapData, u32, Binding>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_named_by_their_state_directory() {
+        let default = Instance::for_state_dir(Path::new("/var/lib/agentd"));
+        assert_eq!(default.name, "agentd");
+        assert_eq!(default.pin_dir(), Path::new("/sys/fs/bpf/agentd"));
+        assert_eq!(default.slice(), "agentd.slice");
+        let a = Instance::for_state_dir(Path::new("/tmp/a"));
+        let b = Instance::for_state_dir(Path::new("/tmp/b"));
+        assert_ne!(a, b, "two state directories never share maps");
+        assert_eq!(a, Instance::for_state_dir(Path::new("/tmp/a")), "stable");
+        assert!(a.name.starts_with("agentd-") && a.name.len() == "agentd-".len() + 8);
+        // bpffs refuses dots in names; the pin directory has none.
+        assert!(!a
+            .pin_dir()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains('.'));
+        assert_eq!(a.slice(), format!("{}.slice", a.name));
+    }
+}

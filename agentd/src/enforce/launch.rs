@@ -767,4 +767,89 @@ mod tests {
             Request::List
         );
     }
+
+    /// The frame carries the request and the listener fd together: what
+    /// `request_on` sends, `read_request` reads, fd included.
+    #[test]
+    fn a_request_and_its_fd_arrive_in_one_frame() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let req = Request::Listener {
+            agent: "mail".into(),
+            creds: Creds {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![],
+            },
+        };
+        let answer = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let (bytes, fd) = read_request(&server, deadline).unwrap();
+            let got: Request = serde_json::from_slice(&bytes).unwrap();
+            let reply = Reply::err(reason::PEER_NOT_IN_AGENT, "not in the agent");
+            let mut out = serde_json::to_vec(&reply).unwrap();
+            out.push(b'\n');
+            (&server).write_all(&out).unwrap();
+            (got, fd.is_some())
+        });
+        let reply = request_on(
+            client,
+            Path::new("/test"),
+            &req,
+            Some(std::os::fd::AsFd::as_fd(&r)),
+        )
+        .unwrap();
+        let (got, had_fd) = answer.join().unwrap();
+        assert_eq!(got, req);
+        assert!(had_fd, "the listener fd rode along");
+        // A refusal reads back as the API's error body, and as a LaunchError.
+        let body = reply.error.clone().unwrap();
+        assert_eq!(body.reason_code, "peer_not_in_agent");
+        match refusal(reply).unwrap_err() {
+            LaunchError::Refused { reason, message } => {
+                assert_eq!(reason, "peer_not_in_agent");
+                assert_eq!(message, "not in the agent");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn replies_have_one_shape_for_either_outcome() {
+        let ok = serde_json::to_value(Reply::ok(Some(serde_json::json!({"id": 1})))).unwrap();
+        assert_eq!(ok, serde_json::json!({"ok": true, "data": {"id": 1}}));
+        let refused = Reply::from(Err::<Option<serde_json::Value>, _>(control::Refusal::new(
+            control::RefusalKind::Forbidden,
+            reason::NOT_ADMIN,
+            "no",
+        )));
+        assert_eq!(
+            serde_json::to_value(refused).unwrap(),
+            serde_json::json!({"ok": false, "error": {"reason_code": "not_admin", "message": "no"}})
+        );
+        assert_eq!(refusal(Reply::ok(None)).unwrap(), None);
+    }
+
+    #[test]
+    fn commands_resolve_like_a_shell_without_running() {
+        let sh = resolve_command(std::ffi::OsStr::new("sh")).expect("sh on PATH");
+        assert!(sh.is_absolute() && sh.is_file());
+        assert_eq!(
+            resolve_command(std::ffi::OsStr::new("/nonexistent/prog")),
+            None
+        );
+        assert_eq!(
+            resolve_command(std::ffi::OsStr::new("agentd-no-such-command-here")),
+            None
+        );
+        let root = creds_of_user("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(matches!(
+            creds_of_user("agentd-no-such-user"),
+            Err(LaunchError::Local {
+                step: "user lookup",
+                ..
+            })
+        ));
+    }
 }

@@ -11,6 +11,19 @@ use crate::{
     protocol::reason,
 };
 
+/// Where an allowed exec's expectation goes: the pinned EXEC_EXPECT map
+/// (which `sched_process_exec` verifies), or a recorder in unit tests.
+pub(super) trait ExpectExec {
+    /// Records that `tgid` is about to execute what `exp` names.
+    fn expect(&mut self, tgid: u32, exp: ExecExpectation) -> Result<(), String>;
+}
+
+impl ExpectExec for ExecExpectMap {
+    fn expect(&mut self, tgid: u32, exp: ExecExpectation) -> Result<(), String> {
+        self.insert(tgid, exp, 0).map_err(|e| e.to_string())
+    }
+}
+
 /// One notified execve/execveat, as decoded.
 pub(super) struct ExecRequest<'a> {
     /// The thread that asked.
@@ -32,7 +45,7 @@ pub(super) struct ExecRequest<'a> {
 pub(super) fn decide_exec(
     sup: &Supervisor,
     req: &ExecRequest<'_>,
-    expect: &mut ExecExpectMap,
+    expect: &mut dyn ExpectExec,
     argv: &dyn Fn() -> Option<Vec<Vec<u8>>>,
 ) -> (Answer, Option<Decided>) {
     let errno = |e: std::io::Error| (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None);
@@ -110,7 +123,7 @@ fn open_target(req: &ExecRequest<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
 /// verifies) and lets it go on; refuses it when that write fails.
 fn expect_exec(
     sup: &Supervisor,
-    expect: &mut ExecExpectMap,
+    expect: &mut dyn ExpectExec,
     tgid: u32,
     id: FileId,
     call: Option<u64>,
@@ -126,7 +139,7 @@ fn expect_exec(
         file: id,
         call_id: call.unwrap_or_else(|| baseline_call_id(agent_id)),
     };
-    if let Err(e) = expect.insert(tgid, exp, 0) {
+    if let Err(e) = expect.expect(tgid, exp) {
         // Fail closed: without the expectation the kernel check would kill
         // the exec anyway; refuse it cleanly instead.
         tracing::error!(error = %e, "EXEC_EXPECT update failed");

@@ -194,3 +194,98 @@ fn an_agent_the_registry_no_longer_knows_gets_nothing() {
     assert!(matches!(answer, Answer::Errno(libc::EPERM)));
     assert_eq!(decided.unwrap().reason, "no_grant");
 }
+
+/// Records expectations instead of writing EXEC_EXPECT; can be told to fail.
+#[derive(Default)]
+struct Expected {
+    rows: Vec<(u32, agentd_common::ExecExpectation)>,
+    fail: bool,
+}
+
+impl super::exec::ExpectExec for Expected {
+    fn expect(&mut self, tgid: u32, exp: agentd_common::ExecExpectation) -> Result<(), String> {
+        if self.fail {
+            return Err("injected failure".into());
+        }
+        self.rows.push((tgid, exp));
+        Ok(())
+    }
+}
+
+/// Execs `path` as this process, through the supervisor.
+fn exec(sup: &Supervisor, path: &[u8], expected: &mut Expected) -> (Answer, Option<Decided>) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let req = super::exec::ExecRequest {
+        tid,
+        tgid: std::process::id(),
+        dirfd: libc::AT_FDCWD,
+        path,
+        flags: 0,
+        bound: None,
+    };
+    super::exec::decide_exec(sup, &req, expected, &|| Some(vec![]))
+}
+
+fn exec_spec(program: &std::path::Path) -> GrantSpec {
+    GrantSpec {
+        exec: vec![program.to_owned()],
+        ..GrantSpec::default()
+    }
+}
+
+#[test]
+fn an_exec_the_baseline_names_goes_on_with_its_expectation_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().canonicalize().unwrap().join("granted");
+    let other = dir.path().canonicalize().unwrap().join("other");
+    std::fs::write(&granted, b"#!/bin/sh\n").unwrap();
+    std::fs::write(&other, b"#!/bin/sh\n").unwrap();
+    let sup = supervisor(exec_spec(&granted), Mode::Enforce);
+    let mut expected = Expected::default();
+    let (answer, decided) = exec(&sup, &bytes(&granted), &mut expected);
+    assert!(matches!(answer, Answer::Continue));
+    let d = decided.unwrap();
+    assert_eq!((d.allowed, d.reason, d.action), (true, "baseline", "exec"));
+    // The kernel is told which file, under the baseline's call id.
+    assert_eq!(expected.rows.len(), 1);
+    let (tgid, exp) = expected.rows[0];
+    assert_eq!(tgid, std::process::id());
+    assert_eq!(exp.call_id, baseline_call_id(1));
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(exp.file.ino, std::fs::metadata(&granted).unwrap().ino());
+    // Another file: refused, nothing expected.
+    let (answer, decided) = exec(&sup, &bytes(&other), &mut expected);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    assert_eq!(decided.unwrap().reason, "no_grant");
+    assert_eq!(expected.rows.len(), 1);
+    // A directory is no program.
+    let (answer, _) = exec(&sup, &bytes(dir.path()), &mut expected);
+    assert!(matches!(answer, Answer::Errno(libc::EACCES)));
+}
+
+#[test]
+fn an_exec_whose_expectation_cannot_be_written_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().canonicalize().unwrap().join("granted");
+    std::fs::write(&granted, b"#!/bin/sh\n").unwrap();
+    let sup = supervisor(exec_spec(&granted), Mode::Enforce);
+    let mut failing = Expected {
+        fail: true,
+        ..Expected::default()
+    };
+    let (answer, decided) = exec(&sup, &bytes(&granted), &mut failing);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    let d = decided.unwrap();
+    assert_eq!((d.allowed, d.reason), (false, "enforcer_error"));
+    // Audit-only: a refused exec goes on, recorded as refused, and the
+    // kernel still learns what runs.
+    let other = dir.path().canonicalize().unwrap().join("other");
+    std::fs::write(&other, b"#!/bin/sh\n").unwrap();
+    let audit = supervisor(exec_spec(&granted), Mode::AuditOnly);
+    let mut expected = Expected::default();
+    let (answer, decided) = exec(&audit, &bytes(&other), &mut expected);
+    assert!(matches!(answer, Answer::Continue));
+    assert!(!decided.unwrap().allowed);
+    assert_eq!(expected.rows.len(), 1);
+}
