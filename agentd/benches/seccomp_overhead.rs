@@ -390,7 +390,10 @@ fn main() {
     baseline.read.push(exe.clone());
     baseline.connect.push(format!("127.0.0.1:{port}"));
     enforcer
-        .create_agent_with("bench", Mode::Enforce, &baseline)
+        .create_agent(
+            "bench",
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline.clone()),
+        )
         .expect("agent");
     let d = Driver {
         exe,

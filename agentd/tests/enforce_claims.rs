@@ -156,7 +156,10 @@ fn run_agent(e: &Env, agent: &str, mode: Mode) -> Vec<String> {
         baseline.read.push(exe);
     }
     e.enforcer
-        .create_agent_with(agent, mode, &baseline)
+        .create_agent(
+            agent,
+            agentd::enforce::AgentOptions::with_baseline(mode, baseline.clone()),
+        )
         .unwrap();
     let d = e.dir.path();
     let mut child = Command::new(&ctl)

@@ -79,7 +79,10 @@ fn agent_execs_and_opens_exactly_what_grants_allow() {
     baseline.exec.push(ctl.clone());
     baseline.read.push(ctl.clone());
     enforcer
-        .create_agent_with(&agent, Mode::Enforce, &baseline)
+        .create_agent(
+            &agent,
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline.clone()),
+        )
         .unwrap();
     let grant = GrantSpec {
         exec: vec!["/usr/bin/cat".into()],

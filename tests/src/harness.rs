@@ -118,7 +118,10 @@ impl Harness {
         baseline.exec.push(self.exe.clone());
         baseline.read.push(self.exe.clone());
         self.enforcer
-            .create_agent_with(name, mode, &baseline)
+            .create_agent(
+                name,
+                agentd::enforce::AgentOptions::with_baseline(mode, baseline.clone()),
+            )
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -372,7 +372,10 @@ impl AgentManager {
                 }
             }
         }
-        e.create_agent_with(&def.name, def.mode, &full)?;
+        e.create_agent(
+            &def.name,
+            crate::enforce::AgentOptions::with_baseline(def.mode, full.clone()),
+        )?;
         self.store.set_applied(&def.name, spec)?;
         Ok(())
     }

@@ -14,42 +14,48 @@ use super::{
 use crate::grant_spec::GrantSpec;
 
 impl Enforcer {
-    /// Creates (or returns) agent `name` with the default baseline.
-    pub fn create_agent(&self, name: &str, mode: Mode) -> Result<AgentHandle, EnforceError> {
+    /// Creates agent `name`, or refreshes an existing one: what `opts`
+    /// gives replaces the agent's (mode, baseline), what it leaves out is
+    /// kept (a new agent enforces, with [`default_baseline`]). An existing
+    /// agent keeps its id and cgroup. `create_agent(name, Mode::Enforce)`
+    /// is the plain form.
+    pub fn create_agent(
+        &self,
+        name: &str,
+        opts: impl Into<AgentOptions>,
+    ) -> Result<AgentHandle, EnforceError> {
+        let opts = opts.into();
         let existing = self
             .registry_r()
             .agents
             .get(name)
-            .map(|a| (a.id, a.cgroup.clone()));
-        if let Some((id, cg)) = existing {
-            // An existing agent keeps its baseline; only the mode changes.
-            self.set_mode(name, mode)?;
-            return Ok(AgentHandle {
-                name: name.into(),
-                backend: self.inner.backend,
-                id,
-                cgroup: cg.path,
-                cgroup_id: cg.id,
-                mode,
-            });
+            .map(|a| (a.id, a.cgroup.clone(), a.mode));
+        let mode = opts
+            .mode
+            .or(existing.as_ref().map(|e| e.2))
+            .unwrap_or_default();
+        match (existing, opts.baseline) {
+            (Some((id, cg, _)), None) => {
+                // An existing agent keeps its baseline; only the mode changes.
+                self.set_mode(name, mode)?;
+                Ok(AgentHandle {
+                    name: name.into(),
+                    backend: self.inner.backend,
+                    id,
+                    cgroup: cg.path,
+                    cgroup_id: cg.id,
+                    mode,
+                })
+            }
+            (_, baseline) => {
+                self.install_agent(name, mode, &baseline.unwrap_or_else(default_baseline))
+            }
         }
-        self.create_agent_with(name, mode, &default_baseline())
-    }
-
-    /// Like [`Self::create_agent`]; `None` keeps an existing agent's mode
-    /// (a new agent enforces).
-    pub fn create_agent_keeping_mode(
-        &self,
-        name: &str,
-        mode: Option<Mode>,
-    ) -> Result<AgentHandle, EnforceError> {
-        let current = self.registry_r().agents.get(name).map(|a| a.mode);
-        self.create_agent(name, mode.or(current).unwrap_or_default())
     }
 
     /// Creates agent `name` with `baseline` for unbound processes. An existing
     /// agent keeps its id and cgroup; its mode and baseline are replaced.
-    pub fn create_agent_with(
+    fn install_agent(
         &self,
         name: &str,
         mode: Mode,
@@ -119,7 +125,7 @@ impl Enforcer {
             }
             (spec, a.mode)
         };
-        self.create_agent_with(agent, spec.1, &spec.0).map(|_| ())
+        self.install_agent(agent, spec.1, &spec.0).map(|_| ())
     }
 
     /// The agent process `pid` belongs to, from its cgroup.
@@ -374,6 +380,35 @@ fn kernel_entry(agent_id: u32, mode: super::Mode) -> AgentCgroup {
         agent_id,
         mode: mode.kernel() as u8,
         _pad: [0; 3],
+    }
+}
+
+/// How [`Enforcer::create_agent`] sets an agent up; what is `None` is kept
+/// from an existing agent (a new one enforces, with [`default_baseline`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// The mode.
+    pub mode: Option<Mode>,
+    /// The baseline for unbound processes.
+    pub baseline: Option<GrantSpec>,
+}
+
+impl AgentOptions {
+    /// Sets both the mode and the baseline.
+    pub fn with_baseline(mode: Mode, baseline: GrantSpec) -> Self {
+        AgentOptions {
+            mode: Some(mode),
+            baseline: Some(baseline),
+        }
+    }
+}
+
+impl From<Mode> for AgentOptions {
+    fn from(mode: Mode) -> Self {
+        AgentOptions {
+            mode: Some(mode),
+            baseline: None,
+        }
     }
 }
 

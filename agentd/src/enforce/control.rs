@@ -10,7 +10,7 @@ use std::{os::fd::OwnedFd, path::PathBuf, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::{registry::Creds, Backend, Counters, EnforceError, Enforcer, Mode};
+use super::{registry::Creds, AgentOptions, Backend, Counters, EnforceError, Enforcer, Mode};
 use crate::{grant_spec::GrantSpec, protocol::reason};
 
 /// One enforcement request (the enforcement socket's frame is this, as
@@ -205,7 +205,7 @@ pub fn dispatch(
             command,
             baseline,
         } => {
-            let handle = create_agent(enforcer, &agent, mode, baseline)?;
+            let handle = enforcer.create_agent(&agent, AgentOptions { mode, baseline })?;
             if let Some(c) = command {
                 allow_command(enforcer, caller, &agent, c)?;
             }
@@ -287,21 +287,6 @@ fn hand_over(
         ));
     }
     Ok(enforcer.adopt_listener(agent, fd, creds)?)
-}
-
-/// Creates or refreshes an agent: with a baseline it replaces the agent's
-/// (and the mode, default enforce); without, an existing agent keeps its
-/// baseline and, with no mode given, its mode.
-fn create_agent(
-    enforcer: &Enforcer,
-    agent: &str,
-    mode: Option<Mode>,
-    baseline: Option<GrantSpec>,
-) -> Result<super::AgentHandle, EnforceError> {
-    match baseline {
-        Some(b) => enforcer.create_agent_with(agent, mode.unwrap_or_default(), &b),
-        None => enforcer.create_agent_keeping_mode(agent, mode),
-    }
 }
 
 #[cfg(test)]

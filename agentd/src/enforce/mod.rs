@@ -41,7 +41,7 @@ pub mod tcp_peer;
 mod tests;
 pub mod unix_gate;
 
-pub use agents::TcpCaller;
+pub use agents::{AgentOptions, TcpCaller};
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
 pub use events::{AuditSink, KernelRecord, MemorySink};

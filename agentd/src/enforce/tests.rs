@@ -296,10 +296,11 @@ fn mode_switches_reach_the_kernel_and_survive_recreation() {
     assert!(calls.contains(&format!("set_agent cg={} agent=1 mode=1", leaf.cgroup_id)));
     assert_eq!(e.list_agents()[0].mode, Mode::AuditOnly);
     // `None` keeps the mode; an explicit one changes it back.
-    let kept = e.create_agent_keeping_mode("mail", None).unwrap();
-    assert_eq!(kept.mode, Mode::AuditOnly);
-    e.create_agent_keeping_mode("mail", Some(Mode::Enforce))
+    let kept = e
+        .create_agent("mail", super::AgentOptions::default())
         .unwrap();
+    assert_eq!(kept.mode, Mode::AuditOnly);
+    e.create_agent("mail", Mode::Enforce).unwrap();
     assert_eq!(rig.kernel.state().agents[&h.cgroup_id].mode, 0);
     assert_eq!(rig.kernel.state().agents[&leaf.cgroup_id].mode, 0);
     assert_eq!(

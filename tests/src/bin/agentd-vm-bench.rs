@@ -198,7 +198,10 @@ fn with_enforcer(port: u16) -> Result<(Round, Round), String> {
     let mut baseline = default_baseline();
     baseline.read.push(DIR.into());
     enforcer
-        .create_agent_with("bench", Mode::Enforce, &baseline)
+        .create_agent(
+            "bench",
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline.clone()),
+        )
         .map_err(|e| e.to_string())?;
     let grant = GrantSpec {
         exec: vec![TINY.into()],

@@ -158,8 +158,11 @@ fn start_and_kill_enforcer() -> Result<PathBuf, String> {
             libc::close(fds[0]);
             let msg = match Enforcer::start(Backend::Lsm, Path::new(STATE), MemorySink::default())
                 .and_then(|e| {
-                    e.create_agent_with("persist", Mode::Enforce, &baseline())
-                        .map(|h| (e, h))
+                    e.create_agent(
+                        "persist",
+                        agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline()),
+                    )
+                    .map(|h| (e, h))
                 }) {
                 Ok((e, h)) => {
                     std::mem::forget(e);
@@ -232,7 +235,10 @@ fn value(out: &str, key: &str) -> Option<String> {
 
 fn e2e(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
     enforcer
-        .create_agent_with("e2e", Mode::Enforce, &baseline())
+        .create_agent(
+            "e2e",
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline()),
+        )
         .map_err(|e| format!("create agent: {e}"))?;
     let grant = GrantSpec {
         exec: vec![TOOL.into()],
