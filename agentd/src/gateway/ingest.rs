@@ -182,6 +182,32 @@ impl Gateway {
                 signature,
             } => (operator, nonce, timestamp, signature),
         };
+        let op = match self.verified_by(msg, operator, &signature) {
+            Ok(op) => op,
+            Err((code, detail)) => {
+                return self.untrusted_or_refuse(
+                    peer,
+                    rules.invalid,
+                    code,
+                    detail,
+                    &claimed,
+                    msg,
+                    now,
+                )
+            }
+        };
+        self.within_window(timestamp, now)?;
+        self.accept(msg, operator, nonce, op.key_gen, now)
+    }
+
+    /// The enrolled, unrevoked operator whose key made `signature` over the
+    /// message; else the reason it is not verified, and why.
+    fn verified_by(
+        &self,
+        msg: &SignedMessage,
+        operator: &str,
+        signature: &crate::protocol::Signature,
+    ) -> Result<Arc<super::Operator>, (&'static str, String)> {
         let op = self
             .operators
             .read()
@@ -189,41 +215,31 @@ impl Gateway {
             .get(operator)
             .cloned();
         let Some(op) = op else {
-            return self.untrusted_or_refuse(
-                peer,
-                rules.invalid,
+            return Err((
                 reason::UNKNOWN_OPERATOR,
                 format!("no operator `{operator}` is enrolled"),
-                &claimed,
-                msg,
-                now,
-            );
+            ));
         };
         if op.revoked {
-            return self.untrusted_or_refuse(
-                peer,
-                rules.invalid,
+            return Err((
                 reason::OPERATOR_REVOKED,
                 format!("operator `{operator}` is revoked"),
-                &claimed,
-                msg,
-                now,
-            );
+            ));
         }
         let canonical = msg
             .canonical()
             .expect("checked signed message has all fields");
-        if !verify(&op.key, &canonical, &signature) {
-            return self.untrusted_or_refuse(
-                peer,
-                rules.invalid,
+        if !verify(&op.key, &canonical, signature) {
+            return Err((
                 reason::SIGNATURE_MISMATCH,
                 format!("the signature does not match operator `{operator}`'s key"),
-                &claimed,
-                msg,
-                now,
-            );
+            ));
         }
+        Ok(op)
+    }
+
+    /// The timestamp lies within the window around `now`.
+    fn within_window(&self, timestamp: i64, now: i64) -> Result<(), Refusal> {
         let window = self.settings.timestamp_window_secs;
         if now - timestamp > window {
             return Err(refuse(
@@ -243,12 +259,25 @@ impl Gateway {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Records a verified message: spends its nonce, binds (or checks) its
+    /// session, and makes it the active message the agent's calls echo.
+    fn accept(
+        &self,
+        msg: &SignedMessage,
+        operator: &str,
+        nonce: &str,
+        key_gen: u32,
+        now: i64,
+    ) -> Result<IngestOutcome, Refusal> {
         let id = new_active_id();
         let row = ActiveRow {
             id: format!("{id:032x}"),
             operator: operator.to_owned(),
             session: msg.session.clone(),
-            key_gen: Some(op.key_gen),
+            key_gen: Some(key_gen),
             reason: reason::OK.to_owned(),
             created_at: now,
             expires_at: now + self.settings.active_message_ttl_secs,
