@@ -246,7 +246,10 @@ fn kernel_decisions_reach_the_audit_log() {
 struct SlowLog(agentd::audit::AuditLog);
 
 impl agentd::enforce::AuditSink for SlowLog {
-    fn append_kernel(&self, rec: &agentd::enforce::KernelRecord) -> Result<(), String> {
+    fn append_kernel(
+        &self,
+        rec: &agentd::enforce::KernelRecord,
+    ) -> Result<(), agentd::enforce::SinkError> {
         self.append_kernel_batch(std::slice::from_ref(rec))
             .pop()
             .unwrap_or(Ok(()))
@@ -254,7 +257,7 @@ impl agentd::enforce::AuditSink for SlowLog {
     fn append_kernel_batch(
         &self,
         recs: &[agentd::enforce::KernelRecord],
-    ) -> Vec<Result<(), String>> {
+    ) -> Vec<Result<(), agentd::enforce::SinkError>> {
         std::thread::sleep(Duration::from_millis(10));
         self.0.append_kernel_batch(recs)
     }
@@ -263,7 +266,7 @@ impl agentd::enforce::AuditSink for SlowLog {
         action: &str,
         target: &str,
         reason_code: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), agentd::enforce::SinkError> {
         self.0.append_lifecycle(action, target, reason_code)
     }
 }

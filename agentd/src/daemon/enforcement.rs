@@ -22,20 +22,43 @@ pub fn enforce_socket(config: &Config) -> PathBuf {
     config.socket_path.with_file_name("enforce.sock")
 }
 
+/// Why no backend can run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendChoiceError {
+    /// The probes found no usable backend.
+    #[error("{reason}")]
+    NoneUsable {
+        /// What `agentd doctor` found.
+        reason: String,
+    },
+    /// lsm was configured, but BPF LSM cannot run here.
+    #[error("backend = \"lsm\" configured, but {reason}")]
+    LsmUnavailable {
+        /// What `agentd doctor` found.
+        reason: String,
+    },
+}
+
 /// The backend to run: probed, and a configured choice the kernel cannot
 /// honour is refused rather than silently downgraded.
-pub fn choose_backend(choice: BackendChoice) -> Result<Backend, String> {
+pub fn choose_backend(choice: BackendChoice) -> Result<Backend, BackendChoiceError> {
     let report = doctor::run();
-    let probed = report.backend;
+    decide_backend(choice, report.backend, report.reason)
+}
+
+/// [`choose_backend`] given the probed backend and why (pure).
+fn decide_backend(
+    choice: BackendChoice,
+    probed: Backend,
+    reason: String,
+) -> Result<Backend, BackendChoiceError> {
     match (choice, probed) {
-        (BackendChoice::Auto, Backend::None) => Err(report.reason),
+        (BackendChoice::Auto | BackendChoice::Seccomp, Backend::None) => {
+            Err(BackendChoiceError::NoneUsable { reason })
+        }
         (BackendChoice::Auto, b) => Ok(b),
         (BackendChoice::Lsm, Backend::Lsm) => Ok(Backend::Lsm),
-        (BackendChoice::Lsm, _) => Err(format!(
-            "backend = \"lsm\" configured, but {}",
-            report.reason
-        )),
-        (BackendChoice::Seccomp, Backend::None) => Err(report.reason),
+        (BackendChoice::Lsm, _) => Err(BackendChoiceError::LsmUnavailable { reason }),
         // seccomp works wherever lsm does (both need tp_btf and cgroup BPF).
         (BackendChoice::Seccomp, _) => Ok(Backend::Seccomp),
     }
@@ -59,7 +82,7 @@ pub fn start(
         // Stored listeners nobody will supervise must leave the store, or
         // their agents' syscalls would wait for ever instead of failing.
         let names: Vec<String> = stored.iter().map(|s| s.name.clone()).collect();
-        let started = choose_backend(config.backend).and_then(|backend| {
+        let started = choose_backend(config.backend).map_err(|e| e.to_string()).and_then(|backend| {
             Enforcer::start_with_stored(
                 backend,
                 &config.state_dir,
@@ -104,4 +127,34 @@ pub fn start(
         slot.fill(Err(format!("cannot start the enforcement thread: {e}")));
     }
     slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_backend_the_kernel_lacks_is_refused_not_downgraded() {
+        let why = || "BPF LSM programs do not load".to_string();
+        assert_eq!(
+            decide_backend(BackendChoice::Auto, Backend::Seccomp, why()),
+            Ok(Backend::Seccomp)
+        );
+        assert_eq!(
+            decide_backend(BackendChoice::Seccomp, Backend::Lsm, why()),
+            Ok(Backend::Seccomp)
+        );
+        let lsm = decide_backend(BackendChoice::Lsm, Backend::Seccomp, why()).unwrap_err();
+        assert_eq!(
+            lsm.to_string(),
+            "backend = \"lsm\" configured, but BPF LSM programs do not load"
+        );
+        for choice in [
+            BackendChoice::Auto,
+            BackendChoice::Seccomp,
+            BackendChoice::Lsm,
+        ] {
+            assert!(decide_backend(choice, Backend::None, why()).is_err());
+        }
+    }
 }

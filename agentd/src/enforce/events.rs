@@ -41,18 +41,37 @@ pub struct KernelRecord {
     pub access: Option<&'static str>,
 }
 
+/// Why a sink did not keep a record.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The audit log refused the row or could not commit it.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The sink's own state is unusable (an in-memory sink's lock was
+    /// poisoned by a panicking writer).
+    #[error("the audit sink is unusable: {what}")]
+    Unusable {
+        /// What broke.
+        what: &'static str,
+    },
+}
+
 /// Where kernel records go. Implemented for the audit log; tests may collect.
 pub trait AuditSink: Send + Sync + 'static {
     /// Appends one record durably; an error is logged and counted.
-    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String>;
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), SinkError>;
     /// Appends records in order; one result per record. The default calls
     /// [`Self::append_kernel`] for each; the audit log commits them together.
-    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), String>> {
+    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), SinkError>> {
         recs.iter().map(|r| self.append_kernel(r)).collect()
     }
     /// Appends a lifecycle record (start, restart gap, agent stopped).
-    fn append_lifecycle(&self, action: &str, target: &str, reason_code: &str)
-        -> Result<(), String>;
+    fn append_lifecycle(
+        &self,
+        action: &str,
+        target: &str,
+        reason_code: &str,
+    ) -> Result<(), SinkError>;
 }
 
 /// The audit decision string for an outcome in a mode.
@@ -243,9 +262,16 @@ pub fn spawn_ring_reader(
 #[derive(Default, Clone)]
 pub struct MemorySink(pub Arc<std::sync::Mutex<Vec<KernelRecord>>>);
 
+/// The memory sink's lock was poisoned.
+fn poisoned<T>(_: T) -> SinkError {
+    SinkError::Unusable {
+        what: "memory sink lock poisoned",
+    }
+}
+
 impl AuditSink for MemorySink {
-    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String> {
-        self.0.lock().map_err(|e| e.to_string())?.push(rec.clone());
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), SinkError> {
+        self.0.lock().map_err(poisoned)?.push(rec.clone());
         Ok(())
     }
     fn append_lifecycle(
@@ -253,22 +279,19 @@ impl AuditSink for MemorySink {
         action: &str,
         target: &str,
         reason_code: &str,
-    ) -> Result<(), String> {
-        self.0
-            .lock()
-            .map_err(|e| e.to_string())?
-            .push(KernelRecord {
-                agent: String::new(),
-                call_id: String::new(),
-                active_message_id: String::new(),
-                action: action.into(),
-                target: target.into(),
-                decision: "info",
-                reason_code: reason_code.into(),
-                pid: 0,
-                latency_us: 0,
-                access: None,
-            });
+    ) -> Result<(), SinkError> {
+        self.0.lock().map_err(poisoned)?.push(KernelRecord {
+            agent: String::new(),
+            call_id: String::new(),
+            active_message_id: String::new(),
+            action: action.into(),
+            target: target.into(),
+            decision: "info",
+            reason_code: reason_code.into(),
+            pid: 0,
+            latency_us: 0,
+            access: None,
+        });
         Ok(())
     }
 }
@@ -293,16 +316,15 @@ fn kernel_event(rec: &KernelRecord) -> crate::audit::AuditEvent {
 }
 
 impl AuditSink for crate::audit::AuditLog {
-    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), String> {
-        self.append_blocking(kernel_event(rec))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), SinkError> {
+        self.append_blocking(kernel_event(rec))?;
+        Ok(())
     }
 
-    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), String>> {
+    fn append_kernel_batch(&self, recs: &[KernelRecord]) -> Vec<Result<(), SinkError>> {
         self.append_all_blocking(recs.iter().map(kernel_event).collect())
             .into_iter()
-            .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+            .map(|r| r.map(|_| ()).map_err(SinkError::from))
             .collect()
     }
 
@@ -311,14 +333,13 @@ impl AuditSink for crate::audit::AuditLog {
         action: &str,
         target: &str,
         reason_code: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         use crate::audit::{AuditEvent, RecordKind};
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, action);
         ev.target = target.into();
         ev.reason_code = reason_code.into();
-        self.append_blocking(ev)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.append_blocking(ev)?;
+        Ok(())
     }
 }
 

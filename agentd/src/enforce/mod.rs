@@ -44,7 +44,7 @@ pub mod unix_gate;
 pub use agents::{AgentOptions, TcpCaller};
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
-pub use events::{AuditSink, KernelRecord, MemorySink};
+pub use events::{AuditSink, KernelRecord, MemorySink, SinkError};
 pub use registry::{Creds, Mode};
 pub use slot::EnforceSlot;
 
