@@ -3,6 +3,7 @@
 //! SIGHUP reloads `gateway.policy_file`; SIGTERM/SIGINT shut down gracefully
 //! (in-flight requests finish, the audit log writes its final checkpoint).
 pub mod enforcement;
+mod serving;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,18 +11,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::api::{self, Access, AppState, Listener};
 use crate::audit::{AuditEvent, AuditLog, RecordKind};
 use crate::config::Config;
-use crate::gateway::{unix_now, Gateway, Settings};
+use crate::gateway::{Gateway, Settings};
+
+/// The API's admin rule (root or the admin group), for the enforcement
+/// socket too: one rule for both transports of the control plane.
+fn admin_rule(access: &Access) -> crate::enforce::control::AdminRule {
+    let access = access.clone();
+    Arc::new(move |uid, gid| {
+        access.is_admin(&api::Peer {
+            transport: api::peer::Transport::Unix,
+            pid: None,
+            uid: Some(uid),
+            gid: Some(gid),
+        })
+    })
+}
 
 /// How long open connections may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often expired nonces and active messages are pruned.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -187,18 +199,7 @@ pub async fn run_with_stored(
         max_body: config.gateway.max_request_bytes,
     });
     let access = state.access.clone();
-    let admin_rule = {
-        let access = access.clone();
-        std::sync::Arc::new(move |uid, gid| {
-            access.is_admin(&api::Peer {
-                transport: api::peer::Transport::Unix,
-                pid: None,
-                uid: Some(uid),
-                gid: Some(gid),
-            })
-        })
-    };
-    let enforce = enforcement::start(&config, audit.clone(), stored, admin_rule);
+    let enforce = enforcement::start(&config, audit.clone(), stored, admin_rule(&access));
     let enforce_at_stop = enforce.clone();
     gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
         slot: enforce.clone(),
@@ -215,36 +216,7 @@ pub async fn run_with_stored(
     let agents =
         crate::agents::AgentManager::open(&config.state_dir, gateway.clone(), enforce.clone())
             .context("opening the agents store")?;
-    {
-        let m = Arc::downgrade(&agents);
-        gateway.add_policy_listener(Arc::new(move || {
-            // Synchronous: when a load returns, running agents have the
-            // baselines the new policy's profiles give them.
-            if let Some(m) = m.upgrade() {
-                let failed = m.reapply_all();
-                if !failed.is_empty() {
-                    tracing::error!(
-                        ?failed,
-                        "policy reload: some agents kept their previous baseline"
-                    );
-                }
-            }
-        }));
-        let m = agents.clone();
-        let slot = enforce.clone();
-        std::thread::Builder::new()
-            .name("agentd-agents-apply".into())
-            .spawn(move || {
-                while !slot.settled() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let failed = m.reapply_all();
-                if !failed.is_empty() {
-                    tracing::error!(?failed, "start-up: some agents could not be applied");
-                }
-            })
-            .context("spawning the agents thread")?;
-    }
+    serving::reapply_agents_on_change(&gateway, &agents, &enforce)?;
     // MCP servers start through the launcher beside this binary.
     let launcher = crate::mcp::Launcher {
         agentctl: std::env::current_exe()
@@ -304,184 +276,55 @@ pub async fn run_with_stored(
         max_per_peer: config.gateway.max_connections_per_peer,
         header_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
     };
-    let mut servers = vec![tokio::spawn(api::serve_limited(
-        Listener::Unix(unix),
-        app.clone(),
-        stop_rx.clone(),
-        SHUTDOWN_GRACE,
-        limits,
-    ))];
-    // Forward mode: the model-API proxy on a socket of its own.
-    if config.forward.tcp_listen.is_some() && config.forward.socket_path.is_none() {
-        anyhow::bail!("[forward] tcp_listen needs socket_path (the proxy is off without it)");
-    }
-    if let Some(path) = &config.forward.socket_path {
-        let proxy = Arc::new(
-            crate::forward::proxy::Proxy::new(gateway.clone(), &config.forward, true)
-                .context("starting the forward proxy ([forward])")?,
-        );
-        let listener = bind_unix(path)?;
-        agents.set_forward_socket(path.clone());
-        tracing::info!(socket = %path.display(), on_deny = ?config.forward.on_deny, "forward proxy serving");
-        let routes = api::forward_routes::routes(proxy, access.clone());
-        servers.push(tokio::spawn(api::serve_limited(
-            Listener::Unix(listener),
-            routes.clone(),
-            stop_rx.clone(),
-            SHUTDOWN_GRACE,
-            limits,
-        )));
-        if let Some(addr) = &config.forward.tcp_listen {
-            let sa: std::net::SocketAddr = addr
-                .parse()
-                .with_context(|| format!("[forward] tcp_listen `{addr}`: expected IP:PORT"))?;
-            if !sa.ip().is_loopback() {
-                anyhow::bail!("[forward] tcp_listen `{addr}` must be a loopback address: only there can the kernel name the connecting agent");
-            }
-            let tcp = tokio::net::TcpListener::bind(sa)
-                .await
-                .with_context(|| format!("binding the forward proxy's TCP {addr}"))?;
-            let bound = tcp.local_addr().unwrap_or(sa);
-            agents.set_forward_tcp(bound);
-            tracing::info!(%bound, "forward proxy serving on loopback TCP (callers named by their socket's cgroup)");
-            servers.push(tokio::spawn(api::serve_limited(
-                Listener::Loopback(tcp, loopback_lookup(enforce_at_stop.clone())),
-                routes,
-                stop_rx.clone(),
-                SHUTDOWN_GRACE,
-                limits,
-            )));
-        }
-    }
-    // The MCP gateway's Streamable HTTP endpoint, on its own socket and
-    // loopback port.
-    if config.mcp.socket_path.is_some() || config.mcp.listen.is_some() {
-        let http = Arc::new(
-            crate::mcp::http::HttpGateway::new(gateway.clone(), pins.clone(), &config.mcp)
-                .context("starting the MCP HTTP endpoint ([mcp])")?,
-        );
-        let router = api::mcp_http_routes::routes(http, mcp_slot.clone());
-        if let Some(path) = &config.mcp.socket_path {
-            let listener = bind_unix(path)?;
-            tracing::info!(socket = %path.display(), servers = config.mcp.servers.len(), "MCP HTTP endpoint serving");
-            servers.push(tokio::spawn(api::serve_limited(
-                Listener::Unix(listener),
-                router.clone(),
-                stop_rx.clone(),
-                SHUTDOWN_GRACE,
-                limits,
-            )));
-        }
-        if let Some(addr) = &config.mcp.listen {
-            let tcp = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the MCP endpoint {addr}"))?;
-            tracing::info!(
-                addr,
-                servers = config.mcp.servers.len(),
-                "MCP HTTP endpoint serving (loopback)"
-            );
-            servers.push(tokio::spawn(api::serve_limited(
-                Listener::Loopback(tcp, loopback_lookup(mcp_slot)),
-                router,
-                stop_rx.clone(),
-                SHUTDOWN_GRACE,
-                limits,
-            )));
-        }
-    }
+    let mut servers = serving::Servers::new(stop_rx.clone(), limits);
+    servers.spawn(Listener::Unix(unix), app.clone());
+    serving::serve_forward(
+        &config,
+        &gateway,
+        &access,
+        &agents,
+        &enforce_at_stop,
+        &mut servers,
+    )
+    .await?;
+    serving::serve_mcp_http(&config, &gateway, &pins, &mcp_slot, &mut servers).await?;
     if let Some((c, listener)) = console {
         tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
-        servers.push(tokio::spawn(api::serve_limited(
-            Listener::Tcp(listener),
-            crate::console::routes::router(c),
-            stop_rx.clone(),
-            SHUTDOWN_GRACE,
-            limits,
-        )));
+        servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
     }
-    if let Some(addr) = &config.tcp_listen {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding TCP {addr}"))?;
-        let listener = match tls {
-            Some(acceptor) => {
-                tracing::info!(
-                    addr,
-                    mutual = config.tls_client_ca.is_some(),
-                    "TLS listener for remote operators (messages only)"
-                );
-                Listener::Tls(tcp, acceptor)
-            }
-            None => {
-                tracing::info!(
-                    addr,
-                    "plain HTTP loopback listener for remote operators (messages only)"
-                );
-                Listener::Tcp(tcp)
-            }
-        };
-        servers.push(tokio::spawn(api::serve_limited(
-            listener,
-            app.clone(),
-            stop_rx.clone(),
-            SHUTDOWN_GRACE,
-            limits,
-        )));
-    }
-    let pruner = {
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
-            loop {
-                tick.tick().await;
-                match gateway.prune(unix_now()) {
-                    Ok(n) if n > 0 => {
-                        tracing::debug!(removed = n, "pruned expired nonces and active messages")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "pruning failed"),
-                }
-            }
-        })
-    };
+    serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
+    let pruner = serving::spawn_pruner(gateway.clone());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    tracing::info!(socket = %config.socket_path.display(), state_dir = %config.state_dir.display(),
-        policy = gateway.current_policy().map(|p| p.id.clone()).unwrap_or_default(), "agentd serving");
+    serving::until_stopped(&config, &gateway, &audit).await?;
 
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                let Some(p) = &config.gateway.policy_file else {
-                    tracing::info!("SIGHUP: no gateway.policy_file configured; nothing to reload");
-                    continue;
-                };
-                match load_policy_file(&gateway, p) {
-                    Ok(id) => {
-                        tracing::info!(policy_id = %id, "SIGHUP: policy reloaded");
-                        audit_lifecycle(&audit, "policy_load", "ok", &p.display().to_string(), &id).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "SIGHUP: policy refused; the old policy stays in force");
-                        audit_lifecycle(&audit, "policy_load", "invalid_policy", &p.display().to_string(), "").await;
-                    }
-                }
-            }
-        }
-    }
+    stop(
+        &config,
+        stop_tx,
+        servers,
+        pruner,
+        &enforce_at_stop,
+        &receipts,
+        &audit,
+    )
+    .await
+}
 
+/// Stops in order: the listeners (after their grace), the pruner, the
+/// supervisors (each answers what it holds), the receipt worker, the
+/// sockets, and last the audit log (the others' final rows go there).
+async fn stop(
+    config: &Config,
+    stop_tx: watch::Sender<bool>,
+    servers: serving::Servers,
+    pruner: tokio::task::JoinHandle<()>,
+    enforce_at_stop: &crate::enforce::EnforceSlot,
+    receipts: &crate::receipt::queue::ReceiptQueue,
+    audit: &AuditLog,
+) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
-    }
+    servers.join().await;
     pruner.abort();
     // Supervisors answer what they hold, then stop; their listeners stay in
     // the service manager's fd store, so agents wait for the next agentd
