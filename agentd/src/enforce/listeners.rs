@@ -241,6 +241,34 @@ impl Enforcer {
                 .collect();
             (reg.listeners.clone(), agents)
         };
+        let mut back = self.sort_stored(stored, &known, &agents);
+        for (agent, cg) in agents {
+            let returned = back.remove(&agent).unwrap_or_default();
+            self.resume_agent(&agent, &cg, returned, &known, clean);
+        }
+        // Listeners of agents the registry does not hold (their cgroup is gone).
+        for (_, list) in back {
+            for (name, fd) in list {
+                drop(fd);
+                self.forget_listener(&name);
+                let _ = self.inner.sink.append_lifecycle(
+                    "stored_fd_closed",
+                    &format!("name={name}"),
+                    reason::STORED_LISTENER_UNKNOWN_AGENT,
+                );
+            }
+        }
+    }
+
+    /// The stored fds that are listeners the state file names for a known
+    /// agent, by agent; every other one is closed, removed from the store
+    /// and audited (`stored_fd_closed`).
+    fn sort_stored(
+        &self,
+        stored: Vec<StoredFd>,
+        known: &BTreeMap<String, ListenerEntry>,
+        agents: &[(String, AgentCgroupDir)],
+    ) -> BTreeMap<String, Vec<(String, OwnedFd)>> {
         let mut back: BTreeMap<String, Vec<(String, OwnedFd)>> = BTreeMap::new();
         for s in stored {
             let agent = fdstore::agent_of_name(&s.name).map(str::to_owned);
@@ -270,108 +298,107 @@ impl Enforcer {
                 }
             }
         }
-        for (agent, cg) in agents {
-            let returned = back.remove(&agent).unwrap_or_default();
-            let expected: Vec<&String> = known
+        back
+    }
+
+    /// One known agent after a restart: supervised again when every
+    /// listener it had came back and all its processes run filtered;
+    /// stopped (seccomp) when not; left alone when nothing of it runs.
+    fn resume_agent(
+        &self,
+        agent: &str,
+        cg: &AgentCgroupDir,
+        returned: Vec<(String, OwnedFd)>,
+        known: &BTreeMap<String, ListenerEntry>,
+        clean: bool,
+    ) {
+        let expected: Vec<&String> = known
+            .iter()
+            .filter(|(_, l)| l.agent == *agent)
+            .map(|(n, _)| n)
+            .collect();
+        let pids = self.agent_pids(cg);
+        let complete = !expected.is_empty()
+            && expected
                 .iter()
-                .filter(|(_, l)| l.agent == agent)
-                .map(|(n, _)| n)
-                .collect();
-            let pids = self.agent_pids(&cg);
-            let complete = !expected.is_empty()
-                && expected
-                    .iter()
-                    .all(|n| returned.iter().any(|(r, _)| r == *n));
-            let unfiltered = pids
-                .iter()
-                .filter(|p| !self.ops().under_seccomp_filter(**p))
-                .count();
-            // Forget what did not come back; its tasks, if any, are stopped below.
-            for name in expected
-                .iter()
-                .filter(|n| !returned.iter().any(|(r, _)| r == **n))
-            {
-                self.forget_listener(name);
-            }
-            if pids.is_empty() {
-                // Nothing left to supervise: the listeners' tasks are gone.
-                for (name, fd) in returned {
-                    drop(fd);
-                    self.forget_listener(&name);
-                }
-                continue;
-            }
-            if self.inner.backend != Backend::Lsm && !(complete && unfiltered == 0) {
-                // Seccomp agents whose supervision cannot be restored in
-                // full are stopped, never left half-enforced.
-                let _ = self.ops().cgroup_kill(&cg);
-                let came_back = returned.len();
-                for (name, fd) in returned {
-                    drop(fd);
-                    self.forget_listener(&name);
-                }
-                tracing::warn!(agent = %agent, pids = pids.len(), listeners_expected = expected.len(), came_back, unfiltered, "stopped an agent whose supervision did not survive the restart");
-                let _ = self.inner.sink.append_lifecycle(
-                    "agent_stopped",
-                    &format!(
-                        "agent={agent} pids={} listeners_back={came_back}/{} unfiltered={unfiltered}",
-                        pids.len(),
-                        expected.len()
-                    ),
-                    reason::SUPERVISOR_LOST_ON_RESTART,
-                );
-                continue;
-            }
-            if returned.is_empty() {
-                // lsm agents: no listener, nothing to resume.
-                continue;
-            }
-            let n = returned.len();
-            let mut failed = 0;
-            for (name, fd) in returned {
-                let Some(creds) = known.get(&name).map(|l| l.creds.clone()) else {
-                    continue;
-                };
-                if let Err(e) = self.spawn_supervisor(&agent, fd, creds, name) {
-                    tracing::error!(agent = %agent, error = %e, "could not supervise a re-adopted listener");
-                    failed += 1;
-                }
-            }
-            if failed > 0 {
-                let _ = self.ops().cgroup_kill(&cg);
-                self.stop_supervisors(&agent);
-                let _ = self.inner.sink.append_lifecycle(
-                    "agent_stopped",
-                    &format!(
-                        "agent={agent} pids={} supervisors_failed={failed}",
-                        pids.len()
-                    ),
-                    reason::SUPERVISOR_LOST_ON_RESTART,
-                );
-                continue;
-            }
-            let kicked = !clean && self.ops().cgroup_restart_waiting(&cg).is_ok();
-            tracing::info!(agent = %agent, listeners = n, pids = pids.len(), kicked, "agent re-adopted: supervision resumed");
-            let _ = self.inner.sink.append_lifecycle(
-                "agent_readopted",
-                &format!(
-                    "agent={agent} listeners={n} pids={} clean_stop={clean}",
-                    pids.len()
-                ),
-                reason::SUPERVISOR_READOPTED,
-            );
+                .all(|n| returned.iter().any(|(r, _)| r == *n));
+        let unfiltered = pids
+            .iter()
+            .filter(|p| !self.ops().under_seccomp_filter(**p))
+            .count();
+        // Forget what did not come back; its tasks, if any, are stopped below.
+        for name in expected
+            .iter()
+            .filter(|n| !returned.iter().any(|(r, _)| r == **n))
+        {
+            self.forget_listener(name);
         }
-        // Listeners of agents the registry does not hold (their cgroup is gone).
-        for (_, list) in back {
-            for (name, fd) in list {
+        if pids.is_empty() {
+            // Nothing left to supervise: the listeners' tasks are gone.
+            for (name, fd) in returned {
                 drop(fd);
                 self.forget_listener(&name);
-                let _ = self.inner.sink.append_lifecycle(
-                    "stored_fd_closed",
-                    &format!("name={name}"),
-                    reason::STORED_LISTENER_UNKNOWN_AGENT,
-                );
+            }
+            return;
+        }
+        if self.inner.backend != Backend::Lsm && !(complete && unfiltered == 0) {
+            // Seccomp agents whose supervision cannot be restored in
+            // full are stopped, never left half-enforced.
+            let _ = self.ops().cgroup_kill(cg);
+            let came_back = returned.len();
+            for (name, fd) in returned {
+                drop(fd);
+                self.forget_listener(&name);
+            }
+            tracing::warn!(agent = %agent, pids = pids.len(), listeners_expected = expected.len(), came_back, unfiltered, "stopped an agent whose supervision did not survive the restart");
+            let _ = self.inner.sink.append_lifecycle(
+                "agent_stopped",
+                &format!(
+                    "agent={agent} pids={} listeners_back={came_back}/{} unfiltered={unfiltered}",
+                    pids.len(),
+                    expected.len()
+                ),
+                reason::SUPERVISOR_LOST_ON_RESTART,
+            );
+            return;
+        }
+        if returned.is_empty() {
+            // lsm agents: no listener, nothing to resume.
+            return;
+        }
+        let n = returned.len();
+        let mut failed = 0;
+        for (name, fd) in returned {
+            let Some(creds) = known.get(&name).map(|l| l.creds.clone()) else {
+                continue;
+            };
+            if let Err(e) = self.spawn_supervisor(agent, fd, creds, name) {
+                tracing::error!(agent = %agent, error = %e, "could not supervise a re-adopted listener");
+                failed += 1;
             }
         }
+        if failed > 0 {
+            let _ = self.ops().cgroup_kill(cg);
+            self.stop_supervisors(agent);
+            let _ = self.inner.sink.append_lifecycle(
+                "agent_stopped",
+                &format!(
+                    "agent={agent} pids={} supervisors_failed={failed}",
+                    pids.len()
+                ),
+                reason::SUPERVISOR_LOST_ON_RESTART,
+            );
+            return;
+        }
+        let kicked = !clean && self.ops().cgroup_restart_waiting(cg).is_ok();
+        tracing::info!(agent = %agent, listeners = n, pids = pids.len(), kicked, "agent re-adopted: supervision resumed");
+        let _ = self.inner.sink.append_lifecycle(
+            "agent_readopted",
+            &format!(
+                "agent={agent} listeners={n} pids={} clean_stop={clean}",
+                pids.len()
+            ),
+            reason::SUPERVISOR_READOPTED,
+        );
     }
 }
