@@ -25,6 +25,26 @@ pub fn error_value(kind: ErrorKind, message: &str) -> Value {
     json!({ "error": { "code": kind.status(), "message": message, "status": status } })
 }
 
+/// A query string without its `key` parameters (Gemini's API key), for
+/// the upstream request. A name is compared the way the server reads it:
+/// percent-decoded and in any case, so `k%65y=` or `KEY=` never carry a
+/// client's key past the proxy either. Empty parameters are dropped.
+pub fn query_without_key(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && !names_the_key(p.split('=').next().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Whether a query parameter's raw name is `key` once decoded.
+fn names_the_key(raw: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    // `+` is a space in a form-encoded name; "key" has none, so a name
+    // holding one is not the key whichever way it is read.
+    decoded.eq_ignore_ascii_case(b"key")
+}
+
 /// The model a request path names (`/v1beta/models/{model}:…`).
 pub fn model_of_path(path: &str) -> Option<&str> {
     let rest = path.split_once("/models/")?.1;
@@ -196,5 +216,30 @@ impl StreamRewriter for Stream {
 
     fn model(&self) -> Option<String> {
         self.model.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_without_key;
+
+    #[test]
+    fn the_key_parameter_leaves_the_query() {
+        assert_eq!(query_without_key("alt=sse&key=AIzaSECRET"), "alt=sse");
+        assert_eq!(query_without_key("key=AIzaSECRET"), "");
+        assert_eq!(
+            query_without_key("keyword=1&key&alt=sse"),
+            "keyword=1&alt=sse"
+        );
+    }
+
+    #[test]
+    fn an_encoded_or_upper_cased_key_parameter_leaves_the_query_too() {
+        // The server decodes parameter names: `k%65y` is `key` to it.
+        assert_eq!(query_without_key("alt=sse&k%65y=AIzaSECRET"), "alt=sse");
+        assert_eq!(query_without_key("%6B%45%59=AIzaSECRET&alt=sse"), "alt=sse");
+        assert_eq!(query_without_key("KEY=AIzaSECRET"), "");
+        // Names that only look alike stay.
+        assert_eq!(query_without_key("k+ey=1&ke%79s=2"), "k+ey=1&ke%79s=2");
     }
 }

@@ -169,7 +169,9 @@ pub fn find(provider: Provider, body: &Value) -> Vec<ProviderTool> {
 }
 
 /// Removes the tools at `gone` from the request (an emptied `tools` or
-/// `mcp_servers` list is removed, as an API refuses an empty one).
+/// `mcp_servers` list is removed, as an API refuses an empty one). The
+/// body is walked with `get_mut`: a request of any shape (a JSON string, a
+/// `tools` that is not a list) is left as it is rather than indexed into.
 pub fn strip(body: &mut Value, gone: &[&Locator]) {
     let mut tools: Vec<usize> = Vec::new();
     let mut servers: Vec<usize> = Vec::new();
@@ -178,7 +180,8 @@ pub fn strip(body: &mut Value, gone: &[&Locator]) {
             Locator::Tool(i) => tools.push(*i),
             Locator::McpServer(i) => servers.push(*i),
             Locator::ToolKey(i, key) => {
-                if let Some(o) = body["tools"][*i].as_object_mut() {
+                let entry = body.get_mut("tools").and_then(|t| t.get_mut(*i));
+                if let Some(o) = entry.and_then(Value::as_object_mut) {
                     o.remove(key);
                     if o.is_empty() {
                         tools.push(*i);
@@ -195,7 +198,10 @@ pub fn strip(body: &mut Value, gone: &[&Locator]) {
     for (field, mut idx) in [("tools", tools), ("mcp_servers", servers)] {
         idx.sort_unstable();
         idx.dedup();
-        let Some(list) = body[field].as_array_mut() else {
+        if idx.is_empty() {
+            continue;
+        }
+        let Some(list) = body.get_mut(field).and_then(Value::as_array_mut) else {
             continue;
         };
         for i in idx.into_iter().rev() {
@@ -279,5 +285,36 @@ mod tests {
         let found = find(Provider::OpenAiResponses, &b);
         strip(&mut b, &[&found[0].at]);
         assert!(b.get("tools").is_none() && b.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn requests_of_the_wrong_shape_are_left_as_they_are() {
+        // Found by the forward_request fuzz target: a body that is a JSON
+        // string was indexed mutably and panicked.
+        let locators = [
+            Locator::Tool(0),
+            Locator::ToolKey(0, "googleSearch".into()),
+            Locator::McpServer(1),
+            Locator::Field("web_search_options"),
+        ];
+        let all: Vec<&Locator> = locators.iter().collect();
+        for body in [
+            json!("des{arc%_20250303"),
+            json!(7),
+            json!([1, 2]),
+            json!({ "tools": "not a list", "mcp_servers": { "a": 1 } }),
+            json!({ "tools": [3, "x"] }),
+        ] {
+            let mut b = body.clone();
+            strip(&mut b, &all);
+            strip(&mut b, &[]);
+            if !body.is_object() {
+                assert_eq!(b, body);
+            }
+        }
+        // Nothing to strip leaves even an empty list alone.
+        let mut b = json!({ "tools": [], "tool_choice": "auto" });
+        strip(&mut b, &[]);
+        assert_eq!(b, json!({ "tools": [], "tool_choice": "auto" }));
     }
 }

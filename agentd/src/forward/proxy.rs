@@ -994,7 +994,7 @@ fn build_request(
     let mut uri = format!("{}{}", up.base_path, parts.uri.path());
     if let Some(q) = parts.uri.query() {
         // Gemini's clients may put their key in the query: never forwarded.
-        let kept = without_key_param(q);
+        let kept = super::gemini::query_without_key(q);
         if !kept.is_empty() {
             uri.push('?');
             uri.push_str(&kept);
@@ -1033,15 +1033,6 @@ fn build_request(
     }
     b.body(http_body_util::Full::new(body))
         .map_err(|e| e.to_string())
-}
-
-/// A query string without its `key` parameters (Gemini's API key).
-fn without_key_param(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// Response headers passed to the client (not hop-by-hop or lengths, which
@@ -1120,16 +1111,6 @@ mod tests {
         ] {
             assert!(parse_url("openai", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_key_parameter_leaves_the_query() {
-        assert_eq!(without_key_param("alt=sse&key=AIzaSECRET"), "alt=sse");
-        assert_eq!(without_key_param("key=AIzaSECRET"), "");
-        assert_eq!(
-            without_key_param("keyword=1&key&alt=sse"),
-            "keyword=1&alt=sse"
-        );
     }
 
     #[test]
