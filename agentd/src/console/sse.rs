@@ -28,6 +28,11 @@ const CHUNK: u64 = 512;
 const BACKLOG_SCAN: u64 = 50_000;
 /// A comment line this often keeps proxies and the browser from timing out.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Reads of new rows are at least this far apart: under load one read
+/// (and one write to the page) carries many commits' rows, so an open page
+/// costs a bounded number of queries per second, not one per commit; a
+/// row of a quiet log still goes out at once.
+const MIN_READ_GAP: Duration = Duration::from_millis(20);
 
 /// A response body fed by a channel (one frame per message).
 pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
@@ -216,12 +221,15 @@ pub async fn feed(
     }
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
+    let mut last_read = tokio::time::Instant::now() - MIN_READ_GAP;
     loop {
         // Catch up first: rows may have been committed while we sent.
         loop {
             if *committed.borrow_and_update() <= last {
                 break;
             }
+            tokio::time::sleep_until(last_read + MIN_READ_GAP).await;
+            last_read = tokio::time::Instant::now();
             let rows = match reader.after(last).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -233,10 +241,13 @@ pub async fn feed(
             let Some(end) = rows.last().map(|r| r.seq) else {
                 break;
             };
+            // One frame (one write) for the whole read.
+            let mut batch = Vec::new();
             for r in rows.iter().filter(|r| spec.filter.matches(r)) {
-                if !send(row_event(r)).await {
-                    return;
-                }
+                batch.extend_from_slice(&row_event(r));
+            }
+            if !batch.is_empty() && !send(Bytes::from(batch)).await {
+                return;
             }
             last = end;
         }
@@ -273,8 +284,10 @@ mod tests {
                 .expect("an event within 10 s")
                 .expect("stream open");
             let s = String::from_utf8_lossy(&b).into_owned();
-            if s.contains("event: row") {
-                out.push(s);
+            for ev in s.split_terminator("\n\n") {
+                if ev.contains("event: row") {
+                    out.push(format!("{ev}\n\n"));
+                }
             }
         }
         out
