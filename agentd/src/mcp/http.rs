@@ -211,25 +211,27 @@ impl HttpGateway {
             .filter(|s| self.servers.contains_key(*s))
             .map(str::to_owned)
         else {
-            return error(
+            let refusal = error(
                 StatusCode::NOT_FOUND,
                 None,
                 code::INVALID_REQUEST,
                 reason::MCP_UNKNOWN_SERVER,
                 &format!("no MCP server is configured at {}", clip(&path)),
             );
+            return after_reading(req, self.max_message, refusal).await;
         };
         let who = match who {
             Ok(w) => w,
             Err(why) => {
                 tracing::warn!(server = %server, why = %why, "MCP HTTP caller refused");
-                return error(
+                let refusal = error(
                     StatusCode::FORBIDDEN,
                     None,
                     code::INVALID_REQUEST,
                     reason::PERMISSION_DENIED,
                     &format!("only an agent's processes may use the MCP endpoint: {why}"),
                 );
+                return after_reading(req, self.max_message, refusal).await;
             }
         };
         let sid = header(req.headers(), SESSION_HEADER);
@@ -238,13 +240,14 @@ impl HttpGateway {
             Some(s) => match self.session(s, &who.agent, &server) {
                 Some(up) => Some(up),
                 None => {
-                    return error(
+                    let refusal = error(
                         StatusCode::NOT_FOUND,
                         None,
                         code::INVALID_REQUEST,
                         reason::MCP_UNKNOWN_SESSION,
                         "unknown MCP session (closed, expired or not this agent's); initialize a new one",
-                    )
+                    );
+                    return after_reading(req, self.max_message, refusal).await;
                 }
             },
         };
@@ -873,6 +876,16 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
 
 fn clip(s: &str) -> String {
     s.chars().take(128).collect()
+}
+
+/// Sends a refusal once the request's body is read (bounded in size and
+/// time): answered before its body was read, a request's connection is
+/// closed under a client still writing it, which then sees a broken pipe
+/// instead of the refusal.
+async fn after_reading(req: Request<Body>, max: usize, refusal: Response<Body>) -> Response<Body> {
+    let read = read_limited(req.into_body(), max);
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    refusal
 }
 
 enum Limited {
