@@ -261,12 +261,7 @@ impl Proxy {
         let Some(provider) = Provider::of_path(&path).filter(|_| req.method() == "POST") else {
             let family = Provider::family_of_path(&path);
             let method = req.method().clone();
-            // Read what the client sent (bounded) before answering: a
-            // socket closed on unread data resets, and the client would see
-            // the reset instead of the answer.
-            let _ = http_body_util::Limited::new(req.into_body(), self.max_request)
-                .collect()
-                .await;
+            drain(req, self.max_request).await;
             tracing::info!(path = %path, method = %method, "forward: not an inference endpoint; refused");
             return error_response(
                 family,
@@ -279,6 +274,7 @@ impl Proxy {
         };
         let family = provider.family();
         if !may_use {
+            drain(req, self.max_request).await;
             return error_response(
                 family,
                 ErrorKind::Denied,
@@ -959,6 +955,15 @@ impl hyper::body::Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
+}
+
+/// Reads what the client sent (bounded) before a refusal is answered: a
+/// socket closed on unread data resets, and the client would see the
+/// reset instead of the answer.
+async fn drain(req: Request<Body>, max: usize) {
+    let _ = http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await;
 }
 
 /// Request headers never forwarded: credentials (replaced), agentd's own,
