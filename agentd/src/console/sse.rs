@@ -151,29 +151,12 @@ pub fn records_before(
         "SELECT {} FROM audit_records WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
         store::RECORD_COLUMNS
     );
-    let mut stmt = conn
-        .prepare_cached(&q)
-        .map_err(store::sql(path, "prepare read"))?;
-    let rows = stmt
-        .query_map(
-            rusqlite::params![before as i64, limit as i64],
-            store::record_from_row,
-        )
-        .map_err(store::sql(path, "read records"))?;
-    let mut out = Vec::new();
-    for r in rows {
-        match r.map_err(store::sql(path, "read records"))? {
-            Ok(r) => out.push(r),
-            Err((seq, message)) => {
-                return Err(StoreError::Malformed {
-                    path: path.to_owned(),
-                    seq,
-                    message,
-                })
-            }
-        }
-    }
-    Ok(out)
+    super::views::query(
+        conn,
+        path,
+        &q,
+        rusqlite::params![before as i64, limit as i64],
+    )
 }
 
 /// Feeds one stream until the page goes away, the session ends

@@ -120,13 +120,17 @@ pub fn message_row(
         .next())
 }
 
-fn query(
+/// Audit records a query over `store::RECORD_COLUMNS` returns; a row
+/// that does not parse fails the read (`StoreError::Malformed`).
+pub(super) fn query(
     conn: &Connection,
     path: &Path,
     q: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<Record>, StoreError> {
-    let mut stmt = conn.prepare(q).map_err(store::sql(path, "prepare read"))?;
+    let mut stmt = conn
+        .prepare_cached(q)
+        .map_err(store::sql(path, "prepare read"))?;
     let rows = stmt
         .query_map(params, store::record_from_row)
         .map_err(store::sql(path, "read records"))?;
