@@ -751,7 +751,12 @@ fn use_count(h: &Harness, a: &str) -> Check {
 
 fn revoke(h: &Harness, a: &str) -> Check {
     h.agent(a, Mode::Enforce)?;
-    h.grant(a, "c-rev", spec(&[TRUE], &[], &[], &[], 60))?;
+    // The read of `mark` comes after the first exec has finished: revoking
+    // once its allow row appears cannot land between an exec's check and
+    // its verification (which kills the task, rightly, as the grant is gone).
+    let mark = h.file("revoke-mark.txt", b"first exec done\n", 0o644);
+    let mark = Harness::s(&mark);
+    h.grant(a, "c-rev", spec(&[TRUE], &[&mark], &[], &[], 60))?;
     let call = "c-rev".to_string();
     let run = h.run_with(
         a,
@@ -761,24 +766,31 @@ fn revoke(h: &Harness, a: &str) -> Check {
             "exec",
             TRUE,
             "--",
+            "open",
+            &mark,
+            "r",
+            "--",
             "sleep-then",
             "3000",
             "exec",
             TRUE,
         ],
         |_| {
-            // Revoke once the first exec was allowed (not after a fixed
-            // delay: under emulation the launch alone can take seconds).
+            // Revoke once the first exec is over (not after a fixed delay:
+            // under emulation the launch alone can take seconds).
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while h.record(a, "exec", TRUE, "allow").is_none()
+            while h
+                .record(a, "file_open", "revoke-mark.txt", "allow")
+                .is_none()
                 && std::time::Instant::now() < deadline
             {}
             let _ = h.enforcer.revoke("c-rev");
         },
     );
-    if run.result != format!("exit:0 | {EPERM}") {
+    let want = format!("exit:0 | ok first exec done | {EPERM}");
+    if run.result != want {
         return Err(format!(
-            "expected `exit:0 | {EPERM}`, got `{}`\n{}",
+            "expected `{want}`, got `{}`\n{}",
             run.result, run.output
         ));
     }
