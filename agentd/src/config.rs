@@ -477,8 +477,8 @@ impl Config {
         if c.confirm_ttl_secs == 0 || c.confirm_ttl_secs > 3600 {
             return Err(invalid("console.confirm_ttl_secs", "must be 1..=3600"));
         }
-        if c.session_ttl_secs < 60 || c.session_ttl_secs > 7 * 24 * 3600 {
-            return Err(invalid("console.session_ttl_secs", "must be 60..=604800"));
+        if c.session_ttl_secs == 0 || c.session_ttl_secs > 7 * 24 * 3600 {
+            return Err(invalid("console.session_ttl_secs", "must be 1..=604800"));
         }
         Ok(())
     }

@@ -8,11 +8,13 @@
 //! the page cannot read) and works once; a live row appears after a tool
 //! call; a denied call's page names its reason; an allowed call's page
 //! shows its message, checks, grant, the kernel events tied to it (one of
-//! them a denial) and its receipt, verified; HTML in audited fields stays
-//! text; the stream filters; a mode switch needs a confirmation token and
+//! them a denial) and its receipt, verified; HTML in audited fields (an
+//! operator name, a session, tool arguments, a path the kernel refused)
+//! stays text; the stream filters; a mode switch needs a confirmation token and
 //! a CSRF token; a tampered database shows the break in the chain view;
 //! requests without the cookie, without the CSRF token, from another
-//! origin or naming another host are refused; each of these is audited.
+//! origin or naming another host are refused; each of these is audited; a
+//! session cookie past its lifetime is refused.
 pub mod cdp;
 
 use std::io::{Read as _, Write as _};
@@ -237,6 +239,9 @@ pub fn run(bin: &Path, shots: &Path, r: &mut Report) {
         }
         Err(e) => r.check("console: setting up", false, || format!("{e:#}")),
     }
+    if let Err(e) = expired_session(bin, &root, r) {
+        r.check("console: an expired session", false, || format!("{e:#}"));
+    }
     crate::sdk_suite::clean_up(&[&root]);
     println!(
         "  console suite took {:.1} s",
@@ -387,10 +392,12 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
 
     // --- an allowed call inside the agent: kernel events and receipt --------
     let script = format!(
-        "{agentctl} check --socket {sock} --message {m} shell 'command=/usr/bin/ls /root' >/dev/null; /usr/bin/ls /root; exit 0",
+        "{agentctl} check --socket {sock} --message {m} shell 'command=/usr/bin/ls /root' >/dev/null; /usr/bin/ls /root; \
+         echo x > '{hostile}' 2>/dev/null; exit 0",
         agentctl = s.daemon.agentd.bin.join("agentctl").display(),
         sock = s.daemon.agentd.socket.display(),
-        m = s.daemon.active
+        m = s.daemon.active,
+        hostile = s.root.join(PAYLOAD).display(),
     );
     let out = in_agent(
         &s.daemon.agentd,
@@ -468,6 +475,34 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
         || format!("receipt {receipt}; page {page}; kernel rows in the log {}", tied.len()),
     );
     s.shot_full(&mut b, "call-allowed");
+
+    // --- HTML in a path the kernel refused stays text -------------------------
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hostile_row = loop {
+        let found = s.audit().iter().any(|x| {
+            x["kind"] == "kernel"
+                && x["decision"] == "deny"
+                && x["target"].as_str().is_some_and(|t| t.contains(PAYLOAD))
+        });
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    b.eval("location.hash = '#stream'")?;
+    let shown = b.wait_for(
+        "[...document.querySelectorAll('#rows tbody tr')].some(tr => tr.children[2].textContent === 'kernel' \
+           && tr.querySelector('td.target')?.textContent.includes('<img src=x onerror'))",
+        Duration::from_secs(15),
+    );
+    let clean = b
+        .eval("window.__pwned === undefined && document.querySelectorAll('#rows img, #rows script').length === 0")
+        .unwrap_or(Value::Null);
+    r.check(
+        "console: HTML in a file name the kernel refused to create is shown as text in the stream and never runs",
+        hostile_row && shown.is_ok() && clean == true,
+        || format!("audit row with the payload path: {hostile_row}; {shown:?}; clean {clean}"),
+    );
 
     // --- the stream's filters ---------------------------------------------
     b.eval("location.hash = '#stream'")?;
@@ -712,6 +747,59 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
                 .collect();
             format!("{admin:?}")
         },
+    );
+    Ok(())
+}
+
+/// A second agentd whose console sessions last 2 s: the cookie works, then
+/// after its lifetime the server refuses it (the browser would also drop it:
+/// its Max-Age is that lifetime).
+fn expired_session(bin: &Path, root: &Path, r: &mut Report) -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
+    let extra = format!("\n[console]\nlisten = \"127.0.0.1:{port}\"\nsession_ttl_secs = 2\n");
+    let agentd =
+        crate::runtimes::daemon::Agentd::start_with(bin, &root.join("short-sessions"), &extra)?;
+    let out = agentd.agentctl().args(["console", "--json"]).output()?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("agentctl console --json")?;
+    let url = v["url"].as_str().context("no url")?;
+    let path = url
+        .split_once(&format!("127.0.0.1:{port}"))
+        .map(|(_, p)| p)
+        .context("link names another address")?;
+    let host = format!("127.0.0.1:{port}");
+    let (status, login) = http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )?;
+    let set_cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or("")
+        .to_owned();
+    let cookie = set_cookie
+        .split_once("agentd_console=")
+        .and_then(|(_, rest)| rest.split(';').next())
+        .unwrap_or("")
+        .to_owned();
+    let chain = || {
+        http(
+            port,
+            &format!("GET /api/chain HTTP/1.1\r\nHost: {host}\r\nCookie: agentd_console={cookie}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let fresh = chain();
+    std::thread::sleep(Duration::from_millis(3100));
+    let stale = chain();
+    r.check(
+        "console: a session cookie works for its lifetime (Max-Age = session_ttl_secs) and is refused after it (401 console_session_required)",
+        status == 303
+            && set_cookie.contains("Max-Age=2")
+            && !cookie.is_empty()
+            && matches!(&fresh, Ok((200, _)))
+            && matches!(&stale, Ok((401, t)) if t.contains("console_session_required")),
+        || format!("login {status} {set_cookie:?}; fresh {fresh:?}; after 3.1 s {stale:?}"),
     );
     Ok(())
 }
