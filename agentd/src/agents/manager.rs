@@ -453,6 +453,11 @@ impl AgentManager {
         failed
     }
 
+    /// Whether an agent by that name is configured.
+    pub fn is_configured(&self, name: &str) -> Result<bool, AgentsError> {
+        Ok(self.store.get(name)?.is_some())
+    }
+
     fn def(&self, name: &str) -> Result<AgentDef, AgentsError> {
         self.store
             .get(name)?
@@ -538,7 +543,7 @@ impl AgentManager {
         msg: &SignedMessage,
     ) -> Result<Result<InboxEntry, Refusal>, AgentsError> {
         self.def(agent)?;
-        let out = match self.gateway.submit_message(msg).await {
+        let out = match self.gateway.submit_message_to_agent(msg, agent).await {
             Ok(o) => o,
             Err(r) => return Ok(Err(r)),
         };

@@ -8,8 +8,10 @@
 //! `GET /v1/health`, `POST /v1/messages`, `POST /v1/tool-calls`,
 //! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
 //! `GET|PUT /v1/policy`, `POST /v1/policy/validate`, `POST /v1/mcp/stdio`
-//! (upgraded to an MCP relay, `mcp_routes`). The forward proxy's model
-//! socket has a router of its own (`forward_routes`).
+//! (upgraded to an MCP relay, `mcp_routes`), `GET|POST /v1/suspensions`
+//! and `POST /v1/suspensions/resume` (the kill switch, `suspend_routes`).
+//! The forward proxy's model socket has a router of its own
+//! (`forward_routes`).
 pub mod agent_routes;
 pub mod client;
 pub mod enforce_routes;
@@ -19,6 +21,7 @@ pub mod mcp_http_routes;
 pub mod mcp_routes;
 pub mod peer;
 pub mod server;
+pub mod suspend_routes;
 pub mod tls;
 
 pub use client::{Client, ClientError, SocketArg};

@@ -205,6 +205,12 @@ pub async fn run_with_stored(
         slot: enforce.clone(),
     }));
     gateway.set_agent_resolver(Arc::new(enforce.clone()));
+    // The kill switch ends grants and stops agents through the enforcer;
+    // grants it re-adopts at start are ended again for stored suspensions.
+    gateway.set_kill_switch(Arc::new(crate::enforce::EnforceKillSwitch {
+        slot: enforce.clone(),
+    }));
+    serving::reapply_suspensions_when_enforcing(gateway.clone(), enforce.clone());
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).
     let (receipt_hook, receipts) =
@@ -262,6 +268,12 @@ pub async fn run_with_stored(
             launcher,
             config.agent_user.clone(),
             pins.clone(),
+        ))
+        .merge(api::suspend_routes::routes(
+            gateway.clone(),
+            agents.clone(),
+            enforce.clone(),
+            access.clone(),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
         .merge(api::agent_routes::routes(agents.clone(), access.clone()))

@@ -221,6 +221,27 @@ pub(super) async fn serve_remote(
     Ok(())
 }
 
+/// Once enforcement has started, ends again the grants it re-adopted that
+/// a stored suspension covers (they were installed before the suspension
+/// was set, or its revocation did not reach the state file).
+pub(super) fn reapply_suspensions_when_enforcing(gateway: Arc<Gateway>, enforce: EnforceSlot) {
+    if gateway.suspensions().is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        while !enforce.settled() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ended = tokio::task::spawn_blocking(move || gateway.reapply_suspensions())
+            .await
+            .unwrap_or(0);
+        tracing::info!(
+            grants_revoked = ended,
+            "suspensions re-applied to the enforcer"
+        );
+    });
+}
+
 /// Prunes expired nonces and active messages every [`PRUNE_INTERVAL`].
 pub(super) fn spawn_pruner(gateway: Arc<Gateway>) -> JoinHandle<()> {
     tokio::spawn(async move {

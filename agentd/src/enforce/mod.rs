@@ -25,6 +25,7 @@ pub mod fdstore;
 pub mod gateway_hook;
 pub mod grant;
 mod grants;
+mod kill_switch;
 pub mod launch;
 mod lifecycle;
 mod listeners;
@@ -45,6 +46,7 @@ pub use agents::{AgentOptions, TcpCaller};
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
 pub use events::{AuditSink, KernelRecord, MemorySink, SinkError};
+pub use kill_switch::EnforceKillSwitch;
 pub use registry::{Creds, Mode};
 pub use slot::EnforceSlot;
 

@@ -648,3 +648,52 @@ fn join_moves_a_process_unless_it_is_already_in_a_run_cgroup() {
     assert_eq!(calls[0], format!("cgroup_kill {}", leaf.cgroup.display()));
     assert!(calls.contains(&format!("remove_agent cg={}", leaf.cgroup_id)));
 }
+
+#[test]
+fn a_suspension_ends_only_the_grants_in_scope_and_stops_only_its_agents() {
+    use crate::gateway::{GrantTarget, KillSwitch};
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    e.create_agent("web", Mode::Enforce).unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    rig.kernel.put_process(&rig.agent_dir("web"), 20);
+    e.install_grant_for("mail", "c1", "m1", &spec(60, 0), requester(10))
+        .unwrap();
+    e.install_grant_for("mail", "c2", "m2", &spec(60, 0), requester(10))
+        .unwrap();
+    e.install_grant_for("web", "c3", "m3", &spec(60, 0), requester(20))
+        .unwrap();
+    e.bind(10, "c1").unwrap();
+    let k = super::EnforceKillSwitch {
+        slot: super::EnforceSlot::ready(e.clone()),
+    };
+    // Control: nothing of another agent's is touched.
+    assert_eq!(k.end_grants(GrantTarget::Agent("nobody")).unwrap(), 0);
+    assert_eq!(
+        rig.kernel.state().grants.len(),
+        3 + 2,
+        "3 grants + 2 baselines"
+    );
+    // The agent: both its grants and the binding to one go; web's stays.
+    assert_eq!(k.end_grants(GrantTarget::Agent("mail")).unwrap(), 2);
+    assert_eq!(e.bind(10, "c1").unwrap_err().reason_code(), "no_grant");
+    assert!(rig.kernel.state().bindings.is_empty());
+    e.bind(20, "c3").unwrap();
+    // By message (an operator's), then everything.
+    assert_eq!(
+        k.end_grants(GrantTarget::Messages(&["m9".to_owned()]))
+            .unwrap(),
+        0
+    );
+    assert_eq!(k.end_grants(GrantTarget::All).unwrap(), 1);
+    assert!(e.list_agents().iter().all(|a| a.calls.is_empty()));
+    // Stop: only the named agent's cgroup is killed.
+    rig.kernel.take_calls();
+    assert_eq!(k.stop_agents(Some(&["web".to_owned()])).unwrap(), 1);
+    assert_eq!(
+        rig.kernel.calls_of("cgroup_kill"),
+        vec![format!("cgroup_kill {}", rig.agent_dir("web").display())]
+    );
+    assert_eq!(k.stop_agents(None).unwrap(), 1, "mail's process is left");
+}

@@ -191,6 +191,7 @@ impl Gateway {
         d: &mut Decision,
     ) -> Result<(), Refused> {
         let msg = self.active_message(req, now, holder, d)?;
+        self.not_suspended(&msg, holder)?;
         let op = self.verified_operator(&msg)?;
         self.session_bound(&msg)?;
         if let Some(id) = &req.tool_use_id {

@@ -9,11 +9,13 @@ pub mod decide;
 pub mod flood;
 pub mod hooks;
 pub mod ingest;
+pub mod kill_switch;
 pub mod pipeline;
 pub mod rate;
 pub mod resolve;
 pub mod runtime_call;
 pub mod store;
+pub mod suspend;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,9 +34,11 @@ use crate::protocol::MessageError;
 pub use decide::{Decision, ToolCallRequest};
 pub use hooks::{AgentResolver, AllowHook, AllowedCall, HookError};
 pub use ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
+pub use kill_switch::{GrantTarget, KillSwitch, SuspendError, SuspendOutcome};
 pub use pipeline::Caller;
 pub use runtime_call::RuntimeCallAnswer;
 pub use store::{SessionRow, Store, StoreError};
+pub use suspend::{Scope, Suspension};
 
 /// Errors of gateway administration (operators, policy, store).
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +184,9 @@ pub struct Gateway {
     policy_listeners: RwLock<Vec<PolicyListener>>,
     resolver: RwLock<Option<Arc<dyn AgentResolver>>>,
     call_ids: call_ids::CallIds,
+    /// The kill switch's suspensions in force (stored in gateway.db).
+    suspensions: suspend::Suspensions,
+    kill_switch: RwLock<Option<Arc<dyn KillSwitch>>>,
 }
 
 /// Called after every successful policy load (agents re-apply their baselines).
@@ -245,6 +252,7 @@ impl Gateway {
                 active.insert(k, Arc::new(v));
             }
         }
+        let suspensions = suspend::Suspensions::from_rows(store.suspensions()?);
         let policy = match store.current_policy()? {
             None => None,
             Some(row) => {
@@ -284,6 +292,8 @@ impl Gateway {
             policy_listeners: RwLock::new(Vec::new()),
             resolver: RwLock::new(None),
             call_ids: call_ids::CallIds::default(),
+            suspensions,
+            kill_switch: RwLock::new(None),
         })
     }
 

@@ -45,8 +45,31 @@ impl Gateway {
         msg: &SignedMessage,
         peer: &str,
     ) -> Result<IngestOutcome, Refusal> {
+        self.submit_message_inner(msg, peer, None).await
+    }
+
+    /// [`Self::submit_message`] for a message addressed to `agent` (its
+    /// inbox): refused while that agent is suspended.
+    pub async fn submit_message_to_agent(
+        &self,
+        msg: &SignedMessage,
+        agent: &str,
+    ) -> Result<IngestOutcome, Refusal> {
+        self.submit_message_inner(msg, "local", Some(agent)).await
+    }
+
+    async fn submit_message_inner(
+        &self,
+        msg: &SignedMessage,
+        peer: &str,
+        agent: Option<&str>,
+    ) -> Result<IngestOutcome, Refusal> {
         let started = Instant::now();
-        let result = self.ingest_from(msg, unix_now(), peer);
+        // A suspension refuses before ingest: nothing of the message is stored.
+        let result = match self.message_suspended(msg, agent) {
+            Some(refused) => Err(refused),
+            None => self.ingest_from(msg, unix_now(), peer),
+        };
         if let Err(Refusal {
             class: RefusalClass::Throttled { first: false },
             ..
@@ -200,6 +223,10 @@ impl Gateway {
             );
             return self.decide_and_record(req, caller, Some(d)).await;
         }
+        if let Some((code, detail)) = self.call_suspended(&decided.decision, caller) {
+            let d = Decision::denied(req, code, &detail);
+            return self.decide_and_record(req, caller, Some(d)).await;
+        }
         tracing::debug!(call_id = %decided.decision.call_id, tool_use_id, "repeat of a decided tool call");
         decided.decision.clone()
     }
@@ -235,6 +262,7 @@ impl Gateway {
                 .map(|(uid, gid)| FsCreds { uid, gid }),
         };
         let holder = self.holder_of(caller);
+        let generation = self.suspension_generation();
         let decided = match preset {
             Some(d) => Ok(d),
             None => std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -290,6 +318,8 @@ impl Gateway {
         if d.is_allow() {
             self.run_allow_hooks(&mut d, req, caller, committed.as_ref())
                 .await;
+            self.recheck_suspension(&mut d, req, caller, generation)
+                .await;
         }
         d
     }
@@ -297,7 +327,7 @@ impl Gateway {
     /// Who holds the active messages `caller` acts on: `agent:NAME` for a
     /// process of an agent (whatever its uid), else `uid:N` for a non-admin
     /// user; None for admins.
-    fn holder_of(&self, caller: Caller) -> Option<String> {
+    pub(super) fn holder_of(&self, caller: Caller) -> Option<String> {
         if let Some(agent) = self.caller_agent(caller) {
             return Some(super::ingest::agent_holder(&agent));
         }
@@ -381,7 +411,7 @@ fn clip(s: &str) -> String {
 }
 
 /// The audit event of a decision. Target: the call's arguments as compact JSON (clipped).
-fn event_of(d: &Decision, req: &ToolCallRequest) -> AuditEvent {
+pub(super) fn event_of(d: &Decision, req: &ToolCallRequest) -> AuditEvent {
     let mut ev = AuditEvent::new(RecordKind::ToolCall, clip(&d.action));
     ev.operator = clip(&d.operator);
     ev.session = clip(&d.session);

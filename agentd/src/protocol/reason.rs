@@ -318,3 +318,15 @@ pub const EXEC_ARGS_MISMATCH: &str = "exec_args_mismatch";
 pub const UNIX_SOCKET_MISSING: &str = "unix_socket_missing";
 /// A grant's path scope does not exist (lsm scopes skipped).
 pub const SCOPE_PATH_MISSING: &str = "scope_path_missing";
+
+// The kill switch (suspensions).
+/// The message's operator is suspended (`agentctl suspend operator`).
+pub const OPERATOR_SUSPENDED: &str = "operator_suspended";
+/// The calling agent, or the agent the message is addressed to, is suspended.
+pub const AGENT_SUSPENDED: &str = "agent_suspended";
+/// Everything is suspended (`agentctl suspend all`).
+pub const ALL_SUSPENDED: &str = "all_suspended";
+/// A resume named a scope that is not suspended.
+pub const NOT_SUSPENDED: &str = "not_suspended";
+/// A suspension's scope is malformed (kind, name, reason text).
+pub const INVALID_SUSPENSION: &str = "invalid_suspension";

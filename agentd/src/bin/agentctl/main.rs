@@ -17,6 +17,7 @@ mod receipt;
 mod run;
 mod send;
 mod session;
+mod suspend;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,10 @@ enum Command {
     Hook(hook::Args),
     /// MCP through agentd: `mcp proxy` stands in for an MCP server's command.
     Mcp(mcp::Args),
+    /// The kill switch: suspend an operator, an agent or everything.
+    Suspend(suspend::SuspendArgs),
+    /// Lift a suspension.
+    Resume(suspend::ResumeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,5 +89,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(a) => agent::run(a),
         Command::Hook(a) => hook::run(a),
         Command::Mcp(a) => mcp::run(a),
+        Command::Suspend(a) => suspend::run_suspend(a),
+        Command::Resume(a) => suspend::run_resume(a),
     }
 }
