@@ -638,7 +638,11 @@ mod tests {
             ("[console]\nlisten = \"localhost:7780\"", "console.listen"),
             ("[console]\nlogin_ttl_secs = 0", "console.login_ttl_secs"),
             (
-                "[console]\nsession_ttl_secs = 5",
+                "[console]\nsession_ttl_secs = 604801",
+                "console.session_ttl_secs",
+            ),
+            (
+                "[console]\nsession_ttl_secs = 0",
                 "console.session_ttl_secs",
             ),
         ] {

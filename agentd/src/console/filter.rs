@@ -47,6 +47,27 @@ pub fn agent_of(r: &Record) -> Option<String> {
 }
 
 impl RowFilter {
+    /// The filters a stream's query string sets (decoded pairs; the last
+    /// value of a key counts, unknown keys are other parameters').
+    pub fn from_query(q: &[(String, String)]) -> Self {
+        let get = |key: &str| {
+            q.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        RowFilter {
+            agent: get("agent"),
+            operator: get("operator"),
+            action: get("action"),
+            decision: get("decision"),
+            reason: get("reason"),
+            kind: get("kind"),
+            since: get("since"),
+            until: get("until"),
+        }
+    }
+
     /// Whether `r` passes every filter that is set.
     pub fn matches(&self, r: &Record) -> bool {
         let e = &r.event;

@@ -190,29 +190,11 @@ async fn index(State(c): St, h: HeaderMap) -> Response {
 /// malformed escapes stay as they are.
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
     fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match u8::from_str_radix(
-                        std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"),
-                        16,
-                    ) {
-                        Ok(v) => {
-                            out.push(v);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        // `+` is a space; `%2B` (decoded after) stays a plus.
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned()
     }
     q.split('&')
         .filter(|kv| !kv.is_empty())
@@ -223,7 +205,8 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn query_value(q: &[(String, String)], key: &str) -> Option<String> {
+/// The last value of `key` among decoded query pairs.
+pub fn query_value(q: &[(String, String)], key: &str) -> Option<String> {
     q.iter()
         .rev()
         .find(|(k, _)| k == key)
@@ -302,16 +285,7 @@ async fn events(State(c): St, h: HeaderMap, RawQuery(q): RawQuery) -> Result<Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let spec = sse::StreamSpec {
-        filter: RowFilter {
-            agent: get("agent"),
-            operator: get("operator"),
-            action: get("action"),
-            decision: get("decision"),
-            reason: get("reason"),
-            kind: get("kind"),
-            since: get("since"),
-            until: get("until"),
-        },
+        filter: RowFilter::from_query(&q),
         after: resume.or(get("after").and_then(|a| a.parse().ok())),
         backlog: get("backlog")
             .and_then(|b| b.parse().ok())
@@ -715,6 +689,12 @@ mod tests {
         assert_eq!(query_value(&q, "none"), None);
         assert_eq!(parse_query(""), vec![]);
         assert_eq!(parse_query("a=%E2%9C%93"), vec![("a".into(), "✓".into())]);
+        // A sign is no hex digit (an integer parser would take `%+1` as 0x01).
+        assert_eq!(
+            parse_query("a=%+1&b=%-1"),
+            vec![("a".into(), "% 1".into()), ("b".into(), "%-1".into())]
+        );
+        assert_eq!(parse_query("a=%2B"), vec![("a".into(), "+".into())]);
     }
 
     #[test]
