@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod grant_spec;
 pub mod mcp;
 pub mod policy;
+pub mod policy_test;
 pub mod profile;
 pub mod protocol;
 pub mod receipt;

@@ -1,4 +1,4 @@
-//! `agentctl policy validate|load|show`.
+//! `agentctl policy validate|load|show|test`.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -29,6 +29,18 @@ enum Command {
         /// Policy file (TOML).
         file: PathBuf,
     },
+    /// Run a file of test cases against a policy file locally (no daemon
+    /// needed): each case's message and tool call go through the real
+    /// gateway on a temporary state directory. Exit status 1 if any fails.
+    Test {
+        /// Policy file (TOML).
+        policy: PathBuf,
+        /// Case file (TOML; see docs/policy-tests.md).
+        cases: PathBuf,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the policy in force.
     Show {
         /// Print JSON (includes the source).
@@ -54,6 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Test {
+            policy,
+            cases,
+            json,
+        } => test(&policy, &cases, json),
         Command::Load { file } => {
             let body = PolicySource {
                 source: read(&file)?,
@@ -85,4 +102,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn test(policy: &PathBuf, cases: &PathBuf, json: bool) -> anyhow::Result<()> {
+    let file = agentd::policy_test::parse(&read(cases)?, &cases.display().to_string())?;
+    let results = agentd::policy_test::run(&read(policy)?, &policy.display().to_string(), &file)?;
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            let want = match &r.expect_reason {
+                Some(reason) => format!("{} ({reason})", r.expect),
+                None => r.expect.clone(),
+            };
+            if r.passed {
+                println!("PASS {}: {} ({})", r.name, r.decision, r.reason);
+            } else {
+                println!(
+                    "FAIL {}: expected {want}, got {} ({}): {}",
+                    r.name, r.decision, r.reason, r.detail
+                );
+            }
+        }
+        println!(
+            "{} passed, {failed} failed ({} cases, policy {})",
+            results.len() - failed,
+            results.len(),
+            policy.display()
+        );
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
