@@ -89,6 +89,62 @@ pub struct Config {
     pub mcp: McpConfig,
     /// The live web console (`[console]`, off unless `listen` is set).
     pub console: ConsoleConfig,
+    /// Human approval of escalated calls (`[approvals]`, docs/approvals.md).
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: how long an escalated call waits for a human, how many
+/// may wait at once, and the optional chat-ops webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Seconds a call waits for an answer (1..=900); then `approval_timeout`.
+    pub timeout_secs: u64,
+    /// Calls waiting at once (1..=4096); more are denied `approval_queue_full`.
+    pub max_pending: usize,
+    /// `[approvals.webhook]`: POST each new pending approval to a chat bridge.
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: crate::policy::approval::DEFAULT_TIMEOUT_SECS,
+            max_pending: 64,
+            webhook: None,
+        }
+    }
+}
+
+/// `[approvals.webhook]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// File holding the shared HMAC secret (at least 16 bytes; trimmed).
+    pub secret_file: PathBuf,
+    /// Callbacks signed further than this from now are refused (seconds).
+    #[serde(default = "default_callback_window")]
+    pub callback_window_secs: u64,
+    /// Time allowed for one delivery, seconds.
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout_secs: u64,
+    /// CA certificates (PEM) trusted for an `https://` URL.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+}
+
+fn default_callback_window() -> u64 {
+    300
+}
+
+fn default_delivery_timeout() -> u64 {
+    10
+}
+
+fn default_ca_file() -> PathBuf {
+    PathBuf::from(crate::upstream_tls::SYSTEM_CA_BUNDLE)
 }
 
 /// `[console]`: the live web console for admins (docs/console.md), served
@@ -298,6 +354,7 @@ impl Default for Config {
             forward: ForwardConfig::default(),
             mcp: McpConfig::default(),
             console: ConsoleConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -348,6 +405,50 @@ impl Config {
         })?;
         config.validate(path)?;
         Ok(config)
+    }
+
+    fn validate_approvals(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        let a = &self.approvals;
+        if a.timeout_secs == 0 || a.timeout_secs > crate::policy::approval::MAX_TIMEOUT_SECS {
+            return Err(invalid("approvals.timeout_secs", "must be 1..=900"));
+        }
+        if a.max_pending == 0 || a.max_pending > 4096 {
+            return Err(invalid("approvals.max_pending", "must be 1..=4096"));
+        }
+        if let Some(w) = &a.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+                || w.url.parse::<hyper::Uri>().is_err()
+            {
+                return Err(invalid(
+                    "approvals.webhook.url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if !w.secret_file.is_absolute() {
+                return Err(invalid(
+                    "approvals.webhook.secret_file",
+                    "must be an absolute path",
+                ));
+            }
+            if w.callback_window_secs == 0 || w.callback_window_secs > 3600 {
+                return Err(invalid(
+                    "approvals.webhook.callback_window_secs",
+                    "must be 1..=3600",
+                ));
+            }
+            if w.delivery_timeout_secs == 0 || w.delivery_timeout_secs > 120 {
+                return Err(invalid(
+                    "approvals.webhook.delivery_timeout_secs",
+                    "must be 1..=120",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -409,6 +510,7 @@ impl Config {
             }
             None => {}
         }
+        self.validate_approvals(path)?;
         let g = &self.gateway;
         if g.timestamp_window_secs == 0 || g.timestamp_window_secs > 3600 {
             return Err(invalid("gateway.timestamp_window_secs", "must be 1..=3600"));

@@ -9,10 +9,12 @@
 //! `GET|POST /v1/operators`, `POST /v1/operators/{id}/rotate|revoke`,
 //! `GET|PUT /v1/policy`, `POST /v1/policy/validate`, `POST /v1/mcp/stdio`
 //! (upgraded to an MCP relay, `mcp_routes`), `GET|POST /v1/suspensions`
-//! and `POST /v1/suspensions/resume` (the kill switch, `suspend_routes`).
-//! The forward proxy's model socket has a router of its own
-//! (`forward_routes`).
+//! and `POST /v1/suspensions/resume` (the kill switch, `suspend_routes`),
+//! `GET /v1/approvals` and `POST /v1/approvals/{id}/approve|deny|callback`
+//! (human approval, `approval_routes`). The forward proxy's model socket
+//! has a router of its own (`forward_routes`).
 pub mod agent_routes;
+pub mod approval_routes;
 pub mod client;
 pub mod enforce_routes;
 pub mod forward_routes;

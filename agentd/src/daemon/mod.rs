@@ -154,6 +154,39 @@ async fn audit_lifecycle(
     }
 }
 
+/// Opens the approval queue (`[approvals]`), expires and audits what a
+/// previous daemon left waiting, and attaches it to the gateway.
+async fn open_approvals(
+    config: &Config,
+    gateway: &Gateway,
+    audit: &AuditLog,
+) -> anyhow::Result<()> {
+    use crate::gateway::approvals::{ApprovalSettings, Approvals};
+    let webhook = config
+        .approvals
+        .webhook
+        .as_ref()
+        .map(crate::gateway::approval_webhook::Webhook::from_config)
+        .transpose()
+        .context("setting up [approvals.webhook]")?;
+    let settings = ApprovalSettings {
+        timeout_secs: config.approvals.timeout_secs,
+        max_pending: config.approvals.max_pending,
+        webhook,
+    };
+    let (queue, expired) = Approvals::open(&config.state_dir, settings, Some(audit.clone()))
+        .context("opening the approval queue")?;
+    if !expired.is_empty() {
+        tracing::warn!(
+            count = expired.len(),
+            "calls waiting for approval when agentd stopped are denied (approval_expired)"
+        );
+    }
+    queue.audit_expired(&expired).await;
+    gateway.attach_approvals(Arc::new(queue));
+    Ok(())
+}
+
 /// The daemon body (inside a tokio runtime).
 pub async fn run_async(config: Config) -> anyhow::Result<()> {
     run_with_stored(config, Vec::new()).await
@@ -186,6 +219,7 @@ pub async fn run_with_stored(
         )
         .context("opening the gateway store")?,
     );
+    open_approvals(&config, &gateway, &audit).await?;
     if let Some(p) = &config.gateway.policy_file {
         let id = load_policy_file(&gateway, p)?;
         audit_lifecycle(&audit, "policy_load", "ok", &p.display().to_string(), &id).await;
@@ -276,6 +310,10 @@ pub async fn run_with_stored(
             access.clone(),
         ))
         .merge(api::enforce_routes::routes(enforce, access.clone()))
+        .merge(api::approval_routes::routes(
+            gateway.clone(),
+            access.clone(),
+        ))
         .merge(api::agent_routes::routes(agents.clone(), access.clone()))
         .merge(crate::console::admin::routes(
             console.as_ref().map(|(c, _)| c.clone()),
@@ -309,6 +347,17 @@ pub async fn run_with_stored(
 
     serving::until_stopped(&config, &gateway, &audit).await?;
 
+    // Calls waiting for a human are answered (denied, approval_expired)
+    // before the listeners' grace runs out and drops them unanswered.
+    if let Some(q) = gateway.approvals() {
+        let n = q.expire_all().await;
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "calls waiting for approval denied: agentd is stopping"
+            );
+        }
+    }
     stop(
         &config,
         stop_tx,

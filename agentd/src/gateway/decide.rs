@@ -39,7 +39,8 @@ pub struct ToolCallRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
-    /// `allow` or `deny`.
+    /// `allow` or `deny` (`escalate` only from [`Gateway::decide`]: the
+    /// API's answer is the outcome of the wait for approval).
     pub decision: String,
     /// `ok` on allow, else the stable reason code.
     pub reason_code: String,
@@ -167,9 +168,14 @@ impl Gateway {
             d.policy_id.clone_from(&p.id);
         }
         match self.check(req, now, policy.as_deref(), resolver, holder, &mut d) {
-            Ok(()) => {
+            Ok(false) => {
                 d.decision = "allow".into();
                 d.reason_code = reason::OK.into();
+            }
+            Ok(true) => {
+                d.decision = ESCALATE.into();
+                d.reason_code = reason::APPROVAL_REQUIRED.into();
+                d.detail = format!("`{}` needs a human's approval", req.action);
             }
             Err((code, detail)) => {
                 d.reason_code = code.into();
@@ -180,7 +186,8 @@ impl Gateway {
         d
     }
 
-    /// The documented checks in order; the first failure decides.
+    /// The documented checks in order; the first failure decides. Ok(true):
+    /// every check passed and the action needs a human's approval.
     fn check(
         &self,
         req: &ToolCallRequest,
@@ -189,7 +196,7 @@ impl Gateway {
         resolver: &dyn PathResolver,
         holder: Option<&str>,
         d: &mut Decision,
-    ) -> Result<(), Refused> {
+    ) -> Result<bool, Refused> {
         let msg = self.active_message(req, now, holder, d)?;
         self.not_suspended(&msg, holder)?;
         let op = self.verified_operator(&msg)?;
@@ -200,9 +207,42 @@ impl Gateway {
         }
         let allowed = policy_allows(policy, &msg, &op, req, resolver)?;
         self.within_rate(&msg.operator, &allowed)?;
+        // Only here, after every check: a call that would be denied is
+        // denied, never escalated.
+        let escalate = matches!(
+            crate::policy::approval::verdict(Ok(allowed.clone())),
+            crate::policy::approval::Verdict::Escalate(_)
+        );
         d.role = Some(allowed.role);
         d.grant = allowed.grant;
-        Ok(())
+        Ok(escalate)
+    }
+
+    /// After a wait for approval: the call's message still vouches for it
+    /// (unexpired, its operator neither revoked nor rotated, the session
+    /// still bound to it). An approval does not outlive the authority of
+    /// the message it was asked on.
+    pub(super) fn still_vouched(&self, active_message_id: &str, now: i64) -> Result<(), Refused> {
+        let msg = parse_active_id(active_message_id)
+            .and_then(|k| {
+                self.active
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&k)
+                    .cloned()
+            })
+            .ok_or((
+                reason::UNKNOWN_ACTIVE_MESSAGE,
+                "the active message is gone".to_owned(),
+            ))?;
+        if msg.expires_at <= now {
+            return Err((
+                reason::ACTIVE_MESSAGE_EXPIRED,
+                format!("the active message expired at {}", msg.expires_at),
+            ));
+        }
+        self.verified_operator(&msg)?;
+        self.session_bound(&msg)
     }
 
     /// Checks 1 and 1b: the active message exists and is unexpired, and
@@ -336,8 +376,12 @@ impl Gateway {
     }
 }
 
+/// The decision of a call that waits for a human (`decide` only; the
+/// pipeline turns it into allow or deny).
+pub const ESCALATE: &str = "escalate";
+
 /// A refusal: reason code and detail.
-type Refused = (&'static str, String);
+pub(super) type Refused = (&'static str, String);
 
 /// Checks 4 to 7b: the policy's role allow-list, argument shape,
 /// destructive class and constraints, then the same decision on the real

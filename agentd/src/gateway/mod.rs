@@ -4,8 +4,11 @@
 //! Everything the decision reads lives in memory (`Gateway` fields); the
 //! SQLite store (`store`) is written through on ingest and administration and
 //! read back at start, so restarts keep nonces, sessions and active messages.
+pub mod approval_webhook;
+pub mod approvals;
 pub mod call_ids;
 pub mod decide;
+mod escalation;
 pub mod flood;
 pub mod hooks;
 pub mod ingest;
@@ -187,6 +190,7 @@ pub struct Gateway {
     /// The kill switch's suspensions in force (stored in gateway.db).
     suspensions: suspend::Suspensions,
     kill_switch: RwLock<Option<Arc<dyn KillSwitch>>>,
+    approvals: RwLock<Option<Arc<approvals::Approvals>>>,
 }
 
 /// Called after every successful policy load (agents re-apply their baselines).
@@ -294,7 +298,22 @@ impl Gateway {
             call_ids: call_ids::CallIds::default(),
             suspensions,
             kill_switch: RwLock::new(None),
+            approvals: RwLock::new(None),
         })
+    }
+
+    /// Attaches the approval queue: calls the policy escalates wait in it
+    /// (without one they are denied `approval_unavailable`).
+    pub fn attach_approvals(&self, queue: Arc<approvals::Approvals>) {
+        *self.approvals.write().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// The approval queue, if attached.
+    pub fn approvals(&self) -> Option<Arc<approvals::Approvals>> {
+        self.approvals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The audit log, if attached.

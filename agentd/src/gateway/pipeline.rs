@@ -292,6 +292,9 @@ impl Gateway {
                 );
             }
         }
+        if d.decision == super::decide::ESCALATE {
+            self.await_approval(&mut d, req, caller).await;
+        }
         if d.is_allow() && self.audit.as_ref().is_some_and(|a| a.storage_low()) {
             // Before any allow hook: no grant is installed for a call the
             // log might not be able to account for.
@@ -401,7 +404,7 @@ fn panicked(hook: &str) -> HookError {
     }
 }
 
-fn clip(s: &str) -> String {
+pub(super) fn clip(s: &str) -> String {
     // Audit fields are bounded; message fields are already far below this.
     let mut end = s.len().min(1024);
     while !s.is_char_boundary(end) {

@@ -831,3 +831,130 @@ async fn a_message_addressed_to_an_agent_is_refused_to_every_other_agent() {
     let again = g.tool_call(&req, agent(2)).await;
     assert_eq!(again.reason_code, reason::ACTIVE_MESSAGE_OTHER_AGENT);
 }
+
+fn approval_policy() -> String {
+    let s = DEMO.replace(
+        "[actions.read_chart]\ndescription = \"Read one patient chart.\"\n",
+        "[actions.read_chart]\ndescription = \"Read one patient chart.\"\napproval = \"required\"\n",
+    );
+    assert_ne!(s, DEMO);
+    s
+}
+
+fn queue(dir: &Path) -> Arc<approvals::Approvals> {
+    let settings = approvals::ApprovalSettings {
+        timeout_secs: 30,
+        max_pending: 4,
+        webhook: None,
+    };
+    Arc::new(approvals::Approvals::open(dir, settings, None).unwrap().0)
+}
+
+async fn first_pending(q: &approvals::Approvals) -> approvals::PendingApproval {
+    for _ in 0..500 {
+        if let Some(p) = q.list().into_iter().next() {
+            return p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nothing became pending");
+}
+
+fn by_admin(answer: approvals::Answer) -> approvals::Answered {
+    approvals::Answered {
+        answer,
+        approver: "uid:0".into(),
+        channel: approvals::Channel::Api,
+        reason: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn escalation_waits_for_an_answer_and_a_denial_is_never_escalated() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(Gateway::open(dir.path(), settings(), None).unwrap());
+    g.load_policy(&approval_policy(), "approvals").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let id = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000031", now),
+            now,
+        )
+        .unwrap()
+        .active_message_id;
+    // The pure decision escalates, keeping the grant for after the answer.
+    let d = g.decide(&chart(&id), now);
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("escalate", reason::APPROVAL_REQUIRED)
+    );
+    assert!(d.grant.is_some() && !d.is_allow());
+    // A call that fails any check is denied, not escalated.
+    let outside = call(&id, "read_chart", json!({"path": "/etc/shadow"}));
+    assert_eq!(
+        g.decide(&outside, now).reason_code,
+        reason::PATH_OUTSIDE_SCOPE
+    );
+    // No queue attached: fail closed.
+    let d = g.tool_call(&chart(&id), Caller::default()).await;
+    assert_eq!(d.reason_code, reason::APPROVAL_UNAVAILABLE);
+    // With a queue: the call waits until an admin approves.
+    g.attach_approvals(queue(dir.path()));
+    let q = g.approvals().unwrap();
+    let (g2, req) = (g.clone(), chart(&id));
+    let task = tokio::spawn(async move { g2.tool_call(&req, Caller::default()).await });
+    let p = first_pending(&q).await;
+    assert_eq!(
+        (p.operator.as_str(), p.action.as_str()),
+        ("dr-chen", "read_chart")
+    );
+    q.answer(&p.id, by_admin(approvals::Answer::Approve))
+        .await
+        .unwrap();
+    let d = task.await.unwrap();
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.call_id, p.id);
+    assert!(d.grant.is_some());
+    let again = q.answer(&p.id, by_admin(approvals::Answer::Deny)).await;
+    assert!(matches!(
+        again,
+        Err(approvals::ApprovalError::AlreadyDecided {
+            status: "approved",
+            ..
+        })
+    ));
+    assert!(matches!(
+        q.answer("feed", by_admin(approvals::Answer::Deny)).await,
+        Err(approvals::ApprovalError::Unknown { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_approval_does_not_outlive_the_operators_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(Gateway::open(dir.path(), settings(), None).unwrap());
+    g.load_policy(&approval_policy(), "approvals").unwrap();
+    g.attach_approvals(queue(dir.path()));
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let id = g
+        .ingest(
+            &signed(&key, "dr-chen", "s", "nonce-000000000032", now),
+            now,
+        )
+        .unwrap()
+        .active_message_id;
+    let q = g.approvals().unwrap();
+    let (g2, req) = (g.clone(), chart(&id));
+    let task = tokio::spawn(async move { g2.tool_call(&req, Caller::default()).await });
+    let p = first_pending(&q).await;
+    // Revoked while the call waited: the approval cannot revive it.
+    g.revoke_operator("dr-chen").unwrap();
+    q.answer(&p.id, by_admin(approvals::Answer::Approve))
+        .await
+        .unwrap();
+    let d = task.await.unwrap();
+    assert_eq!(d.reason_code, reason::OPERATOR_REVOKED, "{d:?}");
+    assert!(d.grant.is_none());
+}

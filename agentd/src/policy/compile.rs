@@ -141,6 +141,8 @@ pub(crate) struct Action {
     /// Each entry: program basename, then leading arguments.
     pub destructive_commands: Vec<Vec<String>>,
     pub grant: Option<GrantTemplate>,
+    /// Allowed calls wait for a human's approval.
+    pub approval_required: bool,
 }
 
 fn is_ident(s: &str, extra: &[u8]) -> bool {
@@ -420,6 +422,7 @@ fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
         destructive_paths,
         destructive_commands,
         grant: def.grant.clone(),
+        approval_required: def.approval == super::schema::Approval::Required,
     })
 }
 

@@ -51,6 +51,8 @@ pub struct Allowed {
     pub grant: Option<GrantSpec>,
     /// The call is classed destructive (and the role may make it).
     pub destructive: bool,
+    /// The action needs a human's approval before the call proceeds.
+    pub approval_required: bool,
 }
 
 /// One parsed argument value.
@@ -233,6 +235,7 @@ fn evaluate_role(
         burst: role.burst,
         grant,
         destructive,
+        approval_required: act.approval_required,
     })
 }
 

@@ -211,6 +211,22 @@ pub struct ActionDef {
     /// What an allowed call may do in the kernel.
     #[serde(default)]
     pub grant: Option<GrantTemplate>,
+    /// `"required"`: a call every other check allows waits for a human's
+    /// approval (the decision is `escalate`; see docs/approvals.md).
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+/// Whether an allowed call of an action needs a human's approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// Allowed calls proceed at once.
+    #[default]
+    None,
+    /// Allowed calls wait for an approver (`agentctl approvals`, the console
+    /// or the chat-ops webhook); no answer in time is a denial.
+    Required,
 }
 
 /// Template for a `GrantSpec`. Entries may use `{operator}` and `{arg.NAME}`

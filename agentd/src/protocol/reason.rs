@@ -330,3 +330,38 @@ pub const ALL_SUSPENDED: &str = "all_suspended";
 pub const NOT_SUSPENDED: &str = "not_suspended";
 /// A suspension's scope is malformed (kind, name, reason text).
 pub const INVALID_SUSPENSION: &str = "invalid_suspension";
+// Human approval (docs/approvals.md).
+/// The call passed every check and waits for a human (decision `escalate`).
+pub const APPROVAL_REQUIRED: &str = "approval_required";
+/// An approver approved the call (the approver's audit row).
+pub const APPROVAL_GRANTED: &str = "approval_granted";
+/// An approver denied the call.
+pub const APPROVAL_DENIED: &str = "approval_denied";
+/// No approver answered before the deadline.
+pub const APPROVAL_TIMEOUT: &str = "approval_timeout";
+/// The daemon restarted while the call waited (denied).
+pub const APPROVAL_EXPIRED: &str = "approval_expired";
+/// The caller went away before an answer (denied).
+pub const APPROVAL_ABANDONED: &str = "approval_abandoned";
+/// Too many calls wait for approval already.
+pub const APPROVAL_QUEUE_FULL: &str = "approval_queue_full";
+/// The action needs approval, but this daemon has no approval queue.
+pub const APPROVAL_UNAVAILABLE: &str = "approval_unavailable";
+/// No pending or decided approval has this id.
+pub const UNKNOWN_APPROVAL: &str = "unknown_approval";
+/// The approval was already answered (or timed out, expired, abandoned).
+pub const APPROVAL_ALREADY_DECIDED: &str = "approval_already_decided";
+/// A webhook callback's signature does not match.
+pub const CALLBACK_BAD_SIGNATURE: &str = "callback_bad_signature";
+/// A webhook callback's nonce was already used.
+pub const CALLBACK_REPLAYED: &str = "callback_replayed";
+/// A webhook callback was signed outside the accepted window.
+pub const CALLBACK_STALE: &str = "callback_stale";
+/// A webhook callback is malformed (headers, body, id).
+pub const CALLBACK_MALFORMED: &str = "callback_malformed";
+/// No webhook is configured, so callbacks are refused.
+pub const WEBHOOK_NOT_CONFIGURED: &str = "webhook_not_configured";
+/// The webhook was delivered (audit rows, info).
+pub const WEBHOOK_DELIVERED: &str = "webhook_delivered";
+/// The webhook could not be delivered (audit rows; nothing is approved).
+pub const WEBHOOK_FAILED: &str = "webhook_failed";

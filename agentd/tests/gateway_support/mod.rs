@@ -127,6 +127,11 @@ impl Daemon {
         }
     }
 
+    /// Reaps a daemon that was killed (`signal(SIGKILL)`); returns its status.
+    pub fn stop_killed(&mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("running").id();

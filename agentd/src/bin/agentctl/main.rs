@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod approvals;
 mod audit;
 mod check;
 mod console;
@@ -42,6 +43,8 @@ enum Command {
     Session(session::Args),
     /// Ask for a tool-call decision.
     Check(check::Args),
+    /// List, approve and deny tool calls waiting for a human.
+    Approvals(approvals::Args),
     /// Verify, tail, export and prune the audit log.
     Audit(audit::Args),
     /// A one-time login link to the web console (or a confirmation token).
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Send(a) => send::run(a),
         Command::Session(a) => session::run(a),
         Command::Check(a) => check::run(a),
+        Command::Approvals(a) => approvals::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Console(a) => console::run(a),
         Command::Explain(a) => explain::run(a),

@@ -1,0 +1,105 @@
+//! A call the policy escalates: recorded (`escalate` row), queued for a
+//! human, and waited for; the answer turns it into an allow (the pipeline
+//! then audits it and runs the allow hooks like any allowed call) or a
+//! denial (`approval_denied`, `approval_timeout`, `approval_queue_full`).
+use super::approvals::{Answer, PendingApproval, Resolution};
+use super::{Caller, Decision, Gateway, ToolCallRequest};
+use crate::protocol::reason;
+
+impl Gateway {
+    /// Waits for a human's answer to the escalated decision `d` and turns
+    /// it into allow or deny. Every step is audited; any failure denies.
+    pub(super) async fn await_approval(
+        &self,
+        d: &mut Decision,
+        req: &ToolCallRequest,
+        caller: Caller,
+    ) {
+        let Some(queue) = self.approvals() else {
+            d.overturn(
+                reason::APPROVAL_UNAVAILABLE,
+                "the action needs a human's approval and this daemon has no approval queue",
+            );
+            return;
+        };
+        let created_at = super::unix_now();
+        let info = PendingApproval {
+            id: d.call_id.clone(),
+            operator: d.operator.clone(),
+            session: d.session.clone(),
+            action: d.action.clone(),
+            arguments: req.arguments.clone(),
+            agent: self.caller_agent(caller).unwrap_or_default(),
+            active_message_id: d.active_message_id.clone(),
+            policy_id: d.policy_id.clone(),
+            created_at,
+            deadline: crate::policy::approval::deadline(created_at, queue.timeout_secs()),
+        };
+        let ticket = match queue.register(info.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                d.overturn(e.reason_code(), e.to_string());
+                return;
+            }
+        };
+        if let Some(audit) = &self.audit {
+            let mut ev = super::pipeline::event_of(d, req);
+            ev.target = super::pipeline::clip(&format!(
+                "approval:{} deadline:{} {}",
+                info.id, info.deadline, ev.target
+            ));
+            if let Err(e) = audit.append(ev).await {
+                ticket.cancel();
+                d.overturn(
+                    reason::AUDIT_UNAVAILABLE,
+                    format!("the audit log could not record the escalation: {e}"),
+                );
+                return;
+            }
+        }
+        tracing::info!(approval = %info.id, action = %info.action, operator = %info.operator, deadline = info.deadline, "tool call waits for approval");
+        if let Some(hook) = queue.webhook().cloned() {
+            let q = queue.clone();
+            let p = info.clone();
+            tokio::spawn(async move {
+                let r = hook.deliver(&p).await;
+                if let Err(e) = &r {
+                    tracing::warn!(approval = %p.id, error = %e, "approval webhook delivery failed");
+                }
+                q.audit_delivery(&p, &r).await;
+            });
+        }
+        match ticket.wait().await {
+            Resolution::Answered(a) if a.answer == Answer::Approve => {
+                if let Err((code, detail)) =
+                    self.still_vouched(&d.active_message_id, super::unix_now())
+                {
+                    d.overturn(code, format!("approved by {}, but {detail}", a.approver));
+                    return;
+                }
+                d.decision = "allow".into();
+                d.reason_code = reason::OK.into();
+                d.detail = String::new();
+            }
+            Resolution::Answered(a) => {
+                let why = if a.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.reason)
+                };
+                d.overturn(
+                    reason::APPROVAL_DENIED,
+                    format!("denied by {} ({}){why}", a.approver, a.channel.as_str()),
+                );
+            }
+            Resolution::Expired => d.overturn(
+                reason::APPROVAL_EXPIRED,
+                "agentd stopped while the call waited for approval",
+            ),
+            Resolution::TimedOut => d.overturn(
+                reason::APPROVAL_TIMEOUT,
+                format!("no approver answered within {} s", queue.timeout_secs()),
+            ),
+        }
+    }
+}
