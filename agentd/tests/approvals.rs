@@ -336,3 +336,324 @@ fn no_answer_times_out_a_full_queue_refuses_and_a_restart_expires() {
     assert!(String::from_utf8_lossy(&never.stderr).contains("approval_already_decided"));
     verify_chain(&d);
 }
+
+/// One request the test's webhook server received.
+struct Delivery {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A real HTTP server on loopback standing in for the chat bridge: hands
+/// each request to the test and answers with the next status of `statuses`.
+fn webhook_server(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<Delivery>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/agentd", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for status in statuses {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let _ = tx.send(Delivery { head, body });
+            let mut w = stream;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, rx)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// HMAC-SHA256(secret, "<ts>." + body), computed here independently of agentd.
+fn hmac_hex(secret: &[u8], ts: i64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    m.update(format!("{ts}.").as_bytes());
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// POSTs a callback over the daemon's Unix socket with raw headers.
+fn post_callback(d: &Daemon, route_id: &str, ts: i64, sig: &str, body: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "POST /v1/approvals/{route_id}/callback HTTP/1.1\r\nhost: agentd\r\ncontent-type: application/json\r\nx-agentd-timestamp: {ts}\r\nx-agentd-signature: {sig}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+fn callback_body(id: &str, answer: &str, ts: i64, nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "approval_id": id, "answer": answer, "approver": "slack:U024BE7LH",
+        "reason": "ok in #ops", "timestamp": ts, "nonce": nonce,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn webhook_delivers_signed_and_only_a_valid_signed_callback_answers() {
+    const SECRET: &[u8] = b"0123456789abcdef-chatops-secret";
+    let (url, deliveries) = webhook_server(vec![200, 500]);
+    let keep = tempfile::tempdir().unwrap();
+    let secret = keep.path().join("approvals.secret");
+    std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
+    let d = start(&format!(
+        "[approvals]\ntimeout_secs = 60\n[approvals.webhook]\nurl = {url:?}\nsecret_file = {secret:?}\n"
+    ));
+    let key = d.enroll("olivia", "owner");
+    let m = d.send("olivia", &key, "slack:D-olivia", "deploy prod");
+    let waiting = check_async(&d, &m, &["target=prod"]);
+
+    // The bridge receives the signed event and checks it independently.
+    let got = deliveries
+        .recv_timeout(Duration::from_secs(60))
+        .expect("webhook POST");
+    assert!(
+        got.head.starts_with("POST /agentd HTTP/1.1"),
+        "{}",
+        got.head
+    );
+    let ts: i64 = header(&got.head, "x-agentd-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((unix_now() - ts).abs() < 60);
+    assert_eq!(
+        header(&got.head, "x-agentd-signature").unwrap(),
+        hmac_hex(SECRET, ts, &got.body)
+    );
+    let event: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(event["event"], "approval_pending");
+    let id = event["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(event["approval"]["operator"], "olivia");
+    assert_eq!(event["approval"]["arguments"]["target"], "prod");
+    assert_eq!(
+        event["callback_path"],
+        format!("/v1/approvals/{id}/callback")
+    );
+
+    // Bad callbacks: each refused precisely, the approval still waits.
+    let now = unix_now();
+    let good = callback_body(&id, "approve", now, "nonce-1");
+    let refusals = [
+        (
+            id.clone(),
+            now,
+            hmac_hex(b"not-the-secret-at-all", now, &good),
+            good.clone(),
+            401,
+            "callback_bad_signature",
+        ),
+        (
+            id.clone(),
+            now - 1000,
+            hmac_hex(
+                SECRET,
+                now - 1000,
+                &callback_body(&id, "approve", now - 1000, "n-stale"),
+            ),
+            callback_body(&id, "approve", now - 1000, "n-stale"),
+            401,
+            "callback_stale",
+        ),
+        (
+            "0".repeat(32),
+            now,
+            hmac_hex(
+                SECRET,
+                now,
+                &callback_body(&"0".repeat(32), "approve", now, "n-unknown"),
+            ),
+            callback_body(&"0".repeat(32), "approve", now, "n-unknown"),
+            404,
+            "unknown_approval",
+        ),
+        (
+            id.clone(),
+            now,
+            hmac_hex(
+                SECRET,
+                now,
+                &callback_body("other", "approve", now, "n-other"),
+            ),
+            callback_body("other", "approve", now, "n-other"),
+            400,
+            "callback_malformed",
+        ),
+        (
+            id.clone(),
+            now,
+            "sha256=zz".to_owned(),
+            good.clone(),
+            401,
+            "callback_bad_signature",
+        ),
+    ];
+    for (route, ts, sig, body, status, code) in &refusals {
+        let (s, v) = post_callback(&d, route, *ts, sig, body);
+        assert_eq!(
+            (s, v["reason_code"].as_str()),
+            (*status, Some(*code)),
+            "{v}"
+        );
+        assert_eq!(pending(&d).len(), 1, "a refused callback changes nothing");
+    }
+
+    // The valid callback approves; the call returns allowed.
+    let (s, v) = post_callback(&d, &id, now, &hmac_hex(SECRET, now, &good), &good);
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("approved")), "{v}");
+    let dec = decision_of(waiting.join().unwrap());
+    assert_decision(&dec, "allow", "ok");
+    assert_eq!(dec["call_id"], id.as_str());
+
+    // Replayed (same nonce) and a second answer (fresh nonce): refused.
+    let (s, v) = post_callback(&d, &id, now, &hmac_hex(SECRET, now, &good), &good);
+    assert_eq!(
+        (s, v["reason_code"].as_str()),
+        (409, Some("callback_replayed")),
+        "{v}"
+    );
+    let again = callback_body(&id, "deny", now, "nonce-2");
+    let (s, v) = post_callback(&d, &id, now, &hmac_hex(SECRET, now, &again), &again);
+    assert_eq!(
+        (s, v["reason_code"].as_str()),
+        (409, Some("approval_already_decided")),
+        "{v}"
+    );
+
+    let rows = rows_of(&d, &id);
+    let s = summary(&rows);
+    assert_eq!(
+        s[0],
+        row("tool_call", "deploy", "escalate", "approval_required")
+    );
+    // Refused callbacks on this id are rows under it too; the outcome is
+    // the allow row, after the webhook approver's row.
+    let pos = |r| {
+        s.iter()
+            .position(|x| *x == r)
+            .unwrap_or_else(|| panic!("{s:?}"))
+    };
+    assert!(
+        pos(row(
+            "admin",
+            "approval_approve",
+            "allow",
+            "approval_granted"
+        )) < pos(row("tool_call", "deploy", "allow", "ok"))
+    );
+    assert!(
+        s.contains(&row(
+            "admin",
+            "approval_webhook",
+            "info",
+            "webhook_delivered"
+        )),
+        "{s:?}"
+    );
+    let approve = rows
+        .iter()
+        .find(|r| r["action"] == "approval_approve")
+        .unwrap();
+    assert_eq!(approve["operator"], "webhook:slack:U024BE7LH");
+    assert!(approve["target"]
+        .as_str()
+        .unwrap()
+        .contains("channel:webhook"));
+    let refused: Vec<String> = export(&d)
+        .iter()
+        .filter(|r| r["action"] == "approval_callback")
+        .map(|r| r["reason_code"].as_str().unwrap().to_owned())
+        .collect();
+    for code in [
+        "callback_bad_signature",
+        "callback_stale",
+        "unknown_approval",
+        "callback_malformed",
+        "callback_replayed",
+        "approval_already_decided",
+    ] {
+        assert!(
+            refused.iter().any(|c| c == code),
+            "{code} audited: {refused:?}"
+        );
+    }
+
+    // A delivery that fails (HTTP 500) is audited and approves nothing.
+    let waiting = check_async(&d, &m, &["target=staging"]);
+    let failed = deliveries
+        .recv_timeout(Duration::from_secs(60))
+        .expect("second POST");
+    let event: Value = serde_json::from_slice(&failed.body).unwrap();
+    let id2 = event["approval"]["id"].as_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !summary(&rows_of(&d, &id2)).contains(&row(
+        "admin",
+        "approval_webhook",
+        "info",
+        "webhook_failed",
+    )) {
+        assert!(Instant::now() < until, "webhook failure not audited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        pending(&d).len(),
+        1,
+        "still waiting after the failed delivery"
+    );
+    d.ok(&["approvals", "deny", &id2]);
+    assert_decision(
+        &decision_of(waiting.join().unwrap()),
+        "deny",
+        "approval_denied",
+    );
+    verify_chain(&d);
+}
