@@ -242,6 +242,15 @@ fn approve_and_deny_by_an_admin_with_the_control_and_the_audit_chain() {
     );
     assert!(!d.state.join("receipts").join(format!("{id2}.png")).exists());
 
+    // Suspended while it waits: an approval cannot carry it past the kill switch.
+    let waiting = check_async(&d, &m, &["target=prod"]);
+    let id3 = wait_pending(&d, 1)[0]["id"].as_str().unwrap().to_owned();
+    d.ok(&["suspend", "operator", "olivia", "--reason", "incident"]);
+    d.ok(&["approvals", "approve", &id3]);
+    let dec = decision_of(waiting.join().unwrap());
+    assert_decision(&dec, "deny", "operator_suspended");
+    d.ok(&["resume", "operator", "olivia"]);
+
     // Control: the same call under a policy without `approval` is allowed at once.
     let control = policy_file(
         d.dir.path(),

@@ -220,9 +220,15 @@ impl Gateway {
 
     /// After a wait for approval: the call's message still vouches for it
     /// (unexpired, its operator neither revoked nor rotated, the session
-    /// still bound to it). An approval does not outlive the authority of
+    /// still bound to it, nothing suspended in its scope). An approval does
+    /// not outlive the authority of
     /// the message it was asked on.
-    pub(super) fn still_vouched(&self, active_message_id: &str, now: i64) -> Result<(), Refused> {
+    pub(super) fn still_vouched(
+        &self,
+        active_message_id: &str,
+        holder: Option<&str>,
+        now: i64,
+    ) -> Result<(), Refused> {
         let msg = parse_active_id(active_message_id)
             .and_then(|k| {
                 self.active
@@ -242,6 +248,7 @@ impl Gateway {
             ));
         }
         self.verified_operator(&msg)?;
+        self.not_suspended(&msg, holder)?;
         self.session_bound(&msg)
     }
 

@@ -71,9 +71,11 @@ impl Gateway {
         }
         match ticket.wait().await {
             Resolution::Answered(a) if a.answer == Answer::Approve => {
-                if let Err((code, detail)) =
-                    self.still_vouched(&d.active_message_id, super::unix_now())
-                {
+                if let Err((code, detail)) = self.still_vouched(
+                    &d.active_message_id,
+                    self.holder_of(caller).as_deref(),
+                    super::unix_now(),
+                ) {
                     d.overturn(code, format!("approved by {}, but {detail}", a.approver));
                     return;
                 }
