@@ -400,6 +400,39 @@ reason = "session_operator_mismatch"
     }
 
     #[test]
+    fn an_action_needing_approval_expects_escalate_and_a_denial_still_denies() {
+        let policy = DEMO.replace(
+            "[actions.read_chart]\ndescription = \"Read one patient chart.\"\n",
+            "[actions.read_chart]\ndescription = \"Read one patient chart.\"\napproval = \"required\"\n",
+        );
+        assert_ne!(policy, DEMO);
+        let file = cases(
+            r#"
+[operators]
+dr-chen = ["clinician"]
+
+[[case]]
+name = "a chart read waits for a human"
+operator = "dr-chen"
+action = "read_chart"
+args = { path = "/srv/charts/p1.json" }
+expect = "escalate"
+reason = "approval_required"
+
+[[case]]
+name = "outside the scope is denied, not escalated"
+operator = "dr-chen"
+action = "read_chart"
+args = { path = "/etc/shadow" }
+expect = "deny"
+reason = "path_outside_scope"
+"#,
+        );
+        let r = run(&policy, "approvals.toml", &file).unwrap();
+        assert!(r.iter().all(|c| c.passed), "{r:#?}");
+    }
+
+    #[test]
     fn a_policy_that_does_not_compile_is_an_error_not_a_failed_case() {
         let file = cases(
             "[[case]]\nname = \"x\"\nmessage = \"unsigned\"\naction = \"y\"\nexpect = \"deny\"\n",
