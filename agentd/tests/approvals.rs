@@ -666,3 +666,106 @@ fn webhook_delivers_signed_and_only_a_valid_signed_callback_answers() {
     );
     verify_chain(&d);
 }
+
+/// One HTTP/1.1 exchange with the console on loopback: (status, head, body).
+fn console_http(port: u16, request: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_console_lists_and_answers_approvals_with_its_csrf_token() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = start(&format!(
+        "[approvals]\ntimeout_secs = 60\n[console]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let host = format!("127.0.0.1:{port}");
+    // Sign in with a one-time link; the page carries the CSRF token.
+    let link: Value = serde_json::from_str(&d.ok(&["console", "--json"])).unwrap();
+    let url = link["url"].as_str().unwrap();
+    let path = url.split_once(&host).unwrap().1;
+    let (status, head, _) = console_http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .split_once("agentd_console=")
+        .and_then(|(_, rest)| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    let get = |p: &str| {
+        console_http(
+            port,
+            &format!("GET {p} HTTP/1.1\r\nHost: {host}\r\nCookie: agentd_console={cookie}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (_, _, page) = get("/");
+    let csrf = page
+        .split_once("name=\"csrf-token\" content=\"")
+        .and_then(|(_, rest)| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = |p: &str, extra: &str, body: &str| {
+        console_http(
+            port,
+            &format!("POST {p} HTTP/1.1\r\nHost: {host}\r\nCookie: agentd_console={cookie}\r\nOrigin: http://{host}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+        )
+    };
+
+    let key = d.enroll("olivia", "owner");
+    let m = d.send("olivia", &key, "slack:D-olivia", "deploy prod");
+    let waiting = check_async(&d, &m, &["target=prod"]);
+    let id = wait_pending(&d, 1)[0]["id"].as_str().unwrap().to_owned();
+    let (status, _, body) = get("/api/approvals");
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["approvals"][0]["id"], id.as_str());
+
+    // Without the CSRF token: refused, nothing changes.
+    let route = format!("/api/approvals/{id}/approve");
+    let (status, _, body) = post(&route, "", r#"{"reason":"x"}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("console_csrf_invalid"), "{body}");
+    assert_eq!(pending(&d).len(), 1);
+    // With it: approved, recorded as the console admin's approval.
+    let (status, _, body) = post(
+        &route,
+        &format!("X-CSRF-Token: {csrf}\r\n"),
+        r#"{"reason":"looks fine"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"outcome\":\"approved\""), "{body}");
+    assert_decision(&decision_of(waiting.join().unwrap()), "allow", "ok");
+    let rows = rows_of(&d, &id);
+    let approve = rows
+        .iter()
+        .find(|r| r["action"] == "approval_approve")
+        .unwrap();
+    assert_eq!(approve["operator"], "console:uid:0");
+    let target = approve["target"].as_str().unwrap();
+    assert!(
+        target.contains("channel:console") && target.contains("looks fine"),
+        "{target}"
+    );
+    // A second answer from the console is refused like any other.
+    let (status, _, body) = post(
+        &format!("/api/approvals/{id}/deny"),
+        &format!("X-CSRF-Token: {csrf}\r\n"),
+        "{}",
+    );
+    assert_eq!(status, 409, "{body}");
+    verify_chain(&d);
+}

@@ -14,6 +14,7 @@
 //!   login link or a confirmation token;
 //! - `assets`: the hand-written page, script and style, compiled in.
 pub mod admin;
+pub mod approvals;
 pub mod assets;
 pub mod auth;
 pub mod csrf;

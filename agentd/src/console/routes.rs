@@ -5,7 +5,9 @@
 //! JSON and the stream (session required): `GET /api/events` (SSE),
 //! `GET /api/calls/{id}`, `GET /api/calls/{id}/receipt.png`,
 //! `GET /api/chain`, `GET /api/agents`, `GET /api/counts`,
-//! `POST /api/agents/{name}/mode` (CSRF token and a confirmation token).
+//! `POST /api/agents/{name}/mode` (CSRF token and a confirmation token),
+//! `GET /api/approvals`, `POST /api/approvals/{id}/approve|deny` (CSRF
+//! token; `approvals`).
 //!
 //! Every request passes the Host/Origin checks first; every response
 //! carries a strict Content-Security-Policy (scripts and styles from the
@@ -57,6 +59,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/agents", get(agents))
         .route("/api/agents/{name}/mode", post(set_mode))
         .route("/api/counts", get(counts))
+        .route("/api/approvals", get(super::approvals::list))
+        .route("/api/approvals/{id}/{verb}", post(super::approvals::answer))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -139,7 +143,7 @@ fn no_session() -> ApiError {
 }
 
 impl Console {
-    fn session_of(&self, h: &HeaderMap) -> Result<(String, Session), ApiError> {
+    pub(super) fn session_of(&self, h: &HeaderMap) -> Result<(String, Session), ApiError> {
         let cookie = cookie_of(h).ok_or_else(no_session)?;
         let s = self
             .tokens()
@@ -149,7 +153,7 @@ impl Console {
     }
 
     /// A session whose state-changing request carries its CSRF token.
-    fn session_csrf(&self, h: &HeaderMap) -> Result<(String, Session), ApiError> {
+    pub(super) fn session_csrf(&self, h: &HeaderMap) -> Result<(String, Session), ApiError> {
         let (cookie, s) = self.session_of(h)?;
         let given = h.get(csrf::CSRF_HEADER).and_then(|v| v.to_str().ok());
         csrf::check_csrf(&s.csrf, given).map_err(|e| {

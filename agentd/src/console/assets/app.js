@@ -247,6 +247,58 @@ async function showAgents() {
   catch (e) { document.getElementById("agents-body").replaceChildren(el("p", { class: "error" }, e.message)); }
 }
 
+// ---- approvals ----------------------------------------------------------
+
+let approvalsTimer = null;
+
+function renderApprovals(list) {
+  const body = document.getElementById("approvals-body");
+  if (!list.approvals.length) { body.replaceChildren(el("p", { class: "muted", id: "approvals-empty" }, "Nothing waits for approval.")); return; }
+  const t = el("table", { class: "rows", id: "approvals" },
+    el("thead", {}, el("tr", {}, ...["call", "operator", "session", "agent", "action", "arguments", "seconds left", "answer"].map((h) => el("th", {}, h)))));
+  const tb = el("tbody");
+  const now = Date.now() / 1000;
+  for (const a of list.approvals) {
+    const why = el("input", { name: "reason", size: 16, placeholder: "reason (optional)" });
+    const out = document.getElementById("approvals-result");
+    const answer = (verb) => async () => {
+      try {
+        const r = await post("/api/approvals/" + encodeURIComponent(a.id) + "/" + verb, { reason: why.value.trim() });
+        out.textContent = a.action + " " + a.id.slice(0, 12) + ": " + r.outcome;
+        out.className = "status ok";
+      } catch (e) {
+        out.textContent = a.id.slice(0, 12) + ": refused: " + e.message;
+        out.className = "status error";
+      }
+      showApprovals();
+    };
+    const ok = el("button", { type: "button", class: "approve" }, "Approve");
+    const no = el("button", { type: "button", class: "deny" }, "Deny");
+    ok.addEventListener("click", answer("approve"));
+    no.addEventListener("click", answer("deny"));
+    tb.append(el("tr", { "data-approval": a.id },
+      el("td", {}, callLink(a.id)), el("td", {}, a.operator), el("td", {}, a.session),
+      el("td", {}, a.agent || "-"), el("td", {}, a.action),
+      el("td", { class: "target" }, clip(JSON.stringify(a.arguments), 200)),
+      el("td", { class: "num" }, Math.max(0, Math.round(a.deadline - now))),
+      el("td", {}, why, " ", ok, " ", no)));
+  }
+  t.append(tb);
+  body.replaceChildren(t);
+}
+
+// Refreshed every 2 s while shown, but not under a reason being typed.
+function refreshApprovals() {
+  const f = document.activeElement;
+  if (f && f.name === "reason" && f.closest("#approvals-body")) return;
+  showApprovals();
+}
+
+async function showApprovals() {
+  try { renderApprovals(await api("/api/approvals")); }
+  catch (e) { document.getElementById("approvals-body").replaceChildren(el("p", { class: "error" }, e.message)); }
+}
+
 // ---- charts (SVG drawn here) ------------------------------------------
 
 const COLORS = { allow: "#2e7d32", deny: "#c62828", would_deny: "#ef6c00", escalate: "#6a1b9a", info: "#78909c" };
@@ -324,6 +376,8 @@ function route() {
   if (name === "chain") showChain();
   if (name === "agents") showAgents();
   if (name === "charts") showCharts();
+  if (approvalsTimer) { clearInterval(approvalsTimer); approvalsTimer = null; }
+  if (name === "approvals") { showApprovals(); approvalsTimer = setInterval(refreshApprovals, 2000); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
