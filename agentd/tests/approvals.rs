@@ -769,3 +769,34 @@ fn the_console_lists_and_answers_approvals_with_its_csrf_token() {
     assert_eq!(status, 409, "{body}");
     verify_chain(&d);
 }
+
+#[test]
+fn a_caller_that_goes_away_abandons_its_approval() {
+    let d = start("[approvals]\ntimeout_secs = 60\n");
+    let key = d.enroll("olivia", "owner");
+    let m = d.send("olivia", &key, "slack:D-olivia", "deploy prod");
+    let mut child = d
+        .agentctl_cmd(&["check", "--json", "--message", &m, "deploy", "target=prod"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_pending(&d, 1)[0]["id"].as_str().unwrap().to_owned();
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The daemon notices the closed connection: the approval is withdrawn
+    // (an answer now changes nothing), and audited.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !summary(&rows_of(&d, &id)).contains(&row(
+        "admin",
+        "approval_abandon",
+        "deny",
+        "approval_abandoned",
+    )) {
+        assert!(Instant::now() < until, "not abandoned: {:?}", pending(&d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pending(&d).is_empty());
+    let late = d.agentctl(&["approvals", "approve", &id]);
+    assert!(String::from_utf8_lossy(&late.stderr).contains("approval_already_decided"));
+    verify_chain(&d);
+}

@@ -209,10 +209,11 @@ impl Gateway {
         self.within_rate(&msg.operator, &allowed)?;
         // Only here, after every check: a call that would be denied is
         // denied, never escalated.
-        let escalate = matches!(
-            crate::policy::approval::verdict(Ok(allowed.clone())),
-            crate::policy::approval::Verdict::Escalate(_)
-        );
+        let (allowed, escalate) = match crate::policy::approval::verdict(Ok(allowed)) {
+            crate::policy::approval::Verdict::Allow(a) => (a, false),
+            crate::policy::approval::Verdict::Escalate(a) => (a, true),
+            crate::policy::approval::Verdict::Deny(den) => return Err((den.reason, den.detail)),
+        };
         d.role = Some(allowed.role);
         d.grant = allowed.grant;
         Ok(escalate)
