@@ -52,6 +52,12 @@ fn step_of(code: &str) -> &'static str {
             "gateway: failing closed on an internal error"
         }
         rc::OK => "gateway: every check passed",
+        rc::APPROVAL_REQUIRED
+        | rc::APPROVAL_DENIED
+        | rc::APPROVAL_TIMEOUT
+        | rc::APPROVAL_EXPIRED
+        | rc::APPROVAL_QUEUE_FULL
+        | rc::APPROVAL_UNAVAILABLE => "gateway: human approval (after step 8)",
         _ => "gateway: an allow hook or another check (see the reason code)",
     }
 }
@@ -111,6 +117,12 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         rc::TOO_MANY_TOOL_CALLS => "agentd remembers too many runtime tool-call ids for this agent's active messages".into(),
         rc::AUDIT_UNAVAILABLE => "the audit log could not record the decision durably, so nothing was allowed".into(),
         rc::INTERNAL_ERROR | rc::STORE_ERROR => "the decision failed inside agentd and was denied (fail closed); the daemon's log says why".into(),
+        rc::APPROVAL_REQUIRED => format!("`{}` for {who} passed every check, and the action needs a person's approval: the call waited (the rows with the same call id say who answered and how it ended)", ev.action),
+        rc::APPROVAL_DENIED => format!("an approver denied `{}` for {who} (the approver's row under the same call id says who and why)", ev.action),
+        rc::APPROVAL_TIMEOUT => format!("nobody approved `{}` for {who} before its deadline ([approvals] timeout_secs)", ev.action),
+        rc::APPROVAL_EXPIRED => "agentd stopped while the call waited for approval; a waiting call is never resumed".into(),
+        rc::APPROVAL_QUEUE_FULL => "too many calls already waited for approval ([approvals] max_pending)".into(),
+        rc::APPROVAL_UNAVAILABLE => "the action needs approval and the daemon had no approval queue".into(),
         _ => format!("`{}` for {who} was refused: {code}", ev.action),
     };
     if e.outcome == Outcome::Allowed {
@@ -189,6 +201,17 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
                 }
             }
         }
+        rc::APPROVAL_REQUIRED
+        | rc::APPROVAL_DENIED
+        | rc::APPROVAL_TIMEOUT
+        | rc::APPROVAL_EXPIRED
+        | rc::APPROVAL_QUEUE_FULL
+        | rc::APPROVAL_UNAVAILABLE => e.fixes.push(Fix {
+            summary: "no policy line is at fault: the policy asks a person; answer in time (or drop `approval = \"required\"` from the action)".into(),
+            toml: None,
+            command: Some("agentctl approvals list; agentctl approvals approve ID".into()),
+            verified: false,
+        }),
         _ => {
             if let Some(fix) = policy_fix(r, ctx, policy, args.as_ref(), &operator, verified) {
                 e.fixes.push(fix);
