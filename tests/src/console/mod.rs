@@ -62,6 +62,14 @@ rate_per_minute = 6000
 
 [roles.owner.allow.shell]
 command = {{ type = "command", programs = ["/usr/bin/ls"], scopes = ["{r}", "/root"], max_items = 8 }}
+
+[actions.deploy]
+description = "Deploy a service (a person approves each call)."
+approval = "required"
+
+[roles.owner.allow.deploy.target]
+type = "string"
+values = ["prod"]
 "#
     )
 }
@@ -625,6 +633,8 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
     );
     s.shot(&mut b, "chain-broken");
 
+    approvals(s, &mut b, r)?;
+
     // --- refusals -----------------------------------------------------------
     let host = format!("127.0.0.1:{port}");
     let no_cookie = http(
@@ -747,6 +757,64 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
                 .collect();
             format!("{admin:?}")
         },
+    );
+    Ok(())
+}
+
+/// The Approvals view: a call of an action that needs approval waits; the
+/// page lists it and its Approve button (a CSRF-protected POST from the
+/// page's own script) lets it through, recorded as the console admin's.
+fn approvals(s: &Suite, b: &mut cdp::Browser, r: &mut Report) -> anyhow::Result<()> {
+    let mut cmd = s.daemon.agentd.agentctl();
+    cmd.args([
+        "check",
+        "--json",
+        "--message",
+        &s.daemon.active,
+        "deploy",
+        "target=prod",
+    ]);
+    let waiting = std::thread::spawn(move || cmd.output());
+    b.eval("location.hash = '#approvals'; true")?;
+    let listed = b.wait_for(
+        "document.querySelector('#approvals tr[data-approval] td:nth-child(5)')?.textContent === 'deploy' && document.querySelector('#approvals tr[data-approval]').dataset.approval",
+        Duration::from_secs(20),
+    );
+    s.shot(b, "approvals");
+    let id = listed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_owned();
+    r.check(
+        "console: the Approvals view lists a call waiting for a person (operator, action, arguments, seconds left)",
+        id.len() == 32,
+        || format!("{listed:?}"),
+    );
+    b.eval("document.querySelector('#approvals tr[data-approval] input[name=reason]').value = 'ok from the console'; document.querySelector('#approvals tr[data-approval] button.approve').click(); true")?;
+    let said = b.wait_for(
+        "(document.getElementById('approvals-result')?.textContent || '').includes('approved') && document.getElementById('approvals-result').textContent",
+        Duration::from_secs(20),
+    );
+    let out = waiting
+        .join()
+        .map_err(|_| anyhow::anyhow!("the waiting check panicked"))??;
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let rows = s.audit();
+    let approve = rows
+        .iter()
+        .find(|x| x["call_id"] == id.as_str() && x["action"] == "approval_approve");
+    r.check(
+        "console: Approve lets the waiting call through (allow ok), recorded as the console admin's approval (channel console), not an operator's",
+        said.is_ok()
+            && d["decision"] == "allow"
+            && d["call_id"] == id.as_str()
+            && approve.is_some_and(|a| {
+                a["operator"].as_str().is_some_and(|o| o.starts_with("console:uid:"))
+                    && a["target"].as_str().is_some_and(|t| t.contains("channel:console") && t.contains("ok from the console"))
+            }),
+        || format!("{said:?}; decision {d}; approver row {approve:?}"),
     );
     Ok(())
 }
