@@ -91,6 +91,17 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Human approval of escalated calls (`[approvals]`, docs/approvals.md).
     pub approvals: ApprovalsConfig,
+    /// Prometheus metrics (`[metrics]`, off unless `listen` is set).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`), plain HTTP on a
+/// loopback address only (docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Loopback address to serve on, e.g. "127.0.0.1:9464"; None: no endpoint.
+    pub listen: Option<String>,
 }
 
 /// `[approvals]`: how long an escalated call waits for a human, how many
@@ -355,6 +366,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             console: ConsoleConfig::default(),
             approvals: ApprovalsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -552,7 +564,28 @@ impl Config {
             ));
         }
         self.validate_mcp(path)?;
-        self.validate_console(path)
+        self.validate_console(path)?;
+        self.validate_metrics(path)
+    }
+
+    fn validate_metrics(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(addr) = &self.metrics.listen else {
+            return Ok(());
+        };
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: "metrics.listen",
+            message: message.to_owned(),
+        };
+        let parsed: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| invalid("must be IP:PORT, e.g. 127.0.0.1:9464"))?;
+        if !parsed.ip().is_loopback() {
+            return Err(invalid(
+                "must be a loopback address (127.0.0.1 or ::1): the endpoint has no authentication; scrape it from this host (or through a tunnel or a local agent)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_console(&self, path: &Path) -> Result<(), ConfigError> {
@@ -751,6 +784,14 @@ mod tests {
             let e = Config::parse(text, p).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
         }
+        for text in [
+            "[metrics]\nlisten = \"0.0.0.0:9464\"",
+            "[metrics]\nlisten = \"localhost\"",
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains("`metrics.listen`"), "{text}: {e}");
+        }
+        assert!(Config::parse("[metrics]\nlisten = \"127.0.0.1:9464\"", p).is_ok());
         let e = Config::parse("[console]\nlisten = \"0.0.0.0:7780\"", p)
             .unwrap_err()
             .to_string();

@@ -21,4 +21,5 @@ pub mod profile;
 pub mod protocol;
 pub mod receipt;
 pub mod runtime;
+pub mod telemetry;
 pub mod upstream_tls;

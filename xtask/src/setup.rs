@@ -15,7 +15,8 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Debian packages the tests need: QEMU for the VM tests, busybox and cpio for
 /// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm,
 /// chromium for the web console's browser test (driven headless over the
-/// DevTools protocol on a pipe: no driver, nothing fetched by the test).
+/// DevTools protocol on a pipe: no driver, nothing fetched by the test),
+/// prometheus for `promtool check metrics` on the metrics endpoint's output.
 const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -23,6 +24,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     "rpm",
     "chromium",
+    "prometheus",
 ];
 
 /// The dated nightly the eBPF crate builds with (`agentd-ebpf/toolchain`).

@@ -85,6 +85,27 @@ pub(crate) struct StatsCounters {
     pub rows: AtomicU64,
     pub commits: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Commit times per bucket of [`COMMIT_BUCKETS_US`] (the last: above all).
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_US.len() + 1],
+    /// Sum of commit times, microseconds.
+    pub commit_us_sum: AtomicU64,
+}
+
+/// Upper bounds (µs) of the commit-time buckets `AuditLog::stats` reports.
+pub const COMMIT_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+impl StatsCounters {
+    fn observe_commit(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = COMMIT_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(COMMIT_BUCKETS_US.len());
+        self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.commit_us_sum.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 impl Writer {
@@ -148,6 +169,7 @@ impl Writer {
     fn commit_batch(&mut self, events: &mut Vec<AuditEvent>, replies: &mut Vec<Reply>) {
         let start_seq = self.next_seq;
         let start_head = self.head_hash.clone();
+        let started = Instant::now();
         let mut committed = Vec::with_capacity(events.len());
         let result = (|| -> rusqlite::Result<()> {
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
@@ -175,6 +197,7 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
+                self.stats.observe_commit(started.elapsed());
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .rows

@@ -25,6 +25,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Durability};
+pub use appender::COMMIT_BUCKETS_US;
 use appender::{Command, Reply, StatsCounters, Writer};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use export::{export_jsonl, verify_export, ExportError, ExportLine};
@@ -106,7 +107,7 @@ impl Default for AuditOptions {
 }
 
 /// Totals of the writer since open (for benchmarks and health reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AppendStats {
     /// Rows committed.
     pub rows: u64,
@@ -114,6 +115,11 @@ pub struct AppendStats {
     pub commits: u64,
     /// Transactions that failed (their calls were denied).
     pub failed_commits: u64,
+    /// Committed transactions per commit-time bucket: one count per bound
+    /// of [`COMMIT_BUCKETS_US`], then those above the last (not cumulative).
+    pub commit_buckets: [u64; COMMIT_BUCKETS_US.len() + 1],
+    /// Sum of commit times, microseconds.
+    pub commit_us_sum: u64,
 }
 
 struct Inner {
@@ -374,6 +380,8 @@ impl AuditLog {
             rows: s.rows.load(Relaxed),
             commits: s.commits.load(Relaxed),
             failed_commits: s.failed_commits.load(Relaxed),
+            commit_buckets: std::array::from_fn(|i| s.commit_buckets[i].load(Relaxed)),
+            commit_us_sum: s.commit_us_sum.load(Relaxed),
         }
     }
 

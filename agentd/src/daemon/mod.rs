@@ -342,6 +342,22 @@ pub async fn run_with_stored(
         tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
         servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
     }
+    if let Some(addr) = &config.metrics.listen {
+        let router = crate::telemetry::server::start(
+            crate::telemetry::server::Sources {
+                audit: audit.clone(),
+                enforce: enforce_at_stop.clone(),
+                receipts: Some(receipts.clone()),
+            },
+            stop_rx.clone(),
+        )
+        .context("starting the metrics endpoint ([metrics])")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+        tracing::info!(%addr, "Prometheus metrics serving on /metrics (loopback)");
+        servers.spawn(Listener::Tcp(listener), router);
+    }
     serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
     let pruner = serving::spawn_pruner(gateway.clone());
 
