@@ -445,3 +445,28 @@ fn no_input_is_allowed_without_agentd() {
     }
     assert!(checked > 1000, "{checked}");
 }
+
+#[test]
+fn numbers_in_tool_input_keep_their_value_across_the_wire() {
+    // Found by the hook fuzz targets: `70e000100` parsed to
+    // 6.999999999999999e101 and re-parsed to 7e101 after being sent on, so the
+    // value decided on was neither what the runtime sent nor what arrived.
+    for (raw, want) in [
+        ("70e000100", 7e101),
+        ("8.300000000444444e141", 8.300000000444444e141),
+    ] {
+        let stdin = format!(
+            r#"{{"hook_event_name":"PreToolUse","tool_name":"mcp__crm__find","tool_input":{{"n":{raw}}}}}"#
+        );
+        let req = prepare(
+            Runtime::ClaudeCode,
+            stdin.as_bytes(),
+            Some("0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
+        assert_eq!(req.tool_input["n"].as_f64(), Some(want), "{raw}");
+        let back: RuntimeCallRequest =
+            serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(back, req, "{raw}");
+    }
+}
