@@ -42,6 +42,10 @@ fn step_of(code: &str) -> &'static str {
         | rc::VALUE_OUT_OF_RANGE
         | rc::SIZE_LIMIT_EXCEEDED => "gateway: the argument constraints (step 7)",
         rc::RATE_LIMITED => "gateway: the role's rate limit (step 8)",
+        rc::USAGE_THRESHOLD => "gateway: the role's usage threshold (step 9)",
+        rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => {
+            "gateway: the kill switch (a suspension, checked after step 1)"
+        }
         rc::UNKNOWN_TOOL | rc::INVALID_TOOL_INPUT | rc::SHELL_SYNTAX_NOT_ALLOWED => {
             "gateway: the runtime's tool mapping (before step 1)"
         }
@@ -113,6 +117,10 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         rc::INVALID_ARGUMENT | rc::INVALID_PATH => format!("an argument of `{}` has the wrong type or is not a clean absolute path: the caller must send it well-formed", ev.action),
         rc::PATH_UNRESOLVABLE => "a path argument could not be resolved safely as the caller (dangling or magic symlink, or a directory the agent user cannot traverse)".into(),
         rc::RATE_LIMITED => format!("{who} exceeded the rate limit of the role that allows `{}`", ev.action),
+        rc::USAGE_THRESHOLD => format!("{who} reached the usage threshold (max_uses per window_secs) of the role that allows `{}`; it is denied until the window slides", ev.action),
+        rc::OPERATOR_SUSPENDED => format!("operator `{operator}` is suspended (kill switch): its messages and the calls on them are refused until resumed"),
+        rc::AGENT_SUSPENDED => "the calling agent, or the agent holding the message, is suspended (kill switch): its calls are refused until resumed".into(),
+        rc::ALL_SUSPENDED => "everything is suspended (kill switch): every message and call is refused until resumed".into(),
         rc::TOOL_USE_ID_REUSED => "the runtime's tool-call id was already decided for another action or other arguments".into(),
         rc::TOO_MANY_TOOL_CALLS => "agentd remembers too many runtime tool-call ids for this agent's active messages".into(),
         rc::AUDIT_UNAVAILABLE => "the audit log could not record the decision durably, so nothing was allowed".into(),
@@ -182,6 +190,39 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
                     command: None,
                     verified: false,
                 });
+            }
+        }
+        rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => e.fixes.push(Fix {
+            summary: "no policy line can: an administrator lifts the suspension (see `agentctl suspend list`)".into(),
+            toml: None,
+            command: Some(match code {
+                rc::OPERATOR_SUSPENDED => format!("agentctl resume operator {operator}"),
+                rc::AGENT_SUSPENDED => "agentctl resume agent NAME".into(),
+                _ => "agentctl resume all".into(),
+            }),
+            verified: false,
+        }),
+        rc::USAGE_THRESHOLD => {
+            if let (Some(p), Some(roles)) = (policy, ctx.operator_roles) {
+                if let Some((name, limit)) = roles.iter().find_map(|n| {
+                    p.roles
+                        .get(n)
+                        .and_then(|r| r.limits.get(&ev.action))
+                        .map(|l| (n, *l))
+                }) {
+                    e.fixes.push(Fix {
+                        summary: format!("raise role `{name}`'s threshold for `{}` (now {} per {} s)", ev.action, limit.max_uses, limit.window_secs),
+                        toml: Some(format!(
+                            "[roles.{}.limits.{}]\nmax_uses = {}\nwindow_secs = {}\n",
+                            render::key(name),
+                            render::key(&ev.action),
+                            limit.max_uses.saturating_mul(2),
+                            limit.window_secs
+                        )),
+                        command: None,
+                        verified: false,
+                    });
+                }
             }
         }
         rc::RATE_LIMITED => {
@@ -702,6 +743,7 @@ pub fn message(r: &Record) -> Explanation {
         rc::REPLAYED_NONCE => "the nonce was already used: this is a replay of an earlier message".into(),
         rc::SESSION_OPERATOR_MISMATCH => format!("session `{}` is bound to another operator", ev.session),
         rc::RATE_LIMITED => "too many unverified messages from this sender or claimed operator".into(),
+        rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => "the message was in the scope of a suspension (kill switch): refused before verification, nothing of it stored".into(),
         _ => format!("message refused: {code}"),
     };
     let mut e = Explanation::new(r, "gateway: message ingest", why);

@@ -205,8 +205,12 @@ impl Gateway {
             crate::runtime::check_tool_use_id(id)
                 .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
         }
-        let allowed = policy_allows(policy, &msg, &op, req, resolver)?;
+        let mut allowed = policy_allows(policy, &msg, &op, req, resolver)?;
         self.within_rate(&msg.operator, &allowed)?;
+        if self.within_usage(&msg.operator, &req.action, &allowed)? {
+            // Past the threshold's `escalate_after`: a human decides.
+            allowed.approval_required = true;
+        }
         // Only here, after every check: a call that would be denied is
         // denied, never escalated.
         let (allowed, escalate) = match crate::policy::approval::verdict(Ok(allowed)) {
@@ -387,6 +391,34 @@ impl Gateway {
 /// The decision of a call that waits for a human (`decide` only; the
 /// pipeline turns it into allow or deny).
 pub const ESCALATE: &str = "escalate";
+impl Gateway {
+    /// Check 9: the role's usage threshold for the action, if it has one
+    /// (counted only once every other check passed: a use is an allow, or
+    /// an escalation). Ok(true): this use is past `escalate_after`.
+    fn within_usage(
+        &self,
+        operator: &str,
+        action: &str,
+        allowed: &Allowed,
+    ) -> Result<bool, Refused> {
+        let Some(limit) = allowed.usage else {
+            return Ok(false);
+        };
+        if let Some(nth) = self
+            .usage
+            .take(operator, &allowed.role, action, limit, Instant::now())
+        {
+            return Ok(limit.escalate_after.is_some_and(|n| nth > n as usize));
+        }
+        Err((
+            reason::USAGE_THRESHOLD,
+            format!(
+                "role `{}` allows `{action}` at most {} times per {} s per operator",
+                allowed.role, limit.max_uses, limit.window_secs
+            ),
+        ))
+    }
+}
 
 /// A refusal: reason code and detail.
 pub(super) type Refused = (&'static str, String);

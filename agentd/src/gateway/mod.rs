@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod runtime_call;
 pub mod store;
 pub mod suspend;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -181,6 +182,7 @@ pub struct Gateway {
     sessions: RwLock<HashMap<String, String>>,
     active: RwLock<HashMap<u128, Arc<ingest::ActiveMessage>>>,
     rates: rate::RateLimiter,
+    usage: usage::UsageCounter,
     flood: flood::FloodLimiter,
     audit: Option<AuditLog>,
     hooks: RwLock<Vec<Arc<dyn AllowHook>>>,
@@ -287,6 +289,7 @@ impl Gateway {
             sessions: RwLock::new(sessions),
             active: RwLock::new(active),
             rates: rate::RateLimiter::default(),
+            usage: usage::UsageCounter::default(),
             flood: flood::FloodLimiter::new(
                 settings.unverified_per_minute,
                 settings.unverified_per_minute,

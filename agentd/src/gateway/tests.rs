@@ -958,3 +958,97 @@ async fn an_approval_does_not_outlive_the_operators_authority() {
     assert_eq!(d.reason_code, reason::OPERATOR_REVOKED, "{d:?}");
     assert!(d.grant.is_none());
 }
+
+#[test]
+fn usage_threshold_per_role_and_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let limited =
+        format!("{DEMO}\n[roles.clinician.limits.read_chart]\nmax_uses = 3\nwindow_secs = 3600\n");
+    g.load_policy(&limited, "limited.toml").unwrap();
+    let (_, k1) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let (_, k2) = g.add_operator("dr-who", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let m1 = g
+        .ingest(
+            &signed(&k1, "dr-chen", "c1", "nonce-000000000101", now),
+            now,
+        )
+        .unwrap();
+    let m2 = g
+        .ingest(&signed(&k2, "dr-who", "c2", "nonce-000000000102", now), now)
+        .unwrap();
+    for i in 0..3 {
+        assert!(
+            g.decide(&chart(&m1.active_message_id), now).is_allow(),
+            "use {i}"
+        );
+    }
+    let d = g.decide(&chart(&m1.active_message_id), now);
+    assert_eq!(d.reason_code, reason::USAGE_THRESHOLD);
+    assert!(
+        d.detail.contains("at most 3 times per 3600 s"),
+        "{}",
+        d.detail
+    );
+    // Controls: another action of the same role, another operator.
+    let mail = call(
+        &m1.active_message_id,
+        "send_email",
+        json!({"to": "ward3@clinic.example", "subject": "s", "body": "b"}),
+    );
+    assert!(g.decide(&mail, now).is_allow());
+    assert!(g.decide(&chart(&m2.active_message_id), now).is_allow());
+    // A denied call is no use: a refused out-of-scope read does not count.
+    let outside = call(
+        &m2.active_message_id,
+        "read_chart",
+        json!({"path": "/etc/shadow"}),
+    );
+    assert_eq!(
+        g.decide(&outside, now).reason_code,
+        reason::PATH_OUTSIDE_SCOPE
+    );
+    assert!(g.decide(&chart(&m2.active_message_id), now).is_allow());
+    assert!(g.decide(&chart(&m2.active_message_id), now).is_allow());
+    assert_eq!(
+        g.decide(&chart(&m2.active_message_id), now).reason_code,
+        reason::USAGE_THRESHOLD
+    );
+}
+
+#[test]
+fn usage_past_escalate_after_waits_for_a_human_and_max_uses_still_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let limited = format!(
+        "{DEMO}\n[roles.clinician.limits.read_chart]\nmax_uses = 3\nwindow_secs = 3600\nescalate_after = 1\n"
+    );
+    g.load_policy(&limited, "limited.toml").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let m = g
+        .ingest(
+            &signed(&key, "dr-chen", "c1", "nonce-000000000111", now),
+            now,
+        )
+        .unwrap()
+        .active_message_id;
+    let outcome = |d: Decision| (d.decision, d.reason_code);
+    let allow = ("allow".to_owned(), reason::OK.to_owned());
+    let escalate = ("escalate".to_owned(), reason::APPROVAL_REQUIRED.to_owned());
+    assert_eq!(outcome(g.decide(&chart(&m), now)), allow);
+    assert_eq!(outcome(g.decide(&chart(&m), now)), escalate);
+    assert_eq!(outcome(g.decide(&chart(&m), now)), escalate);
+    assert_eq!(
+        g.decide(&chart(&m), now).reason_code,
+        reason::USAGE_THRESHOLD
+    );
+    // Control: the same role's other action is neither escalated nor counted.
+    let mail = call(
+        &m,
+        "send_email",
+        json!({"to": "ward3@clinic.example", "subject": "s", "body": "b"}),
+    );
+    assert_eq!(outcome(g.decide(&mail, now)), allow);
+}

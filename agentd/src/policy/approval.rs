@@ -384,6 +384,7 @@ mod tests {
             grant: None,
             destructive: false,
             approval_required,
+            usage: None,
         }
     }
 

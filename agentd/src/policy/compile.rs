@@ -81,6 +81,8 @@ pub(crate) struct Role {
     pub burst: u32,
     pub destructive_ok: bool,
     pub allow: HashMap<String, Arc<ActionRules>>,
+    /// Usage thresholds by action (checked: each action is allowed).
+    pub limits: HashMap<String, super::schema::UsageLimit>,
 }
 
 /// Argument rules of one (role, action).
@@ -241,6 +243,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
             compiled.sort_by(|a, b| a.0.cmp(&b.0));
             allow.insert(action.clone(), Arc::new(ActionRules { args: compiled }));
         }
+        let limits = compile_limits(def, &at).map_err(|(at, m)| invalid(at, m))?;
         roles.insert(
             name.clone(),
             Role {
@@ -249,6 +252,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
                 burst: def.burst.unwrap_or(def.rate_per_minute).max(1),
                 destructive_ok: def.destructive.unwrap_or(name == "owner"),
                 allow,
+                limits,
             },
         );
     }
@@ -719,4 +723,47 @@ fn valid_connect(s: &str) -> bool {
         .unwrap_or(host);
     let (addr, prefix) = host.split_once('/').unwrap_or((host, "128"));
     addr.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 128)
+}
+
+/// Largest `max_uses` of a usage threshold (each use is remembered for the
+/// window: the bound keeps that memory small).
+pub const MAX_USAGE_USES: u32 = 10_000;
+/// Longest usage-threshold window, seconds (30 days).
+pub const MAX_USAGE_WINDOW_SECS: u64 = 30 * 24 * 3600;
+
+/// A role's usage thresholds: only for actions the role allows, within bounds.
+fn compile_limits(
+    def: &super::schema::RoleDef,
+    at: &str,
+) -> Result<HashMap<String, super::schema::UsageLimit>, (String, String)> {
+    let mut out = HashMap::new();
+    for (action, limit) in &def.limits {
+        let at = format!("{at}.limits.{action}");
+        if !def.allow.contains_key(action) {
+            return Err((
+                at,
+                format!("the role does not allow `{action}`: a threshold needs an allow entry"),
+            ));
+        }
+        if !(1..=MAX_USAGE_USES).contains(&limit.max_uses) {
+            return Err((
+                format!("{at}.max_uses"),
+                format!("must be 1 to {MAX_USAGE_USES} (remove the allow entry to forbid)"),
+            ));
+        }
+        if !(1..=MAX_USAGE_WINDOW_SECS).contains(&limit.window_secs) {
+            return Err((
+                format!("{at}.window_secs"),
+                format!("must be 1 to {MAX_USAGE_WINDOW_SECS} (30 days)"),
+            ));
+        }
+        if limit.escalate_after.is_some_and(|n| n >= limit.max_uses) {
+            return Err((
+                format!("{at}.escalate_after"),
+                "must be below max_uses (uses after it wait for approval)".into(),
+            ));
+        }
+        out.insert(action.clone(), *limit);
+    }
+    Ok(out)
 }

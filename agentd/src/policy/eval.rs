@@ -53,6 +53,8 @@ pub struct Allowed {
     pub destructive: bool,
     /// The action needs a human's approval before the call proceeds.
     pub approval_required: bool,
+    /// The role's usage threshold for the action, if it has one.
+    pub usage: Option<super::schema::UsageLimit>,
 }
 
 /// One parsed argument value.
@@ -99,7 +101,10 @@ impl CompiledPolicy {
                 continue;
             };
             match evaluate_role(role, act, rules, operator, args) {
-                Ok(a) => return Ok(a),
+                Ok(mut a) => {
+                    a.usage = role.limits.get(action).copied();
+                    return Ok(a);
+                }
                 Err(d) => {
                     first_denial.get_or_insert(d);
                 }
@@ -236,6 +241,7 @@ fn evaluate_role(
         grant,
         destructive,
         approval_required: act.approval_required,
+        usage: None,
     })
 }
 

@@ -124,6 +124,27 @@ pub struct RoleDef {
     /// Allowed actions, each with its argument rules (argument name → rule).
     #[serde(default)]
     pub allow: BTreeMap<String, BTreeMap<String, ArgRule>>,
+    /// Usage thresholds of allowed actions (action → threshold), beside the
+    /// rate limit: above `max_uses` in `window_secs`, calls are denied.
+    #[serde(default)]
+    pub limits: BTreeMap<String, UsageLimit>,
+}
+
+/// A usage threshold of one action for one role, counted per operator over
+/// a sliding window: the call that would be use `max_uses + 1` within
+/// `window_secs` is denied (`usage_threshold`); with `escalate_after = N`,
+/// uses N+1 to `max_uses` wait for a human's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageLimit {
+    /// Allowed calls within the window (1 to 10,000).
+    pub max_uses: u32,
+    /// The window, seconds (1 to 30 days).
+    pub window_secs: u64,
+    /// Uses within the window allowed without a human; later ones (up to
+    /// `max_uses`) are escalated for approval. Must be below `max_uses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after: Option<u32>,
 }
 
 fn default_rate() -> u32 {

@@ -602,3 +602,64 @@ fn mcp_tool_mappings_and_the_filter_switch() {
     let e = refused("id = \"x\"\n[mcp.servers.Crm]\n");
     assert!(e.contains("mcp.servers.Crm"), "{e}");
 }
+
+#[test]
+fn usage_thresholds_compile_and_bad_ones_are_refused() {
+    let base = "id = \"x\"\n[actions.a]\n[roles.r]\n[roles.r.allow.a]\n";
+    let p = compile(
+        &format!("{base}[roles.r.limits.a]\nmax_uses = 5\nwindow_secs = 3600\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let allowed = p
+        .evaluate("op", &["r".into()], "a", &serde_json::Map::new())
+        .unwrap();
+    assert_eq!(
+        allowed.usage,
+        Some(crate::policy::schema::UsageLimit {
+            max_uses: 5,
+            window_secs: 3600,
+            escalate_after: None,
+        })
+    );
+    // Control: without a threshold there is none.
+    let p = compile(base, "t.toml").unwrap();
+    let allowed = p
+        .evaluate("op", &["r".into()], "a", &serde_json::Map::new())
+        .unwrap();
+    assert_eq!(allowed.usage, None);
+    for (limits, expect) in [
+        (
+            "[roles.r.limits.b]\nmax_uses = 1\nwindow_secs = 1\n",
+            "roles.r.limits.b",
+        ),
+        (
+            "[roles.r.limits.a]\nmax_uses = 0\nwindow_secs = 1\n",
+            "roles.r.limits.a.max_uses",
+        ),
+        (
+            "[roles.r.limits.a]\nmax_uses = 10001\nwindow_secs = 1\n",
+            "max_uses",
+        ),
+        (
+            "[roles.r.limits.a]\nmax_uses = 1\nwindow_secs = 0\n",
+            "roles.r.limits.a.window_secs",
+        ),
+        (
+            "[roles.r.limits.a]\nmax_uses = 1\nwindow_secs = 2592001\n",
+            "window_secs",
+        ),
+        ("[roles.r.limits.a]\nmax_uses = 1\n", "window_secs"),
+        (
+            "[roles.r.limits.a]\nmax_uses = 2\nwindow_secs = 1\nescalate_after = 2\n",
+            "roles.r.limits.a.escalate_after",
+        ),
+        (
+            "[roles.r.limits.a]\nmax_uses = 2\nwindow_secs = 1\nescalate_afterr = 1\n",
+            "escalate_afterr",
+        ),
+    ] {
+        let e = refused(&format!("{base}{limits}"));
+        assert!(e.contains(expect), "{limits}: {e}");
+    }
+}

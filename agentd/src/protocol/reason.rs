@@ -365,3 +365,8 @@ pub const WEBHOOK_NOT_CONFIGURED: &str = "webhook_not_configured";
 pub const WEBHOOK_DELIVERED: &str = "webhook_delivered";
 /// The webhook could not be delivered (audit rows; nothing is approved).
 pub const WEBHOOK_FAILED: &str = "webhook_failed";
+
+// Usage thresholds.
+/// A role's usage threshold for the action is reached (`max_uses` per
+/// `window_secs`, per operator): hard-denied until the window slides.
+pub const USAGE_THRESHOLD: &str = "usage_threshold";
