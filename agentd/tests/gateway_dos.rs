@@ -97,16 +97,40 @@ fn floods_and_slow_clients_are_bounded_and_the_daemon_keeps_serving() {
     // Slow clients: 16 connections that never finish their headers fill
     // this peer's share; the 17th is closed at once. (The header timeout is
     // 5 s so that a loaded machine cannot free a slot before the 17th.)
-    let mut slow: Vec<UnixStream> = (0..16)
-        .map(|_| {
-            let mut s = UnixStream::connect(&d.socket).unwrap();
-            s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
-    // Time for the server to accept all sixteen (well within the 5 s).
-    std::thread::sleep(Duration::from_millis(1000));
+    let open_slow = || {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        s
+    };
+    // Held: the server has not closed it (a read would block).
+    let held = |s: &UnixStream| {
+        s.set_nonblocking(true).unwrap();
+        let open = matches!((&*s).read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        open
+    };
+    let mut slow: Vec<UnixStream> = (0..16).map(|_| open_slow()).collect();
+    // Time for the server to accept all sixteen (well within the 5 s). A
+    // connection of an earlier step that the server has not yet seen end can
+    // still hold a slot for a moment, so one of the sixteen may have been
+    // refused: replace those until sixteen are held.
+    let filling = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        slow.retain(|s| held(s));
+        if slow.len() == 16 {
+            break;
+        }
+        assert!(
+            filling.elapsed() < Duration::from_secs(3),
+            "only {} slow connections held",
+            slow.len()
+        );
+        while slow.len() < 16 {
+            slow.push(open_slow());
+        }
+    }
     let mut extra = UnixStream::connect(&d.socket).unwrap();
     extra
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -114,7 +138,11 @@ fn floods_and_slow_clients_are_bounded_and_the_daemon_keeps_serving() {
     let _ = extra.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
     let mut buf = Vec::new();
     let _ = extra.read_to_end(&mut buf);
-    assert!(buf.is_empty(), "over the per-peer limit: closed unanswered");
+    assert!(
+        buf.is_empty(),
+        "over the per-peer limit: closed unanswered, got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
     // Meanwhile another uid is served.
     let mut nobody = d.agentctl_cmd(&["send", "--unsigned", "--session", "y", "hi"]);
     nobody.uid(65534);

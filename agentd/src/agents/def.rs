@@ -266,6 +266,29 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_placeholder_glued_to_more_name_is_refused() {
+        // Found by the agent_def fuzz target: with workspace `/s//`,
+        // `{workspace}./d` validated, then composed to `/s//./d` and failed.
+        let mut d = AgentDef::new("a", "agentd-agent");
+        d.workspace = Some("/s//".into());
+        for bad in ["{workspace}./d", "{tmp}x", "{home}.cache"] {
+            d.read = vec![bad.into()];
+            let e = d.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("agent.read[0]") && e.contains("must be followed by `/`"),
+                "{bad}: {e}"
+            );
+        }
+        // The control: the same directories joined with `/` are fine.
+        d.read = vec![
+            "{workspace}/d".into(),
+            "{tmp}/x".into(),
+            "{home}/.cache".into(),
+        ];
+        d.validate().unwrap();
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let mut d = AgentDef::new("../x", "u");
         assert!(d.validate().unwrap_err().to_string().contains("name"));

@@ -34,6 +34,16 @@ pub const PLACEHOLDERS: &[&str] = &[
     "dns",
 ];
 
+/// Placeholders whose value is a path (a directory or a binary).
+const PATH_PLACEHOLDERS: &[&str] = &[
+    "home",
+    "install_dir",
+    "tmp",
+    "workspace",
+    "node",
+    "agentctl",
+];
+
 /// Placeholders that stand for whole `connect` entries (zero or more).
 const WHOLE_ENTRIES: &[&str] = &["dns", "model_endpoint"];
 
@@ -135,6 +145,22 @@ pub fn expand_entry(
     at: &str,
 ) -> Result<Vec<String>, ProfileError> {
     let toks = tokens(entry, at)?;
+    // A directory placeholder joined to more name (`{workspace}./x`,
+    // `{tmp}foo`) would make the path depend on how the value is spelt (a
+    // trailing `/` turns `./x` into a `.` component): what follows one must
+    // start a new component.
+    for pair in toks.windows(2) {
+        if let [(true, name), (false, text)] = pair {
+            if PATH_PLACEHOLDERS.contains(name) && !text.starts_with('/') {
+                return Err(ProfileError::Invalid {
+                    at: at.into(),
+                    message: format!(
+                        "`{entry}`: {{{name}}} must be followed by `/` or end the entry"
+                    ),
+                });
+            }
+        }
+    }
     let invalid = |message: String| ProfileError::Invalid {
         at: at.into(),
         message,
