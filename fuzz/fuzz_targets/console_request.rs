@@ -117,7 +117,10 @@ fuzz_target!(|data: &[u8]| {
     let redeemed = tokens.redeem_link(&token, 1_001, 3_600);
     if token == issued {
         assert!(redeemed.is_ok());
-        assert_eq!(tokens.redeem_link(&token, 1_002, 3_600).err(), Some(AuthError::Used));
+        assert_eq!(
+            tokens.redeem_link(&token, 1_002, 3_600).err(),
+            Some(AuthError::Used)
+        );
     } else {
         assert_eq!(redeemed.err(), Some(AuthError::Unknown), "token {token:?}");
         // The issued link still works after a wrong guess.

@@ -39,7 +39,11 @@ fn decoded_name(param: &str) -> Vec<u8> {
 
 /// The identity of a provider-run tool, independent of where it sits.
 fn identity(t: &provider_tools::ProviderTool) -> (String, String, String) {
-    (t.kind.clone(), t.call.name.clone(), t.call.arguments.clone())
+    (
+        t.kind.clone(),
+        t.call.name.clone(),
+        t.call.arguments.clone(),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -77,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
         .split('&')
         .filter(|p| !p.is_empty() && !decoded_name(p).eq_ignore_ascii_case(b"key"))
         .collect();
-    assert_eq!(kept_params, expected, "a parameter other than the key was lost");
+    assert_eq!(
+        kept_params, expected,
+        "a parameter other than the key was lost"
+    );
 
     // The body's provider-run tools: deny every other one.
     let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -87,7 +94,10 @@ fuzz_target!(|data: &[u8]| {
     let denied: Vec<&provider_tools::Locator> = found.iter().step_by(2).map(|t| &t.at).collect();
     let allowed: Vec<_> = found.iter().skip(1).step_by(2).map(identity).collect();
     provider_tools::strip(&mut json, &denied);
-    let mut left: Vec<_> = provider_tools::find(provider, &json).iter().map(identity).collect();
+    let mut left: Vec<_> = provider_tools::find(provider, &json)
+        .iter()
+        .map(identity)
+        .collect();
     let mut want = allowed.clone();
     left.sort();
     want.sort();

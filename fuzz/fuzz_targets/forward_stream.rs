@@ -21,7 +21,10 @@ fn events(chunks: &[&[u8]]) -> (Vec<sse::Event>, Vec<u8>) {
     let mut p = sse::Parser::new();
     let mut out = Vec::new();
     for c in chunks {
-        out.extend(p.push(c).expect("fuzz inputs are far below the event limit"));
+        out.extend(
+            p.push(c)
+                .expect("fuzz inputs are far below the event limit"),
+        );
     }
     // An event held for the LF after its final CR is complete at the end.
     out.extend(p.end());
@@ -79,7 +82,9 @@ fuzz_target!(|data: &[u8]| {
     // Two cut points from the first bytes: any three-way split.
     let n = data.len();
     let a = data.first().map_or(0, |b| *b as usize * 7) % (n + 1);
-    let b = data.get(1).map_or(n, |b| a + *b as usize * 13 % (n - a + 1));
+    let b = data
+        .get(1)
+        .map_or(n, |b| a + *b as usize * 13 % (n - a + 1));
     let b = b.min(n);
     let (whole, rest_whole) = events(&[data]);
     let (split, rest_split) = events(&[&data[..a], &data[a..b], &data[b..]]);

@@ -17,7 +17,10 @@ use serde_json::Value;
 /// The reading of `Mcp-Name` the documentation gives: `=?base64?…?=`, or
 /// the value itself.
 fn decoded(v: &str) -> Option<String> {
-    match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
         Some(b64) => base64::engine::general_purpose::STANDARD
             .decode(b64)
             .ok()
@@ -64,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(v, &method, "Mcp-Method disagrees yet passed");
         }
         if let Some(v) = &h.name {
-            assert!(named.is_some(), "Mcp-Name set for a body that names nothing");
+            assert!(
+                named.is_some(),
+                "Mcp-Name set for a body that names nothing"
+            );
             assert_eq!(decoded(v), named, "Mcp-Name disagrees yet passed");
         }
         let stateless =

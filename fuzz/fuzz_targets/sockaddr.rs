@@ -5,7 +5,9 @@
 //! gives the same prefix); a Unix path holds no NUL; an abstract name's
 //! audit form is printable ASCII.
 #![no_main]
-use agentd::enforce::seccomp::supervisor::net::sockaddr::{display_abstract, parse, Addr, MAX_ADDR};
+use agentd::enforce::seccomp::supervisor::net::sockaddr::{
+    display_abstract, parse, Addr, MAX_ADDR,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
