@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::json::{ApiError, BodyLimit, JsonBody, BODY_TIMEOUT};
+use super::json::{ApiError, BodyLimit, JsonBody};
 use super::peer::{Access, Peer};
 use crate::gateway::approvals::{
     Answer, Answered, ApprovalError, Approvals, Channel, PendingApproval,
@@ -204,22 +204,7 @@ async fn callback(
     body: axum::body::Body,
 ) -> Result<Json<ApprovalDone>, ApiError> {
     let q = queue(&s)?;
-    let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_CALLBACK))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                reason::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
-            )
-        })?
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                reason::BODY_TOO_LARGE,
-                format!("request body exceeds {MAX_CALLBACK} bytes"),
-            )
-        })?;
+    let bytes = super::json::read_body(body, MAX_CALLBACK).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let approval = q
         .callback(

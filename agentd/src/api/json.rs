@@ -62,25 +62,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(64 * 1024, |l| l.0);
-        let read = axum::body::to_bytes(req.into_body(), limit);
-        let bytes = tokio::time::timeout(BODY_TIMEOUT, read)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    reason::REQUEST_TIMEOUT,
-                    format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
-                )
-            })?
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    reason::BODY_TOO_LARGE,
-                    format!("request body exceeds {limit} bytes"),
-                )
-            })?;
+        let bytes = read_body(req.into_body(), limit).await?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// Reads a whole request body, at most `limit` bytes within
+/// [`BODY_TIMEOUT`] (408 `request_timeout`, 413 `body_too_large`).
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                reason::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                reason::BODY_TOO_LARGE,
+                format!("request body exceeds {limit} bytes"),
+            )
+        })
 }
 
 /// Parses a body: UTF-8 first, then JSON into `T`.

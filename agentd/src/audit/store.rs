@@ -103,21 +103,25 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join(DB_FILE)
 }
 
-/// Opens (creating if needed) the database read-write with the schema,
-/// triggers and pragmas for `durability`. The file is created 0600.
-pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
-    // Create the file ourselves so it is never world-readable, not even briefly;
-    // SQLite gives -wal and -shm the mode of the main file.
+/// Creates `path` if missing, mode 0600 (and sets 0600 if it existed): a
+/// database file made this way is never world-readable, not even briefly,
+/// and SQLite gives its -wal and -shm files the same mode.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
         .and_then(|_| std::fs::set_permissions(path, Permissions::from_mode(0o600)))
-        .map_err(|source| StoreError::File {
-            path: path.to_owned(),
-            source,
-        })?;
+}
+
+/// Opens (creating if needed) the database read-write with the schema,
+/// triggers and pragmas for `durability`. The file is created 0600.
+pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    create_private(path).map_err(|source| StoreError::File {
+        path: path.to_owned(),
+        source,
+    })?;
     let conn = Connection::open(path).map_err(sql(path, "open"))?;
     let sync = match durability {
         Durability::Normal => "NORMAL",

@@ -9,8 +9,6 @@
 //! wins (it takes the entry out of the map), later ones are refused.
 //! Pure rules (deadlines, signatures) are in `policy::approval`.
 use std::collections::HashMap;
-use std::fs::Permissions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,13 +151,7 @@ impl Approvals {
             path: path.clone(),
             source,
         };
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(io)?;
+        crate::audit::store::create_private(&path).map_err(io)?;
         let sql = |context| {
             let path = path.clone();
             move |source| ApprovalError::Store {

@@ -2,7 +2,7 @@
 //! nonces, active messages and loaded policies. The decision path never reads
 //! it: `state` keeps an in-memory copy, loaded at start and written through.
 use std::fs::Permissions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -153,13 +153,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(io)?;
+        crate::audit::store::create_private(&path).map_err(io)?;
         let conn = Connection::open(&path).map_err(sql(&path, "open"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
