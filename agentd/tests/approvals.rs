@@ -80,23 +80,8 @@ fn wait_pending(d: &Daemon, n: usize) -> Vec<Value> {
     }
 }
 
-fn export(d: &Daemon) -> Vec<Value> {
-    d.ok(&[
-        "audit",
-        "export",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ])
-    .lines()
-    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-    .filter(|l| l["type"] == "record")
-    .collect()
-}
-
 fn rows_of(d: &Daemon, call_id: &str) -> Vec<Value> {
-    export(d)
+    d.audit_records()
         .into_iter()
         .filter(|r| r["call_id"] == call_id)
         .collect()
@@ -617,7 +602,8 @@ fn webhook_delivers_signed_and_only_a_valid_signed_callback_answers() {
         .as_str()
         .unwrap()
         .contains("channel:webhook"));
-    let refused: Vec<String> = export(&d)
+    let refused: Vec<String> = d
+        .audit_records()
         .iter()
         .filter(|r| r["action"] == "approval_callback")
         .map(|r| r["reason_code"].as_str().unwrap().to_owned())

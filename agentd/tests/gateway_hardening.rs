@@ -14,25 +14,9 @@ use gateway_support::{assert_decision, Daemon};
 use hyper::Method;
 use serde_json::Value;
 
-/// Audit records of the daemon's log (exported offline, as root).
-fn records(d: &Daemon) -> Vec<Value> {
-    let out = d.ok(&[
-        "audit",
-        "export",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
-    out.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "record")
-        .collect()
-}
-
 /// The audit rows of one call, in order.
 fn rows_of(d: &Daemon, call_id: &Value) -> Vec<Value> {
-    records(d)
+    d.audit_records()
         .into_iter()
         .filter(|r| r["call_id"] == *call_id)
         .collect()
@@ -431,7 +415,8 @@ fn revoking_an_operator_ends_its_grants_at_once() {
         String::from_utf8_lossy(&out.stderr).contains("no_grant"),
         "{out:?}"
     );
-    let admin = records(&d)
+    let admin = d
+        .audit_records()
         .into_iter()
         .find(|r| r["action"] == "operator_revoke")
         .expect("the revocation is audited");
@@ -487,7 +472,8 @@ fn sessions_lapse_and_admins_release_them() {
     assert_decision(&denied, "deny", "session_operator_mismatch");
     let rows = rows_of(&d, &denied["call_id"]);
     assert_eq!(rows[0]["reason_code"], "session_operator_mismatch");
-    let released = records(&d)
+    let released = d
+        .audit_records()
         .into_iter()
         .find(|r| r["action"] == "session_release")
         .expect("the release is audited");
@@ -517,7 +503,8 @@ fn sessions_lapse_and_admins_release_them() {
         out.status.success(),
         "a lapsed binding can be taken: {out:?}"
     );
-    let rebind = records(&d)
+    let rebind = d
+        .audit_records()
         .into_iter()
         .find(|r| r["action"] == "session_rebind")
         .expect("the rebind is audited");
@@ -542,7 +529,7 @@ fn unsigned_messages_carry_their_operator_as_a_claim() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["trust"], "untrusted");
     let claimed = body["active_message_id"].as_str().unwrap().to_owned();
-    let rows = records(&d);
+    let rows = d.audit_records();
     let row = |id: &str| {
         rows.iter()
             .find(|r| r["kind"] == "message" && r["active_message_id"] == id)

@@ -14,25 +14,9 @@ use serde_json::{json, Value};
 
 const USER: &str = "agentd-agent";
 
-/// Audit records of the daemon's log (exported offline, as root).
-fn records(d: &Daemon) -> Vec<Value> {
-    let out = d.ok(&[
-        "audit",
-        "export",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
-    out.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "record")
-        .collect()
-}
-
 /// The decision row of one call.
 fn row_of(d: &Daemon, decision: &Value) -> Value {
-    records(d)
+    d.audit_records()
         .into_iter()
         .rfind(|r| r["call_id"] == decision["call_id"])
         .unwrap_or_else(|| panic!("no audit row for {decision}"))
@@ -40,7 +24,7 @@ fn row_of(d: &Daemon, decision: &Value) -> Value {
 
 /// Admin rows with `action`.
 fn admin_rows(d: &Daemon, action: &str) -> Vec<Value> {
-    records(d)
+    d.audit_records()
         .into_iter()
         .filter(|r| r["kind"] == "admin" && r["action"] == action)
         .collect()
@@ -114,7 +98,8 @@ fn suspend_operator_then_all_then_resume() {
     // Her new messages are refused (audited); the other operator still works.
     let err = send_refused(&d, "olivia", &olivia, &[]);
     assert!(err.contains("operator_suspended"), "{err}");
-    let msg_row = records(&d)
+    let msg_row = d
+        .audit_records()
         .into_iter()
         .rfind(|r| r["kind"] == "message")
         .unwrap();
@@ -209,7 +194,7 @@ fn bad_requests_are_refused_and_store_nothing() {
     let d = Daemon::start();
     let olivia = d.enroll("olivia", "owner");
     let m = d.send("olivia", &olivia, "slack:D-olivia", "export the log");
-    let before = records(&d).len();
+    let before = d.audit_records().len();
     let cases: [(Value, u16, &str); 7] = [
         (
             json!({"scope": "operator", "name": "nobody"}),
@@ -265,7 +250,7 @@ fn bad_requests_are_refused_and_store_nothing() {
         (st, v["suspensions"].as_array().map(Vec::len)),
         (200, Some(0))
     );
-    assert_eq!(records(&d).len(), before);
+    assert_eq!(d.audit_records().len(), before);
     assert_decision(&d.check(&m, "export_audit", &EXPORT), "allow", "ok");
     chain_intact(&d);
 }

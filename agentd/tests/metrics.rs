@@ -9,7 +9,6 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use gateway_support::{assert_decision, Daemon};
-use serde_json::Value;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
@@ -58,22 +57,12 @@ fn start() -> (Daemon, u16) {
 
 /// Tool-call rows in the audit log with this decision and reason.
 fn audited(d: &Daemon, decision: &str, reason: &str) -> usize {
-    d.ok(&[
-        "audit",
-        "export",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ])
-    .lines()
-    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    .filter(|l| l["type"] == "record")
-    .filter(|r| {
-        let r = r.get("record").unwrap_or(r);
-        r["kind"] == "tool_call" && r["decision"] == decision && r["reason_code"] == reason
-    })
-    .count()
+    d.audit_records()
+        .iter()
+        .filter(|r| {
+            r["kind"] == "tool_call" && r["decision"] == decision && r["reason_code"] == reason
+        })
+        .count()
 }
 
 #[test]

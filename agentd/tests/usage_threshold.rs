@@ -6,7 +6,6 @@
 mod gateway_support;
 
 use gateway_support::{assert_decision, demo_policy, Daemon};
-use serde_json::Value;
 
 const CHART: [&str; 1] = ["path=/srv/charts/p-0042.json"];
 
@@ -15,21 +14,6 @@ fn limited(max_uses: u32, window_secs: u64) -> String {
         "{}\n[roles.clinician.limits.read_chart]\nmax_uses = {max_uses}\nwindow_secs = {window_secs}\n",
         std::fs::read_to_string(demo_policy()).unwrap()
     )
-}
-
-fn records(d: &Daemon) -> Vec<Value> {
-    let out = d.ok(&[
-        "audit",
-        "export",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
-    out.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "record")
-        .collect()
 }
 
 #[test]
@@ -52,7 +36,8 @@ fn above_max_uses_is_denied_until_the_window_slides() {
     assert_decision(&d.check(&m, "read_chart", &CHART), "allow", "ok");
     let denied = d.check(&m, "read_chart", &CHART);
     assert_decision(&denied, "deny", "usage_threshold");
-    let row = records(&d)
+    let row = d
+        .audit_records()
         .into_iter()
         .find(|r| r["call_id"] == denied["call_id"])
         .expect("audit row of the denial");

@@ -213,6 +213,23 @@ impl Daemon {
         v
     }
 
+    /// Audit records of the daemon's log (`agentctl audit export`, offline,
+    /// as root).
+    pub fn audit_records(&self) -> Vec<Value> {
+        self.ok(&[
+            "audit",
+            "export",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "record")
+        .collect()
+    }
+
     /// Raw HTTP over the real socket: (status, JSON body or Null).
     pub fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (u16, Value) {
         let rt = tokio::runtime::Builder::new_current_thread()
