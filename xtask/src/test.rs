@@ -28,6 +28,10 @@ pub struct Args {
 /// Runs every stage and prints the closing line.
 pub fn run(args: Args) -> anyhow::Result<()> {
     setup::run()?;
+    // A test run builds once: incremental caches would only double the
+    // workspace's artifacts on disk (CI machines' disks vary in size).
+    // SAFETY: single-threaded here; every cargo this run starts inherits it.
+    unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     let mut tally = Tally::default();
 
     step("leftovers: stale BPF pins and cgroups of earlier runs are removed first");
