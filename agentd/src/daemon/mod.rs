@@ -202,49 +202,77 @@ pub async fn run_with_stored(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     prepare_state_dir(&config.state_dir)?;
     // Bad TLS material stops start-up before anything else is opened.
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    let tls = tls_acceptor(&config)?;
+    let services = open_services(&config, stored).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let console = start_console(&config, &services, stop_rx.clone()).await?;
+    let app = api_routes(&config, &services, console.as_ref().map(|(c, _)| c.clone()));
+    let Services {
+        audit,
+        gateway,
+        access,
+        enforce,
+        agents,
+        receipts,
+        pins,
+    } = services;
+
+    let unix = bind_unix(&config.socket_path)?;
+    let mut servers = serving::Servers::new(stop_rx.clone(), conn_limits(&config));
+    servers.spawn(Listener::Unix(unix), app.clone());
+    serving::serve_forward(&config, &gateway, &access, &agents, &enforce, &mut servers).await?;
+    serving::serve_mcp_http(&config, &gateway, &pins, &enforce, &mut servers).await?;
+    if let Some((c, listener)) = console {
+        tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
+        servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
+    }
+    serve_metrics(&config, &audit, &enforce, &receipts, &stop_rx, &mut servers).await?;
+    serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
+    let pruner = serving::spawn_pruner(gateway.clone());
+
+    serving::until_stopped(&config, &gateway, &audit).await?;
+
+    expire_waiting_approvals(&gateway).await;
+    stop(
+        &config, stop_tx, servers, pruner, &enforce, &receipts, &audit,
+    )
+    .await
+}
+
+/// The TLS acceptor of the remote operators' listener, if one is configured.
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    Ok(match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::acceptor(&api::tls::TlsFiles {
             cert,
             key,
             client_ca: config.tls_client_ca.as_deref(),
         })?),
         _ => None,
-    };
-    let audit = AuditLog::open_config(&config).context("opening the audit log")?;
-    let gateway = Arc::new(
-        Gateway::open(
-            &config.state_dir,
-            Settings::from(&config.gateway),
-            Some(audit.clone()),
-        )
-        .context("opening the gateway store")?,
-    );
-    open_approvals(&config, &gateway, &audit).await?;
-    if let Some(p) = &config.gateway.policy_file {
-        let id = load_policy_file(&gateway, p)?;
-        audit_lifecycle(&audit, "policy_load", "ok", &p.display().to_string(), &id).await;
-    }
-    if gateway.current_policy().is_none() {
-        tracing::warn!("no policy loaded: every tool call is denied (no_policy_loaded) until `agentctl policy load`");
-    }
-    let state = Arc::new(AppState {
-        gateway: gateway.clone(),
-        access: Access::resolve(&config.admin_group, &config.agent_user),
-        max_body: config.gateway.max_request_bytes,
-    });
-    let access = state.access.clone();
-    let enforce = enforcement::start(&config, audit.clone(), stored, admin_rule(&access));
-    let enforce_at_stop = enforce.clone();
-    gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
-        slot: enforce.clone(),
-    }));
-    gateway.set_agent_resolver(Arc::new(enforce.clone()));
-    // The kill switch ends grants and stops agents through the enforcer;
-    // grants it re-adopts at start are ended again for stored suspensions.
-    gateway.set_kill_switch(Arc::new(crate::enforce::EnforceKillSwitch {
-        slot: enforce.clone(),
-    }));
-    serving::reapply_suspensions_when_enforcing(gateway.clone(), enforce.clone());
+    })
+}
+
+/// What the daemon's listeners serve, opened by [`open_services`].
+struct Services {
+    audit: AuditLog,
+    gateway: Arc<Gateway>,
+    access: Access,
+    enforce: crate::enforce::EnforceSlot,
+    agents: Arc<crate::agents::AgentManager>,
+    receipts: crate::receipt::queue::ReceiptQueue,
+    pins: Arc<crate::mcp::pins::PinStore>,
+}
+
+/// Opens, in order: the audit log, the gateway (its approvals and policy),
+/// enforcement (in the background), the receipt queue, the agents' store
+/// and the MCP pin store; the gateway's allow hooks run in that order.
+async fn open_services(
+    config: &Config,
+    stored: Vec<crate::enforce::fdstore::StoredFd>,
+) -> anyhow::Result<Services> {
+    let audit = AuditLog::open_config(config).context("opening the audit log")?;
+    let gateway = open_gateway(config, &audit).await?;
+    let access = Access::resolve(&config.admin_group, &config.agent_user);
+    let enforce = start_enforcement(config, &gateway, &audit, stored, &access);
     // After the grant: every allowed call is sealed with a receipt (queued
     // durably here, rendered off the decision path by the worker).
     let (receipt_hook, receipts) =
@@ -257,114 +285,183 @@ pub async fn run_with_stored(
         crate::agents::AgentManager::open(&config.state_dir, gateway.clone(), enforce.clone())
             .context("opening the agents store")?;
     serving::reapply_agents_on_change(&gateway, &agents, &enforce)?;
+    // One pin store for both MCP transports.
+    let pins = Arc::new(
+        crate::mcp::pins::PinStore::open(&config.state_dir).context("opening the MCP pin store")?,
+    );
+    Ok(Services {
+        audit,
+        gateway,
+        access,
+        enforce,
+        agents,
+        receipts,
+        pins,
+    })
+}
+
+/// The gateway with its approval queue and the configured policy file.
+async fn open_gateway(config: &Config, audit: &AuditLog) -> anyhow::Result<Arc<Gateway>> {
+    let gateway = Arc::new(
+        Gateway::open(
+            &config.state_dir,
+            Settings::from(&config.gateway),
+            Some(audit.clone()),
+        )
+        .context("opening the gateway store")?,
+    );
+    open_approvals(config, &gateway, audit).await?;
+    if let Some(p) = &config.gateway.policy_file {
+        let id = load_policy_file(&gateway, p)?;
+        audit_lifecycle(audit, "policy_load", "ok", &p.display().to_string(), &id).await;
+    }
+    if gateway.current_policy().is_none() {
+        tracing::warn!("no policy loaded: every tool call is denied (no_policy_loaded) until `agentctl policy load`");
+    }
+    Ok(gateway)
+}
+
+/// Starts enforcement in the background and wires it into the gateway: the
+/// grant hook, the agent resolver and the kill switch.
+fn start_enforcement(
+    config: &Config,
+    gateway: &Arc<Gateway>,
+    audit: &AuditLog,
+    stored: Vec<crate::enforce::fdstore::StoredFd>,
+    access: &Access,
+) -> crate::enforce::EnforceSlot {
+    let enforce = enforcement::start(config, audit.clone(), stored, admin_rule(access));
+    gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
+        slot: enforce.clone(),
+    }));
+    gateway.set_agent_resolver(Arc::new(enforce.clone()));
+    // The kill switch ends grants and stops agents through the enforcer;
+    // grants it re-adopts at start are ended again for stored suspensions.
+    gateway.set_kill_switch(Arc::new(crate::enforce::EnforceKillSwitch {
+        slot: enforce.clone(),
+    }));
+    serving::reapply_suspensions_when_enforcing(gateway.clone(), enforce.clone());
+    enforce
+}
+
+/// The web console (opt-in): its own loopback listener, bound now; `agentctl
+/// console` asks the API for a login link.
+async fn start_console(
+    config: &Config,
+    s: &Services,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<(Arc<crate::console::Console>, tokio::net::TcpListener)>> {
+    if config.console.listen.is_none() {
+        return Ok(None);
+    }
+    let c = crate::console::Console::new(
+        config.console.clone(),
+        crate::console::Parts {
+            gateway: s.gateway.clone(),
+            audit: s.audit.clone(),
+            enforce: s.enforce.clone(),
+            agents: Some(s.agents.clone()),
+            receipts: Some(s.receipts.clone()),
+        },
+        stop,
+    );
+    let listener = c
+        .bind()
+        .await
+        .context("starting the web console ([console])")?;
+    Ok(Some((c, listener)))
+}
+
+/// Every route of the API socket (and of the remote listener).
+fn api_routes(
+    config: &Config,
+    s: &Services,
+    console: Option<Arc<crate::console::Console>>,
+) -> axum::Router {
+    let state = Arc::new(AppState {
+        gateway: s.gateway.clone(),
+        access: s.access.clone(),
+        max_body: config.gateway.max_request_bytes,
+    });
     // MCP servers start through the launcher beside this binary.
     let launcher = crate::mcp::Launcher {
         agentctl: std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(|d| d.join("agentctl")))
             .unwrap_or_else(|| "/usr/bin/agentctl".into()),
-        enforce_socket: enforcement::enforce_socket(&config),
+        enforce_socket: enforcement::enforce_socket(config),
     };
-    // One pin store for both MCP transports.
-    let pins = Arc::new(
-        crate::mcp::pins::PinStore::open(&config.state_dir).context("opening the MCP pin store")?,
-    );
-    let mcp_slot = enforce.clone();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // The web console (opt-in): its own loopback listener; `agentctl
-    // console` asks the API for a login link.
-    let console = match &config.console.listen {
-        Some(_) => {
-            let c = crate::console::Console::new(
-                config.console.clone(),
-                crate::console::Parts {
-                    gateway: gateway.clone(),
-                    audit: audit.clone(),
-                    enforce: enforce.clone(),
-                    agents: Some(agents.clone()),
-                    receipts: Some(receipts.clone()),
-                },
-                stop_rx.clone(),
-            );
-            let listener = c
-                .bind()
-                .await
-                .context("starting the web console ([console])")?;
-            Some((c, listener))
-        }
-        None => None,
-    };
-    let app = api::router(state)
+    api::router(state)
         .merge(api::mcp_routes::routes(
-            gateway.clone(),
-            enforce.clone(),
-            access.clone(),
+            s.gateway.clone(),
+            s.enforce.clone(),
+            s.access.clone(),
             launcher,
             config.agent_user.clone(),
-            pins.clone(),
+            s.pins.clone(),
         ))
         .merge(api::suspend_routes::routes(
-            gateway.clone(),
-            agents.clone(),
-            enforce.clone(),
-            access.clone(),
+            s.gateway.clone(),
+            s.agents.clone(),
+            s.enforce.clone(),
+            s.access.clone(),
         ))
-        .merge(api::enforce_routes::routes(enforce, access.clone()))
+        .merge(api::enforce_routes::routes(
+            s.enforce.clone(),
+            s.access.clone(),
+        ))
         .merge(api::approval_routes::routes(
-            gateway.clone(),
-            access.clone(),
+            s.gateway.clone(),
+            s.access.clone(),
         ))
-        .merge(api::agent_routes::routes(agents.clone(), access.clone()))
-        .merge(crate::console::admin::routes(
-            console.as_ref().map(|(c, _)| c.clone()),
-            access.clone(),
-        ));
+        .merge(api::agent_routes::routes(
+            s.agents.clone(),
+            s.access.clone(),
+        ))
+        .merge(crate::console::admin::routes(console, s.access.clone()))
+}
 
-    let unix = bind_unix(&config.socket_path)?;
-    let limits = api::ConnLimits {
+/// The API listeners' connection limits and header timeout.
+fn conn_limits(config: &Config) -> api::ConnLimits {
+    api::ConnLimits {
         max_connections: config.gateway.max_connections,
         max_per_peer: config.gateway.max_connections_per_peer,
         header_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
+    }
+}
+
+/// The Prometheus endpoint (`[metrics] listen`, opt-in).
+async fn serve_metrics(
+    config: &Config,
+    audit: &AuditLog,
+    enforce: &crate::enforce::EnforceSlot,
+    receipts: &crate::receipt::queue::ReceiptQueue,
+    stop: &watch::Receiver<bool>,
+    servers: &mut serving::Servers,
+) -> anyhow::Result<()> {
+    let Some(addr) = &config.metrics.listen else {
+        return Ok(());
     };
-    let mut servers = serving::Servers::new(stop_rx.clone(), limits);
-    servers.spawn(Listener::Unix(unix), app.clone());
-    serving::serve_forward(
-        &config,
-        &gateway,
-        &access,
-        &agents,
-        &enforce_at_stop,
-        &mut servers,
+    let router = crate::telemetry::server::start(
+        crate::telemetry::server::Sources {
+            audit: audit.clone(),
+            enforce: enforce.clone(),
+            receipts: Some(receipts.clone()),
+        },
+        stop.clone(),
     )
-    .await?;
-    serving::serve_mcp_http(&config, &gateway, &pins, &mcp_slot, &mut servers).await?;
-    if let Some((c, listener)) = console {
-        tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
-        servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
-    }
-    if let Some(addr) = &config.metrics.listen {
-        let router = crate::telemetry::server::start(
-            crate::telemetry::server::Sources {
-                audit: audit.clone(),
-                enforce: enforce_at_stop.clone(),
-                receipts: Some(receipts.clone()),
-            },
-            stop_rx.clone(),
-        )
-        .context("starting the metrics endpoint ([metrics])")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
-        tracing::info!(%addr, "Prometheus metrics serving on /metrics (loopback)");
-        servers.spawn(Listener::Tcp(listener), router);
-    }
-    serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
-    let pruner = serving::spawn_pruner(gateway.clone());
+    .context("starting the metrics endpoint ([metrics])")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+    tracing::info!(%addr, "Prometheus metrics serving on /metrics (loopback)");
+    servers.spawn(Listener::Tcp(listener), router);
+    Ok(())
+}
 
-    serving::until_stopped(&config, &gateway, &audit).await?;
-
-    // Calls waiting for a human are answered (denied, approval_expired)
-    // before the listeners' grace runs out and drops them unanswered.
+/// Calls waiting for a human are answered (denied, approval_expired)
+/// before the listeners' grace runs out and drops them unanswered.
+async fn expire_waiting_approvals(gateway: &Gateway) {
     if let Some(q) = gateway.approvals() {
         let n = q.expire_all().await;
         if n > 0 {
@@ -374,16 +471,6 @@ pub async fn run_with_stored(
             );
         }
     }
-    stop(
-        &config,
-        stop_tx,
-        servers,
-        pruner,
-        &enforce_at_stop,
-        &receipts,
-        &audit,
-    )
-    .await
 }
 
 /// Stops in order: the listeners (after their grace), the pruner, the
