@@ -174,157 +174,23 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         origin: origin.to_owned(),
         message: e.to_string(),
     })?;
-    let invalid = |at: String, message: String| PolicyError::Invalid {
+    let invalid = |(at, message): Located| PolicyError::Invalid {
         origin: origin.to_owned(),
         at,
         message,
     };
-
     if !is_ident(&file.id, b"-.") {
-        return Err(invalid(
+        return Err(invalid((
             "id".into(),
             "must be 1-64 characters of [a-z0-9_.-]".into(),
-        ));
+        )));
     }
-
-    let mut actions = HashMap::new();
-    for (name, def) in &file.actions {
-        let at = format!("actions.{name}");
-        if !is_ident(name, b".-") {
-            return Err(invalid(
-                at,
-                "action names are 1-64 characters of [a-z0-9_.-]".into(),
-            ));
-        }
-        actions.insert(
-            name.clone(),
-            compile_action(def, &at).map_err(|(at, m)| invalid(at, m))?,
-        );
-    }
-
-    let mut roles = HashMap::new();
-    for (name, def) in &file.roles {
-        let at = format!("roles.{name}");
-        if !is_ident(name, b"-") {
-            return Err(invalid(
-                at,
-                "role names are 1-64 characters of [a-z0-9_-]".into(),
-            ));
-        }
-        if def.rate_per_minute == 0 {
-            return Err(invalid(
-                format!("{at}.rate_per_minute"),
-                "must be at least 1 (remove the allow entries to forbid)".into(),
-            ));
-        }
-        let mut allow = HashMap::new();
-        for (action, args) in &def.allow {
-            let at = format!("{at}.allow.{action}");
-            if !actions.contains_key(action) {
-                return Err(invalid(
-                    at,
-                    format!("action `{action}` is not defined in [actions]"),
-                ));
-            }
-            let mut compiled = Vec::with_capacity(args.len());
-            for (arg, rule) in args {
-                let at = format!("{at}.{arg}");
-                if !is_ident(arg, b"") {
-                    return Err(invalid(
-                        at,
-                        "argument names are 1-64 characters of [a-z0-9_]".into(),
-                    ));
-                }
-                compiled.push((
-                    arg.clone(),
-                    compile_arg(rule, &at).map_err(|(at, m)| invalid(at, m))?,
-                ));
-            }
-            compiled.sort_by(|a, b| a.0.cmp(&b.0));
-            allow.insert(action.clone(), Arc::new(ActionRules { args: compiled }));
-        }
-        let limits = compile_limits(def, &at).map_err(|(at, m)| invalid(at, m))?;
-        roles.insert(
-            name.clone(),
-            Role {
-                name: name.clone(),
-                rate_per_minute: def.rate_per_minute,
-                burst: def.burst.unwrap_or(def.rate_per_minute).max(1),
-                destructive_ok: def.destructive.unwrap_or(name == "owner"),
-                allow,
-                limits,
-            },
-        );
-    }
-
-    // Grant templates may only reference arguments every allowing role requires
-    // and that are safe inside a path.
-    for (name, action) in &actions {
-        let Some(grant) = &action.grant else { continue };
-        let at = format!("actions.{name}.grant");
-        check_grant(grant, &at, name, &roles).map_err(|(at, m)| invalid(at, m))?;
-    }
-
-    for (name, def) in &file.profiles {
-        let at = format!("profiles.{name}");
-        if !is_ident(name, b"-.") {
-            return Err(invalid(
-                at,
-                "profile names are 1-64 characters of [a-z0-9_.-]".into(),
-            ));
-        }
-        def.validate(&at).map_err(|e| match e {
-            crate::profile::ProfileError::Invalid { at, message } => invalid(at, message),
-            other => invalid(format!("profiles.{name}"), other.to_string()),
-        })?;
-    }
-
-    let mut runtimes = HashMap::new();
-    for (name, def) in &file.runtime {
-        let at = format!("runtime.{name}");
-        let Some(rt) = Runtime::parse(name) else {
-            return Err(invalid(
-                at,
-                "unknown runtime (claude-code, codex, gemini, cursor)".into(),
-            ));
-        };
-        runtimes.insert(
-            rt,
-            compile_runtime(def, &at, &actions).map_err(|(at, m)| invalid(at, m))?,
-        );
-    }
-
-    for (server, def) in &file.mcp.servers {
-        let at = format!("mcp.servers.{server}");
-        crate::mcp::naming::check_server(server).map_err(|e| invalid(at.clone(), e.to_string()))?;
-        for (tool, action) in &def.tools {
-            let at = format!("{at}.tools.{tool}");
-            if tool.is_empty() || tool.len() > crate::mcp::naming::MAX_TOOL {
-                return Err(invalid(
-                    at,
-                    "an MCP tool name is 1 to 128 characters".into(),
-                ));
-            }
-            if !actions.contains_key(action) {
-                return Err(invalid(at, format!("unknown action `{action}`")));
-            }
-            if [
-                crate::mcp::decide::RESOURCE_PREFIX,
-                crate::mcp::decide::PROMPT_PREFIX,
-                crate::mcp::decide::SERVER_REQUEST_PREFIX,
-            ]
-            .iter()
-            .any(|p| action.starts_with(p))
-            {
-                return Err(invalid(
-                    at,
-                    format!(
-                        "`{action}` names a resource, prompt or server request, not a tool call"
-                    ),
-                ));
-            }
-        }
-    }
+    let actions = compile_actions(&file).map_err(invalid)?;
+    let roles = compile_roles(&file, &actions).map_err(invalid)?;
+    check_grants(&actions, &roles).map_err(invalid)?;
+    check_profiles(&file).map_err(invalid)?;
+    let runtimes = compile_runtimes(&file, &actions).map_err(invalid)?;
+    check_mcp(&file, &actions).map_err(invalid)?;
 
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
@@ -338,6 +204,163 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         runtimes,
         mcp: file.mcp,
     })
+}
+
+/// `[actions.*]`.
+fn compile_actions(file: &PolicyFile) -> Result<HashMap<String, Action>, Located> {
+    let mut actions = HashMap::new();
+    for (name, def) in &file.actions {
+        let at = format!("actions.{name}");
+        if !is_ident(name, b".-") {
+            return Err((at, "action names are 1-64 characters of [a-z0-9_.-]".into()));
+        }
+        actions.insert(name.clone(), compile_action(def, &at)?);
+    }
+    Ok(actions)
+}
+
+/// `[roles.*]`: rates, allow-lists (each action defined in `actions`) and
+/// usage limits.
+fn compile_roles(
+    file: &PolicyFile,
+    actions: &HashMap<String, Action>,
+) -> Result<HashMap<String, Role>, Located> {
+    let mut roles = HashMap::new();
+    for (name, def) in &file.roles {
+        let at = format!("roles.{name}");
+        if !is_ident(name, b"-") {
+            return Err((at, "role names are 1-64 characters of [a-z0-9_-]".into()));
+        }
+        if def.rate_per_minute == 0 {
+            return Err((
+                format!("{at}.rate_per_minute"),
+                "must be at least 1 (remove the allow entries to forbid)".into(),
+            ));
+        }
+        let mut allow = HashMap::new();
+        for (action, args) in &def.allow {
+            let at = format!("{at}.allow.{action}");
+            if !actions.contains_key(action) {
+                return Err((at, format!("action `{action}` is not defined in [actions]")));
+            }
+            allow.insert(action.clone(), Arc::new(compile_allow(args, &at)?));
+        }
+        let limits = compile_limits(def, &at)?;
+        roles.insert(
+            name.clone(),
+            Role {
+                name: name.clone(),
+                rate_per_minute: def.rate_per_minute,
+                burst: def.burst.unwrap_or(def.rate_per_minute).max(1),
+                destructive_ok: def.destructive.unwrap_or(name == "owner"),
+                allow,
+                limits,
+            },
+        );
+    }
+    Ok(roles)
+}
+
+/// One role's argument rules for one action, sorted by argument name.
+fn compile_allow(
+    args: &std::collections::BTreeMap<String, ArgRule>,
+    at: &str,
+) -> Result<ActionRules, Located> {
+    let mut compiled = Vec::with_capacity(args.len());
+    for (arg, rule) in args {
+        let at = format!("{at}.{arg}");
+        if !is_ident(arg, b"") {
+            return Err((at, "argument names are 1-64 characters of [a-z0-9_]".into()));
+        }
+        compiled.push((arg.clone(), compile_arg(rule, &at)?));
+    }
+    compiled.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ActionRules { args: compiled })
+}
+
+/// Grant templates may only reference arguments every allowing role requires
+/// and that are safe inside a path.
+fn check_grants(
+    actions: &HashMap<String, Action>,
+    roles: &HashMap<String, Role>,
+) -> Result<(), Located> {
+    for (name, action) in actions {
+        let Some(grant) = &action.grant else { continue };
+        let at = format!("actions.{name}.grant");
+        check_grant(grant, &at, name, roles)?;
+    }
+    Ok(())
+}
+
+/// `[profiles.*]`: names and each profile's own validation.
+fn check_profiles(file: &PolicyFile) -> Result<(), Located> {
+    for (name, def) in &file.profiles {
+        let at = format!("profiles.{name}");
+        if !is_ident(name, b"-.") {
+            return Err((
+                at,
+                "profile names are 1-64 characters of [a-z0-9_.-]".into(),
+            ));
+        }
+        def.validate(&at).map_err(|e| match e {
+            crate::profile::ProfileError::Invalid { at, message } => (at, message),
+            other => (format!("profiles.{name}"), other.to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+/// `[runtime.*]`: per-runtime tool mappings.
+fn compile_runtimes(
+    file: &PolicyFile,
+    actions: &HashMap<String, Action>,
+) -> Result<HashMap<Runtime, Overrides>, Located> {
+    let mut runtimes = HashMap::new();
+    for (name, def) in &file.runtime {
+        let at = format!("runtime.{name}");
+        let Some(rt) = Runtime::parse(name) else {
+            return Err((
+                at,
+                "unknown runtime (claude-code, codex, gemini, cursor)".into(),
+            ));
+        };
+        runtimes.insert(rt, compile_runtime(def, &at, actions)?);
+    }
+    Ok(runtimes)
+}
+
+/// `[mcp.servers.*.tools]`: each maps an MCP tool to a defined action that
+/// is a tool call (not a resource, prompt or server request).
+fn check_mcp(file: &PolicyFile, actions: &HashMap<String, Action>) -> Result<(), Located> {
+    for (server, def) in &file.mcp.servers {
+        let at = format!("mcp.servers.{server}");
+        crate::mcp::naming::check_server(server).map_err(|e| (at.clone(), e.to_string()))?;
+        for (tool, action) in &def.tools {
+            let at = format!("{at}.tools.{tool}");
+            if tool.is_empty() || tool.len() > crate::mcp::naming::MAX_TOOL {
+                return Err((at, "an MCP tool name is 1 to 128 characters".into()));
+            }
+            if !actions.contains_key(action) {
+                return Err((at, format!("unknown action `{action}`")));
+            }
+            if [
+                crate::mcp::decide::RESOURCE_PREFIX,
+                crate::mcp::decide::PROMPT_PREFIX,
+                crate::mcp::decide::SERVER_REQUEST_PREFIX,
+            ]
+            .iter()
+            .any(|p| action.starts_with(p))
+            {
+                return Err((
+                    at,
+                    format!(
+                        "`{action}` names a resource, prompt or server request, not a tool call"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn compile_runtime(

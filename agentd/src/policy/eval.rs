@@ -154,45 +154,9 @@ fn evaluate_role(
     args: &Map<String, Value>,
 ) -> Result<Allowed, Denial> {
     // 1. Shape: no unknown argument, every required one present, right types.
-    for key in args.keys() {
-        if rules
-            .args
-            .binary_search_by(|(n, _)| n.as_str().cmp(key))
-            .is_err()
-        {
-            return Err(deny(
-                reason::UNKNOWN_ARGUMENT,
-                format!("argument `{key}` is not accepted"),
-            ));
-        }
-    }
-    let mut parsed: Vec<(&str, &Constraint, Parsed)> = Vec::with_capacity(rules.args.len());
-    for (name, c) in &rules.args {
-        match args.get(name) {
-            None if c.optional => {}
-            None => {
-                return Err(deny(
-                    reason::MISSING_ARGUMENT,
-                    format!("argument `{name}` is required"),
-                ))
-            }
-            Some(v) => parsed.push((name, &c.check, parse(name, &c.check, v)?)),
-        }
-    }
+    let parsed = parse_arguments(rules, args)?;
     // 2. Destructive class.
-    let destructive = act.destructive
-        || parsed.iter().any(|(_, _, p)| match p {
-            Parsed::Path(p) => act
-                .destructive_paths
-                .iter()
-                .any(|s| path::within(p, &expand(s, operator))),
-            Parsed::Command { base, argv, .. } => act.destructive_commands.iter().any(|pat| {
-                pat[0] == *base
-                    && pat.len() <= argv.len()
-                    && pat[1..].iter().zip(&argv[1..]).all(|(a, b)| a == b)
-            }),
-            _ => false,
-        });
+    let destructive = is_destructive(act, &parsed, operator);
     if destructive && !role.destructive_ok {
         return Err(deny(
             reason::DESTRUCTIVE_OP_OWNER_ONLY,
@@ -207,33 +171,10 @@ fn evaluate_role(
         check(name, c, p, operator)?;
     }
     // 4. Grant.
-    let grant = act.grant.as_ref().map(|t| {
-        let subst = |s: &String| -> String {
-            let mut out = s.replace("{operator}", operator);
-            for (name, _, p) in &parsed {
-                let key = format!("{{arg.{name}}}");
-                if out.contains(&key) {
-                    let v = match p {
-                        Parsed::Path(p) => p.as_str(),
-                        Parsed::Command { program, .. } => program.as_deref().unwrap_or(""),
-                        Parsed::Str(s) => s,
-                        _ => "",
-                    };
-                    out = out.replace(&key, v);
-                }
-            }
-            out
-        };
-        GrantSpec {
-            exec: t.exec.iter().map(|s| PathBuf::from(subst(s))).collect(),
-            read: t.read.iter().map(|s| PathBuf::from(subst(s))).collect(),
-            write: t.write.iter().map(|s| PathBuf::from(subst(s))).collect(),
-            connect: t.connect.iter().map(subst).collect(),
-            ttl_secs: t.ttl_secs,
-            uses: t.uses,
-            args: t.args.as_ref().map(|a| a.iter().map(subst).collect()),
-        }
-    });
+    let grant = act
+        .grant
+        .as_ref()
+        .map(|t| instantiate_grant(t, &parsed, operator));
     Ok(Allowed {
         role: role.name.clone(),
         rate_per_minute: role.rate_per_minute,
@@ -245,13 +186,97 @@ fn evaluate_role(
     })
 }
 
-fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Denial> {
-    let wrong = |what: &str| {
-        deny(
-            reason::INVALID_ARGUMENT,
-            format!("argument `{name}` must be {what}"),
-        )
+/// A call's arguments, each with its rule, parsed and typed.
+type ParsedArgs<'r, 'v> = Vec<(&'r str, &'r Constraint, Parsed<'v>)>;
+
+/// Step 1: no unknown argument, every required one present, each parsed
+/// as its rule's type.
+fn parse_arguments<'r, 'v>(
+    rules: &'r ActionRules,
+    args: &'v Map<String, Value>,
+) -> Result<ParsedArgs<'r, 'v>, Denial> {
+    for key in args.keys() {
+        if rules
+            .args
+            .binary_search_by(|(n, _)| n.as_str().cmp(key))
+            .is_err()
+        {
+            return Err(deny(
+                reason::UNKNOWN_ARGUMENT,
+                format!("argument `{key}` is not accepted"),
+            ));
+        }
+    }
+    let mut parsed: ParsedArgs<'r, 'v> = Vec::with_capacity(rules.args.len());
+    for (name, c) in &rules.args {
+        match args.get(name) {
+            None if c.optional => {}
+            None => {
+                return Err(deny(
+                    reason::MISSING_ARGUMENT,
+                    format!("argument `{name}` is required"),
+                ))
+            }
+            Some(v) => parsed.push((name, &c.check, parse(name, &c.check, v)?)),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Step 2: the action is destructive, or an argument names a destructive
+/// path or command of it.
+fn is_destructive(act: &Action, parsed: &ParsedArgs<'_, '_>, operator: &str) -> bool {
+    act.destructive
+        || parsed.iter().any(|(_, _, p)| match p {
+            Parsed::Path(p) => act
+                .destructive_paths
+                .iter()
+                .any(|s| path::within(p, &expand(s, operator))),
+            Parsed::Command { base, argv, .. } => act.destructive_commands.iter().any(|pat| {
+                pat[0] == *base
+                    && pat.len() <= argv.len()
+                    && pat[1..].iter().zip(&argv[1..]).all(|(a, b)| a == b)
+            }),
+            _ => false,
+        })
+}
+
+/// Step 4: the action's grant template with `{operator}` and `{arg.NAME}`
+/// filled in from the call.
+fn instantiate_grant(
+    t: &super::schema::GrantTemplate,
+    parsed: &ParsedArgs<'_, '_>,
+    operator: &str,
+) -> GrantSpec {
+    let subst = |s: &String| -> String {
+        let mut out = s.replace("{operator}", operator);
+        for (name, _, p) in parsed {
+            let key = format!("{{arg.{name}}}");
+            if out.contains(&key) {
+                let v = match p {
+                    Parsed::Path(p) => p.as_str(),
+                    Parsed::Command { program, .. } => program.as_deref().unwrap_or(""),
+                    Parsed::Str(s) => s,
+                    _ => "",
+                };
+                out = out.replace(&key, v);
+            }
+        }
+        out
     };
+    GrantSpec {
+        exec: t.exec.iter().map(|s| PathBuf::from(subst(s))).collect(),
+        read: t.read.iter().map(|s| PathBuf::from(subst(s))).collect(),
+        write: t.write.iter().map(|s| PathBuf::from(subst(s))).collect(),
+        connect: t.connect.iter().map(subst).collect(),
+        ttl_secs: t.ttl_secs,
+        uses: t.uses,
+        args: t.args.as_ref().map(|a| a.iter().map(subst).collect()),
+    }
+}
+
+fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Denial> {
+    let wrong = |what: &str| wrong_type(name, what);
     Ok(match c {
         Constraint::Path { .. } => {
             let s = v.as_str().ok_or_else(|| wrong("a string path"))?;
@@ -260,65 +285,8 @@ fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Den
                     .map_err(|e| deny(reason::INVALID_PATH, format!("argument `{name}`: {e}")))?,
             )
         }
-        Constraint::Command { programs, .. } => {
-            let argv: Vec<&str> = match v {
-                Value::String(s) => s.split_ascii_whitespace().collect(),
-                Value::Array(items) => items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .ok_or_else(|| wrong("a string or an array of strings"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(wrong("a string or an array of strings")),
-            };
-            if argv.is_empty() {
-                return Err(wrong("a non-empty command"));
-            }
-            if argv.iter().any(|a| a.chars().any(char::is_control)) {
-                return Err(deny(
-                    reason::INVALID_ARGUMENT,
-                    format!("argument `{name}` contains a control character"),
-                ));
-            }
-            let program = if argv[0].contains('/') {
-                let p = path::normalize(argv[0]).map_err(|e| {
-                    deny(
-                        reason::INVALID_PATH,
-                        format!("argument `{name}` program: {e}"),
-                    )
-                })?;
-                programs.iter().find(|q| **q == p).cloned()
-            } else {
-                programs
-                    .iter()
-                    .find(|q| q.rsplit('/').next() == Some(argv[0]))
-                    .cloned()
-            };
-            let base = argv[0].rsplit('/').next().unwrap_or(argv[0]).to_owned();
-            Parsed::Command {
-                program,
-                base,
-                argv,
-            }
-        }
-        Constraint::Recipients { .. } => {
-            let list: Vec<&str> = match v {
-                Value::String(s) => vec![s.as_str()],
-                Value::Array(items) => items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .ok_or_else(|| wrong("an address or an array of addresses"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(wrong("an address or an array of addresses")),
-            };
-            if list.is_empty() {
-                return Err(wrong("at least one address"));
-            }
-            Parsed::Recipients(list)
-        }
+        Constraint::Command { programs, .. } => parse_command(name, programs, v)?,
+        Constraint::Recipients { .. } => parse_recipients(name, v)?,
         Constraint::Domain { .. } => {
             let s = v.as_str().ok_or_else(|| wrong("a host name"))?;
             Parsed::Domain(s.trim_end_matches('.').to_ascii_lowercase())
@@ -334,6 +302,81 @@ fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Den
         Constraint::Integer { .. } => Parsed::Int(v.as_i64().ok_or_else(|| wrong("an integer"))?),
         Constraint::Json { .. } => Parsed::Json(v),
     })
+}
+
+/// The `argument NAME must be WHAT` refusal of [`parse`].
+fn wrong_type(name: &str, what: &str) -> Denial {
+    deny(
+        reason::INVALID_ARGUMENT,
+        format!("argument `{name}` must be {what}"),
+    )
+}
+
+/// A command argument: a string split on whitespace or an array of
+/// strings; its program matched against the rule's `programs` by path (when
+/// it has a `/`) or by file name.
+fn parse_command<'a>(name: &str, programs: &[String], v: &'a Value) -> Result<Parsed<'a>, Denial> {
+    let wrong = |what: &str| wrong_type(name, what);
+    let argv: Vec<&str> = match v {
+        Value::String(s) => s.split_ascii_whitespace().collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| wrong("a string or an array of strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(wrong("a string or an array of strings")),
+    };
+    if argv.is_empty() {
+        return Err(wrong("a non-empty command"));
+    }
+    if argv.iter().any(|a| a.chars().any(char::is_control)) {
+        return Err(deny(
+            reason::INVALID_ARGUMENT,
+            format!("argument `{name}` contains a control character"),
+        ));
+    }
+    let program = if argv[0].contains('/') {
+        let p = path::normalize(argv[0]).map_err(|e| {
+            deny(
+                reason::INVALID_PATH,
+                format!("argument `{name}` program: {e}"),
+            )
+        })?;
+        programs.iter().find(|q| **q == p).cloned()
+    } else {
+        programs
+            .iter()
+            .find(|q| q.rsplit('/').next() == Some(argv[0]))
+            .cloned()
+    };
+    let base = argv[0].rsplit('/').next().unwrap_or(argv[0]).to_owned();
+    Ok(Parsed::Command {
+        program,
+        base,
+        argv,
+    })
+}
+
+/// A recipients argument: one address or a non-empty array of them.
+fn parse_recipients<'a>(name: &str, v: &'a Value) -> Result<Parsed<'a>, Denial> {
+    let wrong = |what: &str| wrong_type(name, what);
+    let list: Vec<&str> = match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| wrong("an address or an array of addresses"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(wrong("an address or an array of addresses")),
+    };
+    if list.is_empty() {
+        return Err(wrong("at least one address"));
+    }
+    Ok(Parsed::Recipients(list))
 }
 
 fn domain_allowed(host: &str, patterns: &[String]) -> bool {
