@@ -7,6 +7,22 @@ use serde::{Deserialize, Serialize};
 /// Default config file location.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/agentd/agentd.toml";
 
+// Defaults and bounds of settings that the modules reading them re-export
+// under their own names; they live here so the config imports none of them.
+
+/// Largest `[approvals] timeout_secs` accepted: a tool call never waits
+/// longer than this for a human.
+pub const APPROVAL_MAX_TIMEOUT_SECS: u64 = 900;
+/// Default wait for an approver, seconds.
+pub const APPROVAL_DEFAULT_TIMEOUT_SECS: u64 = 120;
+/// Default free-space threshold of the audit log's filesystem, bytes:
+/// below it, allows become denials.
+pub const AUDIT_DEFAULT_MIN_FREE: u64 = 32 << 20;
+/// Default size of the audit log's reserve file, bytes.
+pub const AUDIT_DEFAULT_RESERVE: u64 = 4 << 20;
+/// Largest MCP message accepted by default, bytes (without the newline).
+pub const MCP_DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -120,7 +136,7 @@ pub struct ApprovalsConfig {
 impl Default for ApprovalsConfig {
     fn default() -> Self {
         Self {
-            timeout_secs: crate::policy::approval::DEFAULT_TIMEOUT_SECS,
+            timeout_secs: APPROVAL_DEFAULT_TIMEOUT_SECS,
             max_pending: 64,
             webhook: None,
         }
@@ -221,7 +237,7 @@ impl Default for McpConfig {
             socket_path: None,
             listen: None,
             upstream_timeout_secs: 120,
-            max_message_bytes: crate::mcp::framing::DEFAULT_MAX_MESSAGE,
+            max_message_bytes: MCP_DEFAULT_MAX_MESSAGE,
             servers: Default::default(),
             ca_file: PathBuf::from(crate::upstream_tls::SYSTEM_CA_BUNDLE),
         }
@@ -286,7 +302,7 @@ pub struct ForwardConfig {
     pub tcp_listen: Option<String>,
     /// What becomes of a denied tool call: `rewrite` (text naming the
     /// reason) or `block` (the provider's error ends the answer).
-    pub on_deny: crate::forward::OnDeny,
+    pub on_deny: OnDeny,
     /// Time allowed for the upstream's answer to start, and between two
     /// pieces of a stream, seconds.
     pub upstream_timeout_secs: u64,
@@ -297,15 +313,60 @@ pub struct ForwardConfig {
     /// Tools the provider runs itself (web search, remote MCP, URL
     /// context…): `decide` each as a tool call, stripping denied ones, or
     /// `strip` them all.
-    pub provider_tools: crate::forward::provider_tools::ProviderTools,
+    pub provider_tools: ProviderTools,
     /// Per-agent spend limit (`[forward.spend]`).
-    pub spend: crate::forward::spend::SpendConfig,
+    pub spend: SpendConfig,
     /// OpenAI (Chat Completions, Responses).
     pub openai: UpstreamConfig,
     /// Anthropic (Messages).
     pub anthropic: UpstreamConfig,
     /// Google Gemini (generateContent, streamGenerateContent).
     pub gemini: UpstreamConfig,
+}
+
+/// What becomes of a denied call in forward mode (`[forward] on_deny`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeny {
+    /// Replace the call by text naming the reason.
+    #[default]
+    Rewrite,
+    /// End the response with the provider's own error.
+    Block,
+}
+
+/// What becomes of provider-run tools a request declares
+/// (`[forward] provider_tools`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderTools {
+    /// Each is decided as a tool call; denied ones are stripped.
+    #[default]
+    Decide,
+    /// Every one is stripped, undecided.
+    Strip,
+}
+
+/// `[forward.spend]`: limits per agent and window (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendConfig {
+    /// Window length, seconds.
+    pub window_secs: u64,
+    /// Requests one agent may send per window (0: unlimited).
+    pub max_requests: u64,
+    /// Tokens (input + output) one agent may spend per window (0: unlimited).
+    pub max_tokens: u64,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 3600,
+            max_requests: 0,
+            max_tokens: 0,
+        }
+    }
 }
 
 /// One upstream provider.
@@ -325,7 +386,7 @@ impl Default for ForwardConfig {
         Self {
             socket_path: None,
             tcp_listen: None,
-            on_deny: crate::forward::OnDeny::Rewrite,
+            on_deny: OnDeny::Rewrite,
             upstream_timeout_secs: 300,
             max_request_bytes: 32 << 20,
             max_response_bytes: 64 << 20,
@@ -393,8 +454,8 @@ impl Default for AuditConfig {
         Self {
             durability: Durability::Normal,
             checkpoint_interval_secs: 60,
-            min_free_mb: crate::audit::storage::DEFAULT_MIN_FREE >> 20,
-            reserve_mb: crate::audit::storage::DEFAULT_RESERVE >> 20,
+            min_free_mb: AUDIT_DEFAULT_MIN_FREE >> 20,
+            reserve_mb: AUDIT_DEFAULT_RESERVE >> 20,
         }
     }
 }
@@ -426,7 +487,7 @@ impl Config {
             message: message.to_owned(),
         };
         let a = &self.approvals;
-        if a.timeout_secs == 0 || a.timeout_secs > crate::policy::approval::MAX_TIMEOUT_SECS {
+        if a.timeout_secs == 0 || a.timeout_secs > APPROVAL_MAX_TIMEOUT_SECS {
             return Err(invalid("approvals.timeout_secs", "must be 1..=900"));
         }
         if a.max_pending == 0 || a.max_pending > 4096 {
@@ -655,7 +716,7 @@ impl Config {
             ));
         }
         for (name, server) in &m.servers {
-            crate::mcp::naming::check_server(name)
+            crate::mcp_naming::check_server(name)
                 .map_err(|e| invalid("mcp.servers", format!("server `{name}`: {e}")))?;
             mcp_upstream_uri(&server.url).map_err(|why| {
                 invalid(

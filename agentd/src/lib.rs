@@ -15,6 +15,7 @@ pub mod forward;
 pub mod gateway;
 pub mod grant_spec;
 pub mod mcp;
+pub mod mcp_naming;
 pub mod policy;
 pub mod policy_test;
 pub mod profile;

@@ -11,10 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Default free-space threshold: below it, allows become denials.
-pub const DEFAULT_MIN_FREE: u64 = 32 << 20;
-/// Default size of the reserve file.
-pub const DEFAULT_RESERVE: u64 = 4 << 20;
+pub use crate::config::{
+    AUDIT_DEFAULT_MIN_FREE as DEFAULT_MIN_FREE, AUDIT_DEFAULT_RESERVE as DEFAULT_RESERVE,
+};
 /// Name of the reserve file in the state directory.
 pub const RESERVE_FILE: &str = "audit.reserve";
 /// How long one free-space reading is trusted (statvfs per decision would

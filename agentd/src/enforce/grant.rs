@@ -6,7 +6,7 @@
 //! The decision functions here are pure; only [`KernelGrant::from_spec`]
 //! touches the filesystem (to stat exec targets).
 use std::{
-    net::{IpAddr, Ipv6Addr},
+    net::Ipv6Addr,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
 };
@@ -82,21 +82,7 @@ pub fn file_id(meta: &std::fs::Metadata) -> FileId {
     }
 }
 
-/// One connect destination: an address prefix and a port (0 = any).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Destination {
-    /// IPv4-mapped for IPv4 addresses.
-    pub addr: [u8; 16],
-    /// Prefix length over the 128-bit (mapped) address.
-    pub prefix_bits: u32,
-    /// Port; 0 covers every port.
-    pub port: u16,
-}
-
-/// Prefix of an inbound rule in a grant's `connect` list: `listen:PORT`
-/// lets the agent bind a TCP/UDP socket to that local port and listen on
-/// it (`listen:0`: any port). Without one, inbound service is refused.
-pub const LISTEN_PREFIX: &str = "listen:";
+pub use crate::grant_spec::{Destination, LISTEN_PREFIX};
 
 /// A unix socket an agent names, as the supervisor resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,74 +100,18 @@ pub enum UnixTarget {
     },
 }
 
-/// Parses `CIDR:PORT`, `[v6CIDR]:PORT`; a missing `/len` means one address.
-/// `unix:/path` destinations return `Ok(None)`: the cgroup hooks see only
-/// IP sockets, and unix sockets are gated by file permissions.
-pub fn parse_destination(dest: &str) -> Result<Option<Destination>, GrantError> {
-    let err = |message: &str| GrantError::Destination {
-        dest: dest.to_string(),
-        message: message.to_string(),
-    };
-    if dest.starts_with("unix:") {
-        return Ok(None);
-    }
-    if let Some(port) = dest.strip_prefix(LISTEN_PREFIX) {
-        port.parse::<u16>()
-            .map_err(|_| err("`listen:PORT` needs a port 0..=65535 (0 = any)"))?;
-        return Ok(None);
-    }
-    let (cidr, port) = if let Some(rest) = dest.strip_prefix('[') {
-        let (inner, after) = rest.split_once(']').ok_or_else(|| err("missing `]`"))?;
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| err("missing `:PORT`"))?;
-        (inner, port)
-    } else {
-        dest.rsplit_once(':')
-            .ok_or_else(|| err("missing `:PORT`"))?
-    };
-    let port: u16 = port.parse().map_err(|_| err("port must be 0..=65535"))?;
-    let (ip, len) = match cidr.split_once('/') {
-        Some((ip, len)) => (
-            ip,
-            Some(len.parse::<u32>().map_err(|_| err("bad prefix length"))?),
-        ),
-        None => (cidr, None),
-    };
-    let ip: IpAddr = ip.parse().map_err(|_| err("bad IP address"))?;
-    let (addr, prefix_bits) = match ip {
-        IpAddr::V4(v4) => {
-            let len = len.unwrap_or(32);
-            if len > 32 {
-                return Err(err("IPv4 prefix longer than 32"));
-            }
-            (v4.to_ipv6_mapped().octets(), 96 + len)
+impl From<crate::grant_spec::DestinationError> for GrantError {
+    fn from(e: crate::grant_spec::DestinationError) -> Self {
+        GrantError::Destination {
+            dest: e.dest,
+            message: e.message,
         }
-        IpAddr::V6(v6) => {
-            let len = len.unwrap_or(128);
-            if len > 128 {
-                return Err(err("IPv6 prefix longer than 128"));
-            }
-            (v6.octets(), len)
-        }
-    };
-    Ok(Some(Destination {
-        addr: mask(addr, prefix_bits),
-        prefix_bits,
-        port,
-    }))
+    }
 }
 
-fn mask(mut addr: [u8; 16], bits: u32) -> [u8; 16] {
-    for (i, byte) in addr.iter_mut().enumerate() {
-        let start = i as u32 * 8;
-        if start >= bits {
-            *byte = 0;
-        } else if bits - start < 8 {
-            *byte &= 0xffu8 << (8 - (bits - start));
-        }
-    }
-    addr
+/// [`crate::grant_spec::parse_destination`], its refusal as a [`GrantError`].
+pub fn parse_destination(dest: &str) -> Result<Option<Destination>, GrantError> {
+    Ok(crate::grant_spec::parse_destination(dest)?)
 }
 
 /// Renders a mapped address for audit rows.

@@ -247,16 +247,7 @@ impl CallVerdict {
     }
 }
 
-/// What becomes of a denied call (policy/config switch).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDeny {
-    /// Replace the call by text naming the reason.
-    #[default]
-    Rewrite,
-    /// End the response with the provider's own error.
-    Block,
-}
+pub use crate::config::OnDeny;
 
 /// Token counts an answer reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

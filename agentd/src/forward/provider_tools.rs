@@ -7,21 +7,11 @@
 //! tool of that kind, so `runtime::mapping` and the policy see it like any
 //! other) and is kept if allowed, stripped if not — or every one is
 //! stripped (`provider_tools = "strip"`). Pure: finding and stripping.
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{FoundCall, Provider};
 
-/// What becomes of provider-run tools a request declares.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderTools {
-    /// Each is decided as a tool call; denied ones are stripped.
-    #[default]
-    Decide,
-    /// Every one is stripped, undecided.
-    Strip,
-}
+pub use crate::config::ProviderTools;
 
 /// Where a provider-run tool sits in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

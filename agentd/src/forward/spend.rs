@@ -10,29 +10,7 @@
 //! refused.
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-/// `[forward.spend]`: limits per agent and window (0: no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpendConfig {
-    /// Window length, seconds.
-    pub window_secs: u64,
-    /// Requests one agent may send per window (0: unlimited).
-    pub max_requests: u64,
-    /// Tokens (input + output) one agent may spend per window (0: unlimited).
-    pub max_tokens: u64,
-}
-
-impl Default for SpendConfig {
-    fn default() -> Self {
-        Self {
-            window_secs: 3600,
-            max_requests: 0,
-            max_tokens: 0,
-        }
-    }
-}
+pub use crate::config::SpendConfig;
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

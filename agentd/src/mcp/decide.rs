@@ -46,10 +46,7 @@ const CLIENT_METHODS: &[&str] = &[
     "logging/setLevel",
 ];
 
-/// Prefix of resource-read actions (`mcp_resource.<server>.read`).
-pub const RESOURCE_PREFIX: &str = "mcp_resource.";
-/// Prefix of prompt-get actions (`mcp_prompt.<server>.get`).
-pub const PROMPT_PREFIX: &str = "mcp_prompt.";
+pub use super::naming::{PROMPT_PREFIX, RESOURCE_PREFIX, SERVER_REQUEST_PREFIX};
 
 /// Client notifications forwarded.
 const CLIENT_NOTIFICATIONS: &[&str] = &[
@@ -213,10 +210,6 @@ pub enum ServerVerdict {
         detail: String,
     },
 }
-
-/// Prefix of the actions of server-initiated requests (apart from tools:
-/// no tool name can produce it).
-pub const SERVER_REQUEST_PREFIX: &str = "mcp_request.";
 
 /// Decides what to do with a server message for `server`.
 pub fn server_message(server: &str, m: &Message) -> ServerVerdict {

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 /// Largest message accepted by default, bytes (without the newline).
-pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+pub use crate::config::MCP_DEFAULT_MAX_MESSAGE as DEFAULT_MAX_MESSAGE;
 
 /// JSON-RPC error codes used here.
 pub mod code {

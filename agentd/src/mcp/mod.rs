@@ -5,7 +5,9 @@
 //! the server to it.
 //!
 //! - `framing`: newline-delimited JSON-RPC (size limit, batches, ids);
-//! - `naming`: MCP tool names → policy actions, collision-free;
+//! - `naming` (the crate's `mcp_naming`, below the policy and the config,
+//!   which check these names too): MCP tool names → policy actions,
+//!   collision-free;
 //! - `decide`: pure per-message verdicts (forward, decide, refuse);
 //! - `pins`: tool definitions pinned by hash, changes held for approval;
 //! - `gate`: deciding what `decide` classified, against the policy, audited
@@ -25,11 +27,11 @@ pub mod framing;
 pub mod gate;
 pub mod http;
 pub mod launch;
-pub mod naming;
 pub mod pins;
 pub mod relay;
 pub mod revision;
 
+pub use crate::mcp_naming as naming;
 pub use launch::{is_server_process, Launcher, OpenRequest, Started};
 
 /// The `Upgrade` protocol name of an MCP stdio session.

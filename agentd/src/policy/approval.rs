@@ -14,11 +14,10 @@ use sha2::Sha256;
 use super::eval::{Allowed, Denial};
 use crate::protocol::reason;
 
-/// Largest `[approvals] timeout_secs` accepted: a tool call never waits
-/// longer than this for a human.
-pub const MAX_TIMEOUT_SECS: u64 = 900;
-/// Default wait for an approver, seconds.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+pub use crate::config::{
+    APPROVAL_DEFAULT_TIMEOUT_SECS as DEFAULT_TIMEOUT_SECS,
+    APPROVAL_MAX_TIMEOUT_SECS as MAX_TIMEOUT_SECS,
+};
 /// Header carrying the Unix-seconds timestamp a webhook body or callback was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-agentd-timestamp";
 /// Header carrying `sha256=<hex HMAC-SHA256 over "<timestamp>." + body>`.

@@ -334,19 +334,19 @@ fn compile_runtimes(
 fn check_mcp(file: &PolicyFile, actions: &HashMap<String, Action>) -> Result<(), Located> {
     for (server, def) in &file.mcp.servers {
         let at = format!("mcp.servers.{server}");
-        crate::mcp::naming::check_server(server).map_err(|e| (at.clone(), e.to_string()))?;
+        crate::mcp_naming::check_server(server).map_err(|e| (at.clone(), e.to_string()))?;
         for (tool, action) in &def.tools {
             let at = format!("{at}.tools.{tool}");
-            if tool.is_empty() || tool.len() > crate::mcp::naming::MAX_TOOL {
+            if tool.is_empty() || tool.len() > crate::mcp_naming::MAX_TOOL {
                 return Err((at, "an MCP tool name is 1 to 128 characters".into()));
             }
             if !actions.contains_key(action) {
                 return Err((at, format!("unknown action `{action}`")));
             }
             if [
-                crate::mcp::decide::RESOURCE_PREFIX,
-                crate::mcp::decide::PROMPT_PREFIX,
-                crate::mcp::decide::SERVER_REQUEST_PREFIX,
+                crate::mcp_naming::RESOURCE_PREFIX,
+                crate::mcp_naming::PROMPT_PREFIX,
+                crate::mcp_naming::SERVER_REQUEST_PREFIX,
             ]
             .iter()
             .any(|p| action.starts_with(p))

@@ -18,7 +18,7 @@
 use std::path::{Component, Path};
 
 use super::ProfileError;
-use crate::enforce::grant::parse_destination;
+use crate::grant_spec::parse_destination;
 
 /// Every placeholder a profile entry may use.
 pub const PLACEHOLDERS: &[&str] = &[

@@ -1,4 +1,6 @@
-//! MCP tool names → policy action names.
+//! MCP tool names → policy action names, and the prefixes of every MCP
+//! action. Below the policy, the config and the MCP gateway, which all
+//! check these names (`mcp::naming` is this module).
 //!
 //! MCP tool names are mixed-case and up to 128 characters; policy action
 //! names are 1–64 characters of `[a-z0-9_.-]`. A tool `T` of server `S`
@@ -23,6 +25,13 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of every MCP action.
 pub const ACTION_PREFIX: &str = "mcp.";
+/// Prefix of resource-read actions (`mcp_resource.<server>.read`).
+pub const RESOURCE_PREFIX: &str = "mcp_resource.";
+/// Prefix of prompt-get actions (`mcp_prompt.<server>.get`).
+pub const PROMPT_PREFIX: &str = "mcp_prompt.";
+/// Prefix of the actions of server-initiated requests (apart from tools:
+/// no tool name can produce it).
+pub const SERVER_REQUEST_PREFIX: &str = "mcp_request.";
 /// Longest action name (as the policy compiler allows).
 pub const MAX_ACTION: usize = 64;
 /// Longest server name.
