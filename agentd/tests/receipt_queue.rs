@@ -97,3 +97,230 @@ fn drain_renders_on_the_calling_thread() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// A gateway with an audit log and the daemon's receipt hook; `after` runs
+/// after the receipt hook (as the enforcement hook does in the daemon).
+fn sealed_gateway(
+    dir: &std::path::Path,
+    after: Option<Arc<dyn agentd::gateway::AllowHook>>,
+) -> (
+    Arc<agentd::gateway::Gateway>,
+    agentd::audit::AuditLog,
+    ReceiptQueue,
+    String,
+    Vec<u8>,
+) {
+    use agentd::gateway::{Gateway, Settings};
+    let audit = agentd::audit::AuditLog::open(dir, agentd::config::Durability::Normal).unwrap();
+    let g = Arc::new(
+        Gateway::open(
+            dir,
+            Settings {
+                timestamp_window_secs: 60,
+                nonce_ttl_secs: 600,
+                active_message_ttl_secs: 900,
+                session_ttl_secs: 0,
+                unverified_per_minute: 0,
+            },
+            Some(audit.clone()),
+        )
+        .unwrap(),
+    );
+    let policy = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml"),
+    )
+    .unwrap();
+    g.load_policy(&policy, "demo").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let (hook, queue) = receipt::gateway_hook::start(dir, g.clone()).unwrap();
+    // Stop the daemon's worker: the test renders with drain() when it wants to.
+    queue.shutdown();
+    g.add_allow_hook(hook);
+    if let Some(after) = after {
+        g.add_allow_hook(after);
+    }
+    let now = agentd::gateway::unix_now();
+    let m = agentd::protocol::SignedMessage::new_signed(
+        &key,
+        "dr-chen",
+        "dm:chen",
+        "receipt-seal-nonce-1",
+        now,
+        "read chart 42",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = rt.block_on(g.submit_message(&m)).unwrap().active_message_id;
+    (g, audit, queue, id, key)
+}
+
+fn read_chart(id: &str) -> agentd::gateway::ToolCallRequest {
+    agentd::gateway::ToolCallRequest {
+        active_message_id: id.into(),
+        action: "read_chart".into(),
+        tool_use_id: None,
+        arguments: serde_json::json!({"path": "/srv/charts/p-0042.json"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    }
+}
+
+fn tool_call(
+    g: &agentd::gateway::Gateway,
+    req: &agentd::gateway::ToolCallRequest,
+) -> agentd::gateway::Decision {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(g.tool_call(req, agentd::gateway::Caller::default()))
+}
+
+fn queue_row(dir: &std::path::Path, call_id: &str) -> (String, Option<String>, Option<String>) {
+    let db = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+    db.query_row(
+        "SELECT state, tag, last_error FROM receipt_queue WHERE call_id = ?1",
+        [call_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_allow_is_sealed_in_its_audit_rows_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, audit, queue, id, key) = sealed_gateway(dir.path(), None);
+    let d = tool_call(&g, &read_chart(&id));
+    assert!(d.is_allow(), "{d:?}");
+    // The queue row exists as soon as the answer does, with the row's claims and their tag.
+    let (state, tag, _) = queue_row(dir.path(), &d.call_id);
+    assert_eq!(state, "pending");
+    let tag = tag.expect("sealed with its tag");
+    let keys = agentd::receipt::keys::ReceiptKeys::derive(&key).unwrap();
+    let claims = ReceiptClaims {
+        seq: d.audit_seq.unwrap(),
+        row_hash: d.audit_hash.clone().unwrap(),
+        operator: "dr-chen".into(),
+        call_id: d.call_id.clone(),
+        action: "read_chart".into(),
+        timestamp: {
+            let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+            db.query_row(
+                "SELECT timestamp FROM audit_records WHERE seq = ?1",
+                [d.audit_seq.unwrap() as i64],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap()
+        },
+    };
+    assert!(agentd::receipt::claims::tag_matches(&keys, &claims, &tag));
+    // Rendered off the path, it verifies against the same claims.
+    let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
+    assert_eq!(queue.drain(&lookup).unwrap(), 1);
+    let png = std::fs::read(queue.receipt_path(&d.call_id)).unwrap();
+    let r = receipt::verify(&png, &keys_raw(&lookup)).unwrap();
+    assert_eq!(r.exact, ExactCheck::Valid);
+    assert_eq!(r.document.unwrap().claims, claims);
+    audit.shutdown().unwrap();
+}
+
+fn keys_raw(lookup: &KeyLookup) -> Vec<u8> {
+    lookup("dr-chen").unwrap()
+}
+
+/// Fails every allow, as an enforcement hook that cannot install a grant.
+struct RefusingHook;
+
+impl agentd::gateway::AllowHook for RefusingHook {
+    fn name(&self) -> &str {
+        "enforce"
+    }
+    fn after_allow(
+        &self,
+        _call: &agentd::gateway::AllowedCall<'_>,
+    ) -> Result<(), agentd::gateway::HookError> {
+        Err(agentd::gateway::HookError {
+            hook: "enforce".into(),
+            reason_code: "enforcement_unavailable".into(),
+            message: "test: no grant".into(),
+        })
+    }
+}
+
+#[test]
+fn an_allow_overturned_after_its_row_voids_its_receipt() {
+    // Control: without the refusing hook the same call is allowed and rendered.
+    let control = tempfile::tempdir().unwrap();
+    let (g, audit, queue, id, key) = sealed_gateway(control.path(), None);
+    let d = tool_call(&g, &read_chart(&id));
+    assert!(d.is_allow());
+    let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
+    assert_eq!(queue.drain(&lookup).unwrap(), 1);
+    assert!(queue.receipt_path(&d.call_id).exists());
+    audit.shutdown().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (g, audit, queue, id, key) = sealed_gateway(dir.path(), Some(Arc::new(RefusingHook)));
+    let d = tool_call(&g, &read_chart(&id));
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("deny", "enforcement_unavailable")
+    );
+    let (state, _, why) = queue_row(dir.path(), &d.call_id);
+    assert_eq!(state, "void");
+    assert_eq!(why.as_deref(), Some("overturned: enforcement_unavailable"));
+    let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
+    assert_eq!(queue.drain(&lookup).unwrap(), 0);
+    assert!(!queue.receipt_path(&d.call_id).exists());
+    assert_eq!(queue.stats().unwrap().void, 1);
+    let vk = audit.verifying_key();
+    audit.shutdown().unwrap();
+    let report = agentd::audit::verify_db(&dir.path().join("audit.db"), &vk, &[]).unwrap();
+    assert!(report.records >= 4, "{report:?}");
+}
+
+#[test]
+fn a_receipt_that_cannot_be_sealed_denies_the_call_and_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, audit, queue, id, _key) = sealed_gateway(dir.path(), None);
+    // Control: sealed and allowed.
+    assert!(tool_call(&g, &read_chart(&id)).is_allow());
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_seal BEFORE INSERT ON receipt_queue
+         BEGIN SELECT RAISE(ABORT, 'receipt table refuses'); END;",
+    )
+    .unwrap();
+    let d = tool_call(&g, &read_chart(&id));
+    assert_eq!(
+        (d.decision.as_str(), d.reason_code.as_str()),
+        ("deny", "receipt_unavailable"),
+        "{d:?}"
+    );
+    let rows: Vec<(String, String)> = {
+        let mut st = db
+            .prepare(
+                "SELECT decision, reason_code FROM audit_records WHERE call_id = ?1 ORDER BY seq",
+            )
+            .unwrap();
+        st.query_map([&d.call_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        rows,
+        vec![
+            ("allow".to_string(), "ok".to_string()),
+            ("deny".to_string(), "receipt_unavailable".to_string())
+        ]
+    );
+    assert_eq!(queue.stats().unwrap().pending, 1, "only the control's");
+    let vk = audit.verifying_key();
+    audit.shutdown().unwrap();
+    let report = agentd::audit::verify_db(&dir.path().join("audit.db"), &vk, &[]).unwrap();
+    assert!(report.records >= 4, "{report:?}");
+}

@@ -13,6 +13,7 @@ use ed25519_dalek::SigningKey;
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpoint;
+use super::companion::{self, Companion};
 use super::record::{AuditEvent, Record, RecordKind};
 use super::store;
 use super::timefmt::now_rfc3339_micros;
@@ -47,8 +48,13 @@ impl Reply {
 // Appends are nearly all the traffic; boxing them would add an allocation per row.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
-    /// Append one event; reply once it is committed.
-    Append { event: AuditEvent, reply: Reply },
+    /// Append one event (and its companions, same transaction); reply once
+    /// it is committed.
+    Append {
+        event: AuditEvent,
+        companions: Vec<Box<dyn Companion>>,
+        reply: Reply,
+    },
     /// Write a checkpoint now (if anything is new) and reply with it.
     Checkpoint {
         reply: SyncSender<Result<Option<Checkpoint>, AuditError>>,
@@ -112,7 +118,7 @@ impl Writer {
     /// Runs until shutdown or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Command>) {
         let mut last_cp = Instant::now();
-        let mut events: Vec<AuditEvent> = Vec::with_capacity(256);
+        let mut events: Vec<(AuditEvent, Vec<Box<dyn Companion>>)> = Vec::with_capacity(256);
         let mut replies: Vec<Reply> = Vec::with_capacity(256);
         // Control commands run after the batch queued before them is committed.
         let mut checkpoint_replies = Vec::new();
@@ -135,8 +141,12 @@ impl Writer {
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append { event, reply } => {
-                        events.push(event);
+                    Command::Append {
+                        event,
+                        companions,
+                        reply,
+                    } => {
+                        events.push((event, companions));
                         replies.push(reply);
                     }
                     Command::Checkpoint { reply } => checkpoint_replies.push(reply),
@@ -166,7 +176,11 @@ impl Writer {
 
     /// Commits `batch` in one transaction and answers every caller.
     /// On failure nothing of the batch is kept and every caller gets an error.
-    fn commit_batch(&mut self, events: &mut Vec<AuditEvent>, replies: &mut Vec<Reply>) {
+    fn commit_batch(
+        &mut self,
+        events: &mut Vec<(AuditEvent, Vec<Box<dyn Companion>>)>,
+        replies: &mut Vec<Reply>,
+    ) {
         let start_seq = self.next_seq;
         let start_head = self.head_hash.clone();
         let started = Instant::now();
@@ -175,7 +189,7 @@ impl Writer {
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             // One statement lookup per batch, not per row.
             let mut insert = self.conn.prepare_cached(store::INSERT_RECORD_SQL)?;
-            for event in events.drain(..) {
+            for (event, companions) in events.drain(..) {
                 let record = Record::seal(
                     self.next_seq,
                     now_rfc3339_micros(),
@@ -184,11 +198,14 @@ impl Writer {
                 );
                 store::insert_record_with(&mut insert, &record)?;
                 self.next_seq += 1;
-                committed.push(Committed {
+                let mut row = Committed {
                     seq: record.seq,
                     hash: record.hash.clone(),
                     timestamp: record.timestamp,
-                });
+                    companion_error: None,
+                };
+                row.companion_error = companion::store_all(&self.conn, &companions, &row);
+                committed.push(row);
                 self.head_hash = record.hash;
             }
             drop(insert);
@@ -252,7 +269,7 @@ impl Writer {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_close");
         ev.reason_code = "clean_shutdown".into();
-        self.commit_batch(&mut vec![ev], &mut vec![Reply::Blocking(tx)]);
+        self.commit_batch(&mut vec![(ev, Vec::new())], &mut vec![Reply::Blocking(tx)]);
         let closed = rx.recv().unwrap_or(Err(AuditError::Closed));
         self.checkpoint()?;
         closed.map(|_| ())

@@ -6,6 +6,7 @@
 //! `state_dir/audit-signing.key`, all 0600.
 mod appender;
 pub mod checkpoint;
+pub mod companion;
 pub mod export;
 pub mod kernel_row;
 pub mod record;
@@ -28,6 +29,7 @@ use crate::config::{Config, Durability};
 pub use appender::COMMIT_BUCKETS_US;
 use appender::{Command, Reply, StatsCounters, Writer};
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use companion::{Companion, CompanionError};
 pub use export::{export_jsonl, verify_export, ExportError, ExportLine};
 pub use record::{AuditEvent, Record, RecordError, RecordKind, GENESIS_HASH};
 pub use retention::{prune_before, PruneReport, RetentionError};
@@ -86,6 +88,10 @@ pub struct Committed {
     pub hash: String,
     /// RFC 3339 UTC timestamp with microseconds stored in the row.
     pub timestamp: String,
+    /// Why a companion of the row (see [`AuditLog::append_with`]) was not
+    /// stored; the row itself is committed.
+    #[serde(skip)]
+    pub companion_error: Option<CompanionError>,
 }
 
 /// How to open the log.
@@ -293,12 +299,25 @@ impl AuditLog {
     /// `audit.durability`). On error the row does not exist: deny the call
     /// with [`REASON_AUDIT_UNAVAILABLE`].
     pub async fn append(&self, ev: AuditEvent) -> Result<Committed, AuditError> {
+        self.append_with(ev, Vec::new()).await
+    }
+
+    /// [`AuditLog::append`], storing `companions` in the same transaction
+    /// as the row (made from the sealed row: its seq, hash, timestamp). A
+    /// companion that fails to store is reported in
+    /// [`Committed::companion_error`]; the row stays committed.
+    pub async fn append_with(
+        &self,
+        ev: AuditEvent,
+        companions: Vec<Box<dyn Companion>>,
+    ) -> Result<Committed, AuditError> {
         ev.validate()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .tx
             .send(Command::Append {
                 event: ev,
+                companions,
                 reply: Reply::Async(tx),
             })
             .map_err(|_| AuditError::Closed)?;
@@ -314,6 +333,7 @@ impl AuditLog {
             .tx
             .send(Command::Append {
                 event: ev,
+                companions: Vec::new(),
                 reply: Reply::Blocking(tx),
             })
             .map_err(|_| AuditError::Closed)?;
@@ -340,6 +360,7 @@ impl AuditLog {
                     .tx
                     .send(Command::Append {
                         event: ev,
+                        companions: Vec::new(),
                         reply: Reply::Blocking(tx),
                     })
                     .map_err(|_| AuditError::Closed)?;

@@ -1,5 +1,6 @@
-//! Hook point for what follows an allow: the enforcement grant install and
-//! the receipt enqueue (wired by the daemon as those components land).
+//! Hook point for what follows an allow: the receipt sealed with the allow's
+//! audit row, then the enforcement grant install (wired by the daemon).
+use crate::audit::Companion;
 use crate::grant_spec::GrantSpec;
 
 /// An allowed, durably audited tool call, as hooks see it.
@@ -37,11 +38,36 @@ pub struct HookError {
     pub message: String,
 }
 
+/// A row a hook stores in the allow's own audit transaction.
+pub struct AllowCompanion {
+    /// Reason code the call is denied with if the row cannot be stored.
+    pub reason_code: &'static str,
+    /// The row.
+    pub companion: Box<dyn Companion>,
+}
+
 /// Runs after every durably audited allow, before the caller hears it.
 /// An error turns the answer into a denial (recorded in the audit log).
 pub trait AllowHook: Send + Sync {
     /// Short name for logs.
     fn name(&self) -> &str;
+    /// What to store with the allow's audit row, in the same transaction
+    /// (a receipt's sealed claims and tag). Called before the row is
+    /// written (`call.audit` is None); an error denies the call.
+    fn companion(&self, call: &AllowedCall<'_>) -> Result<Option<AllowCompanion>, HookError> {
+        let _ = call;
+        Ok(None)
+    }
+    /// What to store with the row that overturns an allow after its row
+    /// was written, undoing what [`AllowHook::companion`] stored.
+    fn void_companion(
+        &self,
+        call: &AllowedCall<'_>,
+        reason_code: &str,
+    ) -> Option<Box<dyn Companion>> {
+        let _ = (call, reason_code);
+        None
+    }
     /// Acts on the allowed call (install a grant, enqueue a receipt, …).
     fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError>;
     /// Undoes what `after_allow` did for `call`, because a later hook failed

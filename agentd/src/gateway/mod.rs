@@ -36,7 +36,7 @@ use crate::protocol::message::check_operator_id;
 use crate::protocol::MessageError;
 
 pub use decide::{Decision, ToolCallRequest};
-pub use hooks::{AgentResolver, AllowHook, AllowedCall, HookError};
+pub use hooks::{AgentResolver, AllowCompanion, AllowHook, AllowedCall, HookError};
 pub use ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 pub use kill_switch::{GrantTarget, KillSwitch, SuspendError, SuspendOutcome};
 pub use pipeline::Caller;

@@ -300,9 +300,19 @@ impl Gateway {
             // log might not be able to account for.
             d.overturn(reason::AUDIT_STORAGE_LOW, STORAGE_LOW);
         }
+        let mut companions = self.allow_companions(&mut d, caller);
         let committed = match &self.audit {
             None => None,
-            Some(audit) => match audit.append(event_of(&d, req)).await {
+            Some(audit) => match audit
+                .append_with(
+                    event_of(&d, req),
+                    companions
+                        .iter_mut()
+                        .filter_map(|p| p.companion.take())
+                        .collect(),
+                )
+                .await
+            {
                 Ok(c) => {
                     d.audit_seq = Some(c.seq);
                     d.audit_hash = Some(c.hash.clone());
@@ -319,12 +329,71 @@ impl Gateway {
             },
         };
         if d.is_allow() {
-            self.run_allow_hooks(&mut d, req, caller, committed.as_ref())
-                .await;
+            let unstored = committed
+                .as_ref()
+                .and_then(|c| c.companion_error.as_ref())
+                .map(|e| {
+                    let hook = companions.get(e.index);
+                    HookError {
+                        hook: hook.map_or_else(|| "audit".into(), |p| p.hook.clone()),
+                        reason_code: hook
+                            .map_or(reason::INTERNAL_ERROR, |p| p.reason_code)
+                            .to_owned(),
+                        message: format!("storing with the audit row: {}", e.message),
+                    }
+                });
+            match unstored {
+                Some(e) => {
+                    tracing::error!(error = %e, call_id = %d.call_id, "an allow's companion row was not stored; denying");
+                    self.overturn_recorded(&mut d, req, caller, committed.as_ref(), e)
+                        .await;
+                }
+                None => {
+                    self.run_allow_hooks(&mut d, req, caller, committed.as_ref())
+                        .await;
+                }
+            }
             self.recheck_suspension(&mut d, req, caller, generation)
                 .await;
         }
         d
+    }
+
+    /// The rows the allow hooks store with an allow's audit row, each with
+    /// the hook's name and reason code. A hook that cannot make its row
+    /// overturns the allow before anything is written.
+    fn allow_companions(&self, d: &mut Decision, caller: Caller) -> Vec<PreparedCompanion> {
+        if !d.is_allow() || self.audit.is_none() {
+            return Vec::new();
+        }
+        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = Vec::new();
+        let mut failure = None;
+        {
+            let call = allowed_call(d, caller, None);
+            for hook in &hooks {
+                let made = std::panic::catch_unwind(AssertUnwindSafe(|| hook.companion(&call)))
+                    .unwrap_or_else(|_| Err(panicked(hook.name())));
+                match made {
+                    Ok(Some(c)) => out.push(PreparedCompanion {
+                        hook: hook.name().to_owned(),
+                        reason_code: c.reason_code,
+                        companion: Some(c.companion),
+                    }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            tracing::error!(hook = %e.hook, error = %e, call_id = %d.call_id, "allow hook could not prepare its row; denying");
+            d.overturn(&e.reason_code, e.to_string());
+            return Vec::new();
+        }
+        out
     }
 
     /// Who holds the active messages `caller` acts on: `agent:NAME` for a
@@ -353,17 +422,7 @@ impl Gateway {
         let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut failure = None;
         {
-            let call = AllowedCall {
-                call_id: &d.call_id,
-                active_message_id: &d.active_message_id,
-                operator: &d.operator,
-                session: &d.session,
-                action: &d.action,
-                grant: d.grant.as_ref(),
-                peer_pid: caller.pid,
-                peer_uid: caller.uid,
-                audit: committed,
-            };
+            let call = allowed_call(d, caller, committed);
             for (i, hook) in hooks.iter().enumerate() {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| hook.after_allow(&call)))
                     .unwrap_or_else(|_| Err(panicked(hook.name())));
@@ -385,15 +444,63 @@ impl Gateway {
         let Some(e) = failure else {
             return;
         };
+        self.overturn_recorded(d, req, caller, committed, e).await;
+    }
+
+    /// Turns an allow whose row is written into a denial, recorded in a
+    /// second row that also voids what the hooks stored with the first.
+    async fn overturn_recorded(
+        &self,
+        d: &mut Decision,
+        req: &ToolCallRequest,
+        caller: Caller,
+        committed: Option<&crate::audit::Committed>,
+        e: HookError,
+    ) {
+        let voids: Vec<Box<dyn crate::audit::Companion>> = {
+            let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let call = allowed_call(d, caller, committed);
+            hooks
+                .iter()
+                .filter_map(|h| h.void_companion(&call, &e.reason_code))
+                .collect()
+        };
         d.overturn(&e.reason_code, e.to_string());
         if let Some(audit) = &self.audit {
             // The allow row exists; this row records that it was overturned.
-            if let Ok(c) = audit.append(event_of(d, req)).await {
+            if let Ok(c) = audit.append_with(event_of(d, req), voids).await {
                 d.audit_seq = Some(c.seq);
                 d.audit_hash = Some(c.hash);
             }
         }
     }
+}
+
+/// The allowed call as hooks see it.
+fn allowed_call<'a>(
+    d: &'a Decision,
+    caller: Caller,
+    committed: Option<&'a crate::audit::Committed>,
+) -> AllowedCall<'a> {
+    AllowedCall {
+        call_id: &d.call_id,
+        active_message_id: &d.active_message_id,
+        operator: &d.operator,
+        session: &d.session,
+        action: &d.action,
+        grant: d.grant.as_ref(),
+        peer_pid: caller.pid,
+        peer_uid: caller.uid,
+        audit: committed,
+    }
+}
+
+/// A row an allow hook stores with the allow's audit row.
+struct PreparedCompanion {
+    hook: String,
+    reason_code: &'static str,
+    /// Taken when handed to the audit log.
+    companion: Option<Box<dyn crate::audit::Companion>>,
 }
 
 fn panicked(hook: &str) -> HookError {

@@ -120,6 +120,8 @@ pub const OPERATOR_EXISTS: &str = "operator_exists";
 pub const UNKNOWN_SESSION: &str = "unknown_session";
 /// The store failed.
 pub const STORE_ERROR: &str = "store_error";
+/// An allowed call's receipt could not be sealed with its audit row.
+pub const RECEIPT_UNAVAILABLE: &str = "receipt_unavailable";
 /// The enforcement socket holds as many connections as it serves at once
 /// (or as many as callers other than root may hold); retry later.
 pub const ENFORCE_SOCKET_BUSY: &str = "enforce_socket_busy";

@@ -3,9 +3,12 @@
 //! path. The daemon calls [`start`].
 use std::{path::Path, sync::Arc};
 
-use crate::gateway::{AllowHook, AllowedCall, Gateway, HookError};
+use crate::audit::Companion;
+use crate::gateway::{AllowCompanion, AllowHook, AllowedCall, Gateway, HookError};
+use crate::protocol::reason::RECEIPT_UNAVAILABLE;
 
-use super::{queue::KeyLookup, ReceiptClaims, ReceiptError, ReceiptQueue};
+use super::queue::{KeyLookup, ReceiptSeal, ReceiptVoid};
+use super::{ReceiptError, ReceiptQueue};
 
 /// Opens the queue under `state_dir`, starts the render worker (keys come
 /// from the gateway's operator store) and returns the hook plus the queue.
@@ -15,18 +18,21 @@ pub fn start(
 ) -> Result<(Arc<ReceiptHook>, ReceiptQueue), ReceiptError> {
     let queue = ReceiptQueue::open(state_dir)?;
     let key_of: KeyLookup = Arc::new(move |operator: &str| gateway.key_of(operator));
-    queue.spawn_worker(key_of);
+    queue.spawn_worker(key_of.clone());
     Ok((
         Arc::new(ReceiptHook {
             queue: queue.clone(),
+            key_of,
         }),
         queue,
     ))
 }
 
-/// Enqueues a receipt for each allowed, audited call.
+/// Seals a receipt for each allowed call in its audit row's transaction,
+/// and wakes the render worker once the call stands.
 pub struct ReceiptHook {
     queue: ReceiptQueue,
+    key_of: KeyLookup,
 }
 
 impl AllowHook for ReceiptHook {
@@ -34,26 +40,45 @@ impl AllowHook for ReceiptHook {
         "receipt"
     }
 
-    fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError> {
-        let fail = |reason_code: &str, message: String| HookError {
+    fn companion(&self, call: &AllowedCall<'_>) -> Result<Option<AllowCompanion>, HookError> {
+        let fail = |message: String| HookError {
             hook: "receipt".into(),
-            reason_code: reason_code.into(),
+            reason_code: RECEIPT_UNAVAILABLE.into(),
             message,
         };
+        let key = (self.key_of)(call.operator)
+            .ok_or_else(|| fail(format!("no key for operator {}", call.operator)))?;
+        let seal = ReceiptSeal::new(&key, call.operator, call.call_id, call.action)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Some(AllowCompanion {
+            reason_code: RECEIPT_UNAVAILABLE,
+            companion: Box::new(seal),
+        }))
+    }
+
+    fn after_allow(&self, call: &AllowedCall<'_>) -> Result<(), HookError> {
         // A receipt binds the audit row; without one there is nothing to seal.
-        let Some(row) = call.audit else {
-            return Err(fail("receipt_unavailable", "no audit row to seal".into()));
-        };
-        let claims = ReceiptClaims {
-            seq: row.seq,
-            row_hash: row.hash.clone(),
-            operator: call.operator.to_string(),
-            call_id: call.call_id.to_string(),
-            action: call.action.to_string(),
-            timestamp: row.timestamp.clone(),
-        };
-        self.queue
-            .enqueue(&claims)
-            .map_err(|e| fail("receipt_unavailable", e.to_string()))
+        if call.audit.is_none() {
+            return Err(HookError {
+                hook: "receipt".into(),
+                reason_code: RECEIPT_UNAVAILABLE.into(),
+                message: "no audit row to seal".into(),
+            });
+        }
+        // Sealed with the row (the gateway denies the call otherwise); the
+        // worker renders it off the decision path.
+        self.queue.notify();
+        Ok(())
+    }
+
+    fn void_companion(
+        &self,
+        call: &AllowedCall<'_>,
+        reason_code: &str,
+    ) -> Option<Box<dyn Companion>> {
+        Some(Box::new(ReceiptVoid {
+            call_id: call.call_id.to_owned(),
+            reason: reason_code.to_owned(),
+        }))
     }
 }

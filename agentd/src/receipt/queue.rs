@@ -1,26 +1,36 @@
-//! Persisted receipt queue (`state_dir/receipts.db`) and the worker that
-//! renders receipts to `state_dir/receipts/<call_id>.png` off the hot path.
+//! Receipt queue and the worker that renders receipts to
+//! `state_dir/receipts/<call_id>.png` off the decision path.
 //!
-//! `enqueue` is one small SQLite insert (WAL); the PNG work happens on the
-//! worker thread. A row leaves `pending` only after its file is written,
-//! synced and renamed into place, so a crash or restart at any point loses
-//! nothing: the next worker renders what is still pending (rendering is
-//! deterministic, so a repeated render rewrites identical bytes).
+//! The queue is the table `receipt_queue` in the audit database
+//! (`state_dir/audit.db`): the daemon's allowed calls are sealed there by
+//! [`ReceiptSeal`], a companion of the allow's audit row, so the claims and
+//! their HMAC tag commit in the same transaction as the row itself (no
+//! second commit per call). A row leaves `pending` only after its file is
+//! written, synced and renamed into place, so a crash or restart at any
+//! point loses nothing: the next worker renders what is still pending
+//! (rendering is deterministic, so a repeated render rewrites identical
+//! bytes). An allow overturned after its row (its grant could not be
+//! installed) voids its receipt ([`ReceiptVoid`]): it is never rendered, or
+//! its file is removed.
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{seal, ReceiptClaims, ReceiptError};
+use super::claims::{tag, tag_matches};
+use super::{seal, ReceiptClaims, ReceiptError, ReceiptKeys};
+use crate::audit::{Committed, Companion};
 use crate::config::Durability;
 
-/// Database file name under the state directory.
-pub const DB_FILE: &str = "receipts.db";
+/// Database file name under the state directory (the audit database).
+pub const DB_FILE: &str = "audit.db";
+/// Where earlier versions kept the queue; its rows move into [`DB_FILE`].
+pub const LEGACY_DB_FILE: &str = "receipts.db";
 /// Directory of rendered receipts under the state directory.
 pub const OUT_DIR: &str = "receipts";
 /// Attempts before a receipt failing with an I/O error is marked failed.
@@ -32,7 +42,8 @@ CREATE TABLE IF NOT EXISTS receipt_queue (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     call_id     TEXT NOT NULL UNIQUE,
     claims      TEXT NOT NULL,
-    state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+    tag         TEXT,
+    state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'void')),
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
     enqueued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
@@ -40,6 +51,9 @@ CREATE TABLE IF NOT EXISTS receipt_queue (
 );
 CREATE INDEX IF NOT EXISTS receipt_queue_state ON receipt_queue (state, id);
 ";
+
+const INSERT_SQL: &str =
+    "INSERT OR IGNORE INTO receipt_queue (call_id, claims, tag) VALUES (?1, ?2, ?3)";
 
 /// Looks up an operator's HMAC key (the gateway's `OperatorStore::key_of`).
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
@@ -53,6 +67,28 @@ pub struct QueueStats {
     pub done: u64,
     /// Given up (reason in `last_error`).
     pub failed: u64,
+    /// Voided: the allow was overturned after its row.
+    pub void: u64,
+}
+
+/// Worker throughput since the queue was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RenderStats {
+    /// Receipts rendered.
+    pub rendered: u64,
+    /// CPU-side time spent rendering them (wall time of the render calls).
+    pub render_secs: f64,
+}
+
+impl RenderStats {
+    /// Receipts per second of one busy core.
+    pub fn per_core_per_sec(&self) -> f64 {
+        if self.render_secs > 0.0 {
+            self.rendered as f64 / self.render_secs
+        } else {
+            0.0
+        }
+    }
 }
 
 struct Inner {
@@ -63,6 +99,8 @@ struct Inner {
     wake: Mutex<bool>,
     cv: Condvar,
     stop: AtomicBool,
+    rendered: AtomicU64,
+    render_nanos: AtomicU64,
 }
 
 /// The persisted queue; cheap to clone, `Send + Sync`.
@@ -112,6 +150,7 @@ impl ReceiptQueue {
         let conn = open_conn(&db_path, durability)?;
         conn.execute_batch(SCHEMA).map_err(store("create_schema"))?;
         restrict(&db_path)?;
+        migrate_legacy(&conn, &state_dir.join(LEGACY_DB_FILE))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db_path,
@@ -121,22 +160,23 @@ impl ReceiptQueue {
                 wake: Mutex::new(false),
                 cv: Condvar::new(),
                 stop: AtomicBool::new(false),
+                rendered: AtomicU64::new(0),
+                render_nanos: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Queues a receipt; durable when it returns `Ok`. Enqueuing the same
-    /// call again with the same claims is a no-op; with different claims it
-    /// is refused (`duplicate_call_id`).
+    /// Queues a receipt outside the audit batch (tools, tests, re-issuing
+    /// a receipt from its audit row); durable when it returns `Ok`. The
+    /// daemon's allowed calls are sealed by [`ReceiptSeal`] instead.
+    /// Enqueuing the same call again with the same claims is a no-op; with
+    /// different claims it is refused (`duplicate_call_id`).
     pub fn enqueue(&self, claims: &ReceiptClaims) -> Result<(), ReceiptError> {
         claims.validate()?;
         let json = serde_json::to_string(claims).expect("claims serialize");
         let conn = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
         let n = conn
-            .execute(
-                "INSERT OR IGNORE INTO receipt_queue (call_id, claims) VALUES (?1, ?2)",
-                params![claims.call_id, json],
-            )
+            .execute(INSERT_SQL, params![claims.call_id, json, None::<String>])
             .map_err(store("enqueue"))?;
         if n == 0 {
             let existing: Option<String> = conn
@@ -161,9 +201,22 @@ impl ReceiptQueue {
             }
         }
         drop(conn);
+        self.notify();
+        Ok(())
+    }
+
+    /// Wakes the worker: something was queued.
+    pub fn notify(&self) {
         *self.inner.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.inner.cv.notify_all();
-        Ok(())
+    }
+
+    /// What the worker has rendered since open, and how fast.
+    pub fn render_stats(&self) -> RenderStats {
+        RenderStats {
+            rendered: self.inner.rendered.load(Ordering::Relaxed),
+            render_secs: self.inner.render_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 
     /// Where the receipt of `call_id` is (or will be) written.
@@ -186,6 +239,7 @@ impl ReceiptQueue {
             match state.as_str() {
                 "pending" => out.pending = n,
                 "done" => out.done = n,
+                "void" => out.void = n,
                 _ => out.failed = n,
             }
         }
@@ -196,7 +250,7 @@ impl ReceiptQueue {
     pub fn failure_of(&self, call_id: &str) -> Result<Option<String>, ReceiptError> {
         let conn = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
         conn.query_row(
-            "SELECT last_error FROM receipt_queue WHERE call_id = ?1 AND state = 'failed'",
+            "SELECT last_error FROM receipt_queue WHERE call_id = ?1 AND state IN ('failed', 'void')",
             params![call_id],
             |r| r.get(0),
         )
@@ -229,7 +283,7 @@ impl ReceiptQueue {
         let conn = open_conn(&self.inner.db_path, self.inner.durability)?;
         let mut total = 0;
         loop {
-            let n = process_batch(&conn, &self.inner.out_dir, key_of)?;
+            let n = process_batch_until(&conn, &self.inner, key_of, &AtomicBool::new(false))?;
             if n == 0 {
                 return Ok(total);
             }
@@ -260,7 +314,7 @@ fn worker(inner: Arc<Inner>, key_of: KeyLookup) {
     lower_priority();
     tracing::info!(db = %inner.db_path.display(), "receipt worker started");
     while !inner.stop.load(Ordering::SeqCst) {
-        let progressed = match process_batch_until(&conn, &inner.out_dir, &key_of, &inner.stop) {
+        let progressed = match process_batch_until(&conn, &inner, &key_of, &inner.stop) {
             Ok(n) => n > 0,
             Err(e) => {
                 tracing::error!(error = %e, reason = e.reason_code(), "receipt worker batch failed");
@@ -300,82 +354,178 @@ fn lower_priority() {
     }
 }
 
-fn process_batch(
-    conn: &Connection,
-    out_dir: &Path,
-    key_of: &KeyLookup,
-) -> Result<usize, ReceiptError> {
-    process_batch_until(conn, out_dir, key_of, &AtomicBool::new(false))
+/// One queued row the worker takes.
+struct Pending {
+    id: i64,
+    call_id: String,
+    claims: String,
+    tag: Option<String>,
+    attempts: i64,
+}
+
+/// What rendering a row came to; applied in one short transaction per
+/// batch, so the worker never holds the audit database's write lock while
+/// it renders.
+enum Outcome {
+    Done {
+        id: i64,
+        path: PathBuf,
+    },
+    Failed {
+        id: i64,
+        error: String,
+        give_up: bool,
+    },
 }
 
 fn process_batch_until(
     conn: &Connection,
-    out_dir: &Path,
+    inner: &Inner,
     key_of: &KeyLookup,
     stop: &AtomicBool,
 ) -> Result<usize, ReceiptError> {
-    let rows: Vec<(i64, String, String, i64)> = {
+    remove_voided_files(conn, &inner.out_dir)?;
+    let rows: Vec<Pending> = {
         let mut st = conn
             .prepare_cached(
-                "SELECT id, call_id, claims, attempts FROM receipt_queue
+                "SELECT id, call_id, claims, tag, attempts FROM receipt_queue
                  WHERE state = 'pending' ORDER BY id LIMIT ?1",
             )
             .map_err(store("fetch_pending"))?;
         let it = st
             .query_map(params![BATCH], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(Pending {
+                    id: r.get(0)?,
+                    call_id: r.get(1)?,
+                    claims: r.get(2)?,
+                    tag: r.get(3)?,
+                    attempts: r.get(4)?,
+                })
             })
             .map_err(store("fetch_pending"))?;
         it.collect::<Result<_, _>>()
             .map_err(store("fetch_pending"))?
     };
-    let mut progressed = 0;
-    for (id, call_id, claims_json, attempts) in rows {
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        match render_one(out_dir, &claims_json, key_of) {
+        let started = Instant::now();
+        let rendered = render_one(&inner.out_dir, &row, key_of);
+        match rendered {
             Ok(path) => {
-                conn.execute(
-                    "UPDATE receipt_queue SET state = 'done', attempts = attempts + 1, last_error = NULL,
-                     done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
-                    params![id],
-                )
-                .map_err(store("mark_done"))?;
-                tracing::debug!(call_id, path = %path.display(), "receipt rendered");
-                progressed += 1;
+                inner.rendered.fetch_add(1, Ordering::Relaxed);
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                inner.render_nanos.fetch_add(nanos, Ordering::Relaxed);
+                outcomes.push(Outcome::Done { id: row.id, path });
             }
             Err((reason, detail, permanent)) => {
-                let give_up = permanent || attempts + 1 >= MAX_ATTEMPTS;
-                conn.execute(
-                    "UPDATE receipt_queue SET attempts = attempts + 1, last_error = ?2,
-                     state = CASE WHEN ?3 THEN 'failed' ELSE state END WHERE id = ?1",
-                    params![id, format!("{reason}: {detail}"), give_up],
-                )
-                .map_err(store("mark_failed"))?;
+                let give_up = permanent || row.attempts + 1 >= MAX_ATTEMPTS;
                 tracing::warn!(
-                    call_id,
+                    call_id = row.call_id,
                     reason,
                     detail,
                     gave_up = give_up,
                     "receipt not rendered"
                 );
+                outcomes.push(Outcome::Failed {
+                    id: row.id,
+                    error: format!("{reason}: {detail}"),
+                    give_up,
+                });
+            }
+        }
+    }
+    apply_outcomes(conn, outcomes)
+}
+
+/// Records a batch's outcomes; returns how many rows left `pending`. A row
+/// voided while it was rendered keeps `void`, and its file is removed.
+fn apply_outcomes(conn: &Connection, outcomes: Vec<Outcome>) -> Result<usize, ReceiptError> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let tx = conn.unchecked_transaction().map_err(store("mark_batch"))?;
+    let mut left_pending = 0;
+    let mut voided = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Done { id, path } => {
+                let n = tx
+                    .execute(
+                        "UPDATE receipt_queue SET state = 'done', attempts = attempts + 1, last_error = NULL,
+                         done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1 AND state = 'pending'",
+                        params![id],
+                    )
+                    .map_err(store("mark_done"))?;
+                if n == 0 {
+                    voided.push(path);
+                }
+                left_pending += 1;
+            }
+            Outcome::Failed { id, error, give_up } => {
+                tx.execute(
+                    "UPDATE receipt_queue SET attempts = attempts + 1, last_error = ?2,
+                     state = CASE WHEN ?3 THEN 'failed' ELSE state END WHERE id = ?1 AND state = 'pending'",
+                    params![id, error, give_up],
+                )
+                .map_err(store("mark_failed"))?;
                 if give_up {
-                    progressed += 1;
+                    left_pending += 1;
                 }
             }
         }
     }
-    Ok(progressed)
+    tx.commit().map_err(store("mark_batch"))?;
+    for path in voided {
+        remove_file(&path);
+    }
+    Ok(left_pending)
+}
+
+/// Removes the files of receipts voided after they were rendered.
+fn remove_voided_files(conn: &Connection, out_dir: &Path) -> Result<(), ReceiptError> {
+    let ids: Vec<(i64, String)> = {
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, call_id FROM receipt_queue WHERE state = 'void' AND done_at IS NOT NULL",
+            )
+            .map_err(store("fetch_voided"))?;
+        let it = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(store("fetch_voided"))?;
+        it.collect::<Result<_, _>>()
+            .map_err(store("fetch_voided"))?
+    };
+    for (id, call_id) in ids {
+        remove_file(&out_dir.join(format!("{call_id}.png")));
+        conn.execute(
+            "UPDATE receipt_queue SET done_at = NULL WHERE id = ?1",
+            params![id],
+        )
+        .map_err(store("mark_voided"))?;
+    }
+    Ok(())
+}
+
+fn remove_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "receipt of an overturned allow removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove the receipt of an overturned allow")
+        }
+    }
 }
 
 /// Renders one queued receipt; errors are (reason, detail, permanent).
 fn render_one(
     out_dir: &Path,
-    claims_json: &str,
+    row: &Pending,
     key_of: &KeyLookup,
 ) -> Result<PathBuf, (&'static str, String, bool)> {
-    let claims: ReceiptClaims = serde_json::from_str(claims_json)
+    let claims: ReceiptClaims = serde_json::from_str(&row.claims)
         .map_err(|e| ("bad_queued_claims", e.to_string(), true))?;
     let key = key_of(&claims.operator).ok_or_else(|| {
         (
@@ -384,6 +534,21 @@ fn render_one(
             true,
         )
     })?;
+    if let Some(sealed) = &row.tag {
+        // Sealed at decision time: the card must carry that tag. Another key
+        // now (rotated since) would make a receipt the row never had.
+        let keys = ReceiptKeys::derive(&key).map_err(|e| (e.reason_code(), e.to_string(), true))?;
+        if !tag_matches(&keys, &claims, sealed) {
+            return Err((
+                "operator_key_changed",
+                format!(
+                    "operator {}'s key changed since the call was sealed",
+                    claims.operator
+                ),
+                true,
+            ));
+        }
+    }
     let png = seal(&key, &claims).map_err(|e| (e.reason_code(), e.to_string(), true))?;
     let path = out_dir.join(format!("{}.png", claims.call_id));
     write_atomic(&path, &png).map_err(|e| ("receipt_io_failed", e.to_string(), false))?;
@@ -405,4 +570,127 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Moves the rows of a queue kept by an earlier version in its own
+/// database into the audit database's table, once; the old file is kept
+/// beside as `receipts.db.migrated`.
+fn migrate_legacy(conn: &Connection, legacy: &Path) -> Result<(), ReceiptError> {
+    if !legacy.exists() {
+        return Ok(());
+    }
+    conn.execute(
+        "ATTACH DATABASE ?1 AS legacy",
+        params![legacy.to_string_lossy()],
+    )
+    .map_err(store("migrate_attach"))?;
+    let copied = conn
+        .execute(
+            "INSERT OR IGNORE INTO receipt_queue (call_id, claims, state, attempts, last_error, enqueued_at, done_at)
+             SELECT call_id, claims, state, attempts, last_error, enqueued_at, done_at FROM legacy.receipt_queue",
+            [],
+        )
+        .map_err(store("migrate_copy"));
+    let _ = conn.execute("DETACH DATABASE legacy", []);
+    let copied = copied?;
+    let done = legacy.with_extension("db.migrated");
+    std::fs::rename(legacy, &done).map_err(|source| ReceiptError::Io {
+        op: "rename",
+        path: legacy.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(rows = copied, from = %legacy.display(), "receipt queue moved into the audit database");
+    Ok(())
+}
+
+/// Seals an allowed call's receipt in its audit row's transaction: the
+/// claims (made from the committed row) and their HMAC tag, under the
+/// operator's key at decision time.
+pub struct ReceiptSeal {
+    keys: ReceiptKeys,
+    operator: String,
+    call_id: String,
+    action: String,
+}
+
+impl ReceiptSeal {
+    /// A seal for `call_id` by `operator` (whose HMAC key is `operator_key`).
+    pub fn new(
+        operator_key: &[u8],
+        operator: &str,
+        call_id: &str,
+        action: &str,
+    ) -> Result<Self, ReceiptError> {
+        let seal = Self {
+            keys: ReceiptKeys::derive(operator_key)?,
+            operator: operator.to_owned(),
+            call_id: call_id.to_owned(),
+            action: action.to_owned(),
+        };
+        // Fail before the row, not in the writer: the call id must name a file.
+        seal.claims(&Committed {
+            seq: 1,
+            hash: String::new(),
+            timestamp: String::new(),
+            companion_error: None,
+        })
+        .validate()?;
+        Ok(seal)
+    }
+
+    fn claims(&self, row: &Committed) -> ReceiptClaims {
+        ReceiptClaims {
+            seq: row.seq,
+            row_hash: row.hash.clone(),
+            operator: self.operator.clone(),
+            call_id: self.call_id.clone(),
+            action: self.action.clone(),
+            timestamp: row.timestamp.clone(),
+        }
+    }
+}
+
+impl Companion for ReceiptSeal {
+    fn store(&self, conn: &Connection, row: &Committed) -> rusqlite::Result<()> {
+        let claims = self.claims(row);
+        let json = serde_json::to_string(&claims).expect("claims serialize");
+        let n = conn.prepare_cached(INSERT_SQL)?.execute(params![
+            claims.call_id,
+            json,
+            tag(&self.keys, &claims)
+        ])?;
+        if n == 0 {
+            // A call id is decided once; a second seal would be a second receipt.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                Some(format!(
+                    "call {} already has a receipt queued",
+                    claims.call_id
+                )),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Voids the receipt of an allow overturned after its row (stored with the
+/// overturning row): it is never rendered, or its file is removed.
+pub struct ReceiptVoid {
+    /// The overturned call.
+    pub call_id: String,
+    /// Why (the overturn's reason code).
+    pub reason: String,
+}
+
+impl Companion for ReceiptVoid {
+    fn store(&self, conn: &Connection, _row: &Committed) -> rusqlite::Result<()> {
+        conn.prepare_cached(
+            "UPDATE receipt_queue SET state = 'void', last_error = ?2 WHERE call_id = ?1",
+        )?
+        .execute(params![
+            self.call_id,
+            format!("overturned: {}", self.reason)
+        ])?;
+        Ok(())
+    }
 }
