@@ -324,3 +324,40 @@ fn a_receipt_that_cannot_be_sealed_denies_the_call_and_keeps_the_chain() {
     let report = agentd::audit::verify_db(&dir.path().join("audit.db"), &vk, &[]).unwrap();
     assert!(report.records >= 4, "{report:?}");
 }
+
+#[test]
+fn a_queue_kept_in_receipts_db_moves_into_the_audit_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // The layout of earlier versions: the queue in its own database.
+    let legacy = rusqlite::Connection::open(dir.path().join("receipts.db")).unwrap();
+    legacy
+        .execute_batch(
+            "CREATE TABLE receipt_queue (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL UNIQUE,
+                claims TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+                attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                enqueued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                done_at TEXT);",
+        )
+        .unwrap();
+    legacy
+        .execute(
+            "INSERT INTO receipt_queue (call_id, claims) VALUES (?1, ?2)",
+            rusqlite::params![
+                "call-9",
+                serde_json::to_string(&claims(9, "carol")).unwrap()
+            ],
+        )
+        .unwrap();
+    drop(legacy);
+    let q = ReceiptQueue::open(dir.path()).unwrap();
+    assert_eq!(q.stats().unwrap().pending, 1);
+    assert!(!dir.path().join("receipts.db").exists());
+    assert!(dir.path().join("receipts.db.migrated").exists());
+    assert_eq!(q.drain(&keys()).unwrap(), 1);
+    let r = receipt::verify(&std::fs::read(q.receipt_path("call-9")).unwrap(), KEY).unwrap();
+    assert_eq!(r.exact, ExactCheck::Valid);
+    // Opening again moves nothing twice.
+    let q = ReceiptQueue::open(dir.path()).unwrap();
+    assert_eq!(q.stats().unwrap().done, 1);
+}
