@@ -16,24 +16,6 @@ use crate::gateway::{Decision, IngestOutcome, RuntimeCallAnswer, ToolCallRequest
 use crate::protocol::SignedMessage;
 use crate::runtime::RuntimeCallRequest;
 
-/// Where `agentctl` finds the daemon: `--socket`, else `$AGENTD_SOCKET`,
-/// else the default from agentd.toml's defaults.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SocketArg {
-    /// Unix socket of the agentd API.
-    #[arg(long, env = "AGENTD_SOCKET", value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-}
-
-impl SocketArg {
-    /// The socket path to use.
-    pub fn path(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(|| crate::config::Config::default().socket_path)
-    }
-}
-
 /// Errors talking to the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

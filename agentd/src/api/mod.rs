@@ -26,7 +26,7 @@ pub mod server;
 pub mod suspend_routes;
 pub mod tls;
 
-pub use client::{Client, ClientError, SocketArg};
+pub use client::{Client, ClientError};
 pub use json::ApiError;
 pub use peer::{Access, Peer, Transport};
 pub use server::{router, serve, serve_limited, AppState, ConnLimits, Listener, PeerLookup};

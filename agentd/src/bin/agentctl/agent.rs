@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use hyper::Method;
 
+use crate::SocketArg;
 use agentd::agents::manager::ProfileView;
 use agentd::agents::{AgentDef, AgentView, InboxEntry};
-use agentd::api::client::{blocking, ClientError, SocketArg};
+use agentd::api::client::{blocking, ClientError};
 use agentd::enforce::Mode;
 
 /// Arguments of `agentctl agent`.

@@ -3,8 +3,9 @@
 //! channel `api`), not as an operator's signature.
 use hyper::Method;
 
+use crate::SocketArg;
 use agentd::api::approval_routes::{ApprovalAnswer, ApprovalDone, ApprovalList};
-use agentd::api::client::{blocking, SocketArg};
+use agentd::api::client::blocking;
 
 /// Arguments of `agentctl approvals`.
 #[derive(Debug, clap::Args)]

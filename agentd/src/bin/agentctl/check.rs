@@ -3,7 +3,8 @@
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::gateway::ToolCallRequest;
 
 /// Exit code for a denial.

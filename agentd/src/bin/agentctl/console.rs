@@ -4,7 +4,8 @@
 //! for a short time; both are audited.
 use hyper::Method;
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::console::{Confirmation, LoginLink};
 
 /// Arguments of `agentctl console`.

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use crate::SocketArg;
 use agentd::agents::AgentView;
-use agentd::api::client::{blocking, SocketArg};
+use agentd::api::client::blocking;
 use agentd::api::server::OperatorList;
 use agentd::audit::{kernel_row, store, RecordKind};
 use agentd::explain::{explain, Context};

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use agentd::api::client::{Client, ClientError, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::{Client, ClientError};
 use agentd::protocol::reason;
 use agentd::runtime::{self, Runtime, RuntimeCallRequest, Verdict, MAX_HOOK_INPUT};
 

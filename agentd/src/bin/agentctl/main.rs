@@ -1,6 +1,8 @@
 //! `agentctl`: the operator's and administrator's command line. One module
 //! per subcommand; this file only dispatches. It is its own module tree, so
 //! the root daemon does not link it.
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 mod agent;
@@ -67,6 +69,24 @@ enum Command {
     Suspend(suspend::SuspendArgs),
     /// Lift a suspension.
     Resume(suspend::ResumeArgs),
+}
+
+/// Where `agentctl` finds the daemon: `--socket`, else `$AGENTD_SOCKET`,
+/// else the default from agentd.toml's defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SocketArg {
+    /// Unix socket of the agentd API.
+    #[arg(long, env = "AGENTD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    /// The socket path to use.
+    pub fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| agentd::config::Config::default().socket_path)
+    }
 }
 
 fn main() -> anyhow::Result<()> {

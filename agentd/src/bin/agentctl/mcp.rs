@@ -7,8 +7,8 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 
+use crate::SocketArg;
 use agentd::api::client::blocking;
-use agentd::api::SocketArg;
 use agentd::mcp::{self, OpenRequest};
 use anyhow::{bail, Context as _};
 use axum::http::Method;

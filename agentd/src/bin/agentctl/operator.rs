@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use hyper::Method;
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::api::server::{AddOperator, OperatorList, OperatorWithKey};
 use agentd::gateway::OperatorInfo;
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use hyper::Method;
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::api::server::PolicySource;
 use agentd::gateway::{Gateway, PolicyInfo};
 

@@ -6,8 +6,9 @@ use anyhow::Context;
 
 use hyper::Method;
 
+use crate::SocketArg;
 use agentd::agents::InboxEntry;
-use agentd::api::client::{blocking, ClientError, SocketArg};
+use agentd::api::client::{blocking, ClientError};
 use agentd::gateway::{unix_now, Trust};
 use agentd::protocol::message::random_nonce;
 use agentd::protocol::SignedMessage;

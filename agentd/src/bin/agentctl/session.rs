@@ -3,7 +3,8 @@
 //! its operator; release ends it at once.
 use hyper::Method;
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::api::server::{SessionList, SessionRelease};
 
 /// Arguments of `agentctl session`.

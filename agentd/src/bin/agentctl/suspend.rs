@@ -5,7 +5,8 @@
 //! (across daemon restarts).
 use hyper::Method;
 
-use agentd::api::client::{blocking, SocketArg};
+use crate::SocketArg;
+use agentd::api::client::blocking;
 use agentd::api::suspend_routes::{ResumeAnswer, ResumeRequest, SuspendRequest, SuspensionList};
 use agentd::gateway::{SuspendOutcome, Suspension};
 
