@@ -83,7 +83,11 @@ pub fn run() -> Report {
     probes.push(probe_seccomp_sync_wakeup());
     probes.push(probe_landlock());
     probes.push(probe_io_uring());
-    let (backend, reason, limitations) = choose(&probes);
+    let Choice {
+        backend,
+        reason,
+        limitations,
+    } = choose(&probes);
     Report {
         kernel,
         probes,
@@ -104,19 +108,30 @@ fn agent_user() -> String {
         .agent_user
 }
 
+/// The backend the probes allow, why, and what it cannot cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The backend agentd would run.
+    pub backend: Backend,
+    /// Why that one.
+    pub reason: String,
+    /// What it cannot cover on this kernel.
+    pub limitations: Vec<String>,
+}
+
 /// Picks the backend from probe results (pure, so it is unit-tested).
-pub fn choose(probes: &[Probe]) -> (Backend, String, Vec<String>) {
+pub fn choose(probes: &[Probe]) -> Choice {
     let ok = |name: &str| probes.iter().any(|p| p.name == name && p.ok);
     if ok("bpf_lsm_active") && ok("lsm_program") && ok("tp_btf_program") {
         let mut limits = vec![];
         if !ok("cgroup_sock_addr") {
             limits.push("connect destinations are checked by socket_connect only".into());
         }
-        return (
-            Backend::Lsm,
-            "BPF LSM programs load and attach on this kernel".into(),
-            limits,
-        );
+        return Choice {
+            backend: Backend::Lsm,
+            reason: "BPF LSM programs load and attach on this kernel".into(),
+            limitations: limits,
+        };
     }
     if ok("seccomp_user_notif") && ok("tp_btf_program") && ok("cgroup_sock_addr") {
         let why = if !ok("bpf_lsm_active") {
@@ -129,23 +144,23 @@ pub fn choose(probes: &[Probe]) -> (Backend, String, Vec<String>) {
                 .unwrap_or_default();
             format!("BPF LSM programs do not load ({errno})")
         };
-        return (
-            Backend::Seccomp,
-            format!("{why}; seccomp user notification, tp_btf and cgroup sock_addr work"),
-            vec![
+        return Choice {
+            backend: Backend::Seccomp,
+            reason: format!("{why}; seccomp user notification, tp_btf and cgroup sock_addr work"),
+            limitations: vec![
                 "file access through fds the agent already holds before a call (read/write on an open fd is not re-checked)".into(),
                 "destructive path operations (unlink, rename, link, symlink, truncate) are not notified; write scopes gate the opens that precede them".into(),
                 "signals to agentd are prevented by running agents as another user, not by a hook".into(),
                 "io_uring is refused outright rather than checked per operation".into(),
             ],
-        );
+        };
     }
-    (
-        Backend::None,
-        "neither BPF LSM nor seccomp user notification with tp_btf and cgroup sock_addr is usable"
+    Choice {
+        backend: Backend::None,
+        reason: "neither BPF LSM nor seccomp user notification with tp_btf and cgroup sock_addr is usable"
             .into(),
-        vec!["agentd cannot enforce on this kernel".into()],
-    )
+        limitations: vec!["agentd cannot enforce on this kernel".into()],
+    }
 }
 
 fn probe(name: &'static str, result: Result<String, String>) -> Probe {
@@ -366,13 +381,16 @@ mod tests {
             p("cgroup_sock_addr", true),
             p("seccomp_user_notif", true),
         ];
-        assert_eq!(choose(&probes).0, Backend::Seccomp);
+        assert_eq!(choose(&probes).backend, Backend::Seccomp);
         probes[1].ok = true;
-        assert_eq!(choose(&probes).0, Backend::Lsm);
+        assert_eq!(choose(&probes).backend, Backend::Lsm);
     }
 
     #[test]
     fn nothing_usable_means_none() {
-        assert_eq!(choose(&[p("seccomp_user_notif", false)]).0, Backend::None);
+        assert_eq!(
+            choose(&[p("seccomp_user_notif", false)]).backend,
+            Backend::None
+        );
     }
 }

@@ -8,11 +8,14 @@ use crate::{
     config::{BackendChoice, Config},
     doctor,
     enforce::{
+        backend::{decide_backend, BackendChoiceError},
         bpf_state::Instance,
         control::AdminRule,
         events,
         fdstore::{self, StoredFd},
-        launch, AuditSink, Backend, EnforceSlot, Enforcer,
+        launch,
+        slot::StartError,
+        AuditSink, Backend, EnforceSlot, Enforcer,
     },
     protocol::reason,
 };
@@ -22,46 +25,11 @@ pub fn enforce_socket(config: &Config) -> PathBuf {
     config.socket_path.with_file_name("enforce.sock")
 }
 
-/// Why no backend can run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendChoiceError {
-    /// The probes found no usable backend.
-    #[error("{reason}")]
-    NoneUsable {
-        /// What `agentd doctor` found.
-        reason: String,
-    },
-    /// lsm was configured, but BPF LSM cannot run here.
-    #[error("backend = \"lsm\" configured, but {reason}")]
-    LsmUnavailable {
-        /// What `agentd doctor` found.
-        reason: String,
-    },
-}
-
 /// The backend to run: probed, and a configured choice the kernel cannot
 /// honour is refused rather than silently downgraded.
 pub fn choose_backend(choice: BackendChoice) -> Result<Backend, BackendChoiceError> {
     let report = doctor::run();
     decide_backend(choice, report.backend, report.reason)
-}
-
-/// [`choose_backend`] given the probed backend and why (pure).
-fn decide_backend(
-    choice: BackendChoice,
-    probed: Backend,
-    reason: String,
-) -> Result<Backend, BackendChoiceError> {
-    match (choice, probed) {
-        (BackendChoice::Auto | BackendChoice::Seccomp, Backend::None) => {
-            Err(BackendChoiceError::NoneUsable { reason })
-        }
-        (BackendChoice::Auto, b) => Ok(b),
-        (BackendChoice::Lsm, Backend::Lsm) => Ok(Backend::Lsm),
-        (BackendChoice::Lsm, _) => Err(BackendChoiceError::LsmUnavailable { reason }),
-        // seccomp works wherever lsm does (both need tp_btf and cgroup BPF).
-        (BackendChoice::Seccomp, _) => Ok(Backend::Seccomp),
-    }
 }
 
 /// Starts enforcement for the daemon in the background. Never fails the
@@ -82,15 +50,14 @@ pub fn start(
         // Stored listeners nobody will supervise must leave the store, or
         // their agents' syscalls would wait for ever instead of failing.
         let names: Vec<String> = stored.iter().map(|s| s.name.clone()).collect();
-        let started = choose_backend(config.backend).map_err(|e| e.to_string()).and_then(|backend| {
-            Enforcer::start_with_stored(
+        let started = choose_backend(config.backend).map_err(StartError::from).and_then(|backend| {
+            Ok(Enforcer::start_with_stored(
                 backend,
                 &config.state_dir,
                 std::sync::Arc::new(audit.clone()),
                 events::AUDIT_QUEUE,
                 stored,
-            )
-            .map_err(|e| e.to_string())
+            )?)
         });
         if started.is_err() {
             for name in &names {
@@ -116,45 +83,15 @@ pub fn start(
                     Err(err) => tracing::error!(error = %err, socket = %sock.display(), "enforcement socket unavailable: agents cannot be launched"),
                 }
             }
-            Err(message) => {
-                tracing::error!(error = %message, "enforcement unavailable: allowed calls with grants will be denied");
-                let _ = AuditSink::append_lifecycle(&audit, "enforcer_unavailable", message, reason::ENFORCEMENT_UNAVAILABLE);
+            Err(e) => {
+                tracing::error!(error = %e, "enforcement unavailable: allowed calls with grants will be denied");
+                let _ = AuditSink::append_lifecycle(&audit, "enforcer_unavailable", &e.to_string(), reason::ENFORCEMENT_UNAVAILABLE);
             }
         }
         filled.fill(started);
     });
     if let Err(e) = spawned {
-        slot.fill(Err(format!("cannot start the enforcement thread: {e}")));
+        slot.fill(Err(StartError::Thread(e)));
     }
     slot
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_configured_backend_the_kernel_lacks_is_refused_not_downgraded() {
-        let why = || "BPF LSM programs do not load".to_string();
-        assert_eq!(
-            decide_backend(BackendChoice::Auto, Backend::Seccomp, why()),
-            Ok(Backend::Seccomp)
-        );
-        assert_eq!(
-            decide_backend(BackendChoice::Seccomp, Backend::Lsm, why()),
-            Ok(Backend::Seccomp)
-        );
-        let lsm = decide_backend(BackendChoice::Lsm, Backend::Seccomp, why()).unwrap_err();
-        assert_eq!(
-            lsm.to_string(),
-            "backend = \"lsm\" configured, but BPF LSM programs do not load"
-        );
-        for choice in [
-            BackendChoice::Auto,
-            BackendChoice::Seccomp,
-            BackendChoice::Lsm,
-        ] {
-            assert!(decide_backend(choice, Backend::None, why()).is_err());
-        }
-    }
 }

@@ -1,7 +1,23 @@
 //! [`EnforceSlot`]: the enforcer as the daemon holds it while it starts.
 use std::sync::{Arc, OnceLock};
 
-use super::Enforcer;
+use super::backend::BackendChoiceError;
+use super::{EnforceError, Enforcer};
+
+/// Why the daemon's enforcer did not start (the slot keeps it, and every
+/// refusal for want of enforcement quotes it).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No backend can run, or not the configured one.
+    #[error(transparent)]
+    Backend(#[from] BackendChoiceError),
+    /// The enforcer failed to start on the chosen backend.
+    #[error(transparent)]
+    Enforcer(#[from] EnforceError),
+    /// The start-up thread could not be spawned.
+    #[error("cannot start the enforcement thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// Enforcement as the daemon holds it: filled in by a background thread
 /// (probing and loading BPF takes seconds), so the API serves at once;
@@ -10,7 +26,7 @@ use super::Enforcer;
 #[derive(Clone, Default)]
 pub struct EnforceSlot {
     /// The enforcer, or why it could not start; empty while starting.
-    enforcer: Arc<OnceLock<Result<Enforcer, String>>>,
+    enforcer: Arc<OnceLock<Result<Enforcer, StartError>>>,
     /// The instance's cgroup slice, for telling agent processes apart before
     /// the enforcer is up.
     slice: Arc<String>,
@@ -26,7 +42,7 @@ impl EnforceSlot {
     }
 
     /// Records the outcome of start-up (only the first call counts).
-    pub fn fill(&self, started: Result<Enforcer, String>) {
+    pub fn fill(&self, started: Result<Enforcer, StartError>) {
         let _ = self.enforcer.set(started);
     }
 
@@ -44,7 +60,7 @@ impl EnforceSlot {
     pub fn unavailable_reason(&self) -> String {
         match self.enforcer.get() {
             None => "enforcement is still starting".into(),
-            Some(Err(e)) => e.clone(),
+            Some(Err(e)) => e.to_string(),
             Some(Ok(_)) => String::new(),
         }
     }
