@@ -341,7 +341,6 @@ fn handle(
     bindings: &BindingsMap,
     expect: &mut ExecExpectMap,
 ) -> (Answer, Option<Decided>) {
-    let tid = n.pid;
     if let Some(answered) = guarded::decide(sup, listener, n) {
         return answered;
     }
@@ -358,6 +357,19 @@ fn handle(
             bindings.get(&tgid, 0).ok().map(|b| b.call_id)
         });
     }
+    exec_or_open(sup, listener, n, bindings, expect)
+}
+
+/// An execve/execveat or open/openat/openat2/creat notification: its path
+/// read from the tracee, then decided by `exec` or `open`.
+fn exec_or_open(
+    sup: &Supervisor,
+    listener: &OwnedFd,
+    n: &libc::seccomp_notif,
+    bindings: &BindingsMap,
+    expect: &mut ExecExpectMap,
+) -> (Answer, Option<Decided>) {
+    let tid = n.pid;
     let call = match decode(tid, &n.data) {
         Ok(c) => c,
         Err(e) => return (Answer::Errno(e.raw_os_error().unwrap_or(libc::EPERM)), None),

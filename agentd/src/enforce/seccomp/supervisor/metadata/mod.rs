@@ -36,7 +36,7 @@ mod decode;
 pub(super) mod operand;
 pub(super) mod perform;
 
-use args::copy_args;
+use args::{copy_args, Copied};
 use decode::{decode, Op};
 pub use decode::{handles, SYSCALLS, UNSUPPORTED};
 use operand::{resolve_entry, resolve_object, Entry, Object};
@@ -78,16 +78,80 @@ pub(super) fn handle(
         return fail(libc::ESRCH);
     }
     let bound = bound(tgid);
-    let p = |i: usize| copied.paths.get(i).map(Vec::as_slice).unwrap_or_default();
     // Resolve every operand first (errors such as ENOENT answer as the
     // kernel would, without a row), then decide, then act.
-    enum Resolved {
-        E(Entry),
-        O(Object),
-        OE(Object, Entry),
-        EE(Entry, Entry),
+    let resolved = match resolve_operands(tid, tgid, &op, &copied) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let Some((decided, audit_only)) = decide(sup, tgid, bound, &op, &resolved.reals()) else {
+        return fail(libc::EPERM);
+    };
+    if !decided.allowed && !audit_only {
+        return (Answer::Errno(libc::EPERM), Some(decided));
     }
-    let resolved = match &op {
+    if matches!(op, Op::Mkdir(..) | Op::Mknod(..)) {
+        adopt_umask(tid);
+    }
+    let result = perform(&op, &resolved.operands(), &copied);
+    let answer = match result {
+        Ok(()) => Answer::Value(0),
+        Err(e) => Answer::Errno(errno_of(&e)),
+    };
+    (answer, Some(decided))
+}
+
+/// The resolved operands of one operation, by kind.
+enum Resolved {
+    E(Entry),
+    O(Object),
+    OE(Object, Entry),
+    EE(Entry, Entry),
+}
+
+impl Resolved {
+    /// The real paths decided on, in the operation's order.
+    fn reals(&self) -> Vec<&Path> {
+        match self {
+            Resolved::E(e) => vec![&e.real],
+            Resolved::O(o) => vec![&o.real],
+            Resolved::OE(o, e) => vec![&o.real, &e.real],
+            Resolved::EE(a, b) => vec![&a.real, &b.real],
+        }
+    }
+
+    /// The handles `perform` acts on.
+    fn operands(&self) -> Operands<'_> {
+        match self {
+            Resolved::E(e) => Operands {
+                entry: Some(e),
+                object: None,
+                second: None,
+            },
+            Resolved::O(o) => Operands {
+                entry: None,
+                object: Some(o),
+                second: None,
+            },
+            Resolved::OE(o, e) => Operands {
+                entry: Some(e),
+                object: Some(o),
+                second: None,
+            },
+            Resolved::EE(a, b) => Operands {
+                entry: Some(a),
+                object: None,
+                second: Some(b),
+            },
+        }
+    }
+}
+
+/// Resolves each operand of `op` as the tracee would (an errno where the
+/// kernel would fail the syscall).
+fn resolve_operands(tid: u32, tgid: u32, op: &Op, copied: &Copied) -> Result<Resolved, i32> {
+    let p = |i: usize| copied.paths.get(i).map(Vec::as_slice).unwrap_or_default();
+    match op {
         Op::Unlink(e, _) | Op::Mkdir(e, _) | Op::Mknod(e, ..) | Op::Symlink(_, e) => {
             resolve_entry(tid, tgid, e.dirfd, p(0)).map(Resolved::E)
         }
@@ -101,7 +165,7 @@ pub(super) fn handle(
             if o.empty && p(0).is_empty() {
                 // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which
                 // agents never have: the kernel's answer is ENOENT.
-                return fail(libc::ENOENT);
+                return Err(libc::ENOENT);
             }
             resolve_object(tid, tgid, o, p(0)).and_then(|src| {
                 resolve_entry(tid, tgid, e.dirfd, p(1)).map(|dst| Resolved::OE(src, dst))
@@ -110,19 +174,20 @@ pub(super) fn handle(
         Op::Rename(a, b, _) => resolve_entry(tid, tgid, a.dirfd, p(0)).and_then(|src| {
             resolve_entry(tid, tgid, b.dirfd, p(1)).map(|dst| Resolved::EE(src, dst))
         }),
-    };
-    let resolved = match resolved {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let reals: Vec<&Path> = match &resolved {
-        Resolved::E(e) => vec![&e.real],
-        Resolved::O(o) => vec![&o.real],
-        Resolved::OE(o, e) => vec![&o.real, &e.real],
-        Resolved::EE(a, b) => vec![&a.real, &b.real],
-    };
-    // Every operand needs a write scope. The row names them all; its
-    // verdict is the first refusal, else a grant's allow, else the baseline's.
+    }
+}
+
+/// Every operand needs a write scope. The row names them all; its verdict
+/// is the first refusal, else a grant's allow, else the baseline's. Also
+/// says whether the agent is in audit-only mode; None when there is no
+/// operand.
+fn decide(
+    sup: &Supervisor,
+    tgid: u32,
+    bound: Option<u64>,
+    op: &Op,
+    reals: &[&Path],
+) -> Option<(Decided, bool)> {
     let now = now_boot_ns();
     let target = reals
         .iter()
@@ -131,7 +196,7 @@ pub(super) fn handle(
         .join(" -> ");
     let mut decided: Option<Decided> = None;
     let mut audit_only = false;
-    for real in &reals {
+    for real in reals {
         let Verdicts {
             allowed,
             reason,
@@ -156,44 +221,5 @@ pub(super) fn handle(
             });
         }
     }
-    let Some(decided) = decided else {
-        return fail(libc::EPERM);
-    };
-    if !decided.allowed && !audit_only {
-        return (Answer::Errno(libc::EPERM), Some(decided));
-    }
-    if matches!(op, Op::Mkdir(..) | Op::Mknod(..)) {
-        adopt_umask(tid);
-    }
-    let result = perform(&op, &resolved_refs(&resolved), &copied);
-    let answer = match result {
-        Ok(()) => Answer::Value(0),
-        Err(e) => Answer::Errno(errno_of(&e)),
-    };
-    return (answer, Some(decided));
-
-    fn resolved_refs(r: &Resolved) -> Operands<'_> {
-        match r {
-            Resolved::E(e) => Operands {
-                entry: Some(e),
-                object: None,
-                second: None,
-            },
-            Resolved::O(o) => Operands {
-                entry: None,
-                object: Some(o),
-                second: None,
-            },
-            Resolved::OE(o, e) => Operands {
-                entry: Some(e),
-                object: Some(o),
-                second: None,
-            },
-            Resolved::EE(a, b) => Operands {
-                entry: Some(a),
-                object: None,
-                second: Some(b),
-            },
-        }
-    }
+    decided.map(|d| (d, audit_only))
 }

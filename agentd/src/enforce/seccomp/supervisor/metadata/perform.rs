@@ -34,23 +34,31 @@ pub(super) fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Performs `op` on its resolved operands with the tracee's copied arguments.
 pub(super) fn perform(op: &Op, o: &Operands<'_>, c: &Copied) -> io::Result<()> {
+    match op {
+        Op::Unlink(..)
+        | Op::Mkdir(..)
+        | Op::Mknod(..)
+        | Op::Symlink(..)
+        | Op::Link(..)
+        | Op::Rename(..) => perform_naming(op, o, c),
+        Op::Truncate(..)
+        | Op::Chmod(..)
+        | Op::Chown(..)
+        | Op::Utimes(..)
+        | Op::SetXattr(..)
+        | Op::RemoveXattr(..) => perform_on_object(op, o, c),
+    }
+}
+
+/// The operations that add, remove or change names in a directory.
+fn perform_naming(op: &Op, o: &Operands<'_>, c: &Copied) -> io::Result<()> {
     let missing = || io::Error::from_raw_os_error(libc::EINVAL);
     let ent = || o.entry.ok_or_else(missing);
     let obj = || o.object.ok_or_else(missing);
     // SAFETY (all blocks below): syscalls on handles and C strings we own.
     match *op {
-        Op::Truncate(_, len) => {
-            let h = obj()?;
-            let st = resolve::fstat(&h.handle)?;
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFREG => {}
-                libc::S_IFDIR => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
-                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-            }
-            let f = resolve::reopen(&h.handle, libc::O_WRONLY | libc::O_NONBLOCK)?;
-            check(unsafe { libc::ftruncate(f.as_raw_fd(), len) })
-        }
         Op::Unlink(_, flags) => {
             let e = ent()?;
             check(unsafe {
@@ -112,6 +120,27 @@ pub(super) fn perform(op: &Op, o: &Operands<'_>, c: &Copied) -> io::Result<()> {
                 ) as libc::c_int
             })
         }
+        _ => Err(missing()),
+    }
+}
+
+/// The operations that change an object's contents or attributes.
+fn perform_on_object(op: &Op, o: &Operands<'_>, c: &Copied) -> io::Result<()> {
+    let missing = || io::Error::from_raw_os_error(libc::EINVAL);
+    let obj = || o.object.ok_or_else(missing);
+    // SAFETY (all blocks below): syscalls on handles and C strings we own.
+    match *op {
+        Op::Truncate(_, len) => {
+            let h = obj()?;
+            let st = resolve::fstat(&h.handle)?;
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFREG => {}
+                libc::S_IFDIR => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+            let f = resolve::reopen(&h.handle, libc::O_WRONLY | libc::O_NONBLOCK)?;
+            check(unsafe { libc::ftruncate(f.as_raw_fd(), len) })
+        }
         Op::Chmod(_, mode) => {
             let h = obj()?;
             let p = via(&h.handle);
@@ -161,5 +190,6 @@ pub(super) fn perform(op: &Op, o: &Operands<'_>, c: &Copied) -> io::Result<()> {
             let name = c.xattr_name.as_ref().ok_or_else(missing)?;
             check(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) })
         }
+        _ => Err(missing()),
     }
 }

@@ -26,6 +26,7 @@
 //!
 //! Other families (netlink route) run untouched.
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::path::PathBuf;
 
 use super::{
     metadata::{operand::resolve_entry, perform::adopt_umask},
@@ -351,34 +352,10 @@ fn connect_path(
     now: u64,
     as_agent: &AsAgent<'_>,
 ) -> (Answer, Option<Decided>) {
-    let path = resolve::rewrite_proc_self(path, req.tgid, req.tid);
-    let base = match resolve::base(req.tid, resolve::AT_FDCWD, &path, 0) {
-        Ok(b) => b,
-        Err(e) => return fail(errno(&e)),
+    let (handle, real, dev, ino) = match socket_file(req, path) {
+        Ok(found) => found,
+        Err(e) => return fail(e),
     };
-    let handle = match resolve::openat2(
-        base.fd.as_raw_fd(),
-        &path,
-        (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        0,
-        base.resolve,
-    ) {
-        Ok(h) => h,
-        Err(e) => return fail(errno(&e)),
-    };
-    let st = match resolve::fstat(&handle) {
-        Ok(st) => st,
-        Err(e) => return fail(errno(&e)),
-    };
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        // What the kernel answers for a file that is not a socket.
-        return fail(libc::ECONNREFUSED);
-    }
-    let real = match resolve::real_path(&handle) {
-        Ok(p) => p,
-        Err(e) => return fail(errno(&e)),
-    };
-    let (dev, ino) = (st.st_dev, st.st_ino);
     let own = own_socket(dev, ino);
     let (decided, audit_only) = if own {
         (
@@ -411,22 +388,7 @@ fn connect_path(
     }
     // agentd's own servers learn which agent process this connection is for.
     let name = if own {
-        let named = deputy::local_name(req.sock.as_raw_fd()).or_else(|| {
-            let family = (libc::AF_UNIX as u16).to_ne_bytes();
-            as_agent(&|| perform::bind(&req.sock, &family));
-            deputy::local_name(req.sock.as_raw_fd())
-        });
-        if let Some(n) = &named {
-            deputy::register(
-                n.clone(),
-                DeputyPeer {
-                    pid: req.tgid,
-                    uid: sup.creds.uid,
-                    gid: sup.creds.gid,
-                },
-            );
-        }
-        named
+        register_deputy_peer(sup, req, as_agent)
     } else {
         None
     };
@@ -435,4 +397,53 @@ fn connect_path(
         deputy::forget(n);
     }
     (r, Some(decided))
+}
+
+/// The socket file `path` names for the tracee: an O_PATH handle on it,
+/// its real path, device and inode; the kernel's errno where it would fail
+/// (`ECONNREFUSED` for a file that is not a socket).
+fn socket_file(req: &Request, path: &[u8]) -> Result<(OwnedFd, PathBuf, u64, u64), i32> {
+    let path = resolve::rewrite_proc_self(path, req.tgid, req.tid);
+    let base = resolve::base(req.tid, resolve::AT_FDCWD, &path, 0).map_err(|e| errno(&e))?;
+    let handle = resolve::openat2(
+        base.fd.as_raw_fd(),
+        &path,
+        (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        0,
+        base.resolve,
+    )
+    .map_err(|e| errno(&e))?;
+    let st = resolve::fstat(&handle).map_err(|e| errno(&e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        // What the kernel answers for a file that is not a socket.
+        return Err(libc::ECONNREFUSED);
+    }
+    let real = resolve::real_path(&handle).map_err(|e| errno(&e))?;
+    Ok((handle, real, st.st_dev, st.st_ino))
+}
+
+/// Names the agent's socket (binding it to an autobind name if it has
+/// none) and tells agentd's own servers which agent process will connect
+/// from that name; the name, if there is one.
+fn register_deputy_peer(
+    sup: &Supervisor,
+    req: &Request,
+    as_agent: &AsAgent<'_>,
+) -> Option<Vec<u8>> {
+    let named = deputy::local_name(req.sock.as_raw_fd()).or_else(|| {
+        let family = (libc::AF_UNIX as u16).to_ne_bytes();
+        as_agent(&|| perform::bind(&req.sock, &family));
+        deputy::local_name(req.sock.as_raw_fd())
+    });
+    if let Some(n) = &named {
+        deputy::register(
+            n.clone(),
+            DeputyPeer {
+                pid: req.tgid,
+                uid: sup.creds.uid,
+                gid: sup.creds.gid,
+            },
+        );
+    }
+    named
 }
