@@ -524,7 +524,19 @@ impl Config {
         Ok(())
     }
 
+    /// Every section's checks, in the order their errors are reported.
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate_listeners(path)?;
+        self.validate_approvals(path)?;
+        self.validate_gateway(path)?;
+        self.validate_mcp(path)?;
+        self.validate_console(path)?;
+        self.validate_metrics(path)
+    }
+
+    /// The state directory, the API socket, TLS material and the TCP
+    /// listener (plain HTTP only on loopback, and only when asked for).
+    fn validate_listeners(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| ConfigError::Invalid {
             path: path.to_owned(),
             key,
@@ -583,7 +595,16 @@ impl Config {
             }
             None => {}
         }
-        self.validate_approvals(path)?;
+        Ok(())
+    }
+
+    /// `[gateway]` bounds and `[audit]` checkpoints.
+    fn validate_gateway(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
         let g = &self.gateway;
         if g.timestamp_window_secs == 0 || g.timestamp_window_secs > 3600 {
             return Err(invalid("gateway.timestamp_window_secs", "must be 1..=3600"));
@@ -624,9 +645,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        self.validate_mcp(path)?;
-        self.validate_console(path)?;
-        self.validate_metrics(path)
+        Ok(())
     }
 
     fn validate_metrics(&self, path: &Path) -> Result<(), ConfigError> {

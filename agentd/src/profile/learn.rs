@@ -173,10 +173,22 @@ pub fn protected_paths(input: &LearnInput<'_>) -> Vec<PathBuf> {
 
 /// Reads the rows and proposes the entries.
 pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
-    let mut seen = Seen::default();
     let mut p = Proposal::default();
     let empty = GrantSpec::default();
     let base = input.baseline.unwrap_or(&empty);
+    let seen = collect(rows, input, &mut p);
+    propose_execs(&seen, base, &mut p);
+    let writes = propose_writes(&seen, base, input, &mut p);
+    propose_reads(&seen, base, &writes, &mut p);
+    propose_connects(&seen, base, &mut p);
+    p
+}
+
+/// The agent's refused (or would-be refused) kernel rows after `since`
+/// that a profile could lift, counted by what they touched; `p` counts
+/// the rows and keeps the last seq.
+fn collect(rows: &[Record], input: &LearnInput<'_>, p: &mut Proposal) -> Seen {
+    let mut seen = Seen::default();
     for r in rows {
         if r.seq <= input.since || r.event.kind != RecordKind::Kernel {
             continue;
@@ -214,6 +226,11 @@ pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
             _ => {}
         }
     }
+    seen
+}
+
+/// Executables run that the baseline does not name.
+fn propose_execs(seen: &Seen, base: &GrantSpec, p: &mut Proposal) {
     for (e, n) in &seen.exec {
         if base.exec.iter().any(|b| b.as_os_str() == e.as_str()) {
             continue;
@@ -224,6 +241,15 @@ pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
             comment: format!("executed {n}×"),
         });
     }
+}
+
+/// Write scopes; returns them, as reads they cover need no entry.
+fn propose_writes(
+    seen: &Seen,
+    base: &GrantSpec,
+    input: &LearnInput<'_>,
+    p: &mut Proposal,
+) -> Vec<PathBuf> {
     let protected = protected_paths(input);
     // Writes: by directory, unless the directory holds (or is inside) a
     // protected path; then only the files written, never a protected one.
@@ -259,10 +285,14 @@ pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
             comment: describe("wrote", files),
         });
     }
-    // Reads: by directory, minus what the baseline or a proposed write covers.
+    writes
+}
+
+/// Read scopes, by directory, minus what the baseline or a proposed write covers.
+fn propose_reads(seen: &Seen, base: &GrantSpec, writes: &[PathBuf], p: &mut Proposal) {
     let mut read_scopes: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for f in seen.read.keys() {
-        if covered(f, &base.read) || covered(f, &base.write) || covered(f, &writes) {
+        if covered(f, &base.read) || covered(f, &base.write) || covered(f, writes) {
             continue;
         }
         let dir = match f.parent() {
@@ -288,6 +318,10 @@ pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
             comment: describe("read", files),
         });
     }
+}
+
+/// Destinations connected to that the baseline does not cover.
+fn propose_connects(seen: &Seen, base: &GrantSpec, p: &mut Proposal) {
     for (c, (target, n)) in &seen.connect {
         if connect_covered(c, &base.connect) {
             continue;
@@ -299,7 +333,6 @@ pub fn learn(rows: &[Record], input: &LearnInput<'_>) -> Proposal {
             comment: format!("connected to {target}{what} {n}×"),
         });
     }
-    p
 }
 
 fn describe(verb: &str, files: &[PathBuf]) -> String {
