@@ -89,7 +89,7 @@ fn main() {
 
     let echo_sock = dir.path().join("echo.sock");
     let mut echo = spawn_echo(&echo_sock);
-    let (daemon, id) = spawn_daemon(dir.path(), &policy);
+    let (daemon, id) = spawn_daemon(dir.path(), &policy, "normal");
     let mut daemon = daemon;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -154,14 +154,37 @@ fn main() {
         (e, g, gd)
     });
 
+    // The render worker's backlog right after the allow load: receipts are
+    // sealed with their rows; rendering catches up later (nice 10).
+    let backlog = receipt_backlog(&dir.path().join("state"));
+    stop(&mut daemon);
+    // The same allow load with audit.durability = "full" (fsync per commit).
+    let full_dir = dir.path().join("full");
+    std::fs::create_dir_all(&full_dir).unwrap();
+    let (mut full_daemon, full_id) = spawn_daemon(&full_dir, &policy, "full");
+    let full_body = serde_json::to_vec(&json!({"active_message_id": full_id, "action": "read_chart", "arguments": {"path": "/srv/charts/p-0042.json"}})).unwrap();
+    let (gw1_full, gw8_full) = rt.block_on(async {
+        let g1 = single_client(
+            &full_dir.join("agentd.sock"),
+            "/v1/tool-calls",
+            &full_body,
+            n / 4,
+            Method::POST,
+        )
+        .await;
+        let g8 = load(
+            &full_dir.join("agentd.sock"),
+            "/v1/tool-calls",
+            &full_body,
+            secs,
+        )
+        .await;
+        (g1, g8)
+    });
+    stop(&mut full_daemon);
     let _ = echo.kill();
     let _ = echo.wait();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = daemon.wait();
+    let render = render_rate(if quick { 5 } else { 50 });
 
     println!(
         "{:<58} {:>10} {:>10} {:>10}",
@@ -209,6 +232,24 @@ fn main() {
         "{:<58} {:>14.0} {:>10.1}",
         "agentd tool-call denials (decision + durable audit row)", gwd8.0, gwd8.1
     );
+    println!(
+        "{:<58} {:>14.0} {:>10.1}",
+        "  the same allows with audit.durability = full", gw8_full.0, gw8_full.1
+    );
+    println!(
+        "{:<58} {:>10.1} {:>10.1} {:>10.1}",
+        "  allow, 1 client, durability = full (p50/p99/mean µs)",
+        gw1_full.p50,
+        gw1_full.p99,
+        gw1_full.mean
+    );
+    println!();
+    println!(
+        "receipt cards: {render:.0} rendered/s per core (in process, 256 px); the 8-client allow rate needs {:.1} cores of rendering; backlog after the allow load: {} pending, {} done (sealed with their rows; the worker, nice 10, renders them after)",
+        gw8.0 / render.max(f64::MIN_POSITIVE),
+        backlog.0,
+        backlog.1
+    );
     println!();
     let decision = &inproc[0].1;
     println!("targets (allowed calls, all hooks): in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ 50000: {})",
@@ -216,6 +257,51 @@ fn main() {
     println!("denied calls (gateway + audit only): socket p50 {:.2}× echo, p99 {:.0} µs, {:.0} checks/s with 8 clients",
         gwd1.p50 / echo1.p50, gwd1.p99, gwd8.0);
     println!("published figures of comparable gateways: APort hosted p50 53 ms (53000 µs); aiAuthZ in-process evaluate 6–52 µs");
+}
+
+fn stop(daemon: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+}
+
+/// (pending, done) rows of the daemon's receipt queue.
+fn receipt_backlog(state: &Path) -> (u64, u64) {
+    let db = rusqlite::Connection::open_with_flags(
+        state.join("audit.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let count = |state: &str| -> u64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM receipt_queue WHERE state = ?1",
+            [state],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    (count("pending"), count("done"))
+}
+
+/// Receipt cards rendered per second on one core (what the worker does per row).
+fn render_rate(n: u64) -> f64 {
+    let key = b"bench-operator-key-0123456789abcdef";
+    let t = Instant::now();
+    for i in 0..n {
+        let claims = agentd::receipt::ReceiptClaims {
+            seq: i + 1,
+            row_hash: format!("{:064x}", i + 1),
+            operator: "dr-chen".into(),
+            call_id: format!("{:032x}", i + 1),
+            action: "read_chart".into(),
+            timestamp: "2026-12-02T10:00:00.000000Z".into(),
+        };
+        std::hint::black_box(agentd::receipt::seal(key, &claims).unwrap());
+    }
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
 fn ok(b: bool) -> &'static str {
@@ -445,10 +531,15 @@ fn wait_socket(sock: &Path) {
 }
 
 /// Starts the real daemon, enrolls an operator and submits one message; returns the active-message id.
-fn spawn_daemon(dir: &Path, policy: &Path) -> (Child, String) {
+fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String) {
     let sock = dir.join("agentd.sock");
+    let config = dir.join("agentd.toml");
+    std::fs::write(&config, format!("[audit]\ndurability = \"{durability}\"\n")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
-        .args(["run", "--state-dir"])
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--socket")
         .arg(&sock)

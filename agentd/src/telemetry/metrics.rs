@@ -4,8 +4,8 @@
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Histogram as HistogramProto, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::audit::{AppendStats, Record, RecordKind, COMMIT_BUCKETS_US};
@@ -34,6 +34,10 @@ pub struct Snapshot {
     pub receipts_pending: u64,
     /// Receipts whose rendering failed.
     pub receipts_failed: u64,
+    /// Receipts voided (their allow was overturned after its row).
+    pub receipts_void: u64,
+    /// Receipts the worker rendered since start, and the time it spent.
+    pub receipts_rendered: crate::receipt::queue::RenderStats,
 }
 
 /// Every family agentd exports.
@@ -46,6 +50,7 @@ pub struct Metrics {
     grants_live: IntGaugeVec,
     kernel: IntGaugeVec,
     receipts: IntGaugeVec,
+    receipt_worker: GaugeVec,
     audit_commits: AuditCommits,
 }
 
@@ -100,6 +105,13 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let receipt_worker = GaugeVec::new(
+            Opts::new(
+                "receipt_worker",
+                "The receipt render worker since start: receipts rendered, seconds spent rendering, receipts per second of one busy core.",
+            ),
+            &["stat"],
+        )?;
         let audit_commits = AuditCommits::new();
         for c in [
             Box::new(decisions.clone()) as Box<dyn Collector>,
@@ -109,6 +121,7 @@ impl Metrics {
             Box::new(grants_live.clone()),
             Box::new(kernel.clone()),
             Box::new(receipts.clone()),
+            Box::new(receipt_worker.clone()),
             Box::new(audit_commits.clone()),
         ] {
             registry.register(c)?;
@@ -122,6 +135,7 @@ impl Metrics {
             grants_live,
             kernel,
             receipts,
+            receipt_worker,
             audit_commits,
         })
     }
@@ -173,6 +187,17 @@ impl Metrics {
         self.receipts
             .with_label_values(&["failed"])
             .set(gauge(now.receipts_failed));
+        self.receipts
+            .with_label_values(&["void"])
+            .set(gauge(now.receipts_void));
+        let r = &now.receipts_rendered;
+        for (stat, v) in [
+            ("rendered", r.rendered as f64),
+            ("render_seconds", r.render_secs),
+            ("per_core_per_second", r.per_core_per_sec()),
+        ] {
+            self.receipt_worker.with_label_values(&[stat]).set(v);
+        }
         self.audit_commits.set(&now.audit);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
@@ -285,10 +310,16 @@ mod tests {
                 audit,
                 grants_live: vec![("claude".into(), 2)],
                 receipts_pending: 5,
+                receipts_rendered: crate::receipt::queue::RenderStats {
+                    rendered: 10,
+                    render_secs: 0.04,
+                },
                 ..Default::default()
             })
             .unwrap();
         for line in [
+            r#"agentd_receipt_worker{stat="rendered"} 10"#,
+            r#"agentd_receipt_worker{stat="per_core_per_second"} 250"#,
             r#"agentd_decisions_total{decision="deny",kind="tool_call",reason="role_not_in_allowlist"} 2"#,
             r#"agentd_decisions_total{decision="allow",kind="tool_call",reason="ok"} 1"#,
             r#"agentd_kernel_denials_total{decision="deny",hook="file_open"} 1"#,

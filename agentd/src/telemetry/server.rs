@@ -132,16 +132,22 @@ fn snapshot(s: &Sources) -> Option<Snapshot> {
         ),
         None => (None, Vec::new()),
     };
-    let (receipts_pending, receipts_failed) = s
+    let queue = s
         .receipts
         .as_ref()
         .and_then(|q| q.stats().ok())
-        .map_or((0, 0), |st| (st.pending, st.failed));
+        .unwrap_or_default();
     Some(Snapshot {
         audit: s.audit.stats(),
         grants_live,
         kernel,
-        receipts_pending,
-        receipts_failed,
+        receipts_pending: queue.pending,
+        receipts_failed: queue.failed,
+        receipts_void: queue.void,
+        receipts_rendered: s
+            .receipts
+            .as_ref()
+            .map(|q| q.render_stats())
+            .unwrap_or_default(),
     })
 }
