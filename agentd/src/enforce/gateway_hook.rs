@@ -27,11 +27,9 @@ impl AllowHook for EnforceHook {
             reason_code: reason.into(),
             message,
         };
-        // A caller outside every agent (an admin testing a policy) needs no grant.
-        if !call
-            .peer_pid
-            .is_some_and(|pid| self.slot.is_agent_process(pid))
-        {
+        // A caller outside every agent (an admin testing a policy) needs no
+        // grant; the gateway already looked (no second /proc read per call).
+        if call.agent.is_none() {
             return Ok(());
         }
         let Some(enforcer) = self.slot.get() else {
@@ -114,6 +112,7 @@ mod tests {
     use crate::grant_spec::GrantSpec;
 
     fn call<'a>(spec: Option<&'a GrantSpec>, pid: Option<u32>) -> AllowedCall<'a> {
+        // The test process is in no agent.
         AllowedCall {
             call_id: "c1",
             active_message_id: "m1",
@@ -123,6 +122,7 @@ mod tests {
             grant: spec,
             peer_pid: pid,
             peer_uid: Some(0),
+            agent: None,
             audit: None,
         }
     }

@@ -65,15 +65,6 @@ impl EnforceSlot {
         }
     }
 
-    /// Whether `pid` is a process of one of this instance's agents (known
-    /// from its cgroup even before the enforcer is up).
-    pub fn is_agent_process(&self, pid: u32) -> bool {
-        match self.get() {
-            Some(e) => e.agent_of_pid(pid).is_some(),
-            None => super::agent_cgroup::agent_name_of_pid(&self.slice, pid).is_some(),
-        }
-    }
-
     /// The agent whose cgroup (under this instance's slice) holds `pid`.
     pub fn agent_name_of_pid(&self, pid: u32) -> Option<String> {
         super::agent_cgroup::agent_name_of_pid(&self.slice, pid)

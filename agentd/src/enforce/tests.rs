@@ -392,6 +392,7 @@ fn the_gateway_hook_turns_a_kernel_failure_into_a_denial() {
         grant: Some(&grant),
         peer_pid: Some(pid),
         peer_uid: Some(1000),
+        agent: Some("mail"),
         audit: None,
     };
     rig.kernel.fail("install_grant", 1);

@@ -20,6 +20,9 @@ pub struct AllowedCall<'a> {
     pub grant: Option<&'a GrantSpec>,
     /// PID of the API caller (SO_PEERCRED), if known — the agent's runtime.
     pub peer_pid: Option<u32>,
+    /// The agent whose cgroup holds `peer_pid` (resolved once per call by
+    /// the gateway), None for a caller outside every agent.
+    pub agent: Option<&'a str>,
     /// UID of the API caller, if known.
     pub peer_uid: Option<u32>,
     /// Audit row of the allow (seq, hash, timestamp), if an audit log is attached.

@@ -413,6 +413,8 @@ impl Gateway {
             grant: d.grant.as_ref(),
             peer_pid: caller.pid,
             peer_uid: caller.uid,
+            // Rollback ends the call's grant by call id; no agent needed.
+            agent: None,
             audit: None,
         };
         for hook in hooks.iter().rev() {

@@ -261,7 +261,9 @@ impl Gateway {
                 .zip(caller.gid)
                 .map(|(uid, gid)| FsCreds { uid, gid }),
         };
-        let holder = self.holder_of(caller);
+        // Resolved once: the holder and the allow hooks both need it.
+        let agent = self.caller_agent(caller);
+        let holder = self.holder_for(agent.as_deref(), caller);
         let generation = self.suspension_generation();
         let decided = match preset {
             Some(d) => Ok(d),
@@ -300,7 +302,7 @@ impl Gateway {
             // log might not be able to account for.
             d.overturn(reason::AUDIT_STORAGE_LOW, STORAGE_LOW);
         }
-        let mut companions = self.allow_companions(&mut d, caller);
+        let mut companions = self.allow_companions(&mut d, caller, agent.as_deref());
         let committed = match &self.audit {
             None => None,
             Some(audit) => match audit
@@ -349,7 +351,7 @@ impl Gateway {
                         .await;
                 }
                 None => {
-                    self.run_allow_hooks(&mut d, req, caller, committed.as_ref())
+                    self.run_allow_hooks(&mut d, req, caller, agent.as_deref(), committed.as_ref())
                         .await;
                 }
             }
@@ -362,7 +364,12 @@ impl Gateway {
     /// The rows the allow hooks store with an allow's audit row, each with
     /// the hook's name and reason code. A hook that cannot make its row
     /// overturns the allow before anything is written.
-    fn allow_companions(&self, d: &mut Decision, caller: Caller) -> Vec<PreparedCompanion> {
+    fn allow_companions(
+        &self,
+        d: &mut Decision,
+        caller: Caller,
+        agent: Option<&str>,
+    ) -> Vec<PreparedCompanion> {
         if !d.is_allow() || self.audit.is_none() {
             return Vec::new();
         }
@@ -370,7 +377,7 @@ impl Gateway {
         let mut out = Vec::new();
         let mut failure = None;
         {
-            let call = allowed_call(d, caller, None);
+            let call = allowed_call(d, caller, agent, None);
             for hook in &hooks {
                 let made = std::panic::catch_unwind(AssertUnwindSafe(|| hook.companion(&call)))
                     .unwrap_or_else(|_| Err(panicked(hook.name())));
@@ -400,8 +407,13 @@ impl Gateway {
     /// process of an agent (whatever its uid), else `uid:N` for a non-admin
     /// user; None for admins.
     pub(super) fn holder_of(&self, caller: Caller) -> Option<String> {
-        if let Some(agent) = self.caller_agent(caller) {
-            return Some(super::ingest::agent_holder(&agent));
+        self.holder_for(self.caller_agent(caller).as_deref(), caller)
+    }
+
+    /// [`Self::holder_of`] for a caller whose agent is already known.
+    fn holder_for(&self, agent: Option<&str>, caller: Caller) -> Option<String> {
+        if let Some(agent) = agent {
+            return Some(super::ingest::agent_holder(agent));
         }
         if caller.admin {
             return None;
@@ -417,12 +429,13 @@ impl Gateway {
         d: &mut Decision,
         req: &ToolCallRequest,
         caller: Caller,
+        agent: Option<&str>,
         committed: Option<&crate::audit::Committed>,
     ) {
         let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut failure = None;
         {
-            let call = allowed_call(d, caller, committed);
+            let call = allowed_call(d, caller, agent, committed);
             for (i, hook) in hooks.iter().enumerate() {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| hook.after_allow(&call)))
                     .unwrap_or_else(|_| Err(panicked(hook.name())));
@@ -459,7 +472,7 @@ impl Gateway {
     ) {
         let voids: Vec<Box<dyn crate::audit::Companion>> = {
             let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let call = allowed_call(d, caller, committed);
+            let call = allowed_call(d, caller, None, committed);
             hooks
                 .iter()
                 .filter_map(|h| h.void_companion(&call, &e.reason_code))
@@ -480,6 +493,7 @@ impl Gateway {
 fn allowed_call<'a>(
     d: &'a Decision,
     caller: Caller,
+    agent: Option<&'a str>,
     committed: Option<&'a crate::audit::Committed>,
 ) -> AllowedCall<'a> {
     AllowedCall {
@@ -491,6 +505,7 @@ fn allowed_call<'a>(
         grant: d.grant.as_ref(),
         peer_pid: caller.pid,
         peer_uid: caller.uid,
+        agent,
         audit: committed,
     }
 }
