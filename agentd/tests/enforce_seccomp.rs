@@ -242,8 +242,9 @@ fn kernel_decisions_reach_the_audit_log() {
     audit.shutdown().unwrap();
 }
 
-/// An audit sink that commits to the real log, slowly (a busy disk).
-struct SlowLog(agentd::audit::AuditLog);
+/// An audit sink that commits to the real log, slowly (a busy disk): each
+/// batch waits `.1` first.
+struct SlowLog(agentd::audit::AuditLog, Duration);
 
 impl agentd::enforce::AuditSink for SlowLog {
     fn append_kernel(
@@ -258,7 +259,7 @@ impl agentd::enforce::AuditSink for SlowLog {
         &self,
         recs: &[agentd::enforce::KernelRecord],
     ) -> Vec<Result<(), agentd::enforce::SinkError>> {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(self.1);
         self.0.append_kernel_batch(recs)
     }
     fn append_lifecycle(
@@ -271,6 +272,79 @@ impl agentd::enforce::AuditSink for SlowLog {
     }
 }
 
+/// The kernel rows of `action` on `target` with `decision` in the log now.
+fn rows_now(db: &std::path::Path, action: &str, target: &str, decision: &str) -> usize {
+    let conn = agentd::audit::store::open_ro(db).unwrap();
+    let rows = agentd::audit::store::records_after(&conn, db, 0, 100_000).unwrap();
+    rows.iter()
+        .filter(|r| {
+            r.event.kind == agentd::audit::RecordKind::Kernel
+                && r.event.action == action
+                && r.event.target == target
+                && r.event.decision == decision
+        })
+        .count()
+}
+
+/// The supervisor answers only once the decision's row is committed: an
+/// agentd killed in between leaves the syscall waiting (the next one
+/// decides it again) instead of a decision without its row. With a log
+/// that takes half a second per commit, the refusal the agent sees is
+/// already in the log.
+#[test]
+fn a_refusal_reaches_the_agent_only_after_its_row_is_committed() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    use std::io::BufRead as _;
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let audit =
+        agentd::audit::AuditLog::open(state.path(), agentd::config::Durability::Normal).unwrap();
+    let enforcer = Enforcer::start_with_sink(
+        Backend::Seccomp,
+        state.path(),
+        std::sync::Arc::new(SlowLog(audit.clone(), Duration::from_millis(500))),
+    )
+    .expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let agent = format!("t-rowfirst-{}", std::process::id());
+    enforcer.create_agent(&agent, Mode::Enforce).unwrap();
+    // Control: the same open succeeds outside the agent.
+    assert!(std::fs::read("/etc/hostname").is_ok());
+    let script = "if true </etc/hostname; then echo opened; else echo refused; fi 2>/dev/null";
+    let mut run = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args([
+            "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agentctl run");
+    let mut lines = std::io::BufReader::new(run.stdout.take().unwrap()).lines();
+    let seen = lines.next().and_then(Result::ok).unwrap_or_default();
+    let db = agentd::audit::store::db_path(state.path());
+    let rows = rows_now(&db, "file_open", "/etc/hostname", "deny");
+    assert_eq!(
+        seen, "refused",
+        "the agent's open of /etc/hostname is refused"
+    );
+    assert_eq!(
+        rows, 1,
+        "the refusal's row is committed before the agent sees the refusal"
+    );
+    let _ = run.wait();
+    enforcer.uninstall();
+    audit.shutdown().unwrap();
+}
+
+/// A denial flood from several supervisors at once (four `agentctl run`s of
+/// one agent) against a slow log and a one-record queue: the queue is full
+/// again and again, senders wait, and no row is lost.
 #[test]
 fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
     if let Some(why) = skip_reason() {
@@ -278,8 +352,10 @@ fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
         return;
     }
     ensure_user();
-    const FLOOD: usize = 3000;
-    const QUEUE: usize = 16;
+    const RUNS: usize = 4;
+    const EACH: usize = 300;
+    const FLOOD: usize = RUNS * EACH;
+    const QUEUE: usize = 1;
     let state = tempfile::tempdir().unwrap();
     let sock = state.path().join("enforce.sock");
     let audit =
@@ -287,7 +363,7 @@ fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
     let enforcer = Enforcer::start_with_queue(
         Backend::Seccomp,
         state.path(),
-        std::sync::Arc::new(SlowLog(audit.clone())),
+        std::sync::Arc::new(SlowLog(audit.clone(), Duration::from_millis(10))),
         QUEUE,
     )
     .expect("enforcer starts");
@@ -299,47 +375,40 @@ fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
     // Control: the same open succeeds outside the agent.
     assert!(std::fs::read("/etc/hostname").is_ok());
     let script = format!(
-        "exec 2>/dev/null; i=0; ok=0; while [ $i -lt {FLOOD} ]; do if true </etc/hostname; then ok=$((ok+1)); fi; i=$((i+1)); done; echo opened=$ok"
+        "exec 2>/dev/null; i=0; ok=0; while [ $i -lt {EACH} ]; do if true </etc/hostname; then ok=$((ok+1)); fi; i=$((i+1)); done; echo opened=$ok"
     );
-    let out = Command::new(agentctl())
-        .args(["run", "--socket"])
-        .arg(&sock)
-        .args([
-            "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", &script,
-        ])
-        .output()
-        .expect("agentctl run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("opened=0"),
-        "every open must be refused: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let runs: Vec<_> = (0..RUNS)
+        .map(|_| {
+            Command::new(agentctl())
+                .args(["run", "--socket"])
+                .arg(&sock)
+                .args([
+                    "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", &script,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("agentctl run")
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("opened=0"),
+            "every open must be refused: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let waits = agentd::enforce::events::AUDIT_BACKPRESSURE.load(Ordering::Relaxed) - waits_before;
     assert!(
         waits > 0,
         "the flood never filled a {QUEUE}-record queue: the test proves nothing"
     );
-    // Every refusal is in the log, in a chain that verifies.
+    // Every refusal is in the log (each was committed before its answer),
+    // in a chain that verifies.
     let db = agentd::audit::store::db_path(state.path());
-    let mut denied = 0;
-    for _ in 0..100 {
-        let conn = agentd::audit::store::open_ro(&db).unwrap();
-        let rows = agentd::audit::store::records_after(&conn, &db, 0, 100_000).unwrap();
-        denied = rows
-            .iter()
-            .filter(|r| {
-                r.event.kind == agentd::audit::RecordKind::Kernel
-                    && r.event.action == "file_open"
-                    && r.event.target == "/etc/hostname"
-                    && r.event.decision == "deny"
-            })
-            .count();
-        if denied >= FLOOD {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let denied = rows_now(&db, "file_open", "/etc/hostname", "deny");
     assert_eq!(denied, FLOOD, "one deny row per refused open");
     assert_eq!(
         agentd::enforce::events::AUDIT_FAILURES.load(Ordering::Relaxed),
@@ -349,7 +418,7 @@ fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
     let report =
         agentd::audit::verify_db(&db, &audit.verifying_key(), &[]).expect("chain verifies");
     assert!(report.records >= FLOOD as u64, "{report:?}");
-    eprintln!("flood of {FLOOD} denials: the queue of {QUEUE} was full {waits} times; {denied} rows, chain verified");
+    eprintln!("flood of {FLOOD} denials from {RUNS} supervisors: the queue of {QUEUE} was full {waits} times; {denied} rows, chain verified");
     enforcer.uninstall();
     audit.shutdown().unwrap();
 }

@@ -1,6 +1,7 @@
 //! Kernel events → audit records. Two sources feed one writer thread: the
-//! BPF ring buffer (connect/sendmsg decisions, exec-verification kills) and
-//! the seccomp supervisors (exec and open decisions made in user space).
+//! BPF ring buffer (connect/sendmsg decisions, exec-verification kills:
+//! already carried out, queued) and the seccomp supervisors (decisions made
+//! in user space: each waits for its row's commit before it answers).
 use std::{
     os::fd::AsRawFd as _,
     sync::{
@@ -95,22 +96,74 @@ pub const AUDIT_QUEUE: usize = 4096;
 #[error("the kernel audit writer is gone")]
 pub struct WriterGone;
 
+/// Why a record's row was not committed (see [`AuditTx::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotCommitted {
+    /// The writer thread is gone: the record was not queued.
+    #[error(transparent)]
+    WriterGone(#[from] WriterGone),
+    /// The sink refused the row or could not commit it (logged and
+    /// counted in [`AUDIT_FAILURES`] by the writer).
+    #[error("the audit log did not commit the record")]
+    SinkFailed,
+}
+
+/// One record on its way to the writer, and who waits for its commit.
+struct Queued {
+    rec: KernelRecord,
+    /// Told whether the row was committed (`None`: nobody waits).
+    committed: Option<mpsc::SyncSender<bool>>,
+}
+
 /// Sender side of the audit writer: a bounded queue whose `send` waits
 /// when it is full.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuditTx {
-    tx: mpsc::SyncSender<KernelRecord>,
+    tx: mpsc::SyncSender<Queued>,
+}
+
+impl std::fmt::Debug for AuditTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditTx").finish_non_exhaustive()
+    }
 }
 
 impl AuditTx {
     /// Queues `rec`; when the queue is full, waits for the writer (counted
-    /// in [`AUDIT_BACKPRESSURE`]). Fails only when the writer is gone.
+    /// in [`AUDIT_BACKPRESSURE`]). Fails only when the writer is gone. For
+    /// decisions the kernel already carried out (ring-buffer events).
     pub fn send(&self, rec: KernelRecord) -> Result<(), WriterGone> {
-        match self.tx.try_send(rec) {
+        self.queue(Queued {
+            rec,
+            committed: None,
+        })
+    }
+
+    /// Queues `rec` and returns once its row is committed: for a decision
+    /// whose answer can wait for its row, so that no decision takes effect
+    /// without one (an agentd killed in between leaves it unanswered).
+    pub fn commit(&self, rec: KernelRecord) -> Result<(), NotCommitted> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.queue(Queued {
+            rec,
+            committed: Some(tx),
+        })?;
+        match rx.recv() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NotCommitted::SinkFailed),
+            Err(_) => {
+                lost();
+                Err(NotCommitted::WriterGone(WriterGone))
+            }
+        }
+    }
+
+    fn queue(&self, q: Queued) -> Result<(), WriterGone> {
+        match self.tx.try_send(q) {
             Ok(()) => Ok(()),
-            Err(mpsc::TrySendError::Full(rec)) => {
+            Err(mpsc::TrySendError::Full(q)) => {
                 AUDIT_BACKPRESSURE.fetch_add(1, Ordering::Relaxed);
-                self.tx.send(rec).map_err(|_| {
+                self.tx.send(q).map_err(|_| {
                     lost();
                     WriterGone
                 })
@@ -139,14 +192,14 @@ pub fn spawn_writer(sink: Arc<dyn AuditSink>) -> (AuditTx, JoinHandle<()>) {
     spawn_writer_with_queue(sink, AUDIT_QUEUE)
 }
 
-/// Starts the writer: records are appended in arrival order, off the
-/// decision path (a supervisor waits for SQLite only when `queue` records
-/// are already waiting).
+/// Starts the writer: records are appended in arrival order. A ring-buffer
+/// reader waits only when `queue` records are already waiting; a supervisor
+/// waits for its own row's commit ([`AuditTx::commit`]) before it answers.
 pub fn spawn_writer_with_queue(
     sink: Arc<dyn AuditSink>,
     queue: usize,
 ) -> (AuditTx, JoinHandle<()>) {
-    let (tx, rx) = mpsc::sync_channel::<KernelRecord>(queue.max(1));
+    let (tx, rx) = mpsc::sync_channel::<Queued>(queue.max(1));
     let handle = std::thread::Builder::new()
         .name("agentd-kaudit".into())
         .spawn(move || {
@@ -156,14 +209,20 @@ pub fn spawn_writer_with_queue(
                 let mut batch = vec![first];
                 while batch.len() < 256 {
                     match rx.try_recv() {
-                        Ok(r) => batch.push(r),
+                        Ok(q) => batch.push(q),
                         Err(_) => break,
                     }
                 }
-                for (rec, res) in batch.iter().zip(sink.append_kernel_batch(&batch)) {
-                    if let Err(e) = res {
+                let (recs, waiting): (Vec<KernelRecord>, Vec<_>) =
+                    batch.into_iter().map(|q| (q.rec, q.committed)).unzip();
+                let results = sink.append_kernel_batch(&recs);
+                for ((rec, res), waiter) in recs.iter().zip(results).zip(waiting) {
+                    if let Err(e) = &res {
                         AUDIT_FAILURES.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, action = %rec.action, target = %rec.target, "kernel audit record lost");
+                    }
+                    if let Some(w) = waiter {
+                        let _ = w.send(res.is_ok());
                     }
                 }
             }

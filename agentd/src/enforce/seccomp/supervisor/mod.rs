@@ -31,11 +31,12 @@ use super::{notif, resolve};
 use crate::enforce::{
     bpf_state::{open_pinned_hash, BindingsMap, ExecExpectMap},
     claim::{self, ClaimMaps},
-    events::{decision, AuditTx, KernelRecord},
+    events::AuditTx,
     grant::{self, Verdict},
     registry::{Creds, Mode, Registry},
 };
 
+mod audit;
 mod creds;
 mod exec;
 mod guarded;
@@ -247,7 +248,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             handle(sup, listener, &n, &bindings, &mut expect)
         }));
-        let (answer, mut decided) = handled.unwrap_or_else(|_| {
+        let (answer, decided) = handled.unwrap_or_else(|_| {
             tracing::error!(agent = %sup.agent, nr = n.data.nr, "a decision panicked; refused");
             (
                 Answer::Errno(libc::EPERM),
@@ -261,19 +262,20 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
                 }),
             )
         });
+        // The row first: the answer lets the decision take effect.
+        let answer = match &decided {
+            Some(d) => audit::commit_then_answer(sup, &n, d, started, answer),
+            None => answer,
+        };
         if let Err(e) = answer_notification(fd, n.id, answer) {
             if e.raw_os_error() == Some(libc::ENOENT) {
                 sup.stats.stale.fetch_add(1, Ordering::Relaxed);
             } else {
                 tracing::warn!(agent = %sup.agent, error = %e, "answering a notification failed; refused");
-                if let Some(d) = decided.as_mut() {
-                    d.allowed = false;
-                    d.reason = "enforcer_error";
+                if let Some(d) = decided {
+                    audit::answer_failed(sup, &n, d, started);
                 }
             }
-        }
-        if let Some(d) = decided {
-            audit(sup, &n, d, started);
         }
     }
 }
@@ -297,41 +299,6 @@ fn answer_notification(fd: BorrowedFd<'_>, id: u64, answer: Answer) -> io::Resul
             }
         }
     }
-}
-
-fn audit(sup: &Supervisor, n: &libc::seccomp_notif, d: Decided, started: Instant) {
-    if d.allowed {
-        sup.stats.allowed.fetch_add(1, Ordering::Relaxed);
-    } else {
-        sup.stats.denied.fetch_add(1, Ordering::Relaxed);
-    }
-    // Baseline allows (the loader reading libc, …) are counted, not logged row by row.
-    if d.allowed && d.call.is_none() {
-        return;
-    }
-    let reg = sup.registry.read().unwrap_or_else(|p| p.into_inner());
-    let audit_only = reg
-        .agents
-        .get(&sup.agent)
-        .is_some_and(|a| a.mode == Mode::AuditOnly);
-    let (call_id, active_message_id) = d
-        .call
-        .and_then(|h| reg.call(h))
-        .map(|c| (c.call_id.clone(), c.active_message_id.clone()))
-        .unwrap_or_default();
-    drop(reg);
-    let _ = sup.audit.send(KernelRecord {
-        agent: sup.agent.clone(),
-        call_id,
-        active_message_id,
-        action: d.action.into(),
-        target: d.target,
-        decision: decision(d.allowed, audit_only),
-        reason_code: d.reason.into(),
-        pid: n.pid,
-        latency_us: started.elapsed().as_micros() as u64,
-        access: d.access,
-    });
 }
 
 fn handle(

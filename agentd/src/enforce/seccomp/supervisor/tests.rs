@@ -10,13 +10,14 @@ use std::{
 use agentd_common::baseline_call_id;
 
 use super::{
+    audit::commit_then_answer,
     open::{decide_open, OpenRequest},
     Answer, Decided, Supervisor,
 };
 use crate::{
     enforce::{
         agent_cgroup::AgentCgroupDir,
-        events::{spawn_writer, MemorySink},
+        events::{spawn_writer, AuditSink, KernelRecord, MemorySink, SinkError},
         grant::KernelGrant,
         registry::{AgentEntry, Creds, Mode, Registry},
     },
@@ -24,7 +25,11 @@ use crate::{
 };
 
 fn supervisor(baseline: GrantSpec, mode: Mode) -> Supervisor {
-    let (audit, _writer) = spawn_writer(Arc::new(MemorySink::default()));
+    supervisor_with(baseline, mode, Arc::new(MemorySink::default()))
+}
+
+fn supervisor_with(baseline: GrantSpec, mode: Mode, sink: Arc<dyn AuditSink>) -> Supervisor {
+    let (audit, _writer) = spawn_writer(sink);
     let mut reg = Registry::default();
     let grant = KernelGrant::from_spec(&baseline, baseline_call_id(1), super::boot_ns()).unwrap();
     reg.agents.insert(
@@ -288,4 +293,120 @@ fn an_exec_whose_expectation_cannot_be_written_is_refused() {
     assert!(matches!(answer, Answer::Continue));
     assert!(!decided.unwrap().allowed);
     assert_eq!(expected.rows.len(), 1);
+}
+
+/// A sink that keeps nothing: every row fails to commit.
+struct Refusing;
+
+impl AuditSink for Refusing {
+    fn append_kernel(&self, _: &KernelRecord) -> Result<(), SinkError> {
+        Err(SinkError::Unusable { what: "test" })
+    }
+    fn append_lifecycle(&self, _: &str, _: &str, _: &str) -> Result<(), SinkError> {
+        Err(SinkError::Unusable { what: "test" })
+    }
+}
+
+fn notif() -> libc::seccomp_notif {
+    // SAFETY: plain data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn decided(allowed: bool, call: Option<u64>) -> Decided {
+    Decided {
+        action: "exec",
+        target: "/usr/bin/id".into(),
+        allowed,
+        reason: if allowed { "grant_matched" } else { "no_grant" },
+        call,
+        access: None,
+    }
+}
+
+#[test]
+fn an_answer_waits_for_its_row_and_a_row_not_committed_refuses_what_has_not_happened() {
+    let now = std::time::Instant::now;
+    // The row is in the sink by the time the answer is returned.
+    let sink = MemorySink::default();
+    let sup = supervisor_with(GrantSpec::default(), Mode::Enforce, Arc::new(sink.clone()));
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(false, None),
+        now(),
+        Answer::Errno(libc::EPERM),
+    );
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    let rows = sink.0.lock().unwrap().clone();
+    assert_eq!(rows.len(), 1, "committed before the answer");
+    assert_eq!(
+        (rows[0].target.as_str(), rows[0].decision),
+        ("/usr/bin/id", "deny")
+    );
+    // Control: an allowed answer stands when its row is committed.
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(true, Some(9)),
+        now(),
+        Answer::Continue,
+    );
+    assert!(matches!(answer, Answer::Continue));
+    assert_eq!(sink.0.lock().unwrap().len(), 2);
+
+    // A log that commits nothing: what is not yet carried out is refused.
+    let sup = supervisor_with(GrantSpec::default(), Mode::Enforce, Arc::new(Refusing));
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(true, Some(9)),
+        now(),
+        Answer::Continue,
+    );
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    let file: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(true, Some(9)),
+        now(),
+        Answer::AddFd(file, true),
+    );
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    // Audit-only would-deny: no row, no pass.
+    let audit_only = supervisor_with(GrantSpec::default(), Mode::AuditOnly, Arc::new(Refusing));
+    let answer = commit_then_answer(
+        &audit_only,
+        &notif(),
+        &decided(false, None),
+        now(),
+        Answer::Continue,
+    );
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+    // A refusal stays one; an operation already performed keeps its result.
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(false, None),
+        now(),
+        Answer::Errno(libc::EACCES),
+    );
+    assert!(matches!(answer, Answer::Errno(libc::EACCES)));
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(true, Some(9)),
+        now(),
+        Answer::Value(0),
+    );
+    assert!(matches!(answer, Answer::Value(0)));
+    // Baseline allows have no row: the log is not asked.
+    let answer = commit_then_answer(
+        &sup,
+        &notif(),
+        &decided(true, None),
+        now(),
+        Answer::Continue,
+    );
+    assert!(matches!(answer, Answer::Continue));
 }
