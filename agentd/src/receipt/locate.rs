@@ -144,57 +144,145 @@ fn warp(
     }
 }
 
-/// Reads the copy under every hypothesis worth trying; returns the
-/// candidates (at least one), the one with the strongest pilots first.
-pub fn candidates(copy: &Copy<'_>, layout: &Layout) -> Vec<Candidate> {
-    let (luma, width, height, f) = shrink(copy);
-    let mut hyps: Vec<(f32, f32)> = vec![(0.0, 1.0)];
-    let mut template_done = false;
-    let mut out: Vec<Candidate> = Vec::new();
-    let mut i = 0;
-    while i < hyps.len() {
-        let (rotation, scale) = hyps[i];
-        i += 1;
-        for mirrored in [false, true] {
-            let canvas = warp(&luma, width, height, rotation, scale, mirrored);
-            let folded = mark::fold(&canvas.data, &canvas.valid, canvas.width, canvas.height);
-            let readings = folded.read_around(layout);
+/// One (rotation, scale, mirror) view of a copy: its chip statistics
+/// folded onto one tile and the canvas geometry to map a reading back.
+struct View {
+    rotation: f32,
+    scale: f32,
+    mirrored: bool,
+    folded: mark::Folded,
+    cc: (f32, f32),
+    ci: (f32, f32),
+}
+
+/// The key-independent part of reading a copy: its (shrunk) luma, the
+/// template's rotation/scale hypotheses and, per hypothesis and mirror, the
+/// folded chip statistics. Only the keyed pilot search and decoding remain
+/// per key ([`Prepared::candidates`]), so one copy can be checked against
+/// many keys at the cost of one geometric search.
+pub struct Prepared {
+    luma: Vec<f32>,
+    width: usize,
+    height: usize,
+    f: usize,
+    /// Hypotheses in the order they are tried: a clear template peak away
+    /// from the identity first, then the identity, then the rest.
+    hyps: Vec<(f32, f32)>,
+    /// Index of the identity in `hyps`.
+    identity: usize,
+    views: Vec<std::cell::OnceCell<View>>,
+}
+
+/// Template peak strength (relative to the searched annulus' mean) above
+/// which its rotation/scale is tried before the identity. A card copy shows
+/// 3 and more; a copy whose template is gone (64-px downscale) about 1.
+const CLEAR_TEMPLATE: f32 = 2.0;
+
+impl Prepared {
+    /// Shrinks the copy if needed and reads the template.
+    pub fn new(copy: &Copy<'_>) -> Self {
+        let (luma, width, height, f) = shrink(copy);
+        let mut hyps = vec![(0.0, 1.0)];
+        for (i, e) in template::estimate(&luma, width, height, HYPOTHESES)
+            .into_iter()
+            .enumerate()
+        {
+            if e.rotation.abs() < 0.15 && (e.scale - 1.0).abs() < 0.004 {
+                continue;
+            }
+            // A copy rotated by 1.5° still shows pilots well above ACCEPT at
+            // the identity, but reads badly there: a clear template peak
+            // goes first.
+            if i == 0 && e.strength >= CLEAR_TEMPLATE {
+                hyps.insert(0, (e.rotation, e.scale));
+            } else {
+                hyps.push((e.rotation, e.scale));
+            }
+        }
+        let identity = hyps.iter().position(|h| *h == (0.0, 1.0)).unwrap_or(0);
+        let views = (0..2 * hyps.len())
+            .map(|_| std::cell::OnceCell::new())
+            .collect();
+        Self {
+            luma,
+            width,
+            height,
+            f,
+            hyps,
+            identity,
+            views,
+        }
+    }
+
+    /// View `i`: hypothesis `i / 2`, mirrored if `i` is odd; warped and
+    /// folded on first use.
+    fn view(&self, i: usize) -> &View {
+        self.views[i].get_or_init(|| {
+            let (rotation, scale) = self.hyps[i / 2];
+            let mirrored = i % 2 == 1;
+            let canvas = warp(
+                &self.luma,
+                self.width,
+                self.height,
+                rotation,
+                scale,
+                mirrored,
+            );
+            View {
+                rotation,
+                scale,
+                mirrored,
+                folded: mark::fold(&canvas.data, &canvas.valid, canvas.width, canvas.height),
+                cc: canvas.cc,
+                ci: canvas.ci,
+            }
+        })
+    }
+
+    /// Reads the copy under `layout` (a key) for every view worth trying,
+    /// stopping at the first whose pilots are strong; returns the
+    /// candidates (at least one), the one with the strongest pilots first.
+    pub fn candidates(&self, layout: &Layout) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = Vec::new();
+        // The template's estimate of a copy that is not rotated can be a few
+        // tenths of a degree off and still show strong pilots: when it goes
+        // first, the identity is read too before stopping, and the claims
+        // (or the pilots) choose.
+        let identity = 2 * self.identity;
+        let mut order: Vec<usize> = (0..self.views.len()).collect();
+        if identity != 0 {
+            order.retain(|i| *i != identity);
+            order.insert(1, identity);
+        }
+        let mut identity_read = false;
+        for i in order {
+            let view = self.view(i);
+            let readings = view.folded.read_around(layout);
             let strong = readings[0].pilot_nc >= ACCEPT;
+            identity_read |= i == identity;
             for reading in readings {
-                let correction = correction_of(&canvas, rotation, scale, mirrored, &reading, f);
+                let correction = correction_of(view, &reading, self.f);
                 out.push(Candidate {
                     correction,
                     reading,
                 });
             }
-            if strong {
-                out.sort_by(|a, b| b.reading.pilot_nc.total_cmp(&a.reading.pilot_nc));
-                return out;
+            if strong && identity_read {
+                break;
             }
         }
-        if !template_done {
-            template_done = true;
-            for e in template::estimate(&luma, width, height, HYPOTHESES) {
-                // The identity was tried already.
-                if e.rotation.abs() < 0.15 && (e.scale - 1.0).abs() < 0.004 {
-                    continue;
-                }
-                hyps.push((e.rotation, e.scale));
-            }
-        }
+        out.sort_by(|a, b| b.reading.pilot_nc.total_cmp(&a.reading.pilot_nc));
+        out
     }
-    out.sort_by(|a, b| b.reading.pilot_nc.total_cmp(&a.reading.pilot_nc));
-    out
 }
 
-fn correction_of(
-    canvas: &Canvas,
-    rotation: f32,
-    scale: f32,
-    mirrored: bool,
-    reading: &Reading,
-    f: usize,
-) -> Correction {
+/// Reads the copy under every hypothesis worth trying; returns the
+/// candidates (at least one), the one with the strongest pilots first.
+pub fn candidates(copy: &Copy<'_>, layout: &Layout) -> Vec<Candidate> {
+    Prepared::new(copy).candidates(layout)
+}
+
+fn correction_of(view: &View, reading: &Reading, f: usize) -> Correction {
     // Card origin on the canvas: the tile offset's representative within
     // (−TILE/2, TILE/2] of the canvas origin.
     let rep = |o: usize| {
@@ -206,16 +294,16 @@ fn correction_of(
         }
     };
     let (qx, qy) = (rep(reading.offset.0), rep(reading.offset.1));
-    let (sn, cs) = rotation.to_radians().sin_cos();
-    let m = if mirrored { -1.0 } else { 1.0 };
-    let dx = m * (qx - canvas.cc.0);
-    let dy = qy - canvas.cc.1;
-    let px = scale * (cs * dx - sn * dy) + canvas.ci.0;
-    let py = scale * (sn * dx + cs * dy) + canvas.ci.1;
+    let (sn, cs) = view.rotation.to_radians().sin_cos();
+    let m = if view.mirrored { -1.0 } else { 1.0 };
+    let dx = m * (qx - view.cc.0);
+    let dy = qy - view.cc.1;
+    let px = view.scale * (cs * dx - sn * dy) + view.ci.0;
+    let py = view.scale * (sn * dx + cs * dy) + view.ci.1;
     Correction {
-        rotation,
-        scale: scale * f as f32,
-        mirrored,
+        rotation: view.rotation,
+        scale: view.scale * f as f32,
+        mirrored: view.mirrored,
         offset: (px * f as f32, py * f as f32),
     }
 }

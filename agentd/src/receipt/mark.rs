@@ -44,16 +44,19 @@ pub const PILOTS: usize = CHIPS - CODED_BITS;
 
 /// Base bump amplitude (luma units).
 const BASE: f32 = 3.0;
-/// Largest bump amplitude.
-const MAX_AMP: f32 = 18.0;
+/// Largest bump amplitude. A chip the card opposes by more than this can
+/// carry is given up: a few such chips on glyph edges would otherwise spend
+/// the whole PSNR budget, and the mark then had to be scaled down on every
+/// chip (that lost half-card crops, whose chips have one copy each).
+const MAX_AMP: f32 = 7.0;
 /// Wanted statistic margin (luma units).
-const MARGIN: f32 = 3.0;
+const MARGIN: f32 = 3.5;
 const PASSES: usize = 3;
 /// Statistics are softly clipped (CLIP·tanh(s/CLIP)) before they are summed:
-/// a pair on a glyph edge (|statistic| up to ~100) then weighs little more
-/// than a pair that carries its sign with twice the margin, while a larger
-/// statistic still counts for more (which keeps the best offset sharp).
-const CLIP: f32 = 2.0 * MARGIN;
+/// a pair on a glyph edge then weighs little more than a pair that carries
+/// its sign with twice the margin, while a larger statistic still counts
+/// for more (which keeps the best offset sharp).
+const CLIP: f32 = 6.0;
 
 /// What one chip carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,14 +270,27 @@ pub struct Folded {
 }
 
 /// Statistic beyond which a pair is taken to be card content (a glyph
-/// edge), not mark: no mark doublet reaches it.
-const ERASE: f32 = 1.4 * MAX_AMP * 0.82;
+/// edge), not mark: the mark moves a statistic by at most MAX_AMP × 0.81
+/// ≈ 5.7, so beyond 10 the card outweighs it and the pair's sign says
+/// nothing about the mark.
+const ERASE: f32 = 10.0;
 
-/// How much one pair statistic counts: softly clipped, and nothing at all
-/// beyond [`ERASE`].
+/// Statistic beyond which a pair's vote fades (linearly to nothing at
+/// [`ERASE`]). The informed embedding leaves a pair it carried near
+/// [`MARGIN`]; one well beyond is mostly card content, and a pair the card
+/// opposes more than the mark can carry (given up) reads there with the
+/// wrong sign. At full weight those outvoted the single copies of a
+/// half-card crop on the header and the large action line.
+const PEAK: f32 = 4.5;
+
+/// How much one pair statistic counts: softly clipped, fading beyond
+/// [`PEAK`], nothing at all beyond [`ERASE`].
 fn influence(s: f32) -> f32 {
-    if s.abs() > ERASE {
+    let a = s.abs();
+    if a > ERASE {
         0.0
+    } else if a > PEAK {
+        CLIP * (s / CLIP).tanh() * (ERASE - a) / (ERASE - PEAK)
     } else {
         CLIP * (s / CLIP).tanh()
     }
@@ -322,7 +338,7 @@ pub struct Reading {
 
 impl Folded {
     /// Evidence of chip `k` when chip (0, 0) sits at tile offset `(ox, oy)`,
-    /// from the per-position mean statistic (0 where nothing was seen).
+    /// from the per-position evidence (0 where nothing was seen).
     fn chip(mean: &[Vec<f32>; 2], k: usize, ox: usize, oy: usize) -> f32 {
         let (u, ch) = (k / 2, k % 2);
         let (cy, cx) = (u / COLS, u % COLS);
@@ -370,12 +386,17 @@ impl Folded {
         self.read_at_mean(layout, &mean, ox, oy)
     }
 
+    /// Per-position evidence: the summed clipped statistics over √count.
     fn means(&self) -> [Vec<f32>; 2] {
         [0, 1].map(|ch| {
             self.sum[ch]
                 .iter()
                 .zip(&self.count)
-                .map(|(s, c)| if *c == 0 { 0.0 } else { s / *c as f32 })
+                // Mean × √count: a chip seen four times weighs twice one
+                // seen once (as independent evidence would), so a crop's
+                // single copies do not count as much as the full card's
+                // four.
+                .map(|(s, c)| if *c == 0 { 0.0 } else { s / (*c as f32).sqrt() })
                 .collect()
         })
     }

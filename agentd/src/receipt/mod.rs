@@ -235,8 +235,36 @@ pub fn verify_with_claims(
     operator_key: &[u8],
     claims: Option<&ReceiptClaims>,
 ) -> Result<VerifyReport, ReceiptError> {
+    verify_prepared(&prepare(image)?, operator_key, claims)
+}
+
+/// A decoded copy and the key-independent part of its geometric search
+/// (template reading, warps and folded chip statistics, done on first
+/// use), so it can be checked against several keys.
+pub struct PreparedCopy {
+    decoded: pngio::Decoded,
+    located: std::cell::OnceCell<locate::Prepared>,
+}
+
+/// Decodes a receipt image for [`verify_prepared`].
+pub fn prepare(image: &[u8]) -> Result<PreparedCopy, ReceiptError> {
+    Ok(PreparedCopy {
+        decoded: pngio::decode(image)?,
+        located: std::cell::OnceCell::new(),
+    })
+}
+
+/// [`verify_with_claims`] on a prepared copy: everything that depends on
+/// the key (key derivation, exact check, keyed pilot search over every
+/// view, decoding, the decision) runs per call; the result is the same as
+/// [`verify_with_claims`] on the image.
+pub fn verify_prepared(
+    copy: &PreparedCopy,
+    operator_key: &[u8],
+    claims: Option<&ReceiptClaims>,
+) -> Result<VerifyReport, ReceiptError> {
     let keys = ReceiptKeys::derive(operator_key)?;
-    let decoded = pngio::decode(image)?;
+    let decoded = &copy.decoded;
     let (document, exact) = exact_check(&keys, decoded.text.as_deref());
     let expected = claims
         .or(document.as_ref().map(|d| &d.claims))
@@ -244,9 +272,17 @@ pub fn verify_with_claims(
     // A card sealed before the v2 mark carries the v1 DWT-SVD watermark.
     let v1 = document.as_ref().is_some_and(|d| d.v == 1);
     let watermark = if v1 {
-        watermark_check_v1(&keys, &decoded, expected)
+        watermark_check_v1(&keys, decoded, expected)
     } else {
-        watermark_check(&keys, &decoded, expected)
+        let located = copy.located.get_or_init(|| {
+            let y = watermark::luma(&decoded.rgb);
+            locate::Prepared::new(&locate::Copy {
+                luma: &y,
+                width: decoded.width as usize,
+                height: decoded.height as usize,
+            })
+        });
+        watermark_check_located(&keys, located, expected)
     };
     Ok(VerifyReport {
         document,
@@ -295,19 +331,28 @@ pub fn watermark_check(
     decoded: &pngio::Decoded,
     expected: Option<u64>,
 ) -> WatermarkCheck {
-    let layout = mark::Layout::new(&keys.watermark_key);
     let y = watermark::luma(&decoded.rgb);
-    let copy = locate::Copy {
+    let located = locate::Prepared::new(&locate::Copy {
         luma: &y,
         width: decoded.width as usize,
         height: decoded.height as usize,
-    };
+    });
+    watermark_check_located(keys, &located, expected)
+}
+
+fn watermark_check_located(
+    keys: &ReceiptKeys,
+    located: &locate::Prepared,
+    expected: Option<u64>,
+) -> WatermarkCheck {
+    let layout = mark::Layout::new(&keys.watermark_key);
     // Among the candidates (at most 54: three hypotheses, plain and
     // mirrored, nine offsets each), keep the one whose reading matches the
     // claims best (or, without claims, has the strongest pilots). Choosing
     // among 54 multiplies the false-accept odds (≈3e-10 for one reading) by
     // 54 at most.
-    let best = locate::candidates(&copy, &layout)
+    let best = located
+        .candidates(&layout)
         .into_iter()
         .max_by(|x, y| {
             let key = |c: &locate::Candidate| match expected {
