@@ -174,7 +174,7 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
-/// One attack: name, whether the table names it (the other rows
+/// One attack: name, whether it is a row of the target table (the others
 /// are earlier goals kept as regression rows), whether the copy is
 /// mirrored (the correction must say so), and the copies it makes of one
 /// card (several for the sampled families: angles, offsets, corners).
