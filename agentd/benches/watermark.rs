@@ -532,8 +532,9 @@ fn wrong_keys(sealed: &[Sealed], n_keys: usize) -> bool {
     ok
 }
 
-/// Cost the decision path pays per allowed call: one durable enqueue
-/// (synchronous=NORMAL, WAL), no worker running.
+/// Cost of one durable enqueue outside the audit batch (tools, re-issuing
+/// a receipt; synchronous=NORMAL, WAL), no worker running. The daemon's
+/// allowed calls are sealed in their audit row's transaction instead.
 fn enqueue_latency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = receipt::ReceiptQueue::open(dir.path()).expect("queue");
@@ -549,7 +550,7 @@ fn enqueue_latency() {
     }
     us.sort_by(f64::total_cmp);
     println!(
-        "queue enqueue (hot path, 5000 calls): p50 {:.1} µs, p99 {:.1} µs",
+        "queue enqueue outside the audit batch (5000 calls): p50 {:.1} µs, p99 {:.1} µs",
         us[us.len() / 2],
         us[us.len() * 99 / 100]
     );
