@@ -95,7 +95,31 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
                 .into(),
         );
     }
-    e.why = match code {
+    e.why = why(r, ctx, &who, &operator);
+    if e.outcome == Outcome::Allowed {
+        return e;
+    }
+    let call = CallFacts {
+        args: args.as_ref(),
+        operator: &operator,
+        verified,
+    };
+    add_fixes(&mut e, r, ctx, policy, &call);
+    e
+}
+
+/// What the row's caller and arguments were, as [`tool_call`] read them.
+struct CallFacts<'a> {
+    args: Option<&'a Map<String, Value>>,
+    operator: &'a str,
+    verified: bool,
+}
+
+/// Why the call was decided as it was, in words, by its reason code.
+fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
+    let ev = &r.event;
+    let code = ev.reason_code.as_str();
+    match code {
         rc::OK => format!(
             "`{}` for {who}: the message was verified, its session belongs to the same operator, a role of the operator lists the action and every argument met its rule{}",
             ev.action,
@@ -132,10 +156,20 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         rc::APPROVAL_QUEUE_FULL => "too many calls already waited for approval ([approvals] max_pending)".into(),
         rc::APPROVAL_UNAVAILABLE => "the action needs approval and the daemon had no approval queue".into(),
         _ => format!("`{}` for {who} was refused: {code}", ev.action),
-    };
-    if e.outcome == Outcome::Allowed {
-        return e;
     }
+}
+
+/// What would let a refused call through (or why no policy line can).
+fn add_fixes(
+    e: &mut Explanation,
+    r: &Record,
+    ctx: &Context<'_>,
+    policy: Option<&PolicyFile>,
+    call: &CallFacts<'_>,
+) {
+    let ev = &r.event;
+    let code = ev.reason_code.as_str();
+    let (args, operator, verified) = (call.args, call.operator, call.verified);
     match code {
         rc::UNKNOWN_ACTIVE_MESSAGE
         | rc::ACTIVE_MESSAGE_EXPIRED
@@ -149,7 +183,7 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         rc::UNSIGNED_MESSAGE | rc::SIGNATURE_MISMATCH | rc::OPERATOR_REVOKED => e.fixes.push(Fix {
             summary: format!("no policy line can (untrusted messages never carry tool rights): `{operator}` must send the request signed with their current key"),
             toml: None,
-            command: Some(format!("agentctl send --operator {} --key-file KEY --session S --agent AGENT -- \"TEXT\"", if operator.is_empty() { "ID" } else { &operator })),
+            command: Some(format!("agentctl send --operator {} --key-file KEY --session S --agent AGENT -- \"TEXT\"", if operator.is_empty() { "ID" } else { operator })),
             verified: false,
         }),
         rc::UNKNOWN_OPERATOR => e.fixes.push(Fix {
@@ -202,46 +236,8 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
             }),
             verified: false,
         }),
-        rc::USAGE_THRESHOLD => {
-            if let (Some(p), Some(roles)) = (policy, ctx.operator_roles) {
-                if let Some((name, limit)) = roles.iter().find_map(|n| {
-                    p.roles
-                        .get(n)
-                        .and_then(|r| r.limits.get(&ev.action))
-                        .map(|l| (n, *l))
-                }) {
-                    e.fixes.push(Fix {
-                        summary: format!("raise role `{name}`'s threshold for `{}` (now {} per {} s)", ev.action, limit.max_uses, limit.window_secs),
-                        toml: Some(format!(
-                            "[roles.{}.limits.{}]\nmax_uses = {}\nwindow_secs = {}\n",
-                            render::key(name),
-                            render::key(&ev.action),
-                            limit.max_uses.saturating_mul(2),
-                            limit.window_secs
-                        )),
-                        command: None,
-                        verified: false,
-                    });
-                }
-            }
-        }
-        rc::RATE_LIMITED => {
-            if let (Some(p), Some(roles)) = (policy, ctx.operator_roles) {
-                if let Some((name, role)) = roles.iter().find_map(|n| {
-                    p.roles
-                        .get(n)
-                        .filter(|r| r.allow.contains_key(&ev.action))
-                        .map(|r| (n, r))
-                }) {
-                    e.fixes.push(Fix {
-                        summary: format!("raise role `{name}`'s rate (now {} a minute)", role.rate_per_minute),
-                        toml: Some(format!("[roles.{}]\nrate_per_minute = {}\n", render::key(name), role.rate_per_minute.saturating_mul(2).max(1))),
-                        command: None,
-                        verified: false,
-                    });
-                }
-            }
-        }
+        rc::USAGE_THRESHOLD => e.fixes.extend(usage_fix(ctx, policy, &ev.action)),
+        rc::RATE_LIMITED => e.fixes.extend(rate_fix(ctx, policy, &ev.action)),
         rc::APPROVAL_REQUIRED
         | rc::APPROVAL_DENIED
         | rc::APPROVAL_TIMEOUT
@@ -254,14 +250,69 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
             verified: false,
         }),
         _ => {
-            if let Some(fix) = policy_fix(r, ctx, policy, args.as_ref(), &operator, verified) {
+            if let Some(fix) = policy_fix(r, ctx, policy, args, operator, verified) {
                 e.fixes.push(fix);
             } else if is_policy_code(code) && policy.is_none() {
                 e.notes.push("the policy in force is not known here; pass --policy FILE or run with agentd up".into());
             }
         }
     }
-    e
+}
+
+/// Raising the usage threshold of the operator's role that limits `action`.
+fn usage_fix(ctx: &Context<'_>, policy: Option<&PolicyFile>, action: &str) -> Option<Fix> {
+    if let (Some(p), Some(roles)) = (policy, ctx.operator_roles) {
+        if let Some((name, limit)) = roles.iter().find_map(|n| {
+            p.roles
+                .get(n)
+                .and_then(|r| r.limits.get(action))
+                .map(|l| (n, *l))
+        }) {
+            return Some(Fix {
+                summary: format!(
+                    "raise role `{name}`'s threshold for `{}` (now {} per {} s)",
+                    action, limit.max_uses, limit.window_secs
+                ),
+                toml: Some(format!(
+                    "[roles.{}.limits.{}]\nmax_uses = {}\nwindow_secs = {}\n",
+                    render::key(name),
+                    render::key(action),
+                    limit.max_uses.saturating_mul(2),
+                    limit.window_secs
+                )),
+                command: None,
+                verified: false,
+            });
+        }
+    }
+    None
+}
+
+/// Raising the rate of the operator's role that allows `action`.
+fn rate_fix(ctx: &Context<'_>, policy: Option<&PolicyFile>, action: &str) -> Option<Fix> {
+    if let (Some(p), Some(roles)) = (policy, ctx.operator_roles) {
+        if let Some((name, role)) = roles.iter().find_map(|n| {
+            p.roles
+                .get(n)
+                .filter(|r| r.allow.contains_key(action))
+                .map(|r| (n, r))
+        }) {
+            return Some(Fix {
+                summary: format!(
+                    "raise role `{name}`'s rate (now {} a minute)",
+                    role.rate_per_minute
+                ),
+                toml: Some(format!(
+                    "[roles.{}]\nrate_per_minute = {}\n",
+                    render::key(name),
+                    role.rate_per_minute.saturating_mul(2).max(1)
+                )),
+                command: None,
+                verified: false,
+            });
+        }
+    }
+    None
 }
 
 fn roles_text(ctx: &Context<'_>) -> String {
