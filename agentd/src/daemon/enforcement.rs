@@ -29,7 +29,15 @@ pub fn enforce_socket(config: &Config) -> PathBuf {
 /// honour is refused rather than silently downgraded.
 pub fn choose_backend(choice: BackendChoice) -> Result<Backend, BackendChoiceError> {
     let report = doctor::run();
-    decide_backend(choice, report.backend, report.reason)
+    let chosen = decide_backend(choice, report.backend, report.reason);
+    if chosen.is_err() {
+        // Which probes failed, for a start that found no backend where an
+        // earlier one did (a probe failing under load, a kernel change).
+        for p in report.probes.iter().filter(|p| !p.ok) {
+            tracing::warn!(probe = p.name, detail = %p.detail, "enforcement probe failed");
+        }
+    }
+    chosen
 }
 
 /// Starts enforcement for the daemon in the background. Never fails the
