@@ -245,7 +245,7 @@ fn main() {
     );
     println!();
     println!(
-        "receipt cards: {render:.0} rendered/s per core (in process, 256 px); the 8-client allow rate needs {:.1} cores of rendering; backlog after the allow load: {} pending, {} done (sealed with their rows; the worker, nice 10, renders them after)",
+        "receipt cards: {render:.0} rendered/s per core (in process, 256 px); the 8-client allow rate needs {:.1} cores of rendering; backlog after the allow load: {} pending, {} done (sealed with their rows; the worker, SCHED_IDLE, renders them in idle time)",
         gw8.0 / render.max(f64::MIN_POSITIVE),
         backlog.0,
         backlog.1
