@@ -404,19 +404,8 @@ impl Gateway {
             return;
         };
         let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let call = super::hooks::AllowedCall {
-            call_id: &d.call_id,
-            active_message_id: &d.active_message_id,
-            operator: &d.operator,
-            session: &d.session,
-            action: &d.action,
-            grant: d.grant.as_ref(),
-            peer_pid: caller.pid,
-            peer_uid: caller.uid,
-            // Rollback ends the call's grant by call id; no agent needed.
-            agent: None,
-            audit: None,
-        };
+        // Rollback ends the call's grant by call id; no agent needed.
+        let call = super::pipeline::allowed_call(d, caller, None, None);
         for hook in hooks.iter().rev() {
             if let Err(e) = hook.rollback(&call) {
                 tracing::error!(hook = hook.name(), error = %e, call_id = %d.call_id, "rollback after a suspension failed");

@@ -331,20 +331,7 @@ impl Gateway {
             },
         };
         if d.is_allow() {
-            let unstored = committed
-                .as_ref()
-                .and_then(|c| c.companion_error.as_ref())
-                .map(|e| {
-                    let hook = companions.get(e.index);
-                    HookError {
-                        hook: hook.map_or_else(|| "audit".into(), |p| p.hook.clone()),
-                        reason_code: hook
-                            .map_or(reason::INTERNAL_ERROR, |p| p.reason_code)
-                            .to_owned(),
-                        message: format!("storing with the audit row: {}", e.message),
-                    }
-                });
-            match unstored {
+            match unstored_companion(committed.as_ref(), &companions) {
                 Some(e) => {
                     tracing::error!(error = %e, call_id = %d.call_id, "an allow's companion row was not stored; denying");
                     self.overturn_recorded(&mut d, req, caller, committed.as_ref(), e)
@@ -383,7 +370,7 @@ impl Gateway {
                     .unwrap_or_else(|_| Err(panicked(hook.name())));
                 match made {
                     Ok(Some(c)) => out.push(PreparedCompanion {
-                        hook: hook.name().to_owned(),
+                        hook: hook.clone(),
                         reason_code: c.reason_code,
                         companion: Some(c.companion),
                     }),
@@ -489,8 +476,25 @@ impl Gateway {
     }
 }
 
+/// The companion of the allow's row that was not stored, as the failure of
+/// the hook that made it.
+fn unstored_companion(
+    committed: Option<&crate::audit::Committed>,
+    companions: &[PreparedCompanion],
+) -> Option<HookError> {
+    let e = committed?.companion_error.as_ref()?;
+    let made_by = companions.get(e.index);
+    Some(HookError {
+        hook: made_by.map_or("audit", |p| p.hook.name()).to_owned(),
+        reason_code: made_by
+            .map_or(reason::INTERNAL_ERROR, |p| p.reason_code)
+            .to_owned(),
+        message: format!("storing with the audit row: {}", e.message),
+    })
+}
+
 /// The allowed call as hooks see it.
-fn allowed_call<'a>(
+pub(super) fn allowed_call<'a>(
     d: &'a Decision,
     caller: Caller,
     agent: Option<&'a str>,
@@ -512,7 +516,8 @@ fn allowed_call<'a>(
 
 /// A row an allow hook stores with the allow's audit row.
 struct PreparedCompanion {
-    hook: String,
+    /// The hook that made it (named only if storing fails).
+    hook: std::sync::Arc<dyn super::AllowHook>,
     reason_code: &'static str,
     /// Taken when handed to the audit log.
     companion: Option<Box<dyn crate::audit::Companion>>,
