@@ -4,12 +4,26 @@
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` = `_IOW('!', 4, __u64)`.
 pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
 
+/// Why the probe child could not get a user-notification listener.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompProbeError {
+    /// The probe child could not be forked.
+    #[error("fork: {0}")]
+    Fork(std::io::Error),
+    /// The probe child died before reporting.
+    #[error("probe child died")]
+    ChildDied,
+    /// The kernel refused the filter or the listener flag.
+    #[error("refused: {0}")]
+    Refused(nix::errno::Errno),
+}
+
 /// Installs a filter that notifies on `getppid` and asks for a listener fd;
 /// with `sync_wakeup`, also sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on it.
-pub fn user_notif_in_child(sync_wakeup: bool) -> Result<String, String> {
+pub fn user_notif_in_child(sync_wakeup: bool) -> Result<&'static str, SeccompProbeError> {
     // SAFETY: the child only makes raw syscalls and _exits.
     match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        -1 => Err(SeccompProbeError::Fork(std::io::Error::last_os_error())),
         0 => {
             let code = child(sync_wakeup);
             // SAFETY: _exit is async-signal-safe.
@@ -25,10 +39,12 @@ pub fn user_notif_in_child(sync_wakeup: bool) -> Result<String, String> {
                 255
             };
             match code {
-                0 if sync_wakeup => Ok("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted".into()),
-                0 => Ok("filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installed".into()),
-                255 => Err("probe child died".into()),
-                errno => Err(format!("refused: {}", nix::errno::Errno::from_raw(errno))),
+                0 if sync_wakeup => Ok("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted"),
+                0 => Ok("filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installed"),
+                255 => Err(SeccompProbeError::ChildDied),
+                errno => Err(SeccompProbeError::Refused(nix::errno::Errno::from_raw(
+                    errno,
+                ))),
             }
         }
     }
