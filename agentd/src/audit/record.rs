@@ -1,13 +1,22 @@
 //! Audit records and their canonical, length-prefixed hash encoding.
 //!
 //! The encoding is the contract with offline verifiers (docs/audit.md):
-//! `DOMAIN || field_1 || … || field_15`, each field `len: u32 BE || bytes`.
+//! `DOMAIN || field_1 || … || field_14`, each field `len: u32 BE || bytes`.
 //! Integers are 8 bytes big-endian, hashes their 32 raw bytes, text UTF-8.
+//! A record that names its subject (agent, pid, access) is format v2: the
+//! v2 domain, the same 14 fields, then the 3 subject fields. One without is
+//! hashed exactly as before (v1), so every row and export written before v2
+//! still verifies, and a subject cannot be added to or removed from a row
+//! without changing its hash (either the fields or the domain differ).
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Domain separator hashed before the fields of every record.
+/// Domain separator hashed before the fields of a record without a subject
+/// (format v1).
 pub const RECORD_DOMAIN: &[u8] = b"agentd.audit.record.v1\n";
+
+/// Domain separator of a record that names its subject (format v2).
+pub const RECORD_DOMAIN_V2: &[u8] = b"agentd.audit.record.v2\n";
 
 /// `prev_hash` of the first record ever written (seq 1).
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -111,6 +120,18 @@ pub struct AuditEvent {
     pub policy_id: String,
     /// Time the decision took, in microseconds.
     pub latency_us: u64,
+    /// The agent the event is about: the caller of a tool call, the agent
+    /// whose process a kernel event saw (empty if none). Rows written
+    /// before record format v2 have it empty.
+    #[serde(default)]
+    pub agent: String,
+    /// The process that asked (0 if none or unknown).
+    #[serde(default)]
+    pub pid: u32,
+    /// `read` or `write` for a file open whose mode the backend recorded
+    /// (empty otherwise).
+    #[serde(default)]
+    pub access: String,
 }
 
 impl AuditEvent {
@@ -128,12 +149,22 @@ impl AuditEvent {
             reason_code: String::new(),
             policy_id: String::new(),
             latency_us: 0,
+            agent: String::new(),
+            pid: 0,
+            access: String::new(),
         }
+    }
+
+    /// Whether the event names its subject (agent, pid or access): such a
+    /// row is hashed as record format v2.
+    pub fn has_subject(&self) -> bool {
+        !self.agent.is_empty() || self.pid != 0 || !self.access.is_empty()
     }
 
     /// Refuses fields the store could not keep exactly.
     pub fn validate(&self) -> Result<(), RecordError> {
-        for (field, value) in self.text_fields() {
+        let subject = [("agent", self.agent.as_str()), ("access", &self.access)];
+        for (field, value) in self.text_fields().into_iter().chain(subject) {
             if value.len() > MAX_FIELD_BYTES {
                 return Err(RecordError::FieldTooLong {
                     field,
@@ -195,12 +226,23 @@ impl Record {
         r
     }
 
+    /// The record format its hash follows: 2 when the event names its
+    /// subject ([`AuditEvent::has_subject`]), else 1.
+    pub fn format(&self) -> u8 {
+        if self.event.has_subject() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Recomputes the hash from the fields (ignoring the stored `hash`).
     /// A `prev_hash` that is not 64 hex digits is hashed as its text bytes,
     /// so a malformed row still yields a (mismatching) hash, never a panic.
     pub fn compute_hash_bytes(&self) -> [u8; 32] {
+        let v2 = self.format() == 2;
         let mut h = Sha256::new();
-        h.update(RECORD_DOMAIN);
+        h.update(if v2 { RECORD_DOMAIN_V2 } else { RECORD_DOMAIN });
         put_int(&mut h, self.seq);
         put(&mut h, self.timestamp.as_bytes());
         put(&mut h, self.event.kind.as_str().as_bytes());
@@ -211,6 +253,11 @@ impl Record {
         match decode_hash(&self.prev_hash) {
             Some(raw) => put(&mut h, &raw),
             None => put(&mut h, self.prev_hash.as_bytes()),
+        }
+        if v2 {
+            put(&mut h, self.event.agent.as_bytes());
+            put_int(&mut h, u64::from(self.event.pid));
+            put(&mut h, self.event.access.as_bytes());
         }
         h.finalize().into()
     }
@@ -282,6 +329,145 @@ mod tests {
         }
     }
 
+    /// The encoding of docs/audit.md, written out independently of
+    /// `compute_hash_bytes`: the contract offline verifiers implement.
+    fn spec_hash(r: &Record) -> String {
+        fn f(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        let e = &r.event;
+        let v2 = !e.agent.is_empty() || e.pid != 0 || !e.access.is_empty();
+        let mut m = if v2 {
+            b"agentd.audit.record.v2\n".to_vec()
+        } else {
+            b"agentd.audit.record.v1\n".to_vec()
+        };
+        f(&mut m, &r.seq.to_be_bytes());
+        for t in [&r.timestamp, e.kind.as_str()] {
+            f(&mut m, t.as_bytes());
+        }
+        for t in [
+            &e.operator,
+            &e.session,
+            &e.active_message_id,
+            &e.call_id,
+            &e.action,
+            &e.target,
+            &e.decision,
+            &e.reason_code,
+            &e.policy_id,
+        ] {
+            f(&mut m, t.as_bytes());
+        }
+        f(&mut m, &e.latency_us.to_be_bytes());
+        f(&mut m, &hex::decode(&r.prev_hash).unwrap());
+        if v2 {
+            f(&mut m, e.agent.as_bytes());
+            f(&mut m, &u64::from(e.pid).to_be_bytes());
+            f(&mut m, e.access.as_bytes());
+        }
+        hex::encode(Sha256::digest(&m))
+    }
+
+    #[test]
+    fn both_formats_hash_as_documented() {
+        let v1 = Record::seal(3, "t".into(), ev(), "2".repeat(64));
+        assert_eq!(v1.format(), 1);
+        assert_eq!(v1.hash, spec_hash(&v1));
+        let mut e = ev();
+        e.agent = "claude".into();
+        e.pid = 4242;
+        e.access = "read".into();
+        let v2 = Record::seal(3, "t".into(), e, "2".repeat(64));
+        assert_eq!(v2.format(), 2);
+        assert_eq!(v2.hash, spec_hash(&v2));
+        // Any one subject field makes a v2 row.
+        for set in [
+            |e: &mut AuditEvent| e.agent = "a".into(),
+            |e: &mut AuditEvent| e.pid = 1,
+            |e: &mut AuditEvent| e.access = "write".into(),
+        ] {
+            let mut e = ev();
+            set(&mut e);
+            let r = Record::seal(1, "t".into(), e, GENESIS_HASH.into());
+            assert_eq!((r.format(), r.hash.clone()), (2, spec_hash(&r)));
+        }
+    }
+
+    /// A row hashed by the code before format v2 (agentd 2527253): the same
+    /// fields still give the same hash.
+    #[test]
+    fn a_v1_row_keeps_its_hash() {
+        let mut e = AuditEvent::new(RecordKind::ToolCall, "shell");
+        e.operator = "olivia".into();
+        e.session = "C1".into();
+        e.active_message_id = "am-1".into();
+        e.call_id = "call-1".into();
+        e.target = r#"{"cmd":"ls"}"#.into();
+        e.decision = "allow".into();
+        e.reason_code = "ok".into();
+        e.policy_id = "demo@0123456789ab".into();
+        e.latency_us = 42;
+        let r = Record::seal(
+            2,
+            "2026-12-02T20:18:57.117128Z".into(),
+            e,
+            "4cc0decb49c8f4a33cdaec16d5697ac6a8401e2195212b943472ff40dbc55692".into(),
+        );
+        assert_eq!(
+            r.hash,
+            "81bbd7a7c230df4c61829b2691d3001ad663c192de3eaf92f7e1cb61bc44b2b5"
+        );
+    }
+
+    #[test]
+    fn the_subject_is_bound_into_the_hash() {
+        let mut e = ev();
+        e.agent = "claude".into();
+        e.pid = 7;
+        e.access = "read".into();
+        let base = Record::seal(5, "t".into(), e, GENESIS_HASH.into());
+        assert!(base.hash_is_valid());
+        let edits: [fn(&mut AuditEvent); 6] = [
+            |e| e.agent = "codex".into(),
+            |e| e.agent.clear(),
+            |e| e.pid = 8,
+            |e| e.access = "write".into(),
+            // Stripping the whole subject turns it into a v1 row: another hash.
+            |e| {
+                e.agent.clear();
+                e.pid = 0;
+                e.access.clear();
+            },
+            |e| e.policy_id = "agent:claude pid:7".into(),
+        ];
+        for edit in edits {
+            let mut r = base.clone();
+            edit(&mut r.event);
+            assert!(!r.hash_is_valid(), "change not covered: {:?}", r.event);
+        }
+        // And a subject cannot be added to a v1 row.
+        let mut v1 = Record::seal(5, "t".into(), ev(), GENESIS_HASH.into());
+        v1.event.agent = "claude".into();
+        assert!(!v1.hash_is_valid());
+    }
+
+    #[test]
+    fn rows_without_the_subject_fields_read_as_v1() {
+        let r = Record::seal(1, "t".into(), ev(), GENESIS_HASH.into());
+        let mut v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["agent"], "");
+        assert_eq!(v["pid"], 0);
+        let o = v.as_object_mut().unwrap();
+        for k in ["agent", "pid", "access"] {
+            o.remove(k);
+        }
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert!(back.hash_is_valid());
+    }
+
     #[test]
     fn length_prefix_makes_field_boundaries_unambiguous() {
         let mut a = ev();
@@ -301,6 +487,10 @@ mod tests {
         e.target = "x".repeat(MAX_FIELD_BYTES + 1);
         let err = e.validate().unwrap_err();
         assert!(err.to_string().contains("target"), "{err}");
+        let mut e = ev();
+        e.agent = "x".repeat(MAX_FIELD_BYTES + 1);
+        let err = e.validate().unwrap_err();
+        assert!(err.to_string().contains("agent"), "{err}");
     }
 
     #[test]

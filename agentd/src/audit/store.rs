@@ -64,7 +64,10 @@ CREATE TABLE IF NOT EXISTS audit_records (
     policy_id         TEXT NOT NULL,
     latency_us        INTEGER NOT NULL,
     prev_hash         TEXT NOT NULL,
-    hash              TEXT NOT NULL
+    hash              TEXT NOT NULL,
+    agent             TEXT NOT NULL DEFAULT '',
+    pid               INTEGER NOT NULL DEFAULT 0,
+    access            TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     count     INTEGER PRIMARY KEY,
@@ -77,8 +80,17 @@ CREATE TABLE IF NOT EXISTS audit_prunes (
     pruned_through INTEGER NOT NULL,
     timestamp     TEXT NOT NULL
 );
-INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '2');
 ";
+
+/// Schema version 2 (record format v2): the subject columns, added in place
+/// to a version-1 table. Rows already stored read them as empty, which is
+/// what their (v1) hashes were computed over.
+const SUBJECT_COLUMNS: [&str; 3] = [
+    "agent TEXT NOT NULL DEFAULT ''",
+    "pid INTEGER NOT NULL DEFAULT 0",
+    "access TEXT NOT NULL DEFAULT ''",
+];
 
 /// Tables whose rows may never change; the prefix pruning of
 /// `audit_records` lifts its delete guard inside one transaction.
@@ -96,7 +108,8 @@ pub fn guard_sql(table: &str) -> String {
 
 /// Column list in the order [`record_from_row`] reads it.
 pub const RECORD_COLUMNS: &str = "seq, timestamp, kind, operator, session, active_message_id, \
-     call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash";
+     call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash, \
+     agent, pid, access";
 
 /// Path of the audit database under a state directory.
 pub fn db_path(state_dir: &Path) -> PathBuf {
@@ -139,9 +152,48 @@ pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreE
     for t in GUARDED {
         ddl.push_str(&guard_sql(t));
     }
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl} COMMIT;"))
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl}"))
         .map_err(sql(path, "schema"))?;
+    // Migrating in the schema's transaction: a reader never sees half of it.
+    let migrated = migrate(&conn).and_then(|m| conn.execute_batch("COMMIT").map(|()| m));
+    match migrated {
+        Ok(true) => {
+            tracing::info!(path = %path.display(), "audit database migrated to schema 2 (records name their subject)")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sql(path, "migrate schema")(e));
+        }
+    }
     Ok(conn)
+}
+
+/// Whether `audit_records` has the subject columns (schema 2).
+fn has_subject_columns(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('audit_records') WHERE name = 'agent'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Adds the subject columns to a schema-1 table (ALTER TABLE … ADD COLUMN
+/// leaves the stored rows untouched, so the append-only triggers do not
+/// fire and every stored hash stays what it was). Returns whether it did.
+fn migrate(conn: &Connection) -> rusqlite::Result<bool> {
+    if has_subject_columns(conn)? {
+        return Ok(false);
+    }
+    for col in SUBJECT_COLUMNS {
+        conn.execute_batch(&format!("ALTER TABLE audit_records ADD COLUMN {col}"))?;
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('schema_version', '2')",
+        [],
+    )?;
+    Ok(true)
 }
 
 /// Opens an existing database without creating or changing anything.
@@ -159,7 +211,29 @@ pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
     .map_err(sql(path, "open read-only"))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql(path, "busy_timeout"))?;
+    legacy_view(&conn).map_err(sql(path, "read schema"))?;
     Ok(conn)
+}
+
+/// A schema-1 file opened read-only (an old log kept as evidence, not
+/// migrated because nothing may write it): a temporary view of the same
+/// name, which SQLite resolves before the stored table, shows its rows with
+/// empty subject columns, so every reader's [`RECORD_COLUMNS`] query works.
+fn legacy_view(conn: &Connection) -> rusqlite::Result<()> {
+    let has_table: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('audit_records')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_table == 0 || has_subject_columns(conn)? {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "CREATE TEMP VIEW audit_records AS SELECT seq, timestamp, kind, operator, session,
+           active_message_id, call_id, action, target, decision, reason_code, policy_id,
+           latency_us, prev_hash, hash, '' AS agent, 0 AS pid, '' AS access
+         FROM main.audit_records",
+    )
 }
 
 /// Maps a rusqlite error to [`StoreError::Sqlite`].
@@ -178,8 +252,9 @@ pub const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// Insert statement for one record (parameters in [`RECORD_COLUMNS`] order).
 pub const INSERT_RECORD_SQL: &str =
     "INSERT INTO audit_records (seq, timestamp, kind, operator, session, active_message_id,
-        call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+        call_id, action, target, decision, reason_code, policy_id, latency_us, prev_hash, hash,
+        agent, pid, access)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 /// Inserts one sealed record (inside the caller's transaction).
 pub fn insert_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
@@ -206,6 +281,9 @@ pub fn insert_record_with(stmt: &mut rusqlite::Statement<'_>, r: &Record) -> rus
         e.latency_us as i64,
         r.prev_hash,
         r.hash,
+        e.agent,
+        e.pid,
+        e.access,
     ])?;
     Ok(())
 }
@@ -232,6 +310,7 @@ pub fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, (u64, S
     let seq = seq as u64;
     let kind_s: String = row.get(2)?;
     let latency: i64 = row.get(12)?;
+    let pid: i64 = row.get(16)?;
     let kind = match RecordKind::parse(&kind_s) {
         Ok(k) => k,
         Err(e) => return Ok(Err((seq, e.to_string()))),
@@ -239,6 +318,9 @@ pub fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, (u64, S
     if latency < 0 {
         return Ok(Err((seq, format!("negative latency_us {latency}"))));
     }
+    let Ok(pid) = u32::try_from(pid) else {
+        return Ok(Err((seq, format!("pid {pid} is not a process id"))));
+    };
     Ok(Ok(Record {
         seq,
         timestamp: row.get(1)?,
@@ -254,6 +336,9 @@ pub fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, (u64, S
             reason_code: row.get(10)?,
             policy_id: row.get(11)?,
             latency_us: latency as u64,
+            agent: row.get(15)?,
+            pid,
+            access: row.get(17)?,
         },
         prev_hash: row.get(13)?,
         hash: row.get(14)?,
