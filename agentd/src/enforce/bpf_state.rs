@@ -226,6 +226,79 @@ fn pin_link(pin_dir: &Path, link: FdLink, name: &str) -> Result<(), BpfStateErro
     Ok(())
 }
 
+/// The error of one program's load or attach step.
+fn program_error(program: &'static str) -> impl Fn(String) -> BpfStateError {
+    move |message| BpfStateError::Program { program, message }
+}
+
+/// Loads and attaches the fork/exit/exec tracepoints that keep the
+/// process-tree maps, and pins their links.
+fn attach_process_tree(obj: &mut LoadedObject, pin_dir: &Path) -> Result<(), BpfStateError> {
+    for name in [
+        programs::SCHED_PROCESS_FORK,
+        programs::SCHED_PROCESS_EXIT,
+        programs::SCHED_PROCESS_EXEC,
+    ] {
+        let prog_err = program_error(name);
+        let prog: &mut BtfTracePoint = obj
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| prog_err("missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
+        prog.load(name, &obj.btf)
+            .map_err(|e| prog_err(format!("load: {e}")))?;
+        let id = prog
+            .attach()
+            .map_err(|e| prog_err(format!("attach: {e}")))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| prog_err(e.to_string()))?
+            .into();
+        pin_link(pin_dir, link, name)?;
+    }
+    Ok(())
+}
+
+/// Loads the cgroup connect/sendmsg gates, attaches them to `slice` (the
+/// parent of all agent cgroups) and pins their links.
+fn attach_network_gates(
+    obj: &mut LoadedObject,
+    slice: &Path,
+    pin_dir: &Path,
+) -> Result<(), BpfStateError> {
+    let cgroup = File::open(slice).map_err(|e| BpfStateError::Program {
+        program: programs::CONNECT4,
+        message: format!("open {}: {e}", slice.display()),
+    })?;
+    for name in [
+        programs::CONNECT4,
+        programs::CONNECT6,
+        programs::SENDMSG4,
+        programs::SENDMSG6,
+    ] {
+        let prog_err = program_error(name);
+        let prog: &mut CgroupSockAddr = obj
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| prog_err("missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
+        prog.load().map_err(|e| prog_err(format!("load: {e}")))?;
+        let id = prog
+            // bpf_link attachments are always multi-attach; the flag must be 0.
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(|e| prog_err(format!("attach: {e}")))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| prog_err(e.to_string()))?
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| prog_err(e.to_string()))?;
+        pin_link(pin_dir, link, name)?;
+    }
+    Ok(())
+}
+
 impl BpfState {
     /// Loads the object with maps pinned in `pin_dir` (re-using live ones),
     /// attaches the process-tree programs and the cgroup network gates on
@@ -240,64 +313,8 @@ impl BpfState {
             message: e.to_string(),
         })?;
         let mut obj = ebpf::open_pinned(pin_dir)?;
-        for name in [
-            programs::SCHED_PROCESS_FORK,
-            programs::SCHED_PROCESS_EXIT,
-            programs::SCHED_PROCESS_EXEC,
-        ] {
-            let prog_err = |message: String| BpfStateError::Program {
-                program: name,
-                message,
-            };
-            let prog: &mut BtfTracePoint = obj
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| prog_err("missing".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
-            prog.load(name, &obj.btf)
-                .map_err(|e| prog_err(format!("load: {e}")))?;
-            let id = prog
-                .attach()
-                .map_err(|e| prog_err(format!("attach: {e}")))?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(|e| prog_err(e.to_string()))?
-                .into();
-            pin_link(pin_dir, link, name)?;
-        }
-        let cgroup = File::open(slice).map_err(|e| BpfStateError::Program {
-            program: programs::CONNECT4,
-            message: format!("open {}: {e}", slice.display()),
-        })?;
-        for name in [
-            programs::CONNECT4,
-            programs::CONNECT6,
-            programs::SENDMSG4,
-            programs::SENDMSG6,
-        ] {
-            let prog_err = |message: String| BpfStateError::Program {
-                program: name,
-                message,
-            };
-            let prog: &mut CgroupSockAddr = obj
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| prog_err("missing".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| prog_err(e.to_string()))?;
-            prog.load().map_err(|e| prog_err(format!("load: {e}")))?;
-            let id = prog
-                // bpf_link attachments are always multi-attach; the flag must be 0.
-                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-                .map_err(|e| prog_err(format!("attach: {e}")))?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(|e| prog_err(e.to_string()))?
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| prog_err(e.to_string()))?;
-            pin_link(pin_dir, link, name)?;
-        }
+        attach_process_tree(&mut obj, pin_dir)?;
+        attach_network_gates(&mut obj, slice, pin_dir)?;
         let agent_cgroups = take(&mut obj, maps::AGENT_CGROUPS, HashMap::try_from)?;
         let bindings = take(&mut obj, maps::BINDINGS, HashMap::try_from)?;
         let exec_grants = take(&mut obj, maps::EXEC_GRANTS, HashMap::try_from)?;

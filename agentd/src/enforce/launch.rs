@@ -442,12 +442,6 @@ pub struct LaunchSpec {
 /// SIGHUP and SIGQUIT to the agent's process group. Returns the child's exit code
 /// (128 + signal when killed). Must be called from a single-threaded process.
 pub fn run_agent(spec: &LaunchSpec) -> Result<i32, LaunchError> {
-    let local = |step: &'static str| {
-        move |e: &dyn std::fmt::Display| LaunchError::Local {
-            step,
-            message: e.to_string(),
-        }
-    };
     let first = spec
         .argv
         .first()
@@ -543,37 +537,65 @@ fn forward_signals_to(pid: libc::pid_t) {
     }
 }
 
+/// What `LaunchError::Local` is built from in the child: the step that
+/// failed and its error.
+fn local(step: &'static str) -> impl Fn(&dyn std::fmt::Display) -> LaunchError {
+    move |e| LaunchError::Local {
+        step,
+        message: e.to_string(),
+    }
+}
+
+/// The last OS error as a failed local step.
+fn os_error(step: &'static str) -> LaunchError {
+    local(step)(&std::io::Error::last_os_error())
+}
+
+/// The command and arguments as C strings, made before the filter goes on:
+/// after it, an allocation is fine but an open would wait for a supervisor
+/// that does not exist yet.
+struct ExecImage {
+    path: CString,
+    args: Vec<CString>,
+}
+
+impl ExecImage {
+    fn new(spec: &LaunchSpec, path: &Path) -> Result<Self, LaunchError> {
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| local("command")(&e))?;
+        let args = spec
+            .argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| local("arguments")(&e))?;
+        Ok(Self { path, args })
+    }
+}
+
 fn child(
     spec: &LaunchSpec,
     path: &Path,
     seccomp: bool,
     enforcing: bool,
 ) -> Result<Never, LaunchError> {
-    let local = |step: &'static str| {
-        move |e: &dyn std::fmt::Display| LaunchError::Local {
-            step,
-            message: e.to_string(),
-        }
-    };
-    // Everything the exec needs is prepared before the filter goes on: after
-    // it, an open would wait for a supervisor that does not exist yet.
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| local("command")(&e))?;
-    let cargs: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| local("arguments")(&e))?;
-    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let groups: Vec<libc::gid_t> = spec.creds.groups.clone();
+    let image = ExecImage::new(spec, path)?;
     // A session of its own: the agent loses the caller's controlling
     // terminal, so it cannot push input into it (TIOCSTI) or signal the
     // caller's job through it.
     // SAFETY: setsid in the freshly forked child (never a group leader).
     if unsafe { libc::setsid() } < 0 {
-        return Err(local("setsid")(&std::io::Error::last_os_error()));
+        return Err(os_error("setsid"));
     }
+    join_agent(spec, seccomp)?;
+    if enforcing {
+        landlock_scopes();
+    }
+    become_agent_and_exec(spec, &image)
+}
+
+/// Joins the agent's cgroup through agentd, sets no_new_privs and, under
+/// seccomp, installs the filter and hands its listener to agentd.
+fn join_agent(spec: &LaunchSpec, seccomp: bool) -> Result<(), LaunchError> {
     // The connection that will hand over the listener is made now, outside
     // the agent: once the filter is on, a connect would wait for the very
     // supervisor it is meant to start, and the agents' cgroup refuses unix
@@ -598,7 +620,7 @@ fn child(
     // SAFETY: prctl on ourselves. no_new_privs for every backend: a setuid
     // binary must not lift the agent's privileges.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(local("no_new_privs")(&std::io::Error::last_os_error()));
+        return Err(os_error("no_new_privs"));
     }
     if let Some(handover) = handover {
         let listener =
@@ -617,19 +639,25 @@ fn child(
         // The agent must never hold its own listener (it could answer itself).
         drop(listener);
     }
-    if enforcing {
-        landlock_scopes();
-    }
+    Ok(())
+}
+
+/// Drops to the agent user's credentials, closes every fd beyond stdio at
+/// exec, and execs the command.
+fn become_agent_and_exec(spec: &LaunchSpec, image: &ExecImage) -> Result<Never, LaunchError> {
+    let mut argv: Vec<*const libc::c_char> = image.args.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let groups = &spec.creds.groups;
     // SAFETY: plain credential syscalls and execv in the single-threaded child.
     unsafe {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-            return Err(local("setgroups")(&std::io::Error::last_os_error()));
+            return Err(os_error("setgroups"));
         }
         if libc::setresgid(spec.creds.gid, spec.creds.gid, spec.creds.gid) != 0 {
-            return Err(local("setresgid")(&std::io::Error::last_os_error()));
+            return Err(os_error("setresgid"));
         }
         if libc::setresuid(spec.creds.uid, spec.creds.uid, spec.creds.uid) != 0 {
-            return Err(local("setresuid")(&std::io::Error::last_os_error()));
+            return Err(os_error("setresuid"));
         }
         // Only stdin, stdout and stderr cross into the agent: any other fd
         // the caller held (a terminal, a socket, agentd's files) is closed
@@ -641,11 +669,11 @@ fn child(
             libc::CLOSE_RANGE_CLOEXEC,
         ) != 0
         {
-            return Err(local("close_range")(&std::io::Error::last_os_error()));
+            return Err(os_error("close_range"));
         }
-        libc::execv(cpath.as_ptr(), argv.as_ptr());
+        libc::execv(image.path.as_ptr(), argv.as_ptr());
     }
-    Err(local("exec")(&std::io::Error::last_os_error()))
+    Err(os_error("exec"))
 }
 
 /// Landlock scopes (ABI 6, kernel ≥ 6.12) for the agent's process tree:
@@ -701,12 +729,6 @@ pub fn exec_bound(
     call_id: &str,
     argv: &[OsString],
 ) -> Result<std::convert::Infallible, LaunchError> {
-    let local = |step: &'static str| {
-        move |e: &dyn std::fmt::Display| LaunchError::Local {
-            step,
-            message: e.to_string(),
-        }
-    };
     let first = argv
         .first()
         .ok_or_else(|| local("command")(&"empty command"))?;

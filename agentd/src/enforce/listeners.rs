@@ -317,44 +317,33 @@ impl Enforcer {
             .filter(|(_, l)| l.agent == *agent)
             .map(|(n, _)| n)
             .collect();
+        let came_back = |n: &String| returned.iter().any(|(r, _)| r == n);
+        let complete = !expected.is_empty() && expected.iter().all(|n| came_back(n));
+        // Forget what did not come back; its tasks, if any, are stopped below.
+        for name in expected.iter().filter(|n| !came_back(n)) {
+            self.forget_listener(name);
+        }
         let pids = self.agent_pids(cg);
-        let complete = !expected.is_empty()
-            && expected
-                .iter()
-                .all(|n| returned.iter().any(|(r, _)| r == *n));
+        if pids.is_empty() {
+            // Nothing left to supervise: the listeners' tasks are gone.
+            self.release_listeners(returned);
+            return;
+        }
         let unfiltered = pids
             .iter()
             .filter(|p| !self.ops().under_seccomp_filter(**p))
             .count();
-        // Forget what did not come back; its tasks, if any, are stopped below.
-        for name in expected
-            .iter()
-            .filter(|n| !returned.iter().any(|(r, _)| r == **n))
-        {
-            self.forget_listener(name);
-        }
-        if pids.is_empty() {
-            // Nothing left to supervise: the listeners' tasks are gone.
-            for (name, fd) in returned {
-                drop(fd);
-                self.forget_listener(&name);
-            }
-            return;
-        }
         if self.inner.backend != Backend::Lsm && !(complete && unfiltered == 0) {
             // Seccomp agents whose supervision cannot be restored in
             // full are stopped, never left half-enforced.
             let _ = self.ops().cgroup_kill(cg);
-            let came_back = returned.len();
-            for (name, fd) in returned {
-                drop(fd);
-                self.forget_listener(&name);
-            }
-            tracing::warn!(agent = %agent, pids = pids.len(), listeners_expected = expected.len(), came_back, unfiltered, "stopped an agent whose supervision did not survive the restart");
+            let back = returned.len();
+            self.release_listeners(returned);
+            tracing::warn!(agent = %agent, pids = pids.len(), listeners_expected = expected.len(), came_back = back, unfiltered, "stopped an agent whose supervision did not survive the restart");
             let _ = self.inner.sink.append_lifecycle(
                 "agent_stopped",
                 &format!(
-                    "agent={agent} pids={} listeners_back={came_back}/{} unfiltered={unfiltered}",
+                    "agent={agent} pids={} listeners_back={back}/{} unfiltered={unfiltered}",
                     pids.len(),
                     expected.len()
                 ),
@@ -366,6 +355,28 @@ impl Enforcer {
             // lsm agents: no listener, nothing to resume.
             return;
         }
+        self.resupervise(agent, cg, returned, known, clean, pids.len());
+    }
+
+    /// Closes listeners that will not be supervised and forgets them.
+    fn release_listeners(&self, returned: Vec<(String, OwnedFd)>) {
+        for (name, fd) in returned {
+            drop(fd);
+            self.forget_listener(&name);
+        }
+    }
+
+    /// Starts a supervisor on every returned listener of a re-adopted
+    /// agent; if any cannot start, the agent is stopped.
+    fn resupervise(
+        &self,
+        agent: &str,
+        cg: &AgentCgroupDir,
+        returned: Vec<(String, OwnedFd)>,
+        known: &BTreeMap<String, ListenerEntry>,
+        clean: bool,
+        pids: usize,
+    ) {
         let n = returned.len();
         let mut failed = 0;
         for (name, fd) in returned {
@@ -382,22 +393,16 @@ impl Enforcer {
             self.stop_supervisors(agent);
             let _ = self.inner.sink.append_lifecycle(
                 "agent_stopped",
-                &format!(
-                    "agent={agent} pids={} supervisors_failed={failed}",
-                    pids.len()
-                ),
+                &format!("agent={agent} pids={pids} supervisors_failed={failed}"),
                 reason::SUPERVISOR_LOST_ON_RESTART,
             );
             return;
         }
         let kicked = !clean && self.ops().cgroup_restart_waiting(cg).is_ok();
-        tracing::info!(agent = %agent, listeners = n, pids = pids.len(), kicked, "agent re-adopted: supervision resumed");
+        tracing::info!(agent = %agent, listeners = n, pids, kicked, "agent re-adopted: supervision resumed");
         let _ = self.inner.sink.append_lifecycle(
             "agent_readopted",
-            &format!(
-                "agent={agent} listeners={n} pids={} clean_stop={clean}",
-                pids.len()
-            ),
+            &format!("agent={agent} listeners={n} pids={pids} clean_stop={clean}"),
             reason::SUPERVISOR_READOPTED,
         );
     }

@@ -137,87 +137,104 @@ const fn arg_high(i: u32) -> u32 {
     20 + 8 * i
 }
 
+const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+
 /// Assembles the filter program.
 pub fn program() -> Vec<libc::sock_filter> {
     use Target::*;
-    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    let jge = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    let jset = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
     let mut p = vec![
         Insn::Load(4),
-        Insn::Jump(jeq, AUDIT_ARCH, Next, Kill),
+        Insn::Jump(JEQ, AUDIT_ARCH, Next, Kill),
         Insn::Load(0),
-        Insn::Jump(jge, X32_SYSCALL_BIT, Enosys, Next),
+        Insn::Jump(JGE, X32_SYSCALL_BIT, Enosys, Next),
     ];
+    dispatch_by_syscall(&mut p);
+    check_arguments(&mut p);
+    verdicts(&mut p);
+    assemble(&p)
+}
+
+/// One jump per syscall of interest, to a verdict or to the check of its
+/// arguments; everything else is allowed.
+fn dispatch_by_syscall(p: &mut Vec<Insn>) {
+    use Target::*;
     // O_PATH opens read and write nothing (the lsm backend's file_open hook
     // does not see them either), and a handle they return cannot be passed
     // with ADDFD: they run untouched. openat2 keeps its flags in memory, so
     // it is always notified.
     #[cfg(target_arch = "x86_64")]
-    p.push(Insn::Jump(jeq, libc::SYS_open as u32, OpenFlags, Next));
-    p.push(Insn::Jump(jeq, libc::SYS_openat as u32, OpenatFlags, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_open as u32, OpenFlags, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_openat as u32, OpenatFlags, Next));
     for (nr, _) in NOTIFIED {
-        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+        p.push(Insn::Jump(JEQ, *nr as u32, Notify, Next));
     }
     // An addressed sendto names its destination in memory: notified; the
     // connected form (no address) runs.
-    p.push(Insn::Jump(jeq, libc::SYS_sendto as u32, SendtoAddr, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_sendto as u32, SendtoAddr, Next));
     for (nr, _) in GUARDED
         .iter()
         .chain(METADATA)
         .chain(super::supervisor::signal::SYSCALLS)
         .chain(NET)
     {
-        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+        p.push(Insn::Jump(JEQ, *nr as u32, Notify, Next));
     }
     for (nr, _) in super::supervisor::metadata::UNSUPPORTED {
-        p.push(Insn::Jump(jeq, *nr as u32, Enosys, Next));
+        p.push(Insn::Jump(JEQ, *nr as u32, Enosys, Next));
     }
     for (nr, _) in REFUSED {
-        p.push(Insn::Jump(jeq, *nr as u32, Notify, Next));
+        p.push(Insn::Jump(JEQ, *nr as u32, Notify, Next));
     }
     p.push(Insn::Jump(
-        jeq,
+        JEQ,
         libc::SYS_seccomp as u32,
         SeccompFlags,
         Next,
     ));
-    p.push(Insn::Jump(jeq, libc::SYS_ioctl as u32, IoctlCmd, Next));
-    p.push(Insn::Jump(jeq, libc::SYS_socket as u32, Socket, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_ioctl as u32, IoctlCmd, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_socket as u32, Socket, Next));
     // clone3 passes its flags in memory the filter cannot read: ENOSYS makes
     // glibc fall back to clone, whose flags it can.
-    p.push(Insn::Jump(jeq, libc::SYS_clone3 as u32, Enosys, Next));
-    p.push(Insn::Jump(jeq, libc::SYS_clone as u32, CheckFlags, Next));
-    p.push(Insn::Jump(jeq, libc::SYS_unshare as u32, CheckFlags, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_clone3 as u32, Enosys, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_clone as u32, CheckFlags, Next));
+    p.push(Insn::Jump(JEQ, libc::SYS_unshare as u32, CheckFlags, Next));
     p.push(Insn::Ret(SECCOMP_RET_ALLOW));
+}
+
+/// The argument checks the dispatch jumps to: flags, destinations, ioctl
+/// commands and socket families the filter can read from registers.
+fn check_arguments(p: &mut Vec<Insn>) {
+    use Target::*;
     p.push(Insn::Label(CheckFlags));
     p.push(Insn::Load(arg(0)));
     // A new user namespace: refused by the supervisor, with a row.
-    p.push(Insn::Jump(jset, CLONE_NEWUSER, Notify, Allow));
+    p.push(Insn::Jump(JSET, CLONE_NEWUSER, Notify, Allow));
     #[cfg(target_arch = "x86_64")]
     {
         p.push(Insn::Label(OpenFlags));
         p.push(Insn::Load(arg(1)));
-        p.push(Insn::Jump(jeq, 0, OPathTest, OPathTest));
+        p.push(Insn::Jump(JEQ, 0, OPathTest, OPathTest));
     }
     p.push(Insn::Label(OpenatFlags));
     p.push(Insn::Load(arg(2)));
     p.push(Insn::Label(OPathTest));
-    p.push(Insn::Jump(jset, libc::O_PATH as u32, Allow, Notify));
+    p.push(Insn::Jump(JSET, libc::O_PATH as u32, Allow, Notify));
     p.push(Insn::Label(SendtoAddr));
     p.push(Insn::Load(arg(4)));
-    p.push(Insn::Jump(jeq, 0, Next, Notify));
+    p.push(Insn::Jump(JEQ, 0, Next, Notify));
     p.push(Insn::Load(arg_high(4)));
-    p.push(Insn::Jump(jeq, 0, Allow, Notify));
+    p.push(Insn::Jump(JEQ, 0, Allow, Notify));
     // Another filter with a listener: refused (the supervisor audits it).
     p.push(Insn::Label(SeccompFlags));
     p.push(Insn::Load(arg(1)));
-    p.push(Insn::Jump(jset, SECCOMP_FLAG_NEW_LISTENER, Notify, Allow));
+    p.push(Insn::Jump(JSET, SECCOMP_FLAG_NEW_LISTENER, Notify, Allow));
     // Terminal input injection: refused (audited); every other ioctl runs.
     p.push(Insn::Label(IoctlCmd));
     p.push(Insn::Load(arg(1)));
-    p.push(Insn::Jump(jeq, TIOCSTI, Notify, Next));
-    p.push(Insn::Jump(jeq, TIOCLINUX, Notify, Allow));
+    p.push(Insn::Jump(JEQ, TIOCSTI, Notify, Next));
+    p.push(Insn::Jump(JEQ, TIOCLINUX, Notify, Allow));
     // Socket families: unix (its destinations are decided at connect),
     // netlink route (read-only for the unprivileged; glibc's getaddrinfo
     // uses it), TCP and UDP (decided by the cgroup connect/sendmsg
@@ -225,27 +242,32 @@ pub fn program() -> Vec<libc::sock_filter> {
     // protocols, other families — goes to the supervisor, which refuses it.
     p.push(Insn::Label(Socket));
     p.push(Insn::Load(arg(0)));
-    p.push(Insn::Jump(jeq, libc::AF_UNIX as u32, Allow, Next));
-    p.push(Insn::Jump(jeq, libc::AF_INET as u32, SocketInet, Next));
-    p.push(Insn::Jump(jeq, libc::AF_INET6 as u32, SocketInet, Next));
-    p.push(Insn::Jump(jeq, libc::AF_NETLINK as u32, Next, Notify));
+    p.push(Insn::Jump(JEQ, libc::AF_UNIX as u32, Allow, Next));
+    p.push(Insn::Jump(JEQ, libc::AF_INET as u32, SocketInet, Next));
+    p.push(Insn::Jump(JEQ, libc::AF_INET6 as u32, SocketInet, Next));
+    p.push(Insn::Jump(JEQ, libc::AF_NETLINK as u32, Next, Notify));
     p.push(Insn::Load(arg(2)));
-    p.push(Insn::Jump(jeq, libc::NETLINK_ROUTE as u32, Allow, Notify));
+    p.push(Insn::Jump(JEQ, libc::NETLINK_ROUTE as u32, Allow, Notify));
     p.push(Insn::Label(SocketInet));
     p.push(Insn::Load(arg(1)));
     p.push(Insn::And(0xf)); // SOCK_TYPE_MASK: without SOCK_NONBLOCK/SOCK_CLOEXEC
-    p.push(Insn::Jump(jeq, libc::SOCK_STREAM as u32, SocketProto, Next));
+    p.push(Insn::Jump(JEQ, libc::SOCK_STREAM as u32, SocketProto, Next));
     p.push(Insn::Jump(
-        jeq,
+        JEQ,
         libc::SOCK_DGRAM as u32,
         SocketProto,
         Notify,
     ));
     p.push(Insn::Label(SocketProto));
     p.push(Insn::Load(arg(2)));
-    p.push(Insn::Jump(jeq, 0, Allow, Next));
-    p.push(Insn::Jump(jeq, libc::IPPROTO_TCP as u32, Allow, Next));
-    p.push(Insn::Jump(jeq, libc::IPPROTO_UDP as u32, Allow, Notify));
+    p.push(Insn::Jump(JEQ, 0, Allow, Next));
+    p.push(Insn::Jump(JEQ, libc::IPPROTO_TCP as u32, Allow, Next));
+    p.push(Insn::Jump(JEQ, libc::IPPROTO_UDP as u32, Allow, Notify));
+}
+
+/// The verdicts every check ends in.
+fn verdicts(p: &mut Vec<Insn>) {
+    use Target::*;
     p.push(Insn::Label(Allow));
     p.push(Insn::Ret(SECCOMP_RET_ALLOW));
     p.push(Insn::Label(Notify));
@@ -256,7 +278,6 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(Insn::Ret(SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
     p.push(Insn::Label(Kill));
     p.push(Insn::Ret(SECCOMP_RET_KILL_PROCESS));
-    assemble(&p)
 }
 
 fn assemble(p: &[Insn]) -> Vec<libc::sock_filter> {
