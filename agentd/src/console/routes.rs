@@ -378,43 +378,13 @@ async fn call(
         .find(|r| r.event.kind == crate::audit::RecordKind::ToolCall)
         .cloned();
     let policy = c.parts.gateway.current_policy();
-    let explanation = decision.as_ref().map(|r| {
-        let roles = c
-            .parts
-            .gateway
-            .list_operators()
-            .into_iter()
-            .find(|o| o.id == r.event.operator)
-            .map(|o| o.roles);
-        let ctx = crate::explain::Context {
-            policy_source: policy.as_ref().map(|p| p.source.as_str()),
-            policy_id: policy.as_ref().map(|p| p.id.as_str()),
-            operator_roles: roles.as_deref(),
-            agent_profiles: None,
-            call_row: None,
-        };
-        crate::explain::explain(r, &ctx)
-    });
-    let live = c.parts.enforce.get().and_then(|e| {
-        e.list_agents()
-            .into_iter()
-            .find(|a| a.calls.contains(&id))
-            .map(|a| a.name)
-    });
+    let explanation = decision
+        .as_ref()
+        .map(|r| explanation_of(&c, policy.as_deref(), r));
     let grant = decision
         .as_ref()
         .filter(|r| r.event.decision == "allow")
-        .map(|r| {
-            let template = policy
-                .as_ref()
-                .and_then(|p| toml::from_str::<crate::policy::schema::PolicyFile>(&p.source).ok())
-                .and_then(|f| f.actions.get(&r.event.action).and_then(|a| a.grant.clone()));
-            GrantView {
-                template,
-                live: live.is_some(),
-                agent: live.clone(),
-            }
-        });
+        .map(|r| grant_of(&c, policy.as_deref(), r, &id));
     let receipt = receipt_of(&c, &id, decision.as_ref()).await;
     Ok(Json(CallView {
         call_id: id,
@@ -429,6 +399,57 @@ async fn call(
         kernel: kernel.iter().map(Into::into).collect(),
         receipt,
     }))
+}
+
+/// Why the policy decided as it did, with the operator's roles today.
+fn explanation_of(
+    c: &Console,
+    policy: Option<&crate::policy::CompiledPolicy>,
+    row: &crate::audit::Record,
+) -> crate::explain::Explanation {
+    let roles = c
+        .parts
+        .gateway
+        .list_operators()
+        .into_iter()
+        .find(|o| o.id == row.event.operator)
+        .map(|o| o.roles);
+    let ctx = crate::explain::Context {
+        policy_source: policy.map(|p| p.source.as_str()),
+        policy_id: policy.map(|p| p.id.as_str()),
+        operator_roles: roles.as_deref(),
+        agent_profiles: None,
+        call_row: None,
+    };
+    crate::explain::explain(row, &ctx)
+}
+
+/// The grant an allowed call gets from the policy, and whether an agent
+/// holds it live.
+fn grant_of(
+    c: &Console,
+    policy: Option<&crate::policy::CompiledPolicy>,
+    row: &crate::audit::Record,
+    call_id: &str,
+) -> GrantView {
+    let live = c.parts.enforce.get().and_then(|e| {
+        e.list_agents()
+            .into_iter()
+            .find(|a| a.calls.iter().any(|id| id == call_id))
+            .map(|a| a.name)
+    });
+    let template = policy
+        .and_then(|p| toml::from_str::<crate::policy::schema::PolicyFile>(&p.source).ok())
+        .and_then(|f| {
+            f.actions
+                .get(&row.event.action)
+                .and_then(|a| a.grant.clone())
+        });
+    GrantView {
+        template,
+        live: live.is_some(),
+        agent: live,
+    }
 }
 
 async fn receipt_of(
@@ -593,45 +614,7 @@ async fn set_mode(
             format!("switching a mode needs a fresh confirmation token ({e}): run `agentctl console --confirm`"),
         ));
     }
-    let configured = match &c.parts.agents {
-        Some(m) => {
-            let (m, n) = (m.clone(), name.clone());
-            tokio::task::spawn_blocking(move || m.show(&n).is_ok())
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
-    };
-    let result = if configured {
-        let (m, n, mode) = (
-            c.parts.agents.clone().expect("configured"),
-            name.clone(),
-            req.mode,
-        );
-        tokio::task::spawn_blocking(move || {
-            m.set_mode(&n, mode)
-                .map(|_| ())
-                .map_err(|e| (e.reason_code(), e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|e| Err(("internal", e.to_string())))
-    } else {
-        match c.parts.enforce.get() {
-            Some(e) => {
-                let (n, mode) = (name.clone(), req.mode);
-                tokio::task::spawn_blocking(move || {
-                    e.set_mode(&n, mode)
-                        .map_err(|e| (e.reason_code(), e.to_string()))
-                })
-                .await
-                .unwrap_or_else(|e| Err(("internal", e.to_string())))
-            }
-            None => Err((
-                "enforcement_unavailable",
-                c.parts.enforce.unavailable_reason(),
-            )),
-        }
-    };
+    let result = apply_mode(&c, &name, req.mode).await;
     match result {
         Ok(()) => {
             c.record(&s.admin, "agent_mode", &target, "allow", reason::OK)
@@ -648,6 +631,46 @@ async fn set_mode(
             };
             Err(ApiError::new(status, code, msg))
         }
+    }
+}
+
+/// Switches an agent's mode where it is defined: through the agent
+/// manager for a configured agent (so the change persists), else in the
+/// enforcer. Fails with a reason code and a message.
+async fn apply_mode(c: &Console, name: &str, mode: Mode) -> Result<(), (&'static str, String)> {
+    let configured = match &c.parts.agents {
+        Some(m) => {
+            let (m, n) = (m.clone(), name.to_owned());
+            tokio::task::spawn_blocking(move || m.show(&n).is_ok())
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    if configured {
+        let (m, n) = (c.parts.agents.clone().expect("configured"), name.to_owned());
+        return tokio::task::spawn_blocking(move || {
+            m.set_mode(&n, mode)
+                .map(|_| ())
+                .map_err(|e| (e.reason_code(), e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(("internal", e.to_string())));
+    }
+    match c.parts.enforce.get() {
+        Some(e) => {
+            let n = name.to_owned();
+            tokio::task::spawn_blocking(move || {
+                e.set_mode(&n, mode)
+                    .map_err(|e| (e.reason_code(), e.to_string()))
+            })
+            .await
+            .unwrap_or_else(|e| Err(("internal", e.to_string())))
+        }
+        None => Err((
+            "enforcement_unavailable",
+            c.parts.enforce.unavailable_reason(),
+        )),
     }
 }
 

@@ -2,7 +2,9 @@
 //! human, and waited for; the answer turns it into an allow (the pipeline
 //! then audits it and runs the allow hooks like any allowed call) or a
 //! denial (`approval_denied`, `approval_timeout`, `approval_queue_full`).
-use super::approvals::{Answer, PendingApproval, Resolution};
+use std::sync::Arc;
+
+use super::approvals::{Answer, Approvals, PendingApproval, Resolution, Ticket};
 use super::{Caller, Decision, Gateway, ToolCallRequest};
 use crate::protocol::reason;
 
@@ -22,6 +24,34 @@ impl Gateway {
             );
             return;
         };
+        let Some((info, ticket)) = self.register_escalation(d, req, caller, &queue).await else {
+            return;
+        };
+        tracing::info!(approval = %info.id, action = %info.action, operator = %info.operator, deadline = info.deadline, "tool call waits for approval");
+        if let Some(hook) = queue.webhook().cloned() {
+            let q = queue.clone();
+            let p = info.clone();
+            tokio::spawn(async move {
+                let r = hook.deliver(&p).await;
+                if let Err(e) = &r {
+                    tracing::warn!(approval = %p.id, error = %e, "approval webhook delivery failed");
+                }
+                q.audit_delivery(&p, &r).await;
+            });
+        }
+        let resolution = ticket.wait().await;
+        self.apply_resolution(d, caller, resolution, queue.timeout_secs());
+    }
+
+    /// Queues the call for a human and audits the `escalate` row; `None`
+    /// (with `d` overturned) when either fails, so nothing waits unrecorded.
+    async fn register_escalation(
+        &self,
+        d: &mut Decision,
+        req: &ToolCallRequest,
+        caller: Caller,
+        queue: &Arc<Approvals>,
+    ) -> Option<(PendingApproval, Ticket)> {
         let created_at = super::unix_now();
         let info = PendingApproval {
             id: d.call_id.clone(),
@@ -39,7 +69,7 @@ impl Gateway {
             Ok(t) => t,
             Err(e) => {
                 d.overturn(e.reason_code(), e.to_string());
-                return;
+                return None;
             }
         };
         if let Some(audit) = &self.audit {
@@ -54,22 +84,23 @@ impl Gateway {
                     reason::AUDIT_UNAVAILABLE,
                     format!("the audit log could not record the escalation: {e}"),
                 );
-                return;
+                return None;
             }
         }
-        tracing::info!(approval = %info.id, action = %info.action, operator = %info.operator, deadline = info.deadline, "tool call waits for approval");
-        if let Some(hook) = queue.webhook().cloned() {
-            let q = queue.clone();
-            let p = info.clone();
-            tokio::spawn(async move {
-                let r = hook.deliver(&p).await;
-                if let Err(e) = &r {
-                    tracing::warn!(approval = %p.id, error = %e, "approval webhook delivery failed");
-                }
-                q.audit_delivery(&p, &r).await;
-            });
-        }
-        match ticket.wait().await {
+        Some((info, ticket))
+    }
+
+    /// Turns the human's answer (or its absence) into allow or deny. An
+    /// approval still needs the message that authorised the call to vouch
+    /// for it now.
+    fn apply_resolution(
+        &self,
+        d: &mut Decision,
+        caller: Caller,
+        resolution: Resolution,
+        timeout_secs: u64,
+    ) {
+        match resolution {
             Resolution::Answered(a) if a.answer == Answer::Approve => {
                 if let Err((code, detail)) = self.still_vouched(
                     &d.active_message_id,
@@ -100,7 +131,7 @@ impl Gateway {
             ),
             Resolution::TimedOut => d.overturn(
                 reason::APPROVAL_TIMEOUT,
-                format!("no approver answered within {} s", queue.timeout_secs()),
+                format!("no approver answered within {timeout_secs} s"),
             ),
         }
     }
