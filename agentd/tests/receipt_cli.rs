@@ -168,3 +168,74 @@ fn jpeg_copy_is_matched_to_its_audit_row() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("matches the watermark payload"), "{out}");
 }
+
+#[test]
+fn verify_says_which_geometric_correction_it_applied() {
+    use image::{imageops, Rgb, RgbImage};
+    use imageproc::geometric_transformations::{rotate_about_center, Interpolation};
+    let dir = tempfile::tempdir().unwrap();
+    let key = hex::decode(KEY_HEX).unwrap();
+    let key_file = dir.path().join("dave.key");
+    std::fs::write(&key_file, KEY_HEX).unwrap();
+    let claims_path = dir.path().join("claims.json");
+    std::fs::write(&claims_path, serde_json::to_string(&claims()).unwrap()).unwrap();
+    let png = receipt::seal(&key, &claims()).unwrap();
+    let d = pngio::decode(&png).unwrap();
+    let img = RgbImage::from_raw(256, 256, d.rgb).unwrap();
+    let save = |name: &str, copy: &RgbImage| {
+        let path = dir.path().join(name);
+        copy.save(&path).unwrap();
+        path
+    };
+    let claims_arg = ["--claims", claims_path.to_str().unwrap()];
+
+    // The card as sealed: no correction.
+    let plain = dir.path().join("plain.png");
+    std::fs::write(&plain, &png).unwrap();
+    let (code, out) = verify(&plain, &key_file, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("geometry:        none (copy read as sealed)"),
+        "{out}"
+    );
+
+    // Mirrored: said so.
+    let mirrored = save("mirrored.png", &imageops::flip_horizontal(&img));
+    let (code, out) = verify(&mirrored, &key_file, &claims_arg);
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with("geometry:")).unwrap();
+    assert!(line.contains("undid") && line.contains("mirrored"), "{out}");
+    assert!(!line.contains("rotated"), "{out}");
+
+    // Rotated 3.5°: the rotation it undid, within 0.3°, also under --json.
+    let rotated = rotate_about_center(
+        &img,
+        3.5f32.to_radians(),
+        Interpolation::Bilinear,
+        Rgb([0; 3]),
+    );
+    let rotated = save("rotated.png", &rotated);
+    let (code, out) = verify(&rotated, &key_file, &claims_arg);
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with("geometry:")).unwrap();
+    let deg: f32 = line
+        .split("rotated ")
+        .nth(1)
+        .and_then(|r| r.split('°').next())
+        .unwrap_or_else(|| panic!("no rotation in {line:?}"))
+        .parse()
+        .unwrap();
+    assert!((deg.abs() - 3.5).abs() <= 0.3, "{line}");
+    assert!(!line.contains("mirrored"), "{line}");
+    let mut json_args = claims_arg.to_vec();
+    json_args.push("--json");
+    let (code, out) = verify(&rotated, &key_file, &json_args);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v["watermark"]["correction"];
+    assert!(
+        (c["rotation_degrees"].as_f64().unwrap().abs() - 3.5).abs() <= 0.3,
+        "{c}"
+    );
+    assert_eq!(c["mirrored"], false);
+}

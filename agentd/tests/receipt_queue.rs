@@ -217,13 +217,31 @@ fn an_allow_is_sealed_in_its_audit_rows_transaction() {
         },
     };
     assert!(agentd::receipt::claims::tag_matches(&keys, &claims, &tag));
-    // Rendered off the path, it verifies against the same claims.
+    // The demo policy redacts chart paths: sealed with the row's flag.
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    let redact: bool = db
+        .query_row(
+            "SELECT redact FROM receipt_queue WHERE call_id = ?1",
+            [&d.call_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(redact);
+    // Rendered off the path, it verifies against the same claims, and its
+    // face is the redacted one.
     let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
     assert_eq!(queue.drain(&lookup).unwrap(), 1);
     let png = std::fs::read(queue.receipt_path(&d.call_id)).unwrap();
     let r = receipt::verify(&png, &keys_raw(&lookup)).unwrap();
     assert_eq!(r.exact, ExactCheck::Valid);
     assert_eq!(r.document.unwrap().claims, claims);
+    let hidden = receipt::Face::of_call("", true);
+    assert_eq!(
+        png,
+        receipt::seal_card(&keys_raw(&lookup), &claims, &hidden, 256).unwrap()
+    );
+    let issued = receipt::issued::read(&db, &d.call_id).unwrap();
+    assert_eq!((issued.claims, issued.face), (claims, hidden));
     audit.shutdown().unwrap();
 }
 
@@ -272,6 +290,14 @@ fn an_allow_overturned_after_its_row_voids_its_receipt() {
     let (state, _, why) = queue_row(dir.path(), &d.call_id);
     assert_eq!(state, "void");
     assert_eq!(why.as_deref(), Some("overturned: enforcement_unavailable"));
+    // Nothing draws it again either.
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    assert_eq!(
+        receipt::issued::read(&db, &d.call_id)
+            .unwrap_err()
+            .reason_code(),
+        "receipt_void"
+    );
     let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
     assert_eq!(queue.drain(&lookup).unwrap(), 0);
     assert!(!queue.receipt_path(&d.call_id).exists());
@@ -360,4 +386,53 @@ fn a_queue_kept_in_receipts_db_moves_into_the_audit_database() {
     // Opening again moves nothing twice.
     let q = ReceiptQueue::open(dir.path()).unwrap();
     assert_eq!(q.stats().unwrap().done, 1);
+}
+
+#[test]
+fn a_queue_made_before_redaction_gains_the_column_and_shows_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    // The table as the previous version made it in the audit database.
+    db.execute_batch(
+        "CREATE TABLE receipt_queue (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL UNIQUE,
+            claims TEXT NOT NULL, tag TEXT,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'void')),
+            attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+            enqueued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            done_at TEXT);",
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO receipt_queue (call_id, claims) VALUES (?1, ?2)",
+        rusqlite::params![
+            "call-3",
+            serde_json::to_string(&claims(3, "carol")).unwrap()
+        ],
+    )
+    .unwrap();
+    // Before the queue opens, `issued::read` reads it as unredacted.
+    let before = receipt::issued::read(&db, "call-3").unwrap();
+    assert!(!before.face.redacted);
+    let q = ReceiptQueue::open(dir.path()).unwrap();
+    let redact: bool = db
+        .query_row(
+            "SELECT redact FROM receipt_queue WHERE call_id = 'call-3'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!redact);
+    assert_eq!(q.drain(&keys()).unwrap(), 1);
+    // No audit table here: the target is unknown and the card shows `-`.
+    let png = std::fs::read(q.receipt_path("call-3")).unwrap();
+    assert_eq!(png, receipt::seal(KEY, &claims(3, "carol")).unwrap());
+    // Opening again changes nothing; unknown and voided calls are refused.
+    drop(ReceiptQueue::open(dir.path()).unwrap());
+    assert_eq!(
+        receipt::issued::read(&db, "call-nope")
+            .unwrap_err()
+            .reason_code(),
+        "receipt_not_found"
+    );
 }

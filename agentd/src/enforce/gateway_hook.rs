@@ -124,6 +124,7 @@ mod tests {
             peer_uid: Some(0),
             agent: None,
             audit: None,
+            receipt_redact: false,
         }
     }
 

@@ -394,6 +394,7 @@ fn the_gateway_hook_turns_a_kernel_failure_into_a_denial() {
         peer_uid: Some(1000),
         agent: Some("mail"),
         audit: None,
+        receipt_redact: false,
     };
     rig.kernel.fail("install_grant", 1);
     let err = hook.after_allow(&call("c1")).unwrap_err();

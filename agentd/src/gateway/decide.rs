@@ -72,6 +72,10 @@ pub struct Decision {
     /// pipeline persists the claim; not part of the wire format).
     #[serde(skip)]
     pub claimed_message: bool,
+    /// The policy hides this call's target on its receipt card (the
+    /// action's `receipt_redact`; not part of the wire format).
+    #[serde(skip)]
+    pub receipt_redact: bool,
 }
 
 impl Decision {
@@ -98,6 +102,7 @@ impl Decision {
             audit_seq: None,
             audit_hash: None,
             claimed_message: false,
+            receipt_redact: false,
         }
     }
 
@@ -220,6 +225,7 @@ impl Gateway {
         };
         d.role = Some(allowed.role);
         d.grant = allowed.grant;
+        d.receipt_redact = allowed.receipt_redact;
         Ok(escalate)
     }
 

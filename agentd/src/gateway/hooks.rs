@@ -27,6 +27,8 @@ pub struct AllowedCall<'a> {
     pub peer_uid: Option<u32>,
     /// Audit row of the allow (seq, hash, timestamp), if an audit log is attached.
     pub audit: Option<&'a crate::audit::Committed>,
+    /// The policy hides the call's target on its receipt card.
+    pub receipt_redact: bool,
 }
 
 /// Why a hook overturned an allow.

@@ -511,6 +511,7 @@ pub(super) fn allowed_call<'a>(
         peer_uid: caller.uid,
         agent,
         audit: committed,
+        receipt_redact: d.receipt_redact,
     }
 }
 

@@ -384,6 +384,7 @@ mod tests {
             destructive: false,
             approval_required,
             usage: None,
+            receipt_redact: false,
         }
     }
 

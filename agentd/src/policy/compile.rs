@@ -145,6 +145,8 @@ pub(crate) struct Action {
     pub grant: Option<GrantTemplate>,
     /// Allowed calls wait for a human's approval.
     pub approval_required: bool,
+    /// Receipt cards of allowed calls hide the target.
+    pub receipt_redact: bool,
 }
 
 fn is_ident(s: &str, extra: &[u8]) -> bool {
@@ -450,6 +452,7 @@ fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
         destructive_commands,
         grant: def.grant.clone(),
         approval_required: def.approval == super::schema::Approval::Required,
+        receipt_redact: def.receipt_redact,
     })
 }
 

@@ -55,6 +55,8 @@ pub struct Allowed {
     pub approval_required: bool,
     /// The role's usage threshold for the action, if it has one.
     pub usage: Option<super::schema::UsageLimit>,
+    /// The action's receipt cards hide the target (`receipt_redact`).
+    pub receipt_redact: bool,
 }
 
 /// One parsed argument value.
@@ -183,6 +185,7 @@ fn evaluate_role(
         destructive,
         approval_required: act.approval_required,
         usage: None,
+        receipt_redact: act.receipt_redact,
     })
 }
 

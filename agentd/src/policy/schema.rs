@@ -236,6 +236,11 @@ pub struct ActionDef {
     /// approval (the decision is `escalate`; see docs/approvals.md).
     #[serde(default)]
     pub approval: Approval,
+    /// The call's target (its arguments) is not for every screenshot: its
+    /// receipt card shows `[redacted]` on the target line (the audit row
+    /// keeps the arguments, and the card's row hash binds that row).
+    #[serde(default)]
+    pub receipt_redact: bool,
 }
 
 /// Whether an allowed call of an action needs a human's approval.

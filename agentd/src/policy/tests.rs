@@ -64,6 +64,37 @@ fn clinician_reads_chart_in_scope_and_gets_grant() {
 }
 
 #[test]
+fn an_action_can_keep_its_target_off_receipt_cards() {
+    let p = demo();
+    let chart = eval(
+        &p,
+        "dr-chen",
+        "clinician",
+        "read_chart",
+        json!({"path": "/srv/charts/p-0042.json"}),
+    )
+    .unwrap();
+    assert!(chart.receipt_redact, "demo: a chart's path is redacted");
+    let mail = eval(
+        &p,
+        "dr-chen",
+        "clinician",
+        "send_email",
+        json!({"to": "ward3@clinic.example", "subject": "s", "body": "b"}),
+    )
+    .unwrap();
+    assert!(!mail.receipt_redact, "the default shows the target");
+    // A misspelt key is refused, not ignored (a redaction that silently
+    // does nothing would show what it was meant to hide).
+    let typo = DEMO.replace("receipt_redact = true", "receipt_redacted = true");
+    assert_ne!(typo, DEMO);
+    let err = compile(&typo, "typo.toml").unwrap_err().to_string();
+    assert!(err.contains("receipt_redacted"), "{err}");
+    let wrong_type = DEMO.replace("receipt_redact = true", "receipt_redact = \"yes\"");
+    assert!(compile(&wrong_type, "type.toml").is_err());
+}
+
+#[test]
 fn path_scope_and_traversal() {
     let p = demo();
     assert_eq!(

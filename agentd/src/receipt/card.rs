@@ -38,6 +38,56 @@ pub struct Face {
     pub redacted: bool,
 }
 
+impl Face {
+    /// The face of a call whose audit row has `target` (a tool call's
+    /// arguments as JSON): the argument naming what the call acts on (see
+    /// [`display_target`]). A redacted face drops the target here, so it
+    /// never reaches the renderer.
+    pub fn of_call(target: &str, redacted: bool) -> Self {
+        Self {
+            target: if redacted {
+                String::new()
+            } else {
+                display_target(target)
+            },
+            redacted,
+        }
+    }
+}
+
+/// Arguments that name what a call acts on, most telling first.
+const TARGET_ARGS: [&str; 6] = ["path", "file_path", "command", "to", "url", "mailbox"];
+
+/// What the card's target line says for an audit row's target. A tool
+/// call's target is its arguments as a JSON object: the card shows the
+/// first of `path`, `file_path`, `command`, `to`, `url`, `mailbox` present
+/// (else the only or first argument), a list joined (a command's words by
+/// spaces, other items by ", "); anything else is shown as it is.
+pub fn display_target(target: &str) -> String {
+    let Ok(serde_json::Value::Object(args)) = serde_json::from_str::<serde_json::Value>(target)
+    else {
+        return target.to_owned();
+    };
+    let chosen = TARGET_ARGS
+        .iter()
+        .find_map(|k| args.get_key_value(*k))
+        .or_else(|| args.iter().next());
+    let Some((name, value)) = chosen else {
+        return String::new();
+    };
+    let item = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match value {
+        serde_json::Value::Array(items) => {
+            let sep = if name == "command" { " " } else { ", " };
+            items.iter().map(item).collect::<Vec<_>>().join(sep)
+        }
+        v => item(v),
+    }
+}
+
 /// Shortens `s` to at most `max` characters, keeping the start and the end
 /// (the end of a path or command is the part that identifies it).
 pub fn shorten(s: &str, max: usize) -> String {
@@ -236,6 +286,72 @@ pub fn render(claims: &ReceiptClaims, face: &Face, size: usize) -> (Vec<u8>, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_line_names_what_the_call_acts_on() {
+        assert_eq!(
+            display_target(r#"{"path":"/srv/charts/p-0042.json"}"#),
+            "/srv/charts/p-0042.json"
+        );
+        // `to` before the other arguments; recipients joined.
+        assert_eq!(
+            display_target(r#"{"body":"hi","subject":"s","to":["a@x.example","b@x.example"]}"#),
+            "a@x.example, b@x.example"
+        );
+        // A command's words joined by spaces.
+        assert_eq!(
+            display_target(r#"{"command":["/usr/bin/ls","-l","/workspace"]}"#),
+            "/usr/bin/ls -l /workspace"
+        );
+        // No known name: the first argument; numbers as written.
+        assert_eq!(display_target(r#"{"limit":5,"zone":"a"}"#), "5");
+        assert_eq!(display_target("{}"), "");
+        // Not a JSON object: as it is.
+        assert_eq!(display_target("previous_operator:x"), "previous_operator:x");
+    }
+
+    #[test]
+    fn a_redacted_face_keeps_no_target() {
+        let t = r#"{"path":"/srv/charts/p-0042.json"}"#;
+        assert_eq!(
+            Face::of_call(t, false),
+            Face {
+                target: "/srv/charts/p-0042.json".into(),
+                redacted: false
+            }
+        );
+        assert_eq!(
+            Face::of_call(t, true),
+            Face {
+                target: String::new(),
+                redacted: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_redacted_card_differs_only_on_the_target_line() {
+        let claims = ReceiptClaims {
+            seq: 7,
+            row_hash: "ab".repeat(32),
+            operator: "dr-chen".into(),
+            call_id: "c1".into(),
+            action: "read_chart".into(),
+            timestamp: "2026-12-02T20:00:00.000000Z".into(),
+        };
+        let t = r#"{"path":"/srv/charts/p-0042.json"}"#;
+        let (open, _) = render(&claims, &Face::of_call(t, false), SIZE);
+        let (hidden, _) = render(&claims, &Face::of_call(t, true), SIZE);
+        let rows: Vec<usize> = (0..SIZE)
+            .filter(|y| {
+                let row = y * SIZE * 3..(y + 1) * SIZE * 3;
+                open[row.clone()] != hidden[row]
+            })
+            .collect();
+        // The `on` row is drawn at y 96..104 (second text row).
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|y| (96..104).contains(y)), "{rows:?}");
+    }
 
     #[test]
     fn shorten_keeps_both_ends() {

@@ -48,8 +48,14 @@ impl AllowHook for ReceiptHook {
         };
         let key = (self.key_of)(call.operator)
             .ok_or_else(|| fail(format!("no key for operator {}", call.operator)))?;
-        let seal = ReceiptSeal::new(&key, call.operator, call.call_id, call.action)
-            .map_err(|e| fail(e.to_string()))?;
+        let seal = ReceiptSeal::new(
+            &key,
+            call.operator,
+            call.call_id,
+            call.action,
+            call.receipt_redact,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         Ok(Some(AllowCompanion {
             reason_code: RECEIPT_UNAVAILABLE,
             companion: Box::new(seal),

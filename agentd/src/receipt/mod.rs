@@ -18,6 +18,7 @@ pub mod claims;
 pub mod dwt;
 pub mod ecc;
 pub mod gateway_hook;
+pub mod issued;
 pub mod keys;
 pub mod locate;
 pub mod mark;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::claims::{tag, tag_matches};
-use super::{seal, ReceiptClaims, ReceiptError, ReceiptKeys};
+use super::{seal_card, ReceiptClaims, ReceiptError, ReceiptKeys};
 use crate::audit::{Committed, Companion};
 use crate::config::Durability;
 
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS receipt_queue (
     call_id     TEXT NOT NULL UNIQUE,
     claims      TEXT NOT NULL,
     tag         TEXT,
+    redact      INTEGER NOT NULL DEFAULT 0,
     state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'void')),
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
@@ -53,7 +54,7 @@ CREATE INDEX IF NOT EXISTS receipt_queue_state ON receipt_queue (state, id);
 ";
 
 const INSERT_SQL: &str =
-    "INSERT OR IGNORE INTO receipt_queue (call_id, claims, tag) VALUES (?1, ?2, ?3)";
+    "INSERT OR IGNORE INTO receipt_queue (call_id, claims, tag, redact) VALUES (?1, ?2, ?3, ?4)";
 
 /// Looks up an operator's HMAC key (the gateway's `OperatorStore::key_of`).
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
@@ -169,6 +170,7 @@ impl ReceiptQueue {
         let db_path = state_dir.join(DB_FILE);
         let conn = open_conn(&db_path, durability)?;
         conn.execute_batch(SCHEMA).map_err(store("create_schema"))?;
+        add_redact_column(&conn)?;
         restrict(&db_path)?;
         migrate_legacy(&conn, &state_dir.join(LEGACY_DB_FILE))?;
         Ok(Self {
@@ -198,7 +200,10 @@ impl ReceiptQueue {
         let json = serde_json::to_string(claims).expect("claims serialize");
         let conn = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
         let n = conn
-            .execute(INSERT_SQL, params![claims.call_id, json, None::<String>])
+            .execute(
+                INSERT_SQL,
+                params![claims.call_id, json, None::<String>, false],
+            )
             .map_err(store("enqueue"))?;
         if n == 0 {
             let existing: Option<String> = conn
@@ -318,6 +323,25 @@ impl ReceiptQueue {
     }
 }
 
+/// A queue created before cards could be redacted gains the `redact`
+/// column (0: its receipts show their targets).
+fn add_redact_column(conn: &Connection) -> Result<(), ReceiptError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('receipt_queue') WHERE name = 'redact'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(store("migrate_redact"))?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE receipt_queue ADD COLUMN redact INTEGER NOT NULL DEFAULT 0",
+        )
+        .map_err(store("migrate_redact"))?;
+    }
+    Ok(())
+}
+
 fn restrict(path: &Path) -> Result<(), ReceiptError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
@@ -400,6 +424,7 @@ struct Pending {
     call_id: String,
     claims: String,
     tag: Option<String>,
+    redact: bool,
     attempts: i64,
 }
 
@@ -429,7 +454,7 @@ fn process_batch_until(
     let rows: Vec<Pending> = {
         let mut st = conn
             .prepare_cached(
-                "SELECT id, call_id, claims, tag, attempts FROM receipt_queue
+                "SELECT id, call_id, claims, tag, redact, attempts FROM receipt_queue
                  WHERE state = 'pending' ORDER BY id LIMIT ?1",
             )
             .map_err(store("fetch_pending"))?;
@@ -440,7 +465,8 @@ fn process_batch_until(
                     call_id: r.get(1)?,
                     claims: r.get(2)?,
                     tag: r.get(3)?,
-                    attempts: r.get(4)?,
+                    redact: r.get(4)?,
+                    attempts: r.get(5)?,
                 })
             })
             .map_err(store("fetch_pending"))?;
@@ -453,7 +479,7 @@ fn process_batch_until(
             break;
         }
         let started = Instant::now();
-        let rendered = render_one(&inner.out_dir, &row, key_of);
+        let rendered = render_one(conn, &inner.out_dir, &row, key_of);
         match rendered {
             Ok(path) => {
                 inner.rendered.fetch_add(1, Ordering::Relaxed);
@@ -560,8 +586,10 @@ fn remove_file(path: &Path) {
     }
 }
 
-/// Renders one queued receipt; errors are (reason, detail, permanent).
+/// Renders one queued receipt, its face from the allow's audit row;
+/// errors are (reason, detail, permanent).
 fn render_one(
+    conn: &Connection,
     out_dir: &Path,
     row: &Pending,
     key_of: &KeyLookup,
@@ -590,7 +618,9 @@ fn render_one(
             ));
         }
     }
-    let png = seal(&key, &claims).map_err(|e| (e.reason_code(), e.to_string(), true))?;
+    let face = super::issued::face_of(conn, &claims, row.redact);
+    let png = seal_card(&key, &claims, &face, super::card::SIZE)
+        .map_err(|e| (e.reason_code(), e.to_string(), true))?;
     let path = out_dir.join(format!("{}.png", claims.call_id));
     write_atomic(&path, &png).map_err(|e| ("receipt_io_failed", e.to_string(), false))?;
     Ok(path)
@@ -652,21 +682,26 @@ pub struct ReceiptSeal {
     operator: String,
     call_id: String,
     action: String,
+    redact: bool,
 }
 
 impl ReceiptSeal {
-    /// A seal for `call_id` by `operator` (whose HMAC key is `operator_key`).
+    /// A seal for `call_id` by `operator` (whose HMAC key is
+    /// `operator_key`); `redact`: its card hides the target (policy
+    /// `receipt_redact`).
     pub fn new(
         operator_key: &[u8],
         operator: &str,
         call_id: &str,
         action: &str,
+        redact: bool,
     ) -> Result<Self, ReceiptError> {
         let seal = Self {
             keys: ReceiptKeys::derive(operator_key)?,
             operator: operator.to_owned(),
             call_id: call_id.to_owned(),
             action: action.to_owned(),
+            redact,
         };
         // Fail before the row, not in the writer: the call id must name a file.
         seal.claims(&Committed {
@@ -698,7 +733,8 @@ impl Companion for ReceiptSeal {
         let n = conn.prepare_cached(INSERT_SQL)?.execute(params![
             claims.call_id,
             json,
-            tag(&self.keys, &claims)
+            tag(&self.keys, &claims),
+            self.redact
         ])?;
         if n == 0 {
             // A call id is decided once; a second seal would be a second receipt.

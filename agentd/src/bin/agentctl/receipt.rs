@@ -1,4 +1,7 @@
-//! `agentctl receipt verify FILE --key-file K`: checks a receipt offline.
+//! `agentctl receipt verify FILE --key-file K`: checks a receipt offline;
+//! `agentctl receipt render --audit-db DB --call-id ID --key-file K
+//! [--size N] --out FILE`: draws a sealed receipt's card again, at a chosen
+//! size, from the audit database.
 //!
 //! Prints the exact check (HMAC tag over the claims in the PNG text chunk)
 //! and the watermark check (bit error rate and similarity of the payload read
@@ -22,6 +25,9 @@ pub struct Args {
 enum Command {
     /// Verify a receipt image (the PNG, or a re-encoded copy such as a JPEG).
     Verify(VerifyArgs),
+    /// Render a sealed receipt's card from the audit database (any size the
+    /// card comes in; the same face and claims as the daemon's card).
+    Render(RenderArgs),
 }
 
 /// How the key file is encoded.
@@ -60,6 +66,32 @@ struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    /// Audit database (`state_dir/audit.db`), read only.
+    #[arg(long)]
+    audit_db: PathBuf,
+    /// The allowed call whose receipt to render.
+    #[arg(long)]
+    call_id: String,
+    /// File with the operator's HMAC key (the one the receipt was sealed under).
+    #[arg(long)]
+    key_file: PathBuf,
+    /// Encoding of the key file.
+    #[arg(long, value_enum, default_value = "auto")]
+    key_format: KeyFormat,
+    /// Card side in pixels: 256, 512, 768 or 1024.
+    #[arg(long, default_value_t = receipt::card::SIZE)]
+    size: usize,
+    /// Hide the target even if the policy did not (a redacted receipt
+    /// stays redacted either way).
+    #[arg(long)]
+    redact: bool,
+    /// Where to write the PNG.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Largest Hamming distance at which an audit row is taken as the receipt's:
@@ -105,6 +137,7 @@ fn claims_from_audit(db: &std::path::Path, payload: u64) -> anyhow::Result<Optio
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Verify(a) => verify(a),
+        Command::Render(a) => render(a),
     }
 }
 
@@ -189,6 +222,53 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     if !report.passed() {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn render(a: RenderArgs) -> anyhow::Result<()> {
+    let raw_key =
+        std::fs::read(&a.key_file).with_context(|| format!("reading {}", a.key_file.display()))?;
+    let key = read_key(&raw_key, a.key_format)?;
+    let conn = rusqlite::Connection::open_with_flags(
+        &a.audit_db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", a.audit_db.display()))?;
+    let mut issued = receipt::issued::read(&conn, &a.call_id)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.audit_db.display()))?;
+    if let Some(sealed) = &issued.tag {
+        // A card under another key would be a receipt the row never had.
+        let keys = receipt::keys::ReceiptKeys::derive(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !receipt::claims::tag_matches(&keys, &issued.claims, sealed) {
+            bail!(
+                "operator_key_changed: {} is not the key call {}'s receipt was sealed under (operator {})",
+                a.key_file.display(),
+                a.call_id,
+                issued.claims.operator
+            );
+        }
+    }
+    if a.redact {
+        issued.face = receipt::Face::of_call("", true);
+    }
+    let png = receipt::seal_card(&key, &issued.claims, &issued.face, a.size)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(&a.out, &png).with_context(|| format!("writing {}", a.out.display()))?;
+    let target = if issued.face.redacted {
+        "redacted"
+    } else if issued.face.target.is_empty() {
+        "unknown"
+    } else {
+        "shown"
+    };
+    println!(
+        "wrote {} ({size}x{size}): call {} seq {} by {}, target {target}",
+        a.out.display(),
+        issued.claims.call_id,
+        issued.claims.seq,
+        issued.claims.operator,
+        size = a.size
+    );
     Ok(())
 }
 

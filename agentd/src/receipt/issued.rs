@@ -1,0 +1,131 @@
+//! A call's receipt as the daemon issues it, read back from the audit
+//! database: the claims and tag sealed in the queue row, and the card's face
+//! — the target from the allow's own audit row, hidden if the policy sealed
+//! the row with `redact`.
+//!
+//! The allow path stores nothing for the face but the one redaction flag in
+//! the queue row it already inserts: the target is read from the audit row
+//! (same database, by primary key) when the card is drawn.
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Face, ReceiptClaims, ReceiptError};
+
+/// A sealed receipt and the face its card shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The claims sealed with the allow's audit row.
+    pub claims: ReceiptClaims,
+    /// Their HMAC tag under the operator's key at decision time (None for
+    /// rows queued outside the audit batch).
+    pub tag: Option<String>,
+    /// Queue state: `pending`, `done` or `failed`.
+    pub state: String,
+    /// What the card shows besides the claims.
+    pub face: Face,
+}
+
+/// The target of the allow row the claims name (same seq, call id and row
+/// hash); None if there is none (pruned, or a queue used without an audit
+/// log, as by tools and tests).
+pub fn audit_target(conn: &Connection, claims: &ReceiptClaims) -> Option<String> {
+    let found = conn
+        .prepare_cached(
+            "SELECT target FROM audit_records WHERE seq = ?1 AND call_id = ?2 AND hash = ?3
+             AND kind = 'tool_call' AND decision = 'allow'",
+        )
+        .and_then(|mut st| {
+            st.query_row(
+                params![claims.seq as i64, claims.call_id, claims.row_hash],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        });
+    match found {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, call_id = claims.call_id, "no audit row for a receipt's face");
+            None
+        }
+    }
+}
+
+/// The face of a sealed receipt: the audit row's target, or nothing when
+/// `redact` (or when the row is gone: the card shows `-`).
+pub fn face_of(conn: &Connection, claims: &ReceiptClaims, redact: bool) -> Face {
+    if redact {
+        return Face::of_call("", true);
+    }
+    Face::of_call(&audit_target(conn, claims).unwrap_or_default(), false)
+}
+
+/// One row of the queue as `read` takes it.
+struct QueueRow {
+    claims: String,
+    tag: Option<String>,
+    state: String,
+    redact: bool,
+    last_error: Option<String>,
+}
+
+/// The receipt the daemon sealed for `call_id`. Fails with
+/// `receipt_not_found` (no sealed receipt: the call was not allowed, or is
+/// unknown) or `receipt_void` (the allow was overturned after its row).
+pub fn read(conn: &Connection, call_id: &str) -> Result<Issued, ReceiptError> {
+    let store = |source| ReceiptError::Store {
+        op: "read_receipt",
+        source,
+    };
+    // A queue no daemon of this version has opened yet has no `redact`
+    // column: nothing in it was redacted.
+    let has_redact: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('receipt_queue') WHERE name = 'redact'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(store)?;
+    let sql = if has_redact {
+        "SELECT claims, tag, state, redact, last_error FROM receipt_queue WHERE call_id = ?1"
+    } else {
+        "SELECT claims, tag, state, 0, last_error FROM receipt_queue WHERE call_id = ?1"
+    };
+    let row = conn
+        .query_row(sql, params![call_id], |r| {
+            Ok(QueueRow {
+                claims: r.get(0)?,
+                tag: r.get(1)?,
+                state: r.get(2)?,
+                redact: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })
+        .optional()
+        .map_err(store)?;
+    let Some(row) = row else {
+        return Err(ReceiptError::InvalidClaims {
+            reason: "receipt_not_found",
+            detail: format!("no receipt was sealed for call {call_id}"),
+        });
+    };
+    if row.state == "void" {
+        return Err(ReceiptError::InvalidClaims {
+            reason: "receipt_void",
+            detail: format!(
+                "call {call_id}'s allow was overturned ({})",
+                row.last_error.unwrap_or_default()
+            ),
+        });
+    }
+    let claims: ReceiptClaims =
+        serde_json::from_str(&row.claims).map_err(|e| ReceiptError::InvalidClaims {
+            reason: "bad_queued_claims",
+            detail: e.to_string(),
+        })?;
+    let face = face_of(conn, &claims, row.redact);
+    Ok(Issued {
+        claims,
+        tag: row.tag,
+        state: row.state,
+        face,
+    })
+}
