@@ -259,6 +259,34 @@ impl Browser {
         r
     }
 
+    /// Saves a PNG of the page region that `selector`'s elements cover
+    /// together (plus a 12 px margin), in page coordinates, to `path`.
+    pub fn screenshot_of(&mut self, selector: &str, path: &Path) -> anyhow::Result<()> {
+        let rect = self.eval(&format!(
+            "(() => {{ const els = [...document.querySelectorAll({sel})]; if (!els.length) return null; \
+               const r = els.map(e => e.getBoundingClientRect()); \
+               const x = Math.min(...r.map(b => b.left)), y = Math.min(...r.map(b => b.top)); \
+               return {{ x: Math.max(0, x + scrollX - 12), y: Math.max(0, y + scrollY - 12), \
+                        width: Math.max(...r.map(b => b.right)) - x + 24, height: Math.max(...r.map(b => b.bottom)) - y + 24 }}; }})()",
+            sel = serde_json::to_string(selector).unwrap_or_default()
+        ))?;
+        if rect.is_null() {
+            bail!("nothing matches {selector}");
+        }
+        let mut clip = rect;
+        clip["scale"] = json!(1);
+        let r = self.command(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        )?;
+        let data = r["data"].as_str().context("no screenshot data")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, b64(data).context("screenshot is not base64")?)?;
+        Ok(())
+    }
+
     /// Every cookie the browser holds (HttpOnly ones included).
     pub fn cookies(&mut self) -> anyhow::Result<Vec<Value>> {
         let r = self.browser_command("Storage.getCookies", json!({}))?;

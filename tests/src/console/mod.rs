@@ -16,6 +16,7 @@
 //! origin or naming another host are refused; each of these is audited; a
 //! session cookie past its lifetime is refused.
 pub mod cdp;
+pub mod demo_calls;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -239,6 +240,11 @@ pub fn run(bin: &Path, shots: &Path, r: &mut Report) {
     }
     let root = std::env::temp_dir().join(format!("agentd-console-{}", std::process::id()));
     let started = Instant::now();
+    demo_calls::run(bin, chromium, &root, shots, r);
+    println!(
+        "  the demo's calls took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     match Suite::start(bin, &root, shots) {
         Ok(s) => {
             if let Err(e) = checks(&s, chromium, r) {

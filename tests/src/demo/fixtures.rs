@@ -29,6 +29,11 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "/srv/charts/patient-18.txt",
+        "Patient 18 — allergy: penicillin; discharge on Friday\n",
+        0o644,
+    ),
+    (
         "/srv/invoices/acme/inv_2042.pdf",
         "%PDF-1.4 invoice inv_2042 — ACME Supplies — EUR 1,240.00\n",
         0o644,
@@ -45,6 +50,12 @@ const FILES: &[(&str, &str, u32)] = &[
         0o755,
     ),
 ];
+
+/// Symbolic links the demo creates (only if absent), as (link, target): a
+/// workspace note that is really a patient chart (one no call of the demo
+/// is granted). The gateway checks the path it is given (lexically); the
+/// kernel checks the file actually opened.
+const LINKS: &[(&str, &str)] = &[("/workspace/handover.txt", "/srv/charts/patient-18.txt")];
 
 /// The created world; dropping it removes what it created.
 pub struct Fixtures {
@@ -79,10 +90,19 @@ impl Fixtures {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
             created.push(top.unwrap_or_else(|| path.to_path_buf()));
         }
+        for (link, target) in LINKS {
+            let link = Path::new(link);
+            if link.symlink_metadata().is_ok() {
+                continue;
+            }
+            std::os::unix::fs::symlink(target, link)
+                .with_context(|| format!("linking {} to {target}", link.display()))?;
+            created.push(link.to_path_buf());
+        }
         // The agent owns its home and heartbeat script (as a real agent
         // would), so only agentd — not file permissions — stands between
         // the agent and rewriting it.
-        if let Some((uid, gid)) = user_ids(super::AGENT_USER) {
+        if let Some((uid, gid)) = user_ids(crate::harness::AGENT_USER) {
             for p in ["/home/agent", "/home/agent/heartbeat.sh"] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))
                     .with_context(|| format!("chown {p}"))?;
@@ -116,7 +136,7 @@ impl Drop for Fixtures {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for p in self.created.iter().rev() {
-            let _ = if p.is_dir() {
+            let _ = if p.is_dir() && !p.is_symlink() {
                 std::fs::remove_dir_all(p)
             } else {
                 std::fs::remove_file(p)

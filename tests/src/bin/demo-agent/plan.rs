@@ -100,6 +100,16 @@ pub fn plan(text: &str) -> Vec<ToolPlan> {
             try_directly: true,
         });
     }
+    if let Some(path) = word_after(text, "cat ").filter(|p| p.starts_with('/')) {
+        let argv: Vec<String> = vec!["/usr/bin/cat".into(), path.into()];
+        plans.push(ToolPlan {
+            thought: format!("Print {path} with `cat`."),
+            action: "shell",
+            arguments: args(json!({ "command": argv })),
+            argv,
+            try_directly: false,
+        });
+    }
     if lower.contains("mailbox") {
         plans.push(ToolPlan {
             thought: "Read the support mailbox.".into(),
@@ -174,6 +184,25 @@ mod tests {
         assert_eq!(p[0].action, "shell");
         assert_eq!(p[0].argv, ["/usr/local/bin/mailctl", "reset", "--all"]);
         assert!(p[0].try_directly);
+    }
+
+    #[test]
+    fn cat_of_a_path_plans_a_bound_shell_call_only() {
+        let p = plan("print the handover note: cat /workspace/handover.txt");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].action, "shell");
+        assert_eq!(p[0].argv, ["/usr/bin/cat", "/workspace/handover.txt"]);
+        assert!(!p[0].try_directly);
+        // No other step of the scenario plans a `cat`.
+        let cats = agentd_tests::demo::STEPS
+            .iter()
+            .filter(|s| {
+                plan(s.text)
+                    .iter()
+                    .any(|q| q.argv.first().map(String::as_str) == Some("/usr/bin/cat"))
+            })
+            .count();
+        assert_eq!(cats, 1);
     }
 
     #[test]
