@@ -100,12 +100,81 @@ pub struct Stream {
     ended: bool,
 }
 
+/// An event passed on as it came.
+fn pass(raw: Vec<u8>) -> Step {
+    Step {
+        emit: raw,
+        calls: Vec::new(),
+    }
+}
+
+impl Stream {
+    /// A new message: its counts start afresh, its model and input usage
+    /// are noted.
+    fn message_start(&mut self, data: &Value) {
+        self.kept = 0;
+        self.replaced = 0;
+        if let Some(m) = data["message"]["model"].as_str() {
+            self.model = Some(m.to_owned());
+        }
+        let u = usage(&data["message"]);
+        self.usage.input_tokens = u.input_tokens.or(self.usage.input_tokens);
+        self.usage.output_tokens = u.output_tokens.or(self.usage.output_tokens);
+    }
+
+    /// A tool block opens: held (with its input so far) until it stops.
+    fn open_block(&mut self, data: &mut Value) -> Step {
+        let index = data["index"].as_u64().unwrap_or(0);
+        let block = data["content_block"].take();
+        // The start block may already hold the whole input.
+        let initial = match &block["input"] {
+            Value::Object(m) if !m.is_empty() => block["input"].to_string(),
+            _ => String::new(),
+        };
+        self.open = Some((index, block, initial));
+        Step::default()
+    }
+
+    /// The open tool block stops: its call is complete, to be decided.
+    fn close_block(&mut self) -> Step {
+        let Some((index, block, json)) = self.open.take() else {
+            return Step::default();
+        };
+        let call = FoundCall {
+            id: block["id"].as_str().unwrap_or_default().to_owned(),
+            name: block["name"].as_str().unwrap_or_default().to_owned(),
+            arguments: if json.trim().is_empty() {
+                "{}".into()
+            } else {
+                json
+            },
+        };
+        self.held = Some((index, call.clone(), block));
+        Step {
+            emit: Vec::new(),
+            calls: vec![call],
+        }
+    }
+
+    /// The message's closing counts; a message whose every call was
+    /// replaced no longer stops for tool use.
+    fn message_delta(&mut self, ev: sse::Event, mut data: Value) -> Step {
+        if let Some(n) = data["usage"]["output_tokens"].as_u64() {
+            self.usage.output_tokens = Some(n);
+        }
+        if let Some(n) = data["usage"]["input_tokens"].as_u64() {
+            self.usage.input_tokens = Some(n);
+        }
+        if self.replaced > 0 && self.kept == 0 && data["delta"]["stop_reason"] == "tool_use" {
+            data["delta"]["stop_reason"] = Value::String("end_turn".into());
+            return pass(sse::render(&ev.event, &data.to_string()));
+        }
+        pass(ev.raw)
+    }
+}
+
 impl StreamRewriter for Stream {
     fn push(&mut self, ev: sse::Event) -> Step {
-        let pass = |raw: Vec<u8>| Step {
-            emit: raw,
-            calls: Vec::new(),
-        };
         if self.ended {
             return Step::default();
         }
@@ -122,28 +191,13 @@ impl StreamRewriter for Stream {
         let etype = data["type"].as_str().unwrap_or(&ev.event).to_owned();
         match etype.as_str() {
             "message_start" => {
-                self.kept = 0;
-                self.replaced = 0;
-                if let Some(m) = data["message"]["model"].as_str() {
-                    self.model = Some(m.to_owned());
-                }
-                let u = usage(&data["message"]);
-                self.usage.input_tokens = u.input_tokens.or(self.usage.input_tokens);
-                self.usage.output_tokens = u.output_tokens.or(self.usage.output_tokens);
+                self.message_start(&data);
                 pass(ev.raw)
             }
             "content_block_start"
                 if data["content_block"]["type"].as_str().is_some_and(is_call) =>
             {
-                let index = data["index"].as_u64().unwrap_or(0);
-                let block = data["content_block"].take();
-                // The start block may already hold the whole input.
-                let initial = match &block["input"] {
-                    Value::Object(m) if !m.is_empty() => block["input"].to_string(),
-                    _ => String::new(),
-                };
-                self.open = Some((index, block, initial));
-                Step::default()
+                self.open_block(&mut data)
             }
             "content_block_delta" if self.open.is_some() => {
                 if let Some((_, _, json)) = &mut self.open {
@@ -153,39 +207,8 @@ impl StreamRewriter for Stream {
                 }
                 Step::default()
             }
-            "content_block_stop" if self.open.is_some() => {
-                let Some((index, block, json)) = self.open.take() else {
-                    return Step::default();
-                };
-                let call = FoundCall {
-                    id: block["id"].as_str().unwrap_or_default().to_owned(),
-                    name: block["name"].as_str().unwrap_or_default().to_owned(),
-                    arguments: if json.trim().is_empty() {
-                        "{}".into()
-                    } else {
-                        json
-                    },
-                };
-                self.held = Some((index, call.clone(), block));
-                Step {
-                    emit: Vec::new(),
-                    calls: vec![call],
-                }
-            }
-            "message_delta" => {
-                if let Some(n) = data["usage"]["output_tokens"].as_u64() {
-                    self.usage.output_tokens = Some(n);
-                }
-                if let Some(n) = data["usage"]["input_tokens"].as_u64() {
-                    self.usage.input_tokens = Some(n);
-                }
-                if self.replaced > 0 && self.kept == 0 && data["delta"]["stop_reason"] == "tool_use"
-                {
-                    data["delta"]["stop_reason"] = Value::String("end_turn".into());
-                    return pass(sse::render(&ev.event, &data.to_string()));
-                }
-                pass(ev.raw)
-            }
+            "content_block_stop" if self.open.is_some() => self.close_block(),
+            "message_delta" => self.message_delta(ev, data),
             // Anything else while a tool block is open (a block interleaved,
             // an unknown event) is held back with it: dropped, since the
             // stream never interleaves blocks.

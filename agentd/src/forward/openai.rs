@@ -199,40 +199,32 @@ impl ChatStream {
     }
 }
 
-impl StreamRewriter for ChatStream {
-    fn push(&mut self, ev: sse::Event) -> Step {
-        if self.ended {
-            return Step::default();
-        }
-        let data = ev.data.trim();
-        if !ev.has_data || data == "[DONE]" {
-            // Calls never finished by a finish_reason: decide them now,
-            // hold the [DONE].
-            let open: Vec<u64> = self.pending.keys().copied().collect();
-            if data == "[DONE]" && !open.is_empty() {
-                let calls = self.take_calls(&open);
-                self.held = Some((Value::Null, open));
-                return Step {
-                    emit: Vec::new(),
-                    calls,
-                };
-            }
+impl ChatStream {
+    /// A data-less event or the `[DONE]`: calls never finished by a
+    /// finish_reason are decided now, with the `[DONE]` held.
+    fn end_or_pass(&mut self, ev: sse::Event) -> Step {
+        let open: Vec<u64> = self.pending.keys().copied().collect();
+        if ev.data.trim() == "[DONE]" && !open.is_empty() {
+            let calls = self.take_calls(&open);
+            self.held = Some((Value::Null, open));
             return Step {
-                emit: ev.raw,
-                calls: Vec::new(),
+                emit: Vec::new(),
+                calls,
             };
         }
-        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
-            // Not JSON: it cannot carry a tool call the client would parse.
-            return Step {
-                emit: ev.raw,
-                calls: Vec::new(),
-            };
-        };
+        Step {
+            emit: ev.raw,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Notes the chunk's model and usage, and the fields synthesized
+    /// chunks copy.
+    fn note(&mut self, chunk: &Value) {
         if let Some(m) = chunk["model"].as_str() {
             self.model = Some(m.to_owned());
         }
-        let u = chat_usage(&chunk);
+        let u = chat_usage(chunk);
         if u.input_tokens.is_some() || u.output_tokens.is_some() {
             self.usage = u;
         }
@@ -250,48 +242,100 @@ impl StreamRewriter for ChatStream {
                 }
             }
         }
+    }
+
+    /// Takes the tool-call fragments out of the chunk's choices into the
+    /// pending calls; returns whether any were taken and which choices
+    /// with pending calls the chunk finishes.
+    fn take_fragments(&mut self, chunk: &mut Value) -> (bool, Vec<u64>) {
         let mut touched = false;
         let mut finished = Vec::new();
-        if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
-            for choice in choices.iter_mut() {
-                if !choice.is_object() {
-                    continue;
-                }
-                let idx = choice["index"].as_u64().unwrap_or(0);
-                let delta = &mut choice["delta"];
-                let tcs = delta
-                    .as_object_mut()
-                    .and_then(|d| d.remove("tool_calls"))
-                    .or_else(|| {
-                        delta
-                            .as_object_mut()
-                            .and_then(|d| d.remove("function_call"))
-                            .map(|f| json!([{ "index": 0, "function": f }]))
-                    });
-                if let Some(tcs) = tcs {
-                    touched = true;
-                    for (n, tc) in tcs.as_array().into_iter().flatten().enumerate() {
-                        let ti = tc["index"].as_u64().unwrap_or(n as u64);
-                        let p = self.pending.entry(idx).or_default().entry(ti).or_default();
-                        if let Some(s) = tc["id"].as_str() {
-                            p.id.push_str(s);
-                        }
-                        if let Some(s) = tc["type"].as_str() {
-                            p.kind = s.to_owned();
-                        }
-                        if let Some(s) = tc["function"]["name"].as_str() {
-                            p.name.push_str(s);
-                        }
-                        if let Some(s) = tc["function"]["arguments"].as_str() {
-                            p.arguments.push_str(s);
-                        }
-                    }
-                }
-                if !choice["finish_reason"].is_null() && self.pending.contains_key(&idx) {
-                    finished.push(idx);
-                }
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            return (touched, finished);
+        };
+        for choice in choices.iter_mut() {
+            if !choice.is_object() {
+                continue;
+            }
+            let idx = choice["index"].as_u64().unwrap_or(0);
+            let delta = &mut choice["delta"];
+            // The legacy `function_call` is one call at index 0.
+            let tcs = delta
+                .as_object_mut()
+                .and_then(|d| d.remove("tool_calls"))
+                .or_else(|| {
+                    delta
+                        .as_object_mut()
+                        .and_then(|d| d.remove("function_call"))
+                        .map(|f| json!([{ "index": 0, "function": f }]))
+                });
+            if let Some(tcs) = tcs {
+                touched = true;
+                self.add_fragments(idx, &tcs);
+            }
+            if !choice["finish_reason"].is_null() && self.pending.contains_key(&idx) {
+                finished.push(idx);
             }
         }
+        (touched, finished)
+    }
+
+    /// Appends one choice's tool-call fragments to its pending calls.
+    fn add_fragments(&mut self, choice: u64, tcs: &Value) {
+        for (n, tc) in tcs.as_array().into_iter().flatten().enumerate() {
+            let ti = tc["index"].as_u64().unwrap_or(n as u64);
+            let p = self
+                .pending
+                .entry(choice)
+                .or_default()
+                .entry(ti)
+                .or_default();
+            if let Some(s) = tc["id"].as_str() {
+                p.id.push_str(s);
+            }
+            if let Some(s) = tc["type"].as_str() {
+                p.kind = s.to_owned();
+            }
+            if let Some(s) = tc["function"]["name"].as_str() {
+                p.name.push_str(s);
+            }
+            if let Some(s) = tc["function"]["arguments"].as_str() {
+                p.arguments.push_str(s);
+            }
+        }
+    }
+}
+
+/// Whether a chunk whose tool-call fragments were taken out still says
+/// something (role, text, usage).
+fn says_more(chunk: &Value) -> bool {
+    chunk["choices"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["delta"]
+                .as_object()
+                .is_some_and(|d| d.values().any(|v| !v.is_null()))
+        })
+    }) || !chunk["usage"].is_null()
+}
+
+impl StreamRewriter for ChatStream {
+    fn push(&mut self, ev: sse::Event) -> Step {
+        if self.ended {
+            return Step::default();
+        }
+        let data = ev.data.trim();
+        if !ev.has_data || data == "[DONE]" {
+            return self.end_or_pass(ev);
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
+            // Not JSON: it cannot carry a tool call the client would parse.
+            return Step {
+                emit: ev.raw,
+                calls: Vec::new(),
+            };
+        };
+        self.note(&chunk);
+        let (touched, finished) = self.take_fragments(&mut chunk);
         if !finished.is_empty() {
             let calls = self.take_calls(&finished);
             self.held = Some((chunk, finished));
@@ -307,15 +351,8 @@ impl StreamRewriter for ChatStream {
             };
         }
         // Fragments held; pass what else the chunk says (role, text).
-        let says_more = chunk["choices"].as_array().is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["delta"]
-                    .as_object()
-                    .is_some_and(|d| d.values().any(|v| !v.is_null()))
-            })
-        }) || !chunk["usage"].is_null();
         Step {
-            emit: if says_more {
+            emit: if says_more(&chunk) {
                 sse::render(&ev.event, &chunk.to_string())
             } else {
                 Vec::new()

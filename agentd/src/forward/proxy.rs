@@ -259,18 +259,7 @@ impl Proxy {
         let started = Instant::now();
         let path = req.uri().path().to_owned();
         let Some(provider) = Provider::of_path(&path).filter(|_| req.method() == "POST") else {
-            let family = Provider::family_of_path(&path);
-            let method = req.method().clone();
-            drain(req, self.max_request).await;
-            tracing::info!(path = %path, method = %method, "forward: not an inference endpoint; refused");
-            return error_response(
-                family,
-                ErrorKind::NotFound,
-                "not_found",
-                &format!(
-                    "agentd forwards only POST /v1/chat/completions, /v1/responses, /v1/messages and Gemini's models/MODEL:generateContent and :streamGenerateContent, not {method} {path}",
-                ),
-            );
+            return self.not_inference(req, &path).await;
         };
         let family = provider.family();
         if !may_use {
@@ -282,32 +271,20 @@ impl Proxy {
                 "only agents, the agent user and administrators may use agentd's model proxy",
             );
         }
-        let runtime = match req.headers().get(RUNTIME_HEADER) {
-            None => provider.default_runtime(),
-            Some(v) => match v.to_str().ok().and_then(Runtime::parse) {
-                Some(r) => r,
-                None => {
-                    return error_response(
-                        family,
-                        ErrorKind::BadRequest,
-                        "bad_request",
-                        &format!("{RUNTIME_HEADER}: expected claude-code, codex, gemini or cursor"),
-                    )
-                }
-            },
+        let Some(runtime) = runtime_of(req.headers(), provider) else {
+            return error_response(
+                family,
+                ErrorKind::BadRequest,
+                "bad_request",
+                &format!("{RUNTIME_HEADER}: expected claude-code, codex, gemini or cursor"),
+            );
         };
-        let active = req
-            .headers()
-            .get(ACTIVE_MESSAGE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
         let mut ex = Exchange {
             caller,
             agent: self.gateway.caller_agent(caller),
             provider,
             runtime,
-            active,
+            active: active_message_of(req.headers()),
             model: String::new(),
             stream: false,
             status: 0,
@@ -318,13 +295,65 @@ impl Proxy {
             started,
         };
         let (parts, body) = req.into_parts();
+        let (body, mut json) = match self.read_request(&mut ex, body).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
+        };
+        name_model_and_stream(&mut ex, &path, &json);
+        // The spend limit, before anything leaves.
+        if let Err(resp) = self.admit(&mut ex).await {
+            return resp;
+        }
+        // Tools the provider would run itself: decided here, or stripped.
+        let body = match self.provider_tools(&mut ex, &mut json).await {
+            true => Bytes::from(json.to_string()),
+            false => body,
+        };
+        self.forward(ex, &parts, body).await
+    }
+
+    /// The answer to a request that is not a POST to an inference endpoint.
+    async fn not_inference(&self, req: Request<Body>, path: &str) -> Response<Body> {
+        let family = Provider::family_of_path(path);
+        let method = req.method().clone();
+        drain(req, self.max_request).await;
+        tracing::info!(path = %path, method = %method, "forward: not an inference endpoint; refused");
+        error_response(
+            family,
+            ErrorKind::NotFound,
+            "not_found",
+            &format!(
+                "agentd forwards only POST /v1/chat/completions, /v1/responses, /v1/messages and Gemini's models/MODEL:generateContent and :streamGenerateContent, not {method} {path}",
+            ),
+        )
+    }
+
+    /// Ends an exchange early: its outcome, its audit row, and `resp`.
+    async fn refuse(
+        &self,
+        ex: &mut Exchange,
+        outcome: &'static str,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        ex.outcome = outcome;
+        self.record(ex).await;
+        resp
+    }
+
+    /// The request body (bounded) and its JSON object; a refusal (recorded)
+    /// when it is unreadable, too large or not an object.
+    async fn read_request(
+        &self,
+        ex: &mut Exchange,
+        body: Body,
+    ) -> Result<(Bytes, Value), Response<Body>> {
+        let family = ex.provider.family();
         let body = match http_body_util::Limited::new(body, self.max_request)
             .collect()
             .await
         {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                ex.outcome = "bad_request";
                 let resp = error_response(
                     family,
                     ErrorKind::BadRequest,
@@ -334,87 +363,80 @@ impl Proxy {
                         self.max_request
                     ),
                 );
-                self.record(&ex).await;
-                return resp;
+                return Err(self.refuse(ex, "bad_request", resp).await);
             }
         };
-        let mut json: Value = match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
+        match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => Ok((body, v)),
             _ => {
-                ex.outcome = "bad_request";
                 let resp = error_response(
                     family,
                     ErrorKind::BadRequest,
                     "bad_request",
                     "the request body is not a JSON object",
                 );
-                self.record(&ex).await;
-                return resp;
+                Err(self.refuse(ex, "bad_request", resp).await)
             }
-        };
-        // Gemini names the model and streaming in the path, the others in the body.
-        let model = match provider {
-            Provider::Gemini => super::gemini::model_of_path(&path).unwrap_or_default(),
-            _ => json["model"].as_str().unwrap_or_default(),
-        };
-        ex.model = model.chars().take(128).collect();
-        ex.stream = match provider {
-            Provider::Gemini => path.ends_with(":streamGenerateContent"),
-            _ => json["stream"] == true,
-        };
-        // The spend limit, before anything leaves.
-        let spender = spender_of(&ex);
+        }
+    }
+
+    /// Admits the exchange under its spender's limit, or refuses it
+    /// (recorded, with the seconds to wait in Retry-After).
+    async fn admit(&self, ex: &mut Exchange) -> Result<(), Response<Body>> {
+        let spender = spender_of(ex);
         let admitted = self
             .spend
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(&spender, now_secs());
-        if let Err(e) = admitted {
-            ex.outcome = crate::protocol::reason::SPEND_LIMIT_REACHED;
-            tracing::warn!(spender = %spender, error = %e, "forward: spend limit reached; refused");
-            let mut resp = error_response(
-                family,
-                ErrorKind::RateLimited,
-                crate::protocol::reason::SPEND_LIMIT_REACHED,
-                &e.to_string(),
-            );
-            if let Ok(v) = HeaderValue::from_str(&e.retry_after_secs().to_string()) {
-                resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-            }
-            self.record(&ex).await;
-            return resp;
-        }
-        // Tools the provider would run itself: decided here, or stripped.
-        let body = match self.provider_tools(&mut ex, &mut json).await {
-            true => Bytes::from(json.to_string()),
-            false => body,
+        let Err(e) = admitted else {
+            return Ok(());
         };
+        tracing::warn!(spender = %spender, error = %e, "forward: spend limit reached; refused");
+        let mut resp = error_response(
+            ex.provider.family(),
+            ErrorKind::RateLimited,
+            crate::protocol::reason::SPEND_LIMIT_REACHED,
+            &e.to_string(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&e.retry_after_secs().to_string()) {
+            resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+        Err(self
+            .refuse(ex, crate::protocol::reason::SPEND_LIMIT_REACHED, resp)
+            .await)
+    }
+
+    /// Sends the request upstream and passes the answer on: streamed when
+    /// it is a successful event stream, else read whole.
+    async fn forward(
+        self: &Arc<Self>,
+        mut ex: Exchange,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+    ) -> Response<Body> {
+        let family = ex.provider.family();
         let up = self.upstream(family).clone();
-        let upstream_req = match build_request(&up, family, &parts, body) {
+        let upstream_req = match build_request(&up, family, parts, body) {
             Ok(r) => r,
             Err(message) => {
-                ex.outcome = "bad_request";
                 let resp = error_response(family, ErrorKind::BadRequest, "bad_request", &message);
-                self.record(&ex).await;
-                return resp;
+                return self.refuse(&mut ex, "bad_request", resp).await;
             }
         };
         let resp = match tokio::time::timeout(self.timeout, self.send(&up, upstream_req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(message)) => {
                 tracing::warn!(provider = family.name(), error = %message, "forward: upstream unreachable");
-                ex.outcome = "upstream_unreachable";
                 let resp = error_response(
                     family,
                     ErrorKind::Upstream,
                     "upstream_unreachable",
                     &format!("agentd could not reach the {} upstream", family.name()),
                 );
-                self.record(&ex).await;
-                return resp;
+                return self.refuse(&mut ex, "upstream_unreachable", resp).await;
             }
             Err(_) => {
-                ex.outcome = "upstream_timeout";
                 let resp = error_response(
                     family,
                     ErrorKind::Timeout,
@@ -425,8 +447,7 @@ impl Proxy {
                         self.timeout
                     ),
                 );
-                self.record(&ex).await;
-                return resp;
+                return self.refuse(&mut ex, "upstream_timeout", resp).await;
             }
         };
         ex.status = resp.status().as_u16();
@@ -487,98 +508,24 @@ impl Proxy {
         resp: Response<hyper::body::Incoming>,
         key: Option<&Secret>,
     ) -> Response<Body> {
-        let family = ex.provider.family();
         let (parts, body) = resp.into_parts();
-        let read = tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(body, self.max_response).collect(),
-        )
-        .await;
-        let bytes = match read {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => {
-                ex.outcome = "upstream_error";
-                let resp = error_response(
-                    family,
-                    ErrorKind::Upstream,
-                    "upstream_error",
-                    &format!("reading the upstream's answer: {e}"),
-                );
-                self.record(&ex).await;
-                return resp;
-            }
-            Err(_) => {
-                ex.outcome = "upstream_timeout";
-                let resp = error_response(
-                    family,
-                    ErrorKind::Timeout,
-                    "upstream_timeout",
-                    "the upstream's answer did not finish in time",
-                );
-                self.record(&ex).await;
-                return resp;
-            }
+        let bytes = match self.read_answer(&mut ex, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         if !parts.status.is_success() {
-            ex.outcome = "upstream_status";
-            // Some providers quote the (masked) key in their refusals.
-            let resp = if leaks_key(&bytes, key) {
-                let mut r = error_response(
-                    family,
-                    ErrorKind::Upstream,
-                    "upstream_error",
-                    &format!(
-                        "the upstream answered {} (its message is withheld: it quoted the key)",
-                        parts.status.as_u16()
-                    ),
-                );
-                // The upstream's status: the client's retry logic keys on it.
-                *r.status_mut() = parts.status;
-                r
-            } else {
-                let mut r = Response::new(Body::from(bytes));
-                *r.status_mut() = parts.status;
-                copy_headers(&parts.headers, r.headers_mut());
-                r
-            };
-            self.record(&ex).await;
-            return resp;
+            let resp = upstream_refusal(ex.provider.family(), &parts, bytes, key);
+            return self.refuse(&mut ex, "upstream_status", resp).await;
         }
-        let mut json: Value = match serde_json::from_slice(&bytes) {
-            Ok(v @ Value::Object(_)) => v,
-            // Gemini's stream without `alt=sse` is one array of chunks.
-            Ok(v @ Value::Array(_)) if ex.provider == Provider::Gemini => v,
-            _ => {
-                // Nothing unparsed passes: it could hold a call undecided.
-                ex.outcome = "upstream_malformed";
-                let resp = error_response(
-                    family,
-                    ErrorKind::Upstream,
-                    "upstream_malformed",
-                    "the upstream's answer is not a JSON object",
-                );
-                self.record(&ex).await;
-                return resp;
-            }
+        let mut json = match self.parse_answer(&mut ex, &bytes).await {
+            Ok(v) => v,
+            Err(resp) => return resp,
         };
         ex.usage = super::usage_of(ex.provider, &json);
-        let calls = super::calls_in(ex.provider, &json);
-        let mut verdicts = Vec::with_capacity(calls.len());
-        for c in &calls {
-            verdicts.push(self.decide(&mut ex, c).await);
-        }
-        if self.on_deny == OnDeny::Block {
-            if let Some((c, v)) = calls.iter().zip(&verdicts).find(|(_, v)| !v.is_allow()) {
-                ex.outcome = "blocked";
-                let code = match v {
-                    CallVerdict::Deny { reason_code, .. } => reason_code.clone(),
-                    CallVerdict::Allow => String::new(),
-                };
-                let resp = error_response(family, ErrorKind::Denied, &code, &v.denial_text(c));
-                self.record(&ex).await;
-                return resp;
-            }
-        }
+        let verdicts = match self.decide_answer(&mut ex, &json).await {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        };
         let out = if verdicts.iter().all(CallVerdict::is_allow) {
             // Unchanged: the upstream's bytes.
             bytes
@@ -593,138 +540,114 @@ impl Proxy {
         r
     }
 
+    /// The upstream's answer, read whole (bounded, within the timeout); a
+    /// recorded error response when it broke or stalled.
+    async fn read_answer(
+        &self,
+        ex: &mut Exchange,
+        body: hyper::body::Incoming,
+    ) -> Result<Bytes, Response<Body>> {
+        let family = ex.provider.family();
+        let read = tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(body, self.max_response).collect(),
+        )
+        .await;
+        match read {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) => {
+                let resp = error_response(
+                    family,
+                    ErrorKind::Upstream,
+                    "upstream_error",
+                    &format!("reading the upstream's answer: {e}"),
+                );
+                Err(self.refuse(ex, "upstream_error", resp).await)
+            }
+            Err(_) => {
+                let resp = error_response(
+                    family,
+                    ErrorKind::Timeout,
+                    "upstream_timeout",
+                    "the upstream's answer did not finish in time",
+                );
+                Err(self.refuse(ex, "upstream_timeout", resp).await)
+            }
+        }
+    }
+
+    /// The answer's JSON; anything else is refused (recorded): nothing
+    /// unparsed passes, it could hold a call undecided.
+    async fn parse_answer(
+        &self,
+        ex: &mut Exchange,
+        bytes: &Bytes,
+    ) -> Result<Value, Response<Body>> {
+        match serde_json::from_slice(bytes) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            // Gemini's stream without `alt=sse` is one array of chunks.
+            Ok(v @ Value::Array(_)) if ex.provider == Provider::Gemini => Ok(v),
+            _ => {
+                let resp = error_response(
+                    ex.provider.family(),
+                    ErrorKind::Upstream,
+                    "upstream_malformed",
+                    "the upstream's answer is not a JSON object",
+                );
+                Err(self.refuse(ex, "upstream_malformed", resp).await)
+            }
+        }
+    }
+
+    /// Decides every tool call in the answer; in block mode the first
+    /// denial refuses the whole answer (recorded).
+    async fn decide_answer(
+        &self,
+        ex: &mut Exchange,
+        json: &Value,
+    ) -> Result<Vec<CallVerdict>, Response<Body>> {
+        let calls = super::calls_in(ex.provider, json);
+        let mut verdicts = Vec::with_capacity(calls.len());
+        for c in &calls {
+            verdicts.push(self.decide(ex, c).await);
+        }
+        if self.on_deny == OnDeny::Block {
+            if let Some((c, v)) = calls.iter().zip(&verdicts).find(|(_, v)| !v.is_allow()) {
+                let code = match v {
+                    CallVerdict::Deny { reason_code, .. } => reason_code.clone(),
+                    CallVerdict::Allow => String::new(),
+                };
+                let resp = error_response(
+                    ex.provider.family(),
+                    ErrorKind::Denied,
+                    &code,
+                    &v.denial_text(c),
+                );
+                return Err(self.refuse(ex, "blocked", resp).await);
+            }
+        }
+        Ok(verdicts)
+    }
+
     /// A streamed answer: a task pumps upstream events through the
     /// rewriter into the client's body.
     fn stream(
         self: Arc<Self>,
-        mut ex: Exchange,
+        ex: Exchange,
         resp: Response<hyper::body::Incoming>,
         key: Option<Secret>,
     ) -> Response<Body> {
-        let (parts, mut body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         let (tx, rx) = mpsc::channel::<Bytes>(32);
-        let mut rw = stream_rewriter(ex.provider);
-        tokio::spawn(async move {
-            let mut parser = sse::Parser::new();
-            let full_key = key.as_ref().map(|k| k.0.as_bytes().to_vec());
-            let mut last = false;
-            'pump: while !last {
-                let frame = match tokio::time::timeout(self.timeout, body.frame()).await {
-                    Err(_) => {
-                        ex.outcome = "upstream_timeout";
-                        let _ = tx
-                            .send(Bytes::from(rw.error_event(
-                                ErrorKind::Timeout,
-                                "upstream_timeout",
-                                "the upstream stream stalled",
-                            )))
-                            .await;
-                        break;
-                    }
-                    // The end: an event held for the LF after its CR goes now.
-                    Ok(None) => {
-                        last = true;
-                        None
-                    }
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(error = %e, "forward: upstream stream broke");
-                        ex.outcome = "upstream_reset";
-                        let _ = tx
-                            .send(Bytes::from(rw.error_event(
-                                ErrorKind::Upstream,
-                                "upstream_reset",
-                                "the upstream connection broke mid-stream",
-                            )))
-                            .await;
-                        break;
-                    }
-                    Ok(Some(Ok(f))) => Some(f),
-                };
-                let data = match frame.map(|f| f.into_data()) {
-                    Some(Ok(d)) => d,
-                    Some(Err(_)) => continue,
-                    None => Bytes::new(),
-                };
-                let pushed = if last {
-                    Ok(parser.end())
-                } else {
-                    parser.push(&data)
-                };
-                let events = match pushed {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        ex.outcome = "upstream_malformed";
-                        let _ = tx
-                            .send(Bytes::from(rw.error_event(
-                                ErrorKind::Upstream,
-                                "upstream_malformed",
-                                &e.to_string(),
-                            )))
-                            .await;
-                        break;
-                    }
-                };
-                for ev in events {
-                    let step = rw.push(ev);
-                    let mut out = step.emit;
-                    if !step.calls.is_empty() {
-                        let mut verdicts = Vec::with_capacity(step.calls.len());
-                        for c in &step.calls {
-                            verdicts.push(self.decide(&mut ex, c).await);
-                        }
-                        out.extend(rw.resolve(&verdicts, self.on_deny));
-                    }
-                    if let Some(k) = &full_key {
-                        if !k.is_empty() && out.windows(k.len()).any(|w| w == k.as_slice()) {
-                            ex.outcome = "key_withheld";
-                            let _ = tx
-                                .send(Bytes::from(rw.error_event(
-                                    ErrorKind::Upstream,
-                                    "upstream_error",
-                                    "the upstream's stream quoted the key; withheld",
-                                )))
-                                .await;
-                            break 'pump;
-                        }
-                    }
-                    if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                        ex.outcome = "client_gone";
-                        break 'pump;
-                    }
-                    if rw.ended() {
-                        ex.outcome = "blocked";
-                        break 'pump;
-                    }
-                }
-            }
-            // An event never finished is dropped (a client would drop it too).
-            let _ = parser.finish();
-            let dropped = rw.abandoned();
-            if dropped > 0 {
-                tracing::warn!(
-                    dropped,
-                    "forward: the stream ended inside a tool call; dropped undecided"
-                );
-                if ex.outcome == "ok" {
-                    ex.outcome = "incomplete_tool_call";
-                    let _ = tx
-                        .send(Bytes::from(rw.error_event(
-                            ErrorKind::Upstream,
-                            "upstream_malformed",
-                            "the upstream stream ended inside a tool call",
-                        )))
-                        .await;
-                }
-            }
-            ex.usage = rw.usage();
-            if let Some(m) = rw.model() {
-                if ex.model.is_empty() {
-                    ex.model = m.chars().take(128).collect();
-                }
-            }
-            drop(tx);
-            self.record(&ex).await;
-        });
+        let pump = Pump {
+            rw: stream_rewriter(ex.provider),
+            proxy: self,
+            ex,
+            tx,
+            parser: sse::Parser::new(),
+            full_key: key.as_ref().map(|k| k.0.as_bytes().to_vec()),
+        };
+        tokio::spawn(pump.run(body));
         let mut r = Response::new(Body::new(ChannelBody { rx }));
         *r.status_mut() = parts.status;
         copy_headers(&parts.headers, r.headers_mut());
@@ -875,6 +798,226 @@ impl Proxy {
         if let Err(e) = audit.append(ev).await {
             tracing::error!(error = %e, "forward: could not record the model exchange");
         }
+    }
+}
+
+/// A non-success answer passed on, unless it quotes the key (some
+/// providers quote the masked key in their refusals): then an error of
+/// our own, with the upstream's status (the client's retry logic keys on it).
+fn upstream_refusal(
+    family: Family,
+    parts: &hyper::http::response::Parts,
+    bytes: Bytes,
+    key: Option<&Secret>,
+) -> Response<Body> {
+    if leaks_key(&bytes, key) {
+        let mut r = error_response(
+            family,
+            ErrorKind::Upstream,
+            "upstream_error",
+            &format!(
+                "the upstream answered {} (its message is withheld: it quoted the key)",
+                parts.status.as_u16()
+            ),
+        );
+        *r.status_mut() = parts.status;
+        r
+    } else {
+        let mut r = Response::new(Body::from(bytes));
+        *r.status_mut() = parts.status;
+        copy_headers(&parts.headers, r.headers_mut());
+        r
+    }
+}
+
+/// The runtime the request names in its header, else the provider's own;
+/// None when the header names none agentd knows.
+fn runtime_of(headers: &HeaderMap, provider: Provider) -> Option<Runtime> {
+    match headers.get(RUNTIME_HEADER) {
+        None => Some(provider.default_runtime()),
+        Some(v) => v.to_str().ok().and_then(Runtime::parse),
+    }
+}
+
+/// The active message the request names, if any.
+fn active_message_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(ACTIVE_MESSAGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The exchange's model and whether it streams: Gemini names them in the
+/// path, the others in the body.
+fn name_model_and_stream(ex: &mut Exchange, path: &str, json: &Value) {
+    let model = match ex.provider {
+        Provider::Gemini => super::gemini::model_of_path(path).unwrap_or_default(),
+        _ => json["model"].as_str().unwrap_or_default(),
+    };
+    ex.model = model.chars().take(128).collect();
+    ex.stream = match ex.provider {
+        Provider::Gemini => path.ends_with(":streamGenerateContent"),
+        _ => json["stream"] == true,
+    };
+}
+
+/// A streamed answer in flight: upstream events go through the rewriter
+/// (tool calls decided as they complete) into the client's body.
+struct Pump {
+    proxy: Arc<Proxy>,
+    ex: Exchange,
+    tx: mpsc::Sender<Bytes>,
+    rw: Box<dyn super::StreamRewriter>,
+    parser: sse::Parser,
+    /// The key, to withhold a stream that quotes it.
+    full_key: Option<Vec<u8>>,
+}
+
+impl Pump {
+    /// Pumps until the upstream ends, breaks, stalls or is blocked, or the
+    /// client goes; then records the exchange.
+    async fn run(mut self, mut body: hyper::body::Incoming) {
+        let mut last = false;
+        while !last {
+            let frame = match tokio::time::timeout(self.proxy.timeout, body.frame()).await {
+                Err(_) => {
+                    self.fail(
+                        "upstream_timeout",
+                        ErrorKind::Timeout,
+                        "upstream_timeout",
+                        "the upstream stream stalled",
+                    )
+                    .await;
+                    break;
+                }
+                // The end: an event held for the LF after its CR goes now.
+                Ok(None) => {
+                    last = true;
+                    None
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "forward: upstream stream broke");
+                    self.fail(
+                        "upstream_reset",
+                        ErrorKind::Upstream,
+                        "upstream_reset",
+                        "the upstream connection broke mid-stream",
+                    )
+                    .await;
+                    break;
+                }
+                Ok(Some(Ok(f))) => Some(f),
+            };
+            let data = match frame.map(|f| f.into_data()) {
+                Some(Ok(d)) => d,
+                Some(Err(_)) => continue,
+                None => Bytes::new(),
+            };
+            let pushed = if last {
+                Ok(self.parser.end())
+            } else {
+                self.parser.push(&data)
+            };
+            let events = match pushed {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let message = e.to_string();
+                    self.fail(
+                        "upstream_malformed",
+                        ErrorKind::Upstream,
+                        "upstream_malformed",
+                        &message,
+                    )
+                    .await;
+                    break;
+                }
+            };
+            if !self.pass(events).await {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Sets the outcome and sends the client an error event.
+    async fn fail(&mut self, outcome: &'static str, kind: ErrorKind, code: &str, message: &str) {
+        self.ex.outcome = outcome;
+        let _ = self
+            .tx
+            .send(Bytes::from(self.rw.error_event(kind, code, message)))
+            .await;
+    }
+
+    /// Passes events through the rewriter to the client, deciding the tool
+    /// calls they complete; false when the stream must stop (the key was
+    /// quoted, the client went, or a denial blocked it).
+    async fn pass(&mut self, events: Vec<sse::Event>) -> bool {
+        for ev in events {
+            let step = self.rw.push(ev);
+            let mut out = step.emit;
+            if !step.calls.is_empty() {
+                let mut verdicts = Vec::with_capacity(step.calls.len());
+                for c in &step.calls {
+                    verdicts.push(self.proxy.decide(&mut self.ex, c).await);
+                }
+                out.extend(self.rw.resolve(&verdicts, self.proxy.on_deny));
+            }
+            if let Some(k) = &self.full_key {
+                if !k.is_empty() && out.windows(k.len()).any(|w| w == k.as_slice()) {
+                    self.fail(
+                        "key_withheld",
+                        ErrorKind::Upstream,
+                        "upstream_error",
+                        "the upstream's stream quoted the key; withheld",
+                    )
+                    .await;
+                    return false;
+                }
+            }
+            if !out.is_empty() && self.tx.send(Bytes::from(out)).await.is_err() {
+                self.ex.outcome = "client_gone";
+                return false;
+            }
+            if self.rw.ended() {
+                self.ex.outcome = "blocked";
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The stream's end: tool calls left incomplete are dropped (and said
+    /// so), the usage and model taken, the client's body closed, the
+    /// exchange recorded.
+    async fn finish(mut self) {
+        // An event never finished is dropped (a client would drop it too).
+        let _ = self.parser.finish();
+        let dropped = self.rw.abandoned();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "forward: the stream ended inside a tool call; dropped undecided"
+            );
+            if self.ex.outcome == "ok" {
+                self.fail(
+                    "incomplete_tool_call",
+                    ErrorKind::Upstream,
+                    "upstream_malformed",
+                    "the upstream stream ended inside a tool call",
+                )
+                .await;
+            }
+        }
+        self.ex.usage = self.rw.usage();
+        if let Some(m) = self.rw.model() {
+            if self.ex.model.is_empty() {
+                self.ex.model = m.chars().take(128).collect();
+            }
+        }
+        let Pump { proxy, ex, tx, .. } = self;
+        drop(tx);
+        proxy.record(&ex).await;
     }
 }
 
