@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use super::{json::ApiError, peer::Access, Peer, Transport};
-use crate::enforce::EnforceSlot;
+use crate::enforce::{EnforceSlot, Enforcer};
 use crate::gateway::Gateway;
 use crate::mcp::pins::{Pin, PinStore};
 use crate::mcp::{self, framing, Launcher, OpenRequest};
@@ -120,42 +120,14 @@ async fn open_stdio(
             "MCP sessions need the Unix socket",
         );
     }
-    let upgrade_ok = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(mcp::UPGRADE_PROTOCOL));
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return err(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "this route needs a connection upgrade",
-        );
+    let on_upgrade = match take_upgrade(&mut req) {
+        Ok(u) => u,
+        Err(refusal) => return refusal.into_response(),
     };
-    if !upgrade_ok {
-        return err(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("expected `Upgrade: {}`", mcp::UPGRADE_PROTOCOL),
-        );
-    }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_OPEN_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                reason::BODY_TOO_LARGE,
-                e.to_string(),
-            )
-        }
-    };
-    let open: OpenRequest = match serde_json::from_slice(&body) {
+    let open = match read_open(req).await {
         Ok(o) => o,
-        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        Err(refusal) => return refusal.into_response(),
     };
-    if let Err(e) = open.check() {
-        return err(StatusCode::BAD_REQUEST, e.reason_code(), e.to_string());
-    }
     let Some(enforcer) = s.slot.get() else {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -163,42 +135,9 @@ async fn open_stdio(
             s.slot.unavailable_reason(),
         );
     };
-    let admin = s.access.is_admin(&peer);
-    let peer_agent = peer.pid.and_then(|p| enforcer.agent_of_pid(p));
-    if peer.pid.is_some_and(mcp::is_server_process) {
-        return err(
-            StatusCode::FORBIDDEN,
-            reason::MCP_SERVER_MAY_NOT_CALL,
-            "an MCP server may not open MCP sessions",
-        );
-    }
-    if peer_agent.as_deref() != Some(open.agent.as_str()) && !admin {
-        return err(
-            StatusCode::FORBIDDEN,
-            reason::PERMISSION_DENIED,
-            format!(
-                "only a process of agent `{}` (or an admin) may open its MCP sessions",
-                open.agent
-            ),
-        );
-    }
-    // The server runs as the calling agent process's user; an admin
-    // outside the agent gets the configured agent user.
-    let user = match (peer_agent.is_some(), peer.uid) {
-        (true, Some(uid)) if uid != 0 => {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        }
-        _ => Some(s.agent_user.clone()),
-    };
-    let Some(user) = user else {
-        return err(
-            StatusCode::FORBIDDEN,
-            reason::PERMISSION_DENIED,
-            "the caller's user has no name",
-        );
+    let user = match server_user(&s, &peer, &enforcer, &open) {
+        Ok(u) => u,
+        Err(refusal) => return refusal.into_response(),
     };
     if !s.launcher.agentctl.is_file() {
         return err(
@@ -219,34 +158,26 @@ async fn open_stdio(
             ),
         );
     };
-    let started = {
-        let (enforcer, launcher, req) = (enforcer.clone(), s.launcher.clone(), open.clone());
-        match tokio::task::spawn_blocking(move || {
-            mcp::launch::start(&enforcer, &launcher, req, &user)
-        })
-        .await
-        {
-            Ok(Ok(st)) => st,
-            Ok(Err(e)) => {
-                tracing::warn!(agent = %open.agent, server = %open.server, error = %e, "MCP server not started");
-                return err(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.reason_code(),
-                    e.to_string(),
-                );
-            }
-            Err(e) => {
-                return err(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    reason::INTERNAL_ERROR,
-                    e.to_string(),
-                )
-            }
-        }
+    let started = match start_server(&s, &enforcer, &open, user).await {
+        Ok(st) => st,
+        Err(refusal) => return refusal.into_response(),
     };
+    spawn_relay(&s, slot, on_upgrade, started);
+    switching_protocols()
+}
+
+/// Relays the session once the connection is upgraded (the server is
+/// stopped if the upgrade fails).
+fn spawn_relay(
+    s: &RouteState,
+    slot: SessionSlot,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    started: mcp::launch::Started,
+) {
     let gateway = s.gateway.clone();
     let pins = s.pins.clone();
     tokio::spawn(async move {
+        // The session counts as open until its relay ends.
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -265,6 +196,10 @@ async fn open_stdio(
             }
         }
     });
+}
+
+/// `101 Switching Protocols` to our upgrade.
+fn switching_protocols() -> Response {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
@@ -277,6 +212,123 @@ async fn open_stdio(
                 "response",
             )
         })
+}
+
+/// The connection's pending upgrade, when the request asks for ours.
+fn take_upgrade(req: &mut Request) -> Result<hyper::upgrade::OnUpgrade, ApiError> {
+    let upgrade_ok = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(mcp::UPGRADE_PROTOCOL));
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "this route needs a connection upgrade",
+        ));
+    };
+    if !upgrade_ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected `Upgrade: {}`", mcp::UPGRADE_PROTOCOL),
+        ));
+    }
+    Ok(on_upgrade)
+}
+
+/// The open request in the body (bounded), parsed and checked.
+async fn read_open(req: Request) -> Result<OpenRequest, ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_OPEN_BODY)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                reason::BODY_TOO_LARGE,
+                e.to_string(),
+            )
+        })?;
+    let open: OpenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    open.check()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.reason_code(), e.to_string()))?;
+    Ok(open)
+}
+
+/// Whether the peer may open this agent's session (a process of the agent
+/// or an admin, never an MCP server), and the user its server runs as.
+fn server_user(
+    s: &RouteState,
+    peer: &Peer,
+    enforcer: &Enforcer,
+    open: &OpenRequest,
+) -> Result<String, ApiError> {
+    let admin = s.access.is_admin(peer);
+    let peer_agent = peer.pid.and_then(|p| enforcer.agent_of_pid(p));
+    if peer.pid.is_some_and(mcp::is_server_process) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::MCP_SERVER_MAY_NOT_CALL,
+            "an MCP server may not open MCP sessions",
+        ));
+    }
+    if peer_agent.as_deref() != Some(open.agent.as_str()) && !admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            format!(
+                "only a process of agent `{}` (or an admin) may open its MCP sessions",
+                open.agent
+            ),
+        ));
+    }
+    // The server runs as the calling agent process's user; an admin
+    // outside the agent gets the configured agent user.
+    let user = match (peer_agent.is_some(), peer.uid) {
+        (true, Some(uid)) if uid != 0 => {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        }
+        _ => Some(s.agent_user.clone()),
+    };
+    user.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            reason::PERMISSION_DENIED,
+            "the caller's user has no name",
+        )
+    })
+}
+
+/// Starts the session's MCP server (blocking work, off the runtime).
+async fn start_server(
+    s: &RouteState,
+    enforcer: &Enforcer,
+    open: &OpenRequest,
+    user: String,
+) -> Result<mcp::launch::Started, ApiError> {
+    let (enforcer, launcher, req) = (enforcer.clone(), s.launcher.clone(), open.clone());
+    match tokio::task::spawn_blocking(move || mcp::launch::start(&enforcer, &launcher, req, &user))
+        .await
+    {
+        Ok(Ok(st)) => Ok(st),
+        Ok(Err(e)) => {
+            tracing::warn!(agent = %open.agent, server = %open.server, error = %e, "MCP server not started");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.reason_code(),
+                e.to_string(),
+            ))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::INTERNAL_ERROR,
+            e.to_string(),
+        )),
+    }
 }
 
 /// `GET /v1/mcp/pins` answer.

@@ -325,38 +325,9 @@ impl HttpGateway {
 
     async fn post(self: &Arc<Self>, mut ex: Exchange, req: Request<Body>) -> Response<Body> {
         let headers = req.headers().clone();
-        let body = match read_limited(req.into_body(), self.max_message).await {
-            Ok(b) => b,
-            Err(Limited::TooLarge) => {
-                return ex.error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    None,
-                    code::INVALID_REQUEST,
-                    reason::MCP_MESSAGE_TOO_LARGE,
-                    &format!("message exceeds {} bytes", self.max_message),
-                )
-            }
-            Err(Limited::Failed(e)) => {
-                return ex.error(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    code::INVALID_REQUEST,
-                    reason::MCP_INVALID_MESSAGE,
-                    &format!("reading the body: {e}"),
-                )
-            }
-        };
-        let msg = match framing::parse(&body) {
+        let msg = match self.read_message(&ex, req).await {
             Ok(m) => m,
-            Err(e) => {
-                return ex.error(
-                    StatusCode::BAD_REQUEST,
-                    e.id(),
-                    e.code(),
-                    reason::MCP_INVALID_MESSAGE,
-                    &e.to_string(),
-                )
-            }
+            Err(refusal) => return refusal,
         };
         if let Message::Request { id, method, .. } = &msg {
             ex.request = Some((method.clone(), id.clone()));
@@ -370,37 +341,78 @@ impl HttpGateway {
             Ok(rev) => rev,
             Err(mm) => return self.mismatch(&ex, &msg, &mm).await,
         };
+        self.answer(ex, msg, &headers, rev).await
+    }
+
+    /// The posted message (bounded), or the error answer when it is too
+    /// large, unreadable or not JSON-RPC.
+    async fn read_message(
+        &self,
+        ex: &Exchange,
+        req: Request<Body>,
+    ) -> Result<Message, Response<Body>> {
+        let body = match read_limited(req.into_body(), self.max_message).await {
+            Ok(b) => b,
+            Err(Limited::TooLarge) => {
+                return Err(ex.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    code::INVALID_REQUEST,
+                    reason::MCP_MESSAGE_TOO_LARGE,
+                    &format!("message exceeds {} bytes", self.max_message),
+                ))
+            }
+            Err(Limited::Failed(e)) => {
+                return Err(ex.error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    code::INVALID_REQUEST,
+                    reason::MCP_INVALID_MESSAGE,
+                    &format!("reading the body: {e}"),
+                ))
+            }
+        };
+        framing::parse(&body).map_err(|e| {
+            ex.error(
+                StatusCode::BAD_REQUEST,
+                e.id(),
+                e.code(),
+                reason::MCP_INVALID_MESSAGE,
+                &e.to_string(),
+            )
+        })
+    }
+
+    /// Decides the message and answers: forwarded upstream when allowed,
+    /// else a denied result, a refusal or an error, per its verdict.
+    async fn answer(
+        self: &Arc<Self>,
+        ex: Exchange,
+        msg: Message,
+        headers: &HeaderMap,
+        rev: revision::Revision,
+    ) -> Response<Body> {
         match decide::client_message(&ex.gate.server, &msg) {
-            ClientVerdict::Forward => self.forward(ex, msg, &headers).await,
+            ClientVerdict::Forward => self.forward(ex, msg, headers).await,
             ClientVerdict::ToolCall {
                 tool,
                 action,
                 arguments,
             } => {
-                let listed = self
-                    .listed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&(ex.gate.agent.clone(), ex.gate.server.clone()))
-                    .is_some_and(|l| l.contains(&tool));
+                let listed = self.is_listed(&ex, &tool);
                 let d = ex
                     .gate
                     .tool_call(&tool, action, arguments, ex.caller, listed, None)
                     .await;
                 if d.is_allow() {
-                    return self.forward(ex, msg, &headers).await;
+                    return self.forward(ex, msg, headers).await;
                 }
-                let Some((_, id)) = &ex.request else {
-                    return accepted();
-                };
-                let mut answer = decide::denied_result(id, &d.reason_code, &d.detail, &d.call_id);
-                revision::shape_result(rev, &mut answer);
-                ex.json(StatusCode::OK, &answer)
+                denied_answer(&ex, &d, rev)
             }
             ClientVerdict::Decide { action, arguments } => {
                 let d = ex.gate.decide(action, arguments, ex.caller).await;
                 if d.is_allow() {
-                    return self.forward(ex, msg, &headers).await;
+                    return self.forward(ex, msg, headers).await;
                 }
                 let Some((_, id)) = &ex.request else {
                     return accepted();
@@ -416,12 +428,7 @@ impl HttpGateway {
                     .gate
                     .deny(action, Map::new(), ex.caller, reason, &detail)
                     .await;
-                let Some((_, id)) = &ex.request else {
-                    return accepted();
-                };
-                let mut answer = decide::denied_result(id, &d.reason_code, &d.detail, &d.call_id);
-                revision::shape_result(rev, &mut answer);
-                ex.json(StatusCode::OK, &answer)
+                denied_answer(&ex, &d, rev)
             }
             ClientVerdict::Refuse {
                 code: c,
@@ -441,6 +448,16 @@ impl HttpGateway {
                 accepted()
             }
         }
+    }
+
+    /// Whether this agent's session with this server saw the tool listed
+    /// with an approved definition (only those are decided at all).
+    fn is_listed(&self, ex: &Exchange, tool: &str) -> bool {
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ex.gate.agent.clone(), ex.gate.server.clone()))
+            .is_some_and(|l| l.contains(tool))
     }
 
     /// Refuses (and audits) a request whose routing headers disagree with
@@ -844,6 +861,21 @@ fn error(
                 .unwrap_or_default(),
         ))
         .unwrap_or_default()
+}
+
+/// A denied call's answer: a tool result saying so, shaped for the
+/// revision (a notification gets no answer).
+fn denied_answer(
+    ex: &Exchange,
+    d: &crate::gateway::Decision,
+    rev: revision::Revision,
+) -> Response<Body> {
+    let Some((_, id)) = &ex.request else {
+        return accepted();
+    };
+    let mut answer = decide::denied_result(id, &d.reason_code, &d.detail, &d.call_id);
+    revision::shape_result(rev, &mut answer);
+    ex.json(StatusCode::OK, &answer)
 }
 
 fn accepted() -> Response<Body> {

@@ -75,32 +75,18 @@ pub async fn relay<C>(
         creds,
         enforcer,
     } = started;
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (to_client, mut client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let client_writer = tokio::spawn(async move {
-        while let Some(line) = client_rx.recv().await {
-            if client_wr.write_all(&line).await.is_err() {
-                break;
-            }
-            let _ = client_wr.flush().await;
-        }
-        let _ = client_wr.shutdown().await;
-    });
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
+    let client_writer = tokio::spawn(write_client(client_wr, client_rx));
     let stdin: Option<ChildStdin> = child.stdin.take();
-    let mut stdout: Option<ChildStdout> = child.stdout.take();
+    let stdout: Option<ChildStdout> = child.stdout.take();
     if let Some(stderr) = child.stderr.take() {
         let server = req.server.clone();
         tokio::spawn(log_stderr(server, stderr));
     }
-    let (to_server, mut server_rx) = mpsc::channel::<Vec<u8>>(256);
-    if let Some(mut stdin) = stdin {
-        tokio::spawn(async move {
-            while let Some(line) = server_rx.recv().await {
-                if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
-                    break;
-                }
-            }
-        });
+    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
+    if let Some(stdin) = stdin {
+        tokio::spawn(write_server(stdin, server_rx));
     }
     let mut r = Relay {
         gate: Gate {
@@ -125,31 +111,9 @@ pub async fn relay<C>(
         server_requests: HashMap::new(),
         listed: HashSet::new(),
     };
-    let mut from_client = Splitter::new(max_message);
-    let mut from_server = Splitter::new(max_message);
-    let mut cbuf = vec![0u8; 64 * 1024];
-    let mut sbuf = vec![0u8; 64 * 1024];
-    loop {
-        let next_deadline = r.in_flight.values().map(|p| p.deadline).min();
-        tokio::select! {
-            n = client_rd.read(&mut cbuf) => {
-                let n = match n { Ok(0) | Err(_) => break, Ok(n) => n };
-                for f in from_client.push(&cbuf[..n]) {
-                    r.client_frame(f).await;
-                }
-            }
-            n = async { match stdout.as_mut() { Some(s) => s.read(&mut sbuf).await, None => std::future::pending().await } } => {
-                match n {
-                    Ok(0) | Err(_) => { stdout = None; r.server_exited(); }
-                    Ok(n) => for f in from_server.push(&sbuf[..n]) { r.server_frame(f).await; },
-                }
-            }
-            _ = async { match next_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                r.expire().await;
-            }
-        }
-    }
+    r.run(client_rd, stdout, max_message).await;
     tracing::info!(agent = %req.agent, server = %req.server, "MCP session closed by the client");
+    // The relay's senders go first: the writers finish what they hold.
     drop(r);
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -161,6 +125,30 @@ pub async fn relay<C>(
         }
     })
     .await;
+}
+
+/// Writes the relay's lines to the client until the relay is done, then
+/// shuts the client's side.
+async fn write_client<W: AsyncWrite + Unpin>(
+    mut client_wr: W,
+    mut client_rx: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(line) = client_rx.recv().await {
+        if client_wr.write_all(&line).await.is_err() {
+            break;
+        }
+        let _ = client_wr.flush().await;
+    }
+    let _ = client_wr.shutdown().await;
+}
+
+/// Writes the relay's lines to the server's stdin until either ends.
+async fn write_server(mut stdin: ChildStdin, mut server_rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(line) = server_rx.recv().await {
+        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Lines of a server's stderr logged per session; the rest is read and
@@ -206,43 +194,48 @@ impl Relay {
             .await;
     }
 
+    /// Relays until the client closes its side: client and server frames
+    /// as they arrive, and expired requests at their deadline.
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        mut client_rd: R,
+        mut stdout: Option<ChildStdout>,
+        max_message: usize,
+    ) {
+        let mut from_client = Splitter::new(max_message);
+        let mut from_server = Splitter::new(max_message);
+        let mut cbuf = vec![0u8; 64 * 1024];
+        let mut sbuf = vec![0u8; 64 * 1024];
+        loop {
+            let next_deadline = self.in_flight.values().map(|p| p.deadline).min();
+            tokio::select! {
+                n = client_rd.read(&mut cbuf) => {
+                    let n = match n { Ok(0) | Err(_) => break, Ok(n) => n };
+                    for f in from_client.push(&cbuf[..n]) {
+                        self.client_frame(f).await;
+                    }
+                }
+                n = async { match stdout.as_mut() { Some(s) => s.read(&mut sbuf).await, None => std::future::pending().await } } => {
+                    match n {
+                        Ok(0) | Err(_) => { stdout = None; self.server_exited(); }
+                        Ok(n) => for f in from_server.push(&sbuf[..n]) { self.server_frame(f).await; },
+                    }
+                }
+                _ = async { match next_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    self.expire().await;
+                }
+            }
+        }
+    }
+
     async fn client_frame(&mut self, f: Frame) {
-        let line = match f {
-            Frame::Line(l) => l,
-            Frame::TooLong { len } => {
-                return self
-                    .client_error(
-                        None,
-                        code::INVALID_REQUEST,
-                        reason::MESSAGE_TOO_LARGE,
-                        &format!("message of {len} bytes exceeds the size limit"),
-                    )
-                    .await;
-            }
-        };
-        let msg = match framing::parse(&line) {
-            Ok(m) => m,
-            Err(e) => {
-                return self
-                    .client_error(e.id(), e.code(), reason::INVALID_MESSAGE, &e.to_string())
-                    .await
-            }
+        let Some(msg) = self.parse_client(f).await else {
+            return;
         };
         match decide::client_message(&self.server, &msg) {
             ClientVerdict::Forward => self.forward_client(msg).await,
             ClientVerdict::Decide { action, arguments } => {
-                let Message::Request { id, .. } = &msg else {
-                    return;
-                };
-                let id = id.clone();
-                let caller = self.caller();
-                let d = self.gate.decide(action, arguments, caller).await;
-                if d.is_allow() {
-                    self.forward_client(msg).await;
-                } else {
-                    tracing::info!(server = %self.server, reason = %d.reason_code, "MCP message refused");
-                    self.send_client(&gate::refusal(&id, &d)).await;
-                }
+                self.decide_client(msg, action, arguments).await
             }
             ClientVerdict::Refuse {
                 code,
@@ -262,65 +255,127 @@ impl Relay {
                 action,
                 reason,
                 detail,
-            } => {
-                let Message::Request { id, .. } = &msg else {
-                    return;
-                };
-                let caller = self.caller();
-                let d = self
-                    .gate
-                    .deny(action, Map::new(), caller, reason, &detail)
-                    .await;
-                self.send_client(&decide::denied_result(
-                    id,
-                    &d.reason_code,
-                    &d.detail,
-                    &d.call_id,
-                ))
-                .await;
-            }
+            } => self.deny_client_call(&msg, action, reason, &detail).await,
             ClientVerdict::ToolCall {
                 tool,
                 action,
                 arguments,
-            } => {
-                let Message::Request { id, .. } = &msg else {
-                    return;
-                };
-                if self.client_ids.contains(id) {
-                    return self
-                        .client_error(
-                            Some(id),
-                            code::INVALID_REQUEST,
-                            reason::DUPLICATE_ID,
-                            "a request with this id is still in flight",
-                        )
-                        .await;
-                }
-                let caller = self.caller();
-                // Only tools this session saw listed with an approved
-                // definition are decided at all.
-                let listed = self.listed.contains(&tool);
-                let unavailable = caller
-                    .pid
-                    .is_none()
-                    .then_some((reason::SERVER_EXITED, "the MCP server is not running"));
-                let d = self
-                    .gate
-                    .tool_call(&tool, action, arguments, caller, listed, unavailable)
-                    .await;
-                if d.is_allow() {
-                    self.forward_client(msg).await;
-                } else {
-                    self.send_client(&decide::denied_result(
-                        id,
-                        &d.reason_code,
-                        &d.detail,
-                        &d.call_id,
-                    ))
-                    .await;
-                }
+            } => self.tool_call(msg, &tool, action, arguments).await,
+        }
+    }
+
+    /// A client frame's message; an over-long or unparsable one is
+    /// answered with an error instead.
+    async fn parse_client(&self, f: Frame) -> Option<Message> {
+        let line = match f {
+            Frame::Line(l) => l,
+            Frame::TooLong { len } => {
+                self.client_error(
+                    None,
+                    code::INVALID_REQUEST,
+                    reason::MESSAGE_TOO_LARGE,
+                    &format!("message of {len} bytes exceeds the size limit"),
+                )
+                .await;
+                return None;
             }
+        };
+        match framing::parse(&line) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.client_error(e.id(), e.code(), reason::INVALID_MESSAGE, &e.to_string())
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// A request the gateway decides before it is forwarded; a denial is
+    /// answered with the gateway's refusal.
+    async fn decide_client(&mut self, msg: Message, action: String, arguments: Map<String, Value>) {
+        let Message::Request { id, .. } = &msg else {
+            return;
+        };
+        let id = id.clone();
+        let caller = self.caller();
+        let d = self.gate.decide(action, arguments, caller).await;
+        if d.is_allow() {
+            self.forward_client(msg).await;
+        } else {
+            tracing::info!(server = %self.server, reason = %d.reason_code, "MCP message refused");
+            self.send_client(&gate::refusal(&id, &d)).await;
+        }
+    }
+
+    /// A call denied without asking the policy: recorded, and answered as
+    /// a denied tool result.
+    async fn deny_client_call(
+        &mut self,
+        msg: &Message,
+        action: String,
+        reason: &'static str,
+        detail: &str,
+    ) {
+        let Message::Request { id, .. } = msg else {
+            return;
+        };
+        let caller = self.caller();
+        let d = self
+            .gate
+            .deny(action, Map::new(), caller, reason, detail)
+            .await;
+        self.send_client(&decide::denied_result(
+            id,
+            &d.reason_code,
+            &d.detail,
+            &d.call_id,
+        ))
+        .await;
+    }
+
+    /// A `tools/call`: decided (only tools this session saw listed with an
+    /// approved definition can be allowed), then forwarded or answered as
+    /// a denied tool result.
+    async fn tool_call(
+        &mut self,
+        msg: Message,
+        tool: &str,
+        action: String,
+        arguments: Map<String, Value>,
+    ) {
+        let Message::Request { id, .. } = &msg else {
+            return;
+        };
+        if self.client_ids.contains(id) {
+            return self
+                .client_error(
+                    Some(id),
+                    code::INVALID_REQUEST,
+                    reason::DUPLICATE_ID,
+                    "a request with this id is still in flight",
+                )
+                .await;
+        }
+        let caller = self.caller();
+        let listed = self.listed.contains(tool);
+        let unavailable = caller
+            .pid
+            .is_none()
+            .then_some((reason::SERVER_EXITED, "the MCP server is not running"));
+        let d = self
+            .gate
+            .tool_call(tool, action, arguments, caller, listed, unavailable)
+            .await;
+        if d.is_allow() {
+            self.forward_client(msg).await;
+        } else {
+            self.send_client(&decide::denied_result(
+                id,
+                &d.reason_code,
+                &d.detail,
+                &d.call_id,
+            ))
+            .await;
         }
     }
 
@@ -365,75 +420,8 @@ impl Relay {
     /// Forwards a client message, giving a request an id of ours.
     async fn forward_client(&mut self, msg: Message) {
         match msg {
-            Message::Request {
-                id,
-                method,
-                mut raw,
-            } => {
-                if self.client_ids.contains(&id) {
-                    return self
-                        .client_error(
-                            Some(&id),
-                            code::INVALID_REQUEST,
-                            reason::DUPLICATE_ID,
-                            "a request with this id is still in flight",
-                        )
-                        .await;
-                }
-                if self.in_flight.len() >= MAX_IN_FLIGHT {
-                    return self
-                        .client_error(
-                            Some(&id),
-                            code::INTERNAL_ERROR,
-                            reason::TOO_MANY_IN_FLIGHT,
-                            "too many requests in flight",
-                        )
-                        .await;
-                }
-                if self.to_server.is_none() {
-                    return self
-                        .client_error(
-                            Some(&id),
-                            code::INTERNAL_ERROR,
-                            reason::SERVER_EXITED,
-                            "the MCP server has exited",
-                        )
-                        .await;
-                }
-                let ours = self.next_id;
-                self.next_id += 1;
-                raw.insert("id".into(), json!(ours));
-                self.client_ids.insert(id.clone());
-                self.in_flight.insert(
-                    ours,
-                    Pending {
-                        client_id: id,
-                        method,
-                        deadline: Instant::now() + self.timeout,
-                    },
-                );
-                self.send_server(&Value::Object(raw)).await;
-            }
-            Message::Notification { method, mut raw } => {
-                if method == "notifications/cancelled" {
-                    // The client names its own id; the server knows ours.
-                    let theirs = raw
-                        .get("params")
-                        .and_then(|p| p.get("requestId"))
-                        .and_then(Id::from_value);
-                    let ours = theirs.and_then(|t| {
-                        self.in_flight
-                            .iter()
-                            .find(|(_, p)| p.client_id == t)
-                            .map(|(k, _)| *k)
-                    });
-                    let Some(ours) = ours else { return };
-                    if let Some(Value::Object(p)) = raw.get_mut("params") {
-                        p.insert("requestId".into(), json!(ours));
-                    }
-                }
-                self.send_server(&Value::Object(raw)).await;
-            }
+            Message::Request { id, method, raw } => self.forward_request(id, method, raw).await,
+            Message::Notification { method, raw } => self.forward_notification(&method, raw).await,
             Message::Response { id, mut raw } => {
                 // An answer to a server request we passed to the client.
                 let key = match &id {
@@ -448,6 +436,77 @@ impl Relay {
                 self.send_server(&Value::Object(raw)).await;
             }
         }
+    }
+
+    /// Forwards a client request under a fresh id of ours, remembering the
+    /// client's; refused when its id is in flight, too many are, or the
+    /// server is gone.
+    async fn forward_request(&mut self, id: Id, method: String, mut raw: Map<String, Value>) {
+        if self.client_ids.contains(&id) {
+            return self
+                .client_error(
+                    Some(&id),
+                    code::INVALID_REQUEST,
+                    reason::DUPLICATE_ID,
+                    "a request with this id is still in flight",
+                )
+                .await;
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return self
+                .client_error(
+                    Some(&id),
+                    code::INTERNAL_ERROR,
+                    reason::TOO_MANY_IN_FLIGHT,
+                    "too many requests in flight",
+                )
+                .await;
+        }
+        if self.to_server.is_none() {
+            return self
+                .client_error(
+                    Some(&id),
+                    code::INTERNAL_ERROR,
+                    reason::SERVER_EXITED,
+                    "the MCP server has exited",
+                )
+                .await;
+        }
+        let ours = self.next_id;
+        self.next_id += 1;
+        raw.insert("id".into(), json!(ours));
+        self.client_ids.insert(id.clone());
+        self.in_flight.insert(
+            ours,
+            Pending {
+                client_id: id,
+                method,
+                deadline: Instant::now() + self.timeout,
+            },
+        );
+        self.send_server(&Value::Object(raw)).await;
+    }
+
+    /// Forwards a client notification; a cancellation names the client's
+    /// id, so it is rewritten to ours (and dropped if nothing matches).
+    async fn forward_notification(&mut self, method: &str, mut raw: Map<String, Value>) {
+        if method == "notifications/cancelled" {
+            let theirs = raw
+                .get("params")
+                .and_then(|p| p.get("requestId"))
+                .and_then(Id::from_value);
+            let ours = theirs.and_then(|t| {
+                self.in_flight
+                    .iter()
+                    .find(|(_, p)| p.client_id == t)
+                    .map(|(k, _)| *k)
+            });
+            let Some(ours) = ours else { return };
+            if let Some(Value::Object(p)) = raw.get_mut("params") {
+                p.insert("requestId".into(), json!(ours));
+            }
+        }
+        self.send_server(&Value::Object(raw)).await;
     }
 
     async fn server_frame(&mut self, f: Frame) {
