@@ -161,166 +161,191 @@ fn path_of(name: &str) -> String {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let sock = args.socket.path();
     match args.command {
-        Command::Add(a) => {
-            let def = AgentDef {
-                name: a.name.clone(),
-                user: a.user,
-                mode: parse_mode(&a.mode)?,
-                profiles: a.profiles,
-                install_dir: a.install_dir,
-                tmp: a.tmp,
-                workspace: a.workspace,
-                model_api: a.model_api,
-                exec: a.exec,
-                read: a.read,
-                write: a.write,
-                connect: a.connect,
-                time_limit_secs: a.time_limit,
-                share_user: a.share_user,
-            };
-            let name = a.name.clone();
-            let replace = a.replace;
-            let v: AgentView = blocking(&sock, |mut c| async move {
-                if !replace {
-                    match c.get::<AgentView>(&path_of(&name)).await {
-                        Ok(_) => {
-                            return Err(ClientError::Request(format!(
-                                "agent `{name}` exists; use --replace to change its settings"
-                            )))
-                        }
-                        Err(ClientError::Api { status: 404, .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                c.call(Method::PUT, &path_of(&name), Some(&def)).await
-            })?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_view(&v);
-            }
-            Ok(())
-        }
-        Command::List { json } => {
-            let list: Vec<AgentView> =
-                blocking(
-                    &sock,
-                    |mut c| async move { c.get("/v1/agent-settings").await },
-                )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<12} {:<14} {:<28} PIDS",
-                "AGENT", "MODE", "USER", "PROFILES"
-            );
-            for v in list {
-                println!(
-                    "{:<20} {:<12} {:<14} {:<28} {}",
-                    v.def.name,
-                    mode_name(v.running.as_ref().map_or(v.def.mode, |r| r.mode)),
-                    v.def.user,
-                    v.def.profile_names().join(","),
-                    v.running.map(|r| r.pids.len()).unwrap_or(0)
-                );
-            }
-            Ok(())
-        }
-        Command::Show { name, json } => {
-            let v: AgentView =
-                blocking(&sock, |mut c| async move { c.get(&path_of(&name)).await })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_view(&v);
-            }
-            Ok(())
-        }
-        Command::Mode { name, mode } => {
-            let body = serde_json::json!({ "mode": parse_mode(&mode)? });
-            let v: AgentView = blocking(&sock, |mut c| async move {
-                c.call(
-                    Method::POST,
-                    &format!("{}/mode", path_of(&name)),
-                    Some(&body),
-                )
-                .await
-            })?;
-            println!("agent {}: mode {}", v.def.name, mode_name(v.def.mode));
-            Ok(())
-        }
-        Command::Remove { name } => {
-            let n = name.clone();
-            blocking(&sock, |mut c| async move {
-                let (status, body) = c.raw(Method::DELETE, &path_of(&n), vec![]).await?;
-                if status.is_success() {
-                    return Ok(());
-                }
-                let e: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                Err(ClientError::Api {
-                    status: status.as_u16(),
-                    reason_code: e["reason_code"].as_str().unwrap_or("").into(),
-                    message: e["message"].as_str().unwrap_or("").into(),
-                })
-            })?;
-            println!("agent {name} removed");
-            Ok(())
-        }
-        Command::Profiles { json } => {
-            let all: std::collections::BTreeMap<String, ProfileView> =
-                blocking(&sock, |mut c| async move { c.get("/v1/profiles").await })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-                return Ok(());
-            }
-            for (n, p) in all {
-                println!("{n:<14} {:<8} {}", p.source, p.def.description);
-            }
-            Ok(())
-        }
-        Command::Replies { name, json } => {
-            let entries: Vec<InboxEntry> = blocking(&sock, |mut c| async move {
-                c.get(&format!("/v1/inbox/{name}")).await
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-                return Ok(());
-            }
-            for e in entries {
-                let outcome = e
-                    .outcome
-                    .map(|o| serde_json::to_value(o).unwrap_or_default())
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "#{} {} session={} operator={} ({}) outcome={} exit={}",
-                    e.id,
-                    serde_json::to_value(e.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    e.session,
-                    e.operator,
-                    e.trust,
-                    outcome,
-                    e.exit_code
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "-".into())
-                );
-                if let Some(r) = &e.reply {
-                    for l in r.lines() {
-                        println!("    {l}");
-                    }
-                    if e.reply_truncated {
-                        println!("    [reply truncated]");
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::Add(a) => add(&sock, *a),
+        Command::List { json } => list(&sock, json),
+        Command::Show { name, json } => show(&sock, name, json),
+        Command::Mode { name, mode } => set_mode(&sock, name, &mode),
+        Command::Remove { name } => remove(&sock, name),
+        Command::Profiles { json } => profiles(&sock, json),
+        Command::Replies { name, json } => replies(&sock, name, json),
         Command::Serve(a) => serve::run(&sock, a),
         Command::Learn(a) => learn(&sock, a),
+    }
+}
+
+/// `agentctl agent add`: stores the agent's settings (refused for an
+/// existing agent unless --replace).
+fn add(sock: &std::path::Path, a: AddArgs) -> anyhow::Result<()> {
+    let def = AgentDef {
+        name: a.name.clone(),
+        user: a.user,
+        mode: parse_mode(&a.mode)?,
+        profiles: a.profiles,
+        install_dir: a.install_dir,
+        tmp: a.tmp,
+        workspace: a.workspace,
+        model_api: a.model_api,
+        exec: a.exec,
+        read: a.read,
+        write: a.write,
+        connect: a.connect,
+        time_limit_secs: a.time_limit,
+        share_user: a.share_user,
+    };
+    let name = a.name.clone();
+    let replace = a.replace;
+    let v: AgentView = blocking(sock, |mut c| async move {
+        if !replace {
+            match c.get::<AgentView>(&path_of(&name)).await {
+                Ok(_) => {
+                    return Err(ClientError::Request(format!(
+                        "agent `{name}` exists; use --replace to change its settings"
+                    )))
+                }
+                Err(ClientError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        c.call(Method::PUT, &path_of(&name), Some(&def)).await
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_view(&v);
+    }
+    Ok(())
+}
+
+/// `agentctl agent list`.
+fn list(sock: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let list: Vec<AgentView> = blocking(
+        sock,
+        |mut c| async move { c.get("/v1/agent-settings").await },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<14} {:<28} PIDS",
+        "AGENT", "MODE", "USER", "PROFILES"
+    );
+    for v in list {
+        println!(
+            "{:<20} {:<12} {:<14} {:<28} {}",
+            v.def.name,
+            mode_name(v.running.as_ref().map_or(v.def.mode, |r| r.mode)),
+            v.def.user,
+            v.def.profile_names().join(","),
+            v.running.map(|r| r.pids.len()).unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// `agentctl agent show`.
+fn show(sock: &std::path::Path, name: String, json: bool) -> anyhow::Result<()> {
+    let v: AgentView = blocking(sock, |mut c| async move { c.get(&path_of(&name)).await })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_view(&v);
+    }
+    Ok(())
+}
+
+/// `agentctl agent mode`.
+fn set_mode(sock: &std::path::Path, name: String, mode: &str) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "mode": parse_mode(mode)? });
+    let v: AgentView = blocking(sock, |mut c| async move {
+        c.call(
+            Method::POST,
+            &format!("{}/mode", path_of(&name)),
+            Some(&body),
+        )
+        .await
+    })?;
+    println!("agent {}: mode {}", v.def.name, mode_name(v.def.mode));
+    Ok(())
+}
+
+/// `agentctl agent remove`.
+fn remove(sock: &std::path::Path, name: String) -> anyhow::Result<()> {
+    let n = name.clone();
+    blocking(sock, |mut c| async move {
+        let (status, body) = c.raw(Method::DELETE, &path_of(&n), vec![]).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let e: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            reason_code: e["reason_code"].as_str().unwrap_or("").into(),
+            message: e["message"].as_str().unwrap_or("").into(),
+        })
+    })?;
+    println!("agent {name} removed");
+    Ok(())
+}
+
+/// `agentctl agent profiles`.
+fn profiles(sock: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let all: std::collections::BTreeMap<String, ProfileView> =
+        blocking(sock, |mut c| async move { c.get("/v1/profiles").await })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for (n, p) in all {
+        println!("{n:<14} {:<8} {}", p.source, p.def.description);
+    }
+    Ok(())
+}
+
+/// `agentctl agent replies`: the inbox, each entry with its reply.
+fn replies(sock: &std::path::Path, name: String, json: bool) -> anyhow::Result<()> {
+    let entries: Vec<InboxEntry> = blocking(sock, |mut c| async move {
+        c.get(&format!("/v1/inbox/{name}")).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    for e in entries {
+        print_entry(&e);
+    }
+    Ok(())
+}
+
+/// One inbox entry: its line, then the reply indented.
+fn print_entry(e: &InboxEntry) {
+    let outcome = e
+        .outcome
+        .map(|o| serde_json::to_value(o).unwrap_or_default())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "#{} {} session={} operator={} ({}) outcome={} exit={}",
+        e.id,
+        serde_json::to_value(e.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        e.session,
+        e.operator,
+        e.trust,
+        outcome,
+        e.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    if let Some(r) = &e.reply {
+        for l in r.lines() {
+            println!("    {l}");
+        }
+        if e.reply_truncated {
+            println!("    [reply truncated]");
+        }
     }
 }
 

@@ -135,14 +135,27 @@ fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty()),
         call_timeout_ms: a.call_timeout_ms,
     };
-    let path = a.socket.path();
-    let mut conn = UnixStream::connect(&path).with_context(|| {
+    let (conn, buffered) = open_session(&a.socket.path(), &open)?;
+    // stdin → agentd on a thread; agentd → stdout here. When the runtime
+    // closes stdin, agentd hears EOF and ends the session.
+    let up = conn.try_clone()?;
+    std::thread::spawn(move || stdin_to(up));
+    to_stdout(&buffered, conn)
+}
+
+/// Asks agentd to open the session and reads its answer's head; returns
+/// the upgraded connection and the relay's bytes already read past the head.
+fn open_session(
+    path: &std::path::Path,
+    open: &OpenRequest,
+) -> anyhow::Result<(UnixStream, Vec<u8>)> {
+    let mut conn = UnixStream::connect(path).with_context(|| {
         format!(
             "connecting to agentd at {} (agentd_unreachable)",
             path.display()
         )
     })?;
-    let body = serde_json::to_vec(&open)?;
+    let body = serde_json::to_vec(open)?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: agentd\r\nConnection: Upgrade\r\nUpgrade: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         mcp::STDIO_ROUTE,
@@ -154,6 +167,22 @@ fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
     // The answer's head, byte by byte up to the blank line: whatever follows
     // it is already the relay's.
     let mut reader = BufReader::new(conn.try_clone()?);
+    let (status, length) = read_head(&mut reader)?;
+    if status.split_whitespace().nth(1) != Some("101") {
+        let mut body = vec![0u8; length.min(64 * 1024)];
+        let _ = reader.read_exact(&mut body);
+        bail!(
+            "agentd refused the MCP session: {} {}",
+            status.trim_end(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let buffered = reader.buffer().to_vec();
+    Ok((conn, buffered))
+}
+
+/// An HTTP answer's status line and Content-Length (0 if absent).
+fn read_head(reader: &mut BufReader<UnixStream>) -> anyhow::Result<(String, usize)> {
     let mut status = String::new();
     reader.read_line(&mut status)?;
     let mut length = 0usize;
@@ -172,42 +201,36 @@ fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if status.split_whitespace().nth(1) != Some("101") {
-        let mut body = vec![0u8; length.min(64 * 1024)];
-        let _ = reader.read_exact(&mut body);
-        bail!(
-            "agentd refused the MCP session: {} {}",
-            status.trim_end(),
-            String::from_utf8_lossy(&body)
-        );
-    }
-    // stdin → agentd on a thread; agentd → stdout here. When the runtime
-    // closes stdin, agentd hears EOF and ends the session.
-    let mut up = conn.try_clone()?;
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if up.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
+    Ok((status, length))
+}
+
+/// Copies stdin to agentd until either ends, then shuts the write side
+/// (agentd's EOF).
+fn stdin_to(mut up: UnixStream) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if up.write_all(&buf[..n]).is_err() {
+                    break;
                 }
             }
         }
-        let _ = up.shutdown(std::net::Shutdown::Write);
-    });
+    }
+    let _ = up.shutdown(std::net::Shutdown::Write);
+}
+
+/// Copies agentd's side to stdout (flushed as it comes) until agentd ends
+/// the session; `buffered`, read past the head, comes first.
+fn to_stdout(buffered: &[u8], mut down: UnixStream) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
-    // Bytes the reader already buffered past the head come first.
-    let buffered = reader.buffer().to_vec();
     if !buffered.is_empty() {
-        stdout.write_all(&buffered)?;
+        stdout.write_all(buffered)?;
         stdout.flush()?;
     }
-    let mut down = conn;
     loop {
         match down.read(&mut buf) {
             Ok(0) => break,
