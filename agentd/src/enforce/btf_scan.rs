@@ -91,87 +91,111 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfScanError> {
         .ok_or(BtfScanError::Malformed { what: "truncated" })
 }
 
+/// The type and string sections of raw BTF, bounds-checked.
+fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfScanError> {
+    if b.len() < 24 || b[0..2] != [0x9f, 0xeb] {
+        return Err(BtfScanError::Malformed {
+            what: "bad magic (big-endian BTF is not supported)",
+        });
+    }
+    let hdr_len = u32_at(b, 4)? as usize;
+    let type_off = u32_at(b, 8)? as usize;
+    let type_len = u32_at(b, 12)? as usize;
+    let str_off = u32_at(b, 16)? as usize;
+    let str_len = u32_at(b, 20)? as usize;
+    let types_at = hdr_len + type_off;
+    let strs_at = hdr_len + str_off;
+    let types = b
+        .get(types_at..types_at + type_len)
+        .ok_or(BtfScanError::Malformed {
+            what: "type section out of bounds",
+        })?;
+    let strings = b
+        .get(strs_at..strs_at + str_len)
+        .ok_or(BtfScanError::Malformed {
+            what: "string section out of bounds",
+        })?;
+    Ok((types, strings))
+}
+
+/// Every type record of the type section, after the implicit void (id 0).
+fn parse_types(tb: &[u8]) -> Result<Vec<Type>, BtfScanError> {
+    let mut types = vec![Type {
+        kind: 0,
+        name_off: 0,
+        target: 0,
+        members: vec![],
+        vlen: 0,
+    }];
+    let mut at = 0;
+    while at < tb.len() {
+        let name_off = u32_at(tb, at)?;
+        let info = u32_at(tb, at + 4)?;
+        let target = u32_at(tb, at + 8)?;
+        at += 12;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kflag = info >> 31 == 1;
+        let mut members = Vec::new();
+        let extra = match kind {
+            0 | 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
+            1 | 14 | 17 => 4,
+            3 => 12,
+            KIND_STRUCT | KIND_UNION => {
+                members = parse_members(tb, at, vlen, kflag)?;
+                vlen * 12
+            }
+            6 | 13 => vlen * 8,
+            15 | 19 => vlen * 12,
+            kind => return Err(BtfScanError::UnknownKind { kind }),
+        };
+        at += extra;
+        types.push(Type {
+            kind,
+            name_off,
+            target,
+            members,
+            vlen: vlen as u32,
+        });
+    }
+    Ok(types)
+}
+
+/// The `vlen` members of a struct or union starting at `at`; with
+/// `kflag`, each offset packs the bitfield size in its top byte.
+fn parse_members(
+    tb: &[u8],
+    at: usize,
+    vlen: usize,
+    kflag: bool,
+) -> Result<Vec<Member>, BtfScanError> {
+    (0..vlen)
+        .map(|i| {
+            let m = at + i * 12;
+            let off = u32_at(tb, m + 8)?;
+            let (bit_offset, bitfield) = if kflag {
+                (off & 0x00ff_ffff, off >> 24 != 0)
+            } else {
+                (off, false)
+            };
+            Ok(Member {
+                name_off: u32_at(tb, m)?,
+                type_id: u32_at(tb, m + 4)?,
+                bit_offset,
+                bitfield,
+            })
+        })
+        .collect()
+}
+
 impl BtfScan {
     /// Parses raw little-endian BTF (e.g. `/sys/kernel/btf/vmlinux`).
     pub fn parse(b: &[u8]) -> Result<Self, BtfScanError> {
-        if b.len() < 24 || b[0..2] != [0x9f, 0xeb] {
-            return Err(BtfScanError::Malformed {
-                what: "bad magic (big-endian BTF is not supported)",
-            });
-        }
-        let hdr_len = u32_at(b, 4)? as usize;
-        let type_off = u32_at(b, 8)? as usize;
-        let type_len = u32_at(b, 12)? as usize;
-        let str_off = u32_at(b, 16)? as usize;
-        let str_len = u32_at(b, 20)? as usize;
-        let types_at = hdr_len + type_off;
-        let strs_at = hdr_len + str_off;
-        let tb = b
-            .get(types_at..types_at + type_len)
-            .ok_or(BtfScanError::Malformed {
-                what: "type section out of bounds",
-            })?;
-        let strings = b
-            .get(strs_at..strs_at + str_len)
-            .ok_or(BtfScanError::Malformed {
-                what: "string section out of bounds",
-            })?
-            .to_vec();
-        let mut types = vec![Type {
-            kind: 0,
-            name_off: 0,
-            target: 0,
-            members: vec![],
-            vlen: 0,
-        }];
-        let mut at = 0;
-        while at < tb.len() {
-            let name_off = u32_at(tb, at)?;
-            let info = u32_at(tb, at + 4)?;
-            let target = u32_at(tb, at + 8)?;
-            at += 12;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let kflag = info >> 31 == 1;
-            let mut members = Vec::new();
-            let extra = match kind {
-                0 | 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
-                1 | 14 | 17 => 4,
-                3 => 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = at + i * 12;
-                        let off = u32_at(tb, m + 8)?;
-                        let (bit_offset, bitfield) = if kflag {
-                            (off & 0x00ff_ffff, off >> 24 != 0)
-                        } else {
-                            (off, false)
-                        };
-                        members.push(Member {
-                            name_off: u32_at(tb, m)?,
-                            type_id: u32_at(tb, m + 4)?,
-                            bit_offset,
-                            bitfield,
-                        });
-                    }
-                    vlen * 12
-                }
-                6 | 13 => vlen * 8,
-                15 | 19 => vlen * 12,
-                kind => return Err(BtfScanError::UnknownKind { kind }),
-            };
-            at += extra;
-            types.push(Type {
-                kind,
-                name_off,
-                target,
-                members,
-                vlen: vlen as u32,
-            });
-        }
+        let (tb, strings) = sections(b)?;
+        let types = parse_types(tb)?;
         let mut me = BtfScan {
             types,
-            strings,
+            strings: strings.to_vec(),
             structs_by_name: HashMap::new(),
         };
         for (id, t) in me.types.iter().enumerate() {

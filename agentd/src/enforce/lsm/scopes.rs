@@ -69,70 +69,10 @@ pub fn scope_entries_with(
     grant: &KernelGrant,
     extra: &[String],
 ) -> (Vec<(ScopeKey, ScopeRule)>, Vec<Skipped>) {
-    let mut merged: BTreeMap<(u64, u64), u8> = BTreeMap::new();
+    let mut merged = Merged::new();
     let mut skipped = Vec::new();
-    let granted = grant
-        .spec
-        .connect
-        .iter()
-        .filter_map(|d| d.strip_prefix("unix:"))
-        .filter(|a| a.starts_with('/'))
-        .map(|a| (a, true));
-    for (addr, report) in granted.chain(extra.iter().map(|a| (a.as_str(), false))) {
-        use std::os::unix::fs::FileTypeExt as _;
-        match std::fs::metadata(addr) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                let id = file_id(&meta);
-                *merged.entry((id.dev, id.ino)).or_default() |= ACCESS_CONNECT;
-            }
-            _ if report => skipped.push(Skipped {
-                path: PathBuf::from(addr),
-                reason: crate::protocol::reason::UNIX_SOCKET_MISSING,
-            }),
-            _ => {}
-        }
-    }
-    let scopes = grant
-        .read
-        .iter()
-        .map(|p| (p, ACCESS_READ))
-        .chain(grant.write.iter().map(|p| (p, ACCESS_READ | ACCESS_WRITE)));
-    for (path, access) in scopes {
-        let target = match scope_target(path) {
-            ScopeTarget::Path(t) => t,
-            ScopeTarget::ProcSelf => match std::fs::metadata("/proc") {
-                Ok(meta) => {
-                    let dev = file_id(&meta).dev;
-                    *merged.entry((dev, PROC_SELF_INO)).or_default() |= access;
-                    continue;
-                }
-                Err(_) => {
-                    skipped.push(Skipped {
-                        path: path.clone(),
-                        reason: crate::protocol::reason::SCOPE_PATH_MISSING,
-                    });
-                    continue;
-                }
-            },
-            ScopeTarget::Skip(reason) => {
-                skipped.push(Skipped {
-                    path: path.clone(),
-                    reason,
-                });
-                continue;
-            }
-        };
-        match std::fs::metadata(&target) {
-            Ok(meta) => {
-                let id = file_id(&meta);
-                *merged.entry((id.dev, id.ino)).or_default() |= access;
-            }
-            Err(_) => skipped.push(Skipped {
-                path: path.clone(),
-                reason: crate::protocol::reason::SCOPE_PATH_MISSING,
-            }),
-        }
-    }
+    add_unix_sockets(grant, extra, &mut merged, &mut skipped);
+    add_path_scopes(grant, &mut merged, &mut skipped);
     let rule = |access| ScopeRule {
         expires_at_ns: grant.expires_at_ns,
         access,
@@ -152,6 +92,76 @@ pub fn scope_entries_with(
         })
         .collect();
     (entries, skipped)
+}
+
+/// Access bits per inode (dev, ino), merged across a grant's scopes.
+type Merged = BTreeMap<(u64, u64), u8>;
+
+/// [`ACCESS_CONNECT`] on each unix socket file the grant (reported when
+/// missing) or `extra` (silently skipped when missing) names.
+fn add_unix_sockets(
+    grant: &KernelGrant,
+    extra: &[String],
+    merged: &mut Merged,
+    skipped: &mut Vec<Skipped>,
+) {
+    use std::os::unix::fs::FileTypeExt as _;
+    let granted = grant
+        .spec
+        .connect
+        .iter()
+        .filter_map(|d| d.strip_prefix("unix:"))
+        .filter(|a| a.starts_with('/'))
+        .map(|a| (a, true));
+    for (addr, report) in granted.chain(extra.iter().map(|a| (a.as_str(), false))) {
+        match std::fs::metadata(addr) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                let id = file_id(&meta);
+                *merged.entry((id.dev, id.ino)).or_default() |= ACCESS_CONNECT;
+            }
+            _ if report => skipped.push(Skipped {
+                path: PathBuf::from(addr),
+                reason: crate::protocol::reason::UNIX_SOCKET_MISSING,
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// Read (and read+write) access on the inode of each scope path; a path
+/// that does not exist, or that no inode can stand for, is skipped.
+fn add_path_scopes(grant: &KernelGrant, merged: &mut Merged, skipped: &mut Vec<Skipped>) {
+    let scopes = grant
+        .read
+        .iter()
+        .map(|p| (p, ACCESS_READ))
+        .chain(grant.write.iter().map(|p| (p, ACCESS_READ | ACCESS_WRITE)));
+    for (path, access) in scopes {
+        let missing = || Skipped {
+            path: path.clone(),
+            reason: crate::protocol::reason::SCOPE_PATH_MISSING,
+        };
+        let key = match scope_target(path) {
+            ScopeTarget::Path(target) => std::fs::metadata(&target).map(|meta| {
+                let id = file_id(&meta);
+                (id.dev, id.ino)
+            }),
+            ScopeTarget::ProcSelf => {
+                std::fs::metadata("/proc").map(|meta| (file_id(&meta).dev, PROC_SELF_INO))
+            }
+            ScopeTarget::Skip(reason) => {
+                skipped.push(Skipped {
+                    path: path.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        match key {
+            Ok(key) => *merged.entry(key).or_default() |= access,
+            Err(_) => skipped.push(missing()),
+        }
+    }
 }
 
 /// The hash the `socket_connect` hook computes for a `unix:` destination:

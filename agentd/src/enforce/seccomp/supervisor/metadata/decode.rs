@@ -171,40 +171,51 @@ pub(super) fn fd_object(fd: u64) -> ObjectArg {
 }
 
 pub(super) fn decode(data: &libc::seccomp_data) -> Option<Op> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(op) = decode_legacy(data) {
+        return Some(op);
+    }
+    decode_at(data)
+}
+
+/// The x86_64 path syscalls that predate the `*at` family: relative to the
+/// working directory.
+#[cfg(target_arch = "x86_64")]
+fn decode_legacy(data: &libc::seccomp_data) -> Option<Op> {
+    let a = data.args;
+    let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+    let cwd = CWD as u64;
+    match data.nr as i64 {
+        libc::SYS_truncate => Some(Op::Truncate(object(CWD, a[0], 0), a[1] as i64)),
+        libc::SYS_unlink => Some(Op::Unlink(entry(cwd, a[0]), 0)),
+        libc::SYS_rmdir => Some(Op::Unlink(entry(cwd, a[0]), libc::AT_REMOVEDIR)),
+        libc::SYS_mkdir => Some(Op::Mkdir(entry(cwd, a[0]), a[1] as u32)),
+        libc::SYS_mknod => Some(Op::Mknod(entry(cwd, a[0]), a[1] as u32, a[2])),
+        libc::SYS_symlink => Some(Op::Symlink(a[0], entry(cwd, a[1]))),
+        libc::SYS_link => Some(Op::Link(object(CWD, a[0], nofollow), entry(cwd, a[1]))),
+        libc::SYS_rename => Some(Op::Rename(entry(cwd, a[0]), entry(cwd, a[1]), 0)),
+        libc::SYS_chmod => Some(Op::Chmod(object(CWD, a[0], 0), a[1] as u32)),
+        libc::SYS_chown => Some(Op::Chown(object(CWD, a[0], 0), a[1] as u32, a[2] as u32)),
+        libc::SYS_lchown => Some(Op::Chown(
+            object(CWD, a[0], nofollow),
+            a[1] as u32,
+            a[2] as u32,
+        )),
+        libc::SYS_utime => Some(Op::Utimes(object(CWD, a[0], 0), Times::Utimbuf(a[1]))),
+        libc::SYS_utimes => Some(Op::Utimes(object(CWD, a[0], 0), Times::Timeval(a[1]))),
+        libc::SYS_futimesat => Some(Op::Utimes(
+            object(a[0] as i32, a[1], 0),
+            Times::Timeval(a[2]),
+        )),
+        _ => None,
+    }
+}
+
+/// The `*at` and fd-based syscalls, on every architecture.
+fn decode_at(data: &libc::seccomp_data) -> Option<Op> {
     let a = data.args;
     let nr = data.nr as i64;
     let nofollow = libc::AT_SYMLINK_NOFOLLOW;
-    #[cfg(target_arch = "x86_64")]
-    {
-        let cwd = CWD as u64;
-        let op = match nr {
-            libc::SYS_truncate => Some(Op::Truncate(object(CWD, a[0], 0), a[1] as i64)),
-            libc::SYS_unlink => Some(Op::Unlink(entry(cwd, a[0]), 0)),
-            libc::SYS_rmdir => Some(Op::Unlink(entry(cwd, a[0]), libc::AT_REMOVEDIR)),
-            libc::SYS_mkdir => Some(Op::Mkdir(entry(cwd, a[0]), a[1] as u32)),
-            libc::SYS_mknod => Some(Op::Mknod(entry(cwd, a[0]), a[1] as u32, a[2])),
-            libc::SYS_symlink => Some(Op::Symlink(a[0], entry(cwd, a[1]))),
-            libc::SYS_link => Some(Op::Link(object(CWD, a[0], nofollow), entry(cwd, a[1]))),
-            libc::SYS_rename => Some(Op::Rename(entry(cwd, a[0]), entry(cwd, a[1]), 0)),
-            libc::SYS_chmod => Some(Op::Chmod(object(CWD, a[0], 0), a[1] as u32)),
-            libc::SYS_chown => Some(Op::Chown(object(CWD, a[0], 0), a[1] as u32, a[2] as u32)),
-            libc::SYS_lchown => Some(Op::Chown(
-                object(CWD, a[0], nofollow),
-                a[1] as u32,
-                a[2] as u32,
-            )),
-            libc::SYS_utime => Some(Op::Utimes(object(CWD, a[0], 0), Times::Utimbuf(a[1]))),
-            libc::SYS_utimes => Some(Op::Utimes(object(CWD, a[0], 0), Times::Timeval(a[1]))),
-            libc::SYS_futimesat => Some(Op::Utimes(
-                object(a[0] as i32, a[1], 0),
-                Times::Timeval(a[2]),
-            )),
-            _ => None,
-        };
-        if op.is_some() {
-            return op;
-        }
-    }
     Some(match nr {
         libc::SYS_unlinkat => Op::Unlink(entry(a[0], a[1]), a[2] as i32),
         libc::SYS_mkdirat => Op::Mkdir(entry(a[0], a[1]), a[2] as u32),

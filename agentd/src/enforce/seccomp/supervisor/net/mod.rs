@@ -151,36 +151,10 @@ fn handle(
         // The cgroup connect/sendmsg programs decide IP destinations in the kernel.
         return (Answer::Continue, None);
     }
-    let (ptr, len) = match op {
-        Op::Connect | Op::Bind => (a[1], a[2] as usize),
-        Op::Sendto => (a[4], a[5] as usize),
-        Op::Listen => (0, 0),
+    let (addr, data) = match copy_arguments(tid, op, &a) {
+        Ok(copies) => copies,
+        Err(e) => return fail(e),
     };
-    let mut addr = Vec::new();
-    if op != Op::Listen {
-        if len > MAX_ADDR {
-            return fail(libc::EINVAL);
-        }
-        addr = vec![0u8; len];
-        match notif::read_mem(tid, ptr, &mut addr) {
-            Ok(got) if got == len => {}
-            _ => return fail(libc::EFAULT),
-        }
-    }
-    let mut data = Vec::new();
-    if op == Op::Sendto {
-        let size = a[2] as usize;
-        if size > MAX_SEND {
-            return fail(libc::EMSGSIZE);
-        }
-        data = vec![0u8; size];
-        if size > 0 {
-            match notif::read_mem(tid, a[1], &mut data) {
-                Ok(got) if got == size => {}
-                _ => return fail(libc::EFAULT),
-            }
-        }
-    }
     // The copies are only trusted if the task is still the one that asked.
     if !notif::id_valid(listener.as_fd(), n.id) {
         sup.stats
@@ -204,6 +178,42 @@ fn handle(
     } else {
         unix(sup, &req, bound)
     }
+}
+
+/// Copies the socket address (and, for sendto, the payload) out of the
+/// tracee; an errno when either is too large or cannot be read in full.
+fn copy_arguments(tid: u32, op: Op, a: &[u64; 6]) -> Result<(Vec<u8>, Vec<u8>), i32> {
+    let (ptr, len) = match op {
+        Op::Connect | Op::Bind => (a[1], a[2] as usize),
+        Op::Sendto => (a[4], a[5] as usize),
+        Op::Listen => (0, 0),
+    };
+    let mut addr = Vec::new();
+    if op != Op::Listen {
+        if len > MAX_ADDR {
+            return Err(libc::EINVAL);
+        }
+        addr = vec![0u8; len];
+        match notif::read_mem(tid, ptr, &mut addr) {
+            Ok(got) if got == len => {}
+            _ => return Err(libc::EFAULT),
+        }
+    }
+    let mut data = Vec::new();
+    if op == Op::Sendto {
+        let size = a[2] as usize;
+        if size > MAX_SEND {
+            return Err(libc::EMSGSIZE);
+        }
+        data = vec![0u8; size];
+        if size > 0 {
+            match notif::read_mem(tid, a[1], &mut data) {
+                Ok(got) if got == size => {}
+                _ => return Err(libc::EFAULT),
+            }
+        }
+    }
+    Ok((addr, data))
 }
 
 /// A decision through the bound call, pending grants and the baseline.
