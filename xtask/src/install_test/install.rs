@@ -19,58 +19,9 @@ pub(super) fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     if !ok {
         return;
     }
-
-    checks.check("installed files and modes", check_installed_files());
-    checks.check(
-        "state directory /var/lib/agentd 0700 root",
-        check_state_dir(),
-    );
-    checks.check(
-        "users and groups agentd-agent, agentd-admin",
-        check_accounts(),
-    );
-    checks.check("agentd.service enabled", check_enabled());
-    checks.check("agentd not started", check_not_started());
-
-    checks.check(
-        "installed agentd refuses an unknown key and a bad value, naming the key",
-        check_config_refusals(),
-    );
-
-    let doctor = run_doctor(&mut Command::new("/usr/bin/agentd"));
-    let full = match &doctor {
-        Ok(r) => Some(r.clone()),
-        Err(_) => None,
-    };
-    checks.check(
-        "installed `agentd doctor --json`",
-        doctor.map(|r| println!("            backend: {} — {}", r.backend, r.reason)),
-    );
-    if let Some(full) = full {
-        for (name, outcome) in doctor_under_unit_caps(&full) {
-            checks.record(&name, outcome);
-        }
-    }
-
-    let (name, outcome) = verify_units();
-    checks.record(&name, outcome);
-    let (name, outcome) = security_exposure();
-    checks.record(&name, outcome);
-    let (name, outcome) = start_unit();
-    checks.record(&name, outcome);
-    for (name, outcome) in emulated_start() {
-        checks.record(&name, outcome);
-    }
-    // The same package again with a bumped version, over the running
-    // (emulated) service with state and an agent: state kept, agent kept.
-    for (name, outcome) in upgrade::upgrade_keeps_state_and_agents(deb) {
-        if outcome != Outcome::Pass {
-            checks.record(&name, outcome);
-        } else {
-            // Already printed as it passed.
-            checks.0.push(Check { name, outcome });
-        }
-    }
+    check_installed_package(checks);
+    check_installed_doctor(checks);
+    check_service(deb, checks);
 
     // Simulate a running agentd's leftovers: a real pinned BPF map and a
     // non-empty state directory.
@@ -90,26 +41,7 @@ pub(super) fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     }
     checks.check(
         "after remove: binaries and units gone, config and state kept",
-        (|| {
-            for p in [
-                "/usr/bin/agentd",
-                "/usr/bin/agentctl",
-                "/usr/lib/systemd/system/agentd.service",
-            ] {
-                if Path::new(p).exists() {
-                    bail!("{p} still exists");
-                }
-            }
-            for p in ["/etc/agentd/agentd.toml", STATE_DIR] {
-                if !Path::new(p).exists() {
-                    bail!("{p} was deleted by remove (only purge may)");
-                }
-            }
-            match dpkg_status().as_deref() {
-                Some("config-files") => Ok(()),
-                other => bail!("dpkg status {other:?}, want config-files"),
-            }
-        })(),
+        check_removed(),
     );
     if have_pin {
         checks.check("after remove: pinned BPF objects gone", gone(PIN_DIR));
@@ -123,45 +55,132 @@ pub(super) fn install_remove_purge(deb: &Path, checks: &mut Checks) {
     if !ok {
         return;
     }
-    checks.check(
-        "after purge: nothing is left",
-        (|| {
-            if let Some(status) = dpkg_status() {
-                bail!("dpkg still knows {PKG}: {status}");
-            }
-            let mut left: Vec<String> = owned
-                .iter()
-                .filter(|p| {
-                    // Shared directories (/usr/bin, /etc, ...) stay, of course.
-                    let path = Path::new(p);
-                    path.exists() && !path.is_dir()
-                })
-                .cloned()
-                .collect();
-            for p in [
-                "/etc/agentd",
-                STATE_DIR,
-                PIN_DIR,
-                "/run/agentd",
-                INSTANCE_RECORD,
-                "/usr/share/agentd",
-                "/usr/share/doc/agentd",
-                ENABLE_LINK,
-            ] {
-                if Path::new(p).exists() || Path::new(p).is_symlink() {
-                    left.push(p.to_owned());
-                }
-            }
-            if !left.is_empty() {
-                bail!("left behind: {}", left.join(", "));
-            }
-            Ok(())
-        })(),
-    );
+    checks.check("after purge: nothing is left", check_purged(&owned));
     checks.check(
         "after purge: users and groups kept (Debian practice)",
         check_accounts(),
     );
+}
+
+/// What the install put in place: files, state directory, accounts, the
+/// unit enabled but not started, config refusals.
+fn check_installed_package(checks: &mut Checks) {
+    checks.check("installed files and modes", check_installed_files());
+    checks.check(
+        "state directory /var/lib/agentd 0700 root",
+        check_state_dir(),
+    );
+    checks.check(
+        "users and groups agentd-agent, agentd-admin",
+        check_accounts(),
+    );
+    checks.check("agentd.service enabled", check_enabled());
+    checks.check("agentd not started", check_not_started());
+
+    checks.check(
+        "installed agentd refuses an unknown key and a bad value, naming the key",
+        check_config_refusals(),
+    );
+}
+
+/// The installed `agentd doctor`, as root and under the unit's capabilities.
+fn check_installed_doctor(checks: &mut Checks) {
+    let doctor = run_doctor(&mut Command::new("/usr/bin/agentd"));
+    let full = match &doctor {
+        Ok(r) => Some(r.clone()),
+        Err(_) => None,
+    };
+    checks.check(
+        "installed `agentd doctor --json`",
+        doctor.map(|r| println!("            backend: {} — {}", r.backend, r.reason)),
+    );
+    if let Some(full) = full {
+        for (name, outcome) in doctor_under_unit_caps(&full) {
+            checks.record(&name, outcome);
+        }
+    }
+}
+
+/// The service: its units, its start (real or emulated), and an upgrade
+/// over it.
+fn check_service(deb: &Path, checks: &mut Checks) {
+    let (name, outcome) = verify_units();
+    checks.record(&name, outcome);
+    let (name, outcome) = security_exposure();
+    checks.record(&name, outcome);
+    let (name, outcome) = start_unit();
+    checks.record(&name, outcome);
+    for (name, outcome) in emulated_start() {
+        checks.record(&name, outcome);
+    }
+    // The same package again with a bumped version, over the running
+    // (emulated) service with state and an agent: state kept, agent kept.
+    for (name, outcome) in upgrade::upgrade_keeps_state_and_agents(deb) {
+        if outcome != Outcome::Pass {
+            checks.record(&name, outcome);
+        } else {
+            // Already printed as it passed.
+            checks.0.push(Check { name, outcome });
+        }
+    }
+}
+
+/// After `dpkg -r`: binaries and units gone, config and state kept, the
+/// package in config-files.
+fn check_removed() -> anyhow::Result<()> {
+    for p in [
+        "/usr/bin/agentd",
+        "/usr/bin/agentctl",
+        "/usr/lib/systemd/system/agentd.service",
+    ] {
+        if Path::new(p).exists() {
+            bail!("{p} still exists");
+        }
+    }
+    for p in ["/etc/agentd/agentd.toml", STATE_DIR] {
+        if !Path::new(p).exists() {
+            bail!("{p} was deleted by remove (only purge may)");
+        }
+    }
+    match dpkg_status().as_deref() {
+        Some("config-files") => Ok(()),
+        other => bail!("dpkg status {other:?}, want config-files"),
+    }
+}
+
+/// After `dpkg --purge`: dpkg forgets the package and none of its files
+/// (`owned`, listed before) or directories is left.
+fn check_purged(owned: &[String]) -> anyhow::Result<()> {
+    if let Some(status) = dpkg_status() {
+        bail!("dpkg still knows {PKG}: {status}");
+    }
+    let mut left: Vec<String> = owned
+        .iter()
+        .filter(|p| {
+            // Shared directories (/usr/bin, /etc, ...) stay, of course.
+            let path = Path::new(p);
+            path.exists() && !path.is_dir()
+        })
+        .cloned()
+        .collect();
+    for p in [
+        "/etc/agentd",
+        STATE_DIR,
+        PIN_DIR,
+        "/run/agentd",
+        INSTANCE_RECORD,
+        "/usr/share/agentd",
+        "/usr/share/doc/agentd",
+        ENABLE_LINK,
+    ] {
+        if Path::new(p).exists() || Path::new(p).is_symlink() {
+            left.push(p.to_owned());
+        }
+    }
+    if !left.is_empty() {
+        bail!("left behind: {}", left.join(", "));
+    }
+    Ok(())
 }
 
 pub(super) fn check_installed_files() -> anyhow::Result<()> {

@@ -144,91 +144,9 @@ pub(super) fn emulated_start() -> Vec<(String, Outcome)> {
     let mut stderr_text = String::new();
     let result = (|| -> anyhow::Result<()> {
         let set = bounding_set_of(&unit)?;
-        std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("run/agentd.sock");
-        let config = dir.join("agentd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{}\"\nsocket_path = \"{}\"\n",
-                dir.join("state").display(),
-                socket.display()
-            ),
-        )?;
-        let notify_path = dir.join("notify.sock");
-        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
-        notify.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-        let log = std::fs::File::create(dir.join("stderr.log"))?;
-        let mut child = Command::new("setpriv")
-            .args([
-                "--no-new-privs",
-                "--inh-caps=-all",
-                "--bounding-set",
-                &set,
-                "--",
-            ])
-            .args(["/usr/bin/agentd", "run", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting agentd under setpriv")?;
-        let outcome = (|| -> anyhow::Result<()> {
-            let mut buf = [0u8; 4096];
-            let started = std::time::Instant::now();
-            loop {
-                let n = notify.recv(&mut buf).context("no READY=1 within 60 s")?;
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-                {
-                    println!(
-                        "            READY=1 after {:.2} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    break;
-                }
-            }
-            if !socket.exists() {
-                bail!("READY=1 sent but {} is missing", socket.display());
-            }
-            // Enforcement loads in the background after READY=1: wait until
-            // enforce.sock appears or agentd says it is unavailable.
-            let enforce_sock = socket.with_file_name("enforce.sock");
-            let log_path = dir.join("stderr.log");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while !enforce_sock.exists()
-                && std::time::Instant::now() < deadline
-                && !std::fs::read_to_string(&log_path)
-                    .unwrap_or_default()
-                    .contains("enforcement unavailable")
-            {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            if enforce_sock.exists() {
-                println!(
-                    "            enforce.sock after {:.2} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Ok(())
-        })();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let status = loop {
-            if let Some(st) = child.try_wait()? {
-                break Some(st);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let (mut child, notify, socket) = start_emulated(&dir, &set)?;
+        let outcome = await_ready(&notify, &socket, &dir);
+        let status = stop_after_sigterm(&mut child)?;
         stderr_text =
             strip_ansi(&std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default());
         outcome?;
@@ -257,27 +175,143 @@ pub(super) fn emulated_start() -> Vec<(String, Outcome)> {
         },
     )];
     if out[0].1 == Outcome::Pass {
-        let enforcing =
-            "emulated unit start: enforcement backend loads with the unit's capabilities";
-        let failed = stderr_text
-            .lines()
-            .find(|l| l.contains("enforcement unavailable"));
-        out.push((
-            enforcing.to_owned(),
-            match failed {
-                None if stderr_text.contains("enforcement running") => Outcome::Pass,
-                None => Outcome::Fail(
-                    "agentd logged neither `enforcement running` nor `enforcement unavailable`"
-                        .into(),
-                ),
-                Some(line) => match cgroup_root_mode_quirk() {
-                    Some(why) => Outcome::Skip(format!("{why} (agentd: {})", line.trim())),
-                    None => Outcome::Fail(line.trim().to_owned()),
-                },
-            },
-        ));
+        out.push(emulated_enforcement(&stderr_text));
     }
     out
+}
+
+/// Starts the installed agentd in `dir` (its own config, state and socket)
+/// under setpriv with the bounding set `set`, as the unit would; returns
+/// it, the NOTIFY_SOCKET it reports to, and its API socket's path.
+fn start_emulated(
+    dir: &Path,
+    set: &str,
+) -> anyhow::Result<(
+    std::process::Child,
+    std::os::unix::net::UnixDatagram,
+    std::path::PathBuf,
+)> {
+    std::fs::create_dir_all(dir)?;
+    let socket = dir.join("run/agentd.sock");
+    let config = dir.join("agentd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nsocket_path = \"{}\"\n",
+            dir.join("state").display(),
+            socket.display()
+        ),
+    )?;
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let log = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new("setpriv")
+        .args([
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set",
+            set,
+            "--",
+        ])
+        .args(["/usr/bin/agentd", "run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting agentd under setpriv")?;
+    Ok((child, notify, socket))
+}
+
+/// Waits for READY=1 (the socket must then exist), then for enforcement
+/// to come up or be reported unavailable; prints how long each took.
+fn await_ready(
+    notify: &std::os::unix::net::UnixDatagram,
+    socket: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut buf = [0u8; 4096];
+    let started = std::time::Instant::now();
+    loop {
+        let n = notify.recv(&mut buf).context("no READY=1 within 60 s")?;
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            println!(
+                "            READY=1 after {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+    }
+    if !socket.exists() {
+        bail!("READY=1 sent but {} is missing", socket.display());
+    }
+    // Enforcement loads in the background after READY=1: wait until
+    // enforce.sock appears or agentd says it is unavailable.
+    let enforce_sock = socket.with_file_name("enforce.sock");
+    let log_path = dir.join("stderr.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !enforce_sock.exists()
+        && std::time::Instant::now() < deadline
+        && !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("enforcement unavailable")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if enforce_sock.exists() {
+        println!(
+            "            enforce.sock after {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM, then up to 30 s for the exit (killed after that: None).
+fn stop_after_sigterm(
+    child: &mut std::process::Child,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether the emulated start's enforcement backend loaded, from its log
+/// (skipped where the cgroup2 root's mode rules it out).
+fn emulated_enforcement(stderr_text: &str) -> (String, Outcome) {
+    let enforcing = "emulated unit start: enforcement backend loads with the unit's capabilities";
+    let failed = stderr_text
+        .lines()
+        .find(|l| l.contains("enforcement unavailable"));
+    (
+        enforcing.to_owned(),
+        match failed {
+            None if stderr_text.contains("enforcement running") => Outcome::Pass,
+            None => Outcome::Fail(
+                "agentd logged neither `enforcement running` nor `enforcement unavailable`".into(),
+            ),
+            Some(line) => match cgroup_root_mode_quirk() {
+                Some(why) => Outcome::Skip(format!("{why} (agentd: {})", line.trim())),
+                None => Outcome::Fail(line.trim().to_owned()),
+            },
+        },
+    )
 }
 
 /// Why enforcement cannot start with the unit's capabilities on this

@@ -128,25 +128,7 @@ impl Run {
 
     fn go(&mut self, deb: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.work)?;
-        let unit = std::fs::read_to_string(Path::new(UNIT_DIR).join("agentd.service"))?;
-        if !unit
-            .lines()
-            .any(|l| l.trim().starts_with("FileDescriptorStoreMax="))
-        {
-            bail!("agentd.service has no FileDescriptorStoreMax=: systemd would keep no listener");
-        }
-        // Where the cgroup2 root is not owner-writable (not a systemd host),
-        // the unit's capabilities cannot create agent cgroups (the emulated
-        // start above says so): this check then runs agentd with root's.
-        let caps = match super::cgroup_root_mode_quirk() {
-            Some(why) => {
-                println!(
-                    "            {why}: the upgrade check runs agentd with full root capabilities"
-                );
-                None
-            }
-            None => Some(bounding_set_of(&unit)?),
-        };
+        let caps = unit_caps()?;
         let caps = caps.as_deref();
         let (bumped, old_version, new_version) = bump_version(deb, &self.work)?;
 
@@ -156,7 +138,35 @@ impl Run {
         if !store.saw("READY=1") {
             bail!("agentd sent no READY=1");
         }
-        let agentctl = |args: &[&str]| capture(Command::new("/usr/bin/agentctl").args(args));
+        let (operators, policy) = self.seed_state()?;
+        let mut agent = self.start_agent()?;
+        wait_for_listener(&store)?;
+        let before = Kept {
+            operators,
+            policy,
+            pins: list_dir(PIN_DIR),
+        };
+
+        // The upgrade: new files while the old daemon runs, then a restart.
+        run_quiet(Command::new("dpkg").arg("-i").arg(&bumped))?;
+        let installed = capture(Command::new("dpkg-query").args(["-W", "-f=${Version}", PKG]))?;
+        if installed != new_version {
+            bail!("dpkg says {installed}, want {new_version}");
+        }
+        self.pass(&format!(
+            "upgrade: dpkg -i of the same package as {new_version} over {old_version}"
+        ));
+        self.restart_under_agent(&store, caps, &mut agent)?;
+        self.check_readopted()?;
+        self.check_kept(&before)?;
+        self.check_audit_verifies()?;
+        self.stop_agentd()?;
+        Ok(())
+    }
+
+    /// Loads a policy, adds an operator and creates the agent; returns the
+    /// operator list and the policy as agentctl shows them.
+    fn seed_state(&self) -> anyhow::Result<(String, String)> {
         agentctl(&["policy", "load", POLICY])?;
         let key_file = self.work.join("operator.key");
         agentctl(&[
@@ -180,6 +190,12 @@ impl Run {
         if !reply.starts_with("HTTP/1.1 200") {
             bail!("creating agent {AGENT}: {reply}");
         }
+        Ok((operators, policy))
+    }
+
+    /// Starts the agent (a shell that execs once, then again on each line
+    /// it reads) and checks its first exec was allowed.
+    fn start_agent(&mut self) -> anyhow::Result<AgentIo> {
         let script = "/usr/bin/true; echo before=$?; read x; /usr/bin/true; echo after=$?; read y; echo done";
         let mut agent = Command::new("/usr/bin/agentctl")
             .args(["run", "--agent", AGENT, "--user", AGENT_USER, "--"])
@@ -189,48 +205,25 @@ impl Run {
             .stderr(Stdio::null())
             .spawn()
             .context("agentctl run")?;
-        let mut stdin = agent.stdin.take().context("agent stdin")?;
+        let stdin = agent.stdin.take().context("agent stdin")?;
         let lines = line_reader(agent.stdout.take().context("agent stdout")?);
         self.agent = Some(agent);
-        let next = |secs: u64| {
-            lines
-                .recv_timeout(Duration::from_secs(secs))
-                .unwrap_or_default()
-        };
-        let first = next(30);
+        let io = AgentIo { stdin, lines };
+        let first = io.next(30);
         if first != "before=0" {
             bail!("the agent's allowed exec before the upgrade: {first:?}");
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !store
-            .names()
-            .iter()
-            .any(|n| n.ends_with(&format!(".{AGENT}")))
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if !store
-            .names()
-            .iter()
-            .any(|n| n.ends_with(&format!(".{AGENT}")))
-        {
-            bail!(
-                "agentd kept no listener in the fd store (stored: {:?})",
-                store.names()
-            );
-        }
-        let pins_before = list_dir(PIN_DIR);
+        Ok(io)
+    }
 
-        // The upgrade: new files while the old daemon runs, then a restart.
-        run_quiet(Command::new("dpkg").arg("-i").arg(&bumped))?;
-        let installed = capture(Command::new("dpkg-query").args(["-W", "-f=${Version}", PKG]))?;
-        if installed != new_version {
-            bail!("dpkg says {installed}, want {new_version}");
-        }
-        self.pass(&format!(
-            "upgrade: dpkg -i of the same package as {new_version} over {old_version}"
-        ));
+    /// Restarts agentd while the agent runs: the agent must outlive the
+    /// stop, and its next exec be decided by the new agentd.
+    fn restart_under_agent(
+        &mut self,
+        store: &FdStore,
+        caps: Option<&str>,
+        agent: &mut AgentIo,
+    ) -> anyhow::Result<()> {
         let restart = Instant::now();
         self.stop_agentd()?;
         if !store.saw("STOPPING=1") {
@@ -243,9 +236,9 @@ impl Run {
         {
             bail!("the agent ended when agentd stopped");
         }
-        writeln!(stdin, "go")?;
-        self.start_agentd(&store, caps)?;
-        let after = next(60);
+        writeln!(agent.stdin, "go")?;
+        self.start_agentd(store, caps)?;
+        let after = agent.next(60);
         if after != "after=0" {
             bail!("the agent's exec across the restart: {after:?} (want after=0, decided by the new agentd)");
         }
@@ -253,14 +246,19 @@ impl Run {
             "            exec made while agentd restarted decided after {:.2} s",
             restart.elapsed().as_secs_f64()
         );
-        writeln!(stdin, "end")?;
-        if next(30) != "done" {
+        writeln!(agent.stdin, "end")?;
+        if agent.next(30) != "done" {
             bail!("the agent did not finish after the restart");
         }
         let status = self.agent.take().map(|mut a| a.wait()).transpose()?;
         if !status.is_some_and(|s| s.success()) {
             bail!("the agent ended with {status:?}");
         }
+        Ok(())
+    }
+
+    /// The new agentd readopted the agent (its row) and stopped none.
+    fn check_readopted(&mut self) -> anyhow::Result<()> {
         let rows = agentctl(&["audit", "tail", "-n", "400", "--json"])?;
         let readopted = rows
             .lines()
@@ -272,17 +270,20 @@ impl Run {
             bail!("an agent was stopped at the restart");
         }
         self.pass("upgrade: the running agent keeps running across the restart, supervised by the new agentd (agent_readopted)");
+        Ok(())
+    }
 
-        // State kept.
+    /// Operators, policy and pins are as before the upgrade.
+    fn check_kept(&mut self, before: &Kept) -> anyhow::Result<()> {
         let mut lost = Vec::new();
-        if agentctl(&["operator", "list", "--json"])? != operators {
+        if agentctl(&["operator", "list", "--json"])? != before.operators {
             lost.push("operators");
         }
-        if agentctl(&["policy", "show", "--json"])? != policy {
+        if agentctl(&["policy", "show", "--json"])? != before.policy {
             lost.push("policy");
         }
         let pins_after = list_dir(PIN_DIR);
-        if pins_before.is_empty() || pins_before.iter().any(|p| !pins_after.contains(p)) {
+        if before.pins.is_empty() || before.pins.iter().any(|p| !pins_after.contains(p)) {
             lost.push("pins");
         }
         if !lost.is_empty() {
@@ -290,8 +291,13 @@ impl Run {
         }
         self.pass(&format!(
             "upgrade: operators, policy and {} pins kept",
-            pins_before.len()
+            before.pins.len()
         ));
+        Ok(())
+    }
+
+    /// The audit chain verifies after the restart.
+    fn check_audit_verifies(&mut self) -> anyhow::Result<()> {
         let public_key = self.work.join("audit-public.pem");
         std::fs::write(&public_key, agentctl(&["audit", "public-key"])?)?;
         run_quiet(
@@ -300,7 +306,6 @@ impl Run {
                 .arg(&public_key),
         )?;
         self.pass("upgrade: `agentctl audit verify` passes after the restart");
-        self.stop_agentd()?;
         Ok(())
     }
 
@@ -325,6 +330,80 @@ impl Run {
             let _ = std::fs::remove_dir(&slice);
         }
     }
+}
+
+/// State the upgrade must keep, as it was before.
+struct Kept {
+    operators: String,
+    policy: String,
+    pins: Vec<String>,
+}
+
+/// The running agent's stdin and its stdout's lines.
+struct AgentIo {
+    stdin: std::process::ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl AgentIo {
+    /// The agent's next line ("" if none comes within `secs`).
+    fn next(&self, secs: u64) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs the installed agentctl; its stdout.
+fn agentctl(args: &[&str]) -> anyhow::Result<String> {
+    capture(Command::new("/usr/bin/agentctl").args(args))
+}
+
+/// The unit's capability bounding set for agentd (`None`: root's full set,
+/// where the cgroup2 root is not owner-writable); the unit must keep an
+/// fd store.
+fn unit_caps() -> anyhow::Result<Option<String>> {
+    let unit = std::fs::read_to_string(Path::new(UNIT_DIR).join("agentd.service"))?;
+    if !unit
+        .lines()
+        .any(|l| l.trim().starts_with("FileDescriptorStoreMax="))
+    {
+        bail!("agentd.service has no FileDescriptorStoreMax=: systemd would keep no listener");
+    }
+    // Where the cgroup2 root is not owner-writable (not a systemd host),
+    // the unit's capabilities cannot create agent cgroups (the emulated
+    // start above says so): this check then runs agentd with root's.
+    match super::cgroup_root_mode_quirk() {
+        Some(why) => {
+            println!(
+                "            {why}: the upgrade check runs agentd with full root capabilities"
+            );
+            Ok(None)
+        }
+        None => Ok(Some(bounding_set_of(&unit)?)),
+    }
+}
+
+/// Waits (up to 10 s) for agentd to keep the agent's listener in the fd
+/// store, which is what lets the new agentd take it over.
+fn wait_for_listener(store: &FdStore) -> anyhow::Result<()> {
+    let kept = || {
+        store
+            .names()
+            .iter()
+            .any(|n| n.ends_with(&format!(".{AGENT}")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kept() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !kept() {
+        bail!(
+            "agentd kept no listener in the fd store (stored: {:?})",
+            store.names()
+        );
+    }
+    Ok(())
 }
 
 /// The same .deb with `+upgrade1` appended to its version.

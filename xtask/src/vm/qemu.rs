@@ -47,7 +47,37 @@ pub struct BootSpec<'a> {
 /// Boots once and returns the console.
 pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
     let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = spawn_qemu(spec)?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut log =
+        fs::File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+    let (rx, reader) = read_console(stdout, spec.echo);
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+        s
+    });
+    let (mut console, timed_out) = collect_console(&rx, &mut log, &mut child, start, spec.timeout);
+    let status = child.wait()?;
+    let _ = reader.join();
+    // Lines that arrived between the last recv and the kill.
+    console.extend(rx.try_iter().map(|l| l + "\n"));
+    let qemu_err = err_reader.join().unwrap_or_default();
+    if !qemu_err.trim().is_empty() {
+        let _ = writeln!(log, "--- qemu stderr ({status}) ---\n{qemu_err}");
+        console.push_str(&format!("qemu stderr: {qemu_err}\n"));
+    }
+    Ok(Boot {
+        console,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Starts QEMU on the spec's kernel and initramfs, console on stdout.
+fn spawn_qemu(spec: &BootSpec<'_>) -> Result<std::process::Child> {
+    Command::new("qemu-system-x86_64")
         .args([
             "-accel",
             "tcg",
@@ -73,13 +103,16 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting qemu-system-x86_64 (install qemu-system-x86; cargo xtask setup does)")?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut log =
-        fs::File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        .context("starting qemu-system-x86_64 (install qemu-system-x86; cargo xtask setup does)")
+}
+
+/// Reads the console's lines on a thread (echoing result lines to stderr
+/// when `echo`), sending each as it arrives.
+fn read_console(
+    stdout: std::process::ChildStdout,
+    echo: bool,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<String>();
-    let echo = spec.echo;
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
             let line = String::from_utf8_lossy(&line).into_owned();
@@ -97,13 +130,19 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
             }
         }
     });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
-        s
-    });
+    (rx, reader)
+}
+
+/// Collects the console (copied to `log`) until QEMU closes it or the
+/// timeout passes (QEMU then killed); returns it and whether it timed out.
+fn collect_console(
+    rx: &mpsc::Receiver<String>,
+    log: &mut fs::File,
+    child: &mut std::process::Child,
+    start: Instant,
+    timeout: Duration,
+) -> (String, bool) {
     let mut console = String::new();
-    let mut timed_out = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
@@ -114,25 +153,11 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if start.elapsed() > spec.timeout {
-            timed_out = true;
+        if start.elapsed() > timeout {
             // Our own child, by handle: nothing else is touched.
             let _ = child.kill();
-            break;
+            return (console, true);
         }
     }
-    let status = child.wait()?;
-    let _ = reader.join();
-    // Lines that arrived between the last recv and the kill.
-    console.extend(rx.try_iter().map(|l| l + "\n"));
-    let qemu_err = err_reader.join().unwrap_or_default();
-    if !qemu_err.trim().is_empty() {
-        let _ = writeln!(log, "--- qemu stderr ({status}) ---\n{qemu_err}");
-        console.push_str(&format!("qemu stderr: {qemu_err}\n"));
-    }
-    Ok(Boot {
-        console,
-        timed_out,
-        elapsed: start.elapsed(),
-    })
+    (console, false)
 }

@@ -60,100 +60,131 @@ pub struct Parsed {
 /// Parses the console. `expected` are the test binaries the init script was
 /// told to run; any it never finished become failures.
 pub fn parse(console: &str, expected: &[String]) -> Parsed {
-    let mut p = Parsed::default();
-    let mut current: Option<(String, usize)> = None; // (binary, failures it printed)
-    let mut doctor: Option<String> = None;
-    let mut finished: Vec<String> = Vec::new();
-    let mut begun = false;
-    let mut done = false;
+    let mut r = Reader::default();
     for raw in console.lines() {
         let clean = strip_escapes(raw);
-        let line = clean.trim_end_matches('\r').trim_start();
+        r.line(clean.trim_end_matches('\r').trim_start());
+    }
+    r.finish(expected)
+}
+
+/// The parse so far, line by line.
+#[derive(Default)]
+struct Reader {
+    p: Parsed,
+    /// The binary running and the failures it printed.
+    current: Option<(String, usize)>,
+    /// The doctor's JSON while it is being printed.
+    doctor: Option<String>,
+    /// Binaries whose end marker was seen.
+    finished: Vec<String>,
+    begun: bool,
+    done: bool,
+}
+
+impl Reader {
+    /// One console line (escapes stripped, trimmed).
+    fn line(&mut self, line: &str) {
         let mut words = line.split_whitespace();
         match words.next() {
-            Some(markers::BEGIN) => begun = true,
-            Some(markers::KERNEL) => p.kernel = words.collect::<Vec<_>>().join(" "),
-            Some(markers::DOCTOR_BEGIN) => doctor = Some(String::new()),
+            Some(markers::BEGIN) => self.begun = true,
+            Some(markers::KERNEL) => self.p.kernel = words.collect::<Vec<_>>().join(" "),
+            Some(markers::DOCTOR_BEGIN) => self.doctor = Some(String::new()),
             Some(markers::DOCTOR_END) => {
                 let status = words.next().unwrap_or("?").to_string();
-                p.tests.push(doctor_result(
-                    doctor.take().unwrap_or_default(),
+                self.p.tests.push(doctor_result(
+                    self.doctor.take().unwrap_or_default(),
                     &status,
-                    &mut p.doctor_backend,
+                    &mut self.p.doctor_backend,
                 ));
             }
             Some(markers::TEST_BEGIN) => {
-                current = words.next().map(|b| (b.to_string(), 0));
+                self.current = words.next().map(|b| (b.to_string(), 0));
             }
             Some(markers::TEST_END) => {
                 let name = words.next().unwrap_or("?").to_string();
                 let status = words.next().unwrap_or("?");
-                let printed_failures = current.take().map(|(_, f)| f).unwrap_or(0);
-                let reported = p.tests.iter().any(|t| t.binary == name);
-                if status != "0" && printed_failures == 0 {
-                    p.tests
-                        .push(harness_fail(&name, "exit_status", exit_detail(status)));
-                } else if !reported {
-                    p.tests.push(harness_fail(
-                        &name,
-                        "no_results",
-                        "the binary reported no tests".into(),
-                    ));
-                }
-                finished.push(name);
+                self.test_end(name, status);
             }
-            Some(markers::DONE) => done = true,
-            _ => {
-                if let Some(json) = doctor.as_mut() {
-                    json.push_str(line);
-                    json.push('\n');
-                } else if let Some(bench) = line.strip_prefix("BENCH ") {
-                    p.bench.push(bench.to_string());
-                } else if let Some(t) = test_line(line, current.as_ref().map(|(b, _)| b.as_str())) {
-                    if t.status == Status::Fail {
-                        if let Some((_, failures)) = current.as_mut() {
-                            *failures += 1;
-                        }
-                    }
-                    p.tests.push(t);
-                }
-            }
+            Some(markers::DONE) => self.done = true,
+            _ => self.output(line),
         }
     }
-    if !begun {
-        p.tests.push(harness_fail(
-            "vm",
-            "boot",
-            "the init script never started (kernel or initramfs broken; see the console log)"
-                .into(),
-        ));
-    } else if p.doctor_backend.is_none()
-        && !p
-            .tests
-            .iter()
-            .any(|t| t.binary == "vm" && t.name == "doctor_chooses_lsm")
-    {
-        p.tests.push(harness_fail(
-            "vm",
-            "doctor_chooses_lsm",
-            "agentd doctor never finished".into(),
-        ));
+
+    /// A binary's end marker: a non-zero exit it never explained, or no
+    /// results at all, is a failure of its own.
+    fn test_end(&mut self, name: String, status: &str) {
+        let printed_failures = self.current.take().map(|(_, f)| f).unwrap_or(0);
+        let reported = self.p.tests.iter().any(|t| t.binary == name);
+        if status != "0" && printed_failures == 0 {
+            self.p
+                .tests
+                .push(harness_fail(&name, "exit_status", exit_detail(status)));
+        } else if !reported {
+            self.p.tests.push(harness_fail(
+                &name,
+                "no_results",
+                "the binary reported no tests".into(),
+            ));
+        }
+        self.finished.push(name);
     }
-    for name in expected.iter().filter(|n| !finished.contains(n)) {
-        let why = match &current {
-            Some((b, _)) if b == name => "crashed or hung the VM while running",
-            _ => "never ran (the VM stopped first)",
-        };
-        p.tests.push(harness_fail(name, "incomplete", why.into()));
+
+    /// Any other line: the doctor's JSON, a figure, or a test's result.
+    fn output(&mut self, line: &str) {
+        if let Some(json) = self.doctor.as_mut() {
+            json.push_str(line);
+            json.push('\n');
+        } else if let Some(bench) = line.strip_prefix("BENCH ") {
+            self.p.bench.push(bench.to_string());
+        } else if let Some(t) = test_line(line, self.current.as_ref().map(|(b, _)| b.as_str())) {
+            if t.status == Status::Fail {
+                if let Some((_, failures)) = self.current.as_mut() {
+                    *failures += 1;
+                }
+            }
+            self.p.tests.push(t);
+        }
     }
-    if begun && !done {
-        p.tests.push(harness_fail(
-            "vm",
-            "complete",
-            "the VM stopped before the init script finished".into(),
-        ));
+
+    /// The console's end: what never started, finished or reported fails.
+    fn finish(mut self, expected: &[String]) -> Parsed {
+        let p = &mut self.p;
+        if !self.begun {
+            p.tests.push(harness_fail(
+                "vm",
+                "boot",
+                "the init script never started (kernel or initramfs broken; see the console log)"
+                    .into(),
+            ));
+        } else if p.doctor_backend.is_none()
+            && !p
+                .tests
+                .iter()
+                .any(|t| t.binary == "vm" && t.name == "doctor_chooses_lsm")
+        {
+            p.tests.push(harness_fail(
+                "vm",
+                "doctor_chooses_lsm",
+                "agentd doctor never finished".into(),
+            ));
+        }
+        for name in expected.iter().filter(|n| !self.finished.contains(n)) {
+            let why = match &self.current {
+                Some((b, _)) if b == name => "crashed or hung the VM while running",
+                _ => "never ran (the VM stopped first)",
+            };
+            p.tests.push(harness_fail(name, "incomplete", why.into()));
+        }
+        if self.begun && !self.done {
+            p.tests.push(harness_fail(
+                "vm",
+                "complete",
+                "the VM stopped before the init script finished".into(),
+            ));
+        }
+        self.p
     }
-    p
 }
 
 /// Removes terminal escape sequences (SeaBIOS and the kernel clear the
