@@ -184,9 +184,52 @@ fn daemon_cards_show_the_calls_target_unless_the_policy_redacts_it() {
     );
 }
 
+/// A plain HTTP/1.1 GET on the console: (status, headers, body).
+fn http_get(base: &str, path: &str, cookie: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+/// Logs in to the console with a fresh link: (base URL, session cookie).
+fn console_session(d: &Daemon) -> (String, String) {
+    let link = d.ok(&["console"]);
+    let link = link
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no login link in {link:?}"));
+    let base = link[..link.find("/login").unwrap()].to_owned();
+    let (status, head, _) = http_get(&base, &link[base.len()..], None);
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie: {head}"))
+        .to_owned();
+    (base, cookie)
+}
+
 #[test]
 fn render_draws_the_issued_card_at_a_larger_size_and_verify_proves_it() {
-    let d = Daemon::start();
+    let d = Daemon::start_with("[console]\nlisten = \"127.0.0.1:0\"\n");
     let chen = d.enroll("dr-chen", "clinician");
     let lee = d.enroll("dr-lee", "clinician");
     let key = key_of(&chen);
@@ -283,4 +326,29 @@ fn render_draws_the_issued_card_at_a_larger_size_and_verify_proves_it() {
         "{out}"
     );
     assert!(!none.exists());
+
+    // The console serves the same larger card (`?size=`), the issued one
+    // without it, and refuses other sizes and callers without a session.
+    let (base, cookie) = console_session(&d);
+    let png_path = format!("/api/calls/{mail_id}/receipt.png");
+    let (status, head, body) = http_get(&base, &format!("{png_path}?size=512"), Some(&cookie));
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, png);
+    let (status, _, body) = http_get(&base, &png_path, Some(&cookie));
+    assert_eq!((status, body), (200, issued));
+    let (status, _, body) = http_get(&base, &format!("{png_path}?size=300"), Some(&cookie));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("bad_card_size"));
+    let (status, _, body) = http_get(
+        &base,
+        &format!(
+            "/api/calls/{}/receipt.png?size=512",
+            denied["call_id"].as_str().unwrap()
+        ),
+        Some(&cookie),
+    );
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("receipt_not_found"));
+    let (status, _, _) = http_get(&base, &format!("{png_path}?size=512"), None);
+    assert_eq!(status, 401);
 }

@@ -3,7 +3,7 @@
 //! Pages: `GET /` (the app, signed in), `GET /login?token=T` (a one-time
 //! link → session cookie), `POST /logout`, `GET /assets/*`.
 //! JSON and the stream (session required): `GET /api/events` (SSE),
-//! `GET /api/calls/{id}`, `GET /api/calls/{id}/receipt.png`,
+//! `GET /api/calls/{id}`, `GET /api/calls/{id}/receipt.png[?size=N]`,
 //! `GET /api/chain`, `GET /api/agents`, `GET /api/counts`,
 //! `POST /api/agents/{name}/mode` (CSRF token and a confirmation token),
 //! `GET /api/approvals`, `POST /api/approvals/{id}/approve|deny` (CSRF
@@ -491,25 +491,77 @@ async fn receipt_png(
     State(c): St,
     h: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     c.session_of(&h)?;
     if let Some(e) = bad_call_id(&id) {
         return Err(e);
     }
+    let q = parse_query(q.as_deref().unwrap_or(""));
+    let size = match query_value(&q, "size") {
+        None => crate::receipt::card::SIZE,
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_card_size",
+                "size is a number of pixels: 256, 512, 768 or 1024",
+            )
+        })?,
+    };
+    let png = if size == crate::receipt::card::SIZE {
+        issued_png(&c, &id).await?
+    } else {
+        larger_png(&c, id, size).await?
+    };
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// The card the receipt worker wrote.
+async fn issued_png(c: &Console, id: &str) -> Result<Vec<u8>, ApiError> {
     let file = c
         .parts
         .receipts
         .as_ref()
-        .map(|q| q.receipt_path(&id))
+        .map(|q| q.receipt_path(id))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, reason::NOT_FOUND, "no receipts"))?;
-    let png = tokio::fs::read(&file).await.map_err(|_| {
+    tokio::fs::read(&file).await.map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             reason::NOT_FOUND,
             "no receipt for this call (yet)",
         )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+    })
+}
+
+/// The sealed receipt drawn again at `size` (`receipt::issued::render`:
+/// same claims and face, under the operator's current key if it is still
+/// the sealing one), off the async workers.
+async fn larger_png(c: &Console, id: String, size: usize) -> Result<Vec<u8>, ApiError> {
+    if c.parts.receipts.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            reason::NOT_FOUND,
+            "no receipts",
+        ));
+    }
+    let db = c.parts.audit.db_path().to_owned();
+    let gateway = c.parts.gateway.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store::open_ro(&db).map_err(unavailable)?;
+        crate::receipt::issued::render(&conn, &id, |op| gateway.key_of(op), size, false)
+            .map(|(_, png)| png)
+            .map_err(|e| {
+                let status = match e.reason_code() {
+                    "bad_card_size" => StatusCode::BAD_REQUEST,
+                    "operator_key_changed" | "operator_key_unknown" => StatusCode::CONFLICT,
+                    "receipt_store_failed" => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::NOT_FOUND,
+                };
+                ApiError::new(status, e.reason_code(), e.to_string())
+            })
+    })
+    .await
+    .map_err(unavailable)?
 }
 
 async fn chain(State(c): St, h: HeaderMap) -> Result<Json<ChainView>, ApiError> {

@@ -129,3 +129,41 @@ pub fn read(conn: &Connection, call_id: &str) -> Result<Issued, ReceiptError> {
         face,
     })
 }
+
+/// Draws the sealed receipt of `call_id` again, `size` pixels square (a
+/// multiple of 256 up to 1024), under the key `key_of` gives for its
+/// operator; `redact` hides the target even if the policy did not. At 256
+/// pixels it is the daemon's card byte for byte. Fails like [`read`], and
+/// with `operator_key_unknown` (no key) or `operator_key_changed` (not the
+/// key the receipt was sealed under: the card would be one the row never
+/// had).
+pub fn render(
+    conn: &Connection,
+    call_id: &str,
+    key_of: impl FnOnce(&str) -> Option<Vec<u8>>,
+    size: usize,
+    redact: bool,
+) -> Result<(Issued, Vec<u8>), ReceiptError> {
+    let mut issued = read(conn, call_id)?;
+    let operator = &issued.claims.operator;
+    let key = key_of(operator).ok_or_else(|| ReceiptError::InvalidClaims {
+        reason: "operator_key_unknown",
+        detail: format!("no key for operator {operator}"),
+    })?;
+    if let Some(sealed) = &issued.tag {
+        let keys = super::keys::ReceiptKeys::derive(&key)?;
+        if !super::claims::tag_matches(&keys, &issued.claims, sealed) {
+            return Err(ReceiptError::InvalidClaims {
+                reason: "operator_key_changed",
+                detail: format!(
+                    "not the key call {call_id}'s receipt was sealed under (operator {operator})"
+                ),
+            });
+        }
+    }
+    if redact {
+        issued.face = Face::of_call("", true);
+    }
+    let png = super::seal_card(&key, &issued.claims, &issued.face, size)?;
+    Ok((issued, png))
+}

@@ -234,25 +234,8 @@ fn render(a: RenderArgs) -> anyhow::Result<()> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("opening {}", a.audit_db.display()))?;
-    let mut issued = receipt::issued::read(&conn, &a.call_id)
+    let (issued, png) = receipt::issued::render(&conn, &a.call_id, |_| Some(key), a.size, a.redact)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.audit_db.display()))?;
-    if let Some(sealed) = &issued.tag {
-        // A card under another key would be a receipt the row never had.
-        let keys = receipt::keys::ReceiptKeys::derive(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !receipt::claims::tag_matches(&keys, &issued.claims, sealed) {
-            bail!(
-                "operator_key_changed: {} is not the key call {}'s receipt was sealed under (operator {})",
-                a.key_file.display(),
-                a.call_id,
-                issued.claims.operator
-            );
-        }
-    }
-    if a.redact {
-        issued.face = receipt::Face::of_call("", true);
-    }
-    let png = receipt::seal_card(&key, &issued.claims, &issued.face, a.size)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(&a.out, &png).with_context(|| format!("writing {}", a.out.display()))?;
     let target = if issued.face.redacted {
         "redacted"
