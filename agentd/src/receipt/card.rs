@@ -60,14 +60,24 @@ const TARGET_ARGS: [&str; 6] = ["path", "file_path", "command", "to", "url", "ma
 
 /// What the card's target line says for an audit row's target. A tool
 /// call's target is its arguments as a JSON object: the card shows the
-/// first of `path`, `file_path`, `command`, `to`, `url`, `mailbox` present
-/// (else the only or first argument), a list joined (a command's words by
-/// spaces, other items by ", "); anything else is shown as it is.
+/// first of `path`, `file_path`, `command`, `to`, `url`, `mailbox` present,
+/// else an MCP call's `server.tool`, else the first argument by name; a
+/// list joined (a command's words by spaces, other items by ", ");
+/// anything else is shown as it is.
 pub fn display_target(target: &str) -> String {
     let Ok(serde_json::Value::Object(args)) = serde_json::from_str::<serde_json::Value>(target)
     else {
         return target.to_owned();
     };
+    let text = |k: &str| args.get(k).and_then(serde_json::Value::as_str);
+    if !TARGET_ARGS.iter().any(|k| args.contains_key(*k)) {
+        if let Some(tool) = text("tool") {
+            return match text("server") {
+                Some(server) => format!("{server}.{tool}"),
+                None => tool.to_owned(),
+            };
+        }
+    }
     let chosen = TARGET_ARGS
         .iter()
         .find_map(|k| args.get_key_value(*k))
@@ -303,7 +313,12 @@ mod tests {
             display_target(r#"{"command":["/usr/bin/ls","-l","/workspace"]}"#),
             "/usr/bin/ls -l /workspace"
         );
-        // No known name: the first argument; numbers as written.
+        // An MCP call: its server and tool.
+        assert_eq!(
+            display_target(r#"{"input":{"q":"x"},"server":"crm","tool":"find_contact"}"#),
+            "crm.find_contact"
+        );
+        // No known name: the first argument by name; numbers as written.
         assert_eq!(display_target(r#"{"limit":5,"zone":"a"}"#), "5");
         assert_eq!(display_target("{}"), "");
         // Not a JSON object: as it is.
