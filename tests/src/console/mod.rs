@@ -4,7 +4,11 @@
 //! too), real receipts. One `PASS`/`FAIL`/`SKIP` line per check;
 //! screenshots of every view go to `target/console-screenshots/`.
 //!
-//! Checks: the one-time link signs in (HttpOnly, SameSite=Strict cookie
+//! First the demo's scenario, played against its own agentd with the
+//! console on (`demo_calls`): its calls, a kernel denial tied to its call
+//! and a receipt, asserted in the page and screenshot.
+//!
+//! Then checks: the one-time link signs in (HttpOnly, SameSite=Strict cookie
 //! the page cannot read) and works once; a live row appears after a tool
 //! call; a denied call's page names its reason; an allowed call's page
 //! shows its message, checks, grant, the kernel events tied to it (one of
@@ -239,13 +243,41 @@ pub fn run(bin: &Path, shots: &Path, r: &mut Report) {
         return;
     }
     let root = std::env::temp_dir().join(format!("agentd-console-{}", std::process::id()));
+    let demo_root =
+        std::env::temp_dir().join(format!("agentd-console-demo-{}", std::process::id()));
+    let short_root =
+        std::env::temp_dir().join(format!("agentd-console-short-{}", std::process::id()));
     let started = Instant::now();
-    demo_calls::run(bin, chromium, &root, shots, r);
+    // Three agentds, each with its own state directory (so its own kernel
+    // instance): the short-session one runs its check (mostly a 3 s wait)
+    // and the suite's own one starts while the demo plays on the third.
+    let expiring = {
+        let (bin, short_root) = (bin.to_path_buf(), short_root.clone());
+        std::thread::spawn(move || expired_session(&bin, &short_root))
+    };
+    let starting = {
+        let (bin, root, shots) = (bin.to_path_buf(), root.clone(), shots.to_path_buf());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            Suite::start(&bin, &root, &shots).map(|s| (s, t.elapsed()))
+        })
+    };
+    demo_calls::run(bin, chromium, &demo_root, shots, r);
     println!(
         "  the demo's calls took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    match Suite::start(bin, &root, shots) {
+    let suite = starting
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("starting the suite's agentd panicked")))
+        .map(|(s, took)| {
+            println!(
+                "  (the suite's agentd started in {:.1} s)",
+                took.as_secs_f64()
+            );
+            s
+        });
+    match suite {
         Ok(s) => {
             if let Err(e) = checks(&s, chromium, r) {
                 r.check("console: browser session", false, || format!("{e:#}"));
@@ -253,10 +285,18 @@ pub fn run(bin: &Path, shots: &Path, r: &mut Report) {
         }
         Err(e) => r.check("console: setting up", false, || format!("{e:#}")),
     }
-    if let Err(e) = expired_session(bin, &root, r) {
-        r.check("console: an expired session", false, || format!("{e:#}"));
-    }
-    crate::sdk_suite::clean_up(&[&root]);
+    let expiry = expiring
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the expired-session check panicked")));
+    r.check(
+        "console: a session cookie works for its lifetime (Max-Age = session_ttl_secs) and is refused after it (401 console_session_required)",
+        expiry.as_ref().is_ok_and(|(ok, _)| *ok),
+        || match &expiry {
+            Ok((_, why)) => why.clone(),
+            Err(e) => format!("{e:#}"),
+        },
+    );
+    crate::sdk_suite::clean_up(&[&root, &demo_root, &short_root]);
     println!(
         "  console suite took {:.1} s",
         started.elapsed().as_secs_f64()
@@ -828,7 +868,7 @@ fn approvals(s: &Suite, b: &mut cdp::Browser, r: &mut Report) -> anyhow::Result<
 /// A second agentd whose console sessions last 2 s: the cookie works, then
 /// after its lifetime the server refuses it (the browser would also drop it:
 /// its Max-Age is that lifetime).
-fn expired_session(bin: &Path, root: &Path, r: &mut Report) -> anyhow::Result<()> {
+fn expired_session(bin: &Path, root: &Path) -> anyhow::Result<(bool, String)> {
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port();
@@ -866,14 +906,12 @@ fn expired_session(bin: &Path, root: &Path, r: &mut Report) -> anyhow::Result<()
     let fresh = chain();
     std::thread::sleep(Duration::from_millis(3100));
     let stale = chain();
-    r.check(
-        "console: a session cookie works for its lifetime (Max-Age = session_ttl_secs) and is refused after it (401 console_session_required)",
+    Ok((
         status == 303
             && set_cookie.contains("Max-Age=2")
             && !cookie.is_empty()
             && matches!(&fresh, Ok((200, _)))
             && matches!(&stale, Ok((401, t)) if t.contains("console_session_required")),
-        || format!("login {status} {set_cookie:?}; fresh {fresh:?}; after 3.1 s {stale:?}"),
-    );
-    Ok(())
+        format!("login {status} {set_cookie:?}; fresh {fresh:?}; after 3.1 s {stale:?}"),
+    ))
 }
