@@ -266,6 +266,12 @@ impl HttpGateway {
             upstream_session,
             version: req.headers().get("mcp-protocol-version").cloned(),
         };
+        self.by_method(ex, req).await
+    }
+
+    /// The exchange by HTTP method: POST a message, GET the session's
+    /// stream, DELETE the session; anything else is 405.
+    async fn by_method(self: &Arc<Self>, ex: Exchange, req: Request<Body>) -> Response<Body> {
         let method = req.method().clone();
         if method == Method::POST {
             self.post(ex, req).await
