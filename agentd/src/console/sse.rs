@@ -169,56 +169,100 @@ pub async fn feed(
     alive: impl Fn() -> bool + Send + 'static,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let send = |b: Bytes| {
-        let tx = tx.clone();
-        async move { tx.send(b).await.is_ok() }
-    };
-    if !send(Bytes::from_static(b"retry: 2000\n\n")).await {
+    if !send(&tx, Bytes::from_static(b"retry: 2000\n\n")).await {
         return;
     }
-    let mut last = match spec.after {
-        Some(a) => a,
-        None => match reader.backlog(spec.filter.clone(), spec.backlog).await {
-            Ok((rows, head)) => {
-                for r in &rows {
-                    if !send(row_event(r)).await {
-                        return;
-                    }
-                }
-                head
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "console stream: reading the backlog failed");
-                let _ = send(error_event(&e.to_string())).await;
-                return;
-            }
-        },
+    let Some(head) = send_backlog(&reader, &spec, &tx).await else {
+        return;
     };
     // The page knows the history is complete and the rest is live.
-    if !send(Bytes::from(format!(
-        "event: live\ndata: {{\"head\":{last}}}\n\n"
-    )))
+    if !send(
+        &tx,
+        Bytes::from(format!("event: live\ndata: {{\"head\":{head}}}\n\n")),
+    )
     .await
     {
         return;
     }
+    let mut live = Live {
+        last: head,
+        last_read: tokio::time::Instant::now() - MIN_READ_GAP,
+    };
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
-    let mut last_read = tokio::time::Instant::now() - MIN_READ_GAP;
     loop {
         // Catch up first: rows may have been committed while we sent.
-        loop {
-            if *committed.borrow_and_update() <= last {
-                break;
+        if !live.catch_up(&reader, &spec, &mut committed, &tx).await {
+            return;
+        }
+        // Decide inside the select, act after it (the select's borrows
+        // must not live across an await).
+        let tick = tokio::select! {
+            c = committed.changed() => if c.is_err() { return } else { false },
+            _ = stop.wait_for(|s| *s) => return,
+            _ = keepalive.tick() => true,
+            _ = tx.closed() => return,
+        };
+        if tick && (!alive() || !send(&tx, Bytes::from_static(b": keep-alive\n\n")).await) {
+            return;
+        }
+    }
+}
+
+/// Sends one frame; false once the page has gone.
+async fn send(tx: &mpsc::Sender<Bytes>, b: Bytes) -> bool {
+    tx.send(b).await.is_ok()
+}
+
+/// Sends the backlog the page asked for (none when it resumes after a
+/// known row) and returns the row it ends at; `None` when the stream ends.
+async fn send_backlog(reader: &Reader, spec: &StreamSpec, tx: &mpsc::Sender<Bytes>) -> Option<u64> {
+    if let Some(after) = spec.after {
+        return Some(after);
+    }
+    match reader.backlog(spec.filter.clone(), spec.backlog).await {
+        Ok((rows, head)) => {
+            for r in &rows {
+                if !send(tx, row_event(r)).await {
+                    return None;
+                }
             }
-            tokio::time::sleep_until(last_read + MIN_READ_GAP).await;
-            last_read = tokio::time::Instant::now();
-            let rows = match reader.after(last).await {
+            Some(head)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console stream: reading the backlog failed");
+            let _ = send(tx, error_event(&e.to_string())).await;
+            None
+        }
+    }
+}
+
+/// Where a live stream stands: the last row sent and when it last read.
+struct Live {
+    last: u64,
+    last_read: tokio::time::Instant,
+}
+
+impl Live {
+    /// Sends every committed row after the last one sent that the filter
+    /// matches, reading at most once per [`MIN_READ_GAP`]; false when the
+    /// stream ends.
+    async fn catch_up(
+        &mut self,
+        reader: &Reader,
+        spec: &StreamSpec,
+        committed: &mut watch::Receiver<u64>,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> bool {
+        while *committed.borrow_and_update() > self.last {
+            tokio::time::sleep_until(self.last_read + MIN_READ_GAP).await;
+            self.last_read = tokio::time::Instant::now();
+            let rows = match reader.after(self.last).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "console stream: reading new rows failed");
-                    let _ = send(error_event(&e.to_string())).await;
-                    return;
+                    let _ = send(tx, error_event(&e.to_string())).await;
+                    return false;
                 }
             };
             let Some(end) = rows.last().map(|r| r.seq) else {
@@ -229,22 +273,12 @@ pub async fn feed(
             for r in rows.iter().filter(|r| spec.filter.matches(r)) {
                 batch.extend_from_slice(&row_event(r));
             }
-            if !batch.is_empty() && !send(Bytes::from(batch)).await {
-                return;
+            if !batch.is_empty() && !send(tx, Bytes::from(batch)).await {
+                return false;
             }
-            last = end;
+            self.last = end;
         }
-        // Decide inside the select, act after it (the select's borrows
-        // must not live across an await).
-        let tick = tokio::select! {
-            c = committed.changed() => if c.is_err() { return } else { false },
-            _ = stop.wait_for(|s| *s) => return,
-            _ = keepalive.tick() => true,
-            _ = tx.closed() => return,
-        };
-        if tick && (!alive() || !send(Bytes::from_static(b": keep-alive\n\n")).await) {
-            return;
-        }
+        true
     }
 }
 
