@@ -107,7 +107,8 @@ fn stream(b: &mut cdp::Browser, played: &Played, shots: &Path, r: &mut Report) {
            const calls = rows.filter(x => x.cells[2] === 'tool_call').map(x => [x.cells[4], x.cells[6], x.cells[7]].join(' ')); \
            const missing = want.filter(w => {{ const i = calls.indexOf(w); if (i < 0) return true; calls.splice(i, 1); return false; }}); \
            const denied = rows.filter(x => x.cells[2] === 'kernel' && x.cells[6] === 'deny'); \
-           const linked = tied.every(([id, target]) => denied.some(x => x.call === id && x.title === target)); \
+           const linked = tied.every(([id, target]) => denied.some(x => x.call === id \
+             && (x.title === target || x.title === target.split('/').pop()))); \
            return missing.length === 0 && calls.length === 0 && denied.length >= {kernel_denials} && linked \
              && {{ calls: want.length, kernel_denied: denied.length }}; }})()",
         want = serde_json::to_string(&want).unwrap_or_default(),
@@ -144,8 +145,10 @@ fn kernel_denial(b: &mut cdp::Browser, played: &Played, shots: &Path, r: &mut Re
                const denied = [...body.querySelectorAll('table.rows tbody tr.d-deny td.target')].map(td => td.textContent); \
                return (document.getElementById('call-verdict')?.textContent || '').startsWith('ALLOW') \
                  && document.getElementById('call-signature')?.textContent === 'verified' \
-                 && denied.includes({target}) && {{ target: document.getElementById('call-target').textContent, denied }}; }})()",
-            target = js_str(target)
+                 && (denied.includes({target}) || denied.includes({name})) \
+                 && {{ target: document.getElementById('call-target').textContent, denied }}; }})()",
+            target = js_str(target),
+            name = js_str(target.rsplit('/').next().unwrap_or(target))
         ),
         Duration::from_secs(15),
     );

@@ -251,12 +251,15 @@ impl Played {
 }
 
 /// The kernel row denying `target` under call `call_id`, if there is one.
+/// The seccomp supervisor names the file by its path, the BPF LSM backend
+/// by its last component (the dentry's name): either matches.
 pub fn tied_denial<'a>(rows: &'a [Value], call_id: &str, target: &str) -> Option<&'a Value> {
+    let name = Path::new(target).file_name().and_then(|n| n.to_str());
     rows.iter().find(|r| {
         r["kind"] == "kernel"
             && r["decision"] == "deny"
             && r["call_id"] == call_id
-            && r["target"] == target
+            && (r["target"] == target || r["target"].as_str() == name)
     })
 }
 
