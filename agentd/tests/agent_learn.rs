@@ -79,7 +79,7 @@ fn kernel_rows(
         let rows: Vec<_> = records(d)
             .into_iter()
             .filter(|r| r.seq > since && r.event.kind == agentd::audit::RecordKind::Kernel)
-            .filter(|r| r.event.policy_id.starts_with(&format!("agent:{agent} ")))
+            .filter(|r| r.event.agent == agent)
             .collect();
         if until(&rows) || Instant::now() > deadline {
             return rows;
@@ -189,10 +189,15 @@ fn learn_proposes_what_an_audit_only_run_needed_and_the_profile_holds_when_enfor
         .iter()
         .find(|r| r.event.target == result.to_str().unwrap())
         .unwrap_or_else(|| panic!("the write audited: {rows:#?}"));
-    assert!(
-        write_row.event.policy_id.ends_with(" access:write"),
+    assert_eq!(
+        (
+            write_row.event.access.as_str(),
+            write_row.event.policy_id.as_str()
+        ),
+        ("write", ""),
         "{write_row:?}"
     );
+    assert!(write_row.event.pid != 0, "{write_row:?}");
 
     // 2. learn proposes exactly those paths, grouped by directory.
     let proposal = d.dir.path().join("learned.toml");

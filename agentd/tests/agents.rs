@@ -88,7 +88,7 @@ fn kernel_rows(d: &Daemon, agent: &str) -> Vec<Value> {
         .unwrap()
         .into_iter()
         .filter(|r| r.event.kind == agentd::audit::RecordKind::Kernel)
-        .filter(|r| r.event.policy_id.contains(&format!("agent:{agent} ")))
+        .filter(|r| r.event.agent == agent)
         .map(|r| serde_json::to_value(r).unwrap())
         .collect()
 }

@@ -635,7 +635,7 @@ fn restart_under_an_fd_store_keeps_the_agent_running_and_supervised() {
             r.event.action == "exec"
                 && r.event.target == "/usr/bin/id"
                 && r.event.decision == "deny"
-                && agentd::audit::kernel_row::origin(&r.event.policy_id).agent == "restart-keep"
+                && agentd::audit::kernel_row::origin(&r.event).agent == "restart-keep"
         })
         .unwrap_or_else(|| {
             let execs: Vec<_> = rows
@@ -649,7 +649,7 @@ fn restart_under_an_fd_store_keeps_the_agent_running_and_supervised() {
                         r.event.target,
                         r.event.decision,
                         r.event.reason_code,
-                        r.event.policy_id
+                        r.event.agent
                     )
                 })
                 .collect();

@@ -318,6 +318,20 @@ fn suspend_an_agent_refuses_its_inbox_and_the_calls_on_its_messages() {
     assert_decision(&d.check(&direct, "export_audit", &EXPORT), "allow", "ok");
 
     d.ok(&["resume", "agent", &name]);
+    // The suspension's rows, and the inbox message's, name the agent.
+    for action in ["suspend", "resume"] {
+        let rows = admin_rows(&d, action);
+        assert!(
+            rows.iter().any(|r| r["agent"] == name.as_str()),
+            "{action}: {rows:?}"
+        );
+    }
+    assert!(
+        d.audit_records()
+            .iter()
+            .any(|r| r["kind"] == "message" && r["agent"] == name.as_str()),
+        "no message row names the agent"
+    );
     assert_decision(&d.check(&am, "export_audit", &EXPORT), "allow", "ok");
     let am2 = inbox(&d);
     assert_decision(&d.check(&am2, "export_audit", &EXPORT), "allow", "ok");

@@ -655,6 +655,7 @@ impl AgentManager {
         }
         if let Some(audit) = self.gateway.audit() {
             let mut ev = AuditEvent::new(RecordKind::Admin, "agent_run");
+            ev.agent = agent.to_owned();
             ev.operator = entry.operator.clone();
             ev.session = entry.session.clone();
             ev.active_message_id = entry.active_message_id.clone();

@@ -392,6 +392,7 @@ async fn approve_pin(
         let mut ev =
             crate::audit::AuditEvent::new(crate::audit::RecordKind::Admin, "mcp_tool_approved");
         ev.operator = peer.uid.map(|u| format!("uid:{u}")).unwrap_or_default();
+        ev.agent.clone_from(&pin.agent);
         ev.target = format!(
             "{}/{}/{} sha256:{}",
             pin.agent, pin.server, pin.tool, pin.sha256

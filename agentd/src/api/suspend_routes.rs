@@ -176,6 +176,7 @@ async fn suspend(
         }
     }
     let by = who(&peer);
+    let agent = scope_agent(&scope);
     let gateway = s.gateway.clone();
     // Ending grants and killing cgroups write maps and files: off the runtime.
     let out =
@@ -191,7 +192,7 @@ async fn suspend(
         out.processes_stopped,
         out.suspension.reason
     );
-    audit(&s, &peer, "suspend", &target).await;
+    audit(&s, &peer, "suspend", &target, &agent).await;
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -205,7 +206,7 @@ async fn resume(
         Scope::parse(&req.scope, req.name.as_deref()).map_err(|e| suspend_error(e.into()))?;
     let resumed = s.gateway.resume(&scope).map_err(suspend_error)?;
     let target = format!("{scope} suspended_since={}", resumed.since);
-    audit(&s, &peer, "resume", &target).await;
+    audit(&s, &peer, "resume", &target, &scope_agent(&scope)).await;
     Ok(Json(ResumeAnswer { resumed }))
 }
 
@@ -216,14 +217,23 @@ fn scope_of(s: &Suspension) -> String {
     }
 }
 
+/// The agent a scope names (empty for an operator or all): the row's subject.
+fn scope_agent(scope: &Scope) -> String {
+    match scope {
+        Scope::Agent(name) => name.clone(),
+        _ => String::new(),
+    }
+}
+
 /// Records a suspension or resume. The change has happened (a suspension
 /// must not wait for the log); a failure is logged loudly.
-async fn audit(s: &RouteState, peer: &Peer, action: &str, target: &str) {
+async fn audit(s: &RouteState, peer: &Peer, action: &str, target: &str, agent: &str) {
     let Some(audit) = s.gateway.audit() else {
         return;
     };
     let mut ev = AuditEvent::new(RecordKind::Admin, action);
     ev.operator = who(peer);
+    ev.agent = agent.chars().take(1024).collect();
     ev.target = target.chars().take(1024).collect();
     ev.decision = "allow".into();
     ev.reason_code = reason::OK.into();

@@ -2,14 +2,16 @@
 //! console. Pure.
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Record;
+use crate::audit::{kernel_row, Record};
 
 /// The stream's filters (query parameters; empty or absent = any).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RowFilter {
-    /// The agent a row names: kernel rows (`agent:NAME pid:N`) and
-    /// forward-mode rows (`"agent":"NAME"` in the target).
+    /// The agent a row names (its `agent` field: tool calls, kernel
+    /// events, forward-mode and MCP rows; in rows written before record
+    /// format v2, a kernel row's `agent:NAME pid:N` policy id or a
+    /// forward-mode row's `"agent":"NAME"` target).
     pub agent: Option<String>,
     /// Operator (exact).
     pub operator: Option<String>,
@@ -35,12 +37,20 @@ fn set(v: &Option<String>) -> Option<&str> {
 /// The agent a row names, if it names one.
 pub fn agent_of(r: &Record) -> Option<String> {
     let e = &r.event;
-    if let Some(rest) = e.policy_id.strip_prefix("agent:") {
-        return rest.split_whitespace().next().map(str::to_owned);
+    let o = kernel_row::origin(e);
+    if !o.agent.is_empty() {
+        return Some(o.agent);
     }
-    if e.target.starts_with('{') && e.target.contains("\"agent\"") {
+    // A forward-mode row written before its agent had a field of its own.
+    if e.kind == crate::audit::RecordKind::Model
+        && e.target.starts_with('{')
+        && e.target.contains("\"agent\"")
+    {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.target) {
-            return v["agent"].as_str().map(str::to_owned);
+            return v["agent"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned);
         }
     }
     None
@@ -109,7 +119,8 @@ pub struct RowView {
     pub decision: String,
     /// Reason code.
     pub reason_code: String,
-    /// Policy id (or `agent:NAME pid:N` on kernel rows).
+    /// Policy id (on kernel rows written before record format v2,
+    /// `agent:NAME pid:N`).
     pub policy_id: String,
     /// Decision time, µs.
     pub latency_us: u64,
@@ -119,11 +130,16 @@ pub struct RowView {
     pub prev_hash: String,
     /// The agent the row names, if any.
     pub agent: Option<String>,
+    /// The process that asked, if the row names it.
+    pub pid: Option<u32>,
+    /// `read` / `write` for a file open whose mode was recorded.
+    pub access: Option<String>,
 }
 
 impl From<&Record> for RowView {
     fn from(r: &Record) -> Self {
         let e = &r.event;
+        let o = kernel_row::origin(e);
         RowView {
             seq: r.seq,
             timestamp: r.timestamp.clone(),
@@ -141,6 +157,8 @@ impl From<&Record> for RowView {
             hash: r.hash.clone(),
             prev_hash: r.prev_hash.clone(),
             agent: agent_of(r),
+            pid: o.pid,
+            access: o.access,
         }
     }
 }
@@ -167,7 +185,7 @@ mod tests {
     #[test]
     fn every_filter_narrows() {
         let k = row(1, RecordKind::Kernel, |e| {
-            e.policy_id = "agent:fwd pid:42 access:read".into()
+            (e.agent, e.pid, e.access) = ("fwd".into(), 42, "read".into())
         });
         let t = row(2, RecordKind::ToolCall, |e| {
             e.decision = "allow".into();
@@ -198,6 +216,36 @@ mod tests {
         );
         // Blank parameters (an empty form field) filter nothing.
         assert_eq!(f(|x| x.agent = Some("  ".into())), (true, true));
+    }
+
+    #[test]
+    fn tool_call_rows_match_their_callers_agent_filter() {
+        let t = row(2, RecordKind::ToolCall, |e| {
+            (e.agent, e.pid) = ("claude".into(), 7);
+            e.policy_id = "demo@0123".into();
+        });
+        let by = |a: &str| RowFilter {
+            agent: Some(a.into()),
+            ..RowFilter::default()
+        };
+        assert!(by("claude").matches(&t));
+        assert!(!by("codex").matches(&t));
+        let v = RowView::from(&t);
+        assert_eq!((v.agent.as_deref(), v.pid), (Some("claude"), Some(7)));
+        assert_eq!(v.policy_id, "demo@0123");
+    }
+
+    #[test]
+    fn rows_written_before_the_agent_field_still_match() {
+        let k = row(1, RecordKind::Kernel, |e| {
+            e.policy_id = "agent:fwd pid:42 access:read".into()
+        });
+        assert_eq!(agent_of(&k).as_deref(), Some("fwd"));
+        let v = RowView::from(&k);
+        assert_eq!((v.pid, v.access.as_deref()), (Some(42), Some("read")));
+        // A tool call's policy id is never read as an agent.
+        let t = row(2, RecordKind::ToolCall, |e| e.policy_id = "agent:x".into());
+        assert_eq!(agent_of(&t), None);
     }
 
     #[test]

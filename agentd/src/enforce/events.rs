@@ -364,12 +364,12 @@ fn kernel_event(rec: &KernelRecord) -> crate::audit::AuditEvent {
     ev.target = rec.target.clone();
     ev.decision = rec.decision.into();
     ev.reason_code = rec.reason_code.clone();
-    // Kernel rows are decided by the agent's grants or baseline; the agent
-    // (and the pid that asked) identify which.
-    ev.policy_id = match rec.access {
-        Some(a) => format!("agent:{} pid:{} access:{a}", rec.agent, rec.pid),
-        None => format!("agent:{} pid:{}", rec.agent, rec.pid),
-    };
+    // Kernel rows are decided by the agent's grants or baseline, not by a
+    // policy: the row names the agent, the process that asked and the
+    // access mode, and leaves `policy_id` empty.
+    ev.agent = rec.agent.clone();
+    ev.pid = rec.pid;
+    ev.access = rec.access.unwrap_or_default().into();
     ev.latency_us = rec.latency_us;
     ev
 }

@@ -46,7 +46,7 @@ fn verb(action: &str, access: Option<&str>) -> String {
 /// Explains a kernel row.
 pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Explanation {
     let ev = &r.event;
-    let o = origin(&ev.policy_id);
+    let o = origin(ev);
     let code = ev.reason_code.as_str();
     let pid = o
         .pid

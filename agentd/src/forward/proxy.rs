@@ -757,6 +757,8 @@ impl Proxy {
             return;
         };
         let mut ev = AuditEvent::new(RecordKind::Model, "model_exchange");
+        ev.agent = ex.agent.clone().unwrap_or_default();
+        ev.pid = ex.caller.pid.unwrap_or(0);
         ev.active_message_id = ex
             .active
             .clone()

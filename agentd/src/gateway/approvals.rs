@@ -508,6 +508,7 @@ impl Approvals {
         ev.decision = decision.into();
         ev.reason_code = reason_code.into();
         ev.policy_id = p.policy_id.clone();
+        ev.agent = clip(&p.agent, 1024);
         audit.append(ev).await.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, approval = %p.id, action, "could not audit an approval event");
             e.to_string()

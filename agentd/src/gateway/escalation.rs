@@ -16,6 +16,7 @@ impl Gateway {
         d: &mut Decision,
         req: &ToolCallRequest,
         caller: Caller,
+        agent: Option<&str>,
     ) {
         let Some(queue) = self.approvals() else {
             d.overturn(
@@ -24,7 +25,10 @@ impl Gateway {
             );
             return;
         };
-        let Some((info, ticket)) = self.register_escalation(d, req, caller, &queue).await else {
+        let Some((info, ticket)) = self
+            .register_escalation(d, req, caller, agent, &queue)
+            .await
+        else {
             return;
         };
         tracing::info!(approval = %info.id, action = %info.action, operator = %info.operator, deadline = info.deadline, "tool call waits for approval");
@@ -50,6 +54,7 @@ impl Gateway {
         d: &mut Decision,
         req: &ToolCallRequest,
         caller: Caller,
+        agent: Option<&str>,
         queue: &Arc<Approvals>,
     ) -> Option<(PendingApproval, Ticket)> {
         let created_at = super::unix_now();
@@ -59,7 +64,7 @@ impl Gateway {
             session: d.session.clone(),
             action: d.action.clone(),
             arguments: req.arguments.clone(),
-            agent: self.caller_agent(caller).unwrap_or_default(),
+            agent: agent.unwrap_or_default().to_owned(),
             active_message_id: d.active_message_id.clone(),
             policy_id: d.policy_id.clone(),
             created_at,
@@ -73,7 +78,7 @@ impl Gateway {
             }
         };
         if let Some(audit) = &self.audit {
-            let mut ev = super::pipeline::event_of(d, req);
+            let mut ev = super::pipeline::event_of(d, req, agent, caller);
             ev.target = super::pipeline::clip(&format!(
                 "approval:{} deadline:{} {}",
                 info.id, info.deadline, ev.target

@@ -398,6 +398,7 @@ impl Gateway {
         d: &mut Decision,
         req: &ToolCallRequest,
         caller: Caller,
+        agent: Option<&str>,
         generation: u64,
     ) {
         let Some((code, detail)) = self.suspended_since(d, caller, generation) else {
@@ -414,7 +415,8 @@ impl Gateway {
         tracing::warn!(call_id = %d.call_id, reason = code, "allow overturned by a suspension");
         d.overturn(code, detail);
         if let Some(audit) = &self.audit {
-            if let Ok(c) = audit.append(super::pipeline::event_of(d, req)).await {
+            let ev = super::pipeline::event_of(d, req, agent, caller);
+            if let Ok(c) = audit.append(ev).await {
                 d.audit_seq = Some(c.seq);
                 d.audit_hash = Some(c.hash);
             }

@@ -102,6 +102,8 @@ impl Gateway {
             _ => clip(&claimed_operator(claimed)),
         };
         ev.session = clip(&msg.session);
+        // A message to an agent's inbox names that agent.
+        ev.agent = agent.map(clip).unwrap_or_default();
         ev.target = format!("body_sha256:{body_hash}");
         ev.policy_id = self
             .current_policy()
@@ -295,7 +297,8 @@ impl Gateway {
             }
         }
         if d.decision == super::decide::ESCALATE {
-            self.await_approval(&mut d, req, caller).await;
+            self.await_approval(&mut d, req, caller, agent.as_deref())
+                .await;
         }
         if d.is_allow() && self.audit.as_ref().is_some_and(|a| a.storage_low()) {
             // Before any allow hook: no grant is installed for a call the
@@ -307,7 +310,7 @@ impl Gateway {
             None => None,
             Some(audit) => match audit
                 .append_with(
-                    event_of(&d, req),
+                    event_of(&d, req, agent.as_deref(), caller),
                     companions
                         .iter_mut()
                         .filter_map(|p| p.companion.take())
@@ -334,15 +337,22 @@ impl Gateway {
             match unstored_companion(committed.as_ref(), &companions) {
                 Some(e) => {
                     tracing::error!(error = %e, call_id = %d.call_id, "an allow's companion row was not stored; denying");
-                    self.overturn_recorded(&mut d, req, caller, committed.as_ref(), e)
-                        .await;
+                    self.overturn_recorded(
+                        &mut d,
+                        req,
+                        caller,
+                        agent.as_deref(),
+                        committed.as_ref(),
+                        e,
+                    )
+                    .await;
                 }
                 None => {
                     self.run_allow_hooks(&mut d, req, caller, agent.as_deref(), committed.as_ref())
                         .await;
                 }
             }
-            self.recheck_suspension(&mut d, req, caller, generation)
+            self.recheck_suspension(&mut d, req, caller, agent.as_deref(), generation)
                 .await;
         }
         d
@@ -444,7 +454,8 @@ impl Gateway {
         let Some(e) = failure else {
             return;
         };
-        self.overturn_recorded(d, req, caller, committed, e).await;
+        self.overturn_recorded(d, req, caller, agent, committed, e)
+            .await;
     }
 
     /// Turns an allow whose row is written into a denial, recorded in a
@@ -454,6 +465,7 @@ impl Gateway {
         d: &mut Decision,
         req: &ToolCallRequest,
         caller: Caller,
+        agent: Option<&str>,
         committed: Option<&crate::audit::Committed>,
         e: HookError,
     ) {
@@ -468,7 +480,10 @@ impl Gateway {
         d.overturn(&e.reason_code, e.to_string());
         if let Some(audit) = &self.audit {
             // The allow row exists; this row records that it was overturned.
-            if let Ok(c) = audit.append_with(event_of(d, req), voids).await {
+            if let Ok(c) = audit
+                .append_with(event_of(d, req, agent, caller), voids)
+                .await
+            {
                 d.audit_seq = Some(c.seq);
                 d.audit_hash = Some(c.hash);
             }
@@ -541,9 +556,18 @@ pub(super) fn clip(s: &str) -> String {
     s[..end].to_owned()
 }
 
-/// The audit event of a decision. Target: the call's arguments as compact JSON (clipped).
-pub(super) fn event_of(d: &Decision, req: &ToolCallRequest) -> AuditEvent {
+/// The audit event of a decision. Target: the call's arguments as compact
+/// JSON (clipped). The row names its caller: `agent` (resolved once per
+/// call, empty outside every agent) and the calling process.
+pub(super) fn event_of(
+    d: &Decision,
+    req: &ToolCallRequest,
+    agent: Option<&str>,
+    caller: Caller,
+) -> AuditEvent {
     let mut ev = AuditEvent::new(RecordKind::ToolCall, clip(&d.action));
+    ev.agent = agent.map(clip).unwrap_or_default();
+    ev.pid = caller.pid.unwrap_or(0);
     ev.operator = clip(&d.operator);
     ev.session = clip(&d.session);
     ev.active_message_id = clip(&d.active_message_id);

@@ -1052,3 +1052,79 @@ fn usage_past_escalate_after_waits_for_a_human_and_max_uses_still_denies() {
     );
     assert_eq!(outcome(g.decide(&mail, now)), allow);
 }
+
+/// Tool-call rows name their caller: the agent resolved for the calling
+/// process (allows, denials, overturned allows alike) and its pid; a
+/// caller outside every agent leaves `agent` empty.
+#[tokio::test]
+async fn tool_call_rows_name_the_calling_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(dir.path(), Durability::Normal).unwrap();
+    let g = Gateway::open(dir.path(), settings(), Some(audit.clone())).unwrap();
+    g.load_policy(DEMO, "demo").unwrap();
+    g.set_agent_resolver(Arc::new(ByPid));
+    let id = owner_message(&g);
+    let row = |seq: Option<u64>| {
+        let db = audit.db_path();
+        let conn = crate::audit::store::open_ro(db).unwrap();
+        crate::audit::store::record_at(&conn, db, seq.unwrap())
+            .unwrap()
+            .unwrap()
+            .event
+    };
+    let subject = |e: &crate::audit::AuditEvent| (e.agent.clone(), e.pid, e.access.clone());
+
+    let allowed = g
+        .tool_call(
+            &call(&id, "shell", json!({"command": "ls /workspace"})),
+            agent(1),
+        )
+        .await;
+    assert!(allowed.is_allow(), "{allowed:?}");
+    let e = row(allowed.audit_seq);
+    assert_eq!(subject(&e), ("a".into(), 1, String::new()));
+    assert_eq!(
+        e.policy_id,
+        g.current_policy().unwrap().id,
+        "policy_id is the policy's"
+    );
+
+    // A denial names its caller too: agent b may not act on a's message.
+    let denied = g
+        .tool_call(
+            &call(&id, "shell", json!({"command": "ls /workspace"})),
+            agent(2),
+        )
+        .await;
+    assert_eq!(denied.reason_code, reason::ACTIVE_MESSAGE_OTHER_AGENT);
+    assert_eq!(
+        subject(&row(denied.audit_seq)),
+        ("b".into(), 2, String::new())
+    );
+
+    // Outside every agent: the pid only; an admin over TCP: nothing.
+    let d = g.tool_call(&chart("nope"), agent(3)).await;
+    assert_eq!(
+        subject(&row(d.audit_seq)),
+        (String::new(), 3, String::new())
+    );
+    let d = g.tool_call(&chart("nope"), Caller::default()).await;
+    let e = row(d.audit_seq);
+    assert!(!e.has_subject(), "{e:?}");
+
+    // An allow overturned by a failing hook: both rows name the agent.
+    g.add_allow_hook(Arc::new(FailingHook));
+    let d = g
+        .tool_call(
+            &call(&id, "shell", json!({"command": "ls /workspace"})),
+            agent(1),
+        )
+        .await;
+    assert_eq!(d.reason_code, "enforcement_unavailable");
+    let overturn = d.audit_seq.unwrap();
+    assert_eq!(subject(&row(Some(overturn))).0, "a");
+    assert_eq!(subject(&row(Some(overturn - 1))).0, "a");
+    audit.shutdown().unwrap();
+    let key = audit.verifying_key();
+    crate::audit::verify_db(audit.db_path(), &key, &[]).unwrap();
+}

@@ -217,6 +217,7 @@ impl Gate {
                             "mcp_tool_pinned",
                         );
                         ev.target = format!("{action} sha256:{hash}");
+                        ev.agent.clone_from(&self.agent);
                         ev.decision = "allow".into();
                         ev.reason_code = crate::protocol::reason::OK.into();
                         if let Err(e) = audit.append(ev).await {

@@ -196,7 +196,7 @@ fn collect(rows: &[Record], input: &LearnInput<'_>, p: &mut Proposal) -> Seen {
         if !matches!(r.event.decision.as_str(), "would_deny" | "deny") {
             continue;
         }
-        let o = origin(&r.event.policy_id);
+        let o = origin(&r.event);
         if o.agent != input.agent {
             continue;
         }
@@ -430,11 +430,21 @@ mod tests {
         ev.target = target.into();
         ev.decision = decision.into();
         ev.reason_code = "no_grant".into();
-        ev.policy_id = match access {
-            Some(a) => format!("agent:rt pid:7 access:{a}"),
-            None => "agent:rt pid:7".into(),
-        };
+        (ev.agent, ev.pid) = ("rt".into(), 7);
+        ev.access = access.unwrap_or_default().into();
         Record::seal(seq, "t".into(), ev, crate::audit::GENESIS_HASH.into())
+    }
+
+    /// The same row as written before record format v2 (the subject in
+    /// `policy_id`): a migrated log holds both.
+    fn legacy(mut r: Record) -> Record {
+        let e = &mut r.event;
+        e.policy_id = format!("agent:{} pid:{}", e.agent, e.pid);
+        if !e.access.is_empty() {
+            e.policy_id += &format!(" access:{}", e.access);
+        }
+        (e.agent, e.pid, e.access) = (String::new(), 0, String::new());
+        r
     }
 
     #[test]
@@ -471,7 +481,13 @@ mod tests {
                 "would_deny",
                 Some("write"),
             ),
-            row(8, "file_open", "/srv/out/r.txt", "would_deny", Some("read")),
+            legacy(row(
+                8,
+                "file_open",
+                "/srv/out/r.txt",
+                "would_deny",
+                Some("read"),
+            )),
             row(
                 9,
                 "file_open",
@@ -493,7 +509,7 @@ mod tests {
                 "would_deny",
                 Some("write"),
             ),
-            row(12, "connect", "10.0.0.53:53", "would_deny", None),
+            legacy(row(12, "connect", "10.0.0.53:53", "would_deny", None)),
             row(13, "connect", "127.0.0.1:8080", "would_deny", None),
             row(14, "file_open", "/etc/hosts", "would_deny", Some("read")),
             row(15, "path_unlink", "/etc/passwd", "would_deny", None),
@@ -501,7 +517,7 @@ mod tests {
             // Another agent's row, and one before --since.
             {
                 let mut r = row(17, "exec", "/usr/bin/nc", "would_deny", None);
-                r.event.policy_id = "agent:other pid:1".into();
+                r.event.agent = "other".into();
                 r
             },
         ];

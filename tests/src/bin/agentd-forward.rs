@@ -523,15 +523,18 @@ fn in_agent(s: &Suite, r: &mut Report) {
         || format!("{d}; {curl_row:?}"),
     );
     let named = s.exchange_rows().unwrap_or_default().iter().any(|x| {
-        x["target"]
-            .as_str()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            .is_some_and(|t| t["agent"] == AGENT)
+        x["agent"] == AGENT
+            && x["pid"].as_u64().is_some_and(|p| p > 0)
+            && x["target"]
+                .as_str()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                .is_some_and(|t| t["agent"] == AGENT)
     });
+    let call_named = allow_row.is_some_and(|c| c["agent"] == AGENT);
     r.check(
-        "forward in agent: the exchange rows name the agent (from the socket's peer, no token)",
-        named,
-        || "no model row names the agent".into(),
+        "forward in agent: the exchange rows and the calls' rows name the agent and the calling process (from the socket's peer, no token)",
+        named && call_named,
+        || format!("exchange row naming the agent: {named}; call row {allow_row:?}"),
     );
 }
 

@@ -237,6 +237,13 @@ fn scenarios(s: &Suite, r: &mut Report) {
                 || format!("{rows:?}"),
             );
             r.check(
+                "audit: the MCP call rows name the agent whose server asked",
+                rows.iter()
+                    .filter(|x| x["action"] == "mcp.demo.echo")
+                    .any(|x| x["agent"] == AGENT && x["pid"].as_u64().is_some_and(|p| p > 0)),
+                || format!("{rows:?}"),
+            );
+            r.check(
                 "audit: denied read_file row (path_outside_scope)",
                 row("mcp.demo.read_file", "deny", "path_outside_scope"),
                 || format!("{rows:?}"),

@@ -99,14 +99,14 @@ fn stream(b: &mut cdp::Browser, played: &Played, shots: &Path, r: &mut Report) {
         .into_iter()
         .map(|(id, target)| json!([id, target]))
         .collect();
-    // Columns: seq, time, kind, operator, action, target, decision, reason, hash, call.
+    // Columns: seq, time, kind, operator, agent, action, target, decision, reason, hash, call.
     let expr = format!(
         "(() => {{ const want = {want}; const tied = {tied}; \
            const rows = [...document.querySelectorAll('#rows tbody tr')].map(tr => \
              ({{ cells: [...tr.children].map(td => td.textContent), call: tr.dataset.call, title: tr.querySelector('td.target')?.title }})); \
-           const calls = rows.filter(x => x.cells[2] === 'tool_call').map(x => [x.cells[4], x.cells[6], x.cells[7]].join(' ')); \
+           const calls = rows.filter(x => x.cells[2] === 'tool_call').map(x => [x.cells[5], x.cells[7], x.cells[8]].join(' ')); \
            const missing = want.filter(w => {{ const i = calls.indexOf(w); if (i < 0) return true; calls.splice(i, 1); return false; }}); \
-           const denied = rows.filter(x => x.cells[2] === 'kernel' && x.cells[6] === 'deny'); \
+           const denied = rows.filter(x => x.cells[2] === 'kernel' && x.cells[7] === 'deny'); \
            const linked = tied.every(([id, target]) => denied.some(x => x.call === id \
              && (x.title === target || x.title === target.split('/').pop()))); \
            return missing.length === 0 && calls.length === 0 && denied.length >= {kernel_denials} && linked \

@@ -575,6 +575,41 @@ fn checks(s: &Suite, chromium: &Path, r: &mut Report) -> anyhow::Result<()> {
     );
     s.shot(&mut b, "stream-filtered");
 
+    // --- the agent filter finds tool-call rows (they name their caller) -----
+    let by_agent = |b: &mut cdp::Browser, agent: &str| -> anyhow::Result<Value> {
+        b.eval(&format!(
+            "(() => {{ const f = document.getElementById('filters'); f.reset(); f.agent.value = {a}; \
+               f.kind.value = 'tool_call'; f.requestSubmit(); return true; }})()",
+            a = js_str(agent)
+        ))?;
+        b.wait_for(
+            "document.getElementById('stream-state').textContent === 'live'",
+            Duration::from_secs(15),
+        )?;
+        b.eval(
+            "[...document.querySelectorAll('#rows tbody tr')].map(tr => [tr.dataset.call, tr.querySelector('td.agent').textContent])",
+        )
+    };
+    let listed = |v: &Value, call: &str| {
+        v.as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r[0] == call))
+    };
+    let mine = by_agent(&mut b, AGENT)?;
+    let all_mine = mine
+        .as_array()
+        .is_some_and(|rows| rows.iter().all(|r| r[1] == AGENT));
+    let other = by_agent(&mut b, &format!("{AGENT}-other"))?;
+    r.check(
+        "console: the agent filter lists the agent's tool-call rows (its allowed call, not a call from outside every agent); another agent's filter lists none of them",
+        !kernel_id.is_empty()
+            && listed(&mine, &kernel_id)
+            && all_mine
+            && !listed(&mine, &allowed_id)
+            && !listed(&other, &kernel_id)
+            && other.as_array().is_some_and(|rows| rows.is_empty()),
+        || format!("call {kernel_id}; filter {AGENT}: {mine}; other agent: {other}"),
+    );
+
     // --- agents: a mode switch needs a confirmation token --------------------
     b.eval("location.hash = '#agents'")?;
     b.wait_for(

@@ -122,16 +122,12 @@ impl Agentd {
             .collect())
     }
 
-    /// Kernel rows of `agent` (its records carry `agent:<name> pid:N` as policy id).
+    /// Kernel rows of `agent` (rows name their agent in `agent`).
     pub fn kernel_rows(&self, agent: &str) -> anyhow::Result<Vec<Value>> {
-        let tag = format!("agent:{agent} ");
         Ok(self
             .audit()?
             .into_iter()
-            .filter(|r| {
-                r["kind"] == "kernel"
-                    && r["policy_id"].as_str().is_some_and(|p| p.starts_with(&tag))
-            })
+            .filter(|r| r["kind"] == "kernel" && r["agent"] == agent)
             .collect())
     }
 }

@@ -372,7 +372,7 @@ fn learn(sock: &std::path::Path, a: LearnArgs) -> anyhow::Result<()> {
         after = last.seq;
         rows.extend(batch.into_iter().filter(|r| {
             r.event.kind == agentd::audit::RecordKind::Kernel
-                && r.event.policy_id.starts_with(&format!("agent:{} ", a.name))
+                && agentd::audit::kernel_row::origin(&r.event).agent == a.name
         }));
     }
     let input = LearnInput {

@@ -271,8 +271,19 @@ fn print_pass(what: &Path, r: &VerifyReport, json: bool) -> anyhow::Result<()> {
 
 fn format_record(r: &Record) -> String {
     let e = &r.event;
+    // The subject (record format v2) goes last: the fields before keep their places.
+    let mut subject = String::new();
+    if !e.agent.is_empty() {
+        subject += &format!(" agent={}", e.agent);
+    }
+    if e.pid != 0 {
+        subject += &format!(" pid={}", e.pid);
+    }
+    if !e.access.is_empty() {
+        subject += &format!(" access={}", e.access);
+    }
     format!(
-        "{:>8} {} {:<9} {:<10} {} {} reason={} op={} session={} msg={} call={} policy={} {}µs",
+        "{:>8} {} {:<9} {:<10} {} {} reason={} op={} session={} msg={} call={} policy={} {}µs{subject}",
         r.seq,
         r.timestamp,
         e.kind.as_str(),

@@ -88,7 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut profiles = None;
     let mut call_row = None;
     if row.event.kind == RecordKind::Kernel {
-        let agent = kernel_row::origin(&row.event.policy_id).agent;
+        let agent = kernel_row::origin(&row.event).agent;
         if !agent.is_empty() {
             let path = format!("/v1/agent-settings/{agent}");
             match blocking(

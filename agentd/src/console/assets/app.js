@@ -65,6 +65,7 @@ function rowElement(r) {
     el("td", { title: r.timestamp }, r.timestamp.slice(11, 23)),
     el("td", {}, r.kind),
     el("td", { class: "operator" }, r.operator),
+    el("td", { class: "agent" }, r.agent || ""),
     el("td", {}, r.action),
     el("td", { class: "target", title: r.target }, clip(r.target, 80)),
     el("td", { class: "decision" }, r.decision),
@@ -112,6 +113,14 @@ function kv(pairs) {
   return dl;
 }
 
+// The process a row names: agent, pid and access mode (rows written before
+// they had fields of their own carry them in policy_id).
+function processOf(r) {
+  if (!r.pid && !r.access) return r.agent ? "agent:" + r.agent : r.policy_id;
+  return ["agent:" + (r.agent || ""), r.pid ? "pid:" + r.pid : "", r.access ? "access:" + r.access : ""]
+    .filter((x) => x).join(" ");
+}
+
 function rowsTable(rows) {
   const t = el("table", { class: "rows" },
     el("thead", {}, el("tr", {}, ...["seq", "time", "action", "target", "decision", "reason", "process", "row hash"].map((h) => el("th", {}, h)))));
@@ -120,7 +129,7 @@ function rowsTable(rows) {
     tb.append(el("tr", { class: "d-" + r.decision, "data-seq": String(r.seq) },
       el("td", { class: "num" }, r.seq), el("td", {}, r.timestamp.slice(11, 23)), el("td", {}, r.action),
       el("td", { class: "target" }, clip(r.target, 90)), el("td", { class: "decision" }, r.decision),
-      el("td", { class: "reason" }, r.reason_code), el("td", {}, r.policy_id), el("td", { class: "hash", title: r.hash }, short(r.hash))));
+      el("td", { class: "reason" }, r.reason_code), el("td", {}, processOf(r)), el("td", { class: "hash", title: r.hash }, short(r.hash))));
   }
   t.append(tb);
   return t;
