@@ -61,6 +61,28 @@ impl Instance {
         format!("{}.slice", self.name)
     }
 
+    /// Kills this instance's agents, removes their cgroups and its slice,
+    /// and unpins its maps and links (so its programs detach): what is left
+    /// when nothing may be adopted. Returns the agents that were stopped.
+    pub fn drop_kernel_state(&self, cgroup_root: &Path) -> Vec<String> {
+        let slice = cgroup_root.join(self.slice());
+        let agents = super::agent_cgroup::existing(&slice);
+        for agent in &agents {
+            if let Ok(cg) = super::agent_cgroup::open(&slice.join(agent)) {
+                let _ = super::agent_cgroup::kill_all(&cg);
+                for _ in 0..50 {
+                    if super::agent_cgroup::remove(&cg).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&slice);
+        let _ = std::fs::remove_dir_all(self.pin_dir());
+        agents
+    }
+
     /// Records which state directory owns this instance, so instances of
     /// deleted state directories (tests) can be garbage-collected.
     pub fn register(&self, state_dir: &Path) {
@@ -108,21 +130,7 @@ pub fn gc_orphans(cgroup_root: &Path) -> Vec<String> {
         if name == "agentd" || Path::new(&owner).exists() || !name.starts_with("agentd-") {
             continue;
         }
-        let instance = Instance { name: name.clone() };
-        let slice = cgroup_root.join(instance.slice());
-        for agent in super::agent_cgroup::existing(&slice) {
-            if let Ok(cg) = super::agent_cgroup::open(&slice.join(&agent)) {
-                let _ = super::agent_cgroup::kill_all(&cg);
-                for _ in 0..50 {
-                    if super::agent_cgroup::remove(&cg).is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(&slice);
-        let _ = std::fs::remove_dir_all(instance.pin_dir());
+        Instance { name: name.clone() }.drop_kernel_state(cgroup_root);
         let _ = std::fs::remove_file(e.path());
         removed.push(name);
     }

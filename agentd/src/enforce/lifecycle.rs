@@ -98,6 +98,7 @@ impl Enforcer {
             tracing::info!(instance = %gone, "removed the enforcement state of a deleted state directory");
         }
         instance.register(state_dir);
+        drop_unadoptable_state(&instance, &root, state_dir, sink.as_ref());
         let slice = agent_cgroup::ensure_slice(&root, &instance.slice())?;
         let (bpf, ring) = BpfState::start(&slice, &instance.pin_dir())?;
         let adopted = bpf.adopted;
@@ -402,4 +403,33 @@ impl Enforcer {
         );
         let _ = std::fs::remove_file(self.inner.state_dir.join("enforce-state.json"));
     }
+}
+
+/// Pinned maps are only adopted with the state file that names their
+/// entries: without it (a wiped or unreadable state directory) a new
+/// agentd would number grants and agents from 1 again over entries it
+/// cannot see — spent use tickets refusing new grants, another agent's
+/// unexpired grants claimable by an agent that gets its old id. So the
+/// instance's agents are stopped and its kernel state dropped, audited.
+fn drop_unadoptable_state(
+    instance: &bpf_state::Instance,
+    cgroup_root: &Path,
+    state_dir: &Path,
+    sink: &dyn AuditSink,
+) {
+    if !instance.pin_dir().exists() {
+        return;
+    }
+    let why = match persist::load(state_dir) {
+        Ok(Some(_)) => return,
+        Ok(None) => "no state file".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let stopped = instance.drop_kernel_state(cgroup_root);
+    tracing::warn!(instance = %instance.name, why = %why, stopped = ?stopped, "pinned enforcement state without its state file: agents stopped, kernel state dropped");
+    let _ = sink.append_lifecycle(
+        "enforcer_state_dropped",
+        &format!("{why}; agents stopped: [{}]", stopped.join(",")),
+        reason::ENFORCER_STATE_UNKNOWN,
+    );
 }

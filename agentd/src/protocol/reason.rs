@@ -306,6 +306,9 @@ pub const KERNEL_FEATURE_MISSING: &str = "kernel_feature_missing";
 pub const DAEMON_RESTART: &str = "daemon_restart";
 /// Enforcement started fresh (lifecycle rows).
 pub const STARTED: &str = "started";
+/// Pinned enforcement state was found without the state file that names
+/// its entries: its agents were stopped and the state dropped.
+pub const ENFORCER_STATE_UNKNOWN: &str = "enforcer_state_unknown";
 /// A kernel event a grant covered (kernel rows).
 pub const GRANT_MATCHED: &str = "grant_matched";
 /// A kernel event the agent's baseline covered (kernel rows).
