@@ -258,30 +258,21 @@ pub fn claim(
             reason::NO_GRANT
         });
     }
-    let Some(claimant_cgroup) = super::agent_cgroup::cgroup_of_pid(tgid) else {
+    let Some(cgroup) = super::agent_cgroup::cgroup_of_pid(tgid) else {
         tracing::debug!(agent = %agent.name, tgid, "claim refused: the claimant's cgroup is unreadable");
         return Err(reason::NOT_REQUESTER_TREE);
     };
+    let who = Claimant {
+        agent,
+        tgid,
+        cgroup,
+    };
+    // Read from the tracee at most once, and only if a grant names arguments.
     let mut argv: Option<Option<Vec<Vec<u8>>>> = None;
     let mut refused = reason::NOT_REQUESTER_TREE;
+    let is_exec = matches!(kind, Kind::Exec { .. });
     for (handle, pending, grant) in cands {
-        let kernel = pending.kernel(grant, None);
-        // Same leaf cgroup (checked by path), then the shared rule with the
-        // grant's own cgroup id standing for the claimant's.
-        let in_cgroup = in_requester_cgroup(&pending.requester, tgid, &claimant_cgroup);
-        if !in_cgroup || !may_claim(tgid, kernel.cgroup_id, &kernel, |t| maps.lineage(t)) {
-            // The walk, for whoever debugs a refused claim.
-            tracing::debug!(
-                agent = %agent.name,
-                tgid,
-                handle,
-                in_cgroup,
-                claimant_cgroup = %claimant_cgroup,
-                decided_at_ns = kernel.decided_at_ns,
-                requesters = ?&pending.requester.chain,
-                lineage = ?lineage_walk(tgid, |t| maps.lineage(t)),
-                "claim refused: not of the requester's tree"
-            );
+        if !of_requester_tree(maps, &who, handle, pending, grant) {
             continue;
         }
         if let Kind::Exec { argv: read } = &kind {
@@ -293,35 +284,90 @@ pub fn claim(
                 }
             }
         }
-        let is_exec = matches!(kind, Kind::Exec { .. });
-        if !is_exec && maps.file_claims.contains(&(handle, tgid)) {
-            // This process already claimed the grant: one tool call's
-            // in-process work (mkdir, temp file, rename) is one use.
+        if take(reg, maps, &who, handle, pending, is_exec)? {
             return Ok(handle);
         }
-        if !maps.spend(agent.id, pending.slot) {
-            refused = reason::GRANT_USED_UP;
-            continue;
-        }
-        if !is_exec {
-            maps.remember_file_claim(reg, handle, tgid);
-        }
-        if is_exec {
-            let binding = Binding {
-                call_id: handle,
-                agent_id: agent.id,
-                _pad: 0,
-            };
-            if let Err(e) = maps.bind(tgid, binding) {
-                // Fail closed: an exec claim that cannot bind does not run.
-                tracing::error!(error = %e, tgid, handle, "binding a claimed exec failed");
-                return Err(crate::protocol::reason::ENFORCER_ERROR);
-            }
-        }
-        tracing::info!(agent = %agent.name, tgid, handle, "pending grant claimed");
-        return Ok(handle);
+        refused = reason::GRANT_USED_UP;
     }
     Err(refused)
+}
+
+/// The process claiming, as the refusal logs name it.
+struct Claimant<'a> {
+    agent: &'a AgentEntry,
+    tgid: u32,
+    /// Its leaf cgroup's path.
+    cgroup: String,
+}
+
+/// Whether the claimant may claim this pending grant: same leaf cgroup
+/// (checked by path), then the shared rule with the grant's own cgroup id
+/// standing for the claimant's.
+fn of_requester_tree(
+    maps: &ClaimMaps,
+    who: &Claimant<'_>,
+    handle: u64,
+    pending: &PendingInfo,
+    grant: &KernelGrant,
+) -> bool {
+    let tgid = who.tgid;
+    let kernel = pending.kernel(grant, None);
+    let in_cgroup = in_requester_cgroup(&pending.requester, tgid, &who.cgroup);
+    if in_cgroup && may_claim(tgid, kernel.cgroup_id, &kernel, |t| maps.lineage(t)) {
+        return true;
+    }
+    // The walk, for whoever debugs a refused claim.
+    tracing::debug!(
+        agent = %who.agent.name,
+        tgid,
+        handle,
+        in_cgroup,
+        claimant_cgroup = %who.cgroup,
+        decided_at_ns = kernel.decided_at_ns,
+        requesters = ?&pending.requester.chain,
+        lineage = ?lineage_walk(tgid, |t| maps.lineage(t)),
+        "claim refused: not of the requester's tree"
+    );
+    false
+}
+
+/// Takes the grant for the claimant: spends a use (a file claim the
+/// process already made spends none) and binds an exec to the call.
+/// `Ok(false)` when its uses are spent; `Err` when an exec cannot be bound.
+fn take(
+    reg: &Registry,
+    maps: &mut ClaimMaps,
+    who: &Claimant<'_>,
+    handle: u64,
+    pending: &PendingInfo,
+    is_exec: bool,
+) -> Result<bool, &'static str> {
+    let (agent, tgid) = (who.agent, who.tgid);
+    if !is_exec && maps.file_claims.contains(&(handle, tgid)) {
+        // This process already claimed the grant: one tool call's
+        // in-process work (mkdir, temp file, rename) is one use.
+        return Ok(true);
+    }
+    if !maps.spend(agent.id, pending.slot) {
+        return Ok(false);
+    }
+    if !is_exec {
+        maps.remember_file_claim(reg, handle, tgid);
+    }
+    if is_exec {
+        let binding = Binding {
+            call_id: handle,
+            agent_id: agent.id,
+            _pad: 0,
+        };
+        if let Err(e) = maps.bind(tgid, binding) {
+            // Fail closed: an exec claim that cannot bind does not run.
+            tracing::error!(error = %e, tgid, handle, "binding a claimed exec failed");
+            return Err(crate::protocol::reason::ENFORCER_ERROR);
+        }
+    }
+    tracing::info!(agent = %agent.name, tgid, handle, "pending grant claimed");
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -70,89 +70,116 @@ fn mcp_name(label: &str) -> String {
 
 /// The provider-run tools a request declares, in request order.
 pub fn find(provider: Provider, body: &Value) -> Vec<ProviderTool> {
-    let mut out = Vec::new();
-    let tools = body["tools"].as_array();
     match provider {
-        Provider::OpenAiChat => {
-            if body.get("web_search_options").is_some_and(|v| !v.is_null()) {
-                out.push(tool(
-                    Locator::Field("web_search_options"),
-                    "web_search",
-                    "web_search",
-                    json!({}),
-                ));
-            }
+        Provider::OpenAiChat => openai_chat_tools(body),
+        Provider::OpenAiResponses => openai_responses_tools(body),
+        Provider::Anthropic => anthropic_tools(body),
+        Provider::Gemini => gemini_tools(body),
+    }
+}
+
+/// The entries of the request's `tools` list (none when it is absent or
+/// not a list), with their positions: a Locator points back at them.
+fn tool_entries(body: &Value) -> impl Iterator<Item = (usize, &Value)> {
+    body["tools"].as_array().into_iter().flatten().enumerate()
+}
+
+/// Chat Completions has no tools list entry for search: a non-null
+/// `web_search_options` field turns it on.
+fn openai_chat_tools(body: &Value) -> Vec<ProviderTool> {
+    let mut out = Vec::new();
+    if body.get("web_search_options").is_some_and(|v| !v.is_null()) {
+        out.push(tool(
+            Locator::Field("web_search_options"),
+            "web_search",
+            "web_search",
+            json!({}),
+        ));
+    }
+    out
+}
+
+/// The Responses API's hosted tools: search, remote MCP servers, and the
+/// other built-ins named by their own type.
+fn openai_responses_tools(body: &Value) -> Vec<ProviderTool> {
+    let mut out = Vec::new();
+    for (i, t) in tool_entries(body) {
+        let ty = t["type"].as_str().unwrap_or_default();
+        if ty.starts_with("web_search") {
+            out.push(tool(Locator::Tool(i), ty, "web_search", json!({})));
+        } else if ty == "mcp" {
+            let label = t["server_label"].as_str().unwrap_or_default();
+            out.push(tool(
+                Locator::Tool(i),
+                ty,
+                &mcp_name(label),
+                json!({ "server_url": t["server_url"], "connector_id": t["connector_id"] }),
+            ));
+        } else if matches!(
+            ty,
+            "file_search" | "code_interpreter" | "image_generation" | "tool_search"
+        ) {
+            out.push(tool(Locator::Tool(i), ty, ty, json!({})));
         }
-        Provider::OpenAiResponses => {
-            for (i, t) in tools.into_iter().flatten().enumerate() {
-                let ty = t["type"].as_str().unwrap_or_default();
-                if ty.starts_with("web_search") {
-                    out.push(tool(Locator::Tool(i), ty, "web_search", json!({})));
-                } else if ty == "mcp" {
-                    let label = t["server_label"].as_str().unwrap_or_default();
-                    out.push(tool(
-                        Locator::Tool(i),
-                        ty,
-                        &mcp_name(label),
-                        json!({ "server_url": t["server_url"], "connector_id": t["connector_id"] }),
-                    ));
-                } else if matches!(
-                    ty,
-                    "file_search" | "code_interpreter" | "image_generation" | "tool_search"
-                ) {
-                    out.push(tool(Locator::Tool(i), ty, ty, json!({})));
-                }
-            }
-        }
-        Provider::Anthropic => {
-            for (i, t) in tools.into_iter().flatten().enumerate() {
-                let ty = t["type"].as_str().unwrap_or_default();
-                let name = if ty.starts_with("web_search_") {
-                    "WebSearch"
-                } else if ty.starts_with("web_fetch_") {
-                    "WebFetch"
-                } else if ty.starts_with("code_execution_") {
-                    "code_execution"
-                } else {
-                    continue;
-                };
-                out.push(tool(Locator::Tool(i), ty, name, json!({})));
-            }
-            for (i, s) in body["mcp_servers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let label = s["name"].as_str().unwrap_or_default();
-                out.push(tool(
-                    Locator::McpServer(i),
-                    "mcp_server",
-                    &mcp_name(label),
-                    json!({ "server_url": s["url"] }),
-                ));
-            }
-        }
-        Provider::Gemini => {
-            for (i, t) in tools.into_iter().flatten().enumerate() {
-                let Some(obj) = t.as_object() else { continue };
-                for key in obj.keys() {
-                    let name = match key.as_str() {
-                        "googleSearch"
-                        | "google_search"
-                        | "googleSearchRetrieval"
-                        | "google_search_retrieval" => "google_web_search",
-                        "urlContext" | "url_context" => "web_fetch",
-                        "codeExecution" | "code_execution" => "code_execution",
-                        "googleMaps" | "google_maps" => "google_maps",
-                        "fileSearch" | "file_search" => "file_search",
-                        "computerUse" | "computer_use" => "computer_use",
-                        // Client tools (functionDeclarations) and unknown keys.
-                        _ => continue,
-                    };
-                    out.push(tool(Locator::ToolKey(i, key.clone()), key, name, json!({})));
-                }
-            }
+    }
+    out
+}
+
+/// Anthropic's server tools (versioned types such as `web_search_20250305`)
+/// and the MCP connector's `mcp_servers`, listed after the tools.
+fn anthropic_tools(body: &Value) -> Vec<ProviderTool> {
+    let mut out = Vec::new();
+    for (i, t) in tool_entries(body) {
+        let ty = t["type"].as_str().unwrap_or_default();
+        let name = if ty.starts_with("web_search_") {
+            "WebSearch"
+        } else if ty.starts_with("web_fetch_") {
+            "WebFetch"
+        } else if ty.starts_with("code_execution_") {
+            "code_execution"
+        } else {
+            continue;
+        };
+        out.push(tool(Locator::Tool(i), ty, name, json!({})));
+    }
+    for (i, s) in body["mcp_servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let label = s["name"].as_str().unwrap_or_default();
+        out.push(tool(
+            Locator::McpServer(i),
+            "mcp_server",
+            &mcp_name(label),
+            json!({ "server_url": s["url"] }),
+        ));
+    }
+    out
+}
+
+/// Gemini names a built-in tool by a key of a `tools` entry (either case
+/// spelling is accepted by the API), so one entry can hold several.
+fn gemini_tools(body: &Value) -> Vec<ProviderTool> {
+    let mut out = Vec::new();
+    for (i, t) in tool_entries(body) {
+        let Some(obj) = t.as_object() else { continue };
+        for key in obj.keys() {
+            let name = match key.as_str() {
+                "googleSearch"
+                | "google_search"
+                | "googleSearchRetrieval"
+                | "google_search_retrieval" => "google_web_search",
+                "urlContext" | "url_context" => "web_fetch",
+                "codeExecution" | "code_execution" => "code_execution",
+                "googleMaps" | "google_maps" => "google_maps",
+                "fileSearch" | "file_search" => "file_search",
+                "computerUse" | "computer_use" => "computer_use",
+                // Client tools (functionDeclarations) and unknown keys.
+                _ => continue,
+            };
+            out.push(tool(Locator::ToolKey(i, key.clone()), key, name, json!({})));
         }
     }
     out

@@ -145,42 +145,85 @@ pub fn expand_entry(
     at: &str,
 ) -> Result<Vec<String>, ProfileError> {
     let toks = tokens(entry, at)?;
-    // A directory placeholder joined to more name (`{workspace}./x`,
-    // `{tmp}foo`) would make the path depend on how the value is spelt (a
-    // trailing `/` turns `./x` into a `.` component): what follows one must
-    // start a new component.
+    check_directory_joins(&toks, entry, at)?;
+    if let Some(whole) = whole_entries(&toks, list, vars, at)? {
+        return Ok(whole);
+    }
+    // An unset optional placeholder (no home, workspace or agentctl) drops
+    // the entry rather than leaving a path with a hole in it.
+    let Some(s) = substitute(&toks, vars, at)? else {
+        return Ok(vec![]);
+    };
+    if list == "connect" {
+        parse_destination(&s).map_err(|e| invalid(at, format!("`{entry}`: {e}")))?;
+    } else {
+        check_path(&s).map_err(|m| invalid(at, format!("`{entry}`: {m}")))?;
+    }
+    Ok(vec![s])
+}
+
+fn invalid(at: &str, message: String) -> ProfileError {
+    ProfileError::Invalid {
+        at: at.into(),
+        message,
+    }
+}
+
+/// A directory placeholder joined to more name (`{workspace}./x`,
+/// `{tmp}foo`) would make the path depend on how the value is spelt (a
+/// trailing `/` turns `./x` into a `.` component): what follows one must
+/// start a new component.
+fn check_directory_joins(toks: &[(bool, &str)], entry: &str, at: &str) -> Result<(), ProfileError> {
     for pair in toks.windows(2) {
         if let [(true, name), (false, text)] = pair {
             if PATH_PLACEHOLDERS.contains(name) && !text.starts_with('/') {
-                return Err(ProfileError::Invalid {
-                    at: at.into(),
-                    message: format!(
-                        "`{entry}`: {{{name}}} must be followed by `/` or end the entry"
-                    ),
-                });
+                return Err(invalid(
+                    at,
+                    format!("`{entry}`: {{{name}}} must be followed by `/` or end the entry"),
+                ));
             }
         }
     }
-    let invalid = |message: String| ProfileError::Invalid {
-        at: at.into(),
-        message,
-    };
+    Ok(())
+}
+
+/// `{dns}` and `{model_endpoint}` stand for whole `connect` entries: their
+/// values, when the entry is one of them alone; `None` for any other entry.
+fn whole_entries(
+    toks: &[(bool, &str)],
+    list: &str,
+    vars: &Vars,
+    at: &str,
+) -> Result<Option<Vec<String>>, ProfileError> {
     for whole in WHOLE_ENTRIES {
         if toks.contains(&(true, whole)) {
             if list != "connect" || toks.len() != 1 {
-                return Err(invalid(format!(
-                    "{{{whole}}} stands for whole `connect` entries; write it alone in `connect`"
-                )));
+                return Err(invalid(
+                    at,
+                    format!(
+                        "{{{whole}}} stands for whole `connect` entries; write it alone in `connect`"
+                    ),
+                ));
             }
-            return Ok(if whole == &"dns" {
+            return Ok(Some(if whole == &"dns" {
                 vars.dns.clone()
             } else {
                 vars.model_endpoint.clone()
-            });
+            }));
         }
     }
+    Ok(None)
+}
+
+/// The entry with every placeholder replaced by its value; `None` when an
+/// optional one (home, workspace, agentctl) is unset for this agent.
+fn substitute(
+    toks: &[(bool, &str)],
+    vars: &Vars,
+    at: &str,
+) -> Result<Option<String>, ProfileError> {
     let mut s = String::new();
-    for (is_var, text) in toks {
+    for &(is_var, text) in toks {
         if !is_var {
             s.push_str(text);
             continue;
@@ -193,11 +236,11 @@ pub fn expand_entry(
         match text {
             "home" => match vars.home.as_deref() {
                 Some(h) => s.push_str(h),
-                None => return Ok(vec![]),
+                None => return Ok(None),
             },
             "workspace" => match vars.workspace.as_deref() {
                 Some(w) => s.push_str(w),
-                None => return Ok(vec![]),
+                None => return Ok(None),
             },
             "node" => s.push_str(&vars.node),
             "install_dir" => s.push_str(vars.install_dir.as_deref().ok_or_else(|| {
@@ -208,17 +251,12 @@ pub fn expand_entry(
             "uid" => s.push_str(&vars.uid.to_string()),
             "agentctl" => match vars.agentctl.as_deref() {
                 Some(a) => s.push_str(a),
-                None => return Ok(vec![]),
+                None => return Ok(None),
             },
             _ => unreachable!("tokens() admits only known placeholders"),
         }
     }
-    if list == "connect" {
-        parse_destination(&s).map_err(|e| invalid(format!("`{entry}`: {e}")))?;
-    } else {
-        check_path(&s).map_err(|m| invalid(format!("`{entry}`: {m}")))?;
-    }
-    Ok(vec![s])
+    Ok(Some(s))
 }
 
 /// An expanded path must be absolute and clean: `..` and `.` would make a

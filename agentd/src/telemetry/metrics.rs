@@ -57,87 +57,75 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every family.
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = Registry::new_custom(Some("agentd".into()), None)?;
-        let decisions = IntCounterVec::new(
-            Opts::new(
+        let m = Self {
+            registry: Registry::new_custom(Some("agentd".into()), None)?,
+            decisions: int_counters(
                 "decisions_total",
                 "Audited decisions by row kind, result and reason code.",
-            ),
-            &["kind", "decision", "reason"],
-        )?;
-        let kernel_denials = IntCounterVec::new(
-            Opts::new(
+                &["kind", "decision", "reason"],
+            )?,
+            kernel_denials: int_counters(
                 "kernel_denials_total",
                 "Kernel-layer denials (and audit-only would-denies) by hook.",
-            ),
-            &["hook", "decision"],
-        )?;
-        let decision_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "decision_latency_seconds",
-                "Time to decide, as audited (tool calls include an approval wait).",
-            )
-            .buckets(DECISION_BUCKETS.to_vec()),
-            &["kind"],
-        )?;
-        let audit_seq = IntGauge::new(
-            "audit_head_seq",
-            "Sequence number of the newest audit row counted.",
-        )?;
-        let grants_live = IntGaugeVec::new(
-            Opts::new(
+                &["hook", "decision"],
+            )?,
+            decision_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "decision_latency_seconds",
+                    "Time to decide, as audited (tool calls include an approval wait).",
+                )
+                .buckets(DECISION_BUCKETS.to_vec()),
+                &["kind"],
+            )?,
+            audit_seq: IntGauge::new(
+                "audit_head_seq",
+                "Sequence number of the newest audit row counted.",
+            )?,
+            grants_live: int_gauges(
                 "grants_live",
                 "Kernel grants installed for tool calls, per agent.",
-            ),
-            &["agent"],
-        )?;
-        let kernel = IntGaugeVec::new(
-            Opts::new(
+                &["agent"],
+            )?,
+            kernel: int_gauges(
                 "enforcer_events",
                 "Enforcer totals since it started (kernel allowed/denied, events dropped or suppressed, exec kills, supervisor notifications and decisions).",
-            ),
-            &["event"],
-        )?;
-        let receipts = IntGaugeVec::new(
-            Opts::new(
+                &["event"],
+            )?,
+            receipts: int_gauges(
                 "receipt_queue",
                 "Receipt queue rows by state (pending = backlog).",
-            ),
-            &["state"],
-        )?;
-        let receipt_worker = GaugeVec::new(
-            Opts::new(
-                "receipt_worker",
-                "The receipt render worker since start: receipts rendered, seconds spent rendering, receipts per second of one busy core.",
-            ),
-            &["stat"],
-        )?;
-        let audit_commits = AuditCommits::new();
+                &["state"],
+            )?,
+            receipt_worker: GaugeVec::new(
+                Opts::new(
+                    "receipt_worker",
+                    "The receipt render worker since start: receipts rendered, seconds spent rendering, receipts per second of one busy core.",
+                ),
+                &["stat"],
+            )?,
+            audit_commits: AuditCommits::new(),
+        };
+        m.register_all()?;
+        Ok(m)
+    }
+
+    /// Registers the families in the registry (in the order a scrape
+    /// lists them).
+    fn register_all(&self) -> Result<(), MetricsError> {
         for c in [
-            Box::new(decisions.clone()) as Box<dyn Collector>,
-            Box::new(kernel_denials.clone()),
-            Box::new(decision_latency.clone()),
-            Box::new(audit_seq.clone()),
-            Box::new(grants_live.clone()),
-            Box::new(kernel.clone()),
-            Box::new(receipts.clone()),
-            Box::new(receipt_worker.clone()),
-            Box::new(audit_commits.clone()),
+            Box::new(self.decisions.clone()) as Box<dyn Collector>,
+            Box::new(self.kernel_denials.clone()),
+            Box::new(self.decision_latency.clone()),
+            Box::new(self.audit_seq.clone()),
+            Box::new(self.grants_live.clone()),
+            Box::new(self.kernel.clone()),
+            Box::new(self.receipts.clone()),
+            Box::new(self.receipt_worker.clone()),
+            Box::new(self.audit_commits.clone()),
         ] {
-            registry.register(c)?;
+            self.registry.register(c)?;
         }
-        Ok(Self {
-            registry,
-            decisions,
-            kernel_denials,
-            decision_latency,
-            audit_seq,
-            grants_live,
-            kernel,
-            receipts,
-            receipt_worker,
-            audit_commits,
-        })
+        Ok(())
     }
 
     /// Counts one committed audit row.
@@ -203,6 +191,16 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+/// An integer counter family with the given labels.
+fn int_counters(name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    Ok(IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// An integer gauge family with the given labels.
+fn int_gauges(name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+    Ok(IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 fn gauge(n: u64) -> i64 {

@@ -138,6 +138,8 @@ fn text_within(bytes: &[u8], max: usize) -> (String, bool) {
     (s[..end].to_string(), true)
 }
 
+/// One message: starts the runtime under `agentctl run`, feeds it the
+/// message text, waits up to `limit` and turns what it did into a result.
 fn run_one(
     me: &Path,
     a: &Args,
@@ -150,6 +152,42 @@ fn run_one(
         .ok()
         .flatten()
         .with_context(|| format!("no user `{user}`"))?;
+    let mut child = runtime_command(me, a, entry, cgroup, user, &pw.dir)
+        .spawn()
+        .context("starting agentctl run")?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let text = entry.text.clone();
+    // A runtime that never reads its stdin must not block the driver.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(text.as_bytes());
+    });
+    let out = bounded_reader(child.stdout.take().expect("piped"), MAX_REPLY_BYTES);
+    let err = bounded_reader(child.stderr.take().expect("piped"), 8 * 1024);
+    let (status, timed_out) = wait_within(&mut child, cgroup, limit)?;
+    let (stdout, cut) = out.join().unwrap_or_default();
+    let (stderr, _) = err.join().unwrap_or_default();
+    if !stderr.is_empty() {
+        let _ = std::io::stderr().write_all(&stderr);
+    }
+    let (reply, cut2) = text_within(&stdout, MAX_REPLY_BYTES);
+    Ok(RunResult {
+        outcome: outcome_of(status, timed_out),
+        exit_code: exit_code_of(status),
+        reply,
+        reply_truncated: cut || cut2,
+    })
+}
+
+/// `agentctl run` as the agent's user, in the run's cgroup, with all three
+/// standard streams piped (the message goes in on stdin, never in argv).
+fn runtime_command(
+    me: &Path,
+    a: &Args,
+    entry: &InboxEntry,
+    cgroup: &Path,
+    user: &str,
+    home: &Path,
+) -> Command {
     let mut cmd = Command::new(me);
     cmd.arg("run")
         .arg("--agent")
@@ -165,7 +203,7 @@ fn run_one(
         .arg("--")
         .args(&a.runtime)
         // The runtime's own environment: the agent user's home, not ours.
-        .env("HOME", &pw.dir)
+        .env("HOME", home)
         .env("USER", user)
         .env("LOGNAME", user)
         .env("AGENTD_INBOX_ENTRY", entry.id.to_string())
@@ -174,54 +212,49 @@ fn run_one(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting agentctl run")?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let text = entry.text.clone();
-    // A runtime that never reads its stdin must not block the driver.
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(text.as_bytes());
-    });
-    let out = bounded_reader(child.stdout.take().expect("piped"), MAX_REPLY_BYTES);
-    let err = bounded_reader(child.stderr.take().expect("piped"), 8 * 1024);
+    cmd
+}
+
+/// Waits for the run to end; at `limit` kills its whole cgroup. Returns
+/// the exit status and whether the time limit ended it.
+fn wait_within(
+    child: &mut std::process::Child,
+    cgroup: &Path,
+    limit: Duration,
+) -> anyhow::Result<(std::process::ExitStatus, bool)> {
     let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
+    loop {
         if let Some(s) = child.try_wait()? {
-            break s;
+            return Ok((s, false));
         }
         if Instant::now() >= deadline {
-            timed_out = true;
             // Everything of the run goes at once: the runtime, its tools,
             // anything they left in the background.
             if let Err(e) = std::fs::write(cgroup.join("cgroup.kill"), "1") {
                 eprintln!("agentctl agent serve: killing {}: {e}", cgroup.display());
             }
             let _ = child.kill();
-            break child.wait()?;
+            return Ok((child.wait()?, true));
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let (stdout, cut) = out.join().unwrap_or_default();
-    let (stderr, _) = err.join().unwrap_or_default();
-    if !stderr.is_empty() {
-        let _ = std::io::stderr().write_all(&stderr);
     }
-    let (reply, cut2) = text_within(&stdout, MAX_REPLY_BYTES);
+}
+
+/// The exit code, or 128 + the signal for a run a signal ended (the
+/// shell's convention, so a reader sees a number either way).
+fn exit_code_of(status: std::process::ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().or(status.signal().map(|s| 128 + s));
-    let outcome = if timed_out {
+    status.code().or(status.signal().map(|s| 128 + s))
+}
+
+fn outcome_of(status: std::process::ExitStatus, timed_out: bool) -> Outcome {
+    if timed_out {
         Outcome::TimedOut
     } else if status.success() {
         Outcome::Ok
     } else {
         Outcome::Failed
-    };
-    Ok(RunResult {
-        outcome,
-        exit_code: code,
-        reply,
-        reply_truncated: cut || cut2,
-    })
+    }
 }
 
 #[cfg(test)]
