@@ -63,11 +63,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         unsafe { std::env::set_var(EXPECT_BACKEND_ENV, &backend) };
     }
 
+    // The fuzz targets build at idle priority beside the unit tests, which
+    // spend most of their time waiting on daemons and kernels.
+    println!(
+        "  fuzz targets: building in the background at idle priority (log: target/fuzz-build.log)"
+    );
+    let fuzz_build = crate::fuzz::start_smoke_build();
     step("unit and host tests: cargo test --workspace (privileged tests run as root)");
     tally.absorb(cargo_test()?);
 
     step("fuzz smoke: every fuzz target built and run from its committed seeds (cargo-fuzz, pinned nightly)");
-    tally.absorb(crate::fuzz::smoke());
+    tally.absorb(crate::fuzz::smoke(Some(fuzz_build)));
 
     step("host scenarios: agentd-scenarios against the backend doctor picks here");
     tally.absorb(host_scenarios());
