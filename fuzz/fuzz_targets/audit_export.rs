@@ -41,6 +41,15 @@ fn original() -> &'static Original {
             ev.target = format!("/charts/{seq}");
             ev.decision = if seq % 2 == 0 { "deny" } else { "allow" }.into();
             ev.latency_us = seq * 10;
+            // Rows 4 and 5 name their subject (hashed as format v2), the
+            // rest do not (v1): one chain across both formats.
+            if seq >= 4 {
+                ev.agent = "mail".into();
+                ev.pid = 4000 + seq as u32;
+            }
+            if seq == 5 {
+                ev.access = "read".into();
+            }
             let r = Record::seal(seq, format!("2026-12-01T00:00:0{seq}.000000Z"), ev, prev);
             prev = r.hash.clone();
             lines.push(serde_json::to_string(&ExportLine::Record(r.clone())).unwrap());
