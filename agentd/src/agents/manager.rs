@@ -281,6 +281,42 @@ impl AgentManager {
         let mut extras = def.extras();
         // Hooks (`agentctl hook …`) and tool runners (`agentctl exec`) run it.
         extras.exec.push("{agentctl}".into());
+        let model_endpoint = self.model_endpoint(def)?;
+        let mut vars = self.vars(def)?;
+        vars.model_endpoint = model_endpoint.clone();
+        // The runtime reaches its model whether or not its profiles say {model_endpoint}.
+        extras.connect.extend(model_endpoint);
+        // Every agent starts from the default baseline: system code and
+        // libraries, the devices every process touches, its own /proc entry.
+        let base = default_profile();
+        chosen.insert(0, ("default", &base));
+        let composed = profile::compose(&chosen, &extras, &vars, self.protected.as_ref()).map_err(
+            |source| AgentsError::Profile {
+                agent: def.name.clone(),
+                source,
+            },
+        )?;
+        let mut spec = composed.spec;
+        let (exec, missing): (Vec<_>, Vec<_>) = spec.exec.drain(..).partition(|p| p.is_file());
+        spec.exec = exec;
+        Ok(AgentView {
+            def: def.clone(),
+            baseline: Some(spec),
+            baseline_error: None,
+            missing_exec: missing,
+            write_exceptions: composed.write_exceptions,
+            model_api_env: chosen
+                .iter()
+                .skip(1)
+                .filter_map(|(n, p)| p.model_api.clone().map(|m| (n.to_string(), m)))
+                .collect(),
+            running: None,
+        })
+    }
+
+    /// Where the agent's runtime reaches its model: the forward proxy's TCP
+    /// listener, the direct API host's addresses, or nowhere.
+    fn model_endpoint(&self, def: &AgentDef) -> Result<Vec<String>, AgentsError> {
         let mut model_endpoint = Vec::new();
         match def.model_api()? {
             None => {}
@@ -314,36 +350,7 @@ impl AgentManager {
                 }
             }
         }
-        let mut vars = self.vars(def)?;
-        vars.model_endpoint = model_endpoint.clone();
-        // The runtime reaches its model whether or not its profiles say {model_endpoint}.
-        extras.connect.extend(model_endpoint);
-        // Every agent starts from the default baseline: system code and
-        // libraries, the devices every process touches, its own /proc entry.
-        let base = default_profile();
-        chosen.insert(0, ("default", &base));
-        let composed = profile::compose(&chosen, &extras, &vars, self.protected.as_ref()).map_err(
-            |source| AgentsError::Profile {
-                agent: def.name.clone(),
-                source,
-            },
-        )?;
-        let mut spec = composed.spec;
-        let (exec, missing): (Vec<_>, Vec<_>) = spec.exec.drain(..).partition(|p| p.is_file());
-        spec.exec = exec;
-        Ok(AgentView {
-            def: def.clone(),
-            baseline: Some(spec),
-            baseline_error: None,
-            missing_exec: missing,
-            write_exceptions: composed.write_exceptions,
-            model_api_env: chosen
-                .iter()
-                .skip(1)
-                .filter_map(|(n, p)| p.model_api.clone().map(|m| (n.to_string(), m)))
-                .collect(),
-            running: None,
-        })
+        Ok(model_endpoint)
     }
 
     fn enforcer(&self) -> Option<Enforcer> {

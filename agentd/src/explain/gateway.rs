@@ -170,85 +170,14 @@ fn add_fixes(
     let ev = &r.event;
     let code = ev.reason_code.as_str();
     let (args, operator, verified) = (call.args, call.operator, call.verified);
+    if let Some(fix) = standing_fix(r, operator) {
+        e.fixes.push(fix);
+        return;
+    }
     match code {
-        rc::UNKNOWN_ACTIVE_MESSAGE
-        | rc::ACTIVE_MESSAGE_EXPIRED
-        | rc::ACTIVE_MESSAGE_OTHER_AGENT
-        | rc::NO_ACTIVE_MESSAGE => e.fixes.push(Fix {
-            summary: "no policy line can: have the operator send the request as a signed message and run the runtime with its id (the driver does both)".into(),
-            toml: None,
-            command: Some("agentctl send --operator ID --key-file KEY --session S --agent AGENT -- \"TEXT\"; agentctl agent serve AGENT -- RUNTIME…".into()),
-            verified: false,
-        }),
-        rc::UNSIGNED_MESSAGE | rc::SIGNATURE_MISMATCH | rc::OPERATOR_REVOKED => e.fixes.push(Fix {
-            summary: format!("no policy line can (untrusted messages never carry tool rights): `{operator}` must send the request signed with their current key"),
-            toml: None,
-            command: Some(format!("agentctl send --operator {} --key-file KEY --session S --agent AGENT -- \"TEXT\"", if operator.is_empty() { "ID" } else { operator })),
-            verified: false,
-        }),
-        rc::UNKNOWN_OPERATOR => e.fixes.push(Fix {
-            summary: format!("enrol `{operator}` with a role (then they sign their messages with the key printed)"),
-            toml: None,
-            command: Some(format!("agentctl operator add {operator} --role ROLE")),
-            verified: false,
-        }),
-        rc::SESSION_OPERATOR_MISMATCH => e.fixes.push(Fix {
-            summary: "no policy line can: use another session, or release this one's binding".into(),
-            toml: None,
-            command: Some(format!("agentctl session release {}", ev.session)),
-            verified: false,
-        }),
-        rc::NO_POLICY => e.fixes.push(Fix {
-            summary: "load a policy".into(),
-            toml: None,
-            command: Some("agentctl policy load POLICY.toml".into()),
-            verified: false,
-        }),
-        rc::UNKNOWN_TOOL => {
-            if let Some((rt, tool)) = ev.action.split_once(':') {
-                let mut snippet = format!(
-                    "[runtime.{}.tools.{}]\naction = \"ACTION\"\n",
-                    render::key(rt),
-                    render::key(tool)
-                );
-                if let Some(a) = &args {
-                    let pairs: Vec<String> = a
-                        .keys()
-                        .map(|k| format!("{} = {}", render::key(k), render::quote(k)))
-                        .collect();
-                    snippet.push_str(&format!("args = {{ {} }}\n", pairs.join(", ")));
-                }
-                e.fixes.push(Fix {
-                    summary: format!("map `{tool}` to a policy action (ACTION must be defined in [actions] and allowed to the role; args name the tool input fields)"),
-                    toml: Some(snippet),
-                    command: None,
-                    verified: false,
-                });
-            }
-        }
-        rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => e.fixes.push(Fix {
-            summary: "no policy line can: an administrator lifts the suspension (see `agentctl suspend list`)".into(),
-            toml: None,
-            command: Some(match code {
-                rc::OPERATOR_SUSPENDED => format!("agentctl resume operator {operator}"),
-                rc::AGENT_SUSPENDED => "agentctl resume agent NAME".into(),
-                _ => "agentctl resume all".into(),
-            }),
-            verified: false,
-        }),
+        rc::UNKNOWN_TOOL => e.fixes.extend(tool_mapping_fix(r, args)),
         rc::USAGE_THRESHOLD => e.fixes.extend(usage_fix(ctx, policy, &ev.action)),
         rc::RATE_LIMITED => e.fixes.extend(rate_fix(ctx, policy, &ev.action)),
-        rc::APPROVAL_REQUIRED
-        | rc::APPROVAL_DENIED
-        | rc::APPROVAL_TIMEOUT
-        | rc::APPROVAL_EXPIRED
-        | rc::APPROVAL_QUEUE_FULL
-        | rc::APPROVAL_UNAVAILABLE => e.fixes.push(Fix {
-            summary: "no policy line is at fault: the policy asks a person; answer in time (or drop `approval = \"required\"` from the action)".into(),
-            toml: None,
-            command: Some("agentctl approvals list; agentctl approvals approve ID".into()),
-            verified: false,
-        }),
         _ => {
             if let Some(fix) = policy_fix(r, ctx, policy, args, operator, verified) {
                 e.fixes.push(fix);
@@ -257,6 +186,96 @@ fn add_fixes(
             }
         }
     }
+}
+
+/// The fix of a refusal that depends on no rule of the policy (the
+/// message, the operator's enrolment, the session, a suspension, an
+/// approval): always the same step, whatever the policy says.
+fn standing_fix(r: &Record, operator: &str) -> Option<Fix> {
+    let ev = &r.event;
+    let code = ev.reason_code.as_str();
+    Some(match code {
+        rc::UNKNOWN_ACTIVE_MESSAGE
+        | rc::ACTIVE_MESSAGE_EXPIRED
+        | rc::ACTIVE_MESSAGE_OTHER_AGENT
+        | rc::NO_ACTIVE_MESSAGE => Fix {
+            summary: "no policy line can: have the operator send the request as a signed message and run the runtime with its id (the driver does both)".into(),
+            toml: None,
+            command: Some("agentctl send --operator ID --key-file KEY --session S --agent AGENT -- \"TEXT\"; agentctl agent serve AGENT -- RUNTIME…".into()),
+            verified: false,
+        },
+        rc::UNSIGNED_MESSAGE | rc::SIGNATURE_MISMATCH | rc::OPERATOR_REVOKED => Fix {
+            summary: format!("no policy line can (untrusted messages never carry tool rights): `{operator}` must send the request signed with their current key"),
+            toml: None,
+            command: Some(format!("agentctl send --operator {} --key-file KEY --session S --agent AGENT -- \"TEXT\"", if operator.is_empty() { "ID" } else { operator })),
+            verified: false,
+        },
+        rc::UNKNOWN_OPERATOR => Fix {
+            summary: format!("enrol `{operator}` with a role (then they sign their messages with the key printed)"),
+            toml: None,
+            command: Some(format!("agentctl operator add {operator} --role ROLE")),
+            verified: false,
+        },
+        rc::SESSION_OPERATOR_MISMATCH => Fix {
+            summary: "no policy line can: use another session, or release this one's binding".into(),
+            toml: None,
+            command: Some(format!("agentctl session release {}", ev.session)),
+            verified: false,
+        },
+        rc::NO_POLICY => Fix {
+            summary: "load a policy".into(),
+            toml: None,
+            command: Some("agentctl policy load POLICY.toml".into()),
+            verified: false,
+        },
+        rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => Fix {
+            summary: "no policy line can: an administrator lifts the suspension (see `agentctl suspend list`)".into(),
+            toml: None,
+            command: Some(match code {
+                rc::OPERATOR_SUSPENDED => format!("agentctl resume operator {operator}"),
+                rc::AGENT_SUSPENDED => "agentctl resume agent NAME".into(),
+                _ => "agentctl resume all".into(),
+            }),
+            verified: false,
+        },
+        rc::APPROVAL_REQUIRED
+        | rc::APPROVAL_DENIED
+        | rc::APPROVAL_TIMEOUT
+        | rc::APPROVAL_EXPIRED
+        | rc::APPROVAL_QUEUE_FULL
+        | rc::APPROVAL_UNAVAILABLE => Fix {
+            summary: "no policy line is at fault: the policy asks a person; answer in time (or drop `approval = \"required\"` from the action)".into(),
+            toml: None,
+            command: Some("agentctl approvals list; agentctl approvals approve ID".into()),
+            verified: false,
+        },
+        _ => return None,
+    })
+}
+
+/// For a runtime tool with no mapping: the `[runtime.…tools.…]` table to
+/// add, naming the tool input's fields as arguments.
+fn tool_mapping_fix(r: &Record, args: Option<&Map<String, Value>>) -> Option<Fix> {
+    let ev = &r.event;
+    let (rt, tool) = ev.action.split_once(':')?;
+    let mut snippet = format!(
+        "[runtime.{}.tools.{}]\naction = \"ACTION\"\n",
+        render::key(rt),
+        render::key(tool)
+    );
+    if let Some(a) = &args {
+        let pairs: Vec<String> = a
+            .keys()
+            .map(|k| format!("{} = {}", render::key(k), render::quote(k)))
+            .collect();
+        snippet.push_str(&format!("args = {{ {} }}\n", pairs.join(", ")));
+    }
+    Some(Fix {
+        summary: format!("map `{tool}` to a policy action (ACTION must be defined in [actions] and allowed to the role; args name the tool input fields)"),
+        toml: Some(snippet),
+        command: None,
+        verified: false,
+    })
 }
 
 /// Raising the usage threshold of the operator's role that limits `action`.
@@ -366,50 +385,20 @@ fn policy_fix(
     let args = args?;
     let action = r.event.action.as_str();
     let roles: Vec<String> = ctx.operator_roles?.to_vec();
-    // The role to change: the first of the operator's roles that lists the
-    // action (its rule is what refused), else the first the policy defines.
-    let role = roles
-        .iter()
-        .find(|n| {
-            policy
-                .roles
-                .get(*n)
-                .is_some_and(|ro| ro.allow.contains_key(action))
-        })
-        .or_else(|| roles.iter().find(|n| policy.roles.contains_key(*n)))?
-        .clone();
+    let role = role_to_change(policy, &roles, action)?;
     let mut p = policy.clone();
-    let mut touched = BTreeSet::new();
-    let mut allowed = false;
-    let mut last = String::new();
-    for _ in 0..12 {
-        let Ok(text) = toml::to_string(&p) else {
-            break;
-        };
-        let Ok(compiled) = compile(&text, "explain") else {
-            break;
-        };
-        match compiled.evaluate(operator, &roles, action, args) {
-            Ok(_) => {
-                allowed = true;
-                break;
-            }
-            Err(d) => {
-                last = format!("{}: {}", d.reason, d.detail);
-                if !patch(
-                    &mut p,
-                    &role,
-                    action,
-                    args,
-                    d.reason,
-                    &d.detail,
-                    &mut touched,
-                ) {
-                    break;
-                }
-            }
-        }
-    }
+    let call = Refused {
+        operator,
+        roles: &roles,
+        role: &role,
+        action,
+        args,
+    };
+    let Patched {
+        touched,
+        allowed,
+        last,
+    } = patch_until_allowed(&mut p, &call);
     if touched.is_empty() {
         return Some(Fix {
             summary: format!("no rule change found for this refusal ({last})"),
@@ -418,8 +407,112 @@ fn policy_fix(
             verified: false,
         });
     }
+    let snippet = changed_tables(&p, &touched);
+    let what: Vec<&str> = touched
+        .iter()
+        .map(|t| match t {
+            Touched::Action(_) => "define the action",
+            Touched::Role(_) => "let the role make destructive calls",
+            Touched::Allow(..) => "change the role's allow-list entry",
+        })
+        .collect();
+    Some(Fix {
+        summary: format!(
+            "in the policy, {} (replace the table of that name){}",
+            what.join(", then "),
+            if allowed {
+                String::new()
+            } else {
+                format!("; still refused after that: {last}")
+            }
+        ),
+        toml: Some(snippet),
+        command: Some(
+            "agentctl policy validate POLICY.toml && agentctl policy load POLICY.toml".into(),
+        ),
+        verified: allowed,
+    })
+}
+
+/// The role to change: the first of the operator's roles that lists the
+/// action (its rule is what refused), else the first the policy defines.
+fn role_to_change(policy: &PolicyFile, roles: &[String], action: &str) -> Option<String> {
+    roles
+        .iter()
+        .find(|n| {
+            policy
+                .roles
+                .get(*n)
+                .is_some_and(|ro| ro.allow.contains_key(action))
+        })
+        .or_else(|| roles.iter().find(|n| policy.roles.contains_key(*n)))
+        .cloned()
+}
+
+/// The refused call, as the patch loop re-decides it.
+struct Refused<'a> {
+    operator: &'a str,
+    roles: &'a [String],
+    /// The operator's role the patches change.
+    role: &'a str,
+    action: &'a str,
+    args: &'a Map<String, Value>,
+}
+
+/// What patching the policy came to.
+struct Patched {
+    /// The tables changed.
+    touched: BTreeSet<Touched>,
+    /// Whether the patched policy allows the call.
+    allowed: bool,
+    /// The last refusal, as `reason: detail`.
+    last: String,
+}
+
+/// Re-decides the call against `p`, patching it for each refusal, until it
+/// is allowed, a refusal has no patch, or 12 rounds (a bound, so patches
+/// that do not take cannot loop).
+fn patch_until_allowed(p: &mut PolicyFile, call: &Refused<'_>) -> Patched {
+    let mut out = Patched {
+        touched: BTreeSet::new(),
+        allowed: false,
+        last: String::new(),
+    };
+    for _ in 0..12 {
+        let Ok(text) = toml::to_string(&*p) else {
+            break;
+        };
+        let Ok(compiled) = compile(&text, "explain") else {
+            break;
+        };
+        match compiled.evaluate(call.operator, call.roles, call.action, call.args) {
+            Ok(_) => {
+                out.allowed = true;
+                break;
+            }
+            Err(d) => {
+                out.last = format!("{}: {}", d.reason, d.detail);
+                if !patch(
+                    p,
+                    call.role,
+                    call.action,
+                    call.args,
+                    d.reason,
+                    &d.detail,
+                    &mut out.touched,
+                ) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The TOML of the tables the patches changed, as they read in `p`.
+fn changed_tables(p: &PolicyFile, touched: &BTreeSet<Touched>) -> String {
     let mut snippet = String::new();
-    for t in &touched {
+    for t in touched {
         if !snippet.is_empty() {
             snippet.push('\n');
         }
@@ -447,30 +540,7 @@ fn policy_fix(
             }
         }
     }
-    let what: Vec<&str> = touched
-        .iter()
-        .map(|t| match t {
-            Touched::Action(_) => "define the action",
-            Touched::Role(_) => "let the role make destructive calls",
-            Touched::Allow(..) => "change the role's allow-list entry",
-        })
-        .collect();
-    Some(Fix {
-        summary: format!(
-            "in the policy, {} (replace the table of that name){}",
-            what.join(", then "),
-            if allowed {
-                String::new()
-            } else {
-                format!("; still refused after that: {last}")
-            }
-        ),
-        toml: Some(snippet),
-        command: Some(
-            "agentctl policy validate POLICY.toml && agentctl policy load POLICY.toml".into(),
-        ),
-        verified: allowed,
-    })
+    snippet
 }
 
 /// The first backticked name in a denial detail (`argument `path`: …`).

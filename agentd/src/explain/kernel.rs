@@ -2,8 +2,8 @@
 //! process, decided by a tool call's grant or by the agent's baseline.
 use super::render;
 use super::{Context, Explanation, Fix, Outcome};
-use crate::audit::kernel_row::{connect_entry, origin};
-use crate::audit::Record;
+use crate::audit::kernel_row::{connect_entry, origin, KernelOrigin};
+use crate::audit::{AuditEvent, Record};
 use crate::policy::schema::PolicyFile;
 use crate::protocol::reason as rc;
 
@@ -48,16 +48,6 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
     let ev = &r.event;
     let o = origin(ev);
     let code = ev.reason_code.as_str();
-    let pid = o
-        .pid
-        .map(|p| format!("process {p}"))
-        .unwrap_or_else(|| "a process".into());
-    let did = format!(
-        "{pid} of agent `{}` {} `{}`",
-        o.agent,
-        verb(&ev.action, o.access.as_deref()),
-        ev.target
-    );
     let call = if ev.call_id.is_empty() {
         None
     } else {
@@ -70,7 +60,61 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
             ev.action
         ),
     };
-    let why = match code {
+    let why = why(code, &did(ev, &o), call, ctx);
+    let mut e = Explanation::new(r, check, why);
+    if e.outcome == Outcome::Allowed || e.outcome == Outcome::Info {
+        return e;
+    }
+    let call_action = ctx
+        .call_row
+        .filter(|c| c.event.call_id == ev.call_id)
+        .map(|c| c.event.action.clone());
+    if call.is_some() && call_action.is_none() {
+        e.notes.push(format!(
+            "the gateway row of call {} was not found; the action it was allowed as is unknown",
+            ev.call_id
+        ));
+    }
+    match code {
+        "no_grant" => {
+            add_baseline_fix(&mut e, ev, &o, ctx);
+            if let Some(p) = policy {
+                add_per_call_fix(&mut e, ev, &o, p);
+            }
+        }
+        "path_outside_scope" | "grant_expired" | "grant_used_up" => {
+            if let (Some(a), Some(p)) = (call_action.as_deref(), policy) {
+                add_grant_template_fix(&mut e, ev, &o, a, p);
+            }
+        }
+        "exec_args_unverifiable" => e.fixes.push(Fix {
+            summary: "grant the program the script runs (or a native binary) rather than the script, keep the named arguments under 256 bytes, or drop `args` from the action's grant template".into(),
+            toml: None,
+            command: None,
+            verified: false,
+        }),
+        _ => {}
+    }
+    e
+}
+
+/// Who did what to which target, the subject of every sentence of `why`.
+fn did(ev: &AuditEvent, o: &KernelOrigin) -> String {
+    let pid = o
+        .pid
+        .map(|p| format!("process {p}"))
+        .unwrap_or_else(|| "a process".into());
+    format!(
+        "{pid} of agent `{}` {} `{}`",
+        o.agent,
+        verb(&ev.action, o.access.as_deref()),
+        ev.target
+    )
+}
+
+/// The reason code in words.
+fn why(code: &str, did: &str, call: Option<&str>, ctx: &Context<'_>) -> String {
+    match code {
         "baseline" => format!("{did}: allowed by the agent's baseline (what its profiles let the runtime do to live)"),
         "grant_matched" => format!("{did}: allowed by the grant of tool call {}", call.unwrap_or("?")),
         "no_grant" => format!(
@@ -90,137 +134,133 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
         rc::SECCOMP_LISTENER_REFUSED | rc::TTY_INJECTION_REFUSED | rc::PROCESS_ACCESS_REFUSED | "magic_link_refused" => format!("{did}: a bypass technique refused outright ({code}) — never allowed"),
         "enforcer_error" => format!("{did}: agentd failed to decide and denied (fail closed); its log says why"),
         _ => format!("{did}: {code}"),
-    };
-    let mut e = Explanation::new(r, check, why);
-    if e.outcome == Outcome::Allowed || e.outcome == Outcome::Info {
-        return e;
     }
-    let call_action = ctx
-        .call_row
-        .filter(|c| c.event.call_id == ev.call_id)
-        .map(|c| c.event.action.clone());
-    if call.is_some() && call_action.is_none() {
+}
+
+/// For an operation no grant covered: the agent's baseline could allow it,
+/// in a profile of its own (when the row maps to a profile entry).
+fn add_baseline_fix(e: &mut Explanation, ev: &AuditEvent, o: &KernelOrigin, ctx: &Context<'_>) {
+    if let Some((list, entry)) = profile_entry(&ev.action, &ev.target, o.access.as_deref()) {
+        let name = format!("{}-extra", o.agent);
+        let mut profiles: Vec<String> = ctx.agent_profiles.map(|p| p.to_vec()).unwrap_or_default();
+        if profiles.is_empty() {
+            profiles.push("generic".into());
+        }
+        if !profiles.contains(&name) {
+            profiles.push(name.clone());
+        }
+        let flags: String = profiles.iter().map(|p| format!(" --profile {p}")).collect();
+        e.fixes.push(Fix {
+            summary: format!(
+                "if the runtime needs this to live (not a tool acting for an operator): add it to the agent's baseline with a profile of its own in the policy{}",
+                if list == "write" { " (never a write scope over start-up scripts or protected files)" } else { "" }
+            ),
+            toml: Some(render::profile(&name, &[(list, vec![entry])])),
+            command: Some(format!(
+                "agentctl policy load POLICY.toml && agentctl agent add {} --replace{flags} …(its other settings)",
+                o.agent
+            )),
+            verified: false,
+        });
         e.notes.push(format!(
-            "the gateway row of call {} was not found; the action it was allowed as is unknown",
-            ev.call_id
+            "`agentctl agent learn {}` proposes the whole profile from an audit-only run",
+            o.agent
         ));
     }
-    match code {
-        "no_grant" => {
-            if let Some((list, entry)) = profile_entry(&ev.action, &ev.target, o.access.as_deref()) {
-                let name = format!("{}-extra", o.agent);
-                let mut profiles: Vec<String> = ctx
-                    .agent_profiles
-                    .map(|p| p.to_vec())
-                    .unwrap_or_default();
-                if profiles.is_empty() {
-                    profiles.push("generic".into());
-                }
-                if !profiles.contains(&name) {
-                    profiles.push(name.clone());
-                }
-                let flags: String = profiles.iter().map(|p| format!(" --profile {p}")).collect();
-                e.fixes.push(Fix {
-                    summary: format!(
-                        "if the runtime needs this to live (not a tool acting for an operator): add it to the agent's baseline with a profile of its own in the policy{}",
-                        if list == "write" { " (never a write scope over start-up scripts or protected files)" } else { "" }
-                    ),
-                    toml: Some(render::profile(&name, &[(list, vec![entry])])),
-                    command: Some(format!(
-                        "agentctl policy load POLICY.toml && agentctl agent add {} --replace{flags} …(its other settings)",
-                        o.agent
-                    )),
-                    verified: false,
-                });
-                e.notes.push(format!(
-                    "`agentctl agent learn {}` proposes the whole profile from an audit-only run",
-                    o.agent
-                ));
-            }
-            if let Some(p) = policy {
-                let field = match ev.action.as_str() {
-                    "exec" | "exec_verify" => Some("exec"),
-                    "file_open" => Some(if o.access.as_deref() == Some("write") { "write" } else { "read" }),
-                    "connect" | "sendmsg" => Some("connect"),
-                    _ => None,
+}
+
+/// For an operation no grant covered: the policy's actions whose grant
+/// template takes the target from a call argument could ask for it.
+fn add_per_call_fix(e: &mut Explanation, ev: &AuditEvent, o: &KernelOrigin, p: &PolicyFile) {
+    let field = match ev.action.as_str() {
+        "exec" | "exec_verify" => Some("exec"),
+        "file_open" => Some(if o.access.as_deref() == Some("write") {
+            "write"
+        } else {
+            "read"
+        }),
+        "connect" | "sendmsg" => Some("connect"),
+        _ => None,
+    };
+    let per_call: Vec<String> = p
+        .actions
+        .iter()
+        .filter(|(_, a)| {
+            a.grant.as_ref().is_some_and(|g| {
+                let l = match field {
+                    Some("exec") => &g.exec,
+                    Some("write") => &g.write,
+                    Some("read") => &g.read,
+                    Some(_) => &g.connect,
+                    None => return false,
                 };
-                let per_call: Vec<String> = p
-                    .actions
-                    .iter()
-                    .filter(|(_, a)| {
-                        a.grant.as_ref().is_some_and(|g| {
-                            let l = match field {
-                                Some("exec") => &g.exec,
-                                Some("write") => &g.write,
-                                Some("read") => &g.read,
-                                Some(_) => &g.connect,
-                                None => return false,
-                            };
-                            l.iter().any(|x| x.contains("{arg."))
-                        })
-                    })
-                    .map(|(n, _)| format!("`{n}`"))
-                    .collect();
-                if !per_call.is_empty() {
-                    e.fixes.push(Fix {
-                        summary: format!(
-                            "if it is a tool acting for an operator: have the runtime ask for it as a call to {} (the argument rules of the operator's role must allow `{}`); the kernel then lets exactly that call's process do it",
-                            per_call.join(" or "),
-                            ev.target
-                        ),
-                        toml: None,
-                        command: None,
-                        verified: false,
-                    });
-                }
-            }
-        }
-        "path_outside_scope" | "grant_expired" | "grant_used_up" => {
-            let (Some(a), Some(p)) = (call_action.as_deref(), policy) else {
-                return e;
-            };
-            let Some(mut g) = p.actions.get(a).and_then(|x| x.grant.clone()) else {
-                return e;
-            };
-            let summary = match code {
-                "path_outside_scope" => {
-                    let write = o.access.as_deref() == Some("write");
-                    match ev.action.as_str() {
-                        "file_open" if !write => g.read.push(ev.target.clone()),
-                        "connect" | "sendmsg" => g
-                            .connect
-                            .push(connect_entry(&ev.target).unwrap_or_else(|| ev.target.clone())),
-                        "exec" | "exec_verify" => g.exec.push(ev.target.clone()),
-                        _ => g.write.push(ev.target.clone()),
-                    }
-                    format!("widen action `{a}`'s grant template (every call of `{a}` gets it)")
-                }
-                "grant_expired" => {
-                    g.ttl_secs = g.ttl_secs.saturating_mul(2).max(1);
-                    format!("give action `{a}`'s grant a longer life")
-                }
-                _ => {
-                    if g.uses == 0 {
-                        return e;
-                    }
-                    g.uses += 1;
-                    format!("let one call of `{a}` be used once more (processes bound and claims alike)")
-                }
-            };
-            e.fixes.push(Fix {
-                summary,
-                toml: Some(format!("[actions.{}]\ngrant = {}\n", render::key(a), render::grant(&g))),
-                command: Some("agentctl policy validate POLICY.toml && agentctl policy load POLICY.toml".into()),
-                verified: false,
-            });
-        }
-        "exec_args_unverifiable" => e.fixes.push(Fix {
-            summary: "grant the program the script runs (or a native binary) rather than the script, keep the named arguments under 256 bytes, or drop `args` from the action's grant template".into(),
+                l.iter().any(|x| x.contains("{arg."))
+            })
+        })
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    if !per_call.is_empty() {
+        e.fixes.push(Fix {
+            summary: format!(
+                "if it is a tool acting for an operator: have the runtime ask for it as a call to {} (the argument rules of the operator's role must allow `{}`); the kernel then lets exactly that call's process do it",
+                per_call.join(" or "),
+                ev.target
+            ),
             toml: None,
             command: None,
             verified: false,
-        }),
-        _ => {}
+        });
     }
-    e
+}
+
+/// For a grant that did not stretch far enough (scope, life, uses): the
+/// action's grant template changed to cover this operation.
+fn add_grant_template_fix(
+    e: &mut Explanation,
+    ev: &AuditEvent,
+    o: &KernelOrigin,
+    a: &str,
+    p: &PolicyFile,
+) {
+    let code = ev.reason_code.as_str();
+    let Some(mut g) = p.actions.get(a).and_then(|x| x.grant.clone()) else {
+        return;
+    };
+    let summary = match code {
+        "path_outside_scope" => {
+            let write = o.access.as_deref() == Some("write");
+            match ev.action.as_str() {
+                "file_open" if !write => g.read.push(ev.target.clone()),
+                "connect" | "sendmsg" => g
+                    .connect
+                    .push(connect_entry(&ev.target).unwrap_or_else(|| ev.target.clone())),
+                "exec" | "exec_verify" => g.exec.push(ev.target.clone()),
+                _ => g.write.push(ev.target.clone()),
+            }
+            format!("widen action `{a}`'s grant template (every call of `{a}` gets it)")
+        }
+        "grant_expired" => {
+            g.ttl_secs = g.ttl_secs.saturating_mul(2).max(1);
+            format!("give action `{a}`'s grant a longer life")
+        }
+        _ => {
+            if g.uses == 0 {
+                return;
+            }
+            g.uses += 1;
+            format!("let one call of `{a}` be used once more (processes bound and claims alike)")
+        }
+    };
+    e.fixes.push(Fix {
+        summary,
+        toml: Some(format!(
+            "[actions.{}]\ngrant = {}\n",
+            render::key(a),
+            render::grant(&g)
+        )),
+        command: Some(
+            "agentctl policy validate POLICY.toml && agentctl policy load POLICY.toml".into(),
+        ),
+        verified: false,
+    });
 }

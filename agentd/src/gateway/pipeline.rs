@@ -93,11 +93,38 @@ impl Gateway {
             }
             r => r,
         };
+        let ev = self.message_row(msg, agent, &result, latency_us);
+        if let Err(e) = audit.append(ev).await {
+            tracing::error!(error = %e, "audit append failed; refusing the message");
+            if let Ok(o) = &result {
+                self.forget_active(&o.active_message_id);
+            }
+            return Err(Refusal {
+                reason_code: reason::AUDIT_UNAVAILABLE,
+                message: e.to_string(),
+                class: RefusalClass::Unavailable,
+            });
+        }
+        if let Ok(o) = &result {
+            audit_rebind(audit, o).await;
+        }
+        result
+    }
+
+    /// The message's audit row: who sent it (as claimed, unless verified),
+    /// a digest of its body (never the text), and how it was taken.
+    fn message_row(
+        &self,
+        msg: &SignedMessage,
+        agent: Option<&str>,
+        result: &Result<IngestOutcome, Refusal>,
+        latency_us: u64,
+    ) -> AuditEvent {
         let body_hash = hex::encode(&Sha256::digest(msg.body.as_bytes())[..8]);
         let mut ev = AuditEvent::new(RecordKind::Message, "message");
         let claimed = msg.operator.as_deref().unwrap_or("");
         // Only a verified message names its operator; anything else is a claim.
-        ev.operator = match &result {
+        ev.operator = match result {
             Ok(o) if o.trust == Trust::Verified => clip(claimed),
             _ => clip(&claimed_operator(claimed)),
         };
@@ -110,7 +137,7 @@ impl Gateway {
             .map(|p| p.id.clone())
             .unwrap_or_default();
         ev.latency_us = latency_us;
-        match &result {
+        match result {
             Ok(o) => {
                 ev.active_message_id.clone_from(&o.active_message_id);
                 ev.decision = if o.trust == Trust::Verified {
@@ -126,36 +153,7 @@ impl Gateway {
                 ev.reason_code = r.reason_code.into();
             }
         }
-        if let Err(e) = audit.append(ev).await {
-            tracing::error!(error = %e, "audit append failed; refusing the message");
-            if let Ok(o) = &result {
-                self.forget_active(&o.active_message_id);
-            }
-            return Err(Refusal {
-                reason_code: reason::AUDIT_UNAVAILABLE,
-                message: e.to_string(),
-                class: RefusalClass::Unavailable,
-            });
-        }
-        if let Ok(IngestOutcome {
-            rebound_from: Some(previous),
-            operator,
-            session,
-            ..
-        }) = &result
-        {
-            // A lapsed binding changed hands: say so on its own row.
-            let mut ev = AuditEvent::new(RecordKind::Admin, "session_rebind");
-            ev.operator = clip(operator);
-            ev.session = clip(session);
-            ev.target = format!("previous_operator:{}", clip(previous));
-            ev.decision = "allow".into();
-            ev.reason_code = reason::SESSION_LAPSED.into();
-            if let Err(e) = audit.append(ev).await {
-                tracing::error!(error = %e, session = %session, "could not audit a session rebind");
-            }
-        }
-        result
+        ev
     }
 
     /// Decides a tool call, records it durably, runs the allow hooks. A call
@@ -254,47 +252,13 @@ impl Gateway {
         caller: Caller,
         preset: Option<Decision>,
     ) -> Decision {
-        // A bug must deny with a reason, not drop the connection.
-        // Path arguments resolve as the caller: what it could not reach
-        // itself must not decide its call.
-        let resolver = HostResolver {
-            creds: caller
-                .uid
-                .zip(caller.gid)
-                .map(|(uid, gid)| FsCreds { uid, gid }),
-        };
         // Resolved once: the holder and the allow hooks both need it.
         let agent = self.caller_agent(caller);
         let holder = self.holder_for(agent.as_deref(), caller);
         let generation = self.suspension_generation();
-        let decided = match preset {
-            Some(d) => Ok(d),
-            None => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.decide_with(req, unix_now(), &resolver, holder.as_deref())
-            })),
-        };
-        let mut d = decided.unwrap_or_else(|_| {
-            tracing::error!(action = %req.action, "the decision panicked; denying");
-            Decision::denied(
-                req,
-                reason::INTERNAL_ERROR,
-                "the decision failed internally",
-            )
-        });
-        if d.policy_id.is_empty() {
-            if let Some(p) = self.current_policy() {
-                d.policy_id.clone_from(&p.id);
-            }
-        }
+        let mut d = self.decide_or_take(req, caller, preset, holder.as_deref());
         if let (true, Some(holder)) = (d.claimed_message, holder.as_deref()) {
-            if let Err(e) = self.store.set_holder(&d.active_message_id, holder) {
-                // Unrecorded, the claim would not survive a restart: fail closed.
-                tracing::error!(error = %e, holder, "could not record the active message's holder; denying");
-                d.overturn(
-                    reason::STORE_ERROR,
-                    format!("recording the message's holder: {e}"),
-                );
-            }
+            self.record_holder(&mut d, holder);
         }
         if d.decision == super::decide::ESCALATE {
             self.await_approval(&mut d, req, caller, agent.as_deref())
@@ -306,33 +270,24 @@ impl Gateway {
             d.overturn(reason::AUDIT_STORAGE_LOW, STORAGE_LOW);
         }
         let mut companions = self.allow_companions(&mut d, caller, agent.as_deref());
-        let committed = match &self.audit {
-            None => None,
-            Some(audit) => match audit
-                .append_with(
-                    event_of(&d, req, agent.as_deref(), caller),
-                    companions
-                        .iter_mut()
-                        .filter_map(|p| p.companion.take())
-                        .collect(),
-                )
-                .await
-            {
-                Ok(c) => {
-                    d.audit_seq = Some(c.seq);
-                    d.audit_hash = Some(c.hash.clone());
-                    Some(c)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, call_id = %d.call_id, "audit append failed; denying");
-                    d.overturn(
-                        reason::AUDIT_UNAVAILABLE,
-                        format!("the audit log could not record the decision: {e}"),
-                    );
-                    return d;
-                }
-            },
+        let committed = match self
+            .append_decision(&d, req, caller, agent.as_deref(), &mut companions)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, call_id = %d.call_id, "audit append failed; denying");
+                d.overturn(
+                    reason::AUDIT_UNAVAILABLE,
+                    format!("the audit log could not record the decision: {e}"),
+                );
+                return d;
+            }
         };
+        if let Some(c) = &committed {
+            d.audit_seq = Some(c.seq);
+            d.audit_hash = Some(c.hash.clone());
+        }
         if d.is_allow() {
             match unstored_companion(committed.as_ref(), &companions) {
                 Some(e) => {
@@ -356,6 +311,83 @@ impl Gateway {
                 .await;
         }
         d
+    }
+
+    /// The policy's decision, or `preset` (a denial decided elsewhere),
+    /// with the policy id filled in.
+    fn decide_or_take(
+        &self,
+        req: &ToolCallRequest,
+        caller: Caller,
+        preset: Option<Decision>,
+        holder: Option<&str>,
+    ) -> Decision {
+        // Path arguments resolve as the caller: what it could not reach
+        // itself must not decide its call.
+        let resolver = HostResolver {
+            creds: caller
+                .uid
+                .zip(caller.gid)
+                .map(|(uid, gid)| FsCreds { uid, gid }),
+        };
+        // A bug must deny with a reason, not drop the connection.
+        let decided = match preset {
+            Some(d) => Ok(d),
+            None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.decide_with(req, unix_now(), &resolver, holder)
+            })),
+        };
+        let mut d = decided.unwrap_or_else(|_| {
+            tracing::error!(action = %req.action, "the decision panicked; denying");
+            Decision::denied(
+                req,
+                reason::INTERNAL_ERROR,
+                "the decision failed internally",
+            )
+        });
+        if d.policy_id.is_empty() {
+            if let Some(p) = self.current_policy() {
+                d.policy_id.clone_from(&p.id);
+            }
+        }
+        d
+    }
+
+    /// Stores which agent holds the active message the decision claimed.
+    fn record_holder(&self, d: &mut Decision, holder: &str) {
+        if let Err(e) = self.store.set_holder(&d.active_message_id, holder) {
+            // Unrecorded, the claim would not survive a restart: fail closed.
+            tracing::error!(error = %e, holder, "could not record the active message's holder; denying");
+            d.overturn(
+                reason::STORE_ERROR,
+                format!("recording the message's holder: {e}"),
+            );
+        }
+    }
+
+    /// Appends the decision's row with the allow hooks' companion rows in
+    /// one commit; `Ok(None)` when there is no audit log.
+    async fn append_decision(
+        &self,
+        d: &Decision,
+        req: &ToolCallRequest,
+        caller: Caller,
+        agent: Option<&str>,
+        companions: &mut [PreparedCompanion],
+    ) -> Result<Option<crate::audit::Committed>, crate::audit::AuditError> {
+        let Some(audit) = &self.audit else {
+            return Ok(None);
+        };
+        audit
+            .append_with(
+                event_of(d, req, agent, caller),
+                companions
+                    .iter_mut()
+                    .filter_map(|p| p.companion.take())
+                    .collect(),
+            )
+            .await
+            .map(Some)
     }
 
     /// The rows the allow hooks store with an allow's audit row, each with
@@ -554,6 +586,28 @@ pub(super) fn clip(s: &str) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+/// A lapsed session binding that changed hands says so on a row of its own.
+async fn audit_rebind(audit: &crate::audit::AuditLog, o: &IngestOutcome) {
+    let IngestOutcome {
+        rebound_from: Some(previous),
+        operator,
+        session,
+        ..
+    } = o
+    else {
+        return;
+    };
+    let mut ev = AuditEvent::new(RecordKind::Admin, "session_rebind");
+    ev.operator = clip(operator);
+    ev.session = clip(session);
+    ev.target = format!("previous_operator:{}", clip(previous));
+    ev.decision = "allow".into();
+    ev.reason_code = reason::SESSION_LAPSED.into();
+    if let Err(e) = audit.append(ev).await {
+        tracing::error!(error = %e, session = %session, "could not audit a session rebind");
+    }
 }
 
 /// The audit event of a decision. Target: the call's arguments as compact
