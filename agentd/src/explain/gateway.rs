@@ -673,29 +673,7 @@ fn domain_of(addr: &str) -> Option<String> {
 /// Widens one rule so that `v` passes the check named by `code`.
 fn widen(rule: &mut ArgRule, code: &str, v: &Value) -> bool {
     match code {
-        rc::PATH_OUTSIDE_SCOPE => {
-            let candidates: Vec<String> = match rule.kind {
-                ArgKind::Path => v.as_str().into_iter().map(str::to_owned).collect(),
-                ArgKind::Command => words(v)
-                    .into_iter()
-                    .skip(1)
-                    .filter(|w| w.starts_with('/'))
-                    .collect(),
-                _ => vec![],
-            };
-            let mut changed = false;
-            for c in candidates {
-                let inside = rule.scopes.as_ref().is_some_and(|s| {
-                    path::normalize(&c).is_ok_and(|n| s.iter().any(|sc| path::within(&n, sc)))
-                });
-                if !inside {
-                    if let Some(s) = scope_for(&c) {
-                        changed |= push_new(&mut rule.scopes, s);
-                    }
-                }
-            }
-            changed
-        }
+        rc::PATH_OUTSIDE_SCOPE => widen_scopes(rule, v),
         rc::COMMAND_NOT_ALLOWED => match words(v).first() {
             Some(a0) => push_new(&mut rule.programs, program_path(a0)),
             None => false,
@@ -721,45 +699,75 @@ fn widen(rule: &mut ArgRule, code: &str, v: &Value) -> bool {
             None => false,
         },
         rc::VALUE_OUT_OF_RANGE => match v.as_i64() {
-            Some(i) => {
-                let mut changed = false;
-                if rule.min.is_some_and(|m| i < m) {
-                    rule.min = Some(i);
-                    changed = true;
-                }
-                if rule.max.is_some_and(|m| i > m) {
-                    rule.max = Some(i);
-                    changed = true;
-                }
-                changed
-            }
+            Some(i) => widen_range(rule, i),
             None => false,
         },
-        rc::SIZE_LIMIT_EXCEEDED => {
-            let bytes = match v {
-                Value::String(s) => s.len(),
-                other => other.to_string().len(),
-            };
-            let items = match v {
-                Value::Array(a) => a.len(),
-                Value::String(s) if rule.kind == ArgKind::Command => {
-                    s.split_ascii_whitespace().count()
-                }
-                _ => 1,
-            };
-            let mut changed = false;
-            if rule.max_bytes.is_some_and(|m| bytes > m) {
-                rule.max_bytes = Some(bytes);
-                changed = true;
-            }
-            if rule.max_items.is_some_and(|m| items > m) {
-                rule.max_items = Some(items);
-                changed = true;
-            }
-            changed
-        }
+        rc::SIZE_LIMIT_EXCEEDED => widen_size(rule, v),
         _ => false,
     }
+}
+
+/// Adds a scope for each path of the argument (a command's absolute
+/// words) that no scope of the rule covers yet.
+fn widen_scopes(rule: &mut ArgRule, v: &Value) -> bool {
+    let candidates: Vec<String> = match rule.kind {
+        ArgKind::Path => v.as_str().into_iter().map(str::to_owned).collect(),
+        ArgKind::Command => words(v)
+            .into_iter()
+            .skip(1)
+            .filter(|w| w.starts_with('/'))
+            .collect(),
+        _ => vec![],
+    };
+    let mut changed = false;
+    for c in candidates {
+        let inside = rule.scopes.as_ref().is_some_and(|s| {
+            path::normalize(&c).is_ok_and(|n| s.iter().any(|sc| path::within(&n, sc)))
+        });
+        if !inside {
+            if let Some(s) = scope_for(&c) {
+                changed |= push_new(&mut rule.scopes, s);
+            }
+        }
+    }
+    changed
+}
+
+/// Moves a bound the rule sets (min, max) out to take in `i`.
+fn widen_range(rule: &mut ArgRule, i: i64) -> bool {
+    let mut changed = false;
+    if rule.min.is_some_and(|m| i < m) {
+        rule.min = Some(i);
+        changed = true;
+    }
+    if rule.max.is_some_and(|m| i > m) {
+        rule.max = Some(i);
+        changed = true;
+    }
+    changed
+}
+
+/// Raises the rule's size limits (bytes, items) to the argument's size.
+fn widen_size(rule: &mut ArgRule, v: &Value) -> bool {
+    let bytes = match v {
+        Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    };
+    let items = match v {
+        Value::Array(a) => a.len(),
+        Value::String(s) if rule.kind == ArgKind::Command => s.split_ascii_whitespace().count(),
+        _ => 1,
+    };
+    let mut changed = false;
+    if rule.max_bytes.is_some_and(|m| bytes > m) {
+        rule.max_bytes = Some(bytes);
+        changed = true;
+    }
+    if rule.max_items.is_some_and(|m| items > m) {
+        rule.max_items = Some(items);
+        changed = true;
+    }
+    changed
 }
 
 fn rule(kind: ArgKind) -> ArgRule {
