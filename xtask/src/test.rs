@@ -34,34 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     let mut tally = Tally::default();
 
-    step("leftovers: stale BPF pins and cgroups of earlier runs are removed first");
-    for l in crate::leftovers::find() {
-        match crate::leftovers::remove(&l) {
-            Ok(()) => println!("  removed {} ({})", l.path.display(), l.why),
-            Err(e) => println!("  cannot remove {} ({}): {e}", l.path.display(), l.why),
-        }
-    }
-
-    step("lint: cargo fmt --check, cargo clippy -D warnings");
-    tally.absorb(lint());
-
-    step("build: workspace binaries (debug)");
-    let built = crate::shell::run_cmd(Command::new("cargo").current_dir(workspace_root()).args([
-        "build",
-        "--workspace",
-        "--bins",
-    ]));
-    if let Err(e) = &built {
-        tally.fail(format!("build: {e}"));
-    }
-
-    // The opening doctor run: once it has found a backend, a test whose own
-    // probe finds none is a failure (probes colliding, stale pins), not a skip.
-    if let Some(backend) = opening_doctor() {
-        println!("  opening doctor run: backend {backend}");
-        // SAFETY: single-threaded here; children inherit it.
-        unsafe { std::env::set_var(EXPECT_BACKEND_ENV, &backend) };
-    }
+    prepare(&mut tally);
 
     // The fuzz targets build at idle priority beside the unit tests, which
     // spend most of their time waiting on daemons and kernels.
@@ -75,17 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     step("fuzz smoke: every fuzz target built and run from its committed seeds (cargo-fuzz, pinned nightly)");
     tally.absorb(crate::fuzz::smoke(Some(fuzz_build)));
 
-    step("host scenarios: agentd-scenarios against the backend doctor picks here");
-    tally.absorb(host_scenarios());
-
-    step("real runtimes: Claude Code, Codex and Gemini CLI under agentd (agentd-runtimes, scripted model server)");
-    tally.absorb(runtimes());
-    step("MCP gateway: the official MCP Python SDK through agentd (agentd-mcp)");
-    tally.absorb(mcp());
-    step("Forward mode: the official openai and anthropic Python SDKs through agentd's model proxy (agentd-forward)");
-    tally.absorb(forward());
-    step("Web console: headless Chromium (DevTools protocol) against agentd's console (agentd-console)");
-    tally.absorb(console());
+    suites(&mut tally);
 
     if args.no_install {
         tally.skip("install: --no-install given");
@@ -115,6 +78,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Leftovers of earlier runs removed, lint, the workspace build, and the
+/// opening doctor run whose backend later tests must also find.
+fn prepare(tally: &mut Tally) {
+    step("leftovers: stale BPF pins and cgroups of earlier runs are removed first");
+    for l in crate::leftovers::find() {
+        match crate::leftovers::remove(&l) {
+            Ok(()) => println!("  removed {} ({})", l.path.display(), l.why),
+            Err(e) => println!("  cannot remove {} ({}): {e}", l.path.display(), l.why),
+        }
+    }
+
+    step("lint: cargo fmt --check, cargo clippy -D warnings");
+    tally.absorb(lint());
+
+    step("build: workspace binaries (debug)");
+    let built = crate::shell::run_cmd(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--workspace",
+        "--bins",
+    ]));
+    if let Err(e) = &built {
+        tally.fail(format!("build: {e}"));
+    }
+
+    // The opening doctor run: once it has found a backend, a test whose own
+    // probe finds none is a failure (probes colliding, stale pins), not a skip.
+    if let Some(backend) = opening_doctor() {
+        println!("  opening doctor run: backend {backend}");
+        // SAFETY: single-threaded here; children inherit it.
+        unsafe { std::env::set_var(EXPECT_BACKEND_ENV, &backend) };
+    }
+}
+
+/// The suites that run agentd as users do: scenarios, the real runtimes,
+/// MCP, forward mode and the console in a browser.
+fn suites(tally: &mut Tally) {
+    step("host scenarios: agentd-scenarios against the backend doctor picks here");
+    tally.absorb(host_scenarios());
+
+    step("real runtimes: Claude Code, Codex and Gemini CLI under agentd (agentd-runtimes, scripted model server)");
+    tally.absorb(runtimes());
+    step("MCP gateway: the official MCP Python SDK through agentd (agentd-mcp)");
+    tally.absorb(mcp());
+    step("Forward mode: the official openai and anthropic Python SDKs through agentd's model proxy (agentd-forward)");
+    tally.absorb(forward());
+    step("Web console: headless Chromium (DevTools protocol) against agentd's console (agentd-console)");
+    tally.absorb(console());
 }
 
 /// Set for the test stages to the backend the opening `agentd doctor` run
