@@ -169,14 +169,19 @@ pub fn open_rw(path: &Path, durability: Durability) -> Result<Connection, StoreE
     Ok(conn)
 }
 
+/// Whether `table` has a column named `column` (false when there is no
+/// such table): how a schema written by an older agentd is recognised.
+pub fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        rusqlite::params![table, column],
+        |r| r.get(0),
+    )
+}
+
 /// Whether `audit_records` has the subject columns (schema 2).
 fn has_subject_columns(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('audit_records') WHERE name = 'agent'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
+    has_column(conn, "audit_records", "agent")
 }
 
 /// Adds the subject columns to a schema-1 table (ALTER TABLE … ADD COLUMN

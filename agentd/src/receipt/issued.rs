@@ -77,13 +77,8 @@ pub fn read(conn: &Connection, call_id: &str) -> Result<Issued, ReceiptError> {
     };
     // A queue no daemon of this version has opened yet has no `redact`
     // column: nothing in it was redacted.
-    let has_redact: bool = conn
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('receipt_queue') WHERE name = 'redact'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(store)?;
+    let has_redact =
+        crate::audit::store::has_column(conn, "receipt_queue", "redact").map_err(store)?;
     let sql = if has_redact {
         "SELECT claims, tag, state, redact, last_error FROM receipt_queue WHERE call_id = ?1"
     } else {

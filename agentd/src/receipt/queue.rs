@@ -326,12 +326,7 @@ impl ReceiptQueue {
 /// A queue created before cards could be redacted gains the `redact`
 /// column (0: its receipts show their targets).
 fn add_redact_column(conn: &Connection) -> Result<(), ReceiptError> {
-    let has: bool = conn
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('receipt_queue') WHERE name = 'redact'",
-            [],
-            |r| r.get(0),
-        )
+    let has = crate::audit::store::has_column(conn, "receipt_queue", "redact")
         .map_err(store("migrate_redact"))?;
     if !has {
         conn.execute_batch(
