@@ -312,13 +312,6 @@ pub(super) fn output(cmd: &mut Command) -> anyhow::Result<String> {
 fn prepare_dirs(l: &Layout, extra_config: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let _ = std::fs::remove_dir_all(&l.dir);
-    // A previous run in this directory left its kernel state (pinned maps,
-    // agent slice) behind, named after the state directory: dropped now
-    // that the directory is gone. Adopted by the new agentd without its
-    // state file, its spent use tickets would refuse the new grants.
-    if let Ok(cgroup_root) = agentd::enforce::cgroup_root() {
-        agentd::enforce::bpf_state::gc_orphans(&cgroup_root);
-    }
     std::fs::create_dir_all(&l.keys)?;
     std::fs::create_dir_all(&l.state)?;
     std::fs::set_permissions(&l.state, std::fs::Permissions::from_mode(0o700))?;
