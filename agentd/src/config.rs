@@ -109,6 +109,17 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// Prometheus metrics (`[metrics]`, off unless `listen` is set).
     pub metrics: MetricsConfig,
+    /// The OCSF sink (`[ocsf]`, off unless `path` is set).
+    pub ocsf: OcsfConfig,
+}
+
+/// `[ocsf]`: append every audit row as an OCSF 1.8 event to a JSON Lines
+/// file (docs/ocsf.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcsfConfig {
+    /// Absolute path of the file; None: no sink.
+    pub path: Option<PathBuf>,
 }
 
 /// `[metrics]`: the Prometheus endpoint (`GET /metrics`), plain HTTP on a
@@ -428,6 +439,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             approvals: ApprovalsConfig::default(),
             metrics: MetricsConfig::default(),
+            ocsf: OcsfConfig::default(),
         }
     }
 }
@@ -531,7 +543,15 @@ impl Config {
         self.validate_gateway(path)?;
         self.validate_mcp(path)?;
         self.validate_console(path)?;
-        self.validate_metrics(path)
+        self.validate_metrics(path)?;
+        if self.ocsf.path.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "ocsf.path",
+                message: "must be an absolute path".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The state directory, the API socket, TLS material and the TCP

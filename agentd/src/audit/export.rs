@@ -195,11 +195,59 @@ pub fn verify_export_from<R: BufRead>(
                 Ok(r)
             }
             Ok(ExportLine::Checkpoint(_)) => continue,
-            Err(e) => Err((last_seq + 1, format!("line {}: {e}", i + 1))),
+            // An OCSF export carries each record in its event.
+            Err(e) => match ocsf_record(&line) {
+                Some(r) => {
+                    last_seq = r.seq;
+                    Ok(r)
+                }
+                None => Err((last_seq + 1, format!("line {}: {e}", i + 1))),
+            },
         };
         if !v.push(item) {
             break;
         }
     }
     v.finish().map_err(VerifyError::Tampered)
+}
+
+/// The record inside an OCSF event line (`agentctl audit export --format ocsf`).
+fn ocsf_record(line: &str) -> Option<Record> {
+    super::ocsf::record_of(&serde_json::from_str(line).ok()?)
+}
+
+/// Writes records with `seq > after` as OCSF events, one a line (no
+/// checkpoints: OCSF has no place for them; verify such an export with the
+/// database's checkpoints or a checkpoint file). Returns how many.
+pub fn export_ocsf(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    after: u64,
+    ctx: &super::ocsf::Context,
+    out: &mut dyn Write,
+) -> Result<u64, ExportError> {
+    conn.execute_batch("BEGIN")
+        .map_err(store::sql(path, "begin read"))?;
+    let result = (|| {
+        let (mut cursor, mut n) = (after, 0);
+        loop {
+            let page = store::records_after(conn, path, cursor, PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                cursor = r.seq;
+                n += 1;
+                serde_json::to_writer(&mut *out, &super::ocsf::event(&r, ctx))
+                    .map_err(|e| ExportError::Write { source: e.into() })?;
+                out.write_all(b"\n")
+                    .map_err(|source| ExportError::Write { source })?;
+            }
+        }
+        out.flush()
+            .map_err(|source| ExportError::Write { source })?;
+        Ok(n)
+    })();
+    let _ = conn.execute_batch("COMMIT");
+    result
 }

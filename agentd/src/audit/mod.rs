@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod companion;
 pub mod export;
 pub mod kernel_row;
+pub mod ocsf;
 pub mod record;
 pub mod retention;
 pub mod storage;

@@ -227,6 +227,10 @@ pub async fn run_with_stored(
         servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
     }
     serve_metrics(&config, &audit, &enforce, &receipts, &stop_rx, &mut servers).await?;
+    if let Some(path) = &config.ocsf.path {
+        crate::telemetry::ocsf_sink::start(path, &config.state_dir, &audit, stop_rx.clone())
+            .context("starting the OCSF sink ([ocsf])")?;
+    }
     serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
     let pruner = serving::spawn_pruner(gateway.clone());
 

@@ -2,20 +2,15 @@
 //! (woken by the writer's commit counter, reading the rows from the
 //! database like the console's stream) and a loopback HTTP listener whose
 //! `GET /metrics` adds the gauges read at that moment.
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, MetricsError, Snapshot};
-use crate::audit::{store, AuditLog};
+use crate::audit::AuditLog;
 use crate::enforce::EnforceSlot;
 use crate::receipt::queue::ReceiptQueue;
-
-/// Rows read per database round trip while catching up.
-const CHUNK: u64 = 1_000;
 
 /// What `/metrics` reads from.
 #[derive(Clone)]
@@ -38,10 +33,15 @@ struct Shared {
 /// serves `/metrics`.
 pub fn start(sources: Sources, stop: watch::Receiver<bool>) -> Result<Router, MetricsError> {
     let metrics = Arc::new(Metrics::new()?);
-    tokio::spawn(follow(
+    // Counting starts at the head when the daemon starts (counters are
+    // per process, as Prometheus expects).
+    let committed = sources.audit.subscribe();
+    let head = *committed.borrow();
+    tokio::spawn(super::follow::follow(
         metrics.clone(),
         sources.audit.db_path().to_owned(),
-        sources.audit.subscribe(),
+        head,
+        committed,
         stop,
     ));
     Ok(Router::new()
@@ -49,46 +49,14 @@ pub fn start(sources: Sources, stop: watch::Receiver<bool>) -> Result<Router, Me
         .with_state(Shared { metrics, sources }))
 }
 
-/// Counts rows as they are committed. Counting starts at the head when the
-/// daemon starts (counters are per process, as Prometheus expects).
-async fn follow(
-    metrics: Arc<Metrics>,
-    db: PathBuf,
-    mut committed: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut after = *committed.borrow_and_update();
-    loop {
-        let head = *committed.borrow_and_update();
-        while after < head {
-            let (m, path) = (metrics.clone(), db.clone());
-            let read = tokio::task::spawn_blocking(move || -> Result<u64, store::StoreError> {
-                let conn = store::open_ro(&path)?;
-                let rows = store::records_after(&conn, &path, after, CHUNK)?;
-                let last = rows.last().map_or(after, |r| r.seq);
-                rows.iter().for_each(|r| m.observe(r));
-                Ok(last)
-            })
-            .await;
-            match read {
-                Ok(Ok(last)) if last > after => after = last,
-                Ok(Ok(_)) => break,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "metrics: reading audit rows failed; retrying");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: reader task failed");
-                    break;
-                }
-            }
-        }
-        // At most every 100 ms: a burst of commits is one read.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::select! {
-            changed = committed.changed() => if changed.is_err() { return },
-            _ = stop.changed() => return,
-        }
+impl super::follow::RowConsumer for Metrics {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn take(&self, rows: &[crate::audit::Record]) -> Result<(), String> {
+        rows.iter().for_each(|r| self.observe(r));
+        Ok(())
     }
 }
 

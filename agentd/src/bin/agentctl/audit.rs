@@ -62,7 +62,7 @@ struct VerifyArgs {
     /// Audit database file (default: STATE_DIR/audit.db).
     #[arg(long, conflicts_with = "export")]
     db: Option<PathBuf>,
-    /// Verify a JSON Lines export instead of the database.
+    /// Verify an export (JSON Lines or OCSF) instead of the database.
     #[arg(long)]
     export: Option<PathBuf>,
     /// Ed25519 public key PEM (`agentctl audit public-key`), kept apart from the host.
@@ -99,6 +99,9 @@ struct TailArgs {
 enum Format {
     /// JSON Lines: records and checkpoints, one object a line.
     Jsonl,
+    /// OCSF 1.8 events, one a line, each carrying its record (no
+    /// checkpoints); `verify --export` checks its chain.
+    Ocsf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +120,9 @@ struct ExportArgs {
     /// Output file (default: stdout).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Host name OCSF events name as their device (default: this host's).
+    #[arg(long)]
+    hostname: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -333,20 +339,22 @@ fn tail(a: TailArgs) -> anyhow::Result<()> {
 }
 
 fn export(a: ExportArgs) -> anyhow::Result<()> {
-    let Format::Jsonl = a.format;
     let db = a.loc.db(&a.db)?;
     let conn = store::open_ro(&db)?;
-    let n = match &a.output {
-        Some(p) => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?,
-            );
-            audit::export_jsonl(&conn, &db, a.since_seq, &mut f)?
-        }
-        None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            audit::export_jsonl(&conn, &db, a.since_seq, &mut out)?
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let n = match a.format {
+        Format::Jsonl => audit::export_jsonl(&conn, &db, a.since_seq, &mut out)?,
+        Format::Ocsf => {
+            let mut ctx = audit::ocsf::Context::local();
+            if let Some(h) = a.hostname {
+                ctx.hostname = h;
+            }
+            audit::export::export_ocsf(&conn, &db, a.since_seq, &ctx, &mut out)?
         }
     };
     eprintln!("exported {n} records from {}", db.display());
