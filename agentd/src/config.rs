@@ -283,6 +283,10 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// Policy file loaded at start-up and on SIGHUP (if set); `agentctl policy load` also works.
     pub policy_file: Option<PathBuf>,
+    /// This host's name as v2 messages' `for_host` must give it (1-253
+    /// bytes of `A-Z a-z 0-9 . _ -`); default: the machine's host name,
+    /// read once at start.
+    pub host_id: Option<String>,
 }
 
 /// Audit log settings.
@@ -457,6 +461,7 @@ impl Default for GatewayConfig {
             request_timeout_secs: 10,
             max_request_bytes: 64 * 1024,
             policy_file: None,
+            host_id: None,
         }
     }
 }
@@ -655,6 +660,17 @@ impl Config {
                 "gateway.max_request_bytes",
                 "must be 1024..=16777216",
             ));
+        }
+        if let Some(h) = &g.host_id {
+            if h.is_empty()
+                || h.len() > crate::protocol::message::MAX_HOST_LEN
+                || !h.bytes().all(crate::protocol::message::is_host_byte)
+            {
+                return Err(invalid(
+                    "gateway.host_id",
+                    "must be 1-253 characters of [A-Za-z0-9._-]",
+                ));
+            }
         }
         if g.policy_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("gateway.policy_file", "must be an absolute path"));

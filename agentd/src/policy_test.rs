@@ -236,15 +236,9 @@ fn run_in(
         let nonce = format!("policy-test-{:012}", i + 1);
         let body = format!("policy test case {}", i + 1);
         let message = match (case.message, case.operator.as_deref()) {
-            (MessageKind::Unsigned, op) => SignedMessage {
-                v: 1,
-                operator: op.map(str::to_owned),
-                session,
-                nonce: None,
-                timestamp: None,
-                body,
-                signature: None,
-            },
+            (MessageKind::Unsigned, op) => {
+                SignedMessage::unsigned(op.map(str::to_owned), &session, &body)
+            }
             (kind, Some(op)) => {
                 let key = match kind {
                     MessageKind::BadSignature => &wrong_key[..],

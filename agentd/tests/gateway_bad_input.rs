@@ -29,7 +29,7 @@ fn malformed_requests_get_reason_codes_and_store_nothing() {
         ("/v1/messages", format!(r#"{{"session":"s","body":"x","operator":"o","nonce":"{}","timestamp":1,"signature":"{}"}}"#, "n".repeat(5000), "0".repeat(64)).into_bytes(), 400, "field_too_long"),
         ("/v1/messages", format!(r#"{{"session":"s","body":"{}"}}"#, "x".repeat(70 * 1024)).into_bytes(), 413, "body_too_large"),
         ("/v1/messages", br#"{"session":"s","body":"x","operator":"o","nonce":"0123456789abcdef","timestamp":1,"signature":"xyz"}"#.to_vec(), 400, "invalid_signature_encoding"),
-        ("/v1/messages", br#"{"v": 2, "session":"s","body":"x"}"#.to_vec(), 400, "unsupported_version"),
+        ("/v1/messages", br#"{"v": 3, "session":"s","body":"x"}"#.to_vec(), 400, "unsupported_version"),
         ("/v1/tool-calls", br#"{"active_message_id": "x", "action": "a", "arguments": {}, "extra": 1}"#.to_vec(), 400, "unknown_field"),
         ("/v1/tool-calls", br#"{"active_message_id": "x", "action": "a", "arguments": []}"#.to_vec(), 400, "invalid_json"),
         ("/v1/operators", br#"{"id": "x"}"#.to_vec(), 400, "invalid_json"),

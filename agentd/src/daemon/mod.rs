@@ -314,6 +314,10 @@ async fn open_gateway(config: &Config, audit: &AuditLog) -> anyhow::Result<Arc<G
         )
         .context("opening the gateway store")?,
     );
+    if let Some(host_id) = &config.gateway.host_id {
+        gateway.set_host_id(host_id);
+    }
+    tracing::info!(host_id = %gateway.host_id(), "v2 messages naming another host are refused");
     open_approvals(config, &gateway, audit).await?;
     if let Some(p) = &config.gateway.policy_file {
         let id = load_policy_file(&gateway, p)?;

@@ -20,6 +20,7 @@ fn step_of(code: &str) -> &'static str {
         rc::UNKNOWN_ACTIVE_MESSAGE
         | rc::ACTIVE_MESSAGE_EXPIRED
         | rc::ACTIVE_MESSAGE_OTHER_AGENT
+        | rc::MESSAGE_OTHER_AUDIENCE
         | rc::NO_ACTIVE_MESSAGE => "gateway: the active message (step 1)",
         rc::UNSIGNED_MESSAGE
         | rc::SIGNATURE_MISMATCH
@@ -41,6 +42,7 @@ fn step_of(code: &str) -> &'static str {
         | rc::VALUE_NOT_ALLOWED
         | rc::VALUE_OUT_OF_RANGE
         | rc::SIZE_LIMIT_EXCEEDED => "gateway: the argument constraints (step 7)",
+        rc::OUTSIDE_MESSAGE_SCOPE => "gateway: the message's signed scope (step 7b)",
         rc::RATE_LIMITED => "gateway: the role's rate limit (step 8)",
         rc::USAGE_THRESHOLD => "gateway: the role's usage threshold (step 9)",
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => {
@@ -128,6 +130,8 @@ fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
         rc::UNKNOWN_ACTIVE_MESSAGE => "the call echoed an active-message id agentd never issued (or forgot at a restart past its lifetime): every call must carry the id of the operator message it acts on".into(),
         rc::ACTIVE_MESSAGE_EXPIRED => "the active message the call echoed had expired: a call may act on a message only within its lifetime".into(),
         rc::ACTIVE_MESSAGE_OTHER_AGENT => "the active message is held by another agent (the first to use it); one message's rights cannot move between agents".into(),
+        rc::MESSAGE_OTHER_AUDIENCE => "the operator signed the message for another agent (v2 `for_agent`): no other agent may use it, whoever learns its id".into(),
+        rc::OUTSIDE_MESSAGE_SCOPE => format!("`{}` with these arguments lies outside the scope {who} signed into the message (v2 `scope`): the role would allow the call, the message does not — this is what keeps an injected follow-up from borrowing the message", ev.action),
         rc::NO_ACTIVE_MESSAGE => "the runtime ran with no active message (AGENTD_ACTIVE_MESSAGE unset): a tool call that acts on no operator message has no rights".into(),
         rc::UNSIGNED_MESSAGE => format!("the message this call acts on carried no signature ({who}); such a message is delivered untrusted and none of its tool calls is allowed, whatever it asks"),
         rc::SIGNATURE_MISMATCH => format!("the message this call acts on had a signature that did not verify with the key of `{operator}`: delivered untrusted, no tool rights"),
@@ -202,6 +206,18 @@ fn standing_fix(r: &Record, operator: &str) -> Option<Fix> {
             summary: "no policy line can: have the operator send the request as a signed message and run the runtime with its id (the driver does both)".into(),
             toml: None,
             command: Some("agentctl send --operator ID --key-file KEY --session S --agent AGENT -- \"TEXT\"; agentctl agent serve AGENT -- RUNTIME…".into()),
+            verified: false,
+        },
+        rc::MESSAGE_OTHER_AUDIENCE => Fix {
+            summary: "no policy line can: the operator sends a message addressed to this agent".into(),
+            toml: None,
+            command: Some("agentctl send --operator ID --key-file KEY --session S --for-agent AGENT -- \"TEXT\"".into()),
+            verified: false,
+        },
+        rc::OUTSIDE_MESSAGE_SCOPE => Fix {
+            summary: format!("no policy line can: `{}` must be in the scope of the operator's message; if it was meant, the operator sends a new message whose scope names it", ev.action),
+            toml: None,
+            command: Some(format!("agentctl send --operator {} --key-file KEY --session S --scope '{}:ARG=PATTERN' -- \"TEXT\"", if operator.is_empty() { "ID" } else { operator }, ev.action)),
             verified: false,
         },
         rc::UNSIGNED_MESSAGE | rc::SIGNATURE_MISMATCH | rc::OPERATOR_REVOKED => Fix {
@@ -873,6 +889,10 @@ pub fn message(r: &Record) -> Explanation {
         rc::SESSION_OPERATOR_MISMATCH => format!("session `{}` is bound to another operator", ev.session),
         rc::RATE_LIMITED => "too many unverified messages from this sender or claimed operator".into(),
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => "the message was in the scope of a suspension (kill switch): refused before verification, nothing of it stored".into(),
+        rc::MESSAGE_WRONG_HOST => "the operator signed the message for another host (v2 `for_host` differs from this daemon's gateway.host_id): it cannot be replayed here".into(),
+        rc::MESSAGE_OTHER_AUDIENCE => "the operator signed the message for another agent (v2 `for_agent`) than the inbox it was posted to".into(),
+        rc::MESSAGE_VERSION_REFUSED => "the message was a v1 message and the policy accepts only v2 ([messages] v1 = \"refuse\"): v2 names its agent, host and scope".into(),
+        rc::INVALID_SCOPE => "the message's v2 scope was malformed or too large (entries, names, a `*` before a pattern's end, lengths); nothing of it stored".into(),
         _ => format!("message refused: {code}"),
     };
     let mut e = Explanation::new(r, "gateway: message ingest", why);
@@ -895,6 +915,14 @@ pub fn message(r: &Record) -> Explanation {
                 "no policy line can: send a fresh message signed with the operator's current key"
                     .to_owned(),
                 "agentctl send --operator ID --key-file KEY --session S -- \"TEXT\"".to_owned(),
+            )),
+            rc::MESSAGE_WRONG_HOST | rc::MESSAGE_OTHER_AUDIENCE | rc::MESSAGE_VERSION_REFUSED => Some((
+                "no policy line should: the operator signs a v2 message for this host and agent".to_owned(),
+                "agentctl send --operator ID --key-file KEY --session S --for-host HOST --for-agent AGENT -- \"TEXT\"".to_owned(),
+            )),
+            rc::INVALID_SCOPE => Some((
+                "send the scope well-formed: ACTION or ACTION:ARG=PATTERN, a `*` only at a pattern's end (docs/protocol.md §1.5)".to_owned(),
+                "agentctl send --operator ID --key-file KEY --session S --scope 'ACTION:ARG=PATTERN' -- \"TEXT\"".to_owned(),
             )),
             _ => None,
         };

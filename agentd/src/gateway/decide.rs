@@ -12,6 +12,7 @@ use super::{Gateway, Operator};
 use crate::grant_spec::GrantSpec;
 use crate::policy::eval::Allowed;
 use crate::protocol::reason;
+use crate::protocol::scope::ArgValue;
 
 /// Longest action name accepted, in bytes.
 pub const MAX_ACTION_LEN: usize = 64;
@@ -210,7 +211,10 @@ impl Gateway {
             crate::runtime::check_tool_use_id(id)
                 .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
         }
-        let mut allowed = policy_allows(policy, &msg, &op, req, resolver)?;
+        let (mut allowed, resolved) = policy_allows(policy, &msg, &op, req, resolver)?;
+        if let Some(policy) = policy {
+            within_scope(policy, &msg, &allowed.role, req, resolved.as_ref())?;
+        }
         self.within_rate(&msg.operator, &allowed)?;
         if self.within_usage(&msg.operator, &req.action, &allowed)? {
             // Past the threshold's `escalate_after`: a human decides.
@@ -295,6 +299,14 @@ impl Gateway {
                 reason::ACTIVE_MESSAGE_EXPIRED,
                 format!("the active message expired at {}", msg.expires_at),
             ));
+        }
+        if let (Some(audience), Some(me)) = (&msg.audience, holder) {
+            if *me != super::ingest::agent_holder(audience) {
+                return Err((
+                    reason::MESSAGE_OTHER_AUDIENCE,
+                    format!("the operator signed the message for agent `{audience}`, not {me}"),
+                ));
+            }
         }
         if let Some(me) = holder {
             if msg.holder.get().is_none() && msg.holder.set(me.to_owned()).is_ok() {
@@ -429,17 +441,18 @@ impl Gateway {
 /// A refusal: reason code and detail.
 pub(super) type Refused = (&'static str, String);
 
-/// Checks 4 to 7b: the policy's role allow-list, argument shape,
+/// Checks 4 to 7: the policy's role allow-list, argument shape,
 /// destructive class and constraints, then the same decision on the real
 /// objects the paths name (a planted symlink must not carry a scope, or
-/// the grant, elsewhere).
+/// the grant, elsewhere). Also the resolved arguments, when resolution
+/// changed any.
 fn policy_allows(
     policy: Option<&crate::policy::CompiledPolicy>,
     msg: &ActiveMessage,
     op: &Operator,
     req: &ToolCallRequest,
     resolver: &dyn PathResolver,
-) -> Result<Allowed, Refused> {
+) -> Result<(Allowed, Option<Map<String, Value>>), Refused> {
     let policy = policy.ok_or((reason::NO_POLICY, "no policy is loaded".to_owned()))?;
     if req.action.len() > MAX_ACTION_LEN {
         return Err((
@@ -451,16 +464,64 @@ fn policy_allows(
         .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
         .map_err(|den| (den.reason, den.detail))?;
     let Some(resolved) = resolved_arguments(policy, &allowed.role, req, resolver)? else {
-        return Ok(allowed);
+        return Ok((allowed, None));
     };
-    policy
+    let allowed = policy
         .evaluate(&msg.operator, &op.roles, &req.action, &resolved)
         .map_err(|den| {
             (
                 den.reason,
                 format!("{} (after resolving symlinks)", den.detail),
             )
+        })?;
+    Ok((allowed, Some(resolved)))
+}
+
+/// Check 7b: a v2 message's signed scope covers the call, its path
+/// arguments taken as the policy decided them (normalised, then resolved),
+/// never as the caller wrote them.
+fn within_scope(
+    policy: &crate::policy::CompiledPolicy,
+    msg: &ActiveMessage,
+    role: &str,
+    req: &ToolCallRequest,
+    resolved: Option<&Map<String, Value>>,
+) -> Result<(), Refused> {
+    let Some(scope) = &msg.scope else {
+        return Ok(());
+    };
+    let args = resolved.unwrap_or(&req.arguments);
+    // The policy accepted every path argument, so each normalises.
+    let paths: Vec<(&str, String)> = policy
+        .path_arguments(role, &req.action)
+        .into_iter()
+        .filter_map(|name| match args.get(name) {
+            Some(Value::String(raw)) => crate::policy::path::normalize(raw).ok().map(|p| (name, p)),
+            _ => None,
         })
+        .collect();
+    let in_scope = scope.allows(&req.action, |name| {
+        match paths.iter().find(|(n, _)| *n == name) {
+            Some((_, p)) => Some(ArgValue::Text(p)),
+            None => args.get(name).map(ArgValue::Json),
+        }
+    });
+    if in_scope {
+        return Ok(());
+    }
+    let actions: Vec<&str> = scope.entries.iter().map(|e| e.action.as_str()).collect();
+    Err((
+        reason::OUTSIDE_MESSAGE_SCOPE,
+        format!(
+            "`{}` with these arguments is outside the scope the operator signed (entries for: {})",
+            req.action,
+            if actions.is_empty() {
+                "no action".to_owned()
+            } else {
+                actions.join(", ")
+            }
+        ),
+    ))
 }
 
 /// The call's arguments with every path argument replaced by the real path

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{AcceptOutcome, ActiveRow};
 use super::{Gateway, GatewayError};
-use crate::policy::schema::Delivery;
-use crate::protocol::message::Checked;
-use crate::protocol::{reason, verify, SignedMessage};
+use crate::policy::schema::{Delivery, VersionRule};
+use crate::protocol::message::{Checked, VERSION_2};
+use crate::protocol::{reason, verify, Scope, SignedMessage};
 
 /// How far a message is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,13 +93,32 @@ pub(crate) struct ActiveMessage {
     pub reason: String,
     pub expires_at: i64,
     /// The agent that first used it; others are refused
-    /// (`active_message_other_agent`).
+    /// (`active_message_other_agent`). A v2 message for an agent is held
+    /// by that agent from ingest.
     pub holder: std::sync::OnceLock<String>,
+    /// v2: the agent the operator addressed it to (`for_agent`); any
+    /// other caller is refused (`message_other_audience`).
+    pub audience: Option<String>,
+    /// v2: the operator's signed scope; a call outside it is refused
+    /// (`outside_message_scope`, step 7b). None: whatever the role allows.
+    /// Later checks ask it about one object with
+    /// [`crate::protocol::scope_names_path`].
+    pub scope: Option<Scope>,
 }
 
 impl ActiveMessage {
     pub(crate) fn from_row(row: ActiveRow) -> Option<(u128, Self)> {
         let id = parse_active_id(&row.id)?;
+        // A stored scope that no longer parses would widen the message to
+        // its role: drop the message instead (its calls are then refused).
+        let scope = match row.scope.as_deref().map(serde_json::from_str::<Scope>) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                tracing::error!(id = %row.id, error = %e, "stored message scope does not parse; dropping the message");
+                return None;
+            }
+        };
         Some((
             id,
             Self {
@@ -112,6 +131,8 @@ impl ActiveMessage {
                     .holder
                     .map(std::sync::OnceLock::from)
                     .unwrap_or_default(),
+                audience: row.audience,
+                scope,
             },
         ))
     }
@@ -145,6 +166,18 @@ impl Gateway {
         msg: &SignedMessage,
         now: i64,
         peer: &str,
+    ) -> Result<IngestOutcome, Refusal> {
+        self.ingest_to(msg, now, peer, None)
+    }
+
+    /// [`Self::ingest_from`] for a message posted to `inbox` (an agent's
+    /// inbox), if any: a v2 message for another agent is refused there.
+    pub(crate) fn ingest_to(
+        &self,
+        msg: &SignedMessage,
+        now: i64,
+        peer: &str,
+        inbox: Option<&str>,
     ) -> Result<IngestOutcome, Refusal> {
         let claimed_name = msg.operator.as_deref().unwrap_or("");
         let checked = match msg.check() {
@@ -196,8 +229,42 @@ impl Gateway {
                 )
             }
         };
+        self.addressed_here(msg, rules.v1, inbox)?;
         self.within_window(timestamp, now)?;
         self.accept(msg, operator, nonce, op.key_gen, now)
+    }
+
+    /// A verified message is for this daemon: its version is one the
+    /// policy accepts, its `for_host` (if any) is this host, and its
+    /// `for_agent` (if any) the inbox it was posted to (if any).
+    fn addressed_here(
+        &self,
+        msg: &SignedMessage,
+        v1: VersionRule,
+        inbox: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if msg.v != VERSION_2 && v1 == VersionRule::Refuse {
+            return Err(refuse(
+                reason::MESSAGE_VERSION_REFUSED,
+                "the policy accepts only v2 messages ([messages] v1 = \"refuse\")",
+            ));
+        }
+        if let Some(host) = msg.for_host.as_deref() {
+            let here = self.host_id();
+            if host != here {
+                return Err(refuse(
+                    reason::MESSAGE_WRONG_HOST,
+                    format!("the message is for host `{host}`; this host is `{here}`"),
+                ));
+            }
+        }
+        match (msg.for_agent.as_deref(), inbox) {
+            (Some(agent), Some(inbox)) if agent != inbox => Err(refuse(
+                reason::MESSAGE_OTHER_AUDIENCE,
+                format!("the message is for agent `{agent}`, not `{inbox}`"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The enrolled, unrevoked operator whose key made `signature` over the
@@ -281,7 +348,14 @@ impl Gateway {
             reason: reason::OK.to_owned(),
             created_at: now,
             expires_at: now + self.settings.active_message_ttl_secs,
-            holder: None,
+            // Addressed to an agent: held by it from the start, so no other
+            // caller can claim it first.
+            holder: msg.for_agent.as_deref().map(agent_holder),
+            audience: msg.for_agent.clone(),
+            scope: msg
+                .scope
+                .as_ref()
+                .map(|s| serde_json::to_string(s).expect("a scope serialises")),
         };
         let outcome = self
             .store
@@ -380,6 +454,8 @@ impl Gateway {
             created_at: now,
             expires_at: now + self.settings.active_message_ttl_secs,
             holder: None,
+            audience: None,
+            scope: None,
         };
         self.store.insert_untrusted(&row).map_err(|e| Refusal {
             reason_code: reason::STORE_ERROR,

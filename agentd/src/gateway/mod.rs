@@ -193,6 +193,18 @@ pub struct Gateway {
     suspensions: suspend::Suspensions,
     kill_switch: RwLock<Option<Arc<dyn KillSwitch>>>,
     approvals: RwLock<Option<Arc<approvals::Approvals>>>,
+    /// This host's name for v2 messages' `for_host` (`gateway.host_id`,
+    /// by default the machine's host name read at start).
+    host_id: RwLock<String>,
+}
+
+/// The machine's host name (the kernel's nodename), the default
+/// `gateway.host_id`; empty if it cannot be read (then no message naming a
+/// host is accepted).
+pub fn machine_host_id() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Called after every successful policy load (agents re-apply their baselines).
@@ -302,7 +314,22 @@ impl Gateway {
             suspensions,
             kill_switch: RwLock::new(None),
             approvals: RwLock::new(None),
+            host_id: RwLock::new(machine_host_id()),
         })
+    }
+
+    /// Sets this host's id (`gateway.host_id`): a v2 message naming
+    /// another host is refused `message_wrong_host`.
+    pub fn set_host_id(&self, host_id: &str) {
+        *self.host_id.write().unwrap_or_else(|p| p.into_inner()) = host_id.to_owned();
+    }
+
+    /// This host's id, as v2 messages' `for_host` must name it.
+    pub fn host_id(&self) -> String {
+        self.host_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Attaches the approval queue: calls the policy escalates wait in it
@@ -630,3 +657,5 @@ fn info_of(c: &CompiledPolicy, origin: &str, loaded_at: i64) -> PolicyInfo {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_tests;

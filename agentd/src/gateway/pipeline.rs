@@ -68,7 +68,7 @@ impl Gateway {
         // A suspension refuses before ingest: nothing of the message is stored.
         let result = match self.message_suspended(msg, agent) {
             Some(refused) => Err(refused),
-            None => self.ingest_from(msg, unix_now(), peer),
+            None => self.ingest_to(msg, unix_now(), peer, agent),
         };
         if let Err(Refusal {
             class: RefusalClass::Throttled { first: false },

@@ -69,6 +69,10 @@ pub struct ActiveRow {
     pub expires_at: i64,
     /// The agent that holds it (the first to use it), if any yet.
     pub holder: Option<String>,
+    /// v2: the agent it is addressed to (`for_agent`), if any.
+    pub audience: Option<String>,
+    /// v2: its signed scope as JSON, if it has one.
+    pub scope: Option<String>,
 }
 
 /// One session binding.
@@ -325,7 +329,7 @@ impl Store {
     pub fn active_messages(&self, now: i64) -> Result<Vec<ActiveRow>, StoreError> {
         self.with(|c| {
             let mut st = c
-                .prepare("SELECT id, operator, session, key_gen, reason, created_at, expires_at, holder FROM active_messages WHERE expires_at > ?1")
+                .prepare("SELECT id, operator, session, key_gen, reason, created_at, expires_at, holder, audience, scope FROM active_messages WHERE expires_at > ?1")
                 .map_err(sql(&self.path, "select active"))?;
             let rows = st
                 .query_map([now], |r| {
@@ -338,6 +342,8 @@ impl Store {
                         created_at: r.get(5)?,
                         expires_at: r.get(6)?,
                         holder: r.get(7)?,
+                        audience: r.get(8)?,
+                        scope: r.get(9)?,
                     })
                 })
                 .map_err(sql(&self.path, "select active"))?;
@@ -477,8 +483,8 @@ impl Store {
 
 fn insert_active(c: &Connection, m: &ActiveRow) -> rusqlite::Result<usize> {
     c.execute(
-        "INSERT INTO active_messages (id, operator, session, key_gen, reason, created_at, expires_at, holder) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![m.id, m.operator, m.session, m.key_gen, m.reason, m.created_at, m.expires_at, m.holder],
+        "INSERT INTO active_messages (id, operator, session, key_gen, reason, created_at, expires_at, holder, audience, scope) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![m.id, m.operator, m.session, m.key_gen, m.reason, m.created_at, m.expires_at, m.holder, m.audience, m.scope],
     )
 }
 
@@ -496,6 +502,14 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     };
     if !has("active_messages", "holder")? {
         c.execute_batch("ALTER TABLE active_messages ADD COLUMN holder TEXT")?;
+    }
+    // v2 messages: the addressed agent and the signed scope.
+    for column in ["audience", "scope"] {
+        if !has("active_messages", column)? {
+            c.execute_batch(&format!(
+                "ALTER TABLE active_messages ADD COLUMN {column} TEXT"
+            ))?;
+        }
     }
     if !has("sessions", "last_seen")? {
         c.execute_batch(

@@ -103,6 +103,21 @@ pub struct MessageRules {
     /// Messages with a bad signature, an unknown or revoked operator.
     #[serde(default)]
     pub invalid: Delivery,
+    /// Signed v1 messages (no audience, no scope): accepted (the default)
+    /// or refused `message_version_refused`.
+    #[serde(default)]
+    pub v1: VersionRule,
+}
+
+/// Whether a signed message of an older wire version is accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionRule {
+    /// Accepted as before.
+    #[default]
+    Accept,
+    /// Refused (`message_version_refused`) once verified.
+    Refuse,
 }
 
 /// One role.

@@ -4,9 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 use super::canonical;
+use super::scope::{Scope, ScopeError};
 
-/// Wire-format version this daemon speaks.
+/// Wire-format version of a message without a `v` field.
 pub const VERSION: u32 = 1;
+/// The version with an audience (`for_agent`, `for_host`) and a `scope`.
+pub const VERSION_2: u32 = 2;
+/// Longest `for_agent`, in bytes (an agent name).
+pub const MAX_AGENT_LEN: usize = 64;
+/// Longest `for_host`, in bytes (a host name).
+pub const MAX_HOST_LEN: usize = 253;
 /// Longest operator id, in bytes.
 pub const MAX_OPERATOR_LEN: usize = 64;
 /// Longest session id, in bytes.
@@ -22,7 +29,7 @@ pub const MAX_BODY_LEN: usize = 32 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
     /// `v` is not a version this daemon speaks.
-    #[error("unsupported message version {found} (this daemon speaks {VERSION})")]
+    #[error("unsupported message version {found} (this daemon speaks {VERSION} and {VERSION_2})")]
     UnsupportedVersion { found: u32 },
     /// A field needed for a signed message is absent.
     #[error("field `{field}` is required when `signature` is present")]
@@ -53,6 +60,12 @@ pub enum MessageError {
     /// The timestamp is negative or absurdly far in the future.
     #[error("`timestamp` {value} is not a plausible Unix time in seconds")]
     TimestampOutOfRange { value: i64 },
+    /// A v2 field in a v1 message (it would not be signed).
+    #[error("field `{field}` exists only in version 2 messages (`\"v\": 2`)")]
+    V2Only { field: &'static str },
+    /// The scope is malformed or too large.
+    #[error("{0}")]
+    InvalidScope(#[from] ScopeError),
 }
 
 impl MessageError {
@@ -66,6 +79,8 @@ impl MessageError {
             Self::InvalidCharacter { .. } => "invalid_character",
             Self::InvalidSignatureEncoding => "invalid_signature_encoding",
             Self::TimestampOutOfRange { .. } => "invalid_timestamp",
+            Self::V2Only { .. } => "unknown_field",
+            Self::InvalidScope(_) => super::reason::INVALID_SCOPE,
         }
     }
 }
@@ -75,7 +90,7 @@ impl MessageError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedMessage {
-    /// Wire-format version; 1.
+    /// Wire-format version: 1, or 2 (audience and scope).
     #[serde(default = "default_version")]
     pub v: u32,
     /// Operator id the message claims to come from.
@@ -91,6 +106,16 @@ pub struct SignedMessage {
     pub timestamp: Option<i64>,
     /// The instruction text.
     pub body: String,
+    /// v2: the only agent whose tool calls may use the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_agent: Option<String>,
+    /// v2: the only host (agentd's `gateway.host_id`) that accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_host: Option<String>,
+    /// v2: the calls its tool calls may make (absent: whatever the
+    /// operator's roles allow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
     /// Lowercase hex HMAC-SHA256 over the canonical bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
@@ -161,9 +186,10 @@ pub fn check_operator_id(s: &str) -> Result<(), MessageError> {
 impl SignedMessage {
     /// Structural validation: version, lengths, alphabets, signature encoding.
     pub fn check(&self) -> Result<Checked<'_>, MessageError> {
-        if self.v != VERSION {
+        if self.v != VERSION && self.v != VERSION_2 {
             return Err(MessageError::UnsupportedVersion { found: self.v });
         }
+        self.check_v2_fields()?;
         check_len("session", &self.session, 1, MAX_SESSION_LEN)?;
         if self.session.chars().any(char::is_control) {
             return Err(MessageError::InvalidCharacter {
@@ -218,15 +244,124 @@ impl SignedMessage {
         })
     }
 
-    /// Canonical bytes of a signed message (operator/nonce/timestamp must be set).
+    /// The v2 fields: only in a v2 message; a named agent is an agent
+    /// name, a named host a host name; a scope within its bounds.
+    fn check_v2_fields(&self) -> Result<(), MessageError> {
+        if self.v != VERSION_2 {
+            let present = [
+                ("for_agent", self.for_agent.is_some()),
+                ("for_host", self.for_host.is_some()),
+                ("scope", self.scope.is_some()),
+            ];
+            if let Some((field, _)) = present.into_iter().find(|(_, p)| *p) {
+                return Err(MessageError::V2Only { field });
+            }
+            return Ok(());
+        }
+        if let Some(agent) = &self.for_agent {
+            check_len("for_agent", agent, 1, MAX_AGENT_LEN)?;
+            if !agent
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                || agent.starts_with('.')
+            {
+                return Err(MessageError::InvalidCharacter {
+                    field: "for_agent",
+                    alphabet: "[A-Za-z0-9._-] (not starting with '.')",
+                });
+            }
+        }
+        if let Some(host) = &self.for_host {
+            check_len("for_host", host, 1, MAX_HOST_LEN)?;
+            if !host.bytes().all(is_host_byte) {
+                return Err(MessageError::InvalidCharacter {
+                    field: "for_host",
+                    alphabet: "[A-Za-z0-9._-]",
+                });
+            }
+        }
+        if let Some(scope) = &self.scope {
+            scope.check()?;
+        }
+        Ok(())
+    }
+
+    /// Canonical bytes of a signed message (operator/nonce/timestamp must
+    /// be set): the v1 encoding, or for `v: 2` the v2 one.
     pub fn canonical(&self) -> Option<Vec<u8>> {
-        Some(canonical::canonical_bytes(
+        let (operator, nonce, timestamp) = (
             self.operator.as_deref()?,
-            &self.session,
             self.nonce.as_deref()?,
             self.timestamp?,
+        );
+        if self.v == VERSION_2 {
+            return Some(canonical::canonical_bytes_v2(
+                operator,
+                &self.session,
+                nonce,
+                timestamp,
+                &self.body,
+                canonical::V2Fields {
+                    for_agent: self.for_agent.as_deref(),
+                    for_host: self.for_host.as_deref(),
+                    scope: self.scope.as_ref(),
+                },
+            ));
+        }
+        Some(canonical::canonical_bytes(
+            operator,
+            &self.session,
+            nonce,
+            timestamp,
             &self.body,
         ))
+    }
+
+    /// (Re)signs the message under `key` over its canonical bytes, of
+    /// whichever version it is; false (unchanged) if operator, nonce or
+    /// timestamp is missing.
+    pub fn sign_with(&mut self, key: &[u8]) -> bool {
+        let Some(c) = self.canonical() else {
+            return false;
+        };
+        self.signature = Some(hex::encode(canonical::sign(key, &c)));
+        true
+    }
+
+    /// A v2 message signed under `key`: `msg`'s v1 fields with an audience
+    /// and a scope (used by `agentctl send --for-agent/--for-host/--scope`).
+    pub fn new_signed_v2(
+        key: &[u8],
+        msg: &SignedMessage,
+        for_agent: Option<String>,
+        for_host: Option<String>,
+        scope: Option<Scope>,
+    ) -> Self {
+        let mut m = Self {
+            v: VERSION_2,
+            for_agent,
+            for_host,
+            scope,
+            ..msg.clone()
+        };
+        m.sign_with(key);
+        m
+    }
+
+    /// An unsigned message (claimed operator optional): at most untrusted.
+    pub fn unsigned(operator: Option<String>, session: &str, body: &str) -> Self {
+        Self {
+            v: VERSION,
+            operator,
+            session: session.to_owned(),
+            nonce: None,
+            timestamp: None,
+            body: body.to_owned(),
+            for_agent: None,
+            for_host: None,
+            scope: None,
+            signature: None,
+        }
     }
 
     /// Builds and signs a message (used by `agentctl send`, tests and benches).
@@ -249,9 +384,17 @@ impl SignedMessage {
             nonce: Some(nonce.to_owned()),
             timestamp: Some(timestamp),
             body: body.to_owned(),
+            for_agent: None,
+            for_host: None,
+            scope: None,
             signature: Some(hex::encode(sig)),
         }
     }
+}
+
+/// A byte of a host name: letters, digits, `.`, `_`, `-`.
+pub fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 /// A fresh random nonce: 32 hex digits (128 bits).

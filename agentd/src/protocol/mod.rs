@@ -5,8 +5,12 @@ pub mod canonical;
 pub mod error_body;
 pub mod message;
 pub mod reason;
+pub mod scope;
 pub mod vectors;
 
-pub use canonical::{canonical_bytes, sign, verify, DOMAIN_TAG};
+pub use canonical::{
+    canonical_bytes, canonical_bytes_v2, sign, verify, V2Fields, DOMAIN_TAG, DOMAIN_TAG_V2,
+};
 pub use error_body::ErrorBody;
 pub use message::{MessageError, Signature, SignedMessage};
+pub use scope::{scope_names_path, Scope, ScopeEntry};

@@ -21,6 +21,18 @@ pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
 pub const REPLAYED_NONCE: &str = "replayed_nonce";
 /// The session is bound to another operator.
 pub const SESSION_OPERATOR_MISMATCH: &str = "session_operator_mismatch";
+/// A v2 message's scope is malformed or too large (its entries, argument
+/// names, pattern syntax or lengths; HTTP 400).
+pub const INVALID_SCOPE: &str = "invalid_scope";
+/// A v2 message addressed to one host (`for_host`) reached another
+/// (`gateway.host_id`).
+pub const MESSAGE_WRONG_HOST: &str = "message_wrong_host";
+/// A v1 message, where the policy's `[messages] v1 = "refuse"` accepts
+/// only v2.
+pub const MESSAGE_VERSION_REFUSED: &str = "message_version_refused";
+/// A v2 message addressed to one agent (`for_agent`) was posted to another
+/// agent's inbox, or used by another agent's tool call.
+pub const MESSAGE_OTHER_AUDIENCE: &str = "message_other_audience";
 /// A session binding lapsed (no message from its operator within the
 /// session lifetime) and another operator bound it (audit rows).
 pub const SESSION_LAPSED: &str = "session_lapsed";
@@ -32,6 +44,9 @@ pub const UNKNOWN_ACTIVE_MESSAGE: &str = "unknown_active_message";
 pub const ACTIVE_MESSAGE_EXPIRED: &str = "active_message_expired";
 /// The active message is held by another agent (the first to use it).
 pub const ACTIVE_MESSAGE_OTHER_AGENT: &str = "active_message_other_agent";
+/// The call is outside the signed scope of its v2 message (step 7b), even
+/// though the operator's role would allow it.
+pub const OUTSIDE_MESSAGE_SCOPE: &str = "outside_message_scope";
 /// No policy is loaded: everything is denied.
 pub const NO_POLICY: &str = "no_policy_loaded";
 /// The action is not defined by the policy.

@@ -44,6 +44,15 @@ impl Daemon {
 
     /// Starts agentd with extra config and a policy file chosen inside the temp dir.
     pub fn start_full(extra_config: &str, policy: impl FnOnce(&Path) -> PathBuf) -> Self {
+        Self::start_gateway(extra_config, "", policy)
+    }
+
+    /// [`Self::start_full`] with extra `[gateway]` keys (`host_id = "h"`).
+    pub fn start_gateway(
+        extra_config: &str,
+        gateway: &str,
+        policy: impl FnOnce(&Path) -> PathBuf,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy(dir.path());
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -53,7 +62,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\nsocket_path = {:?}\n{extra_config}\n[gateway]\npolicy_file = {:?}\n",
+                "state_dir = {:?}\nsocket_path = {:?}\n{extra_config}\n[gateway]\npolicy_file = {:?}\n{gateway}\n",
                 state, socket, policy
             ),
         )

@@ -11,7 +11,7 @@ use agentd::agents::InboxEntry;
 use agentd::api::client::{blocking, ClientError};
 use agentd::gateway::{unix_now, Trust};
 use agentd::protocol::message::random_nonce;
-use agentd::protocol::SignedMessage;
+use agentd::protocol::{Scope, ScopeEntry, SignedMessage};
 
 /// Exit code when the daemon refuses the message.
 pub const EXIT_REFUSED: i32 = 2;
@@ -49,21 +49,36 @@ pub struct Args {
     /// instead of only handing back an active-message id.
     #[arg(long)]
     agent: Option<String>,
+    /// Sign a v2 message only this agent may use (docs/protocol.md §1.5).
+    #[arg(long, value_name = "NAME", conflicts_with = "unsigned")]
+    for_agent: Option<String>,
+    /// Sign a v2 message only the agentd with this `gateway.host_id` accepts.
+    #[arg(long, value_name = "HOST", conflicts_with = "unsigned")]
+    for_host: Option<String>,
+    /// Sign a v2 message whose tool calls are limited to this scope entry:
+    /// `ACTION`, or `ACTION:ARG=PATTERN[:ARG=PATTERN…]` (a pattern is an
+    /// exact value, or a prefix ending in `*`; a `:` followed by `NAME=`
+    /// starts the next argument). Repeatable.
+    #[arg(
+        long,
+        value_name = "ACTION[:ARG=PATTERN]…",
+        conflicts_with = "unsigned"
+    )]
+    scope: Vec<String>,
+    /// Sign a v2 message even without --for-agent, --for-host or --scope.
+    #[arg(long, conflicts_with = "unsigned")]
+    v2: bool,
     /// The message text.
     text: String,
 }
 
 fn build(args: &Args) -> anyhow::Result<SignedMessage> {
     if args.unsigned {
-        return Ok(SignedMessage {
-            v: 1,
-            operator: args.operator.clone(),
-            session: args.session.clone(),
-            nonce: None,
-            timestamp: None,
-            body: args.text.clone(),
-            signature: None,
-        });
+        return Ok(SignedMessage::unsigned(
+            args.operator.clone(),
+            &args.session,
+            &args.text,
+        ));
     }
     let operator = args
         .operator
@@ -79,14 +94,75 @@ fn build(args: &Args) -> anyhow::Result<SignedMessage> {
         .with_context(|| format!("{} does not hold a hex key", key_file.display()))?;
     let nonce = args.nonce.clone().unwrap_or_else(random_nonce);
     let ts = args.timestamp.unwrap_or_else(unix_now);
-    Ok(SignedMessage::new_signed(
+    let v1 = SignedMessage::new_signed(&key, operator, &args.session, &nonce, ts, &args.text);
+    if !(args.v2 || args.for_agent.is_some() || args.for_host.is_some() || !args.scope.is_empty()) {
+        return Ok(v1);
+    }
+    let scope = if args.scope.is_empty() {
+        None
+    } else {
+        let entries = args
+            .scope
+            .iter()
+            .map(|s| parse_scope_entry(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(Scope { entries })
+    };
+    let msg = SignedMessage::new_signed_v2(
         &key,
-        operator,
-        &args.session,
-        &nonce,
-        ts,
-        &args.text,
-    ))
+        &v1,
+        args.for_agent.clone(),
+        args.for_host.clone(),
+        scope,
+    );
+    // Refuse here what the daemon would refuse, with the same words.
+    msg.check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.reason_code()))?;
+    Ok(msg)
+}
+
+/// Parses `ACTION` or `ACTION:ARG=PATTERN[:ARG=PATTERN…]`. A `:` starts
+/// the next argument only when `NAME=` follows it, so patterns may hold
+/// colons (`session=slack:C1`).
+fn parse_scope_entry(spec: &str) -> anyhow::Result<ScopeEntry> {
+    let (action, rest) = match spec.split_once(':') {
+        Some((a, r)) => (a, Some(r)),
+        None => (spec, None),
+    };
+    let mut args = std::collections::BTreeMap::new();
+    if let Some(rest) = rest {
+        for part in split_args(rest) {
+            let (name, pattern) = part
+                .split_once('=')
+                .with_context(|| format!("--scope {spec}: `{part}` is not ARG=PATTERN"))?;
+            if args.insert(name.to_owned(), pattern.to_owned()).is_some() {
+                anyhow::bail!("--scope {spec}: argument `{name}` is given twice");
+            }
+        }
+    }
+    Ok(ScopeEntry {
+        action: action.to_owned(),
+        args,
+    })
+}
+
+/// Splits `a=1:b=x:y:c=2` into `a=1`, `b=x:y`, `c=2`.
+fn split_args(rest: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in rest.match_indices(':') {
+        let next = &rest[i + 1..];
+        let name_len = next
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        if name_len > 0 && next.as_bytes().get(name_len) == Some(&b'=') {
+            parts.push(&rest[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&rest[start..]);
+    parts
 }
 
 /// Runs `agentctl send`.
@@ -160,5 +236,24 @@ fn send_to_inbox(args: &Args, agent: &str, msg: &SignedMessage) -> anyhow::Resul
             std::process::exit(EXIT_REFUSED);
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_entries_parse_with_colons_in_patterns() {
+        let e = parse_scope_entry("read_chart:path=/srv/charts/patient-7*").unwrap();
+        assert_eq!(e.action, "read_chart");
+        assert_eq!(e.args["path"], "/srv/charts/patient-7*");
+        let e = parse_scope_entry("post:channel=slack:C1:text=hi: there*").unwrap();
+        assert_eq!(e.args["channel"], "slack:C1");
+        assert_eq!(e.args["text"], "hi: there*");
+        let e = parse_scope_entry("list_files").unwrap();
+        assert!(e.args.is_empty());
+        assert!(parse_scope_entry("a:nonsense").is_err());
+        assert!(parse_scope_entry("a:p=1:p=2").is_err());
     }
 }

@@ -59,15 +59,7 @@ impl Runner {
     /// The runtime forwards an unsigned inbox message to agentd, which
     /// records it and (per policy) hands back an untrusted id.
     fn ingest_inbox(&self, ins: &Instruction) -> Option<String> {
-        let msg = SignedMessage {
-            v: 1,
-            operator: None,
-            session: "inbox:mail".into(),
-            nonce: None,
-            timestamp: None,
-            body: ins.text.clone(),
-            signature: None,
-        };
+        let msg = SignedMessage::unsigned(None, "inbox:mail", &ins.text);
         let result = self.rt.block_on(async {
             let mut c = Client::connect(&self.socket).await?;
             c.submit_message(&msg).await
