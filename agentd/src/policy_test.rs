@@ -70,6 +70,10 @@ pub struct Case {
     /// The reason code expected (any, if absent).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The scope the operator signs into the message (makes it a v2
+    /// message, docs/protocol.md §1.5); absent: an unscoped v1 message.
+    #[serde(default)]
+    pub scope: Option<crate::protocol::Scope>,
 }
 
 /// What one case got.
@@ -244,7 +248,13 @@ fn run_in(
                     MessageKind::BadSignature => &wrong_key[..],
                     _ => keys.get(op).map(Vec::as_slice).unwrap_or(&wrong_key),
                 };
-                SignedMessage::new_signed(key, op, &session, &nonce, now, &body)
+                let v1 = SignedMessage::new_signed(key, op, &session, &nonce, now, &body);
+                match &case.scope {
+                    Some(scope) => {
+                        SignedMessage::new_signed_v2(key, &v1, None, None, Some(scope.clone()))
+                    }
+                    None => v1,
+                }
             }
             (_, None) => unreachable!("parse refuses a signed message without an operator"),
         };

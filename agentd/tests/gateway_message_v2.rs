@@ -36,7 +36,7 @@ fn accepted(d: &Daemon, op: &str, key: &Path, flags: &[&str]) -> String {
 }
 
 /// `send` that must be refused with `code` (exit 2), with its audit row.
-fn refused(d: &Daemon, op: &str, key: &Path, flags: &[&str], code: &str) {
+fn refused(d: &Daemon, op: &str, key: &Path, flags: &[&str], code: &str) -> Value {
     let text = format!("refused {code} {flags:?}");
     let out = send(d, op, key, flags, &text);
     assert_eq!(out.status.code(), Some(2), "send {flags:?}: {out:?}");
@@ -56,6 +56,7 @@ fn refused(d: &Daemon, op: &str, key: &Path, flags: &[&str], code: &str) {
         "{row}"
     );
     assert_eq!(row["active_message_id"], "", "{row}");
+    row
 }
 
 fn rows_of(d: &Daemon, call_id: &Value) -> Vec<Value> {
@@ -108,12 +109,25 @@ fn daemon(policy_text: Option<String>) -> Daemon {
 fn a_message_for_another_host_is_refused_with_its_row() {
     let d = daemon(None);
     let key = d.enroll("olivia", "owner");
-    refused(
+    let row = refused(
         &d,
         "olivia",
         &key,
         &["--for-host", "ward-4"],
         "message_wrong_host",
+    );
+    assert!(
+        row["target"]
+            .as_str()
+            .unwrap()
+            .ends_with(" for_host:ward-4"),
+        "{row}"
+    );
+    let seq = row["seq"].to_string();
+    let ex = d.ok(&["explain", &seq, "--state-dir", d.state.to_str().unwrap()]);
+    assert!(
+        ex.contains("another host") && ex.contains("--for-host"),
+        "{ex}"
     );
     assert_eq!(active_messages(&d), 0, "nothing stored");
     // Control: the same operator, this host.
@@ -139,6 +153,18 @@ fn a_call_outside_the_signed_scope_is_denied_though_the_role_allows_it() {
         "olivia",
         &key,
         &["--scope", "read_chart:path=/srv/charts/patient-7*"],
+    );
+    // The message's row records what the operator signed.
+    let row = d
+        .audit_records()
+        .into_iter()
+        .find(|r| r["kind"] == "message" && r["active_message_id"] == id.as_str())
+        .expect("the message's row");
+    assert!(
+        row["target"].as_str().unwrap().ends_with(
+            r#" scope:[{"action":"read_chart","args":{"path":"/srv/charts/patient-7*"}}]"#
+        ),
+        "{row}"
     );
     // In scope.
     assert_decision(

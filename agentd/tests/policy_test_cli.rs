@@ -32,11 +32,11 @@ fn the_demo_policy_passes_its_cases() {
     let out = policy_test(&repo().join("policies/demo.toml"), &cases, &[]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("12 passed, 0 failed"), "{t}");
+    assert!(t.contains("14 passed, 0 failed"), "{t}");
     let json = policy_test(&repo().join("policies/demo.toml"), &cases, &["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 14);
     assert!(rows.iter().all(|r| r["passed"] == true));
     assert!(rows
         .iter()
@@ -63,7 +63,7 @@ fn a_policy_that_allows_what_a_case_denies_fails_the_run() {
         t.contains("FAIL a stranger asks the agent to rewrite its own rules: expected deny (path_outside_scope), got allow (ok)"),
         "{t}"
     );
-    assert!(t.contains("11 passed, 1 failed"), "{t}");
+    assert!(t.contains("13 passed, 1 failed"), "{t}");
 }
 
 #[test]

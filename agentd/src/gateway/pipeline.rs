@@ -131,7 +131,7 @@ impl Gateway {
         ev.session = clip(&msg.session);
         // A message to an agent's inbox names that agent.
         ev.agent = agent.map(clip).unwrap_or_default();
-        ev.target = format!("body_sha256:{body_hash}");
+        ev.target = message_target(msg, &body_hash);
         ev.policy_id = self
             .current_policy()
             .map(|p| p.id.clone())
@@ -608,6 +608,32 @@ async fn audit_rebind(audit: &crate::audit::AuditLog, o: &IngestOutcome) {
     if let Err(e) = audit.append(ev).await {
         tracing::error!(error = %e, session = %session, "could not audit a session rebind");
     }
+}
+
+/// A message row's target: its body's digest and, for a well-formed v2
+/// message, what the operator signed beyond it (audience and scope, the
+/// scope as compact JSON, or its digest when that would not fit the row).
+fn message_target(msg: &SignedMessage, body_hash: &str) -> String {
+    let mut t = format!("body_sha256:{body_hash}");
+    if msg.v != crate::protocol::message::VERSION_2 || msg.check().is_err() {
+        return t;
+    }
+    if let Some(a) = &msg.for_agent {
+        t.push_str(&format!(" for_agent:{a}"));
+    }
+    if let Some(h) = &msg.for_host {
+        t.push_str(&format!(" for_host:{h}"));
+    }
+    if let Some(scope) = &msg.scope {
+        let json = serde_json::to_string(scope).unwrap_or_default();
+        if t.len() + json.len() + 7 <= 1024 {
+            t.push_str(&format!(" scope:{json}"));
+        } else {
+            let digest = hex::encode(&Sha256::digest(json.as_bytes())[..8]);
+            t.push_str(&format!(" scope_sha256:{digest}"));
+        }
+    }
+    t
 }
 
 /// The audit event of a decision. Target: the call's arguments as compact
