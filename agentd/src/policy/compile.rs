@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::effect::{self, Effect};
 use super::path;
 use super::schema::{
     ActionDef, ArgKind, ArgRule, GrantTemplate, MessageRules, PolicyFile, RuntimeDef,
@@ -70,6 +71,26 @@ impl CompiledPolicy {
                     .get(r)
                     .is_some_and(|role| role.allow.contains_key(action))
             })
+    }
+
+    /// The effect class of `action` and where it comes from: the policy's
+    /// table for a defined action, else the name's keywords.
+    pub fn effect_of(&self, action: &str) -> (Effect, effect::Source) {
+        match self.actions.get(action) {
+            Some(a) => (a.effect, a.effect_source.clone()),
+            None => effect::classify_name(action),
+        }
+    }
+
+    /// Every defined action with its effect class and source, by name.
+    pub fn effects(&self) -> Vec<(String, Effect, effect::Source)> {
+        let mut v: Vec<_> = self
+            .actions
+            .iter()
+            .map(|(n, a)| (n.clone(), a.effect, a.effect_source.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 }
 
@@ -147,6 +168,10 @@ pub(crate) struct Action {
     pub approval_required: bool,
     /// Receipt cards of allowed calls hide the target.
     pub receipt_redact: bool,
+    /// Effect class (declared, from `destructive`, or from the name).
+    pub effect: Effect,
+    /// Where the class comes from.
+    pub effect_source: effect::Source,
 }
 
 fn is_ident(s: &str, extra: &[u8]) -> bool {
@@ -216,7 +241,7 @@ fn compile_actions(file: &PolicyFile) -> Result<HashMap<String, Action>, Located
         if !is_ident(name, b".-") {
             return Err((at, "action names are 1-64 characters of [a-z0-9_.-]".into()));
         }
-        actions.insert(name.clone(), compile_action(def, &at)?);
+        actions.insert(name.clone(), compile_action(name, def, &at)?);
     }
     Ok(actions)
 }
@@ -423,7 +448,7 @@ fn normalize_scope(s: &str, at: &str) -> Result<String, Located> {
     path::normalize(s).map_err(|e| (at.to_owned(), format!("`{s}`: {e}")))
 }
 
-fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
+fn compile_action(name: &str, def: &ActionDef, at: &str) -> Result<Action, Located> {
     let destructive_paths = def
         .destructive_paths
         .iter()
@@ -446,8 +471,29 @@ fn compile_action(def: &ActionDef, at: &str) -> Result<Action, Located> {
             return Err((format!("{at}.grant.ttl_secs"), "must be 1..=86400".into()));
         }
     }
+    let declared = match &def.effect {
+        None => None,
+        Some(e) => Some(Effect::parse(e).ok_or_else(|| {
+            (
+                format!("{at}.effect"),
+                format!("unknown effect `{e}` (read, mutating, destructive, admin)"),
+            )
+        })?),
+    };
+    if def.destructive && declared.is_some_and(effect::contradicts_destructive) {
+        return Err((
+            format!("{at}.effect"),
+            "contradicts `destructive = true` (use \"destructive\" or \"admin\", or drop one)"
+                .into(),
+        ));
+    }
+    let (effect, effect_source) = effect::classify(name, declared, def.destructive);
     Ok(Action {
-        destructive: def.destructive,
+        // A declared destructive class is the same as `destructive = true`
+        // (owner-only); a class guessed from the name changes no check.
+        destructive: def.destructive || declared == Some(Effect::Destructive),
+        effect,
+        effect_source,
         destructive_paths,
         destructive_commands,
         grant: def.grant.clone(),

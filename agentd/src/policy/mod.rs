@@ -3,6 +3,7 @@
 //! Storage and hot reload live in `gateway` (`store`, `Gateway::load_policy`).
 pub mod approval;
 pub mod compile;
+pub mod effect;
 pub mod eval;
 pub mod path;
 pub mod schema;

@@ -234,9 +234,14 @@ pub struct ActionDef {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// The action is always destructive.
+    /// The action is always destructive (its effect class is
+    /// `destructive` unless `effect = "admin"`).
     #[serde(default)]
     pub destructive: bool,
+    /// Effect class: `read`, `mutating`, `destructive` or `admin`; absent,
+    /// it is classed by its name (policy::effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
     /// A call is destructive if a path argument lies in one of these scopes.
     #[serde(default)]
     pub destructive_paths: Vec<String>,

@@ -694,3 +694,84 @@ fn usage_thresholds_compile_and_bad_ones_are_refused() {
         assert!(e.contains(expect), "{limits}: {e}");
     }
 }
+
+/// `policy` refused at load, the error's location and message.
+fn refused_at(policy: &str) -> (String, String) {
+    match compile(policy, "t.toml") {
+        Err(PolicyError::Invalid { at, message, .. }) => (at, message),
+        Err(e @ PolicyError::Parse { .. }) => ("(parse)".into(), e.to_string()),
+        Ok(_) => panic!("compiled:\n{policy}"),
+    }
+}
+
+#[test]
+fn effect_classes_come_from_the_policy_the_flag_or_the_name() {
+    let p = compile(
+        r#"
+id = "effects"
+[actions.send_email]
+effect = "read"
+[actions.wipe_disk]
+[actions.archive]
+destructive = true
+[actions.rotate_keys]
+effect = "admin"
+destructive = true
+[actions."mcp.fs.list_dir"]
+[actions.frobnicate]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let got: Vec<(String, &str, String)> = p
+        .effects()
+        .into_iter()
+        .map(|(n, e, s)| (n, e.as_str(), s.to_string()))
+        .collect();
+    let want = [
+        ("archive", "destructive", "destructive = true"),
+        ("frobnicate", "mutating", "no keyword: default"),
+        ("mcp.fs.list_dir", "read", "name keyword `list`"),
+        ("rotate_keys", "admin", "declared"),
+        ("send_email", "read", "declared"),
+        ("wipe_disk", "destructive", "name keyword `wipe`"),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(a, b, c)| (a.to_owned(), b, c.to_owned()))
+            .to_vec()
+    );
+    // An undefined action is classed by its name.
+    assert_eq!(p.effect_of("drop_table").0, effect::Effect::Destructive);
+}
+
+#[test]
+fn a_declared_destructive_effect_is_owner_only_a_guessed_one_is_not() {
+    let p = compile(
+        r#"
+id = "effects"
+[actions.purge]
+effect = "destructive"
+[actions.delete_draft]
+[roles.member]
+[roles.member.allow.purge]
+[roles.member.allow.delete_draft]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let m = |a: &str| p.evaluate("olivia", &["member".into()], a, &Map::new());
+    assert_eq!(reason_of(m("purge")), reason::DESTRUCTIVE_OP_OWNER_ONLY);
+    // Classed destructive by its name only: the allow-list decides as before.
+    assert!(m("delete_draft").is_ok());
+}
+
+#[test]
+fn bad_effects_are_refused_with_their_location() {
+    let (at, msg) = refused_at("id = \"x\"\n[actions.a]\neffect = \"write\"\n");
+    assert_eq!(at, "actions.a.effect");
+    assert!(msg.contains("unknown effect `write`"), "{msg}");
+    let (at, msg) = refused_at("id = \"x\"\n[actions.a]\ndestructive = true\neffect = \"read\"\n");
+    assert_eq!(at, "actions.a.effect");
+    assert!(msg.contains("contradicts"), "{msg}");
+}

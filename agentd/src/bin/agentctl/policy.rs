@@ -58,13 +58,15 @@ fn read(file: &PathBuf) -> anyhow::Result<String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Validate { file } => {
-            let info = Gateway::validate_policy(&read(&file)?, &file.display().to_string())?;
+            let source = read(&file)?;
+            let info = Gateway::validate_policy(&source, &file.display().to_string())?;
             println!(
                 "{}: valid, policy id {} (roles: {})",
                 file.display(),
                 info.policy_id,
                 info.roles.join(", ")
             );
+            print!("{}", effect_lines(&source));
             Ok(())
         }
         Command::Test {
@@ -96,13 +98,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 println!(
-                    "# policy {} from {} (loaded at {} Unix time)\n# sha256 {}\n{}",
-                    info.policy_id, info.origin, info.loaded_at, info.sha256, info.source
+                    "# policy {} from {} (loaded at {} Unix time)\n# sha256 {}\n{}{}",
+                    info.policy_id,
+                    info.origin,
+                    info.loaded_at,
+                    info.sha256,
+                    effect_lines(&info.source),
+                    info.source
                 );
             }
             Ok(())
         }
     }
+}
+
+/// `# effect ACTION = CLASS (source)` for every action the policy defines
+/// (docs/effects.md); empty if it does not compile here.
+fn effect_lines(source: &str) -> String {
+    let Ok(p) = agentd::policy::compile(source, "policy") else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (action, class, from) in p.effects() {
+        out.push_str(&format!("# effect {action} = {class} ({from})\n"));
+    }
+    out
 }
 
 fn test(policy: &PathBuf, cases: &PathBuf, json: bool) -> anyhow::Result<()> {
