@@ -344,9 +344,15 @@ impl Gateway {
         msg: &SignedMessage,
         agent: Option<&str>,
     ) -> Option<Refusal> {
+        // A v2 message names its agent itself (`for_agent`): addressed to it
+        // as an inbox message would be.
+        let addressed = msg
+            .for_agent
+            .as_deref()
+            .filter(|_| msg.v == crate::protocol::message::VERSION_2);
         let subject = Subject {
             operator: msg.operator.as_deref(),
-            agents: [agent, None],
+            agents: [agent, addressed],
         };
         let (code, message) = self.suspensions.refusal(&subject)?;
         Some(Refusal {

@@ -152,6 +152,22 @@ async fn an_inbox_refuses_a_message_for_another_agent() {
     assert!(g.submit_message_to_agent(&msg, "a").await.is_ok());
 }
 
+#[tokio::test]
+async fn a_message_for_a_suspended_agent_is_refused_at_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    g.suspend(suspend::Scope::Agent("a".into()), "runaway", false, "root")
+        .unwrap();
+    let msg = v2(&key, "olivia", "nonce-v2-00000070", Some("a"), None, None);
+    let r = g.submit_message(&msg).await.unwrap_err();
+    assert_eq!(r.reason_code, reason::AGENT_SUSPENDED);
+    assert_eq!(active_count(&g), 0);
+    // Control: a message for another agent.
+    let msg = v2(&key, "olivia", "nonce-v2-00000071", Some("b"), None, None);
+    assert!(g.submit_message(&msg).await.is_ok());
+}
+
 #[test]
 fn v1_is_refused_only_where_the_policy_says() {
     let dir = tempfile::tempdir().unwrap();
