@@ -11,11 +11,13 @@
 //! (upgraded to an MCP relay, `mcp_routes`), `GET|POST /v1/suspensions`
 //! and `POST /v1/suspensions/resume` (the kill switch, `suspend_routes`),
 //! `GET /v1/approvals` and `POST /v1/approvals/{id}/approve|deny|callback`
-//! (human approval, `approval_routes`). The forward proxy's model socket
+//! (human approval, `approval_routes`), `GET|POST /v1/delegations` and
+//! `POST /v1/delegations/revoke` (sub-tokens, `delegation_routes`). The forward proxy's model socket
 //! has a router of its own (`forward_routes`).
 pub mod agent_routes;
 pub mod approval_routes;
 pub mod client;
+pub mod delegation_routes;
 pub mod enforce_routes;
 pub mod forward_routes;
 pub mod json;

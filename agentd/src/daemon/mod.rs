@@ -422,6 +422,10 @@ fn api_routes(
             s.gateway.clone(),
             s.access.clone(),
         ))
+        .merge(api::delegation_routes::routes(
+            s.gateway.clone(),
+            s.access.clone(),
+        ))
         .merge(api::agent_routes::routes(
             s.agents.clone(),
             s.access.clone(),

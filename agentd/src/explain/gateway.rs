@@ -57,6 +57,9 @@ fn step_of(code: &str) -> &'static str {
         rc::AUDIT_UNAVAILABLE | rc::INTERNAL_ERROR | rc::STORE_ERROR => {
             "gateway: failing closed on an internal error"
         }
+        c if super::delegation::is_delegation_code(c) => {
+            "gateway: the delegation token's chain and scope (step 3a)"
+        }
         rc::OK => "gateway: every check passed",
         rc::APPROVAL_REQUIRED
         | rc::APPROVAL_DENIED
@@ -159,7 +162,8 @@ fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
         rc::APPROVAL_EXPIRED => "agentd stopped while the call waited for approval; a waiting call is never resumed".into(),
         rc::APPROVAL_QUEUE_FULL => "too many calls already waited for approval ([approvals] max_pending)".into(),
         rc::APPROVAL_UNAVAILABLE => "the action needs approval and the daemon had no approval queue".into(),
-        _ => format!("`{}` for {who} was refused: {code}", ev.action),
+        _ => super::delegation::why(code, who)
+            .unwrap_or_else(|| format!("`{}` for {who} was refused: {code}", ev.action)),
     }
 }
 
@@ -174,7 +178,8 @@ fn add_fixes(
     let ev = &r.event;
     let code = ev.reason_code.as_str();
     let (args, operator, verified) = (call.args, call.operator, call.verified);
-    if let Some(fix) = standing_fix(r, operator) {
+    if let Some(fix) = standing_fix(r, operator).or_else(|| super::delegation::fix(code, operator))
+    {
         e.fixes.push(fix);
         return;
     }
@@ -893,7 +898,8 @@ pub fn message(r: &Record) -> Explanation {
         rc::MESSAGE_OTHER_AUDIENCE => "the operator signed the message for another agent (v2 `for_agent`) than the inbox it was posted to".into(),
         rc::MESSAGE_VERSION_REFUSED => "the message was a v1 message and the policy accepts only v2 ([messages] v1 = \"refuse\"): v2 names its agent, host and scope".into(),
         rc::INVALID_SCOPE => "the message's v2 scope was malformed or too large (entries, names, a `*` before a pattern's end, lengths); nothing of it stored".into(),
-        _ => format!("message refused: {code}"),
+        _ => super::delegation::why(code, &format!("`{operator}`"))
+            .unwrap_or_else(|| format!("message refused: {code}")),
     };
     let mut e = Explanation::new(r, "gateway: message ingest", why);
     if ev.decision == "deny" {
@@ -924,7 +930,8 @@ pub fn message(r: &Record) -> Explanation {
                 "send the scope well-formed: ACTION or ACTION:ARG=PATTERN, a `*` only at a pattern's end (docs/protocol.md §1.5)".to_owned(),
                 "agentctl send --operator ID --key-file KEY --session S --scope 'ACTION:ARG=PATTERN' -- \"TEXT\"".to_owned(),
             )),
-            _ => None,
+            _ => super::delegation::fix(code, &operator)
+                .and_then(|f| f.command.map(|c| (f.summary, c))),
         };
         if let Some((summary, command)) = fix {
             e.fixes.push(Fix {
@@ -934,6 +941,32 @@ pub fn message(r: &Record) -> Explanation {
                 verified: false,
             });
         }
+    }
+    e
+}
+
+/// Explains a `delegation_issue` or `delegation_revoke` row.
+pub fn delegation_row(r: &Record) -> Explanation {
+    let ev = &r.event;
+    let code = ev.reason_code.as_str();
+    let (by, _) = operator_of(r);
+    let why = if code == rc::OK {
+        format!(
+            "`{by}` {}: {}",
+            if ev.action == "delegation_issue" {
+                "issued a delegation token"
+            } else {
+                "revoked a delegation token (and every token below it)"
+            },
+            ev.target
+        )
+    } else {
+        super::delegation::why(code, &format!("`{by}`"))
+            .unwrap_or_else(|| format!("`{}` by `{by}` was refused: {code}", ev.action))
+    };
+    let mut e = Explanation::new(r, "gateway: delegation", why);
+    if code != rc::OK {
+        e.fixes.extend(super::delegation::fix(code, &by));
     }
     e
 }

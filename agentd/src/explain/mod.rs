@@ -7,6 +7,7 @@
 //! kernel row names); nothing here does I/O. Gateway fixes are checked by
 //! re-deciding the call against the patched policy, so a proposed rule is
 //! one the policy compiler accepts and that allows exactly this call.
+mod delegation;
 mod gateway;
 mod kernel;
 mod render;
@@ -175,6 +176,9 @@ pub fn explain(r: &Record, ctx: &Context<'_>) -> Explanation {
                 r.event.target
             ),
         ),
+        RecordKind::Admin if r.event.action.starts_with("delegation_") => {
+            gateway::delegation_row(r)
+        }
         RecordKind::Admin | RecordKind::Lifecycle => Explanation::new(
             r,
             format!("agentd itself ({})", r.event.kind.as_str()),

@@ -562,3 +562,73 @@ async fn without_context_it_still_explains_and_says_what_is_missing() {
         .iter()
         .any(|n| n.contains("in force is demo@000000000000")));
 }
+
+#[tokio::test]
+async fn delegation_codes_are_said_in_words_with_the_issuers_step() {
+    use crate::protocol::delegation::{IssueRequest, ScopeMap};
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(dir.path(), Durability::Normal).unwrap();
+    let g = Gateway::open(dir.path(), settings(), Some(audit.clone())).unwrap();
+    g.load_policy(DEMO, "policies/demo.toml").unwrap();
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let now = unix_now();
+    let scope: ScopeMap = [(
+        "read_chart".to_owned(),
+        [("path".to_owned(), "/srv/charts/p-*".to_owned())].into(),
+    )]
+    .into();
+    let req = IssueRequest::new_signed(
+        &key,
+        "olivia",
+        "bob",
+        scope,
+        600,
+        1,
+        "nonce-issue-0001",
+        now,
+    );
+    let issued = g.issue_delegation(&req, now).unwrap();
+    let secret = hex::decode(&issued.secret).unwrap();
+    let id = msg(&g, &secret, &issued.delegation.id, 9, now).await;
+    let c = Caller::default();
+    let out = g
+        .tool_call(
+            &call(&id, "read_chart", json!({"path": "/srv/charts/q.json"})),
+            c,
+        )
+        .await;
+    assert_eq!(out.reason_code, reason::OUTSIDE_DELEGATION);
+    let ok = g
+        .tool_call(
+            &call(&id, "read_chart", json!({"path": "/srv/charts/p-1.json"})),
+            c,
+        )
+        .await;
+    assert!(ok.is_allow(), "{ok:?}");
+    let spent = g
+        .tool_call(
+            &call(&id, "read_chart", json!({"path": "/srv/charts/p-1.json"})),
+            c,
+        )
+        .await;
+    assert_eq!(spent.reason_code, reason::DELEGATION_USED_UP);
+    let rows = rows(dir.path());
+    let ctx = Context {
+        policy_source: Some(DEMO),
+        ..Default::default()
+    };
+    for (d, words) in [
+        (&out, "outside the scope"),
+        (&spent, "used all of its tool calls"),
+    ] {
+        let r = rows.iter().find(|r| r.seq == d.audit_seq.unwrap()).unwrap();
+        let e = explain(r, &ctx);
+        assert!(e.check.contains("step 3a"), "{}", e.check);
+        assert!(e.why.contains(words), "{}", e.why);
+        let cmd = e.fixes[0].command.as_deref().unwrap();
+        assert!(
+            cmd.starts_with("agentctl delegate issue --operator olivia "),
+            "{cmd}"
+        );
+    }
+}

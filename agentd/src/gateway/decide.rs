@@ -77,6 +77,10 @@ pub struct Decision {
     /// action's `receipt_redact`; not part of the wire format).
     #[serde(skip)]
     pub receipt_redact: bool,
+    /// The delegation tokens this call spent a use of (leaf first; the
+    /// pipeline persists them; not part of the wire format).
+    #[serde(skip)]
+    pub delegation_spent: Vec<String>,
 }
 
 impl Decision {
@@ -104,6 +108,7 @@ impl Decision {
             audit_hash: None,
             claimed_message: false,
             receipt_redact: false,
+            delegation_spent: Vec::new(),
         }
     }
 
@@ -143,7 +148,7 @@ impl Gateway {
             .operators
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&msg.operator)
+            .get(msg.authority())
         {
             Some(op) if !op.revoked && Some(op.key_gen) == msg.key_gen => op.roles.clone(),
             _ => Vec::new(),
@@ -211,12 +216,21 @@ impl Gateway {
             crate::runtime::check_tool_use_id(id)
                 .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
         }
+        // 3a: a message signed under a delegation token is bounded by
+        // every link's scope; 4 onwards use the root operator's roles now.
+        let chain =
+            self.delegation_for_call(&msg.operator, &op, &req.action, &req.arguments, now)?;
         let (mut allowed, resolved) = policy_allows(policy, &msg, &op, req, resolver)?;
+        if let (Some(chain), Some(resolved)) = (&chain, &resolved) {
+            // The token's patterns hold for the objects the paths really name.
+            super::delegation::chain::within_every_link(chain, &req.action, resolved)
+                .map_err(|(code, why)| (code, format!("{why} (after resolving symlinks)")))?;
+        }
         if let Some(policy) = policy {
             within_scope(policy, &msg, &allowed.role, req, resolved.as_ref())?;
         }
-        self.within_rate(&msg.operator, &allowed)?;
-        if self.within_usage(&msg.operator, &req.action, &allowed)? {
+        self.within_rate(msg.authority(), &allowed)?;
+        if self.within_usage(msg.authority(), &req.action, &allowed)? {
             // Past the threshold's `escalate_after`: a human decides.
             allowed.approval_required = true;
         }
@@ -227,6 +241,10 @@ impl Gateway {
             crate::policy::approval::Verdict::Escalate(a) => (a, true),
             crate::policy::approval::Verdict::Deny(den) => return Err((den.reason, den.detail)),
         };
+        if let Some(chain) = &chain {
+            // Last: only a call that passed everything spends a use.
+            d.delegation_spent = self.take_delegation_use(chain, now)?;
+        }
         d.role = Some(allowed.role);
         d.grant = allowed.grant;
         d.receipt_redact = allowed.receipt_redact;
@@ -341,16 +359,16 @@ impl Gateway {
             .operators
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&msg.operator)
+            .get(msg.authority())
             .cloned()
             .ok_or((
                 reason::UNKNOWN_OPERATOR,
-                format!("operator `{}` no longer exists", msg.operator),
+                format!("operator `{}` no longer exists", msg.authority()),
             ))?;
         if op.revoked {
             return Err((
                 reason::OPERATOR_REVOKED,
-                format!("operator `{}` is revoked", msg.operator),
+                format!("operator `{}` is revoked", msg.authority()),
             ));
         }
         if op.key_gen != key_gen {
@@ -358,7 +376,7 @@ impl Gateway {
                 reason::SIGNATURE_MISMATCH,
                 format!(
                     "operator `{}`'s key was rotated after the message was signed",
-                    msg.operator
+                    msg.authority()
                 ),
             ));
         }
@@ -461,13 +479,13 @@ fn policy_allows(
         ));
     }
     let allowed = policy
-        .evaluate(&msg.operator, &op.roles, &req.action, &req.arguments)
+        .evaluate(msg.authority(), &op.roles, &req.action, &req.arguments)
         .map_err(|den| (den.reason, den.detail))?;
     let Some(resolved) = resolved_arguments(policy, &allowed.role, req, resolver)? else {
         return Ok((allowed, None));
     };
     let allowed = policy
-        .evaluate(&msg.operator, &op.roles, &req.action, &resolved)
+        .evaluate(msg.authority(), &op.roles, &req.action, &resolved)
         .map_err(|den| {
             (
                 den.reason,
@@ -569,6 +587,10 @@ fn untrusted_reason(stored: &str) -> &'static str {
         reason::UNKNOWN_OPERATOR,
         reason::OPERATOR_REVOKED,
         reason::SIGNATURE_MISMATCH,
+        reason::UNKNOWN_DELEGATION,
+        reason::DELEGATION_REVOKED,
+        reason::DELEGATION_EXPIRED,
+        reason::DELEGATION_USED_UP,
     ]
     .into_iter()
     .find(|c| *c == stored)

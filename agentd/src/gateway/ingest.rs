@@ -107,6 +107,12 @@ pub(crate) struct ActiveMessage {
 }
 
 impl ActiveMessage {
+    /// The operator whose authority the message carries: its signer, or
+    /// for a message signed under a token, the token's root operator.
+    pub(crate) fn authority(&self) -> &str {
+        crate::protocol::delegation::token_root(&self.operator).unwrap_or(&self.operator)
+    }
+
     pub(crate) fn from_row(row: ActiveRow) -> Option<(u128, Self)> {
         let id = parse_active_id(&row.id)?;
         // A stored scope that no longer parses would widen the message to
@@ -215,7 +221,7 @@ impl Gateway {
                 signature,
             } => (operator, nonce, timestamp, signature),
         };
-        let op = match self.verified_by(msg, operator, &signature) {
+        let op = match self.verified_by(msg, operator, &signature, now) {
             Ok(op) => op,
             Err((code, detail)) => {
                 return self.untrusted_or_refuse(
@@ -274,7 +280,17 @@ impl Gateway {
         msg: &SignedMessage,
         operator: &str,
         signature: &crate::protocol::Signature,
+        now: i64,
     ) -> Result<Arc<super::Operator>, (&'static str, String)> {
+        if crate::protocol::delegation::token_root(operator).is_some() {
+            // Signed under a delegation token: its secret, its chain in force.
+            let canonical = msg
+                .canonical()
+                .expect("checked signed message has all fields");
+            return self
+                .verify_signer(operator, &canonical, signature, now)
+                .map(|a| a.op);
+        }
         let op = self
             .operators
             .read()
@@ -306,7 +322,7 @@ impl Gateway {
     }
 
     /// The timestamp lies within the window around `now`.
-    fn within_window(&self, timestamp: i64, now: i64) -> Result<(), Refusal> {
+    pub(super) fn within_window(&self, timestamp: i64, now: i64) -> Result<(), Refusal> {
         let window = self.settings.timestamp_window_secs;
         if now - timestamp > window {
             return Err(refuse(

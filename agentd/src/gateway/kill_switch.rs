@@ -273,7 +273,7 @@ impl Gateway {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|m| m.operator == operator && m.key_gen.is_some())
+            .filter(|m| m.authority() == operator && m.key_gen.is_some())
             .filter_map(|m| m.holder.get()?.strip_prefix("agent:").map(str::to_owned))
             .collect();
         v.sort();
@@ -324,7 +324,7 @@ impl Gateway {
         holder: Option<&str>,
     ) -> Result<(), (&'static str, String)> {
         let subject = Subject {
-            operator: msg.key_gen.map(|_| msg.operator.as_str()),
+            operator: msg.key_gen.map(|_| msg.authority()),
             agents: [
                 holder.and_then(|h| h.strip_prefix("agent:")),
                 msg.holder.get().and_then(|h| h.strip_prefix("agent:")),
@@ -350,8 +350,13 @@ impl Gateway {
             .for_agent
             .as_deref()
             .filter(|_| msg.v == crate::protocol::message::VERSION_2);
+        // A token's messages are its root operator's to suspend.
+        let operator = msg
+            .operator
+            .as_deref()
+            .map(|o| crate::protocol::delegation::token_root(o).unwrap_or(o));
         let subject = Subject {
-            operator: msg.operator.as_deref(),
+            operator,
             agents: [agent, addressed],
         };
         let (code, message) = self.suspensions.refusal(&subject)?;

@@ -8,6 +8,7 @@ pub mod approval_webhook;
 pub mod approvals;
 pub mod call_ids;
 pub mod decide;
+pub mod delegation;
 mod escalation;
 pub mod flood;
 pub mod hooks;
@@ -196,6 +197,8 @@ pub struct Gateway {
     /// This host's name for v2 messages' `for_host` (`gateway.host_id`,
     /// by default the machine's host name read at start).
     host_id: RwLock<String>,
+    /// Delegation tokens (stored in gateway.db).
+    delegations: delegation::Delegations,
 }
 
 /// The machine's host name (the kernel's nodename), the default
@@ -271,6 +274,7 @@ impl Gateway {
             }
         }
         let suspensions = suspend::Suspensions::from_rows(store.suspensions()?);
+        let delegations = Self::load_delegations(&store)?;
         let policy = match store.current_policy()? {
             None => None,
             Some(row) => {
@@ -315,6 +319,7 @@ impl Gateway {
             kill_switch: RwLock::new(None),
             approvals: RwLock::new(None),
             host_id: RwLock::new(machine_host_id()),
+            delegations,
         })
     }
 
@@ -618,7 +623,9 @@ impl Gateway {
     }
 
     /// An operator's current key (for receipts); None if unknown or revoked.
+    /// A token's calls are sealed with its root operator's key.
     pub fn key_of(&self, id: &str) -> Option<Vec<u8>> {
+        let id = crate::protocol::delegation::token_root(id).unwrap_or(id);
         let map = self.operators.read().unwrap_or_else(|p| p.into_inner());
         map.get(id).filter(|o| !o.revoked).map(|o| o.key.clone())
     }
@@ -630,7 +637,8 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, m| m.expires_at > now);
         self.call_ids.prune(now);
-        Ok(self.store.prune(now)?)
+        let tokens = self.prune_delegations(now)?;
+        Ok(self.store.prune(now)? + tokens)
     }
 }
 

@@ -260,6 +260,7 @@ impl Gateway {
         if let (true, Some(holder)) = (d.claimed_message, holder.as_deref()) {
             self.record_holder(&mut d, holder);
         }
+        self.record_delegation_uses(&mut d);
         if d.decision == super::decide::ESCALATE {
             self.await_approval(&mut d, req, caller, agent.as_deref())
                 .await;
@@ -361,6 +362,21 @@ impl Gateway {
             d.overturn(
                 reason::STORE_ERROR,
                 format!("recording the message's holder: {e}"),
+            );
+        }
+    }
+
+    /// Persists the delegation uses the decision spent, before anything is
+    /// answered: unrecorded, a restart would refill them (fail closed).
+    fn record_delegation_uses(&self, d: &mut Decision) {
+        if d.delegation_spent.is_empty() {
+            return;
+        }
+        if let Err(e) = self.persist_delegation_uses(&d.delegation_spent) {
+            tracing::error!(error = %e, call_id = %d.call_id, "could not record a delegation use; denying");
+            d.overturn(
+                reason::STORE_ERROR,
+                format!("recording the delegation use: {e}"),
             );
         }
     }

@@ -296,13 +296,15 @@ impl Store {
         })
     }
 
-    /// Ids of every stored active message of `operator` (expired ones too,
-    /// until pruned).
+    /// Ids of every stored active message of `operator` and of the tokens
+    /// it delegated (`operator/d-…`; expired ones too, until pruned).
     pub fn active_ids_of(&self, operator: &str) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             let mut st = c
                 .prepare(
-                    "SELECT id FROM active_messages WHERE operator = ?1 AND key_gen IS NOT NULL",
+                    // substr, not LIKE: `_` in an operator id is no wildcard.
+                    "SELECT id FROM active_messages WHERE key_gen IS NOT NULL
+                     AND (operator = ?1 OR substr(operator, 1, length(?1) + 1) = ?1 || '/')",
                 )
                 .map_err(sql(&self.path, "select active of operator"))?;
             let rows = st

@@ -183,6 +183,21 @@ pub fn check_operator_id(s: &str) -> Result<(), MessageError> {
     Ok(())
 }
 
+/// Checks a nonce: 16–128 bytes of `A-Z a-z 0-9 _ -`.
+pub fn check_nonce(nonce: &str) -> Result<(), MessageError> {
+    check_len("nonce", nonce, MIN_NONCE_LEN, MAX_NONCE_LEN)?;
+    if !nonce
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err(MessageError::InvalidCharacter {
+            field: "nonce",
+            alphabet: "[A-Za-z0-9_-]",
+        });
+    }
+    Ok(())
+}
+
 impl SignedMessage {
     /// Structural validation: version, lengths, alphabets, signature encoding.
     pub fn check(&self) -> Result<Checked<'_>, MessageError> {
@@ -199,19 +214,11 @@ impl SignedMessage {
         }
         check_len("body", &self.body, 0, MAX_BODY_LEN)?;
         if let Some(op) = &self.operator {
-            check_operator_id(op)?;
+            // An operator id, or a delegation token's name (docs/delegation.md).
+            super::delegation::Principal::parse(op)?;
         }
         if let Some(nonce) = &self.nonce {
-            check_len("nonce", nonce, MIN_NONCE_LEN, MAX_NONCE_LEN)?;
-            if !nonce
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-            {
-                return Err(MessageError::InvalidCharacter {
-                    field: "nonce",
-                    alphabet: "[A-Za-z0-9_-]",
-                });
-            }
+            check_nonce(nonce)?;
         }
         if let Some(ts) = self.timestamp {
             if !(0..=MAX_TIMESTAMP).contains(&ts) {

@@ -2,6 +2,7 @@
 //! HMAC-SHA256 signature. Pure: no I/O, no clock. `docs/protocol.md` is the
 //! language-neutral description; `vectors` holds the published test vectors.
 pub mod canonical;
+pub mod delegation;
 pub mod error_body;
 pub mod message;
 pub mod reason;

@@ -390,3 +390,30 @@ pub const WEBHOOK_FAILED: &str = "webhook_failed";
 /// A role's usage threshold for the action is reached (`max_uses` per
 /// `window_secs`, per operator): hard-denied until the window slides.
 pub const USAGE_THRESHOLD: &str = "usage_threshold";
+
+// Delegation (docs/delegation.md).
+/// A delegation request is malformed (scope, TTL, use count, fields).
+pub const INVALID_DELEGATION: &str = "invalid_delegation";
+/// No such delegation token.
+pub const UNKNOWN_DELEGATION: &str = "unknown_delegation";
+/// The token, or a token up its chain, was revoked.
+pub const DELEGATION_REVOKED: &str = "delegation_revoked";
+/// The token, or a token up its chain, has expired.
+pub const DELEGATION_EXPIRED: &str = "delegation_expired";
+/// The token, or a token up its chain, has no uses left.
+pub const DELEGATION_USED_UP: &str = "delegation_used_up";
+/// The call's action or arguments lie outside a token's scope (its own or an ancestor's).
+pub const OUTSIDE_DELEGATION: &str = "outside_delegation";
+/// A token's scope would reach beyond what its issuer holds (the parent
+/// token's scope, or the root operator's current roles).
+pub const DELEGATION_SCOPE_TOO_WIDE: &str = "delegation_scope_too_wide";
+/// A sub-token would outlive its parent.
+pub const DELEGATION_TTL_TOO_LONG: &str = "delegation_ttl_too_long";
+/// A sub-token would allow more uses than its parent has left.
+pub const DELEGATION_USES_TOO_MANY: &str = "delegation_uses_too_many";
+/// A sub-token would make the chain deeper than 5 links.
+pub const DELEGATION_CHAIN_TOO_DEEP: &str = "delegation_chain_too_deep";
+/// A token issued to its own issuer or to anyone up its chain.
+pub const DELEGATION_LOOP: &str = "delegation_loop";
+/// A signed revocation by someone who is neither the token nor up its chain.
+pub const DELEGATION_NOT_ISSUER: &str = "delegation_not_issuer";

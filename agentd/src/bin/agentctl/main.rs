@@ -10,6 +10,7 @@ mod approvals;
 mod audit;
 mod check;
 mod console;
+mod delegate;
 mod exec;
 mod explain;
 mod hook;
@@ -69,6 +70,8 @@ enum Command {
     Suspend(suspend::SuspendArgs),
     /// Lift a suspension.
     Resume(suspend::ResumeArgs),
+    /// Issue, list and revoke delegation sub-tokens.
+    Delegate(delegate::Args),
 }
 
 /// Where `agentctl` finds the daemon: `--socket`, else `$AGENTD_SOCKET`,
@@ -115,5 +118,6 @@ fn main() -> anyhow::Result<()> {
         Command::Mcp(a) => mcp::run(a),
         Command::Suspend(a) => suspend::run_suspend(a),
         Command::Resume(a) => suspend::run_resume(a),
+        Command::Delegate(a) => delegate::run(a),
     }
 }

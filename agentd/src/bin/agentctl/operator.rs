@@ -61,7 +61,7 @@ enum Command {
     },
 }
 
-fn write_key_file(path: &Path, key_hex: &str) -> anyhow::Result<()> {
+pub(crate) fn write_key_file(path: &Path, key_hex: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

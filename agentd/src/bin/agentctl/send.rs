@@ -21,11 +21,18 @@ pub const EXIT_REFUSED: i32 = 2;
 pub struct Args {
     #[command(flatten)]
     socket: SocketArg,
-    /// Operator id (claimed operator when --unsigned).
-    #[arg(long)]
+    /// Operator id (claimed operator when --unsigned), or a delegation
+    /// token's name (`alice/d-…`, signed with the token's secret).
+    #[arg(long, conflicts_with = "token")]
     operator: Option<String>,
+    /// Sign as this delegation token (`alice/d-…`) instead of an operator.
+    #[arg(long, requires = "token_key_file")]
+    token: Option<String>,
+    /// File holding the token's secret as hex (from `agentctl delegate issue`).
+    #[arg(long, conflicts_with = "key_file")]
+    token_key_file: Option<PathBuf>,
     /// File holding the operator's key as hex (from `agentctl operator add --key-file`).
-    #[arg(long, required_unless_present = "unsigned")]
+    #[arg(long, required_unless_present_any = ["unsigned", "token"])]
     key_file: Option<PathBuf>,
     /// Session (chat thread, DM, call) id.
     #[arg(long)]
@@ -81,17 +88,16 @@ fn build(args: &Args) -> anyhow::Result<SignedMessage> {
         ));
     }
     let operator = args
-        .operator
+        .token
         .as_deref()
-        .context("--operator is required for a signed message")?;
+        .or(args.operator.as_deref())
+        .context("--operator (or --token) is required for a signed message")?;
     let key_file = args
-        .key_file
+        .token_key_file
         .as_ref()
-        .context("--key-file is required for a signed message")?;
-    let key_hex = std::fs::read_to_string(key_file)
-        .with_context(|| format!("reading key file {}", key_file.display()))?;
-    let key = hex::decode(key_hex.trim())
-        .with_context(|| format!("{} does not hold a hex key", key_file.display()))?;
+        .or(args.key_file.as_ref())
+        .context("--key-file (or --token-key-file) is required for a signed message")?;
+    let key = read_key(key_file)?;
     let nonce = args.nonce.clone().unwrap_or_else(random_nonce);
     let ts = args.timestamp.unwrap_or_else(unix_now);
     let v1 = SignedMessage::new_signed(&key, operator, &args.session, &nonce, ts, &args.text);
@@ -163,6 +169,14 @@ fn split_args(rest: &str) -> Vec<&str> {
     }
     parts.push(&rest[start..]);
     parts
+}
+
+/// Reads a hex key file (an operator's key or a token's secret).
+pub(crate) fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let key_hex = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    hex::decode(key_hex.trim())
+        .with_context(|| format!("{} does not hold a hex key", path.display()))
 }
 
 /// Runs `agentctl send`.
