@@ -14,6 +14,7 @@ pub mod explain;
 pub mod forward;
 pub mod gateway;
 pub mod grant_spec;
+pub mod interop;
 pub mod mcp;
 pub mod mcp_naming;
 pub mod policy;

@@ -266,7 +266,9 @@ fn agent_runtimes() -> anyhow::Result<()> {
 }
 
 /// The official Python SDKs the suites run — MCP (the MCP suite's client
-/// and server), openai and anthropic (the forward suite's clients) — pinned
+/// and server), openai and anthropic (the forward suite's clients), and
+/// AgentGate (agent-gatekeeper: the policies the AgentGate import test
+/// converts are written by its own `to_yaml`) — pinned
 /// with their dependencies in tests/mcp/requirements.txt, installed with pip
 /// into one venv at target/mcp-venv made from the system's python3 (the
 /// agent user must be able to run it: not a python under /root).
@@ -276,10 +278,11 @@ fn mcp_sdk() -> anyhow::Result<()> {
     let want = std::fs::read(&req).context("reading tests/mcp/requirements.txt")?;
     let python = dir.join("bin/python");
     let installed = std::fs::read(dir.join("agentd-requirements.txt")).is_ok_and(|l| l == want)
-        && output(Command::new(&python).args(["-c", "import mcp, openai, anthropic"])).is_ok();
+        && output(Command::new(&python).args(["-c", "import mcp, openai, anthropic, agentgate"]))
+            .is_ok();
     if installed {
         println!(
-            "    MCP, openai and anthropic Python SDKs as pinned in tests/mcp/requirements.txt: present in {}",
+            "    MCP, openai, anthropic and AgentGate Python packages as pinned in tests/mcp/requirements.txt: present in {}",
             dir.display()
         );
         return Ok(());
@@ -304,7 +307,7 @@ fn mcp_sdk() -> anyhow::Result<()> {
         )?;
     }
     println!(
-        "    installing the MCP, openai and anthropic Python SDKs (tests/mcp/requirements.txt, every version pinned) with pip into {}",
+        "    installing the MCP, openai, anthropic and AgentGate Python packages (tests/mcp/requirements.txt, every version pinned) with pip into {}",
         dir.display()
     );
     let _ = std::fs::remove_dir_all(&dir);

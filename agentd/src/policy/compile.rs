@@ -154,6 +154,10 @@ pub(crate) enum Constraint {
     Json {
         max_bytes: usize,
     },
+    /// `None`: either value.
+    Boolean {
+        only: Option<bool>,
+    },
 }
 
 /// A compiled action.
@@ -535,6 +539,7 @@ fn compile_arg(rule: &ArgRule, at: &str) -> Result<ArgConstraint, Located> {
                 .ok_or_else(|| field_err("max_bytes", "a json argument needs max_bytes"))?,
         },
         ArgKind::String => string(rule, at)?,
+        ArgKind::Boolean => boolean(rule, at)?,
         ArgKind::Integer => {
             let (min, max) = (rule.min.unwrap_or(i64::MIN), rule.max.unwrap_or(i64::MAX));
             if min > max {
@@ -559,6 +564,7 @@ fn only_fields_of_its_kind(rule: &ArgRule, at: &str) -> Result<(), Located> {
         ArgKind::Domain => &["domains"],
         ArgKind::Text | ArgKind::Json => &["max_bytes"],
         ArgKind::String => &["values", "max_bytes"],
+        ArgKind::Boolean => &["values"],
         ArgKind::Integer => &["min", "max"],
     };
     let set = [
@@ -681,6 +687,36 @@ fn string(rule: &ArgRule, at: &str) -> Result<Constraint, Located> {
         values: rule.values.clone(),
         max_bytes: rule.max_bytes.unwrap_or(128),
     })
+}
+
+/// A boolean argument: `values` names the allowed values (`"true"`,
+/// `"false"`); absent or both means either.
+fn boolean(rule: &ArgRule, at: &str) -> Result<Constraint, Located> {
+    let (mut t, mut f) = (rule.values.is_none(), rule.values.is_none());
+    for (i, v) in rule.values.iter().flatten().enumerate() {
+        match v.as_str() {
+            "true" => t = true,
+            "false" => f = true,
+            _ => {
+                return Err((
+                    format!("{at}.values[{i}]"),
+                    format!("`{v}`: a boolean's values are \"true\" and \"false\""),
+                ))
+            }
+        }
+    }
+    let only = match (t, f) {
+        (true, true) => None,
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        (false, false) => {
+            return Err((
+                format!("{at}.values"),
+                "allows no value: name \"true\" and/or \"false\"".into(),
+            ))
+        }
+    };
+    Ok(Constraint::Boolean { only })
 }
 
 /// The alphabet of `string` arguments: safe inside a path component.

@@ -76,6 +76,7 @@ enum Parsed<'a> {
     Str(&'a str),
     Int(i64),
     Json(&'a Value),
+    Bool(bool),
 }
 
 impl CompiledPolicy {
@@ -304,6 +305,9 @@ fn parse<'a>(name: &str, c: &Constraint, v: &'a Value) -> Result<Parsed<'a>, Den
         }
         Constraint::Integer { .. } => Parsed::Int(v.as_i64().ok_or_else(|| wrong("an integer"))?),
         Constraint::Json { .. } => Parsed::Json(v),
+        Constraint::Boolean { .. } => {
+            Parsed::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?)
+        }
     })
 }
 
@@ -454,6 +458,13 @@ fn check(name: &str, c: &Constraint, p: &Parsed, operator: &str) -> Result<(), D
             let len = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
             within_bytes(name, len, *max_bytes)
         }
+        (Constraint::Boolean { only }, Parsed::Bool(b)) => match only {
+            Some(o) if o != b => Err(deny(
+                reason::VALUE_NOT_ALLOWED,
+                format!("argument `{name}`: `{b}` is not an allowed value"),
+            )),
+            _ => Ok(()),
+        },
         _ => Err(deny(
             reason::INTERNAL_ERROR,
             format!("argument `{name}`: parsed value does not match its rule"),

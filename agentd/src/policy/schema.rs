@@ -186,6 +186,8 @@ pub enum ArgKind {
     Integer,
     /// Any JSON value; `max_bytes` required.
     Json,
+    /// A JSON `true` or `false`; optional `values` (`["false"]`: only false).
+    Boolean,
 }
 
 /// The rule for one argument of one action for one role.
@@ -210,7 +212,8 @@ pub struct ArgRule {
     /// recipients: allowed exact addresses.
     #[serde(default)]
     pub addresses: Option<Vec<String>>,
-    /// string: allowed values (`{operator}` is replaced by the operator id).
+    /// string: allowed values (`{operator}` is replaced by the operator id);
+    /// boolean: `"true"` and/or `"false"`.
     #[serde(default)]
     pub values: Option<Vec<String>>,
     /// text/json/string/command: size limit in bytes.

@@ -14,6 +14,7 @@ mod delegate;
 mod exec;
 mod explain;
 mod hook;
+mod interop;
 mod mcp;
 mod operator;
 mod policy;
@@ -36,6 +37,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open Agent Passport: signing keys, decisions exported from the audit
+    /// log, and their verification.
+    Oap(interop::OapArgs),
     /// Enroll, list, rotate and revoke operators.
     Operator(operator::Args),
     /// Validate, load and show policy.
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Oap(a) => interop::run_oap(a),
         Command::Operator(a) => operator::run(a),
         Command::Policy(a) => policy::run(a),
         Command::Send(a) => send::run(a),

@@ -1,4 +1,4 @@
-//! `agentctl policy validate|load|show|test`.
+//! `agentctl policy validate|load|show|test|import`.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -42,6 +42,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert another tool's policy into an agentd policy file (no daemon
+    /// needed). Prints where the result departs from its source; nothing is
+    /// written if the source is refused.
+    Import(crate::interop::ImportArgs),
     /// Show the policy in force.
     Show {
         /// Print JSON (includes the source).
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cases,
             json,
         } => test(&policy, &cases, json),
+        Command::Import(a) => crate::interop::import(a),
         Command::Load { file } => {
             let body = PolicySource {
                 source: read(&file)?,

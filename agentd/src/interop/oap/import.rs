@@ -1,0 +1,269 @@
+//! A passport's capabilities and limits as an agentd policy: one role
+//! holding one action per capability, each taking the capability's
+//! context fields (the OAP capability registry's) as arguments.
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::packs::{pack, Pack};
+use super::passport::{assurance_rank, Passport};
+use crate::interop::Converted;
+use crate::policy::compile::is_identifier_value;
+use crate::policy::schema::{
+    ActionDef, ArgKind, ArgRule, MessageRules, PolicyFile, RoleDef, UsageLimit,
+};
+
+/// Why a passport cannot become a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// Only an active passport grants anything.
+    #[error("/status: the passport is `{0}`; only an active passport grants capabilities")]
+    NotActive(String),
+    /// The role name is not a valid agentd role name.
+    #[error("role name `{0}`: use lowercase letters, digits, `_` and `-` (at most 64)")]
+    RoleName(String),
+}
+
+/// The rate limit the converted role gets (agentd limits every role's
+/// calls per operator; a passport has no such limit).
+pub const ROLE_RATE_PER_MINUTE: u32 = 600;
+
+type Args = BTreeMap<String, ArgRule>;
+
+/// An argument rule of `kind` with nothing else set.
+pub(crate) fn rule(kind: ArgKind) -> ArgRule {
+    ArgRule {
+        kind,
+        optional: false,
+        scopes: None,
+        programs: None,
+        domains: None,
+        addresses: None,
+        values: None,
+        max_bytes: None,
+        max_items: None,
+        min: None,
+        max: None,
+    }
+}
+
+fn string(values: Option<Vec<String>>, optional: bool) -> ArgRule {
+    ArgRule {
+        values,
+        optional,
+        ..rule(ArgKind::String)
+    }
+}
+
+/// Converts a checked passport, its capabilities becoming actions of
+/// `role`.
+pub fn import(p: &Passport, role: &str) -> Result<Converted, ImportError> {
+    if p.status != "active" {
+        return Err(ImportError::NotActive(p.status.clone()));
+    }
+    let role_ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !role_ok {
+        return Err(ImportError::RoleName(role.to_owned()));
+    }
+    let mut out = skeleton(p);
+    out.narrowed(
+        "/",
+        format!("role `{role}` may make {ROLE_RATE_PER_MINUTE} calls a minute per operator (agentd's per-role rate limit)"),
+    );
+    let mut role_def = RoleDef {
+        description: "The capabilities of the passport.".into(),
+        rate_per_minute: ROLE_RATE_PER_MINUTE,
+        burst: None,
+        destructive: Some(false),
+        allow: BTreeMap::new(),
+        limits: BTreeMap::new(),
+    };
+    let no_limits = Map::new();
+    for (i, cap) in p.capabilities.iter().enumerate() {
+        let at = format!("/capabilities/{i}");
+        let limits = p.limits.get(&cap.id).unwrap_or(&no_limits);
+        let Some(pk) = pack(&cap.id) else {
+            unknown_capability(&mut out, &at, &cap.id, limits);
+            role_def.allow.insert(cap.id.clone(), region_only(p));
+            out.policy
+                .actions
+                .insert(cap.id.clone(), ActionDef::default());
+            continue;
+        };
+        if assurance_rank(&p.assurance_level) < assurance_rank(pk.min_assurance) {
+            out.narrowed(
+                &at,
+                format!(
+                    "capability `{}` needs assurance {} ({}); the passport has {}: left out",
+                    cap.id, pk.min_assurance, pk.policy_id, p.assurance_level
+                ),
+            );
+            continue;
+        }
+        let mut c = Capability {
+            out: &mut out,
+            at: format!("/limits/{}", cap.id),
+            limits,
+            params: &cap.params,
+            args: Args::new(),
+            action: ActionDef::default(),
+            usage: None,
+        };
+        (pk.build)(&mut c, p);
+        c.unknown_params(&at, pk);
+        let (args, action, usage) = (c.args, c.action, c.usage);
+        role_def.allow.insert(cap.id.clone(), args);
+        if let Some(u) = usage {
+            role_def.limits.insert(cap.id.clone(), u);
+        }
+        out.policy.actions.insert(cap.id.clone(), action);
+    }
+    for cap in p.limits.keys() {
+        if !p.capabilities.iter().any(|c| &c.id == cap) {
+            out.narrowed(
+                format!("/limits/{cap}"),
+                "limits of a capability the passport does not grant: nothing to convert",
+            );
+        }
+    }
+    out.policy.roles.insert(role.to_owned(), role_def);
+    Ok(out)
+}
+
+/// The policy's frame: id and description from the passport, no role yet.
+fn skeleton(p: &Passport) -> Converted {
+    Converted {
+        policy: PolicyFile {
+            id: format!("oap-{}", p.passport_id.to_ascii_lowercase()),
+            description: format!(
+                "Open Agent Passport {} of {} (assurance {})",
+                p.passport_id, p.owner_id, p.assurance_level
+            ),
+            messages: MessageRules::default(),
+            roles: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            profiles: BTreeMap::new(),
+            runtime: BTreeMap::new(),
+            mcp: Default::default(),
+        },
+        notes: Vec::new(),
+    }
+}
+
+fn unknown_capability(out: &mut Converted, at: &str, id: &str, limits: &Map<String, Value>) {
+    out.narrowed(
+        at,
+        format!("capability `{id}` has no context fields in agentd's table: its action takes only `region`; other arguments are denied (unknown_argument)"),
+    );
+    for key in limits.keys() {
+        out.unenforced(
+            format!("/limits/{id}/{key}"),
+            "a limit of a capability agentd has no table for",
+        );
+    }
+}
+
+fn region_only(p: &Passport) -> Args {
+    Args::from([("region".to_owned(), string(Some(p.regions.clone()), true))])
+}
+
+/// One capability being converted: its arguments, action and usage
+/// threshold, with the notes going to `out`.
+pub(crate) struct Capability<'a> {
+    pub out: &'a mut Converted,
+    /// JSON pointer of the capability's limits.
+    pub at: String,
+    pub limits: &'a Map<String, Value>,
+    /// The capability's `params`.
+    pub params: &'a Map<String, Value>,
+    pub args: Args,
+    pub action: ActionDef,
+    pub usage: Option<UsageLimit>,
+}
+
+impl Capability<'_> {
+    /// The limit named `key`, if the passport sets it.
+    pub fn limit(&self, key: &str) -> Option<&Value> {
+        self.limits.get(key)
+    }
+
+    /// Notes every limit not in `known` as unenforced.
+    pub fn unknown_limits(&mut self, known: &[&str]) {
+        let unknown: Vec<String> = self
+            .limits
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for k in unknown {
+            self.out.unenforced(
+                format!("{}/{k}", self.at),
+                "a limit agentd has no equivalent for",
+            );
+        }
+    }
+
+    /// A string argument, optionally restricted to `values` (values that
+    /// are not identifiers cannot be passed to agentd at all: dropped,
+    /// noted).
+    pub fn string_arg(&mut self, name: &str, values: Option<(&str, &Value)>, optional: bool) {
+        let values = values.map(|(key, v)| self.identifiers(key, v));
+        self.args.insert(name.to_owned(), string(values, optional));
+    }
+
+    /// The identifier strings of the array limit `key` (others noted).
+    pub fn identifiers(&mut self, key: &str, v: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, s) in v.as_array().into_iter().flatten().enumerate() {
+            let s = s.as_str().unwrap_or_default();
+            if is_identifier_value(s) {
+                out.push(s.to_owned());
+            } else {
+                self.out.narrowed(
+                    format!("{}/{key}/{i}", self.at),
+                    format!("`{s}` is not an identifier ([A-Za-z0-9._:@+-]): agentd cannot match it, so it allows nothing here"),
+                );
+            }
+        }
+        out
+    }
+
+    /// The passport's regions as the `region` argument.
+    pub fn region(&mut self, p: &Passport, optional: bool) {
+        self.args
+            .insert("region".into(), string(Some(p.regions.clone()), optional));
+    }
+
+    /// A usage threshold of `max` calls per `window_secs`.
+    pub fn usage(&mut self, key: &str, max: &Value, window_secs: u64) {
+        let max = max.as_u64().unwrap_or(1);
+        let capped = max.min(10_000) as u32;
+        if max > 10_000 {
+            self.out.narrowed(
+                format!("{}/{key}", self.at),
+                format!("{max} exceeds agentd's largest usage threshold: 10000"),
+            );
+        }
+        self.usage = Some(UsageLimit {
+            max_uses: capped,
+            window_secs,
+            escalate_after: None,
+        });
+    }
+
+    /// Capability `params` the pack does not read are unenforced.
+    fn unknown_params(&mut self, at: &str, pk: &Pack) {
+        for k in self.params.keys() {
+            if !pk.params.contains(&k.as_str()) {
+                self.out.unenforced(
+                    format!("{at}/params/{k}"),
+                    "a capability parameter agentd has no equivalent for",
+                );
+            }
+        }
+    }
+}

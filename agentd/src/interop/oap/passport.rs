@@ -1,0 +1,432 @@
+//! An Open Agent Passport, checked against the rules of OAP 1.0's
+//! `passport-schema.json` (transcribed: required members, types, enums,
+//! `const`, `uuid` and `date-time` formats, patterns, minimums, the
+//! `oneOf` of recipient lists, no unknown top-level member), then read
+//! into the typed form the importer uses. Errors name the member by JSON
+//! pointer, as JSON Schema validators do.
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// Why a passport is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassportError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    Json(String),
+    /// Breaks a rule of the passport schema.
+    #[error("{at}: {message}")]
+    Schema {
+        /// JSON pointer of the member (`/limits/data.export/max_rows`).
+        at: String,
+        /// The rule broken.
+        message: String,
+    },
+}
+
+/// OAP assurance levels, lowest first (both level-4 kinds rank equal).
+pub const ASSURANCE_LEVELS: [&str; 6] = ["L0", "L1", "L2", "L3", "L4KYC", "L4FIN"];
+
+/// The rank of an assurance level (L4KYC and L4FIN are both 4).
+pub fn assurance_rank(level: &str) -> Option<usize> {
+    ASSURANCE_LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .map(|i| i.min(4))
+}
+
+/// One granted capability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capability {
+    /// Capability id (`finance.payment.refund`).
+    pub id: String,
+    /// Its parameters (free-form in the schema).
+    pub params: Map<String, Value>,
+}
+
+/// A schema-valid passport: the members the importer uses, and the
+/// document itself (its digest is over all of it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passport {
+    /// `passport_id` (a UUID).
+    pub passport_id: String,
+    /// `owner_id`.
+    pub owner_id: String,
+    /// `assurance_level` (one of [`ASSURANCE_LEVELS`]).
+    pub assurance_level: String,
+    /// `status`: draft, active, suspended or revoked.
+    pub status: String,
+    /// `capabilities`, in order.
+    pub capabilities: Vec<Capability>,
+    /// `limits`, by capability id.
+    pub limits: BTreeMap<String, Map<String, Value>>,
+    /// `regions`.
+    pub regions: Vec<String>,
+    /// The whole document as parsed.
+    pub document: Value,
+}
+
+const TOP_LEVEL: [&str; 16] = [
+    "passport_id",
+    "kind",
+    "spec_version",
+    "template_id",
+    "owner_id",
+    "owner_type",
+    "assurance_level",
+    "status",
+    "capabilities",
+    "limits",
+    "regions",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "version",
+    "parent_agent_id",
+];
+
+const REQUIRED: [&str; 13] = [
+    "passport_id",
+    "kind",
+    "spec_version",
+    "owner_id",
+    "owner_type",
+    "status",
+    "assurance_level",
+    "capabilities",
+    "limits",
+    "regions",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+fn err(at: &str, message: impl Into<String>) -> PassportError {
+    PassportError::Schema {
+        at: if at.is_empty() { "/".into() } else { at.into() },
+        message: message.into(),
+    }
+}
+
+/// A JSON pointer one member further (`~` and `/` escaped).
+fn child(at: &str, key: &str) -> String {
+    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Parses and checks a passport.
+pub fn parse(text: &str) -> Result<Passport, PassportError> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| PassportError::Json(e.to_string()))?;
+    validate(&doc)?;
+    Ok(read(doc))
+}
+
+/// Checks a parsed document against the passport schema's rules.
+pub fn validate(doc: &Value) -> Result<(), PassportError> {
+    let top = object(doc, "")?;
+    for key in top.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            return Err(err(
+                &child("", key),
+                "unknown member (the schema allows no additional properties)",
+            ));
+        }
+    }
+    for key in REQUIRED {
+        if !top.contains_key(key) {
+            return Err(err("", format!("required member `{key}` is missing")));
+        }
+    }
+    for key in ["passport_id", "template_id", "parent_agent_id"] {
+        if let Some(v) = top.get(key) {
+            uuid(v, &child("", key))?;
+        }
+    }
+    one_of(&top["kind"], "/kind", &["template", "instance"])?;
+    if top["spec_version"] != Value::String("oap/1.0".into()) {
+        return Err(err("/spec_version", "must be the constant \"oap/1.0\""));
+    }
+    string(&top["owner_id"], "/owner_id")?;
+    one_of(&top["owner_type"], "/owner_type", &["org", "user"])?;
+    one_of(
+        &top["assurance_level"],
+        "/assurance_level",
+        &ASSURANCE_LEVELS,
+    )?;
+    one_of(
+        &top["status"],
+        "/status",
+        &["draft", "active", "suspended", "revoked"],
+    )?;
+    capabilities(&top["capabilities"])?;
+    super::limits::validate(&top["limits"], "/limits")?;
+    for (i, r) in array(&top["regions"], "/regions")?.iter().enumerate() {
+        pattern(
+            r,
+            &format!("/regions/{i}"),
+            is_region,
+            "^[A-Z]{2}(-[A-Z]{2})?$",
+        )?;
+    }
+    if let Some(m) = top.get("metadata") {
+        object(m, "/metadata")?;
+    }
+    for key in ["created_at", "updated_at"] {
+        let at = child("", key);
+        if !is_date_time(string(&top[key], &at)?) {
+            return Err(err(&at, "is not an RFC 3339 date-time (format date-time)"));
+        }
+    }
+    pattern(
+        &top["version"],
+        "/version",
+        is_semver,
+        "^\\d+\\.\\d+\\.\\d+$",
+    )?;
+    Ok(())
+}
+
+fn capabilities(v: &Value) -> Result<(), PassportError> {
+    for (i, c) in array(v, "/capabilities")?.iter().enumerate() {
+        let at = format!("/capabilities/{i}");
+        let o = object(c, &at)?;
+        let Some(id) = o.get("id") else {
+            return Err(err(&at, "required member `id` is missing"));
+        };
+        pattern(
+            id,
+            &child(&at, "id"),
+            is_capability_id,
+            "^[a-z0-9]+(\\.[a-z0-9]+)*$",
+        )?;
+        if let Some(p) = o.get("params") {
+            object(p, &child(&at, "params"))?;
+        }
+        // The schema leaves capability objects open; agentd refuses what
+        // it would otherwise ignore, since an ignored member may have been
+        // meant as a constraint.
+        if let Some(k) = o.keys().find(|k| *k != "id" && *k != "params") {
+            return Err(err(
+                &child(&at, k),
+                "unknown member of a capability (agentd knows `id` and `params`)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read(doc: Value) -> Passport {
+    let s = |k: &str| doc[k].as_str().unwrap_or_default().to_owned();
+    let capabilities = doc["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| Capability {
+            id: c["id"].as_str().unwrap_or_default().to_owned(),
+            params: c["params"].as_object().cloned().unwrap_or_default(),
+        })
+        .collect();
+    let limits = doc["limits"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_object()?.clone())))
+        .collect();
+    let regions = doc["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    Passport {
+        passport_id: s("passport_id"),
+        owner_id: s("owner_id"),
+        assurance_level: s("assurance_level"),
+        status: s("status"),
+        capabilities,
+        limits,
+        regions,
+        document: doc,
+    }
+}
+
+/// `type: object`.
+pub(crate) fn object<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>, PassportError> {
+    v.as_object().ok_or_else(|| err(at, "must be an object"))
+}
+
+/// `type: array`.
+pub(crate) fn array<'a>(v: &'a Value, at: &str) -> Result<&'a Vec<Value>, PassportError> {
+    v.as_array().ok_or_else(|| err(at, "must be an array"))
+}
+
+/// `type: string`.
+pub(crate) fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, PassportError> {
+    v.as_str().ok_or_else(|| err(at, "must be a string"))
+}
+
+/// `type: boolean`.
+pub(crate) fn boolean(v: &Value, at: &str) -> Result<bool, PassportError> {
+    v.as_bool().ok_or_else(|| err(at, "must be a boolean"))
+}
+
+/// `type: integer` with `minimum` (JSON Schema counts 5.0 as an integer).
+pub(crate) fn integer(v: &Value, at: &str, minimum: i64) -> Result<i64, PassportError> {
+    let i = match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        _ => None,
+    };
+    let i = i.ok_or_else(|| err(at, "must be an integer"))?;
+    if i < minimum {
+        return Err(err(at, format!("must be >= {minimum}")));
+    }
+    Ok(i)
+}
+
+/// `enum`.
+fn one_of(v: &Value, at: &str, allowed: &[&str]) -> Result<(), PassportError> {
+    match v.as_str() {
+        Some(s) if allowed.contains(&s) => Ok(()),
+        _ => Err(err(at, format!("must be one of {}", allowed.join(", ")))),
+    }
+}
+
+/// `type: string` with `pattern` (the check transcribes the pattern).
+pub(crate) fn pattern(
+    v: &Value,
+    at: &str,
+    check: fn(&str) -> bool,
+    shown: &str,
+) -> Result<(), PassportError> {
+    if check(string(v, at)?) {
+        return Ok(());
+    }
+    Err(err(at, format!("does not match the pattern {shown}")))
+}
+
+fn uuid(v: &Value, at: &str) -> Result<(), PassportError> {
+    if is_uuid(string(v, at)?) {
+        return Ok(());
+    }
+    Err(err(at, "is not a UUID (format uuid)"))
+}
+
+/// `8-4-4-4-12` hex digits.
+pub fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `^[a-z0-9]+(\.[a-z0-9]+)*$`
+pub fn is_capability_id(s: &str) -> bool {
+    s.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
+/// `^[A-Z]{2}(-[A-Z]{2})?$`
+fn is_region(s: &str) -> bool {
+    let upper2 = |p: &str| p.len() == 2 && p.bytes().all(|b| b.is_ascii_uppercase());
+    match s.split_once('-') {
+        Some((a, b)) => upper2(a) && upper2(b),
+        None => upper2(s),
+    }
+}
+
+/// `^[A-Z]{3}$` (an ISO 4217 currency code's shape).
+pub(crate) fn is_currency(s: &str) -> bool {
+    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// `^\d+\.\d+\.\d+$`
+fn is_semver(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with the
+/// calendar checked (days per month, leap years).
+pub fn is_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .filter(|d| d.iter().all(u8::is_ascii_digit))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+    };
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = (
+        digits(0..4),
+        digits(5..7),
+        digits(8..10),
+        digits(11..13),
+        digits(14..16),
+        digits(17..19),
+    ) else {
+        return false;
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days[mo as usize - 1]
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    match rest {
+        "Z" | "z" => true,
+        off => {
+            let o = off.as_bytes();
+            o.len() == 6
+                && matches!(o[0], b'+' | b'-')
+                && o[3] == b':'
+                && [1, 2, 4, 5].iter().all(|&i| o[i].is_ascii_digit())
+                && off[1..3].parse::<u32>().is_ok_and(|h| h <= 23)
+                && off[4..6].parse::<u32>().is_ok_and(|m| m <= 59)
+        }
+    }
+}

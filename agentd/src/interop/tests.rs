@@ -1,0 +1,165 @@
+//! Unit tests of the pure conversions: RFC 8785 canonical JSON against the
+//! RFC's own examples, signatures, the passport's date-time format, the
+//! boolean argument type the OAP import relies on.
+use serde_json::{json, Value};
+
+use super::oap::decision::{canonical, is_policy_id, policy_id_for};
+use super::oap::passport::{is_date_time, is_uuid};
+
+/// RFC 8785 §3.2.2's input and its canonical form (§3.2.3/§3.2.4).
+#[test]
+fn jcs_matches_rfc_8785_section_3_2_2_example() {
+    let input = r#"{
+        "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+        "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+        "literals": [null, true, false]
+    }"#;
+    let v: Value = serde_json::from_str(input).unwrap();
+    let out = String::from_utf8(canonical(&v).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+    );
+}
+
+/// RFC 8785 §3.2.3: members sorted by UTF-16 code units.
+#[test]
+fn jcs_sorts_by_utf16_code_units_as_rfc_8785_section_3_2_3() {
+    let v: Value = serde_json::from_str(
+        r#"{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew Letter Dalet With Dagesh","1":"One","\ud83d\ude00":"Emoji: Grinning Face","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis"}"#,
+    )
+    .unwrap();
+    let out = String::from_utf8(canonical(&v).unwrap()).unwrap();
+    let keys: Vec<String> = out
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap().to_owned())
+        .collect();
+    let values = [
+        "Carriage Return",
+        "One",
+        "Control",
+        "Latin Small Letter O With Diaeresis",
+        "Euro Sign",
+        "Emoji: Grinning Face",
+        "Hebrew Letter Dalet With Dagesh",
+    ];
+    for (i, want) in values.iter().enumerate() {
+        assert!(out.contains(want), "{out}");
+        let pos = out.find(want).unwrap();
+        assert!(
+            values[..i].iter().all(|p| out.find(p).unwrap() < pos),
+            "{out} {keys:?}"
+        );
+    }
+}
+
+/// RFC 8785 Appendix B: number serialization samples.
+#[test]
+fn jcs_numbers_as_rfc_8785_appendix_b() {
+    for (bits, want) in [
+        (0x0000000000000000u64, "0"),
+        (0x8000000000000000, "0"),
+        (0x0000000000000001, "5e-324"),
+        (0x7fefffffffffffff, "1.7976931348623157e+308"),
+        (0x4340000000000000, "9007199254740992"),
+        (0x444b1ae4d6e2ef50, "1e+21"),
+        (0x3eb0c6f7a0b5ed8d, "0.000001"),
+        (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+        (0x41b3de4355555555, "333333333.3333333"),
+    ] {
+        let v = json!(f64::from_bits(bits));
+        assert_eq!(
+            String::from_utf8(canonical(&v).unwrap()).unwrap(),
+            want,
+            "{bits:#x}"
+        );
+    }
+}
+
+#[test]
+fn a_signed_decision_verifies_and_any_change_breaks_it() {
+    use super::oap::decision::{sign, verify, Decision, Reason};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let mut d = Decision {
+        decision_id: "550e8400-e29b-41d4-a716-446655440002".into(),
+        policy_id: "data.export.create.v1".into(),
+        agent_id: "550e8400-e29b-41d4-a716-446655440001".into(),
+        owner_id: "org_1".into(),
+        assurance_level: "L1".into(),
+        allow: true,
+        reasons: vec![Reason {
+            code: "oap.allowed".into(),
+            message: None,
+        }],
+        created_at: "2024-01-15T10:30:00Z".into(),
+        expires_in: 60,
+        passport_digest: format!("sha256:{}", "a".repeat(64)),
+        signature: String::new(),
+        kid: "oap:owner:test".into(),
+    };
+    sign(&mut d, &key).unwrap();
+    let v = serde_json::to_value(&d).unwrap();
+    verify(&v, &key.verifying_key(), None).unwrap();
+    for (member, other) in [
+        ("allow", json!(false)),
+        ("kid", json!("oap:owner:other")),
+        ("expires_in", json!(61)),
+    ] {
+        let mut t = v.clone();
+        t[member] = other;
+        assert!(verify(&t, &key.verifying_key(), None).is_err(), "{member}");
+    }
+    let mut extra = v.clone();
+    extra["passport_id"] = json!("x");
+    let e = verify(&extra, &key.verifying_key(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/passport_id: unknown member"), "{e}");
+}
+
+#[test]
+fn formats_and_policy_ids() {
+    assert!(is_date_time("2024-01-15T10:30:00Z"));
+    assert!(is_date_time("2024-02-29T23:59:60.5+05:30"));
+    assert!(!is_date_time("2023-02-29T00:00:00Z"));
+    assert!(!is_date_time("2024-01-15 10:30:00Z"));
+    assert!(!is_date_time("2024-01-15T10:30:00"));
+    assert!(is_uuid("550E8400-e29b-41d4-a716-446655440000"));
+    assert!(!is_uuid("550e8400e29b41d4a716446655440000"));
+    assert_eq!(
+        policy_id_for("finance.payment.refund"),
+        "finance.payment.refund.v1"
+    );
+    assert_eq!(policy_id_for("send_email"), "agentd.send.email.v1");
+    assert_eq!(
+        policy_id_for("mcp.crm.Get-Record"),
+        "agentd.mcp.crm.et.ecord.v1"
+    );
+    assert!(is_policy_id(&policy_id_for("x-Y_z")));
+}
+
+#[test]
+fn a_boolean_argument_allows_only_its_values() {
+    let src = r#"id = "b"
+[actions.export]
+[roles.r.allow.export]
+pii = { type = "boolean", values = ["false"] }
+any = { type = "boolean", optional = true }
+"#;
+    let p = crate::policy::compile(src, "b").unwrap();
+    let call = |v: Value| p.evaluate("op", &["r".into()], "export", v.as_object().unwrap());
+    assert!(call(json!({"pii": false})).is_ok());
+    assert_eq!(
+        call(json!({"pii": true})).unwrap_err().reason,
+        "value_not_allowed"
+    );
+    assert_eq!(
+        call(json!({"pii": "false"})).unwrap_err().reason,
+        "invalid_argument"
+    );
+    assert!(call(json!({"pii": false, "any": true})).is_ok());
+    let bad = src.replace(r#"["false"]"#, r#"["no"]"#);
+    let e = crate::policy::compile(&bad, "b").unwrap_err().to_string();
+    assert!(e.contains("roles.r.allow.export.pii.values[0]"), "{e}");
+}
