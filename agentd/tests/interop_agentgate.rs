@@ -301,6 +301,7 @@ fn bad_agentgate_files_are_refused_with_their_place_and_nothing_is_written() {
         ),
         ("approval_default: maybe\n", "approval_default: `maybe`"),
         ("rules: [unclosed\n", "not YAML"),
+        ("name: a\nname: b\n", "duplicated key"),
     ];
     for (i, (yaml, want)) in bad.iter().enumerate() {
         let f = dir.path().join(format!("bad{i}.yaml"));

@@ -392,6 +392,19 @@ fn bad_passports_are_refused_with_their_place_and_nothing_is_written() {
         assert!(text(&o).contains(want), "want {want:?} in {}", text(&o));
         assert!(!out.exists());
     }
+    // A duplicate member (JSON parsers keep one or the other) is refused.
+    let dup = good
+        .to_string()
+        .replacen("\"regions\":", "\"regions\":[\"US\"],\"regions\":", 1);
+    let f = dir.path().join("dup.json");
+    std::fs::write(&f, &dup).unwrap();
+    let o = agentctl(&["policy", "import", "oap", f.to_str().unwrap()]);
+    assert!(!o.status.success(), "{dup}");
+    assert!(
+        text(&o).contains("duplicate member `regions`"),
+        "{}",
+        text(&o)
+    );
     // Control: the unchanged passport imports.
     let f = dir.path().join("good.json");
     let out = dir.path().join("good.toml");
