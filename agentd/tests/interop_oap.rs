@@ -79,6 +79,7 @@ fn conformance_cases_decide_as_expected() {
             key: &key,
             kid: "oap:owner:agentd-test".into(),
             expires_in: 3600,
+            policy: None,
         };
         for (i, c) in fx.cases.iter().enumerate() {
             let expected: Value = serde_json::from_str(&c.expected).unwrap();
@@ -186,13 +187,42 @@ fn make_log(state: &Path) {
         },
     )
     .unwrap();
-    for (action, decision, reason) in [
-        ("data.export", "allow", "ok"),
-        ("data.export", "deny", "value_out_of_range"),
-        ("send_email", "deny", "role_not_in_allowlist"),
-        ("data.export", "escalate", "approval_required"),
+    let args = |collection: &str, rows: u64| {
+        serde_json::json!({"collection": collection, "estimated_rows": rows, "region": "US"})
+            .to_string()
+    };
+    for (action, decision, reason, target) in [
+        ("data.export", "allow", "ok", args("users", 10)),
+        (
+            "data.export",
+            "deny",
+            "value_out_of_range",
+            args("users", 100_001),
+        ),
+        ("send_email", "deny", "role_not_in_allowlist", String::new()),
+        (
+            "data.export",
+            "escalate",
+            "approval_required",
+            String::new(),
+        ),
+        (
+            "data.export",
+            "deny",
+            "value_not_allowed",
+            args("secrets", 10),
+        ),
+        // Arguments that the passport's policy refuses for another reason
+        // than the row's: no argument is named.
+        (
+            "data.export",
+            "deny",
+            "value_not_allowed",
+            args("users", 100_001),
+        ),
     ] {
         let mut e = AuditEvent::new(RecordKind::ToolCall, action);
+        e.target = target;
         e.decision = decision.into();
         e.reason_code = reason.into();
         e.operator = "alice".into();
@@ -248,9 +278,9 @@ fn decisions_export_from_the_audit_log_and_verify() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // Three decided tool calls; the escalation and the kernel row are no
+    // Five decided tool calls; the escalation and the kernel row are no
     // OAP decision.
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 5, "{lines:?}");
     assert_eq!(lines[0]["allow"], true);
     assert_eq!(lines[0]["policy_id"], "data.export.create.v1");
     assert_eq!(lines[0]["reasons"][0]["code"], "oap.allowed");
@@ -258,6 +288,9 @@ fn decisions_export_from_the_audit_log_and_verify() {
     assert_eq!(lines[1]["reasons"][0]["code"], "oap.limit_exceeded");
     assert_eq!(lines[2]["policy_id"], "agentd.send.email.v1");
     assert_eq!(lines[2]["reasons"][0]["code"], "oap.unknown_capability");
+    // Re-decided from the row's arguments: the collection was refused.
+    assert_eq!(lines[3]["reasons"][0]["code"], "oap.collection_forbidden");
+    assert_eq!(lines[4]["reasons"][0]["code"], "agentd.value_not_allowed");
     let digest = decision::passport_digest(&serde_json::from_str(&fx.passport).unwrap()).unwrap();
     assert!(lines
         .iter()
@@ -279,7 +312,7 @@ fn decisions_export_from_the_audit_log_and_verify() {
     };
     let o = verify(&out, Some(&passport));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("3 decisions verified"), "{}", text(&o));
+    assert!(text(&o).contains("5 decisions verified"), "{}", text(&o));
 
     // Tampering with one decision: line 2 is named, nothing passes.
     let tampered = d.join("tampered.jsonl");

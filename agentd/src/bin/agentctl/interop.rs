@@ -231,6 +231,7 @@ fn decisions(a: DecisionsArgs) -> anyhow::Result<()> {
         key: &key,
         kid,
         expires_in: a.expires_in,
+        policy: decision::Issuer::passport_policy(&passport),
     };
     let db = a.loc.db(&a.db)?;
     let conn = store::open_ro(&db)?;

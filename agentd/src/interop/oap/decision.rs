@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::packs::{oap_code, pack};
 use super::passport::{is_date_time, is_uuid, Passport, ASSURANCE_LEVELS};
 use crate::audit::{Record, RecordKind};
+use crate::protocol::reason;
 
 /// Why a decision cannot be made, read or trusted.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,9 @@ fn uuid_from(seed: &[u8]) -> String {
     )
 }
 
+/// The role a passport is imported to when re-deciding exported rows.
+pub const IMPORT_ROLE: &str = "agent";
+
 /// What every exported decision shares.
 pub struct Issuer<'a> {
     /// The passport the agent acted under.
@@ -144,6 +148,11 @@ pub struct Issuer<'a> {
     pub kid: String,
     /// `expires_in` of every decision.
     pub expires_in: u64,
+    /// The passport's own policy ([`Issuer::passport_policy`]): a denial
+    /// of a value is re-decided with it from the row's arguments to name
+    /// the refused argument (an audit row keeps the arguments, not which
+    /// one failed), and so the pack's own code.
+    pub policy: Option<crate::policy::CompiledPolicy>,
 }
 
 impl Issuer<'_> {
@@ -151,7 +160,39 @@ impl Issuer<'_> {
     /// or deny; other rows (messages, kernel events, a call waiting for
     /// approval) are no OAP decision.
     pub fn decision(&self, r: &Record) -> Result<Option<Decision>, DecisionError> {
-        self.decision_naming(r, None)
+        let argument = self.refused_argument(r);
+        self.decision_naming(r, argument.as_deref())
+    }
+
+    /// The passport imported as a policy (role [`IMPORT_ROLE`]), for
+    /// [`Issuer::policy`]; None if it does not convert.
+    pub fn passport_policy(passport: &Passport) -> Option<crate::policy::CompiledPolicy> {
+        let converted = super::import(passport, IMPORT_ROLE).ok()?;
+        let source = converted.to_toml("passport", true).ok()?;
+        crate::policy::compile(&source, "passport").ok()
+    }
+
+    /// The argument a value denial refused: the row's arguments (its
+    /// target, as compact JSON) decided again by the passport's policy,
+    /// trusted only if that gives the row's own reason.
+    fn refused_argument(&self, r: &Record) -> Option<String> {
+        let e = &r.event;
+        let on_value = matches!(
+            e.reason_code.as_str(),
+            reason::VALUE_NOT_ALLOWED | reason::VALUE_OUT_OF_RANGE | reason::SIZE_LIMIT_EXCEEDED
+        );
+        if !on_value || e.decision != "deny" {
+            return None;
+        }
+        let args: serde_json::Map<String, Value> = serde_json::from_str(&e.target).ok()?;
+        let denial = self
+            .policy
+            .as_ref()?
+            .evaluate(&e.operator, &[IMPORT_ROLE.into()], &e.action, &args)
+            .err()?;
+        (denial.reason == e.reason_code)
+            .then(|| crate::interop::denied_argument(&denial.detail).map(str::to_owned))
+            .flatten()
     }
 
     /// [`Issuer::decision`], knowing which argument a denial refused (the
