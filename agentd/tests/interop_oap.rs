@@ -127,6 +127,71 @@ fn conformance_cases_decide_as_expected() {
     assert_eq!(ran, 5);
 }
 
+/// The same cases through the CLI and the real gateway: `agentctl policy
+/// import oap` writes the policy, `agentctl policy test` decides each
+/// context as a signed operator's tool call.
+#[test]
+fn conformance_cases_through_agentctl_policy_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oap");
+    for (file, expect) in [
+        (
+            "payments.refunds.v1.toml",
+            [
+                ("allow", "ok"),
+                ("deny", "value_out_of_range"),
+                ("deny", "value_not_allowed"),
+            ]
+            .as_slice(),
+        ),
+        (
+            "data.export.v1.toml",
+            [("allow", "ok"), ("deny", "value_not_allowed")].as_slice(),
+        ),
+    ] {
+        let fx: Fixture =
+            toml::from_str(&std::fs::read_to_string(fixtures.join(file)).unwrap()).unwrap();
+        let passport = dir.path().join(format!("{file}.json"));
+        std::fs::write(&passport, &fx.passport).unwrap();
+        let policy = dir.path().join(format!("{file}.policy.toml"));
+        let o = agentctl(&[
+            "policy",
+            "import",
+            "oap",
+            passport.to_str().unwrap(),
+            "--out",
+            policy.to_str().unwrap(),
+            "--drop-unenforced",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let mut cases = String::from("[operators]\nop = [\"agent\"]\n");
+        for (c, (decision, reason)) in fx.cases.iter().zip(expect) {
+            let args: Value = serde_json::from_str(&c.context).unwrap();
+            let args = toml::Value::try_from(&args).unwrap();
+            cases.push_str(&format!(
+                "\n[[case]]\nname = {:?}\noperator = \"op\"\naction = {:?}\nexpect = {decision:?}\nreason = {reason:?}\n[case.args]\n{}",
+                c.name,
+                fx.capability,
+                toml::to_string(&args).unwrap()
+            ));
+        }
+        let case_file = dir.path().join(format!("{file}.cases.toml"));
+        std::fs::write(&case_file, &cases).unwrap();
+        let o = agentctl(&[
+            "policy",
+            "test",
+            policy.to_str().unwrap(),
+            case_file.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{cases}\n{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("{} passed, 0 failed", expect.len())),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
 /// A control for the denials above: the same refund context within the
 /// limits is allowed, and each limit moved past denies with the pack's
 /// code.

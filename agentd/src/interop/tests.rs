@@ -163,3 +163,119 @@ any = { type = "boolean", optional = true }
     let e = crate::policy::compile(&bad, "b").unwrap_err().to_string();
     assert!(e.contains("roles.r.allow.export.pii.values[0]"), "{e}");
 }
+
+/// A passport like OAP's own template example, changed per test.
+fn passport(assurance: &str, caps: Value, limits: Value) -> super::oap::Passport {
+    let doc = json!({
+        "passport_id": "550e8400-e29b-41d4-a716-446655440000",
+        "kind": "template",
+        "spec_version": "oap/1.0",
+        "owner_id": "org_1",
+        "owner_type": "org",
+        "assurance_level": assurance,
+        "status": "active",
+        "capabilities": caps,
+        "limits": limits,
+        "regions": ["US"],
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-15T10:30:00Z",
+        "version": "1.0.0"
+    });
+    super::oap::parse(&doc.to_string()).unwrap()
+}
+
+fn notes_at(c: &super::Converted, kind: super::NoteKind) -> Vec<String> {
+    c.notes
+        .iter()
+        .filter(|n| n.kind == kind)
+        .map(|n| n.at.clone())
+        .collect()
+}
+
+#[test]
+fn release_publish_converts_branches_signing_and_a_daily_count() {
+    use super::NoteKind::{Narrowed, Unenforced};
+    let p = passport(
+        "L2",
+        json!([{"id": "repo.release.publish"}]),
+        json!({"repo.release.publish": {
+            "allowed_branches": ["main", "develop", "release/*"],
+            "max_releases_per_day": 10,
+            "require_signed_artifacts": true
+        }}),
+    );
+    let c = super::oap::import(&p, "agent").unwrap();
+    assert!(
+        notes_at(&c, Narrowed).contains(&"/limits/repo.release.publish/allowed_branches/2".into())
+    );
+    assert!(notes_at(&c, Narrowed)
+        .contains(&"/limits/repo.release.publish/max_releases_per_day".into()));
+    assert_eq!(
+        notes_at(&c, Unenforced),
+        ["/limits/repo.release.publish/require_signed_artifacts"]
+    );
+    assert!(c.to_toml("t", false).is_err(), "unenforced needs consent");
+    let policy = crate::policy::compile(&c.to_toml("t", true).unwrap(), "t").unwrap();
+    let call = |v: Value| {
+        policy.evaluate(
+            "op",
+            &["agent".into()],
+            "repo.release.publish",
+            v.as_object().unwrap(),
+        )
+    };
+    let ok = json!({"repo": "org.p", "branch": "main", "tag": "v1.0.0", "artifact_sha": "ab12", "signer": "ci@org"});
+    let allowed = call(ok.clone()).unwrap();
+    assert_eq!(
+        allowed.usage.map(|u| (u.max_uses, u.window_secs)),
+        Some((10, 86_400))
+    );
+    let mut other = ok.clone();
+    other["branch"] = json!("feature");
+    assert_eq!(call(other).unwrap_err().reason, "value_not_allowed");
+    let mut unsigned = ok.clone();
+    unsigned.as_object_mut().unwrap().remove("signer");
+    assert_eq!(call(unsigned).unwrap_err().reason, "missing_argument");
+}
+
+#[test]
+fn low_assurance_leaves_a_capability_out_and_unknown_limits_need_consent() {
+    let p = passport(
+        "L1",
+        json!([{"id": "finance.payment.refund"}, {"id": "messaging.send"}, {"id": "data.export", "params": {"x": 1}}]),
+        json!({"messaging.send": {"msgs_per_min": 5}}),
+    );
+    let c = super::oap::import(&p, "agent").unwrap();
+    let unenforced = notes_at(&c, super::NoteKind::Unenforced);
+    assert_eq!(
+        unenforced,
+        [
+            "/limits/messaging.send/msgs_per_min",
+            "/capabilities/2/params/x"
+        ]
+    );
+    let policy = crate::policy::compile(&c.to_toml("t", true).unwrap(), "t").unwrap();
+    let none = serde_json::Map::new();
+    // Refunds need L2: left out (the role does not allow it).
+    let r = policy.evaluate("op", &["agent".into()], "finance.payment.refund", &none);
+    assert_eq!(r.unwrap_err().reason, "unknown_action");
+    // An unknown capability takes `region` only.
+    let region = json!({"region": "US"});
+    assert!(policy
+        .evaluate(
+            "op",
+            &["agent".into()],
+            "messaging.send",
+            region.as_object().unwrap()
+        )
+        .is_ok());
+    let more = json!({"region": "US", "to": "x"});
+    let r = policy.evaluate(
+        "op",
+        &["agent".into()],
+        "messaging.send",
+        more.as_object().unwrap(),
+    );
+    assert_eq!(r.unwrap_err().reason, "unknown_argument");
+    assert!(super::oap::import(&passport("L0", json!([]), json!({})), "Bad Role").is_err());
+}

@@ -238,8 +238,13 @@ impl Capability<'_> {
             .insert("region".into(), string(Some(p.regions.clone()), optional));
     }
 
-    /// A usage threshold of `max` calls per `window_secs`.
+    /// A usage threshold of `max` calls per `window_secs`, a sliding
+    /// window (stricter than a calendar day: never 2×max around midnight).
     pub fn usage(&mut self, key: &str, max: &Value, window_secs: u64) {
+        self.out.narrowed(
+            format!("{}/{key}", self.at),
+            format!("counted per operator over any {window_secs} s (a sliding window), not per calendar period"),
+        );
         let max = max.as_u64().unwrap_or(1);
         let capped = max.min(10_000) as u32;
         if max > 10_000 {
