@@ -509,18 +509,23 @@ fn within_scope(
         return Ok(());
     };
     let args = resolved.unwrap_or(&req.arguments);
-    // The policy accepted every path argument, so each normalises.
-    let paths: Vec<(&str, String)> = policy
+    // Path arguments as the policy decided them: normalised (resolution
+    // already replaced what it changed). The policy accepted each, so each
+    // normalises; one that did not would match nothing (fail closed).
+    let paths: Vec<(&str, Option<String>)> = policy
         .path_arguments(role, &req.action)
         .into_iter()
-        .filter_map(|name| match args.get(name) {
-            Some(Value::String(raw)) => crate::policy::path::normalize(raw).ok().map(|p| (name, p)),
-            _ => None,
+        .map(|name| {
+            let normal = match args.get(name) {
+                Some(Value::String(raw)) => crate::policy::path::normalize(raw).ok(),
+                _ => None,
+            };
+            (name, normal)
         })
         .collect();
     let in_scope = scope.allows(&req.action, |name| {
         match paths.iter().find(|(n, _)| *n == name) {
-            Some((_, p)) => Some(ArgValue::Text(p)),
+            Some((_, p)) => p.as_deref().map(ArgValue::Text),
             None => args.get(name).map(ArgValue::Json),
         }
     });
