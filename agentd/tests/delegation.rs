@@ -110,6 +110,17 @@ fn send_as(d: &Daemon, token: &str, secret: &Path, session: &str) -> String {
     .to_owned()
 }
 
+/// Waits for the receipt worker to write the card of `call_id`.
+fn wait_for_card(d: &Daemon, call_id: &str) -> PathBuf {
+    let path = d.state.join("receipts").join(format!("{call_id}.png"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no receipt for {call_id}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    path
+}
+
 fn tokens_in_db(d: &Daemon) -> i64 {
     let c = rusqlite::Connection::open(d.state.join("gateway.db")).unwrap();
     c.query_row("SELECT count(*) FROM delegations", [], |r| r.get(0))
@@ -155,11 +166,44 @@ fn a_token_is_bounded_by_its_scope_the_issuers_roles_and_its_uses() {
     let ok = d.check(&m, "read_chart", &CHART);
     assert_decision(&ok, "allow", "ok");
     assert_eq!(row_of(&d, &ok)["operator"], t.as_str());
+    // Its receipt is sealed with the root operator's key (not the token's).
+    let card = wait_for_card(&d, ok["call_id"].as_str().unwrap());
+    let verify = |key: &Path| {
+        d.agentctl(&[
+            "receipt",
+            "verify",
+            card.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+        ])
+    };
+    let by_root = verify(&olivia);
+    assert!(by_root.status.success(), "{by_root:?}");
+    assert!(
+        String::from_utf8_lossy(&by_root.stdout).contains(&t),
+        "{by_root:?}"
+    );
+    assert!(
+        !verify(&secret).status.success(),
+        "the token's secret does not verify it"
+    );
     // Outside the token's argument pattern and outside its actions; the
     // issuer's own message is allowed both (control).
     let out = d.check(&m, "read_chart", &OTHER_CHART);
     assert_decision(&out, "deny", "outside_delegation");
-    assert_eq!(row_of(&d, &out)["reason_code"], "outside_delegation");
+    let row = row_of(&d, &out);
+    assert_eq!(row["reason_code"], "outside_delegation");
+    let ex = d.ok(&[
+        "explain",
+        &row["seq"].to_string(),
+        "--state-dir",
+        d.state.to_str().unwrap(),
+    ]);
+    assert!(
+        ex.contains("outside the scope")
+            && ex.contains("agentctl delegate issue --operator olivia"),
+        "{ex}"
+    );
     assert_decision(&d.check(&own, "read_chart", &OTHER_CHART), "allow", "ok");
     let out = d.check(&m, "send_email", &EMAIL);
     assert_decision(&out, "deny", "outside_delegation");
@@ -506,6 +550,18 @@ fn bad_issuance_requests_store_nothing() {
     );
     let (s, _) = d.raw(Method::GET, "/v1/health", vec![]);
     assert_eq!(s, 200);
+    let looped = d
+        .audit_records()
+        .into_iter()
+        .find(|r| r["reason_code"] == "delegation_loop")
+        .unwrap();
+    let ex = d.ok(&[
+        "explain",
+        &looped["seq"].to_string(),
+        "--state-dir",
+        d.state.to_str().unwrap(),
+    ]);
+    assert!(ex.contains("back to its own issuer"), "{ex}");
     // A non-admin cannot revoke unsigned; an admin can.
     let id = b_id(&d);
     let (s, b) = d.raw(

@@ -78,7 +78,14 @@ impl Gate {
             };
             naming::action_of(&self.server, name)
                 .map(|default| self.action_for(name, default))
-                .is_ok_and(|action| policy.roles_allow(&roles, &action))
+                .is_ok_and(|action| {
+                    policy.roles_allow(&roles, &action)
+                        // A delegated message sees only its token's actions.
+                        && self
+                            .active
+                            .as_deref()
+                            .is_some_and(|a| self.gateway.message_may_use(a, &action))
+                })
         });
         let hidden = before - tools.len();
         if hidden > 0 {

@@ -476,6 +476,31 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
+    /// The vector docs/delegation.md publishes (and fuzz/seeds quotes).
+    #[test]
+    fn published_issue_vector() {
+        let key: Vec<u8> = (0u8..32).collect();
+        let r = IssueRequest::new_signed(
+            &key,
+            "alice",
+            "bob",
+            scope(),
+            600,
+            5,
+            "4f1c2e9a7b3d5f60",
+            1_795_000_000,
+        );
+        assert_eq!(
+            r.signature,
+            "733912f5bee0bf95af6237cb068bb4c33e16ff40bf49ceee316ae606c116c113"
+        );
+        let doc = include_str!("../../../docs/delegation.md");
+        assert!(
+            doc.contains(&r.signature),
+            "docs/delegation.md quotes the vector"
+        );
+    }
+
     #[test]
     fn canonical_fields_cannot_shift() {
         let a =

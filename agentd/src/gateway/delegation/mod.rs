@@ -9,6 +9,8 @@
 //! holds the tokens in memory (the decision path reads only memory) and
 //! the gateway's operations.
 pub mod chain;
+mod issue;
+mod revoke;
 pub mod scope;
 mod store;
 
@@ -18,12 +20,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 pub use chain::{Refused, Token};
-use store::SpentNonce;
 
 use super::{Gateway, Operator};
-use crate::protocol::delegation::{
-    CheckedRevoke, IssueRequest, Principal, RevokeRequest, ScopeMap,
-};
+use crate::protocol::delegation::{Principal, ScopeMap};
 use crate::protocol::{reason, verify};
 
 /// Expired tokens stay listed this long before they are pruned.
@@ -341,128 +340,30 @@ impl Gateway {
         Ok(chain.iter().map(|t| t.id.clone()).collect())
     }
 
+    /// Whether a message may use `action` as far as delegation goes: true
+    /// for an operator's own message, else only if every link of its
+    /// token's chain names the action (what MCP `tools/list` shows it).
+    pub fn message_may_use(&self, active_message_id: &str, action: &str) -> bool {
+        let Some(msg) = super::ingest::parse_active_id(active_message_id).and_then(|k| {
+            self.active
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&k)
+                .cloned()
+        }) else {
+            return false;
+        };
+        let Ok(Principal::Token { id, .. }) = Principal::parse(&msg.operator) else {
+            return true;
+        };
+        self.delegations
+            .chain(id)
+            .is_some_and(|chain| chain.iter().all(|t| t.scope.contains_key(action)))
+    }
+
     /// Persists spent uses; an error means the call must not proceed.
     pub(super) fn persist_delegation_uses(&self, ids: &[String]) -> Result<(), super::StoreError> {
         self.store.spend_delegation_uses(ids)
-    }
-
-    /// Issues a sub-token on a signed request at Unix time `now`.
-    pub fn issue_delegation(
-        &self,
-        req: &IssueRequest,
-        now: i64,
-    ) -> Result<Issued, DelegationError> {
-        let signature = req.check().map_err(|e| DelegationError {
-            reason_code: e.reason_code(),
-            message: e.to_string(),
-            class: ErrorClass::Malformed,
-        })?;
-        let auth = self
-            .verify_signer(&req.issuer, &req.canonical(), &signature, now)
-            .map_err(refused)?;
-        self.signed_now(req.timestamp, now)?;
-        let root = auth.op_root(&req.issuer);
-        self.issuer_not_suspended(&root)?;
-        chain::check_issue(&root, &auth.chain, req, now).map_err(refused)?;
-        self.root_allows(&root, &auth.op, &req.scope)?;
-        if self.delegations.lock().len() >= MAX_TOKENS {
-            return Err(refused((
-                reason::INVALID_DELEGATION,
-                format!("{MAX_TOKENS} tokens exist already; revoke some or let them expire"),
-            )));
-        }
-        let secret = super::new_key();
-        let token = Token {
-            id: crate::protocol::delegation::new_token_id(&root),
-            root: root.clone(),
-            parent: auth.chain.first().map(|t| t.id.clone()),
-            to: req.to.clone(),
-            secret: secret.clone(),
-            scope: req.scope.clone(),
-            created_at: now,
-            expires_at: now + req.ttl_secs,
-            uses: req.uses,
-            uses_left: req.uses,
-            depth: auth.chain.len() as u32 + 1,
-            root_key_gen: auth.op.key_gen,
-            revoked: false,
-        };
-        let nonce = SpentNonce {
-            signer: &req.issuer,
-            nonce: &req.nonce,
-            expires_at: now + self.settings.nonce_ttl_secs,
-            now,
-        };
-        if !self
-            .store
-            .insert_delegation(&token, nonce)
-            .map_err(unavailable)?
-        {
-            return Err(refused((
-                reason::REPLAYED_NONCE,
-                "the nonce was already used by this issuer".into(),
-            )));
-        }
-        let info = DelegationInfo::from(&token);
-        self.delegations.lock().insert(token.id.clone(), token);
-        tracing::info!(token = %info.id, issuer = %req.issuer, to = %info.to, depth = info.depth, uses = info.uses, expires_at = info.expires_at, "delegation issued");
-        Ok(Issued {
-            delegation: info,
-            secret: hex::encode(secret),
-        })
-    }
-
-    /// The request was signed within the timestamp window around `now`.
-    fn signed_now(&self, timestamp: i64, now: i64) -> Result<(), DelegationError> {
-        self.within_window(timestamp, now)
-            .map_err(|r| DelegationError {
-                reason_code: r.reason_code,
-                message: r.message,
-                class: ErrorClass::Refused,
-            })
-    }
-
-    /// A suspended operator issues nothing (nor do its tokens).
-    fn issuer_not_suspended(&self, root: &str) -> Result<(), DelegationError> {
-        let subject = super::suspend::Subject {
-            operator: Some(root),
-            agents: [None, None],
-        };
-        match self.suspensions.refusal(&subject) {
-            Some(r) => Err(refused(r)),
-            None => Ok(()),
-        }
-    }
-
-    /// Every action of the scope is one some current role of the root
-    /// operator allows: a token never names what its issuer cannot do.
-    fn root_allows(
-        &self,
-        root: &str,
-        op: &Operator,
-        scope: &ScopeMap,
-    ) -> Result<(), DelegationError> {
-        let policy = self
-            .current_policy()
-            .ok_or_else(|| refused((reason::NO_POLICY, "no policy is loaded".into())))?;
-        for action in scope.keys() {
-            let allowed = op.roles.iter().any(|r| {
-                policy
-                    .roles
-                    .get(r)
-                    .is_some_and(|role| role.allow.contains_key(action))
-            });
-            if !allowed {
-                return Err(refused((
-                    reason::DELEGATION_SCOPE_TOO_WIDE,
-                    format!(
-                        "no role of `{root}` ({}) allows `{action}`",
-                        op.roles.join(", ")
-                    ),
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Every token, without secrets, newest first.
@@ -477,136 +378,6 @@ impl Gateway {
         v
     }
 
-    /// Revokes a token and every token below it, then ends the kernel
-    /// grants of every call made under them. `admin`: the caller is an
-    /// administrator (an unsigned request is refused otherwise).
-    pub fn revoke_delegation(
-        &self,
-        req: &RevokeRequest,
-        admin: bool,
-        now: i64,
-    ) -> Result<Revoked, DelegationError> {
-        let checked = req.check().map_err(|e| DelegationError {
-            reason_code: e.reason_code(),
-            message: e.to_string(),
-            class: ErrorClass::Malformed,
-        })?;
-        if self.delegations.chain(&req.id).is_none() {
-            return Err(refused((
-                reason::UNKNOWN_DELEGATION,
-                format!("no token `{}`", req.id),
-            )));
-        }
-        let nonce = match checked {
-            CheckedRevoke::Unsigned if admin => None,
-            CheckedRevoke::Unsigned => {
-                return Err(refused((
-                    reason::PERMISSION_DENIED,
-                    "an unsigned revocation is an administrator's (root or the admin group)".into(),
-                )))
-            }
-            CheckedRevoke::Signed {
-                by,
-                nonce,
-                timestamp,
-                signature,
-            } => {
-                self.may_revoke(req, by, &signature, now)?;
-                self.signed_now(timestamp, now)?;
-                Some(SpentNonce {
-                    signer: by,
-                    nonce,
-                    expires_at: now + self.settings.nonce_ttl_secs,
-                    now,
-                })
-            }
-        };
-        let tokens = self.delegations.subtree(&req.id);
-        if !self
-            .store
-            .revoke_delegations(&tokens, nonce)
-            .map_err(unavailable)?
-        {
-            return Err(refused((
-                reason::REPLAYED_NONCE,
-                "the nonce was already used by this signer".into(),
-            )));
-        }
-        {
-            let mut map = self.delegations.lock();
-            for id in &tokens {
-                if let Some(t) = map.get_mut(id) {
-                    t.revoked = true;
-                }
-            }
-        }
-        let grants_revoked = self.end_grants_of_tokens(&tokens);
-        tracing::warn!(token = %req.id, tokens = tokens.len(), grants_revoked, "delegation revoked");
-        Ok(Revoked {
-            id: req.id.clone(),
-            tokens,
-            grants_revoked,
-        })
-    }
-
-    /// The signer of a revocation is the token or up its chain, and its
-    /// signature holds. (A revoked or expired signer may still revoke what
-    /// lies below it: ending authority is never a widening.)
-    fn may_revoke(
-        &self,
-        req: &RevokeRequest,
-        by: &str,
-        signature: &[u8],
-        now: i64,
-    ) -> Result<(), DelegationError> {
-        let canonical = req.canonical().expect("checked: all fields set");
-        let target = self.delegations.chain(&req.id).unwrap_or_default();
-        let above =
-            target.iter().any(|t| t.id == by) || target.last().is_some_and(|top| top.root == by);
-        match self.verify_signer(by, &canonical, signature, now) {
-            Ok(_) => {}
-            // A link's own state does not stop it ending what it issued.
-            Err((code, _))
-                if above
-                    && matches!(
-                        code,
-                        reason::DELEGATION_REVOKED
-                            | reason::DELEGATION_EXPIRED
-                            | reason::DELEGATION_USED_UP
-                    ) => {}
-            Err(r) => return Err(refused(r)),
-        }
-        if !above {
-            return Err(refused((
-                reason::DELEGATION_NOT_ISSUER,
-                format!("`{by}` is neither token {} nor up its chain", req.id),
-            )));
-        }
-        Ok(())
-    }
-
-    /// Ends what the calls made on messages signed under `tokens` still
-    /// hold in the kernel; returns calls ended.
-    fn end_grants_of_tokens(&self, tokens: &[String]) -> usize {
-        let ids = match self.store.active_ids_signed_by(tokens) {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list the tokens' messages; their grants live until their TTL");
-                return 0;
-            }
-        };
-        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
-        hooks
-            .iter()
-            .map(|hook| {
-                hook.revoke_messages(&ids).unwrap_or_else(|e| {
-                    tracing::error!(hook = hook.name(), error = %e, "revoking the tokens' grants failed");
-                    0
-                })
-            })
-            .sum()
-    }
-
     /// Drops tokens expired for more than [`KEEP_EXPIRED_SECS`].
     pub(super) fn prune_delegations(&self, now: i64) -> Result<usize, super::StoreError> {
         let n = self.store.prune_delegations(now)?;
@@ -614,16 +385,6 @@ impl Gateway {
             .lock()
             .retain(|_, t| t.expires_at > now - KEEP_EXPIRED_SECS);
         Ok(n)
-    }
-}
-
-impl Authority {
-    /// The root operator's id (the signer's, or its chain's).
-    fn op_root(&self, signer: &str) -> String {
-        self.chain
-            .last()
-            .map(|t| t.root.clone())
-            .unwrap_or_else(|| signer.to_owned())
     }
 }
 

@@ -100,6 +100,10 @@ fn the_roots_rotation_revocation_and_suspension_reach_its_tokens() {
     let (t, secret) = issue(&g, "olivia", &key, "bob", 10, 1);
     let m = message(&g, &secret, &t, 1).unwrap();
     assert!(g.decide(&chart(&m), unix_now()).is_allow());
+    // What MCP tools/list may show it: the token's actions only.
+    let own = message(&g, &key, "olivia", 9).unwrap();
+    assert!(g.message_may_use(&m, "read_chart") && !g.message_may_use(&m, "send_email"));
+    assert!(g.message_may_use(&own, "send_email"));
 
     // Suspended: calls refused, no new tokens (the token's own included).
     g.suspend(Scope::Operator("olivia".into()), "drill", false, "test")
