@@ -95,6 +95,9 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
 /// `path`, so a reader never sees half a file.
 fn write_new_or_replace(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp-agentctl");
+    // A leftover from an interrupted run; removing it (a symlink included)
+    // never touches what it points to.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -264,7 +267,10 @@ fn verify(file: &Path, public_key: &Path, passport: Option<&Path>) -> anyhow::Re
         .with_context(|| format!("reading {}", public_key.display()))?;
     let key = agentd::audit::checkpoint::parse_public_key_pem(&pem)
         .with_context(|| public_key.display().to_string())?;
-    let passport = passport.map(read_passport).transpose()?;
+    let digest = match passport {
+        Some(p) => Some(decision::passport_digest(&read_passport(p)?.document)?),
+        None => None,
+    };
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut n = 0;
@@ -275,7 +281,7 @@ fn verify(file: &Path, public_key: &Path, passport: Option<&Path>) -> anyhow::Re
     {
         let at = format!("{}:{}", file.display(), i + 1);
         let v: Value = serde_json::from_str(line).with_context(|| format!("{at}: not JSON"))?;
-        decision::verify(&v, &key, passport.as_ref().map(|p| &p.document))
+        decision::verify(&v, &key, digest.as_deref())
             .with_context(|| format!("{at}: decision refused"))?;
         n += 1;
     }
