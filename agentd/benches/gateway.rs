@@ -83,6 +83,7 @@ fn main() {
     println!();
 
     let mut inproc = in_process(dir.path(), quick);
+    inproc.push(in_process_sessions(dir.path(), quick));
     inproc.extend(in_process_audited(dir.path(), quick));
     let policy = dir.path().join("bench-policy.toml");
     std::fs::write(&policy, bench_policy()).unwrap();
@@ -415,6 +416,66 @@ fn in_process(dir: &Path, quick: bool) -> Vec<(String, Stats)> {
         stats(v),
     ));
     out
+}
+
+/// The allowed read of `in_process` with the session checks on: a
+/// read-only session (its effect class looked up, no elevation needed)
+/// and the anomaly check counting every call.
+fn in_process_sessions(dir: &Path, quick: bool) -> (String, Stats) {
+    let state = dir.join("inproc-sessions");
+    std::fs::create_dir_all(&state).unwrap();
+    let g = Gateway::open(
+        &state,
+        Settings {
+            timestamp_window_secs: 60,
+            nonce_ttl_secs: 600,
+            active_message_ttl_secs: 900,
+            session_ttl_secs: 0,
+            unverified_per_minute: 0,
+        },
+        None,
+    )
+    .unwrap();
+    let policy = format!(
+        "{}\n[sessions]\nstart = \"read_only\"\n\n[anomaly]\n",
+        bench_policy()
+    );
+    g.load_policy(&policy, "bench-sessions").unwrap();
+    let (_, key) = g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    let now = unix_now();
+    let m = SignedMessage::new_signed(
+        &key,
+        "dr-chen",
+        "dm:chen",
+        "bench-nonce-sessions-000001",
+        now,
+        "read",
+    );
+    let id = g.ingest(&m, now).unwrap().active_message_id;
+    let req = ToolCallRequest {
+        active_message_id: id,
+        action: "read_chart".into(),
+        tool_use_id: None,
+        arguments: json!({"path": "/srv/charts/p-0042.json"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let n = if quick { 2_000 } else { 200_000 };
+    for _ in 0..WARMUP {
+        assert!(g.decide(&req, now).is_allow());
+    }
+    let mut d = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = g.decide(&req, now);
+        d.push(t.elapsed());
+        std::hint::black_box(r);
+    }
+    (
+        "in-process decision: allow read_chart, read-only session + [anomaly]".to_owned(),
+        stats(d),
+    )
 }
 
 /// The daemon's pipeline without the socket: decision + durable audit append.

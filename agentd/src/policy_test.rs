@@ -437,6 +437,49 @@ reason = "path_outside_scope"
     }
 
     #[test]
+    fn a_read_only_session_expects_an_elevation_and_admin_is_refused() {
+        let policy = r#"
+id = "read-only"
+[sessions]
+start = "read_only"
+[actions.read_status]
+[actions.deploy]
+[actions.grant_access]
+[roles.owner.allow.read_status]
+[roles.owner.allow.deploy]
+[roles.owner.allow.grant_access]
+"#;
+        let file = cases(
+            r#"
+[operators]
+olivia = ["owner"]
+
+[[case]]
+name = "a read proceeds"
+operator = "olivia"
+action = "read_status"
+expect = "allow"
+
+[[case]]
+name = "a write waits for an elevation"
+operator = "olivia"
+action = "deploy"
+expect = "escalate"
+reason = "elevation_required"
+
+[[case]]
+name = "an admin action is never elevated"
+operator = "olivia"
+action = "grant_access"
+expect = "deny"
+reason = "admin_not_elevatable"
+"#,
+        );
+        let r = run(policy, "read-only.toml", &file).unwrap();
+        assert!(r.iter().all(|c| c.passed), "{r:#?}");
+    }
+
+    #[test]
     fn a_policy_that_does_not_compile_is_an_error_not_a_failed_case() {
         let file = cases(
             "[[case]]\nname = \"x\"\nmessage = \"unsigned\"\naction = \"y\"\nexpect = \"deny\"\n",

@@ -43,6 +43,12 @@ fn step_of(code: &str) -> &'static str {
         | rc::VALUE_OUT_OF_RANGE
         | rc::SIZE_LIMIT_EXCEEDED => "gateway: the argument constraints (step 7)",
         rc::OUTSIDE_MESSAGE_SCOPE => "gateway: the message's signed scope (step 7b)",
+        rc::ADMIN_NOT_ELEVATABLE | rc::ELEVATION_REQUIRED => {
+            "gateway: the session's mode and the call's effect class (step 7c)"
+        }
+        rc::ANOMALY_DENIED | rc::ANOMALY_ESCALATED => {
+            "gateway: the session's anomaly check (step 7d)"
+        }
         rc::RATE_LIMITED => "gateway: the role's rate limit (step 8)",
         rc::USAGE_THRESHOLD => "gateway: the role's usage threshold (step 9)",
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => {
@@ -101,6 +107,9 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         );
     }
     e.why = why(r, ctx, &who, &operator);
+    if let Some(note) = effect_note(&ev.action, policy) {
+        e.notes.push(note);
+    }
     if e.outcome == Outcome::Allowed {
         return e;
     }
@@ -111,6 +120,18 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
     };
     add_fixes(&mut e, r, ctx, policy, &call);
     e
+}
+
+/// The action's effect class and where it comes from, when the policy is
+/// known (docs/effects.md).
+fn effect_note(action: &str, policy: Option<&PolicyFile>) -> Option<String> {
+    let def = policy?.actions.get(action);
+    let declared = def
+        .and_then(|d| d.effect.as_deref())
+        .and_then(crate::policy::effect::Effect::parse);
+    let (class, source) =
+        crate::policy::effect::classify(action, declared, def.is_some_and(|d| d.destructive));
+    Some(format!("`{action}` is of effect class {class} ({source})"))
 }
 
 /// What the row's caller and arguments were, as [`tool_call`] read them.
@@ -162,6 +183,10 @@ fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
         rc::APPROVAL_EXPIRED => "agentd stopped while the call waited for approval; a waiting call is never resumed".into(),
         rc::APPROVAL_QUEUE_FULL => "too many calls already waited for approval ([approvals] max_pending)".into(),
         rc::APPROVAL_UNAVAILABLE => "the action needs approval and the daemon had no approval queue".into(),
+        rc::ELEVATION_REQUIRED => format!("the session is read-only ([sessions] start = \"read_only\") and `{}` is not a read: the call waited for an approver to elevate the session for it (the rows with the same call id say who answered; an approval lets the action proceed in the session for [sessions] elevation_secs)", ev.action),
+        rc::ADMIN_NOT_ELEVATABLE => format!("the session is read-only and `{}` is class admin (it changes who may do what): a read-only session never elevates an admin action, so nobody was asked", ev.action),
+        rc::ANOMALY_ESCALATED => format!("the session's calls tripped the anomaly check ([anomaly]: too many denials or too many writes; its session_anomaly row has the figures), so `{}` for {who} needed a person's approval", ev.action),
+        rc::ANOMALY_DENIED => "the session's calls tripped the anomaly check ([anomaly] then = \"deny\"; its session_anomaly row has the figures): its calls are denied until an administrator releases the session".into(),
         _ => super::delegation::why(code, who)
             .unwrap_or_else(|| format!("`{}` for {who} was refused: {code}", ev.action)),
     }
@@ -270,8 +295,38 @@ fn standing_fix(r: &Record, operator: &str) -> Option<Fix> {
             command: Some("agentctl approvals list; agentctl approvals approve ID".into()),
             verified: false,
         },
+        rc::ELEVATION_REQUIRED | rc::ANOMALY_ESCALATED => Fix {
+            summary: "no policy line is at fault: the session's mode or its anomaly check asks a person; answer in time (approving an elevation lets the action proceed in the session for a while; approving a tripped session's call resets its counts)".into(),
+            toml: None,
+            command: Some("agentctl approvals list; agentctl approvals approve ID".into()),
+            verified: false,
+        },
+        rc::ADMIN_NOT_ELEVATABLE => Fix {
+            summary: format!("if `{}` does not change who may do what, say its class in the policy (the name's keywords classed it admin); admin actions need a session that starts full", ev.action),
+            toml: Some(format!("[actions.{}]\neffect = \"mutating\"", toml_key(&ev.action))),
+            command: None,
+            verified: false,
+        },
+        rc::ANOMALY_DENIED => Fix {
+            summary: "no policy line is at fault: an administrator looks at the session's calls, then releases it (its counts start afresh)".into(),
+            toml: None,
+            command: Some(format!("agentctl audit tail -n 50; agentctl session release {}", ev.session)),
+            verified: false,
+        },
         _ => return None,
     })
+}
+
+/// An action name as a TOML table key (quoted when it has a dot).
+fn toml_key(action: &str) -> String {
+    if action
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        action.to_owned()
+    } else {
+        format!("\"{action}\"")
+    }
 }
 
 /// For a runtime tool with no mapping: the `[runtime.…tools.…]` table to

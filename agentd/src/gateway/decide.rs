@@ -81,6 +81,10 @@ pub struct Decision {
     /// pipeline persists them; not part of the wire format).
     #[serde(skip)]
     pub delegation_spent: Vec<String>,
+    /// What the session checks found (effect class, elevation, anomaly;
+    /// not part of the wire format).
+    #[serde(skip)]
+    pub sessions: super::session_gate::CallFacts,
 }
 
 impl Decision {
@@ -109,6 +113,7 @@ impl Decision {
             claimed_message: false,
             receipt_redact: false,
             delegation_spent: Vec::new(),
+            sessions: Default::default(),
         }
     }
 
@@ -185,8 +190,7 @@ impl Gateway {
             }
             Ok(true) => {
                 d.decision = ESCALATE.into();
-                d.reason_code = reason::APPROVAL_REQUIRED.into();
-                d.detail = format!("`{}` needs a human's approval", req.action);
+                (d.reason_code, d.detail) = escalation_reason(req, &d.sessions);
             }
             Err((code, detail)) => {
                 d.reason_code = code.into();
@@ -212,6 +216,24 @@ impl Gateway {
         self.not_suspended(&msg, holder)?;
         let op = self.verified_operator(&msg)?;
         self.session_bound(&msg)?;
+        // From here the call is the session's: the anomaly check counts it.
+        let out = self.check_in_session(req, now, policy, resolver, &msg, &op, d);
+        self.count_call(policy, &msg.session, &req.action, &out, d);
+        out
+    }
+
+    /// Checks 3a to 10 of a call on a verified message of a bound session.
+    #[allow(clippy::too_many_arguments)]
+    fn check_in_session(
+        &self,
+        req: &ToolCallRequest,
+        now: i64,
+        policy: Option<&crate::policy::CompiledPolicy>,
+        resolver: &dyn PathResolver,
+        msg: &ActiveMessage,
+        op: &Operator,
+        d: &mut Decision,
+    ) -> Result<bool, Refused> {
         if let Some(id) = &req.tool_use_id {
             crate::runtime::check_tool_use_id(id)
                 .map_err(|e| (reason::INVALID_TOOL_USE_ID, e.to_string()))?;
@@ -219,21 +241,25 @@ impl Gateway {
         // 3a: a message signed under a delegation token is bounded by
         // every link's scope; 4 onwards use the root operator's roles now.
         let chain =
-            self.delegation_for_call(&msg.operator, &op, &req.action, &req.arguments, now)?;
-        let (mut allowed, resolved) = policy_allows(policy, &msg, &op, req, resolver)?;
+            self.delegation_for_call(&msg.operator, op, &req.action, &req.arguments, now)?;
+        let (mut allowed, resolved) = policy_allows(policy, msg, op, req, resolver)?;
         if let (Some(chain), Some(resolved)) = (&chain, &resolved) {
             // The token's patterns hold for the objects the paths really name.
             super::delegation::chain::within_every_link(chain, &req.action, resolved)
                 .map_err(|(code, why)| (code, format!("{why} (after resolving symlinks)")))?;
         }
+        let mut ask = false;
         if let Some(policy) = policy {
-            within_scope(policy, &msg, &allowed.role, req, resolved.as_ref())?;
+            within_scope(policy, msg, &allowed.role, req, resolved.as_ref())?;
+            ask = self.session_gate(policy, msg, &req.action, &allowed, now, d)?;
         }
         self.within_rate(msg.authority(), &allowed)?;
         if self.within_usage(msg.authority(), &req.action, &allowed)? {
             // Past the threshold's `escalate_after`: a human decides.
             allowed.approval_required = true;
         }
+        // An elevation or a tripped session asks a human (step 10).
+        allowed.approval_required |= ask;
         // Only here, after every check: a call that would be denied is
         // denied, never escalated.
         let (allowed, escalate) = match crate::policy::approval::verdict(Ok(allowed)) {
@@ -454,6 +480,35 @@ impl Gateway {
             ),
         ))
     }
+}
+
+/// The reason code and detail of an escalation: an elevation first (its
+/// approval also answers the rest), then a tripped session, then the
+/// action's (or usage threshold's) own need for approval.
+fn escalation_reason(
+    req: &ToolCallRequest,
+    s: &super::session_gate::CallFacts,
+) -> (String, String) {
+    if s.elevation {
+        let class = s.effect.map_or("mutating", |e| e.as_str());
+        return (
+            reason::ELEVATION_REQUIRED.into(),
+            format!(
+                "the session is read-only and `{}` is class {class}: an approver may elevate the session for it",
+                req.action
+            ),
+        );
+    }
+    if let Some(figures) = &s.anomaly {
+        return (
+            reason::ANOMALY_ESCALATED.into(),
+            format!("the session tripped the anomaly check ({figures}): its calls need a human's approval"),
+        );
+    }
+    (
+        reason::APPROVAL_REQUIRED.into(),
+        format!("`{}` needs a human's approval", req.action),
+    )
 }
 
 /// A refusal: reason code and detail.

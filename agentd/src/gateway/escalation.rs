@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::approvals::{Answer, Approvals, PendingApproval, Resolution, Ticket};
 use super::{Caller, Decision, Gateway, ToolCallRequest};
+use crate::policy::approval::ElevationAsk;
 use crate::protocol::reason;
 
 impl Gateway {
@@ -44,7 +45,14 @@ impl Gateway {
             });
         }
         let resolution = ticket.wait().await;
+        let approver = match &resolution {
+            Resolution::Answered(a) => a.approver.clone(),
+            _ => String::new(),
+        };
         self.apply_resolution(d, caller, resolution, queue.timeout_secs());
+        if d.is_allow() {
+            self.after_approval(d, &approver, agent).await;
+        }
     }
 
     /// Queues the call for a human and audits the `escalate` row; `None`
@@ -69,6 +77,8 @@ impl Gateway {
             policy_id: d.policy_id.clone(),
             created_at,
             deadline: crate::policy::approval::deadline(created_at, queue.timeout_secs()),
+            elevation: self.elevation_ask(d),
+            anomaly: d.sessions.anomaly.clone(),
         };
         let ticket = match queue.register(info.clone()) {
             Ok(t) => t,
@@ -79,8 +89,12 @@ impl Gateway {
         };
         if let Some(audit) = &self.audit {
             let mut ev = super::pipeline::event_of(d, req, agent, caller);
+            let elevation = match &info.elevation {
+                Some(e) => format!("elevation:{} effect:{} ", e.actions.join(","), e.effect),
+                None => String::new(),
+            };
             ev.target = super::pipeline::clip(&format!(
-                "approval:{} deadline:{} {}",
+                "approval:{} deadline:{} {elevation}{}",
                 info.id, info.deadline, ev.target
             ));
             if let Err(e) = audit.append(ev).await {
@@ -93,6 +107,25 @@ impl Gateway {
             }
         }
         Some((info, ticket))
+    }
+
+    /// What an escalation for an elevation asks for: the call's action,
+    /// for the policy's `[sessions] elevation_secs`.
+    fn elevation_ask(&self, d: &Decision) -> Option<ElevationAsk> {
+        if !d.sessions.elevation {
+            return None;
+        }
+        Some(ElevationAsk {
+            actions: vec![d.action.clone()],
+            effect: d
+                .sessions
+                .effect
+                .map_or("mutating", |e| e.as_str())
+                .to_owned(),
+            secs: self
+                .current_policy()
+                .map_or(300, |p| p.sessions.elevation_secs),
+        })
     }
 
     /// Turns the human's answer (or its absence) into allow or deny. An

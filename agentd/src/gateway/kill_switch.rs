@@ -216,7 +216,16 @@ impl Gateway {
         };
         self.store.put_suspension(&s)?;
         self.suspensions.insert(scope.clone(), s.clone());
-        tracing::warn!(scope = %scope, by, reason = why, stop, "suspended");
+        // Elevations in scope end: after a resume their sessions ask again.
+        let elevations_ended = self.sessions_state().end_elevations(|e| match &scope {
+            Scope::All => true,
+            // A delegate's elevation ends with its root operator's suspension.
+            Scope::Operator(id) => {
+                crate::protocol::delegation::token_root(&e.operator).unwrap_or(&e.operator) == id
+            }
+            Scope::Agent(name) => e.agent == *name,
+        });
+        tracing::warn!(scope = %scope, by, reason = why, stop, elevations_ended, "suspended");
         let mut out = SuspendOutcome {
             suspension: s,
             grants_revoked: 0,

@@ -18,6 +18,8 @@ pub mod pipeline;
 pub mod rate;
 pub mod resolve;
 pub mod runtime_call;
+pub mod session_gate;
+pub mod session_state;
 pub mod store;
 pub mod suspend;
 pub mod usage;
@@ -199,6 +201,8 @@ pub struct Gateway {
     host_id: RwLock<String>,
     /// Delegation tokens (stored in gateway.db).
     delegations: delegation::Delegations,
+    /// Elevations and anomaly counts per session (memory only).
+    session_states: session_state::SessionStates,
 }
 
 /// The machine's host name (the kernel's nodename), the default
@@ -320,6 +324,7 @@ impl Gateway {
             approvals: RwLock::new(None),
             host_id: RwLock::new(machine_host_id()),
             delegations,
+            session_states: session_state::SessionStates::default(),
         })
     }
 
@@ -604,7 +609,17 @@ impl Gateway {
 
     /// Session bindings, as stored.
     pub fn list_sessions(&self) -> Result<Vec<store::SessionRow>, GatewayError> {
-        Ok(self.store.sessions()?)
+        let mut rows = self.store.sessions()?;
+        let now = unix_now();
+        let read_only = self
+            .current_policy()
+            .is_some_and(|p| p.sessions.start == crate::policy::schema::SessionStart::ReadOnly);
+        let mut views = self.session_states.views(now);
+        for r in &mut rows {
+            r.mode = if read_only { "read_only" } else { "full" }.into();
+            r.state = views.remove(&r.session).unwrap_or_default();
+        }
+        Ok(rows)
     }
 
     /// Releases a session's binding (an admin's decision): the next verified
@@ -615,6 +630,11 @@ impl Gateway {
         let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
         let released = self.store.release_session(session)?;
         let previous = sessions.remove(session);
+        // A released session starts afresh: no elevation, no anomaly count.
+        let ended = self.session_states.end_session(session);
+        if ended > 0 {
+            tracing::info!(session, elevations_ended = ended, "session released");
+        }
         Ok(if released {
             previous.or_else(|| Some(String::new()))
         } else {
@@ -663,6 +683,8 @@ fn info_of(c: &CompiledPolicy, origin: &str, loaded_at: i64) -> PolicyInfo {
     }
 }
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

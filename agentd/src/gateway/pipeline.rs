@@ -289,6 +289,8 @@ impl Gateway {
             d.audit_seq = Some(c.seq);
             d.audit_hash = Some(c.hash.clone());
         }
+        // The call that tripped its session's anomaly check: once, after its row.
+        self.audit_trip(&d).await;
         if d.is_allow() {
             match unstored_companion(committed.as_ref(), &companions) {
                 Some(e) => {

@@ -87,6 +87,13 @@ pub struct SessionRow {
     pub bound_at: i64,
     /// Unix seconds of the operator's latest verified message in it.
     pub last_seen: i64,
+    /// `full` or `read_only` (the policy's `[sessions] start`; filled in
+    /// by the gateway, empty as stored).
+    #[serde(default)]
+    pub mode: String,
+    /// Its elevations and anomaly counts (memory; filled in by the gateway).
+    #[serde(default)]
+    pub state: super::session_state::SessionView,
 }
 
 /// One stored policy version.
@@ -278,6 +285,8 @@ impl Store {
                         operator: r.get(1)?,
                         bound_at: r.get(2)?,
                         last_seen: r.get(3)?,
+                        mode: String::new(),
+                        state: Default::default(),
                     })
                 })
                 .map_err(sql(&self.path, "select sessions"))?;

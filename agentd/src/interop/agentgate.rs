@@ -319,6 +319,8 @@ pub fn convert(p: &Policy, role: &str) -> Result<Converted, AgentGateError> {
             profiles: BTreeMap::new(),
             runtime: BTreeMap::new(),
             mcp: Default::default(),
+            sessions: Default::default(),
+            anomaly: None,
         },
         notes: Vec::new(),
     };

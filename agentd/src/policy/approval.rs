@@ -168,6 +168,26 @@ pub struct PendingApproval {
     pub created_at: i64,
     /// Unix seconds; no answer by then is `approval_timeout`.
     pub deadline: i64,
+    /// The call asks to elevate its read-only session (docs/effects.md):
+    /// approving it lets these actions proceed in the session for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<ElevationAsk>,
+    /// The call's session tripped the anomaly check: the figures that did
+    /// (approving resets the session's counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<String>,
+}
+
+/// An elevation an escalated call asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationAsk {
+    /// Actions the session would be elevated for.
+    pub actions: Vec<String>,
+    /// The call's effect class (`mutating` or `destructive`).
+    pub effect: String,
+    /// For how long, seconds.
+    pub secs: u64,
 }
 
 /// The deadline of an approval created at `created_at`.

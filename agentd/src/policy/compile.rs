@@ -34,6 +34,10 @@ pub struct CompiledPolicy {
     pub(crate) runtimes: HashMap<Runtime, Overrides>,
     /// The MCP gateway's tool settings (`[mcp]`).
     pub(crate) mcp: super::schema::McpDef,
+    /// `[sessions]`: start mode and elevation length.
+    pub sessions: super::schema::SessionsDef,
+    /// `[anomaly]`, checked; None: off.
+    pub anomaly: Option<super::schema::AnomalyDef>,
 }
 
 impl CompiledPolicy {
@@ -222,6 +226,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
     check_profiles(&file).map_err(invalid)?;
     let runtimes = compile_runtimes(&file, &actions).map_err(invalid)?;
     check_mcp(&file, &actions).map_err(invalid)?;
+    check_sessions(&file).map_err(invalid)?;
 
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
@@ -234,6 +239,8 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         profiles: file.profiles,
         runtimes,
         mcp: file.mcp,
+        sessions: file.sessions,
+        anomaly: file.anomaly,
     })
 }
 
@@ -874,4 +881,41 @@ fn compile_limits(
         out.insert(action.clone(), *limit);
     }
     Ok(out)
+}
+
+/// Longest elevation, seconds (one day).
+pub const MAX_ELEVATION_SECS: u64 = 86_400;
+/// Largest `[anomaly] min_calls`.
+pub const MAX_ANOMALY_MIN_CALLS: u32 = 10_000;
+
+/// `[sessions]` and `[anomaly]`: within bounds.
+fn check_sessions(file: &PolicyFile) -> Result<(), Located> {
+    if !(1..=MAX_ELEVATION_SECS).contains(&file.sessions.elevation_secs) {
+        return Err((
+            "sessions.elevation_secs".into(),
+            format!("must be 1 to {MAX_ELEVATION_SECS} (one day)"),
+        ));
+    }
+    let Some(a) = &file.anomaly else {
+        return Ok(());
+    };
+    if !(1..=MAX_ANOMALY_MIN_CALLS).contains(&a.min_calls) {
+        return Err((
+            "anomaly.min_calls".into(),
+            format!("must be 1 to {MAX_ANOMALY_MIN_CALLS}"),
+        ));
+    }
+    for (field, v) in [
+        ("max_denial_rate", a.max_denial_rate),
+        ("max_write_ratio", a.max_write_ratio),
+    ] {
+        // NaN fails both comparisons, so it is refused too.
+        if !(v > 0.0 && v <= 1.0) {
+            return Err((
+                format!("anomaly.{field}"),
+                format!("must be a share above 0 and at most 1 (0.3 = 30 %), not {v}"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Policy as data: the TOML file people write (`schema`), its checked and
 //! compiled form (`compile`), and pure evaluation of a tool call (`eval`).
 //! Storage and hot reload live in `gateway` (`store`, `Gateway::load_policy`).
+pub mod anomaly;
 pub mod approval;
 pub mod compile;
 pub mod effect;

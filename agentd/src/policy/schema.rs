@@ -33,6 +33,97 @@ pub struct PolicyFile {
     /// The MCP gateway: `tools/list` filtering and tool → action mappings.
     #[serde(default)]
     pub mcp: McpDef,
+    /// How sessions start (`full` or `read_only`) and how long an
+    /// elevation lasts (docs/effects.md).
+    #[serde(default, skip_serializing_if = "SessionsDef::is_default")]
+    pub sessions: SessionsDef,
+    /// Anomaly escalation per session; absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyDef>,
+}
+
+/// `[sessions]`: the mode a session starts in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsDef {
+    /// `full` (default): the allow-list decides alone. `read_only`: only
+    /// `read`-class calls proceed; others wait for an elevation.
+    #[serde(default)]
+    pub start: SessionStart,
+    /// How long an approved elevation lasts, seconds (1 to 86,400).
+    #[serde(default = "default_elevation_secs")]
+    pub elevation_secs: u64,
+}
+
+impl Default for SessionsDef {
+    fn default() -> Self {
+        Self {
+            start: SessionStart::default(),
+            elevation_secs: default_elevation_secs(),
+        }
+    }
+}
+
+impl SessionsDef {
+    /// True when it says nothing a policy without `[sessions]` would not.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_elevation_secs() -> u64 {
+    300
+}
+
+/// The mode a session starts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStart {
+    /// Every call the allow-list allows proceeds.
+    #[default]
+    Full,
+    /// Only `read`-class calls proceed without an elevation.
+    ReadOnly,
+}
+
+/// `[anomaly]`: when a session's calls look wrong, ask a human (or deny).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyDef {
+    /// Calls in the session before the rates are judged (1 to 10,000).
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Share of denied calls above which the session trips (0 < x ≤ 1).
+    #[serde(default = "default_denial_rate")]
+    pub max_denial_rate: f64,
+    /// Share of non-`read` calls above which the session trips (0 < x ≤ 1;
+    /// 1 never trips).
+    #[serde(default = "default_write_ratio")]
+    pub max_write_ratio: f64,
+    /// What a tripped session's next calls need.
+    #[serde(default)]
+    pub then: AnomalyThen,
+}
+
+fn default_min_calls() -> u32 {
+    5
+}
+fn default_denial_rate() -> f64 {
+    0.30
+}
+fn default_write_ratio() -> f64 {
+    0.80
+}
+
+/// What a tripped session's next calls need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyThen {
+    /// A human's approval (an approval resets the session's counts).
+    #[default]
+    Approval,
+    /// Denied (`anomaly_denied`) until the session is released.
+    Deny,
 }
 
 /// `[mcp]`: how the MCP gateway treats tools.

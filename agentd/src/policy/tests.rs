@@ -767,11 +767,39 @@ effect = "destructive"
 }
 
 #[test]
-fn bad_effects_are_refused_with_their_location() {
+fn bad_effects_sessions_and_anomaly_are_refused_with_their_location() {
     let (at, msg) = refused_at("id = \"x\"\n[actions.a]\neffect = \"write\"\n");
     assert_eq!(at, "actions.a.effect");
     assert!(msg.contains("unknown effect `write`"), "{msg}");
     let (at, msg) = refused_at("id = \"x\"\n[actions.a]\ndestructive = true\neffect = \"read\"\n");
     assert_eq!(at, "actions.a.effect");
     assert!(msg.contains("contradicts"), "{msg}");
+    let (at, _) = refused_at("id = \"x\"\n[sessions]\nelevation_secs = 0\n");
+    assert_eq!(at, "sessions.elevation_secs");
+    let (at, msg) = refused_at("id = \"x\"\n[sessions]\nstart = \"readonly\"\n");
+    assert_eq!(at, "(parse)");
+    assert!(msg.contains("readonly"), "{msg}");
+    let (at, _) = refused_at("id = \"x\"\n[sessions]\nmode = \"full\"\n");
+    assert_eq!(at, "(parse)");
+    let (at, msg) = refused_at("id = \"x\"\n[anomaly]\nmax_denial_rate = 30\n");
+    assert_eq!(at, "anomaly.max_denial_rate");
+    assert!(msg.contains("0.3 = 30 %"), "{msg}");
+    let (at, _) = refused_at("id = \"x\"\n[anomaly]\nmax_write_ratio = 0\n");
+    assert_eq!(at, "anomaly.max_write_ratio");
+    let (at, _) = refused_at("id = \"x\"\n[anomaly]\nmin_calls = 0\n");
+    assert_eq!(at, "anomaly.min_calls");
+    let (at, _) = refused_at("id = \"x\"\n[anomaly]\nthen = \"block\"\n");
+    assert_eq!(at, "(parse)");
+    // Defaults: a full session start, 300 s elevations, anomaly off.
+    let p = compile("id = \"x\"\n", "t.toml").unwrap();
+    assert_eq!(p.sessions.start, schema::SessionStart::Full);
+    assert_eq!(p.sessions.elevation_secs, 300);
+    assert!(p.anomaly.is_none());
+    let p = compile("id = \"x\"\n[anomaly]\n", "t.toml").unwrap();
+    let a = p.anomaly.unwrap();
+    assert_eq!(
+        (a.min_calls, a.max_denial_rate, a.max_write_ratio),
+        (5, 0.3, 0.8)
+    );
+    assert_eq!(a.then, schema::AnomalyThen::Approval);
 }

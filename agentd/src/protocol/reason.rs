@@ -417,3 +417,19 @@ pub const DELEGATION_CHAIN_TOO_DEEP: &str = "delegation_chain_too_deep";
 pub const DELEGATION_LOOP: &str = "delegation_loop";
 /// A signed revocation by someone who is neither the token nor up its chain.
 pub const DELEGATION_NOT_ISSUER: &str = "delegation_not_issuer";
+// Session modes and anomaly escalation (docs/effects.md).
+/// A non-`read` call in a read-only session waits for an approver to
+/// elevate the session for its action (decision `escalate`).
+pub const ELEVATION_REQUIRED: &str = "elevation_required";
+/// An approver elevated a read-only session for an action (admin row).
+pub const ELEVATION_GRANTED: &str = "elevation_granted";
+/// An `admin`-class call in a read-only session: never elevated, refused
+/// without asking.
+pub const ADMIN_NOT_ELEVATABLE: &str = "admin_not_elevatable";
+/// The session tripped the anomaly check (denial rate or write ratio):
+/// its calls wait for an approver (the trip's admin row; the escalated
+/// calls' `escalate` rows).
+pub const ANOMALY_ESCALATED: &str = "anomaly_escalated";
+/// The session tripped the anomaly check and the policy says `then =
+/// "deny"`: its calls are denied until it is released.
+pub const ANOMALY_DENIED: &str = "anomaly_denied";

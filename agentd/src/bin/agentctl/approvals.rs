@@ -83,6 +83,23 @@ fn list(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
             (a.deadline - now).max(0),
             serde_json::to_string(&a.arguments).unwrap_or_default()
         );
+        // What approving it also does, beyond this one call.
+        if let Some(e) = &a.elevation {
+            println!(
+                "{:<32} elevation: approving lets {} ({}) proceed in session {} for {} s",
+                "",
+                e.actions.join(", "),
+                e.effect,
+                a.session,
+                e.secs
+            );
+        }
+        if let Some(figures) = &a.anomaly {
+            println!(
+                "{:<32} anomaly: the session tripped ({figures}); approving resets its counts",
+                ""
+            );
+        }
     }
     Ok(())
 }

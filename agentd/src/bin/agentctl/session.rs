@@ -1,6 +1,7 @@
-//! `agentctl session list|release`: session bindings (admin). A binding
-//! lapses on its own after `gateway.session_ttl_secs` without a message from
-//! its operator; release ends it at once.
+//! `agentctl session list|release`: session bindings (admin), with each
+//! session's mode, elevations and anomaly state. A binding lapses on its
+//! own after `gateway.session_ttl_secs` without a message from its
+//! operator; release ends it at once (and its elevations and counts).
 use hyper::Method;
 
 use crate::SocketArg;
@@ -18,7 +19,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// List bound sessions and their operators.
+    /// List bound sessions: operator, mode (full or read_only), elevations
+    /// in force and anomaly state.
     List {
         /// Print JSON.
         #[arg(long)]
@@ -30,6 +32,29 @@ enum Command {
         /// Session id.
         session: String,
     },
+}
+
+/// A session's elevations and anomaly state in a few words
+/// (`elevated deploy until 1764680300 by uid:0; anomaly denials=3/7 …`).
+fn state_text(s: &agentd::gateway::session_state::SessionView) -> String {
+    let mut parts: Vec<String> = s
+        .elevations
+        .iter()
+        .map(|e| format!("elevated {} until {} by {}", e.action, e.until, e.approver))
+        .collect();
+    if let Some(a) = &s.anomaly {
+        parts.push(format!("anomaly {a}"));
+    } else if s.calls > 0 {
+        parts.push(format!(
+            "calls={} denials={} writes={}",
+            s.calls, s.denials, s.writes
+        ));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// Runs `agentctl session`.
@@ -44,13 +69,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<32} {:<24} {:>12} {:>12}",
-                "SESSION", "OPERATOR", "BOUND_AT", "LAST_SEEN"
+                "{:<32} {:<24} {:>12} {:>12} {:<9} STATE",
+                "SESSION", "OPERATOR", "BOUND_AT", "LAST_SEEN", "MODE"
             );
             for s in &r.sessions {
                 println!(
-                    "{:<32} {:<24} {:>12} {:>12}",
-                    s.session, s.operator, s.bound_at, s.last_seen
+                    "{:<32} {:<24} {:>12} {:>12} {:<9} {}",
+                    s.session,
+                    s.operator,
+                    s.bound_at,
+                    s.last_seen,
+                    s.mode,
+                    state_text(&s.state)
                 );
             }
             Ok(())

@@ -149,6 +149,8 @@ fn skeleton(p: &Passport) -> Converted {
             profiles: BTreeMap::new(),
             runtime: BTreeMap::new(),
             mcp: Default::default(),
+            sessions: Default::default(),
+            anomaly: None,
         },
         notes: Vec::new(),
     }
