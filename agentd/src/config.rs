@@ -111,6 +111,48 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The OCSF sink (`[ocsf]`, off unless `path` is set).
     pub ocsf: OcsfConfig,
+    /// Fleet mode on PostgreSQL (`[fleet]`, off unless the section is
+    /// present): audit shipping and fleet-wide nonces (docs/fleet.md).
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: ship the audit log to one PostgreSQL and check every verified
+/// message's nonce fleet-wide (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// File holding the libpq-style connection string (`host=… user=…
+    /// dbname=… password=…`), root-owned, mode 0600 or stricter. None: the
+    /// systemd credential `fleet-postgres` in `$CREDENTIALS_DIRECTORY`.
+    pub credentials_file: Option<PathBuf>,
+    /// This host's name in the fleet tables; None: `[gateway] host_id`,
+    /// else the machine's host name.
+    pub host_id: Option<String>,
+    /// How long after the last successful contact with PostgreSQL new
+    /// messages are still accepted without the fleet-wide nonce check; 0
+    /// refuses them (`fleet_unavailable`) as soon as it cannot be made.
+    pub lease_secs: u64,
+    /// Longest wait for PostgreSQL on the message path and per statement,
+    /// in milliseconds; past it PostgreSQL counts as unreachable.
+    pub timeout_ms: u64,
+    /// PEM CA bundle: connect over TLS (rustls), trusting only these CAs.
+    /// None: no TLS (a Unix socket or a trusted network).
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Default `[fleet] lease_secs`.
+pub const DEFAULT_FLEET_LEASE_SECS: u64 = 30;
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            credentials_file: None,
+            host_id: None,
+            lease_secs: DEFAULT_FLEET_LEASE_SECS,
+            timeout_ms: 2_000,
+            tls_ca_file: None,
+        }
+    }
 }
 
 /// `[ocsf]`: append every audit row as an OCSF 1.8 event to a JSON Lines
@@ -444,6 +486,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             metrics: MetricsConfig::default(),
             ocsf: OcsfConfig::default(),
+            fleet: None,
         }
     }
 }
@@ -548,6 +591,7 @@ impl Config {
         self.validate_gateway(path)?;
         self.validate_mcp(path)?;
         self.validate_console(path)?;
+        self.validate_fleet(path)?;
         self.validate_metrics(path)?;
         if self.ocsf.path.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(ConfigError::Invalid {
@@ -561,6 +605,35 @@ impl Config {
 
     /// The state directory, the API socket, TLS material and the TCP
     /// listener (plain HTTP only on loopback, and only when asked for).
+    fn validate_fleet(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(f) = &self.fleet else {
+            return Ok(());
+        };
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if f.timeout_ms == 0 || f.timeout_ms > 60_000 {
+            return Err(invalid(
+                "fleet.timeout_ms",
+                "must be between 1 and 60000 milliseconds",
+            ));
+        }
+        if let Some(h) = &f.host_id {
+            let ok = !h.is_empty()
+                && h.len() <= crate::protocol::message::MAX_HOST_LEN
+                && h.bytes().all(crate::protocol::message::is_host_byte);
+            if !ok {
+                return Err(invalid(
+                    "fleet.host_id",
+                    "must be 1-253 characters of [A-Za-z0-9._-]",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_listeners(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| ConfigError::Invalid {
             path: path.to_owned(),

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod enforce;
 pub mod explain;
+pub mod fleet;
 pub mod forward;
 pub mod gateway;
 pub mod grant_spec;

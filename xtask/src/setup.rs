@@ -16,7 +16,9 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// its initramfs, systemd for `systemd-analyze verify`, rpm to inspect the .rpm,
 /// chromium for the web console's browser test (driven headless over the
 /// DevTools protocol on a pipe: no driver, nothing fetched by the test),
-/// prometheus for `promtool check metrics` on the metrics endpoint's output.
+/// prometheus for `promtool check metrics` on the metrics endpoint's output,
+/// postgresql for the fleet tests (each starts its own throwaway cluster
+/// with the server binaries under /usr/lib/postgresql/*/bin).
 const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -25,6 +27,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rpm",
     "chromium",
     "prometheus",
+    "postgresql",
 ];
 
 /// The dated nightly the eBPF crate builds with (`agentd-ebpf/toolchain`).

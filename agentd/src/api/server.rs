@@ -235,6 +235,10 @@ pub struct AddOperator {
     pub id: String,
     /// Role names.
     pub roles: Vec<String>,
+    /// The operator's existing key (64 hex digits), to enrol the same
+    /// operator on another host of a fleet; absent: a fresh key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// An operator with its freshly generated key (shown once).
@@ -271,15 +275,31 @@ async fn add_operator(
     JsonBody(req): JsonBody<AddOperator>,
 ) -> Result<(StatusCode, Json<OperatorWithKey>), ApiError> {
     require_admin(&s, &peer)?;
+    let imported = match &req.key {
+        Some(k) => Some(hex::decode(k.trim()).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_key",
+                format!("the key is not hex: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let was_imported = imported.is_some();
     let (operator, key) = s
         .gateway
-        .add_operator(&req.id, &req.roles)
+        .add_operator_with_key(&req.id, &req.roles, imported)
         .map_err(gateway_error)?;
     audit_admin(
         &s,
         &peer,
         "operator_add",
-        &format!("{} roles={}", req.id, req.roles.join(",")),
+        &format!(
+            "{} roles={}{}",
+            req.id,
+            req.roles.join(","),
+            if was_imported { " key=imported" } else { "" }
+        ),
         "",
     )
     .await;

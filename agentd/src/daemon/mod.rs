@@ -231,6 +231,8 @@ pub async fn run_with_stored(
         crate::telemetry::ocsf_sink::start(path, &config.state_dir, &audit, stop_rx.clone())
             .context("starting the OCSF sink ([ocsf])")?;
     }
+    crate::fleet::start(&config, &audit, &gateway, stop_rx.clone())
+        .context("starting fleet mode ([fleet])")?;
     serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
     let pruner = serving::spawn_pruner(gateway.clone());
 

@@ -945,7 +945,8 @@ pub fn message(r: &Record) -> Explanation {
         rc::UNKNOWN_OPERATOR => format!("`{operator}` is not enrolled"),
         rc::OPERATOR_REVOKED => format!("`{operator}`'s key is revoked"),
         rc::STALE_TIMESTAMP | rc::FUTURE_TIMESTAMP => "the message's timestamp was outside the accepted window (check the sender's clock)".into(),
-        rc::REPLAYED_NONCE => "the nonce was already used: this is a replay of an earlier message".into(),
+        rc::REPLAYED_NONCE => "the nonce was already used: this is a replay of an earlier message (in fleet mode, possibly one accepted on another host)".into(),
+        rc::FLEET_UNAVAILABLE => "fleet mode: PostgreSQL could not be reached for the fleet-wide replay check for longer than [fleet] lease_secs, so new messages are refused; calls on messages already accepted still work".into(),
         rc::SESSION_OPERATOR_MISMATCH => format!("session `{}` is bound to another operator", ev.session),
         rc::RATE_LIMITED => "too many unverified messages from this sender or claimed operator".into(),
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => "the message was in the scope of a suspension (kill switch): refused before verification, nothing of it stored".into(),
@@ -984,6 +985,11 @@ pub fn message(r: &Record) -> Explanation {
             rc::INVALID_SCOPE => Some((
                 "send the scope well-formed: ACTION or ACTION:ARG=PATTERN, a `*` only at a pattern's end (docs/protocol.md §1.5)".to_owned(),
                 "agentctl send --operator ID --key-file KEY --session S --scope 'ACTION:ARG=PATTERN' -- \"TEXT\"".to_owned(),
+            )),
+            rc::FLEET_UNAVAILABLE => Some((
+                "bring PostgreSQL back (agentd reconnects by itself), then send the message again"
+                    .to_owned(),
+                "journalctl -u agentd | grep fleet".to_owned(),
             )),
             _ => super::delegation::fix(code, &operator)
                 .and_then(|f| f.command.map(|c| (f.summary, c))),

@@ -20,6 +20,7 @@ pub mod resolve;
 pub mod runtime_call;
 pub mod session_gate;
 pub mod session_state;
+pub mod shared_nonces;
 pub mod store;
 pub mod suspend;
 pub mod usage;
@@ -78,6 +79,9 @@ pub enum GatewayError {
     /// A stored policy no longer compiles (edited by hand?).
     #[error("stored policy #{seq} does not compile: {source}")]
     StoredPolicy { seq: i64, source: PolicyError },
+    /// An imported operator key is not 32 bytes.
+    #[error("an imported operator key must be 32 bytes (64 hex digits), not {len} bytes")]
+    ImportedKey { len: usize },
 }
 
 impl GatewayError {
@@ -92,6 +96,7 @@ impl GatewayError {
             Self::UnknownOperator { .. } => reason::UNKNOWN_OPERATOR,
             Self::UnknownRole { .. } => "unknown_role",
             Self::NoRoles => "no_roles",
+            Self::ImportedKey { .. } => "invalid_key",
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct Gateway {
     suspensions: suspend::Suspensions,
     kill_switch: RwLock<Option<Arc<dyn KillSwitch>>>,
     approvals: RwLock<Option<Arc<approvals::Approvals>>>,
+    /// The fleet-wide nonce register, in fleet mode.
+    shared_nonces: RwLock<Option<Arc<dyn shared_nonces::SharedNonces>>>,
     /// This host's name for v2 messages' `for_host` (`gateway.host_id`,
     /// by default the machine's host name read at start).
     host_id: RwLock<String>,
@@ -325,6 +332,7 @@ impl Gateway {
             host_id: RwLock::new(machine_host_id()),
             delegations,
             session_states: session_state::SessionStates::default(),
+            shared_nonces: RwLock::new(None),
         })
     }
 
@@ -376,6 +384,15 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(listener);
+    }
+
+    /// Makes every verified message claim its nonce in `register` too
+    /// (fleet mode: a replay to another host is refused).
+    pub fn set_shared_nonces(&self, register: Arc<dyn shared_nonces::SharedNonces>) {
+        *self
+            .shared_nonces
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(register);
     }
 
     /// Sets how callers are told apart by agent (the daemon wires the
@@ -468,9 +485,26 @@ impl Gateway {
         id: &str,
         roles: &[String],
     ) -> Result<(OperatorInfo, Vec<u8>), GatewayError> {
+        self.add_operator_with_key(id, roles, None)
+    }
+
+    /// [`Self::add_operator`] with the key the operator already holds on
+    /// other hosts of a fleet (`imported`, 32 bytes), or a fresh one.
+    pub fn add_operator_with_key(
+        &self,
+        id: &str,
+        roles: &[String],
+        imported: Option<Vec<u8>>,
+    ) -> Result<(OperatorInfo, Vec<u8>), GatewayError> {
         check_operator_id(id).map_err(|source| GatewayError::OperatorId { source })?;
         self.check_roles(roles)?;
-        let key = new_key();
+        let key = match imported {
+            Some(k) if k.len() == 32 => k,
+            Some(k) => {
+                return Err(GatewayError::ImportedKey { len: k.len() });
+            }
+            None => new_key(),
+        };
         let row = store::OperatorRow {
             id: id.to_owned(),
             key: key.clone(),

@@ -11,6 +11,7 @@ use super::decide::{Decision, ToolCallRequest};
 use super::hooks::{AllowedCall, HookError};
 use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 use super::resolve::{FsCreds, HostResolver};
+use super::shared_nonces::SharedNonceVerdict;
 use super::{unix_now, Gateway};
 use crate::audit::{AuditEvent, RecordKind};
 use crate::protocol::{reason, SignedMessage};
@@ -70,6 +71,7 @@ impl Gateway {
             Some(refused) => Err(refused),
             None => self.ingest_to(msg, unix_now(), peer, agent),
         };
+        let result = self.claim_shared_nonce(msg, result).await;
         if let Err(Refusal {
             class: RefusalClass::Throttled { first: false },
             ..
@@ -109,6 +111,46 @@ impl Gateway {
             audit_rebind(audit, o).await;
         }
         result
+    }
+
+    /// In fleet mode, a message that passed every local check claims its
+    /// nonce fleet-wide: used on another host ⇒ `replayed_nonce`; the
+    /// register unreachable past its lease ⇒ `fleet_unavailable`. Either
+    /// way the message's active id is withdrawn.
+    async fn claim_shared_nonce(
+        &self,
+        msg: &SignedMessage,
+        result: Result<IngestOutcome, Refusal>,
+    ) -> Result<IngestOutcome, Refusal> {
+        let o = match result {
+            Ok(o) if o.trust == Trust::Verified => o,
+            other => return other,
+        };
+        let register = self
+            .shared_nonces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (Some(register), Some(nonce)) = (register, msg.nonce.as_deref()) else {
+            return Ok(o);
+        };
+        let now = unix_now();
+        let expires_at = now + self.settings.nonce_ttl_secs;
+        let refusal = match register.claim(&o.operator, nonce, now, expires_at).await {
+            SharedNonceVerdict::Fresh => return Ok(o),
+            SharedNonceVerdict::Replayed { host } => Refusal {
+                reason_code: reason::REPLAYED_NONCE,
+                message: format!("the nonce was already used by this operator on host `{host}`"),
+                class: RefusalClass::Unverified,
+            },
+            SharedNonceVerdict::Unavailable { detail } => Refusal {
+                reason_code: reason::FLEET_UNAVAILABLE,
+                message: format!("the fleet-wide replay check cannot be made: {detail}"),
+                class: RefusalClass::Unavailable,
+            },
+        };
+        self.forget_active(&o.active_message_id);
+        Err(refusal)
     }
 
     /// The message's audit row: who sent it (as claimed, unless verified),

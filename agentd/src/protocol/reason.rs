@@ -19,6 +19,9 @@ pub const STALE_TIMESTAMP: &str = "stale_timestamp";
 pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
 /// The nonce was already used within its TTL.
 pub const REPLAYED_NONCE: &str = "replayed_nonce";
+/// Fleet mode: the fleet-wide replay check could not be made (PostgreSQL
+/// unreachable past `[fleet] lease_secs`), so the message is refused.
+pub const FLEET_UNAVAILABLE: &str = "fleet_unavailable";
 /// The session is bound to another operator.
 pub const SESSION_OPERATOR_MISMATCH: &str = "session_operator_mismatch";
 /// A v2 message's scope is malformed or too large (its entries, argument

@@ -66,8 +66,20 @@ struct VerifyArgs {
     #[arg(long)]
     export: Option<PathBuf>,
     /// Ed25519 public key PEM (`agentctl audit public-key`), kept apart from the host.
-    #[arg(long)]
-    public_key: PathBuf,
+    #[arg(long, required_unless_present = "postgres")]
+    public_key: Option<PathBuf>,
+    /// Fleet mode: verify every host's chain in PostgreSQL instead, with
+    /// each host's registered key; this file holds the connection string
+    /// (mode 0600).
+    #[arg(long, conflicts_with_all = ["export", "db"])]
+    postgres: Option<PathBuf>,
+    /// With --postgres: only this host.
+    #[arg(long, requires = "postgres")]
+    host: Option<String>,
+    /// With --postgres: HOST=FILE, a checkpoint `agentctl audit checkpoint`
+    /// printed on that host; rows it covers that PostgreSQL lacks are a gap.
+    #[arg(long, requires = "postgres")]
+    witness: Vec<String>,
     /// Extra checkpoints held elsewhere (JSON or JSON Lines), to catch a
     /// truncation that also removed the stored checkpoints.
     #[arg(long)]
@@ -205,7 +217,26 @@ fn read_checkpoints(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let key = read_public_key(&a.public_key)?;
+    if let Some(conninfo) = &a.postgres {
+        let mut witnesses = Vec::new();
+        for w in &a.witness {
+            let (host, file) = w
+                .split_once('=')
+                .with_context(|| format!("--witness {w}: expected HOST=FILE"))?;
+            let cps = read_checkpoints(Path::new(file))?;
+            let newest = cps
+                .into_iter()
+                .max_by_key(|c| c.count)
+                .with_context(|| format!("--witness {w}: no checkpoint in {file}"))?;
+            witnesses.push((host.to_owned(), newest));
+        }
+        return crate::audit_fleet::verify(conninfo, a.host.as_deref(), &witnesses, a.json);
+    }
+    let public_key = a
+        .public_key
+        .as_deref()
+        .context("--public-key is required")?;
+    let key = read_public_key(public_key)?;
     let mut extra = Vec::new();
     for p in &a.checkpoint {
         extra.extend(read_checkpoints(p)?);

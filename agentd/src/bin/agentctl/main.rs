@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod approvals;
 mod audit;
+mod audit_fleet;
 mod check;
 mod console;
 mod delegate;

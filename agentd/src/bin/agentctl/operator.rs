@@ -31,8 +31,12 @@ enum Command {
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
         /// Write the key (hex) to this new file (0600) instead of printing it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "import_key")]
         key_file: Option<PathBuf>,
+        /// Enrol with the key in this file (hex, as `--key-file` wrote it on
+        /// another host of the fleet) instead of a fresh one.
+        #[arg(long)]
+        import_key: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -131,16 +135,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             id,
             roles,
             key_file,
+            import_key,
             json,
         } => {
+            let key = match &import_key {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
             let r: OperatorWithKey = blocking(&socket, |mut c| async move {
                 c.call(
                     Method::POST,
                     "/v1/operators",
-                    Some(&AddOperator { id, roles }),
+                    Some(&AddOperator { id, roles, key }),
                 )
                 .await
             })?;
+            if import_key.is_some() {
+                println!(
+                    "operator {} enrolled with the imported key (roles: {})",
+                    r.operator.id,
+                    r.operator.roles.join(", ")
+                );
+                return Ok(());
+            }
             show_key(&r, key_file.as_deref(), json, "enrolled")
         }
         Command::List { json } => {

@@ -1,0 +1,417 @@
+//! Fleet mode against real daemons and a real PostgreSQL (a throwaway
+//! cluster on a Unix socket): three hosts ship their audit rows; a message
+//! accepted on one host is refused on another (`replayed_nonce`, audited);
+//! central verify passes, then names an edited row, a deleted row, a
+//! duplicated row, reordered rows, an unknown host, and — given the host's
+//! witness — newest rows deleted with their checkpoints. PostgreSQL killed
+//! and restarted while a host keeps deciding: every row arrives exactly
+//! once. Past the lease new messages are refused (`fleet_unavailable`,
+//! audited) while calls on an accepted message are still decided; a frozen
+//! server costs a message a bounded wait.
+mod fleet_support;
+mod gateway_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fleet_support::PgCluster;
+use gateway_support::{assert_decision, Daemon};
+use hyper::Method;
+use serde_json::Value;
+
+fn cluster() -> Option<PgCluster> {
+    match PgCluster::start() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            println!("SKIP fleet: {why}");
+            None
+        }
+    }
+}
+
+fn fleet_daemon(conninfo: &Path, host: &str, lease_secs: u64) -> Daemon {
+    Daemon::start_with(&format!(
+        "[audit]\ncheckpoint_interval_secs = 1\n[fleet]\ncredentials_file = {conninfo:?}\nhost_id = {host:?}\nlease_secs = {lease_secs}\ntimeout_ms = 800\n"
+    ))
+}
+
+/// The seqs PostgreSQL holds for `host`, ascending.
+fn pg_seqs(pg: &PgCluster, host: &str) -> Vec<u64> {
+    let out = pg.sql(&format!(
+        "SELECT seq FROM agentd_audit WHERE host_id = '{host}' ORDER BY seq"
+    ));
+    out.lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// Waits until PostgreSQL holds exactly the host's local rows.
+fn shipped(pg: &PgCluster, d: &Daemon, host: &str) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let local: Vec<u64> = d
+            .audit_records()
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        let remote = pg_seqs(pg, host);
+        if remote == local {
+            return remote;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}: PostgreSQL holds {} rows (last {:?}), the host {} (last {:?})\n{}",
+            remote.len(),
+            remote.last(),
+            local.len(),
+            local.last(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn some_calls(d: &Daemon, op: &str, key: &Path, session: &str) -> String {
+    let m = d.send(op, key, session, "read the chart");
+    assert_decision(
+        &d.check(&m, "read_chart", &["path=/srv/charts/p1.txt"]),
+        "allow",
+        "ok",
+    );
+    assert_decision(
+        &d.check(&m, "shell", &["command=ls"]),
+        "deny",
+        "role_not_in_allowlist",
+    );
+    m
+}
+
+/// A signed message JSON (not sent).
+fn signed(d: &Daemon, op: &str, key: &Path, session: &str) -> Vec<u8> {
+    d.ok(&[
+        "send",
+        "--operator",
+        op,
+        "--key-file",
+        key.to_str().unwrap(),
+        "--session",
+        session,
+        "--print-only",
+        "read the chart",
+    ])
+    .into_bytes()
+}
+
+fn post_message(d: &Daemon, body: &[u8]) -> (u16, Value) {
+    d.raw(Method::POST, "/v1/messages", body.to_vec())
+}
+
+fn message_rows(d: &Daemon, reason: &str) -> Vec<Value> {
+    d.audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "message" && r["reason_code"] == reason)
+        .collect()
+}
+
+fn verify(d: &Daemon, conninfo: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["audit", "verify", "--postgres", conninfo.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = d.agentctl(&args);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn three_hosts_ship_refuse_cross_host_replay_and_verify_centrally() {
+    let Some(pg) = cluster() else { return };
+    let conninfo = pg.conninfo_file();
+    let hosts = ["host-a", "host-b", "host-c"];
+    let daemons: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| fleet_daemon(&conninfo, h, 30))
+        .collect();
+    let (a, b) = (&daemons[0], &daemons[1]);
+
+    // One operator, the same key on every host.
+    let key = a.enroll("olivia", "clinician");
+    for d in &daemons[1..] {
+        d.ok(&[
+            "operator",
+            "add",
+            "olivia",
+            "--role",
+            "clinician",
+            "--import-key",
+            key.to_str().unwrap(),
+        ]);
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        some_calls(d, "olivia", &key, &format!("s{i}"));
+    }
+
+    // Control: the message is accepted on A, once.
+    let msg = signed(a, "olivia", &key, "replay");
+    let (status, body) = post_message(a, &msg);
+    assert_eq!(status, 200, "{body}");
+    // Replayed to B: refused there, and audited there.
+    let (status, body) = post_message(b, &msg);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reason_code"], "replayed_nonce", "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("host-a"),
+        "names the first host: {body}"
+    );
+    let rows = message_rows(b, "replayed_nonce");
+    assert_eq!(rows.len(), 1, "B audits the replay: {rows:?}");
+    assert_eq!(rows[0]["decision"], "deny");
+    // And a fresh message still works on B (the check refuses replays only).
+    some_calls(b, "olivia", &key, "fresh-on-b");
+
+    for (h, d) in hosts.iter().zip(&daemons) {
+        let seqs = shipped(&pg, d, h);
+        assert_eq!(seqs.first(), Some(&1), "{h} ships from seq 1");
+    }
+    let keys = pg.sql("SELECT count(*) FROM agentd_hosts");
+    assert_eq!(keys, "3", "each host registered its key once");
+    // Checkpoints travel too (interval 1 s: wait for at least one per host).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.sql("SELECT count(DISTINCT host_id) FROM agentd_checkpoints") != "3" {
+        some_calls(a, "olivia", &key, "tick-a");
+        some_calls(b, "olivia", &key, "tick-b");
+        some_calls(&daemons[2], "olivia", &key, "tick-c");
+        assert!(Instant::now() < deadline, "no checkpoints shipped");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (h, d) in hosts.iter().zip(&daemons) {
+        shipped(&pg, d, h);
+    }
+
+    let (ok, text) = verify(a, &conninfo, &[]);
+    assert!(ok, "central verify passes on an untouched fleet:\n{text}");
+    assert!(text.contains("PASS: 3 hosts"), "{text}");
+
+    // The witness: host C's newest signed checkpoint, taken on host C.
+    let c = &daemons[2];
+    let cp = c.ok(&[
+        "audit",
+        "checkpoint",
+        "--state-dir",
+        c.state.to_str().unwrap(),
+    ]);
+    let cp_json: Value = serde_json::from_str(cp.trim()).unwrap();
+    let count = cp_json["count"].as_u64().unwrap();
+    let witness = c.dir.path().join("witness-c.json");
+    std::fs::write(&witness, &cp).unwrap();
+    assert!(count >= 3, "host C's checkpoint covers {count} rows");
+
+    // Tamper with PostgreSQL, one kind per place.
+    pg.sql("UPDATE agentd_audit SET target = 'tampered' WHERE host_id = 'host-a' AND seq = 3");
+    pg.sql("DELETE FROM agentd_audit WHERE host_id = 'host-a' AND seq = 5");
+    // B: seq 6 overwritten with a copy of seq 5; seqs 8 and 9 swapped.
+    pg.sql(
+        "UPDATE agentd_audit t SET ts = s.ts, kind = s.kind, operator = s.operator, session = s.session,
+           active_message_id = s.active_message_id, call_id = s.call_id, action = s.action,
+           target = s.target, decision = s.decision, reason_code = s.reason_code,
+           policy_id = s.policy_id, latency_us = s.latency_us, agent = s.agent, pid = s.pid,
+           access = s.access, prev_hash = s.prev_hash, hash = s.hash
+         FROM agentd_audit s
+         WHERE t.host_id = 'host-b' AND t.seq = 6 AND s.host_id = 'host-b' AND s.seq = 5",
+    );
+    pg.sql(
+        "BEGIN;
+         UPDATE agentd_audit SET seq = -8 WHERE host_id = 'host-b' AND seq = 8;
+         UPDATE agentd_audit SET seq = 8 WHERE host_id = 'host-b' AND seq = 9;
+         UPDATE agentd_audit SET seq = 9 WHERE host_id = 'host-b' AND seq = -8;
+         COMMIT;",
+    );
+    // A host that never registered.
+    pg.sql(
+        "INSERT INTO agentd_audit (host_id, seq, ts, kind, operator, session, active_message_id,
+           call_id, action, target, decision, reason_code, policy_id, latency_us, agent, pid,
+           access, prev_hash, hash)
+         SELECT 'host-x', seq, ts, kind, operator, session, active_message_id, call_id, action,
+           target, decision, reason_code, policy_id, latency_us, agent, pid, access, prev_hash, hash
+         FROM agentd_audit WHERE host_id = 'host-c' AND seq = 1",
+    );
+    // C: the newest rows deleted together with the checkpoints covering them.
+    let cut = count - 2;
+    pg.sql(&format!(
+        "DELETE FROM agentd_audit WHERE host_id = 'host-c' AND seq > {cut};
+         DELETE FROM agentd_checkpoints WHERE host_id = 'host-c' AND count > {cut};"
+    ));
+
+    let (ok, text) = verify(a, &conninfo, &[]);
+    assert!(!ok, "central verify fails:\n{text}");
+    for needle in [
+        "FAIL host host-a",
+        "edited_row: seq 3",
+        "gap: seq 5 missing",
+        "FAIL host host-b",
+        "duplicated_row: the row at seq 6 is a copy of seq 5",
+        "moved_row: the row at seq 8 is seq 9's row",
+        "moved_row: the row at seq 9 is seq 8's row",
+        "FAIL host host-x",
+        "unknown_host: 1 rows",
+        "PASS host host-c",
+    ] {
+        assert!(text.contains(needle), "`{needle}` in:\n{text}");
+    }
+    // Only the witness shows what was cut from C's end.
+    let w = format!("host-c={}", witness.display());
+    let (ok, text) = verify(a, &conninfo, &["--host", "host-c", "--witness", &w]);
+    assert!(!ok, "{text}");
+    let gap = if cut + 1 == count {
+        format!("gap: seq {count} missing")
+    } else {
+        format!("gap: seq {}..={count} missing", cut + 1)
+    };
+    assert!(text.contains(&gap), "`{gap}` in:\n{text}");
+    assert!(
+        !text.contains("host-a"),
+        "--host limits the report:\n{text}"
+    );
+    // JSON names the same findings by code.
+    let (_, text) = verify(a, &conninfo, &["--json"]);
+    let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["result"], "fail");
+    let codes: Vec<String> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["findings"].as_array().unwrap().clone())
+        .map(|f| f["finding"].as_str().unwrap().to_owned())
+        .collect();
+    for code in [
+        "edited_row",
+        "gap",
+        "duplicated_row",
+        "moved_row",
+        "unknown_host",
+    ] {
+        assert!(codes.iter().any(|c| c == code), "{code} in {codes:?}");
+    }
+}
+
+#[test]
+fn postgres_outage_loses_and_repeats_nothing_and_the_lease_holds() {
+    let Some(pg) = cluster() else { return };
+    let conninfo = pg.conninfo_file();
+    let d = fleet_daemon(&conninfo, "host-a", 3);
+    let key = d.enroll("olivia", "clinician");
+    let earlier = some_calls(&d, "olivia", &key, "s1");
+    shipped(&pg, &d, "host-a");
+
+    pg.server_kill();
+    // The host keeps deciding calls on an accepted message, PostgreSQL or not.
+    for _ in 0..5 {
+        assert_decision(
+            &d.check(&earlier, "read_chart", &["path=/srv/charts/p1.txt"]),
+            "allow",
+            "ok",
+        );
+    }
+    // Past the lease (3 s), a new message is refused, and audited.
+    std::thread::sleep(Duration::from_secs(4));
+    let msg = signed(&d, "olivia", &key, "s2");
+    let started = Instant::now();
+    let (status, body) = post_message(&d, &msg);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reason_code"], "fleet_unavailable", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refused promptly"
+    );
+    assert_eq!(message_rows(&d, "fleet_unavailable").len(), 1);
+    // Control: a call on the earlier message is still decided.
+    assert_decision(
+        &d.check(&earlier, "read_chart", &["path=/srv/charts/p1.txt"]),
+        "allow",
+        "ok",
+    );
+    assert_decision(
+        &d.check(&earlier, "shell", &["command=ls"]),
+        "deny",
+        "role_not_in_allowlist",
+    );
+
+    pg.server_start();
+    // Back: new messages are accepted again, and every row arrives once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fresh = loop {
+        let (status, body) = post_message(&d, &signed(&d, "olivia", &key, "s3"));
+        if status == 200 {
+            break body["active_message_id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "still refused: {body}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_decision(
+        &d.check(&fresh, "read_chart", &["path=/srv/charts/p1.txt"]),
+        "allow",
+        "ok",
+    );
+    let seqs = shipped(&pg, &d, "host-a");
+    let n = seqs.len() as u64;
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
+    let dupes = pg.sql("SELECT count(*) - count(DISTINCT hash) FROM agentd_audit");
+    assert_eq!(dupes, "0");
+    let link: Vec<String> = d
+        .audit_records()
+        .iter()
+        .filter(|r| r["action"] == "fleet_link")
+        .map(|r| r["reason_code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        link.contains(&"fleet_unreachable".to_owned())
+            && link.contains(&"fleet_reachable".to_owned()),
+        "losing and regaining PostgreSQL is audited: {link:?}"
+    );
+
+    // A server that accepts connections and then stops answering: the
+    // message path waits a bounded time (timeout_ms 800), never hangs.
+    let pids = pg.server_pids();
+    for &p in &pids {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    let m4 = signed(&d, "olivia", &key, "s4");
+    let nonce = serde_json::from_slice::<Value>(&m4).unwrap()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let (status, body) = post_message(&d, &m4);
+    let waited = started.elapsed();
+    for &p in &pids {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .unwrap();
+    }
+    // Within the lease, accepted on the local check alone.
+    assert_eq!(status, 200, "{body}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    println!("frozen PostgreSQL: the message waited {waited:?}");
+    // After the thaw its nonce is recorded fleet-wide, and the chain is whole.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.sql(&format!(
+        "SELECT count(*) FROM agentd_nonces WHERE nonce = '{nonce}'"
+    )) != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the lease's nonce never reached PostgreSQL"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    shipped(&pg, &d, "host-a");
+    let (ok, text) = verify(&d, &conninfo, &[]);
+    assert!(ok, "{text}");
+}
