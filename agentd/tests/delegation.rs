@@ -258,6 +258,16 @@ fn a_token_is_bounded_by_its_scope_the_issuers_roles_and_its_uses() {
     let late = d.check(&ms, "read_chart", &CHART);
     assert_decision(&late, "deny", "delegation_expired");
     assert_eq!(row_of(&d, &late)["reason_code"], "delegation_expired");
+    // An expired token issues nothing either; nothing is stored.
+    let before = tokens_in_db(&d);
+    let err = issue_refused(
+        &d,
+        &strs(&token_signer(&short, &ss)),
+        "dan",
+        &["--actions", "read_chart", "--ttl", "1s", "--uses", "1"],
+    );
+    assert!(err.contains("delegation_expired"), "{err}");
+    assert_eq!(tokens_in_db(&d), before);
     chain_intact(&d);
     d.stop();
 }

@@ -352,3 +352,49 @@ fn many_denials_trip_the_session_and_bad_settings_are_refused() {
     assert_decision(&d.check(&m, "read_status", &[]), "allow", "ok");
     verify_chain(&d);
 }
+
+#[test]
+fn a_tripped_session_asks_and_an_approval_resets_it() {
+    let policy = format!(
+        "{}[anomaly]\nmin_calls = 5\nmax_write_ratio = 0.8\nthen = \"approval\"\n",
+        POLICY.replace("start = \"read_only\"\n", "")
+    );
+    let d = Daemon::start_full("[approvals]\ntimeout_secs = 60\n", |dir| {
+        policy_file(dir, &policy, "anomaly-approval.toml")
+    });
+    let key = d.enroll("olivia", "owner");
+    let m = d.send("olivia", &key, "slack:D-writer", "write a lot");
+    // 5 writes of 5 calls (100 % > 80 %): the 5th trips the session.
+    for _ in 0..5 {
+        assert_decision(&d.check(&m, "send_report", &[]), "allow", "ok");
+    }
+    let trip = d
+        .audit_records()
+        .into_iter()
+        .find(|r| r["action"] == "session_anomaly")
+        .expect("the trip's row");
+    assert_eq!(
+        trip["target"],
+        "writes=5/5 (100%) threshold=80% then:approval"
+    );
+    assert_eq!(trip["reason_code"], "anomaly_escalated");
+    assert_eq!(trip["decision"], "escalate");
+    // The next call, even a read, waits for a human; the approval says why.
+    let (p, dec) = escalate_and(&d, &m, "read_status", "approve");
+    assert_eq!(p["anomaly"], "writes=5/5 (100%) threshold=80%");
+    assert!(p.get("elevation").is_none(), "{p}");
+    assert_decision(&dec, "allow", "ok");
+    assert_eq!(
+        rows_of(&d, p["id"].as_str().unwrap()),
+        vec![
+            row("tool_call", "read_status", "escalate", "anomaly_escalated"),
+            row("admin", "approval_approve", "allow", "approval_granted"),
+            row("tool_call", "read_status", "allow", "ok"),
+        ]
+    );
+    // The approval reset the counts: the session's calls proceed again.
+    assert_decision(&d.check(&m, "send_report", &[]), "allow", "ok");
+    assert_decision(&d.check(&m, "read_status", &[]), "allow", "ok");
+    assert!(pending(&d).is_empty());
+    verify_chain(&d);
+}

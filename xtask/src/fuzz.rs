@@ -28,6 +28,7 @@ const fn t(name: &'static str, options: &'static [&'static str]) -> Target {
 /// Every target (a test checks this list against fuzz/Cargo.toml).
 pub const TARGETS: &[Target] = &[
     t("message", &[]),
+    t("delegation_request", &[]),
     t("tool_call", &[]),
     t("hook_claude_code", &[]),
     t("hook_codex", &[]),

@@ -306,7 +306,9 @@ impl Gateway {
                 format!("the active message expired at {}", msg.expires_at),
             ));
         }
-        self.verified_operator(&msg)?;
+        let op = self.verified_operator(&msg)?;
+        // A token revoked or expired while the call waited ends it too.
+        self.delegation_still_vouches(&msg.operator, &op, now)?;
         self.not_suspended(&msg, holder)?;
         self.session_bound(&msg)
     }

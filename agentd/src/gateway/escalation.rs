@@ -77,7 +77,7 @@ impl Gateway {
             policy_id: d.policy_id.clone(),
             created_at,
             deadline: crate::policy::approval::deadline(created_at, queue.timeout_secs()),
-            elevation: self.elevation_ask(d),
+            elevation: Self::elevation_ask(d),
             anomaly: d.sessions.anomaly.clone(),
         };
         let ticket = match queue.register(info.clone()) {
@@ -111,7 +111,7 @@ impl Gateway {
 
     /// What an escalation for an elevation asks for: the call's action,
     /// for the policy's `[sessions] elevation_secs`.
-    fn elevation_ask(&self, d: &Decision) -> Option<ElevationAsk> {
+    fn elevation_ask(d: &Decision) -> Option<ElevationAsk> {
         if !d.sessions.elevation {
             return None;
         }
@@ -122,9 +122,7 @@ impl Gateway {
                 .effect
                 .map_or("mutating", |e| e.as_str())
                 .to_owned(),
-            secs: self
-                .current_policy()
-                .map_or(300, |p| p.sessions.elevation_secs),
+            secs: d.sessions.elevation_secs,
         })
     }
 

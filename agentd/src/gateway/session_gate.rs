@@ -22,6 +22,9 @@ pub struct CallFacts {
     pub effect: Option<Effect>,
     /// The call escalates for an elevation of its read-only session.
     pub elevation: bool,
+    /// How long that elevation would last, seconds (the policy's when the
+    /// call was decided, so the approver approves what was asked).
+    pub elevation_secs: u64,
     /// The call escalates because its session tripped the anomaly check
     /// (the figures that did).
     pub anomaly: Option<String>,
@@ -75,6 +78,7 @@ impl Gateway {
                 .is_none()
             {
                 d.sessions.elevation = true;
+                d.sessions.elevation_secs = policy.sessions.elevation_secs;
                 ask = true;
             }
         }
@@ -132,12 +136,10 @@ impl Gateway {
         if !d.sessions.elevation {
             return;
         }
-        let Some(policy) = self.current_policy() else {
-            return;
-        };
+        let secs = i64::try_from(d.sessions.elevation_secs).unwrap_or(i64::MAX);
         let e = Elevation {
             action: d.action.clone(),
-            until: super::unix_now().saturating_add(policy.sessions.elevation_secs as i64),
+            until: super::unix_now().saturating_add(secs),
             approver: approver.to_owned(),
             operator: d.operator.clone(),
             agent: agent.unwrap_or_default().to_owned(),

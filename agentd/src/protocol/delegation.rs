@@ -499,6 +499,24 @@ mod tests {
             doc.contains(&r.signature),
             "docs/delegation.md quotes the vector"
         );
+        // The fuzz seed is the same request, and checks.
+        let seed: IssueRequest = serde_json::from_str(include_str!(
+            "../../../fuzz/seeds/delegation_request/issue.json"
+        ))
+        .unwrap();
+        assert_eq!(seed, r);
+        let revoke: RevokeRequest = serde_json::from_str(include_str!(
+            "../../../fuzz/seeds/delegation_request/revoke.json"
+        ))
+        .unwrap();
+        let CheckedRevoke::Signed { signature, .. } = revoke.check().unwrap() else {
+            panic!("the revoke seed is signed")
+        };
+        assert!(canonical::verify(
+            &key,
+            &revoke.canonical().unwrap(),
+            &signature
+        ));
     }
 
     #[test]

@@ -288,7 +288,10 @@ function renderApprovals(list) {
     tb.append(el("tr", { "data-approval": a.id },
       el("td", {}, callLink(a.id)), el("td", {}, a.operator), el("td", {}, a.session),
       el("td", {}, a.agent || "-"), el("td", {}, a.action),
-      el("td", { class: "target" }, clip(JSON.stringify(a.arguments), 200)),
+      el("td", { class: "target" }, clip(JSON.stringify(a.arguments), 200),
+        // What approving does beyond this call (docs/approvals.md, elevations and anomalies).
+        a.elevation ? el("div", { class: "muted" }, "elevates the read-only session for " + a.elevation.actions.join(", ") + " (" + a.elevation.effect + ") for " + a.elevation.secs + " s") : null,
+        a.anomaly ? el("div", { class: "muted" }, "session anomaly " + a.anomaly + ": approving resets its counts") : null),
       el("td", { class: "num" }, Math.max(0, Math.round(a.deadline - now))),
       el("td", {}, why, " ", ok, " ", no)));
   }

@@ -42,8 +42,9 @@ pub struct Token {
 }
 
 impl Token {
-    /// Whether the link is in force at `now`: not revoked, unexpired, uses left.
-    pub fn in_force(&self, now: i64) -> Result<(), Refused> {
+    /// Whether the link still vouches for what it already allowed at
+    /// `now`: not revoked, unexpired (its uses may all be spent).
+    pub fn live(&self, now: i64) -> Result<(), Refused> {
         if self.revoked {
             return Err((
                 reason::DELEGATION_REVOKED,
@@ -56,6 +57,12 @@ impl Token {
                 format!("token {} expired at {}", self.id, self.expires_at),
             ));
         }
+        Ok(())
+    }
+
+    /// Whether the link is in force at `now`: not revoked, unexpired, uses left.
+    pub fn in_force(&self, now: i64) -> Result<(), Refused> {
+        self.live(now)?;
         if self.uses_left == 0 {
             return Err((
                 reason::DELEGATION_USED_UP,

@@ -329,6 +329,26 @@ impl Gateway {
         Ok(Some(chain))
     }
 
+    /// After a wait for approval: the token a call was made under (if any)
+    /// still vouches for it — known, its root unrotated, every link
+    /// unrevoked and unexpired. Its use was spent when it was decided.
+    pub(super) fn delegation_still_vouches(
+        &self,
+        principal: &str,
+        op: &Operator,
+        now: i64,
+    ) -> Result<(), Refused> {
+        let Ok(Principal::Token { id, .. }) = Principal::parse(principal) else {
+            return Ok(());
+        };
+        let chain = self
+            .delegations
+            .chain(id)
+            .ok_or_else(|| (reason::UNKNOWN_DELEGATION, format!("no token `{id}`")))?;
+        self.root_unchanged(op, &chain)?;
+        chain.iter().try_for_each(|t| t.live(now))
+    }
+
     /// Takes the use of an otherwise allowed call (memory; the pipeline
     /// writes it through before the answer). Returns the tokens spent.
     pub(super) fn take_delegation_use(

@@ -225,3 +225,35 @@ fn racing_calls_share_the_last_use_exactly() {
         .filter(|d| !d.is_allow())
         .all(|d| d.reason_code == reason::DELEGATION_USED_UP));
 }
+
+#[test]
+fn a_call_waiting_for_approval_ends_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let (t, secret) = issue(&g, "olivia", &key, "bob", 1, 1);
+    let m = message(&g, &secret, &t, 1).unwrap();
+    // Its one use spent by the call that waits: still vouched for.
+    assert!(g.decide(&chart(&m), unix_now()).is_allow());
+    assert!(g.still_vouched(&m, None, unix_now()).is_ok());
+    let admin = RevokeRequest {
+        v: 1,
+        id: t.clone(),
+        by: None,
+        nonce: None,
+        timestamp: None,
+        signature: None,
+    };
+    g.revoke_delegation(&admin, true, unix_now()).unwrap();
+    assert_eq!(
+        g.still_vouched(&m, None, unix_now()).unwrap_err().0,
+        reason::DELEGATION_REVOKED
+    );
+    // Past the token's lifetime likewise.
+    let (t2, s2) = issue(&g, "olivia", &key, "carol", 1, 2);
+    let m2 = message(&g, &s2, &t2, 2).unwrap();
+    assert_eq!(
+        g.still_vouched(&m2, None, unix_now() + 601).unwrap_err().0,
+        reason::DELEGATION_EXPIRED
+    );
+}
