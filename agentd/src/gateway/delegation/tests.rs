@@ -257,3 +257,33 @@ fn a_call_waiting_for_approval_ends_with_its_token() {
         reason::DELEGATION_EXPIRED
     );
 }
+
+#[tokio::test]
+async fn a_tokens_calls_count_against_its_roots_usage_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let limited =
+        format!("{DEMO}\n[roles.owner.limits.read_chart]\nmax_uses = 2\nwindow_secs = 3600\n");
+    g.load_policy(&limited, "limited.toml").unwrap();
+    let (_, key) = g.add_operator("olivia", &["owner".into()]).unwrap();
+    let (t, secret) = issue(&g, "olivia", &key, "bob", 10, 1);
+    let own = message(&g, &key, "olivia", 1).unwrap();
+    let delegated = message(&g, &secret, &t, 2).unwrap();
+    let c = Caller::default();
+    assert!(g.tool_call(&chart(&own), c).await.is_allow());
+    assert!(g.tool_call(&chart(&delegated), c).await.is_allow());
+    // Delegating does not multiply the threshold: both are olivia's uses.
+    for m in [&delegated, &own] {
+        assert_eq!(
+            g.tool_call(&chart(m), c).await.reason_code,
+            reason::USAGE_THRESHOLD
+        );
+    }
+    // A denial spends none of the token's uses.
+    let left = g
+        .list_delegations()
+        .into_iter()
+        .find(|d| d.id == t)
+        .unwrap();
+    assert_eq!(left.uses_left, 9);
+}
