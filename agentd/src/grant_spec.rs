@@ -32,6 +32,16 @@ pub struct GrantSpec {
     /// Exact arguments (after argv[0]) an exec claim must carry; `None` = any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
+    /// An agent's baseline only: its protected files (the policy's
+    /// `[protected]` paths, expanded for the agent). No write reaches one —
+    /// whatever write scope covers it — unless a call's grant names it in
+    /// `protected_write`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<PathBuf>,
+    /// Protected files this call may write: given only to a call whose
+    /// owner signed for it (a signed scope, or an owner-signed approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_write: Vec<PathBuf>,
 }
 
 /// One connect destination: an address prefix and a port (0 = any).

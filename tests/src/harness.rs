@@ -321,5 +321,6 @@ pub fn spec(
         ttl_secs,
         uses: 0,
         args: None,
+        ..GrantSpec::default()
     }
 }

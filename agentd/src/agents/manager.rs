@@ -18,7 +18,7 @@ use crate::audit::{AuditEvent, RecordKind};
 use crate::enforce::{AgentInfo, EnforceError, EnforceSlot, Enforcer, Mode};
 use crate::gateway::{Gateway, Refusal};
 use crate::grant_spec::GrantSpec;
-use crate::profile::{self, builtin, NoProtectedFiles, ProfileDef, ProtectedFiles, Vars};
+use crate::profile::{self, builtin, ProfileDef, Vars};
 use crate::protocol::{reason, SignedMessage};
 
 /// Prefix of run cgroup names (`run-<entry id>`).
@@ -97,7 +97,6 @@ pub struct AgentManager {
     gateway: Arc<Gateway>,
     slot: EnforceSlot,
     agentctl: Option<PathBuf>,
-    protected: Box<dyn ProtectedFiles + Send + Sync>,
     /// agentd's model socket, when the forward proxy runs (`model_api = "proxy"`).
     forward_socket: std::sync::OnceLock<PathBuf>,
     /// The proxy's loopback TCP address, when it listens on one.
@@ -166,7 +165,6 @@ impl AgentManager {
             gateway,
             slot,
             agentctl: sibling_agentctl(),
-            protected: Box::new(NoProtectedFiles),
             forward_socket: std::sync::OnceLock::new(),
             forward_tcp: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
@@ -290,12 +288,13 @@ impl AgentManager {
         // libraries, the devices every process touches, its own /proc entry.
         let base = default_profile();
         chosen.insert(0, ("default", &base));
-        let composed = profile::compose(&chosen, &extras, &vars, self.protected.as_ref()).map_err(
-            |source| AgentsError::Profile {
+        let protected = self.protected_of(&vars);
+        let composed = profile::compose(&chosen, &extras, &vars, &protected).map_err(|source| {
+            AgentsError::Profile {
                 agent: def.name.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         let mut spec = composed.spec;
         let (exec, missing): (Vec<_>, Vec<_>) = spec.exec.drain(..).partition(|p| p.is_file());
         spec.exec = exec;
@@ -312,6 +311,31 @@ impl AgentManager {
                 .collect(),
             running: None,
         })
+    }
+
+    /// The policy's protected files for an agent with placeholder values `vars`.
+    fn protected_of(&self, vars: &Vars) -> Vec<PathBuf> {
+        self.gateway
+            .current_policy()
+            .map(|p| profile::expand_protected(&p.protected, vars))
+            .unwrap_or_default()
+    }
+
+    /// Tells the gateway every configured agent's protected files (real
+    /// paths), so it refuses a call naming one for writing before any
+    /// grant exists.
+    fn publish_protected(&self) {
+        let mut all = Vec::new();
+        for def in self.store.defs().unwrap_or_default() {
+            let Ok(vars) = self.vars(&def) else { continue };
+            for p in self.protected_of(&vars) {
+                let real = crate::enforce::grant::canonical_prefix(&p);
+                if !all.contains(&real) {
+                    all.push(real);
+                }
+            }
+        }
+        self.gateway.set_agent_protected(all);
     }
 
     /// Where the agent's runtime reaches its model: the forward proxy's TCP
@@ -405,6 +429,7 @@ impl AgentManager {
             }
         }
         tracing::info!(agent = %def.name, profiles = ?def.profile_names(), mode = ?def.mode, "agent configured");
+        self.publish_protected();
         drop(_g);
         self.show(&def.name)
     }
@@ -444,6 +469,7 @@ impl AgentManager {
     /// start once enforcement is up). Returns the agents that failed.
     pub fn reapply_all(&self) -> Vec<(String, String)> {
         let _g = self.lock();
+        self.publish_protected();
         let Some(e) = self.enforcer() else {
             return vec![];
         };
@@ -503,6 +529,7 @@ impl AgentManager {
             }
         }
         self.store.delete(name)?;
+        self.publish_protected();
         Ok(())
     }
 

@@ -7,7 +7,10 @@
 //!   chat-ops bridge's signed answer (docs/approvals.md).
 //!
 //! An admin's answer is recorded as an admin approval (`uid:N`, channel
-//! `api`), never as an operator's signature.
+//! `api`), never as an operator's signature — unless it carries one: an
+//! owner operator's HMAC over the answer (`signed`), verified here, makes
+//! it an owner-signed approval (`operator:NAME (uid:N)`), the only kind
+//! that lets a call write a protected file.
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -52,6 +55,11 @@ pub struct ApprovalAnswer {
     /// Why (recorded in the audit row; at most 512 bytes).
     #[serde(default)]
     pub reason: String,
+    /// An owner operator's signature over this answer
+    /// (`agentctl approvals approve ID --operator O --key-file K`): only
+    /// such an approval lets the call write a protected file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::policy::owner_approval::OwnerSignature>,
 }
 
 /// Answer of approve, deny and callback: the approval as it was.
@@ -151,14 +159,40 @@ async fn answer(
         ));
     }
     let q = queue(s)?;
+    let owner = match &body.signed {
+        None => None,
+        Some(sig) => {
+            match s
+                .gateway
+                .verify_owner_answer(sig, id, answer, crate::gateway::unix_now())
+            {
+                Ok(op) => Some(op),
+                Err((code, detail)) => {
+                    q.audit_refused_owner(id, &sig.operator, code, &detail)
+                        .await;
+                    let status = if code == reason::APPROVAL_SIGNATURE_INVALID {
+                        StatusCode::UNAUTHORIZED
+                    } else {
+                        StatusCode::FORBIDDEN
+                    };
+                    return Err(ApiError::new(status, code, detail));
+                }
+            }
+        }
+    };
+    let approver = match &owner {
+        Some(op) => format!("operator:{op} ({})", admin_name(peer)),
+        None => admin_name(peer),
+    };
     let approval = q
         .answer(
             id,
             Answered {
                 answer,
-                approver: admin_name(peer),
+                approver,
                 channel: Channel::Api,
                 reason: body.reason,
+                owner,
             },
         )
         .await

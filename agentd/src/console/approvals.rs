@@ -84,6 +84,8 @@ pub async fn answer(
                 approver: format!("console:{}", s.admin),
                 channel: Channel::Console,
                 reason: format!("{} (console session {})", req.reason, s.id),
+                // A console click is an admin's, never an owner's signature.
+                owner: None,
             },
         )
         .await

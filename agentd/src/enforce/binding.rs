@@ -113,6 +113,8 @@ mod tests {
                 unix_files: vec![],
                 expires_at_ns: expires,
                 spec: Default::default(),
+                protected: Default::default(),
+                protected_write: vec![],
             },
             uses_left: uses,
             pending: None,

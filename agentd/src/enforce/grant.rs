@@ -159,7 +159,7 @@ fn scope(path: &Path) -> Result<PathBuf, GrantError> {
 
 /// The real path of `norm`'s deepest existing ancestor, with the missing
 /// tail appended (a file the tool will create still matches its scope).
-fn canonical_prefix(norm: &Path) -> PathBuf {
+pub fn canonical_prefix(norm: &Path) -> PathBuf {
     let mut existing = norm.to_path_buf();
     let mut missing = Vec::new();
     loop {
@@ -254,6 +254,74 @@ pub struct KernelGrant {
     pub expires_at_ns: u64,
     /// The spec it was resolved from (persisted; re-resolved on restart).
     pub spec: GrantSpec,
+    /// A baseline's protected files, resolved like scopes, and the
+    /// device+inode of each that exists (so another name of the same file
+    /// — a hard link — is protected too). See [`Protected`].
+    pub protected: Protected,
+    /// Protected files this call may write (resolved like scopes).
+    pub protected_write: Vec<PathBuf>,
+}
+
+/// An agent's protected files, as the supervisor compares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// Real paths (a directory protects its subtree).
+    pub paths: Vec<PathBuf>,
+    /// Device+inode of each protected path that existed at install, with
+    /// its path.
+    pub files: Vec<(FileId, PathBuf)>,
+}
+
+/// What a write reaches, for the protected-file check.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteTarget<'a> {
+    /// Its real path.
+    pub real: &'a Path,
+    /// The object written, when it exists and was resolved.
+    pub file: Option<FileId>,
+    /// The operation moves or removes the name (rename, unlink, rmdir): a
+    /// directory holding a protected file is protected from it too, or
+    /// renaming the directory away would let the agent put its own file
+    /// in its place.
+    pub moves_name: bool,
+}
+
+impl Protected {
+    /// Resolves protected paths as scopes are resolved; stats those that exist.
+    pub fn resolve(paths: &[PathBuf]) -> Result<Self, GrantError> {
+        let mut out = Protected::default();
+        for p in paths {
+            let real = scope(p)?;
+            if let Ok(meta) = std::fs::metadata(&real) {
+                out.files.push((file_id(&meta), real.clone()));
+            }
+            out.paths.push(real);
+        }
+        Ok(out)
+    }
+
+    /// The protected path a write to `t` touches, if any: `t` is inside a
+    /// protected path, is a protected file under another name (same
+    /// device+inode), or (when it moves a name) holds one.
+    pub fn hit(&self, t: &WriteTarget<'_>) -> Option<&Path> {
+        if let Some(p) = self.paths.iter().find(|p| t.real.starts_with(p)) {
+            return Some(p);
+        }
+        if let Some((_, p)) = t
+            .file
+            .and_then(|f| self.files.iter().find(|(id, _)| *id == f))
+        {
+            return Some(p);
+        }
+        if t.moves_name {
+            return self
+                .paths
+                .iter()
+                .find(|p| p.starts_with(t.real))
+                .map(PathBuf::as_path);
+        }
+        None
+    }
 }
 
 /// Outcome of checking one path or exec against a grant.
@@ -306,6 +374,11 @@ impl KernelGrant {
         } else {
             now_boot_ns.saturating_add(spec.ttl_secs.saturating_mul(1_000_000_000))
         };
+        let protected_write = spec
+            .protected_write
+            .iter()
+            .map(|p| scope(p))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             handle,
             exec,
@@ -316,7 +389,17 @@ impl KernelGrant {
             unix_files,
             expires_at_ns,
             spec: spec.clone(),
+            protected: Protected::resolve(&spec.protected)?,
+            protected_write,
         })
+    }
+
+    /// Whether this grant names the protected file `hit` (or the write
+    /// target `real`) as one it may write.
+    pub fn may_write_protected(&self, hit: &Path, real: &Path) -> bool {
+        self.protected_write
+            .iter()
+            .any(|w| hit.starts_with(w) || real.starts_with(w))
     }
 
     /// Whether the grant has expired at `now_boot_ns`.
@@ -440,6 +523,8 @@ mod tests {
             unix_files: vec![],
             expires_at_ns: expires,
             spec: GrantSpec::default(),
+            protected: Protected::default(),
+            protected_write: vec![],
         }
     }
 
@@ -513,6 +598,8 @@ mod tests {
             unix_files: vec![],
             expires_at_ns: 0,
             spec: GrantSpec::default(),
+            protected: Protected::default(),
+            protected_write: vec![],
         };
         let script = Path::new("/opt/tool.sh");
         let id = Some(FileId { dev: 1, ino: 2 });

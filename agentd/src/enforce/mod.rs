@@ -253,6 +253,7 @@ pub fn default_baseline() -> GrantSpec {
         ttl_secs: 0,
         uses: 0,
         args: None,
+        ..GrantSpec::default()
     }
 }
 

@@ -49,6 +49,7 @@ fn step_of(code: &str) -> &'static str {
         rc::ANOMALY_DENIED | rc::ANOMALY_ESCALATED => {
             "gateway: the session's anomaly check (step 7d)"
         }
+        rc::PROTECTED_FILE | rc::PROTECTED_FILE_NEEDS_OWNER => "gateway: protected files (step 7e)",
         rc::RATE_LIMITED => "gateway: the role's rate limit (step 8)",
         rc::USAGE_THRESHOLD => "gateway: the role's usage threshold (step 9)",
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => {
@@ -187,6 +188,8 @@ fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
         rc::ADMIN_NOT_ELEVATABLE => format!("the session is read-only and `{}` is class admin (it changes who may do what): a read-only session never elevates an admin action, so nobody was asked", ev.action),
         rc::ANOMALY_ESCALATED => format!("the session's calls tripped the anomaly check ([anomaly]: too many denials or too many writes; its session_anomaly row has the figures), so `{}` for {who} needed a person's approval", ev.action),
         rc::ANOMALY_DENIED => "the session's calls tripped the anomaly check ([anomaly] then = \"deny\"; its session_anomaly row has the figures): its calls are denied until an administrator releases the session".into(),
+        rc::PROTECTED_FILE => format!("`{}` for {who} would write a protected file (the policy's [protected] paths: identity files, start-up scripts); only a message whose operator holds an owner role and whose signed scope names the file, or an approval signed with an owner's key, lets a call write it", ev.action),
+        rc::PROTECTED_FILE_NEEDS_OWNER => format!("`{}` for {who} was approved, but it writes a protected file and the approval was not signed with an owner's key (an admin's or a console click approves a call, never a protected write)", ev.action),
         _ => super::delegation::why(code, who)
             .unwrap_or_else(|| format!("`{}` for {who} was refused: {code}", ev.action)),
     }
@@ -266,6 +269,12 @@ fn standing_fix(r: &Record, operator: &str) -> Option<Fix> {
             summary: "no policy line can: use another session, or release this one's binding".into(),
             toml: None,
             command: Some(format!("agentctl session release {}", ev.session)),
+            verified: false,
+        },
+        rc::PROTECTED_FILE | rc::PROTECTED_FILE_NEEDS_OWNER => Fix {
+            summary: "no policy line should: an owner signs for the write — a signed message whose scope names the file, or, for an action with approval = \"required\", an approval signed with the owner's key".into(),
+            toml: None,
+            command: Some("agentctl approvals approve CALL_ID --operator OWNER --key-file OWNER.key".into()),
             verified: false,
         },
         rc::NO_POLICY => Fix {

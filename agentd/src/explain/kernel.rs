@@ -87,6 +87,12 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
                 add_grant_template_fix(&mut e, ev, &o, a, p);
             }
         }
+        rc::PROTECTED_FILE => e.fixes.push(Fix {
+            summary: "no profile or grant template should: the agent's owner signs for the write — a signed message whose scope names the file, or an owner-signed approval of the call (`agentctl approvals approve ID --operator OWNER --key-file K`)".into(),
+            toml: None,
+            command: None,
+            verified: false,
+        }),
         "exec_args_unverifiable" => e.fixes.push(Fix {
             summary: "grant the program the script runs (or a native binary) rather than the script, keep the named arguments under 256 bytes, or drop `args` from the action's grant template".into(),
             toml: None,
@@ -133,6 +139,7 @@ fn why(code: &str, did: &str, call: Option<&str>, ctx: &Context<'_>) -> String {
         rc::SOCKET_FAMILY_REFUSED => format!("{did}: a socket family agents may not open (raw, packet, ICMP, vsock…) — never allowed"),
         rc::SECCOMP_LISTENER_REFUSED | rc::TTY_INJECTION_REFUSED | rc::PROCESS_ACCESS_REFUSED | "magic_link_refused" => format!("{did}: a bypass technique refused outright ({code}) — never allowed"),
         "enforcer_error" => format!("{did}: agentd failed to decide and denied (fail closed); its log says why"),
+        rc::PROTECTED_FILE => format!("{did}: the file is protected (the policy's [protected] paths); no baseline or write scope covers a write to it — only a tool call whose grant names it as a protected write (given by an owner's signed scope or an owner-signed approval)"),
         _ => format!("{did}: {code}"),
     }
 }

@@ -97,6 +97,9 @@ pub struct Answered {
     pub channel: Channel,
     /// Why (may be empty).
     pub reason: String,
+    /// The owner operator whose key signed this answer (verified), if any:
+    /// only such an approval lets a call write a protected file.
+    pub owner: Option<String>,
 }
 
 /// How a wait ended.
@@ -394,6 +397,7 @@ impl Approvals {
                 approver: "agentd".into(),
                 channel: a.channel,
                 reason: format!("the answer could not be audited: {e}"),
+                owner: None,
             }));
             return Err(ApprovalError::Audit(e));
         }
@@ -435,6 +439,7 @@ impl Approvals {
                     approver,
                     channel: Channel::Webhook,
                     reason: cb.reason,
+                    owner: None,
                 },
             )
             .await;
@@ -461,6 +466,23 @@ impl Approvals {
             .unwrap_or_else(|p| p.into_inner())
             .check(&cb.nonce, ts, t, window)?;
         Ok(cb)
+    }
+
+    /// Audits an answer refused because its owner signature did not hold
+    /// (`approval_sign`, deny): nothing was answered.
+    pub async fn audit_refused_owner(&self, route_id: &str, who: &str, code: &str, detail: &str) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let mut ev = AuditEvent::new(RecordKind::Admin, "approval_sign");
+        ev.operator = clip(&format!("claimed:{who}"), 256);
+        ev.call_id = clip(route_id, 64);
+        ev.target = clip(detail, 512);
+        ev.decision = "deny".into();
+        ev.reason_code = code.into();
+        if let Err(err) = audit.append(ev).await {
+            tracing::error!(error = %err, "could not audit a refused owner signature");
+        }
     }
 
     async fn audit_refused_callback(&self, route_id: &str, e: &ApprovalError) {

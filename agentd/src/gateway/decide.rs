@@ -85,6 +85,10 @@ pub struct Decision {
     /// not part of the wire format).
     #[serde(skip)]
     pub sessions: super::session_gate::CallFacts,
+    /// Protected files this escalated call would write: only an approval
+    /// signed with an owner's key gives them (not part of the wire format).
+    #[serde(skip)]
+    pub protected_pending: Vec<std::path::PathBuf>,
 }
 
 impl Decision {
@@ -114,6 +118,7 @@ impl Decision {
             receipt_redact: false,
             delegation_spent: Vec::new(),
             sessions: Default::default(),
+            protected_pending: vec![],
         }
     }
 
@@ -253,6 +258,10 @@ impl Gateway {
             within_scope(policy, msg, &allowed.role, req, resolved.as_ref())?;
             ask = self.session_gate(policy, msg, &req.action, &allowed, now, d)?;
         }
+        let protected_pending = match policy {
+            Some(p) => self.protected_writes(p, msg, op, &req.action, &mut allowed)?,
+            None => vec![],
+        };
         self.within_rate(msg.authority(), &allowed)?;
         if self.within_usage(msg.authority(), &req.action, &allowed)? {
             // Past the threshold's `escalate_after`: a human decides.
@@ -274,6 +283,7 @@ impl Gateway {
         d.role = Some(allowed.role);
         d.grant = allowed.grant;
         d.receipt_redact = allowed.receipt_redact;
+        d.protected_pending = protected_pending;
         Ok(escalate)
     }
 

@@ -146,6 +146,10 @@ impl Gateway {
                     d.overturn(code, format!("approved by {}, but {detail}", a.approver));
                     return;
                 }
+                if let Err((code, detail)) = protected_by_owner(d, &a) {
+                    d.overturn(code, detail);
+                    return;
+                }
                 d.decision = "allow".into();
                 d.reason_code = reason::OK.into();
                 d.detail = String::new();
@@ -171,4 +175,35 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// An approved call that writes protected files gets them in its grant
+/// only when an owner signed the approval; otherwise it is refused
+/// (`protected_file_needs_owner`) and no grant is installed.
+fn protected_by_owner(
+    d: &mut Decision,
+    a: &super::approvals::Answered,
+) -> Result<(), (&'static str, String)> {
+    if d.protected_pending.is_empty() {
+        return Ok(());
+    }
+    let files = std::mem::take(&mut d.protected_pending);
+    if a.owner.is_none() {
+        let list = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err((
+            reason::PROTECTED_FILE_NEEDS_OWNER,
+            format!(
+                "approved by {} without an owner's signature; {list} is protected (approve with `agentctl approvals approve ID --operator OWNER --key-file K`)",
+                a.approver
+            ),
+        ));
+    }
+    if let Some(g) = d.grant.as_mut() {
+        g.protected_write = files;
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod ingest;
 pub mod kill_switch;
 pub mod pipeline;
+pub mod protected;
 pub mod rate;
 pub mod resolve;
 pub mod runtime_call;
@@ -210,6 +211,8 @@ pub struct Gateway {
     delegations: delegation::Delegations,
     /// Elevations and anomaly counts per session (memory only).
     session_states: session_state::SessionStates,
+    /// Every configured agent's protected files (see `protected`).
+    agent_protected: RwLock<Vec<std::path::PathBuf>>,
 }
 
 /// The machine's host name (the kernel's nodename), the default
@@ -333,6 +336,7 @@ impl Gateway {
             delegations,
             session_states: session_state::SessionStates::default(),
             shared_nonces: RwLock::new(None),
+            agent_protected: RwLock::new(Vec::new()),
         })
     }
 
@@ -717,6 +721,8 @@ fn info_of(c: &CompiledPolicy, origin: &str, loaded_at: i64) -> PolicyInfo {
     }
 }
 
+#[cfg(test)]
+mod protected_tests;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]

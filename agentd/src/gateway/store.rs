@@ -362,6 +362,29 @@ impl Store {
         })
     }
 
+    /// Spends `nonce` of `namespace` (an operator id, or a prefixed one for
+    /// signatures other than messages'): false if it is live already.
+    pub fn spend_nonce(
+        &self,
+        namespace: &str,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "INSERT INTO nonces (operator, nonce, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (operator, nonce) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE nonces.expires_at <= ?4",
+                    params![namespace, nonce, expires_at, now],
+                )
+                .map_err(sql(&path, "insert nonce"))?;
+            Ok(n == 1)
+        })
+    }
+
     /// Atomically: consume the nonce, bind or check the session, store the
     /// active message. Nothing is stored unless all three succeed. A binding
     /// whose operator has sent nothing in it for `session_ttl_secs` (0 =

@@ -866,6 +866,7 @@ fn by_admin(answer: approvals::Answer) -> approvals::Answered {
         approver: "uid:0".into(),
         channel: approvals::Channel::Api,
         reason: String::new(),
+        owner: None,
     }
 }
 

@@ -321,6 +321,7 @@ pub fn convert(p: &Policy, role: &str) -> Result<Converted, AgentGateError> {
             mcp: Default::default(),
             sessions: Default::default(),
             anomaly: None,
+            protected: Default::default(),
         },
         notes: Vec::new(),
     };
@@ -333,6 +334,7 @@ pub fn convert(p: &Policy, role: &str) -> Result<Converted, AgentGateError> {
         rate_per_minute: ROLE_RATE_PER_MINUTE,
         burst: None,
         destructive: Some(false),
+        owner: Some(false),
         allow: BTreeMap::new(),
         limits: BTreeMap::new(),
     };

@@ -38,6 +38,8 @@ pub struct CompiledPolicy {
     pub sessions: super::schema::SessionsDef,
     /// `[anomaly]`, checked; None: off.
     pub anomaly: Option<super::schema::AnomalyDef>,
+    /// `[protected] paths`, validated, placeholders not yet expanded.
+    pub protected: Vec<String>,
 }
 
 impl CompiledPolicy {
@@ -98,6 +100,16 @@ impl CompiledPolicy {
     }
 }
 
+impl CompiledPolicy {
+    /// Whether some role in `roles` is an owner role (`owner = true`, or
+    /// named `owner` without the flag): may authorise protected writes.
+    pub fn is_owner(&self, roles: &[String]) -> bool {
+        roles
+            .iter()
+            .any(|r| self.roles.get(r).is_some_and(|role| role.owner))
+    }
+}
+
 /// A compiled role.
 #[derive(Debug)]
 pub(crate) struct Role {
@@ -105,6 +117,8 @@ pub(crate) struct Role {
     pub rate_per_minute: u32,
     pub burst: u32,
     pub destructive_ok: bool,
+    /// Counts as an owner (protected files, signed approvals).
+    pub owner: bool,
     pub allow: HashMap<String, Arc<ActionRules>>,
     /// Usage thresholds by action (checked: each action is allowed).
     pub limits: HashMap<String, super::schema::UsageLimit>,
@@ -227,6 +241,7 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
     let runtimes = compile_runtimes(&file, &actions).map_err(invalid)?;
     check_mcp(&file, &actions).map_err(invalid)?;
     check_sessions(&file).map_err(invalid)?;
+    check_protected(&file).map_err(invalid)?;
 
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
@@ -241,7 +256,21 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         mcp: file.mcp,
         sessions: file.sessions,
         anomaly: file.anomaly,
+        protected: file.protected.paths,
     })
+}
+
+/// `[protected] paths`: absolute paths with known placeholders, like a
+/// profile's `write` entries.
+fn check_protected(file: &PolicyFile) -> Result<(), Located> {
+    for (i, e) in file.protected.paths.iter().enumerate() {
+        let at = format!("protected.paths[{i}]");
+        crate::profile::check_entry(e, "write", &at).map_err(|e| match e {
+            crate::profile::ProfileError::Invalid { at, message } => (at, message),
+            other => (at, other.to_string()),
+        })?;
+    }
+    Ok(())
 }
 
 /// `[actions.*]`.
@@ -291,6 +320,7 @@ fn compile_roles(
                 rate_per_minute: def.rate_per_minute,
                 burst: def.burst.unwrap_or(def.rate_per_minute).max(1),
                 destructive_ok: def.destructive.unwrap_or(name == "owner"),
+                owner: def.owner.unwrap_or(name == "owner"),
                 allow,
                 limits,
             },

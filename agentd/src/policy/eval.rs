@@ -276,6 +276,8 @@ fn instantiate_grant(
         ttl_secs: t.ttl_secs,
         uses: t.uses,
         args: t.args.as_ref().map(|a| a.iter().map(subst).collect()),
+        protected: vec![],
+        protected_write: vec![],
     }
 }
 

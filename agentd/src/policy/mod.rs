@@ -6,6 +6,7 @@ pub mod approval;
 pub mod compile;
 pub mod effect;
 pub mod eval;
+pub mod owner_approval;
 pub mod path;
 pub mod schema;
 

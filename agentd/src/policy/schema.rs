@@ -40,6 +40,10 @@ pub struct PolicyFile {
     /// Anomaly escalation per session; absent: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<AnomalyDef>,
+    /// Files no agent may write without its owner's signed word (identity
+    /// files, start-up scripts): `[protected] paths = [...]`.
+    #[serde(default, skip_serializing_if = "ProtectedDef::is_empty")]
+    pub protected: ProtectedDef,
 }
 
 /// `[sessions]`: the mode a session starts in.
@@ -124,6 +128,24 @@ pub enum AnomalyThen {
     Approval,
     /// Denied (`anomaly_denied`) until the session is released.
     Deny,
+}
+
+/// `[protected]`: files (and directories) protected per agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedDef {
+    /// Absolute paths with the profiles' placeholders (`{workspace}/SOUL.md`,
+    /// `{home}/.bashrc`), expanded for each agent; an entry whose
+    /// placeholder has no value for an agent does not apply to it.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+impl ProtectedDef {
+    /// True when it protects nothing (a policy without `[protected]`).
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
 }
 
 /// `[mcp]`: how the MCP gateway treats tools.
@@ -227,6 +249,11 @@ pub struct RoleDef {
     /// May this role perform destructive actions? Defaults to true only for a role named `owner`.
     #[serde(default)]
     pub destructive: Option<bool>,
+    /// Is this an owner role — may its operators authorise writes to
+    /// protected files (a signed scope naming the file, or a signed
+    /// approval)? Defaults to true only for a role named `owner`.
+    #[serde(default)]
+    pub owner: Option<bool>,
     /// Allowed actions, each with its argument rules (argument name → rule).
     #[serde(default)]
     pub allow: BTreeMap<String, BTreeMap<String, ArgRule>>,

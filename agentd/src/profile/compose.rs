@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use super::{expand::expand_entry, ProfileDef, ProfileError, Vars};
 use crate::grant_spec::GrantSpec;
 
-/// Files no baseline may write, whatever its write scopes say (agentd's own
-/// state, an agent's start-up scripts). The policy-depth feature supplies
-/// the real list; composition already applies it (see [`Composed`]).
+/// Files no baseline may write, whatever its write scopes say (an agent's
+/// identity files and start-up scripts: the policy's `[protected]` paths,
+/// expanded for the agent by [`expand_protected`]). Composition applies
+/// them (see [`Composed`]); the kernel enforces them.
 pub trait ProtectedFiles {
     /// Absolute paths (files or directories) protected from writes.
     fn paths(&self) -> Vec<PathBuf>;
@@ -24,6 +25,35 @@ impl ProtectedFiles for NoProtectedFiles {
     }
 }
 
+impl ProtectedFiles for Vec<PathBuf> {
+    fn paths(&self) -> Vec<PathBuf> {
+        self.clone()
+    }
+}
+
+/// The policy's `[protected] paths` for one agent: placeholders expanded;
+/// an entry whose placeholder has no value for the agent (no workspace, no
+/// home, no install directory) does not apply to it. Entries were checked
+/// when the policy loaded; one that still fails to expand is left out
+/// (logged), never turned into a wider path.
+pub fn expand_protected(entries: &[String], vars: &Vars) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.contains("{install_dir}") && vars.install_dir.is_none() {
+            continue;
+        }
+        match expand_entry(e, "write", vars, &format!("protected.paths[{i}]")) {
+            Ok(paths) => {
+                for p in paths {
+                    push_unique(&mut out, PathBuf::from(p));
+                }
+            }
+            Err(err) => tracing::warn!(entry = %e, error = %err, "protected path not expanded"),
+        }
+    }
+    out
+}
+
 /// An agent's own additions to its profiles (same entry syntax).
 pub type Extras = ProfileDef;
 
@@ -33,8 +63,7 @@ pub struct Composed {
     /// What unbound processes of the agent may do.
     pub spec: GrantSpec,
     /// Protected paths lying inside a write scope of `spec`: the write scope
-    /// stays (the kernel cannot carve a hole in a scope yet); the protected
-    /// files feature enforces these exceptions.
+    /// stays, and the kernel carves these out of it (`spec.protected`).
     pub write_exceptions: Vec<PathBuf>,
     /// Write scopes that were inside a protected path and became read-only.
     pub demoted: Vec<PathBuf>,
@@ -73,6 +102,7 @@ pub fn compose(
         }
     }
     let mut out = Composed::default();
+    spec.protected = protected.paths();
     for p in protected.paths() {
         let (inside, rest): (Vec<_>, Vec<_>) =
             spec.write.drain(..).partition(|w| w.starts_with(&p));
@@ -154,6 +184,47 @@ mod tests {
         assert!(c.spec.read.contains(&PathBuf::from("/home/a/.bashrc")));
         assert_eq!(c.demoted, [PathBuf::from("/home/a/.bashrc")]);
         assert_eq!(c.write_exceptions, [PathBuf::from("/home/a/.bashrc")]);
+        assert_eq!(c.spec.protected, [PathBuf::from("/home/a/.bashrc")]);
+    }
+
+    #[test]
+    fn protected_entries_expand_per_agent_and_unset_ones_do_not_apply() {
+        let entries = [
+            "{workspace}/SOUL.md".to_string(),
+            "{home}/.bashrc".into(),
+            "{install_dir}/hooks".into(),
+            "/etc/agent/RULES.md".into(),
+        ];
+        let mut v = vars();
+        assert_eq!(
+            expand_protected(&entries, &v),
+            [
+                PathBuf::from("/home/a/.bashrc"),
+                "/etc/agent/RULES.md".into()
+            ]
+        );
+        v.workspace = Some("/srv/w".into());
+        v.install_dir = Some("/opt/rt".into());
+        let p = expand_protected(&entries, &v);
+        assert_eq!(
+            p,
+            [
+                PathBuf::from("/srv/w/SOUL.md"),
+                "/home/a/.bashrc".into(),
+                "/opt/rt/hooks".into(),
+                "/etc/agent/RULES.md".into()
+            ]
+        );
+        // Composed with a workspace write scope: the scope stays, the
+        // files are carved out of it for the kernel.
+        let prof = ProfileDef {
+            write: vec!["{workspace}".into()],
+            ..ProfileDef::default()
+        };
+        let c = compose(&[("p", &prof)], &ProfileDef::default(), &v, &p).unwrap();
+        assert_eq!(c.spec.write, [PathBuf::from("/srv/w")]);
+        assert_eq!(c.write_exceptions, [PathBuf::from("/srv/w/SOUL.md")]);
+        assert_eq!(c.spec.protected.len(), 4);
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod expand;
 pub mod learn;
 pub mod schema;
 
-pub use compose::{compose, Extras, NoProtectedFiles, ProtectedFiles};
-pub use expand::{Vars, PLACEHOLDERS};
+pub use compose::{compose, expand_protected, Extras, NoProtectedFiles, ProtectedFiles};
+pub use expand::{check_entry, Vars, PLACEHOLDERS};
 pub use schema::{ModelApiInfo, ProfileDef};
 
 /// Errors refusing a profile or a composition; each names the exact place.

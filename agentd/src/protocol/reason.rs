@@ -436,3 +436,17 @@ pub const ANOMALY_ESCALATED: &str = "anomaly_escalated";
 /// The session tripped the anomaly check and the policy says `then =
 /// "deny"`: its calls are denied until it is released.
 pub const ANOMALY_DENIED: &str = "anomaly_denied";
+
+// Protected files (docs/agents.md "Protected files").
+/// A write to a protected file (a policy `[protected]` path) without a
+/// grant that names it as a protected write: refused in the kernel, or at
+/// the gateway for a call whose path argument names one.
+pub const PROTECTED_FILE: &str = "protected_file";
+/// An approved call writes a protected file, but its approval was not
+/// signed with an owner's key (an admin's or console click).
+pub const PROTECTED_FILE_NEEDS_OWNER: &str = "protected_file_needs_owner";
+/// A signed approval does not verify (unknown or revoked operator, wrong
+/// key, stale timestamp, replayed nonce, malformed signature).
+pub const APPROVAL_SIGNATURE_INVALID: &str = "approval_signature_invalid";
+/// A signed approval's operator holds no owner role.
+pub const APPROVAL_SIGNER_NOT_OWNER: &str = "approval_signer_not_owner";

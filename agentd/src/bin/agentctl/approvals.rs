@@ -1,11 +1,18 @@
 //! `agentctl approvals list|approve|deny`: the calls waiting for a human
 //! (admin). An answer here is recorded as this admin's approval (`uid:N`,
-//! channel `api`), not as an operator's signature.
+//! channel `api`), not as an operator's signature — unless `--operator`
+//! and `--key-file` sign it with an owner's key (the only approval that
+//! lets a call write a protected file).
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 use hyper::Method;
 
 use crate::SocketArg;
 use agentd::api::approval_routes::{ApprovalAnswer, ApprovalDone, ApprovalList};
 use agentd::api::client::blocking;
+use agentd::policy::approval::Answer;
+use agentd::policy::owner_approval::{self, OwnerSignature};
 
 /// Arguments of `agentctl approvals`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +38,8 @@ enum Command {
         /// Why (recorded in the audit log).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        owner: OwnerArgs,
     },
     /// Deny a waiting call (`approval_denied`).
     Deny {
@@ -39,21 +48,69 @@ enum Command {
         /// Why (recorded in the audit log, and told to the caller).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        owner: OwnerArgs,
     },
+}
+
+/// Signing the answer with an owner operator's key.
+#[derive(Debug, clap::Args)]
+struct OwnerArgs {
+    /// The owner operator who signs the answer (needs `--key-file`).
+    #[arg(long, requires = "key_file")]
+    operator: Option<String>,
+    /// That operator's key file (hex, as `operator add --key-file` wrote it).
+    #[arg(long, requires = "operator")]
+    key_file: Option<PathBuf>,
+}
+
+/// Signs the answer when `--operator` and `--key-file` are given.
+fn owner_signature(
+    owner: &OwnerArgs,
+    id: &str,
+    answer: Answer,
+) -> anyhow::Result<Option<OwnerSignature>> {
+    let (Some(op), Some(file)) = (&owner.operator, &owner.key_file) else {
+        return Ok(None);
+    };
+    let key = read_hex_key(file)?;
+    let nonce = agentd::protocol::message::random_nonce();
+    Ok(Some(owner_approval::sign(
+        &key,
+        op,
+        id,
+        answer,
+        agentd::gateway::unix_now(),
+        &nonce,
+    )))
+}
+
+fn read_hex_key(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading key file {}", file.display()))?;
+    hex::decode(text.trim()).with_context(|| format!("{} does not hold a hex key", file.display()))
 }
 
 /// Runs `agentctl approvals`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let socket = args.socket.path();
-    let (id, reason, verb) = match args.command {
+    let (id, reason, owner, answer) = match args.command {
         Command::List { json } => return list(&socket, json),
-        Command::Approve { id, reason } => (id, reason, "approve"),
-        Command::Deny { id, reason } => (id, reason, "deny"),
+        Command::Approve { id, reason, owner } => (id, reason, owner, Answer::Approve),
+        Command::Deny { id, reason, owner } => (id, reason, owner, Answer::Deny),
     };
-    let path = format!("/v1/approvals/{id}/{verb}");
+    let signed = owner_signature(&owner, &id, answer)?;
+    let path = format!(
+        "/v1/approvals/{id}/{}",
+        owner_approval::decision_word(answer)
+    );
     let r: ApprovalDone = blocking(&socket, |mut c| async move {
-        c.call(Method::POST, &path, Some(&ApprovalAnswer { reason }))
-            .await
+        c.call(
+            Method::POST,
+            &path,
+            Some(&ApprovalAnswer { reason, signed }),
+        )
+        .await
     })?;
     println!(
         "{} {} ({} by {} in {})",

@@ -79,6 +79,7 @@ pub fn import(p: &Passport, role: &str) -> Result<Converted, ImportError> {
         rate_per_minute: ROLE_RATE_PER_MINUTE,
         burst: None,
         destructive: Some(false),
+        owner: Some(false),
         allow: BTreeMap::new(),
         limits: BTreeMap::new(),
     };
@@ -151,6 +152,7 @@ fn skeleton(p: &Passport) -> Converted {
             mcp: Default::default(),
             sessions: Default::default(),
             anomaly: None,
+            protected: Default::default(),
         },
         notes: Vec::new(),
     }

@@ -502,6 +502,41 @@ fn verdicts(
     }
 }
 
+/// [`verdicts`] for a write to `target`: when it touches one of the
+/// agent's protected files, only a grant naming that file as a protected
+/// write (`protected_write`) may cover it — never the baseline, never a
+/// grant whose write scope merely covers it — and a refusal says
+/// `protected_file`.
+fn write_verdicts(
+    sup: &Supervisor,
+    tgid: u32,
+    bound: Option<u64>,
+    target: &grant::WriteTarget<'_>,
+    check: impl Fn(&grant::KernelGrant) -> Verdict,
+) -> Verdicts {
+    let hit = {
+        let reg = sup.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.agents
+            .get(&sup.agent)
+            .and_then(|a| a.baseline.protected.hit(target).map(PathBuf::from))
+    };
+    let Some(hit) = hit else {
+        return verdicts(sup, tgid, bound, claim::Kind::Open, check);
+    };
+    let mut v = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
+        if g.may_write_protected(&hit, target.real) {
+            check(g)
+        } else {
+            Verdict::NotCovered
+        }
+    });
+    use crate::protocol::reason;
+    if !v.allowed && matches!(v.reason, reason::NO_GRANT | reason::PATH_OUTSIDE_SCOPE) {
+        v.reason = reason::PROTECTED_FILE;
+    }
+    v
+}
+
 fn now_boot_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -517,6 +552,8 @@ pub fn boot_ns() -> u64 {
     now_boot_ns()
 }
 
+#[cfg(test)]
+mod protected_tests;
 #[cfg(test)]
 mod tests;
 

@@ -8,12 +8,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{magic_link_denial, now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
+use super::{
+    magic_link_denial, now_boot_ns, verdicts, write_verdicts, Answer, Decided, Supervisor, Verdicts,
+};
 use agentd_common::FileId;
 
 use crate::enforce::{
     claim,
-    grant::{kernel_dev, Access},
+    grant::{kernel_dev, Access, WriteTarget},
     seccomp::resolve,
 };
 
@@ -102,9 +104,20 @@ fn open_existing(
         reason,
         call,
         audit_only,
-    } = verdicts(sup, req.tgid, req.bound, claim::Kind::Open, |g| {
-        g.check_open(&real, file, access, req.tgid, now)
-    });
+    } = if access == Access::Write {
+        let target = WriteTarget {
+            real: &real,
+            file,
+            moves_name: false,
+        };
+        write_verdicts(sup, req.tgid, req.bound, &target, |g| {
+            g.check_open(&real, file, access, req.tgid, now)
+        })
+    } else {
+        verdicts(sup, req.tgid, req.bound, claim::Kind::Open, |g| {
+            g.check_open(&real, file, access, req.tgid, now)
+        })
+    };
     let decided = Decided {
         action: "file_open",
         target: real.display().to_string(),
@@ -182,9 +195,17 @@ fn create(
         reason,
         call,
         audit_only,
-    } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
-        g.check_path(&real, Access::Write, tgid, now)
-    });
+    } = write_verdicts(
+        sup,
+        tgid,
+        bound,
+        &WriteTarget {
+            real: &real,
+            file: None,
+            moves_name: false,
+        },
+        |g| g.check_path(&real, Access::Write, tgid, now),
+    );
     let decided = Decided {
         action: "file_open",
         target: real.display().to_string(),

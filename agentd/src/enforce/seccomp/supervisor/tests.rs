@@ -24,7 +24,7 @@ use crate::{
     grant_spec::GrantSpec,
 };
 
-fn supervisor(baseline: GrantSpec, mode: Mode) -> Supervisor {
+pub(super) fn supervisor(baseline: GrantSpec, mode: Mode) -> Supervisor {
     supervisor_with(baseline, mode, Arc::new(MemorySink::default()))
 }
 
@@ -81,7 +81,7 @@ fn open(sup: &Supervisor, path: &[u8], flags: i32) -> (Answer, Option<Decided>) 
     )
 }
 
-fn bytes(p: &std::path::Path) -> Vec<u8> {
+pub(super) fn bytes(p: &std::path::Path) -> Vec<u8> {
     p.to_str().unwrap().as_bytes().to_vec()
 }
 

@@ -21,15 +21,17 @@
 //!
 //! `link` needs a write scope on its source as well as on its new name, and
 //! `rename` on both names: a file outside the agent's write scopes cannot be
-//! given a name inside a read scope and opened there.
-use std::{io, os::fd::OwnedFd, path::Path};
+//! given a name inside a read scope and opened there. A protected file
+//! (and, for unlink and rename, a directory holding one) needs a grant that
+//! names it as a protected write, whatever write scope covers it.
+use std::{io, os::fd::OwnedFd};
 
-use super::{now_boot_ns, verdicts, Answer, Decided, Supervisor, Verdicts};
+use super::{now_boot_ns, write_verdicts, Answer, Decided, Supervisor, Verdicts};
 use crate::enforce::{
-    claim,
-    grant::Access,
+    grant::{kernel_dev, Access, WriteTarget},
     seccomp::{notif, resolve},
 };
+use agentd_common::FileId;
 
 mod args;
 mod decode;
@@ -84,7 +86,9 @@ pub(super) fn handle(
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let Some((decided, audit_only)) = decide(sup, tgid, bound, &op, &resolved.reals()) else {
+    let moves_name = matches!(op, Op::Unlink(..) | Op::Rename(..));
+    let Some((decided, audit_only)) = decide(sup, tgid, bound, &op, &resolved.targets(moves_name))
+    else {
         return fail(libc::EPERM);
     };
     if !decided.allowed && !audit_only {
@@ -110,13 +114,30 @@ enum Resolved {
 }
 
 impl Resolved {
-    /// The real paths decided on, in the operation's order.
-    fn reals(&self) -> Vec<&Path> {
+    /// What each operand writes, for the protected-file check: objects
+    /// with their device+inode (another name of a protected file is still
+    /// that file), entries by name.
+    fn targets<'a>(&'a self, moves_name: bool) -> Vec<WriteTarget<'a>> {
+        fn object(o: &Object) -> WriteTarget<'_> {
+            WriteTarget {
+                real: &o.real,
+                file: resolve::fstat(&o.handle).ok().map(|st| FileId {
+                    dev: kernel_dev(st.st_dev),
+                    ino: st.st_ino,
+                }),
+                moves_name: false,
+            }
+        }
+        let entry = |e: &'a Entry| WriteTarget {
+            real: &e.real,
+            file: None,
+            moves_name,
+        };
         match self {
-            Resolved::E(e) => vec![&e.real],
-            Resolved::O(o) => vec![&o.real],
-            Resolved::OE(o, e) => vec![&o.real, &e.real],
-            Resolved::EE(a, b) => vec![&a.real, &b.real],
+            Resolved::E(e) => vec![entry(e)],
+            Resolved::O(o) => vec![object(o)],
+            Resolved::OE(o, e) => vec![object(o), entry(e)],
+            Resolved::EE(a, b) => vec![entry(a), entry(b)],
         }
     }
 
@@ -186,24 +207,24 @@ fn decide(
     tgid: u32,
     bound: Option<u64>,
     op: &Op,
-    reals: &[&Path],
+    targets: &[WriteTarget<'_>],
 ) -> Option<(Decided, bool)> {
     let now = now_boot_ns();
-    let target = reals
+    let target = targets
         .iter()
-        .map(|r| r.display().to_string())
+        .map(|t| t.real.display().to_string())
         .collect::<Vec<_>>()
         .join(" -> ");
     let mut decided: Option<Decided> = None;
     let mut audit_only = false;
-    for real in reals {
+    for t in targets {
         let Verdicts {
             allowed,
             reason,
             call,
             audit_only: ao,
-        } = verdicts(sup, tgid, bound, claim::Kind::Open, |g| {
-            g.check_path(real, Access::Write, tgid, now)
+        } = write_verdicts(sup, tgid, bound, t, |g| {
+            g.check_path(t.real, Access::Write, tgid, now)
         });
         audit_only = ao;
         let better = match &decided {

@@ -337,9 +337,25 @@ fn unix(sup: &Supervisor, req: &Request, bound: Option<u64>) -> (Answer, Option<
                 Err(e) => return fail(e),
             };
             let real = entry.real.clone();
-            let (decided, audit_only) = judge(sup, req, bound, real.display().to_string(), |g| {
+            let target = crate::enforce::grant::WriteTarget {
+                real: &real,
+                file: None,
+                moves_name: false,
+            };
+            let v = super::write_verdicts(sup, req.tgid, bound, &target, |g| {
                 g.check_path(&real, Access::Write, req.tgid, now)
             });
+            let (decided, audit_only) = (
+                Decided {
+                    action: req.op.action(),
+                    target: real.display().to_string(),
+                    allowed: v.allowed,
+                    reason: v.reason,
+                    call: v.call,
+                    access: None,
+                },
+                v.audit_only,
+            );
             if !decided.allowed && !audit_only {
                 return (Answer::Errno(libc::EPERM), Some(decided));
             }
