@@ -6,7 +6,8 @@
 //! `protected_file` row, while reading it works. At the gateway a call
 //! naming it for writing is refused `protected_file`; an escalated call
 //! approved by an admin is refused `protected_file_needs_owner` and the
-//! kernel still refuses the write; approved with an owner's key, the
+//! kernel still refuses the write; approved with an owner's key, or asked
+//! for in an owner's v2 message whose signed scope names the file, the
 //! agent's tree writes it. Needs root and the seccomp backend: otherwise
 //! SKIPPED (the lsm backend's cases run in the VM suite).
 mod gateway_support;
@@ -65,6 +66,9 @@ approval = "required"
 grant = {{ write = ["{{arg.path}}"], ttl_secs = 60 }}
 
 [roles.owner]
+[roles.owner.allow.write_file.path]
+type = "path"
+scopes = ["{ws}"]
 [roles.member]
 [roles.member.allow.write_file.path]
 type = "path"
@@ -414,7 +418,59 @@ fn gateway_and_approvals(w: &World) {
             .any(|(a, _, c)| a == "approval_sign" && c == "approval_signer_not_owner"),
         "{admin_rows:?}"
     );
+    signed_scope(w, &olivia);
     verify_chain(d);
+}
+
+/// An owner's v2 message whose signed scope names SOUL.md: the agent's
+/// call gets the protected write and its tree writes the file. A prefix
+/// pattern covering the file does not name it.
+fn signed_scope(w: &World, olivia: &Path) {
+    let d = &w.d;
+    let key = olivia.to_str().unwrap();
+    let soul = w.soul.display().to_string();
+    let send = |session: &str, scope: &str| {
+        d.ok(&[
+            "send",
+            "--operator",
+            "olivia",
+            "--key-file",
+            key,
+            "--session",
+            session,
+            "--scope",
+            scope,
+            "rewrite your soul",
+        ])
+        .trim()
+        .to_owned()
+    };
+    let prefix = send(
+        "s-olivia-1",
+        &format!("write_file:path={}/*", w.ws.display()),
+    );
+    let v = d.check(&prefix, "write_file", &[&format!("path={soul}")]);
+    assert_decision(&v, "deny", "protected_file");
+    let exact = send("s-olivia-2", &format!("write_file:path={soul}"));
+    let since = last_seq(d);
+    let out = run(
+        d,
+        &w.agent,
+        &format!(
+            "{} check --message {exact} write_file path={soul} && echo by-scope > {soul}",
+            env!("CARGO_BIN_EXE_agentctl")
+        ),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&w.soul).unwrap(), "by-scope\n");
+    let rows = kernel_rows(d, &w.agent, since, |r| {
+        r.event.reason_code == "grant_matched" && r.event.target.contains("SOUL.md")
+    });
+    assert!(
+        rows.iter()
+            .any(|r| r.event.decision == "allow" && r.event.target == soul),
+        "{rows:#?}"
+    );
 }
 
 fn verify_chain(d: &Daemon) {

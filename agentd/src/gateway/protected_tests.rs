@@ -240,3 +240,47 @@ fn an_owner_signature_is_checked_against_key_role_window_and_nonce() {
         Err(reason::APPROVAL_SIGNER_NOT_OWNER)
     );
 }
+
+/// A v2 message of `op` whose signed scope is `scope`.
+fn scoped(g: &Gateway, key: &[u8], op: &str, nonce: &str, scope: serde_json::Value) -> String {
+    let now = unix_now();
+    let v1 = SignedMessage::new_signed(key, op, &format!("s-{op}"), nonce, now, "edit it");
+    let scope = serde_json::from_value::<crate::protocol::Scope>(scope).unwrap();
+    let msg = SignedMessage::new_signed_v2(key, &v1, None, None, Some(scope));
+    g.ingest(&msg, now).unwrap().active_message_id
+}
+
+#[test]
+fn an_owners_signed_scope_naming_the_file_gives_the_protected_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = gateway(dir.path());
+    let (owner_key, _) = message(&g, "olivia", "owner", 7);
+    let (member_key, _) = message(&g, "mo", "member", 8);
+    let now = unix_now();
+    let exact = json!([{"action": "write_file", "args": {"path": "/w/SOUL.md"}}]);
+    let id = scoped(
+        &g,
+        &owner_key,
+        "olivia",
+        "nonce-scope-0000001",
+        exact.clone(),
+    );
+    let d = g.decide(&write(&id, "write_file", "/w/SOUL.md"), now);
+    assert!(d.is_allow(), "{d:?}");
+    let grant = d.grant.unwrap();
+    assert_eq!(grant.protected_write, [PathBuf::from("/w/SOUL.md")]);
+    assert_eq!(grant.write, [PathBuf::from("/w/SOUL.md")]);
+    // A prefix pattern covers the file but does not name it.
+    let prefix = json!([{"action": "write_file", "args": {"path": "/w/*"}}]);
+    let id = scoped(&g, &owner_key, "olivia", "nonce-scope-0000002", prefix);
+    let d = g.decide(&write(&id, "write_file", "/w/SOUL.md"), now);
+    assert_eq!(d.reason_code, reason::PROTECTED_FILE, "{d:?}");
+    // Control: the same prefix scope writes an ordinary file.
+    let d = g.decide(&write(&id, "write_file", "/w/notes.txt"), now);
+    assert!(d.is_allow(), "{d:?}");
+    // A member naming the file exactly is no owner.
+    let id = scoped(&g, &member_key, "mo", "nonce-scope-0000003", exact);
+    let d = g.decide(&write(&id, "write_file", "/w/SOUL.md"), now);
+    assert_eq!(d.reason_code, reason::PROTECTED_FILE, "{d:?}");
+    assert!(d.detail.contains("no owner role"), "{}", d.detail);
+}
