@@ -284,3 +284,36 @@ fn an_owners_signed_scope_naming_the_file_gives_the_protected_write() {
     assert_eq!(d.reason_code, reason::PROTECTED_FILE, "{d:?}");
     assert!(d.detail.contains("no owner role"), "{}", d.detail);
 }
+
+#[test]
+fn a_message_signed_under_a_delegation_token_never_counts_as_the_owners() {
+    use crate::protocol::delegation::{IssueRequest, ScopeMap};
+    let dir = tempfile::tempdir().unwrap();
+    let g = gateway(dir.path());
+    let (key, _) = message(&g, "olivia", "owner", 9);
+    let now = unix_now();
+    let scope: ScopeMap = [("write_file".to_owned(), Default::default())].into();
+    let req = IssueRequest::new_signed(
+        &key,
+        "olivia",
+        "bob",
+        scope,
+        600,
+        5,
+        "nonce-issue-000009",
+        now,
+    );
+    let issued = g.issue_delegation(&req, now).unwrap();
+    let (token, secret) = (issued.delegation.id, hex::decode(issued.secret).unwrap());
+    let exact = json!([
+        {"action": "write_file", "args": {"path": "/w/SOUL.md"}},
+        {"action": "write_file", "args": {"path": "/w/notes.txt"}}
+    ]);
+    let id = scoped(&g, &secret, &token, "nonce-scope-0000009", exact);
+    // Control: the same message writes an ordinary file it names.
+    let d = g.decide(&write(&id, "write_file", "/w/notes.txt"), now);
+    assert!(d.is_allow(), "{d:?}");
+    let d = g.decide(&write(&id, "write_file", "/w/SOUL.md"), now);
+    assert_eq!(d.reason_code, reason::PROTECTED_FILE, "{d:?}");
+    assert!(d.detail.contains("delegation token"), "{}", d.detail);
+}
