@@ -649,12 +649,15 @@ impl Gateway {
     pub fn list_sessions(&self) -> Result<Vec<store::SessionRow>, GatewayError> {
         let mut rows = self.store.sessions()?;
         let now = unix_now();
-        let read_only = self
-            .current_policy()
-            .is_some_and(|p| p.sessions.start == crate::policy::schema::SessionStart::ReadOnly);
+        let mode = match self.current_policy() {
+            Some(p) if p.any_read_only && p.all_read_only => "read_only",
+            // Roles' own `session_start` differ: each decides for the calls it allows.
+            Some(p) if p.any_read_only => "by_role",
+            _ => "full",
+        };
         let mut views = self.session_states.views(now);
         for r in &mut rows {
-            r.mode = if read_only { "read_only" } else { "full" }.into();
+            r.mode = mode.into();
             r.state = views.remove(&r.session).unwrap_or_default();
         }
         Ok(rows)

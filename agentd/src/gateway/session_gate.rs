@@ -10,7 +10,7 @@ use super::session_state::{Elevation, SessionStates};
 use super::Gateway;
 use crate::audit::{AuditEvent, RecordKind};
 use crate::policy::eval::Allowed;
-use crate::policy::schema::{AnomalyThen, SessionStart};
+use crate::policy::schema::AnomalyThen;
 use crate::policy::{effect::Effect, CompiledPolicy};
 use crate::protocol::reason;
 
@@ -51,7 +51,7 @@ impl Gateway {
         now: i64,
         d: &mut Decision,
     ) -> Result<bool, Refused> {
-        let read_only = policy.sessions.start == SessionStart::ReadOnly;
+        let read_only = allowed.read_only_session;
         if !read_only && policy.anomaly.is_none() {
             // Neither check is on: the decision costs nothing more.
             return Ok(false);

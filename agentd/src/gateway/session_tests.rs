@@ -246,3 +246,47 @@ fn many_writes_trip_to_approval_and_untrusted_calls_do_not_count() {
         ("allow", "ok")
     );
 }
+
+#[test]
+fn a_role_can_start_its_sessions_read_only_and_another_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"
+id = "by-role"
+[actions.read_chart]
+[actions.send_email]
+[roles.owner.allow.read_chart]
+[roles.owner.allow.send_email]
+[roles.member]
+session_start = "read_only"
+[roles.member.allow.read_chart]
+[roles.member.allow.send_email]
+"#;
+    let (g, key) = gateway(dir.path(), policy);
+    let (_, chen) = g.add_operator("chen", &["member".into()]).unwrap();
+    let now = unix_now();
+    let m = g
+        .ingest(
+            &SignedMessage::new_signed(&chen, "chen", "s-chen", "nonce-000000000009", now, "go"),
+            now,
+        )
+        .unwrap()
+        .active_message_id;
+    assert_eq!(
+        outcome(&g.decide(&call(&m, "read_chart"), now)),
+        ("allow", "ok")
+    );
+    let d = g.decide(&call(&m, "send_email"), now);
+    assert_eq!(outcome(&d), ("escalate", reason::ELEVATION_REQUIRED));
+    // Control: the owner's role starts full (the policy's default).
+    let o = message(&g, &key, "s-olivia", "nonce-000000000010");
+    assert_eq!(
+        outcome(&g.decide(&call(&o, "send_email"), now)),
+        ("allow", "ok")
+    );
+    assert_eq!(g.list_sessions().unwrap()[0].mode, "by_role");
+    // A role's unknown mode is refused at load; the policy stays.
+    let bad = policy.replace("session_start = \"read_only\"", "session_start = \"ro\"");
+    let e = g.load_policy(&bad, "bad.toml").unwrap_err().to_string();
+    assert!(e.contains("unknown variant `ro`"), "{e}");
+    assert!(g.current_policy().unwrap().id.starts_with("by-role@"));
+}

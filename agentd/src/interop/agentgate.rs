@@ -337,6 +337,7 @@ pub fn convert(p: &Policy, role: &str) -> Result<Converted, AgentGateError> {
         owner: Some(false),
         allow: BTreeMap::new(),
         limits: BTreeMap::new(),
+        session_start: None,
     };
     let mut first: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, r) in p.rules.iter().enumerate() {

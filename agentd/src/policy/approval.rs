@@ -405,6 +405,7 @@ mod tests {
             approval_required,
             usage: None,
             receipt_redact: false,
+            read_only_session: false,
         }
     }
 

@@ -40,6 +40,12 @@ pub struct CompiledPolicy {
     pub anomaly: Option<super::schema::AnomalyDef>,
     /// `[protected] paths`, validated, placeholders not yet expanded.
     pub protected: Vec<String>,
+    /// Some role's calls are decided in a read-only session (the session
+    /// checks have work to do).
+    pub any_read_only: bool,
+    /// Every role's calls are (`agentctl session list` says `read_only`;
+    /// some but not all: `by_role`).
+    pub all_read_only: bool,
 }
 
 impl CompiledPolicy {
@@ -122,6 +128,9 @@ pub(crate) struct Role {
     pub allow: HashMap<String, Arc<ActionRules>>,
     /// Usage thresholds by action (checked: each action is allowed).
     pub limits: HashMap<String, super::schema::UsageLimit>,
+    /// Calls this role allows are decided in a read-only session (its own
+    /// `session_start`, else `[sessions] start`).
+    pub read_only: bool,
 }
 
 /// Argument rules of one (role, action).
@@ -243,6 +252,8 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
     check_sessions(&file).map_err(invalid)?;
     check_protected(&file).map_err(invalid)?;
 
+    let any_read_only = roles.values().any(|r| r.read_only);
+    let all_read_only = roles.values().all(|r| r.read_only);
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
     Ok(CompiledPolicy {
         id: format!("{}@{}", file.id, &sha256[..12]),
@@ -254,6 +265,8 @@ pub fn compile(source: &str, origin: &str) -> Result<CompiledPolicy, PolicyError
         profiles: file.profiles,
         runtimes,
         mcp: file.mcp,
+        any_read_only,
+        all_read_only,
         sessions: file.sessions,
         anomaly: file.anomaly,
         protected: file.protected.paths,
@@ -323,6 +336,8 @@ fn compile_roles(
                 owner: def.owner.unwrap_or(name == "owner"),
                 allow,
                 limits,
+                read_only: def.session_start.unwrap_or(file.sessions.start)
+                    == super::schema::SessionStart::ReadOnly,
             },
         );
     }

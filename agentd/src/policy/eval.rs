@@ -57,6 +57,8 @@ pub struct Allowed {
     pub usage: Option<super::schema::UsageLimit>,
     /// The action's receipt cards hide the target (`receipt_redact`).
     pub receipt_redact: bool,
+    /// The allowing role's calls are decided in a read-only session.
+    pub read_only_session: bool,
 }
 
 /// One parsed argument value.
@@ -187,6 +189,7 @@ fn evaluate_role(
         approval_required: act.approval_required,
         usage: None,
         receipt_redact: act.receipt_redact,
+        read_only_session: role.read_only,
     })
 }
 

@@ -261,6 +261,10 @@ pub struct RoleDef {
     /// rate limit: above `max_uses` in `window_secs`, calls are denied.
     #[serde(default)]
     pub limits: BTreeMap<String, UsageLimit>,
+    /// The session mode of calls this role allows, overriding `[sessions]
+    /// start` (e.g. `"read_only"` for a role whose writes should ask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_start: Option<SessionStart>,
 }
 
 /// A usage threshold of one action for one role, counted per operator over

@@ -82,6 +82,7 @@ pub fn import(p: &Passport, role: &str) -> Result<Converted, ImportError> {
         owner: Some(false),
         allow: BTreeMap::new(),
         limits: BTreeMap::new(),
+        session_start: None,
     };
     let no_limits = Map::new();
     for (i, cap) in p.capabilities.iter().enumerate() {
