@@ -4,25 +4,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Serialize};
-
 use super::checkpoint::Checkpoint;
+use super::line::ExportLine;
 use super::record::Record;
 use super::store::{self, StoreError};
 use super::verify::{ChainVerifier, VerifyError, VerifyReport};
-
-/// One exported line, tagged by `"type"`.
-// Lines are built and dropped one at a time; boxing records would only add allocations.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ExportLine {
-    /// An audit record (all its fields at top level).
-    Record(Record),
-    /// A signed checkpoint.
-    Checkpoint(Checkpoint),
-}
+use ed25519_dalek::VerifyingKey;
 
 /// Errors exporting.
 #[derive(Debug, thiserror::Error)]

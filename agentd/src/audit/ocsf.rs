@@ -10,8 +10,8 @@
 //! Pure: a record in, a JSON value out. docs/ocsf.md has the mapping table.
 use serde_json::{json, Map, Value};
 
-use super::export::ExportLine;
 use super::kernel_row;
+use super::line::ExportLine;
 use super::record::{Record, RecordKind};
 use super::timefmt;
 

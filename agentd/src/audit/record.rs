@@ -24,6 +24,17 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Largest accepted text field, in bytes; longer input is refused, never cut.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
+/// Copies a request-supplied field for an audit row, cut at 1 KiB on a
+/// character boundary: rows stay small however long the input (message
+/// fields are already far below this; [`MAX_FIELD_BYTES`] refuses longer).
+pub fn clip(s: &str) -> String {
+    let mut end = s.len().min(1024);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 /// Errors building or checking a record.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -84,7 +84,7 @@ pub struct Decision {
     /// What the session checks found (effect class, elevation, anomaly;
     /// not part of the wire format).
     #[serde(skip)]
-    pub sessions: super::session_gate::CallFacts,
+    pub sessions: CallFacts,
     /// Protected files this escalated call would write: only an approval
     /// signed with an owner's key gives them (not part of the wire format).
     #[serde(skip)]
@@ -494,13 +494,29 @@ impl Gateway {
     }
 }
 
+/// What the session checks found about one call (not on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFacts {
+    /// The call's effect class (the action's, raised to `destructive` for
+    /// a call naming a destructive path or command).
+    pub effect: Option<crate::policy::effect::Effect>,
+    /// The call escalates for an elevation of its read-only session.
+    pub elevation: bool,
+    /// How long that elevation would last, seconds (the policy's when the
+    /// call was decided, so the approver approves what was asked).
+    pub elevation_secs: u64,
+    /// The call escalates because its session tripped the anomaly check
+    /// (the figures that did).
+    pub anomaly: Option<String>,
+    /// This call tripped its session's anomaly check (the figures; the
+    /// pipeline audits them once).
+    pub tripped: Option<String>,
+}
+
 /// The reason code and detail of an escalation: an elevation first (its
 /// approval also answers the rest), then a tripped session, then the
 /// action's (or usage threshold's) own need for approval.
-fn escalation_reason(
-    req: &ToolCallRequest,
-    s: &super::session_gate::CallFacts,
-) -> (String, String) {
+fn escalation_reason(req: &ToolCallRequest, s: &CallFacts) -> (String, String) {
     if s.elevation {
         let class = s.effect.map_or("mutating", |e| e.as_str());
         return (

@@ -93,7 +93,7 @@ impl Gateway {
                 Some(e) => format!("elevation:{} effect:{} ", e.actions.join(","), e.effect),
                 None => String::new(),
             };
-            ev.target = super::pipeline::clip(&format!(
+            ev.target = crate::audit::clip(&format!(
                 "approval:{} deadline:{} {elevation}{}",
                 info.id, info.deadline, ev.target
             ));

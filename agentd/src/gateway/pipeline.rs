@@ -13,7 +13,7 @@ use super::ingest::{IngestOutcome, Refusal, RefusalClass, Trust};
 use super::resolve::{FsCreds, HostResolver};
 use super::shared_nonces::SharedNonceVerdict;
 use super::{unix_now, Gateway};
-use crate::audit::{AuditEvent, RecordKind};
+use crate::audit::{clip, AuditEvent, RecordKind};
 use crate::protocol::{reason, SignedMessage};
 
 /// Who is calling, from SO_PEERCRED (None over TCP).
@@ -637,15 +637,6 @@ fn panicked(hook: &str) -> HookError {
         reason_code: reason::INTERNAL_ERROR.into(),
         message: "the hook panicked".into(),
     }
-}
-
-pub(super) fn clip(s: &str) -> String {
-    // Audit fields are bounded; message fields are already far below this.
-    let mut end = s.len().min(1024);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// A lapsed session binding that changed hands says so on a row of its own.

@@ -14,25 +14,6 @@ use crate::policy::schema::AnomalyThen;
 use crate::policy::{effect::Effect, CompiledPolicy};
 use crate::protocol::reason;
 
-/// What the session checks found about one call (not on the wire).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallFacts {
-    /// The call's effect class (the action's, raised to `destructive` for
-    /// a call naming a destructive path or command).
-    pub effect: Option<Effect>,
-    /// The call escalates for an elevation of its read-only session.
-    pub elevation: bool,
-    /// How long that elevation would last, seconds (the policy's when the
-    /// call was decided, so the approver approves what was asked).
-    pub elevation_secs: u64,
-    /// The call escalates because its session tripped the anomaly check
-    /// (the figures that did).
-    pub anomaly: Option<String>,
-    /// This call tripped its session's anomaly check (the figures; the
-    /// pipeline audits them once).
-    pub tripped: Option<String>,
-}
-
 impl Gateway {
     /// The per-session state (elevations, anomaly counts).
     pub(super) fn sessions_state(&self) -> &SessionStates {
@@ -146,12 +127,12 @@ impl Gateway {
         };
         if let Some(audit) = &self.audit {
             let mut ev = AuditEvent::new(RecordKind::Admin, "session_elevate");
-            ev.operator = super::pipeline::clip(approver);
-            ev.session = super::pipeline::clip(&d.session);
+            ev.operator = crate::audit::clip(approver);
+            ev.session = crate::audit::clip(&d.session);
             ev.active_message_id.clone_from(&d.active_message_id);
             ev.call_id.clone_from(&d.call_id);
-            ev.agent = super::pipeline::clip(&e.agent);
-            ev.target = super::pipeline::clip(&format!(
+            ev.agent = crate::audit::clip(&e.agent);
+            ev.target = crate::audit::clip(&format!(
                 "actions:{} until:{} operator:{} effect:{}",
                 e.action,
                 e.until,
@@ -181,11 +162,11 @@ impl Gateway {
             .and_then(|p| p.anomaly.as_ref().map(|a| a.then == AnomalyThen::Deny))
             .unwrap_or(true);
         let mut ev = AuditEvent::new(RecordKind::Admin, "session_anomaly");
-        ev.operator = super::pipeline::clip(&d.operator);
-        ev.session = super::pipeline::clip(&d.session);
+        ev.operator = crate::audit::clip(&d.operator);
+        ev.session = crate::audit::clip(&d.session);
         ev.active_message_id.clone_from(&d.active_message_id);
         ev.call_id.clone_from(&d.call_id);
-        ev.target = super::pipeline::clip(&format!(
+        ev.target = crate::audit::clip(&format!(
             "{figures} then:{}",
             if deny { "deny" } else { "approval" }
         ));

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::interop::oap::import::rule;
+use crate::interop::oap::capability::rule;
 use crate::interop::Converted;
 use crate::policy::compile::is_identifier_value;
 use crate::policy::schema::{

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::canonical;
+pub use super::message::Principal;
 use super::message::{check_nonce, check_operator_id, MessageError, Signature, VERSION};
 
 /// Domain tag of an issuance request's canonical bytes.
@@ -38,47 +39,6 @@ pub const MAX_DEPTH: u32 = 5;
 /// a prefix when it ends with `*`). An action with no patterns allows any
 /// arguments the issuer's own permissions allow.
 pub type ScopeMap = BTreeMap<String, BTreeMap<String, String>>;
-
-/// Who signed a message or a request: an operator, or a delegation token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal<'a> {
-    /// An enrolled operator, by id.
-    Operator(&'a str),
-    /// A token named `root/d-<hex>`.
-    Token {
-        /// The root operator of the token's chain.
-        root: &'a str,
-        /// The whole name.
-        id: &'a str,
-    },
-}
-
-impl<'a> Principal<'a> {
-    /// Parses an operator id or a token name.
-    pub fn parse(s: &'a str) -> Result<Self, MessageError> {
-        let Some((root, tail)) = s.split_once('/') else {
-            check_operator_id(s)?;
-            return Ok(Self::Operator(s));
-        };
-        check_operator_id(root)?;
-        let hex = tail.strip_prefix("d-").unwrap_or("");
-        if hex.len() != 32 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(MessageError::InvalidCharacter {
-                field: "operator",
-                alphabet: "an operator id, or a token name OPERATOR/d-<32 lowercase hex>",
-            });
-        }
-        Ok(Self::Token { root, id: s })
-    }
-
-    /// The root operator: the operator itself, or the token's chain's root.
-    pub fn root(&self) -> &'a str {
-        match self {
-            Self::Operator(id) => id,
-            Self::Token { root, .. } => root,
-        }
-    }
-}
 
 /// The root operator named by a principal string, if it parses as a token
 /// name; None for a plain operator id (or anything else).

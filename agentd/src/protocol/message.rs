@@ -198,6 +198,47 @@ pub fn check_nonce(nonce: &str) -> Result<(), MessageError> {
     Ok(())
 }
 
+/// Who signed a message or a request: an operator, or a delegation token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal<'a> {
+    /// An enrolled operator, by id.
+    Operator(&'a str),
+    /// A token named `root/d-<hex>`.
+    Token {
+        /// The root operator of the token's chain.
+        root: &'a str,
+        /// The whole name.
+        id: &'a str,
+    },
+}
+
+impl<'a> Principal<'a> {
+    /// Parses an operator id or a token name.
+    pub fn parse(s: &'a str) -> Result<Self, MessageError> {
+        let Some((root, tail)) = s.split_once('/') else {
+            check_operator_id(s)?;
+            return Ok(Self::Operator(s));
+        };
+        check_operator_id(root)?;
+        let hex = tail.strip_prefix("d-").unwrap_or("");
+        if hex.len() != 32 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(MessageError::InvalidCharacter {
+                field: "operator",
+                alphabet: "an operator id, or a token name OPERATOR/d-<32 lowercase hex>",
+            });
+        }
+        Ok(Self::Token { root, id: s })
+    }
+
+    /// The root operator: the operator itself, or the token's chain's root.
+    pub fn root(&self) -> &'a str {
+        match self {
+            Self::Operator(id) => id,
+            Self::Token { root, .. } => root,
+        }
+    }
+}
+
 impl SignedMessage {
     /// Structural validation: version, lengths, alphabets, signature encoding.
     pub fn check(&self) -> Result<Checked<'_>, MessageError> {
@@ -215,7 +256,7 @@ impl SignedMessage {
         check_len("body", &self.body, 0, MAX_BODY_LEN)?;
         if let Some(op) = &self.operator {
             // An operator id, or a delegation token's name (docs/delegation.md).
-            super::delegation::Principal::parse(op)?;
+            Principal::parse(op)?;
         }
         if let Some(nonce) = &self.nonce {
             check_nonce(nonce)?;

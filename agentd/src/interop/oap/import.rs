@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::capability::{string, Args, Capability};
 use super::packs::{pack, Pack};
 use super::passport::{assurance_rank, Passport};
 use crate::interop::Converted;
-use crate::policy::compile::is_identifier_value;
-use crate::policy::schema::{
-    ActionDef, ArgKind, ArgRule, MessageRules, PolicyFile, RoleDef, UsageLimit,
-};
+use crate::policy::schema::{ActionDef, MessageRules, PolicyFile, RoleDef};
 
 /// Why a passport cannot become a policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,33 +25,6 @@ pub enum ImportError {
 /// The rate limit the converted role gets (agentd limits every role's
 /// calls per operator; a passport has no such limit).
 pub const ROLE_RATE_PER_MINUTE: u32 = 600;
-
-type Args = BTreeMap<String, ArgRule>;
-
-/// An argument rule of `kind` with nothing else set.
-pub(crate) fn rule(kind: ArgKind) -> ArgRule {
-    ArgRule {
-        kind,
-        optional: false,
-        scopes: None,
-        programs: None,
-        domains: None,
-        addresses: None,
-        values: None,
-        max_bytes: None,
-        max_items: None,
-        min: None,
-        max: None,
-    }
-}
-
-fn string(values: Option<Vec<String>>, optional: bool) -> ArgRule {
-    ArgRule {
-        values,
-        optional,
-        ..rule(ArgKind::String)
-    }
-}
 
 /// Converts a checked passport, its capabilities becoming actions of
 /// `role`.
@@ -176,95 +147,7 @@ fn region_only(p: &Passport) -> Args {
     Args::from([("region".to_owned(), string(Some(p.regions.clone()), true))])
 }
 
-/// One capability being converted: its arguments, action and usage
-/// threshold, with the notes going to `out`.
-pub(crate) struct Capability<'a> {
-    pub out: &'a mut Converted,
-    /// JSON pointer of the capability's limits.
-    pub at: String,
-    pub limits: &'a Map<String, Value>,
-    /// The capability's `params`.
-    pub params: &'a Map<String, Value>,
-    pub args: Args,
-    pub action: ActionDef,
-    pub usage: Option<UsageLimit>,
-}
-
 impl Capability<'_> {
-    /// The limit named `key`, if the passport sets it.
-    pub fn limit(&self, key: &str) -> Option<&Value> {
-        self.limits.get(key)
-    }
-
-    /// Notes every limit not in `known` as unenforced.
-    pub fn unknown_limits(&mut self, known: &[&str]) {
-        let unknown: Vec<String> = self
-            .limits
-            .keys()
-            .filter(|k| !known.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        for k in unknown {
-            self.out.unenforced(
-                format!("{}/{k}", self.at),
-                "a limit agentd has no equivalent for",
-            );
-        }
-    }
-
-    /// A string argument, optionally restricted to `values` (values that
-    /// are not identifiers cannot be passed to agentd at all: dropped,
-    /// noted).
-    pub fn string_arg(&mut self, name: &str, values: Option<(&str, &Value)>, optional: bool) {
-        let values = values.map(|(key, v)| self.identifiers(key, v));
-        self.args.insert(name.to_owned(), string(values, optional));
-    }
-
-    /// The identifier strings of the array limit `key` (others noted).
-    pub fn identifiers(&mut self, key: &str, v: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, s) in v.as_array().into_iter().flatten().enumerate() {
-            let s = s.as_str().unwrap_or_default();
-            if is_identifier_value(s) {
-                out.push(s.to_owned());
-            } else {
-                self.out.narrowed(
-                    format!("{}/{key}/{i}", self.at),
-                    format!("`{s}` is not an identifier ([A-Za-z0-9._:@+-]): agentd cannot match it, so it allows nothing here"),
-                );
-            }
-        }
-        out
-    }
-
-    /// The passport's regions as the `region` argument.
-    pub fn region(&mut self, p: &Passport, optional: bool) {
-        self.args
-            .insert("region".into(), string(Some(p.regions.clone()), optional));
-    }
-
-    /// A usage threshold of `max` calls per `window_secs`, a sliding
-    /// window (stricter than a calendar day: never 2×max around midnight).
-    pub fn usage(&mut self, key: &str, max: &Value, window_secs: u64) {
-        self.out.narrowed(
-            format!("{}/{key}", self.at),
-            format!("counted per operator over any {window_secs} s (a sliding window), not per calendar period"),
-        );
-        let max = max.as_u64().unwrap_or(1);
-        let capped = max.min(10_000) as u32;
-        if max > 10_000 {
-            self.out.narrowed(
-                format!("{}/{key}", self.at),
-                format!("{max} exceeds agentd's largest usage threshold: 10000"),
-            );
-        }
-        self.usage = Some(UsageLimit {
-            max_uses: capped,
-            window_secs,
-            escalate_after: None,
-        });
-    }
-
     /// Capability `params` the pack does not read are unenforced.
     fn unknown_params(&mut self, at: &str, pk: &Pack) {
         for k in self.params.keys() {

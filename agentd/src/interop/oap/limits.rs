@@ -4,13 +4,9 @@
 //! capabilities' limits are open (`additionalProperties: true`).
 use serde_json::Value;
 
-use super::passport::{
-    array, boolean, integer, is_currency, object, pattern, string, PassportError,
+use super::schema::{
+    array, boolean, child, integer, is_currency, object, pattern, string, PassportError,
 };
-
-fn child(at: &str, key: &str) -> String {
-    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"))
-}
 
 /// Checks `limits` against the schema.
 pub(crate) fn validate(v: &Value, at: &str) -> Result<(), PassportError> {

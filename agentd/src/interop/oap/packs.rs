@@ -4,7 +4,7 @@
 //! deny code a refusal of each argument is.
 use serde_json::Value;
 
-use super::import::{rule, Capability};
+use super::capability::{rule, Capability};
 use super::passport::Passport;
 use crate::policy::schema::{ArgKind, ArgRule};
 use crate::protocol::reason;
