@@ -6,12 +6,8 @@ use std::process::{Command, Output};
 use agentd::audit::{AuditEvent, AuditLog, AuditOptions, RecordKind};
 use agentd::config::Durability;
 
-fn agentctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentctl"))
-        .args(args)
-        .output()
-        .expect("run agentctl")
-}
+mod cli_support;
+use cli_support::agentctl;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -8,10 +8,11 @@
 mod gateway_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gateway_support::{assert_decision, demo_policy, Daemon};
+use gateway_support::{
+    assert_decision, calls_of, demo_policy, enforcement_ready, in_agent, Daemon,
+};
 use hyper::Method;
 use serde_json::Value;
 
@@ -590,48 +591,6 @@ fn b_id(d: &Daemon) -> String {
     b["delegations"][0]["id"].as_str().unwrap().to_owned()
 }
 
-fn enforcement_ready(d: &Daemon) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = d.raw(Method::GET, "/v1/enforcement", vec![]);
-        if status == 200 {
-            return true;
-        }
-        let starting = body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("starting"));
-        if !starting || Instant::now() > deadline {
-            println!("SKIPPED: enforcement unavailable: {body}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs agentctl with `args` from inside the agent cgroup `cgroup` (as root).
-fn in_agent(d: &Daemon, cgroup: &str, args: &[&str]) -> std::process::Output {
-    let script = format!("echo 0 > {cgroup}/cgroup.procs && exec \"$0\" \"$@\"");
-    Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_agentctl"))
-        .args(args)
-        .env("AGENTD_SOCKET", &d.socket)
-        .output()
-        .unwrap()
-}
-
-fn calls_of(d: &Daemon, agent: &str) -> Vec<Value> {
-    let (status, list) = d.raw(Method::GET, "/v1/agents", vec![]);
-    assert_eq!(status, 200, "{list}");
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == agent)
-        .map(|a| a["calls"].as_array().unwrap().clone())
-        .unwrap_or_default()
-}
-
 #[test]
 fn revoking_a_link_ends_the_grants_of_calls_below_it() {
     if !nix::unistd::geteuid().is_root() {
@@ -639,7 +598,7 @@ fn revoking_a_link_ends_the_grants_of_calls_below_it() {
         return;
     }
     let d = Daemon::start();
-    if !enforcement_ready(&d) {
+    if enforcement_ready(&d).is_none() {
         return;
     }
     let agent = agentd::enforce::launch::call(

@@ -7,10 +7,11 @@ mod gateway_support;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gateway_support::{assert_decision, Daemon};
+use gateway_support::{
+    assert_decision, calls_of, create_agent, enforcement_ready, in_agent, Daemon,
+};
 use hyper::Method;
 use serde_json::Value;
 
@@ -156,57 +157,6 @@ fn planted_symlinks_are_decided_on_their_target() {
     }
 }
 
-/// Waits until the daemon's enforcement is up; None (with the reason) if it
-/// cannot start on this machine.
-fn enforcement_ready(d: &Daemon) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = d.raw(Method::GET, "/v1/enforcement", vec![]);
-        if status == 200 {
-            return Some(body);
-        }
-        let starting = body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("starting"));
-        if !starting || Instant::now() > deadline {
-            println!("SKIPPED: enforcement unavailable: {body}");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs agentctl with `args` from inside the agent cgroup `cgroup` (as root).
-fn in_agent(d: &Daemon, cgroup: &str, args: &[&str]) -> std::process::Output {
-    let script = format!("echo 0 > {}/cgroup.procs && exec \"$0\" \"$@\"", cgroup);
-    Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_agentctl"))
-        .args(args)
-        .env("AGENTD_SOCKET", &d.socket)
-        .output()
-        .unwrap()
-}
-
-/// Creates agent `name` allowed to run agentctl (its tool runner, as
-/// `agentctl run` arranges); returns its cgroup directory.
-fn create_agent(d: &Daemon, name: &str) -> String {
-    let agent = agentd::enforce::launch::call(
-        &d.socket.with_file_name("enforce.sock"),
-        &agentd::enforce::launch::Request::CreateAgent {
-            agent: name.into(),
-            mode: None,
-            command: Some(env!("CARGO_BIN_EXE_agentctl").into()),
-            baseline: None,
-        },
-        None,
-    )
-    .unwrap()
-    .unwrap();
-    agent["cgroup"].as_str().unwrap().to_owned()
-}
-
 /// `agentctl check --json` of a send_email on message `m`, from `cgroup`.
 fn send_email_from(d: &Daemon, cgroup: &str, m: &str) -> Value {
     let out = in_agent(
@@ -243,17 +193,6 @@ fn bind_from(d: &Daemon, cgroup: &str, call_id: &str) -> std::process::Output {
             "--help",
         ],
     )
-}
-
-fn calls_of(d: &Daemon, agent: &str) -> Vec<Value> {
-    let (status, list) = d.raw(Method::GET, "/v1/agents", vec![]);
-    assert_eq!(status, 200, "{list}");
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == agent)
-        .map(|a| a["calls"].as_array().unwrap().clone())
-        .unwrap_or_default()
 }
 
 #[test]

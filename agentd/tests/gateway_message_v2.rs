@@ -6,9 +6,8 @@ mod gateway_support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-use gateway_support::{assert_decision, demo_policy, Daemon};
+use gateway_support::{assert_decision, create_agent, demo_policy, enforcement_ready, Daemon};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -304,42 +303,6 @@ fn bad_scopes_are_refused_precisely_and_store_nothing() {
     assert_eq!((s, v["trust"].as_str()), (200, Some("verified")), "{v}");
     assert_eq!(active_messages(&d), 1);
     verify_chain(&d);
-}
-
-/// Waits until the daemon's enforcement is up; None if it cannot start here.
-fn enforcement_ready(d: &Daemon) -> Option<Value> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = d.raw(Method::GET, "/v1/enforcement", vec![]);
-        if status == 200 {
-            return Some(body);
-        }
-        let starting = body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("starting"));
-        if !starting || Instant::now() > deadline {
-            println!("SKIPPED: enforcement unavailable: {body}");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Creates agent `name` allowed to run agentctl; returns its cgroup.
-fn create_agent(d: &Daemon, name: &str) -> String {
-    let agent = agentd::enforce::launch::call(
-        &d.socket.with_file_name("enforce.sock"),
-        &agentd::enforce::launch::Request::CreateAgent {
-            agent: name.into(),
-            mode: None,
-            command: Some(env!("CARGO_BIN_EXE_agentctl").into()),
-            baseline: None,
-        },
-        None,
-    )
-    .unwrap()
-    .unwrap();
-    agent["cgroup"].as_str().unwrap().to_owned()
 }
 
 /// `agentctl check --json` of a read_chart on message `m` from `cgroup`.

@@ -9,20 +9,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn agentctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentctl"))
-        .args(args)
-        .output()
-        .expect("run agentctl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod cli_support;
+use cli_support::{agentctl, text};
 
 fn venv_python() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

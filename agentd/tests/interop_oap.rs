@@ -4,7 +4,6 @@
 //! `agentctl oap decisions` and checked by `agentctl oap verify`; bad
 //! passports refused with their place and nothing written.
 use std::path::Path;
-use std::process::{Command, Output};
 
 use agentd::audit::{AuditEvent, AuditLog, AuditOptions, Record, RecordKind};
 use agentd::config::Durability;
@@ -12,20 +11,8 @@ use agentd::interop::denied_argument;
 use agentd::interop::oap::{self, decision};
 use serde_json::Value;
 
-fn agentctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentctl"))
-        .args(args)
-        .output()
-        .expect("run agentctl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod cli_support;
+use cli_support::{agentctl, text};
 
 #[derive(serde::Deserialize)]
 struct Fixture {
