@@ -311,6 +311,9 @@ pub enum KernelReason {
     ExecArgsUnverifiable = 9,
     /// The exec's arguments are not the ones its grant names.
     ExecArgsMismatch = 10,
+    /// A write to a protected file (or removing/moving a directory holding
+    /// one) that no grant names as a protected write.
+    ProtectedFile = 11,
 }
 
 impl KernelReason {
@@ -328,6 +331,7 @@ impl KernelReason {
             8 => KernelReason::GrantUsedUp,
             9 => KernelReason::ExecArgsUnverifiable,
             10 => KernelReason::ExecArgsMismatch,
+            11 => KernelReason::ProtectedFile,
             _ => return None,
         })
     }
@@ -346,6 +350,7 @@ impl KernelReason {
             KernelReason::GrantUsedUp => "grant_used_up",
             KernelReason::ExecArgsUnverifiable => "exec_args_unverifiable",
             KernelReason::ExecArgsMismatch => "exec_args_mismatch",
+            KernelReason::ProtectedFile => "protected_file",
         }
     }
 }

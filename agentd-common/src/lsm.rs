@@ -15,6 +15,46 @@ pub mod maps {
     /// scope on each directory or file, so a hook finds every pending grant
     /// covering a path in one walk (one lookup per level, not one per grant).
     pub const PENDING_SCOPES: &str = "PENDING_SCOPES";
+    /// [`super::ScopeKey`] (call id = [`super::protected_scope_id`]) → u8
+    /// ([`super::PROTECTED_SELF`] | [`super::PROTECTED_HOLDER`]): an
+    /// agent's protected files and directories, and the directories above
+    /// them, by device+inode (a hard link shares the inode).
+    pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
+    /// [`super::ScopeKey`] (the protected inode) → [`super::ProtectedWrite`]:
+    /// the protected files a call may write (call id = its handle), or that
+    /// an agent's pending grants may (call id = [`super::pending_scope_id`]).
+    pub const PROTECTED_WRITES: &str = "PROTECTED_WRITES";
+}
+
+/// The [`ScopeKey::call_id`] of an agent's entries in
+/// [`maps::PROTECTED_INODES`] (bit 61: bit 62 is the pending scopes', bit
+/// 63 the baseline's, call handles are small counters).
+pub const fn protected_scope_id(agent_id: u32) -> u64 {
+    (1u64 << 61) | agent_id as u64
+}
+
+/// [`maps::PROTECTED_INODES`]: this file or directory is protected (a
+/// directory with its whole subtree): no write reaches it unless the
+/// call's grant names it as a protected write.
+pub const PROTECTED_SELF: u8 = 1;
+/// [`maps::PROTECTED_INODES`]: a directory holding a protected path: its
+/// own name may not be removed, renamed away or replaced (or the agent
+/// could move the protected file aside and put its own in its place).
+pub const PROTECTED_HOLDER: u8 = 2;
+/// [`maps::PROTECTED_INODES`] at (dev 0, ino 0): the agent has protected
+/// paths at all (the hooks walk for them only then).
+pub const PROTECTED_ANY: u8 = 4;
+
+/// Value of [`maps::PROTECTED_WRITES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtectedWrite {
+    /// A call's entry: expiry in CLOCK_BOOTTIME ns; 0 = none.
+    pub expires_at_ns: u64,
+    /// An agent's pending entry: the pending slots (a bit each) whose
+    /// grants name this file as a protected write.
+    pub slots: u32,
+    pub _pad: u32,
 }
 
 /// The [`ScopeKey::call_id`] of an agent's pending scopes (bit 62; bit 63
@@ -209,6 +249,7 @@ mod pod {
     unsafe impl aya::Pod for super::ScopeRule {}
     unsafe impl aya::Pod for super::PendingScope {}
     unsafe impl aya::Pod for super::UnixKey {}
+    unsafe impl aya::Pod for super::ProtectedWrite {}
     unsafe impl aya::Pod for super::LsmOffsets {}
 }
 
@@ -238,6 +279,8 @@ mod tests {
     fn pending_scope_ids_never_meet_baselines_or_handles() {
         let id = pending_scope_id(7);
         assert_ne!(id, crate::baseline_call_id(7));
+        assert_ne!(protected_scope_id(7), id);
+        assert_ne!(protected_scope_id(7), crate::baseline_call_id(7));
         assert_ne!(id & (1 << 62), 0);
         assert_eq!(id & (1 << 63), 0);
     }

@@ -6,12 +6,13 @@
 //! the agent that the process claims (see `agent::claim_file`).
 use agentd_common::{
     lsm::{ACCESS_READ, ACCESS_WRITE},
-    AgentCgroup, Counter, Hook, KernelReason,
+    AgentCgroup, Counter, FileId, Hook, KernelReason,
 };
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 
 use crate::{
     agent, kernel,
+    lsm_protect::{protected_hit, protected_verdict, ProtectedHit, MOVES_NAME},
     lsm_scope::{self, dentry_name, path_parts, scope_permitted},
     maps::COUNTERS,
 };
@@ -57,24 +58,62 @@ pub(crate) fn decide(
 /// Checks `access` on `dentry` (seen through `mnt`) for the current agent task.
 #[inline(always)]
 pub(crate) fn check(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8) -> i32 {
+    check_as(hook, dentry, mnt, access, 0)
+}
+
+/// [`check`] for an operation that removes, moves or replaces the name
+/// `dentry` (`lsm_protect::MOVES_NAME`).
+#[inline(always)]
+fn check_moving(hook: Hook, dir: *const u8, dentry: *const u8) -> i32 {
+    match unsafe { path_parts(dir) } {
+        Ok((_, mnt)) => check_as(hook, dentry, mnt, ACCESS_WRITE, MOVES_NAME),
+        Err(_) => check(hook, core::ptr::null(), core::ptr::null(), ACCESS_WRITE),
+    }
+}
+
+/// [`check`], with `how` the write's `lsm_protect` kind. A write first
+/// meets the agent's protected files: one that reaches a protected file is
+/// decided by `protected_verdict` alone, never by a scope.
+#[inline(always)]
+fn check_as(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8, how: u8) -> i32 {
     let Some((cgroup_id, agent)) = agent::current_agent() else {
         return 0;
     };
     let mut call_id = agent::bound_call(agent::current_tgid(), &agent);
     let mut reason = KernelReason::NoGrant;
-    if !dentry.is_null() {
+    // Pending slots that would cover the operation, for one claim below.
+    let mut pending = 0;
+    let mut protected = false;
+    if !dentry.is_null() && access & ACCESS_WRITE != 0 {
+        let mut found = ProtectedHit {
+            hit: FileId { dev: 0, ino: 0 },
+            target: FileId { dev: 0, ino: 0 },
+        };
+        match unsafe { protected_hit(agent.agent_id, dentry, mnt, how, &mut found) } {
+            Ok(false) => {}
+            Ok(true) => {
+                protected = true;
+                (reason, pending) = protected_verdict(&agent, call_id, &found);
+            }
+            // Fail closed: a walk that could not read the tree denies.
+            Err(_) => protected = true,
+        }
+    }
+    if !dentry.is_null() && !protected {
         let verdict = unsafe { scope_permitted(call_id, &agent, dentry, mnt, access) };
         reason = verdict.reason;
-        // What neither the bound call nor the baseline covers, a pending
-        // grant of the agent may: claimed if this process may claim it.
-        if reason != KernelReason::Allowed && verdict.pending != 0 {
-            match agent::claim_file(cgroup_id, &agent, verdict.pending) {
-                Ok(claimed) => {
-                    call_id = claimed;
-                    reason = KernelReason::Allowed;
-                }
-                Err(why) => reason = why,
+        pending = verdict.pending;
+    }
+    // What neither the bound call nor the baseline covers, a pending
+    // grant of the agent may: claimed if this process may claim it.
+    if reason != KernelReason::Allowed && pending != 0 {
+        match agent::claim_file(cgroup_id, &agent, pending) {
+            Ok(claimed) => {
+                call_id = claimed;
+                reason = KernelReason::Allowed;
             }
+            Err(KernelReason::NoGrant) if protected => reason = KernelReason::ProtectedFile,
+            Err(why) => reason = why,
         }
     }
     let target = if dentry.is_null() {
@@ -152,7 +191,7 @@ pub fn path_unlink(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    check_in_dir(Hook::PathUnlink, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
+    check_moving(Hook::PathUnlink, ctx.arg(0), ctx.arg(1))
 }
 
 #[lsm(hook = "path_rmdir")]
@@ -161,7 +200,7 @@ pub fn path_rmdir(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    check_in_dir(Hook::PathUnlink, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
+    check_moving(Hook::PathUnlink, ctx.arg(0), ctx.arg(1))
 }
 
 #[lsm(hook = "path_mkdir")]
@@ -220,15 +259,19 @@ pub fn path_link(ctx: LsmContext) -> i32 {
 }
 
 /// `path_rename(old_dir, old_dentry, new_dir, new_dentry, ...)`: the moved
-/// entry and the destination directory both need write.
+/// entry and the destination directory both need write; neither the moved
+/// entry nor an existing entry it replaces may be (or hold) a protected
+/// file. The destination is checked as its new name in the destination
+/// directory (a new name has no inode: the walk starts at the directory).
 #[lsm(hook = "path_rename")]
 pub fn path_rename(ctx: LsmContext) -> i32 {
     let old_dir: *const u8 = ctx.arg(0);
     let old_dentry: *const u8 = ctx.arg(1);
     let new_dir: *const u8 = ctx.arg(2);
-    let verdict = check_in_dir(Hook::PathRename, old_dir, old_dentry, ACCESS_WRITE);
+    let new_dentry: *const u8 = ctx.arg(3);
+    let verdict = check_moving(Hook::PathRename, old_dir, old_dentry);
     if verdict != 0 {
         return verdict;
     }
-    check_path(Hook::PathRename, new_dir, ACCESS_WRITE)
+    check_moving(Hook::PathRename, new_dir, new_dentry)
 }

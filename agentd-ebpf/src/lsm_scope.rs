@@ -283,7 +283,6 @@ unsafe fn walk(
         pending_id,
         access,
     } = *asked;
-    let o = offsets();
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
     for _ in 0..MAX_SCOPE_DEPTH {
@@ -303,28 +302,45 @@ unsafe fn walk(
             }
             *pending |= pending_at(pending_id, &id, own_proc, access);
         }
-        let parent = unsafe { read_ptr(dentry, o.dentry_parent)? };
-        let mount_root = if mnt.is_null() {
-            core::ptr::null()
-        } else {
-            unsafe { read_ptr(mnt, o.vfsmount_root)? }
-        };
-        if dentry == mount_root {
-            // Cross into the parent mount at this mount's mount point.
-            let mount = unsafe { mnt.sub(o.mount_mnt as usize) };
-            let parent_mount = unsafe { read_ptr(mount, o.mount_parent)? };
-            if parent_mount == mount {
-                break;
-            }
-            dentry = unsafe { read_ptr(mount, o.mount_mountpoint)? };
-            mnt = unsafe { parent_mount.add(o.mount_mnt as usize) };
-        } else if parent == dentry || parent.is_null() {
-            break;
-        } else {
-            dentry = parent;
+        match unsafe { step_up(dentry, mnt)? } {
+            Some((d, m)) => (dentry, mnt) = (d, m),
+            None => break,
         }
     }
     Ok(reason)
+}
+
+/// One level up from `dentry` (seen through `mnt`; null `mnt` stops at
+/// the filesystem root): its parent directory, or — at a mount's root —
+/// the mount point in the parent mount. `None` at the top.
+#[inline(always)]
+pub unsafe fn step_up(
+    dentry: *const u8,
+    mnt: *const u8,
+) -> Result<Option<(*const u8, *const u8)>, i32> {
+    let o = offsets();
+    let parent = unsafe { read_ptr(dentry, o.dentry_parent)? };
+    let mount_root = if mnt.is_null() {
+        core::ptr::null()
+    } else {
+        unsafe { read_ptr(mnt, o.vfsmount_root)? }
+    };
+    if dentry == mount_root {
+        // Cross into the parent mount at this mount's mount point.
+        let mount = unsafe { mnt.sub(o.mount_mnt as usize) };
+        let parent_mount = unsafe { read_ptr(mount, o.mount_parent)? };
+        if parent_mount == mount {
+            return Ok(None);
+        }
+        let point = unsafe { read_ptr(mount, o.mount_mountpoint)? };
+        Ok(Some((point, unsafe {
+            parent_mount.add(o.mount_mnt as usize)
+        })))
+    } else if parent == dentry || parent.is_null() {
+        Ok(None)
+    } else {
+        Ok(Some((parent, mnt)))
+    }
 }
 
 /// The cgroup v2 id of `task` (`task->cgroups->dfl_cgrp->kn->id`).

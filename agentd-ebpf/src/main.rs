@@ -16,6 +16,7 @@ mod lsm_exec;
 mod lsm_file;
 mod lsm_guard;
 mod lsm_net;
+mod lsm_protect;
 mod lsm_scope;
 mod lsm_sock;
 mod lsm_tamper;

@@ -281,6 +281,7 @@ impl Enforcer {
         let removed = self.registry_w().agents.remove(agent);
         if let Some(a) = removed {
             self.ops().uninstall_grant(&a.baseline);
+            self.ops().clear_protected(a.id);
             for leaf in self.leaves(&a.cgroup) {
                 self.ops().remove_agent(leaf.id);
                 let _ = self.ops().cgroup_remove(&leaf);

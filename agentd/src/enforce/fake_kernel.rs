@@ -181,6 +181,14 @@ impl Privileged for FakeKernel {
             .remove(&grant.handle);
     }
 
+    fn refresh_protected(&self, baseline: &KernelGrant) {
+        drop(self.record(format!("refresh_protected {}", baseline.handle)));
+    }
+
+    fn clear_protected(&self, agent_id: u32) {
+        drop(self.record(format!("clear_protected agent={agent_id}")));
+    }
+
     fn publish_pending(
         &self,
         agent_id: u32,

@@ -254,6 +254,13 @@ impl Enforcer {
             ops.uninstall_grant(&call.grant);
             ops.unbind_call(handle);
             ops.clear_tickets(handle, call.grant.spec.uses);
+            // The call may have replaced a protected file (a new inode):
+            // protect what is there now.
+            if !call.grant.protected_write.is_empty() {
+                if let Some(a) = reg.agents.get(&call.agent) {
+                    ops.refresh_protected(&a.baseline);
+                }
+            }
         }
         drop(reg);
         self.save()

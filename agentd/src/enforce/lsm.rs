@@ -4,6 +4,7 @@
 //! unix destinations written to the lsm maps); [`LsmBackend`] is a
 //! throw-away form for tests. Processes outside agent cgroups return at the
 //! first map lookup, so attaching is safe on a live system.
+pub mod protected;
 pub mod scopes;
 
 use std::path::{Path, PathBuf};
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 use agentd_common::{
     baseline_call_id,
     lsm::{
-        maps as lsm_maps, pending_scope_id, PendingScope, ScopeKey, ScopeRule, UnixKey,
-        ACCESS_READ, ACCESS_WRITE,
+        maps as lsm_maps, pending_scope_id, protected_scope_id, PendingScope, ProtectedWrite,
+        ScopeKey, ScopeRule, UnixKey, ACCESS_READ, ACCESS_WRITE,
     },
     FileId, GrantExpiry,
 };
@@ -265,6 +266,8 @@ pub struct LsmState {
     pending_scopes: HashMap<MapData, ScopeKey, PendingScope>,
     unix: HashMap<MapData, UnixKey, GrantExpiry>,
     protected: HashMap<MapData, u32, u8>,
+    protected_inodes: HashMap<MapData, ScopeKey, u8>,
+    protected_writes: HashMap<MapData, ScopeKey, ProtectedWrite>,
     /// Unix sockets added to every agent's baseline.
     baseline_sockets: Vec<String>,
     /// What loading each hook cost.
@@ -307,12 +310,18 @@ impl LsmState {
             .map_err(map_err(lsm_maps::UNIX_RULES))?;
         let protected = HashMap::try_from(take(lsm_maps::PROTECTED_TGIDS)?)
             .map_err(map_err(lsm_maps::PROTECTED_TGIDS))?;
+        let protected_inodes = HashMap::try_from(take(lsm_maps::PROTECTED_INODES)?)
+            .map_err(map_err(lsm_maps::PROTECTED_INODES))?;
+        let protected_writes = HashMap::try_from(take(lsm_maps::PROTECTED_WRITES)?)
+            .map_err(map_err(lsm_maps::PROTECTED_WRITES))?;
         let mut me = Self {
             _object: obj,
             scopes,
             pending_scopes,
             unix,
             protected,
+            protected_inodes,
+            protected_writes,
             baseline_sockets: AGENTD_SOCKETS.iter().map(|s| s.to_string()).collect(),
             loads,
         };
@@ -367,7 +376,60 @@ impl LsmState {
         for s in &skipped {
             tracing::warn!(handle = grant.handle, path = %s.path.display(), reason = s.reason, "scope not installed");
         }
+        if is_baseline(grant.handle) {
+            self.install_protected(grant)?;
+        } else {
+            for (key, w) in protected::write_entries(grant) {
+                self.protected_writes
+                    .insert(key, w, 0)
+                    .map_err(map_err(lsm_maps::PROTECTED_WRITES))?;
+            }
+        }
         Ok(skipped)
+    }
+
+    /// Replaces the protected inodes of `baseline`'s agent with its
+    /// protected paths as they are now (stat()ed again: a protected file
+    /// replaced under a new inode is protected again from here). The new
+    /// entries go in before stale ones leave, so no moment has neither.
+    pub fn install_protected(&mut self, baseline: &KernelGrant) -> Result<(), LsmError> {
+        let agent_id = baseline.handle as u32;
+        let entries = protected::inode_entries(agent_id, &baseline.protected.paths);
+        for (key, flags) in &entries {
+            self.protected_inodes
+                .insert(key, flags, 0)
+                .map_err(map_err(lsm_maps::PROTECTED_INODES))?;
+        }
+        let id = protected_scope_id(agent_id);
+        let stale: Vec<ScopeKey> = self
+            .protected_inodes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == id && !entries.iter().any(|(e, _)| e == k))
+            .collect();
+        for k in stale {
+            let _ = self.protected_inodes.remove(&k);
+        }
+        tracing::debug!(
+            agent_id,
+            entries = entries.len(),
+            "protected inodes installed"
+        );
+        Ok(())
+    }
+
+    /// Removes agent `agent_id`'s protected inodes (the agent is gone).
+    pub fn clear_protected(&mut self, agent_id: u32) {
+        let id = protected_scope_id(agent_id);
+        let keys: Vec<ScopeKey> = self
+            .protected_inodes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == id)
+            .collect();
+        for k in keys {
+            let _ = self.protected_inodes.remove(&k);
+        }
     }
 
     /// Publishes `grant`'s path scopes as pending slot `slot` of agent
@@ -396,6 +458,13 @@ impl LsmState {
                 .insert(key, scope, 0)
                 .map_err(map_err(lsm_maps::PENDING_SCOPES))?;
         }
+        for key in protected::pending_keys(agent_id, grant) {
+            let mut w = self.protected_writes.get(&key, 0).unwrap_or_default();
+            w.slots |= 1 << slot;
+            self.protected_writes
+                .insert(key, w, 0)
+                .map_err(map_err(lsm_maps::PROTECTED_WRITES))?;
+        }
         Ok(())
     }
 
@@ -421,10 +490,30 @@ impl LsmState {
                 let _ = self.pending_scopes.insert(key, scope, 0);
             }
         }
+        let writes: Vec<ScopeKey> = self
+            .protected_writes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == id)
+            .collect();
+        for key in writes {
+            let Ok(mut w) = self.protected_writes.get(&key, 0) else {
+                continue;
+            };
+            w.slots &= !(1 << slot);
+            if w.slots == 0 {
+                let _ = self.protected_writes.remove(&key);
+            } else {
+                let _ = self.protected_writes.insert(key, w, 0);
+            }
+        }
     }
 
-    /// Removes every scope and unix entry of `handle` (also those written
-    /// by a previous agentd: found by scanning, not remembered).
+    /// Removes every scope, unix and protected-write entry of `handle`
+    /// (also those written by a previous agentd: found by scanning, not
+    /// remembered). A baseline's protected inodes stay: the next install
+    /// of the agent's baseline replaces them, [`Self::clear_protected`]
+    /// removes them with the agent.
     pub fn uninstall(&mut self, handle: u64) {
         let scopes: Vec<ScopeKey> = self
             .scopes
@@ -443,6 +532,15 @@ impl LsmState {
             .collect();
         for k in unix {
             let _ = self.unix.remove(&k);
+        }
+        let writes: Vec<ScopeKey> = self
+            .protected_writes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == handle)
+            .collect();
+        for k in writes {
+            let _ = self.protected_writes.remove(&k);
         }
     }
 }

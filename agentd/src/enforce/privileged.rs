@@ -61,6 +61,11 @@ pub trait Privileged: Send + Sync + 'static {
     fn install_grant(&self, grant: &KernelGrant) -> Result<(), EnforceError>;
     /// Removes what [`Self::install_grant`] wrote.
     fn uninstall_grant(&self, grant: &KernelGrant);
+    /// Writes the protected files of `baseline`'s agent again, as they are
+    /// now (lsm; after a call that may have replaced one ends).
+    fn refresh_protected(&self, _baseline: &KernelGrant) {}
+    /// Forgets agent `agent_id`'s protected files (lsm; the agent is gone).
+    fn clear_protected(&self, _agent_id: u32) {}
     /// Publishes `grant` as pending in (agent, slot) for claims, replacing
     /// whatever the slot held (its path scopes too, on lsm).
     fn publish_pending(
@@ -178,6 +183,20 @@ impl Privileged for KernelOps {
         self.bpf().uninstall(grant);
         if let Some(mut lsm) = self.lsm() {
             lsm.uninstall(grant.handle);
+        }
+    }
+
+    fn refresh_protected(&self, baseline: &KernelGrant) {
+        if let Some(mut lsm) = self.lsm() {
+            if let Err(e) = lsm.install_protected(baseline) {
+                tracing::error!(handle = baseline.handle, error = %e, "protected files not refreshed");
+            }
+        }
+    }
+
+    fn clear_protected(&self, agent_id: u32) {
+        if let Some(mut lsm) = self.lsm() {
+            lsm.clear_protected(agent_id);
         }
     }
 

@@ -626,6 +626,36 @@ fn an_agent_is_removed_only_once_its_processes_are_gone() {
 }
 
 #[test]
+fn a_call_with_a_protected_write_refreshes_protected_files_when_it_ends() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    let baseline = agentd_common::baseline_call_id(1);
+    // Control: an ordinary call's end leaves the protected files alone.
+    e.install_grant("mail", "c1", "m1", &spec(60, 0)).unwrap();
+    e.revoke("c1").unwrap();
+    assert!(rig.kernel.calls_of("refresh_protected").is_empty());
+    // A call that may write a protected file may have replaced it (a new
+    // inode): its end protects what is there now.
+    let owner = GrantSpec {
+        write: vec!["/srv/ws".into()],
+        protected_write: vec!["/srv/ws/SOUL.md".into()],
+        ..spec(60, 0)
+    };
+    e.install_grant("mail", "c2", "m2", &owner).unwrap();
+    e.revoke("c2").unwrap();
+    assert_eq!(
+        rig.kernel.calls_of("refresh_protected"),
+        vec![format!("refresh_protected {baseline}")]
+    );
+    e.remove_agent("mail").unwrap();
+    assert_eq!(
+        rig.kernel.calls_of("clear_protected"),
+        vec!["clear_protected agent=1".to_string()]
+    );
+}
+
+#[test]
 fn join_moves_a_process_unless_it_is_already_in_a_run_cgroup() {
     let rig = Rig::new();
     let e = rig.start(false, vec![]);

@@ -3,8 +3,8 @@
 //! real agent launched as an unprivileged user through the enforcement
 //! socket (no seccomp filter under lsm), tool runners bound with the real
 //! `agentctl exec`, grants, revocation, expiry, audit-only mode, kernel
-//! events reaching the audit sink — and enforcement surviving agentd being
-//! killed, then re-adopted. Prints `PASS|FAIL|SKIP name: detail` lines.
+//! events reaching the audit sink, protected files — and enforcement
+//! surviving agentd being killed, then re-adopted. Prints `PASS|FAIL|SKIP name: detail` lines.
 #[path = "agentd-vm-lsm/harness.rs"]
 #[allow(dead_code)]
 mod harness;
@@ -137,6 +137,7 @@ fn run(r: &mut Report) -> Result<(), String> {
     .map_err(|e| format!("serve: {e}"))?;
     e2e(r, &enforcer, &sink)?;
     grants(r, &enforcer, &sink)?;
+    protected(r, &enforcer, &sink)?;
     enforcer.shutdown();
     // Clean uninstall: unpinning the instance detaches its programs (later
     // suites and the benchmark start from a kernel without them).
@@ -454,4 +455,198 @@ fn grants(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), 
         .set_mode("e2e", Mode::Enforce)
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The agent's home (a baseline write scope) and workspace in it.
+const HOME: &str = "/tmp/e2e/home";
+const WS: &str = "/tmp/e2e/home/ws";
+const SOUL: &str = "/tmp/e2e/home/ws/SOUL.md";
+
+/// Protected files on the lsm backend: the baseline's write scope covers
+/// the workspace, yet every write-side operation on SOUL.md (and on a hard
+/// link to it, and moving its directory away) is refused `protected_file`
+/// with a kernel row; the control file beside it is written. A call whose
+/// grant names SOUL.md as a protected write writes it; audit-only mode
+/// records would_deny and blocks nothing.
+fn protected(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
+    let creds = launch::creds_of_user(AGENT_USER).map_err(|e| e.to_string())?;
+    let e = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(WS).map_err(e)?;
+    std::fs::write(SOUL, "soul\n").map_err(e)?;
+    std::fs::write(format!("{WS}/notes.md"), "notes\n").map_err(e)?;
+    // Another name of the same file, made before enforcement.
+    std::fs::hard_link(SOUL, format!("{HOME}/soul-link")).map_err(e)?;
+    // The agent owns everything: whatever is refused is refused by the hooks.
+    for p in [HOME, WS, SOUL, &format!("{WS}/notes.md")] {
+        std::os::unix::fs::chown(p, Some(creds.uid), Some(creds.gid)).map_err(e)?;
+    }
+    let mut base = baseline();
+    base.write.push(HOME.into());
+    base.protected = vec![SOUL.into()];
+    enforcer
+        .create_agent(
+            "prot",
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, base),
+        )
+        .map_err(|e| format!("create agent: {e}"))?;
+    let steps: &[(&str, String)] = &[
+        ("control", format!("echo ok > {WS}/notes.md")),
+        ("read", format!("cat {SOUL} >/dev/null")),
+        ("write", format!("echo x > {SOUL}")),
+        ("append", format!("echo x >> {SOUL}")),
+        ("truncate", format!("truncate -s 0 {SOUL}")),
+        (
+            "rename_over",
+            format!("echo y > {WS}/other.md && mv -f {WS}/other.md {SOUL}"),
+        ),
+        ("rename_away", format!("mv {SOUL} {WS}/moved.md")),
+        ("rm", format!("rm -f {SOUL}")),
+        ("chmod", format!("chmod 600 {SOUL}")),
+        ("ln", format!("ln {SOUL} {WS}/link.md")),
+        ("hardlink_write", format!("echo x > {HOME}/soul-link")),
+        ("dir_rename", format!("mv {WS} {HOME}/ws2")),
+    ];
+    let script = steps
+        .iter()
+        .map(|(k, cmd)| format!("{cmd} 2>/dev/null; echo {k}=$?"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let out = run_agent_script("prot", &script)?;
+    for (k, _) in steps {
+        let want_ok = matches!(*k, "control" | "read");
+        let got = value(&out, k);
+        r.check(
+            &format!("protected_{k}"),
+            match got.as_deref() {
+                Some("0") if want_ok => Ok(format!("{k}=0")),
+                Some(v) if !want_ok && v != "0" => Ok(format!("{k}={v} (refused)")),
+                other => Err(format!("{k}={other:?}; output: {out:?}")),
+            },
+        );
+    }
+    let soul = std::fs::read_to_string(SOUL).unwrap_or_else(|e| format!("<{e}>"));
+    r.check(
+        "protected_file_unchanged",
+        if soul == "soul\n" {
+            Ok("SOUL.md still reads `soul`".into())
+        } else {
+            Err(format!("SOUL.md now {soul:?}"))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let recs: Vec<_> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| k.agent == "prot")
+        .cloned()
+        .collect();
+    let rows = |decision: &str, reason: &str| -> Vec<String> {
+        recs.iter()
+            .filter(|k| k.decision == decision && k.reason_code == reason)
+            .map(|k| format!("{} {}", k.action, k.target))
+            .collect()
+    };
+    let denied = rows("deny", "protected_file");
+    let want = [
+        ("file_open", "SOUL.md"),
+        ("path_rename", "SOUL.md"),
+        ("path_unlink", "SOUL.md"),
+        ("path_chmod", "SOUL.md"),
+        ("path_link", "SOUL.md"),
+        ("file_open", "soul-link"),
+        ("path_rename", "ws"),
+    ];
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|(a, t)| !denied.iter().any(|d| d.starts_with(a) && d.ends_with(t)))
+        .map(|(a, t)| format!("{a} {t}"))
+        .collect();
+    r.check(
+        "protected_file_rows",
+        if missing.is_empty() {
+            Ok(format!("{} protected_file rows: {denied:?}", denied.len()))
+        } else {
+            Err(format!(
+                "missing {missing:?}; protected_file rows: {denied:?}"
+            ))
+        },
+    );
+    protected_write(r, enforcer, sink)
+}
+
+/// A call whose grant names SOUL.md as a protected write replaces it (a
+/// new inode, renamed over it); once the call ends, the new file is the
+/// protected one. Then audit-only mode.
+fn protected_write(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
+    let grant = GrantSpec {
+        exec: vec![TOOL.into()],
+        write: vec![WS.into()],
+        protected_write: vec![SOUL.into()],
+        ttl_secs: 120,
+        ..Default::default()
+    };
+    enforcer
+        .install_grant("prot", "call-owner", "msg-owner", &grant)
+        .map_err(|e| format!("install grant: {e}"))?;
+    let owner = format!(
+        "{AGENTCTL} exec --socket {SOCKET} --call call-owner -- {TOOL} sh -c \
+         'echo owner > {SOUL} && echo new > {WS}/new.md && {TOOL} mv -f {WS}/new.md {SOUL}'"
+    );
+    let out = run_agent_script("prot", &format!("{owner}; echo owner_write=$?"))?;
+    let soul = std::fs::read_to_string(SOUL).unwrap_or_default();
+    r.check(
+        "protected_write_by_granted_call",
+        match value(&out, "owner_write").as_deref() {
+            Some("0") if soul == "new\n" => Ok("wrote, then replaced SOUL.md".into()),
+            v => Err(format!(
+                "owner_write={v:?}, SOUL.md {soul:?}; output {out:?}"
+            )),
+        },
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    r.check(
+        "protected_write_row",
+        if sink.0.lock().unwrap().iter().any(|k| {
+            k.call_id == "call-owner"
+                && k.decision == "allow"
+                && k.action == "file_open"
+                && k.target.contains("SOUL.md")
+        }) {
+            Ok("allow row under call-owner for SOUL.md".into())
+        } else {
+            Err("no allow row under call-owner".into())
+        },
+    );
+    enforcer.revoke("call-owner").map_err(|e| e.to_string())?;
+    let out = run_agent_script(
+        "prot",
+        &format!("echo x > {SOUL} 2>/dev/null; echo after=$?"),
+    )?;
+    r.check(
+        "protected_replacement_protected_after_the_call",
+        match value(&out, "after").as_deref() {
+            Some(v) if v != "0" => Ok(format!("after={v} (the new inode is protected)")),
+            v => Err(format!("after={v:?}; output {out:?}")),
+        },
+    );
+    enforcer
+        .set_mode("prot", Mode::AuditOnly)
+        .map_err(|e| e.to_string())?;
+    let out = run_agent_script("prot", &format!("echo audit > {SOUL}; echo audit=$?"))?;
+    std::thread::sleep(Duration::from_millis(400));
+    let would = sink.0.lock().unwrap().iter().any(|k| {
+        k.agent == "prot" && k.decision == "would_deny" && k.reason_code == "protected_file"
+    });
+    r.check(
+        "protected_audit_only_would_deny",
+        match value(&out, "audit").as_deref() {
+            Some("0") if would => Ok("written, would_deny protected_file row".into()),
+            v => Err(format!("audit={v:?}, would_deny row: {would}")),
+        },
+    );
+    enforcer
+        .set_mode("prot", Mode::Enforce)
+        .map_err(|e| e.to_string())
 }
