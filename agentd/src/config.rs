@@ -138,6 +138,9 @@ pub struct FleetConfig {
     /// PEM CA bundle: connect over TLS (rustls), trusting only these CAs.
     /// None: no TLS (a Unix socket or a trusted network).
     pub tls_ca_file: Option<PathBuf>,
+    /// Seconds between full re-reads of the central operators, policy and
+    /// suspensions, the fallback behind LISTEN/NOTIFY (docs/fleet.md).
+    pub resync_secs: u64,
 }
 
 /// Default `[fleet] lease_secs`.
@@ -151,6 +154,7 @@ impl Default for FleetConfig {
             lease_secs: DEFAULT_FLEET_LEASE_SECS,
             timeout_ms: 2_000,
             tls_ca_file: None,
+            resync_secs: 30,
         }
     }
 }

@@ -101,7 +101,9 @@ fn gateway_error(e: GatewayError) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE
         }
         GatewayError::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        GatewayError::OperatorExists { .. } => StatusCode::CONFLICT,
+        GatewayError::OperatorExists { .. } | GatewayError::CentralPolicy { .. } => {
+            StatusCode::CONFLICT
+        }
         GatewayError::UnknownOperator { .. } => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -451,7 +453,7 @@ async fn load_policy(
     let origin = req.origin.as_deref().unwrap_or("api");
     let info = s
         .gateway
-        .load_policy(&req.source, origin)
+        .load_local_policy(&req.source, origin)
         .map_err(gateway_error)?;
     audit_admin(&s, &peer, "policy_load", origin, &info.policy_id).await;
     Ok(Json(info))

@@ -124,10 +124,22 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// Whether the policy in force is the fleet's central one (local policy
+/// files are then not loaded).
+fn config_is_fleet_central(gateway: &Gateway) -> bool {
+    gateway.policy_is_central()
+}
+
 fn load_policy_file(gateway: &Gateway, path: &Path) -> anyhow::Result<String> {
     let source = std::fs::read_to_string(path)
         .with_context(|| format!("reading policy file {}", path.display()))?;
     let origin = path.display().to_string();
+    if config_is_fleet_central(gateway) {
+        return Err(crate::gateway::GatewayError::CentralPolicy {
+            origin: gateway.policy_info().map(|i| i.origin).unwrap_or_default(),
+        }
+        .into());
+    }
     if gateway.current_policy().is_some_and(|p| p.source == source) {
         return Ok(gateway
             .current_policy()
@@ -321,9 +333,16 @@ async fn open_gateway(config: &Config, audit: &AuditLog) -> anyhow::Result<Arc<G
     }
     tracing::info!(host_id = %gateway.host_id(), "v2 messages naming another host are refused");
     open_approvals(config, &gateway, audit).await?;
-    if let Some(p) = &config.gateway.policy_file {
-        let id = load_policy_file(&gateway, p)?;
-        audit_lifecycle(audit, "policy_load", "ok", &p.display().to_string(), &id).await;
+    match &config.gateway.policy_file {
+        // The fleet's central policy stays in force over the local file.
+        Some(p) if config_is_fleet_central(&gateway) => {
+            tracing::warn!(file = %p.display(), "the fleet's central policy is in force; gateway.policy_file is not loaded");
+        }
+        Some(p) => {
+            let id = load_policy_file(&gateway, p)?;
+            audit_lifecycle(audit, "policy_load", "ok", &p.display().to_string(), &id).await;
+        }
+        None => {}
     }
     if gateway.current_policy().is_none() {
         tracing::warn!("no policy loaded: every tool call is denied (no_policy_loaded) until `agentctl policy load`");

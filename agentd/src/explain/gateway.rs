@@ -956,6 +956,7 @@ pub fn message(r: &Record) -> Explanation {
         rc::STALE_TIMESTAMP | rc::FUTURE_TIMESTAMP => "the message's timestamp was outside the accepted window (check the sender's clock)".into(),
         rc::REPLAYED_NONCE => "the nonce was already used: this is a replay of an earlier message (in fleet mode, possibly one accepted on another host)".into(),
         rc::FLEET_UNAVAILABLE => "fleet mode: PostgreSQL could not be reached for the fleet-wide replay check for longer than [fleet] lease_secs, so new messages are refused; calls on messages already accepted still work".into(),
+        rc::POLICY_MANAGED_CENTRALLY => "fleet mode: the policy in force is the fleet's central one, so a local policy load was refused (change it with agentctl fleet policy push)".into(),
         rc::SESSION_OPERATOR_MISMATCH => format!("session `{}` is bound to another operator", ev.session),
         rc::RATE_LIMITED => "too many unverified messages from this sender or claimed operator".into(),
         rc::OPERATOR_SUSPENDED | rc::AGENT_SUSPENDED | rc::ALL_SUSPENDED => "the message was in the scope of a suspension (kill switch): refused before verification, nothing of it stored".into(),

@@ -148,6 +148,38 @@ impl PgSettings {
         }
     }
 
+    /// Connects, within the time bound, and hands every NOTIFY the
+    /// connection receives (its channel and payload) to the receiver; the
+    /// receiver ends when the connection does.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<
+        (
+            PgConn,
+            tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+        ),
+        FleetError,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let attempt = async {
+            match &self.tls {
+                None => {
+                    let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;
+                    Ok::<_, tokio_postgres::Error>((client, spawn_listening(conn, tx)))
+                }
+                Some(tls) => {
+                    let (client, conn) = self.config.connect(tls.clone()).await?;
+                    Ok((client, spawn_listening(conn, tx)))
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok((client, task))) => Ok((PgConn { client, task }, rx)),
+            Ok(Err(e)) => Err(FleetError::Postgres(e.to_string())),
+            Err(_) => Err(FleetError::Timeout("connecting")),
+        }
+    }
+
     /// Runs `f` on `conn` within the time bound.
     pub async fn bounded<T, F>(&self, what: &'static str, f: F) -> Result<T, FleetError>
     where
@@ -177,6 +209,31 @@ where
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "fleet: PostgreSQL connection ended");
+        }
+    })
+}
+
+fn spawn_listening<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) -> JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "fleet: PostgreSQL connection ended");
+                    return;
+                }
+                None => return,
+            }
         }
     })
 }

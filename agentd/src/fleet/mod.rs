@@ -2,13 +2,18 @@
 //! Each host ships its audit rows and signed checkpoints there (`ship`),
 //! a security team verifies every host's chain centrally (`verify`), and
 //! verified messages' nonces are checked fleet-wide (`nonces`), so a
-//! message accepted on one host cannot be replayed to another. Everything
-//! that decides stays local: PostgreSQL down, hosts keep deciding and
+//! message accepted on one host cannot be replayed to another. An
+//! administrator manages operators (Ed25519 public keys only), the policy
+//! and suspensions centrally (`central`); each host follows them (`sync`)
+//! into its local store. Everything that decides stays local: PostgreSQL down, hosts keep deciding and
 //! auditing, and catch up when it returns. See docs/fleet.md.
+pub mod central;
 pub mod conn;
 pub mod nonces;
+pub mod roles;
 pub mod schema;
 pub mod ship;
+pub mod sync;
 pub mod verify;
 
 use std::sync::Arc;
@@ -55,6 +60,8 @@ pub struct Fleet {
     pub shipper: Arc<ship::Shipper>,
     /// The fleet-wide nonce register (also set on the gateway).
     pub nonces: Arc<nonces::FleetNonces>,
+    /// The follower of the central operators, policy and suspensions.
+    pub central: Arc<sync::CentralSync>,
 }
 
 /// Starts fleet mode if `[fleet]` is configured: ships `audit` and makes
@@ -75,16 +82,25 @@ pub fn start(
         "fleet mode: audit shipping and fleet-wide nonces on PostgreSQL");
     let shipper = ship::start(pg.clone(), host_id.clone(), audit, stop.clone());
     let nonces = nonces::start(
-        pg,
+        pg.clone(),
         host_id.clone(),
         std::time::Duration::from_secs(config.lease_secs),
         audit.clone(),
-        stop,
+        stop.clone(),
     );
     gateway.set_shared_nonces(nonces.clone());
+    let central = sync::start(
+        pg,
+        host_id.clone(),
+        gateway.clone(),
+        audit.clone(),
+        std::time::Duration::from_secs(config.resync_secs.max(1)),
+        stop,
+    );
     Ok(Some(Fleet {
         host_id,
         shipper,
         nonces,
+        central,
     }))
 }

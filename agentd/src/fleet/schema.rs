@@ -9,6 +9,15 @@
 //! - `agentd_checkpoints`: each host's signed checkpoints.
 //! - `agentd_nonces`: (operator, nonce) of every verified message, until
 //!   the nonce expires.
+//!
+//! And the central state an administrator changes with `agentctl fleet`
+//! (`central`), which hosts only read: `agentd_central_policy` (every
+//! pushed policy; the highest revision is in force),
+//! `agentd_central_operators` (id, roles, Ed25519 public key — never a
+//! secret), `agentd_central_suspensions` and
+//! `agentd_central_delegation_revocations`. Every change takes a fresh
+//! revision from one sequence, and a statement trigger NOTIFYs channel
+//! [`CENTRAL_CHANNEL`] so hosts re-read at once.
 use tokio_postgres::Client;
 
 use super::conn::PgSettings;
@@ -63,10 +72,94 @@ CREATE TABLE IF NOT EXISTS agentd_nonces (
     PRIMARY KEY (operator, nonce)
 );
 CREATE INDEX IF NOT EXISTS agentd_nonces_expiry ON agentd_nonces (expires_at);
+CREATE SEQUENCE IF NOT EXISTS agentd_central_rev;
+CREATE TABLE IF NOT EXISTS agentd_central_policy (
+    rev bigint PRIMARY KEY DEFAULT nextval('agentd_central_rev'),
+    source text NOT NULL,
+    sha256 text NOT NULL,
+    policy_id text NOT NULL,
+    pushed_by text NOT NULL,
+    pushed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS agentd_central_operators (
+    id text PRIMARY KEY,
+    roles text[] NOT NULL,
+    public_key text NOT NULL,
+    removed boolean NOT NULL DEFAULT false,
+    rev bigint NOT NULL DEFAULT nextval('agentd_central_rev'),
+    changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS agentd_central_suspensions (
+    scope text NOT NULL,
+    name text NOT NULL,
+    reason text NOT NULL,
+    stop boolean NOT NULL,
+    lifted boolean NOT NULL DEFAULT false,
+    rev bigint NOT NULL DEFAULT nextval('agentd_central_rev'),
+    changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, name)
+);
+CREATE TABLE IF NOT EXISTS agentd_central_delegation_revocations (
+    token text PRIMARY KEY,
+    rev bigint NOT NULL DEFAULT nextval('agentd_central_rev'),
+    changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE FUNCTION agentd_central_notify() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('agentd_central', TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['agentd_central_policy', 'agentd_central_operators',
+                             'agentd_central_suspensions', 'agentd_central_delegation_revocations']
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS agentd_central_notify ON %I', t);
+        EXECUTE format('CREATE TRIGGER agentd_central_notify AFTER INSERT OR UPDATE OR DELETE
+                        ON %I FOR EACH STATEMENT EXECUTE FUNCTION agentd_central_notify()', t);
+    END LOOP;
+END $$;
 ";
+
+/// The channel central changes are announced on.
+pub const CENTRAL_CHANNEL: &str = "agentd_central";
+
+/// Every table `SCHEMA` makes: when all exist, nothing is created (so a
+/// host whose role may not create tables still starts, see `roles`).
+pub const TABLES: [&str; 8] = [
+    "agentd_hosts",
+    "agentd_audit",
+    "agentd_checkpoints",
+    "agentd_nonces",
+    "agentd_central_policy",
+    "agentd_central_operators",
+    "agentd_central_suspensions",
+    "agentd_central_delegation_revocations",
+];
 
 /// Creates the tables that do not exist yet.
 pub async fn ensure(pg: &PgSettings, client: &mut Client) -> Result<(), FleetError> {
+    let tables: Vec<&str> = TABLES.to_vec();
+    let present: i64 = pg
+        .bounded(
+            "looking for the fleet tables",
+            client.query_one(
+                "SELECT count(*) FROM pg_catalog.pg_class c
+                 WHERE c.relname = ANY($1) AND c.relkind IN ('r', 'p')
+                   AND pg_catalog.pg_table_is_visible(c.oid)",
+                &[&tables],
+            ),
+        )
+        .await?
+        .get(0);
+    if present == TABLES.len() as i64 {
+        return Ok(());
+    }
     let tx = pg.bounded("begin", client.transaction()).await?;
     pg.bounded(
         "schema lock",

@@ -9,7 +9,15 @@ use super::store::{AcceptOutcome, ActiveRow};
 use super::{Gateway, GatewayError};
 use crate::policy::schema::{Delivery, VersionRule};
 use crate::protocol::message::{Checked, VERSION_2};
-use crate::protocol::{reason, verify, Scope, SignedMessage};
+use crate::protocol::{reason, verify, verify_ed25519, MessageSig, Scope, SignedMessage};
+
+/// A key kind's name in refusals.
+pub(crate) fn kind_name(kind: super::KeyKind) -> &'static str {
+    match kind {
+        super::KeyKind::Hmac => "an HMAC-SHA256 key",
+        super::KeyKind::Ed25519 => "an Ed25519 key",
+    }
+}
 
 /// How far a message is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,7 +287,7 @@ impl Gateway {
         &self,
         msg: &SignedMessage,
         operator: &str,
-        signature: &crate::protocol::Signature,
+        signature: &crate::protocol::MessageSig,
         now: i64,
     ) -> Result<Arc<super::Operator>, (&'static str, String)> {
         if crate::protocol::delegation::token_root(operator).is_some() {
@@ -312,7 +320,23 @@ impl Gateway {
         let canonical = msg
             .canonical()
             .expect("checked signed message has all fields");
-        if !verify(&op.key, &canonical, signature) {
+        // The operator's enrolled key decides which kind is accepted.
+        let good = match (op.key_kind, signature) {
+            (super::KeyKind::Hmac, MessageSig::Hmac(s)) => verify(&op.key, &canonical, s),
+            (super::KeyKind::Ed25519, MessageSig::Ed25519(s)) => {
+                verify_ed25519(&op.key, &canonical, &s[..])
+            }
+            (kind, _) => {
+                return Err((
+                    reason::SIGNATURE_MISMATCH,
+                    format!(
+                        "operator `{operator}` signs with {}; the message carries the other kind of signature",
+                        kind_name(kind)
+                    ),
+                ))
+            }
+        };
+        if !good {
             return Err((
                 reason::SIGNATURE_MISMATCH,
                 format!("the signature does not match operator `{operator}`'s key"),

@@ -80,6 +80,13 @@ pub enum GatewayError {
     /// A stored policy no longer compiles (edited by hand?).
     #[error("stored policy #{seq} does not compile: {source}")]
     StoredPolicy { seq: i64, source: PolicyError },
+    /// The operator signs with Ed25519; its key is changed where it was
+    /// enrolled (centrally), never rotated into an HMAC key here.
+    #[error("operator `{id}` signs with an Ed25519 key; change it where it is managed (agentctl fleet operator)")]
+    PublicKeyOperator { id: String },
+    /// The policy in force is the fleet's central one; local loads are refused.
+    #[error("the policy in force is the fleet's central one ({origin}); change it with agentctl fleet policy push")]
+    CentralPolicy { origin: String },
     /// An imported operator key is not 32 bytes.
     #[error("an imported operator key must be 32 bytes (64 hex digits), not {len} bytes")]
     ImportedKey { len: usize },
@@ -98,6 +105,8 @@ impl GatewayError {
             Self::UnknownRole { .. } => "unknown_role",
             Self::NoRoles => "no_roles",
             Self::ImportedKey { .. } => "invalid_key",
+            Self::PublicKeyOperator { .. } => "public_key_operator",
+            Self::CentralPolicy { .. } => reason::POLICY_MANAGED_CENTRALLY,
         }
     }
 }
@@ -132,10 +141,46 @@ impl From<&GatewayConfig> for Settings {
     }
 }
 
+/// How an operator signs its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// HMAC-SHA256 under a key the operator and every host share.
+    #[default]
+    Hmac,
+    /// Ed25519: hosts hold only the public key (fleet mode's central
+    /// operators), so nothing a host or the fleet database holds can sign.
+    Ed25519,
+}
+
+impl KeyKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hmac => "hmac",
+            Self::Ed25519 => "ed25519",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hmac" => Some(Self::Hmac),
+            "ed25519" => Some(Self::Ed25519),
+            _ => None,
+        }
+    }
+}
+
 /// An operator as the decision path sees it.
 #[derive(Debug)]
 pub(crate) struct Operator {
+    /// HMAC key, or Ed25519 public key (`key_kind`).
     pub key: Vec<u8>,
+    pub key_kind: KeyKind,
+    /// What receipts are sealed with: `key` for HMAC operators, a
+    /// host-held secret for Ed25519 ones (a public key seals nothing).
+    pub receipt_key: Vec<u8>,
     pub key_gen: u32,
     pub roles: Vec<String>,
     pub revoked: bool,
@@ -156,6 +201,12 @@ pub struct OperatorInfo {
     pub revoked: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// How the operator signs (`hmac` unless enrolled with a public key).
+    #[serde(default)]
+    pub key_kind: KeyKind,
+    /// An Ed25519 operator's public key, hex (never an HMAC key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// The loaded policy, as reported by the API.
@@ -224,6 +275,10 @@ pub fn machine_host_id() -> String {
         .unwrap_or_default()
 }
 
+/// How a policy applied from the fleet's central state names its origin
+/// (`fleet rev N`).
+pub const CENTRAL_POLICY_ORIGIN: &str = "fleet rev ";
+
 /// Called after every successful policy load (agents re-apply their baselines).
 pub type PolicyListener = Arc<dyn Fn() + Send + Sync>;
 
@@ -267,7 +322,9 @@ impl Gateway {
                 (
                     o.id,
                     Arc::new(Operator {
+                        receipt_key: o.receipt_key.unwrap_or_else(|| o.key.clone()),
                         key: o.key,
+                        key_kind: o.key_kind,
                         key_gen: o.key_gen,
                         roles: o.roles,
                         revoked: o.revoked,
@@ -440,6 +497,31 @@ impl Gateway {
         Ok(info_of(&c, origin, unix_now()))
     }
 
+    /// Whether the policy in force came from the fleet's central state
+    /// (its origin starts with [`CENTRAL_POLICY_ORIGIN`]).
+    pub fn policy_is_central(&self) -> bool {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|p| p.origin.starts_with(CENTRAL_POLICY_ORIGIN))
+    }
+
+    /// [`Self::load_policy`] for a local administrator: refused while the
+    /// fleet's central policy is in force (it would be undone at the next
+    /// re-read anyway).
+    pub fn load_local_policy(
+        &self,
+        source: &str,
+        origin: &str,
+    ) -> Result<PolicyInfo, GatewayError> {
+        if self.policy_is_central() {
+            let origin = self.policy_info().map(|i| i.origin).unwrap_or_default();
+            return Err(GatewayError::CentralPolicy { origin });
+        }
+        self.load_policy(source, origin)
+    }
+
     /// Compiles and atomically installs a policy: stored first, then swapped
     /// in; on any error the old policy stays in force.
     pub fn load_policy(&self, source: &str, origin: &str) -> Result<PolicyInfo, GatewayError> {
@@ -512,28 +594,64 @@ impl Gateway {
         let row = store::OperatorRow {
             id: id.to_owned(),
             key: key.clone(),
+            key_kind: KeyKind::Hmac,
+            receipt_key: None,
             key_gen: 1,
             roles: roles.to_vec(),
             revoked: false,
             created_at: unix_now(),
         };
+        let info = self.enrol(row)?;
+        Ok((info, key))
+    }
+
+    /// Enrolls an operator that signs with Ed25519 under `public_key`
+    /// (fleet mode's central operators): this host holds no secret of it
+    /// beyond a fresh key its receipts are sealed with.
+    pub fn add_operator_public(
+        &self,
+        id: &str,
+        roles: &[String],
+        public_key: &[u8; 32],
+    ) -> Result<OperatorInfo, GatewayError> {
+        check_operator_id(id).map_err(|source| GatewayError::OperatorId { source })?;
+        self.check_roles(roles)?;
+        if ed25519_dalek::VerifyingKey::from_bytes(public_key).is_err() {
+            return Err(GatewayError::ImportedKey { len: 0 });
+        }
+        self.enrol(store::OperatorRow {
+            id: id.to_owned(),
+            key: public_key.to_vec(),
+            key_kind: KeyKind::Ed25519,
+            receipt_key: Some(new_key()),
+            key_gen: 1,
+            roles: roles.to_vec(),
+            revoked: false,
+            created_at: unix_now(),
+        })
+    }
+
+    /// Stores and installs a new operator.
+    fn enrol(&self, row: store::OperatorRow) -> Result<OperatorInfo, GatewayError> {
         if !self.store.insert_operator(&row)? {
-            return Err(GatewayError::OperatorExists { id: id.to_owned() });
+            return Err(GatewayError::OperatorExists { id: row.id });
         }
         let op = Operator {
+            receipt_key: row.receipt_key.unwrap_or_else(|| row.key.clone()),
             key: row.key,
+            key_kind: row.key_kind,
             key_gen: 1,
             roles: row.roles,
             revoked: false,
             created_at: row.created_at,
         };
-        let info = operator_info(id, &op);
+        let info = operator_info(&row.id, &op);
+        tracing::info!(operator = %row.id, roles = ?op.roles, key_kind = op.key_kind.as_str(), "operator enrolled");
         self.operators
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Arc::new(op));
-        tracing::info!(operator = id, roles = ?roles, "operator enrolled");
-        Ok((info, key))
+            .insert(row.id, Arc::new(op));
+        Ok(info)
     }
 
     /// All operators, without keys.
@@ -557,6 +675,9 @@ impl Gateway {
     /// verifying and their active messages lose their tool rights.
     pub fn rotate_operator(&self, id: &str) -> Result<(OperatorInfo, Vec<u8>), GatewayError> {
         let old = self.existing(id)?;
+        if old.key_kind != KeyKind::Hmac {
+            return Err(GatewayError::PublicKeyOperator { id: id.to_owned() });
+        }
         let key = new_key();
         let key_gen = old.key_gen + 1;
         if !self.store.rotate_key(id, &key, key_gen, unix_now())? {
@@ -564,6 +685,8 @@ impl Gateway {
         }
         let op = Operator {
             key: key.clone(),
+            key_kind: KeyKind::Hmac,
+            receipt_key: key.clone(),
             key_gen,
             roles: old.roles.clone(),
             revoked: old.revoked,
@@ -631,6 +754,8 @@ impl Gateway {
         }
         let op = Operator {
             key: old.key.clone(),
+            key_kind: old.key_kind,
+            receipt_key: old.receipt_key.clone(),
             key_gen: old.key_gen,
             roles: old.roles.clone(),
             revoked: true,
@@ -688,7 +813,9 @@ impl Gateway {
     pub fn key_of(&self, id: &str) -> Option<Vec<u8>> {
         let id = crate::protocol::delegation::token_root(id).unwrap_or(id);
         let map = self.operators.read().unwrap_or_else(|p| p.into_inner());
-        map.get(id).filter(|o| !o.revoked).map(|o| o.key.clone())
+        map.get(id)
+            .filter(|o| !o.revoked)
+            .map(|o| o.receipt_key.clone())
     }
 
     /// Drops expired nonces and active messages from memory and store.
@@ -710,6 +837,8 @@ fn operator_info(id: &str, op: &Operator) -> OperatorInfo {
         key_gen: op.key_gen,
         revoked: op.revoked,
         created_at: op.created_at,
+        key_kind: op.key_kind,
+        public_key: (op.key_kind == KeyKind::Ed25519).then(|| hex::encode(&op.key)),
     }
 }
 

@@ -158,7 +158,9 @@ impl Gateway {
                     sig.operator
                 ))
             })?;
-        if !owner_approval::verify(&op.key, sig, id, answer) {
+        // Owner approvals are HMAC-signed; a public key is no HMAC key.
+        if op.key_kind != super::KeyKind::Hmac || !owner_approval::verify(&op.key, sig, id, answer)
+        {
             return Err(bad(format!(
                 "the signature does not match operator `{}`'s key for this approval and answer",
                 sig.operator

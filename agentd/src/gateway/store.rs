@@ -38,8 +38,13 @@ pub enum StoreError {
 pub struct OperatorRow {
     /// Operator id.
     pub id: String,
-    /// HMAC key.
+    /// HMAC key, or an Ed25519 public key (`key_kind`).
     pub key: Vec<u8>,
+    /// How the operator signs.
+    pub key_kind: super::KeyKind,
+    /// The key its receipts are sealed with when `key` is a public key
+    /// (a host-held secret); None: `key` itself.
+    pub receipt_key: Option<Vec<u8>>,
     /// Increments on every rotation.
     pub key_gen: u32,
     /// Role names.
@@ -203,22 +208,27 @@ impl Store {
         let path = self.path.clone();
         self.with(|c| {
             let mut st = c
-                .prepare("SELECT id, key, key_gen, roles, revoked, created_at FROM operators ORDER BY id")
+                .prepare("SELECT id, key, key_gen, roles, revoked, created_at, key_kind, receipt_key FROM operators ORDER BY id")
                 .map_err(sql(&path, "select operators"))?;
             let rows = st
                 .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?, r.get::<_, i64>(5)?))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?, r.get::<_, Option<Vec<u8>>>(7)?))
                 })
                 .map_err(sql(&path, "select operators"))?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, key, key_gen, roles, revoked, created_at) = row.map_err(sql(&path, "read operator"))?;
+                let (id, key, key_gen, roles, revoked, created_at, kind, receipt_key) = row.map_err(sql(&path, "read operator"))?;
+                let key_kind = super::KeyKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                    path: path.clone(),
+                    table: "operators",
+                    message: format!("key kind of {id}: `{kind}`"),
+                })?;
                 let roles: Vec<String> = serde_json::from_str(&roles).map_err(|e| StoreError::Corrupt {
                     path: path.clone(),
                     table: "operators",
                     message: format!("roles of {id}: {e}"),
                 })?;
-                out.push(OperatorRow { id, key, key_gen, roles, revoked, created_at });
+                out.push(OperatorRow { id, key, key_kind, receipt_key, key_gen, roles, revoked, created_at });
             }
             Ok(out)
         })
@@ -230,8 +240,8 @@ impl Store {
         self.with(|c| {
             let n = c
                 .execute(
-                    "INSERT OR IGNORE INTO operators (id, key, key_gen, roles, revoked, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                    params![op.id, op.key, op.key_gen, roles, op.revoked, op.created_at],
+                    "INSERT OR IGNORE INTO operators (id, key, key_gen, roles, revoked, created_at, updated_at, key_kind, receipt_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                    params![op.id, op.key, op.key_gen, roles, op.revoked, op.created_at, op.key_kind.as_str(), op.receipt_key],
                 )
                 .map_err(sql(&self.path, "insert operator"))?;
             Ok(n == 1)
@@ -544,6 +554,13 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
                 "ALTER TABLE active_messages ADD COLUMN {column} TEXT"
             ))?;
         }
+    }
+    // Operators enrolled with an Ed25519 public key (fleet mode).
+    if !has("operators", "key_kind")? {
+        c.execute_batch(
+            "ALTER TABLE operators ADD COLUMN key_kind TEXT NOT NULL DEFAULT 'hmac';
+             ALTER TABLE operators ADD COLUMN receipt_key BLOB;",
+        )?;
     }
     if !has("sessions", "last_seen")? {
         c.execute_batch(

@@ -1129,3 +1129,60 @@ async fn tool_call_rows_name_the_calling_agent() {
     let key = audit.verifying_key();
     crate::audit::verify_db(audit.db_path(), &key, &[]).unwrap();
 }
+
+#[test]
+fn an_ed25519_operator_is_verified_by_its_public_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let pk = sk.verifying_key().to_bytes();
+    let info = g
+        .add_operator_public("fleet-op", &["clinician".into()], &pk)
+        .unwrap();
+    assert_eq!(info.key_kind, KeyKind::Ed25519);
+    assert_eq!(info.public_key.as_deref(), Some(hex::encode(pk).as_str()));
+    let now = unix_now();
+    let mut m = signed(b"", "fleet-op", "dm:ed", "nonce-ed-0000000001", now);
+    assert!(m.sign_ed25519(&sk));
+    assert_eq!(m.signature.as_ref().unwrap().len(), 128);
+    let out = g.ingest(&m, now).unwrap();
+    assert_eq!(out.trust, Trust::Verified, "{out:?}");
+    assert!(g.decide(&chart(&out.active_message_id), now).is_allow());
+    // An HMAC made with the (public) key, and another key's Ed25519
+    // signature, are not the operator's.
+    let forged = signed(&pk, "fleet-op", "dm:ed", "nonce-ed-0000000002", now);
+    let out = g.ingest(&forged, now).unwrap();
+    assert_eq!(
+        (out.trust, out.reason_code.as_str()),
+        (Trust::Untrusted, reason::SIGNATURE_MISMATCH)
+    );
+    let mut other = signed(b"", "fleet-op", "dm:ed", "nonce-ed-0000000003", now);
+    other.sign_ed25519(&ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]));
+    let out = g.ingest(&other, now).unwrap();
+    assert_eq!(out.reason_code, reason::SIGNATURE_MISMATCH);
+    // Receipts are not sealed with the public key; no local rotation.
+    assert_ne!(g.key_of("fleet-op").unwrap(), pk.to_vec());
+    assert!(matches!(
+        g.rotate_operator("fleet-op"),
+        Err(GatewayError::PublicKeyOperator { .. })
+    ));
+    // A restart keeps the kind.
+    drop(g);
+    let g = open(dir.path());
+    let mut m = signed(b"", "fleet-op", "dm:ed", "nonce-ed-0000000004", now);
+    m.sign_ed25519(&sk);
+    assert_eq!(g.ingest(&m, now).unwrap().trust, Trust::Verified);
+}
+
+#[test]
+fn a_central_policy_refuses_local_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    // Control: a local load works while the policy is local.
+    g.load_local_policy(DEMO, "policies/demo.toml").unwrap();
+    g.load_policy(DEMO, &format!("{CENTRAL_POLICY_ORIGIN}4"))
+        .unwrap();
+    assert!(g.policy_is_central());
+    let e = g.load_local_policy(DEMO, "policies/demo.toml").unwrap_err();
+    assert_eq!(e.reason_code(), reason::POLICY_MANAGED_CENTRALLY);
+}

@@ -113,6 +113,22 @@ pub fn verify(key: &[u8], canonical: &[u8], signature: &[u8]) -> bool {
     mac.verify_slice(signature).is_ok()
 }
 
+/// Whether `signature` is `public`'s Ed25519 signature of `canonical`
+/// (strict verification: no malleable or small-order encodings).
+pub fn verify_ed25519(public: &[u8], canonical: &[u8], signature: &[u8]) -> bool {
+    let Ok(public) = <[u8; 32]>::try_from(public) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&public) else {
+        return false;
+    };
+    key.verify_strict(canonical, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,8 +54,8 @@ pub enum MessageError {
         field: &'static str,
         alphabet: &'static str,
     },
-    /// The signature is not 64 hexadecimal digits.
-    #[error("`signature` must be 64 hexadecimal digits (HMAC-SHA256)")]
+    /// The signature is not 64 (HMAC-SHA256) or 128 (Ed25519) hexadecimal digits.
+    #[error("`signature` must be 64 hexadecimal digits (HMAC-SHA256) or 128 (Ed25519)")]
     InvalidSignatureEncoding,
     /// The timestamp is negative or absurdly far in the future.
     #[error("`timestamp` {value} is not a plausible Unix time in seconds")]
@@ -116,7 +116,9 @@ pub struct SignedMessage {
     /// operator's roles allow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
-    /// Lowercase hex HMAC-SHA256 over the canonical bytes.
+    /// Lowercase hex HMAC-SHA256 over the canonical bytes (64 digits), or
+    /// an Ed25519 signature over them (128 digits) for an operator enrolled
+    /// with a public key (fleet mode, docs/fleet.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
 }
@@ -125,8 +127,50 @@ fn default_version() -> u32 {
     VERSION
 }
 
-/// A decoded signature.
+/// A decoded HMAC-SHA256 signature.
 pub type Signature = [u8; 32];
+
+/// A message's decoded signature: which kind is told by its length; which
+/// kind is *accepted* is the operator's (its enrolled key), never the
+/// message's, so no signature can pass for the other kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSig {
+    /// HMAC-SHA256 under the operator's shared key.
+    Hmac(Signature),
+    /// Ed25519 under the operator's private key.
+    Ed25519(Box<[u8; 64]>),
+}
+
+impl std::ops::Deref for MessageSig {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Hmac(s) => s,
+            Self::Ed25519(s) => &s[..],
+        }
+    }
+}
+
+impl MessageSig {
+    /// Decodes 64 (HMAC) or 128 (Ed25519) lowercase or uppercase hex digits.
+    pub fn decode(hex_sig: &str) -> Result<Self, MessageError> {
+        match hex_sig.len() {
+            64 => {
+                let mut s = [0u8; 32];
+                hex::decode_to_slice(hex_sig, &mut s)
+                    .map_err(|_| MessageError::InvalidSignatureEncoding)?;
+                Ok(Self::Hmac(s))
+            }
+            128 => {
+                let mut s = Box::new([0u8; 64]);
+                hex::decode_to_slice(hex_sig, &mut s[..])
+                    .map_err(|_| MessageError::InvalidSignatureEncoding)?;
+                Ok(Self::Ed25519(s))
+            }
+            _ => Err(MessageError::InvalidSignatureEncoding),
+        }
+    }
+}
 
 /// What structural validation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +186,7 @@ pub enum Checked<'a> {
         /// Unix seconds.
         timestamp: i64,
         /// Decoded signature bytes.
-        signature: Signature,
+        signature: MessageSig,
     },
 }
 
@@ -269,10 +313,7 @@ impl SignedMessage {
         let Some(sig_hex) = &self.signature else {
             return Ok(Checked::Unsigned);
         };
-        let mut signature = [0u8; 32];
-        if sig_hex.len() != 64 || hex::decode_to_slice(sig_hex, &mut signature).is_err() {
-            return Err(MessageError::InvalidSignatureEncoding);
-        }
+        let signature = MessageSig::decode(sig_hex)?;
         let operator = self
             .operator
             .as_deref()
@@ -373,6 +414,17 @@ impl SignedMessage {
             return false;
         };
         self.signature = Some(hex::encode(canonical::sign(key, &c)));
+        true
+    }
+
+    /// (Re)signs the message with an Ed25519 key (an operator enrolled with
+    /// its public key); false (unchanged) if a signed field is missing.
+    pub fn sign_ed25519(&mut self, key: &ed25519_dalek::SigningKey) -> bool {
+        use ed25519_dalek::Signer;
+        let Some(c) = self.canonical() else {
+            return false;
+        };
+        self.signature = Some(hex::encode(key.sign(&c).to_bytes()));
         true
     }
 
@@ -508,6 +560,38 @@ mod tests {
             m.check().unwrap_err(),
             MessageError::InvalidSignatureEncoding
         );
+    }
+
+    #[test]
+    fn a_signature_is_hmac_or_ed25519_by_length() {
+        let mut m = signed();
+        let Checked::Signed { signature, .. } = m.check().unwrap() else {
+            panic!("signed")
+        };
+        assert!(matches!(signature, MessageSig::Hmac(_)));
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
+        assert!(m.sign_ed25519(&sk));
+        let Checked::Signed { signature, .. } = m.check().unwrap() else {
+            panic!("signed")
+        };
+        assert!(matches!(signature, MessageSig::Ed25519(_)));
+        let pk = sk.verifying_key().to_bytes();
+        let c = m.canonical().unwrap();
+        assert!(canonical::verify_ed25519(&pk, &c, &signature));
+        let mut edited = m.clone();
+        edited.body.push('!');
+        assert!(!canonical::verify_ed25519(
+            &pk,
+            &edited.canonical().unwrap(),
+            &signature
+        ));
+        for bad in ["ab".repeat(33), "ab".repeat(63), "zz".repeat(64)] {
+            m.signature = Some(bad);
+            assert_eq!(
+                m.check().unwrap_err(),
+                MessageError::InvalidSignatureEncoding
+            );
+        }
     }
 
     #[test]

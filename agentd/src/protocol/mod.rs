@@ -10,8 +10,9 @@ pub mod scope;
 pub mod vectors;
 
 pub use canonical::{
-    canonical_bytes, canonical_bytes_v2, sign, verify, V2Fields, DOMAIN_TAG, DOMAIN_TAG_V2,
+    canonical_bytes, canonical_bytes_v2, sign, verify, verify_ed25519, V2Fields, DOMAIN_TAG,
+    DOMAIN_TAG_V2,
 };
 pub use error_body::ErrorBody;
-pub use message::{MessageError, Signature, SignedMessage};
+pub use message::{MessageError, MessageSig, Signature, SignedMessage};
 pub use scope::{scope_names_path, Scope, ScopeEntry};

@@ -22,6 +22,9 @@ pub const REPLAYED_NONCE: &str = "replayed_nonce";
 /// Fleet mode: the fleet-wide replay check could not be made (PostgreSQL
 /// unreachable past `[fleet] lease_secs`), so the message is refused.
 pub const FLEET_UNAVAILABLE: &str = "fleet_unavailable";
+/// Fleet mode: the host's policy is the fleet's central one (`agentctl
+/// fleet policy push`); a local load is refused (HTTP 409).
+pub const POLICY_MANAGED_CENTRALLY: &str = "policy_managed_centrally";
 /// The session is bound to another operator.
 pub const SESSION_OPERATOR_MISMATCH: &str = "session_operator_mismatch";
 /// A v2 message's scope is malformed or too large (its entries, argument

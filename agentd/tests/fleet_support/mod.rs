@@ -164,13 +164,15 @@ impl PgCluster {
 
     /// A connection-string file for agentd (root-owned, 0600).
     pub fn conninfo_file(&self) -> PathBuf {
-        let f = self.private.path().join("fleet-postgres");
+        self.conninfo_file_as("postgres")
+    }
+
+    /// A connection-string file connecting as `user` (root-owned, 0600).
+    pub fn conninfo_file_as(&self, user: &str) -> PathBuf {
+        let f = self.private.path().join(format!("fleet-postgres-{user}"));
         std::fs::write(
             &f,
-            format!(
-                "host={} user=postgres dbname=postgres\n",
-                self.sock.display()
-            ),
+            format!("host={} user={user} dbname=postgres\n", self.sock.display()),
         )
         .unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -179,6 +181,12 @@ impl PgCluster {
 
     /// Runs SQL with psql; returns its unaligned, tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
+        self.sql_as("postgres", sql)
+            .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// Runs SQL with psql as `user`: its output, or psql's error.
+    pub fn sql_as(&self, user: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-X",
@@ -186,7 +194,7 @@ impl PgCluster {
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-U",
-                "postgres",
+                user,
                 "-d",
                 "postgres",
                 "-h",
@@ -196,12 +204,10 @@ impl PgCluster {
             .arg(sql)
             .output()
             .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8(out.stdout).unwrap().trim().to_owned())
     }
 
     /// The data directory's path (for messages).

@@ -14,6 +14,7 @@ mod console;
 mod delegate;
 mod exec;
 mod explain;
+mod fleet;
 mod hook;
 mod interop;
 mod mcp;
@@ -77,6 +78,8 @@ enum Command {
     Resume(suspend::ResumeArgs),
     /// Issue, list and revoke delegation sub-tokens.
     Delegate(delegate::Args),
+    /// Fleet mode: central operators, policy and suspensions in PostgreSQL.
+    Fleet(fleet::Args),
 }
 
 /// Where `agentctl` finds the daemon: `--socket`, else `$AGENTD_SOCKET`,
@@ -125,5 +128,6 @@ fn main() -> anyhow::Result<()> {
         Command::Suspend(a) => suspend::run_suspend(a),
         Command::Resume(a) => suspend::run_resume(a),
         Command::Delegate(a) => delegate::run(a),
+        Command::Fleet(a) => fleet::run(a),
     }
 }

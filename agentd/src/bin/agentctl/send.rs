@@ -31,7 +31,9 @@ pub struct Args {
     /// File holding the token's secret as hex (from `agentctl delegate issue`).
     #[arg(long, conflicts_with = "key_file")]
     token_key_file: Option<PathBuf>,
-    /// File holding the operator's key as hex (from `agentctl operator add --key-file`).
+    /// File holding the operator's key: hex (from `agentctl operator add
+    /// --key-file`), or an Ed25519 private key, PEM (from `agentctl fleet
+    /// operator add --key-file`).
     #[arg(long, required_unless_present_any = ["unsigned", "token"])]
     key_file: Option<PathBuf>,
     /// Session (chat thread, DM, call) id.
@@ -97,12 +99,18 @@ fn build(args: &Args) -> anyhow::Result<SignedMessage> {
         .as_ref()
         .or(args.key_file.as_ref())
         .context("--key-file (or --token-key-file) is required for a signed message")?;
-    let key = read_key(key_file)?;
+    // An Ed25519 private key (PEM, from `agentctl fleet operator add`)
+    // signs the same canonical bytes; an HMAC key is hex.
+    let ed25519 = read_ed25519_key(key_file)?;
+    let key = match ed25519 {
+        Some(_) => Vec::new(),
+        None => read_key(key_file)?,
+    };
     let nonce = args.nonce.clone().unwrap_or_else(random_nonce);
     let ts = args.timestamp.unwrap_or_else(unix_now);
     let v1 = SignedMessage::new_signed(&key, operator, &args.session, &nonce, ts, &args.text);
     if !(args.v2 || args.for_agent.is_some() || args.for_host.is_some() || !args.scope.is_empty()) {
-        return Ok(v1);
+        return Ok(signed_by(v1, ed25519.as_ref()));
     }
     let scope = if args.scope.is_empty() {
         None
@@ -121,10 +129,40 @@ fn build(args: &Args) -> anyhow::Result<SignedMessage> {
         args.for_host.clone(),
         scope,
     );
+    let msg = signed_by(msg, ed25519.as_ref());
     // Refuse here what the daemon would refuse, with the same words.
     msg.check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", e.reason_code()))?;
     Ok(msg)
+}
+
+/// `msg` re-signed with `key` when the operator signs with Ed25519.
+fn signed_by(mut msg: SignedMessage, key: Option<&ed25519_dalek::SigningKey>) -> SignedMessage {
+    if let Some(k) = key {
+        msg.sign_ed25519(k);
+    }
+    msg
+}
+
+/// The Ed25519 private key in a PKCS#8 PEM key file; None if the file is
+/// not PEM (then it is a hex HMAC key).
+pub(crate) fn read_ed25519_key(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<ed25519_dalek::SigningKey>> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    if !text.trim_start().starts_with("-----BEGIN") {
+        return Ok(None);
+    }
+    ed25519_dalek::SigningKey::from_pkcs8_pem(text.trim())
+        .map(Some)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not an Ed25519 private key (PKCS#8 PEM): {e}",
+                path.display()
+            )
+        })
 }
 
 /// Parses `ACTION` or `ACTION:ARG=PATTERN[:ARG=PATTERN…]`. A `:` starts

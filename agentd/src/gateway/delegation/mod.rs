@@ -265,6 +265,13 @@ impl Gateway {
             ));
         }
         let Principal::Token { id, .. } = principal else {
+            // These requests are HMAC-signed; a public key is no HMAC key.
+            if op.key_kind != crate::gateway::KeyKind::Hmac {
+                return Err((
+                    reason::SIGNATURE_MISMATCH,
+                    format!("operator `{root}` signs with an Ed25519 key; this request is signed with an HMAC key only"),
+                ));
+            }
             if !verify(&op.key, canonical, signature) {
                 return Err((
                     reason::SIGNATURE_MISMATCH,
