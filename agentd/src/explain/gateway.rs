@@ -855,22 +855,6 @@ fn widen_size(rule: &mut ArgRule, v: &Value) -> bool {
     changed
 }
 
-fn rule(kind: ArgKind) -> ArgRule {
-    ArgRule {
-        kind,
-        optional: false,
-        scopes: None,
-        programs: None,
-        domains: None,
-        addresses: None,
-        values: None,
-        max_bytes: None,
-        max_items: None,
-        min: None,
-        max: None,
-    }
-}
-
 /// A rule that accepts exactly this kind of value, as narrow as is useful.
 fn infer(name: &str, v: &Value) -> ArgRule {
     let commandish = ["command", "cmd", "argv", "program"]
@@ -879,7 +863,7 @@ fn infer(name: &str, v: &Value) -> ArgRule {
     match v {
         Value::String(_) | Value::Array(_) if commandish && !words(v).is_empty() => {
             let w = words(v);
-            let mut r = rule(ArgKind::Command);
+            let mut r = ArgRule::of(ArgKind::Command);
             r.programs = Some(vec![program_path(&w[0])]);
             let scopes: BTreeSet<String> = w[1..]
                 .iter()
@@ -893,12 +877,12 @@ fn infer(name: &str, v: &Value) -> ArgRule {
             r
         }
         Value::String(s) if s.starts_with('/') && path::normalize(s).is_ok() => {
-            let mut r = rule(ArgKind::Path);
+            let mut r = ArgRule::of(ArgKind::Path);
             r.scopes = scope_for(s).map(|x| vec![x]);
             r
         }
         Value::String(s) if !s.contains(char::is_whitespace) && domain_of(s).is_some() => {
-            let mut r = rule(ArgKind::Recipients);
+            let mut r = ArgRule::of(ArgKind::Recipients);
             r.domains = domain_of(s).map(|d| vec![d]);
             r.max_items = Some(1);
             r
@@ -908,7 +892,7 @@ fn infer(name: &str, v: &Value) -> ArgRule {
                 && a.iter()
                     .all(|x| x.as_str().is_some_and(|s| s.contains('@'))) =>
         {
-            let mut r = rule(ArgKind::Recipients);
+            let mut r = ArgRule::of(ArgKind::Recipients);
             let d: BTreeSet<String> = a
                 .iter()
                 .filter_map(|x| x.as_str().and_then(domain_of))
@@ -918,24 +902,24 @@ fn infer(name: &str, v: &Value) -> ArgRule {
             r
         }
         Value::String(s) if s.len() <= 64 && crate::policy::compile::is_identifier_value(s) => {
-            let mut r = rule(ArgKind::String);
+            let mut r = ArgRule::of(ArgKind::String);
             r.values = Some(vec![s.clone()]);
             r
         }
         Value::String(s) => {
-            let mut r = rule(ArgKind::Text);
+            let mut r = ArgRule::of(ArgKind::Text);
             r.max_bytes = Some(s.len().max(256).next_power_of_two());
             r
         }
         Value::Number(n) if n.as_i64().is_some() => {
             let i = n.as_i64().unwrap_or(0);
-            let mut r = rule(ArgKind::Integer);
+            let mut r = ArgRule::of(ArgKind::Integer);
             r.min = Some(i.min(0));
             r.max = Some(i.max(0));
             r
         }
         other => {
-            let mut r = rule(ArgKind::Json);
+            let mut r = ArgRule::of(ArgKind::Json);
             r.max_bytes = Some(other.to_string().len().max(256).next_power_of_two());
             r
         }

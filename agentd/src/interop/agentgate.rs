@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::interop::oap::capability::rule;
 use crate::interop::Converted;
 use crate::policy::compile::is_identifier_value;
 use crate::policy::schema::{
@@ -377,7 +376,7 @@ fn escalates(r: &Rule) -> bool {
 /// `target`: optional text of any content (AgentGate accepts any target,
 /// or none).
 fn any_target() -> BTreeMap<String, ArgRule> {
-    let mut t = rule(ArgKind::Text);
+    let mut t = ArgRule::of(ArgKind::Text);
     t.optional = true;
     t.max_bytes = Some(ANY_TARGET_MAX_BYTES);
     BTreeMap::from([("target".to_owned(), t)])
@@ -434,7 +433,7 @@ fn target_rule(out: &mut Converted, p: &Policy, r: &Rule, at: &str) -> BTreeMap<
         format!("{at}.allowed_targets"),
         format!("a target not listed is denied (value_not_allowed; {fallback}); a call without a target is denied (missing_argument), AgentGate skips the list"),
     );
-    let mut t = rule(ArgKind::String);
+    let mut t = ArgRule::of(ArgKind::String);
     t.values = Some(values);
     BTreeMap::from([("target".to_owned(), t)])
 }

@@ -352,6 +352,26 @@ pub struct ArgRule {
     pub max: Option<i64>,
 }
 
+impl ArgRule {
+    /// A rule of `kind` with no constraint set (importers and `explain`
+    /// start from it and add what they know).
+    pub fn of(kind: ArgKind) -> Self {
+        Self {
+            kind,
+            optional: false,
+            scopes: None,
+            programs: None,
+            domains: None,
+            addresses: None,
+            values: None,
+            max_bytes: None,
+            max_items: None,
+            min: None,
+            max: None,
+        }
+    }
+}
+
 /// One action: its classification and grant template.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,28 +12,11 @@ use crate::policy::schema::{ActionDef, ArgKind, ArgRule, UsageLimit};
 
 pub(crate) type Args = BTreeMap<String, ArgRule>;
 
-/// An argument rule of `kind` with nothing else set.
-pub(crate) fn rule(kind: ArgKind) -> ArgRule {
-    ArgRule {
-        kind,
-        optional: false,
-        scopes: None,
-        programs: None,
-        domains: None,
-        addresses: None,
-        values: None,
-        max_bytes: None,
-        max_items: None,
-        min: None,
-        max: None,
-    }
-}
-
 pub(crate) fn string(values: Option<Vec<String>>, optional: bool) -> ArgRule {
     ArgRule {
         values,
         optional,
-        ..rule(ArgKind::String)
+        ..ArgRule::of(ArgKind::String)
     }
 }
 

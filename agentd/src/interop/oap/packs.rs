@@ -4,7 +4,7 @@
 //! deny code a refusal of each argument is.
 use serde_json::Value;
 
-use super::capability::{rule, Capability};
+use super::capability::Capability;
 use super::passport::Passport;
 use crate::policy::schema::{ArgKind, ArgRule};
 use crate::protocol::reason;
@@ -114,7 +114,7 @@ fn refund(c: &mut Capability<'_>, p: &Passport) {
         "currency".into(),
         ArgRule {
             values: currency,
-            ..rule(ArgKind::String)
+            ..ArgRule::of(ArgKind::String)
         },
     );
     let reasons = c.limit("reason_codes").cloned();
@@ -140,7 +140,7 @@ fn refund(c: &mut Capability<'_>, p: &Passport) {
 /// capability's `params.currency` if it names one), the amount bounded by
 /// the smallest `max_per_tx` among them and `params.max_amount`.
 fn refund_amounts(c: &mut Capability<'_>) -> (ArgRule, Option<Vec<String>>) {
-    let mut amount = rule(ArgKind::Integer);
+    let mut amount = ArgRule::of(ArgKind::Integer);
     amount.min = Some(0);
     let only = c
         .params
@@ -205,12 +205,12 @@ fn export(c: &mut Capability<'_>, p: &Passport) {
         collections.as_ref().map(|v| ("allowed_collections", v)),
         false,
     );
-    let mut rows = rule(ArgKind::Integer);
+    let mut rows = ArgRule::of(ArgKind::Integer);
     rows.min = Some(0);
     rows.max = c.limit("max_rows").and_then(Value::as_i64);
     rows.optional = rows.max.is_none();
     c.args.insert("estimated_rows".into(), rows);
-    let mut pii = rule(ArgKind::Boolean);
+    let mut pii = ArgRule::of(ArgKind::Boolean);
     pii.optional = true;
     // Absent allow_pii is no PII, as OAP's reference evaluator reads it.
     if c.limit("allow_pii").and_then(Value::as_bool) != Some(true) {
