@@ -87,31 +87,6 @@ fn rows_of(d: &Daemon, call_id: &str) -> Vec<Value> {
         .collect()
 }
 
-fn verify_chain(d: &Daemon) {
-    let pem = d.dir.path().join("audit.pub.pem");
-    std::fs::write(
-        &pem,
-        d.ok(&[
-            "audit",
-            "public-key",
-            "--state-dir",
-            d.state.to_str().unwrap(),
-        ]),
-    )
-    .unwrap();
-    let out = d.ok(&[
-        "audit",
-        "verify",
-        "--state-dir",
-        d.state.to_str().unwrap(),
-        "--public-key",
-        pem.to_str().unwrap(),
-        "--json",
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["result"], "pass", "{v}");
-}
-
 /// (kind, action, decision, reason_code) of each row, in order.
 fn summary(rows: &[Value]) -> Vec<(String, String, String, String)> {
     rows.iter()
@@ -261,7 +236,7 @@ fn approve_and_deny_by_an_admin_with_the_control_and_the_audit_chain() {
         .unwrap();
     assert!(!nobody.status.success());
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("permission_denied"));
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 #[test]
@@ -328,7 +303,7 @@ fn no_answer_times_out_a_full_queue_refuses_and_a_restart_expires() {
     )));
     let never = d.agentctl(&["approvals", "approve", &crashed]);
     assert!(String::from_utf8_lossy(&never.stderr).contains("approval_already_decided"));
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 /// One request the test's webhook server received.
@@ -650,7 +625,7 @@ fn webhook_delivers_signed_and_only_a_valid_signed_callback_answers() {
         "deny",
         "approval_denied",
     );
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 /// One HTTP/1.1 exchange with the console on loopback: (status, head, body).
@@ -753,7 +728,7 @@ fn the_console_lists_and_answers_approvals_with_its_csrf_token() {
         "{}",
     );
     assert_eq!(status, 409, "{body}");
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 #[test]
@@ -784,5 +759,5 @@ fn a_caller_that_goes_away_abandons_its_approval() {
     assert!(pending(&d).is_empty());
     let late = d.agentctl(&["approvals", "approve", &id]);
     assert!(String::from_utf8_lossy(&late.stderr).contains("approval_already_decided"));
-    verify_chain(&d);
+    d.verify_chain();
 }

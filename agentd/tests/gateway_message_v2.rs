@@ -75,23 +75,6 @@ fn active_messages(d: &Daemon) -> i64 {
         .unwrap()
 }
 
-fn verify_chain(d: &Daemon) {
-    let pem = d.dir.path().join("audit.pub.pem");
-    let state = d.state.to_str().unwrap();
-    std::fs::write(&pem, d.ok(&["audit", "public-key", "--state-dir", state])).unwrap();
-    let out = d.ok(&[
-        "audit",
-        "verify",
-        "--state-dir",
-        state,
-        "--public-key",
-        pem.to_str().unwrap(),
-        "--json",
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["result"], "pass", "{v}");
-}
-
 /// The daemon on the demo policy (or `policy_text`) with host id `ward-3`.
 fn daemon(policy_text: Option<String>) -> Daemon {
     Daemon::start_gateway("", "host_id = \"ward-3\"", |dir| match policy_text {
@@ -140,7 +123,7 @@ fn a_message_for_another_host_is_refused_with_its_row() {
         d.log_text().contains("ward-3"),
         "the host id is logged at start"
     );
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 #[test]
@@ -200,7 +183,7 @@ fn a_call_outside_the_signed_scope_is_denied_though_the_role_allows_it() {
             "ok",
         );
     }
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 #[test]
@@ -218,7 +201,7 @@ fn a_policy_may_refuse_v1_and_still_accept_v2() {
         "allow",
         "ok",
     );
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 /// A v2 message JSON signed with `key`, with `scope` spliced in after
@@ -302,7 +285,7 @@ fn bad_scopes_are_refused_precisely_and_store_nothing() {
     let (s, v) = d.raw(Method::POST, "/v1/messages", good);
     assert_eq!((s, v["trust"].as_str()), (200, Some("verified")), "{v}");
     assert_eq!(active_messages(&d), 1);
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 /// `agentctl check --json` of a read_chart on message `m` from `cgroup`.
@@ -350,5 +333,5 @@ fn a_message_for_one_agent_is_refused_to_another() {
     // Control for beta: a message for beta works for beta.
     let mb = accepted(&d, "olivia", &key, &["--for-agent", "beta"]);
     assert_decision(&chart_from(&d, &beta, &mb), "allow", "ok");
-    verify_chain(&d);
+    d.verify_chain();
 }

@@ -99,23 +99,6 @@ fn record(d: &Daemon, call_id: &str, action: &str) -> Value {
         .unwrap_or_else(|| panic!("no `{action}` row for call {call_id}"))
 }
 
-fn verify_chain(d: &Daemon) {
-    let pem = d.dir.path().join("audit.pub.pem");
-    let state = d.state.to_str().unwrap();
-    std::fs::write(&pem, d.ok(&["audit", "public-key", "--state-dir", state])).unwrap();
-    let out = d.ok(&[
-        "audit",
-        "verify",
-        "--state-dir",
-        state,
-        "--public-key",
-        pem.to_str().unwrap(),
-        "--json",
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["result"], "pass", "{v}");
-}
-
 /// Escalates `action` on `msg` and answers it (`approve` or `deny`);
 /// returns the approval and the call's decision.
 fn escalate_and(d: &Daemon, msg: &str, action: &str, answer: &str) -> (Value, Value) {
@@ -230,7 +213,7 @@ fn a_read_only_session_is_elevated_per_action_until_expiry() {
         assert_decision(&d.check(&m, action, &[]), "allow", "ok");
     }
     assert!(pending(&d).is_empty());
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 /// A full-session policy with an anomaly check that denies.
@@ -350,7 +333,7 @@ fn many_denials_trip_the_session_and_bad_settings_are_refused() {
     assert_eq!(d.ok(&["policy", "show", "--json"]), before);
     // The daemon keeps serving.
     assert_decision(&d.check(&m, "read_status", &[]), "allow", "ok");
-    verify_chain(&d);
+    d.verify_chain();
 }
 
 #[test]
@@ -396,5 +379,5 @@ fn a_tripped_session_asks_and_an_approval_resets_it() {
     assert_decision(&d.check(&m, "send_report", &[]), "allow", "ok");
     assert_decision(&d.check(&m, "read_status", &[]), "allow", "ok");
     assert!(pending(&d).is_empty());
-    verify_chain(&d);
+    d.verify_chain();
 }

@@ -254,6 +254,29 @@ impl Daemon {
             )
         })
     }
+
+    /// Verifies the whole audit chain offline with `agentctl audit verify`
+    /// and the exported checkpoint key; panics unless the result is `pass`.
+    pub fn verify_chain(&self) {
+        let pem = self.dir.path().join("audit.pub.pem");
+        let state = self.state.to_str().unwrap();
+        std::fs::write(
+            &pem,
+            self.ok(&["audit", "public-key", "--state-dir", state]),
+        )
+        .unwrap();
+        let out = self.ok(&[
+            "audit",
+            "verify",
+            "--state-dir",
+            state,
+            "--public-key",
+            pem.to_str().unwrap(),
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["result"], "pass", "{v}");
+    }
 }
 
 impl Drop for Daemon {
