@@ -88,16 +88,7 @@ fn api_err(e: AgentsError) -> ApiError {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AgentsError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                reason::INTERNAL_ERROR,
-                e.to_string(),
-            )
-        })?
-        .map_err(api_err)
+    super::json::off_runtime(f).await?.map_err(api_err)
 }
 
 async fn list(

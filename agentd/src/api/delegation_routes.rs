@@ -157,15 +157,7 @@ async fn issue(
     );
     let gateway = s.gateway.clone();
     let r = req.clone();
-    let out = tokio::task::spawn_blocking(move || gateway.issue_delegation(&r, unix_now()))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                reason::INTERNAL_ERROR,
-                e.to_string(),
-            )
-        })?;
+    let out = super::json::off_runtime(move || gateway.issue_delegation(&r, unix_now())).await?;
     match out {
         Ok(issued) => {
             let d = &issued.delegation;
@@ -207,15 +199,8 @@ async fn revoke(
     let gateway = s.gateway.clone();
     let r = req.clone();
     // Ending grants writes BPF maps: off the runtime.
-    let out = tokio::task::spawn_blocking(move || gateway.revoke_delegation(&r, admin, unix_now()))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                reason::INTERNAL_ERROR,
-                e.to_string(),
-            )
-        })?;
+    let out =
+        super::json::off_runtime(move || gateway.revoke_delegation(&r, admin, unix_now())).await?;
     match out {
         Ok(done) => {
             let target = format!(

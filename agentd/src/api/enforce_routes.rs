@@ -72,15 +72,8 @@ impl RouteState {
         // whether enforcement has started.
         control::authorize(&req, &caller).map_err(api_err)?;
         let e = self.enforcer()?;
-        tokio::task::spawn_blocking(move || control::dispatch(&e, &caller, req, None))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    reason::INTERNAL_ERROR,
-                    e.to_string(),
-                )
-            })?
+        super::json::off_runtime(move || control::dispatch(&e, &caller, req, None))
+            .await?
             .map_err(api_err)
     }
 }

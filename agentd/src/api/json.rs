@@ -29,6 +29,25 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// A 500 `internal_error` (a failed task, a broken invariant).
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::INTERNAL_ERROR,
+            e.to_string(),
+        )
+    }
+}
+
+/// Runs blocking work (SQLite, BPF maps, cgroups) off the async runtime; a
+/// task that panicked or was cancelled is a 500.
+pub async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
 }
 
 impl IntoResponse for ApiError {

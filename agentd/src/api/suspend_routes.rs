@@ -118,14 +118,6 @@ fn suspend_error(e: SuspendError) -> ApiError {
     ApiError::new(status, e.reason_code(), e.to_string())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        reason::INTERNAL_ERROR,
-        e.to_string(),
-    )
-}
-
 fn who(peer: &Peer) -> String {
     peer.uid
         .map(|u| format!("uid:{u}"))
@@ -179,11 +171,9 @@ async fn suspend(
     let agent = scope_agent(&scope);
     let gateway = s.gateway.clone();
     // Ending grants and killing cgroups write maps and files: off the runtime.
-    let out =
-        tokio::task::spawn_blocking(move || gateway.suspend(scope, &req.reason, req.stop, &by))
-            .await
-            .map_err(internal)?
-            .map_err(suspend_error)?;
+    let out = super::json::off_runtime(move || gateway.suspend(scope, &req.reason, req.stop, &by))
+        .await?
+        .map_err(suspend_error)?;
     let target = format!(
         "{} stop={} grants_revoked={} processes_stopped={} reason={:?}",
         scope_of(&out.suspension),

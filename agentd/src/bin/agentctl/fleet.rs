@@ -3,8 +3,6 @@
 //! a refused change stores nothing); every host applies them within
 //! moments (LISTEN/NOTIFY). Also the database set-up with one
 //! least-privilege role per host (`init-db`).
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -307,20 +305,7 @@ fn write_private_key(path: &Path, key: &ed25519_dalek::SigningKey) -> anyhow::Re
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "creating key file {} (it must not exist yet)",
-                path.display()
-            )
-        })?;
-    f.write_all(pem.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::operator::write_private_file(path, pem.as_bytes())
 }
 
 /// A public key file: PEM (SubjectPublicKeyInfo) or 64 hex digits.

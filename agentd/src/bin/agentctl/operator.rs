@@ -66,6 +66,12 @@ enum Command {
 }
 
 pub(crate) fn write_key_file(path: &Path, key_hex: &str) -> anyhow::Result<()> {
+    write_private_file(path, format!("{key_hex}\n").as_bytes())
+}
+
+/// Creates `path` (refusing one that exists) with mode 0600 and writes
+/// `contents`: where agentctl puts a new secret key.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -77,7 +83,8 @@ pub(crate) fn write_key_file(path: &Path, key_hex: &str) -> anyhow::Result<()> {
                 path.display()
             )
         })?;
-    writeln!(f, "{key_hex}").with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
