@@ -415,3 +415,76 @@ fn postgres_outage_loses_and_repeats_nothing_and_the_lease_holds() {
     let (ok, text) = verify(&d, &conninfo, &[]);
     assert!(ok, "{text}");
 }
+
+/// A CA and a server certificate for `localhost` signed by it, in PEM:
+/// (CA certificate, server certificate, server key).
+fn tls_pki(ca_name: &str) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    (ca_cert.pem(), server.pem(), server_key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgres_is_verified_and_required() {
+    let Some(pg) = cluster() else { return };
+    let (ca, cert, key) = tls_pki("agentd fleet test CA");
+    let port = pg.enable_tls(&cert, &key);
+    let tcp = pg.private_file(
+        "fleet-postgres-tls",
+        &format!("host=localhost hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres\n"),
+    );
+    let ca_file = pg.private_file("fleet-ca.pem", &ca);
+    let (other_ca, _, _) = tls_pki("someone else's CA");
+    let other_ca_file = pg.private_file("other-ca.pem", &other_ca);
+    let daemon = |host: &str, ca: Option<&Path>| {
+        let tls = ca.map_or(String::new(), |c| format!("tls_ca_file = {c:?}\n"));
+        Daemon::start_with(&format!(
+            "[fleet]\ncredentials_file = {tcp:?}\nhost_id = {host:?}\nlease_secs = 0\ntimeout_ms = 800\n{tls}"
+        ))
+    };
+
+    // Over TLS with the server's CA: messages take the fleet-wide check and
+    // rows arrive, on a connection PostgreSQL itself reports as TLS.
+    let a = daemon("tls-host", Some(&ca_file));
+    let key_a = a.enroll("olivia", "clinician");
+    some_calls(&a, "olivia", &key_a, "s1");
+    shipped(&pg, &a, "tls-host");
+    assert_eq!(
+        pg.sql("SELECT count(*) > 0 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.client_addr IS NOT NULL"),
+        "t",
+        "the host's connection is TLS"
+    );
+
+    // Without TLS (the server admits no plain TCP client), and over TLS
+    // with a CA that did not sign the server's certificate: no link, so
+    // with lease 0 every new message is refused, and audited.
+    for (host, ca) in [
+        ("plain-host", None),
+        ("wrong-ca-host", Some(&*other_ca_file)),
+    ] {
+        let d = daemon(host, ca);
+        let key = d.enroll("olivia", "clinician");
+        let (status, body) = post_message(&d, &signed(&d, "olivia", &key, "s1"));
+        assert_eq!(status, 503, "{host}: {body}");
+        assert_eq!(body["reason_code"], "fleet_unavailable", "{host}: {body}");
+        assert_eq!(message_rows(&d, "fleet_unavailable").len(), 1, "{host}");
+        assert!(pg_seqs(&pg, host).is_empty(), "{host}: nothing shipped");
+        // The operator is told why (not just "db error").
+        let log = d.log_text();
+        let why = if ca.is_none() {
+            "pg_hba.conf"
+        } else {
+            "UnknownIssuer"
+        };
+        assert!(log.contains(why), "{host}: the log names {why}:\n{log}");
+    }
+}

@@ -143,7 +143,7 @@ impl PgSettings {
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok((client, task))) => Ok(PgConn { client, task }),
-            Ok(Err(e)) => Err(FleetError::Postgres(e.to_string())),
+            Ok(Err(e)) => Err(FleetError::Postgres(pg_error_text(&e))),
             Err(_) => Err(FleetError::Timeout("connecting")),
         }
     }
@@ -175,7 +175,7 @@ impl PgSettings {
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok((client, task))) => Ok((PgConn { client, task }, rx)),
-            Ok(Err(e)) => Err(FleetError::Postgres(e.to_string())),
+            Ok(Err(e)) => Err(FleetError::Postgres(pg_error_text(&e))),
             Err(_) => Err(FleetError::Timeout("connecting")),
         }
     }
@@ -197,7 +197,17 @@ impl PgSettings {
 pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        // The client's own errors hide their cause (a refused certificate,
+        // a reset connection) in the source chain.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
     }
 }
 

@@ -17,6 +17,10 @@ pub struct PgCluster {
     pub data: PathBuf,
     /// Socket directory.
     pub sock: PathBuf,
+    /// The server's port (names its socket; TCP only once TLS is on).
+    port: std::cell::Cell<u16>,
+    /// Extra server options (TLS on loopback TCP, after `enable_tls`).
+    tcp_options: std::cell::RefCell<String>,
     uid: u32,
     gid: u32,
     /// Root-owned directory for the connection-string file.
@@ -54,6 +58,8 @@ impl PgCluster {
             bin,
             data,
             sock,
+            port: std::cell::Cell::new(5432),
+            tcp_options: std::cell::RefCell::new(String::new()),
             uid,
             gid,
             dir,
@@ -102,8 +108,10 @@ impl PgCluster {
             .arg(&self.data)
             .arg("-o")
             .arg(format!(
-                "-k {} -c listen_addresses= -c fsync=off -c max_connections=200",
-                self.sock.display()
+                "-k {} -p {} -c fsync=off -c max_connections=200 {}",
+                self.sock.display(),
+                self.port.get(),
+                self.listen_options()
             ))
             .arg("-l")
             .arg(self.dir.path().join("server.log"))
@@ -116,6 +124,55 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
         );
+    }
+
+    fn listen_options(&self) -> String {
+        let tcp = self.tcp_options.borrow();
+        if tcp.is_empty() {
+            "-c listen_addresses=".into()
+        } else {
+            tcp.clone()
+        }
+    }
+
+    /// Restarts the server listening on loopback TCP with TLS only (the
+    /// certificate and key in PEM; `pg_hba.conf` admits TCP clients over
+    /// TLS and no other way; the Unix socket stays as it was). Returns the
+    /// port.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> u16 {
+        self.server_kill();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+            (
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                0o600,
+            ),
+        ] {
+            let f = self.data.join(name);
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            nix::unistd::chown(
+                &f,
+                Some(nix::unistd::Uid::from_raw(self.uid)),
+                Some(nix::unistd::Gid::from_raw(self.gid)),
+            )
+            .unwrap();
+        }
+        self.port.set(port);
+        *self.tcp_options.borrow_mut() = format!(
+            "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            self.data.join("server.crt").display(),
+            self.data.join("server.key").display()
+        );
+        self.server_start();
+        port
     }
 
     /// `pg_ctl stop -m immediate`: the server dies as if killed.
@@ -167,12 +224,25 @@ impl PgCluster {
         self.conninfo_file_as("postgres")
     }
 
+    /// A root-owned 0600 file holding `text` (a connection string of the
+    /// test's own making).
+    pub fn private_file(&self, name: &str, text: &str) -> PathBuf {
+        let f = self.private.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        f
+    }
+
     /// A connection-string file connecting as `user` (root-owned, 0600).
     pub fn conninfo_file_as(&self, user: &str) -> PathBuf {
         let f = self.private.path().join(format!("fleet-postgres-{user}"));
         std::fs::write(
             &f,
-            format!("host={} user={user} dbname=postgres\n", self.sock.display()),
+            format!(
+                "host={} port={} user={user} dbname=postgres\n",
+                self.sock.display(),
+                self.port.get()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -197,6 +267,8 @@ impl PgCluster {
                 user,
                 "-d",
                 "postgres",
+                "-p",
+                &self.port.get().to_string(),
                 "-h",
             ])
             .arg(&self.sock)
