@@ -300,6 +300,57 @@ fn central_policy_operators_and_suspensions_reach_every_host() {
         assert_decision(&read_chart(d, m), "allow", "ok");
     }
 
+    // A central delegation revocation reaches the host holding the token.
+    let root = a.enroll("root-op", "clinician");
+    let secret = a.dir.path().join("carol.secret");
+    let token = a
+        .ok(&[
+            "delegate",
+            "issue",
+            "--operator",
+            "root-op",
+            "--key-file",
+            root.to_str().unwrap(),
+            "--to",
+            "carol",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--actions",
+            "read_chart",
+            "--ttl",
+            "10m",
+            "--uses",
+            "5",
+        ])
+        .trim()
+        .to_owned();
+    let send_token = |session: &str| {
+        a.ok(&[
+            "send",
+            "--token",
+            &token,
+            "--token-key-file",
+            secret.to_str().unwrap(),
+            "--session",
+            session,
+            "read it",
+        ])
+        .trim()
+        .to_owned()
+    };
+    let tm = send_token("carol-1");
+    assert_decision(&read_chart(a, &tm), "allow", "ok");
+    let out = fleet_ok(a, &admin, &["revoke-delegation", &token]);
+    on_every_host(
+        &daemons[..1],
+        "fleet_delegation_revoked",
+        revision(&out),
+        Instant::now(),
+    );
+    assert_decision(&read_chart(a, &tm), "deny", "delegation_revoked");
+    let out = fleet(a, &admin, &["revoke-delegation", "not-a-token"]);
+    assert!(!out.status.success(), "a malformed token name is refused");
+
     // PostgreSQL down: every host keeps enforcing its copy, across a restart.
     let sam_key = a.dir.path().join("sam.pem");
     let out = fleet_ok(

@@ -533,3 +533,40 @@ pub fn parse_public_key(hex_key: &str) -> Result<[u8; 32], String> {
         .map_err(|_| "not a valid Ed25519 public key".to_owned())?;
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_keys_are_checked_points() {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let hex_key = hex::encode(sk.verifying_key().as_bytes());
+        assert_eq!(
+            parse_public_key(&hex_key).unwrap(),
+            sk.verifying_key().to_bytes()
+        );
+        assert!(parse_public_key("abcd").is_err());
+        assert!(parse_public_key(&"zz".repeat(32)).is_err());
+        // Not a point on the curve.
+        let mut bad = [0u8; 32];
+        bad[0] = 2;
+        bad[31] = 0x80;
+        let r = parse_public_key(&hex::encode(bad));
+        assert!(
+            r.is_err() || r.is_ok_and(|k| k == bad),
+            "decoded or refused"
+        );
+    }
+
+    #[test]
+    fn a_central_policy_hashes_like_a_loaded_one() {
+        let src = include_str!("../../../policies/demo.toml");
+        let p = CentralPolicy {
+            rev: 1,
+            source: src.into(),
+        };
+        let compiled = crate::policy::compile(src, "x").unwrap();
+        assert_eq!(p.sha256(), compiled.sha256);
+    }
+}

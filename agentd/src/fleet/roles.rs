@@ -137,3 +137,24 @@ pub async fn init_db(
     }
     pg.bounded("commit", tx.commit()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_role_name_is_safe_to_splice() {
+        assert_eq!(role_name("host-a"), "agentd_host_host_a");
+        assert_eq!(role_name("Ward.3'; DROP"), "agentd_host_ward_3___drop");
+        assert_eq!(role_name(&"x".repeat(100)).len(), 63);
+        let sql = policies_sql();
+        for table in [
+            "agentd_audit",
+            "agentd_checkpoints",
+            "agentd_hosts",
+            "agentd_nonces",
+        ] {
+            assert!(sql.contains(&format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")));
+        }
+    }
+}

@@ -160,6 +160,38 @@ pub async fn ensure(pg: &PgSettings, client: &mut Client) -> Result<(), FleetErr
     if present == TABLES.len() as i64 {
         return Ok(());
     }
+    match create(pg, client).await {
+        Ok(()) => Ok(()),
+        // A role that may not create tables, on a database made before
+        // the central tables existed: shipping and nonces still work; the
+        // central follower reports the missing tables until an
+        // administrator runs `agentctl fleet init-db`.
+        Err(e) if host_tables_present(pg, client).await => {
+            tracing::warn!(error = %e, "fleet: cannot create the central tables (run agentctl fleet init-db as their owner)");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the four tables hosts write exist.
+async fn host_tables_present(pg: &PgSettings, client: &Client) -> bool {
+    let tables: Vec<&str> = TABLES[..4].to_vec();
+    pg.bounded(
+        "looking for the fleet tables",
+        client.query_one(
+            "SELECT count(*) FROM pg_catalog.pg_class c
+             WHERE c.relname = ANY($1) AND c.relkind IN ('r', 'p')
+               AND pg_catalog.pg_table_is_visible(c.oid)",
+            &[&tables],
+        ),
+    )
+    .await
+    .is_ok_and(|r| r.get::<_, i64>(0) == 4)
+}
+
+/// Creates the missing tables under the advisory lock.
+async fn create(pg: &PgSettings, client: &mut Client) -> Result<(), FleetError> {
     let tx = pg.bounded("begin", client.transaction()).await?;
     pg.bounded(
         "schema lock",
