@@ -179,6 +179,11 @@ pub fn explain(r: &Record, ctx: &Context<'_>) -> Explanation {
         RecordKind::Admin if r.event.action.starts_with("delegation_") => {
             gateway::delegation_row(r)
         }
+        RecordKind::Lifecycle if r.event.action == "fleet_central" => Explanation::new(
+            r,
+            "the fleet's central state (agentctl fleet)".to_owned(),
+            fleet_central_why(&r.event.reason_code, &r.event.target),
+        ),
         RecordKind::Admin | RecordKind::Lifecycle => Explanation::new(
             r,
             format!("agentd itself ({})", r.event.kind.as_str()),
@@ -203,4 +208,21 @@ pub fn explain(r: &Record, ctx: &Context<'_>) -> Explanation {
         }
     }
     e
+}
+
+/// What a `fleet_central` row (a central change applied on this host) says.
+fn fleet_central_why(reason: &str, target: &str) -> String {
+    let what = match reason {
+        "fleet_policy_applied" => "the fleet's central policy was put in force on this host",
+        "fleet_policy_refused" => "the fleet's central policy did not compile on this host; the policy it had stays in force",
+        "fleet_operator_added" => "a central operator (Ed25519 public key) was enrolled on this host",
+        "fleet_operator_removed" => "a central operator was removed: revoked on this host, its calls' grants ended",
+        "fleet_operator_refused" => "a central operator could not be enrolled on this host (a local operator holds the id, or a role this host's policy lacks)",
+        "fleet_suspended" => "a central suspension was put in force on this host",
+        "fleet_resumed" => "a central suspension was lifted on this host",
+        "fleet_suspension_refused" => "a central suspension could not be put in force on this host",
+        "fleet_delegation_revoked" => "a delegation token this host held was revoked centrally, with the tokens below it",
+        _ => "a change from the fleet's central state",
+    };
+    format!("{what} ({target}); see docs/fleet.md")
 }

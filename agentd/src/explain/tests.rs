@@ -632,3 +632,25 @@ async fn delegation_codes_are_said_in_words_with_the_issuers_step() {
         );
     }
 }
+
+#[test]
+fn a_central_change_row_says_what_the_fleet_changed() {
+    let mut ev =
+        crate::audit::AuditEvent::new(crate::audit::RecordKind::Lifecycle, "fleet_central");
+    ev.decision = "deny".into();
+    ev.reason_code = "fleet_policy_refused".into();
+    ev.target = "rev=7 error=bad".into();
+    let r = Record::seal(
+        1,
+        "2026-12-03T05:00:00.000000Z".into(),
+        ev,
+        crate::audit::GENESIS_HASH.into(),
+    );
+    let e = explain(&r, &Context::default());
+    assert!(
+        e.why.contains("did not compile on this host") && e.why.contains("rev=7"),
+        "{}",
+        e.why
+    );
+    assert!(e.check.contains("central state"), "{}", e.check);
+}

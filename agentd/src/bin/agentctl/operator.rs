@@ -120,15 +120,16 @@ fn show_key(
 
 fn print_list(ops: &[OperatorInfo]) {
     println!(
-        "{:<24} {:<28} {:>7} {:<8}",
-        "OPERATOR", "ROLES", "KEY_GEN", "STATUS"
+        "{:<24} {:<28} {:>7} {:<8} {:<8}",
+        "OPERATOR", "ROLES", "KEY_GEN", "KEY", "STATUS"
     );
     for o in ops {
         println!(
-            "{:<24} {:<28} {:>7} {:<8}",
+            "{:<24} {:<28} {:>7} {:<8} {:<8}",
             o.id,
             o.roles.join(","),
             o.key_gen,
+            o.key_kind.as_str(),
             if o.revoked { "revoked" } else { "active" }
         );
     }
