@@ -508,3 +508,56 @@ fn rls_keeps_each_host_to_its_own_rows(pg: &PgCluster, daemons: &[Daemon]) {
         "no live nonce deleted"
     );
 }
+
+/// A database an earlier agentd made (the four host tables, no central
+/// ones) and a role that may only insert: the host still ships and checks
+/// nonces, and says the central tables are missing.
+#[test]
+fn an_older_database_keeps_shipping_for_a_role_that_may_not_create_tables() {
+    let Some(pg) = cluster() else { return };
+    let admin = pg.conninfo_file();
+    let setup = Daemon::start();
+    fleet_ok(&setup, &admin, &["init-db"]);
+    drop(setup);
+    pg.sql(
+        "DROP TABLE agentd_central_policy, agentd_central_operators, agentd_central_suspensions,
+                    agentd_central_delegation_revocations, agentd_host_roles CASCADE;
+         ALTER TABLE agentd_hosts DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE agentd_audit DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE agentd_checkpoints DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE agentd_nonces DISABLE ROW LEVEL SECURITY;
+         CREATE ROLE agentd_old LOGIN;
+         GRANT SELECT, INSERT ON agentd_hosts, agentd_audit, agentd_checkpoints, agentd_nonces TO agentd_old;
+         GRANT UPDATE, DELETE ON agentd_nonces TO agentd_old;",
+    );
+    let conninfo = pg.conninfo_file_as("agentd_old");
+    let d = Daemon::start_with(&format!(
+        "[fleet]\ncredentials_file = {conninfo:?}\nhost_id = \"old-host\"\nlease_secs = 0\ntimeout_ms = 800\n"
+    ));
+    let key = d.enroll("olivia", "clinician");
+    // lease_secs = 0: accepted only because the fleet-wide check was made.
+    let m = d.send("olivia", &key, "s1", "read the chart");
+    assert_decision(&read_chart(&d, &m), "allow", "ok");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = d.audit_records().len().to_string();
+        let remote = pg.sql("SELECT count(*) FROM agentd_audit WHERE host_id = 'old-host'");
+        if local == remote {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{remote} of {local} rows shipped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM agentd_nonces WHERE host_id = 'old-host'"),
+        "1"
+    );
+    assert!(
+        d.log_text().contains("cannot create the central tables"),
+        "{}",
+        d.log_text()
+    );
+}
