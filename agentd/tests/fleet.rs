@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fleet_support::PgCluster;
-use gateway_support::{assert_decision, Daemon};
+use gateway_support::{assert_decision, free_port, sample, scrape, Daemon};
 use hyper::Method;
 use serde_json::Value;
 
@@ -295,10 +295,23 @@ fn three_hosts_ship_refuse_cross_host_replay_and_verify_centrally() {
 fn postgres_outage_loses_and_repeats_nothing_and_the_lease_holds() {
     let Some(pg) = cluster() else { return };
     let conninfo = pg.conninfo_file();
-    let d = fleet_daemon(&conninfo, "host-a", 3);
+    let metrics = free_port();
+    let d = Daemon::start_with(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[audit]\ncheckpoint_interval_secs = 1\n[fleet]\ncredentials_file = {conninfo:?}\nhost_id = \"host-a\"\nlease_secs = 3\ntimeout_ms = 800\n"
+    ));
     let key = d.enroll("olivia", "clinician");
     let earlier = some_calls(&d, "olivia", &key, "s1");
-    shipped(&pg, &d, "host-a");
+    let seqs = shipped(&pg, &d, "host-a");
+    let lag = |stat: &str| {
+        let (status, text) = scrape(metrics);
+        assert_eq!(status, 200, "{text}");
+        sample(&text, &format!("agentd_fleet_shipping{{stat=\"{stat}\"}}"))
+            .unwrap_or_else(|| panic!("no {stat} in\n{text}"))
+    };
+    // All shipped: /metrics says so.
+    assert_eq!(lag("shipped_seq"), *seqs.last().unwrap() as f64);
+    assert_eq!(lag("lag_rows"), 0.0);
+    assert_eq!(lag("lag_seconds"), 0.0);
 
     pg.server_kill();
     // The host keeps deciding calls on an accepted message, PostgreSQL or not.
@@ -321,6 +334,12 @@ fn postgres_outage_loses_and_repeats_nothing_and_the_lease_holds() {
         "refused promptly"
     );
     assert_eq!(message_rows(&d, "fleet_unavailable").len(), 1);
+    // /metrics shows the backlog waiting for PostgreSQL, and its age.
+    assert!(lag("lag_rows") >= 6.0, "rows decided while down");
+    assert!(
+        lag("lag_seconds") >= 3.0,
+        "the oldest waited past the lease"
+    );
     // Control: a call on the earlier message is still decided.
     assert_decision(
         &d.check(&earlier, "read_chart", &["path=/srv/charts/p1.txt"]),
@@ -356,6 +375,13 @@ fn postgres_outage_loses_and_repeats_nothing_and_the_lease_holds() {
         (1..=n).collect::<Vec<_>>(),
         "every seq once, in order"
     );
+    // Caught up: no backlog left (rows audited after `shipped` read the log
+    // may still be in flight, so wait for it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag("lag_rows") != 0.0 {
+        assert!(Instant::now() < deadline, "backlog never drained");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let dupes = pg.sql("SELECT count(*) - count(DISTINCT hash) FROM agentd_audit");
     assert_eq!(dupes, "0");
     let link: Vec<String> = d

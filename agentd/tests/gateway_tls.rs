@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use gateway_support::Daemon;
+use gateway_support::{free_port, Daemon};
 use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
 
 /// A CA and a server certificate for `localhost` signed by it, on disk.
@@ -74,14 +74,6 @@ fn pki() -> Pki {
         ca_pem,
         _dir: dir,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tcp(port: u16) -> std::net::TcpStream {

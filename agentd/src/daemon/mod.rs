@@ -238,13 +238,23 @@ pub async fn run_with_stored(
         tracing::info!(url = %c.origins().map(|o| o.base_url()).unwrap_or_default(), "web console serving (loopback; `agentctl console` prints a login link)");
         servers.spawn(Listener::Tcp(listener), crate::console::routes::router(c));
     }
-    serve_metrics(&config, &audit, &enforce, &receipts, &stop_rx, &mut servers).await?;
+    let fleet = crate::fleet::start(&config, &audit, &gateway, stop_rx.clone())
+        .context("starting fleet mode ([fleet])")?;
+    let shipped = fleet.as_ref().map(|f| f.shipper.position());
+    serve_metrics(
+        &config,
+        &audit,
+        &enforce,
+        &receipts,
+        shipped,
+        &stop_rx,
+        &mut servers,
+    )
+    .await?;
     if let Some(path) = &config.ocsf.path {
         crate::telemetry::ocsf_sink::start(path, &config.state_dir, &audit, stop_rx.clone())
             .context("starting the OCSF sink ([ocsf])")?;
     }
-    crate::fleet::start(&config, &audit, &gateway, stop_rx.clone())
-        .context("starting fleet mode ([fleet])")?;
     serving::serve_remote(&config, tls, app.clone(), &mut servers).await?;
     let pruner = serving::spawn_pruner(gateway.clone());
 
@@ -469,6 +479,7 @@ async fn serve_metrics(
     audit: &AuditLog,
     enforce: &crate::enforce::EnforceSlot,
     receipts: &crate::receipt::queue::ReceiptQueue,
+    shipped: Option<crate::telemetry::ShippedSeq>,
     stop: &watch::Receiver<bool>,
     servers: &mut serving::Servers,
 ) -> anyhow::Result<()> {
@@ -480,6 +491,7 @@ async fn serve_metrics(
             audit: audit.clone(),
             enforce: enforce.clone(),
             receipts: Some(receipts.clone()),
+            shipped,
         },
         stop.clone(),
     )

@@ -59,6 +59,8 @@ pub struct Shipper {
     rt: tokio::runtime::Handle,
     state: Mutex<State>,
     resume: Mutex<Option<u64>>,
+    /// The highest seq PostgreSQL holds for this host, for `/metrics`.
+    position: crate::telemetry::ShippedSeq,
     /// What was shipped so far.
     pub stats: ShipStats,
 }
@@ -86,6 +88,7 @@ pub fn start(
             key_alarmed: false,
         }),
         resume: Mutex::new(None),
+        position: Default::default(),
         stats: ShipStats::default(),
     });
     // From the start of the local log: the first batch learns where
@@ -98,6 +101,14 @@ pub fn start(
         stop,
     ));
     shipper
+}
+
+impl Shipper {
+    /// The highest seq PostgreSQL holds for this host (0 before the first
+    /// contact), kept current as batches land.
+    pub fn position(&self) -> crate::telemetry::ShippedSeq {
+        self.position.clone()
+    }
 }
 
 impl RowConsumer for Shipper {
@@ -178,6 +189,7 @@ impl Shipper {
                 }
             }
             st.shipped = last.seq;
+            self.position.store(last.seq, Ordering::Relaxed);
         }
         self.ship_checkpoints(&conn.client, st).await?;
         st.conn = Some(conn);
@@ -229,6 +241,7 @@ impl Shipper {
             .await?;
         st.shipped = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
         st.cp_shipped = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        self.position.store(st.shipped, Ordering::Relaxed);
         *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(st.shipped);
         tracing::info!(host_id = %self.host_id, after = st.shipped, "fleet: shipping audit rows to PostgreSQL");
         st.conn = Some(conn);

@@ -38,6 +38,19 @@ pub struct Snapshot {
     pub receipts_void: u64,
     /// Receipts the worker rendered since start, and the time it spent.
     pub receipts_rendered: crate::receipt::queue::RenderStats,
+    /// Fleet mode: how far audit shipping to PostgreSQL trails the log.
+    pub shipping: Option<Shipping>,
+}
+
+/// Audit shipping's position against the log's head.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shipping {
+    /// The highest seq PostgreSQL holds for this host.
+    pub shipped_seq: u64,
+    /// Committed rows not shipped yet.
+    pub lag_rows: u64,
+    /// Age of the oldest row not shipped yet, seconds (0: none waits).
+    pub lag_secs: f64,
 }
 
 /// Every family agentd exports.
@@ -51,6 +64,7 @@ pub struct Metrics {
     kernel: IntGaugeVec,
     receipts: IntGaugeVec,
     receipt_worker: GaugeVec,
+    fleet_shipping: GaugeVec,
     audit_commits: AuditCommits,
 }
 
@@ -103,6 +117,13 @@ impl Metrics {
                 ),
                 &["stat"],
             )?,
+            fleet_shipping: GaugeVec::new(
+                Opts::new(
+                    "fleet_shipping",
+                    "Fleet mode: audit shipping to PostgreSQL (shipped_seq, lag_rows, lag_seconds: age of the oldest row not shipped).",
+                ),
+                &["stat"],
+            )?,
             audit_commits: AuditCommits::new(),
         };
         m.register_all()?;
@@ -121,6 +142,7 @@ impl Metrics {
             Box::new(self.kernel.clone()),
             Box::new(self.receipts.clone()),
             Box::new(self.receipt_worker.clone()),
+            Box::new(self.fleet_shipping.clone()),
             Box::new(self.audit_commits.clone()),
         ] {
             self.registry.register(c)?;
@@ -185,6 +207,16 @@ impl Metrics {
             ("per_core_per_second", r.per_core_per_sec()),
         ] {
             self.receipt_worker.with_label_values(&[stat]).set(v);
+        }
+        self.fleet_shipping.reset();
+        if let Some(s) = &now.shipping {
+            for (stat, v) in [
+                ("shipped_seq", s.shipped_seq as f64),
+                ("lag_rows", s.lag_rows as f64),
+                ("lag_seconds", s.lag_secs),
+            ] {
+                self.fleet_shipping.with_label_values(&[stat]).set(v);
+            }
         }
         self.audit_commits.set(&now.audit);
         let mut out = Vec::new();

@@ -5,3 +5,7 @@ pub mod follow;
 pub mod metrics;
 pub mod ocsf_sink;
 pub mod server;
+
+/// The highest audit seq a shipper's destination holds (fleet mode:
+/// PostgreSQL), which the shipper advances and `/metrics` reads.
+pub type ShippedSeq = std::sync::Arc<std::sync::atomic::AtomicU64>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use tokio::sync::watch;
 
-use super::metrics::{Metrics, MetricsError, Snapshot};
+use super::metrics::{Metrics, MetricsError, Shipping, Snapshot};
 use crate::audit::AuditLog;
 use crate::enforce::EnforceSlot;
 use crate::receipt::queue::ReceiptQueue;
@@ -21,6 +21,8 @@ pub struct Sources {
     pub enforce: EnforceSlot,
     /// The receipt queue (backlog).
     pub receipts: Option<ReceiptQueue>,
+    /// Fleet mode: the highest seq PostgreSQL holds for this host.
+    pub shipped: Option<super::ShippedSeq>,
 }
 
 #[derive(Clone)]
@@ -106,6 +108,7 @@ fn snapshot(s: &Sources) -> Option<Snapshot> {
         .and_then(|q| q.stats().ok())
         .unwrap_or_default();
     Some(Snapshot {
+        shipping: s.shipped.as_ref().map(|p| shipping(&s.audit, p)),
         audit: s.audit.stats(),
         grants_live,
         kernel,
@@ -118,4 +121,30 @@ fn snapshot(s: &Sources) -> Option<Snapshot> {
             .map(|q| q.render_stats())
             .unwrap_or_default(),
     })
+}
+
+/// How far shipping trails the log: rows, and the age of the oldest row
+/// not shipped yet (read from the log; 0 when nothing waits).
+fn shipping(audit: &AuditLog, position: &super::ShippedSeq) -> Shipping {
+    let shipped = position.load(std::sync::atomic::Ordering::Relaxed);
+    let head = *audit.subscribe().borrow();
+    let lag_rows = head.saturating_sub(shipped);
+    let oldest = (lag_rows > 0)
+        .then(|| {
+            let db = audit.db_path();
+            let conn = crate::audit::store::open_ro(db).ok()?;
+            crate::audit::store::record_at(&conn, db, shipped + 1).ok()?
+        })
+        .flatten();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let lag_secs = oldest
+        .and_then(|r| crate::audit::timefmt::parse_micros(&r.timestamp))
+        .map_or(0.0, |at| (now_us - at).max(0) as f64 / 1e6);
+    Shipping {
+        shipped_seq: shipped,
+        lag_rows,
+        lag_secs,
+    }
 }
