@@ -4,7 +4,8 @@
 //! a policy that does not compile is refused on push (nothing stored) and,
 //! slipped into the table by hand, refused by every host (old policy kept,
 //! audited); a central operator (Ed25519, the database holds only its
-//! public key) signs with `agentctl send` on every host; its removal and a
+//! public key) signs with `agentctl send` on every host; its removal, a
+//! change of its roles, a delegation revocation and a
 //! central suspension take effect on all three. PostgreSQL down, the hosts
 //! keep enforcing their copy (across a restart); back up, they catch up.
 //! Each host connects as its own role: row-level security lets it insert
@@ -296,6 +297,47 @@ fn central_policy_operators_and_suspensions_reach_every_host() {
     let out = fleet_ok(a, &admin, &["resume", "operator", "olivia"]);
     let rev = revision(&out);
     on_every_host(&daemons, "fleet_resumed", rev, Instant::now());
+    for (d, m) in daemons.iter().zip(&msgs) {
+        assert_decision(&read_chart(d, m), "allow", "ok");
+    }
+
+    // Central role changes: olivia as a member cannot read charts anywhere;
+    // back as a clinician she can. An unknown role is refused, nothing stored.
+    let out = fleet(
+        a,
+        &admin,
+        &["operator", "set-roles", "olivia", "--role", "nobody"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("role `nobody` is not defined"),
+        "{err}"
+    );
+    let out = fleet_ok(
+        a,
+        &admin,
+        &["operator", "set-roles", "olivia", "--role", "member"],
+    );
+    on_every_host(
+        &daemons,
+        "fleet_operator_roles",
+        revision(&out),
+        Instant::now(),
+    );
+    for (d, m) in daemons.iter().zip(&msgs) {
+        assert_decision(&read_chart(d, m), "deny", "role_not_in_allowlist");
+    }
+    let out = fleet_ok(
+        a,
+        &admin,
+        &["operator", "set-roles", "olivia", "--role", "clinician"],
+    );
+    on_every_host(
+        &daemons,
+        "fleet_operator_roles",
+        revision(&out),
+        Instant::now(),
+    );
     for (d, m) in daemons.iter().zip(&msgs) {
         assert_decision(&read_chart(d, m), "allow", "ok");
     }

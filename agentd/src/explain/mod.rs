@@ -216,6 +216,7 @@ fn fleet_central_why(reason: &str, target: &str) -> String {
         "fleet_policy_applied" => "the fleet's central policy was put in force on this host",
         "fleet_policy_refused" => "the fleet's central policy did not compile on this host; the policy it had stays in force",
         "fleet_operator_added" => "a central operator (Ed25519 public key) was enrolled on this host",
+        "fleet_operator_roles" => "a central operator's roles were changed on this host, and the grants of its earlier calls ended",
         "fleet_operator_removed" => "a central operator was removed: revoked on this host, its calls' grants ended",
         "fleet_operator_refused" => "a central operator could not be enrolled on this host (a local operator holds the id, or a role this host's policy lacks)",
         "fleet_suspended" => "a central suspension was put in force on this host",

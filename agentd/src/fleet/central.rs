@@ -340,6 +340,49 @@ pub async fn add_operator(
     Ok(rev)
 }
 
+/// Replaces a central operator's roles (each defined by the central
+/// policy); refused if unknown, removed, or a role is unknown.
+pub async fn set_roles(
+    pg: &PgSettings,
+    client: &mut Client,
+    id: &str,
+    roles: &[String],
+    by: &str,
+) -> Result<i64, CentralError> {
+    if roles.is_empty() {
+        return Err(CentralError::Refused(
+            "an operator needs at least one role".into(),
+        ));
+    }
+    let txo = begin(pg, client).await?;
+    let tx = &txo;
+    if let Some(known) = central_roles(pg, tx).await? {
+        if let Some(r) = roles.iter().find(|r| !known.contains(r)) {
+            return Err(CentralError::Refused(format!(
+                "role `{r}` is not defined by the central policy (roles: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let roles = roles.to_vec();
+    let row = pg
+        .bounded(
+            "changing the operator's roles",
+            tx.query_opt(
+                "UPDATE agentd_central_operators
+                 SET roles = $2, rev = nextval('agentd_central_rev'), changed_by = $3, changed_at = now()
+                 WHERE id = $1 AND NOT removed RETURNING rev",
+                &[&id, &roles, &by],
+            ),
+        )
+        .await?;
+    let rev = row.map(|r| r.get(0)).ok_or_else(|| {
+        CentralError::Refused(format!("no central operator `{id}` (or it was removed)"))
+    })?;
+    pg.bounded("commit", txo.commit()).await?;
+    Ok(rev)
+}
+
 /// Removes an operator: it is revoked on every host (its earlier calls'
 /// grants end). Refused if unknown or already removed.
 pub async fn remove_operator(

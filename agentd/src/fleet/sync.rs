@@ -32,6 +32,8 @@ pub const REASON_POLICY_REFUSED: &str = "fleet_policy_refused";
 pub const REASON_OPERATOR_ADDED: &str = "fleet_operator_added";
 /// Reason code: a central operator was removed (revoked here).
 pub const REASON_OPERATOR_REMOVED: &str = "fleet_operator_removed";
+/// Reason code: a central operator's roles were changed here.
+pub const REASON_OPERATOR_ROLES: &str = "fleet_operator_roles";
 /// Reason code: a central operator could not be enrolled here.
 pub const REASON_OPERATOR_REFUSED: &str = "fleet_operator_refused";
 /// Reason code: a central suspension was put in force here.
@@ -275,6 +277,20 @@ impl CentralSync {
                             ),
                         }),
                         Err(e) => refuse(e, out),
+                    }
+                }
+                (false, Some(h)) if ours && !h.revoked && h.roles != op.roles => {
+                    match self.gateway.set_operator_roles(&op.id, &op.roles) {
+                        Ok((_, ended)) => out.push(Applied {
+                            reason: REASON_OPERATOR_ROLES,
+                            target: format!(
+                                "rev={} operator={} roles={} grants_ended={ended}",
+                                op.rev,
+                                op.id,
+                                op.roles.join(",")
+                            ),
+                        }),
+                        Err(e) => refuse(e.to_string(), out),
                     }
                 }
                 (false, Some(_)) if ours => {}

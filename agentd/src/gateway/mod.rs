@@ -746,6 +746,37 @@ impl Gateway {
         Ok((info, key, self.revoke_grants_of(id)))
     }
 
+    /// Replaces an operator's roles (each defined by the policy in force)
+    /// and ends the grants its earlier calls hold (allowed under the old
+    /// roles). Returns the operator and how many calls' grants were ended.
+    pub fn set_operator_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+    ) -> Result<(OperatorInfo, usize), GatewayError> {
+        self.check_roles(roles)?;
+        let old = self.existing(id)?;
+        if !self.store.set_roles(id, roles, unix_now())? {
+            return Err(GatewayError::UnknownOperator { id: id.to_owned() });
+        }
+        let op = Operator {
+            key: old.key.clone(),
+            key_kind: old.key_kind,
+            receipt_key: old.receipt_key.clone(),
+            key_gen: old.key_gen,
+            roles: roles.to_vec(),
+            revoked: old.revoked,
+            created_at: old.created_at,
+        };
+        let info = operator_info(id, &op);
+        self.operators
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::new(op));
+        tracing::info!(operator = id, roles = ?roles, "operator roles changed");
+        Ok((info, self.revoke_grants_of(id)))
+    }
+
     /// Revokes an operator: no more messages, no more tool calls on its messages.
     pub fn revoke_operator(&self, id: &str) -> Result<OperatorInfo, GatewayError> {
         let old = self.existing(id)?;

@@ -267,6 +267,20 @@ impl Store {
         })
     }
 
+    /// Replaces an operator's roles; false if unknown.
+    pub fn set_roles(&self, id: &str, roles: &[String], now: i64) -> Result<bool, StoreError> {
+        let roles = serde_json::to_string(roles).expect("strings serialise");
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE operators SET roles = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, roles, now],
+                )
+                .map_err(sql(&self.path, "set roles"))?;
+            Ok(n == 1)
+        })
+    }
+
     /// Marks an operator revoked; false if unknown.
     pub fn revoke(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         self.with(|c| {

@@ -1186,3 +1186,19 @@ fn a_central_policy_refuses_local_loads() {
     let e = g.load_local_policy(DEMO, "policies/demo.toml").unwrap_err();
     assert_eq!(e.reason_code(), reason::POLICY_MANAGED_CENTRALLY);
 }
+
+#[test]
+fn an_operators_roles_change_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(dir.path());
+    g.add_operator("dr-chen", &["clinician".into()]).unwrap();
+    assert!(matches!(
+        g.set_operator_roles("dr-chen", &["nobody".into()]),
+        Err(GatewayError::UnknownRole { .. })
+    ));
+    g.set_operator_roles("dr-chen", &["member".into()]).unwrap();
+    drop(g);
+    let g = open(dir.path());
+    let ops = g.list_operators();
+    assert_eq!(ops[0].roles, ["member"]);
+}

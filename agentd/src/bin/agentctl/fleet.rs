@@ -103,6 +103,14 @@ enum OperatorCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Replace an operator's roles on every host (its grants ended).
+    SetRoles {
+        /// Operator id.
+        id: String,
+        /// Role (repeatable); must exist in the central policy.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
     /// Remove an operator: revoked on every host, its grants ended.
     Remove {
         /// Operator id.
@@ -268,6 +276,14 @@ async fn operator(
                     path.display()
                 );
             }
+            Ok(())
+        }
+        OperatorCommand::SetRoles { id, roles } => {
+            let rev = refused(central::set_roles(pg, c, &id, &roles, by).await)?;
+            println!(
+                "operator {id} now has roles {} on every host (revision {rev})",
+                roles.join(",")
+            );
             Ok(())
         }
         OperatorCommand::Remove { id } => {
