@@ -169,6 +169,24 @@ fn approve_and_deny_by_an_admin_with_the_control_and_the_audit_chain() {
         .unwrap()
         .contains("change window open"));
     assert_eq!(rows[2]["seq"], dec["audit_seq"]);
+    // `agentctl explain` on the escalation row reads its arguments past
+    // the approval prefix and names the approval to answer.
+    let explained: Value = serde_json::from_str(&d.ok(&[
+        "explain",
+        &rows[0]["seq"].to_string(),
+        "--state-dir",
+        d.state.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(explained["outcome"], "escalated", "{explained:#}");
+    let notes = explained["notes"].to_string();
+    assert!(!notes.contains("not JSON"), "{explained:#}");
+    assert!(notes.contains(&format!("approval {id}")), "{explained:#}");
+    assert_eq!(
+        explained["fixes"][0]["command"],
+        format!("agentctl approvals list; agentctl approvals approve {id}").as_str()
+    );
     // A second answer is refused, and changes nothing.
     let again = d.agentctl(&["approvals", "deny", &id]);
     assert!(!again.status.success());

@@ -346,3 +346,63 @@ fn suspend_an_agent_refuses_its_inbox_and_the_calls_on_its_messages() {
     assert_decision(&d.check(&am2, "export_audit", &EXPORT), "allow", "ok");
     chain_intact(&d);
 }
+
+/// `agentctl run --agent NAME -- /bin/true` on the daemon's enforcement
+/// socket (waiting for it: enforcement starts in the background).
+fn launch(d: &Daemon, agent: &str) -> std::process::Output {
+    let sock = d.dir.path().join("enforce.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "no enforce.sock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args(["--agent", agent, "--user", USER, "--", "/bin/true"])
+        .output()
+        .expect("agentctl run")
+}
+
+#[test]
+fn a_suspended_agent_is_not_launched() {
+    if let Some(why) = agent_skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let d = Daemon::start();
+    let tag = std::process::id() % 100000;
+    let (name, other) = (format!("ksl-{tag}"), format!("kso-{tag}"));
+    d.ok(&["agent", "add", &name, "--user", USER]);
+    // Control: it starts, and so does another agent.
+    let out = launch(&d, &name);
+    assert!(out.status.success(), "control launch: {out:?}");
+
+    d.ok(&["suspend", "agent", &name, "--reason", "runaway loop"]);
+    let out = launch(&d, &name);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a suspended agent started: {out:?}");
+    assert!(
+        err.contains("agent_suspended") && err.contains("runaway loop"),
+        "{err}"
+    );
+    // Its suspension is its own: another agent still starts.
+    let out = launch(&d, &other);
+    assert!(out.status.success(), "another agent: {out:?}");
+
+    d.ok(&["suspend", "all", "--reason", "drill"]);
+    for agent in [&name, &other] {
+        let out = launch(&d, agent);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{agent} started under all: {out:?}");
+        assert!(err.contains("all_suspended"), "{err}");
+    }
+    // `resume all` leaves the agent's own suspension in force.
+    d.ok(&["resume", "all"]);
+    assert!(launch(&d, &other).status.success());
+    assert!(!launch(&d, &name).status.success());
+    d.ok(&["resume", "agent", &name]);
+    let out = launch(&d, &name);
+    assert!(out.status.success(), "after resume: {out:?}");
+    chain_intact(&d);
+}

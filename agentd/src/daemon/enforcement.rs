@@ -44,12 +44,14 @@ pub fn choose_backend(choice: BackendChoice) -> Result<Backend, BackendChoiceErr
 /// daemon: an error is logged and audited (`enforcer_unavailable`).
 /// `stored`: the fds the service manager kept for the previous agentd.
 /// `admin`: the API's rule for who is an admin, which the enforcement
-/// socket applies too.
+/// socket applies too. `gate`: who may be launched (the gateway's
+/// suspensions), in force before the enforcement socket opens.
 pub fn start(
     config: &Config,
     audit: AuditLog,
     stored: Vec<StoredFd>,
     admin: AdminRule,
+    gate: std::sync::Arc<dyn crate::enforce::LaunchGate>,
 ) -> EnforceSlot {
     let slot = EnforceSlot::starting(Instance::for_state_dir(&config.state_dir).slice());
     let filled = slot.clone();
@@ -74,6 +76,7 @@ pub fn start(
         }
         match &started {
             Ok(e) => {
+                e.set_launch_gate(gate);
                 // The baseline's "connect to agentd": tool runners submit
                 // calls on the API socket (lsm gates unix connects by path).
                 e.allow_baseline_socket(&config.socket_path.to_string_lossy());

@@ -369,7 +369,13 @@ fn start_enforcement(
     stored: Vec<crate::enforce::fdstore::StoredFd>,
     access: &Access,
 ) -> crate::enforce::EnforceSlot {
-    let enforce = enforcement::start(config, audit.clone(), stored, admin_rule(access));
+    let enforce = enforcement::start(
+        config,
+        audit.clone(),
+        stored,
+        admin_rule(access),
+        gateway.clone(),
+    );
     gateway.add_allow_hook(Arc::new(crate::enforce::gateway_hook::EnforceHook {
         slot: enforce.clone(),
     }));

@@ -139,7 +139,7 @@ impl From<EnforceError> for Refusal {
     fn from(e: EnforceError) -> Self {
         let kind = match &e {
             EnforceError::UnknownAgent { .. } => RefusalKind::NotFound,
-            EnforceError::Bind(_) => RefusalKind::Forbidden,
+            EnforceError::Bind(_) | EnforceError::Suspended { .. } => RefusalKind::Forbidden,
             EnforceError::Grant { .. }
             | EnforceError::Cgroup(super::agent_cgroup::CgroupError::BadName { .. }) => {
                 RefusalKind::BadRequest
@@ -205,6 +205,12 @@ pub fn dispatch(
             command,
             baseline,
         } => {
+            // A launch (the launcher names its command) of a suspended
+            // agent fails here, before the launcher forks; an admin's
+            // create over HTTP only configures, and stays possible.
+            if command.is_some() {
+                enforcer.check_launch(&agent)?;
+            }
             let handle = enforcer.create_agent(&agent, AgentOptions { mode, baseline })?;
             if let Some(c) = command {
                 allow_command(enforcer, caller, &agent, c)?;
@@ -212,6 +218,7 @@ pub fn dispatch(
             value(serde_json::to_value(handle))
         }
         Request::Join { agent } => {
+            enforcer.check_launch(&agent)?;
             enforcer.join(&agent, need_pid()?)?;
             Ok(None)
         }

@@ -2,9 +2,9 @@
 //! grants in its scope (map entries and bindings, so a process already bound
 //! to an approved call can no longer exec, open or connect under it) and,
 //! when asked, kills the agents' processes (`cgroup.kill`).
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
-use crate::gateway::{GrantTarget, KillSwitch};
+use crate::gateway::{Gateway, GrantTarget, KillSwitch};
 
 use super::{EnforceError, EnforceSlot, Enforcer};
 
@@ -40,7 +40,48 @@ impl KillSwitch for EnforceKillSwitch {
     }
 }
 
+/// Whether a process may be started in an agent now: the launch side of
+/// the kill switch. A suspended agent (or everything suspended) starts
+/// nothing new, whoever asks.
+pub trait LaunchGate: Send + Sync {
+    /// The reason code and message refusing a launch of `agent`, if any.
+    fn launch_refusal(&self, agent: &str) -> Option<(&'static str, String)>;
+}
+
+impl LaunchGate for Gateway {
+    fn launch_refusal(&self, agent: &str) -> Option<(&'static str, String)> {
+        self.agent_suspension(agent)
+    }
+}
+
 impl Enforcer {
+    /// Sets what decides whether an agent may be launched (the daemon's
+    /// gateway); before it is set every launch goes ahead.
+    pub fn set_launch_gate(&self, gate: Arc<dyn LaunchGate>) {
+        *self
+            .inner
+            .launch_gate
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(gate);
+    }
+
+    /// Refuses starting a process in `agent` while a suspension covers it.
+    pub fn check_launch(&self, agent: &str) -> Result<(), EnforceError> {
+        let gate = self
+            .inner
+            .launch_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match gate.and_then(|g| g.launch_refusal(agent)) {
+            Some((reason_code, message)) => Err(EnforceError::Suspended {
+                reason_code,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Revokes every grant of the named agents (None: of every agent);
     /// returns how many calls' grants were ended.
     pub fn revoke_calls_of_agents(&self, agents: Option<&[String]>) -> Result<usize, EnforceError> {

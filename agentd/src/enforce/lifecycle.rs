@@ -161,6 +161,7 @@ impl Enforcer {
             sync_wakeup: AtomicBool::new(true),
             supervisors: Mutex::default(),
             save_lock: Mutex::default(),
+            launch_gate: RwLock::default(),
         });
         Enforcer { inner }
     }

@@ -46,7 +46,7 @@ pub use agents::{AgentOptions, TcpCaller};
 pub use backend::Backend;
 pub use cgroup_root::cgroup_root;
 pub use events::{AuditSink, KernelRecord, MemorySink, SinkError};
-pub use kill_switch::EnforceKillSwitch;
+pub use kill_switch::{EnforceKillSwitch, LaunchGate};
 pub use registry::{Creds, Mode};
 pub use slot::EnforceSlot;
 
@@ -140,6 +140,14 @@ pub enum EnforceError {
         /// Its processes.
         pids: Vec<u32>,
     },
+    /// A suspension covers the agent: nothing new starts in it.
+    #[error("{message}; nothing starts in it until `agentctl resume`")]
+    Suspended {
+        /// `agent_suspended` or `all_suspended`.
+        reason_code: &'static str,
+        /// The suspension: scope, who, since when, why.
+        message: String,
+    },
 }
 
 impl EnforceError {
@@ -161,6 +169,7 @@ impl EnforceError {
             EnforceError::Persist(_) => reason::ENFORCER_ERROR,
             EnforceError::Lsm(_) => reason::ENFORCER_ERROR,
             EnforceError::AgentBusy { .. } => reason::AGENT_RUNNING,
+            EnforceError::Suspended { reason_code, .. } => reason_code,
         }
     }
 }
@@ -279,6 +288,9 @@ struct Inner {
     /// Serialises writes of the state file: launches, supervisors ending and
     /// grant changes save from different threads, through one temp file.
     save_lock: Mutex<()>,
+    /// Who may start processes in an agent now (the kill switch's
+    /// suspensions); none set: every launch goes ahead.
+    launch_gate: RwLock<Option<Arc<dyn LaunchGate>>>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.

@@ -92,7 +92,9 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
     let ev = &r.event;
     let code = ev.reason_code.as_str();
     let (operator, verified) = operator_of(r);
-    let args: Option<Map<String, Value>> = serde_json::from_str(&ev.target).ok();
+    // An escalation row's target leads with what was asked of whom.
+    let (asked, arguments) = escalation_of(&ev.target);
+    let args: Option<Map<String, Value>> = serde_json::from_str(arguments).ok();
     let who = if operator.is_empty() {
         "no operator".to_owned()
     } else if verified {
@@ -101,7 +103,10 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         format!("a message claiming to be from `{operator}` (not verified)")
     };
     let mut e = Explanation::new(r, step_of(code), "");
-    if args.is_none() && !ev.target.is_empty() {
+    if let Some(a) = &asked {
+        e.notes.push(a.note());
+    }
+    if args.is_none() && !arguments.is_empty() {
         e.notes.push(
             "the arguments in the row are clipped or not JSON; the proposal cannot be checked"
                 .into(),
@@ -120,7 +125,68 @@ pub fn tool_call(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> 
         verified,
     };
     add_fixes(&mut e, r, ctx, policy, &call);
+    if let Some(a) = &asked {
+        // The generic "approve ID" of the standing fix, with this row's id.
+        for f in &mut e.fixes {
+            if let Some(c) = &mut f.command {
+                *c = c.replace("approve ID", &format!("approve {}", a.approval));
+            }
+        }
+    }
     e
+}
+
+/// What an escalation row asked (its target, as the gateway writes it:
+/// `approval:ID deadline:UNIX [elevation:A,B effect:CLASS ]ARGUMENTS`).
+struct Asked<'a> {
+    approval: &'a str,
+    deadline: &'a str,
+    /// (actions, effect class) when the session asked to be elevated.
+    elevation: Option<(&'a str, &'a str)>,
+}
+
+impl Asked<'_> {
+    fn note(&self) -> String {
+        let what = match self.elevation {
+            Some((actions, effect)) => {
+                format!("to elevate the read-only session for `{actions}` (effect class {effect})")
+            }
+            None => "to approve the call".into(),
+        };
+        format!(
+            "agentd asked a person {what}: approval {} (deadline {} UNIX time); the later rows with this call id say who answered and how the call ended",
+            self.approval, self.deadline
+        )
+    }
+}
+
+/// Splits an escalation row's target into what was asked and the call's
+/// arguments; any other target is all arguments.
+fn escalation_of(target: &str) -> (Option<Asked<'_>>, &str) {
+    let parsed = (|| {
+        let rest = target.strip_prefix("approval:")?;
+        let (approval, rest) = rest.split_once(' ')?;
+        let rest = rest.strip_prefix("deadline:")?;
+        let (deadline, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let mut elevation = None;
+        if let Some(e) = rest.strip_prefix("elevation:") {
+            let (actions, e) = e.split_once(' ')?;
+            let e = e.strip_prefix("effect:")?;
+            let (effect, r) = e.split_once(' ').unwrap_or((e, ""));
+            elevation = Some((actions, effect));
+            rest = r;
+        }
+        let asked = Asked {
+            approval,
+            deadline,
+            elevation,
+        };
+        Some((asked, rest))
+    })();
+    match parsed {
+        Some((asked, args)) => (Some(asked), args),
+        None => (None, target),
+    }
 }
 
 /// The action's effect class and where it comes from, when the policy is
@@ -184,7 +250,7 @@ fn why(r: &Record, ctx: &Context<'_>, who: &str, operator: &str) -> String {
         rc::APPROVAL_EXPIRED => "agentd stopped while the call waited for approval; a waiting call is never resumed".into(),
         rc::APPROVAL_QUEUE_FULL => "too many calls already waited for approval ([approvals] max_pending)".into(),
         rc::APPROVAL_UNAVAILABLE => "the action needs approval and the daemon had no approval queue".into(),
-        rc::ELEVATION_REQUIRED => format!("the session is read-only ([sessions] start = \"read_only\") and `{}` is not a read: the call waited for an approver to elevate the session for it (the rows with the same call id say who answered; an approval lets the action proceed in the session for [sessions] elevation_secs)", ev.action),
+        rc::ELEVATION_REQUIRED => format!("the session is read-only ([sessions] start, or the allowing role's session_start, = \"read_only\") and `{}` is not a read: the call waited for an approver to elevate the session for it (the rows with the same call id say who answered; an approval lets the action proceed in the session for [sessions] elevation_secs)", ev.action),
         rc::ADMIN_NOT_ELEVATABLE => format!("the session is read-only and `{}` is class admin (it changes who may do what): a read-only session never elevates an admin action, so nobody was asked", ev.action),
         rc::ANOMALY_ESCALATED => format!("the session's calls tripped the anomaly check ([anomaly]: too many denials or too many writes; its session_anomaly row has the figures), so `{}` for {who} needed a person's approval", ev.action),
         rc::ANOMALY_DENIED => "the session's calls tripped the anomaly check ([anomaly] then = \"deny\"; its session_anomaly row has the figures): its calls are denied until an administrator releases the session".into(),

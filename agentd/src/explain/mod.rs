@@ -45,6 +45,9 @@ pub enum Outcome {
     Denied,
     /// Audit-only mode: would have been denied, was let through.
     WouldDeny,
+    /// Every check passed and a person was asked (approval, elevation or
+    /// a tripped anomaly check); later rows with the call id say the end.
+    Escalated,
     /// Neither (lifecycle, administration, escalation).
     Info,
 }
@@ -110,6 +113,7 @@ impl Explanation {
                 Outcome::Allowed => "allowed",
                 Outcome::Denied => "DENIED",
                 Outcome::WouldDeny => "WOULD BE DENIED (audit-only mode let it through)",
+                Outcome::Escalated => "ESCALATED (waited for a person's answer)",
                 Outcome::Info => "recorded",
             },
             if self.reason_code.is_empty() {
@@ -155,6 +159,7 @@ fn outcome_of(decision: &str) -> Outcome {
         "allow" => Outcome::Allowed,
         "deny" => Outcome::Denied,
         "would_deny" => Outcome::WouldDeny,
+        "escalate" => Outcome::Escalated,
         _ => Outcome::Info,
     }
 }

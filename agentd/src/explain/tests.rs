@@ -654,3 +654,63 @@ fn a_central_change_row_says_what_the_fleet_changed() {
     );
     assert!(e.check.contains("central state"), "{}", e.check);
 }
+
+/// An escalation row's target leads with the approval it opened (and, for
+/// a read-only session, the elevation asked): explain reads the call's
+/// arguments after it, says what was asked, and names the approval.
+#[tokio::test]
+async fn escalation_rows_are_read_past_their_approval_prefix() {
+    let (w, s) = world().await;
+    let base = w.row(s["allowed"]).clone();
+    let args = base.event.target.clone();
+    let explain_as = |target: String, reason: &str| {
+        let mut r = base.clone();
+        r.event.decision = "escalate".into();
+        r.event.reason_code = reason.into();
+        r.event.target = target;
+        let roles = w.roles["dr-chen"].clone();
+        let ctx = Context {
+            policy_source: Some(DEMO),
+            policy_id: Some(&w.policy_id),
+            operator_roles: Some(&roles),
+            ..Context::default()
+        };
+        explain(&r, &ctx)
+    };
+    for (target, reason, asked) in [
+        (
+            format!("approval:ab12 deadline:1796212345 {args}"),
+            reason::APPROVAL_REQUIRED,
+            "to approve the call",
+        ),
+        (
+            format!(
+                "approval:ab12 deadline:1796212345 elevation:read_chart effect:mutating {args}"
+            ),
+            reason::ELEVATION_REQUIRED,
+            "to elevate the read-only session for `read_chart` (effect class mutating)",
+        ),
+    ] {
+        let e = explain_as(target, reason);
+        assert_eq!(e.outcome, Outcome::Escalated);
+        assert!(e.render_text().contains("ESCALATED"), "{}", e.render_text());
+        let notes = e.notes.join("\n");
+        assert!(!notes.contains("not JSON"), "{notes}");
+        assert!(
+            notes.contains(asked) && notes.contains("approval ab12"),
+            "{notes}"
+        );
+        assert_eq!(
+            e.fixes[0].command.as_deref(),
+            Some("agentctl approvals list; agentctl approvals approve ab12")
+        );
+    }
+    // Control: the same arguments with a prefix the gateway never writes
+    // are not arguments (said so), and nothing is named.
+    let e = explain_as(format!("approval:ab12 {args}"), reason::APPROVAL_REQUIRED);
+    assert!(e.notes.join("\n").contains("not JSON"), "{:?}", e.notes);
+    assert_eq!(
+        e.fixes[0].command.as_deref(),
+        Some("agentctl approvals list; agentctl approvals approve ID")
+    );
+}

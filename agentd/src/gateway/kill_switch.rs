@@ -175,6 +175,15 @@ impl Gateway {
             .clone()
     }
 
+    /// The suspension covering agent `name` (its own, or `all`), as a
+    /// reason code and message: nothing new may start in it.
+    pub fn agent_suspension(&self, name: &str) -> Option<(&'static str, String)> {
+        self.suspensions.refusal(&Subject {
+            operator: None,
+            agents: [Some(name), None],
+        })
+    }
+
     /// Every suspension in force.
     pub fn suspensions(&self) -> Vec<Suspension> {
         self.suspensions
