@@ -45,6 +45,37 @@ pub const PROTECTED_HOLDER: u8 = 2;
 /// paths at all (the hooks walk for them only then).
 pub const PROTECTED_ANY: u8 = 4;
 
+/// Bytes of a file name the protected-name hash covers (the hooks read a
+/// name into a 64-byte buffer with its NUL): a longer name hashes its
+/// first bytes, so at worst another long name is protected too.
+pub const PROTECTED_NAME_BYTES: usize = 63;
+
+/// Top bit of a protected name's stand-in inode number (see
+/// [`protected_name_ino`]).
+pub const PROTECTED_NAME_INO: u64 = 1 << 63;
+
+/// FNV-1a of a file name's first [`PROTECTED_NAME_BYTES`] bytes, as the
+/// hooks hash a dentry's name.
+pub const fn protected_name_hash(name: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < name.len() && i < PROTECTED_NAME_BYTES {
+        h = fnv1a_step(h, name[i]);
+        i += 1;
+    }
+    h
+}
+
+/// The stand-in inode number of the name `name_hash` in the directory
+/// `dir_ino` (on that directory's device): a protected path is protected
+/// by name as well as by inode, so a protected file that does not exist
+/// yet cannot be created, and one replaced under a new inode stays
+/// protected. Keyed in [`maps::PROTECTED_INODES`] and
+/// [`maps::PROTECTED_WRITES`] like an inode.
+pub const fn protected_name_ino(dir_ino: u64, name_hash: u64) -> u64 {
+    PROTECTED_NAME_INO | ((name_hash ^ dir_ino.wrapping_mul(FNV_PRIME)) >> 1)
+}
+
 /// Value of [`maps::PROTECTED_WRITES`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -262,6 +293,20 @@ mod tests {
         // FNV-1a 64 of "a" is a well-known vector.
         assert_eq!(unix_path_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(unix_path_hash(b""), FNV_OFFSET);
+    }
+
+    #[test]
+    fn protected_names_hash_their_first_bytes_and_stand_apart_from_inodes() {
+        assert_eq!(protected_name_hash(b"SOUL.md"), unix_path_hash(b"SOUL.md"));
+        let long = [b'x'; 80];
+        assert_eq!(
+            protected_name_hash(&long),
+            protected_name_hash(&long[..PROTECTED_NAME_BYTES])
+        );
+        let a = protected_name_ino(12, protected_name_hash(b"SOUL.md"));
+        assert_ne!(a & PROTECTED_NAME_INO, 0);
+        assert_ne!(a, protected_name_ino(13, protected_name_hash(b"SOUL.md")));
+        assert_ne!(a, protected_name_ino(12, protected_name_hash(b"RULES.md")));
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn check_as(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8, how: u8) 
         let mut found = ProtectedHit {
             hit: FileId { dev: 0, ino: 0 },
             target: FileId { dev: 0, ino: 0 },
+            name: FileId { dev: 0, ino: 0 },
         };
         match unsafe { protected_hit(agent.agent_id, dentry, mnt, how, &mut found) } {
             Ok(false) => {}
@@ -209,7 +210,7 @@ pub fn path_mkdir(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    check_path(Hook::PathCreate, ctx.arg(0), ACCESS_WRITE)
+    check_in_dir(Hook::PathCreate, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
 }
 
 /// Also how `open(O_CREAT)` creates a regular file (`may_o_create`).
@@ -219,7 +220,7 @@ pub fn path_mknod(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    check_path(Hook::PathCreate, ctx.arg(0), ACCESS_WRITE)
+    check_in_dir(Hook::PathCreate, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
 }
 
 #[lsm(hook = "path_truncate")]
@@ -237,7 +238,7 @@ pub fn path_symlink(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    check_path(Hook::PathSymlink, ctx.arg(0), ACCESS_WRITE)
+    check_in_dir(Hook::PathSymlink, ctx.arg(0), ctx.arg(1), ACCESS_WRITE)
 }
 
 /// `path_link(old_dentry, new_dir, new_dentry)`: the new name needs write in
@@ -251,7 +252,8 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     }
     let old_dentry: *const u8 = ctx.arg(0);
     let new_dir: *const u8 = ctx.arg(1);
-    let verdict = check_path(Hook::PathLink, new_dir, ACCESS_WRITE);
+    let new_dentry: *const u8 = ctx.arg(2);
+    let verdict = check_in_dir(Hook::PathLink, new_dir, new_dentry, ACCESS_WRITE);
     if verdict != 0 {
         return verdict;
     }

@@ -4,17 +4,25 @@
 //! that reaches a protected file — or a protected directory's subtree, or
 //! (removing, renaming, replacing) a directory holding one — is covered
 //! only by a grant naming that file as a protected write, never by the
-//! baseline or a write scope that merely covers it.
+//! baseline or a write scope that merely covers it. A protected path is
+//! known by its inode and by its name in its directory (a stand-in inode,
+//! `agentd_common::lsm::protected_name_ino`): so it cannot be created
+//! while missing, and stays protected when replaced under a new inode.
 use agentd_common::{
     lsm::{
-        pending_scope_id, protected_scope_id, ProtectedWrite, ScopeKey, MAX_SCOPE_DEPTH,
-        PROTECTED_ANY, PROTECTED_HOLDER, PROTECTED_SELF,
+        fnv1a_step, pending_scope_id, protected_name_ino, protected_scope_id, ProtectedWrite,
+        ScopeKey, MAX_SCOPE_DEPTH, PROTECTED_ANY, PROTECTED_HOLDER, PROTECTED_NAME_BYTES,
+        PROTECTED_SELF, UNIX_HASH_START,
     },
     AgentCgroup, FileId, KernelReason,
 };
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::map, maps::HashMap};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
+    macros::map,
+    maps::HashMap,
+};
 
-use crate::lsm_scope::{dentry_inode, step_up};
+use crate::lsm_scope::{dentry_inode, dentry_name, offsets, read_ptr, step_up};
 
 /// (agent's protected id, dev, ino) → `PROTECTED_*` flags.
 #[map]
@@ -24,13 +32,14 @@ pub static PROTECTED_INODES: HashMap<ScopeKey, u8> = HashMap::pinned(16384, 0);
 #[map]
 pub static PROTECTED_WRITES: HashMap<ScopeKey, ProtectedWrite> = HashMap::pinned(4096, 0);
 
-/// What a protected-file check found: the protected inode the write
-/// reaches (`hit`) and the written object itself (`target`, zero when the
-/// name is new).
+/// What a protected-file check found: the protected inode (or name) the
+/// write reaches (`hit`), the written object itself (`target`, zero when
+/// the name is new) and its name's stand-in id (`name`).
 #[derive(Clone, Copy)]
 pub struct ProtectedHit {
     pub hit: FileId,
     pub target: FileId,
+    pub name: FileId,
 }
 
 /// The operation removes, moves or replaces the name (unlink, rmdir,
@@ -60,7 +69,37 @@ pub unsafe fn protected_hit(
     unsafe { walk(id, dentry, mnt, how, out) }
 }
 
-/// The walk itself: the written object and each directory above it.
+/// The stand-in id of `dentry`'s name in its parent directory (zero when
+/// either cannot be read: the inode checks still apply).
+unsafe fn name_id(dentry: *const u8, out: &mut FileId) -> Result<(), i32> {
+    let parent = unsafe { read_ptr(dentry, offsets().dentry_parent)? };
+    let Some(dir) = (unsafe { dentry_inode(parent)? }) else {
+        return Ok(());
+    };
+    let name = unsafe { dentry_name(dentry) };
+    if name.is_null() {
+        return Ok(());
+    }
+    let mut buf = [0u8; PROTECTED_NAME_BYTES + 1];
+    if unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }.is_err() {
+        return Ok(());
+    }
+    let mut h = UNIX_HASH_START;
+    for &b in buf.iter().take(PROTECTED_NAME_BYTES) {
+        if b == 0 {
+            break;
+        }
+        h = fnv1a_step(h, b);
+    }
+    *out = FileId {
+        dev: dir.dev,
+        ino: protected_name_ino(dir.ino, h),
+    };
+    Ok(())
+}
+
+/// The walk itself: the written name, then the object and each directory
+/// above it.
 unsafe fn walk(
     id: u64,
     mut dentry: *const u8,
@@ -68,6 +107,18 @@ unsafe fn walk(
     how: u8,
     out: &mut ProtectedHit,
 ) -> Result<bool, i32> {
+    unsafe { name_id(dentry, &mut out.name)? };
+    if out.name.dev != 0 || out.name.ino != 0 {
+        let key = ScopeKey {
+            call_id: id,
+            dev: out.name.dev,
+            ino: out.name.ino,
+        };
+        if unsafe { PROTECTED_INODES.get(&key) }.is_some_and(|f| *f & PROTECTED_SELF != 0) {
+            out.hit = out.name;
+            return Ok(true);
+        }
+    }
     let mut level = 0;
     while level < MAX_SCOPE_DEPTH {
         if let Some(inode) = unsafe { dentry_inode(dentry)? } {
@@ -126,7 +177,7 @@ pub fn protected_verdict(
 ) -> (KernelReason, u32) {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::ProtectedFile;
-    for file in [found.hit, found.target] {
+    for file in [found.hit, found.target, found.name] {
         if let Some(w) = write_entry(call_id, file) {
             if w.expires_at_ns == 0 || w.expires_at_ns > now {
                 return (KernelReason::Allowed, 0);
@@ -136,7 +187,7 @@ pub fn protected_verdict(
     }
     let pending = pending_scope_id(agent.agent_id);
     let mut slots = 0;
-    for file in [found.hit, found.target] {
+    for file in [found.hit, found.target, found.name] {
         slots |= write_entry(pending, file).map_or(0, |w| w.slots);
     }
     (reason, slots)

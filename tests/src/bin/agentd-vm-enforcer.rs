@@ -461,6 +461,8 @@ fn grants(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), 
 const HOME: &str = "/tmp/e2e/home";
 const WS: &str = "/tmp/e2e/home/ws";
 const SOUL: &str = "/tmp/e2e/home/ws/SOUL.md";
+/// Protected, and missing when the agent is created.
+const RULES: &str = "/tmp/e2e/home/ws/RULES.md";
 
 /// Protected files on the lsm backend: the baseline's write scope covers
 /// the workspace, yet every write-side operation on SOUL.md (and on a hard
@@ -482,7 +484,7 @@ fn protected(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(
     }
     let mut base = baseline();
     base.write.push(HOME.into());
-    base.protected = vec![SOUL.into()];
+    base.protected = vec![SOUL.into(), RULES.into()];
     enforcer
         .create_agent(
             "prot",
@@ -505,6 +507,11 @@ fn protected(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(
         ("ln", format!("ln {SOUL} {WS}/link.md")),
         ("hardlink_write", format!("echo x > {HOME}/soul-link")),
         ("dir_rename", format!("mv {WS} {HOME}/ws2")),
+        ("create_missing", format!("echo x > {RULES}")),
+        (
+            "rename_onto_missing",
+            format!("echo y > {WS}/other2.md && mv {WS}/other2.md {RULES}"),
+        ),
     ];
     let script = steps
         .iter()
@@ -557,6 +564,8 @@ fn protected(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(
         ("path_link", "SOUL.md"),
         ("file_open", "soul-link"),
         ("path_rename", "ws"),
+        ("path_create", "RULES.md"),
+        ("path_rename", "RULES.md"),
     ];
     let missing: Vec<String> = want
         .iter()
@@ -580,10 +589,11 @@ fn protected(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(
 /// new inode, renamed over it); once the call ends, the new file is the
 /// protected one. Then audit-only mode.
 fn protected_write(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
+    ordinary_grant(r, enforcer)?;
     let grant = GrantSpec {
         exec: vec![TOOL.into()],
         write: vec![WS.into()],
-        protected_write: vec![SOUL.into()],
+        protected_write: vec![SOUL.into(), RULES.into()],
         ttl_secs: 120,
         ..Default::default()
     };
@@ -592,16 +602,20 @@ fn protected_write(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Re
         .map_err(|e| format!("install grant: {e}"))?;
     let owner = format!(
         "{AGENTCTL} exec --socket {SOCKET} --call call-owner -- {TOOL} sh -c \
-         'echo owner > {SOUL} && echo new > {WS}/new.md && {TOOL} mv -f {WS}/new.md {SOUL}'"
+         'echo owner > {SOUL} && echo new > {WS}/new.md && {TOOL} mv -f {WS}/new.md {SOUL} \
+          && echo rules > {RULES}'"
     );
     let out = run_agent_script("prot", &format!("{owner}; echo owner_write=$?"))?;
     let soul = std::fs::read_to_string(SOUL).unwrap_or_default();
+    let rules = std::fs::read_to_string(RULES).unwrap_or_default();
     r.check(
         "protected_write_by_granted_call",
         match value(&out, "owner_write").as_deref() {
-            Some("0") if soul == "new\n" => Ok("wrote, then replaced SOUL.md".into()),
+            Some("0") if soul == "new\n" && rules == "rules\n" => {
+                Ok("wrote and replaced SOUL.md, created RULES.md".into())
+            }
             v => Err(format!(
-                "owner_write={v:?}, SOUL.md {soul:?}; output {out:?}"
+                "owner_write={v:?}, SOUL.md {soul:?}, RULES.md {rules:?}; output {out:?}"
             )),
         },
     );
@@ -631,6 +645,44 @@ fn protected_write(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Re
             v => Err(format!("after={v:?}; output {out:?}")),
         },
     );
+    // Replaced by someone else (an administrator's editor renaming a new
+    // file over it): protected by its name at once. The new file is the
+    // agent's, so only the hooks can refuse the agent's write.
+    let tmp = format!("{WS}/.SOUL.md.swp");
+    let creds = launch::creds_of_user(AGENT_USER).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, "admin\n").map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&tmp, Some(creds.uid), Some(creds.gid)).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, SOUL).map_err(|e| e.to_string())?;
+    let refusals = || {
+        sink.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| {
+                k.agent == "prot"
+                    && k.decision == "deny"
+                    && k.reason_code == "protected_file"
+                    && k.target.ends_with("SOUL.md")
+            })
+            .count()
+    };
+    let before = refusals();
+    let out = run_agent_script(
+        "prot",
+        &format!("echo x > {SOUL} 2>/dev/null; echo admin=$?"),
+    )?;
+    std::thread::sleep(Duration::from_millis(400));
+    let rows = refusals() - before;
+    r.check(
+        "protected_replaced_by_admin_still_protected",
+        match value(&out, "admin").as_deref() {
+            Some(v) if v != "0" && rows > 0 => {
+                Ok(format!("admin={v}, protected_file row (protected by name)"))
+            }
+            v => Err(format!("admin={v:?}, {rows} new rows; output {out:?}")),
+        },
+    );
+    pending_protected_write(r, enforcer, sink)?;
     enforcer
         .set_mode("prot", Mode::AuditOnly)
         .map_err(|e| e.to_string())?;
@@ -649,4 +701,108 @@ fn protected_write(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Re
     enforcer
         .set_mode("prot", Mode::Enforce)
         .map_err(|e| e.to_string())
+}
+
+/// An ordinary call whose write scope covers the workspace writes the
+/// control file, never SOUL.md.
+fn ordinary_grant(r: &mut Report, enforcer: &Enforcer) -> Result<(), String> {
+    let grant = GrantSpec {
+        exec: vec![TOOL.into()],
+        write: vec![WS.into()],
+        ttl_secs: 120,
+        ..Default::default()
+    };
+    enforcer
+        .install_grant("prot", "call-plain", "msg-plain", &grant)
+        .map_err(|e| format!("install grant: {e}"))?;
+    let bound = |cmd: &str| {
+        format!("{AGENTCTL} exec --socket {SOCKET} --call call-plain -- {TOOL} sh -c '{cmd}'")
+    };
+    let script = format!(
+        "{} 2>/dev/null; echo plain_control=$?; {} 2>/dev/null; echo plain_soul=$?",
+        bound(&format!("echo plain > {WS}/notes.md")),
+        bound(&format!("echo plain > {SOUL}"))
+    );
+    let out = run_agent_script("prot", &script)?;
+    r.check(
+        "protected_ordinary_grant_covering_it_refused",
+        match (
+            value(&out, "plain_control").as_deref(),
+            value(&out, "plain_soul").as_deref(),
+        ) {
+            (Some("0"), Some(v)) if v != "0" => {
+                Ok(format!("notes.md written, SOUL.md refused ({v})"))
+            }
+            v => Err(format!("{v:?}; output {out:?}")),
+        },
+    );
+    enforcer.revoke("call-plain").map_err(|e| e.to_string())
+}
+
+/// A pending grant naming SOUL.md as a protected write: the requester
+/// claims it by writing (no binding), with an allow row under the call.
+fn pending_protected_write(
+    r: &mut Report,
+    enforcer: &Enforcer,
+    sink: &MemorySink,
+) -> Result<(), String> {
+    let soul = CString::new(SOUL).unwrap();
+    let write_soul = || {
+        // SAFETY: NUL-terminated path; a short write is enough.
+        unsafe {
+            let fd = libc::open(soul.as_ptr(), libc::O_WRONLY | libc::O_TRUNC);
+            if fd < 0 {
+                return errno();
+            }
+            libc::write(fd, b"pending\n".as_ptr().cast(), 8);
+            libc::close(fd);
+        }
+        0
+    };
+    r.check(
+        "protected_pending_control_refused",
+        expect_code(
+            run_in(
+                None,
+                |pid| {
+                    let _ = enforcer.join("prot", pid);
+                },
+                write_soul,
+            ),
+            libc::EPERM,
+        ),
+    );
+    let grant = GrantSpec {
+        protected_write: vec![SOUL.into()],
+        ttl_secs: 120,
+        ..Default::default()
+    };
+    r.check(
+        "protected_pending_grant_claimed",
+        expect_code(
+            run_in(
+                None,
+                |pid| {
+                    let _ = enforcer.join("prot", pid);
+                    let req = enforcer.requester_of("prot", pid);
+                    let _ =
+                        enforcer.install_grant_for("prot", "call-pend", "msg-pend", &grant, req);
+                },
+                write_soul,
+            ),
+            0,
+        )
+        .and_then(|ok| {
+            std::thread::sleep(Duration::from_millis(400));
+            let row = sink.0.lock().unwrap().iter().any(|k| {
+                k.call_id == "call-pend" && k.decision == "allow" && k.target.contains("SOUL.md")
+            });
+            let body = std::fs::read_to_string(SOUL).unwrap_or_default();
+            match (row, body.as_str()) {
+                (true, "pending\n") => Ok(format!("{ok}; allow row under call-pend")),
+                _ => Err(format!("row {row}, SOUL.md {body:?}")),
+            }
+        }),
+    );
+    enforcer.revoke("call-pend").map_err(|e| e.to_string())
 }

@@ -1,17 +1,20 @@
 //! Turns an agent's protected paths and a call's protected writes into
 //! the lsm backend's map entries (`PROTECTED_INODES`, `PROTECTED_WRITES`):
-//! each protected path that exists becomes its device+inode (a hard link
-//! shares it), each directory above one is marked as holding it (so it
-//! cannot be renamed or removed to put another file in its place).
+//! each protected path becomes its device+inode if it exists (a hard link
+//! shares it) and its name in its directory if that exists (so a missing
+//! one cannot be created, and a replaced one stays protected); each
+//! directory above one is marked as holding it (so it cannot be renamed or
+//! removed to put another file in its place).
 use std::{
     collections::BTreeMap,
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
 use agentd_common::{
     lsm::{
-        pending_scope_id, protected_scope_id, ProtectedWrite, ScopeKey, PROTECTED_ANY,
-        PROTECTED_HOLDER, PROTECTED_SELF,
+        pending_scope_id, protected_name_hash, protected_name_ino, protected_scope_id,
+        ProtectedWrite, ScopeKey, PROTECTED_ANY, PROTECTED_HOLDER, PROTECTED_SELF,
     },
     FileId,
 };
@@ -23,12 +26,25 @@ fn stat(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| file_id(&m))
 }
 
+/// The stand-in id of `path`'s name in its directory, as the hooks compute
+/// it from a dentry (`protected_name_ino`); `None` when the directory does
+/// not exist.
+pub fn name_id(path: &Path) -> Option<FileId> {
+    let dir = stat(path.parent()?)?;
+    let hash = protected_name_hash(path.file_name()?.as_bytes());
+    Some(FileId {
+        dev: dir.dev,
+        ino: protected_name_ino(dir.ino, hash),
+    })
+}
+
 /// `PROTECTED_INODES` entries for agent `agent_id` whose protected paths
 /// (real paths, as `grant::Protected` resolves them) are `paths`: the
 /// marker that the agent has any, `PROTECTED_SELF` on each path that
-/// exists, `PROTECTED_HOLDER` on every existing directory above one. A
-/// path that does not exist yet has no inode: only its directories are
-/// marked (see docs/lsm.md "Protected files" for what that leaves open).
+/// exists and on each path's name in its directory, `PROTECTED_HOLDER` on
+/// every existing directory above one. A path whose directory does not
+/// exist either is protected only by that: its nearest existing ancestor
+/// holds it (see docs/lsm.md "Protected files").
 pub fn inode_entries(agent_id: u32, paths: &[PathBuf]) -> Vec<(ScopeKey, u8)> {
     let mut flags: BTreeMap<(u64, u64), u8> = BTreeMap::new();
     if paths.is_empty() {
@@ -36,7 +52,7 @@ pub fn inode_entries(agent_id: u32, paths: &[PathBuf]) -> Vec<(ScopeKey, u8)> {
     }
     flags.insert((0, 0), PROTECTED_ANY);
     for p in paths {
-        if let Some(id) = stat(p) {
+        for id in stat(p).into_iter().chain(name_id(p)) {
             *flags.entry((id.dev, id.ino)).or_default() |= PROTECTED_SELF;
         }
         for dir in p.ancestors().skip(1) {
@@ -52,12 +68,13 @@ pub fn inode_entries(agent_id: u32, paths: &[PathBuf]) -> Vec<(ScopeKey, u8)> {
         .collect()
 }
 
-/// Device+inode of each existing protected file `grant` may write.
+/// Device+inode of each existing protected file `grant` may write, and
+/// each one's name in its directory (so the call may create it).
 pub fn write_files(grant: &KernelGrant) -> Vec<FileId> {
     let mut out: Vec<FileId> = grant
         .protected_write
         .iter()
-        .filter_map(|p| stat(p))
+        .flat_map(|p| stat(p).into_iter().chain(name_id(p)))
         .collect();
     out.sort_by_key(|f| (f.dev, f.ino));
     out.dedup();
@@ -118,6 +135,11 @@ mod tests {
         std::fs::create_dir(&hooks).unwrap();
         let missing = ws.join("RULES.md");
         let e = inode_entries(3, &[soul.clone(), hooks.clone(), missing]);
+        let deep = inode_entries(3, &[dir.path().join("no/such/file")]);
+        assert!(
+            deep.iter().all(|(_, f)| *f & PROTECTED_SELF == 0),
+            "no name without its directory, only holders: {deep:?}"
+        );
         let get = |k: (u64, u64)| {
             e.iter()
                 .find(|(key, _)| (key.dev, key.ino) == k)
@@ -127,6 +149,16 @@ mod tests {
         assert_eq!(get((0, 0)), Some(PROTECTED_ANY), "the agent has some");
         assert_eq!(get(id(&soul)), Some(PROTECTED_SELF));
         assert_eq!(get(id(&hooks)), Some(PROTECTED_SELF), "a directory too");
+        // By name too, the missing file included: the hooks hash the name
+        // of the dentry in the workspace directory.
+        let ws_ino = id(&ws).1;
+        let by_name = |n: &str| {
+            let ino = protected_name_ino(ws_ino, protected_name_hash(n.as_bytes()));
+            get((id(&ws).0, ino))
+        };
+        assert_eq!(by_name("SOUL.md"), Some(PROTECTED_SELF));
+        assert_eq!(by_name("RULES.md"), Some(PROTECTED_SELF), "missing file");
+        assert_eq!(by_name("notes.md"), None);
         // The workspace holds SOUL.md (and the missing RULES.md): not
         // protected itself, but not to be moved away or removed.
         assert_eq!(get(id(&ws)), Some(PROTECTED_HOLDER));
@@ -152,14 +184,26 @@ mod tests {
         };
         let g = KernelGrant::from_spec(&spec, 12, 1_000).unwrap();
         let e = write_entries(&g);
-        assert_eq!(e.len(), 1, "the missing file has no inode: {e:?}");
-        assert_eq!((e[0].0.call_id, (e[0].0.dev, e[0].0.ino)), (12, id(&soul)));
-        assert_eq!(e[0].1.expires_at_ns, g.expires_at_ns);
+        // SOUL.md by inode and by name; the missing file by name only.
+        let want = [
+            id(&soul),
+            name_id(&soul).map(|f| (f.dev, f.ino)).unwrap(),
+            name_id(&dir.path().join("missing.md"))
+                .map(|f| (f.dev, f.ino))
+                .unwrap(),
+        ];
+        assert_eq!(e.len(), 3, "{e:?}");
+        for w in want {
+            assert!(e.iter().any(|(k, _)| (k.dev, k.ino) == w), "{w:?} in {e:?}");
+        }
+        assert!(e
+            .iter()
+            .all(|(k, v)| k.call_id == 12 && v.expires_at_ns == g.expires_at_ns && v.slots == 0));
         assert_ne!(e[0].1.expires_at_ns, 0);
         let k = pending_keys(5, &g);
-        assert_eq!(k.len(), 1);
-        assert_eq!(k[0].call_id, pending_scope_id(5));
-        assert_eq!((k[0].dev, k[0].ino), id(&soul));
+        assert_eq!(k.len(), 3);
+        assert!(k.iter().all(|k| k.call_id == pending_scope_id(5)));
+        assert!(k.iter().any(|k| (k.dev, k.ino) == id(&soul)));
         let plain = KernelGrant::from_spec(&GrantSpec::default(), 13, 0).unwrap();
         assert!(write_entries(&plain).is_empty());
     }
