@@ -473,7 +473,29 @@ fn central_policy_operators_and_suspensions_reach_every_host() {
             "ok",
         );
     }
+    // Every host reports the revision it applied.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = fleet_ok(&daemons[0], &admin, &["status"]);
+        if status.contains("hosts: 3 (0 behind)") {
+            assert!(
+                status.contains(&format!("host-b\trevision {rev}")),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     rls_keeps_each_host_to_its_own_rows(&pg, &daemons);
+    // A host cannot move another's reported revision.
+    let updated = pg
+        .sql_as(
+            "agentd_host_host_a",
+            "UPDATE agentd_host_central SET applied_rev = 0 WHERE host_id = 'host-b'",
+        )
+        .unwrap();
+    assert_eq!(updated, "UPDATE 0", "{updated}");
 }
 
 /// Each host ships as its own role; a host's role inserts its own rows
@@ -533,6 +555,7 @@ fn rls_keeps_each_host_to_its_own_rows(pg: &PgCluster, daemons: &[Daemon]) {
         "INSERT INTO agentd_central_operators (id, roles, public_key, changed_by) VALUES ('eve', '{owner}', 'k', 'x')",
         "UPDATE agentd_central_policy SET source = ''",
         "INSERT INTO agentd_nonces VALUES ('olivia', 'nonce-for-b-0000', 'host-b', 9999999999)",
+        "INSERT INTO agentd_host_central VALUES ('host-x', 999999)",
         "DELETE FROM agentd_nonces",
         "CREATE TABLE agentd_evil (x int)",
     ] {

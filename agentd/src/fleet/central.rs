@@ -98,6 +98,60 @@ pub struct CentralState {
     pub revoked_delegations: Vec<(String, i64)>,
 }
 
+/// Where a host stands: the central revision it last applied, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Host id.
+    pub host_id: String,
+    /// Highest central revision applied.
+    pub applied_rev: i64,
+    /// Seconds since it reported it.
+    pub age_secs: i64,
+}
+
+/// Records that `host_id` has applied revision `rev` (never lowers it).
+pub async fn report_applied(
+    pg: &PgSettings,
+    client: &Client,
+    host_id: &str,
+    rev: i64,
+) -> Result<(), FleetError> {
+    pg.bounded(
+        "reporting the applied revision",
+        client.execute(
+            "INSERT INTO agentd_host_central (host_id, applied_rev) VALUES ($1, $2)
+             ON CONFLICT (host_id) DO UPDATE
+               SET applied_rev = greatest(agentd_host_central.applied_rev, excluded.applied_rev),
+                   applied_at = now()",
+            &[&host_id, &rev],
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Every host's reported revision, by host id.
+pub async fn host_status(pg: &PgSettings, client: &Client) -> Result<Vec<HostStatus>, FleetError> {
+    let rows = pg
+        .bounded(
+            "reading the hosts' revisions",
+            client.query(
+                "SELECT host_id, applied_rev, extract(epoch FROM now() - applied_at)::bigint
+                 FROM agentd_host_central ORDER BY host_id",
+                &[],
+            ),
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| HostStatus {
+            host_id: r.get(0),
+            applied_rev: r.get(1),
+            age_secs: r.get(2),
+        })
+        .collect())
+}
+
 /// Reads the central state in one repeatable-read snapshot.
 pub async fn read(pg: &PgSettings, client: &mut Client) -> Result<CentralState, FleetError> {
     let tx = pg

@@ -58,6 +58,12 @@ pub fn policies_sql() -> String {
          CREATE POLICY agentd_host_read ON agentd_hosts FOR SELECT TO {HOST_GROUP} USING (true);
          DROP POLICY IF EXISTS agentd_host_insert ON agentd_hosts;
          CREATE POLICY agentd_host_insert ON agentd_hosts FOR INSERT TO {HOST_GROUP} WITH CHECK (host_id = {MINE});
+         -- The central revision a host has applied: its own row only.
+         ALTER TABLE agentd_host_central ENABLE ROW LEVEL SECURITY;
+         GRANT SELECT, INSERT, UPDATE ON agentd_host_central TO {HOST_GROUP};
+         DROP POLICY IF EXISTS agentd_host_own ON agentd_host_central;
+         CREATE POLICY agentd_host_own ON agentd_host_central FOR ALL TO {HOST_GROUP}
+             USING (host_id = {MINE}) WITH CHECK (host_id = {MINE});
          -- Nonces: any host's claim is visible (that is the replay check);
          -- a host claims in its own name, takes over and prunes only expired ones.
          ALTER TABLE agentd_nonces ENABLE ROW LEVEL SECURITY;

@@ -17,7 +17,9 @@
 //! secret), `agentd_central_suspensions` and
 //! `agentd_central_delegation_revocations`. Every change takes a fresh
 //! revision from one sequence, and a statement trigger NOTIFYs channel
-//! [`CENTRAL_CHANNEL`] so hosts re-read at once.
+//! [`CENTRAL_CHANNEL`] so hosts re-read at once. Each host reports the
+//! revision it has applied in `agentd_host_central` (`agentctl fleet
+//! status` lists hosts behind).
 use tokio_postgres::Client;
 
 use super::conn::PgSettings;
@@ -107,6 +109,11 @@ CREATE TABLE IF NOT EXISTS agentd_central_delegation_revocations (
     changed_by text NOT NULL,
     changed_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS agentd_host_central (
+    host_id text PRIMARY KEY,
+    applied_rev bigint NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE OR REPLACE FUNCTION agentd_central_notify() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
@@ -131,7 +138,7 @@ pub const CENTRAL_CHANNEL: &str = "agentd_central";
 
 /// Every table `SCHEMA` makes: when all exist, nothing is created (so a
 /// host whose role may not create tables still starts, see `roles`).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "agentd_hosts",
     "agentd_audit",
     "agentd_checkpoints",
@@ -140,6 +147,7 @@ pub const TABLES: [&str; 8] = [
     "agentd_central_operators",
     "agentd_central_suspensions",
     "agentd_central_delegation_revocations",
+    "agentd_host_central",
 ];
 
 /// Creates the tables that do not exist yet.

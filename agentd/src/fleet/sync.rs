@@ -132,6 +132,13 @@ impl CentralSync {
             let state = central::read(&self.pg, &mut conn.client).await?;
             self.reads.fetch_add(1, Ordering::Relaxed);
             self.apply(&state).await;
+            // For `agentctl fleet status`; a role that may not write it
+            // (an older database) loses nothing else.
+            if let Err(e) =
+                central::report_applied(&self.pg, &conn.client, &self.host_id, state.rev).await
+            {
+                tracing::debug!(error = %e, "fleet: could not report the applied revision");
+            }
             tokio::select! {
                 note = notes.recv() => {
                     if note.is_none() {

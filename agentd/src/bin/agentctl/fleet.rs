@@ -232,6 +232,22 @@ async fn run_command(pg: &PgSettings, conn: &mut PgConn, command: Command) -> an
             let held = st.suspensions.iter().filter(|s| !s.lifted).count();
             println!("suspensions in force: {held}");
             println!("delegations revoked: {}", st.revoked_delegations.len());
+            let hosts = central::host_status(pg, c).await?;
+            let behind = hosts.iter().filter(|h| h.applied_rev < st.rev).count();
+            println!("hosts: {} ({behind} behind)", hosts.len());
+            for h in &hosts {
+                println!(
+                    "  {}	revision {}	{}	reported {} s ago",
+                    h.host_id,
+                    h.applied_rev,
+                    if h.applied_rev < st.rev {
+                        "BEHIND"
+                    } else {
+                        "current"
+                    },
+                    h.age_secs
+                );
+            }
             Ok(())
         }
     }
