@@ -9,7 +9,8 @@
 //! central suspension take effect on all three. PostgreSQL down, the hosts
 //! keep enforcing their copy (across a restart); back up, they catch up.
 //! Each host connects as its own role: row-level security lets it insert
-//! its own rows only.
+//! its own rows only. Without NOTIFY the periodic re-read brings a change;
+//! an older database still takes a restricted host's rows.
 mod fleet_support;
 mod gateway_support;
 
@@ -625,4 +626,40 @@ fn an_older_database_keeps_shipping_for_a_role_that_may_not_create_tables() {
         "{}",
         d.log_text()
     );
+}
+
+/// Without NOTIFY (the trigger disabled), the periodic re-read still
+/// brings a central change (`resync_secs = 1`).
+#[test]
+fn the_periodic_reread_applies_a_change_nobody_announced() {
+    let Some(pg) = cluster() else { return };
+    let admin = pg.conninfo_file();
+    let d = Daemon::start_with(&format!(
+        "[fleet]\ncredentials_file = {admin:?}\nhost_id = \"host-r\"\nlease_secs = 300\ntimeout_ms = 800\nresync_secs = 1\n"
+    ));
+    let out = fleet_ok(
+        &d,
+        &admin,
+        &["policy", "push", demo_policy().to_str().unwrap()],
+    );
+    on_every_host(
+        std::slice::from_ref(&d),
+        "fleet_policy_applied",
+        revision(&out),
+        Instant::now(),
+    );
+    pg.sql("ALTER TABLE agentd_central_policy DISABLE TRIGGER agentd_central_notify");
+    let narrowed = narrowed_policy(d.dir.path());
+    let started = Instant::now();
+    let out = fleet_ok(&d, &admin, &["policy", "push", narrowed.to_str().unwrap()]);
+    let took = on_every_host(
+        std::slice::from_ref(&d),
+        "fleet_policy_applied",
+        revision(&out),
+        started,
+    );
+    println!("unannounced change applied after {took:?} (resync_secs = 1)");
+    let key = d.enroll("dr-lee", "clinician");
+    let m = d.send("dr-lee", &key, "s1", "read");
+    assert_decision(&read_chart(&d, &m), "deny", "role_not_in_allowlist");
 }
