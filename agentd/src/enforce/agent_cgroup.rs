@@ -87,7 +87,9 @@ pub fn open(path: &Path) -> Result<AgentCgroupDir, CgroupError> {
 /// Moves process `pid` into the cgroup.
 pub fn join(cg: &AgentCgroupDir, pid: u32) -> Result<(), CgroupError> {
     let procs = cg.path.join("cgroup.procs");
-    std::fs::write(&procs, pid.to_string()).map_err(io(&procs))
+    let joined = std::fs::write(&procs, pid.to_string()).map_err(io(&procs));
+    super::pid_cgroups::moved();
+    joined
 }
 
 /// Processes currently in the cgroup.
@@ -146,8 +148,21 @@ fn parse_proc_cgroup(text: &str) -> Option<String> {
 /// The agent a process belongs to: the name of its cgroup directly under
 /// the slice `slice_name`, if any.
 pub fn agent_name_of_pid(slice_name: &str, pid: u32) -> Option<String> {
-    let path = cgroup_of_pid(pid)?;
-    let rest = path.strip_prefix(&format!("/{slice_name}/"))?;
+    agent_name_in(slice_name, &cgroup_of_pid(pid)?)
+}
+
+/// [`agent_name_of_pid`] for an API caller: its cgroup read once while it
+/// lives ([`super::pid_cgroups`]).
+pub fn caller_agent_name(slice_name: &str, pid: u32) -> Option<String> {
+    agent_name_in(slice_name, &super::pid_cgroups::cgroup_of(pid)?)
+}
+
+/// The agent whose cgroup (directly under the slice) is or holds `path`.
+fn agent_name_in(slice_name: &str, path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix('/')?
+        .strip_prefix(slice_name)?
+        .strip_prefix('/')?;
     let name = rest.split('/').next()?;
     valid_name(name).then(|| name.to_string())
 }

@@ -128,6 +128,11 @@ impl Enforcer {
         self.install_agent(agent, spec.1, &spec.0).map(|_| ())
     }
 
+    /// Whether `agent` is one of the enforcer's agents.
+    pub fn has_agent(&self, agent: &str) -> bool {
+        self.registry_r().agents.contains_key(agent)
+    }
+
     /// The agent process `pid` belongs to, from its cgroup.
     pub fn agent_of_pid(&self, pid: u32) -> Option<String> {
         self.ops()

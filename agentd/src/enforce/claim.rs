@@ -58,23 +58,30 @@ fn parse_ppid(stat: &str) -> Option<u32> {
 
 /// The leaf cgroup id (the cgroup directory's inode) of a live process.
 pub fn cgroup_id_of_pid(pid: u32) -> Option<u64> {
+    cgroup_id_of_path(&super::agent_cgroup::cgroup_of_pid(pid)?)
+}
+
+/// The id (directory inode) of the cgroup at `rel`, a path as
+/// `/proc/PID/cgroup` gives it.
+fn cgroup_id_of_path(rel: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
-    let rel = super::agent_cgroup::cgroup_of_pid(pid)?;
     let root = super::cgroup_root::cgroup_root().ok()?;
     let dir = root.join(rel.trim_start_matches('/'));
     std::fs::metadata(dir).ok().map(|m| m.ino())
 }
 
 /// The requester of a call made by `pid`: `pid` and its ancestors for as
-/// long as `in_agent` holds (at most [`REQUESTER_CHAIN`]).
+/// long as `in_agent` holds (at most [`REQUESTER_CHAIN`]). The asking
+/// process's cgroup is the one the gateway read for its call (cached while
+/// it lives, see [`super::pid_cgroups`]).
 pub fn requester_of(pid: u32, in_agent: impl Fn(u32) -> bool) -> Option<Requester> {
-    let cgroup = super::agent_cgroup::cgroup_of_pid(pid)?;
-    let cgroup_id = cgroup_id_of_pid(pid)?;
+    let cgroup = super::pid_cgroups::cgroup_of(pid)?;
+    let cgroup_id = cgroup_id_of_path(&cgroup)?;
     let chain = chain_of(pid, in_agent, ppid_of);
     (!chain.is_empty()).then_some(Requester {
         chain,
         cgroup_id,
-        cgroup,
+        cgroup: cgroup.to_string(),
     })
 }
 

@@ -38,23 +38,21 @@ impl AllowHook for EnforceHook {
                 self.slot.unavailable_reason(),
             ));
         };
-        // The grant belongs to the agent whose process asked.
-        let Some(agent) = call.peer_pid.and_then(|pid| enforcer.agent_of_pid(pid)) else {
+        // The grant belongs to the agent whose process asked (as the
+        // gateway resolved it for this call), if the enforcer runs it.
+        let Some(agent) = call
+            .agent
+            .filter(|a| call.peer_pid.is_some() && enforcer.has_agent(a))
+        else {
             return Ok(());
         };
         // Pending for the asking process's own tree: it (the hook, the
         // runtime behind it) and what it starts from now on may claim it.
         let requester = call
             .peer_pid
-            .and_then(|pid| enforcer.requester_of(&agent, pid));
+            .and_then(|pid| enforcer.requester_of(agent, pid));
         enforcer
-            .install_grant_for(
-                &agent,
-                call.call_id,
-                call.active_message_id,
-                spec,
-                requester,
-            )
+            .install_grant_for(agent, call.call_id, call.active_message_id, spec, requester)
             .map_err(|e| err(e.reason_code(), e.to_string()))
     }
 

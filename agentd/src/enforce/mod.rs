@@ -31,6 +31,7 @@ mod lifecycle;
 mod listeners;
 pub mod lsm;
 pub mod pending;
+pub mod pid_cgroups;
 pub mod persist;
 pub mod privileged;
 pub mod registry;

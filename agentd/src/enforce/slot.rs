@@ -67,7 +67,7 @@ impl EnforceSlot {
 
     /// The agent whose cgroup (under this instance's slice) holds `pid`.
     pub fn agent_name_of_pid(&self, pid: u32) -> Option<String> {
-        super::agent_cgroup::agent_name_of_pid(&self.slice, pid)
+        super::agent_cgroup::caller_agent_name(&self.slice, pid)
     }
 
     /// A slot holding `enforcer` (tests, or callers that start it themselves).

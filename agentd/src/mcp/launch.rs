@@ -121,7 +121,7 @@ pub struct Started {
 /// Whether `pid` is an MCP server started by agentd (its cgroup is an
 /// `mcp-` run cgroup).
 pub fn is_server_process(pid: u32) -> bool {
-    crate::enforce::agent_cgroup::cgroup_of_pid(pid).is_some_and(|p| {
+    crate::enforce::pid_cgroups::cgroup_of(pid).is_some_and(|p| {
         p.rsplit('/')
             .next()
             .is_some_and(|leaf| leaf.starts_with(LEAF_PREFIX))

@@ -1,0 +1,132 @@
+//! The cgroup of a calling process, read from `/proc/PID/cgroup` once per
+//! process and kept while it lives. Every tool call asks which agent its
+//! caller is (the gateway, the MCP-server check, the grant hook): re-reading
+//! `/proc` each time cost two file reads per call.
+//!
+//! An entry holds a pidfd of the process it was read for. A pid is reused
+//! only after its process exited and was reaped, so while that pidfd does
+//! not report an exit the pid still names the same process; an exited
+//! entry is read again. A process changes cgroup only when it is moved:
+//! agentd's own moves ([`super::agent_cgroup::join`]) drop every entry, and
+//! the processes agentd places in agents are new (forked, then moved before
+//! they exec), so no entry of theirs exists yet.
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Most processes remembered (each holds a pidfd): callers of the API are a
+/// few runtimes and hooks, not thousands.
+const MAX_ENTRIES: usize = 256;
+
+/// Bumped by every move agentd makes; entries of an older generation are stale.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+struct Entry {
+    pidfd: OwnedFd,
+    cgroup: Arc<str>,
+    generation: u64,
+}
+
+fn entries() -> std::sync::MutexGuard<'static, HashMap<u32, Arc<Entry>>> {
+    static MAP: OnceLock<Mutex<HashMap<u32, Arc<Entry>>>> = OnceLock::new();
+    MAP.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// A process was moved between cgroups: forget every cached cgroup.
+pub fn moved() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The cgroup path of live process `pid` (as `/proc/PID/cgroup` says it),
+/// cached while the process lives; None if it cannot be read.
+pub fn cgroup_of(pid: u32) -> Option<Arc<str>> {
+    let generation = GENERATION.load(Ordering::SeqCst);
+    let cached = entries().get(&pid).cloned();
+    if let Some(e) = cached {
+        if e.generation == generation && alive(&e.pidfd) {
+            return Some(e.cgroup.clone());
+        }
+    }
+    // The pidfd first: what is read next belongs to the process it names
+    // if that process has not exited by the time the read is done.
+    let Some(pidfd) = pidfd_open(pid) else {
+        return super::agent_cgroup::cgroup_of_pid(pid).map(Arc::from);
+    };
+    let cgroup: Arc<str> = super::agent_cgroup::cgroup_of_pid(pid)?.into();
+    if alive(&pidfd) && GENERATION.load(Ordering::SeqCst) == generation {
+        remember(
+            pid,
+            Entry {
+                pidfd,
+                cgroup: cgroup.clone(),
+                generation,
+            },
+        );
+    }
+    Some(cgroup)
+}
+
+fn remember(pid: u32, entry: Entry) {
+    let mut map = entries();
+    if map.len() >= MAX_ENTRIES && !map.contains_key(&pid) {
+        map.retain(|_, e| alive(&e.pidfd));
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+    }
+    map.insert(pid, Arc::new(entry));
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes integers and returns a new fd we then own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned to us by the kernel and is owned by no one else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process behind `pidfd` has not exited (a pidfd polls
+/// readable once it has).
+fn alive(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: a move (the generation) is global to the process.
+    #[test]
+    fn a_live_process_is_read_once_until_it_exits_or_agentd_moves_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let first = cgroup_of(pid).expect("a live child's cgroup");
+        assert_eq!(
+            Some(first.as_ref()),
+            super::super::agent_cgroup::cgroup_of_pid(pid).as_deref()
+        );
+        let again = cgroup_of(pid).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "served from the cache");
+        moved();
+        let after = cgroup_of(pid).unwrap();
+        assert_eq!(first, after);
+        assert!(!Arc::ptr_eq(&first, &after), "read again after a move");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(cgroup_of(pid).is_none(), "an exited process has none");
+    }
+}
