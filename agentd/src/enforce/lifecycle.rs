@@ -162,6 +162,8 @@ impl Enforcer {
             supervisors: Mutex::default(),
             save_lock: Mutex::default(),
             launch_gate: RwLock::default(),
+            changes: Default::default(),
+            saved: Default::default(),
         });
         Enforcer { inner }
     }

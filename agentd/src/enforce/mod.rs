@@ -31,8 +31,8 @@ mod lifecycle;
 mod listeners;
 pub mod lsm;
 pub mod pending;
-pub mod pid_cgroups;
 pub mod persist;
+pub mod pid_cgroups;
 pub mod privileged;
 pub mod registry;
 pub mod seccomp;
@@ -292,6 +292,10 @@ struct Inner {
     /// Who may start processes in an agent now (the kill switch's
     /// suspensions); none set: every launch goes ahead.
     launch_gate: RwLock<Option<Arc<dyn LaunchGate>>>,
+    /// Registry changes asking to be saved (each `save` call counts one).
+    changes: std::sync::atomic::AtomicU64,
+    /// The newest change a written file holds.
+    saved: std::sync::atomic::AtomicU64,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.
@@ -332,15 +336,32 @@ impl Enforcer {
         self.ops().allow_baseline_socket(path);
     }
 
+    /// Saves the registry after a change the caller made to it, before the
+    /// caller goes on (a restart right after finds the change). Concurrent
+    /// callers share writes: one that waited for the lock while another
+    /// wrote a snapshot taken after its change has nothing left to write.
     fn save(&self) -> Result<(), EnforceError> {
+        let mine = self.inner.changes.fetch_add(1, Ordering::SeqCst) + 1;
         // Snapshot under the lock, so the last file written is the newest state.
         let _saving = self
             .inner
             .save_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let state = persist::State::of(&self.registry_r());
+        if self.inner.saved.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let (state, upto) = {
+            let reg = self.registry_r();
+            // Read under the registry lock: every change counted so far was
+            // made before its count, so the snapshot holds it.
+            (
+                persist::State::of(&reg),
+                self.inner.changes.load(Ordering::SeqCst),
+            )
+        };
         persist::save(&self.inner.state_dir, &state)?;
+        self.inner.saved.store(upto, Ordering::SeqCst);
         Ok(())
     }
 

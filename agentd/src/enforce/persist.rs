@@ -161,11 +161,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
 }
 
 /// Writes the state atomically (temp file + rename), 0600.
+///
+/// Not synced to disk: the file names kernel objects pinned in bpffs, which
+/// live in memory. What it must survive is agentd stopping or crashing
+/// (the page cache keeps a written file for the next agentd); a power loss
+/// takes the pinned maps with it, and a start without them re-adopts
+/// nothing whatever the file says. Syncing cost a disk flush per grant.
 pub fn save(state_dir: &Path, state: &State) -> Result<(), PersistError> {
     std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
     let path = state_dir.join(STATE_FILE);
     let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(state).map_err(|e| PersistError::Corrupt {
+    let json = serde_json::to_vec(state).map_err(|e| PersistError::Corrupt {
         path: path.clone(),
         message: e.to_string(),
     })?;
@@ -177,7 +183,6 @@ pub fn save(state_dir: &Path, state: &State) -> Result<(), PersistError> {
         .open(&tmp)
         .map_err(io(&tmp))?;
     f.write_all(&json).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 

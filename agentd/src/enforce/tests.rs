@@ -729,3 +729,33 @@ fn a_suspension_ends_only_the_grants_in_scope_and_stops_only_its_agents() {
     );
     assert_eq!(k.stop_agents(None).unwrap(), 1, "mail's process is left");
 }
+
+#[test]
+fn concurrent_installs_each_return_with_their_grant_saved() {
+    // Saves are shared between concurrent installs: each must still return
+    // only once a written state file holds its grant (a restart right
+    // after the answer finds it).
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (e, dir) = (&e, rig.dir.path());
+            s.spawn(move || {
+                for i in 0..25 {
+                    let call = format!("c{t}-{i}");
+                    e.install_grant("mail", &call, "m1", &spec(60, 1)).unwrap();
+                    let saved = super::persist::load(dir).unwrap().unwrap();
+                    assert!(
+                        saved.calls.iter().any(|c| c.call_id == call),
+                        "{call} answered before it was saved"
+                    );
+                }
+            });
+        }
+    });
+    e.shutdown();
+    drop(e);
+    let again = rig.start(true, vec![]);
+    assert_eq!(again.list_agents()[0].calls.len(), 200);
+}
