@@ -662,4 +662,76 @@ fn the_periodic_reread_applies_a_change_nobody_announced() {
     let key = d.enroll("dr-lee", "clinician");
     let m = d.send("dr-lee", &key, "s1", "read");
     assert_decision(&read_chart(&d, &m), "deny", "role_not_in_allowlist");
+
+    // A public key changed in place (by hand) is not taken: audited, and
+    // the key the host enrolled still signs.
+    let pat = d.dir.path().join("pat.pem");
+    let out = fleet_ok(
+        &d,
+        &admin,
+        &[
+            "operator",
+            "add",
+            "pat",
+            "--role",
+            "clinician",
+            "--key-file",
+            pat.to_str().unwrap(),
+        ],
+    );
+    on_every_host(
+        std::slice::from_ref(&d),
+        "fleet_operator_added",
+        revision(&out),
+        Instant::now(),
+    );
+    let other = d.dir.path().join("other.pem");
+    fleet_ok(
+        &d,
+        &admin,
+        &[
+            "operator",
+            "add",
+            "other",
+            "--role",
+            "clinician",
+            "--key-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    let rev: u64 = pg
+        .sql(
+            "UPDATE agentd_central_operators SET rev = nextval('agentd_central_rev'),
+               public_key = (SELECT public_key FROM agentd_central_operators WHERE id = 'other')
+             WHERE id = 'pat' RETURNING rev",
+        )
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    on_every_host(
+        std::slice::from_ref(&d),
+        "fleet_operator_refused",
+        rev,
+        Instant::now(),
+    );
+    let row = central_rows(&d, "fleet_operator_refused", rev);
+    assert!(
+        row[0]["target"]
+            .as_str()
+            .unwrap()
+            .contains("another public key"),
+        "{row:?}"
+    );
+    let m = d.send("pat", &pat, "s-pat", "read");
+    assert_decision(
+        &d.check(
+            &m,
+            "send_email",
+            &["to=ward@clinic.example", "subject=hi", "body=x"],
+        ),
+        "allow",
+        "ok",
+    );
 }

@@ -301,6 +301,10 @@ impl CentralSync {
                     }
                 }
                 (false, Some(_)) if ours => {}
+                (false, Some(h)) if h.key_kind == KeyKind::Ed25519 => refuse(
+                    "this host holds the id with another public key (keys are not changed in place: remove the operator and add a new id)".into(),
+                    out,
+                ),
                 (false, Some(_)) => refuse(
                     "a local operator holds this id (remove or rename one of them)".into(),
                     out,
