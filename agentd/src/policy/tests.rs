@@ -41,7 +41,15 @@ fn demo_policy_compiles_with_versioned_id() {
     );
     assert_eq!(
         p.role_names(),
-        ["clinician", "guest", "member", "owner", "service", "vendor"]
+        [
+            "clinician",
+            "guest",
+            "member",
+            "owner",
+            "scribe",
+            "service",
+            "vendor"
+        ]
     );
 }
 

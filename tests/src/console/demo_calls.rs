@@ -86,6 +86,8 @@ fn stream(b: &mut cdp::Browser, played: &Played, shots: &Path, r: &mut Report) {
                 decision,
                 reason,
             } => Some(format!("{action} {decision} {reason}")),
+            // The escalation's own row, before the call's decision.
+            Expect::Escalated { action, reason } => Some(format!("{action} escalate {reason}")),
             _ => None,
         })
         .collect();

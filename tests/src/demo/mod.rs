@@ -20,6 +20,9 @@ pub use world::{tied_denial, Played, World};
 
 use world::output;
 
+/// The scripted agent's name (`agentctl run --agent`).
+pub const DEMO_AGENT: &str = "demo";
+
 /// The demo policy, embedded so the demo runs anywhere its binaries do.
 pub const DEMO_POLICY: &str = include_str!("../../../policies/demo.toml");
 
@@ -45,6 +48,19 @@ pub fn run(bin: PathBuf, work_dir: PathBuf) -> anyhow::Result<String> {
         }
     }
     deviations.extend(played.untied_denials(&rows));
+    for want in STEPS.iter().flat_map(|s| s.expect) {
+        if let Expect::KernelRefused { target, reason } = *want {
+            if let Some(row) = world::kernel_refusal(&rows, target, reason) {
+                w.l.line(&format!(
+                    "the runtime's direct write of {target}: refused by the kernel (row {}, {})",
+                    row["seq"],
+                    row["reason_code"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    deviations.extend(played.kernel_refusals(&rows));
+    deviations.extend(played.untied_escalations(&rows));
 
     w.l.step("demo: waiting for the receipt worker (receipts render off the decision path)");
     let receipts = w.daemon.wait_for_receipts(&w.l, &rows)?;
@@ -61,13 +77,15 @@ pub fn run(bin: PathBuf, work_dir: PathBuf) -> anyhow::Result<String> {
     };
     println!();
     let summary = format!(
-        "demo summary: {} steps in {:.1} s; {} audit records — tool calls {} allowed / {} denied, \
-         messages {} verified / {} refused or untrusted, kernel {} denied; {} receipts verified",
+        "demo summary: {} steps in {:.1} s; {} audit records — tool calls {} allowed / {} denied \
+         ({} escalated to a person), messages {} verified / {} refused or untrusted, kernel {} denied; \
+         {} receipts verified",
         STEPS.len(),
         started.elapsed().as_secs_f64(),
         rows.len(),
         count("tool_call", "allow"),
         count("tool_call", "deny"),
+        count("tool_call", "escalate"),
         count("message", "allow"),
         count("message", "deny"),
         count("kernel", "deny"),

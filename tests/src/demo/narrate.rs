@@ -49,6 +49,29 @@ pub(super) fn event(e: &Value) {
                 ""
             }
         ),
+        "escalated" => {
+            let id = s("approval_id");
+            let short = &id[..12.min(id.len())];
+            let elevation = match e["elevation"]["actions"].as_array() {
+                Some(a) => format!(
+                    " — to elevate the read-only session for {}",
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            println!(
+                "    agentd escalates {} ({}): approval {short} waits for a person{elevation}",
+                s("action"),
+                s("reason_code")
+            );
+            println!(
+                "    an administrator approves it: agentctl approvals approve {short}… --reason {:?}",
+                s("why")
+            );
+        }
         "error" => println!("    agent error: {}", s("message")),
         _ => {}
     }

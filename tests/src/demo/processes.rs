@@ -67,9 +67,12 @@ impl Daemon {
                     && r["kind"] == "tool_call"
             })
             .map(|r| {
+                // A token's calls are sealed with its root operator's key.
+                let operator = r["operator"].as_str().unwrap_or("");
+                let root = operator.split('/').next().unwrap_or(operator);
                 (
                     r["call_id"].as_str().unwrap_or("").to_string(),
-                    r["operator"].as_str().unwrap_or("").to_string(),
+                    root.to_string(),
                 )
             })
             .collect();
@@ -111,6 +114,9 @@ impl Drop for Daemon {
     }
 }
 
+/// What the driver does while a step waits (it may add events of its own).
+pub(super) type Poll<'a> = &'a mut dyn FnMut(&mut Vec<Value>) -> anyhow::Result<()>;
+
 /// The scripted agent under `agentctl run`.
 pub(super) struct Agent {
     child: Child,
@@ -125,7 +131,14 @@ impl Agent {
         ));
         let mut child = l
             .agentctl()
-            .args(["run", "--agent", "demo", "--user", AGENT_USER, "--socket"])
+            .args([
+                "run",
+                "--agent",
+                super::DEMO_AGENT,
+                "--user",
+                AGENT_USER,
+                "--socket",
+            ])
             .arg(l.dir.join("enforce.sock"))
             .arg("--")
             .arg(l.bin.join("demo-agent"))
@@ -162,13 +175,16 @@ impl Agent {
         })
     }
 
-    /// Hands the agent one message and collects its events until the step is done.
+    /// Hands the agent one message and collects its events until the step
+    /// is done. While it waits, `poll` (if any) runs every 50 ms and may add
+    /// events of its own (the driver answering an approval).
     pub(super) fn instruct(
         &mut self,
         step: &str,
         text: &str,
         active: Option<&str>,
         via_inbox: bool,
+        mut poll: Option<Poll<'_>>,
     ) -> anyhow::Result<Vec<Value>> {
         let ins = serde_json::json!({ "step": step, "text": text, "active_message_id": active, "via_inbox": via_inbox });
         let stdin = self.stdin.as_mut().context("agent stdin closed")?;
@@ -178,9 +194,18 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
+            let wait = match poll {
+                Some(_) => left.min(Duration::from_millis(50)),
+                None => left,
+            };
+            match self.events.recv_timeout(wait) {
                 Ok(e) if e["event"] == "done" && e["step"] == step => return Ok(events),
                 Ok(e) => events.push(e),
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    if let Some(p) = poll.as_mut() {
+                        p(&mut events)?;
+                    }
+                }
                 Err(_) => bail!("the agent did not finish step {step} within 30 s"),
             }
         }

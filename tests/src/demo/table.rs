@@ -30,12 +30,19 @@ pub fn print(rows: &[Value]) {
     }
 }
 
-/// Tool-call targets are the arguments as JSON; show the part that matters.
+/// Tool-call targets are the arguments as JSON (after `approval:ID
+/// deadline:T …` on an escalation's row); show the part that matters.
 fn concise(target: &str) -> String {
-    let Ok(Value::Object(args)) = serde_json::from_str::<Value>(target) else {
+    let json = match target.find('{') {
+        Some(i) if target.starts_with("approval:") => &target[i..],
+        _ => target,
+    };
+    let Ok(Value::Object(args)) = serde_json::from_str::<Value>(json) else {
         return target.to_string();
     };
-    for key in ["command", "path", "to", "mailbox", "server", "format"] {
+    for key in [
+        "command", "path", "to", "mailbox", "server", "format", "invoice",
+    ] {
         match args.get(key) {
             Some(Value::Array(items)) => {
                 return items

@@ -3,6 +3,7 @@
 //! and the scripted agent taken through every step ([`World::play`]). The
 //! `agentd-demo` binary and the console's browser suite both play it.
 use std::{
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -13,8 +14,8 @@ use serde_json::Value;
 use super::{
     fixtures::Fixtures,
     narrate,
-    processes::{Agent, Daemon},
-    scenario::{self, Expect, Sender, OPERATORS, STEPS},
+    processes::{Agent, Daemon, Poll},
+    scenario::{self, Admin, Expect, Sender, OPERATORS, STEPS},
     DEMO_POLICY,
 };
 use crate::harness::AGENT_USER;
@@ -95,17 +96,15 @@ impl World {
         prepare_dirs(&l, extra_config)?;
         crate::harness::ensure_user().map_err(anyhow::Error::msg)?;
         let fixtures = Fixtures::create()?;
-        if narrate {
-            let doctor: Value = serde_json::from_str(&output(
-                Command::new(l.bin.join("agentd")).args(["doctor", "--json"]),
-            )?)?;
-            l.step(&format!(
-                "demo: kernel {} — backend {} ({})",
-                doctor["kernel"].as_str().unwrap_or("?"),
-                doctor["backend"].as_str().unwrap_or("?"),
-                doctor["reason"].as_str().unwrap_or("")
-            ));
-        }
+        let doctor: Value = serde_json::from_str(&output(
+            Command::new(l.bin.join("agentd")).args(["doctor", "--json"]),
+        )?)?;
+        l.step(&format!(
+            "demo: kernel {} — backend {} ({})",
+            doctor["kernel"].as_str().unwrap_or("?"),
+            doctor["backend"].as_str().unwrap_or("?"),
+            doctor["reason"].as_str().unwrap_or("")
+        ));
         let daemon = Daemon::start(&l)?;
         l.step("demo: loading policies/demo.toml and enrolling operators");
         let policy = l.dir.join("demo.toml");
@@ -116,6 +115,18 @@ impl World {
                 .arg(&policy)
                 .stdout(quiet(narrate)),
         )?;
+        // As a real agent would, it may write its workspace: all of it but
+        // its protected SOUL.md, which the kernel carves out of the scope.
+        run_cmd(
+            l.agentctl()
+                .args(["agent", "add", super::DEMO_AGENT, "--user", AGENT_USER])
+                .args(["--profile", "demo-agent", "--workspace", "/workspace"])
+                .stdout(Stdio::null()),
+        )?;
+        l.line(&format!(
+            "configured agent {}: profile demo-agent (its baseline writes /workspace, SOUL.md excepted)",
+            super::DEMO_AGENT
+        ));
         for (id, role) in OPERATORS {
             run_cmd(
                 l.agentctl()
@@ -144,14 +155,30 @@ impl World {
             events: Vec::new(),
             deviations: Vec::new(),
         };
+        // Delegation tokens the steps issued: holder -> token name.
+        let mut tokens = HashMap::new();
         for (n, s) in STEPS.iter().enumerate() {
             if l.narrate {
                 println!();
             }
             l.step(&format!("step {}: {}", n + 1, s.label));
-            let (active, via_inbox) = deliver(l, s)?;
-            let events =
-                agent.instruct(&format!("{}", n + 1), s.text, active.as_deref(), via_inbox)?;
+            for a in s.before {
+                administer(l, a, &mut tokens)?;
+            }
+            let (active, via_inbox) = deliver(l, s, &tokens)?;
+            let mut approver = s.approve.map(|why| Approver::new(l, why));
+            let mut answer = |events: &mut Vec<Value>| match approver.as_mut() {
+                Some(a) => a.answer(events),
+                None => Ok(()),
+            };
+            let poll = s.approve.is_some().then_some(&mut answer as Poll<'_>);
+            let events = agent.instruct(
+                &format!("{}", n + 1),
+                s.text,
+                active.as_deref(),
+                via_inbox,
+                poll,
+            )?;
             if l.narrate {
                 events.iter().for_each(narrate::event);
             }
@@ -250,6 +277,57 @@ impl Played {
     }
 }
 
+impl Played {
+    /// Deviations when a step's [`Expect::KernelRefused`] has no kernel
+    /// denial of its target with its reason in `rows`.
+    pub fn kernel_refusals(&self, rows: &[Value]) -> Vec<String> {
+        let mut deviations = Vec::new();
+        for want in STEPS.iter().flat_map(|s| s.expect) {
+            let Expect::KernelRefused { target, reason } = *want else {
+                continue;
+            };
+            if kernel_refusal(rows, target, reason).is_none() {
+                deviations.push(format!("no kernel denial of {target} with reason {reason}"));
+            }
+        }
+        deviations
+    }
+
+    /// Deviations when an escalation the driver answered has no
+    /// `escalate` row of its call with its reason in `rows`.
+    pub fn untied_escalations(&self, rows: &[Value]) -> Vec<String> {
+        let mut deviations = Vec::new();
+        for e in self.events.iter().flatten() {
+            if e["event"] != "escalated" {
+                continue;
+            }
+            let found = rows.iter().any(|r| {
+                r["kind"] == "tool_call"
+                    && r["decision"] == "escalate"
+                    && r["call_id"] == e["approval_id"]
+                    && r["reason_code"] == e["reason_code"]
+            });
+            if !found {
+                deviations.push(format!("no escalate row for approval {}", e["approval_id"]));
+            }
+        }
+        deviations
+    }
+}
+
+/// The kernel row denying `target` with `reason`. The seccomp supervisor
+/// names the file by its path, the BPF LSM backend by its last component
+/// (the dentry's name): either matches.
+pub fn kernel_refusal<'a>(rows: &'a [Value], target: &str, reason: &str) -> Option<&'a Value> {
+    let name = Path::new(target).file_name().and_then(|n| n.to_str());
+    rows.iter().find(|r| {
+        r["kind"] == "kernel"
+            && r["decision"] == "deny"
+            && (r["target"] == target || r["target"].as_str() == name)
+            && r["reason_code"] == reason
+    })
+}
+
 /// The kernel row denying `target` under call `call_id`, if there is one.
 /// The seccomp supervisor names the file by its path, the BPF LSM backend
 /// by its last component (the dentry's name): either matches.
@@ -320,8 +398,10 @@ fn prepare_dirs(l: &Layout, extra_config: &str) -> anyhow::Result<()> {
     for dir in [&l.dir, &l.bin] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
+    // A call waiting for a person gives up soon: a step whose approver
+    // never comes fails in seconds, not minutes.
     let config = format!(
-        "# Demo config: embedded defaults, temporary state.\nstate_dir = {:?}\nsocket_path = {:?}\nagent_user = {AGENT_USER:?}\n{extra_config}",
+        "# Demo config: embedded defaults, temporary state.\nstate_dir = {:?}\nsocket_path = {:?}\nagent_user = {AGENT_USER:?}\n{extra_config}\n[approvals]\ntimeout_secs = 25\n",
         l.state, l.socket
     );
     std::fs::write(&l.config, config)?;
@@ -330,49 +410,179 @@ fn prepare_dirs(l: &Layout, extra_config: &str) -> anyhow::Result<()> {
 
 /// Gets the message to agentd the way its sender would, returning the
 /// active-message id for the agent (inbox messages are handed over by the agent).
-fn deliver(l: &Layout, s: &scenario::Step) -> anyhow::Result<(Option<String>, bool)> {
-    let (operator, key) = match s.sender {
+fn deliver(
+    l: &Layout,
+    s: &scenario::Step,
+    tokens: &HashMap<&str, String>,
+) -> anyhow::Result<(Option<String>, bool)> {
+    let mut send = l.agentctl();
+    send.args(["send", "--json", "--session", s.session]);
+    let (who, how) = match s.sender {
         Sender::Inbox => {
             l.line(&format!("stranger → agent inbox: {:?}", s.text));
             return Ok((None, true));
         }
-        Sender::Operator(id) => (id, format!("{id}.key")),
-        Sender::Spoofing(id) => (id, "spoofer.key".to_string()),
+        Sender::Operator(id) => {
+            send.args(["--operator", id, "--key-file"])
+                .arg(l.keys.join(format!("{id}.key")));
+            (id.to_owned(), "signed")
+        }
+        Sender::Spoofing(id) => {
+            send.args(["--operator", id, "--key-file"])
+                .arg(l.keys.join("spoofer.key"));
+            (id.to_owned(), "spoofed")
+        }
+        Sender::Token(holder) => {
+            let token = tokens
+                .get(holder)
+                .with_context(|| format!("no token was issued to {holder}"))?;
+            send.args(["--token", token, "--token-key-file"])
+                .arg(l.keys.join(format!("{holder}.secret")));
+            (format!("{holder} (token {})", short_token(token)), "signed")
+        }
     };
-    l.line(&format!(
-        "{operator} ({}) → agentd: {:?}",
-        if key == "spoofer.key" {
-            "spoofed"
-        } else {
-            "signed"
-        },
-        s.text
-    ));
-    let out = l
-        .agentctl()
-        .args([
-            "send",
-            "--json",
-            "--operator",
-            operator,
-            "--session",
-            s.session,
-            "--key-file",
-        ])
-        .arg(l.keys.join(&key))
-        .arg(s.text)
-        .output()?;
+    let how = match s.scope {
+        Some(scope) => {
+            send.args(["--for-agent", super::DEMO_AGENT, "--scope", scope]);
+            format!("{how} v2, scope {scope}")
+        }
+        None => how.to_owned(),
+    };
+    l.line(&format!("{who} ({how}) → agentd: {:?}", s.text));
+    let out = send.arg("--").arg(s.text).output()?;
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let id = answer["active_message_id"].as_str().map(String::from);
     l.line(&format!(
         "agentd: trust {} reason {} → active-message id {}",
         answer["trust"].as_str().unwrap_or("refused"),
         answer["reason_code"].as_str().unwrap_or("?"),
-        id.as_deref()
-            .map(|i| &i[..12.min(i.len())])
-            .unwrap_or("none")
+        id.as_deref().map(short).unwrap_or("none")
     ));
     Ok((id, false))
+}
+
+/// The first 12 characters of an id, for the story.
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// A token's name with its random part cut short (`dr-alice/d-d953dd0f…`).
+fn short_token(token: &str) -> String {
+    match token.split_once("/d-") {
+        Some((root, hex)) => format!("{root}/d-{}…", &hex[..8.min(hex.len())]),
+        None => token.to_owned(),
+    }
+}
+
+/// Does what an operator does outside a message: issue or revoke a
+/// delegation token (signed with the issuer's key).
+fn administer(
+    l: &Layout,
+    a: &Admin,
+    tokens: &mut HashMap<&'static str, String>,
+) -> anyhow::Result<()> {
+    match *a {
+        Admin::Delegate {
+            issuer,
+            to,
+            action,
+            arg,
+        } => {
+            let secret = l.keys.join(format!("{to}.secret"));
+            let _ = std::fs::remove_file(&secret);
+            let out = output(
+                l.agentctl()
+                    .args(["delegate", "issue", "--operator", issuer, "--key-file"])
+                    .arg(l.keys.join(format!("{issuer}.key")))
+                    .args(["--to", to, "--actions", action, "--arg", arg])
+                    .args(["--ttl", "10m", "--uses", "3", "--secret-file"])
+                    .arg(&secret),
+            )?;
+            let token = out.lines().next().unwrap_or("").trim().to_owned();
+            l.line(&format!(
+                "{issuer} issues {to} a token (agentctl delegate issue): {token}, `{arg}`, 3 uses, 10 minutes"
+            ));
+            tokens.insert(to, token);
+        }
+        Admin::Revoke { issuer, to } => {
+            let token = tokens
+                .get(to)
+                .with_context(|| format!("no token was issued to {to}"))?;
+            run_cmd(
+                l.agentctl()
+                    .args([
+                        "delegate",
+                        "revoke",
+                        token,
+                        "--operator",
+                        issuer,
+                        "--key-file",
+                    ])
+                    .arg(l.keys.join(format!("{issuer}.key")))
+                    .stdout(Stdio::null()),
+            )?;
+            l.line(&format!(
+                "{issuer} revokes {to}'s token {} (agentctl delegate revoke)",
+                short_token(token)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An administrator answering the approvals a step raises: every pending
+/// approval seen is approved once, with the step's reason, and reported
+/// as an `escalated` event among the step's events.
+struct Approver<'a> {
+    l: &'a Layout,
+    why: &'static str,
+    answered: HashSet<String>,
+}
+
+impl<'a> Approver<'a> {
+    fn new(l: &'a Layout, why: &'static str) -> Self {
+        Self {
+            l,
+            why,
+            answered: HashSet::new(),
+        }
+    }
+
+    fn answer(&mut self, events: &mut Vec<Value>) -> anyhow::Result<()> {
+        let list: Value = serde_json::from_str(&output(self.l.agentctl().args([
+            "approvals",
+            "list",
+            "--json",
+        ]))?)?;
+        for a in list["approvals"].as_array().into_iter().flatten() {
+            let id = a["id"].as_str().unwrap_or("").to_owned();
+            if id.is_empty() || !self.answered.insert(id.clone()) {
+                continue;
+            }
+            let reason = if a["elevation"].is_object() {
+                "elevation_required"
+            } else if a["anomaly"].is_string() {
+                "anomaly_escalated"
+            } else {
+                "approval_required"
+            };
+            run_cmd(
+                self.l
+                    .agentctl()
+                    .args(["approvals", "approve", &id, "--reason", self.why])
+                    .stdout(Stdio::null()),
+            )?;
+            events.push(serde_json::json!({
+                "event": "escalated",
+                "action": a["action"],
+                "reason_code": reason,
+                "approval_id": id,
+                "elevation": a["elevation"],
+                "why": self.why,
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// Compares a step's events with its expectations, in order.
@@ -380,6 +590,9 @@ fn check(n: usize, expect: &[Expect], events: &[Value]) -> Vec<String> {
     let mut deviations = Vec::new();
     let mut cursor = 0;
     for want in expect {
+        if matches!(want, Expect::KernelRefused { .. }) {
+            continue; // in the audit log, not the agent's events
+        }
         let found = events[cursor..].iter().position(|e| match *want {
             Expect::Decision {
                 action,
@@ -396,6 +609,11 @@ fn check(n: usize, expect: &[Expect], events: &[Value]) -> Vec<String> {
             }
             Expect::BoundBlocked { action, .. } => is_bound_blocked(e, action),
             Expect::DirectBlocked => e["event"] == "direct_attempt" && e["blocked"] == true,
+            Expect::Escalated { action, reason } => {
+                e["event"] == "escalated" && e["action"] == action && e["reason_code"] == reason
+            }
+            // Checked against the audit log ([`Played::kernel_refusals`]).
+            Expect::KernelRefused { .. } => true,
         });
         match found {
             Some(i) => cursor += i + 1,

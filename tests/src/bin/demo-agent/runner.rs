@@ -227,7 +227,9 @@ impl Runner {
 
 /// A short description of what a call touches, for the audit table.
 fn target_of(p: &plan::ToolPlan) -> String {
-    for key in ["command", "path", "to", "mailbox", "server", "format"] {
+    for key in [
+        "command", "path", "to", "mailbox", "server", "format", "invoice",
+    ] {
         if let Some(v) = p.arguments.get(key) {
             return match v {
                 serde_json::Value::Array(items) => items
