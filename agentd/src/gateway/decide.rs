@@ -131,9 +131,26 @@ impl Decision {
     }
 }
 
-/// A fresh 128-bit call id, hex.
+/// A fresh call id: 32 hex digits, the decision's Unix time in ms (48 bits)
+/// then 80 random bits. Later ids sort after earlier ones, so the receipt
+/// queue's unique index of call ids grows at its end: a batch of allows
+/// dirties one index page instead of one per call. 80 random bits keep an
+/// id unguessable.
 fn new_call_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    call_id_at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+        rand::random::<u128>(),
+    )
+}
+
+/// The call id of millisecond `ms` with randomness `random` (its low 80 bits).
+fn call_id_at(ms: u128, random: u128) -> String {
+    const RANDOM_BITS: u32 = 80;
+    let time = ms & ((1 << (128 - RANDOM_BITS)) - 1);
+    let random = random & ((1 << RANDOM_BITS) - 1);
+    format!("{:032x}", (time << RANDOM_BITS) | random)
 }
 
 impl Gateway {
@@ -683,4 +700,22 @@ fn untrusted_reason(stored: &str) -> &'static str {
     .into_iter()
     .find(|c| *c == stored)
     .unwrap_or(reason::SIGNATURE_MISMATCH)
+}
+
+#[cfg(test)]
+mod call_id_tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_sort_by_time_and_keep_80_random_bits() {
+        let earlier = call_id_at(1_764_700_000_000, u128::MAX);
+        let later = call_id_at(1_764_700_000_001, 0);
+        assert!(earlier < later, "{earlier} {later}");
+        assert_eq!((earlier.len(), later.len()), (32, 32));
+        assert!(earlier.ends_with(&"f".repeat(20)), "{earlier}");
+        assert!(later.ends_with(&"0".repeat(20)), "{later}");
+        let (a, b) = (new_call_id(), new_call_id());
+        assert_ne!(a, b);
+        assert!(a.len() == 32 && a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
 }
