@@ -47,6 +47,8 @@ pub const TARGETS: &[Target] = &[
     t("forward_request", &[]),
     t("console_request", &["-max_len=4096"]),
     t("approval_callback", &["-max_len=4096"]),
+    t("oap_passport", &["-max_len=16384"]),
+    t("agentgate_policy", &["-max_len=8192"]),
     t("sockaddr", &["-max_len=128"]),
     // Decoding is bounded by the image-size limits checked before any
     // pixel buffer exists; a bomb that got past them would cross this line.

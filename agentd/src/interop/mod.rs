@@ -107,13 +107,13 @@ impl Converted {
         prune_defaults(&mut value, "");
         let body =
             toml::to_string_pretty(&value).map_err(|e| EmitError::Serialize(e.to_string()))?;
-        let mut out = format!("# Converted by agentctl from {source}.\n");
+        let mut out = format!("# Converted by agentctl from {}.\n", comment_text(source));
         if self.notes.is_empty() {
             out.push_str("# Every rule of the source has an exact equivalent here.\n");
         } else {
             out.push_str("# Where this policy departs from its source:\n");
             for n in &self.notes {
-                for (i, line) in n.to_string().lines().enumerate() {
+                for (i, line) in comment_text(&n.to_string()).lines().enumerate() {
                     out.push_str(if i == 0 { "#   " } else { "#     " });
                     out.push_str(line);
                     out.push('\n');
@@ -127,11 +127,29 @@ impl Converted {
     }
 }
 
+/// Text for a TOML comment: a comment may hold no control character but
+/// tab, and notes quote the source's own strings (a target, a key), so
+/// each other one is written escaped (`\u{7}`); line breaks stay, for the
+/// caller to start each line as a comment.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\n' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Drops what the policy schema would default to anyway (empty tables and
 /// lists, `optional = false`, `approval = "none"`, an action's
 /// `destructive = false`, the default `[messages]`), so the file reads as
 /// written by hand. A role's `destructive` stays: its default depends on
-/// the role's name.
+/// the role's name, and so does an argument's empty allow-list (`values`,
+/// `scopes`, `programs`, `domains`, `addresses`): empty, it allows
+/// nothing; absent, anything.
 fn prune_defaults(v: &mut toml::Value, path: &str) {
     let toml::Value::Table(t) = v else { return };
     t.retain(|k, child| {
@@ -146,6 +164,7 @@ fn prune_defaults(v: &mut toml::Value, path: &str) {
         );
         !match (k, &*child) {
             (_, toml::Value::Table(c)) => optional_table && c.is_empty(),
+            ("values" | "scopes" | "programs" | "domains" | "addresses", _) => false,
             (_, toml::Value::Array(a)) => a.is_empty(),
             ("description", toml::Value::String(s)) => s.is_empty(),
             ("optional" | "receipt_redact" | "filter_tools", toml::Value::Boolean(b)) => !b,

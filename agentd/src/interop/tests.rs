@@ -1,7 +1,7 @@
 //! Unit tests of the pure conversions: RFC 8785 canonical JSON against the
 //! RFC's own examples, signatures, the passport's date-time format, the
 //! boolean argument type the OAP import relies on.
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::oap::decision::{canonical, is_policy_id, policy_id_for};
 use super::oap::passport::{is_date_time, is_uuid};
@@ -278,4 +278,105 @@ fn low_assurance_leaves_a_capability_out_and_unknown_limits_need_consent() {
     );
     assert_eq!(r.unwrap_err().reason, "unknown_argument");
     assert!(super::oap::import(&passport("L0", json!([]), json!({})), "Bad Role").is_err());
+}
+
+/// Found by the `oap_passport` fuzz target: the schema bounds no
+/// capability id's length, and an id longer than an agentd action name
+/// made the converted policy fail to compile. It is left out, noted.
+#[test]
+fn a_capability_id_longer_than_an_action_name_is_left_out_noted() {
+    let long = format!("data.{}", "x".repeat(60)); // 65 characters
+    let fits = format!("data.{}", "x".repeat(59)); // 64: kept (control)
+    let p = passport("L2", json!([{"id": long}, {"id": fits}]), json!({}));
+    let c = super::oap::import(&p, "agent").unwrap();
+    assert!(notes_at(&c, super::NoteKind::Narrowed).contains(&"/capabilities/0".into()));
+    let toml = c.to_toml("t", false).unwrap();
+    let policy = crate::policy::compile(&toml, "t").unwrap();
+    let call = |action: &str| policy.evaluate("op", &["agent".into()], action, &Map::new());
+    assert!(call(&long).is_err());
+    assert!(call(&fits).is_ok(), "{toml}");
+}
+
+/// Found by the `agentgate_policy` and `oap_passport` fuzz targets: a
+/// note quoting a source string with a control character (a target, a
+/// limit's key) made the emitted file invalid TOML (a comment may hold
+/// none but tab). The character is written escaped.
+#[test]
+fn notes_quoting_control_characters_still_emit_valid_toml() {
+    let yaml = "name: t\nrules:\n- action: tool_use\n  allowed: true\n  allowed_targets: [\"se\\x01arch\", \"ok\"]\n";
+    let p = super::agentgate::parse(yaml).unwrap();
+    assert_eq!(p.rules[0].allowed_targets[0], "se\u{1}arch");
+    let c = super::agentgate::convert(&p, "agent").unwrap();
+    let toml = c.to_toml("file\u{7}.yaml", false).unwrap();
+    assert!(toml.contains("se\\u{1}arch"), "{toml}");
+    assert!(toml.contains("file\\u{7}.yaml"), "{toml}");
+    let policy = crate::policy::compile(&toml, "t").unwrap();
+    let call = |t: &str| {
+        let args = json!({ "target": t });
+        policy.evaluate(
+            "op",
+            &["agent".into()],
+            "tool_use",
+            args.as_object().unwrap(),
+        )
+    };
+    assert!(call("ok").is_ok());
+    assert!(
+        call("se\u{1}arch").is_err(),
+        "not an identifier: denied, as noted"
+    );
+}
+
+/// Found by the `agentgate_policy` fuzz target: when no target of an
+/// allow-list could be matched exactly (none an identifier), the empty
+/// `values` list was pruned as a default from the emitted file, and the
+/// action then allowed any target. An empty allow-list stays: nothing.
+#[test]
+fn an_allow_list_left_empty_allows_nothing_after_emitting() {
+    let yaml = "name: t\nrules:\n- action: network\n  allowed: true\n  allowed_targets: [\"api.e xample.com\"]\n- action: tool_use\n  allowed: true\n  allowed_targets: [\"search\"]\n";
+    let c = super::agentgate::convert(&super::agentgate::parse(yaml).unwrap(), "agent").unwrap();
+    let toml = c.to_toml("t.yaml", false).unwrap();
+    let policy = crate::policy::compile(&toml, "t").unwrap();
+    let call = |action: &str, t: &str| {
+        let args = json!({ "target": t });
+        policy.evaluate("op", &["agent".into()], action, args.as_object().unwrap())
+    };
+    for t in ["x", "api.e xample.com", "api.example.com"] {
+        assert!(call("network", t).is_err(), "network {t}: {toml}");
+    }
+    // Control: a list with an identifier allows exactly it.
+    assert!(call("tool_use", "search").is_ok());
+    assert!(call("tool_use", "x").is_err());
+}
+
+/// Found by the `oap_passport` fuzz target: a refund capability's
+/// free-form `params` (a currency that is no currency code, a negative
+/// `max_amount`) made the converted policy fail to compile. Either allows
+/// no refund now, noted; a proper currency still allows its refunds.
+#[test]
+fn refund_params_that_allow_nothing_convert_to_nothing_allowed() {
+    let refund = |params: Value| {
+        let p = passport(
+            "L2",
+            json!([{"id": "finance.payment.refund", "params": params}]),
+            json!({}),
+        );
+        let c = super::oap::import(&p, "agent").unwrap();
+        let toml = c.to_toml("t", true).unwrap();
+        let policy = crate::policy::compile(&toml, "t").unwrap();
+        let args = json!({"amount": 0, "currency": "USD", "region": "US", "reason_code": "x",
+                          "order_id": "o1", "customer_id": "c1", "idempotency_key": "k1"});
+        policy
+            .evaluate(
+                "op",
+                &["agent".into()],
+                "finance.payment.refund",
+                args.as_object().unwrap(),
+            )
+            .map(|_| ())
+    };
+    assert!(refund(json!({"currency": "U?D"})).is_err());
+    assert!(refund(json!({"max_amount": -5})).is_err());
+    // Control.
+    assert_eq!(refund(json!({"currency": "USD", "max_amount": 10})), Ok(()));
 }

@@ -286,12 +286,17 @@ fn check_protected(file: &PolicyFile) -> Result<(), Located> {
     Ok(())
 }
 
+/// An action name: 1-64 characters of `[a-z0-9_.-]`.
+pub(crate) fn is_action_name(s: &str) -> bool {
+    is_ident(s, b".-")
+}
+
 /// `[actions.*]`.
 fn compile_actions(file: &PolicyFile) -> Result<HashMap<String, Action>, Located> {
     let mut actions = HashMap::new();
     for (name, def) in &file.actions {
         let at = format!("actions.{name}");
-        if !is_ident(name, b".-") {
+        if !is_action_name(name) {
             return Err((at, "action names are 1-64 characters of [a-z0-9_.-]".into()));
         }
         actions.insert(name.clone(), compile_action(name, def, &at)?);

@@ -9,6 +9,7 @@ use super::capability::{string, Args, Capability};
 use super::packs::{pack, Pack};
 use super::passport::{assurance_rank, Passport};
 use crate::interop::Converted;
+use crate::policy::compile::is_action_name;
 use crate::policy::schema::{ActionDef, MessageRules, PolicyFile, RoleDef};
 
 /// Why a passport cannot become a policy.
@@ -59,6 +60,15 @@ pub fn import(p: &Passport, role: &str) -> Result<Converted, ImportError> {
     for (i, cap) in p.capabilities.iter().enumerate() {
         let at = format!("/capabilities/{i}");
         let limits = p.limits.get(&cap.id).unwrap_or(&no_limits);
+        // The schema bounds no capability id's length; agentd's action
+        // names are at most 64 characters.
+        if !is_action_name(&cap.id) {
+            out.narrowed(
+                &at,
+                format!("capability `{}` is longer than an agentd action name may be (64 characters): left out", cap.id),
+            );
+            continue;
+        }
         let Some(pk) = pack(&cap.id) else {
             unknown_capability(&mut out, &at, &cap.id, limits);
             role_def.allow.insert(cap.id.clone(), region_only(p));

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::capability::Capability;
 use super::passport::Passport;
+use super::schema::is_currency;
 use crate::policy::schema::{ArgKind, ArgRule};
 use crate::protocol::reason;
 
@@ -147,13 +148,23 @@ fn refund_amounts(c: &mut Capability<'_>) -> (ArgRule, Option<Vec<String>>) {
         .get("currency")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    // Params are free-form in the schema: a currency that is no currency
+    // code matches no call (agentd's values are identifiers), so none is
+    // allowed.
+    if let Some(code) = only.as_ref().filter(|code| !is_currency(code)) {
+        c.out.narrowed(
+            format!("{}/currency_limits", c.at),
+            format!("the capability's params name `{code}`, not a currency code (^[A-Z]{{3}}$): no currency is allowed"),
+        );
+    }
     let limits = c
         .limit("currency_limits")
         .and_then(Value::as_object)
         .cloned();
     let mut currency = match (&limits, &only) {
         (Some(cl), _) => Some(cl.keys().cloned().collect::<Vec<_>>()),
-        (None, Some(code)) => Some(vec![code.clone()]),
+        (None, Some(code)) if is_currency(code) => Some(vec![code.clone()]),
+        (None, Some(_)) => Some(Vec::new()),
         (None, None) => None,
     };
     if let (Some(list), Some(code)) = (&mut currency, &only) {
@@ -193,6 +204,16 @@ fn refund_amounts(c: &mut Capability<'_>) -> (ArgRule, Option<Vec<String>>) {
     }
     if let Some(m) = c.params.get("max_amount").and_then(Value::as_i64) {
         amount.max = Some(amount.max.map_or(m, |x| x.min(m)));
+    }
+    // A negative maximum refunds nothing; agentd's amount starts at 0, so
+    // the call is closed by its currency instead.
+    if amount.max.is_some_and(|m| m < 0) {
+        c.out.narrowed(
+            format!("{}/currency_limits", c.at),
+            "a negative maximum amount allows no refund: no currency is allowed",
+        );
+        amount.max = Some(0);
+        currency = Some(Vec::new());
     }
     (amount, currency)
 }
