@@ -173,7 +173,7 @@ impl KeyKind {
 }
 
 /// An operator as the decision path sees it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Operator {
     /// HMAC key, or Ed25519 public key (`key_kind`).
     pub key: Vec<u8>,
@@ -654,6 +654,16 @@ impl Gateway {
         Ok(info)
     }
 
+    /// Puts `op` in force for `id` (replacing what was there); its public view.
+    fn install_operator(&self, id: &str, op: Operator) -> OperatorInfo {
+        let info = operator_info(id, &op);
+        self.operators
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::new(op));
+        info
+    }
+
     /// All operators, without keys.
     pub fn list_operators(&self) -> Vec<OperatorInfo> {
         let map = self.operators.read().unwrap_or_else(|p| p.into_inner());
@@ -688,15 +698,9 @@ impl Gateway {
             key_kind: KeyKind::Hmac,
             receipt_key: key.clone(),
             key_gen,
-            roles: old.roles.clone(),
-            revoked: old.revoked,
-            created_at: old.created_at,
+            ..(*old).clone()
         };
-        let info = operator_info(id, &op);
-        self.operators
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Arc::new(op));
+        let info = self.install_operator(id, op);
         tracing::info!(operator = id, key_gen, "operator key rotated");
         Ok((info, key))
     }
@@ -760,19 +764,10 @@ impl Gateway {
             return Err(GatewayError::UnknownOperator { id: id.to_owned() });
         }
         let op = Operator {
-            key: old.key.clone(),
-            key_kind: old.key_kind,
-            receipt_key: old.receipt_key.clone(),
-            key_gen: old.key_gen,
             roles: roles.to_vec(),
-            revoked: old.revoked,
-            created_at: old.created_at,
+            ..(*old).clone()
         };
-        let info = operator_info(id, &op);
-        self.operators
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Arc::new(op));
+        let info = self.install_operator(id, op);
         tracing::info!(operator = id, roles = ?roles, "operator roles changed");
         Ok((info, self.revoke_grants_of(id)))
     }
@@ -784,19 +779,10 @@ impl Gateway {
             return Err(GatewayError::UnknownOperator { id: id.to_owned() });
         }
         let op = Operator {
-            key: old.key.clone(),
-            key_kind: old.key_kind,
-            receipt_key: old.receipt_key.clone(),
-            key_gen: old.key_gen,
-            roles: old.roles.clone(),
             revoked: true,
-            created_at: old.created_at,
+            ..(*old).clone()
         };
-        let info = operator_info(id, &op);
-        self.operators
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Arc::new(op));
+        let info = self.install_operator(id, op);
         tracing::info!(operator = id, "operator revoked");
         Ok(info)
     }
