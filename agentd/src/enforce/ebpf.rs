@@ -105,6 +105,10 @@ pub fn open_for_running_kernel() -> Result<LoadedObject, LoadError> {
     static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = PathBuf::from(BPFFS).join(format!("agentd-probe-{}-{n}", std::process::id()));
+    // A directory of this name can only be left by a dead process that had
+    // our pid (pids wrap): its pins may be of another object version, which
+    // would make pinning fail. Nothing live owns it.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| LoadError::Bpffs {
         path: dir.display().to_string(),
         message: e.to_string(),
