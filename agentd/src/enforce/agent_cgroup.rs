@@ -132,18 +132,9 @@ pub fn remove(cg: &AgentCgroupDir) -> Result<(), CgroupError> {
     std::fs::remove_dir(&cg.path).map_err(io(&cg.path))
 }
 
-/// The cgroup v2 path of a process relative to the hierarchy root
-/// (`/agentd.slice/NAME`), from `/proc/PID/cgroup`.
-pub fn cgroup_of_pid(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    parse_proc_cgroup(&text)
-}
-
-fn parse_proc_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim().to_string())
-}
+pub use super::pid_cgroups::cgroup_of_pid;
+#[cfg(test)]
+use super::pid_cgroups::parse_proc_cgroup;
 
 /// The agent a process belongs to: the name of its cgroup directly under
 /// the slice `slice_name`, if any.

@@ -53,9 +53,9 @@ pub fn cgroup_of(pid: u32) -> Option<Arc<str>> {
     // The pidfd first: what is read next belongs to the process it names
     // if that process has not exited by the time the read is done.
     let Some(pidfd) = pidfd_open(pid) else {
-        return super::agent_cgroup::cgroup_of_pid(pid).map(Arc::from);
+        return cgroup_of_pid(pid).map(Arc::from);
     };
-    let cgroup: Arc<str> = super::agent_cgroup::cgroup_of_pid(pid)?.into();
+    let cgroup: Arc<str> = cgroup_of_pid(pid)?.into();
     if alive(&pidfd) && GENERATION.load(Ordering::SeqCst) == generation {
         remember(
             pid,
@@ -102,6 +102,20 @@ fn alive(pidfd: &OwnedFd) -> bool {
     n == 0
 }
 
+/// The cgroup v2 path of a process relative to the hierarchy root
+/// (`/agentd.slice/NAME`), from `/proc/PID/cgroup`.
+pub fn cgroup_of_pid(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_proc_cgroup(&text)
+}
+
+/// The v2 entry (`0::PATH`) of a `/proc/PID/cgroup` text.
+pub(crate) fn parse_proc_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,10 +129,7 @@ mod tests {
             .unwrap();
         let pid = child.id();
         let first = cgroup_of(pid).expect("a live child's cgroup");
-        assert_eq!(
-            Some(first.as_ref()),
-            super::super::agent_cgroup::cgroup_of_pid(pid).as_deref()
-        );
+        assert_eq!(Some(first.as_ref()), super::cgroup_of_pid(pid).as_deref());
         let again = cgroup_of(pid).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "served from the cache");
         moved();
