@@ -409,6 +409,23 @@ struct Sample {
     /// grant stays until its TTL and a minute's grace have passed).
     state_kib: u64,
     grants: usize,
+    /// agentd's user + system CPU time so far, seconds.
+    cpu_secs: f64,
+}
+
+/// User + system CPU seconds of process `pid` (fields 14 and 15 of its stat).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<f64>() / tick
 }
 
 /// The enforcer's state file under agentd's state directory.
@@ -454,6 +471,7 @@ fn sample(pid: u32, state: &Path, at_secs: f64) -> Sample {
         rows,
         state_kib: text.len() as u64 / 1024,
         grants,
+        cpu_secs: cpu_secs(pid),
     }
 }
 
@@ -478,9 +496,19 @@ fn fd_kinds(pid: u32) -> BTreeMap<String, usize> {
     kinds
 }
 
-fn print_sample(label: &str, s: &Sample) {
+/// One sample; with `prev`, agentd's CPU use since then (100 % = one CPU).
+fn print_sample(label: &str, s: &Sample, prev: Option<&Sample>) {
+    let cpu = prev
+        .filter(|p| s.at_secs > p.at_secs)
+        .map(|p| {
+            format!(
+                "{:>4.0} %",
+                (s.cpu_secs - p.cpu_secs) / (s.at_secs - p.at_secs) * 100.0
+            )
+        })
+        .unwrap_or_else(|| "   - ".into());
     println!(
-        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB  fds {:>4}  audit rows {:>7}  grants held {:>6} (state file {:>6} KiB)  load {}",
+        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB  fds {:>4}  CPU {cpu}  audit rows {:>7}  grants held {:>6} (state file {:>6} KiB)  load {}",
         s.at_secs,
         s.rss_kb,
         s.fds,
@@ -613,7 +641,8 @@ impl Results {
         let total = self.span.1.saturating_sub(self.span.0);
         by.iter()
             .enumerate()
-            .filter(|(_, v)| !v.is_empty())
+            // A last window under half the length says little.
+            .filter(|(i, v)| !v.is_empty() && total.saturating_sub(*i as u128 * w) >= w / 2)
             .map(|(i, v)| {
                 let (p50, p99, _) = pcts(v);
                 let len = total.saturating_sub(i as u128 * w).min(w);
@@ -674,7 +703,12 @@ fn floor_run(w: &World, secs: u64) -> Results {
 }
 
 /// The soak: the 8 clients inside the agent, agentd sampled every `interval`.
-fn soak_run(w: &World, ids: &[String], secs: u64, interval: Duration) -> (Results, Vec<Sample>) {
+fn soak_run(
+    w: &World,
+    ids: &[String],
+    secs: u64,
+    interval: Duration,
+) -> (Results, Sample, Vec<Sample>) {
     let pid = w.daemon.id();
     let enforce = w.socket.with_file_name("enforce.sock");
     let cmds = ids
@@ -696,13 +730,15 @@ fn soak_run(w: &World, ids: &[String], secs: u64, interval: Duration) -> (Result
             c
         })
         .collect();
-    let mut samples = Vec::new();
+    let mut samples: Vec<Sample> = vec![sample(pid, &w.state, 0.0)];
+    print_sample("start", &samples[0], None);
     let lines = drive(cmds, interval, |at| {
         let s = sample(pid, &w.state, at);
-        print_sample("under load", &s);
+        print_sample("under load", &s, samples.last());
         samples.push(s);
     });
-    (Results::parse(&lines), samples)
+    let start = samples.remove(0);
+    (Results::parse(&lines), start, samples)
 }
 
 /// The audit rows of the run, read back from agentd's database.
@@ -813,14 +849,12 @@ fn run(secs: u64) -> Vec<String> {
         load_average()
     );
     let pid = w.daemon.id();
-    let start = sample(pid, &w.state, 0.0);
     let start_kinds = fd_kinds(pid);
-    print_sample("start", &start);
-    let (res, samples) = soak_run(&w, &ids, secs, interval);
+    let (res, start, samples) = soak_run(&w, &ids, secs, interval);
     // Let the daemon see the clients' connections close and their processes go.
     std::thread::sleep(Duration::from_secs(2));
     let after = sample(pid, &w.state, res.secs() + 2.0);
-    print_sample("after load", &after);
+    print_sample("after load", &after, samples.last());
     println!(
         "agentd fds by kind: start {start_kinds:?}; after load {:?}",
         fd_kinds(pid)
@@ -931,11 +965,13 @@ fn ok(b: bool) -> &'static str {
 fn report_footprint(start: &Sample, samples: &[Sample], after: &Sample) -> Vec<String> {
     println!();
     println!("agentd footprint (VmRSS, entries of /proc/PID/fd):");
-    print_sample("start", start);
+    print_sample("start", start, None);
+    let mut prev = start;
     for s in samples {
-        print_sample("under load", s);
+        print_sample("under load", s, Some(prev));
+        prev = s;
     }
-    print_sample("after load", after);
+    print_sample("after load", after, Some(prev));
     let (Some(warm), Some(end)) = (samples.first(), samples.last()) else {
         return vec!["no sample under load (run longer)".into()];
     };
