@@ -127,6 +127,43 @@ fn suites(tally: &mut Tally) {
     tally.absorb(forward());
     step("Web console: headless Chromium (DevTools protocol) against agentd's console (agentd-console)");
     tally.absorb(console());
+    step("soak smoke: the soak benchmark for 5 s on the debug build (cargo test -p agentd --bench soak)");
+    tally.absorb(soak_smoke());
+}
+
+/// The soak benchmark, 5 s: every answered allow has its row, every tool
+/// run its kernel row, no refusal, fds flat, the chain verifies. It ends
+/// with `soak: passed`, `soak: SKIPPED: why` or a non-zero exit.
+fn soak_smoke() -> Tally {
+    let mut t = Tally::default();
+    let out = Command::new("cargo")
+        .current_dir(workspace_root())
+        .args(["test", "-p", "agentd", "--bench", "soak"])
+        .env("AGENTD_SOAK_SECS", "5")
+        .stderr(Stdio::inherit())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            t.fail(format!("soak: cannot run cargo: {e}"));
+            return t;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        println!("  {line}");
+    }
+    if let Some(why) = text.lines().find_map(|l| l.strip_prefix("soak: SKIPPED: ")) {
+        t.skip(format!("soak: {why}"));
+    } else if out.status.success() && text.lines().any(|l| l == "soak: passed") {
+        t.pass();
+    } else {
+        t.fail(format!(
+            "soak: exited with {} (its reasons above)",
+            out.status
+        ));
+    }
+    t
 }
 
 /// Set for the test stages to the backend the opening `agentd doctor` run
