@@ -589,6 +589,8 @@ struct Results {
     tool_ns: Vec<u64>,
     /// When each allowed call started (ns since the epoch).
     at_ns: Vec<u128>,
+    /// The same tool run outside any agent, during the run (soak only).
+    tool_beside_ns: Vec<u64>,
     /// Call ids answered allow.
     allowed: Vec<String>,
     /// Call ids whose tool ran and read the file.
@@ -741,13 +743,42 @@ fn soak_run(
         .collect();
     let mut samples: Vec<Sample> = vec![sample(pid, &w.state, 0.0)];
     print_sample("start", &samples[0], None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beside = tool_beside(w.files[0].clone(), stop.clone());
     let lines = drive(cmds, interval, |at| {
         let s = sample(pid, &w.state, at);
         print_sample("under load", &s, samples.last());
         samples.push(s);
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let start = samples.remove(0);
-    (Results::parse(&lines), start, samples)
+    let mut res = Results::parse(&lines);
+    res.tool_beside_ns = beside.join().unwrap();
+    (res, start, samples)
+}
+
+/// The tool run outside any agent, every 50 ms while the soak runs: the
+/// same `cat` under the same machine conditions, from this process.
+fn tool_beside(
+    file: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            let out = Command::new(CAT)
+                .arg(&file)
+                .env_clear()
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output();
+            v.push(t.elapsed().as_nanos() as u64);
+            assert!(out.is_ok_and(|o| o.status.success()), "cat outside");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        v
+    })
 }
 
 /// The audit rows of the run, read back from agentd's database.
@@ -929,6 +960,15 @@ fn report_latency(res: &Results, floor: &Results) -> Vec<String> {
         "tool run (fork+exec cat, read)",
         pcts(&res.tool_ns),
         pcts(&floor.tool_ns),
+    );
+    row3(
+        "  the same, outside, during the soak",
+        pcts(&res.tool_ns),
+        pcts(&res.tool_beside_ns),
+    );
+    println!(
+        "  (that row's floor: {} runs of the same cat outside any agent, one every 50 ms while the soak ran)",
+        res.tool_beside_ns.len()
     );
     let (t, f) = (
         res.tool_ns.iter().sum::<u64>(),
