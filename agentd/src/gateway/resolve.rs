@@ -125,8 +125,35 @@ fn real_path(fd: &OwnedFd) -> Result<PathBuf, Errno> {
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
+/// Whether `path` names what it says without any symlink on the way: one
+/// `openat2` refusing every symlink. `Some(true)`: it exists and its real
+/// path is `path` itself; `Some(false)`: a component is missing and none
+/// before it is a symlink (a dangling one would have been refused as a
+/// symlink), so the missing tail keeps its names under the same real
+/// prefix; `None`: a symlink, or any other refusal, needs the full walk.
+fn symlink_free(path: &str) -> Option<bool> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(libc::AT_FDCWD, path, how) {
+        Ok(fd) => {
+            // SAFETY: openat2 returned a fresh descriptor we own.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Some(true)
+        }
+        Err(Errno::ENOENT) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// The host walk (see the module doc).
 pub fn resolve_host(path: &str) -> Result<String, ResolveError> {
+    // The common case (no symlink anywhere) in one system call: `path` is
+    // lexically normalised and absolute, so without symlinks it is already
+    // the real path, whether or not its tail exists yet.
+    if symlink_free(path).is_some() {
+        return Ok(path.to_owned());
+    }
     let mut existing = PathBuf::from(path);
     let mut missing: Vec<std::ffi::OsString> = Vec::new();
     loop {
@@ -199,5 +226,16 @@ mod tests {
             })
         ));
         assert_eq!(Lexical.resolve("/a/b").unwrap(), "/a/b");
+        // Without symlinks, existing or not, the path is its own real path;
+        // a missing tail under a symlinked directory still resolves.
+        assert_eq!(
+            resolve_host(&s("home/.profile")).unwrap(),
+            s("home/.profile")
+        );
+        assert_eq!(resolve_host(&s("home/a/b/c")).unwrap(), s("home/a/b/c"));
+        assert_eq!(resolve_host(&s("ws/h/a/b")).unwrap(), s("home/a/b"));
+        assert_eq!(symlink_free(&s("ws/n")), None);
+        assert_eq!(symlink_free(&s("ws/d/x")), None);
+        assert_eq!(symlink_free(&s("home/none/x")), Some(false));
     }
 }
