@@ -129,6 +129,8 @@ fn main() {
             l.rate, l.p99, l.cpu_per_req
         );
         stop(&mut daemon);
+        let _ = echo.kill();
+        let _ = echo.wait();
         return;
     }
     let (echo1, health1, gw1, gwd1) = rt.block_on(async {
