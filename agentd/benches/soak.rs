@@ -355,8 +355,9 @@ fn wait_ready(w: &mut World) -> Result<String, String> {
     }
 }
 
-/// Enrolls the operator, sends one signed message per client and
-/// configures the agent; returns the active-message ids.
+/// Enrolls the operator, sends one signed message per client of each
+/// phase (soak, probe before, probe after) and configures the agent;
+/// returns the active-message ids, in that order.
 fn prepare(w: &World) -> Vec<String> {
     let (status, op) = api(
         &w.socket,
@@ -366,7 +367,9 @@ fn prepare(w: &World) -> Vec<String> {
     );
     assert!((200..300).contains(&status), "{status}: {op}");
     let key = hex::decode(op["key"].as_str().unwrap()).unwrap();
-    let ids = (0..CLIENTS)
+    // One message per client of each phase: the soak, and the outside
+    // probes before and after it.
+    let ids = (0..3 * CLIENTS)
         .map(|i| {
             let m = SignedMessage::new_signed(
                 &key,
@@ -713,6 +716,29 @@ fn floor_run(w: &World, secs: u64) -> Results {
     Results::parse(&lines)
 }
 
+/// The probe: the same 8 clients and loop against agentd, outside any agent
+/// (as root): allowed calls that install no grant, with `cat` unsupervised.
+/// Run before and after the soak, it tells the allow path's own cost from
+/// the grants held.
+fn outside_run(w: &World, ids: &[String], secs: u64) -> Results {
+    let cmds = ids
+        .iter()
+        .zip(&w.files)
+        .enumerate()
+        .map(|(i, (id, f))| {
+            let mut c = Command::new(&w.exe);
+            c.arg("__client")
+                .arg(&w.socket)
+                .arg(id)
+                .arg(f)
+                .arg(file_text(i))
+                .arg(secs.to_string());
+            c
+        })
+        .collect();
+    Results::parse(&drive(cmds, Duration::from_secs(3600), |_| {}))
+}
+
 /// The soak: the 8 clients inside the agent, agentd sampled every `interval`.
 fn soak_run(
     w: &World,
@@ -883,14 +909,17 @@ fn run(secs: u64) -> Vec<String> {
         load_average()
     );
     let floor = floor_run(&w, (secs / 4).clamp(2, 5));
+    let probe_secs = (secs / 20).clamp(1, 3);
+    let before = outside_run(&w, &ids[CLIENTS..2 * CLIENTS], probe_secs);
     println!(
-        "floor run done ({:.1} s, load {}); soak starts",
+        "floor and probe runs done ({:.1} s, {:.1} s; load {}); soak starts",
         floor.secs(),
+        before.secs(),
         load_average()
     );
     let pid = w.daemon.id();
     let start_kinds = fd_kinds(pid);
-    let (res, start, samples) = soak_run(&w, &ids, secs, interval);
+    let (res, start, samples) = soak_run(&w, &ids[..CLIENTS], secs, interval);
     // Let the daemon see the clients' connections close and their processes go.
     std::thread::sleep(Duration::from_secs(2));
     let after = sample(pid, &w.state, res.secs() + 2.0);
@@ -899,10 +928,12 @@ fn run(secs: u64) -> Vec<String> {
         "agentd fds by kind: start {start_kinds:?}; after load {:?}",
         fd_kinds(pid)
     );
+    let later = outside_run(&w, &ids[2 * CLIENTS..], probe_secs);
     let audit = audit_rows(&w.state);
     let verify = stop_and_verify(&mut w);
     println!("load average at the end: {}", load_average());
     let mut failures = report_latency(&res, &floor);
+    failures.extend(report_probes(&before, &later, after.grants));
     println!(
         "over time (windows of {} s, by the call's start):",
         interval.as_secs()
@@ -915,7 +946,7 @@ fn run(secs: u64) -> Vec<String> {
         );
     }
     failures.extend(report_footprint(&start, &samples, &after));
-    failures.extend(report_audit(&res, &audit, &verify));
+    failures.extend(report_audit(&res, &[&before, &later], &audit, &verify));
     if !failures.is_empty() {
         let log = std::fs::read_to_string(&w.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -999,6 +1030,32 @@ fn report_latency(res: &Results, floor: &Results) -> Vec<String> {
     failures
 }
 
+/// The allowed call from outside any agent (no grant) before and after the
+/// soak: what the grants held cost an allow that installs none.
+fn report_probes(before: &Results, later: &Results, grants: usize) -> Vec<String> {
+    for (when, r) in [
+        ("before the soak, 0 grants held", before),
+        ("after it", later),
+    ] {
+        let (p50, p99, _) = pcts(&r.call_ns);
+        println!(
+            "allowed call from outside any agent (no grant), {when}: {:.0} calls/s, p50 {p50:.0} µs, p99 {p99:.0} µs",
+            r.rate()
+        );
+    }
+    println!("  ({grants} grants held after the soak)");
+    let mut failures = Vec::new();
+    for r in [before, later] {
+        if !r.errors.is_empty() || r.tool_failed > 0 || !r.denied.is_empty() {
+            failures.push(format!(
+                "a probe outside the agent failed: {} tool runs, denials {:?}, errors {:?}",
+                r.tool_failed, r.denied, r.errors
+            ));
+        }
+    }
+    failures
+}
+
 fn ok(b: bool) -> &'static str {
     if b {
         "met"
@@ -1070,8 +1127,17 @@ fn report_footprint(start: &Sample, samples: &[Sample], after: &Sample) -> Vec<S
 
 /// Every answered allow has its row, every tool run a kernel row naming
 /// its call, nothing else was refused, and the chain verifies.
-fn report_audit(res: &Results, audit: &AuditRows, verify: &Value) -> Vec<String> {
-    let answered: HashSet<&String> = res.allowed.iter().collect();
+fn report_audit(
+    res: &Results,
+    probes: &[&Results],
+    audit: &AuditRows,
+    verify: &Value,
+) -> Vec<String> {
+    let all = res
+        .allowed
+        .iter()
+        .chain(probes.iter().flat_map(|p| &p.allowed));
+    let answered: HashSet<&String> = all.clone().collect();
     let lost = answered
         .iter()
         .filter(|id| !audit.allowed.contains(**id))
@@ -1089,7 +1155,7 @@ fn report_audit(res: &Results, audit: &AuditRows, verify: &Value) -> Vec<String>
     let kernel_total: usize = audit.kernel.values().sum();
     println!();
     println!(
-        "audit: {} calls answered allow, {} allow rows: {lost} answered without a row, {extra} rows no client saw answered",
+        "audit: {} calls answered allow (soak and probes), {} allow rows: {lost} answered without a row, {extra} rows no client saw answered",
         answered.len(),
         audit.allowed.len()
     );
@@ -1107,10 +1173,10 @@ fn report_audit(res: &Results, audit: &AuditRows, verify: &Value) -> Vec<String>
     );
     println!("       chain: agentctl audit verify → {verify}");
     let mut failures = Vec::new();
-    if lost > 0 || extra > 0 || answered.len() != res.allowed.len() {
+    if lost > 0 || extra > 0 || answered.len() != all.clone().count() {
         failures.push(format!(
             "audit rows lost: {lost} answered allows without a row, {extra} rows without an answer, {} answers",
-            res.allowed.len()
+            all.count()
         ));
     }
     if unmatched > 0 {
