@@ -1016,9 +1016,21 @@ fn report_latency(res: &Results, floor: &Results) -> Vec<String> {
         res.rate() / floor.rate().max(1e-9)
     );
     println!(
-        "  mean tool run {:.0} µs inside vs {:.0} µs outside (the exec target inside ≤ 1.2× outside is the seccomp bench's, for a bare fork+exec)",
+        "  mean tool run {:.0} µs inside vs {:.0} µs outside",
         t as f64 / res.tool_ns.len().max(1) as f64 / 1e3,
         f as f64 / floor.tool_ns.len().max(1) as f64 / 1e3
+    );
+    let (call, tool, beside) = (
+        pcts(&res.call_ns),
+        pcts(&res.tool_ns),
+        pcts(&res.tool_beside_ns),
+    );
+    println!(
+        "targets borrowed from the other benches: call round trip p99 {:.0} µs ≤ 1000 (the gateway's, for allowed calls): {}; tool run p50 {:.2}× the same cat outside during the soak ≤ 1.2× (the seccomp bench's, for a bare fork+exec): {}",
+        call.1,
+        ok(call.1 <= 1000.0),
+        tool.0 / beside.0.max(1e-9),
+        ok(tool.0 <= 1.2 * beside.0)
     );
     let mut failures = Vec::new();
     if !floor.errors.is_empty() || floor.tool_failed > 0 {
