@@ -4,6 +4,7 @@
 //! live in BPF maps and ring buffers unchanged on both sides.
 #![no_std]
 
+pub mod access;
 pub mod lsm;
 
 /// Names of the BPF maps, shared so user space and kernel side never drift.
@@ -43,6 +44,10 @@ pub mod maps {
     /// may claim a pending grant (its requester chain, written by user space,
     /// and what they create after the decision, added at fork). LRU.
     pub const CLAIMANTS: &str = "CLAIMANTS";
+    /// Per-CPU hash of [`crate::access::AccessKey`] →
+    /// [`crate::access::AccessSummary`]: allowed accesses under grants,
+    /// counted instead of sent one event each.
+    pub const ACCESS_SUMMARIES: &str = "ACCESS_SUMMARIES";
 }
 
 /// Enforcement mode of one agent cgroup.
@@ -638,6 +643,8 @@ mod pod {
     unsafe impl aya::Pod for super::ConnectRule {}
     unsafe impl aya::Pod for super::RateWindow {}
     unsafe impl aya::Pod for super::KernelEvent {}
+    unsafe impl aya::Pod for super::access::AccessKey {}
+    unsafe impl aya::Pod for super::access::AccessSummary {}
 }
 
 #[cfg(test)]

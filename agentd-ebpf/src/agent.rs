@@ -7,6 +7,7 @@
 //! one of the `*_permitted()` checks; `report()` (or `count_only()` for
 //! decisions user space already audits); `blocks()` for the verdict.
 use agentd_common::{
+    access::{AccessKey, AccessSummary},
     baseline_call_id, AgentCgroup, Binding, ConnectKey, Counter, ExecKey, FileId, Hook,
     KernelEvent, KernelReason, Mode, PendingGrant, PendingKey, ProcessCall, RateWindow, UseTicket,
     CONNECT_FIXED_BITS, DENIAL_EVENTS_PER_SEC, EVENT_TARGET_LEN, PENDING_NAMES_ARGS, PENDING_SLOTS,
@@ -22,8 +23,8 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    AGENT_CGROUPS, BINDINGS, CLAIMANTS, CONNECT_RULES, COUNTERS, EVENTS, EVENT_RATE, EXEC_ARGS,
-    EXEC_GRANTS, FILE_CLAIMS, LINEAGE, PENDING, USE_TICKETS,
+    ACCESS_SUMMARIES, AGENT_CGROUPS, BINDINGS, CLAIMANTS, CONNECT_RULES, COUNTERS, EVENTS,
+    EVENT_RATE, EXEC_ARGS, EXEC_GRANTS, FILE_CLAIMS, LINEAGE, PENDING, USE_TICKETS,
 };
 
 /// The calling task's agent, if its cgroup is an agent cgroup.
@@ -514,6 +515,144 @@ pub fn report(
         }
     }
     entry.submit(wakeup(reason));
+}
+
+/// What an allowed access under a grant is counted as: the object (see
+/// [`AccessKey`]) and how its event would name it.
+#[derive(Clone, Copy)]
+pub struct Object {
+    pub a: u64,
+    pub b: u64,
+    pub port: u16,
+}
+
+/// Per-CPU scratch of a new [`AccessSummary`] (larger than a hook can keep
+/// on its BPF stack beside its own state).
+#[map]
+pub static SUMMARY_SCRATCH: PerCpuArray<AccessSummary> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts an allowed access of `object` under `call_id` in
+/// `ACCESS_SUMMARIES`. True when an entry already counted this object: its
+/// first access had its own event, and this one needs none. False for the
+/// first access (the entry is made; the caller sends its event) and when
+/// the map is full (sent as an event, never lost).
+#[inline(always)]
+fn counted(
+    hook: Hook,
+    agent: &AgentCgroup,
+    call_id: u64,
+    object: Object,
+    target: *const u8,
+) -> bool {
+    let key = AccessKey {
+        call_id,
+        a: object.a,
+        b: object.b,
+        hook: hook as u8,
+        _pad: 0,
+        port: object.port,
+        _pad2: 0,
+    };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if add_to(&key, agent, now) {
+        return true;
+    }
+    let Some(v) = SUMMARY_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    unsafe {
+        (*v).count = 1;
+        (*v).first_ns = now;
+        (*v).last_ns = now;
+        (*v).tgid = current_tgid();
+        (*v).agent_id = agent.agent_id;
+        (*v).mode = agent.mode;
+        (*v).target_len = 0;
+        if !target.is_null() {
+            let buf: &mut [u8; EVENT_TARGET_LEN] = &mut (*v).target;
+            if let Ok(s) = bpf_probe_read_kernel_str_bytes(target, buf) {
+                (*v).target_len = s.len() as u32;
+            }
+        }
+        if ACCESS_SUMMARIES.insert(&key, &*v, BPF_NOEXIST).is_ok() {
+            return false;
+        }
+    }
+    // Another CPU made the entry in between (or the map is full).
+    add_to(&key, agent, now)
+}
+
+/// Adds one access at `now` to an existing entry of `key` (this CPU's value).
+#[inline(always)]
+fn add_to(key: &AccessKey, agent: &AgentCgroup, now: u64) -> bool {
+    let Some(v) = ACCESS_SUMMARIES.get_ptr_mut(key) else {
+        return false;
+    };
+    unsafe {
+        if (*v).count == 0 {
+            // This CPU's first: the object was named by the entry's maker.
+            (*v).first_ns = now;
+            (*v).tgid = current_tgid();
+            (*v).agent_id = agent.agent_id;
+            (*v).mode = agent.mode;
+        }
+        (*v).count += 1;
+        (*v).last_ns = now;
+    }
+    true
+}
+
+/// [`report`] for an access that may be counted instead: an allowed one
+/// under a grant (not the baseline) of an object already seen under it
+/// is only counted ([`counted`]); anything else is reported as before.
+#[inline(always)]
+pub fn report_access(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    call_id: u64,
+    reason: KernelReason,
+    object: Object,
+    target: *const u8,
+) {
+    if reason == KernelReason::Allowed
+        && call_id != baseline_call_id(agent.agent_id)
+        && counted(hook, agent, call_id, object, target)
+    {
+        count(Counter::Allowed);
+        return;
+    }
+    report(hook, cgroup_id, agent, call_id, reason, target);
+}
+
+/// [`report_addr`] for an access that may be counted instead (see
+/// [`report_access`]); the summary's object is the address and port.
+#[inline(always)]
+pub fn report_access_addr(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: &AgentCgroup,
+    call_id: u64,
+    reason: KernelReason,
+    addr: [u8; 16],
+    port: u16,
+) {
+    if reason == KernelReason::Allowed && call_id != baseline_call_id(agent.agent_id) {
+        let object = Object {
+            a: u64::from_ne_bytes([
+                addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+            ]),
+            b: u64::from_ne_bytes([
+                addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+            ]),
+            port,
+        };
+        if counted(hook, agent, call_id, object, core::ptr::null()) {
+            count(Counter::Allowed);
+            return;
+        }
+    }
+    report_addr(hook, cgroup_id, agent, call_id, reason, addr, port);
 }
 
 /// `BPF_RB_NO_WAKEUP`: the reader polls every 200 ms anyway.

@@ -77,7 +77,8 @@ fn gate(addr: [u8; 16], port: u16, hook: Hook) -> i32 {
             Err(why) => reason = why,
         }
     }
-    agent::report_addr(hook, cgroup_id, &agent, call_id, reason, addr, port);
+    // Repeated connects to one destination under a grant are counted.
+    agent::report_access_addr(hook, cgroup_id, &agent, call_id, reason, addr, port);
     if agent::blocks(&agent, reason) {
         DENY
     } else {

@@ -40,8 +40,15 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         unsafe { kernel::bprm_filename(bprm) }.unwrap_or(core::ptr::null())
     };
     // Fail closed: an unreadable file identity is a denial.
+    let mut object = agent::Object {
+        a: 0,
+        b: 0,
+        port: 0,
+    };
     let reason = match unsafe { kernel::bprm_file(bprm).and_then(|f| kernel::file_id(f)) } {
         Ok(file) => {
+            object.a = file.dev;
+            object.b = file.ino;
             let baseline = agentd_common::baseline_call_id(agent.agent_id);
             let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
             let reason = if call_id != baseline
@@ -71,7 +78,16 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         }
         Err(_) => KernelReason::NoGrant,
     };
-    agent::report(Hook::Exec, cgroup_id, &agent, call_id, reason, filename);
+    // Repeated execs of one program under a grant are counted, not sent.
+    agent::report_access(
+        Hook::Exec,
+        cgroup_id,
+        &agent,
+        call_id,
+        reason,
+        object,
+        filename,
+    );
     if agent::blocks(&agent, reason) {
         -EPERM
     } else {

@@ -122,6 +122,23 @@ fn check_as(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8, how: u8) 
     } else {
         unsafe { dentry_name(dentry) }
     };
+    if hook == Hook::FileOpen
+        && reason == KernelReason::Allowed
+        && call_id != agentd_common::baseline_call_id(agent.agent_id)
+        && !dentry.is_null()
+    {
+        // Opens are the hot path: repeats of a file under a grant are
+        // counted, not sent (changes to the tree stay one event each).
+        if let Ok(Some(id)) = unsafe { lsm_scope::dentry_inode(dentry) } {
+            let object = agent::Object {
+                a: id.dev,
+                b: id.ino,
+                port: 0,
+            };
+            agent::report_access(hook, cgroup_id, &agent, call_id, reason, object, target);
+            return 0;
+        }
+    }
     decide(hook, cgroup_id, &agent, call_id, reason, target)
 }
 

@@ -86,8 +86,12 @@ fn gate_unix(hook: Hook, address: *const u8, addrlen: u32) -> Option<i32> {
     let call_id = agent::bound_call(agent::current_tgid(), &agent);
     let mut path = [0u8; UNIX_PATH_MAX];
     // The kernel copied the address into a sockaddr_storage (128 bytes).
+    let mut hash = 0;
     let reason = match unsafe { bpf_probe_read_kernel_buf(address.add(2), &mut path) } {
-        Ok(()) => unix_permitted(call_id, agent.agent_id, hash_sun_path(&path, addrlen)),
+        Ok(()) => {
+            hash = hash_sun_path(&path, addrlen);
+            unix_permitted(call_id, agent.agent_id, hash)
+        }
         Err(_) => KernelReason::NoGrant,
     };
     let target = if path[0] != 0 {
@@ -95,7 +99,13 @@ fn gate_unix(hook: Hook, address: *const u8, addrlen: u32) -> Option<i32> {
     } else {
         core::ptr::null()
     };
-    agent::report(hook, cgroup_id, &agent, call_id, reason, target);
+    // Repeats to one address under a grant are counted, not sent.
+    let object = agent::Object {
+        a: hash,
+        b: 0,
+        port: 0,
+    };
+    agent::report_access(hook, cgroup_id, &agent, call_id, reason, object, target);
     Some(if agent::blocks(&agent, reason) {
         -EPERM
     } else {

@@ -4,13 +4,14 @@
 //! /sys/fs/bpf/agentd), so grants, bindings and agent registrations outlive a
 //! daemon restart and the programs keep enforcing while agentd is down.
 use agentd_common::{
+    access::{AccessKey, AccessSummary, ACCESS_SUMMARY_ENTRIES},
     AgentCgroup, Binding, ConnectKey, ConnectRule, ExecArgs, ExecExpectation, ExecKey, GrantExpiry,
     Lineage, PendingGrant, PendingKey, ProcessCall, RateWindow, UseTicket, CLAIMANT_ENTRIES,
     COUNTER_SLOTS, FILE_CLAIM_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 /// cgroup id → agent. Processes in other cgroups are never touched.
@@ -76,3 +77,10 @@ pub static EXEC_ARGS: HashMap<u64, ExecArgs> = HashMap::pinned(4096, 0);
 /// call, for `sched_process_exec` to check the new argv against.
 #[map]
 pub static ARGS_TO_CHECK: HashMap<u32, ExecExpectation> = HashMap::pinned(16384, 0);
+
+/// (call, hook, object) → allowed accesses counted per CPU instead of sent
+/// one event each (see `agentd_common::access`); user space flushes them
+/// into `access_summary` audit rows.
+#[map]
+pub static ACCESS_SUMMARIES: PerCpuHashMap<AccessKey, AccessSummary> =
+    PerCpuHashMap::pinned(ACCESS_SUMMARY_ENTRIES, 0);

@@ -44,11 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Vm => {
             setup::run()?;
-            shell::run_cmd(
-                std::process::Command::new("cargo")
-                    .current_dir(shell::workspace_root())
-                    .args(["build", "--workspace", "--bins"]),
-            )?;
+            shell::run_cmd(&mut vm_build())?;
             let t = test::vm_tests();
             println!(
                 "{} passed, {} failed, {} skipped",
@@ -67,4 +63,30 @@ fn main() -> anyhow::Result<()> {
         Command::InstallTest => test::install_only(),
         Command::Fuzz(args) => fuzz::run(&args),
     }
+}
+
+/// The build before `cargo xtask vm`: every binary, or with `AGENTD_VM_ONLY`
+/// (see `xtask::vm::vm_test_binaries`) only agentd, agentctl and the named
+/// suites that are built from tests/src/bin (a name without a source there,
+/// such as a copy of an older build kept for comparison, is run as it is).
+fn vm_build() -> std::process::Command {
+    let root = shell::workspace_root();
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.current_dir(&root).arg("build");
+    match std::env::var("AGENTD_VM_ONLY") {
+        Ok(only) => {
+            cmd.args(["-p", "agentd", "--bin", "agentd", "--bin", "agentctl"]);
+            cmd.args(["-p", "agentd-tests"]);
+            let bins = root.join("tests/src/bin");
+            for name in only.split(',').map(str::trim) {
+                if bins.join(format!("{name}.rs")).is_file() || bins.join(name).is_dir() {
+                    cmd.args(["--bin", name]);
+                }
+            }
+        }
+        Err(_) => {
+            cmd.args(["--workspace", "--bins"]);
+        }
+    }
+    cmd
 }

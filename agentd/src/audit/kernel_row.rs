@@ -58,6 +58,22 @@ pub fn connect_entry(target: &str) -> Option<String> {
     Some(format!("{ip}/32:{port}"))
 }
 
+/// An `access_summary` row's target read back: the object, the count and
+/// the first and last access (Unix-epoch ns), from
+/// `OBJECT [count=N first_ns=F last_ns=L]`; `None` for any other target.
+pub fn access_summary(target: &str) -> Option<(&str, u64, u64, u64)> {
+    let (object, rest) = target.rsplit_once(" [count=")?;
+    let rest = rest.strip_suffix(']')?;
+    let (count, rest) = rest.split_once(" first_ns=")?;
+    let (first, last) = rest.split_once(" last_ns=")?;
+    Some((
+        object,
+        count.parse().ok()?,
+        first.parse().ok()?,
+        last.parse().ok()?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

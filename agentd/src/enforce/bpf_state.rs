@@ -10,11 +10,12 @@ use std::{
 };
 
 use agentd_common::{
+    access::{merge, AccessKey, AccessSummary},
     maps, AgentCgroup, Binding, ConnectKey, ConnectRule, ExecArgs, ExecExpectation, ExecKey,
     GrantExpiry, Lineage, PendingGrant, PendingKey, ProcessCall, UseTicket, CONNECT_FIXED_BITS,
 };
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupSockAddr},
     Pod,
 };
@@ -189,6 +190,7 @@ pub struct BpfState {
     lineage: HashMap<MapData, u32, Lineage>,
     claimants: HashMap<MapData, ProcessCall, u64>,
     exec_args: HashMap<MapData, u64, ExecArgs>,
+    summaries: PerCpuHashMap<MapData, AccessKey, AccessSummary>,
     /// Whether the maps were already pinned (agentd restarted over live state).
     pub adopted: bool,
 }
@@ -334,6 +336,7 @@ impl BpfState {
         let lineage = take(&mut obj, maps::LINEAGE, HashMap::try_from)?;
         let claimants = take(&mut obj, maps::CLAIMANTS, HashMap::try_from)?;
         let exec_args = take(&mut obj, maps::EXEC_ARGS, HashMap::try_from)?;
+        let summaries = take(&mut obj, maps::ACCESS_SUMMARIES, PerCpuHashMap::try_from)?;
         Ok((
             Self {
                 _object: obj,
@@ -347,6 +350,7 @@ impl BpfState {
                 lineage,
                 claimants,
                 exec_args,
+                summaries,
                 adopted,
             },
             events,
@@ -529,6 +533,29 @@ impl BpfState {
                 n,
                 _pad: 0,
             });
+        }
+    }
+
+    /// Every allowed access counted under a grant (`ACCESS_SUMMARIES`),
+    /// merged over CPUs.
+    pub fn access_summaries(&self) -> Vec<(AccessKey, AccessSummary)> {
+        self.summaries
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| merge(v.iter()).map(|m| (k, m)))
+            .collect()
+    }
+
+    /// Deletes the counted accesses of `call_id` (its grant ended).
+    pub fn forget_access_summaries(&mut self, call_id: u64) {
+        let keys: Vec<AccessKey> = self
+            .summaries
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.call_id == call_id)
+            .collect();
+        for k in keys {
+            let _ = self.summaries.remove(&k);
         }
     }
 

@@ -231,6 +231,16 @@ pub fn spawn_writer_with_queue(
     (AuditTx { tx }, handle)
 }
 
+/// `a.b.c.d:port`, or `[v6]:port`, for 16 address bytes (IPv4-mapped for IPv4).
+pub fn render_destination(addr: [u8; 16], port: u16) -> String {
+    let a = render_addr(addr);
+    if a.contains(':') {
+        format!("[{a}]:{port}")
+    } else {
+        format!("{a}:{port}")
+    }
+}
+
 /// Turns one ring-buffer event into a record (pure apart from the registry read).
 pub fn record_of(ev: &KernelEvent, reg: &Registry) -> KernelRecord {
     let agent = reg
@@ -251,13 +261,7 @@ pub fn record_of(ev: &KernelEvent, reg: &Registry) -> KernelRecord {
         Some(Hook::Connect | Hook::SendMsg | Hook::Bind | Hook::Listen) if len == 18 => {
             let mut addr = [0u8; 16];
             addr.copy_from_slice(&ev.target[..16]);
-            let port = u16::from_be_bytes([ev.target[16], ev.target[17]]);
-            let a = render_addr(addr);
-            if a.contains(':') {
-                format!("[{a}]:{port}")
-            } else {
-                format!("{a}:{port}")
-            }
+            render_destination(addr, u16::from_be_bytes([ev.target[16], ev.target[17]]))
         }
         _ => String::from_utf8_lossy(&ev.target[..len]).into_owned(),
     };

@@ -13,7 +13,10 @@ use std::{
     thread::JoinHandle,
 };
 
-use agentd_common::{AgentCgroup, Binding, PendingGrant, UNLIMITED_USES};
+use agentd_common::{
+    access::{AccessKey, AccessSummary},
+    AgentCgroup, Binding, PendingGrant, UNLIMITED_USES,
+};
 
 use super::{
     agent_cgroup::{AgentCgroupDir, CgroupError},
@@ -50,6 +53,8 @@ pub struct State {
     pub stored: BTreeSet<String>,
     /// Supervisors started: (agent, thread).
     pub supervisors: Vec<String>,
+    /// Allowed accesses counted under grants (`ACCESS_SUMMARIES`, merged).
+    pub summaries: Vec<(AccessKey, AccessSummary)>,
     next_cgroup_id: u64,
 }
 
@@ -279,6 +284,15 @@ impl Privileged for FakeKernel {
 
     fn counters(&self) -> Vec<u64> {
         vec![0; agentd_common::COUNTER_SLOTS as usize]
+    }
+
+    fn access_summaries(&self) -> Vec<(AccessKey, AccessSummary)> {
+        self.state().summaries.clone()
+    }
+
+    fn forget_access_summaries(&self, handle: u64) {
+        let mut st = self.record(format!("forget_access_summaries {handle}"));
+        st.summaries.retain(|(k, _)| k.call_id != handle);
     }
 
     fn allow_baseline_socket(&self, path: &str) {

@@ -3,7 +3,7 @@
 use agentd_common::Binding;
 
 use super::{
-    binding,
+    access_summary, binding,
     claim::{self, PendingInfo, Requester},
     grant::KernelGrant,
     registry::{CallEntry, Registry},
@@ -245,7 +245,13 @@ impl Enforcer {
         let Some(handle) = reg.handles.remove(call_id) else {
             return Ok(());
         };
+        let mut ended = None;
         if let Some(call) = reg.calls.remove(&handle) {
+            ended = Some(access_summary::Names {
+                agent: call.agent.clone(),
+                call_id: call.call_id.clone(),
+                active_message_id: call.active_message_id.clone(),
+            });
             let agent_id = reg.agents.get(&call.agent).map(|a| a.id).unwrap_or(0);
             let ops = self.ops();
             if let Some(p) = &call.pending {
@@ -263,6 +269,10 @@ impl Enforcer {
             }
         }
         drop(reg);
+        // The grant's accesses counted in the kernel get their last rows.
+        if let Some(names) = ended {
+            self.flush_ended_call(handle, names);
+        }
         self.save()
     }
 

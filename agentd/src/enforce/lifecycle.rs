@@ -12,6 +12,7 @@ use std::{
 use agentd_common::baseline_call_id;
 
 use super::{
+    access_summary,
     agent_cgroup::{self, AgentCgroupDir},
     bpf_state::{self, BpfState},
     cgroup_root, events, fdstore,
@@ -164,6 +165,7 @@ impl Enforcer {
             launch_gate: RwLock::default(),
             changes: Default::default(),
             saved: Default::default(),
+            summaries: Mutex::default(),
         });
         Enforcer { inner }
     }
@@ -319,13 +321,22 @@ impl Enforcer {
         std::thread::Builder::new()
             .name("agentd-enforce-hk".into())
             .spawn(move || {
+                // Counted accesses are written every FLUSH_EVERY.
+                const TICK: Duration = Duration::from_millis(500);
+                const FLUSH_TICKS: u32 =
+                    (access_summary::FLUSH_EVERY.as_millis() / TICK.as_millis()) as u32;
+                let mut ticks = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(TICK);
                     let Some(inner) = weak.upgrade() else { return };
                     let me = Enforcer { inner };
                     persist::touch_heartbeat(&me.inner.state_dir);
                     me.reap_supervisors();
                     me.expire_grants();
+                    ticks += 1;
+                    if ticks.is_multiple_of(FLUSH_TICKS) {
+                        me.flush_access_summaries(false);
+                    }
                 }
             })
             .expect("spawn housekeeping thread");
@@ -371,6 +382,9 @@ impl Enforcer {
     /// syscalls wait for the next agentd. Without a store they fail from
     /// now on.
     pub fn shutdown(&self) {
+        // Counted accesses get their rows before agentd goes (the counts
+        // stay pinned: the next agentd's rows restate the totals).
+        self.flush_access_summaries(true);
         if self.stop_all_supervisors() {
             persist::mark_clean_stop(&self.inner.state_dir);
         }

@@ -5,6 +5,7 @@
 //! mutex: one owner, others call it), the user-space registry of agents
 //! and grants, the seccomp supervisors and the kernel-event audit path.
 
+pub mod access_summary;
 pub mod agent_cgroup;
 mod agents;
 pub mod backend;
@@ -296,6 +297,8 @@ struct Inner {
     changes: std::sync::atomic::AtomicU64,
     /// The newest change a written file holds.
     saved: std::sync::atomic::AtomicU64,
+    /// Which counted accesses already have their `access_summary` row.
+    summaries: Mutex<access_summary::Ledger>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.

@@ -14,7 +14,10 @@ use std::{
     thread::JoinHandle,
 };
 
-use agentd_common::{AgentCgroup, Binding, PendingGrant};
+use agentd_common::{
+    access::{AccessKey, AccessSummary},
+    AgentCgroup, Binding, PendingGrant,
+};
 
 use super::{
     agent_cgroup::{self, AgentCgroupDir, CgroupError},
@@ -94,6 +97,13 @@ pub trait Privileged: Send + Sync + 'static {
     fn remove_agent(&self, cgroup_id: u64);
     /// Kernel decision counters, summed over CPUs.
     fn counters(&self) -> Vec<u64>;
+    /// Allowed accesses the kernel counted under grants, merged over CPUs
+    /// (none where nothing counts them).
+    fn access_summaries(&self) -> Vec<(AccessKey, AccessSummary)> {
+        Vec::new()
+    }
+    /// Deletes the counted accesses of a call whose grant ended.
+    fn forget_access_summaries(&self, _handle: u64) {}
     /// Lets every agent baseline connect to one of agentd's own sockets (lsm).
     fn allow_baseline_socket(&self, path: &str);
     /// What loading each lsm hook cost (empty on seccomp).
@@ -256,6 +266,14 @@ impl Privileged for KernelOps {
 
     fn counters(&self) -> Vec<u64> {
         self.bpf().counters()
+    }
+
+    fn access_summaries(&self) -> Vec<(AccessKey, AccessSummary)> {
+        self.bpf().access_summaries()
+    }
+
+    fn forget_access_summaries(&self, handle: u64) {
+        self.bpf().forget_access_summaries(handle)
     }
 
     fn allow_baseline_socket(&self, path: &str) {

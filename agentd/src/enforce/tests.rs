@@ -18,6 +18,7 @@ use super::{
     Backend, Creds, Enforcer, MemorySink, Mode,
 };
 use crate::grant_spec::GrantSpec;
+use agentd_common::access::{AccessKey, AccessSummary};
 
 /// One agentd over the fake kernel, for one state directory.
 struct Rig {
@@ -183,6 +184,8 @@ fn an_expired_grant_refuses_binds_and_is_removed_after_its_grace() {
             "uninstall_grant 1".to_string(),
             "unbind_call 1".to_string(),
             "clear_tickets 1 0".to_string(),
+            // Its counted accesses got their last rows; the kernel forgets them.
+            "forget_access_summaries 1".to_string(),
         ]
     );
     let st = rig.kernel.state();
@@ -758,4 +761,94 @@ fn concurrent_installs_each_return_with_their_grant_saved() {
     drop(e);
     let again = rig.start(true, vec![]);
     assert_eq!(again.list_agents()[0].calls.len(), 200);
+}
+
+/// One counted file: `count` opens of `f.txt` under grant `handle`.
+fn counted_opens(handle: u64, count: u64) -> (AccessKey, AccessSummary) {
+    let mut s = AccessSummary::EMPTY;
+    s.count = count;
+    s.first_ns = 2 * SEC;
+    s.last_ns = 3 * SEC;
+    s.tgid = 4242;
+    s.agent_id = 1;
+    s.target[..5].copy_from_slice(b"f.txt");
+    s.target_len = 5;
+    let key = AccessKey {
+        call_id: handle,
+        a: 8,
+        b: 1234,
+        hook: agentd_common::Hook::FileOpen as u8,
+        _pad: 0,
+        port: 0,
+        _pad2: 0,
+    };
+    (key, s)
+}
+
+#[test]
+fn counted_accesses_are_written_when_they_grow_and_when_their_grant_ends() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    e.install_grant("mail", "call-1", "msg-1", &spec(60, 0))
+        .unwrap();
+    let handle = *e.registry_r().handles.get("call-1").unwrap();
+    let summaries = || -> Vec<crate::enforce::KernelRecord> {
+        rig.sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.reason_code == "access_summary")
+            .cloned()
+            .collect()
+    };
+    // Only the first access (which has its own row): nothing to write.
+    rig.kernel.state().summaries = vec![counted_opens(handle, 1)];
+    e.flush_access_summaries(true);
+    assert!(summaries().is_empty());
+    rig.kernel.state().summaries = vec![counted_opens(handle, 40)];
+    e.flush_access_summaries(true);
+    let rows = summaries();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r.agent.as_str(),
+            r.call_id.as_str(),
+            r.active_message_id.as_str()
+        ),
+        ("mail", "call-1", "msg-1")
+    );
+    assert_eq!(
+        (r.action.as_str(), r.decision, r.pid),
+        ("file_open", "allow", 4242)
+    );
+    let (object, count, first, last) = crate::audit::kernel_row::access_summary(&r.target).unwrap();
+    assert_eq!((object, count), ("f.txt", 40));
+    assert_eq!(last - first, SEC, "boot-time stamps keep their distance");
+    // Nothing grew: no row.
+    e.flush_access_summaries(true);
+    assert_eq!(summaries().len(), 1);
+    // Revoking writes the last count, then the kernel forgets the call.
+    rig.kernel.state().summaries = vec![counted_opens(handle, 45)];
+    e.revoke("call-1").unwrap();
+    let rows = summaries();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[1].target.contains("[count=45 "), "{}", rows[1].target);
+    assert_eq!(rows[1].call_id, "call-1", "named although the call is gone");
+    assert_eq!(
+        rig.kernel.calls_of("forget_access_summaries"),
+        vec![format!("forget_access_summaries {handle}")]
+    );
+    assert!(rig.kernel.state().summaries.is_empty());
+    // Shutdown writes what grew under calls still live.
+    e.install_grant("mail", "call-2", "msg-2", &spec(60, 0))
+        .unwrap();
+    let h2 = *e.registry_r().handles.get("call-2").unwrap();
+    rig.kernel.state().summaries = vec![counted_opens(h2, 7)];
+    e.shutdown();
+    let rows = summaries();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2].call_id, "call-2");
 }

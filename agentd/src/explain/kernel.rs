@@ -2,7 +2,7 @@
 //! process, decided by a tool call's grant or by the agent's baseline.
 use super::render;
 use super::{Context, Explanation, Fix, Outcome};
-use crate::audit::kernel_row::{connect_entry, origin, KernelOrigin};
+use crate::audit::kernel_row::{access_summary, connect_entry, origin, KernelOrigin};
 use crate::audit::{AuditEvent, Record};
 use crate::policy::schema::PolicyFile;
 use crate::protocol::reason as rc;
@@ -60,7 +60,10 @@ pub fn explain(r: &Record, ctx: &Context<'_>, policy: Option<&PolicyFile>) -> Ex
             ev.action
         ),
     };
-    let why = why(code, &did(ev, &o), call, ctx);
+    let why = match access_summary(&ev.target).filter(|_| code == rc::ACCESS_SUMMARY) {
+        Some(counted) => summary_why(ev, &o, call, counted),
+        None => why(code, &did(ev, &o), call, ctx),
+    };
     let mut e = Explanation::new(r, check, why);
     if e.outcome == Outcome::Allowed || e.outcome == Outcome::Info {
         return e;
@@ -115,6 +118,29 @@ fn did(ev: &AuditEvent, o: &KernelOrigin) -> String {
         o.agent,
         verb(&ev.action, o.access.as_deref()),
         ev.target
+    )
+}
+
+/// An `access_summary` row in words: how many accesses of which object the
+/// kernel counted under the call's grant, and when.
+fn summary_why(
+    ev: &AuditEvent,
+    o: &KernelOrigin,
+    call: Option<&str>,
+    (object, count, first_ns, last_ns): (&str, u64, u64, u64),
+) -> String {
+    let at = |ns: u64| crate::audit::timefmt::format_micros((ns / 1_000) as i64);
+    let first_pid = o
+        .pid
+        .map(|p| format!(", the first by process {p}"))
+        .unwrap_or_default();
+    format!(
+        "agent `{}` {} `{object}` {count} time(s) under the grant of tool call {} (allowed), from {} to {}{first_pid}. The kernel counted these accesses instead of auditing each one: the first has its own `grant_matched` row, this row is the running total (the grant's last such row is its complete count); denials are always audited one by one",
+        o.agent,
+        verb(&ev.action, o.access.as_deref()),
+        call.unwrap_or("?"),
+        at(first_ns),
+        at(last_ns),
     )
 }
 

@@ -317,6 +317,17 @@ async fn world() -> (World, HashMap<&'static str, u64>) {
             "k_baseline",
             k("exec", "/usr/bin/node", "allow", "baseline", "", None),
         ),
+        (
+            "k_summary",
+            k(
+                "file_open",
+                "notes.md [count=500 first_ns=1796284800000000000 last_ns=1796284801500000000]",
+                "allow",
+                "access_summary",
+                &granted.call_id,
+                None,
+            ),
+        ),
     ];
     for (name, rec) in kernel {
         audit.append_kernel(&rec).unwrap();
@@ -541,6 +552,18 @@ async fn kernel_rows_say_which_grant_or_baseline_and_the_profile_line() {
     let e = w.explain(s["k_baseline"]);
     assert_eq!(e.outcome, Outcome::Allowed);
     assert!(e.why.contains("baseline"));
+
+    // Counted accesses: how many of what, when, under which call.
+    let e = w.explain(s["k_summary"]);
+    assert_eq!(e.outcome, Outcome::Allowed);
+    assert!(
+        e.why
+            .contains("opened `notes.md` 500 time(s) under the grant of tool call"),
+        "{}",
+        e.why
+    );
+    assert!(e.why.contains("2026-12-03T08:00:00.000000Z"), "{}", e.why);
+    assert!(e.why.contains("counted these accesses"), "{}", e.why);
 }
 
 #[tokio::test]

@@ -332,6 +332,10 @@ pub const STARTED: &str = "started";
 pub const ENFORCER_STATE_UNKNOWN: &str = "enforcer_state_unknown";
 /// A kernel event a grant covered (kernel rows).
 pub const GRANT_MATCHED: &str = "grant_matched";
+/// Allowed accesses of one object under a grant, counted in the kernel
+/// instead of audited one by one: the row gives the count and the first and
+/// last access (kernel rows; the first access also has its own row).
+pub const ACCESS_SUMMARY: &str = "access_summary";
 /// A kernel event the agent's baseline covered (kernel rows).
 pub const BASELINE: &str = "baseline";
 /// A path through a /proc magic link, refused (kernel rows).

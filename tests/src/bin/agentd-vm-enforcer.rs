@@ -14,17 +14,24 @@ use std::{
     io::Read as _,
     os::fd::FromRawFd as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use agentd::{
+    audit::AuditLog,
+    config::Durability,
     doctor::{self, Backend},
-    enforce::{default_baseline, launch, Enforcer, MemorySink, Mode},
+    enforce::{
+        default_baseline, launch, AuditSink, Enforcer, KernelRecord, MemorySink, Mode, SinkError,
+    },
     grant_spec::GrantSpec,
 };
 use harness::{errno, expect_code, run_in, Report};
 
 const STATE: &str = "/var/lib/agentd-vm";
+/// The real audit log this suite's records also go to.
+const AUDIT_DIR: &str = "/var/lib/agentd-vm-audit";
 const BASE: &str = "/tmp/e2e";
 const TOOL: &str = "/tmp/e2e/bin/busybox";
 const AGENTCTL: &str = "/agentd/bin/agentctl";
@@ -106,7 +113,17 @@ fn run(r: &mut Report) -> Result<(), String> {
 
     // 2. A new agentd re-adopts the pinned state and audits the gap.
     let sink = MemorySink::default();
-    let enforcer = Enforcer::start(Backend::Lsm, Path::new(STATE), sink.clone())
+    let _ = std::fs::remove_dir_all(AUDIT_DIR);
+    std::fs::create_dir_all(AUDIT_DIR).map_err(|e| e.to_string())?;
+    let log = Arc::new(
+        AuditLog::open(Path::new(AUDIT_DIR), Durability::Normal)
+            .map_err(|e| format!("audit log: {e}"))?,
+    );
+    let tee = Tee {
+        mem: sink.clone(),
+        log: log.clone(),
+    };
+    let enforcer = Enforcer::start(Backend::Lsm, Path::new(STATE), tee)
         .map_err(|e| format!("enforcer start: {e}"))?;
     r.check("restart_readopted_and_gap_audited", {
         let recs = sink.0.lock().unwrap().clone();
@@ -137,12 +154,207 @@ fn run(r: &mut Report) -> Result<(), String> {
     .map_err(|e| format!("serve: {e}"))?;
     e2e(r, &enforcer, &sink)?;
     grants(r, &enforcer, &sink)?;
+    summaries(r, &enforcer, &sink)?;
     protected(r, &enforcer, &sink)?;
+    // Opens counted under a grant that is still live at shutdown: the
+    // shutdown writes (and commits) their row before it returns.
+    let counted = bound_opens(&enforcer, "call-sum-live", SUMMARY_OPENS, false)?;
     enforcer.shutdown();
+    r.check(
+        "summary_written_at_shutdown",
+        last_summary(&sink, "call-sum-live", "secret.txt").and_then(|(count, rows)| {
+            if count == SUMMARY_OPENS as u64 && counted == 0 {
+                Ok(format!(
+                    "count={count} in the last of {rows} summary row(s)"
+                ))
+            } else {
+                Err(format!(
+                    "count={count} (want {SUMMARY_OPENS}), opens result {counted}"
+                ))
+            }
+        }),
+    );
+    r.check("summary_audit_chain_verifies", chain_verifies(&log));
     // Clean uninstall: unpinning the instance detaches its programs (later
     // suites and the benchmark start from a kernel without them).
     let _ = std::fs::remove_dir_all(&pins);
     Ok(())
+}
+
+/// Allowed opens per summary case.
+const SUMMARY_OPENS: usize = 200;
+
+/// Installs `call` (read scope on `data/`) and runs, in a process of agent
+/// `e2e` bound to it, `n` opens of `data/secret.txt` and, with `denied`,
+/// one open of `other/x.txt` outside the grant. Returns 0 when the opens
+/// succeeded and the denied one got EPERM.
+fn bound_opens(enforcer: &Enforcer, call: &str, n: usize, denied: bool) -> Result<i32, String> {
+    let grant = GrantSpec {
+        read: vec![format!("{BASE}/data").into()],
+        ttl_secs: 120,
+        ..Default::default()
+    };
+    enforcer
+        .install_grant("e2e", call, &format!("msg-{call}"), &grant)
+        .map_err(|e| e.to_string())?;
+    let secret = CString::new(format!("{BASE}/data/secret.txt")).unwrap();
+    let other = CString::new(format!("{BASE}/other/x.txt")).unwrap();
+    run_in(
+        None,
+        |pid| {
+            let _ = enforcer.join("e2e", pid);
+            let _ = enforcer.bind(pid, call);
+        },
+        || {
+            for _ in 0..n {
+                // SAFETY: NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::open(secret.as_ptr(), libc::O_RDONLY) };
+                if fd < 0 {
+                    return errno();
+                }
+                unsafe { libc::close(fd) };
+            }
+            if !denied {
+                return 0;
+            }
+            // SAFETY: as above.
+            let fd = unsafe { libc::open(other.as_ptr(), libc::O_RDONLY) };
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+                return 1;
+            }
+            if errno() == libc::EPERM {
+                0
+            } else {
+                errno()
+            }
+        },
+    )
+}
+
+/// The count of the last `access_summary` row of `call` for `object`, and
+/// how many such rows there were.
+fn last_summary(sink: &MemorySink, call: &str, object: &str) -> Result<(u64, usize), String> {
+    let recs = sink.0.lock().unwrap().clone();
+    let rows: Vec<_> = recs
+        .iter()
+        .filter(|k| k.call_id == call && k.reason_code == "access_summary")
+        .collect();
+    let last = rows
+        .last()
+        .ok_or_else(|| format!("no access_summary row of {call}"))?;
+    match agentd::audit::kernel_row::access_summary(&last.target) {
+        Some((o, count, first, latest))
+            if o == object && last.decision == "allow" && first <= latest =>
+        {
+            Ok((count, rows.len()))
+        }
+        _ => Err(format!("unexpected summary row {last:?}")),
+    }
+}
+
+/// N allowed opens under a bound grant: the first has its own row, the
+/// rest are counted, and revoking the grant writes one `access_summary`
+/// row with count N before `revoke` returns. A denied open in the same
+/// process keeps its own row.
+fn summaries(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
+    let call = "call-sum";
+    let opened = bound_opens(enforcer, call, SUMMARY_OPENS, true)?;
+    // The ring-buffer reader polls (allows do not wake it): the events
+    // name the call only while it is known, so wait for them first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline
+        && !sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|k| k.call_id == call && k.decision == "deny" && k.target.ends_with("x.txt"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    enforcer.revoke(call).map_err(|e| e.to_string())?;
+    let recs = sink.0.lock().unwrap().clone();
+    let mine: Vec<_> = recs.iter().filter(|k| k.call_id == call).collect();
+    let singles = mine
+        .iter()
+        .filter(|k| k.reason_code == "grant_matched" && k.target.ends_with("secret.txt"))
+        .count();
+    r.check(
+        "summary_counts_allowed_opens_of_a_bound_grant",
+        last_summary(sink, call, "secret.txt").and_then(|(count, rows)| {
+            if opened == 0 && count == SUMMARY_OPENS as u64 && singles == 1 {
+                Ok(format!(
+                    "{SUMMARY_OPENS} opens: 1 grant_matched row, last of {rows} access_summary row(s) count={count}, written at revoke"
+                ))
+            } else {
+                Err(format!(
+                    "opens result {opened}, count {count} (want {SUMMARY_OPENS}), {singles} grant_matched rows (want 1)"
+                ))
+            }
+        }),
+    );
+    // The denial of the same process: its own row, never counted.
+    let recs = sink.0.lock().unwrap().clone();
+    let denials = recs
+        .iter()
+        .filter(|k| k.call_id == call && k.decision == "deny" && k.target.ends_with("x.txt"))
+        .count();
+    r.check(
+        "summary_denials_keep_their_own_rows",
+        if denials == 1 {
+            Ok("the denied open of x.txt has its own deny row".into())
+        } else {
+            Err(format!(
+                "{denials} deny rows for x.txt under {call} (want 1)"
+            ))
+        },
+    );
+    Ok(())
+}
+
+/// The audit log the suite's records went to verifies offline.
+fn chain_verifies(log: &AuditLog) -> Result<String, String> {
+    log.shutdown().map_err(|e| e.to_string())?;
+    let rep = agentd::audit::verify_db(log.db_path(), &log.verifying_key(), &[])
+        .map_err(|e| e.to_string())?;
+    let db = agentd::audit::store::open_ro(log.db_path()).map_err(|e| e.to_string())?;
+    let summaries = agentd::audit::store::records_after(&db, log.db_path(), 0, 100_000)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|r| r.event.reason_code == "access_summary")
+        .count();
+    if summaries == 0 {
+        return Err("no access_summary row in the audit log".into());
+    }
+    Ok(format!(
+        "{} rows verified, {summaries} access_summary",
+        rep.records
+    ))
+}
+
+/// Kernel records into memory (the checks read them) and into a real
+/// audit log (its chain is verified at the end).
+struct Tee {
+    mem: MemorySink,
+    log: Arc<AuditLog>,
+}
+
+impl AuditSink for Tee {
+    fn append_kernel(&self, rec: &KernelRecord) -> Result<(), SinkError> {
+        AuditSink::append_kernel(&*self.log, rec)?;
+        self.mem.append_kernel(rec)
+    }
+
+    fn append_lifecycle(
+        &self,
+        action: &str,
+        target: &str,
+        reason_code: &str,
+    ) -> Result<(), SinkError> {
+        AuditSink::append_lifecycle(&*self.log, action, target, reason_code)?;
+        self.mem.append_lifecycle(action, target, reason_code)
+    }
 }
 
 /// Forks an agentd (Enforcer) that creates agent `persist`, then SIGKILLs
