@@ -9,7 +9,10 @@
 //! committed before the revocation returns) and at shutdown. A row's count
 //! is the total so far, its first access included, so the last row of a
 //! grant is its complete account.
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use agentd_common::{
     access::{AccessKey, AccessSummary},
@@ -39,6 +42,9 @@ pub struct Counted {
 #[derive(Debug, Default)]
 pub struct Ledger {
     written: HashMap<AccessKey, u64>,
+    /// Calls whose grant is ending: gone from the registry, their last
+    /// rows not written yet (their names, for any row written meanwhile).
+    ending: HashMap<u64, Names>,
 }
 
 impl Ledger {
@@ -60,6 +66,12 @@ impl Ledger {
     /// Forgets the keys of `call_id` (its grant ended, its entries go).
     pub fn forget_call(&mut self, call_id: u64) {
         self.written.retain(|k, _| k.call_id != call_id);
+        self.ending.remove(&call_id);
+    }
+
+    /// Marks `call_id` as ending, named `names` until it is forgotten.
+    pub fn ending(&mut self, call_id: u64, names: Names) {
+        self.ending.insert(call_id, names);
     }
 
     /// How many keys have had a row.
@@ -142,9 +154,13 @@ fn boot_to_unix_ns(boot_now: u64) -> i128 {
     unix_now - i128::from(boot_now)
 }
 
-/// The names of the call a key counts under, from the registry (a call no
-/// longer there is named by its handle, its agent by the summary's id).
-fn names_of(reg: &Registry, c: &Counted) -> Names {
+/// The names of the call a key counts under, from the registry or, for a
+/// call whose grant is ending, the ledger (a call known to neither is
+/// named by its handle, its agent by the summary's id).
+fn names_of(reg: &Registry, ledger: &Ledger, c: &Counted) -> Names {
+    if let Some(names) = ledger.ending.get(&c.key.call_id) {
+        return names.clone();
+    }
     match reg.call(c.key.call_id) {
         Some(call) => Names {
             agent: call.agent.clone(),
@@ -204,13 +220,18 @@ impl Enforcer {
         if counted.is_empty() {
             return;
         }
-        let due = self.ledger().due(&counted);
-        if due.is_empty() {
-            return;
-        }
-        let names: Vec<Names> = {
+        let (due, names, gone): (Vec<Counted>, Vec<Names>, BTreeSet<u64>) = {
+            // Registry before ledger, as `revoke` takes them.
             let reg = self.registry_r();
-            due.iter().map(|c| names_of(&reg, c)).collect()
+            let mut ledger = self.ledger();
+            let due = ledger.due(&counted);
+            let gone = counted
+                .iter()
+                .map(|c| c.key.call_id)
+                .filter(|h| reg.call(*h).is_none() && !ledger.ending.contains_key(h))
+                .collect();
+            let names = due.iter().map(|c| names_of(&reg, &ledger, c)).collect();
+            (due, names, gone)
         };
         let named: HashMap<AccessKey, Names> = due.iter().map(|c| c.key).zip(names).collect();
         self.write_summaries(
@@ -218,6 +239,20 @@ impl Enforcer {
             |c| named.get(&c.key).cloned().unwrap_or_default(),
             wait,
         );
+        // Counts under calls agentd no longer knows (an access decided
+        // while its grant was being revoked, a call lost with a state file)
+        // have just had their rows: they leave the map, or it would fill.
+        for handle in gone {
+            self.ops().forget_access_summaries(handle);
+            self.ledger().forget_call(handle);
+        }
+    }
+
+    /// Marks call `handle` as ending (called while its registry entry is
+    /// removed, under the registry's lock): rows written before its last
+    /// ones still name it.
+    pub(super) fn call_ending(&self, handle: u64, names: Names) {
+        self.ledger().ending(handle, names);
     }
 
     /// The last rows of call `handle`, whose grant just ended (its kernel
@@ -289,6 +324,22 @@ mod tests {
         assert_eq!(l.len(), 1);
         // A key of call 1 seen again is due again (new entries start over).
         assert_eq!(l.due(&[counted(1, 10, 2, b"a")]).len(), 1);
+    }
+
+    #[test]
+    fn an_ending_call_keeps_its_names_until_forgotten() {
+        let mut l = Ledger::default();
+        let names = Names {
+            agent: "mail".into(),
+            call_id: "call-1".into(),
+            active_message_id: "m-1".into(),
+        };
+        l.ending(5, names.clone());
+        let reg = Registry::default();
+        let c = counted(5, 10, 3, b"f.txt");
+        assert_eq!(names_of(&reg, &l, &c), names, "gone from the registry");
+        l.forget_call(5);
+        assert_eq!(names_of(&reg, &l, &c).call_id, "#5");
     }
 
     #[test]

@@ -247,11 +247,15 @@ impl Enforcer {
         };
         let mut ended = None;
         if let Some(call) = reg.calls.remove(&handle) {
-            ended = Some(access_summary::Names {
+            let names = access_summary::Names {
                 agent: call.agent.clone(),
                 call_id: call.call_id.clone(),
                 active_message_id: call.active_message_id.clone(),
-            });
+            };
+            // A periodic flush between here and the last rows below still
+            // names the call (and leaves its counts to them).
+            self.call_ending(handle, names.clone());
+            ended = Some(names);
             let agent_id = reg.agents.get(&call.agent).map(|a| a.id).unwrap_or(0);
             let ops = self.ops();
             if let Some(p) = &call.pending {

@@ -852,3 +852,33 @@ fn counted_accesses_are_written_when_they_grow_and_when_their_grant_ends() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2].call_id, "call-2");
 }
+
+#[test]
+fn counts_under_a_call_agentd_does_not_know_are_written_then_dropped() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    // Left in the kernel by an access decided while its grant was revoked.
+    rig.kernel.state().summaries = vec![counted_opens(77, 3)];
+    e.flush_access_summaries(true);
+    assert_eq!(
+        rig.kernel.calls_of("forget_access_summaries"),
+        vec!["forget_access_summaries 77".to_string()]
+    );
+    assert!(rig.kernel.state().summaries.is_empty());
+    e.shutdown();
+    let rows: Vec<_> = rig
+        .sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.reason_code == "access_summary")
+        .cloned()
+        .collect();
+    assert_eq!(rows.len(), 1, "its row is written once");
+    assert_eq!(
+        (rows[0].agent.as_str(), rows[0].call_id.as_str()),
+        ("mail", "#77")
+    );
+}
