@@ -6,6 +6,7 @@ use super::{
     access_summary, binding,
     claim::{self, PendingInfo, Requester},
     grant::KernelGrant,
+    journal,
     registry::{CallEntry, Registry},
     EnforceError, Enforcer,
 };
@@ -61,14 +62,17 @@ impl Enforcer {
             })?;
         let agent_id = reg.agents.get(agent).map(|a| a.id).unwrap_or(0);
         let uses = (spec.uses != 0).then_some(spec.uses);
+        // A call whose pending slot is taken over changes too.
+        let mut withdrawn = None;
         let pending = match requester {
             Some(requester) => {
-                let slot = self
+                let (slot, from) = self
                     .free_pending_slot(&mut reg, agent, agent_id, now)
                     .ok_or_else(|| EnforceError::TooManyPending {
                         agent: agent.into(),
                         call_id: call_id.into(),
                     })?;
+                withdrawn = from;
                 Some(PendingInfo {
                     slot,
                     requester,
@@ -81,6 +85,11 @@ impl Enforcer {
         // half-way must never lend its map entries to the next call.
         reg.next_handle += 1;
         if let Err(e) = self.write_grant(agent_id, &grant, pending.as_ref(), uses) {
+            // The slot taken over stays withdrawn: record that much.
+            let taken: Vec<_> = withdrawn.into_iter().filter_map(|h| put(&reg, h)).collect();
+            if !taken.is_empty() {
+                let _ = self.journal(&reg, &taken);
+            }
             drop(reg);
             self.audit_not_installed(agent, call_id, &e);
             return Err(e);
@@ -97,8 +106,14 @@ impl Enforcer {
                 pending,
             },
         );
+        let changed: Vec<journal::Entry> = withdrawn
+            .into_iter()
+            .chain([handle])
+            .filter_map(|h| put(&reg, h))
+            .collect();
+        let compact = self.journal(&reg, &changed)?;
         drop(reg);
-        self.save()?;
+        self.compact(compact);
         tracing::info!(agent, call_id, handle, "grant installed");
         Ok(())
     }
@@ -146,14 +161,15 @@ impl Enforcer {
 
     /// A pending slot of the agent for a new grant: a free one, else one
     /// whose grant has expired or is spent (that grant stays installed for
-    /// its bound processes, but is no longer claimable).
+    /// its bound processes, but is no longer claimable; its handle is
+    /// returned with the slot).
     fn free_pending_slot(
         &self,
         reg: &mut Registry,
         agent: &str,
         agent_id: u32,
         now: u64,
-    ) -> Option<u32> {
+    ) -> Option<(u32, Option<u64>)> {
         let holders: Vec<(u64, u32)> = reg
             .calls
             .iter()
@@ -161,7 +177,7 @@ impl Enforcer {
             .filter_map(|(h, c)| c.pending.as_ref().map(|p| (*h, p.slot)))
             .collect();
         if let Some(slot) = claim::free_slot(holders.iter().map(|(_, s)| *s)) {
-            return Some(slot);
+            return Some((slot, None));
         }
         for (handle, slot) in holders {
             let expired = reg.calls.get(&handle).is_some_and(|c| c.grant.expired(now));
@@ -174,7 +190,7 @@ impl Enforcer {
                 if let Some(c) = reg.calls.get_mut(&handle) {
                     c.pending = None;
                 }
-                return Some(slot);
+                return Some((slot, Some(handle)));
             }
         }
         None
@@ -233,8 +249,9 @@ impl Enforcer {
                 _pad: 0,
             },
         )?;
+        let compact = self.journal(&reg, &put(&reg, handle).into_iter().collect::<Vec<_>>())?;
         drop(reg);
-        self.save()?;
+        self.compact(compact);
         tracing::info!(pid, call_id, "process bound");
         Ok(())
     }
@@ -272,12 +289,19 @@ impl Enforcer {
                 }
             }
         }
+        let journaled = self.journal(
+            &reg,
+            &[journal::Entry::Del {
+                call_id: call_id.to_owned(),
+            }],
+        );
         drop(reg);
         // The grant's accesses counted in the kernel get their last rows.
         if let Some(names) = ended {
             self.flush_ended_call(handle, names);
         }
-        self.save()
+        self.compact(journaled?);
+        Ok(())
     }
 
     /// Revokes every call made on one of `active_message_ids` (their
@@ -299,4 +323,12 @@ impl Enforcer {
         }
         Ok(calls)
     }
+}
+
+/// The journal entry setting call `handle` to what `reg` holds now.
+fn put(reg: &Registry, handle: u64) -> Option<journal::Entry> {
+    reg.calls.get(&handle).map(|c| journal::Entry::Put {
+        call: Box::new(super::persist::CallState::of(c)),
+        next_handle: reg.next_handle,
+    })
 }

@@ -163,9 +163,8 @@ impl Enforcer {
             supervisors: Mutex::default(),
             save_lock: Mutex::default(),
             launch_gate: RwLock::default(),
-            changes: Default::default(),
-            saved: Default::default(),
             summaries: Mutex::default(),
+            journal: Mutex::default(),
         });
         Enforcer { inner }
     }

@@ -26,6 +26,7 @@ pub mod fdstore;
 pub mod gateway_hook;
 pub mod grant;
 mod grants;
+mod journal;
 mod kill_switch;
 pub mod launch;
 mod lifecycle;
@@ -293,12 +294,11 @@ struct Inner {
     /// Who may start processes in an agent now (the kill switch's
     /// suspensions); none set: every launch goes ahead.
     launch_gate: RwLock<Option<Arc<dyn LaunchGate>>>,
-    /// Registry changes asking to be saved (each `save` call counts one).
-    changes: std::sync::atomic::AtomicU64,
-    /// The newest change a written file holds.
-    saved: std::sync::atomic::AtomicU64,
     /// Which counted accesses already have their `access_summary` row.
     summaries: Mutex<access_summary::Ledger>,
+    /// The grant journal, opened at the first grant change (appended to
+    /// under the registry's write lock; emptied by each snapshot).
+    journal: Mutex<Option<journal::Journal>>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.
@@ -339,33 +339,52 @@ impl Enforcer {
         self.ops().allow_baseline_socket(path);
     }
 
-    /// Saves the registry after a change the caller made to it, before the
-    /// caller goes on (a restart right after finds the change). Concurrent
-    /// callers share writes: one that waited for the lock while another
-    /// wrote a snapshot taken after its change has nothing left to write.
+    /// Saves the whole registry (a snapshot) after a change the caller made
+    /// to it, before the caller goes on (a restart right after finds the
+    /// change), and empties the grant journal, which the snapshot now holds.
+    /// The registry stays read-locked until then: no grant change can be
+    /// journaled between the snapshot and the truncation.
     fn save(&self) -> Result<(), EnforceError> {
-        let mine = self.inner.changes.fetch_add(1, Ordering::SeqCst) + 1;
-        // Snapshot under the lock, so the last file written is the newest state.
         let _saving = self
             .inner
             .save_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if self.inner.saved.load(Ordering::SeqCst) >= mine {
-            return Ok(());
+        let reg = self.registry_r();
+        persist::save(&self.inner.state_dir, &persist::State::of(&reg))?;
+        // Opened here if need be: a journal left by the previous agentd,
+        // replayed into this snapshot, must not be replayed over it again.
+        let mut slot = self.inner.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(journal::Journal::open(&self.inner.state_dir)?);
         }
-        let (state, upto) = {
-            let reg = self.registry_r();
-            // Read under the registry lock: every change counted so far was
-            // made before its count, so the snapshot holds it.
-            (
-                persist::State::of(&reg),
-                self.inner.changes.load(Ordering::SeqCst),
-            )
-        };
-        persist::save(&self.inner.state_dir, &state)?;
-        self.inner.saved.store(upto, Ordering::SeqCst);
+        slot.as_mut().expect("opened above").reset()?;
         Ok(())
+    }
+
+    /// Records grant changes the caller just made to `reg` (whose write
+    /// lock it holds, so the journal's order is the registry's); true when
+    /// the journal has grown enough that the caller should [`Self::save`]
+    /// a snapshot once it has let go of the lock.
+    fn journal(&self, reg: &Registry, entries: &[journal::Entry]) -> Result<bool, EnforceError> {
+        let mut slot = self.inner.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(journal::Journal::open(&self.inner.state_dir)?);
+        }
+        let j = slot.as_mut().expect("opened above");
+        j.append(entries)?;
+        Ok(j.wants_compaction(reg.calls.len()))
+    }
+
+    /// [`Self::save`] when [`Self::journal`] asked for it; a failure is
+    /// logged, not returned: the journal still holds every change.
+    fn compact(&self, wanted: bool) {
+        if !wanted {
+            return;
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "enforcer state snapshot failed; the grant journal keeps growing");
+        }
     }
 
     /// The backend in use.

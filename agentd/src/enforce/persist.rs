@@ -119,20 +119,7 @@ impl State {
                     baseline: spec_of(&a.baseline),
                 })
                 .collect(),
-            calls: reg
-                .calls
-                .values()
-                .map(|c| CallState {
-                    call_id: c.call_id.clone(),
-                    active_message_id: c.active_message_id.clone(),
-                    agent: c.agent.clone(),
-                    handle: c.grant.handle,
-                    spec: spec_of(&c.grant),
-                    expires_at_ns: c.grant.expires_at_ns,
-                    uses_left: c.uses_left,
-                    pending: c.pending.clone(),
-                })
-                .collect(),
+            calls: reg.calls.values().map(CallState::of).collect(),
             listeners: reg
                 .listeners
                 .iter()
@@ -144,6 +131,22 @@ impl State {
                 .collect(),
             next_handle: reg.next_handle,
             next_agent_id: reg.next_agent_id,
+        }
+    }
+}
+
+impl CallState {
+    /// One registry entry as persisted.
+    pub fn of(c: &super::registry::CallEntry) -> Self {
+        CallState {
+            call_id: c.call_id.clone(),
+            active_message_id: c.active_message_id.clone(),
+            agent: c.agent.clone(),
+            handle: c.grant.handle,
+            spec: spec_of(&c.grant),
+            expires_at_ns: c.grant.expires_at_ns,
+            uses_left: c.uses_left,
+            pending: c.pending.clone(),
         }
     }
 }
@@ -186,19 +189,21 @@ pub fn save(state_dir: &Path, state: &State) -> Result<(), PersistError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
-/// Reads the state file; `Ok(None)` if there is none.
+/// Reads the state file with the grant journal's changes applied;
+/// `Ok(None)` if there is no state file (a journal alone names grants of
+/// agents nobody recorded: nothing to adopt).
 pub fn load(state_dir: &Path) -> Result<Option<State>, PersistError> {
     let path = state_dir.join(STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| PersistError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
-    }
+    let mut state: State = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PersistError::Corrupt {
+            path,
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    super::journal::replay(state_dir, &mut state)?;
+    Ok(Some(state))
 }
 
 fn unix_ms() -> u128 {

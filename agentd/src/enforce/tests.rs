@@ -444,6 +444,65 @@ fn a_restart_over_pinned_maps_readopts_agents_grants_and_modes() {
 }
 
 #[test]
+fn grant_changes_journaled_since_the_last_snapshot_survive_a_crash() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::Enforce).unwrap();
+    // After the agent's snapshot, only the journal records these.
+    first
+        .install_grant_for("mail", "c1", "m1", &spec(60, 3), requester(10))
+        .unwrap();
+    first
+        .install_grant("mail", "c2", "m1", &spec(60, 0))
+        .unwrap();
+    first
+        .install_grant("mail", "c3", "m1", &spec(60, 0))
+        .unwrap();
+    rig.kernel.put_process(&rig.agent_dir("mail"), 10);
+    first.bind(10, "c1").unwrap();
+    first.revoke("c2").unwrap();
+    let journal =
+        std::fs::read_to_string(rig.dir.path().join(super::journal::JOURNAL_FILE)).unwrap();
+    assert_eq!(journal.lines().count(), 5, "{journal}");
+    // No shutdown: the process is gone as if killed.
+    drop(first);
+    let e = rig.start(true, vec![]);
+    let mut calls = e.list_agents()[0].calls.clone();
+    calls.sort();
+    assert_eq!(calls, vec!["c1", "c3"]);
+    // The bind's spent use came back with it, and handles carry on.
+    let saved = super::persist::load(rig.dir.path()).unwrap().unwrap();
+    let c1 = saved.calls.iter().find(|c| c.call_id == "c1").unwrap();
+    assert_eq!(c1.uses_left, Some(2));
+    e.install_grant("mail", "c4", "m1", &spec(60, 0)).unwrap();
+    assert!(rig
+        .kernel
+        .calls_of("install_grant")
+        .last()
+        .unwrap()
+        .ends_with(" 4"));
+    // The restart's snapshot emptied the journal; growth past the live
+    // grants plus its slack compacts it into the state file again.
+    let lines = || {
+        std::fs::read_to_string(rig.dir.path().join(super::journal::JOURNAL_FILE))
+            .unwrap_or_default()
+            .lines()
+            .count() as u64
+    };
+    assert_eq!(lines(), 1);
+    for i in 0..super::journal::COMPACT_SLACK / 2 + 8 {
+        let id = format!("t{i}");
+        e.install_grant("mail", &id, "m1", &spec(60, 0)).unwrap();
+        e.revoke(&id).unwrap();
+    }
+    assert!(lines() < super::journal::COMPACT_SLACK, "{}", lines());
+    let saved = super::persist::load(rig.dir.path()).unwrap().unwrap();
+    let mut ids: Vec<_> = saved.calls.iter().map(|c| c.call_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["c1", "c3", "c4"]);
+}
+
+#[test]
 fn a_fresh_start_knows_nothing_and_stops_agents_nobody_recorded() {
     let rig = Rig::new();
     let first = rig.start(false, vec![]);
