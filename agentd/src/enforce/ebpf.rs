@@ -42,6 +42,41 @@ pub enum LoadError {
     Object(#[from] aya::EbpfError),
     #[error("bpffs at {path}: {message}")]
     Bpffs { path: String, message: String },
+    /// A map could not be pinned (or its pin re-used): which pin, and the
+    /// kernel's answer (aya's own message names neither).
+    #[error("cannot load the eBPF object: pinning map {map} at {path}: {cause}")]
+    MapPin {
+        map: String,
+        path: String,
+        cause: String,
+    },
+}
+
+/// `e` and every error under it, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+/// A map-pinning failure of [`open_pinned`] as [`LoadError::MapPin`].
+fn pin_failure(e: aya::EbpfError, pin_dir: &Path) -> LoadError {
+    match e {
+        aya::EbpfError::MapError(aya::maps::MapError::PinError { name, error }) => {
+            let map = name.unwrap_or_else(|| "?".into());
+            LoadError::MapPin {
+                path: pin_dir.join(&map).display().to_string(),
+                map,
+                cause: with_causes(&error),
+            }
+        }
+        other => LoadError::Object(other),
+    }
 }
 
 /// Where bpffs is mounted.
@@ -131,11 +166,35 @@ pub fn open_pinned(pin_dir: &Path) -> Result<LoadedObject, LoadError> {
         .default_map_pin_directory(pin_dir)
         .override_global("KERNEL_OFFSETS", &offsets, true)
         .override_global("LSM_OFFSETS", &lsm_offsets, true)
-        .load(EBPF_OBJECT)?;
+        .load(EBPF_OBJECT)
+        .map_err(|e| pin_failure(e, pin_dir))?;
     Ok(LoadedObject {
         ebpf,
         btf,
         offsets,
         scratch: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_failure_names_the_pin_and_the_kernel_answer() {
+        let e = aya::EbpfError::MapError(aya::maps::MapError::PinError {
+            name: Some("CLAIMANTS".into()),
+            error: aya::pin::PinError::SyscallError(aya::sys::SyscallError {
+                call: "BPF_OBJ_PIN",
+                io_error: std::io::Error::from_raw_os_error(libc::EEXIST),
+            }),
+        });
+        let text = pin_failure(e, Path::new("/sys/fs/bpf/agentd-x")).to_string();
+        assert!(
+            text.contains("pinning map CLAIMANTS at /sys/fs/bpf/agentd-x/CLAIMANTS"),
+            "{text}"
+        );
+        assert!(text.contains("BPF_OBJ_PIN"), "{text}");
+        assert!(text.contains("File exists"), "{text}");
+    }
 }
