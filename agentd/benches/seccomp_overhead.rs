@@ -28,6 +28,10 @@ use agentd::{
 };
 
 const AGENT_USER: &str = "agentd-agent";
+/// Design target: a supervised open adds at most this many bare round trips.
+const OPEN_TARGET: f64 = 3.0;
+/// Design target: fork+exec inside an agent at most this many times outside.
+const EXEC_TARGET: f64 = 1.2;
 const TRUE: &str = "/usr/bin/true";
 
 fn iterations() -> usize {
@@ -274,6 +278,13 @@ fn parse(stdout: &[u8], stderr: &[u8]) -> (u64, u64) {
     }
 }
 
+/// The 1, 5 and 15 minute load averages (the machine's other work).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}µs", ns as f64 / 1000.0)
 }
@@ -363,6 +374,7 @@ fn main() {
             .status();
     }
     let n = iterations();
+    let load_before = load();
     // Bare round trips first, while this process is still single-threaded.
     let sync_ok = report.probe("seccomp_sync_wakeup").is_some_and(|p| p.ok);
     let bare_plain = bare_continue(n, false).expect("bare round trip");
@@ -431,6 +443,7 @@ fn main() {
     let exec_out = d.outside(&["exec", &n.to_string()]);
     let exec_in = d.inside("bench", &["exec", &n.to_string()]);
     row("fork+exec+wait /usr/bin/true", exec_out, exec_in);
+    let exec_ratio = exec_in.0 as f64 / exec_out.0.max(1) as f64;
     let conn_out = d.outside(&["connect", &n.to_string(), &port.to_string()]);
     let conn_in = d.inside("bench", &["connect", &n.to_string(), &port.to_string()]);
     row("loopback connect (cgroup connect4)", conn_out, conn_in);
@@ -443,14 +456,32 @@ fn main() {
         us(work.0),
         us(work.1)
     );
+    let within = |r: f64, target: f64| if r <= target { "met" } else { "NOT met" };
+    let open_ratio = open_plain.0 as f64 / cont_plain.0.max(1) as f64;
     println!(
-        "added per notified open / bare CONTINUE (same mode): plain {:.2}{}",
-        open_plain.0 as f64 / cont_plain.0.max(1) as f64,
+        "target: supervised open <= {OPEN_TARGET:.1}x the bare CONTINUE round trip of the same mode: plain {:.2}x ({} added / {} bare, {}){}",
+        open_ratio,
+        us(open_plain.0),
+        us(cont_plain.0),
+        within(open_ratio, OPEN_TARGET),
         match (open_sync, cont_sync) {
-            (Some(o), Some(c)) => format!(", SYNC_WAKE_UP {:.2}", o.0 as f64 / c.0.max(1) as f64),
+            (Some(o), Some(c)) => {
+                let r = o.0 as f64 / c.0.max(1) as f64;
+                format!(
+                    ", SYNC_WAKE_UP {r:.2}x ({} added / {} bare, {})",
+                    us(o.0),
+                    us(c.0),
+                    within(r, OPEN_TARGET)
+                )
+            }
             _ => String::new(),
         }
     );
+    println!(
+        "target: fork+exec inside an agent <= {EXEC_TARGET:.2}x outside: {exec_ratio:.2}x ({})",
+        within(exec_ratio, EXEC_TARGET)
+    );
+    println!("load average: before {load_before}, after {}", load());
     let c = d.enforcer.counters();
     println!(
         "supervisor: {} notifications, {} allowed, {} denied",

@@ -6,3 +6,4 @@ pub mod filter;
 pub mod notif;
 pub mod resolve;
 pub mod supervisor;
+pub mod tracee;

@@ -132,8 +132,16 @@ pub fn read_cstring(pid: u32, addr: u64, max: usize) -> io::Result<Vec<u8>> {
     Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
 }
 
-/// Reads `buf.len()` bytes at `addr` of `pid`.
+/// Reads `buf.len()` bytes at `addr` of `pid`: through the process's
+/// `/proc/PID/mem` handle the supervisor keeps ([`super::tracee`]), or
+/// with `process_vm_readv` (CAP_SYS_PTRACE raised around it) without one.
 pub fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let kept = super::tracee::read_mem(pid, addr, buf, |p| {
+        super::resolve::proc_handle(p, libc::O_RDONLY | libc::O_CLOEXEC)
+    });
+    if let Some(read) = kept {
+        return read;
+    }
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),

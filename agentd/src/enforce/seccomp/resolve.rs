@@ -6,9 +6,10 @@ use std::{
     io,
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-        unix::ffi::OsStrExt as _,
+        unix::ffi::{OsStrExt as _, OsStringExt as _},
     },
     path::PathBuf,
+    rc::Rc,
 };
 
 /// `AT_FDCWD` as the tracee passes it (a 32-bit int in a 64-bit register).
@@ -48,6 +49,21 @@ pub fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Opens one of a tracee's `/proc` entries (named by agentd, never by the
+/// agent). Without CAP_SYS_PTRACE first: the supervisor thread's fs ids are
+/// the agent's, which is all the kernel asks of an agent process that is
+/// dumpable (almost all are); the capability is raised only for one that
+/// is not.
+pub fn proc_handle(path: &str, flags: i32) -> io::Result<OwnedFd> {
+    let open = || openat2(AT_FDCWD, path.as_bytes(), flags as u64, 0, 0);
+    match open() {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            super::caps::with_ptrace(open)
+        }
+        other => other,
+    }
+}
+
 /// An O_PATH handle on the tracee's cwd (`AT_FDCWD`) or on one of its fds.
 pub fn tracee_dir(tid: u32, dirfd: i32) -> io::Result<OwnedFd> {
     let p = if dirfd == AT_FDCWD {
@@ -58,22 +74,15 @@ pub fn tracee_dir(tid: u32, dirfd: i32) -> io::Result<OwnedFd> {
         format!("/proc/{tid}/fd/{dirfd}")
     };
     // Following this magic link is the point: it is the tracee's own handle.
-    super::caps::with_ptrace(|| {
-        openat2(
-            AT_FDCWD,
-            p.as_bytes(),
-            (libc::O_PATH | libc::O_CLOEXEC) as u64,
-            0,
-            0,
-        )
-    })
+    proc_handle(&p, libc::O_PATH | libc::O_CLOEXEC)
 }
 
 /// Where a tracee's path is looked up from, with the resolve flags to use.
 #[derive(Debug)]
 pub struct Base {
-    /// The tracee's root (absolute paths), cwd or dirfd, as an O_PATH handle.
-    pub fd: OwnedFd,
+    /// The tracee's root (absolute paths; kept per process), cwd or dirfd,
+    /// as an O_PATH handle.
+    pub fd: Rc<OwnedFd>,
     /// Resolve flags: the tracee's own, never magic links, and
     /// RESOLVE_IN_ROOT for absolute paths.
     pub resolve: u64,
@@ -90,14 +99,8 @@ pub fn base(tid: u32, dirfd: i32, path: &[u8], user_resolve: u64) -> io::Result<
     let scoped = user_resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_IN_ROOT) != 0;
     let resolve = user_resolve | libc::RESOLVE_NO_MAGICLINKS;
     if path.first() == Some(&b'/') && !scoped {
-        let root = super::caps::with_ptrace(|| {
-            openat2(
-                AT_FDCWD,
-                format!("/proc/{tid}/root").as_bytes(),
-                (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-                0,
-                0,
-            )
+        let root = super::tracee::root_of(tid, |p| {
+            proc_handle(p, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         })?;
         Ok(Base {
             fd: root,
@@ -105,7 +108,7 @@ pub fn base(tid: u32, dirfd: i32, path: &[u8], user_resolve: u64) -> io::Result<
         })
     } else {
         Ok(Base {
-            fd: tracee_dir(tid, dirfd)?,
+            fd: Rc::new(tracee_dir(tid, dirfd)?),
             resolve,
         })
     }
@@ -118,9 +121,56 @@ pub fn single_component(resolve: u64) -> u64 {
     (resolve & !libc::RESOLVE_IN_ROOT) | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH
 }
 
+thread_local! {
+    /// This thread's O_PATH handle on `/proc/self/fd`: reading or reopening
+    /// one of agentd's fds through it looks up one name, not four.
+    static SELF_FDS: Option<OwnedFd> = openat2(
+        AT_FDCWD,
+        b"/proc/self/fd",
+        (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        0,
+        0,
+    )
+    .ok();
+}
+
+/// `f(dirfd, name)` with the name of `fd` in `/proc/self/fd`: relative to
+/// this thread's handle on that directory, or the whole path without one.
+fn via_self_fds<T>(fd: &OwnedFd, f: impl FnOnce(RawFd, &CString) -> T) -> io::Result<T> {
+    SELF_FDS.with(|dir| match dir {
+        Some(dir) => Ok(f(
+            dir.as_raw_fd(),
+            &cstr(fd.as_raw_fd().to_string().as_bytes())?,
+        )),
+        None => Ok(f(
+            AT_FDCWD,
+            &cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?,
+        )),
+    })
+}
+
 /// The real path of an fd we hold, as the kernel reports it.
 pub fn real_path(fd: &OwnedFd) -> io::Result<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: readlinkat into a buffer we own, of the length given.
+        let n = via_self_fds(fd, |dir, name| unsafe {
+            libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        })?;
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)));
+        }
+        if buf.len() >= 1 << 16 {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        // Possibly cut short: read again with room to spare.
+        buf.resize(buf.len() * 2, 0);
+    }
 }
 
 /// `/proc/self` and `/proc/thread-self` would resolve to agentd itself;
@@ -161,10 +211,10 @@ pub fn split_parent(path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 
 /// Reopens an O_PATH handle with real open flags (same inode, no lookup).
 pub fn reopen(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
-    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let c = cstr(p.as_bytes())?;
-    // SAFETY: valid C string.
-    let n = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0) };
+    // SAFETY: valid C string; the fd returned is new.
+    let n = via_self_fds(fd, |dir, name| unsafe {
+        libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, 0)
+    })?;
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -191,17 +241,10 @@ pub fn status_field(tid: u32, field: &str) -> io::Result<String> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
-/// The thread group (process) id of thread `tid`. Fast path: pidfd_open
-/// succeeds only for a thread-group leader (tgid == tid), which is almost
-/// every notification; other threads read /proc.
+/// The thread group (process) id of thread `tid`, remembered per thread
+/// while it lives ([`super::tracee`]).
 pub fn tgid_of(tid: u32) -> io::Result<u32> {
-    // SAFETY: pidfd_open with flags 0; the fd is closed at once.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, 0) };
-    if fd >= 0 {
-        unsafe { libc::close(fd as i32) };
-        return Ok(tid);
-    }
-    tgid_from_status(tid)
+    super::tracee::tgid_of(tid)
 }
 
 /// The thread group id of `tid`, from /proc.

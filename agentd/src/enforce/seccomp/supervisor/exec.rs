@@ -152,5 +152,7 @@ fn expect_exec(
             }),
         );
     }
+    // The address space read so far is about to be replaced.
+    crate::enforce::seccomp::tracee::exec_continued(tgid);
     (Answer::Continue, Some(decided))
 }

@@ -240,6 +240,7 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         sup.stats.notifications.fetch_add(1, Ordering::Relaxed);
+        super::tracee::next_notification();
         let started = Instant::now();
         // Every notification is answered, whatever fails below: a panic in
         // a decision becomes a refusal, and a failed injection becomes the
