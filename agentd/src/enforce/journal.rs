@@ -107,6 +107,17 @@ impl Journal {
     }
 }
 
+/// The enforcer's state as last recorded: the state file with the grant
+/// journal's changes applied; `Ok(None)` if there is no state file (a
+/// journal alone names grants of agents nobody recorded: nothing to adopt).
+pub fn load(state_dir: &Path) -> Result<Option<State>, PersistError> {
+    let Some(mut state) = super::persist::load_snapshot(state_dir)? else {
+        return Ok(None);
+    };
+    replay(state_dir, &mut state)?;
+    Ok(Some(state))
+}
+
 /// Applies the journal of `state_dir` to `state` (the snapshot). A last
 /// line without its newline is a write that never completed (its caller
 /// was not answered): ignored. Any other line that does not parse makes

@@ -17,7 +17,7 @@ use super::{
     bpf_state::{self, BpfState},
     cgroup_root, events, fdstore,
     grant::KernelGrant,
-    lsm, persist,
+    journal, lsm, persist,
     privileged::{KernelOps, Privileged},
     registry::{AgentEntry, CallEntry, ListenerEntry, Registry},
     AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS,
@@ -180,7 +180,7 @@ impl Enforcer {
         stored: Vec<fdstore::StoredFd>,
     ) -> Result<(), EnforceError> {
         let state_dir = self.inner.state_dir.clone();
-        let previous = persist::load(&state_dir).ok().flatten();
+        let previous = journal::load(&state_dir).ok().flatten();
         let gap = persist::heartbeat_age(&state_dir);
         let clean = persist::take_clean_stop(&state_dir);
         if adopted {
@@ -436,7 +436,7 @@ fn drop_unadoptable_state(
     if !instance.pin_dir().exists() {
         return;
     }
-    let why = match persist::load(state_dir) {
+    let why = match journal::load(state_dir) {
         Ok(Some(_)) => return,
         Ok(None) => "no state file".to_string(),
         Err(e) => e.to_string(),

@@ -189,21 +189,21 @@ pub fn save(state_dir: &Path, state: &State) -> Result<(), PersistError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
-/// Reads the state file with the grant journal's changes applied;
-/// `Ok(None)` if there is no state file (a journal alone names grants of
-/// agents nobody recorded: nothing to adopt).
-pub fn load(state_dir: &Path) -> Result<Option<State>, PersistError> {
+/// Reads the state file alone (the snapshot); `Ok(None)` if there is
+/// none. The enforcer's state is this with the grant journal applied:
+/// [`super::journal::load`].
+pub fn load_snapshot(state_dir: &Path) -> Result<Option<State>, PersistError> {
     let path = state_dir.join(STATE_FILE);
-    let mut state: State = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PersistError::Corrupt {
-            path,
-            message: e.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&path)(e)),
-    };
-    super::journal::replay(state_dir, &mut state)?;
-    Ok(Some(state))
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| PersistError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 fn unix_ms() -> u128 {
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).unwrap().is_none());
+        assert!(load_snapshot(dir.path()).unwrap().is_none());
         let state = State {
             agents: vec![AgentState {
                 name: "a".into(),
@@ -267,7 +267,7 @@ mod tests {
             next_agent_id: 4,
         };
         save(dir.path(), &state).unwrap();
-        let back = load(dir.path()).unwrap().unwrap();
+        let back = load_snapshot(dir.path()).unwrap().unwrap();
         assert_eq!(back.agents[0].id, 3);
         assert_eq!(back.agents[0].mode, Mode::AuditOnly);
         assert_eq!(back.next_handle, 9);
@@ -278,10 +278,14 @@ mod tests {
             r#"{"agents":[],"calls":[],"next_handle":1,"next_agent_id":1}"#,
         )
         .unwrap();
-        assert!(load(dir.path()).unwrap().unwrap().listeners.is_empty());
+        assert!(load_snapshot(dir.path())
+            .unwrap()
+            .unwrap()
+            .listeners
+            .is_empty());
         std::fs::write(dir.path().join(STATE_FILE), "{nope").unwrap();
         assert!(matches!(
-            load(dir.path()),
+            load_snapshot(dir.path()),
             Err(PersistError::Corrupt { .. })
         ));
     }

@@ -471,7 +471,7 @@ fn grant_changes_journaled_since_the_last_snapshot_survive_a_crash() {
     calls.sort();
     assert_eq!(calls, vec!["c1", "c3"]);
     // The bind's spent use came back with it, and handles carry on.
-    let saved = super::persist::load(rig.dir.path()).unwrap().unwrap();
+    let saved = super::journal::load(rig.dir.path()).unwrap().unwrap();
     let c1 = saved.calls.iter().find(|c| c.call_id == "c1").unwrap();
     assert_eq!(c1.uses_left, Some(2));
     e.install_grant("mail", "c4", "m1", &spec(60, 0)).unwrap();
@@ -496,7 +496,7 @@ fn grant_changes_journaled_since_the_last_snapshot_survive_a_crash() {
         e.revoke(&id).unwrap();
     }
     assert!(lines() < super::journal::COMPACT_SLACK, "{}", lines());
-    let saved = super::persist::load(rig.dir.path()).unwrap().unwrap();
+    let saved = super::journal::load(rig.dir.path()).unwrap().unwrap();
     let mut ids: Vec<_> = saved.calls.iter().map(|c| c.call_id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, vec!["c1", "c3", "c4"]);
@@ -807,7 +807,7 @@ fn concurrent_installs_each_return_with_their_grant_saved() {
                 for i in 0..25 {
                     let call = format!("c{t}-{i}");
                     e.install_grant("mail", &call, "m1", &spec(60, 1)).unwrap();
-                    let saved = super::persist::load(dir).unwrap().unwrap();
+                    let saved = super::journal::load(dir).unwrap().unwrap();
                     assert!(
                         saved.calls.iter().any(|c| c.call_id == call),
                         "{call} answered before it was saved"
