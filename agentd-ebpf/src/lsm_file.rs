@@ -79,6 +79,20 @@ fn check_as(hook: Hook, dentry: *const u8, mnt: *const u8, access: u8, how: u8) 
     let Some((cgroup_id, agent)) = agent::current_agent() else {
         return 0;
     };
+    check_agent(hook, cgroup_id, agent, dentry, mnt, access, how)
+}
+
+/// [`check_as`] for a task already known to be `agent`'s (in `cgroup_id`).
+#[inline(always)]
+fn check_agent(
+    hook: Hook,
+    cgroup_id: u64,
+    agent: AgentCgroup,
+    dentry: *const u8,
+    mnt: *const u8,
+    access: u8,
+    how: u8,
+) -> i32 {
     let mut call_id = agent::bound_call(agent::current_tgid(), &agent);
     let mut reason = KernelReason::NoGrant;
     // Pending slots that would cover the operation, for one claim below.
@@ -169,9 +183,9 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return previous;
     }
     // Cheap exit for non-agents before touching the file.
-    if agent::current_agent().is_none() {
+    let Some((cgroup_id, agent)) = agent::current_agent() else {
         return 0;
-    }
+    };
     let file: *const u8 = ctx.arg(0);
     let k = kernel::offsets();
     let Ok(mode) = (unsafe { bpf_probe_read_kernel(file.add(k.file_mode as usize) as *const u32) })
@@ -196,11 +210,11 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     } else {
         ACCESS_READ
     };
-    check_path(
-        Hook::FileOpen,
-        unsafe { file.add(k.file_path as usize) },
-        access,
-    )
+    // The agent is known: the check does not look it up again.
+    match unsafe { path_parts(file.add(k.file_path as usize)) } {
+        Ok((dentry, mnt)) => check_agent(Hook::FileOpen, cgroup_id, agent, dentry, mnt, access, 0),
+        Err(_) => check(Hook::FileOpen, core::ptr::null(), core::ptr::null(), access),
+    }
 }
 
 #[lsm(hook = "path_unlink")]

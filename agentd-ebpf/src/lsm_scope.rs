@@ -289,7 +289,11 @@ unsafe fn walk(
         if let Some(id) = unsafe { dentry_inode(dentry)? } {
             // A `/proc/self` scope covers only the asking process's own pid directory.
             let own_proc = unsafe { is_own_proc_inode(&id) };
-            for call in [call_id, baseline] {
+            for (i, call) in [call_id, baseline].into_iter().enumerate() {
+                // Unbound, the call is the baseline: ask it once.
+                if i == 1 && call_id == baseline {
+                    break;
+                }
                 let mut hit = lookup(call, id.dev, id.ino, access, now);
                 if hit.is_none() && own_proc {
                     hit = lookup(call, id.dev, PROC_SELF_INO, access, now);
