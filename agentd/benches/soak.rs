@@ -420,6 +420,8 @@ struct Sample {
     /// The enforcer's state file: size, and the calls it holds (a spent
     /// grant stays until its TTL and a minute's grace have passed).
     state_kib: u64,
+    /// The enforcer's grant journal, KiB.
+    journal_kib: u64,
     grants: usize,
     /// agentd's user + system CPU time so far, seconds.
     cpu_secs: f64,
@@ -476,12 +478,18 @@ fn sample(pid: u32, state: &Path, at_secs: f64) -> Sample {
         .and_then(|p| std::fs::read(p).ok())
         .unwrap_or_default();
     let grants = text.windows(9).filter(|w| w == b"\"call_id\"").count();
+    // Grant changes are appended to the journal beside it; the snapshot
+    // is rewritten only now and then.
+    let journal_kib = enforce_state_file(state)
+        .and_then(|p| std::fs::metadata(p.with_file_name("enforce-journal.jsonl")).ok())
+        .map_or(0, |m| m.len() / 1024);
     Sample {
         at_secs,
         rss_kb,
         fds,
         rows,
         state_kib: text.len() as u64 / 1024,
+        journal_kib,
         grants,
         cpu_secs: cpu_secs(pid),
     }
@@ -520,13 +528,14 @@ fn print_sample(label: &str, s: &Sample, prev: Option<&Sample>) {
         })
         .unwrap_or_else(|| "   - ".into());
     println!(
-        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB  fds {:>4}  CPU {cpu}  audit rows {:>7}  grants held {:>6} (state file {:>6} KiB)  load {}",
+        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB  fds {:>4}  CPU {cpu}  audit rows {:>7}  grants in the state file {:>6} ({:>6} KiB; journal {:>6} KiB)  load {}",
         s.at_secs,
         s.rss_kb,
         s.fds,
         s.rows,
         s.grants,
         s.state_kib,
+        s.journal_kib,
         load_average()
     );
 }
