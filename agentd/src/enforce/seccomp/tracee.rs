@@ -51,6 +51,9 @@ struct Process {
     /// Polls readable once every thread of the process has exited.
     pidfd: OwnedFd,
     root: Option<Rc<OwnedFd>>,
+    /// Whether that root is the supervisor thread's own (same mount, same
+    /// inode), found once.
+    root_is_ours: Option<bool>,
     mem: Option<Rc<File>>,
 }
 
@@ -99,6 +102,63 @@ pub fn root_of(
     let root = Rc::new(open(&format!("/proc/{tid}/root"))?);
     CACHE.with(|c| c.borrow_mut().keep(tid, |p| p.root = Some(root.clone())));
     Ok(root)
+}
+
+/// Whether `tid`'s process has the supervisor thread's own root (the
+/// same directory of the same mount): then an absolute path means the
+/// same to both. Found once per process from `root` (its `/proc/TID/root`).
+pub fn root_is_ours(tid: u32, root: &OwnedFd) -> bool {
+    let cached = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let tgid = c.tgid(tid).ok()?;
+        c.processes.get(&tgid)?.root_is_ours
+    });
+    if let Some(same) = cached {
+        return same;
+    }
+    let ours = super::resolve::openat2(
+        libc::AT_FDCWD,
+        b"/",
+        (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        0,
+        0,
+    );
+    let same = match (
+        ours.and_then(|o| mount_and_inode(&o)),
+        mount_and_inode(root),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    CACHE.with(|c| c.borrow_mut().keep(tid, |p| p.root_is_ours = Some(same)));
+    same
+}
+
+/// (mount id, device, inode) of an fd.
+fn mount_and_inode(fd: &OwnedFd) -> io::Result<(u64, u32, u32, u64)> {
+    // SAFETY: statx fills a struct we own; the empty path names `fd` itself.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_INO | libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok((
+        st.stx_mnt_id,
+        st.stx_dev_major,
+        st.stx_dev_minor,
+        st.stx_ino,
+    ))
 }
 
 /// Reads `buf.len()` bytes at `addr` of `tid`'s memory through the
@@ -255,6 +315,7 @@ impl Tracees {
             Process {
                 pidfd,
                 root: None,
+                root_is_ours: None,
                 mem: None,
             },
         );

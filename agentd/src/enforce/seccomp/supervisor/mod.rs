@@ -462,23 +462,13 @@ fn verdicts(
             audit_only: false,
         };
     };
-    let audit_only = agent.mode == Mode::AuditOnly;
-    let call = bound.and_then(|h| reg.call(h).map(|c| (h, check(&c.grant))));
-    let base = check(&agent.baseline);
-    let (allowed, reason) = grant::decide(call.map(|(_, v)| v), base);
-    let used_call = call
-        .filter(|_| reason != crate::protocol::reason::BASELINE)
-        .map(|(h, _)| h);
+    let decided = settled(&reg, agent, bound, &check);
     let claim_first = matches!(kind, claim::Kind::Exec { .. });
-    let decided = Verdicts {
-        allowed,
-        reason,
-        call: used_call,
-        audit_only,
-    };
-    if reason == crate::protocol::reason::GRANT_MATCHED || (allowed && !claim_first) {
+    if decided.reason == crate::protocol::reason::GRANT_MATCHED || (decided.allowed && !claim_first)
+    {
         return decided;
     }
+    let audit_only = decided.audit_only;
     let mut maps = sup.claims.lock().unwrap_or_else(|p| p.into_inner());
     let claimed = match maps.as_mut() {
         Some(maps) => claim::claim(&reg, maps, agent, tgid, &check, kind),
@@ -493,7 +483,7 @@ fn verdicts(
         },
         Err(claim::reason::NO_GRANT) => decided,
         // The baseline still covers what a refused claim would have.
-        Err(_) if allowed => decided,
+        Err(_) if decided.allowed => decided,
         Err(why) => Verdicts {
             allowed: false,
             reason: why,
@@ -501,6 +491,40 @@ fn verdicts(
             audit_only,
         },
     }
+}
+
+/// What the bound call (if any) and the baseline decide, and the mode —
+/// without claiming anything (no side effect).
+fn settled(
+    reg: &Registry,
+    agent: &crate::enforce::registry::AgentEntry,
+    bound: Option<u64>,
+    check: &impl Fn(&grant::KernelGrant) -> Verdict,
+) -> Verdicts {
+    let call = bound.and_then(|h| reg.call(h).map(|c| (h, check(&c.grant))));
+    let base = check(&agent.baseline);
+    let (allowed, reason) = grant::decide(call.map(|(_, v)| v), base);
+    let used_call = call
+        .filter(|_| reason != crate::protocol::reason::BASELINE)
+        .map(|(h, _)| h);
+    Verdicts {
+        allowed,
+        reason,
+        call: used_call,
+        audit_only: agent.mode == Mode::AuditOnly,
+    }
+}
+
+/// An open the bound call or the baseline allows as it stands (no pending
+/// grant to claim, no audit-only denial); `None` otherwise.
+fn allowed_as_is(
+    sup: &Supervisor,
+    bound: Option<u64>,
+    check: impl Fn(&grant::KernelGrant) -> Verdict,
+) -> Option<Verdicts> {
+    let reg = sup.registry.read().unwrap_or_else(|p| p.into_inner());
+    let agent = reg.agents.get(&sup.agent)?;
+    Some(settled(&reg, agent, bound, &check)).filter(|v| v.allowed)
 }
 
 /// [`verdicts`] for a write to `target`: when it touches one of the

@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+mod direct;
+
 use super::{
     magic_link_denial, now_boot_ns, verdicts, write_verdicts, Answer, Decided, Supervisor, Verdicts,
 };
@@ -47,6 +49,9 @@ fn errno(e: io::Error) -> (Answer, Option<Decided>) {
 /// decides on the real path of an existing file ([`open_existing`]) or of
 /// the one O_CREAT would make ([`create`]).
 pub(super) fn decide_open(sup: &Supervisor, req: &OpenRequest<'_>) -> (Answer, Option<Decided>) {
+    if let Some(answered) = direct::open(sup, req) {
+        return answered;
+    }
     let iflags = req.flags as i32;
     let base = match resolve::base(req.tid, req.dirfd, req.path, req.resolve) {
         Ok(b) => b,
@@ -85,7 +90,12 @@ fn open_existing(
     if iflags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL) {
         return (Answer::Errno(libc::EEXIST), None);
     }
-    if resolve::fstat(&handle).is_ok_and(|st| is_current_tty(&st)) {
+    // One fstat serves the terminal check, the file's identity and the FIFO test.
+    let st = match resolve::fstat(&handle) {
+        Ok(st) => st,
+        Err(e) => return errno(e),
+    };
+    if is_current_tty(&st) {
         // /dev/tty means the *opener's* controlling terminal: opened
         // here it would be agentd's. Agents run in a session of
         // their own with none, so the kernel's answer is ENXIO.
@@ -95,7 +105,7 @@ fn open_existing(
         Ok(p) => p,
         Err(e) => return errno(e),
     };
-    let file = resolve::fstat(&handle).ok().map(|st| FileId {
+    let file = Some(FileId {
         dev: kernel_dev(st.st_dev),
         ino: st.st_ino,
     });
@@ -129,17 +139,18 @@ fn open_existing(
     if !allowed && !audit_only {
         return (Answer::Errno(libc::EPERM), Some(decided));
     }
-    reopen(&handle, iflags, decided)
+    let is_fifo = st.st_mode & libc::S_IFMT == libc::S_IFIFO;
+    reopen(&handle, iflags, is_fifo, decided)
 }
 
 /// Reopens the decided file with the tracee's flags, for ADDFD.
 fn reopen(
     handle: &std::os::fd::OwnedFd,
     iflags: i32,
+    is_fifo: bool,
     decided: Decided,
 ) -> (Answer, Option<Decided>) {
     let cloexec = iflags & libc::O_CLOEXEC != 0;
-    let is_fifo = resolve::fstat(handle).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
     let mut rflags = iflags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW);
     if is_fifo {
         // A FIFO without a peer would block this thread; the agent

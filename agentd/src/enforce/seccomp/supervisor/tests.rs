@@ -144,6 +144,58 @@ fn a_symlink_is_decided_as_its_target() {
 }
 
 #[test]
+fn a_symlinked_directory_or_dotdot_on_the_way_is_decided_on_what_it_reaches() {
+    let inside = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let inside_path = inside.path().canonicalize().unwrap();
+    let outside_path = outside.path().canonicalize().unwrap();
+    let secret = outside_path.join("secret");
+    std::fs::write(&secret, b"s").unwrap();
+    std::os::unix::fs::symlink(&outside_path, inside_path.join("sub")).unwrap();
+    std::fs::create_dir(inside_path.join("x")).unwrap();
+    let sup = supervisor(read_scope(&inside_path), Mode::Enforce);
+    // Lexically inside the scope, really outside it.
+    let via_link = inside_path.join("sub/secret");
+    let name = outside_path.file_name().unwrap().to_str().unwrap();
+    let via_dotdot = format!("{}/x/../../{name}/secret", inside_path.display());
+    for path in [bytes(&via_link), via_dotdot.into_bytes()] {
+        let (answer, decided) = open(&sup, &path, libc::O_RDONLY);
+        assert!(matches!(answer, Answer::Errno(libc::EPERM)));
+        assert_eq!(decided.unwrap().target, secret.display().to_string());
+    }
+    // Control: the same file is readable where the scope covers it.
+    let sup = supervisor(read_scope(&outside_path), Mode::Enforce);
+    let (answer, _) = open(&sup, &bytes(&via_link), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::AddFd(..)));
+}
+
+#[test]
+fn a_plain_read_keeps_the_agents_flags_and_a_fifo_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let file = dir_path.join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let fifo = dir_path.join("fifo");
+    let c = std::ffi::CString::new(bytes(&fifo)).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let sup = supervisor(read_scope(&dir_path), Mode::Enforce);
+    let status_flags = |answer: Answer| {
+        let Answer::AddFd(fd, _) = answer else {
+            panic!("not injected")
+        };
+        // SAFETY: F_GETFL on an fd we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }
+    };
+    for path in [&file, &fifo] {
+        let (answer, _) = open(&sup, &bytes(path), libc::O_RDONLY);
+        assert_eq!(status_flags(answer) & libc::O_NONBLOCK, 0, "{path:?}");
+        let (answer, _) = open(&sup, &bytes(path), libc::O_RDONLY | libc::O_NONBLOCK);
+        assert_ne!(status_flags(answer) & libc::O_NONBLOCK, 0, "{path:?}");
+    }
+}
+
+#[test]
 fn o_creat_creates_exactly_the_decided_file_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().canonicalize().unwrap();
