@@ -6,4 +6,5 @@ pub mod filter;
 pub mod notif;
 pub mod resolve;
 pub mod supervisor;
+pub mod sys;
 pub mod tracee;

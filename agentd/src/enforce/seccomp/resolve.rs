@@ -15,39 +15,8 @@ use std::{
 /// `AT_FDCWD` as the tracee passes it (a 32-bit int in a 64-bit register).
 pub const AT_FDCWD: i32 = -100;
 
-fn cstr(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// `openat2(dirfd, path, how)`; `dirfd` may be `AT_FDCWD`.
-pub fn openat2(
-    dirfd: RawFd,
-    path: &[u8],
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-) -> io::Result<OwnedFd> {
-    let path = cstr(path)?;
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags;
-    how.mode = mode;
-    how.resolve = resolve;
-    // SAFETY: valid C string and open_how owned by us.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
+use super::sys::cstr;
+pub use super::sys::{openat2, status_field, tgid_from_status};
 
 /// Opens one of a tracee's `/proc` entries (named by agentd, never by the
 /// agent). Without CAP_SYS_PTRACE first: the supervisor thread's fs ids are
@@ -232,26 +201,10 @@ pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     Ok(st)
 }
 
-/// A value from `/proc/<tid>/status` (e.g. `Tgid`, `Umask`).
-pub fn status_field(tid: u32, field: &str) -> io::Result<String> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
-}
-
 /// The thread group (process) id of thread `tid`, remembered per thread
 /// while it lives ([`super::tracee`]).
 pub fn tgid_of(tid: u32) -> io::Result<u32> {
     super::tracee::tgid_of(tid)
-}
-
-/// The thread group id of `tid`, from /proc.
-pub fn tgid_from_status(tid: u32) -> io::Result<u32> {
-    status_field(tid, "Tgid")?
-        .parse()
-        .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
 /// Renders bytes as a path for audit rows.

@@ -116,7 +116,7 @@ pub fn root_is_ours(tid: u32, root: &OwnedFd) -> bool {
     if let Some(same) = cached {
         return same;
     }
-    let ours = super::resolve::openat2(
+    let ours = super::sys::openat2(
         libc::AT_FDCWD,
         b"/",
         (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
@@ -274,7 +274,7 @@ impl Tracees {
             return Ok(tid);
         }
         let pidfd = pidfd_open(tid, PIDFD_THREAD);
-        let tgid = super::resolve::tgid_from_status(tid)?;
+        let tgid = super::sys::tgid_from_status(tid)?;
         let Some(pidfd) = pidfd.filter(alive) else {
             return Ok(tgid);
         };
