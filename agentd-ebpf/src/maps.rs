@@ -56,7 +56,7 @@ pub static PENDING: HashMap<PendingKey, PendingGrant> = HashMap::pinned(8192, 0)
 
 /// Spent uses of grants (see `agentd_common::UseTicket`).
 #[map]
-pub static USE_TICKETS: HashMap<UseTicket, u8> = HashMap::pinned(16384, 0);
+pub static USE_TICKETS: HashMap<UseTicket, u8> = HashMap::pinned(65536, 0);
 
 /// (call, tgid) → start time: file claims of pending grants made by the lsm
 /// hooks (the seccomp supervisor keeps the same set in user space).

@@ -20,7 +20,7 @@ use super::{
     journal, lsm, persist,
     privileged::{KernelOps, Privileged},
     registry::{AgentEntry, CallEntry, ListenerEntry, Registry},
-    AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS,
+    AuditSink, Backend, Counters, EnforceError, Enforcer, Inner, GRANT_GRACE_NS, TICKET_MARGIN_NS,
 };
 use crate::protocol::reason;
 
@@ -165,6 +165,7 @@ impl Enforcer {
             launch_gate: RwLock::default(),
             summaries: Mutex::default(),
             journal: Mutex::default(),
+            tickets_cleared_through: Default::default(),
         });
         Enforcer { inner }
     }
@@ -344,6 +345,7 @@ impl Enforcer {
     /// Removes grants whose expiry passed (the kernel already ignores them).
     pub(super) fn expire_grants(&self) {
         let now = self.ops().now_ns();
+        self.clear_expired_tickets(now);
         let expired: Vec<String> = self
             .registry_r()
             .calls
@@ -355,6 +357,34 @@ impl Enforcer {
             .collect();
         for call_id in expired {
             let _ = self.revoke(&call_id);
+        }
+    }
+
+    /// Frees the use tickets of grants that expired more than
+    /// [`TICKET_MARGIN_NS`] ago, without waiting for their grace minute:
+    /// nothing spends a use of an expired grant (the kernel and the
+    /// supervisors check the expiry first), and a ticket held until the
+    /// revocation would keep a slot of the kernel's `USE_TICKETS` map for a
+    /// grant that can never be used again. The margin, and the registry's
+    /// write lock, leave no claim that checked the expiry in time still to
+    /// take its ticket. Each grant's tickets go once: the pass covers the
+    /// expiries since the last one.
+    fn clear_expired_tickets(&self, now: u64) {
+        let upto = now.saturating_sub(TICKET_MARGIN_NS);
+        let from = self
+            .inner
+            .tickets_cleared_through
+            .swap(upto, Ordering::Relaxed);
+        if upto <= from {
+            return;
+        }
+        let reg = self.registry_w();
+        for c in reg.calls.values() {
+            let expires = c.grant.expires_at_ns;
+            let uses = c.grant.spec.uses;
+            if uses > 0 && expires > from && expires <= upto {
+                self.ops().clear_tickets(c.grant.handle, uses);
+            }
         }
     }
 

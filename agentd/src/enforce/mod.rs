@@ -272,6 +272,10 @@ pub fn default_baseline() -> GrantSpec {
 /// How long an expired grant is kept (inert) before it is removed.
 const GRANT_GRACE_NS: u64 = 60_000_000_000;
 
+/// How long after its expiry a grant's use tickets are freed (far longer
+/// than any claim takes between checking the expiry and taking a ticket).
+const TICKET_MARGIN_NS: u64 = 5_000_000_000;
+
 struct Inner {
     backend: Backend,
     instance: bpf_state::Instance,
@@ -299,6 +303,9 @@ struct Inner {
     /// The grant journal, opened at the first grant change (appended to
     /// under the registry's write lock; emptied by each snapshot).
     journal: Mutex<Option<journal::Journal>>,
+    /// Grants expired up to this time (CLOCK_BOOTTIME ns) have had their
+    /// use tickets freed (see `Enforcer::clear_expired_tickets`).
+    tickets_cleared_through: std::sync::atomic::AtomicU64,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.

@@ -196,6 +196,39 @@ fn an_expired_grant_refuses_binds_and_is_removed_after_its_grace() {
 }
 
 #[test]
+fn use_tickets_are_freed_once_a_few_seconds_after_expiry_not_after_the_grace() {
+    let rig = Rig::new();
+    let e = rig.start(false, vec![]);
+    e.create_agent("mail", Mode::Enforce).unwrap();
+    e.install_grant("mail", "c1", "m1", &spec(5, 3)).unwrap();
+    e.install_grant("mail", "c2", "m1", &spec(5, 0)).unwrap();
+    e.install_grant("mail", "c3", "m1", &spec(30, 1)).unwrap();
+    let clears = |rig: &Rig| -> Vec<String> {
+        rig.kernel
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.starts_with("clear_tickets"))
+            .collect()
+    };
+    rig.kernel.take_calls();
+    // Expired, but within the margin: a claim may still be taking one.
+    rig.kernel.advance(5 * SEC + SEC);
+    e.expire_grants();
+    assert!(clears(&rig).is_empty());
+    // Past the margin: c1's three tickets go (c2 counts no uses), once.
+    rig.kernel.advance(5 * SEC);
+    e.expire_grants();
+    assert_eq!(clears(&rig), vec!["clear_tickets 1 3"]);
+    e.expire_grants();
+    assert!(clears(&rig).is_empty());
+    // The grants themselves stay for their grace (denials say why).
+    assert!(rig.kernel.state().grants.contains(&1));
+    rig.kernel.advance(30 * SEC);
+    e.expire_grants();
+    assert_eq!(clears(&rig), vec!["clear_tickets 3 1"]);
+}
+
+#[test]
 fn an_expired_or_spent_pending_slot_is_reused_when_all_are_taken() {
     let rig = Rig::new();
     let e = rig.start(false, vec![]);
