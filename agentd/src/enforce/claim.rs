@@ -127,15 +127,16 @@ pub fn candidates<'r>(
 ) -> (Vec<(u64, &'r PendingInfo, &'r KernelGrant)>, bool) {
     let mut out = Vec::new();
     let mut expired = false;
-    for (handle, c) in &reg.calls {
-        let Some(p) = c.pending.as_ref() else {
+    for (handle, _) in reg.pending_of(agent) {
+        let Some((c, p)) = reg
+            .calls
+            .get(&handle)
+            .and_then(|c| c.pending.as_ref().map(|p| (c, p)))
+        else {
             continue;
         };
-        if c.agent != agent {
-            continue;
-        }
         match check(&c.grant) {
-            Verdict::Covered => out.push((*handle, p, &c.grant)),
+            Verdict::Covered => out.push((handle, p, &c.grant)),
             Verdict::Expired => expired = true,
             Verdict::NotCovered => {}
         }

@@ -94,8 +94,7 @@ impl Enforcer {
             self.audit_not_installed(agent, call_id, &e);
             return Err(e);
         }
-        reg.handles.insert(call_id.to_string(), handle);
-        reg.calls.insert(
+        reg.insert_call(
             handle,
             CallEntry {
                 call_id: call_id.into(),
@@ -170,12 +169,7 @@ impl Enforcer {
         agent_id: u32,
         now: u64,
     ) -> Option<(u32, Option<u64>)> {
-        let holders: Vec<(u64, u32)> = reg
-            .calls
-            .iter()
-            .filter(|(_, c)| c.agent == agent)
-            .filter_map(|(h, c)| c.pending.as_ref().map(|p| (*h, p.slot)))
-            .collect();
+        let holders = reg.pending_of(agent);
         if let Some(slot) = claim::free_slot(holders.iter().map(|(_, s)| *s)) {
             return Some((slot, None));
         }
@@ -187,9 +181,7 @@ impl Enforcer {
                 .is_some_and(|g| g.uses_left == 0);
             if expired || spent {
                 self.ops().withdraw_pending(agent_id, slot, handle);
-                if let Some(c) = reg.calls.get_mut(&handle) {
-                    c.pending = None;
-                }
+                reg.withdraw_pending(handle);
                 return Some((slot, Some(handle)));
             }
         }
@@ -263,7 +255,7 @@ impl Enforcer {
             return Ok(());
         };
         let mut ended = None;
-        if let Some(call) = reg.calls.remove(&handle) {
+        if let Some(call) = reg.remove_call(handle) {
             let names = access_summary::Names {
                 agent: call.agent.clone(),
                 call_id: call.call_id.clone(),

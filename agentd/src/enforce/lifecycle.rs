@@ -249,8 +249,7 @@ impl Enforcer {
             }
             if let Ok(mut grant) = KernelGrant::from_spec(&c.spec, c.handle, now) {
                 grant.expires_at_ns = c.expires_at_ns;
-                reg.handles.insert(c.call_id.clone(), c.handle);
-                reg.calls.insert(
+                reg.insert_call(
                     c.handle,
                     CallEntry {
                         call_id: c.call_id,

@@ -107,6 +107,11 @@ pub struct Registry {
     pub next_agent_id: u32,
     /// Supervised listeners by fd-store name.
     pub listeners: BTreeMap<String, ListenerEntry>,
+    /// Each agent's pending slots and the call holding each: an index of
+    /// `calls`, kept by [`Self::insert_call`], [`Self::remove_call`] and
+    /// [`Self::withdraw_pending`], so choosing a slot or the grants a claim
+    /// may take costs the same however many calls are held.
+    pub(super) pending_slots: HashMap<String, BTreeMap<u32, u64>>,
 }
 
 impl Registry {
@@ -118,5 +123,59 @@ impl Registry {
     /// The call with grant handle `handle`.
     pub fn call(&self, handle: u64) -> Option<&CallEntry> {
         self.calls.get(&handle)
+    }
+
+    /// Adds a call (and its handle under its call id).
+    pub fn insert_call(&mut self, handle: u64, call: CallEntry) {
+        if let Some(p) = &call.pending {
+            self.pending_slots
+                .entry(call.agent.clone())
+                .or_default()
+                .insert(p.slot, handle);
+        }
+        self.handles.insert(call.call_id.clone(), handle);
+        self.calls.insert(handle, call);
+    }
+
+    /// Removes a call (its handle under its call id too).
+    pub fn remove_call(&mut self, handle: u64) -> Option<CallEntry> {
+        let call = self.calls.remove(&handle)?;
+        self.handles.remove(&call.call_id);
+        self.unindex_pending(&call, handle);
+        Some(call)
+    }
+
+    /// The call no longer holds its pending slot.
+    pub fn withdraw_pending(&mut self, handle: u64) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if let Some(p) = call.pending.take() {
+            if let Some(slots) = self.pending_slots.get_mut(&call.agent) {
+                if slots.get(&p.slot) == Some(&handle) {
+                    slots.remove(&p.slot);
+                }
+            }
+        }
+    }
+
+    /// `(handle, slot)` of each call holding a pending slot of `agent`.
+    pub fn pending_of(&self, agent: &str) -> Vec<(u64, u32)> {
+        self.pending_slots
+            .get(agent)
+            .map(|slots| slots.iter().map(|(s, h)| (*h, *s)).collect())
+            .unwrap_or_default()
+    }
+
+    fn unindex_pending(&mut self, call: &CallEntry, handle: u64) {
+        let Some(p) = &call.pending else { return };
+        if let Some(slots) = self.pending_slots.get_mut(&call.agent) {
+            if slots.get(&p.slot) == Some(&handle) {
+                slots.remove(&p.slot);
+            }
+            if slots.is_empty() {
+                self.pending_slots.remove(&call.agent);
+            }
+        }
     }
 }

@@ -229,6 +229,45 @@ fn use_tickets_are_freed_once_a_few_seconds_after_expiry_not_after_the_grace() {
 }
 
 #[test]
+fn the_pending_slot_index_follows_installs_revocations_and_restarts() {
+    let rig = Rig::new();
+    let first = rig.start(false, vec![]);
+    first.create_agent("mail", Mode::Enforce).unwrap();
+    first.create_agent("web", Mode::Enforce).unwrap();
+    for (agent, call) in [("mail", "c1"), ("mail", "c2"), ("web", "c3")] {
+        first
+            .install_grant_for(agent, call, "m1", &spec(60, 1), requester(10))
+            .unwrap();
+    }
+    // An explicitly bound grant holds no slot.
+    first
+        .install_grant("mail", "c4", "m1", &spec(60, 1))
+        .unwrap();
+    let slots = |e: &Enforcer, agent: &str| -> Vec<String> {
+        let reg = e.registry_r();
+        let mut v: Vec<String> = reg
+            .pending_of(agent)
+            .into_iter()
+            .map(|(h, s)| format!("{}@{s}", reg.calls[&h].call_id))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(slots(&first, "mail"), vec!["c1@0", "c2@1"]);
+    assert_eq!(slots(&first, "web"), vec!["c3@0"]);
+    first.revoke("c1").unwrap();
+    assert_eq!(slots(&first, "mail"), vec!["c2@1"]);
+    drop(first);
+    let e = rig.start(true, vec![]);
+    assert_eq!(slots(&e, "mail"), vec!["c2@1"]);
+    assert_eq!(slots(&e, "web"), vec!["c3@0"]);
+    // The freed slot is the next one taken.
+    e.install_grant_for("mail", "c5", "m1", &spec(60, 1), requester(10))
+        .unwrap();
+    assert_eq!(slots(&e, "mail"), vec!["c2@1", "c5@0"]);
+}
+
+#[test]
 fn an_expired_or_spent_pending_slot_is_reused_when_all_are_taken() {
     let rig = Rig::new();
     let e = rig.start(false, vec![]);

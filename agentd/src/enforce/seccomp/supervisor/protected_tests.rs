@@ -52,7 +52,7 @@ fn install(sup: &Supervisor, spec: &GrantSpec) -> u64 {
     let handle = 77;
     let grant = KernelGrant::from_spec(spec, handle, super::boot_ns()).unwrap();
     let mut reg = sup.registry.write().unwrap();
-    reg.calls.insert(
+    reg.insert_call(
         handle,
         CallEntry {
             call_id: "c".into(),
