@@ -98,6 +98,15 @@ fn conn_threads() -> usize {
         .count()
 }
 
+/// Waits (at most 1.5 s, less than the test's 2 s idle timeout) until at
+/// least `n` connection handlers run.
+fn wait_for_handlers(n: usize) {
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while conn_threads() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn enforce_socket_is_private_capped_and_times_out() {
     if let Some(why) = skip_reason() {
@@ -142,7 +151,9 @@ fn enforce_socket_is_private_capped_and_times_out() {
     // Unprivileged callers hold at most their share, root still gets in.
     let a1 = connect_as(&sock, uid, gid).unwrap();
     let a2 = connect_as(&sock, uid, gid).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The server must have taken both before the third arrives (a fixed
+    // pause was too short once on a loaded machine).
+    wait_for_handlers(2);
     let mut a3 = connect_as(&sock, uid, gid).unwrap();
     let busy = read_within(&mut a3, Duration::from_secs(1));
     assert!(
@@ -151,7 +162,7 @@ fn enforce_socket_is_private_capped_and_times_out() {
     );
     let r1 = UnixStream::connect(&sock).unwrap();
     let r2 = UnixStream::connect(&sock).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_handlers(4);
     let peak = conn_threads();
     let mut r3 = UnixStream::connect(&sock).unwrap();
     let busy = read_within(&mut r3, Duration::from_secs(1));
