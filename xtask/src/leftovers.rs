@@ -32,7 +32,9 @@ fn instance_stale(name: &str) -> Option<String> {
         return None;
     }
     if let Some(rest) = name.strip_prefix("agentd-probe-") {
-        return (!pid_alive(rest)).then(|| format!("probe pin of dead pid {rest}"));
+        // `agentd-probe-PID-N`: the pid is the part before the counter.
+        let pid = rest.split('-').next().unwrap_or("");
+        return (!pid_alive(pid)).then(|| format!("probe pin of dead pid {pid}"));
     }
     if let Some(rest) = name.strip_prefix("agentd-doctor-") {
         let pid = rest.split('-').next().unwrap_or("");
@@ -137,6 +139,7 @@ mod tests {
         // This process is alive.
         let me = std::process::id();
         assert_eq!(instance_stale(&format!("agentd-probe-{me}")), None);
+        assert_eq!(instance_stale(&format!("agentd-probe-{me}-3")), None);
         assert_eq!(instance_stale(&format!("agentd-doctor-{me}-0")), None);
     }
 

@@ -100,6 +100,15 @@ impl Instance {
 /// like the pins themselves).
 pub const INSTANCES_DIR: &str = "/run/agentd-instances";
 
+/// The pid owning a probe's scratch pin directory (`agentd-probe-PID-N`).
+/// Read as the whole rest of the name, `PID-N` named no process, so every
+/// agentd starting up removed the scratch pins of probes running in other
+/// live processes, whose pinning then failed with ENOENT.
+fn probe_owner(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("agentd-probe-")?;
+    rest.split('-').next().filter(|p| !p.is_empty())
+}
+
 /// Removes instances whose state directory no longer exists: their agents
 /// are killed, their slice removed and their pins (so programs) dropped.
 /// Returns the names removed.
@@ -109,7 +118,7 @@ pub fn gc_orphans(cgroup_root: &Path) -> Vec<String> {
     if let Ok(pins) = std::fs::read_dir(ebpf::BPFFS) {
         for e in pins.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("agentd-probe-") else {
+            let Some(pid) = probe_owner(&name) else {
                 continue;
             };
             if !Path::new("/proc").join(pid).exists() {
@@ -586,6 +595,9 @@ mod tests {
         let default = Instance::for_state_dir(Path::new("/var/lib/agentd"));
         assert_eq!(default.name, "agentd");
         assert_eq!(default.pin_dir(), Path::new("/sys/fs/bpf/agentd"));
+        assert_eq!(probe_owner("agentd-probe-1363-0"), Some("1363"));
+        assert_eq!(probe_owner("agentd-probe-77"), Some("77"));
+        assert_eq!(probe_owner("agentd-x"), None);
         assert_eq!(default.slice(), "agentd.slice");
         let a = Instance::for_state_dir(Path::new("/tmp/a"));
         let b = Instance::for_state_dir(Path::new("/tmp/b"));
