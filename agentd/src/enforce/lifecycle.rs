@@ -377,13 +377,22 @@ impl Enforcer {
         if upto <= from {
             return;
         }
-        let reg = self.registry_w();
-        for c in reg.calls.values() {
-            let expires = c.grant.expires_at_ns;
-            let uses = c.grant.spec.uses;
-            if uses > 0 && expires > from && expires <= upto {
-                self.ops().clear_tickets(c.grant.handle, uses);
-            }
+        let due: Vec<(u64, u32)> = self
+            .registry_r()
+            .calls
+            .values()
+            .filter(|c| c.grant.spec.uses > 0)
+            .filter(|c| c.grant.expires_at_ns > from && c.grant.expires_at_ns <= upto)
+            .map(|c| (c.grant.handle, c.grant.spec.uses))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // Cleared under the write lock: no claim is between its expiry
+        // check and its ticket while this runs.
+        let _reg = self.registry_w();
+        for (handle, uses) in due {
+            self.ops().clear_tickets(handle, uses);
         }
     }
 

@@ -35,6 +35,7 @@ pub mod lsm;
 pub mod pending;
 pub mod persist;
 pub mod pid_cgroups;
+pub mod pidfd;
 pub mod privileged;
 pub mod registry;
 pub mod seccomp;

@@ -10,8 +10,9 @@
 //! agentd's own moves ([`super::agent_cgroup::join`]) drop every entry, and
 //! the processes agentd places in agents are new (forked, then moved before
 //! they exec), so no entry of theirs exists yet.
+use super::pidfd;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -46,17 +47,17 @@ pub fn cgroup_of(pid: u32) -> Option<Arc<str>> {
     let generation = GENERATION.load(Ordering::SeqCst);
     let cached = entries().get(&pid).cloned();
     if let Some(e) = cached {
-        if e.generation == generation && alive(&e.pidfd) {
+        if e.generation == generation && pidfd::alive(&e.pidfd) {
             return Some(e.cgroup.clone());
         }
     }
     // The pidfd first: what is read next belongs to the process it names
     // if that process has not exited by the time the read is done.
-    let Some(pidfd) = pidfd_open(pid) else {
+    let Some(pidfd) = pidfd::open(pid, 0) else {
         return cgroup_of_pid(pid).map(Arc::from);
     };
     let cgroup: Arc<str> = cgroup_of_pid(pid)?.into();
-    if alive(&pidfd) && GENERATION.load(Ordering::SeqCst) == generation {
+    if pidfd::alive(&pidfd) && GENERATION.load(Ordering::SeqCst) == generation {
         remember(
             pid,
             Entry {
@@ -72,34 +73,12 @@ pub fn cgroup_of(pid: u32) -> Option<Arc<str>> {
 fn remember(pid: u32, entry: Entry) {
     let mut map = entries();
     if map.len() >= MAX_ENTRIES && !map.contains_key(&pid) {
-        map.retain(|_, e| alive(&e.pidfd));
+        map.retain(|_, e| pidfd::alive(&e.pidfd));
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
     }
     map.insert(pid, Arc::new(entry));
-}
-
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: pidfd_open takes integers and returns a new fd we then own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: `fd` was just returned to us by the kernel and is owned by no one else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Whether the process behind `pidfd` has not exited (a pidfd polls
-/// readable once it has).
-fn alive(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 0
 }
 
 /// The cgroup v2 path of a process relative to the hierarchy root

@@ -17,13 +17,14 @@
 //! The cache is per thread (one supervisor thread per listener) and bounded;
 //! a kernel without thread pidfds (`PIDFD_THREAD`, Linux 6.9) caches only
 //! thread-group leaders.
+use crate::enforce::pidfd;
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
     fs::File,
     io,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{AsRawFd as _, OwnedFd},
         unix::fs::FileExt as _,
     },
     rc::Rc,
@@ -234,8 +235,11 @@ impl Tracees {
                 return Ok(tgid);
             }
             let live = match &t.pidfd {
-                Some(fd) => alive(fd),
-                None => self.processes.get(&tgid).is_some_and(|p| alive(&p.pidfd)),
+                Some(fd) => pidfd::alive(fd),
+                None => self
+                    .processes
+                    .get(&tgid)
+                    .is_some_and(|p| pidfd::alive(&p.pidfd)),
             };
             if live {
                 if let Some(t) = self.threads.get_mut(&tid) {
@@ -260,7 +264,7 @@ impl Tracees {
     fn learn(&mut self, tid: u32, now: u64) -> io::Result<u32> {
         // The pidfd first: what is read next belongs to the task it names
         // as long as that task is alive once the read is done.
-        if let Some(pidfd) = pidfd_open(tid, 0) {
+        if let Some(pidfd) = pidfd::open(tid, 0) {
             // pidfd_open without PIDFD_THREAD succeeds only for a leader.
             self.process(tid, Some(pidfd));
             self.remember_thread(
@@ -273,9 +277,9 @@ impl Tracees {
             );
             return Ok(tid);
         }
-        let pidfd = pidfd_open(tid, PIDFD_THREAD);
+        let pidfd = pidfd::open(tid, PIDFD_THREAD);
         let tgid = super::sys::tgid_from_status(tid)?;
-        let Some(pidfd) = pidfd.filter(alive) else {
+        let Some(pidfd) = pidfd.filter(pidfd::alive) else {
             return Ok(tgid);
         };
         if self.process(tgid, None) {
@@ -295,16 +299,16 @@ impl Tracees {
     /// replaced); whether there is one.
     fn process(&mut self, tgid: u32, pidfd: Option<OwnedFd>) -> bool {
         if let Some(p) = self.processes.get(&tgid) {
-            if alive(&p.pidfd) {
+            if pidfd::alive(&p.pidfd) {
                 return true;
             }
             self.processes.remove(&tgid);
         }
-        let Some(pidfd) = pidfd.or_else(|| pidfd_open(tgid, 0)) else {
+        let Some(pidfd) = pidfd.or_else(|| pidfd::open(tgid, 0)) else {
             return false;
         };
         if self.processes.len() >= MAX_PROCESSES {
-            self.processes.retain(|_, p| alive(&p.pidfd));
+            self.processes.retain(|_, p| pidfd::alive(&p.pidfd));
             if self.processes.len() >= MAX_PROCESSES {
                 self.processes.clear();
                 self.threads.clear();
@@ -326,8 +330,10 @@ impl Tracees {
         if self.threads.len() >= MAX_THREADS {
             let processes = &self.processes;
             self.threads.retain(|_, t| match &t.pidfd {
-                Some(fd) => alive(fd),
-                None => processes.get(&t.tgid).is_some_and(|p| alive(&p.pidfd)),
+                Some(fd) => pidfd::alive(fd),
+                None => processes
+                    .get(&t.tgid)
+                    .is_some_and(|p| pidfd::alive(&p.pidfd)),
             });
             if self.threads.len() >= MAX_THREADS {
                 self.threads.clear();
@@ -345,28 +351,6 @@ impl Tracees {
             f(p);
         }
     }
-}
-
-fn pidfd_open(pid: u32, flags: libc::c_long) -> Option<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: pidfd_open takes integers and returns a new fd we then own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: `fd` was just returned to us by the kernel and is owned by no one else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Whether the task behind `pidfd` has not exited (a pidfd polls readable
-/// once it has; a thread-group leader's, once its whole group has).
-fn alive(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 0
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ fn a_thread_is_remembered_while_it_lives_and_forgotten_once_it_exits() {
     );
     let cached = CACHE.with(|c| c.borrow().threads.contains_key(&tid));
     // Without thread pidfds (Linux < 6.9) only leaders are kept.
-    let thread_pidfds = pidfd_open(tid, PIDFD_THREAD).is_some();
+    let thread_pidfds = crate::enforce::pidfd::open(tid, PIDFD_THREAD).is_some();
     assert_eq!(cached, thread_pidfds);
     done_tx.send(()).unwrap();
     t.join().unwrap();
