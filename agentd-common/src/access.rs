@@ -52,7 +52,11 @@ pub struct AccessSummary {
     pub agent_id: u32,
     /// [`crate::Mode`] as u8 at the first access.
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// Where the scope walk last found the scope that allowed this object
+    /// on this CPU ([`scope_hint()`]; 0 = nowhere known). Set for a bound
+    /// call's reads (`file_open`) only.
+    pub scope_hint: u8,
+    pub _pad: [u8; 2],
     /// Number of valid bytes in `target`.
     pub target_len: u32,
     /// The object as its event renders it (a path component, a program's
@@ -69,7 +73,8 @@ impl AccessSummary {
         tgid: 0,
         agent_id: 0,
         mode: 0,
-        _pad: [0; 3],
+        scope_hint: 0,
+        _pad: [0; 2],
         target_len: 0,
         target: [0; EVENT_TARGET_LEN],
     };
@@ -78,6 +83,41 @@ impl AccessSummary {
     pub fn target(&self) -> &[u8] {
         &self.target[..(self.target_len as usize).min(EVENT_TARGET_LEN)]
     }
+}
+
+/// How many directory levels above a file a [`scope_hint`] can name: the
+/// kernel re-checks a hint by stepping up that many levels (a bounded loop
+/// the verifier walks once per level), so scopes further up are found by
+/// the full walk every time.
+pub const SCOPE_HINT_LEVELS: u32 = 8;
+
+const HINT_KNOWN: u8 = 0x80;
+const HINT_BASELINE: u8 = 0x40;
+const HINT_LEVEL: u8 = 0x1f;
+
+/// A hint of where an allowed read's scope is: `level` directories above
+/// the file (0 = the file itself), held by the agent's baseline or by the
+/// bound call. 0 (no hint) when the level is beyond [`SCOPE_HINT_LEVELS`].
+/// A hint is never trusted: the kernel asks `PATH_SCOPES` again at that
+/// level of the file's current path before it skips the walk.
+pub const fn scope_hint(level: u32, baseline: bool) -> u8 {
+    if level >= SCOPE_HINT_LEVELS {
+        return 0;
+    }
+    HINT_KNOWN | if baseline { HINT_BASELINE } else { 0 } | level as u8
+}
+
+/// The (level, baseline) a [`scope_hint`] names; `None` for no hint or one
+/// whose level is out of range (a value no kernel of this build wrote).
+pub const fn hint_level(hint: u8) -> Option<(u32, bool)> {
+    if hint & HINT_KNOWN == 0 {
+        return None;
+    }
+    let level = (hint & HINT_LEVEL) as u32;
+    if level >= SCOPE_HINT_LEVELS {
+        return None;
+    }
+    Some((level, hint & HINT_BASELINE != 0))
 }
 
 /// The CPUs' values of one key as one: counts add up, the first access is
@@ -131,6 +171,26 @@ mod tests {
         assert_eq!((m.first_ns, m.last_ns), (100, 900));
         assert_eq!(m.tgid, 22, "the process of the earliest access");
         assert_eq!(m.target(), b"a.txt");
+    }
+
+    #[test]
+    fn scope_hints_round_trip_and_far_levels_give_none() {
+        for level in 0..SCOPE_HINT_LEVELS {
+            for baseline in [false, true] {
+                let h = scope_hint(level, baseline);
+                assert_ne!(h, 0);
+                assert_eq!(hint_level(h), Some((level, baseline)));
+            }
+        }
+        assert_eq!(scope_hint(SCOPE_HINT_LEVELS, false), 0);
+        assert_eq!(scope_hint(u32::MAX, true), 0);
+        assert_eq!(
+            hint_level(0),
+            None,
+            "a zeroed value (another CPU's) has no hint"
+        );
+        assert_eq!(hint_level(HINT_BASELINE | 3), None, "not marked known");
+        assert_eq!(hint_level(HINT_KNOWN | 0x1f), None, "level out of range");
     }
 
     #[test]

@@ -399,10 +399,14 @@ pub enum Counter {
     EventsSuppressed = 3,
     /// Tasks killed at `sched_process_exec` for an exec target mismatch.
     ExecKilled = 4,
+    /// Repeated reads under a bound call allowed by the scope their
+    /// access summary's hint names, without the scope walk (also counted
+    /// in `Allowed`).
+    ReadsByScopeHint = 5,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_SLOTS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 /// Denial events per agent per second that reach the ring buffer; the rest
 /// are only counted ([`Counter::EventsSuppressed`]).

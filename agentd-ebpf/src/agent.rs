@@ -524,6 +524,54 @@ pub struct Object {
     pub a: u64,
     pub b: u64,
     pub port: u16,
+    /// Where the scope that allowed it was found (a bound call's file
+    /// reads: `agentd_common::access::scope_hint`), 0 otherwise: kept in
+    /// the summary so a repeat can ask that scope alone
+    /// ([`repeat_entry`]).
+    pub scope_hint: u8,
+}
+
+/// The summary key of `object` under `call_id` seen by `hook`.
+#[inline(always)]
+fn access_key(hook: Hook, call_id: u64, object: Object) -> AccessKey {
+    AccessKey {
+        call_id,
+        a: object.a,
+        b: object.b,
+        hook: hook as u8,
+        _pad: 0,
+        port: object.port,
+        _pad2: 0,
+    }
+}
+
+/// This CPU's summary entry of `object` under `call_id` (seen by `hook`)
+/// and the scope hint it holds, if this CPU counted the object before.
+/// The hint is for the caller to re-check, never to trust.
+#[inline(always)]
+pub fn repeat_entry(hook: Hook, call_id: u64, object: Object) -> Option<(*mut AccessSummary, u8)> {
+    let key = access_key(hook, call_id, object);
+    let v = ACCESS_SUMMARIES.get_ptr_mut(&key)?;
+    let hint = unsafe {
+        if (*v).count == 0 {
+            return None;
+        }
+        (*v).scope_hint
+    };
+    Some((v, hint))
+}
+
+/// Counts one more allowed access into an entry [`repeat_entry`] found
+/// (this CPU's value: no other CPU writes it).
+#[inline(always)]
+pub fn count_repeat(v: *mut AccessSummary) {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    unsafe {
+        (*v).count += 1;
+        (*v).last_ns = now;
+    }
+    count(Counter::Allowed);
+    count(Counter::ReadsByScopeHint);
 }
 
 /// Per-CPU scratch of a new [`AccessSummary`] (larger than a hook can keep
@@ -544,17 +592,9 @@ fn counted(
     object: Object,
     target: *const u8,
 ) -> bool {
-    let key = AccessKey {
-        call_id,
-        a: object.a,
-        b: object.b,
-        hook: hook as u8,
-        _pad: 0,
-        port: object.port,
-        _pad2: 0,
-    };
+    let key = access_key(hook, call_id, object);
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if add_to(&key, agent, now) {
+    if add_to(&key, agent, now, object.scope_hint) {
         return true;
     }
     let Some(v) = SUMMARY_SCRATCH.get_ptr_mut(0) else {
@@ -567,6 +607,7 @@ fn counted(
         (*v).tgid = current_tgid();
         (*v).agent_id = agent.agent_id;
         (*v).mode = agent.mode;
+        (*v).scope_hint = object.scope_hint;
         (*v).target_len = 0;
         if !target.is_null() {
             let buf: &mut [u8; EVENT_TARGET_LEN] = &mut (*v).target;
@@ -579,12 +620,13 @@ fn counted(
         }
     }
     // Another CPU made the entry in between (or the map is full).
-    add_to(&key, agent, now)
+    add_to(&key, agent, now, object.scope_hint)
 }
 
-/// Adds one access at `now` to an existing entry of `key` (this CPU's value).
+/// Adds one access at `now` to an existing entry of `key` (this CPU's
+/// value), with the scope hint of the decision that allowed it.
 #[inline(always)]
-fn add_to(key: &AccessKey, agent: &AgentCgroup, now: u64) -> bool {
+fn add_to(key: &AccessKey, agent: &AgentCgroup, now: u64, hint: u8) -> bool {
     let Some(v) = ACCESS_SUMMARIES.get_ptr_mut(key) else {
         return false;
     };
@@ -598,6 +640,7 @@ fn add_to(key: &AccessKey, agent: &AgentCgroup, now: u64) -> bool {
         }
         (*v).count += 1;
         (*v).last_ns = now;
+        (*v).scope_hint = hint;
     }
     true
 }
@@ -646,6 +689,7 @@ pub fn report_access_addr(
                 addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
             ]),
             port,
+            scope_hint: 0,
         };
         if counted(hook, agent, call_id, object, core::ptr::null()) {
             count(Counter::Allowed);

@@ -44,6 +44,7 @@ fn try_bprm_check_security(ctx: &LsmContext) -> i32 {
         a: 0,
         b: 0,
         port: 0,
+        scope_hint: 0,
     };
     let reason = match unsafe { kernel::bprm_file(bprm).and_then(|f| kernel::file_id(f)) } {
         Ok(file) => {

@@ -94,7 +94,16 @@ fn check_agent(
     how: u8,
 ) -> i32 {
     let mut call_id = agent::bound_call(agent::current_tgid(), &agent);
+    if hook == Hook::FileOpen
+        && access == ACCESS_READ
+        && call_id != agentd_common::baseline_call_id(agent.agent_id)
+        && unsafe { repeated_read(call_id, &agent, dentry, mnt) }
+    {
+        return 0;
+    }
     let mut reason = KernelReason::NoGrant;
+    // Where the allowing scope was, for the next read of the same file.
+    let mut hint = 0;
     // Pending slots that would cover the operation, for one claim below.
     let mut pending = 0;
     let mut protected = false;
@@ -118,6 +127,9 @@ fn check_agent(
         let verdict = unsafe { scope_permitted(call_id, &agent, dentry, mnt, access) };
         reason = verdict.reason;
         pending = verdict.pending;
+        if access == ACCESS_READ && reason == KernelReason::Allowed {
+            hint = lsm_scope::last_walk_hint();
+        }
     }
     // What neither the bound call nor the baseline covers, a pending
     // grant of the agent may: claimed if this process may claim it.
@@ -148,12 +160,48 @@ fn check_agent(
                 a: id.dev,
                 b: id.ino,
                 port: 0,
+                scope_hint: hint,
             };
             agent::report_access(hook, cgroup_id, &agent, call_id, reason, object, target);
             return 0;
         }
     }
     decide(hook, cgroup_id, &agent, call_id, reason, target)
+}
+
+/// A read of a file the bound call `call_id` already read on this CPU
+/// (its `ACCESS_SUMMARIES` entry): allowed and counted without the scope
+/// walk when the scope the entry's hint names still allows it
+/// (`lsm_scope::hinted_scope_allows` re-checks it on the file's current
+/// path and in `PATH_SCOPES`). False sends the caller down the full
+/// decision. Reads only: writes meet the protected files first.
+#[inline(always)]
+unsafe fn repeated_read(
+    call_id: u64,
+    agent: &AgentCgroup,
+    dentry: *const u8,
+    mnt: *const u8,
+) -> bool {
+    if dentry.is_null() {
+        return false;
+    }
+    let Ok(Some(id)) = (unsafe { lsm_scope::dentry_inode(dentry) }) else {
+        return false;
+    };
+    let object = agent::Object {
+        a: id.dev,
+        b: id.ino,
+        port: 0,
+        scope_hint: 0,
+    };
+    let Some((entry, hint)) = agent::repeat_entry(Hook::FileOpen, call_id, object) else {
+        return false;
+    };
+    if !unsafe { lsm_scope::hinted_scope_allows(call_id, agent, dentry, mnt, ACCESS_READ, hint) } {
+        return false;
+    }
+    agent::count_repeat(entry);
+    true
 }
 
 /// `path` is a `const struct path *`.

@@ -104,6 +104,7 @@ fn gate_unix(hook: Hook, address: *const u8, addrlen: u32) -> Option<i32> {
         a: hash,
         b: 0,
         port: 0,
+        scope_hint: 0,
     };
     agent::report_access(hook, cgroup_id, &agent, call_id, reason, object, target);
     Some(if agent::blocks(&agent, reason) {

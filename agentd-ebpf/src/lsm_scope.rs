@@ -5,6 +5,7 @@
 //! `..`, renamed paths and `/proc/self/fd` reopens all resolve to the real
 //! directory chain.
 use agentd_common::{
+    access::{hint_level, scope_hint, SCOPE_HINT_LEVELS},
     baseline_call_id,
     lsm::{
         pending_scope_id, LsmOffsets, PendingScope, ScopeKey, ScopeRule, UnixKey, MAX_SCOPE_DEPTH,
@@ -18,7 +19,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
     },
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
 };
 
 use crate::kernel;
@@ -208,6 +209,30 @@ pub struct ScopeVerdict {
     pub pending: u32,
 }
 
+/// Per-CPU scratch: where this CPU's last walk found the scope that
+/// allowed it (`agentd_common::access::scope_hint`; 0 = not allowed,
+/// allowed through `/proc/self`, or further up than a hint can name). In
+/// map memory, not on the stack: the verifier does not track its value
+/// per path — a constant per level would make it verify everything after
+/// the walk once per level (`path_link` went past the 1M-instruction
+/// limit). A hook's decision runs to its end on one CPU; a hint is never
+/// trusted anyway ([`hinted_scope_allows`]).
+#[map]
+pub static WALK_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The hint this CPU's last walk left ([`WALK_HINT`]).
+#[inline(always)]
+pub fn last_walk_hint() -> u8 {
+    WALK_HINT.get(0).map_or(0, |h| *h as u8)
+}
+
+#[inline(always)]
+fn set_walk_hint(hint: u8) {
+    if let Some(h) = WALK_HINT.get_ptr_mut(0) {
+        unsafe { *h = hint as u32 };
+    }
+}
+
 /// Whether `call_id` (or the agent's baseline) holds `access` on `dentry`
 /// (seen through `mnt`; null `mnt` stops the walk at the filesystem root),
 /// and which of the agent's pending grants would. Fails closed: an
@@ -240,6 +265,51 @@ pub unsafe fn scope_permitted(
         reason,
         pending: if walked.is_ok() { pending } else { 0 },
     }
+}
+
+/// Whether the scope a hint names (`agentd_common::access::scope_hint`:
+/// `level` directories above the file, the bound call's or the
+/// baseline's) holds `access` on `dentry` now. The hint only says where to
+/// look: the path is stepped up again from the file as it is now (renames,
+/// links and mounts included) and the directory found there is asked in
+/// `PATH_SCOPES` (revocation, expiry, baseline changes included), so a
+/// true answer is a scope the full walk would also have found. Anything
+/// unreadable, or a path shorter than the hint, is false (the caller then
+/// walks).
+#[inline(always)]
+pub unsafe fn hinted_scope_allows(
+    call_id: u64,
+    agent: &AgentCgroup,
+    dentry: *const u8,
+    mnt: *const u8,
+    access: u8,
+    hint: u8,
+) -> bool {
+    let Some((level, from_baseline)) = hint_level(hint) else {
+        return false;
+    };
+    let call = if from_baseline {
+        baseline_call_id(agent.agent_id)
+    } else {
+        call_id
+    };
+    let (mut d, mut m) = (dentry, mnt);
+    let mut i = 0;
+    while i < SCOPE_HINT_LEVELS {
+        if i >= level {
+            break;
+        }
+        match unsafe { step_up(d, m) } {
+            Ok(Some((up, up_mnt))) => (d, m) = (up, up_mnt),
+            _ => return false,
+        }
+        i += 1;
+    }
+    let Ok(Some(id)) = (unsafe { dentry_inode(d) }) else {
+        return false;
+    };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    lookup(call, id.dev, id.ino, access, now) == Some(KernelReason::Allowed)
 }
 
 /// The pending slots holding `access` at one level of the walk.
@@ -285,7 +355,8 @@ unsafe fn walk(
     } = *asked;
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut reason = KernelReason::NoGrant;
-    for _ in 0..MAX_SCOPE_DEPTH {
+    set_walk_hint(0);
+    for level in 0..MAX_SCOPE_DEPTH {
         if let Some(id) = unsafe { dentry_inode(dentry)? } {
             // A `/proc/self` scope covers only the asking process's own pid directory.
             let own_proc = unsafe { is_own_proc_inode(&id) };
@@ -294,14 +365,22 @@ unsafe fn walk(
                 if i == 1 && call_id == baseline {
                     break;
                 }
-                let mut hit = lookup(call, id.dev, id.ino, access, now);
-                if hit.is_none() && own_proc {
-                    hit = lookup(call, id.dev, PROC_SELF_INO, access, now);
+                let hit = lookup(call, id.dev, id.ino, access, now);
+                if hit == Some(KernelReason::Allowed) {
+                    set_walk_hint(scope_hint(level, call == baseline));
+                    return Ok(KernelReason::Allowed);
                 }
-                match hit {
-                    Some(KernelReason::Allowed) => return Ok(KernelReason::Allowed),
-                    Some(r) => reason = r,
-                    None => {}
+                if let Some(r) = hit {
+                    reason = r;
+                }
+                if hit.is_none() && own_proc {
+                    // Allowed through `/proc/self`: no hint (the hint's
+                    // re-check asks the directory's own inode only).
+                    match lookup(call, id.dev, PROC_SELF_INO, access, now) {
+                        Some(KernelReason::Allowed) => return Ok(KernelReason::Allowed),
+                        Some(r) => reason = r,
+                        None => {}
+                    }
                 }
             }
             *pending |= pending_at(pending_id, &id, own_proc, access);

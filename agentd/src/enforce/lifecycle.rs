@@ -407,6 +407,7 @@ impl Enforcer {
             events_dropped: at(2),
             events_suppressed: at(3),
             exec_killed: at(4),
+            reads_by_scope_hint: at(5),
             notifications: s.notifications.load(Ordering::Relaxed),
             supervisor_allowed: s.allowed.load(Ordering::Relaxed),
             supervisor_denied: s.denied.load(Ordering::Relaxed),

@@ -221,6 +221,9 @@ pub struct Counters {
     pub events_suppressed: u64,
     /// Tasks killed at exec verification.
     pub exec_killed: u64,
+    /// Repeated reads under a bound call allowed by their scope hint,
+    /// without the scope walk (lsm backend; also in `kernel_allowed`).
+    pub reads_by_scope_hint: u64,
     /// Notifications the supervisors received.
     pub notifications: u64,
     /// Supervisor allows.

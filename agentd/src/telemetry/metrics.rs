@@ -184,6 +184,7 @@ impl Metrics {
                 ("events_dropped", k.events_dropped),
                 ("events_suppressed", k.events_suppressed),
                 ("exec_killed", k.exec_killed),
+                ("reads_by_scope_hint", k.reads_by_scope_hint),
                 ("notifications", k.notifications),
                 ("supervisor_allowed", k.supervisor_allowed),
                 ("supervisor_denied", k.supervisor_denied),

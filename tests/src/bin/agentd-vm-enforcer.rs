@@ -155,6 +155,7 @@ fn run(r: &mut Report) -> Result<(), String> {
     e2e(r, &enforcer, &sink)?;
     grants(r, &enforcer, &sink)?;
     summaries(r, &enforcer, &sink)?;
+    repeats(r, &enforcer, &sink)?;
     protected(r, &enforcer, &sink)?;
     // Opens counted under a grant that is still live at shutdown: the
     // shutdown writes (and commits) their row before it returns.
@@ -310,6 +311,294 @@ fn summaries(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(
             ))
         },
     );
+    Ok(())
+}
+
+/// Where the repeated-read cases work: `in/` is the grants' read scope,
+/// `out/` is outside every scope, `base/` is in the baseline for one case.
+const REPEAT: &str = "/tmp/e2e/repeat";
+
+/// Opens `path` read-only `n` times; 0 when every open succeeded, else the
+/// errno of the first that failed.
+fn open_n(path: &str, n: usize) -> i32 {
+    let c = CString::new(path).unwrap();
+    for _ in 0..n {
+        // SAFETY: NUL-terminated path; the fd is closed at once.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+        if fd < 0 {
+            return errno();
+        }
+        unsafe { libc::close(fd) };
+    }
+    0
+}
+
+/// Runs `first` in a process of agent `e2e` bound to `call`, then
+/// `between` in this (outside, root) process, then `then` in the same
+/// bound process: the process keeps what the kernel learned from its
+/// first reads. Returns both results (errno-style codes).
+fn bound_then(
+    enforcer: &Enforcer,
+    call: &str,
+    first: impl FnOnce() -> i32,
+    between: impl FnOnce() -> Result<(), String>,
+    then: impl FnOnce() -> i32,
+) -> Result<(i32, i32), String> {
+    let mut go = [0i32; 2];
+    let mut back = [0i32; 2];
+    // SAFETY: pipes + fork; the test binary is single-threaded here, so
+    // the child may run ordinary code until it exits.
+    unsafe {
+        if libc::pipe(go.as_mut_ptr()) != 0 || libc::pipe(back.as_mut_ptr()) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            let mut b = 0u8;
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+            let r = first() as u8;
+            libc::write(back[1], (&r as *const u8).cast(), 1);
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+            libc::_exit(then());
+        }
+        libc::close(go[0]);
+        libc::close(back[1]);
+        let joined = enforcer
+            .join("e2e", pid as u32)
+            .and_then(|()| enforcer.bind(pid as u32, call))
+            .map_err(|e| format!("join/bind: {e}"));
+        libc::write(go[1], b"x".as_ptr().cast(), 1);
+        let mut r1 = 0u8;
+        let got = libc::read(back[0], (&mut r1 as *mut u8).cast(), 1);
+        let between = between();
+        libc::write(go[1], b"x".as_ptr().cast(), 1);
+        libc::close(go[1]);
+        libc::close(back[0]);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        joined?;
+        between?;
+        if got != 1 || !libc::WIFEXITED(status) {
+            return Err(format!("bound process died (status {status:#x})"));
+        }
+        Ok((r1 as i32, libc::WEXITSTATUS(status)))
+    }
+}
+
+/// Deny rows whose target ends with `name`.
+fn deny_rows(sink: &MemorySink, name: &str) -> usize {
+    sink.0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| k.decision == "deny" && k.target.ends_with(name))
+        .count()
+}
+
+/// Waits (up to 3 s: the reader is woken by denials, then appends) for
+/// more than `before` deny rows of `name`; the count seen.
+fn new_deny_rows(sink: &MemorySink, name: &str, before: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = deny_rows(sink, name);
+        if n > before || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A read repeated under a bound grant skips the scope walk when the scope
+/// that allowed it still does (the hint in its access summary). Each case:
+/// the control — the same file read 50 times under the live grant — then a
+/// change made from outside the agent, then the same process reads again
+/// and must be refused with its own deny row: the grant revoked, the file
+/// renamed out of the scope, its directory renamed out, a hard link to it
+/// outside the scope (while its own name still reads), the grant expired,
+/// and a baseline scope that allowed it removed.
+fn repeats(r: &mut Report, enforcer: &Enforcer, sink: &MemorySink) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let _ = std::fs::remove_dir_all(REPEAT);
+    for d in ["in/sub", "out", "base"] {
+        std::fs::create_dir_all(format!("{REPEAT}/{d}")).map_err(e)?;
+    }
+    for f in [
+        "in/a.txt",
+        "in/b.txt",
+        "in/c.txt",
+        "in/sub/d.txt",
+        "in/f.txt",
+        "base/e.txt",
+    ] {
+        std::fs::write(format!("{REPEAT}/{f}"), "r\n").map_err(e)?;
+    }
+    let install = |call: &str, ttl_secs: u64| {
+        let grant = GrantSpec {
+            read: vec![format!("{REPEAT}/in").into()],
+            ttl_secs,
+            ..Default::default()
+        };
+        enforcer
+            .install_grant("e2e", call, &format!("msg-{call}"), &grant)
+            .map_err(|e| e.to_string())
+    };
+    let path = |p: &str| format!("{REPEAT}/{p}");
+    // Judges one case: the control reads succeeded, the read after the
+    // change was refused (EPERM) with a new deny row for `name`.
+    let judge = |got: Result<(i32, i32), String>, name: &str, before: usize| {
+        let (control, after) = got?;
+        let rows = new_deny_rows(sink, name, before);
+        if control == 0 && after == libc::EPERM && rows > before {
+            Ok(format!(
+                "control: 50 reads allowed; after: EPERM with its own deny row ({name})"
+            ))
+        } else {
+            Err(format!(
+                "control={control} (want 0), after={after} (want EPERM), deny rows {before}->{rows}"
+            ))
+        }
+    };
+
+    install("call-rep-revoke", 120)?;
+    let before = deny_rows(sink, "a.txt");
+    let hinted_before = enforcer.counters().reads_by_scope_hint;
+    let mut hinted = 0;
+    let got = bound_then(
+        enforcer,
+        "call-rep-revoke",
+        || open_n(&path("in/a.txt"), 50),
+        || {
+            hinted = enforcer.counters().reads_by_scope_hint - hinted_before;
+            enforcer
+                .revoke("call-rep-revoke")
+                .map_err(|e| e.to_string())
+        },
+        || open_n(&path("in/a.txt"), 1),
+    );
+    // The first read walks (one per CPU); the repeats are decided by the
+    // hint (the VM has one vCPU; ≥ 40 leaves room for a few more).
+    r.check(
+        "repeat_reads_decided_by_the_scope_hint",
+        if hinted >= 40 {
+            Ok(format!(
+                "{hinted} of 50 reads allowed by the hint, without the walk"
+            ))
+        } else {
+            Err(format!(
+                "{hinted} of 50 reads allowed by the hint (want >= 40)"
+            ))
+        },
+    );
+    r.check(
+        "repeat_read_after_revoke_denied",
+        judge(got, "a.txt", before),
+    );
+
+    install("call-rep-rename", 120)?;
+    let before = deny_rows(sink, "b.txt");
+    let got = bound_then(
+        enforcer,
+        "call-rep-rename",
+        || open_n(&path("in/b.txt"), 50),
+        || std::fs::rename(path("in/b.txt"), path("out/b.txt")).map_err(e),
+        || open_n(&path("out/b.txt"), 1),
+    );
+    r.check(
+        "repeat_read_renamed_out_of_scope_denied",
+        judge(got, "b.txt", before),
+    );
+
+    install("call-rep-dir", 120)?;
+    let before = deny_rows(sink, "d.txt");
+    let got = bound_then(
+        enforcer,
+        "call-rep-dir",
+        || open_n(&path("in/sub/d.txt"), 50),
+        || std::fs::rename(path("in/sub"), path("out/sub")).map_err(e),
+        || open_n(&path("out/sub/d.txt"), 1),
+    );
+    r.check(
+        "repeat_read_directory_renamed_out_of_scope_denied",
+        judge(got, "d.txt", before),
+    );
+
+    install("call-rep-link", 120)?;
+    let before = deny_rows(sink, "c-link.txt");
+    let got = bound_then(
+        enforcer,
+        "call-rep-link",
+        || open_n(&path("in/c.txt"), 50),
+        || std::fs::hard_link(path("in/c.txt"), path("out/c-link.txt")).map_err(e),
+        || match open_n(&path("out/c-link.txt"), 1) {
+            // The same inode still reads through its name in the scope.
+            libc::EPERM if open_n(&path("in/c.txt"), 1) == 0 => libc::EPERM,
+            libc::EPERM => 200,
+            other => other,
+        },
+    );
+    r.check(
+        "repeat_read_hard_link_out_of_scope_denied",
+        judge(got, "c-link.txt", before).map(|ok| format!("{ok}; in/c.txt still reads")),
+    );
+
+    install("call-rep-expire", 2)?;
+    let before = deny_rows(sink, "f.txt");
+    let got = bound_then(
+        enforcer,
+        "call-rep-expire",
+        || open_n(&path("in/f.txt"), 50),
+        || {
+            std::thread::sleep(Duration::from_millis(2300));
+            Ok(())
+        },
+        || open_n(&path("in/f.txt"), 1),
+    );
+    r.check(
+        "repeat_read_after_expiry_denied",
+        judge(got, "f.txt", before),
+    );
+
+    // The bound process reads a file only the baseline covers; the
+    // baseline is then replaced without that scope.
+    let original = enforcer
+        .baseline_of("e2e")
+        .ok_or("agent e2e has no baseline")?;
+    let mut wider = original.clone();
+    wider.read.push(path("base").into());
+    let set_baseline = |b: &GrantSpec| {
+        enforcer
+            .create_agent(
+                "e2e",
+                agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, b.clone()),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    set_baseline(&wider)?;
+    install("call-rep-base", 120)?;
+    let before = deny_rows(sink, "e.txt");
+    let got = bound_then(
+        enforcer,
+        "call-rep-base",
+        || open_n(&path("base/e.txt"), 50),
+        || set_baseline(&original),
+        || open_n(&path("base/e.txt"), 1),
+    );
+    r.check(
+        "repeat_read_baseline_scope_removed_denied",
+        judge(got, "e.txt", before),
+    );
+    for call in [
+        "call-rep-rename",
+        "call-rep-dir",
+        "call-rep-link",
+        "call-rep-base",
+    ] {
+        let _ = enforcer.revoke(call);
+    }
     Ok(())
 }
 
