@@ -320,7 +320,12 @@ fn receipt_backlog(state: &Path) -> (u64, u64) {
         )
         .unwrap()
     };
-    (count("pending"), count("done"))
+    // Sealed rows the worker has not taken yet are pending too (builds
+    // before the seals table have none).
+    let sealed: u64 = db
+        .query_row("SELECT COUNT(*) FROM receipt_seals", [], |r| r.get(0))
+        .unwrap_or(0);
+    (count("pending") + sealed, count("done"))
 }
 
 /// Receipt cards rendered per second on one core (what the worker does per row).
@@ -703,7 +708,11 @@ fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String) 
     let sock = dir.join("agentd.sock");
     let config = dir.join("agentd.toml");
     std::fs::write(&config, format!("[audit]\ndurability = \"{durability}\"\n")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+    // AGENTD_BENCH_BIN: another build of agentd, for A/B runs against this one.
+    let bin = std::env::var_os("AGENTD_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_agentd")));
+    let child = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(&config)

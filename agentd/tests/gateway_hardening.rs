@@ -222,7 +222,7 @@ fn an_allow_overturned_by_a_failing_receipt_leaves_no_grant() {
     // The receipt store now refuses every enqueue (as a full or broken disk would).
     let db = rusqlite::Connection::open(d.state.join("audit.db")).unwrap();
     db.execute_batch(
-        "CREATE TRIGGER refuse_enqueue BEFORE INSERT ON receipt_queue
+        "CREATE TRIGGER refuse_enqueue BEFORE INSERT ON receipt_seals
          BEGIN SELECT RAISE(ABORT, 'receipt store refuses'); END;",
     )
     .unwrap();

@@ -182,7 +182,10 @@ fn tool_call(
 fn queue_row(dir: &std::path::Path, call_id: &str) -> (String, Option<String>, Option<String>) {
     let db = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
     db.query_row(
-        "SELECT state, tag, last_error FROM receipt_queue WHERE call_id = ?1",
+        // Sealed with the audit row (pending until the worker takes it), or
+        // in the render history.
+        "SELECT 'pending', tag, NULL FROM receipt_seals WHERE call_id = ?1
+         UNION ALL SELECT state, tag, last_error FROM receipt_queue WHERE call_id = ?1",
         [call_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
@@ -221,7 +224,7 @@ fn an_allow_is_sealed_in_its_audit_rows_transaction() {
     let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
     let redact: bool = db
         .query_row(
-            "SELECT redact FROM receipt_queue WHERE call_id = ?1",
+            "SELECT redact FROM receipt_seals WHERE call_id = ?1",
             [&d.call_id],
             |r| r.get(0),
         )
@@ -242,6 +245,63 @@ fn an_allow_is_sealed_in_its_audit_rows_transaction() {
     );
     let issued = receipt::issued::read(&db, &d.call_id).unwrap();
     assert_eq!((issued.claims, issued.face), (claims, hidden));
+    audit.shutdown().unwrap();
+}
+
+/// Rows of `call_id` in the seals (written with the audit row) and in the
+/// render history.
+fn seal_and_history_rows(dir: &std::path::Path, call_id: &str) -> (u64, u64) {
+    let db = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+    let count = |table: &str| -> u64 {
+        db.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE call_id = ?1"),
+            [call_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    (count("receipt_seals"), count("receipt_queue"))
+}
+
+#[test]
+fn a_sealed_receipt_moves_to_the_render_history_when_the_worker_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, audit, queue, id, key) = sealed_gateway(dir.path(), None);
+    let d = tool_call(&g, &read_chart(&id));
+    assert!(d.is_allow(), "{d:?}");
+    // Sealed with its row only: the allow path writes nothing else.
+    assert_eq!(seal_and_history_rows(dir.path(), &d.call_id), (1, 0));
+    assert_eq!(queue.stats().unwrap().pending, 1);
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    let sealed = receipt::issued::read(&db, &d.call_id).unwrap();
+    assert_eq!(sealed.state, "pending");
+    // A tool re-enqueueing the call with other claims is refused against
+    // the seal; with the same claims it is a no-op.
+    let mut other = sealed.claims.clone();
+    other.seq += 1;
+    assert_eq!(
+        queue.enqueue(&other).unwrap_err().reason_code(),
+        "duplicate_call_id"
+    );
+    assert_eq!(seal_and_history_rows(dir.path(), &d.call_id), (0, 1));
+    let lookup: KeyLookup = Arc::new(move |op: &str| (op == "dr-chen").then(|| key.clone()));
+    // A second allow, still sealed, is taken by the worker with the first.
+    let d2 = tool_call(&g, &read_chart(&id));
+    assert!(d2.is_allow(), "{d2:?}");
+    assert_eq!(seal_and_history_rows(dir.path(), &d2.call_id), (1, 0));
+    assert_eq!(queue.drain(&lookup).unwrap(), 2);
+    assert_eq!(seal_and_history_rows(dir.path(), &d2.call_id), (0, 1));
+    let s = queue.stats().unwrap();
+    assert_eq!((s.pending, s.done), (0, 2), "{s:?}");
+    let rendered = receipt::issued::read(&db, &d2.call_id).unwrap();
+    assert_eq!(
+        (rendered.state.as_str(), rendered.tag.is_some()),
+        ("done", true)
+    );
+    assert!(queue.receipt_path(&d2.call_id).exists());
+    // Same claims as sealed: nothing changes.
+    queue.enqueue(&rendered.claims).unwrap();
+    assert_eq!(queue.stats().unwrap().done, 2);
     audit.shutdown().unwrap();
 }
 
@@ -316,7 +376,7 @@ fn a_receipt_that_cannot_be_sealed_denies_the_call_and_keeps_the_chain() {
     assert!(tool_call(&g, &read_chart(&id)).is_allow());
     let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
     db.execute_batch(
-        "CREATE TRIGGER refuse_seal BEFORE INSERT ON receipt_queue
+        "CREATE TRIGGER refuse_seal BEFORE INSERT ON receipt_seals
          BEGIN SELECT RAISE(ABORT, 'receipt table refuses'); END;",
     )
     .unwrap();

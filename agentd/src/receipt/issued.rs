@@ -67,6 +67,28 @@ struct QueueRow {
     last_error: Option<String>,
 }
 
+/// A receipt sealed with its audit row and not yet taken by the worker
+/// (pending); None where no daemon with the seals table has run.
+fn sealed_row(conn: &Connection, call_id: &str) -> rusqlite::Result<Option<QueueRow>> {
+    if !crate::audit::store::has_column(conn, "receipt_seals", "seq")? {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT claims, tag, redact FROM receipt_seals WHERE call_id = ?1",
+        params![call_id],
+        |r| {
+            Ok(QueueRow {
+                claims: r.get(0)?,
+                tag: r.get(1)?,
+                state: "pending".into(),
+                redact: r.get(2)?,
+                last_error: None,
+            })
+        },
+    )
+    .optional()
+}
+
 /// The receipt the daemon sealed for `call_id`. Fails with
 /// `receipt_not_found` (no sealed receipt: the call was not allowed, or is
 /// unknown) or `receipt_void` (the allow was overturned after its row).
@@ -96,6 +118,10 @@ pub fn read(conn: &Connection, call_id: &str) -> Result<Issued, ReceiptError> {
         })
         .optional()
         .map_err(store)?;
+    let row = match row {
+        Some(row) => Some(row),
+        None => sealed_row(conn, call_id).map_err(store)?,
+    };
     let Some(row) = row else {
         return Err(ReceiptError::InvalidClaims {
             reason: "receipt_not_found",

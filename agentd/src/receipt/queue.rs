@@ -1,11 +1,15 @@
 //! Receipt queue and the worker that renders receipts to
 //! `state_dir/receipts/<call_id>.png` off the decision path.
 //!
-//! The queue is the table `receipt_queue` in the audit database
-//! (`state_dir/audit.db`): the daemon's allowed calls are sealed there by
+//! The queue lives in the audit database (`state_dir/audit.db`) as two
+//! tables. The daemon's allowed calls are sealed in `receipt_seals` by
 //! [`ReceiptSeal`], a companion of the allow's audit row, so the claims and
 //! their HMAC tag commit in the same transaction as the row itself (no
-//! second commit per call). A row leaves `pending` only after its file is
+//! second commit per call). That table is keyed by the audit row's seq and
+//! has one index, so a batch of allows adds to the end of two b-trees: the
+//! allow path writes as few pages as it can. The worker moves sealed rows
+//! into `receipt_queue` (the render history: state, attempts, errors) when
+//! it takes them, off the decision path. A row leaves `pending` only after its file is
 //! written, synced and renamed into place, so a crash or restart at any
 //! point loses nothing: the next worker renders what is still pending
 //! (rendering is deterministic, so a repeated render rewrites identical
@@ -51,7 +55,26 @@ CREATE TABLE IF NOT EXISTS receipt_queue (
     done_at     TEXT
 );
 CREATE INDEX IF NOT EXISTS receipt_queue_state ON receipt_queue (state, id);
+CREATE TABLE IF NOT EXISTS receipt_seals (
+    seq     INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL UNIQUE,
+    claims  TEXT NOT NULL,
+    tag     TEXT NOT NULL,
+    redact  INTEGER NOT NULL DEFAULT 0
+);
 ";
+
+/// Seals an allow in the audit batch (see [`ReceiptSeal`]).
+const SEAL_SQL: &str =
+    "INSERT INTO receipt_seals (seq, call_id, claims, tag, redact) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// Copies the sealed rows with seq in `?1..=?2` into the render history as
+/// pending; `enqueued_at` is the sealed row's time.
+const PROMOTE_SQL: &str = "
+INSERT OR IGNORE INTO receipt_queue (call_id, claims, tag, redact, enqueued_at)
+    SELECT call_id, claims, tag, redact,
+           COALESCE(json_extract(claims, '$.timestamp'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    FROM receipt_seals WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq";
 
 const INSERT_SQL: &str =
     "INSERT OR IGNORE INTO receipt_queue (call_id, claims, tag, redact) VALUES (?1, ?2, ?3, ?4)";
@@ -199,6 +222,8 @@ impl ReceiptQueue {
         claims.validate()?;
         let json = serde_json::to_string(claims).expect("claims serialize");
         let conn = self.inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // A call the daemon sealed is compared with its seal, wherever it is.
+        promote_call(&conn, &claims.call_id).map_err(store("enqueue"))?;
         let n = conn
             .execute(
                 INSERT_SQL,
@@ -267,12 +292,18 @@ impl ReceiptQueue {
         for row in rows {
             let (state, n) = row.map_err(store("stats"))?;
             match state.as_str() {
-                "pending" => out.pending = n,
+                "pending" => out.pending += n,
                 "done" => out.done = n,
                 "void" => out.void = n,
                 _ => out.failed = n,
             }
         }
+        // Sealed and not yet taken by the worker: pending too.
+        out.pending += conn
+            .query_row("SELECT COUNT(*) FROM receipt_seals", [], |r| {
+                r.get::<_, u64>(0)
+            })
+            .map_err(store("stats"))?;
         Ok(out)
     }
 
@@ -446,6 +477,7 @@ fn process_batch_until(
     yield_to_calls: bool,
 ) -> Result<usize, ReceiptError> {
     remove_voided_files(conn, &inner.out_dir)?;
+    promote_sealed(conn, BATCH)?;
     let rows: Vec<Pending> = {
         let mut st = conn
             .prepare_cached(
@@ -500,6 +532,50 @@ fn process_batch_until(
         }
     }
     apply_outcomes(conn, outcomes)
+}
+
+/// Moves up to `limit` of the oldest sealed rows into the render history
+/// (`receipt_queue`, state pending), in one short transaction.
+fn promote_sealed(conn: &Connection, limit: i64) -> Result<usize, ReceiptError> {
+    let range: (Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT MIN(seq), MAX(seq) FROM (SELECT seq FROM receipt_seals ORDER BY seq LIMIT ?1)",
+            params![limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(store("promote_sealed"))?;
+    let (Some(first), Some(last)) = range else {
+        return Ok(0);
+    };
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(store("promote_sealed"))?;
+    let moved = move_sealed(&tx, first, last).map_err(store("promote_sealed"))?;
+    tx.commit().map_err(store("promote_sealed"))?;
+    Ok(moved)
+}
+
+/// Moves one call's sealed row (if it is still sealed) into the render
+/// history, inside the caller's transaction: a void or a re-enqueue then
+/// finds it where every state lives.
+fn promote_call(conn: &Connection, call_id: &str) -> rusqlite::Result<()> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM receipt_seals WHERE call_id = ?1")?
+        .query_row(params![call_id], |r| r.get(0))
+        .optional()?;
+    match seq {
+        Some(seq) => move_sealed(conn, seq, seq).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Copies the sealed rows `first..=last` into the render history and
+/// removes them from the seals; returns how many moved.
+fn move_sealed(conn: &Connection, first: i64, last: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(PROMOTE_SQL)?
+        .execute(params![first, last])?;
+    conn.prepare_cached("DELETE FROM receipt_seals WHERE seq BETWEEN ?1 AND ?2")?
+        .execute(params![first, last])
 }
 
 /// Records a batch's outcomes; returns how many rows left `pending`. A row
@@ -725,22 +801,15 @@ impl Companion for ReceiptSeal {
     fn store(&self, conn: &Connection, row: &Committed) -> rusqlite::Result<()> {
         let claims = self.claims(row);
         let json = serde_json::to_string(&claims).expect("claims serialize");
-        let n = conn.prepare_cached(INSERT_SQL)?.execute(params![
+        // A call id is decided once: a second seal of one (UNIQUE) fails,
+        // and with it the allow.
+        conn.prepare_cached(SEAL_SQL)?.execute(params![
+            row.seq as i64,
             claims.call_id,
             json,
             tag(&self.keys, &claims),
             self.redact
         ])?;
-        if n == 0 {
-            // A call id is decided once; a second seal would be a second receipt.
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                Some(format!(
-                    "call {} already has a receipt queued",
-                    claims.call_id
-                )),
-            ));
-        }
         Ok(())
     }
 }
@@ -756,6 +825,7 @@ pub struct ReceiptVoid {
 
 impl Companion for ReceiptVoid {
     fn store(&self, conn: &Connection, _row: &Committed) -> rusqlite::Result<()> {
+        promote_call(conn, &self.call_id)?;
         conn.prepare_cached(
             "UPDATE receipt_queue SET state = 'void', last_error = ?2 WHERE call_id = ?1",
         )?
