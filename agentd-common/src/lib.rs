@@ -319,6 +319,9 @@ pub enum KernelReason {
     /// A write to a protected file (or removing/moving a directory holding
     /// one) that no grant names as a protected write.
     ProtectedFile = 11,
+    /// A pending grant covered the operation, but its use could not be
+    /// counted: `USE_TICKETS` is full (not a spent grant).
+    UseTicketsFull = 12,
 }
 
 impl KernelReason {
@@ -337,6 +340,7 @@ impl KernelReason {
             9 => KernelReason::ExecArgsUnverifiable,
             10 => KernelReason::ExecArgsMismatch,
             11 => KernelReason::ProtectedFile,
+            12 => KernelReason::UseTicketsFull,
             _ => return None,
         })
     }
@@ -356,6 +360,7 @@ impl KernelReason {
             KernelReason::ExecArgsUnverifiable => "exec_args_unverifiable",
             KernelReason::ExecArgsMismatch => "exec_args_mismatch",
             KernelReason::ProtectedFile => "protected_file",
+            KernelReason::UseTicketsFull => "use_tickets_full",
         }
     }
 }

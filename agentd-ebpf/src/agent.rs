@@ -133,9 +133,7 @@ pub fn claim_exec(cgroup_id: u64, agent: &AgentCgroup, file: FileId) -> Result<u
     if best.is_null() {
         return Err(refused);
     }
-    if !spend_use(best) {
-        return Err(KernelReason::GrantUsedUp);
-    }
+    spend_use(best)?;
     let call_id = unsafe { (*best).call_id };
     let binding = Binding {
         call_id,
@@ -291,9 +289,7 @@ pub fn claim_file(cgroup_id: u64, agent: &AgentCgroup, covered: u32) -> Result<u
     if unsafe { (*s).best_claimed } != 0 {
         return Ok(call_id);
     }
-    if !spend_use(g) {
-        return Err(KernelReason::GrantUsedUp);
-    }
+    spend_use(g)?;
     let claim = ProcessCall {
         call_id,
         tgid,
@@ -351,13 +347,18 @@ fn connect_rule(call_id: u64, addr: [u8; 16], port: u16, now: u64) -> KernelReas
 /// `BPF_NOEXIST`: insert only if the key is absent (atomic).
 const BPF_NOEXIST: u64 = 1;
 
+/// `E2BIG`: what a hash map update returns when the map is full.
+const E2BIG: i32 = 7;
+
 /// Spends one use of a pending grant: takes the highest free ticket at or
-/// below the `uses_left` hint (see `agentd_common::UseTicket`).
+/// below the `uses_left` hint (see `agentd_common::UseTicket`). Refused
+/// `GrantUsedUp` when every ticket is taken, `UseTicketsFull` when the map
+/// has no room for one (the grant may have uses left).
 #[inline(always)]
-fn spend_use(g: *mut PendingGrant) -> bool {
+fn spend_use(g: *mut PendingGrant) -> Result<(), KernelReason> {
     let (call_id, hint) = unsafe { ((*g).call_id, (*g).uses_left) };
     if hint == UNLIMITED_USES {
-        return true;
+        return Ok(());
     }
     let mut n = hint;
     let mut tries = 0;
@@ -367,9 +368,13 @@ fn spend_use(g: *mut PendingGrant) -> bool {
             n,
             _pad: 0,
         };
-        if USE_TICKETS.insert(&ticket, &1u8, BPF_NOEXIST).is_ok() {
-            unsafe { (*g).uses_left = n - 1 };
-            return true;
+        match USE_TICKETS.insert(&ticket, &1u8, BPF_NOEXIST) {
+            Ok(()) => {
+                unsafe { (*g).uses_left = n - 1 };
+                return Ok(());
+            }
+            Err(e) if e == -E2BIG => return Err(KernelReason::UseTicketsFull),
+            Err(_) => {}
         }
         n -= 1;
         tries += 1;
@@ -377,7 +382,7 @@ fn spend_use(g: *mut PendingGrant) -> bool {
     if n == 0 {
         unsafe { (*g).uses_left = 0 };
     }
-    false
+    Err(KernelReason::GrantUsedUp)
 }
 
 /// A pending grant of the agent that covers a connect to (`addr`, `port`)
@@ -436,9 +441,7 @@ pub fn claim_connect(
     if best.is_null() {
         return Err(refused);
     }
-    if !spend_use(best) {
-        return Err(KernelReason::GrantUsedUp);
-    }
+    spend_use(best)?;
     Ok(unsafe { (*best).call_id })
 }
 

@@ -59,7 +59,8 @@ pub static PENDING: HashMap<PendingKey, PendingGrant> = HashMap::pinned(8192, 0)
 pub static USE_TICKETS: HashMap<UseTicket, u8> = HashMap::pinned(65536, 0);
 
 /// (call, tgid) → start time: file claims of pending grants made by the lsm
-/// hooks (the seccomp supervisor keeps the same set in user space).
+/// hooks and by the seccomp supervisors (which keep the set in user space
+/// too); agentd reads it to keep a spent grant while its claimant lives.
 #[map]
 pub static FILE_CLAIMS: LruHashMap<ProcessCall, u64> = LruHashMap::pinned(FILE_CLAIM_ENTRIES, 0);
 

@@ -79,6 +79,7 @@ fn spec(f: impl FnOnce(&mut GrantSpec)) -> GrantSpec {
 struct Env {
     enforcer: Enforcer,
     sink: MemorySink,
+    state: PathBuf,
     sock: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -93,13 +94,15 @@ fn env() -> Env {
         Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
     launch::serve(enforcer.clone(), &sock).expect("socket");
     // Keep the state directory alive as long as the test.
-    std::mem::forget(state);
+    let state = state.keep();
     let dir = tempfile::Builder::new()
         .prefix("agentd-claims")
         .tempdir_in("/tmp")
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for name in ["granted", "inproc", "once", "again", "two", "exp", "secret"] {
+    for name in [
+        "granted", "inproc", "once", "again", "two", "exp", "secret", "held", "gone", "full",
+    ] {
         let p = dir.path().join(name);
         std::fs::write(&p, format!("{name}-contents\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -107,6 +110,7 @@ fn env() -> Env {
     Env {
         enforcer,
         sink,
+        state,
         sock,
         dir,
         port: http_server(),
@@ -502,5 +506,330 @@ fn without_enforcement_the_siblings_steps_succeed() {
         "would_deny",
         "claim_not_requester_tree",
     );
+    e.enforcer.uninstall();
+}
+
+/// The script of the spent-grant test: the shell claims `held` for its
+/// own reads (and lives on), a subshell claims `gone` and exits.
+const SPENT_SCRIPT: &str = r#"
+wait_for() { while [ ! -e "$D/$1" ]; do /usr/bin/sleep 0.05; done; }
+echo ready $$
+wait_for go
+read l < "$D/held"; echo held_1=$?
+(read l < "$D/gone") 2>/dev/null; echo gone_1=$?
+echo claimed
+wait_for go2
+read l < "$D/held"; echo held_2=$? "$l"
+(read l < "$D/gone") 2>/dev/null; echo gone_2=$?
+echo done
+"#;
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Entries in one of the instance's pinned maps.
+fn map_entries<K: aya::Pod, V: aya::Pod>(state: &std::path::Path, map: &'static str) -> usize {
+    let pins = agentd::enforce::bpf_state::Instance::for_state_dir(state).pin_dir();
+    agentd::enforce::bpf_state::open_pinned_hash::<K, V>(&pins, map)
+        .unwrap()
+        .keys()
+        .count()
+}
+
+/// The calls the enforcer holds for `agent`.
+fn calls_of(enforcer: &Enforcer, agent: &str) -> Vec<String> {
+    let mut calls = enforcer
+        .list_agents()
+        .into_iter()
+        .find(|a| a.name == agent)
+        .map(|a| a.calls)
+        .unwrap_or_default();
+    calls.sort();
+    calls
+}
+
+#[test]
+fn a_spent_grant_is_dropped_once_its_claimant_exits_and_stays_dropped() {
+    use agentd_common::{maps, PendingGrant, PendingKey, UseTicket};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let e = env();
+    let agent = format!("t-spent-{}", std::process::id());
+    let mut baseline = default_baseline();
+    baseline.exec.push("/usr/bin/sleep".into());
+    e.enforcer
+        .create_agent(
+            &agent,
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
+        )
+        .unwrap();
+    let d = e.dir.path();
+    let mut child = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&e.sock)
+        .args([
+            "--agent",
+            &agent,
+            "--user",
+            USER,
+            "--",
+            "/bin/sh",
+            "-c",
+            SPENT_SCRIPT,
+        ])
+        .env("D", d)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("agentctl run");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    // A failed assertion must not leave the agent behind.
+    let mut child = KillOnDrop(child);
+    let mut lines = Vec::new();
+    let mut until = |want: &str| loop {
+        let l = out
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("no `{want}`: {lines:#?}"));
+        lines.push(l.clone());
+        if l.starts_with(want) {
+            return (l, lines.clone());
+        }
+    };
+    let (ready, _) = until("ready ");
+    let shell: u32 = ready["ready ".len()..].trim().parse().unwrap();
+    let requester = e.enforcer.requester_of(&agent, shell).expect("requester");
+    let call = |c: &str| format!("{agent}-{c}");
+    for name in ["held", "gone"] {
+        let g = spec(|s| {
+            s.read = vec![d.join(name)];
+            s.uses = 1;
+        });
+        e.enforcer
+            .install_grant_for(&agent, &call(name), "m", &g, Some(requester.clone()))
+            .unwrap();
+    }
+    std::fs::write(d.join("go"), "").unwrap();
+    let (_, lines) = until("claimed");
+    assert!(
+        ok(value(&lines, "held_1")) && ok(value(&lines, "gone_1")),
+        "{lines:#?}"
+    );
+    assert_eq!(map_entries::<UseTicket, u8>(&e.state, maps::USE_TICKETS), 2);
+
+    // The subshell that claimed `gone` has exited: its grant is dropped
+    // (after the settling time), with its row; `held`'s claimant lives.
+    let dropped = || {
+        let recs = e.sink.0.lock().unwrap().clone();
+        recs.iter()
+            .filter(|r| r.action == "grant_dropped" && r.reason_code == "grant_spent")
+            .filter(|r| r.agent == agent && r.decision == "info" && r.target == "uses=1")
+            .map(|r| r.call_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let wait_dropped = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while dropped().len() < n {
+            assert!(Instant::now() < deadline, "{n} drops: {:?}", dropped());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_dropped(1);
+    assert_eq!(dropped(), vec![call("gone")]);
+    assert_eq!(calls_of(&e.enforcer, &agent), vec![call("held")]);
+    assert_eq!(map_entries::<UseTicket, u8>(&e.state, maps::USE_TICKETS), 1);
+    assert_eq!(
+        map_entries::<PendingKey, PendingGrant>(&e.state, maps::PENDING),
+        1
+    );
+
+    // The live claimant keeps its grant (a further read spends nothing);
+    // the dropped grant covers nothing any more.
+    std::fs::write(d.join("go2"), "").unwrap();
+    let (_, lines) = until("done");
+    let held = value(&lines, "held_2");
+    assert!(ok(held) && held.ends_with("held-contents"), "{lines:#?}");
+    assert!(!ok(value(&lines, "gone_2")), "{lines:#?}");
+    record(&e.sink, &agent, "file_open", "/gone", "deny", "no_grant");
+    let _ = child.0.wait();
+
+    // The shell has exited too: `held` goes; registry and maps agree.
+    wait_dropped(2);
+    assert_eq!(dropped(), vec![call("gone"), call("held")]);
+    assert!(calls_of(&e.enforcer, &agent).is_empty());
+    assert_eq!(map_entries::<UseTicket, u8>(&e.state, maps::USE_TICKETS), 0);
+    assert_eq!(
+        map_entries::<PendingKey, PendingGrant>(&e.state, maps::PENDING),
+        0
+    );
+
+    // A restart over the pinned maps reads the journal: neither comes back.
+    e.enforcer.shutdown();
+    let again = Enforcer::start(Backend::Seccomp, &e.state, MemorySink::default()).unwrap();
+    assert!(calls_of(&again, &agent).is_empty());
+    assert!(again.list_agents().iter().any(|a| a.name == agent));
+    again.uninstall();
+}
+
+/// The script of the full-ticket-map test: a claim of each kind while the
+/// map is full (`filled`), then again with room (`done`).
+const FULL_SCRIPT: &str = r#"
+wait_for() { while [ ! -e "$D/$1" ]; do /usr/bin/sleep 0.05; done; }
+echo ready $$
+wait_for go
+(read l < "$D/full") 2>/dev/null; echo full_open=$?
+/usr/bin/curl -s -o /dev/null "http://127.0.0.1:$P/"; echo full_connect=$?
+echo filled
+wait_for go2
+(read l < "$D/full") 2>/dev/null; echo room_open=$?
+/usr/bin/curl -s -o /dev/null "http://127.0.0.1:$P/"; echo room_connect=$?
+echo done
+"#;
+
+#[test]
+fn a_full_use_ticket_map_refuses_claims_under_its_own_reason() {
+    use agentd_common::{maps, UseTicket};
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let e = env();
+    let agent = format!("t-full-{}", std::process::id());
+    let mut baseline = default_baseline();
+    baseline
+        .exec
+        .extend(["/usr/bin/sleep".into(), "/usr/bin/curl".into()]);
+    e.enforcer
+        .create_agent(
+            &agent,
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
+        )
+        .unwrap();
+    let d = e.dir.path();
+    let mut child = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&e.sock)
+        .args([
+            "--agent",
+            &agent,
+            "--user",
+            USER,
+            "--",
+            "/bin/sh",
+            "-c",
+            FULL_SCRIPT,
+        ])
+        .env("D", d)
+        .env("P", e.port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("agentctl run");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _child = KillOnDrop(child);
+    let mut lines = Vec::new();
+    let mut until = |want: &str| loop {
+        let l = out
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("no `{want}`: {lines:#?}"));
+        lines.push(l.clone());
+        if l.starts_with(want) {
+            return (l, lines.clone());
+        }
+    };
+    let (ready, _) = until("ready ");
+    let shell: u32 = ready["ready ".len()..].trim().parse().unwrap();
+    let requester = e.enforcer.requester_of(&agent, shell).expect("requester");
+    let file = spec(|s| {
+        s.read = vec![d.join("full")];
+        s.uses = 1;
+    });
+    let net = spec(|s| {
+        s.connect = vec![format!("127.0.0.1:{}", e.port)];
+        s.uses = 1;
+    });
+    for (call, g) in [("file", file), ("net", net)] {
+        let call = format!("{agent}-{call}");
+        e.enforcer
+            .install_grant_for(&agent, &call, "m", &g, Some(requester.clone()))
+            .unwrap();
+    }
+    // Other grants' tickets fill the map (ids no grant of this instance has).
+    let pins = agentd::enforce::bpf_state::Instance::for_state_dir(&e.state).pin_dir();
+    let mut tickets =
+        agentd::enforce::bpf_state::open_pinned_hash::<UseTicket, u8>(&pins, maps::USE_TICKETS)
+            .unwrap();
+    let filler = |n: u32| UseTicket {
+        call_id: u64::MAX - 1,
+        n,
+        _pad: 0,
+    };
+    let mut n = 0;
+    while tickets.insert(filler(n), 1, 0).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 65536, "USE_TICKETS holds 65,536 tickets");
+    std::fs::write(d.join("go"), "").unwrap();
+    let (_, lines) = until("filled");
+    assert!(!ok(value(&lines, "full_open")), "{lines:#?}");
+    assert!(!ok(value(&lines, "full_connect")), "{lines:#?}");
+    // Refused, each under the reason that says why: the supervisor's file
+    // claim and the kernel's connect claim alike.
+    let port = format!("127.0.0.1:{}", e.port);
+    record(
+        &e.sink,
+        &agent,
+        "file_open",
+        "/full",
+        "deny",
+        "use_tickets_full",
+    );
+    record(
+        &e.sink,
+        &agent,
+        "connect",
+        &port,
+        "deny",
+        "use_tickets_full",
+    );
+    let used_up = e
+        .sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.agent == agent && r.reason_code == "grant_used_up")
+        .count();
+    assert_eq!(used_up, 0, "a full map must not read as a spent grant");
+
+    // Control: with room, the same claims succeed, each spending its use.
+    tickets.remove(&filler(0)).unwrap();
+    tickets.remove(&filler(1)).unwrap();
+    std::fs::write(d.join("go2"), "").unwrap();
+    let (_, lines) = until("done");
+    assert!(ok(value(&lines, "room_open")), "{lines:#?}");
+    assert!(ok(value(&lines, "room_connect")), "{lines:#?}");
+    let r = record(
+        &e.sink,
+        &agent,
+        "file_open",
+        "/full",
+        "allow",
+        "grant_matched",
+    );
+    assert_eq!(r.call_id, format!("{agent}-file"));
+    let r = record(&e.sink, &agent, "connect", &port, "allow", "grant_matched");
+    assert_eq!(r.call_id, format!("{agent}-net"));
+    for n in 2..n {
+        let _ = tickets.remove(&filler(n));
+    }
     e.enforcer.uninstall();
 }

@@ -69,6 +69,12 @@ impl Ledger {
         self.ending.remove(&call_id);
     }
 
+    /// [`Self::forget_call`] for several calls, in one pass.
+    pub fn forget_calls(&mut self, call_ids: &BTreeSet<u64>) {
+        self.written.retain(|k, _| !call_ids.contains(&k.call_id));
+        self.ending.retain(|h, _| !call_ids.contains(h));
+    }
+
     /// Marks `call_id` as ending, named `names` until it is forgotten.
     pub fn ending(&mut self, call_id: u64, names: Names) {
         self.ending.insert(call_id, names);
@@ -268,6 +274,40 @@ impl Enforcer {
         };
         self.write_summaries(&due, |_| names.clone(), true);
         self.ops().forget_access_summaries(handle);
+    }
+
+    /// [`Self::flush_ended_call`] for several calls at once, reading the
+    /// kernel's counts once (grants dropped together when spent).
+    pub(super) fn flush_ended_calls(&self, ended: &[(u64, Names)]) {
+        if ended.is_empty() {
+            return;
+        }
+        let names: HashMap<u64, &Names> = ended.iter().map(|(h, n)| (*h, n)).collect();
+        let counted: Vec<Counted> = self
+            .counted(None)
+            .into_iter()
+            .filter(|c| names.contains_key(&c.key.call_id))
+            .collect();
+        let due = {
+            let mut ledger = self.ledger();
+            let due = ledger.due(&counted);
+            ledger.forget_calls(&names.keys().copied().collect());
+            due
+        };
+        self.write_summaries(
+            &due,
+            |c| {
+                names
+                    .get(&c.key.call_id)
+                    .map(|n| (*n).clone())
+                    .unwrap_or_default()
+            },
+            true,
+        );
+        let with_counts: BTreeSet<u64> = counted.iter().map(|c| c.key.call_id).collect();
+        for handle in with_counts {
+            self.ops().forget_access_summaries(handle);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Binding a process to a tool call: who may bind what, and the use count.
 //! The kernel side (BINDINGS map, inheritance at fork, cleanup at exit) is
 //! in agentd-ebpf `process_tree.rs`.
-use super::{agent_cgroup, registry::CallEntry};
+use super::{agent_cgroup, pending::Spend, registry::CallEntry};
 
 /// Why a bind request is refused (each maps to a stable reason code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +24,12 @@ pub enum BindError {
         /// The call id.
         call_id: String,
     },
+    /// The kernel's use-ticket map is full: the use cannot be counted.
+    #[error("no use of call {call_id} can be counted: the kernel's USE_TICKETS map is full")]
+    TicketsFull {
+        /// The call id.
+        call_id: String,
+    },
     /// The asking (or named) process is not in the call's agent cgroup.
     #[error("process {pid} is not in agent {agent}'s cgroup")]
     NotInAgent {
@@ -41,6 +47,7 @@ impl BindError {
             BindError::NoGrant { .. } => crate::protocol::reason::NO_GRANT,
             BindError::Expired { .. } => crate::protocol::reason::GRANT_EXPIRED,
             BindError::UsedUp { .. } => crate::protocol::reason::GRANT_USED_UP,
+            BindError::TicketsFull { .. } => crate::protocol::reason::USE_TICKETS_FULL,
             BindError::NotInAgent { .. } => crate::protocol::reason::PEER_NOT_IN_AGENT,
         }
     }
@@ -49,14 +56,14 @@ impl BindError {
 /// Checks that both the peer (from SO_PEERCRED) and the process to bind
 /// belong to the call's agent, then spends one use of the grant through
 /// `spend` (given the uses believed left, it returns the uses left after
-/// the spend, or `None` when the grant is spent).
+/// the spend, or why none was spent).
 pub fn authorize(
     call: &mut CallEntry,
     peer_pid: u32,
     pid: u32,
     now_boot_ns: u64,
     agent_of: impl Fn(u32) -> Option<String>,
-    spend: impl FnOnce(u32) -> Option<u32>,
+    spend: impl FnOnce(u32) -> Result<u32, Spend>,
 ) -> Result<(), BindError> {
     for p in [peer_pid, pid] {
         if agent_of(p).as_deref() != Some(call.agent.as_str()) {
@@ -73,11 +80,14 @@ pub fn authorize(
     }
     match &mut call.uses_left {
         Some(n) => match spend(*n) {
-            Some(left) => {
+            Ok(left) => {
                 *n = left;
                 Ok(())
             }
-            None => {
+            Err(Spend::TicketsFull) => Err(BindError::TicketsFull {
+                call_id: call.call_id.clone(),
+            }),
+            Err(_) => {
                 *n = 0;
                 Err(BindError::UsedUp {
                     call_id: call.call_id.clone(),
@@ -130,8 +140,8 @@ mod tests {
     }
 
     /// A stand-in for the kernel's ticket map: one use per call.
-    fn countdown(left: u32) -> Option<u32> {
-        left.checked_sub(1)
+    fn countdown(left: u32) -> Result<u32, Spend> {
+        left.checked_sub(1).ok_or(Spend::UsedUp)
     }
 
     #[test]
@@ -141,6 +151,18 @@ mod tests {
         assert!(authorize(&mut c, 1, 1, 5, agent_of, countdown).is_ok());
         let e = authorize(&mut c, 1, 1, 5, agent_of, countdown).unwrap_err();
         assert_eq!(e.reason_code(), "grant_used_up");
+    }
+
+    #[test]
+    fn a_full_ticket_map_is_its_own_refusal_and_spends_nothing() {
+        let mut c = call(Some(2), 0);
+        let full = |_| Err(Spend::TicketsFull);
+        let e = authorize(&mut c, 1, 1, 5, agent_of, full).unwrap_err();
+        assert_eq!(e.reason_code(), "use_tickets_full");
+        // The grant's uses are as they were: the next bind, with room, spends one.
+        assert_eq!(c.uses_left, Some(2));
+        assert!(authorize(&mut c, 1, 1, 5, agent_of, countdown).is_ok());
+        assert_eq!(c.uses_left, Some(1));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `BpfState` behind a mutex; other threads (supervisors) open their own
 //! handles to the pinned maps with [`open_pinned_hash`].
 use std::{
+    collections::HashSet,
     fs::File,
     os::fd::AsFd as _,
     path::{Path, PathBuf},
@@ -198,6 +199,7 @@ pub struct BpfState {
     tickets: HashMap<MapData, UseTicket, u8>,
     lineage: HashMap<MapData, u32, Lineage>,
     claimants: HashMap<MapData, ProcessCall, u64>,
+    file_claims: HashMap<MapData, ProcessCall, u64>,
     exec_args: HashMap<MapData, u64, ExecArgs>,
     summaries: PerCpuHashMap<MapData, AccessKey, AccessSummary>,
     /// Whether the maps were already pinned (agentd restarted over live state).
@@ -344,6 +346,7 @@ impl BpfState {
         let tickets = take(&mut obj, maps::USE_TICKETS, HashMap::try_from)?;
         let lineage = take(&mut obj, maps::LINEAGE, HashMap::try_from)?;
         let claimants = take(&mut obj, maps::CLAIMANTS, HashMap::try_from)?;
+        let file_claims = take(&mut obj, maps::FILE_CLAIMS, HashMap::try_from)?;
         let exec_args = take(&mut obj, maps::EXEC_ARGS, HashMap::try_from)?;
         let summaries = take(&mut obj, maps::ACCESS_SUMMARIES, PerCpuHashMap::try_from)?;
         Ok((
@@ -358,6 +361,7 @@ impl BpfState {
                 tickets,
                 lineage,
                 claimants,
+                file_claims,
                 exec_args,
                 summaries,
                 adopted,
@@ -507,13 +511,13 @@ impl BpfState {
     /// (so explicit binds and claims share one count). `hint` is the uses
     /// believed left; `pending` (agent, slot) names its pending entry, whose
     /// hint is preferred and kept current. Returns the uses left after a
-    /// successful spend, `None` if the grant is spent.
+    /// successful spend, else why none was spent.
     pub fn spend_use(
         &mut self,
         call_id: u64,
         hint: u32,
         pending: Option<(u32, u32)>,
-    ) -> Option<u32> {
+    ) -> Result<u32, super::pending::Spend> {
         let key = pending.map(|(agent_id, slot)| PendingKey { agent_id, slot });
         let mut g = key
             .and_then(|k| self.pending.get(&k, 0).ok())
@@ -524,14 +528,16 @@ impl BpfState {
                 ..Default::default()
             });
         let pending_map = &mut self.pending;
-        let won = super::pending::spend_ticket(&mut self.tickets, &mut g, |g| {
+        match super::pending::spend_ticket(&mut self.tickets, &mut g, |g| {
             if let Some(k) = key {
                 if pending_map.get(&k, 0).is_ok_and(|p| p.call_id == call_id) {
                     let _ = pending_map.insert(k, g, 0);
                 }
             }
-        });
-        won.then_some(g.uses_left)
+        }) {
+            super::pending::Spend::Taken => Ok(g.uses_left),
+            refused => Err(refused),
+        }
     }
 
     /// Forgets the spent-use tickets of a removed grant.
@@ -542,6 +548,69 @@ impl BpfState {
                 n,
                 _pad: 0,
             });
+        }
+    }
+
+    /// Whether tickets 1..=`uses` of grant `call_id` are all taken (ticket
+    /// 1 first: claims take them from the top down, so it goes last).
+    pub fn uses_spent(&self, call_id: u64, uses: u32) -> bool {
+        uses > 0
+            && (1..=uses).all(|n| {
+                self.tickets
+                    .get(
+                        &UseTicket {
+                            call_id,
+                            n,
+                            _pad: 0,
+                        },
+                        0,
+                    )
+                    .is_ok()
+            })
+    }
+
+    /// Of `handles`, the grants a live process holds: bound to it
+    /// (`BINDINGS`: the exit tracepoint removes a process's entry), or
+    /// claimed by it for its file operations (`FILE_CLAIMS`) while it
+    /// lives — its `LINEAGE` record (removed at exit) still has the start
+    /// time the claim recorded; a claim recorded without one counts while
+    /// a process of that pid exists.
+    pub fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
+        let mut held: HashSet<u64> = self
+            .bindings
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, b)| b.call_id)
+            .filter(|h| handles.contains(h))
+            .collect();
+        for (claim, started) in self.file_claims.iter().filter_map(Result::ok) {
+            if !handles.contains(&claim.call_id) || held.contains(&claim.call_id) {
+                continue;
+            }
+            let alive = if started == 0 {
+                Path::new(&format!("/proc/{}", claim.tgid)).exists()
+            } else {
+                self.lineage
+                    .get(&claim.tgid, 0)
+                    .is_ok_and(|l| l.start_ns == started)
+            };
+            if alive {
+                held.insert(claim.call_id);
+            }
+        }
+        held
+    }
+
+    /// Deletes the `FILE_CLAIMS` entries made under `handles`.
+    pub fn forget_file_claims(&mut self, handles: &HashSet<u64>) {
+        let doomed: Vec<ProcessCall> = self
+            .file_claims
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| handles.contains(&k.call_id))
+            .collect();
+        for k in doomed {
+            let _ = self.file_claims.remove(&k);
         }
     }
 

@@ -18,12 +18,12 @@
 use std::path::Path;
 
 use agentd_common::{
-    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, UseTicket, PENDING_SLOTS,
-    REQUESTER_CHAIN,
+    maps, may_claim, Binding, Lineage, PendingGrant, PendingKey, ProcessCall, UseTicket,
+    PENDING_SLOTS, REQUESTER_CHAIN,
 };
 use aya::maps::{HashMap, MapData};
 
-pub use super::pending::{spend_ticket, PendingInfo, Requester};
+pub use super::pending::{spend_ticket, PendingInfo, Requester, Spend};
 use super::{
     bpf_state::{open_pinned_hash, BindingsMap, BpfStateError},
     grant::{KernelGrant, Verdict},
@@ -38,6 +38,9 @@ pub mod reason {
     pub const EXEC_ARGS_MISMATCH: &str = crate::protocol::reason::EXEC_ARGS_MISMATCH;
     /// A pending grant covered the operation, but its uses are spent.
     pub const GRANT_USED_UP: &str = crate::protocol::reason::GRANT_USED_UP;
+    /// A pending grant covered the operation, but the kernel's use-ticket
+    /// map is full.
+    pub const USE_TICKETS_FULL: &str = crate::protocol::reason::USE_TICKETS_FULL;
     /// A pending grant covered the operation, but it has expired.
     pub const GRANT_EXPIRED: &str = crate::protocol::reason::GRANT_EXPIRED;
     /// No pending grant covers the operation.
@@ -154,6 +157,10 @@ pub struct ClaimMaps {
     /// (grant handle, tgid) of file claims made: a process's further file
     /// operations under a grant it already claimed spend no further use.
     file_claims: std::collections::HashSet<(u64, u32)>,
+    /// The same claims in the kernel's `FILE_CLAIMS` (with the claimant's
+    /// start time), where the lsm hooks record theirs: what tells the
+    /// enforcer a spent grant's claimant still lives.
+    kernel_file_claims: HashMap<MapData, ProcessCall, u64>,
 }
 
 /// File claims remembered before the set is pruned of finished grants.
@@ -168,6 +175,7 @@ impl ClaimMaps {
             tickets: open_pinned_hash(pin_dir, maps::USE_TICKETS)?,
             bindings: open_pinned_hash(pin_dir, maps::BINDINGS)?,
             file_claims: Default::default(),
+            kernel_file_claims: open_pinned_hash(pin_dir, maps::FILE_CLAIMS)?,
         })
     }
 
@@ -178,6 +186,18 @@ impl ClaimMaps {
             self.file_claims.retain(|(h, _)| reg.calls.contains_key(h));
         }
         self.file_claims.insert((handle, tgid));
+        let started = self.lineage(tgid).map_or(0, |l| l.start_ns);
+        let key = ProcessCall {
+            call_id: handle,
+            tgid,
+            _pad: 0,
+        };
+        if let Err(e) = self.kernel_file_claims.insert(key, started, 0) {
+            // Unrecorded, the claim does not keep a spent grant: once
+            // dropped, the process's further operations under it are
+            // refused (fail closed), as after an evicted lsm claim.
+            tracing::warn!(error = %e, tgid, handle, "file claim not recorded in FILE_CLAIMS");
+        }
     }
 
     /// Who created `tgid`, and when (agent processes only).
@@ -185,11 +205,11 @@ impl ClaimMaps {
         self.lineage.get(&tgid, 0).ok()
     }
 
-    /// Spends one use of the pending grant in (agent, slot); false if spent.
-    pub fn spend(&mut self, agent_id: u32, slot: u32) -> bool {
+    /// Spends one use of the pending grant in (agent, slot).
+    pub fn spend(&mut self, agent_id: u32, slot: u32) -> Spend {
         let key = PendingKey { agent_id, slot };
         let Ok(mut g) = self.pending.get(&key, 0) else {
-            return false;
+            return Spend::UsedUp;
         };
         spend_ticket(&mut self.tickets, &mut g, |g| {
             let _ = self.pending.insert(key, g, 0);
@@ -356,8 +376,12 @@ fn take(
         // in-process work (mkdir, temp file, rename) is one use.
         return Ok(true);
     }
-    if !maps.spend(agent.id, pending.slot) {
-        return Ok(false);
+    match maps.spend(agent.id, pending.slot) {
+        Spend::Taken => {}
+        Spend::UsedUp => return Ok(false),
+        // Fail closed, under a reason of its own: the grant may have uses
+        // left, the kernel map cannot count one more.
+        Spend::TicketsFull => return Err(reason::USE_TICKETS_FULL),
     }
     if !is_exec {
         maps.remember_file_claim(reg, handle, tgid);

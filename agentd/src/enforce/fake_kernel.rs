@@ -3,7 +3,7 @@
 //! `op arg…` lines the tests assert on), and fails the operations it is
 //! told to fail, so each failure path is reachable without root.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     os::fd::{AsRawFd as _, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
@@ -24,6 +24,7 @@ use super::{
     fdstore::FdStoreError,
     grant::KernelGrant,
     lsm,
+    pending::Spend,
     privileged::{Privileged, SupervisorSpec},
     EnforceError,
 };
@@ -55,6 +56,14 @@ pub struct State {
     pub supervisors: Vec<String>,
     /// Allowed accesses counted under grants (`ACCESS_SUMMARIES`, merged).
     pub summaries: Vec<(AccessKey, AccessSummary)>,
+    /// Use tickets taken, by grant handle.
+    pub tickets: BTreeMap<u64, u32>,
+    /// File claims: (grant handle, tgid) (`FILE_CLAIMS`).
+    pub file_claims: BTreeSet<(u64, u32)>,
+    /// Processes that have exited (a file claim of theirs no longer holds
+    /// its grant; bindings are removed by the test, as the exit tracepoint
+    /// does).
+    pub exited: BTreeSet<u32>,
     next_cgroup_id: u64,
 }
 
@@ -229,24 +238,57 @@ impl Privileged for FakeKernel {
         }
     }
 
-    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Option<u32> {
+    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Result<u32, Spend> {
         let mut st = self.record(format!("spend_use {handle}"));
+        // A failing spend is a full ticket map.
+        if Self::failing(&mut st, "spend_use") {
+            return Err(Spend::TicketsFull);
+        }
         let held = pending
             .and_then(|k| st.pending.get_mut(&k))
             .filter(|g| g.call_id == handle);
         let left = held.as_ref().map_or(hint, |g| g.uses_left);
         if left == UNLIMITED_USES {
-            return Some(left);
+            return Ok(left);
         }
-        let after = left.checked_sub(1)?;
+        let after = left.checked_sub(1).ok_or(Spend::UsedUp)?;
         if let Some(g) = held {
             g.uses_left = after;
         }
-        Some(after)
+        *st.tickets.entry(handle).or_default() += 1;
+        Ok(after)
     }
 
     fn clear_tickets(&self, handle: u64, uses: u32) {
-        drop(self.record(format!("clear_tickets {handle} {uses}")));
+        self.record(format!("clear_tickets {handle} {uses}"))
+            .tickets
+            .remove(&handle);
+    }
+
+    fn uses_spent(&self, handle: u64, uses: u32) -> bool {
+        uses > 0 && self.state().tickets.get(&handle).copied().unwrap_or(0) >= uses
+    }
+
+    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
+        let st = self.state();
+        let bound = st.bindings.values().map(|b| b.call_id);
+        let claimed = st
+            .file_claims
+            .iter()
+            .filter(|(_, tgid)| !st.exited.contains(tgid))
+            .map(|(h, _)| *h);
+        bound
+            .chain(claimed)
+            .filter(|h| handles.contains(h))
+            .collect()
+    }
+
+    fn forget_file_claims(&self, handles: &HashSet<u64>) {
+        let mut sorted: Vec<&u64> = handles.iter().collect();
+        sorted.sort();
+        self.record(format!("forget_file_claims {sorted:?}"))
+            .file_claims
+            .retain(|(h, _)| !handles.contains(h));
     }
 
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError> {

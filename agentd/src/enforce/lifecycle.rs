@@ -166,6 +166,7 @@ impl Enforcer {
             summaries: Mutex::default(),
             journal: Mutex::default(),
             tickets_cleared_through: Default::default(),
+            spent_since: Mutex::default(),
         });
         Enforcer { inner }
     }
@@ -332,6 +333,7 @@ impl Enforcer {
                     persist::touch_heartbeat(&me.inner.state_dir);
                     me.reap_supervisors();
                     me.expire_grants();
+                    me.drop_spent_grants();
                     ticks += 1;
                     if ticks.is_multiple_of(FLUSH_TICKS) {
                         me.flush_access_summaries(false);

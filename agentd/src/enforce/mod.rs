@@ -41,6 +41,7 @@ pub mod registry;
 pub mod seccomp;
 pub mod seccomp_probe;
 pub mod slot;
+pub mod spent;
 pub mod tcp_peer;
 #[cfg(test)]
 mod tests;
@@ -310,6 +311,9 @@ struct Inner {
     /// Grants expired up to this time (CLOCK_BOOTTIME ns) have had their
     /// use tickets freed (see `Enforcer::clear_expired_tickets`).
     tickets_cleared_through: std::sync::atomic::AtomicU64,
+    /// Use-counted grants seen spent, with when they were first seen so
+    /// (CLOCK_BOOTTIME ns): dropped once settled and unheld (`spent`).
+    spent_since: Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 /// The enforcement core. Cheap to clone; all clones share one state.

@@ -8,6 +8,7 @@
 //! Enforcer's own logic (grant lifecycle, binding rules, re-adoption after
 //! a restart, mode switches, failing closed) is tested without root.
 use std::{
+    collections::HashSet,
     os::fd::{BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{atomic::AtomicBool, Arc, Mutex, MutexGuard, RwLock},
@@ -27,6 +28,7 @@ use super::{
     fdstore::{self, FdStoreError},
     grant::KernelGrant,
     lsm,
+    pending::Spend,
     registry::{Creds, Registry},
     seccomp::supervisor::{self, Supervisor, SupervisorStats},
     EnforceError,
@@ -83,10 +85,19 @@ pub trait Privileged: Send + Sync + 'static {
     /// Withdraws the pending grant of (agent, slot) if `handle` still holds it.
     fn withdraw_pending(&self, agent_id: u32, slot: u32, handle: u64);
     /// Spends one use of grant `handle` (see `BpfState::spend_use`);
-    /// the uses left, or `None` when the grant is spent.
-    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Option<u32>;
+    /// the uses left, or why none was spent.
+    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Result<u32, Spend>;
     /// Forgets the spent-use tickets of a removed grant.
     fn clear_tickets(&self, handle: u64, uses: u32);
+    /// Whether every use of grant `handle` is spent: its tickets 1..=`uses`
+    /// are all taken.
+    fn uses_spent(&self, handle: u64, uses: u32) -> bool;
+    /// Of `handles`, the grants a live process still holds: one bound to
+    /// it (children inherit, exit unbinds) or one that claimed it for its
+    /// file operations (while that process lives).
+    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64>;
+    /// Forgets the file claims made under `handles` (their grants ended).
+    fn forget_file_claims(&self, handles: &HashSet<u64>);
     /// Binds process `tgid` to a call (its children inherit in the kernel).
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError>;
     /// Removes every binding to `handle`.
@@ -240,12 +251,24 @@ impl Privileged for KernelOps {
         }
     }
 
-    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Option<u32> {
+    fn spend_use(&self, handle: u64, hint: u32, pending: Option<(u32, u32)>) -> Result<u32, Spend> {
         self.bpf().spend_use(handle, hint, pending)
     }
 
     fn clear_tickets(&self, handle: u64, uses: u32) {
         self.bpf().clear_tickets(handle, uses)
+    }
+
+    fn uses_spent(&self, handle: u64, uses: u32) -> bool {
+        self.bpf().uses_spent(handle, uses)
+    }
+
+    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
+        self.bpf().grants_held(handles)
+    }
+
+    fn forget_file_claims(&self, handles: &HashSet<u64>) {
+        self.bpf().forget_file_claims(handles)
     }
 
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError> {

@@ -156,6 +156,8 @@ fn why(code: &str, did: &str, call: Option<&str>, ctx: &Context<'_>) -> String {
         "path_outside_scope" => format!("{did}: the process acts for tool call {}, whose grant does not cover this path", call.unwrap_or("?")),
         "grant_expired" => format!("{did}: the grant of tool call {} had expired (its ttl_secs passed)", call.unwrap_or("?")),
         "grant_used_up" => format!("{did}: the grant of tool call {} was used up (its `uses`)", call.unwrap_or("?")),
+        rc::GRANT_SPENT => format!("the grant of tool call {} was dropped before its ttl_secs: every one of its `uses` was spent and no process that claimed it still ran, so it could grant nothing more (an attempt under it from now on is refused `no_grant`)", call.unwrap_or("?")),
+        rc::USE_TICKETS_FULL => format!("{did}: refused because agentd's kernel map of spent uses (USE_TICKETS) was full, so this use could not be counted — not because the grant of tool call {} was used up; fail closed. Too many use-counted grants are live at once: agentd's log says so too", call.unwrap_or("?")),
         "claim_not_requester_tree" => format!("{did}: a pending grant covers it, but only the process tree that asked for the call may claim it, and this process is not in it (a sibling left from an earlier tool, an MCP server, a background job)"),
         "exec_target_mismatch" => format!("{did}: the file executed is not the one approved (its device and inode changed since the decision: replaced or swapped)"),
         "exec_args_unverifiable" => format!("{did}: the grant names exact arguments, which the kernel could not check for this exec (a script run through its interpreter, or arguments over 256 bytes, on the lsm backend)"),

@@ -303,6 +303,28 @@ async fn world() -> (World, HashMap<&'static str, u64>) {
             ),
         ),
         (
+            "k_spent",
+            k(
+                "grant_dropped",
+                "uses=1",
+                "info",
+                "grant_spent",
+                &granted.call_id,
+                None,
+            ),
+        ),
+        (
+            "k_full",
+            k(
+                "file_open",
+                "/srv/notes/today.md",
+                "deny",
+                "use_tickets_full",
+                "",
+                None,
+            ),
+        ),
+        (
             "k_sibling",
             k(
                 "exec",
@@ -540,6 +562,20 @@ async fn kernel_rows_say_which_grant_or_baseline_and_the_profile_line() {
     assert!(t.starts_with("[actions.shell]\ngrant = {"), "{t}");
     assert!(t.contains("uses = 2"), "{t}");
     compile(&patched(t), "patched").unwrap();
+
+    // A spent grant dropped early, and a refusal for want of room to
+    // count a use: each said for what it is.
+    let e = w.explain(s["k_spent"]);
+    assert_eq!(e.outcome, Outcome::Info);
+    assert!(
+        e.why.contains("every one of its `uses` was spent"),
+        "{}",
+        e.why
+    );
+    let e = w.explain(s["k_full"]);
+    assert_eq!(e.outcome, Outcome::Denied);
+    assert!(e.why.contains("USE_TICKETS) was full"), "{}", e.why);
+    assert!(e.why.contains("not because the grant"), "{}", e.why);
 
     let e = w.explain(s["k_sibling"]);
     assert!(

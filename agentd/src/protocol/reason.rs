@@ -304,6 +304,12 @@ pub const NO_GRANT: &str = "no_grant";
 pub const GRANT_EXPIRED: &str = "grant_expired";
 /// The grant's uses are spent.
 pub const GRANT_USED_UP: &str = "grant_used_up";
+/// A grant whose uses were all spent was dropped before its TTL: no
+/// process that claimed it still ran (audit row `grant_dropped`, info).
+pub const GRANT_SPENT: &str = "grant_spent";
+/// A claim or bind could not take its use ticket because the kernel's
+/// `USE_TICKETS` map was full (refused, fail closed; not a spent grant).
+pub const USE_TICKETS_FULL: &str = "use_tickets_full";
 /// The caller (or the process named) is not in the call's agent cgroup.
 pub const PEER_NOT_IN_AGENT: &str = "peer_not_in_agent";
 /// The caller's credentials could not be read.
