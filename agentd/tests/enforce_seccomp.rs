@@ -422,3 +422,124 @@ fn a_denial_flood_fills_the_audit_queue_and_loses_no_row() {
     enforcer.uninstall();
     audit.shutdown().unwrap();
 }
+
+/// A symlink in `/` for one test, removed on drop.
+struct TopLink(PathBuf);
+
+impl Drop for TopLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn top_link(tag: &str, target: &std::path::Path) -> TopLink {
+    let link = PathBuf::from(format!("/agentd-t-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    TopLink(link)
+}
+
+/// A world-readable directory holding one world-readable file `name`.
+fn readable_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().canonicalize().unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(path.join(name), b"x\n").unwrap();
+    std::fs::set_permissions(path.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    (d, path)
+}
+
+/// The loader's way to libc on merged-/usr systems (`/lib` → `usr/lib`) is
+/// a path through a symlinked first component: read directly as the path
+/// the link names, and decided there. A scope that names the link's own
+/// path covers nothing behind it: the read through it is refused, with a
+/// row naming the real file; the same read through a link into the scope
+/// succeeds.
+#[test]
+fn a_read_through_a_symlinked_first_component_is_decided_on_what_it_reaches() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ensure_user();
+    let (_inside, inside) = readable_dir("f");
+    let (_outside, outside) = readable_dir("secret");
+    let good = top_link("in", &inside);
+    // The scope names this path; it becomes a link leading outside only
+    // after the baseline is made (a scope is resolved when it is made).
+    let escape_path = PathBuf::from(format!("/agentd-t-out-{}", std::process::id()));
+    let _ = std::fs::remove_file(&escape_path);
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let sink = MemorySink::default();
+    let enforcer =
+        Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let agent = format!("t-link-{}", std::process::id());
+    let mut baseline = default_baseline();
+    baseline.exec.push("/usr/bin/cat".into());
+    baseline.read.extend([inside.clone(), escape_path.clone()]);
+    enforcer
+        .create_agent(
+            &agent,
+            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
+        )
+        .unwrap();
+    // The link is made once the agent runs (a scope naming an existing
+    // link is resolved when the agent starts): the agent waits for it.
+    let script = format!(
+        "cat {good}/f >/dev/null; echo good=$?; read go; \
+         cat {esc}/secret >/dev/null 2>&1; echo escape=$?",
+        good = good.0.display(),
+        esc = escape_path.display()
+    );
+    let mut child = Command::new(agentctl())
+        .args(["run", "--socket"])
+        .arg(&sock)
+        .args([
+            "--agent", &agent, "--user", USER, "--", "/bin/sh", "-c", &script,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agentctl run");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, "good=0", "the read through a link into the scope");
+    let escape = top_link("out", &outside);
+    assert_eq!(escape.0, escape_path);
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        second.starts_with("escape=") && second != "escape=0",
+        "{second}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = outside.join("secret").display().to_string();
+    let mut rows = Vec::new();
+    for _ in 0..40 {
+        rows = sink.0.lock().unwrap().clone();
+        if rows.iter().any(|r| r.target == secret) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rows.iter().any(|r| r.action == "file_open"
+            && r.target == secret
+            && r.decision == "deny"
+            && r.reason_code == "no_grant"),
+        "{rows:#?}"
+    );
+    let inside_f = inside.join("f").display().to_string();
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.target == inside_f && r.decision == "deny"),
+        "{rows:#?}"
+    );
+    enforcer.uninstall();
+}

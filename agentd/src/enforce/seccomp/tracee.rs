@@ -117,26 +117,40 @@ pub fn root_is_ours(tid: u32, root: &OwnedFd) -> bool {
     if let Some(same) = cached {
         return same;
     }
-    let ours = super::sys::openat2(
-        libc::AT_FDCWD,
-        b"/",
-        (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        0,
-        0,
-    );
-    let same = match (
-        ours.and_then(|o| mount_and_inode(&o)),
-        mount_and_inode(root),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
+    let same = match (our_root(), mount_and_inode(root)) {
+        (Some(a), Ok(b)) => a == b,
         _ => false,
     };
     CACHE.with(|c| c.borrow_mut().keep(tid, |p| p.root_is_ours = Some(same)));
     same
 }
 
+/// (mount id, device, inode) of a directory.
+type DirId = (u64, u32, u32, u64);
+
+thread_local! {
+    /// This thread's own root, found once: agentd never changes its root,
+    /// and a mount id is never reused while its mount is attached (the
+    /// root's is for as long as agentd runs).
+    static OUR_ROOT: Option<DirId> = super::sys::openat2(
+        libc::AT_FDCWD,
+        b"/",
+        (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        0,
+        0,
+    )
+    .and_then(|o| mount_and_inode(&o))
+    .ok();
+}
+
+/// (mount id, device, inode) of this thread's root; `None` if unknown
+/// (then no tracee's root is taken for ours).
+fn our_root() -> Option<DirId> {
+    OUR_ROOT.with(|r| *r)
+}
+
 /// (mount id, device, inode) of an fd.
-fn mount_and_inode(fd: &OwnedFd) -> io::Result<(u64, u32, u32, u64)> {
+fn mount_and_inode(fd: &OwnedFd) -> io::Result<DirId> {
     // SAFETY: statx fills a struct we own; the empty path names `fd` itself.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     let r = unsafe {

@@ -60,9 +60,6 @@ pub(super) fn decide_exec(
         Ok(st) => st,
         Err(e) => return errno(e),
     };
-    let target = resolve::real_path(&file)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| resolve::display(req.path));
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return (Answer::Errno(libc::EACCES), None);
     }
@@ -85,6 +82,16 @@ pub(super) fn decide_exec(
         reason::NO_GRANT
     } else {
         reason
+    };
+    // The real path names the target in a row; an exec the baseline
+    // allows has none (counted only), so its link is not read. (Should
+    // its CONTINUE then fail, the refusal row names the path as asked.)
+    let target = if allowed && call.is_none() {
+        resolve::display(req.path)
+    } else {
+        resolve::real_path(&file)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| resolve::display(req.path))
     };
     let decided = Decided {
         action: "exec",

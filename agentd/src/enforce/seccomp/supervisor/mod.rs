@@ -93,6 +93,7 @@ enum Answer {
 }
 
 /// What was decided, for the audit row.
+#[derive(Debug)]
 struct Decided {
     action: &'static str,
     target: String,

@@ -9,6 +9,8 @@ use std::{
 };
 
 mod direct;
+#[cfg(test)]
+pub(in crate::enforce::seccomp::supervisor) use direct::through_first_symlink;
 
 use super::{
     magic_link_denial, now_boot_ns, verdicts, write_verdicts, Answer, Decided, Supervisor, Verdicts,

@@ -462,3 +462,84 @@ fn an_answer_waits_for_its_row_and_a_row_not_committed_refuses_what_has_not_happ
     );
     assert!(matches!(answer, Answer::Continue));
 }
+
+/// A symlink made in `/` for one test (the direct open follows only a
+/// first component), removed on drop. `None` without the right to make it.
+struct TopLink(std::path::PathBuf);
+
+impl TopLink {
+    fn new(tag: &str, target: &std::path::Path) -> Option<TopLink> {
+        let link = std::path::PathBuf::from(format!("/agentd-t-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).ok()?;
+        Some(TopLink(link))
+    }
+}
+
+impl Drop for TopLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A path through a symlinked first component (`/lib` → `usr/lib`) takes
+/// the direct way as the path the link names, and is decided there: a
+/// scope naming the link's own path covers nothing behind it, and a link
+/// whose target is not plain (`..`) goes the general way, decided on the
+/// real path all the same.
+#[test]
+fn a_symlinked_first_component_is_decided_on_what_it_names() {
+    let inside = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let inside_path = inside.path().canonicalize().unwrap();
+    let outside_path = outside.path().canonicalize().unwrap();
+    std::fs::write(inside_path.join("f"), b"i").unwrap();
+    let secret = outside_path.join("secret");
+    std::fs::write(&secret, b"s").unwrap();
+    let Some(good) = TopLink::new("in", &inside_path) else {
+        eprintln!("SKIPPED: cannot make a symlink in /");
+        return;
+    };
+    // Control: the link names a directory the scope covers.
+    let through_good = good.0.join("f");
+    assert_eq!(
+        super::open::through_first_symlink(&bytes(&through_good)),
+        Some(bytes(&inside_path.join("f")))
+    );
+    let sup = supervisor(read_scope(&inside_path), Mode::Enforce);
+    let (answer, decided) = open(&sup, &bytes(&through_good), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::AddFd(..)), "{decided:?}");
+    let d = decided.unwrap();
+    assert_eq!((d.allowed, d.reason), (true, "baseline"));
+    assert_eq!(d.target, inside_path.join("f").display().to_string());
+    // The escape: the scope names a path (and the inside) that becomes,
+    // after the grant was made, a link leading outside. Refused, the row
+    // naming the real file.
+    let escape_path = std::path::PathBuf::from(format!("/agentd-t-out-{}", std::process::id()));
+    let spec = GrantSpec {
+        read: vec![escape_path.clone(), inside_path.clone()],
+        ..GrantSpec::default()
+    };
+    let sup = supervisor(spec, Mode::Enforce);
+    let escape = TopLink::new("out", &outside_path).unwrap();
+    assert_eq!(escape.0, escape_path);
+    let (answer, decided) = open(&sup, &bytes(&escape.0.join("secret")), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)), "{decided:?}");
+    let d = decided.unwrap();
+    assert_eq!((d.allowed, d.reason), (false, "no_grant"));
+    assert_eq!(d.target, secret.display().to_string());
+    // A target with `..` is not followed by the direct way; the general
+    // way still decides on the real path.
+    std::fs::create_dir(outside_path.join("sub")).unwrap();
+    let dotdot = TopLink::new("dd", &outside_path.join("sub/..")).unwrap();
+    assert_eq!(
+        super::open::through_first_symlink(&bytes(&dotdot.0.join("secret"))),
+        None
+    );
+    let (answer, decided) = open(&sup, &bytes(&dotdot.0.join("secret")), libc::O_RDONLY);
+    assert!(matches!(answer, Answer::Errno(libc::EPERM)), "{decided:?}");
+    assert_eq!(decided.unwrap().target, secret.display().to_string());
+    // Not a symlink, or no first component to follow: nothing to rewrite.
+    assert_eq!(super::open::through_first_symlink(b"/usr"), None);
+    assert_eq!(super::open::through_first_symlink(b"/proc/self/x"), None);
+}
