@@ -29,6 +29,8 @@ use agentd::{
 const STATE: &str = "/var/lib/agentd-vm-bench";
 const DIR: &str = "/tmp/bench";
 const TINY: &str = "/usr/bin/true";
+/// Below DIR: the deep reference file's directory.
+const DEEP: &str = "d1/d2/d3/d4/d5";
 const ROUNDS: usize = 7;
 const CYCLES: usize = 3;
 const OPENS: usize = 500;
@@ -39,6 +41,9 @@ const CONNECTS: usize = 100;
 #[derive(Clone, Copy, Default)]
 struct Round {
     open_close: f64,
+    /// open+close of a file six directories below the scope (a reference:
+    /// the scope walk climbs six levels where `open_close` climbs one).
+    open_deep: f64,
     exec: f64,
     connect: f64,
 }
@@ -99,6 +104,7 @@ fn bench_connect(port: u16) -> f64 {
 /// the parent first (join a cgroup, bind). Returns ns/op.
 fn round(port: u16, before: &dyn Fn(u32)) -> Result<Round, String> {
     let file = CString::new(format!("{DIR}/f.txt")).unwrap();
+    let deep = CString::new(format!("{DIR}/{DEEP}/f.txt")).unwrap();
     let tiny = CString::new(TINY).unwrap();
     let mut go = [0i32; 2];
     let mut back = [0i32; 2];
@@ -111,7 +117,12 @@ fn round(port: u16, before: &dyn Fn(u32)) -> Result<Round, String> {
         if pid == 0 {
             let mut b = 0u8;
             libc::read(go[0], (&mut b as *mut u8).cast(), 1);
-            let r = [bench_open(&file), bench_exec(&tiny), bench_connect(port)];
+            let r = [
+                bench_open(&file),
+                bench_exec(&tiny),
+                bench_connect(port),
+                bench_open(&deep),
+            ];
             let bytes: Vec<u8> = r.iter().flat_map(|v| v.to_ne_bytes()).collect();
             libc::write(back[1], bytes.as_ptr().cast(), bytes.len());
             libc::_exit(0);
@@ -124,7 +135,7 @@ fn round(port: u16, before: &dyn Fn(u32)) -> Result<Round, String> {
         libc::waitpid(pid, std::ptr::null_mut(), 0);
         libc::close(go[0]);
         libc::close(go[1]);
-        if out.len() != 24 {
+        if out.len() != 32 {
             return Err("benchmark child died".into());
         }
         let v = |i: usize| f64::from_ne_bytes(out[i * 8..i * 8 + 8].try_into().unwrap());
@@ -132,8 +143,9 @@ fn round(port: u16, before: &dyn Fn(u32)) -> Result<Round, String> {
             open_close: v(0),
             exec: v(1),
             connect: v(2),
+            open_deep: v(3),
         };
-        if r.open_close.is_nan() || r.exec.is_nan() || r.connect.is_nan() {
+        if r.open_close.is_nan() || r.exec.is_nan() || r.connect.is_nan() || r.open_deep.is_nan() {
             return Err("an operation failed during the benchmark (denied?)".into());
         }
         Ok(r)
@@ -157,6 +169,7 @@ fn measure(port: u16, before: &dyn Fn(u32)) -> Result<Round, String> {
         open_close: best(rounds.iter().map(|r| r.open_close).collect()),
         exec: best(rounds.iter().map(|r| r.exec).collect()),
         connect: best(rounds.iter().map(|r| r.connect).collect()),
+        open_deep: best(rounds.iter().map(|r| r.open_deep).collect()),
     })
 }
 
@@ -272,6 +285,8 @@ fn run() -> Result<String, String> {
     let _ = std::fs::remove_dir_all(DIR);
     std::fs::create_dir_all(DIR).map_err(|e| e.to_string())?;
     std::fs::write(format!("{DIR}/f.txt"), "x").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(format!("{DIR}/{DEEP}")).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{DIR}/{DEEP}/f.txt"), "x").map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     // Accept and drop in the background so the backlog never fills.
@@ -304,6 +319,7 @@ fn run() -> Result<String, String> {
         open_close: best(v.iter().map(|r| r.open_close).collect()),
         exec: best(v.iter().map(|r| r.exec).collect()),
         connect: best(v.iter().map(|r| r.connect).collect()),
+        open_deep: best(v.iter().map(|r| r.open_deep).collect()),
     };
     let (none_first, none_last) = (none[0], none[none.len() - 1]);
     let (none, outside, inside) = (best_of(&none), best_of(&outside), best_of(&inside));
@@ -377,6 +393,20 @@ fn run() -> Result<String, String> {
             n / 1e3
         );
     }
+    // The scope six levels up: what the walk costs per level, and what a
+    // repeated read decided by its scope hint saves of it.
+    let n = none.open_deep;
+    println!(
+        "BENCH open_close_deep_reference: no_agentd={:.1}us outside={:.1}us inside_bound={:.1}us ratio={:.3} inside_baseline={:.1}us ratio={:.3} plain_cgroup={:.1}us ratio={:.3}",
+        n / 1e3,
+        outside.open_deep / 1e3,
+        inside.open_deep / 1e3,
+        inside.open_deep / n,
+        baseline.open_deep / 1e3,
+        baseline.open_deep / n,
+        plain.open_deep / 1e3,
+        plain.open_deep / n
+    );
     println!(
         "BENCH no_agentd_drift: open_close {:.1}->{:.1}us exec {:.1}->{:.1}us connect {:.1}->{:.1}us",
         none_first.open_close / 1e3,
