@@ -4,7 +4,6 @@
 //! `BpfState` behind a mutex; other threads (supervisors) open their own
 //! handles to the pinned maps with [`open_pinned_hash`].
 use std::{
-    collections::HashSet,
     fs::File,
     os::fd::AsFd as _,
     path::{Path, PathBuf},
@@ -199,11 +198,12 @@ pub struct BpfState {
     tickets: HashMap<MapData, UseTicket, u8>,
     lineage: HashMap<MapData, u32, Lineage>,
     claimants: HashMap<MapData, ProcessCall, u64>,
-    file_claims: HashMap<MapData, ProcessCall, u64>,
     exec_args: HashMap<MapData, u64, ExecArgs>,
     summaries: PerCpuHashMap<MapData, AccessKey, AccessSummary>,
     /// Whether the maps were already pinned (agentd restarted over live state).
     pub adopted: bool,
+    /// Where the maps are pinned.
+    pub pin_dir: PathBuf,
 }
 
 /// Opens one pinned hash map by name with its own fd (for supervisor threads).
@@ -346,7 +346,6 @@ impl BpfState {
         let tickets = take(&mut obj, maps::USE_TICKETS, HashMap::try_from)?;
         let lineage = take(&mut obj, maps::LINEAGE, HashMap::try_from)?;
         let claimants = take(&mut obj, maps::CLAIMANTS, HashMap::try_from)?;
-        let file_claims = take(&mut obj, maps::FILE_CLAIMS, HashMap::try_from)?;
         let exec_args = take(&mut obj, maps::EXEC_ARGS, HashMap::try_from)?;
         let summaries = take(&mut obj, maps::ACCESS_SUMMARIES, PerCpuHashMap::try_from)?;
         Ok((
@@ -361,10 +360,10 @@ impl BpfState {
                 tickets,
                 lineage,
                 claimants,
-                file_claims,
                 exec_args,
                 summaries,
                 adopted,
+                pin_dir: pin_dir.to_owned(),
             },
             events,
         ))
@@ -567,51 +566,6 @@ impl BpfState {
                     )
                     .is_ok()
             })
-    }
-
-    /// Of `handles`, the grants a live process holds: bound to it
-    /// (`BINDINGS`: the exit tracepoint removes a process's entry), or
-    /// claimed by it for its file operations (`FILE_CLAIMS`) while it
-    /// lives — its `LINEAGE` record (removed at exit) still has the start
-    /// time the claim recorded; a claim recorded without one counts while
-    /// a process of that pid exists.
-    pub fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
-        let mut held: HashSet<u64> = self
-            .bindings
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, b)| b.call_id)
-            .filter(|h| handles.contains(h))
-            .collect();
-        for (claim, started) in self.file_claims.iter().filter_map(Result::ok) {
-            if !handles.contains(&claim.call_id) || held.contains(&claim.call_id) {
-                continue;
-            }
-            let alive = if started == 0 {
-                Path::new(&format!("/proc/{}", claim.tgid)).exists()
-            } else {
-                self.lineage
-                    .get(&claim.tgid, 0)
-                    .is_ok_and(|l| l.start_ns == started)
-            };
-            if alive {
-                held.insert(claim.call_id);
-            }
-        }
-        held
-    }
-
-    /// Deletes the `FILE_CLAIMS` entries made under `handles`.
-    pub fn forget_file_claims(&mut self, handles: &HashSet<u64>) {
-        let doomed: Vec<ProcessCall> = self
-            .file_claims
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| handles.contains(&k.call_id))
-            .collect();
-        for k in doomed {
-            let _ = self.file_claims.remove(&k);
-        }
     }
 
     /// Every allowed access counted under a grant (`ACCESS_SUMMARIES`),

@@ -23,6 +23,7 @@ use super::{
     bpf_state::BpfStateError,
     fdstore::FdStoreError,
     grant::KernelGrant,
+    holders::Holders,
     lsm,
     pending::Spend,
     privileged::{Privileged, SupervisorSpec},
@@ -269,7 +270,7 @@ impl Privileged for FakeKernel {
         uses > 0 && self.state().tickets.get(&handle).copied().unwrap_or(0) >= uses
     }
 
-    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
+    fn grants_held(&self, handles: &HashSet<u64>) -> Holders {
         let st = self.state();
         let bound = st.bindings.values().map(|b| b.call_id);
         let claimed = st
@@ -277,18 +278,24 @@ impl Privileged for FakeKernel {
             .iter()
             .filter(|(_, tgid)| !st.exited.contains(tgid))
             .map(|(h, _)| *h);
-        bound
+        let held: HashSet<u64> = bound
             .chain(claimed)
             .filter(|h| handles.contains(h))
-            .collect()
+            .collect();
+        let file_claims = st
+            .file_claims
+            .iter()
+            .filter(|(h, _)| handles.contains(h) && !held.contains(h))
+            .copied()
+            .collect();
+        Holders { held, file_claims }
     }
 
-    fn forget_file_claims(&self, handles: &HashSet<u64>) {
-        let mut sorted: Vec<&u64> = handles.iter().collect();
-        sorted.sort();
-        self.record(format!("forget_file_claims {sorted:?}"))
-            .file_claims
-            .retain(|(h, _)| !handles.contains(h));
+    fn forget_file_claims(&self, claims: &[(u64, u32)]) {
+        let mut st = self.record(format!("forget_file_claims {claims:?}"));
+        for c in claims {
+            st.file_claims.remove(c);
+        }
     }
 
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError> {

@@ -26,6 +26,7 @@ pub mod fdstore;
 pub mod gateway_hook;
 pub mod grant;
 mod grants;
+pub mod holders;
 mod journal;
 mod kill_switch;
 pub mod launch;

@@ -27,6 +27,7 @@ use super::{
     events::AuditTx,
     fdstore::{self, FdStoreError},
     grant::KernelGrant,
+    holders::{HolderMaps, Holders},
     lsm,
     pending::Spend,
     registry::{Creds, Registry},
@@ -94,10 +95,11 @@ pub trait Privileged: Send + Sync + 'static {
     fn uses_spent(&self, handle: u64, uses: u32) -> bool;
     /// Of `handles`, the grants a live process still holds: one bound to
     /// it (children inherit, exit unbinds) or one that claimed it for its
-    /// file operations (while that process lives).
-    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64>;
-    /// Forgets the file claims made under `handles` (their grants ended).
-    fn forget_file_claims(&self, handles: &HashSet<u64>);
+    /// file operations (while that process lives); and the file claims
+    /// recorded under the others (see [`holders`]).
+    fn grants_held(&self, handles: &HashSet<u64>) -> Holders;
+    /// Forgets these file claims (grant handle, tgid): their grants ended.
+    fn forget_file_claims(&self, claims: &[(u64, u32)]);
     /// Binds process `tgid` to a call (its children inherit in the kernel).
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError>;
     /// Removes every binding to `handle`.
@@ -165,15 +167,25 @@ pub trait Privileged: Send + Sync + 'static {
 pub struct KernelOps {
     bpf: Mutex<BpfState>,
     lsm: Option<Mutex<lsm::LsmState>>,
+    /// The spent-grant sweep's own handles (`None`: they did not open).
+    holders: Mutex<Option<HolderMaps>>,
 }
 
 impl KernelOps {
     /// Wraps the started BPF state (and the lsm state on that backend).
     pub fn new(bpf: BpfState, lsm: Option<lsm::LsmState>) -> Self {
+        let holders = HolderMaps::open(&bpf.pin_dir)
+            .inspect_err(|e| tracing::error!(error = %e, "holder maps not opened: spent grants are kept until they expire"))
+            .ok();
         KernelOps {
             bpf: Mutex::new(bpf),
             lsm: lsm.map(Mutex::new),
+            holders: Mutex::new(holders),
         }
+    }
+
+    fn holders(&self) -> MutexGuard<'_, Option<HolderMaps>> {
+        self.holders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bpf(&self) -> MutexGuard<'_, BpfState> {
@@ -263,12 +275,22 @@ impl Privileged for KernelOps {
         self.bpf().uses_spent(handle, uses)
     }
 
-    fn grants_held(&self, handles: &HashSet<u64>) -> HashSet<u64> {
-        self.bpf().grants_held(handles)
+    fn grants_held(&self, handles: &HashSet<u64>) -> Holders {
+        match self.holders().as_ref() {
+            Some(h) => h.walk(handles),
+            // Fail towards keeping: a grant nobody can show unheld stays
+            // until it expires.
+            None => Holders {
+                held: handles.clone(),
+                file_claims: Vec::new(),
+            },
+        }
     }
 
-    fn forget_file_claims(&self, handles: &HashSet<u64>) {
-        self.bpf().forget_file_claims(handles)
+    fn forget_file_claims(&self, claims: &[(u64, u32)]) {
+        if let Some(h) = self.holders().as_mut() {
+            h.forget(claims);
+        }
     }
 
     fn bind(&self, tgid: u32, binding: Binding) -> Result<(), EnforceError> {

@@ -13,10 +13,10 @@
 //! removes a process's entry; children inherit at fork) and `FILE_CLAIMS`
 //! (the lsm hooks and the seccomp supervisors record each file claim with
 //! the claimant's start time, checked against its `LINEAGE` record, which
-//! exit removes). A grant is looked at only once it has been seen spent
-//! for [`SPENT_SETTLE_NS`]: a claim records its claimant right after it
-//! takes the last ticket (in the same BPF program run, or in a supervisor
-//! under the registry's read lock, which the drop's write lock excludes),
+//! exit removes; see [`super::holders`]). A grant is looked at only once
+//! it has been seen spent for [`SPENT_SETTLE_NS`]: a claim records its
+//! claimant right after it takes the last ticket (in the same BPF program
+//! run, or in a supervisor under the registry's read lock it spent under),
 //! so by then every claimant it will ever have is recorded; and a tool
 //! run again at once (a retry) is still refused `grant_used_up`, which
 //! says more than the `no_grant` it gets once the grant is gone.
@@ -44,12 +44,15 @@ impl Enforcer {
         if settled.is_empty() {
             return Vec::new();
         }
+        // Walked before the registry's lock is taken (the walk reads every
+        // binding and file claim): each of these grants took its last
+        // ticket seconds ago, so every claim of it has recorded its
+        // claimant by now, and an unheld spent grant gains no holder (a
+        // new one needs a ticket, or a bound parent to fork from).
+        let holders = self.ops().grants_held(&settled);
         let mut reg = self.registry_w();
-        // Under the write lock: no supervisor is between taking a ticket
-        // and recording its claimant.
-        let held = self.ops().grants_held(&settled);
         let mut dropped: Vec<(u64, CallEntry)> = Vec::new();
-        for &handle in settled.difference(&held) {
+        for &handle in settled.difference(&holders.held) {
             let Some(call) = reg.remove_call(handle) else {
                 continue;
             };
@@ -78,7 +81,6 @@ impl Enforcer {
         if dropped.is_empty() {
             return Vec::new();
         }
-        self.ops().forget_file_claims(&gone);
         let entries: Vec<journal::Entry> = dropped
             .iter()
             .map(|(_, c)| journal::Entry::Del {
@@ -87,6 +89,14 @@ impl Enforcer {
             .collect();
         let journaled = self.journal(&reg, &entries);
         drop(reg);
+        let claims: Vec<(u64, u32)> = holders
+            .file_claims
+            .into_iter()
+            .filter(|(h, _)| gone.contains(h))
+            .collect();
+        if !claims.is_empty() {
+            self.ops().forget_file_claims(&claims);
+        }
         self.audit_dropped(&dropped);
         match journaled {
             Ok(compact) => self.compact(compact),

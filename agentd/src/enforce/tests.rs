@@ -1094,13 +1094,16 @@ fn a_spent_grant_is_dropped_once_no_process_that_claimed_it_lives() {
             "withdraw_pending agent=1 slot=0 handle=1".to_string(),
             "uninstall_grant 1".to_string(),
             "clear_tickets 1 1".to_string(),
-            "forget_file_claims [1]".to_string(),
         ]
     );
     assert_eq!(ids(&e), vec!["c2", "c3", "c4"]);
     // Process 20 exits: c2 goes too, its file claim forgotten.
     rig.kernel.state().exited.insert(20);
     assert_eq!(e.drop_spent_grants(), vec!["c2"]);
+    assert_eq!(
+        rig.kernel.calls_of("forget_file_claims"),
+        vec!["forget_file_claims [(2, 20)]"]
+    );
     {
         let st = rig.kernel.state();
         assert!(!st.grants.contains(&1) && !st.grants.contains(&2));
