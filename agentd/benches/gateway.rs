@@ -707,7 +707,16 @@ fn wait_socket(sock: &Path) {
 fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String) {
     let sock = dir.join("agentd.sock");
     let config = dir.join("agentd.toml");
-    std::fs::write(&config, format!("[audit]\ndurability = \"{durability}\"\n")).unwrap();
+    // AGENTD_BENCH_METRICS=PORT: the daemon serves its metrics there (the
+    // audit writer's commits and rows, for a profiling run).
+    let metrics = std::env::var("AGENTD_BENCH_METRICS")
+        .map(|port| format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!("[audit]\ndurability = \"{durability}\"\n{metrics}"),
+    )
+    .unwrap();
     // AGENTD_BENCH_BIN: another build of agentd, for A/B runs against this one.
     let bin = std::env::var_os("AGENTD_BENCH_BIN")
         .map(PathBuf::from)

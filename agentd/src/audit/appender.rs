@@ -4,7 +4,7 @@
 //! One thread owns the connection, so the chain head lives in memory and
 //! never races; a batch is everything queued while the last commit ran.
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,12 @@ use super::{AuditError, Committed};
 
 /// Most rows committed in one transaction; bounds a batch's latency.
 pub const MAX_BATCH: usize = 4096;
+
+/// Longest a commit waits for announced rows ([`super::AuditLog::announce`])
+/// to arrive. A commit costs about as much for one row as for eight (the
+/// b-trees' last pages are written whole), so concurrent calls that share
+/// one commit each pay a fraction of it; a lone call is never held.
+pub const MAX_GATHER: Duration = Duration::from_micros(200);
 
 /// Where an append's outcome goes.
 pub(crate) enum Reply {
@@ -83,6 +89,8 @@ pub(crate) struct Writer {
     /// ([`super::AuditLog::subscribe`]); one store per batch, no copy of
     /// the rows, so a reader never slows the writer.
     pub committed: tokio::sync::watch::Sender<u64>,
+    /// Rows announced and not yet sent: the batch waits for them.
+    pub announced: Arc<AtomicUsize>,
 }
 
 /// Running totals of the writer, readable from any thread.
@@ -139,21 +147,37 @@ impl Writer {
                 }
             };
             let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Command::Append {
-                        event,
-                        companions,
-                        reply,
-                    } => {
-                        events.push((event, companions));
-                        replies.push(reply);
+            let gather_until = Instant::now() + MAX_GATHER;
+            loop {
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        Command::Append {
+                            event,
+                            companions,
+                            reply,
+                        } => {
+                            events.push((event, companions));
+                            replies.push(reply);
+                        }
+                        Command::Checkpoint { reply } => checkpoint_replies.push(reply),
+                        Command::Shutdown { reply } => shutdown_reply = Some(reply),
                     }
-                    Command::Checkpoint { reply } => checkpoint_replies.push(reply),
-                    Command::Shutdown { reply } => shutdown_reply = Some(reply),
+                    if events.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                if events.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
+                // Announced rows on their way join this batch.
+                let left = gather_until.saturating_duration_since(Instant::now());
+                if events.len() >= MAX_BATCH
+                    || shutdown_reply.is_some()
+                    || left.is_zero()
+                    || self.announced.load(Ordering::SeqCst) == 0
+                {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(cmd) => next = Some(cmd),
+                    Err(_) => break,
                 }
             }
             if !events.is_empty() {

@@ -20,6 +20,7 @@ pub mod verify;
 mod wal;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,8 +29,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Durability};
-pub use appender::COMMIT_BUCKETS_US;
 use appender::{Command, Reply, StatsCounters, Writer};
+pub use appender::{COMMIT_BUCKETS_US, MAX_GATHER};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use companion::{Companion, CompanionError};
 pub use export::{export_jsonl, verify_export, ExportError};
@@ -141,6 +142,8 @@ struct Inner {
     wal: Mutex<wal::WalCheckpointer>,
     storage: std::sync::RwLock<storage::Storage>,
     committed: tokio::sync::watch::Receiver<u64>,
+    /// Appends announced and not yet sent (see [`AuditLog::announce`]).
+    announced: Arc<AtomicUsize>,
 }
 
 impl Drop for Inner {
@@ -164,6 +167,17 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
+}
+
+/// A row announced to the writer ([`AuditLog::announce`]); dropping it
+/// withdraws the announcement.
+#[must_use = "drop it just before the append it announces"]
+pub struct Announced(Arc<AtomicUsize>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -262,8 +276,10 @@ impl AuditLog {
             interval: opts.checkpoint_interval,
             stats: Arc::new(StatsCounters::default()),
             committed: committed_tx,
+            announced: Arc::new(AtomicUsize::new(0)),
         };
         let stats = writer.stats.clone();
+        let announced = writer.announced.clone();
         let wal = wal::WalCheckpointer::spawn(&path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -288,6 +304,7 @@ impl AuditLog {
                     storage::DEFAULT_RESERVE,
                 )),
                 committed,
+                announced,
             }),
         };
         let mut ev = AuditEvent::new(RecordKind::Lifecycle, "audit_open");
@@ -303,6 +320,17 @@ impl AuditLog {
     /// with [`REASON_AUDIT_UNAVAILABLE`].
     pub async fn append(&self, ev: AuditEvent) -> Result<Committed, AuditError> {
         self.append_with(ev, Vec::new()).await
+    }
+
+    /// Says a row is coming: the caller is deciding something it will
+    /// append. While announced rows are on their way the writer holds its
+    /// next commit a little (at most [`MAX_GATHER`]), so
+    /// concurrent decisions share one transaction instead of each paying
+    /// for its own; a lone caller never waits. Drop the guard just before
+    /// appending (or on giving up).
+    pub fn announce(&self) -> Announced {
+        self.inner.announced.fetch_add(1, Ordering::SeqCst);
+        Announced(self.inner.announced.clone())
     }
 
     /// [`AuditLog::append`], storing `companions` in the same transaction

@@ -295,6 +295,8 @@ impl Gateway {
         preset: Option<Decision>,
     ) -> Decision {
         // Resolved once: the holder and the allow hooks both need it.
+        // Its row is coming: the writer may hold a commit for it to share.
+        let mut announced = self.audit.as_ref().map(crate::audit::AuditLog::announce);
         let agent = self.caller_agent(caller);
         let holder = self.holder_for(agent.as_deref(), caller);
         let generation = self.suspension_generation();
@@ -304,6 +306,8 @@ impl Gateway {
         }
         self.record_delegation_uses(&mut d);
         if d.decision == super::decide::ESCALATE {
+            // A person answers in seconds: no commit waits for that.
+            announced = None;
             self.await_approval(&mut d, req, caller, agent.as_deref())
                 .await;
         }
@@ -313,6 +317,7 @@ impl Gateway {
             d.overturn(reason::AUDIT_STORAGE_LOW, STORAGE_LOW);
         }
         let mut companions = self.allow_companions(&mut d, caller, agent.as_deref());
+        drop(announced);
         let committed = match self
             .append_decision(&d, req, caller, agent.as_deref(), &mut companions)
             .await

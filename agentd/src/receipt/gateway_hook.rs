@@ -1,12 +1,15 @@
 //! Seals every allowed tool call: the gateway's allow hook enqueues a receipt
 //! (durably, in the persisted queue) and a worker renders it off the decision
 //! path. The daemon calls [`start`].
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::{path::Path, sync::Arc};
 
 use crate::audit::Companion;
 use crate::gateway::{AllowCompanion, AllowHook, AllowedCall, Gateway, HookError};
 use crate::protocol::reason::RECEIPT_UNAVAILABLE;
 
+use super::keys::ReceiptKeys;
 use super::queue::{KeyLookup, ReceiptSeal, ReceiptVoid};
 use super::{ReceiptError, ReceiptQueue};
 
@@ -23,6 +26,7 @@ pub fn start(
         Arc::new(ReceiptHook {
             queue: queue.clone(),
             key_of,
+            derived: Mutex::default(),
         }),
         queue,
     ))
@@ -33,6 +37,31 @@ pub fn start(
 pub struct ReceiptHook {
     queue: ReceiptQueue,
     key_of: KeyLookup,
+    /// Receipt keys per operator, with the operator key they were derived
+    /// from: HKDF per allow was a dozen SHA-256 blocks on the call's path.
+    derived: Mutex<HashMap<String, (Vec<u8>, ReceiptKeys)>>,
+}
+
+/// Operators whose derived keys are kept (there are a handful).
+const MAX_DERIVED: usize = 256;
+
+impl ReceiptHook {
+    /// The receipt keys of `operator_key`, derived once per key: a
+    /// rotated key no longer matches its entry and is derived anew.
+    fn keys_of(&self, operator: &str, operator_key: &[u8]) -> Result<ReceiptKeys, ReceiptError> {
+        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, keys)) = derived.get(operator) {
+            if key.as_slice() == operator_key {
+                return Ok(keys.clone());
+            }
+        }
+        let keys = ReceiptKeys::derive(operator_key)?;
+        if derived.len() >= MAX_DERIVED {
+            derived.clear();
+        }
+        derived.insert(operator.to_owned(), (operator_key.to_vec(), keys.clone()));
+        Ok(keys)
+    }
 }
 
 impl AllowHook for ReceiptHook {
@@ -48,8 +77,11 @@ impl AllowHook for ReceiptHook {
         };
         let key = (self.key_of)(call.operator)
             .ok_or_else(|| fail(format!("no key for operator {}", call.operator)))?;
+        let keys = self
+            .keys_of(call.operator, &key)
+            .map_err(|e| fail(e.to_string()))?;
         let seal = ReceiptSeal::new(
-            &key,
+            keys,
             call.operator,
             call.call_id,
             call.action,
@@ -86,5 +118,33 @@ impl AllowHook for ReceiptHook {
             call_id: call.call_id.to_owned(),
             reason: reason_code.to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_keys_are_derived_once_per_operator_key_and_again_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = ReceiptHook {
+            queue: ReceiptQueue::open(dir.path()).unwrap(),
+            key_of: Arc::new(|_: &str| None),
+            derived: Mutex::default(),
+        };
+        let (k1, k2) = (
+            b"first-operator-key-0123456789ab",
+            b"rotated-operator-key-0123456789",
+        );
+        let first = hook.keys_of("carol", k1).unwrap();
+        assert_eq!(first.tag_key, ReceiptKeys::derive(k1).unwrap().tag_key);
+        assert_eq!(hook.keys_of("carol", k1).unwrap().tag_key, first.tag_key);
+        // A rotated key must never be served the old key's derivation.
+        let rotated = hook.keys_of("carol", k2).unwrap();
+        assert_eq!(rotated.tag_key, ReceiptKeys::derive(k2).unwrap().tag_key);
+        assert_ne!(rotated.tag_key, first.tag_key);
+        // A short key is refused as derive refuses it, cached or not.
+        assert!(hook.keys_of("dave", b"short").is_err());
     }
 }

@@ -757,18 +757,18 @@ pub struct ReceiptSeal {
 }
 
 impl ReceiptSeal {
-    /// A seal for `call_id` by `operator` (whose HMAC key is
-    /// `operator_key`); `redact`: its card hides the target (policy
-    /// `receipt_redact`).
+    /// A seal for `call_id` by `operator`, under the receipt `keys` derived
+    /// from the operator's HMAC key; `redact`: its card hides the target
+    /// (policy `receipt_redact`).
     pub fn new(
-        operator_key: &[u8],
+        keys: ReceiptKeys,
         operator: &str,
         call_id: &str,
         action: &str,
         redact: bool,
     ) -> Result<Self, ReceiptError> {
         let seal = Self {
-            keys: ReceiptKeys::derive(operator_key)?,
+            keys,
             operator: operator.to_owned(),
             call_id: call_id.to_owned(),
             action: action.to_owned(),
