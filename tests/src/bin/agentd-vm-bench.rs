@@ -258,7 +258,15 @@ fn with_enforcer(port: u16) -> Result<Measured, String> {
         let _ = enforcer.join("bench", pid);
         let _ = enforcer.bind(pid, "bench-call");
     };
+    let hinted_before = enforcer.counters().reads_by_scope_hint;
     let inside = measure(port, &bound)?;
+    // Whether the bound rounds' repeated reads took the scope hint (two
+    // files, OPENS reads each per round).
+    println!(
+        "BENCH reads_by_scope_hint: {} of {} bound reads",
+        enforcer.counters().reads_by_scope_hint - hinted_before,
+        2 * OPENS * ROUNDS
+    );
     let joined = |pid: u32| {
         let _ = enforcer.join("bench", pid);
     };
