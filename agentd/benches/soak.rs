@@ -426,6 +426,10 @@ fn prepare(w: &World) -> Vec<String> {
 struct Sample {
     at_secs: f64,
     rss_kb: u64,
+    /// Of which anonymous (heap, stacks) and file-backed or shared (the
+    /// binary, SQLite's mapped WAL index): a leak grows the first.
+    rss_anon_kb: u64,
+    rss_file_kb: u64,
     fds: usize,
     rows: u64,
     /// The enforcer's state file: size, and the calls it holds (a spent
@@ -470,11 +474,16 @@ fn sample(pid: u32, state: &Path, at_secs: f64) -> Sample {
     let db = agentd::audit::store::db_path(state);
     let db = db.as_path();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let rss_kb = field("VmRSS:");
+    let rss_anon_kb = field("RssAnon:");
+    let rss_file_kb = field("RssFile:") + field("RssShmem:");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let rows = agentd::audit::store::open_ro(db)
         .ok()
@@ -497,6 +506,8 @@ fn sample(pid: u32, state: &Path, at_secs: f64) -> Sample {
     Sample {
         at_secs,
         rss_kb,
+        rss_anon_kb,
+        rss_file_kb,
         fds,
         rows,
         state_kib: text.len() as u64 / 1024,
@@ -539,9 +550,11 @@ fn print_sample(label: &str, s: &Sample, prev: Option<&Sample>) {
         })
         .unwrap_or_else(|| "   - ".into());
     println!(
-        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB  fds {:>4}  CPU {cpu}  audit rows {:>7}  grants in the state file {:>6} ({:>6} KiB; journal {:>6} KiB)  load {}",
+        "  {label:<12} t={:>5.1}s  RSS {:>7} KiB (anon {:>7}, file {:>6})  fds {:>4}  CPU {cpu}  audit rows {:>7}  grants in the state file {:>6} ({:>6} KiB; journal {:>6} KiB)  load {}",
         s.at_secs,
         s.rss_kb,
+        s.rss_anon_kb,
+        s.rss_file_kb,
         s.fds,
         s.rows,
         s.grants,

@@ -3,6 +3,7 @@
 //! SIGHUP reloads `gateway.policy_file`; SIGTERM/SIGINT shut down gracefully
 //! (in-flight requests finish, the audit log writes its final checkpoint).
 pub mod enforcement;
+mod malloc;
 mod serving;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -45,6 +46,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "the service manager handed back stored fds"
         );
     }
+    malloc::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentd")
