@@ -367,7 +367,7 @@ impl Enforcer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let reg = self.registry_r();
-        persist::save(&self.inner.state_dir, &persist::State::of(&reg))?;
+        persist::save(&self.inner.state_dir, &persist::Snapshot(&reg))?;
         // Opened here if need be: a journal left by the previous agentd,
         // replayed into this snapshot, must not be replayed over it again.
         let mut slot = self.inner.journal.lock().unwrap_or_else(|p| p.into_inner());
