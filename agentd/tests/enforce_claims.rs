@@ -534,6 +534,73 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A shell running SCRIPT in a new agent (launched by `agentctl run` as
+/// the agent user, `D` the test's directory, `P` its port), read line by
+/// line; killed when dropped.
+struct AgentShell {
+    child: KillOnDrop,
+    out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    lines: Vec<String>,
+}
+
+impl AgentShell {
+    /// Creates `agent` (the default baseline, plus `exec`) and starts
+    /// `script` in it; returns once the shell printed `ready PID`, with
+    /// its requester.
+    fn start(
+        e: &Env,
+        agent: &str,
+        exec: &[&str],
+        script: &str,
+    ) -> (Self, agentd::enforce::pending::Requester) {
+        let mut baseline = default_baseline();
+        baseline.exec.extend(exec.iter().map(PathBuf::from));
+        e.enforcer
+            .create_agent(
+                agent,
+                agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
+            )
+            .unwrap();
+        let mut child = Command::new(agentctl())
+            .args(["run", "--socket"])
+            .arg(&e.sock)
+            .args([
+                "--agent", agent, "--user", USER, "--", "/bin/sh", "-c", script,
+            ])
+            .env("D", e.dir.path())
+            .env("P", e.port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("agentctl run");
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        // A failed assertion must not leave the agent behind.
+        let mut shell = AgentShell {
+            child: KillOnDrop(child),
+            out,
+            lines: Vec::new(),
+        };
+        let (ready, _) = shell.until("ready ");
+        let pid: u32 = ready["ready ".len()..].trim().parse().unwrap();
+        let requester = e.enforcer.requester_of(agent, pid).expect("requester");
+        (shell, requester)
+    }
+
+    /// Reads lines until one starts with `want`: that line, and every line so far.
+    fn until(&mut self, want: &str) -> (String, Vec<String>) {
+        loop {
+            let l = self
+                .out
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("no `{want}`: {:#?}", self.lines));
+            self.lines.push(l.clone());
+            if l.starts_with(want) {
+                return (l, self.lines.clone());
+            }
+        }
+    }
+}
+
 /// Entries in one of the instance's pinned maps.
 fn map_entries<K: aya::Pod, V: aya::Pod>(state: &std::path::Path, map: &'static str) -> usize {
     let pins = agentd::enforce::bpf_state::Instance::for_state_dir(state).pin_dir();
@@ -564,49 +631,8 @@ fn a_spent_grant_is_dropped_once_its_claimant_exits_and_stays_dropped() {
     }
     let e = env();
     let agent = format!("t-spent-{}", std::process::id());
-    let mut baseline = default_baseline();
-    baseline.exec.push("/usr/bin/sleep".into());
-    e.enforcer
-        .create_agent(
-            &agent,
-            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
-        )
-        .unwrap();
     let d = e.dir.path();
-    let mut child = Command::new(agentctl())
-        .args(["run", "--socket"])
-        .arg(&e.sock)
-        .args([
-            "--agent",
-            &agent,
-            "--user",
-            USER,
-            "--",
-            "/bin/sh",
-            "-c",
-            SPENT_SCRIPT,
-        ])
-        .env("D", d)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("agentctl run");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    // A failed assertion must not leave the agent behind.
-    let mut child = KillOnDrop(child);
-    let mut lines = Vec::new();
-    let mut until = |want: &str| loop {
-        let l = out
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("no `{want}`: {lines:#?}"));
-        lines.push(l.clone());
-        if l.starts_with(want) {
-            return (l, lines.clone());
-        }
-    };
-    let (ready, _) = until("ready ");
-    let shell: u32 = ready["ready ".len()..].trim().parse().unwrap();
-    let requester = e.enforcer.requester_of(&agent, shell).expect("requester");
+    let (mut shell, requester) = AgentShell::start(&e, &agent, &["/usr/bin/sleep"], SPENT_SCRIPT);
     let call = |c: &str| format!("{agent}-{c}");
     for name in ["held", "gone"] {
         let g = spec(|s| {
@@ -618,7 +644,7 @@ fn a_spent_grant_is_dropped_once_its_claimant_exits_and_stays_dropped() {
             .unwrap();
     }
     std::fs::write(d.join("go"), "").unwrap();
-    let (_, lines) = until("claimed");
+    let (_, lines) = shell.until("claimed");
     assert!(
         ok(value(&lines, "held_1")) && ok(value(&lines, "gone_1")),
         "{lines:#?}"
@@ -654,12 +680,12 @@ fn a_spent_grant_is_dropped_once_its_claimant_exits_and_stays_dropped() {
     // The live claimant keeps its grant (a further read spends nothing);
     // the dropped grant covers nothing any more.
     std::fs::write(d.join("go2"), "").unwrap();
-    let (_, lines) = until("done");
+    let (_, lines) = shell.until("done");
     let held = value(&lines, "held_2");
     assert!(ok(held) && held.ends_with("held-contents"), "{lines:#?}");
     assert!(!ok(value(&lines, "gone_2")), "{lines:#?}");
     record(&e.sink, &agent, "file_open", "/gone", "deny", "no_grant");
-    let _ = child.0.wait();
+    let _ = shell.child.0.wait();
 
     // The shell has exited too: `held` goes; registry and maps agree.
     wait_dropped(2);
@@ -703,51 +729,13 @@ fn a_full_use_ticket_map_refuses_claims_under_its_own_reason() {
     }
     let e = env();
     let agent = format!("t-full-{}", std::process::id());
-    let mut baseline = default_baseline();
-    baseline
-        .exec
-        .extend(["/usr/bin/sleep".into(), "/usr/bin/curl".into()]);
-    e.enforcer
-        .create_agent(
-            &agent,
-            agentd::enforce::AgentOptions::with_baseline(Mode::Enforce, baseline),
-        )
-        .unwrap();
     let d = e.dir.path();
-    let mut child = Command::new(agentctl())
-        .args(["run", "--socket"])
-        .arg(&e.sock)
-        .args([
-            "--agent",
-            &agent,
-            "--user",
-            USER,
-            "--",
-            "/bin/sh",
-            "-c",
-            FULL_SCRIPT,
-        ])
-        .env("D", d)
-        .env("P", e.port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("agentctl run");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _child = KillOnDrop(child);
-    let mut lines = Vec::new();
-    let mut until = |want: &str| loop {
-        let l = out
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("no `{want}`: {lines:#?}"));
-        lines.push(l.clone());
-        if l.starts_with(want) {
-            return (l, lines.clone());
-        }
-    };
-    let (ready, _) = until("ready ");
-    let shell: u32 = ready["ready ".len()..].trim().parse().unwrap();
-    let requester = e.enforcer.requester_of(&agent, shell).expect("requester");
+    let (mut shell, requester) = AgentShell::start(
+        &e,
+        &agent,
+        &["/usr/bin/sleep", "/usr/bin/curl"],
+        FULL_SCRIPT,
+    );
     let file = spec(|s| {
         s.read = vec![d.join("full")];
         s.uses = 1;
@@ -778,7 +766,7 @@ fn a_full_use_ticket_map_refuses_claims_under_its_own_reason() {
     }
     assert_eq!(n, 65536, "USE_TICKETS holds 65,536 tickets");
     std::fs::write(d.join("go"), "").unwrap();
-    let (_, lines) = until("filled");
+    let (_, lines) = shell.until("filled");
     assert!(!ok(value(&lines, "full_open")), "{lines:#?}");
     assert!(!ok(value(&lines, "full_connect")), "{lines:#?}");
     // Refused, each under the reason that says why: the supervisor's file
@@ -814,7 +802,7 @@ fn a_full_use_ticket_map_refuses_claims_under_its_own_reason() {
     tickets.remove(&filler(0)).unwrap();
     tickets.remove(&filler(1)).unwrap();
     std::fs::write(d.join("go2"), "").unwrap();
-    let (_, lines) = until("done");
+    let (_, lines) = shell.until("done");
     assert!(ok(value(&lines, "room_open")), "{lines:#?}");
     assert!(ok(value(&lines, "room_connect")), "{lines:#?}");
     let r = record(
