@@ -59,6 +59,30 @@ fn agentctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agentctl"))
 }
 
+/// A seccomp enforcer recording into memory, serving the launcher's socket.
+struct Served {
+    /// Its state directory (kept for as long as the test).
+    state: tempfile::TempDir,
+    sock: PathBuf,
+    sink: MemorySink,
+    enforcer: Enforcer,
+}
+
+fn served() -> Served {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("enforce.sock");
+    let sink = MemorySink::default();
+    let enforcer =
+        Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
+    launch::serve(enforcer.clone(), &sock).expect("socket");
+    Served {
+        state,
+        sock,
+        sink,
+        enforcer,
+    }
+}
+
 #[test]
 fn agent_execs_and_opens_exactly_what_grants_allow() {
     if let Some(why) = skip_reason() {
@@ -66,12 +90,12 @@ fn agent_execs_and_opens_exactly_what_grants_allow() {
         return;
     }
     ensure_user();
-    let state = tempfile::tempdir().unwrap();
-    let sock = state.path().join("enforce.sock");
-    let sink = MemorySink::default();
-    let enforcer =
-        Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
-    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let Served {
+        state: _state,
+        sock,
+        sink,
+        enforcer,
+    } = served();
 
     let agent = format!("t-e2e-{}", std::process::id());
     let mut baseline = default_baseline();
@@ -470,12 +494,12 @@ fn a_read_through_a_symlinked_first_component_is_decided_on_what_it_reaches() {
     // after the baseline is made (a scope is resolved when it is made).
     let escape_path = PathBuf::from(format!("/agentd-t-out-{}", std::process::id()));
     let _ = std::fs::remove_file(&escape_path);
-    let state = tempfile::tempdir().unwrap();
-    let sock = state.path().join("enforce.sock");
-    let sink = MemorySink::default();
-    let enforcer =
-        Enforcer::start(Backend::Seccomp, state.path(), sink.clone()).expect("enforcer starts");
-    launch::serve(enforcer.clone(), &sock).expect("socket");
+    let Served {
+        state: _state,
+        sock,
+        sink,
+        enforcer,
+    } = served();
     let agent = format!("t-link-{}", std::process::id());
     let mut baseline = default_baseline();
     baseline.exec.push("/usr/bin/cat".into());
