@@ -1,4 +1,5 @@
-//! How many heaps glibc's allocator keeps for the daemon's threads.
+//! How glibc's allocator keeps the daemon's memory: how many heaps, and
+//! where large blocks come from.
 //!
 //! glibc gives a thread that finds the heaps busy a heap of its own, up to
 //! eight per CPU, and memory freed in one heap is reused only by the threads
@@ -7,20 +8,33 @@
 //! load its resident memory rose by tens of MB in steps, then stayed (the
 //! soak benchmark: 56 → 92 MB in 40 s with the default; 54 → 65 MB, flat
 //! after 20 s, with two heaps). Few heaps keep freed memory in use.
+//!
+//! glibc also moves its mmap threshold up to the largest block freed so
+//! far: after agentd parsed the kernel's BTF at start (blocks of MBs),
+//! every later block below that size came from a heap, and a burst of them
+//! (receipt renders, a sweep of spent grants) left the heap at its peak for
+//! good. A fixed threshold gives blocks of 128 KiB and more their own
+//! mapping, returned when freed (the soak benchmark: 62-73 MB at the end of
+//! a minute, in steps of 8-10 MB at random times, became 49-55 MB).
 
 /// Heaps per CPU (and the least), unless `MALLOC_ARENA_MAX` says otherwise.
 const ARENAS_PER_CPU: usize = 1;
 const MIN_ARENAS: usize = 2;
 
-/// Limits the allocator's heaps; call before the daemon starts its threads.
-/// An operator's `MALLOC_ARENA_MAX` wins (glibc has already applied it).
-pub fn limit_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
+/// Blocks at least this large get a mapping of their own.
+const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// Limits the allocator's heaps and fixes its mmap threshold; call before
+/// the daemon starts its threads. An operator's `MALLOC_ARENA_MAX` or
+/// `MALLOC_MMAP_THRESHOLD_` wins (glibc has already applied it).
+pub fn configure() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        set_arena_max((cpus * ARENAS_PER_CPU).max(MIN_ARENAS));
     }
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let arenas = (cpus * ARENAS_PER_CPU).max(MIN_ARENAS);
-    set_arena_max(arenas);
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        fix_mmap_threshold(MMAP_THRESHOLD);
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -40,3 +54,19 @@ fn set_arena_max(arenas: usize) {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_arena_max(_arenas: usize) {}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold(bytes: usize) {
+    let n = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; a set threshold
+    // also stops glibc from moving it.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, n) } == 0 {
+        tracing::warn!(
+            bytes,
+            "the allocator refused an mmap threshold; memory may stay at its peak"
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold(_bytes: usize) {}

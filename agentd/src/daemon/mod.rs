@@ -46,7 +46,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "the service manager handed back stored fds"
         );
     }
-    malloc::limit_arenas();
+    malloc::configure();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentd")
