@@ -30,43 +30,46 @@ const MMAP_THRESHOLD: usize = 128 * 1024;
 pub fn configure() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        set_arena_max((cpus * ARENAS_PER_CPU).max(MIN_ARENAS));
+        let arenas = (cpus * ARENAS_PER_CPU).max(MIN_ARENAS);
+        set(
+            Param::ArenaMax,
+            arenas,
+            "heap limit; memory may grow in steps",
+        );
     }
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        fix_mmap_threshold(MMAP_THRESHOLD);
+        // A set threshold also stops glibc from moving it.
+        set(
+            Param::MmapThreshold,
+            MMAP_THRESHOLD,
+            "mmap threshold; memory may stay at its peak",
+        );
     }
 }
 
+/// The allocator parameters agentd sets.
+#[derive(Debug, Clone, Copy)]
+enum Param {
+    ArenaMax,
+    MmapThreshold,
+}
+
+/// Sets `param` to `value`; warns with `what` if the allocator refuses.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn set_arena_max(arenas: usize) {
-    let n = libc::c_int::try_from(arenas).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes
-    // any positive count.
-    if unsafe { libc::mallopt(libc::M_ARENA_MAX, n) } == 0 {
-        tracing::warn!(
-            arenas,
-            "the allocator refused a heap limit; memory may grow in steps"
-        );
+fn set(param: Param, value: usize, what: &str) {
+    let p = match param {
+        Param::ArenaMax => libc::M_ARENA_MAX,
+        Param::MmapThreshold => libc::M_MMAP_THRESHOLD,
+    };
+    let n = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; both take any
+    // positive value.
+    if unsafe { libc::mallopt(p, n) } == 0 {
+        tracing::warn!(?param, value, "the allocator refused a {what}");
     } else {
-        tracing::debug!(arenas, "allocator heaps limited");
+        tracing::debug!(?param, value, "allocator parameter set");
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_arena_max(_arenas: usize) {}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fix_mmap_threshold(bytes: usize) {
-    let n = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets an allocator parameter; a set threshold
-    // also stops glibc from moving it.
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, n) } == 0 {
-        tracing::warn!(
-            bytes,
-            "the allocator refused an mmap threshold; memory may stay at its peak"
-        );
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fix_mmap_threshold(_bytes: usize) {}
+fn set(_param: Param, _value: usize, _what: &str) {}
