@@ -473,7 +473,7 @@ impl Privileged for FakeKernel {
         Ok(std::thread::spawn(move || {
             // Holds the listener until stopped, like the real supervisor.
             let _listener = listener;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_requested() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }))

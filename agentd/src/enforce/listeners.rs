@@ -5,10 +5,7 @@
 use std::{
     collections::BTreeMap,
     os::fd::{AsFd as _, OwnedFd},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -18,6 +15,7 @@ use super::{
     fdstore::{self, StoredFd},
     privileged::SupervisorSpec,
     registry::ListenerEntry,
+    seccomp::supervisor::stop::Stop,
     Backend, Creds, EnforceError, Enforcer,
 };
 use crate::protocol::reason;
@@ -27,8 +25,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// One running supervisor.
 pub(super) struct SupervisorHandle {
-    /// Set to stop it (it polls).
-    stop: Arc<AtomicBool>,
+    /// Asks it to stop.
+    stop: Arc<Stop>,
     /// Its listener's fd-store name.
     name: String,
     /// Its thread.
@@ -84,7 +82,7 @@ impl Enforcer {
         creds: Creds,
         name: String,
     ) -> Result<(), EnforceError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let spec = SupervisorSpec {
             agent: agent.to_string(),
             creds,
@@ -110,7 +108,7 @@ impl Enforcer {
                     // agentd is stopping: the thread ends before it reads a
                     // notification, and the stored listener waits for the
                     // next agentd.
-                    handle.stop.store(true, Ordering::Relaxed);
+                    handle.stop.request(&handle.thread);
                     return Ok(());
                 }
                 sups.entry(agent.to_string()).or_default().push(handle);
@@ -175,7 +173,7 @@ impl Enforcer {
     pub fn stop_supervisors(&self, agent: &str) {
         let handles = self.supervisors().remove(agent).unwrap_or_default();
         for h in &handles {
-            h.stop.store(true, Ordering::Relaxed);
+            h.stop.request(&h.thread);
         }
         for h in handles {
             self.forget_listener(&h.name);
@@ -186,23 +184,25 @@ impl Enforcer {
     /// the notification it holds. Their listeners stay in the fd store for
     /// the next agentd. Returns whether all of them ended.
     pub(super) fn stop_all_supervisors(&self) -> bool {
-        let threads: Vec<JoinHandle<()>> = {
+        let threads: Vec<(Arc<Stop>, JoinHandle<()>)> = {
             let mut sups = self.supervisors();
             // Under the lock: the reaper sees `stop` before any thread ends.
             self.inner.stop.store(true, Ordering::Relaxed);
             sups.drain()
                 .flat_map(|(_, list)| list)
                 .map(|h| {
-                    h.stop.store(true, Ordering::Relaxed);
-                    h.thread
+                    h.stop.request(&h.thread);
+                    (h.stop, h.thread)
                 })
                 .collect()
         };
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         let mut all = true;
-        for t in threads {
+        for (stop, t) in threads {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
+                // Again: a signal that came just before the thread's wait is lost.
+                stop.request(&t);
             }
             if t.is_finished() {
                 let _ = t.join();

@@ -11,7 +11,7 @@ use std::{
     collections::HashSet,
     os::fd::{BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc, Mutex, MutexGuard, RwLock},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
     thread::JoinHandle,
 };
 
@@ -46,8 +46,8 @@ pub struct SupervisorSpec {
     pub registry: Arc<RwLock<Registry>>,
     /// The kernel audit writer.
     pub audit: AuditTx,
-    /// Set to stop the thread.
-    pub stop: Arc<AtomicBool>,
+    /// Asks the thread to stop.
+    pub stop: Arc<crate::enforce::seccomp::supervisor::stop::Stop>,
     /// Ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.
     pub sync_wakeup: bool,
     /// Shared counters.

@@ -21,6 +21,18 @@ pub fn recv(fd: BorrowedFd<'_>) -> io::Result<libc::seccomp_notif> {
     Ok(n)
 }
 
+/// Whether no task uses the listener's filter any more (it polls HUP).
+pub fn hung_up(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own; no wait.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// Whether notification `id` is still pending (its task has not died or
 /// been interrupted): checked after reading the tracee's memory and before
 /// acting on it, so a reused pid is never mistaken for the tracee.
@@ -108,14 +120,23 @@ pub fn set_sync_wakeup(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Bytes asked for by the first read of a string: most paths fit, and the
+/// kernel copies every byte asked for (twice, through `/proc/PID/mem`), so
+/// reading to the end of the page would cost more than a second read does
+/// for the few longer ones.
+const FIRST_READ: usize = 256;
+
 /// Reads a NUL-terminated string (at most `max` bytes) from another
-/// process's memory, page by page so a string near an unmapped page still reads.
+/// process's memory, in reads that never cross a page (so a string that
+/// ends just before an unmapped page still reads), the first a short one.
 pub fn read_cstring(pid: u32, addr: u64, max: usize) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(FIRST_READ);
     let mut addr = addr;
+    let mut chunk = FIRST_READ;
     while out.len() < max {
         let page_left = 4096 - (addr as usize & 4095);
-        let want = page_left.min(max - out.len());
+        let want = page_left.min(max - out.len()).min(chunk);
+        chunk = usize::MAX;
         let start = out.len();
         out.resize(start + want, 0);
         let n = read_mem(pid, addr, &mut out[start..])?;
@@ -162,3 +183,65 @@ pub fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` flag: wake the supervisor on the same CPU.
 pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pages of our own memory, the second unmapped: `string` is
+    /// written to end (with its NUL) at the first page's last byte.
+    fn at_end_of_page(string: &[u8]) -> (u64, *mut libc::c_void) {
+        // SAFETY: a fresh anonymous mapping of two pages, the second
+        // unmapped again; every write stays inside the first.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            assert_eq!(libc::munmap(base.cast::<u8>().add(4096).cast(), 4096), 0);
+            let start = base.cast::<u8>().add(4096 - string.len() - 1);
+            std::ptr::copy_nonoverlapping(string.as_ptr(), start, string.len());
+            *start.add(string.len()) = 0;
+            (start as u64, base)
+        }
+    }
+
+    #[test]
+    fn strings_of_every_length_around_the_first_read_are_read_whole() {
+        let pid = std::process::id();
+        for len in [0, 1, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 1000, 4000] {
+            let s: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let (addr, base) = at_end_of_page(&s);
+            let read = read_cstring(pid, addr, libc::PATH_MAX as usize);
+            // SAFETY: the page mapped above.
+            unsafe { libc::munmap(base, 4096) };
+            assert_eq!(read.unwrap(), s, "a string of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_string_that_runs_into_an_unmapped_page_is_a_bad_address() {
+        let (addr, base) = at_end_of_page(&[b'x'; 500]);
+        // Past the NUL: the string now runs to the unmapped page.
+        // SAFETY: the last byte of the page mapped above.
+        unsafe { *((addr + 500) as *mut u8) = b'x' };
+        let read = read_cstring(std::process::id(), addr, libc::PATH_MAX as usize);
+        // SAFETY: the page mapped above.
+        unsafe { libc::munmap(base, 4096) };
+        assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::EFAULT));
+    }
+
+    #[test]
+    fn a_string_longer_than_the_limit_is_refused() {
+        let (addr, base) = at_end_of_page(&[b'y'; 3000]);
+        let read = read_cstring(std::process::id(), addr, 1000);
+        // SAFETY: the page mapped above.
+        unsafe { libc::munmap(base, 4096) };
+        assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::ENAMETOOLONG));
+    }
+}

@@ -145,22 +145,19 @@ pub fn real_path(fd: &OwnedFd) -> io::Result<PathBuf> {
 /// `/proc/self` and `/proc/thread-self` would resolve to agentd itself;
 /// rewrite them to the tracee's own entries.
 pub fn rewrite_proc_self(path: &[u8], tgid: u32, tid: u32) -> Vec<u8> {
-    for (prefix, replacement) in [
-        (
-            &b"/proc/thread-self"[..],
-            format!("/proc/{tgid}/task/{tid}"),
-        ),
-        (&b"/proc/self"[..], format!("/proc/{tgid}")),
-    ] {
-        if let Some(rest) = path.strip_prefix(prefix) {
-            if rest.is_empty() || rest[0] == b'/' {
-                let mut out = replacement.into_bytes();
-                out.extend_from_slice(rest);
-                return out;
-            }
-        }
-    }
-    path.to_vec()
+    // The replacement is formatted only for a path that needs it: this
+    // runs for every notified open.
+    let replacement = |prefix: &[u8], with: &dyn Fn() -> String| {
+        let rest = path.strip_prefix(prefix)?;
+        (rest.is_empty() || rest[0] == b'/').then(|| {
+            let mut out = with().into_bytes();
+            out.extend_from_slice(rest);
+            out
+        })
+    };
+    replacement(b"/proc/thread-self", &|| format!("/proc/{tgid}/task/{tid}"))
+        .or_else(|| replacement(b"/proc/self", &|| format!("/proc/{tgid}")))
+        .unwrap_or_else(|| path.to_vec())
 }
 
 /// Splits `path` into (parent, final component) for creating a file.

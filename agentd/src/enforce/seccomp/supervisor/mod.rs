@@ -18,7 +18,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
     },
     thread::JoinHandle,
@@ -44,6 +44,7 @@ pub mod metadata;
 pub mod net;
 mod open;
 pub mod signal;
+pub mod stop;
 
 /// Counters of one supervisor (or all, when shared).
 #[derive(Debug, Default)]
@@ -68,8 +69,8 @@ pub struct Supervisor {
     pub registry: Arc<RwLock<Registry>>,
     /// Audit writer.
     pub audit: AuditTx,
-    /// Set to stop the thread (it polls).
-    pub stop: Arc<AtomicBool>,
+    /// Asks the thread to stop.
+    pub stop: Arc<stop::Stop>,
     /// Ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.
     pub sync_wakeup: bool,
     /// Shared counters.
@@ -218,26 +219,26 @@ fn run(listener: &OwnedFd, sup: &Supervisor) -> io::Result<()> {
     tracing::info!(agent = %sup.agent, uid = sup.creds.uid, "supervisor running");
     let fd = listener.as_fd();
     loop {
-        if sup.stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let received = {
+            let _waiting = sup.stop.waiting();
+            if sup.stop.is_requested() {
+                return Ok(());
+            }
+            notif::recv(fd)
         };
-        // SAFETY: one pollfd we own.
-        let r = unsafe { libc::poll(&mut pfd, 1, 250) };
-        if r <= 0 {
-            continue;
-        }
-        if pfd.revents & libc::POLLIN == 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-            tracing::info!(agent = %sup.agent, "every task of this listener has exited");
-            return Ok(());
-        }
-        let n = match notif::recv(fd) {
+        let n = match received {
             Ok(n) => n,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOENT)) => continue,
+            // A stop request's signal; checked at the top.
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // The notification's task died before it was read, or no task
+            // uses the filter any more (the listener then polls HUP).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                if notif::hung_up(fd) {
+                    tracing::info!(agent = %sup.agent, "every task of this listener has exited");
+                    return Ok(());
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
         sup.stats.notifications.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //! pending grant is claimable) and a registry holding one agent.
 use std::{
     os::fd::AsRawFd as _,
-    sync::{atomic::AtomicBool, Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use agentd_common::baseline_call_id;
@@ -54,7 +54,7 @@ fn supervisor_with(baseline: GrantSpec, mode: Mode, sink: Arc<dyn AuditSink>) ->
         },
         registry: Arc::new(RwLock::new(reg)),
         audit,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: Arc::new(super::stop::Stop::default()),
         sync_wakeup: false,
         stats: Arc::default(),
         pin_dir: "/nonexistent".into(),
