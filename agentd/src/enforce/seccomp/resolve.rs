@@ -147,17 +147,19 @@ pub fn real_path(fd: &OwnedFd) -> io::Result<PathBuf> {
 pub fn rewrite_proc_self(path: &[u8], tgid: u32, tid: u32) -> Vec<u8> {
     // The replacement is formatted only for a path that needs it: this
     // runs for every notified open.
-    let replacement = |prefix: &[u8], with: &dyn Fn() -> String| {
-        let rest = path.strip_prefix(prefix)?;
-        (rest.is_empty() || rest[0] == b'/').then(|| {
-            let mut out = with().into_bytes();
-            out.extend_from_slice(rest);
-            out
-        })
-    };
-    replacement(b"/proc/thread-self", &|| format!("/proc/{tgid}/task/{tid}"))
-        .or_else(|| replacement(b"/proc/self", &|| format!("/proc/{tgid}")))
-        .unwrap_or_else(|| path.to_vec())
+    if let Some(rest) = entry_rest(path, b"/proc/thread-self") {
+        return [format!("/proc/{tgid}/task/{tid}").as_bytes(), rest].concat();
+    }
+    if let Some(rest) = entry_rest(path, b"/proc/self") {
+        return [format!("/proc/{tgid}").as_bytes(), rest].concat();
+    }
+    path.to_vec()
+}
+
+/// What follows `entry` in `path` when `path` is `entry` or below it.
+fn entry_rest<'a>(path: &'a [u8], entry: &[u8]) -> Option<&'a [u8]> {
+    let rest = path.strip_prefix(entry)?;
+    (rest.is_empty() || rest[0] == b'/').then_some(rest)
 }
 
 /// Splits `path` into (parent, final component) for creating a file.
