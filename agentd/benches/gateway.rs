@@ -125,8 +125,8 @@ fn main() {
             daemon.id(),
         ));
         println!(
-            "{which}: {:.0}/s, p99 {:.1} µs, server CPU {:.1} µs/req",
-            l.rate, l.p99, l.cpu_per_req
+            "{which}: {:.0}/s, p99 {:.1} µs, server CPU {:.1} µs/req, written {:.0} bytes/req",
+            l.rate, l.p99, l.cpu_per_req, l.written_per_req
         );
         stop(&mut daemon);
         let _ = echo.kill();
@@ -253,8 +253,12 @@ fn main() {
     );
     println!();
     println!(
-        "{:<58} {:>14} {:>10} {:>12}",
-        "throughput, 8 concurrent clients", "requests/s", "p99 µs", "server CPU µs/req"
+        "{:<58} {:>14} {:>10} {:>12} {:>12}",
+        "throughput, 8 concurrent clients",
+        "requests/s",
+        "p99 µs",
+        "server CPU µs/req",
+        "written B/req"
     );
     for (name, l) in [
         ("bare hyper echo (floor)", echo8),
@@ -269,8 +273,8 @@ fn main() {
         ("  the same allows with audit.durability = full", gw8_full),
     ] {
         println!(
-            "{name:<58} {:>14.0} {:>10.1} {:>12.1}",
-            l.rate, l.p99, l.cpu_per_req
+            "{name:<58} {:>14.0} {:>10.1} {:>12.1} {:>12.0}",
+            l.rate, l.p99, l.cpu_per_req, l.written_per_req
         );
     }
     println!(
@@ -820,13 +824,26 @@ fn cpu_us(pid: u32) -> f64 {
     (ticks(14) + ticks(15)) / hz * 1e6
 }
 
-/// What a load run measured: requests/s, p99 µs, and the server's CPU
-/// time per request (µs, every thread): the figure a noisy machine moves least.
+/// Bytes the process `pid` has passed to `write`-family system calls
+/// (files and sockets: `wchar` of `/proc/PID/io`).
+fn written_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// What a load run measured: requests/s, p99 µs, the server's CPU time per
+/// request (µs, every thread: the figure a noisy machine moves least) and
+/// the bytes it wrote per request (its audit log's pages, its answers).
 #[derive(Clone, Copy)]
 struct Load {
     rate: f64,
     p99: f64,
     cpu_per_req: f64,
+    written_per_req: f64,
 }
 
 /// 8 clients, each its own connection, for `secs` against the server
@@ -859,10 +876,10 @@ async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: u32) -> L
     // Warm up briefly, then measure a fixed window.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c0 = count.load(Ordering::Relaxed);
-    let (t0, cpu0) = (Instant::now(), cpu_us(server));
+    let (t0, cpu0, w0) = (Instant::now(), cpu_us(server), written_bytes(server));
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let c1 = count.load(Ordering::Relaxed);
-    let cpu1 = cpu_us(server);
+    let (cpu1, w1) = (cpu_us(server), written_bytes(server));
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
@@ -873,6 +890,7 @@ async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: u32) -> L
         rate: (c1 - c0) as f64 / elapsed,
         p99: stats(all).p99,
         cpu_per_req: (cpu1 - cpu0) / (c1 - c0).max(1) as f64,
+        written_per_req: (w1 - w0) / (c1 - c0).max(1) as f64,
     }
 }
 
