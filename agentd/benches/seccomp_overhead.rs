@@ -232,7 +232,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// mode back to back, and fork+exec outside then inside: on a shared
 /// machine the load moves between the stages of one long pass, which
 /// moves each ratio by more than the effect measured.
-fn interleaved(d: &Driver, n: usize, sync_ok: bool) {
+fn interleaved(d: &Driver, n: usize, sync_ok: bool, label: &str) {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -261,7 +261,7 @@ fn interleaved(d: &Driver, n: usize, sync_ok: bool) {
             .join(" ")
     };
     println!(
-        "interleaved, {rounds} rounds: open added / bare plain {:.2}x [{}], SYNC_WAKE_UP {:.2}x [{}]; fork+exec inside / outside {:.2}x [{}] (targets <= {OPEN_TARGET:.1}x, <= {EXEC_TARGET:.2}x)",
+        "interleaved{label}, {rounds} rounds: open added / bare plain {:.2}x [{}], SYNC_WAKE_UP {:.2}x [{}]; fork+exec inside / outside {:.2}x [{}] (targets <= {OPEN_TARGET:.1}x, <= {EXEC_TARGET:.2}x)",
         median(plain.clone()),
         list(&plain),
         median(sync.clone()),
@@ -481,6 +481,12 @@ fn main() {
         enforcer,
     };
 
+    if std::env::var_os(ONE_CPU_ENV).is_some() {
+        interleaved(&d, n, sync_ok, " on one CPU");
+        d.enforcer.uninstall();
+        let _ = std::fs::remove_dir_all(&base);
+        return;
+    }
     println!(
         "seccomp backend overhead — {n} iterations (exec: {}, connect: {}), kernel {}",
         n / 10,
@@ -549,8 +555,7 @@ fn main() {
         "target: fork+exec inside an agent <= {EXEC_TARGET:.2}x outside: {exec_ratio:.2}x ({})",
         within(exec_ratio, EXEC_TARGET)
     );
-    interleaved(&d, n, sync_ok);
-    println!("load average: before {load_before}, after {}", load());
+    interleaved(&d, n, sync_ok, "");
     let c = d.enforcer.counters();
     println!(
         "supervisor: {} notifications, {} allowed, {} denied",
@@ -558,4 +563,51 @@ fn main() {
     );
     d.enforcer.uninstall();
     let _ = std::fs::remove_dir_all(&base);
+    one_cpu_pass(&d.exe);
+    println!("load average: before {load_before}, after {}", load());
+}
+
+/// Set in the pass [`one_cpu_pass`] runs.
+const ONE_CPU_ENV: &str = "AGENTD_BENCH_ONE_CPU";
+
+/// The interleaved rounds again in a copy of this benchmark confined to
+/// one CPU, with everything it starts (agentd's supervisor threads, the
+/// agent's processes, the bare round trips): no wake-up crosses CPUs and
+/// no exec is moved to an idle one (the kernel balances a task at exec
+/// while its supervisor, which has just answered, is still runnable on
+/// its CPU). What is left is agentd's own work per notification; on a
+/// host whose idle vCPUs halt, the pass above adds the wake-ups.
+fn one_cpu_pass(exe: &std::path::Path) {
+    if num_cpus() < 2 {
+        return;
+    }
+    // The first CPU this process may use (a cpuset may exclude CPU 0).
+    // SAFETY: sched_getaffinity fills a set we own.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&allowed), &mut allowed) };
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        .find(|&c| got == 0 && unsafe { libc::CPU_ISSET(c, &allowed) })
+        .unwrap_or(0);
+    let mut cmd = Command::new(exe);
+    cmd.arg("--bench").env(ONE_CPU_ENV, "1");
+    // SAFETY: sched_setaffinity on the child itself, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match cmd.status() {
+        Ok(st) if st.success() => {}
+        other => println!("one-CPU pass failed: {other:?}"),
+    }
+}
+
+/// CPUs this process may run on.
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
