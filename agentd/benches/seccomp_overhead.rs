@@ -578,16 +578,20 @@ const ONE_CPU_ENV: &str = "AGENTD_BENCH_ONE_CPU";
 /// its CPU). What is left is agentd's own work per notification; on a
 /// host whose idle vCPUs halt, the pass above adds the wake-ups.
 fn one_cpu_pass(exe: &std::path::Path) {
-    if num_cpus() < 2 {
-        return;
-    }
-    // The first CPU this process may use (a cpuset may exclude CPU 0).
+    // The CPUs this process may use (a cpuset may exclude CPU 0): the
+    // pass runs on the first of them, and only if there is a second.
     // SAFETY: sched_getaffinity fills a set we own.
     let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&allowed), &mut allowed) };
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        .find(|&c| got == 0 && unsafe { libc::CPU_ISSET(c, &allowed) })
-        .unwrap_or(0);
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&allowed), &mut allowed) } != 0
+        || unsafe { libc::CPU_COUNT(&allowed) } < 2
+    {
+        return;
+    }
+    let Some(cpu) =
+        (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+    else {
+        return;
+    };
     let mut cmd = Command::new(exe);
     cmd.arg("--bench").env(ONE_CPU_ENV, "1");
     // SAFETY: sched_setaffinity on the child itself, between fork and exec.
@@ -605,9 +609,4 @@ fn one_cpu_pass(exe: &std::path::Path) {
         Ok(st) if st.success() => {}
         other => println!("one-CPU pass failed: {other:?}"),
     }
-}
-
-/// CPUs this process may run on.
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
