@@ -26,6 +26,8 @@ const SINGLE_N: usize = 20_000;
 const WARMUP: usize = 2_000;
 const LOAD_SECS: u64 = 3;
 const CLIENTS: usize = 8;
+/// Allowed calls per second with [`CLIENTS`] clients: the design target.
+const ALLOW_TARGET: f64 = 50_000.0;
 
 fn bench_policy() -> String {
     // The demo policy with rate limits out of the way (they would turn allows into rate_limited).
@@ -91,8 +93,16 @@ fn main() {
 
     let echo_sock = dir.path().join("echo.sock");
     let mut echo = spawn_echo(&echo_sock);
-    let (daemon, id) = spawn_daemon(dir.path(), &policy, "normal");
+    let (daemon, id, metrics) = spawn_daemon(dir.path(), &policy, "normal");
     let mut daemon = daemon;
+    let agentd = Server {
+        pid: daemon.id(),
+        metrics: Some(metrics),
+    };
+    let echo_server = Server {
+        pid: echo.id(),
+        metrics: None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -122,11 +132,11 @@ fn main() {
             "/v1/tool-calls",
             b,
             secs,
-            daemon.id(),
+            agentd,
         ));
         println!(
-            "{which}: {:.0}/s, p99 {:.1} µs, server CPU {:.1} µs/req, written {:.0} bytes/req",
-            l.rate, l.p99, l.cpu_per_req, l.written_per_req
+            "{which}: {:.0}/s, p99 {:.1} µs, server CPU {:.1} µs/req, client CPU {:.1} µs/req, written {:.0} bytes/req, {} audit rows/commit",
+            l.rate, l.p99, l.cpu_per_req, l.client_cpu_per_req, l.written_per_req, per_commit(l.rows_per_commit)
         );
         stop(&mut daemon);
         let _ = echo.kill();
@@ -163,13 +173,13 @@ fn main() {
         (e, h, g, gd)
     });
     let (echo8, gw8, gwd8) = rt.block_on(async {
-        let e = load(&echo_sock, "/echo", &body, secs, echo.id()).await;
+        let e = load(&echo_sock, "/echo", &body, secs, echo_server).await;
         let g = load(
             &dir.path().join("agentd.sock"),
             "/v1/tool-calls",
             &body,
             secs,
-            daemon.id(),
+            agentd,
         )
         .await;
         let gd = load(
@@ -177,7 +187,7 @@ fn main() {
             "/v1/tool-calls",
             &deny_body,
             secs,
-            daemon.id(),
+            agentd,
         )
         .await;
         (e, g, gd)
@@ -190,7 +200,11 @@ fn main() {
     // The same allow load with audit.durability = "full" (fsync per commit).
     let full_dir = dir.path().join("full");
     std::fs::create_dir_all(&full_dir).unwrap();
-    let (mut full_daemon, full_id) = spawn_daemon(&full_dir, &policy, "full");
+    let (mut full_daemon, full_id, full_metrics) = spawn_daemon(&full_dir, &policy, "full");
+    let full_agentd = Server {
+        pid: full_daemon.id(),
+        metrics: Some(full_metrics),
+    };
     let full_body = serde_json::to_vec(&json!({"active_message_id": full_id, "action": "read_chart", "arguments": {"path": "/srv/charts/p-0042.json"}})).unwrap();
     let (gw1_full, gw8_full) = rt.block_on(async {
         let g1 = single_client(
@@ -206,7 +220,7 @@ fn main() {
             "/v1/tool-calls",
             &full_body,
             secs,
-            full_daemon.id(),
+            full_agentd,
         )
         .await;
         (g1, g8)
@@ -253,12 +267,14 @@ fn main() {
     );
     println!();
     println!(
-        "{:<58} {:>14} {:>10} {:>12} {:>12}",
+        "{:<58} {:>12} {:>9} {:>13} {:>13} {:>13} {:>11}",
         "throughput, 8 concurrent clients",
         "requests/s",
         "p99 µs",
-        "server CPU µs/req",
-        "written B/req"
+        "server CPU µs",
+        "client CPU µs",
+        "written B/req",
+        "rows/commit"
     );
     for (name, l) in [
         ("bare hyper echo (floor)", echo8),
@@ -273,8 +289,13 @@ fn main() {
         ("  the same allows with audit.durability = full", gw8_full),
     ] {
         println!(
-            "{name:<58} {:>14.0} {:>10.1} {:>12.1} {:>12.0}",
-            l.rate, l.p99, l.cpu_per_req, l.written_per_req
+            "{name:<58} {:>12.0} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>11}",
+            l.rate,
+            l.p99,
+            l.cpu_per_req,
+            l.client_cpu_per_req,
+            l.written_per_req,
+            per_commit(l.rows_per_commit)
         );
     }
     println!(
@@ -283,6 +304,18 @@ fn main() {
         gw1_full.p50,
         gw1_full.p99,
         gw1_full.mean
+    );
+    // The machine's CPUs are shared by the server and these clients: a
+    // rate is bounded by both CPU costs per request, whatever the server does.
+    let cpus = num_cpus() as f64;
+    let budget = cpus * 1e6 / ALLOW_TARGET - gw8.client_cpu_per_req;
+    println!(
+        "CPU-bound ceilings on {cpus:.0} CPUs (CPUs ÷ (server + client CPU per request)): echo {:.0}/s, allows {:.0}/s, denials {:.0}/s; {ALLOW_TARGET:.0} allows/s here would leave the daemon {budget:.1} µs of CPU per allow beside this client's {:.1} µs (it uses {:.1} µs)",
+        ceiling(cpus, &echo8),
+        ceiling(cpus, &gw8),
+        ceiling(cpus, &gwd8),
+        gw8.client_cpu_per_req,
+        gw8.cpu_per_req
     );
     println!();
     println!(
@@ -293,8 +326,8 @@ fn main() {
     );
     println!();
     let decision = &inproc[0].1;
-    println!("targets (allowed calls, all hooks): in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ 50000: {}), their p99 {:.0} µs (≤ 1000: {})",
-        decision.p50, ok(decision.p50 <= 5.0), gw1.p50 / echo1.p50, ok(gw1.p50 <= 1.5 * echo1.p50), gw1.p99, ok(gw1.p99 <= 1000.0), gw8.rate, ok(gw8.rate >= 50_000.0), gw8.p99, ok(gw8.p99 <= 1000.0));
+    println!("targets (allowed calls, all hooks): in-process decision p50 {:.2} µs (≤ 5: {}); socket p50 {:.2}× echo (≤ 1.5×: {}); socket p99 {:.0} µs (≤ 1000: {}); {:.0} checks/s with 8 clients (≥ {ALLOW_TARGET:.0}: {}), their p99 {:.0} µs (≤ 1000: {})",
+        decision.p50, ok(decision.p50 <= 5.0), gw1.p50 / echo1.p50, ok(gw1.p50 <= 1.5 * echo1.p50), gw1.p99, ok(gw1.p99 <= 1000.0), gw8.rate, ok(gw8.rate >= ALLOW_TARGET), gw8.p99, ok(gw8.p99 <= 1000.0));
     println!("denied calls (gateway + audit only): socket p50 {:.2}× echo, p99 {:.0} µs, {:.0} checks/s with 8 clients",
         gwd1.p50 / echo1.p50, gwd1.p99, gwd8.rate);
     println!("published figures of comparable gateways: APort hosted p50 53 ms (53000 µs); aiAuthZ in-process evaluate 6–52 µs");
@@ -707,18 +740,27 @@ fn wait_socket(sock: &Path) {
     panic!("{} never accepted", sock.display());
 }
 
-/// Starts the real daemon, enrolls an operator and submits one message; returns the active-message id.
-fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String) {
+/// Starts the real daemon, enrolls an operator and submits one message;
+/// returns the active-message id and the loopback port of its metrics.
+fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String, u16) {
     let sock = dir.join("agentd.sock");
     let config = dir.join("agentd.toml");
-    // AGENTD_BENCH_METRICS=PORT: the daemon serves its metrics there (the
-    // audit writer's commits and rows, for a profiling run).
-    let metrics = std::env::var("AGENTD_BENCH_METRICS")
-        .map(|port| format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
-        .unwrap_or_default();
+    // The daemon serves its metrics (the audit writer's rows and commits)
+    // on a loopback port: AGENTD_BENCH_METRICS=PORT, or one free just now.
+    let port = std::env::var("AGENTD_BENCH_METRICS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free loopback port")
+        });
     std::fs::write(
         &config,
-        format!("[audit]\ndurability = \"{durability}\"\n{metrics}"),
+        format!(
+            "[audit]\ndurability = \"{durability}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .unwrap();
     // AGENTD_BENCH_BIN: another build of agentd, for A/B runs against this one.
@@ -765,7 +807,38 @@ fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String) 
         );
         c.submit_message(&m).await.unwrap().active_message_id
     });
-    (child, id)
+    (child, id, port)
+}
+
+/// The audit log's (rows, commits) so far, from the daemon's metrics on
+/// `port`: the head's seq and the commit-time histogram's count.
+fn audit_counts(port: u16) -> Option<(f64, f64)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("agentd_audit_head_seq")?,
+        value("agentd_audit_commit_seconds_count")?,
+    ))
+}
+
+/// Rows per commit for the table: "-" for a server without an audit log.
+fn per_commit(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |r| format!("{r:.1}"))
+}
+
+/// The rate at which `l`'s server and clients together would use every
+/// CPU: what the machine allows at these CPU costs per request.
+fn ceiling(cpus: f64, l: &Load) -> f64 {
+    cpus * 1e6 / (l.cpu_per_req + l.client_cpu_per_req).max(f64::MIN_POSITIVE)
 }
 
 /// Waits while the daemon's enforcer is still loading its BPF programs (the
@@ -836,19 +909,28 @@ fn written_bytes(pid: u32) -> f64 {
 }
 
 /// What a load run measured: requests/s, p99 µs, the server's CPU time per
-/// request (µs, every thread: the figure a noisy machine moves least) and
-/// the bytes it wrote per request (its audit log's pages, its answers).
+/// request (µs, every thread: the figure a noisy machine moves least), the
+/// clients' (this process's), the bytes the server wrote per request (its
+/// audit log's pages, its answers) and its audit rows per commit.
 #[derive(Clone, Copy)]
 struct Load {
     rate: f64,
     p99: f64,
     cpu_per_req: f64,
+    client_cpu_per_req: f64,
     written_per_req: f64,
+    rows_per_commit: Option<f64>,
 }
 
-/// 8 clients, each its own connection, for `secs` against the server
-/// process `server`.
-async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: u32) -> Load {
+/// A server under load: its process, and for agentd its metrics port.
+#[derive(Clone, Copy)]
+struct Server {
+    pid: u32,
+    metrics: Option<u16>,
+}
+
+/// 8 clients, each its own connection, for `secs` against `server`.
+async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: Server) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -875,11 +957,20 @@ async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: u32) -> L
     }
     // Warm up briefly, then measure a fixed window.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let me = std::process::id();
+    let audit0 = server.metrics.and_then(audit_counts);
     let c0 = count.load(Ordering::Relaxed);
-    let (t0, cpu0, w0) = (Instant::now(), cpu_us(server), written_bytes(server));
+    let (t0, cpu0, w0) = (
+        Instant::now(),
+        cpu_us(server.pid),
+        written_bytes(server.pid),
+    );
+    let client0 = cpu_us(me);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let c1 = count.load(Ordering::Relaxed);
-    let (cpu1, w1) = (cpu_us(server), written_bytes(server));
+    let (cpu1, w1) = (cpu_us(server.pid), written_bytes(server.pid));
+    let client1 = cpu_us(me);
+    let audit1 = server.metrics.and_then(audit_counts);
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
@@ -890,7 +981,12 @@ async fn load(sock: &Path, path: &str, body: &[u8], secs: u64, server: u32) -> L
         rate: (c1 - c0) as f64 / elapsed,
         p99: stats(all).p99,
         cpu_per_req: (cpu1 - cpu0) / (c1 - c0).max(1) as f64,
+        client_cpu_per_req: (client1 - client0) / (c1 - c0).max(1) as f64,
         written_per_req: (w1 - w0) / (c1 - c0).max(1) as f64,
+        rows_per_commit: match (audit0, audit1) {
+            (Some((r0, k0)), Some((r1, k1))) if k1 > k0 => Some((r1 - r0) / (k1 - k0)),
+            _ => None,
+        },
     }
 }
 
