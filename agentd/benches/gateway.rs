@@ -2,7 +2,9 @@
 //! in-process decision, then end-to-end tool-call checks against the real
 //! `agentd` binary over its Unix socket (1 client p50/p99, 8 clients
 //! throughput), beside a bare hyper HTTP/1.1 echo over the same kind of
-//! socket measured in the same run as the floor.
+//! socket measured in the same run as the floor. The 8-client table also
+//! gives the server's and the clients' CPU per request, the audit rows per
+//! commit, and the machine's CPU-bound ceiling at those costs.
 //!
 //! The echo server and the daemon both run as child processes, so the client
 //! side is identical for both. Every agentd check goes through the full
@@ -271,8 +273,8 @@ fn main() {
         "throughput, 8 concurrent clients",
         "requests/s",
         "p99 µs",
-        "server CPU µs",
-        "client CPU µs",
+        "server µs/req",
+        "client µs/req",
         "written B/req",
         "rows/commit"
     );
