@@ -10,6 +10,7 @@
 //! Pure rules (deadlines, signatures) are in `policy::approval`.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ struct Waiting {
 pub struct Approvals {
     settings: ApprovalSettings,
     pending: Mutex<HashMap<String, Waiting>>,
+    /// Places held by [`Reservation`]s, counted against `max_pending`;
+    /// changed only under the `pending` lock.
+    reserved: AtomicUsize,
     db: Mutex<Connection>,
     path: PathBuf,
     nonces: Mutex<NonceMemory>,
@@ -207,6 +211,7 @@ impl Approvals {
             Self {
                 settings,
                 pending: Mutex::new(HashMap::new()),
+                reserved: AtomicUsize::new(0),
                 db: Mutex::new(conn),
                 path,
                 nonces: Mutex::new(NonceMemory::default()),
@@ -283,40 +288,31 @@ impl Approvals {
         }
     }
 
-    /// Queues `info` (bounded) and stores it; the ticket waits for its answer.
-    pub fn register(self: &Arc<Self>, info: PendingApproval) -> Result<Ticket, ApprovalError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= self.settings.max_pending {
-                return Err(ApprovalError::Full {
-                    max: self.settings.max_pending,
-                });
-            }
-            let body = serde_json::to_string(&info).unwrap_or_default();
-            self.db
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .execute(
-                    "INSERT INTO approvals (id, body, status, created_at) VALUES (?1, ?2, 'pending', ?3)",
-                    params![info.id, body, info.created_at],
-                )
-                .map_err(self.sql_err("insert"))?;
-            map.insert(
-                info.id.clone(),
-                Waiting {
-                    info: info.clone(),
-                    tx,
-                },
-            );
+    /// Holds a place in the queue (bounded) for a call about to wait: the
+    /// escalation's audit row is written first, then
+    /// [`Reservation::register`] stores and lists the approval. So nothing
+    /// can be answered, and no restart can expire it, before that row is
+    /// durable. A reservation dropped unused gives its place back.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, ApprovalError> {
+        let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let reserved = self.reserved.load(Ordering::SeqCst);
+        if map.len() + reserved >= self.settings.max_pending {
+            return Err(ApprovalError::Full {
+                max: self.settings.max_pending,
+            });
         }
-        Ok(Ticket {
-            id: info.id.clone(),
-            deadline: info.deadline,
+        self.reserved.store(reserved + 1, Ordering::SeqCst);
+        Ok(Reservation {
             queue: self.clone(),
-            rx: Some(rx),
-            done: false,
+            held: true,
         })
+    }
+
+    /// Gives back one reserved place (under the `pending` lock).
+    fn release_place(&self, _locked: &HashMap<String, Waiting>) {
+        let _ = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Every approval waiting now, oldest first.
@@ -572,6 +568,59 @@ impl Approvals {
     }
 }
 
+/// A place held in the queue ([`Approvals::reserve`]).
+pub struct Reservation {
+    queue: Arc<Approvals>,
+    held: bool,
+}
+
+impl Reservation {
+    /// Stores `info` and lists it in the reserved place; the ticket waits
+    /// for its answer. A store that fails gives the place back.
+    pub fn register(mut self, info: PendingApproval) -> Result<Ticket, ApprovalError> {
+        let queue = self.queue.clone();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut map = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+            queue.release_place(&map);
+            self.held = false;
+            let body = serde_json::to_string(&info).unwrap_or_default();
+            queue
+                .db
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .execute(
+                    "INSERT INTO approvals (id, body, status, created_at) VALUES (?1, ?2, 'pending', ?3)",
+                    params![info.id, body, info.created_at],
+                )
+                .map_err(queue.sql_err("insert"))?;
+            map.insert(
+                info.id.clone(),
+                Waiting {
+                    info: info.clone(),
+                    tx,
+                },
+            );
+        }
+        Ok(Ticket {
+            id: info.id.clone(),
+            deadline: info.deadline,
+            queue,
+            rx: Some(rx),
+            done: false,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            let map = self.queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+            self.queue.release_place(&map);
+        }
+    }
+}
+
 /// One queued approval's wait. Dropped unfinished (the caller went away),
 /// it withdraws the approval and audits the abandonment.
 pub struct Ticket {
@@ -602,12 +651,6 @@ impl Ticket {
                 rx.await.unwrap_or(Resolution::Expired)
             }
         }
-    }
-
-    /// Ends the wait before it began (the escalation could not be recorded).
-    pub fn cancel(mut self) {
-        self.done = true;
-        self.queue.withdraw(&self.id, Status::Abandoned);
     }
 }
 

@@ -80,8 +80,11 @@ impl Gateway {
             elevation: Self::elevation_ask(d),
             anomaly: d.sessions.anomaly.clone(),
         };
-        let ticket = match queue.register(info.clone()) {
-            Ok(t) => t,
+        // The place first (a full queue refuses with no escalation row),
+        // then the row, then the approval: one that can be seen, answered
+        // or expired by a restart always has its row.
+        let place = match queue.reserve() {
+            Ok(p) => p,
             Err(e) => {
                 d.overturn(e.reason_code(), e.to_string());
                 return None;
@@ -98,7 +101,6 @@ impl Gateway {
                 info.id, info.deadline, ev.target
             ));
             if let Err(e) = audit.append(ev).await {
-                ticket.cancel();
                 d.overturn(
                     reason::AUDIT_UNAVAILABLE,
                     format!("the audit log could not record the escalation: {e}"),
@@ -106,7 +108,13 @@ impl Gateway {
                 return None;
             }
         }
-        Some((info, ticket))
+        match place.register(info.clone()) {
+            Ok(ticket) => Some((info, ticket)),
+            Err(e) => {
+                d.overturn(e.reason_code(), e.to_string());
+                None
+            }
+        }
     }
 
     /// What an escalation for an elevation asks for: the call's action,

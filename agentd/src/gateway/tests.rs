@@ -860,6 +860,47 @@ async fn first_pending(q: &approvals::Approvals) -> approvals::PendingApproval {
     panic!("nothing became pending");
 }
 
+fn waiting_call(id: &str) -> approvals::PendingApproval {
+    approvals::PendingApproval {
+        id: id.into(),
+        operator: "dr-chen".into(),
+        session: "s".into(),
+        action: "read_chart".into(),
+        arguments: serde_json::Map::new(),
+        agent: String::new(),
+        active_message_id: "am".into(),
+        policy_id: "demo".into(),
+        created_at: unix_now(),
+        deadline: unix_now() + 30,
+        elevation: None,
+        anomaly: None,
+    }
+}
+
+#[test]
+fn a_reserved_place_counts_against_the_bound_and_is_seen_only_once_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(dir.path());
+    // max_pending 4: four places held, none listed yet, a fifth refused.
+    let mut places: Vec<_> = (0..4).map(|_| q.reserve().unwrap()).collect();
+    assert!(q.list().is_empty());
+    assert!(matches!(
+        q.reserve(),
+        Err(approvals::ApprovalError::Full { max: 4 })
+    ));
+    // One dropped unused gives its place back.
+    drop(places.pop());
+    places.push(q.reserve().unwrap());
+    // Registered: listed and answerable, in the place it held (still full).
+    let _ticket = places.pop().unwrap().register(waiting_call("c1")).unwrap();
+    assert_eq!(q.list().len(), 1);
+    assert!(q.reserve().is_err());
+    // Every reservation given back: three places free beside the one waiting.
+    places.clear();
+    let again: Vec<_> = (0..3).map(|_| q.reserve().unwrap()).collect();
+    assert!(q.reserve().is_err(), "{} reserved", again.len());
+}
+
 fn by_admin(answer: approvals::Answer) -> approvals::Answered {
     approvals::Answered {
         answer,
