@@ -10,7 +10,7 @@
 //! Pure rules (deadlines, signatures) are in `policy::approval`.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ pub enum ApprovalError {
     /// The approver's row could not be recorded; the call was denied.
     #[error("the audit log could not record the answer ({0}); the call is denied")]
     Audit(String),
+    /// agentd is stopping: no call starts waiting now.
+    #[error("agentd is stopping; no call waits for approval now")]
+    Stopping,
 }
 
 impl ApprovalError {
@@ -72,6 +75,7 @@ impl ApprovalError {
             Self::Callback(e) => e.reason_code(),
             Self::NoWebhook => reason::WEBHOOK_NOT_CONFIGURED,
             Self::Audit(_) => reason::AUDIT_UNAVAILABLE,
+            Self::Stopping => reason::APPROVAL_EXPIRED,
         }
     }
 }
@@ -126,6 +130,9 @@ pub struct Approvals {
     /// Places held by [`Reservation`]s, counted against `max_pending`;
     /// changed only under the `pending` lock.
     reserved: AtomicUsize,
+    /// Set by [`Self::expire_all`] (under the `pending` lock): a call whose
+    /// place was reserved before is refused, not left waiting unanswered.
+    stopping: AtomicBool,
     db: Mutex<Connection>,
     path: PathBuf,
     nonces: Mutex<NonceMemory>,
@@ -212,6 +219,7 @@ impl Approvals {
                 settings,
                 pending: Mutex::new(HashMap::new()),
                 reserved: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
                 db: Mutex::new(conn),
                 path,
                 nonces: Mutex::new(NonceMemory::default()),
@@ -224,13 +232,11 @@ impl Approvals {
     /// Denies every waiting call because agentd is stopping (each audited
     /// `approval_expired`, each caller answered); returns how many.
     pub async fn expire_all(&self) -> usize {
-        let all: Vec<Waiting> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, w)| w)
-            .collect();
+        let all: Vec<Waiting> = {
+            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            self.stopping.store(true, Ordering::SeqCst);
+            map.drain().map(|(_, w)| w).collect()
+        };
         for w in &all {
             self.finish(&w.info.id, Status::Expired, "agentd", "shutdown");
         }
@@ -295,6 +301,9 @@ impl Approvals {
     /// durable. A reservation dropped unused gives its place back.
     pub fn reserve(self: &Arc<Self>) -> Result<Reservation, ApprovalError> {
         let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ApprovalError::Stopping);
+        }
         let reserved = self.reserved.load(Ordering::SeqCst);
         if map.len() + reserved >= self.settings.max_pending {
             return Err(ApprovalError::Full {
@@ -584,6 +593,9 @@ impl Reservation {
             let mut map = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
             queue.release_place(&map);
             self.held = false;
+            if queue.stopping.load(Ordering::SeqCst) {
+                return Err(ApprovalError::Stopping);
+            }
             let body = serde_json::to_string(&info).unwrap_or_default();
             queue
                 .db

@@ -901,6 +901,22 @@ fn a_reserved_place_counts_against_the_bound_and_is_seen_only_once_registered() 
     assert!(q.reserve().is_err(), "{} reserved", again.len());
 }
 
+#[tokio::test]
+async fn a_call_whose_place_was_reserved_before_the_stop_is_refused_not_left_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(dir.path());
+    let place = q.reserve().unwrap();
+    // agentd stops while that call's escalation row is being written.
+    assert_eq!(q.expire_all().await, 0);
+    let refused = place.register(waiting_call("c1")).err().unwrap();
+    assert_eq!(refused.reason_code(), reason::APPROVAL_EXPIRED);
+    assert!(q.list().is_empty());
+    assert!(matches!(
+        q.reserve(),
+        Err(approvals::ApprovalError::Stopping)
+    ));
+}
+
 fn by_admin(answer: approvals::Answer) -> approvals::Answered {
     approvals::Answered {
         answer,
