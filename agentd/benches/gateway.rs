@@ -9,6 +9,9 @@
 //! The echo server and the daemon both run as child processes, so the client
 //! side is identical for both. Every agentd check goes through the full
 //! pipeline: decision + durable audit append (group commit).
+#[path = "../tests/gateway_support/mod.rs"]
+mod gateway_support;
+
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -752,12 +755,7 @@ fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String, 
     let port = std::env::var("AGENTD_BENCH_METRICS")
         .ok()
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free loopback port")
-        });
+        .unwrap_or_else(gateway_support::free_port);
     std::fs::write(
         &config,
         format!(
@@ -815,20 +813,13 @@ fn spawn_daemon(dir: &Path, policy: &Path, durability: &str) -> (Child, String, 
 /// The audit log's (rows, commits) so far, from the daemon's metrics on
 /// `port`: the head's seq and the commit-time histogram's count.
 fn audit_counts(port: u16) -> Option<(f64, f64)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let (status, text) = gateway_support::scrape(port);
+    if status != 200 {
+        return None;
+    }
     Some((
-        value("agentd_audit_head_seq")?,
-        value("agentd_audit_commit_seconds_count")?,
+        gateway_support::sample(&text, "agentd_audit_head_seq")?,
+        gateway_support::sample(&text, "agentd_audit_commit_seconds_count")?,
     ))
 }
 

@@ -10,7 +10,6 @@
 //! Pure rules (deadlines, signatures) are in `policy::approval`.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,16 +122,22 @@ struct Waiting {
     tx: oneshot::Sender<Resolution>,
 }
 
+/// What the queue's lock guards.
+#[derive(Default)]
+struct Queue {
+    /// Calls waiting, by approval id.
+    waiting: HashMap<String, Waiting>,
+    /// Places held by [`Reservation`]s, counted against `max_pending`.
+    reserved: usize,
+    /// Set by [`Approvals::expire_all`]: a call whose place was reserved
+    /// before is refused, not left waiting unanswered.
+    stopping: bool,
+}
+
 /// The queue. Share it behind an `Arc`.
 pub struct Approvals {
     settings: ApprovalSettings,
-    pending: Mutex<HashMap<String, Waiting>>,
-    /// Places held by [`Reservation`]s, counted against `max_pending`;
-    /// changed only under the `pending` lock.
-    reserved: AtomicUsize,
-    /// Set by [`Self::expire_all`] (under the `pending` lock): a call whose
-    /// place was reserved before is refused, not left waiting unanswered.
-    stopping: AtomicBool,
+    pending: Mutex<Queue>,
     db: Mutex<Connection>,
     path: PathBuf,
     nonces: Mutex<NonceMemory>,
@@ -217,9 +222,7 @@ impl Approvals {
         Ok((
             Self {
                 settings,
-                pending: Mutex::new(HashMap::new()),
-                reserved: AtomicUsize::new(0),
-                stopping: AtomicBool::new(false),
+                pending: Mutex::default(),
                 db: Mutex::new(conn),
                 path,
                 nonces: Mutex::new(NonceMemory::default()),
@@ -233,9 +236,9 @@ impl Approvals {
     /// `approval_expired`, each caller answered); returns how many.
     pub async fn expire_all(&self) -> usize {
         let all: Vec<Waiting> = {
-            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            self.stopping.store(true, Ordering::SeqCst);
-            map.drain().map(|(_, w)| w).collect()
+            let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            q.stopping = true;
+            q.waiting.drain().map(|(_, w)| w).collect()
         };
         for w in &all {
             self.finish(&w.info.id, Status::Expired, "agentd", "shutdown");
@@ -300,34 +303,26 @@ impl Approvals {
     /// can be answered, and no restart can expire it, before that row is
     /// durable. A reservation dropped unused gives its place back.
     pub fn reserve(self: &Arc<Self>) -> Result<Reservation, ApprovalError> {
-        let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if self.stopping.load(Ordering::SeqCst) {
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if q.stopping {
             return Err(ApprovalError::Stopping);
         }
-        let reserved = self.reserved.load(Ordering::SeqCst);
-        if map.len() + reserved >= self.settings.max_pending {
+        if q.waiting.len() + q.reserved >= self.settings.max_pending {
             return Err(ApprovalError::Full {
                 max: self.settings.max_pending,
             });
         }
-        self.reserved.store(reserved + 1, Ordering::SeqCst);
+        q.reserved += 1;
         Ok(Reservation {
             queue: self.clone(),
             held: true,
         })
     }
 
-    /// Gives back one reserved place (under the `pending` lock).
-    fn release_place(&self, _locked: &HashMap<String, Waiting>) {
-        let _ = self
-            .reserved
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    }
-
     /// Every approval waiting now, oldest first.
     pub fn list(&self) -> Vec<PendingApproval> {
-        let map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<PendingApproval> = map.values().map(|w| w.info.clone()).collect();
+        let q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<PendingApproval> = q.waiting.values().map(|w| w.info.clone()).collect();
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         v
     }
@@ -366,6 +361,7 @@ impl Approvals {
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .waiting
             .remove(id);
         let Some(w) = taken else {
             return Err(match self.stored_status(id)? {
@@ -568,6 +564,7 @@ impl Approvals {
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .waiting
             .remove(id)
             .map(|w| w.info);
         if taken.is_some() {
@@ -590,10 +587,10 @@ impl Reservation {
         let queue = self.queue.clone();
         let (tx, rx) = oneshot::channel();
         {
-            let mut map = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
-            queue.release_place(&map);
+            let mut q = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+            q.reserved -= 1;
             self.held = false;
-            if queue.stopping.load(Ordering::SeqCst) {
+            if q.stopping {
                 return Err(ApprovalError::Stopping);
             }
             let body = serde_json::to_string(&info).unwrap_or_default();
@@ -606,7 +603,7 @@ impl Reservation {
                     params![info.id, body, info.created_at],
                 )
                 .map_err(queue.sql_err("insert"))?;
-            map.insert(
+            q.waiting.insert(
                 info.id.clone(),
                 Waiting {
                     info: info.clone(),
@@ -627,8 +624,8 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.held {
-            let map = self.queue.pending.lock().unwrap_or_else(|p| p.into_inner());
-            self.queue.release_place(&map);
+            let mut q = self.queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+            q.reserved -= 1;
         }
     }
 }
